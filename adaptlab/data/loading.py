@@ -1,0 +1,254 @@
+"""Load task data from JSONL, CSV or TSV into one in-memory shape.
+
+Every problem with a file is raised as a :class:`DataError` whose message is one line naming the
+file, the line and the field, so that a user with a few thousand hand-labelled rows can fix the
+row and not guess. The checks that need the whole file (one class only, labels unseen in train)
+live in :mod:`adaptlab.data.validation`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+TaskType = Literal["classification", "generation"]
+TASK_TYPES: tuple[str, ...] = ("classification", "generation")
+
+# Default column names per task type; --text-field / --label-field override them.
+DEFAULT_FIELDS: dict[str, tuple[str, str]] = {
+    "classification": ("text", "label"),
+    "generation": ("input", "target"),
+}
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+
+
+class DataError(ValueError):
+    """A problem with input data; the message is one line naming file, line and field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example.
+
+    For classification ``text`` is the input and ``label`` the class name; for generation
+    ``text`` is the input and ``label`` the target text. ``line`` is the 1-based line of the
+    source file (0 when the example did not come from a file).
+    """
+
+    text: str
+    label: str
+    line: int = 0
+
+
+@dataclass
+class TaskData:
+    """A list of examples with what is known about where they came from."""
+
+    task: TaskType
+    examples: list[Example]
+    source: str
+    label_names: list[str] | None = None  # classification: label set in a stable order
+    text_field: str = "text"
+    label_field: str = "label"
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def labels(self) -> list[str]:
+        """The label set: declared names if known, else labels in order of first appearance."""
+        if self.label_names is not None:
+            return list(self.label_names)
+        return list(dict.fromkeys(ex.label for ex in self.examples))
+
+    def with_examples(self, examples: list[Example], source: str | None = None) -> "TaskData":
+        """A copy holding other examples (a split or subsample) with the same label set."""
+        return TaskData(
+            task=self.task,
+            examples=list(examples),
+            source=source or self.source,
+            label_names=self.labels if self.task == "classification" else None,
+            text_field=self.text_field,
+            label_field=self.label_field,
+            meta=dict(self.meta),
+        )
+
+
+def _where(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line else f"{path}"
+
+
+def _read_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """Return ``[(line_number, record)]`` and the column names seen (CSV header or JSON keys)."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a .jsonl, .csv or .tsv file")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported file type '{suffix or '(none)'}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: file is empty (no examples)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+    if suffix in (".jsonl", ".json"):
+        return _read_jsonl(path, text)
+    return _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    records: list[tuple[int, dict]] = []
+    columns: dict[str, None] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        columns.update(dict.fromkeys(obj))
+        records.append((lineno, obj))
+    if not records:
+        raise DataError(f"{path}: file is empty (no examples)")
+    return records, list(columns)
+
+
+def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: file is empty (no examples)") from None
+    except csv.Error as e:
+        raise DataError(f"{path}:1: malformed header: {e}") from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise DataError(f"{path}:1: empty header row; the first line must name the columns")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{path}:1: duplicate column name(s) {', '.join(map(repr, dupes))} in header")
+    records: list[tuple[int, dict]] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise DataError(f"{path}:{start}: malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {e}") from None
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) > len(header):
+            raise DataError(f"{path}:{start}: {len(row)} cells but the header has {len(header)} columns")
+        rec = {h: (row[i] if i < len(row) else None) for i, h in enumerate(header)}
+        records.append((start, rec))
+    if not records:
+        raise DataError(f"{path}: file has a header but no examples")
+    return records, header
+
+
+def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]],
+                 text_field: str | None, label_field: str | None) -> TaskType:
+    cols = set(columns)
+    if text_field is None and label_field is None:
+        for task, (tf, lf) in DEFAULT_FIELDS.items():
+            if tf in cols and lf in cols:
+                return task  # type: ignore[return-value]
+        raise DataError(
+            f"{path}: cannot tell the task from the columns ({', '.join(columns)}); expected 'text'+'label' "
+            "(classification) or 'input'+'target' (generation), or pass --task/--text-field/--label-field"
+        )
+    # Custom column names and no --task: few distinct short labels means classification.
+    lf = label_field or "label"
+    values = [str(r.get(lf, "")) for _, r in records]
+    distinct = len(set(values))
+    short = sum(len(v.split()) for v in values) / max(1, len(values)) <= 4
+    return "classification" if short and distinct <= max(2, len(values) // 2) else "generation"
+
+
+def load_file(
+    path: str | Path,
+    task: TaskType | None = None,
+    text_field: str | None = None,
+    label_field: str | None = None,
+    label_names: list[str] | None = None,
+) -> TaskData:
+    """Load one JSONL/CSV/TSV file.
+
+    ``task`` is detected from the columns when not given. ``label_names`` (e.g. a
+    ``labels.json``) declares the label set: any other label is an error.
+    """
+    path = Path(path)
+    if task is not None and task not in TASK_TYPES:
+        raise DataError(f"unknown task '{task}'; use one of {', '.join(TASK_TYPES)}")
+    records, columns = _read_records(path)
+    if task is None:
+        task = _detect_task(path, columns, records, text_field, label_field)
+    tf = text_field or DEFAULT_FIELDS[task][0]
+    lf = label_field or DEFAULT_FIELDS[task][1]
+    known = set(label_names) if label_names is not None else None
+    examples: list[Example] = []
+    for lineno, rec in records:
+        values = []
+        for name in (tf, lf):
+            if name not in rec or rec[name] is None:
+                present = ", ".join(k for k, v in rec.items() if v is not None) or "none"
+                raise DataError(f"{path}:{lineno}: missing field '{name}' (fields present: {present})")
+            v = rec[name]
+            if not isinstance(v, str):
+                hint = "; write class names, not ids" if name == lf and task == "classification" else ""
+                raise DataError(
+                    f"{path}:{lineno}: field '{name}' must be a string, got {type(v).__name__} {v!r}{hint}"
+                )
+            if not v.strip():
+                raise DataError(f"{path}:{lineno}: field '{name}' is empty")
+            values.append(v)
+        text, label = values
+        if task == "classification":
+            label = label.strip()
+            if known is not None and label not in known:
+                raise DataError(
+                    f"{path}:{lineno}: field '{lf}': unknown label {label!r} (known: {', '.join(sorted(known))})"
+                )
+        examples.append(Example(text=text.strip(), label=label, line=lineno))
+    names = list(label_names) if (task == "classification" and label_names is not None) else None
+    return TaskData(task=task, examples=examples, source=str(path), label_names=names,
+                    text_field=tf, label_field=lf)
+
+
+def load_label_names(path: str | Path) -> list[str]:
+    """Read a ``labels.json`` (a JSON list of class names in id order)."""
+    path = Path(path)
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise DataError(f"{path}: expected a JSON list of non-empty label names")
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: duplicate label names")
+    return names
+
+
+def write_jsonl(path: str | Path, data: TaskData) -> None:
+    """Write examples as JSONL with the task's default field names, atomically."""
+    from adaptlab.utils import atomic_write_text
+
+    tf, lf = DEFAULT_FIELDS[data.task]
+    lines = [json.dumps({tf: ex.text, lf: ex.label}, ensure_ascii=False) for ex in data.examples]
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")

