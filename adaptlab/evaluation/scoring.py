@@ -1,0 +1,117 @@
+"""Classification as text: score every label's verbalization, never a free-form answer.
+
+The expensive part of Gemma 3 is its tied 262k-word LM head (168M of 268M parameters). A plain
+``model(input_ids).logits`` projects *every* position onto the vocabulary; here the decoder body
+runs once and only the positions that predict a label token are projected. For a 40-token prompt
+and a 2-token label that is 2 projections instead of 42.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+def decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer body of a causal LM (everything before the LM head)."""
+    if hasattr(model, "get_base_model"):  # a PEFT wrapper
+        model = model.get_base_model()
+    return model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, model.base_model_prefix)
+
+
+def project(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """LM head on selected hidden states: (M, H) -> (M, V), with Gemma's soft-capping if set."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def target_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    target_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token) over the tokens where ``target_mask`` is set, per row.
+
+    input_ids, attention_mask, target_mask: (B, T). Returns (B,). Token t is predicted by the
+    hidden state at t-1, so ``target_mask[:, 0]`` must be False.
+    """
+    hidden = decoder(model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    pred_mask = target_mask[:, 1:]                       # (B, T-1): positions t that are targets
+    rows, cols = pred_mask.nonzero(as_tuple=True)        # M target tokens
+    logits = project(model, hidden[rows, cols])          # hidden at t-1 -> (M, V)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    tok_logp = logp.gather(1, input_ids[rows, cols + 1].unsqueeze(1)).squeeze(1)  # (M,)
+    out = torch.zeros(input_ids.shape[0], dtype=tok_logp.dtype, device=tok_logp.device)
+    return out.index_add(0, rows, tok_logp)
+
+
+def encode_labels(tokenizer, label_texts: list[str]) -> list[list[int]]:
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in label_texts]
+    for text, seq in zip(label_texts, ids):
+        if not seq:
+            raise ValueError(f"label verbalization {text!r} tokenizes to nothing")
+    return ids
+
+
+@torch.no_grad()
+def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_texts: list[str],
+                 batch_size: int = 32, max_prompt_tokens: int = 1024) -> torch.Tensor:
+    """Log-probability of each label continuation after each prompt: returns (N, L).
+
+    Multi-token labels score as the sum over their tokens. All (prompt, label) pairs are sorted
+    by length and packed into right-padded batches of ``batch_size`` sequences.
+    """
+    device = next(model.parameters()).device
+    label_ids = encode_labels(tokenizer, label_texts)
+    prompt_ids = []
+    for p in prompts:
+        ids = tokenizer(p)["input_ids"]
+        if len(ids) > max_prompt_tokens:  # keep the end of the prompt: it holds the question
+            ids = ids[:1] + ids[-(max_prompt_tokens - 1):]
+        prompt_ids.append(ids)
+    pairs = [(i, j) for i in range(len(prompts)) for j in range(len(label_texts))]
+    pairs.sort(key=lambda ij: len(prompt_ids[ij[0]]) + len(label_ids[ij[1]]))
+    scores = torch.empty(len(prompts), len(label_texts))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        seqs = [prompt_ids[i] + label_ids[j] for i, j in chunk]
+        T = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+        att = torch.zeros((len(seqs), T), dtype=torch.long)
+        tgt = torch.zeros((len(seqs), T), dtype=torch.bool)
+        for r, ((i, j), s) in enumerate(zip(chunk, seqs)):
+            ids[r, :len(s)] = torch.tensor(s)
+            att[r, :len(s)] = 1
+            tgt[r, len(prompt_ids[i]):len(s)] = True
+        lp = target_logprobs(model, ids.to(device), att.to(device), tgt.to(device)).cpu()
+        for r, (i, j) in enumerate(chunk):
+            scores[i, j] = lp[r]
+    return scores
+
+
+@dataclass
+class ScoredPredictions:
+    predictions: list[str]
+    scores: torch.Tensor         # (N, L) label log-probabilities
+    seconds: float
+    prompt_tokens: float         # mean prompt tokens per example
+
+    @property
+    def examples_per_s(self) -> float:
+        return len(self.predictions) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def predict_labels(model, tokenizer, prompts: list[str], labels: list[str], label_texts: list[str],
+                   batch_size: int = 32) -> ScoredPredictions:
+    """Best-scoring label for each prompt; the output is always one of ``labels``."""
+    t0 = time.perf_counter()
+    scores = score_labels(model, tokenizer, prompts, label_texts, batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+    best = scores.argmax(dim=1).tolist()
+    n_tok = sum(len(tokenizer(p)["input_ids"]) for p in prompts) / max(1, len(prompts))
+    return ScoredPredictions([labels[b] for b in best], scores, seconds, n_tok)

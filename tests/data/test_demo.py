@@ -1,0 +1,27 @@
+import json
+from collections import Counter
+
+from adaptlab.data import demo
+from adaptlab.data.named import DEMO_DIR, load_task
+
+
+def test_committed_demo_files_are_what_the_generator_writes(tmp_path):
+    demo.write(tmp_path)
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl", "labels.json", "descriptions.json"):
+        assert (tmp_path / name).read_text() == (DEMO_DIR / name).read_text(), name
+
+
+def test_demo_shape_and_no_leakage():
+    s = load_task("demo")
+    assert (len(s.train), len(s.dev), len(s.test)) == (360, 120, 120)
+    assert len(s.train.labels) == 12
+    assert set(Counter(e.label for e in s.test.examples).values()) == {10}
+    texts = [e.text.lower() for part in (s.train, s.dev, s.test) for e in part.examples]
+    assert len(texts) == len(set(texts))
+    labels = json.loads((DEMO_DIR / "labels.json").read_text())
+    assert labels == list(demo.LABEL_DESCRIPTIONS)
+
+
+def test_demo_generation_is_deterministic_and_seed_dependent():
+    a, b, c = demo.generate(), demo.generate(), demo.generate(seed=1)
+    assert a == b and a != c

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from adaptlab.evaluation.metrics import accuracy, classification_metrics, macro_f1
+from adaptlab.evaluation.scoring import predict_labels, score_labels, target_logprobs
+from adaptlab.prompts import DEFAULT_CLASSIFICATION, PromptTemplate, TemplateError, verbalize
+
+
+def reference(model, tok, prompt, label):
+    ids = tok(prompt).input_ids
+    lab = tok(label, add_special_tokens=False).input_ids
+    full = torch.tensor([ids + lab])
+    with torch.no_grad():
+        lp = model(full).logits.log_softmax(-1)[0]
+    return sum(lp[len(ids) + k - 1, t].item() for k, t in enumerate(lab))
+
+
+def test_label_scores_equal_full_forward_pass(tiny):
+    prompts = ["Text: great\nLabel:", "Text: a much longer input sentence here\nLabel:"]
+    labels = [" positive", " negative", " no opinion at all"]  # multi-token labels, various lengths
+    scores = score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=4)
+    assert scores.shape == (2, 3)
+    for i, p in enumerate(prompts):
+        for j, lab in enumerate(labels):
+            assert scores[i, j].item() == pytest.approx(reference(tiny.model, tiny.tokenizer, p, lab), abs=1e-4)
+
+
+def test_only_target_positions_reach_the_lm_head(tiny):
+    seen = []
+    head = tiny.model.get_output_embeddings()
+    h = head.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    try:
+        ids = torch.tensor([[2, 70, 71, 72, 73, 74]])
+        tgt = torch.tensor([[False, False, False, False, True, True]])
+        target_logprobs(tiny.model, ids, torch.ones_like(ids), tgt)
+    finally:
+        h.remove()
+    assert seen == [torch.Size([2, 64])]  # 2 label tokens projected, not 6 positions
+
+
+def test_predictions_are_always_valid_labels(tiny):
+    out = predict_labels(tiny.model, tiny.tokenizer, ["a", "b", "c"], ["x", "y"], [" x", " y"])
+    assert set(out.predictions) <= {"x", "y"} and out.scores.shape == (3, 2) and out.prompt_tokens > 0
+
+
+def test_metrics():
+    gold, pred = ["a", "a", "b", "c"], ["a", "b", "b", "b"]
+    assert accuracy(gold, pred) == 0.5
+    # F1: a = 2/3, b = 2/3 (tp 1, fp 2, fn 0 -> 2/4=0.5?) computed explicitly below
+    f1_a = 2 * 1 / (2 * 1 + 0 + 1)
+    f1_b = 2 * 1 / (2 * 1 + 2 + 0)
+    f1_c = 0.0
+    assert macro_f1(gold, pred) == pytest.approx((f1_a + f1_b + f1_c) / 3)
+    assert classification_metrics(gold, pred)["n"] == 4
+    with pytest.raises(ValueError):
+        accuracy(["a"], [])
+
+
+def test_templates():
+    assert verbalize("order_status") == "order status"
+    p = DEFAULT_CLASSIFICATION.render("hi", ["order_status", "refund"])
+    assert "order status, refund" in p and p.endswith("Category:")
+    with pytest.raises(TemplateError, match=r"unknown placeholder\(s\) \{txt\}"):
+        PromptTemplate("bad", "Text: {txt}")
+    with pytest.raises(TemplateError, match="must contain"):
+        PromptTemplate("bad", "no slot here")
+    with pytest.raises(TemplateError, match="needs the label list"):
+        PromptTemplate("t", "{labels} {text}").render("x", [])
+    with pytest.raises(TemplateError, match="malformed template"):
+        PromptTemplate("t", "{text")

@@ -1,0 +1,46 @@
+import json
+
+from typer.testing import CliRunner
+
+from adaptlab.cli import app
+
+runner = CliRunner()
+
+
+def test_help_on_every_command():
+    for args in ([], ["data"], ["models"], ["data", "check"], ["data", "demo"], ["models", "info"], ["eval"], ["demo"]):
+        r = runner.invoke(app, args + ["--help"])
+        assert r.exit_code == 0, (args, r.output)
+
+
+def test_data_check_demo_and_file(tmp_path):
+    r = runner.invoke(app, ["data", "check", "demo", "--tokenizer", "tiny"])
+    assert r.exit_code == 0, r.output
+    assert "360" in r.output and "no warnings" in r.output
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in [("a", "x"), ("a", "x"), ("b", "y")]))
+    r = runner.invoke(app, ["data", "check", str(p), "--tokenizer", "none"])
+    assert r.exit_code == 0 and "exact duplicate" in r.output
+
+
+def test_data_check_error_is_one_line_exit_2(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"text": "a", "label": "x"}\n{oops}\n')
+    r = runner.invoke(app, ["data", "check", str(p), "--tokenizer", "none"])
+    assert r.exit_code == 2
+    assert "bad.jsonl:2: malformed JSON" in r.output and "Traceback" not in r.output
+
+
+def test_eval_zero_shot_tiny_writes_json(tmp_path):
+    out = tmp_path / "z.json"
+    r = runner.invoke(app, ["eval", "--model", "tiny", "--limit", "24", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["n"] == 24 and 0 <= res["accuracy"] <= 1 and len(res["predictions"]) == 24
+
+
+def test_models_info_tiny_and_unknown():
+    r = runner.invoke(app, ["models", "info", "--model", "tiny"])
+    assert r.exit_code == 0 and "Gemma3ForCausalLM" in r.output
+    r = runner.invoke(app, ["models", "info", "--model", "nope"])
+    assert r.exit_code == 2 and "unknown model" in r.output
