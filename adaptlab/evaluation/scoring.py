@@ -32,19 +32,54 @@ def project(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def target_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    target_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of log p(token) over the tokens where ``target_mask`` is set, per row.
+class PlainLM(torch.nn.Module):
+    """A causal LM seen through the two calls adaptlab needs: hidden states, then the LM head.
 
-    input_ids, attention_mask, target_mask: (B, T). Returns (B,). Token t is predicted by the
-    hidden state at t-1, so ``target_mask[:, 0]`` must be False.
+    Strategies that change the input (soft prompts) or the attention context (prefixes) provide
+    their own ``hidden``; scoring and training only ever call these two methods.
     """
-    hidden = decoder(model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-    pred_mask = target_mask[:, 1:]                       # (B, T-1): positions t that are targets
-    rows, cols = pred_mask.nonzero(as_tuple=True)        # M target tokens
-    logits = project(model, hidden[rows, cols])          # hidden at t-1 -> (M, V)
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, H) last hidden states aligned with ``input_ids``."""
+        return decoder(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        return project(self.model, hidden)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module runs; one that holds no parameters right now (a detached LoRA) says so itself."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else module.device
+
+
+def as_lm(model: torch.nn.Module) -> torch.nn.Module:
+    return model if hasattr(model, "hidden") and hasattr(model, "project") else PlainLM(model)
+
+
+def target_token_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          target_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(token) at every target position: returns (rows (M,), logp (M,)).
+
+    Token t is predicted by the hidden state at t-1, so ``target_mask[:, 0]`` must be False.
+    Only the M target positions reach the LM head.
+    """
+    lm = as_lm(lm)
+    hidden = lm.hidden(input_ids, attention_mask)          # (B, T, H)
+    rows, cols = target_mask[:, 1:].nonzero(as_tuple=True)  # M target tokens at t = cols + 1
+    logits = lm.project(hidden[rows, cols])                  # hidden at t-1 -> (M, V)
     logp = torch.log_softmax(logits.float(), dim=-1)
-    tok_logp = logp.gather(1, input_ids[rows, cols + 1].unsqueeze(1)).squeeze(1)  # (M,)
+    return rows, logp.gather(1, input_ids[rows, cols + 1].unsqueeze(1)).squeeze(1)
+
+
+def target_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    target_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token) over the tokens where ``target_mask`` is set, per row: (B,)."""
+    rows, tok_logp = target_token_logprobs(lm, input_ids, attention_mask, target_mask)
     out = torch.zeros(input_ids.shape[0], dtype=tok_logp.dtype, device=tok_logp.device)
     return out.index_add(0, rows, tok_logp)
 
@@ -65,7 +100,8 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     Multi-token labels score as the sum over their tokens. All (prompt, label) pairs are sorted
     by length and packed into right-padded batches of ``batch_size`` sequences.
     """
-    device = next(model.parameters()).device
+    device = module_device(model)
+    model = as_lm(model)
     label_ids = encode_labels(tokenizer, label_texts)
     prompt_ids = []
     for p in prompts:

@@ -1,0 +1,137 @@
+"""The strategy protocol and self-describing artifacts.
+
+Every strategy does ``fit(base, train, dev) -> Artifact`` and an artifact does ``predict(texts)``
+(torchtune's recipe interface, DSPy's ``compile``). A gradient strategy supplies an *adapted
+module*: an ``nn.Module`` with ``hidden(input_ids, attention_mask)`` and ``project(hidden)`` whose
+trainable parameters are the adaptation; the shared loop trains it and scoring reads from it.
+
+An artifact folder holds weights (safetensors only), ``adaptlab_artifact.json`` (strategy and
+training configs, template, labels, metrics, base-model fingerprint, package versions), and for
+LoRA / prompt tuning the PEFT files so other tools can load them. Loading checks the fingerprint
+and refuses pickled weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from adaptlab.data.loading import DataError, TaskData
+from adaptlab.evaluation.metrics import classification_metrics
+from adaptlab.evaluation.scoring import score_labels
+from adaptlab.models.base import BaseModel, check_fingerprint
+from adaptlab.prompts import PromptTemplate
+from adaptlab.utils import atomic_write_json, package_versions
+
+ARTIFACT_FILE = "adaptlab_artifact.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+class ArtifactError(ValueError):
+    """An artifact folder is missing, malformed, unsafe, or made for another base model."""
+
+
+def artifact_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+class Artifact:
+    """A fitted adaptation: predicts labels, saves itself, loads back onto the same base model."""
+
+    def __init__(self, strategy: str, base: BaseModel, module: torch.nn.Module, config, template: PromptTemplate,
+                 task: str, labels: list[str] | None, train_config: dict | None = None,
+                 metrics: dict | None = None):
+        self.strategy = strategy
+        self.base = base
+        self.module = module
+        self.config = config
+        self.template = template
+        self.task = task
+        self.labels = labels
+        self.train_config = train_config
+        self.metrics = dict(metrics or {})
+
+    # -------------------------------------------------------------- inference
+    @torch.no_grad()
+    def scores(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+        """(N, L) log-probabilities of each label after each text's prompt."""
+        if self.task != "classification":
+            raise ValueError("label scores need a classification artifact")
+        self.module.eval()
+        prompts = [self.template.render(t, self.labels) for t in texts]
+        return score_labels(self.module, self.base.tokenizer, prompts, self.template.label_texts(self.labels),
+                            batch_size=batch_size)
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
+        best = self.scores(texts, batch_size).argmax(dim=1).tolist()
+        return [self.labels[b] for b in best]
+
+    def evaluate(self, data: TaskData, batch_size: int = 32) -> dict:
+        if data.task != self.task:
+            raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
+        t0 = time.perf_counter()
+        pred = self.predict([ex.text for ex in data.examples], batch_size)
+        seconds = time.perf_counter() - t0
+        out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
+        out["examples_per_s"] = len(pred) / seconds if seconds else float("inf")
+        return out
+
+    # -------------------------------------------------------------- persistence
+    def save(self, folder: str | Path) -> Path:
+        from adaptlab.strategies.registry import get_strategy
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = get_strategy(self.strategy)
+        spec.strategy_cls.save_module(self.module, self.config, self.base, folder)
+        meta = {
+            "format": 1,
+            "strategy": self.strategy,
+            "kind": spec.kind,
+            "strategy_config": dataclasses.asdict(self.config),
+            "train_config": self.train_config,
+            "template": dataclasses.asdict(self.template),
+            "task": self.task,
+            "labels": self.labels,
+            "metrics": self.metrics,
+            "base_model": {"name": self.base.name, "fingerprint": self.base.fingerprint},
+            "versions": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write_json(folder / ARTIFACT_FILE, meta)  # written last: its presence marks a complete folder
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, base: BaseModel) -> "Artifact":
+        from adaptlab.strategies.registry import get_strategy, make_config
+
+        folder = Path(folder)
+        meta_path = folder / ARTIFACT_FILE
+        if not meta_path.exists():
+            raise ArtifactError(f"{folder}: not an adaptlab artifact (no {ARTIFACT_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{meta_path}:{e.lineno}: malformed JSON: {e.msg}") from None
+        unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if unsafe:
+            raise ArtifactError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors load")
+        check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"artifact {folder}")
+        spec = get_strategy(meta["strategy"])
+        config = make_config(meta["strategy"], **meta["strategy_config"])
+        module = spec.strategy_cls.load_module(config, base, folder)
+        return cls(meta["strategy"], base, module, config, PromptTemplate(**meta["template"]), meta["task"],
+                   meta["labels"], meta.get("train_config"), meta.get("metrics"))
+
+
+def freeze(model: torch.nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def count_trainable(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

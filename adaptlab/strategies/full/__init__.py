@@ -1,0 +1,5 @@
+from adaptlab.strategies.full.config import FullConfig
+from adaptlab.strategies.full.strategy import FullStrategy
+from adaptlab.strategies.registry import register_strategy
+
+register_strategy("full", FullConfig, FullStrategy, "gradient", "full fine-tuning of every weight")

@@ -1,0 +1,89 @@
+"""Hybrid: fine-tune (LoRA or full), freeze the result, then train a soft prompt on top of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from adaptlab.prompts import PromptTemplate
+from adaptlab.strategies.base import Artifact
+from adaptlab.strategies.full.config import FullConfig
+from adaptlab.strategies.full.strategy import FullStrategy
+from adaptlab.strategies.gradient import GradientStrategy
+from adaptlab.strategies.lora.strategy import LoraStrategy
+from adaptlab.strategies.soft_prompt.strategy import SoftPromptModule, initial_prompt, load_prompt, save_prompt
+from adaptlab.training.config import TrainConfig
+
+
+def _inner_model(stage1):
+    """The HF model the soft prompt runs through: LoRA-wrapped base (claimed) or the full copy."""
+    return stage1._active() if hasattr(stage1, "_active") else stage1.model
+
+
+class HybridModule(torch.nn.Module):
+    def __init__(self, stage1: torch.nn.Module, prompt_init: torch.Tensor):
+        super().__init__()
+        self.stage1 = stage1
+        for p in stage1.parameters():
+            p.requires_grad_(False)
+        if hasattr(stage1, "frozen"):
+            stage1.frozen = True
+        self.prompt = SoftPromptModule(lambda: _inner_model(self.stage1), prompt_init)
+
+    def hidden(self, input_ids, attention_mask):
+        return self.prompt.hidden(input_ids, attention_mask)
+
+    def project(self, hidden):
+        return self.prompt.project(hidden)
+
+
+class HybridStrategy(GradientStrategy):
+    name = "hybrid"
+    default_lr = 1e-3  # stage 1; stage 2 uses config.prompt_lr
+
+    def _stage1(self) -> GradientStrategy:
+        if self.config.stage1 == "lora":
+            return LoraStrategy(self.config.lora_config())
+        return FullStrategy(FullConfig(template=self.config.template))
+
+    def fit(self, base, train_data, dev=None, train_config: TrainConfig | None = None, run_dir=None,
+            resume: bool = False, progress: bool = True) -> Artifact:
+        cfg = train_config or TrainConfig()
+        run_dir = Path(run_dir) if run_dir is not None else None
+        first = self._stage1()
+        art1 = first.fit(base, train_data, dev, cfg, run_dir / "stage1" if run_dir else None, resume, progress)
+        torch.manual_seed(cfg.seed + 1)
+        init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, train_data.labels)
+        module = HybridModule(art1.module, init)
+        cfg2 = dataclasses.replace(cfg, lr=self.config.prompt_lr)
+        artifact = Artifact(self.name, base, module, self.config, PromptTemplate(self.name, self.config.template),
+                            train_data.task, train_data.labels, cfg.to_dict())
+        res2 = self.train_module(module, base, train_data, dev, cfg2, artifact, run_dir / "stage2" if run_dir else None,
+                                 resume, progress)
+        s1 = art1.metrics["train"]
+        s2 = res2.to_dict()
+        artifact.metrics["train"] = {
+            **s2, "train_seconds": s1["train_seconds"] + s2["train_seconds"], "steps": s1["steps"] + s2["steps"],
+            "peak_rss_bytes": max(s1["peak_rss_bytes"], s2["peak_rss_bytes"]),
+            "trainable_params": s1["trainable_params"] + s2["trainable_params"], "stage1": s1, "stage2": s2,
+        }
+        return artifact
+
+    @classmethod
+    def _stage1_cls(cls, config):
+        return LoraStrategy if config.stage1 == "lora" else FullStrategy
+
+    @classmethod
+    def save_module(cls, module: HybridModule, config, base, folder: Path) -> None:
+        (folder / "stage1").mkdir(parents=True, exist_ok=True)
+        inner_cfg = config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
+        cls._stage1_cls(config).save_module(module.stage1, inner_cfg, base, folder / "stage1")
+        save_prompt(module.prompt, folder / "prompt", _inner_model(module.stage1), base.name)
+
+    @classmethod
+    def load_module(cls, config, base, folder: Path) -> HybridModule:
+        inner_cfg = config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
+        stage1 = cls._stage1_cls(config).load_module(inner_cfg, base, folder / "stage1")
+        return HybridModule(stage1, load_prompt(folder / "prompt"))

@@ -1,0 +1,66 @@
+"""The validating strategy registry (after PEFT's ``register_peft_method``).
+
+The CLI, the comparison grid and the test matrix all enumerate this registry; nothing else keeps
+a list of strategies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["gradient", "prompt"]
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    config_cls: type
+    strategy_cls: type
+    kind: Kind
+    summary: str
+
+
+_REGISTRY: dict[str, StrategySpec] = {}
+
+
+def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kind, summary: str) -> StrategySpec:
+    """Add a strategy; reject bad or duplicate names and classes that do not fit the protocol."""
+    if not _NAME.match(name):
+        raise ValueError(f"strategy name {name!r} must be lowercase letters, digits and '_', starting with a letter")
+    if name in _REGISTRY:
+        raise ValueError(f"strategy {name!r} is already registered")
+    if kind not in ("gradient", "prompt"):
+        raise ValueError(f"strategy {name!r}: kind must be 'gradient' or 'prompt', got {kind!r}")
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"strategy {name!r}: config_cls must be a dataclass")
+    for method in ("fit",):
+        if not callable(getattr(strategy_cls, method, None)):
+            raise TypeError(f"strategy {name!r}: strategy_cls has no {method}()")
+    spec = StrategySpec(name, config_cls, strategy_cls, kind, summary)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def get_strategy(name: str) -> StrategySpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_strategies(kind: Kind | None = None) -> list[str]:
+    return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
+
+
+def make_config(name: str, **overrides):
+    """Build a strategy's config from keyword overrides; unknown keys are errors."""
+    spec = get_strategy(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"strategy {name!r}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    return spec.config_cls(**overrides)

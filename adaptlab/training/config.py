@@ -1,0 +1,61 @@
+"""How a gradient strategy is trained (one config shared by every strategy; litgpt's TrainArgs).
+
+What is adapted lives in each strategy's own config; this is only the optimisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class TrainConfig:
+    lr: float | None = field(default=None, metadata={"help": "Peak AdamW learning rate (default: the strategy's own)."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the train split (fractions allowed)."})
+    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per micro-batch."})
+    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps with linear warm-up."})
+    schedule: str = field(default="cosine", metadata={"help": "cosine, linear or constant after warm-up."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    max_length: int = field(default=256, metadata={"help": "Truncate prompt+target to this many tokens."})
+    eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N steps (0: once per epoch)."})
+    dev_limit: int = field(default=200, metadata={"help": "Dev examples used for early stopping (stratified sample)."})
+    patience: int = field(default=0, metadata={"help": "Stop after N evaluations without dev improvement (0: never)."})
+    checkpoint_every: int = field(default=50, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
+    seed: int = field(default=0, metadata={"help": "Seed for batch order, dropout and initialisation."})
+    bucket_size: int = field(default=64, metadata={"help": "Examples per length bucket before batching (1: no bucketing)."})
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ValueError(f"train config: {name}={getattr(self, name)!r}: {why}")
+        if self.lr is not None and not self.lr > 0:
+            bad("lr", "must be > 0")
+        if self.max_steps is None and not self.epochs > 0:
+            bad("epochs", "must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            bad("max_steps", "must be >= 1")
+        for name in ("batch_size", "grad_accum", "max_length", "dev_limit", "bucket_size"):
+            if getattr(self, name) < 1:
+                bad(name, "must be >= 1")
+        for name in ("eval_every", "patience", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be in [0, 1)")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            bad("schedule", "must be cosine, linear or constant")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            bad("max_grad_norm" if self.max_grad_norm < 0 else "weight_decay", "must be >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"train config: unknown key(s) {', '.join(unknown)}")
+        return cls(**d)

@@ -1,0 +1,317 @@
+"""The one training loop shared by every gradient strategy.
+
+Hand-written rather than ``transformers.Trainer`` for the one thing that makes it fast here:
+the loss is computed from hidden states at target positions only (``target_token_logprobs``),
+so Gemma's 262k-word LM head runs on a handful of label tokens per example instead of on every
+position of every sequence. Everything else is standard: length-bucketed batches, gradient
+accumulation, AdamW, warm-up + cosine/linear decay, clipping, early stopping on a dev metric.
+
+Checkpoints are resumable to the bit: trainable weights, optimizer moments, scheduler step,
+position in the epoch and every RNG state are saved (safetensors + JSON, atomically), and the
+batch order of each epoch is a pure function of (seed, epoch). A run killed with ``kill -9`` and
+resumed ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from adaptlab.training.batching import Encoded, bucketed_batches, collate
+from adaptlab.training.config import TrainConfig
+from adaptlab.utils import atomic_write_json, atomic_write_text
+
+CKPT = "checkpoint"
+LOG = "train_log.jsonl"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: float
+    train_seconds: float
+    examples_per_s: float
+    tokens_per_s: float
+    peak_rss_bytes: int
+    trainable_params: int
+    initial_loss: float
+    final_loss: float
+    best_dev: float | None
+    best_step: int | None
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d.pop("history")
+        return d
+
+
+class PeakRSS:
+    """Sample this process's resident memory in a background thread; keep the peak."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _run(self, interval):
+        while not self._stop.wait(interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if cfg.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def trainable_named(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in module.named_parameters() if p.requires_grad}
+
+
+# ------------------------------------------------------------------ checkpoints
+def _save_checkpoint(run_dir: Path, module, optimizer, scheduler, state: dict, best: dict | None) -> None:
+    """Write the checkpoint folder under a temporary name, then swap it in."""
+    tmp = run_dir / f".{CKPT}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    params = trainable_named(module)
+    save_file({n: p.detach().contiguous() for n, p in params.items()}, tmp / "trainable.safetensors")
+    if best is not None:
+        save_file({n: t.contiguous() for n, t in best.items()}, tmp / "best.safetensors")
+    # Optimizer moments by parameter name (safetensors), scalars as JSON: no pickle anywhere.
+    names = {id(p): n for n, p in params.items()}
+    opt_tensors, opt_scalars = {}, {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for k, v in optimizer.state.get(p, {}).items():
+                key = f"{names[id(p)]}::{k}"
+                if torch.is_tensor(v):
+                    opt_tensors[key] = v.detach().contiguous()
+                else:
+                    opt_scalars[key] = v
+    save_file(opt_tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
+    save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+    atomic_write_json(tmp / "state.json", {**state, "scheduler": scheduler.state_dict()["last_epoch"],
+                                            "opt_scalars": opt_scalars,
+                                            "python_rng": random.getstate()[1],
+                                            "python_rng_pos": random.getstate()[2]})
+    final, old = run_dir / CKPT, run_dir / f"{CKPT}.old"
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _find_checkpoint(run_dir: Path) -> Path | None:
+    for name in (CKPT, f"{CKPT}.old"):  # .old survives a crash between the two renames
+        d = run_dir / name
+        if (d / "state.json").exists():
+            return d
+    return None
+
+
+def _load_checkpoint(d: Path, module, optimizer, scheduler) -> tuple[dict, dict | None]:
+    state = json.loads((d / "state.json").read_text())
+    params = trainable_named(module)
+    saved = load_file(d / "trainable.safetensors")
+    missing, unexpected = set(params) - set(saved), set(saved) - set(params)
+    if missing or unexpected:
+        raise RuntimeError(f"{d}: checkpoint does not match the model (missing {sorted(missing)[:3]}, "
+                           f"unexpected {sorted(unexpected)[:3]})")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(saved[n])
+    opt = load_file(d / "optimizer.safetensors")
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            n = next(k for k, v in params.items() if v is p)
+            st = {k.split("::", 1)[1]: v for k, v in opt.items() if k.split("::", 1)[0] == n}
+            st.update({k.split("::", 1)[1]: v for k, v in state["opt_scalars"].items() if k.split("::", 1)[0] == n})
+            if st:
+                optimizer.state[p] = st
+    scheduler.last_epoch = state["scheduler"]
+    scheduler._last_lr = [g["initial_lr"] * f(scheduler.last_epoch)
+                          for g, f in zip(optimizer.param_groups, scheduler.lr_lambdas)]
+    for g, lr in zip(optimizer.param_groups, scheduler._last_lr):
+        g["lr"] = lr
+    torch.set_rng_state(load_file(d / "rng.safetensors")["torch"])
+    random.setstate((3, tuple(state["python_rng"]), state["python_rng_pos"]))
+    best = load_file(d / "best.safetensors") if (d / "best.safetensors").exists() else None
+    return state, best
+
+
+# ------------------------------------------------------------------ the loop
+def train(
+    module: torch.nn.Module,
+    items: list[Encoded],
+    cfg: TrainConfig,
+    pad_id: int,
+    evaluate: Callable[[], float] | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``module``'s parameters that require grad on ``items``.
+
+    ``module`` provides ``hidden(input_ids, attention_mask)`` and ``project(hidden)``.
+    ``evaluate()`` returns a dev score (higher is better) for early stopping; the best
+    parameters are restored at the end. With ``run_dir`` the loop checkpoints and logs there;
+    ``resume=True`` continues from its checkpoint.
+    """
+    from adaptlab.evaluation.scoring import target_token_logprobs
+
+    if not items:
+        raise ValueError("no training examples")
+    params = trainable_named(module)
+    if not params:
+        raise ValueError("the module has no trainable parameters")
+    n_trainable = sum(p.numel() for p in params.values())
+    device = next(iter(params.values())).device
+    steps_per_epoch = math.ceil(math.ceil(len(items) / cfg.batch_size) / cfg.grad_accum)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    run_dir = Path(run_dir) if run_dir is not None else None
+    eval_every = cfg.eval_every or steps_per_epoch
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    step, epoch, batch_pos = 0, 0, 0
+    best_score, best_step, best_state, bad_evals = None, None, None, 0
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = _find_checkpoint(run_dir) if resume else None
+        if ckpt is not None:
+            state, best_state = _load_checkpoint(ckpt, module, optimizer, scheduler)
+            step, epoch, batch_pos = state["step"], state["epoch"], state["batch_pos"]
+            best_score, best_step, bad_evals = state["best_score"], state["best_step"], state["bad_evals"]
+            log_lines = (run_dir / LOG).read_text().splitlines() if (run_dir / LOG).exists() else []
+            atomic_write_text(run_dir / LOG, "".join(line + "\n" for line in log_lines[:state["log_lines"]]))
+        elif not resume or not (run_dir / LOG).exists():
+            atomic_write_text(run_dir / LOG, "")
+    log_path = run_dir / LOG if run_dir else None
+    history: list[dict] = []
+    log_lines_written = len((log_path.read_text().splitlines())) if log_path and log_path.exists() else 0
+
+    module.train()
+    examples_seen = tokens_seen = 0
+    last_loss = first_loss = float("nan")
+    stopped_early = False
+    t_start = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress,
+               mininterval=1.0, dynamic_ncols=True)
+    with PeakRSS() as rss:
+        while step < total_steps and not stopped_early:
+            batches = bucketed_batches(items, cfg.batch_size, cfg.bucket_size, seed=cfg.seed * 1_000_003 + epoch)
+            groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+            while batch_pos < len(groups) and step < total_steps:
+                t0 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                group = groups[batch_pos]
+                n_tgt = sum(len(items[i].target) for b in group for i in b)
+                loss_sum = 0.0
+                for b in group:
+                    batch = {k: v.to(device) for k, v in collate([items[i] for i in b], pad_id).items()}
+                    _, logp = target_token_logprobs(module, batch["input_ids"], batch["attention_mask"],
+                                                    batch["target_mask"])
+                    loss = -logp.sum() / n_tgt  # token-mean over the whole accumulated step
+                    loss.backward()
+                    loss_sum += loss.item()
+                    examples_seen += len(b)
+                    tokens_seen += int(batch["attention_mask"].sum())
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                batch_pos += 1
+                last_loss = loss_sum
+                if first_loss != first_loss:  # NaN: not set yet
+                    first_loss = loss_sum
+                dt = time.perf_counter() - t0
+                n_ex = sum(len(b) for b in group)
+                rec = {"step": step, "epoch": epoch, "loss": round(loss_sum, 6), "lr": scheduler.get_last_lr()[0],
+                       "examples_per_s": round(n_ex / dt, 3), "elapsed_s": round(time.perf_counter() - t_start, 3)}
+                if evaluate is not None and (step % eval_every == 0 or step == total_steps):
+                    module.eval()
+                    score = float(evaluate())
+                    module.train()
+                    rec["dev"] = score
+                    if best_score is None or score > best_score:
+                        best_score, best_step, bad_evals = score, step, 0
+                        best_state = {n: p.detach().clone() for n, p in params.items()}
+                    else:
+                        bad_evals += 1
+                        if cfg.patience and bad_evals >= cfg.patience:
+                            stopped_early = True
+                            rec["early_stop"] = True
+                history.append(rec)
+                if log_path is not None:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    log_lines_written += 1
+                bar.set_postfix(loss=f"{loss_sum:.4f}", ex_s=f"{n_ex / dt:.1f}",
+                                **({"dev": f"{rec['dev']:.3f}"} if "dev" in rec else {}))
+                bar.update(1)
+                if run_dir is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or
+                                                                    step == total_steps or stopped_early):
+                    nxt_epoch, nxt_pos = (epoch + 1, 0) if batch_pos >= len(groups) else (epoch, batch_pos)
+                    _save_checkpoint(run_dir, module, optimizer, scheduler,
+                                     {"step": step, "epoch": nxt_epoch, "batch_pos": nxt_pos,
+                                      "best_score": best_score, "best_step": best_step, "bad_evals": bad_evals,
+                                      "log_lines": log_lines_written, "stopped_early": stopped_early},
+                                     best_state)
+                if stopped_early:
+                    break
+            if batch_pos >= len(groups):
+                epoch, batch_pos = epoch + 1, 0
+    bar.close()
+    seconds = time.perf_counter() - t_start
+    if best_state is not None:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(best_state[n])
+    module.eval()
+    return TrainResult(
+        steps=step, epochs_done=round(step / steps_per_epoch, 3), train_seconds=seconds,
+        examples_per_s=examples_seen / seconds if seconds else 0.0,
+        tokens_per_s=tokens_seen / seconds if seconds else 0.0, peak_rss_bytes=rss.peak,
+        trainable_params=n_trainable, initial_loss=first_loss, final_loss=last_loss, best_dev=best_score, best_step=best_step,
+        stopped_early=stopped_early, history=history,
+    )

@@ -1,0 +1,124 @@
+"""One matrix over every registered gradient strategy, on the tiny model (seconds)."""
+
+import pytest
+import torch
+
+from adaptlab.data.loading import Example, TaskData
+from adaptlab.models.base import FingerprintMismatch
+from adaptlab.models.tiny import build_tiny
+from adaptlab.strategies import Artifact, ArtifactError, get_strategy, list_strategies, make_config
+from adaptlab.training import TrainConfig
+
+WORDS = [("apple", "fruit"), ("pear", "fruit"), ("plum", "fruit"), ("kale", "veg"), ("leek", "veg"), ("okra", "veg")]
+DATA = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(WORDS)], "mem",
+                label_names=["fruit", "veg"])
+TEXTS = [ex.text for ex in DATA.examples]
+# Tiny random models need bigger steps than the real one; the strategies' defaults are for Gemma.
+TINY_LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 1e-2, "hybrid": 1e-2}
+GRADIENT = list_strategies("gradient")
+
+
+def fit(name, steps, base=None, **cfg):
+    base = base or build_tiny()
+    strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
+    tc = TrainConfig(max_steps=steps, batch_size=3, lr=TINY_LR[name], warmup_ratio=0.0, schedule="constant",
+                     checkpoint_every=0, **cfg)
+    return base, strat.fit(base, DATA, None, tc, progress=False)
+
+
+def test_registry_lists_every_strategy_folder():
+    assert {"lora", "soft_prompt", "full", "hybrid"} <= set(GRADIENT)
+
+
+@pytest.mark.parametrize("name", GRADIENT)
+def test_fit_two_steps_and_count(name):
+    _, art = fit(name, 2)
+    tr = art.metrics["train"]
+    assert tr["steps"] == 2 + (2 if name == "hybrid" else 0)
+    assert tr["trainable_params"] > 0 and tr["peak_rss_bytes"] > 0 and tr["examples_per_s"] > 0
+    assert set(art.predict(TEXTS)) <= {"fruit", "veg"}
+
+
+@pytest.mark.parametrize("name", GRADIENT)
+def test_loss_decreases_on_a_memorisable_set(name):
+    _, art = fit(name, 20)
+    tr = art.metrics["train"]
+    first = tr["stage1"]["initial_loss"] if name == "hybrid" else tr["initial_loss"]
+    assert tr["final_loss"] < 0.6 * first, tr
+    if name == "hybrid":  # the stage-2 prompt improves on the frozen stage-1 model
+        assert tr["stage2"]["final_loss"] < tr["stage2"]["initial_loss"]
+
+
+@pytest.mark.parametrize("name", GRADIENT)
+def test_save_load_identical_predictions_and_fingerprint_refusal(name, tmp_path):
+    base, art = fit(name, 5)
+    before = art.scores(TEXTS)
+    folder = art.save(tmp_path / name)
+    again = Artifact.load(folder, base)
+    assert torch.allclose(again.scores(TEXTS), before, atol=1e-5)
+    assert again.predict(TEXTS) == art.predict(TEXTS)
+    with pytest.raises(FingerprintMismatch, match="was made for base model"):
+        Artifact.load(folder, build_tiny(seed=1))
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    base, art = fit("soft_prompt", 1)
+    folder = art.save(tmp_path / "a")
+    torch.save({"x": torch.zeros(1)}, folder / "extra.bin")
+    with pytest.raises(ArtifactError, match="refusing pickled weights \\(extra.bin\\)"):
+        Artifact.load(folder, base)
+    with pytest.raises(ArtifactError, match="not an adaptlab artifact"):
+        Artifact.load(tmp_path, base)
+
+
+def test_lora_and_soft_prompt_share_one_base_without_interference():
+    base, lora = fit("lora", 10)
+    lora_scores = lora.scores(TEXTS)
+    _, soft = fit("soft_prompt", 10, base=base)  # takes the base: LoRA layers come out
+    assert not any("lora_" in n for n, _ in base.model.named_parameters())
+    soft_scores = soft.scores(TEXTS)
+    assert torch.allclose(lora.scores(TEXTS), lora_scores, atol=1e-5)  # LoRA goes back in on use
+    assert torch.allclose(soft.scores(TEXTS), soft_scores, atol=1e-5)
+
+
+def test_peft_loads_our_lora_and_prompt_files(tmp_path):
+    from peft import PeftModel
+
+    ids = build_tiny().tokenizer(["Text: item pear\nCategory:"], return_tensors="pt")
+    for name in ("lora", "soft_prompt"):
+        base, art = fit(name, 8)
+        folder = art.save(tmp_path / name)
+        ours_h = art.module.hidden(ids.input_ids, ids.attention_mask)
+        ours = art.module.project(ours_h[:, -1])
+        fresh = build_tiny()
+        peft_model = PeftModel.from_pretrained(fresh.model, str(folder))
+        with torch.no_grad():
+            theirs = peft_model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits[:, -1]
+        assert torch.allclose(ours, theirs, atol=1e-4), name
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("lora", {"r": 0}, "rank must be a positive integer"),
+    ("lora", {"target_modules": ["qkv"]}, "unknown target module\\(s\\) qkv"),
+    ("lora", {"dropout": 1.5}, "dropout=1.5"),
+    ("lora", {"rank": 4}, "unknown config key\\(s\\) rank"),
+    ("soft_prompt", {"n_tokens": 0}, "n_tokens=0"),
+    ("soft_prompt", {"init": "zeros"}, "init='zeros'"),
+    ("hybrid", {"stage1": "prefix"}, "stage1='prefix'"),
+    ("hybrid", {"r": -1}, "rank must be a positive integer"),
+    ("full", {"template": "Input: {txt}"}, "unknown placeholder"),
+])
+def test_bad_strategy_config_fails_at_construction(name, overrides, message):
+    with pytest.raises(Exception, match=message):
+        make_config(name, **overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr": -1e-3}, "lr=-0.001: must be > 0"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"schedule": "exp"}, "schedule='exp'"),
+    ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
+])
+def test_bad_train_config_fails_at_construction(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides)
