@@ -241,6 +241,7 @@ def _packaged_gguf(tmp: Path) -> Path:
 
 def _finish(model, tok, name: str, fingerprint: str, path: Path | None, meta: dict, device: str) -> BaseModel:
     model.eval()
+    model.requires_grad_(False)  # the shared base is frozen; strategies train their own parameters
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if device != "cpu":

@@ -70,6 +70,7 @@ def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "
     finally:
         torch.random.set_rng_state(gen_state)  # do not disturb the caller's random stream
     model.eval()
+    model.requires_grad_(False)  # frozen like every base model
     fp = weights_fingerprint(model)
     model.to(device)
     meta = {"name": "tiny", "source": f"random-init(seed={seed},layers={layers},hidden={hidden})",

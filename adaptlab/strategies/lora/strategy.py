@@ -45,6 +45,7 @@ class LoraModule(torch.nn.Module):
         if self.frozen:
             for p in self.peft.parameters():
                 p.requires_grad_(False)
+        self.peft.train(self.training)  # new LoRA layers start in train mode (dropout on)
 
     def detach_from_base(self):
         from peft.utils import get_peft_model_state_dict
