@@ -194,6 +194,94 @@ def _zero_shot(data, split, model, limit, seed, out, data_dir) -> dict:
     return result
 
 
+@app.command("strategies")
+def strategies() -> None:
+    """List the registered strategies and their config fields."""
+    import dataclasses
+
+    from adaptlab.strategies import get_strategy, list_strategies
+
+    table = Table(title="strategies")
+    for col in ("name", "kind", "what", "config fields"):
+        table.add_column(col)
+    for name in list_strategies():
+        spec = get_strategy(name)
+        fields = ", ".join(f.name for f in dataclasses.fields(spec.config_cls))
+        table.add_row(name, spec.kind, spec.summary, fields)
+    console.print(table)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``key=value`` pairs; values are JSON when they parse (numbers, lists), else strings."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise DataError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    strategy: str = typer.Option(..., help="A gradient strategy (see `adaptlab strategies`)."),
+    data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
+    out: Path = typer.Option(..., help="Artifact folder to write."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    set_: list[str] = typer.Option([], "--set", help="Strategy config override key=value (repeatable), e.g. r=16."),
+    epochs: float = typer.Option(1.0, help="Passes over the train split."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(8, help="Examples per micro-batch."),
+    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the strategy's own)."),
+    patience: int = typer.Option(0, help="Early stopping after N dev evaluations without improvement."),
+    train_size: Optional[int] = typer.Option(None, help="Use a stratified sample of this many train examples."),
+    seed: int = typer.Option(0, help="Seed for splits, batch order and initialisation."),
+    resume: bool = typer.Option(False, help="Continue from the checkpoint in OUT/run after a kill."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+) -> None:
+    """Train one gradient strategy, evaluate it on the test split, save the artifact."""
+    from adaptlab.data.named import load_task
+    from adaptlab.data.splits import subsample
+    from adaptlab.models.base import load_base
+    from adaptlab.strategies import get_strategy, list_strategies, make_config
+    from adaptlab.strategies.base import artifact_bytes
+    from adaptlab.training import TrainConfig
+    from adaptlab.utils import set_torch_threads
+
+    set_torch_threads()
+    try:
+        if strategy not in list_strategies("gradient"):
+            raise DataError(f"--strategy: {strategy!r} is not a gradient strategy; use one of "
+                            f"{', '.join(list_strategies('gradient'))}")
+        config = make_config(strategy, **_parse_overrides(set_))
+        cfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                          patience=patience, seed=seed)
+        splits = load_task(data, data_dir_override=data_dir, seed=seed)
+        train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
+        with console.status(f"loading {model}"):
+            base = load_base(model)
+        art = get_strategy(strategy).strategy_cls(config).fit(base, train_part, splits.dev, cfg, run_dir=out / "run",
+                                                              resume=resume)
+        with console.status(f"evaluating on {len(splits.test)} test examples"):
+            art.metrics["test"] = art.evaluate(splits.test)
+        art.save(out)
+    except (*EXPECTED_ERRORS, ValueError) as e:
+        _fail(e)
+    tr, te = art.metrics["train"], art.metrics["test"]
+    table = Table(title=f"{strategy} on {data}")
+    for col in ("test acc", "macro-F1", "train s", "ex/s", "peak RSS GB", "trainable", "artifact MB"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{te['accuracy']:.3f}", f"{te['macro_f1']:.3f}", f"{tr['train_seconds']:.1f}",
+                  f"{tr['examples_per_s']:.1f}", f"{tr['peak_rss_bytes'] / 2**30:.2f}", f"{tr['trainable_params']:,}",
+                  f"{artifact_bytes(out) / 1e6:.2f}")
+    console.print(table)
+    console.print(f"artifact written to {out}")
+
+
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the demo's results."),
          model: str = typer.Option(DEFAULT_MODEL, help="Base model.")) -> None:

@@ -44,3 +44,23 @@ def test_models_info_tiny_and_unknown():
     assert r.exit_code == 0 and "Gemma3ForCausalLM" in r.output
     r = runner.invoke(app, ["models", "info", "--model", "nope"])
     assert r.exit_code == 2 and "unknown model" in r.output
+
+
+def test_train_tiny_lora_end_to_end(tmp_path):
+    out = tmp_path / "art"
+    r = runner.invoke(app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(out), "--max-steps", "3",
+                            "--train-size", "24", "--set", "r=4", "--set", 'target_modules=["q_proj","v_proj"]'])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "adaptlab_artifact.json").read_text())
+    assert meta["strategy_config"]["r"] == 4 and meta["metrics"]["test"]["n"] == 120
+    assert (out / "adapter_model.safetensors").exists() and (out / "run" / "train_log.jsonl").exists()
+
+
+def test_train_bad_config_is_one_line(tmp_path):
+    r = runner.invoke(app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(tmp_path / "a"),
+                            "--set", "r=0"])
+    assert r.exit_code == 2 and "rank must be a positive integer" in r.output
+    r = runner.invoke(app, ["train", "--strategy", "zero_shot", "--model", "tiny", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "not a gradient strategy" in r.output
+    r = runner.invoke(app, ["strategies"])
+    assert r.exit_code == 0 and "soft_prompt" in r.output

@@ -14,7 +14,7 @@ DATA = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, l
                 label_names=["fruit", "veg"])
 TEXTS = [ex.text for ex in DATA.examples]
 # Tiny random models need bigger steps than the real one; the strategies' defaults are for Gemma.
-TINY_LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 1e-2, "hybrid": 1e-2}
+TINY_LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 1e-2, "hybrid": 1e-2, "prefix": 1e-1}
 GRADIENT = list_strategies("gradient")
 
 
@@ -27,7 +27,7 @@ def fit(name, steps, base=None, **cfg):
 
 
 def test_registry_lists_every_strategy_folder():
-    assert {"lora", "soft_prompt", "full", "hybrid"} <= set(GRADIENT)
+    assert {"lora", "soft_prompt", "prefix", "full", "hybrid"} <= set(GRADIENT)
 
 
 @pytest.mark.parametrize("name", GRADIENT)
@@ -85,7 +85,7 @@ def test_peft_loads_our_lora_and_prompt_files(tmp_path):
     from peft import PeftModel
 
     ids = build_tiny().tokenizer(["Text: item pear\nCategory:"], return_tensors="pt")
-    for name in ("lora", "soft_prompt"):
+    for name in ("lora", "soft_prompt", "prefix"):
         base, art = fit(name, 8)
         folder = art.save(tmp_path / name)
         ours_h = art.module.hidden(ids.input_ids, ids.attention_mask)
@@ -103,6 +103,8 @@ def test_peft_loads_our_lora_and_prompt_files(tmp_path):
     ("lora", {"dropout": 1.5}, "dropout=1.5"),
     ("lora", {"rank": 4}, "unknown config key\\(s\\) rank"),
     ("soft_prompt", {"n_tokens": 0}, "n_tokens=0"),
+    ("prefix", {"n_tokens": -2}, "n_tokens=-2"),
+    ("prefix", {"reparam_hidden": 0}, "reparam_hidden=0"),
     ("soft_prompt", {"init": "zeros"}, "init='zeros'"),
     ("hybrid", {"stage1": "prefix"}, "stage1='prefix'"),
     ("hybrid", {"r": -1}, "rank must be a positive integer"),
@@ -122,3 +124,31 @@ def test_bad_strategy_config_fails_at_construction(name, overrides, message):
 def test_bad_train_config_fails_at_construction(overrides, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**overrides)
+
+
+def test_prefix_cache_is_exact_against_real_token_prefix():
+    """A prefix holding the model's own keys/values for real tokens == running those tokens first."""
+    from adaptlab.strategies.prefix.strategy import PrefixModule, cache_to_flat
+
+    base = build_tiny()
+    prefix_ids = torch.tensor([[2, 80, 81, 82, 83]])
+    x = torch.tensor([[70, 71, 72], [73, 74, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    with torch.no_grad():
+        flat = cache_to_flat(base.model.model(input_ids=prefix_ids, use_cache=True).past_key_values)
+        ours = PrefixModule(base, flat_init=flat).hidden(x, mask)
+        for r in range(2):
+            n = int(mask[r].sum())
+            ref = base.model.model(input_ids=torch.cat([prefix_ids[0], x[r, :n]])[None]).last_hidden_state[0, 5:]
+            assert torch.allclose(ours[r, :n], ref, atol=1e-5)
+
+
+def test_prefix_reparam_trains_and_saves_flat(tmp_path):
+    base = build_tiny()
+    strat = get_strategy("prefix").strategy_cls(make_config("prefix", reparam=True, reparam_hidden=32))
+    art = strat.fit(base, DATA, None, TrainConfig(max_steps=5, batch_size=3, lr=1e-2, checkpoint_every=0),
+                    progress=False)
+    assert any(n.startswith("mlp.") for n, _ in art.module.named_parameters())
+    before = art.scores(TEXTS)
+    again = Artifact.load(art.save(tmp_path / "p"), base)
+    assert again.module.flat is not None and torch.allclose(again.scores(TEXTS), before, atol=1e-5)

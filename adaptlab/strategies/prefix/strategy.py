@@ -1,0 +1,134 @@
+"""Prefix tuning / P-tuning v2: learned key/value prefixes in every attention layer.
+
+The prefixes go in as a pre-filled ``DynamicCache``, so the frozen model attends to them exactly
+as to earlier tokens (checked against running real tokens as the prefix). The saved tensor
+uses PEFT's prefix-tuning layout, ``(P, layers * 2 * kv_heads * head_dim)`` with key and value
+interleaved per layer, after the MLP when ``reparam`` is on (as PEFT saves it), so
+``PeftModel.from_pretrained`` loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from adaptlab.evaluation.scoring import decoder, project
+from adaptlab.prompts import verbalize
+from adaptlab.strategies.gradient import GradientStrategy, claim
+
+
+def kv_shape(config) -> tuple[int, int, int]:
+    """(layers, kv_heads, head_dim) of a decoder config."""
+    heads = config.num_attention_heads
+    return (config.num_hidden_layers, getattr(config, "num_key_value_heads", heads),
+            getattr(config, "head_dim", None) or config.hidden_size // heads)
+
+
+class PrefixModule(torch.nn.Module):
+    def __init__(self, base, flat_init: torch.Tensor | None = None, reparam: bool = False,
+                 embed_init: torch.Tensor | None = None, reparam_hidden: int = 256):
+        super().__init__()
+        self.base_ref = [base]
+        self.layers, self.kv_heads, self.head_dim = kv_shape(base.config)
+        width = self.layers * 2 * self.kv_heads * self.head_dim
+        if reparam:
+            self.embedding = torch.nn.Parameter(embed_init.clone())                   # (P, H)
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(embed_init.shape[1], reparam_hidden), torch.nn.Tanh(),
+                                           torch.nn.Linear(reparam_hidden, width))
+            self.flat = None
+        else:
+            self.flat = torch.nn.Parameter(flat_init.clone())                          # (P, L*2*kv*hd)
+
+    @property
+    def n_tokens(self) -> int:
+        return (self.flat if self.flat is not None else self.embedding).shape[0]
+
+    def flat_prefix(self) -> torch.Tensor:
+        return self.flat if self.flat is not None else self.mlp(self.embedding)
+
+    def cache(self, batch: int):
+        from transformers import DynamicCache
+
+        model = self.base_ref[0].model
+        P = self.n_tokens
+        kv = self.flat_prefix().view(P, self.layers * 2, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
+        cache = DynamicCache(config=model.config)                                         # kv: (L*2, kv, P, hd)
+        for i in range(self.layers):
+            k = kv[2 * i].unsqueeze(0).expand(batch, -1, -1, -1)                           # (B, kv, P, hd)
+            v = kv[2 * i + 1].unsqueeze(0).expand(batch, -1, -1, -1)
+            cache.update(k, v, i)
+        return cache
+
+    def hidden(self, input_ids, attention_mask):
+        base = self.base_ref[0]
+        claim(base, self)
+        B = input_ids.shape[0]
+        mask = torch.cat([attention_mask.new_ones(B, self.n_tokens), attention_mask], dim=1)
+        return decoder(base.model)(input_ids=input_ids, attention_mask=mask,
+                                   past_key_values=self.cache(B)).last_hidden_state
+
+    def project(self, hidden):
+        return project(self.base_ref[0].model, hidden)
+
+
+def cache_to_flat(past_key_values, drop_first: int = 0) -> torch.Tensor:
+    """A model's own cache for one sequence -> the flat PEFT layout (P, L*2*kv*hd)."""
+    per_layer = []
+    for layer in past_key_values.layers:                                          # keys: (1, kv, T, hd)
+        per_layer += [layer.keys[0, :, drop_first:], layer.values[0, :, drop_first:]]
+    kv = torch.stack(per_layer)                                                   # (L*2, kv, P, hd)
+    return kv.permute(2, 0, 1, 3).reshape(kv.shape[2], -1).float()
+
+
+@torch.no_grad()
+def label_kv_init(base, n_tokens: int, labels: list[str]) -> torch.Tensor:
+    """Keys/values the frozen model computes for the label words, cycled to ``n_tokens``.
+
+    Starting from real activations rather than noise is what Li & Liang found stabilises
+    prefix tuning.
+    """
+    tok, model = base.tokenizer, base.model
+    ids = [i for label in labels for i in tok(" " + verbalize(label), add_special_tokens=False)["input_ids"]]
+    ids = (ids * (n_tokens // max(1, len(ids)) + 1))[:n_tokens]
+    out = decoder(model)(input_ids=torch.tensor([[tok.bos_token_id] + ids], device=base.device), use_cache=True)
+    return cache_to_flat(out.past_key_values, drop_first=1)
+
+
+class PrefixStrategy(GradientStrategy):
+    name = "prefix"
+    default_lr = 1e-2
+
+    def build(self, base, train_data, template):
+        cfg = self.config
+        if cfg.reparam:
+            emb = base.model.get_input_embeddings()
+            ids = torch.randint(4, min(emb.weight.shape[0], 5000), (cfg.n_tokens,), device=base.device)
+            with torch.no_grad():
+                init = emb(ids).float()
+            return PrefixModule(base, reparam=True, embed_init=init, reparam_hidden=cfg.reparam_hidden)
+        return PrefixModule(base, flat_init=label_kv_init(base, cfg.n_tokens, train_data.labels))
+
+    @classmethod
+    def save_module(cls, module: PrefixModule, config, base, folder: Path) -> None:
+        from peft import PrefixTuningConfig
+
+        with torch.no_grad():
+            flat = module.flat_prefix().detach().contiguous()
+        save_file({"prompt_embeddings": flat}, folder / "adapter_model.safetensors")
+        L, kv, hd = kv_shape(base.config)
+        pc = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=module.n_tokens, token_dim=kv * hd,
+                                num_attention_heads=kv, num_layers=L, num_transformer_submodules=1,
+                                prefix_projection=False, base_model_name_or_path=base.name)
+        pc.inference_mode = True
+        pc.save_pretrained(folder)
+
+    @classmethod
+    def load_module(cls, config, base, folder: Path) -> PrefixModule:
+        flat = load_file(folder / "adapter_model.safetensors")["prompt_embeddings"]
+        L, kv, hd = kv_shape(base.config)
+        if flat.shape != (flat.shape[0], L * 2 * kv * hd):
+            raise ValueError(f"{folder}: prefix of shape {tuple(flat.shape)} does not fit this base model")
+        module = PrefixModule(base, flat_init=flat)
+        return module
