@@ -32,23 +32,53 @@ def project(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-class PlainLM(torch.nn.Module):
-    """A causal LM seen through the two calls adaptlab needs: hidden states, then the LM head.
+class DecoderLM:
+    """The calls adaptlab makes on a (possibly adapted) causal LM; defaults run ``hf_model()``.
 
-    Strategies that change the input (soft prompts) or the attention context (prefixes) provide
-    their own ``hidden``; scoring and training only ever call these two methods.
+    Strategies that change the input (soft prompts) or the attention context (prefixes)
+    override ``hidden`` and ``start``; scoring and training only ever use these methods.
     """
+
+    def hf_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, H) last hidden states aligned with ``input_ids``."""
+        return decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        return project(self.hf_model(), hidden)
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Encode prompts once: returns (cache, mask the cache covers (B, C), hidden (B, T, H))."""
+        out = decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+        return out.past_key_values, attention_mask, out.last_hidden_state
+
+    def extend(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+        """Continue from ``cache`` (mask covers cache + new tokens): (B, S) -> (B, S, H)."""
+        return decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids, past_key_values=cache).last_hidden_state
+
+
+class PlainLM(torch.nn.Module, DecoderLM):
+    """An unadapted causal LM."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, H) last hidden states aligned with ``input_ids``."""
-        return decoder(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def hf_model(self) -> torch.nn.Module:
+        return self.model
 
-    def project(self, hidden: torch.Tensor) -> torch.Tensor:
-        return project(self.model, hidden)
+
+def repeat_cache(cache, repeats: int, config):
+    """A new cache with every row repeated ``repeats`` times (row i -> rows i*r .. i*r+r-1)."""
+    from transformers import DynamicCache
+
+    out = DynamicCache(config=config)
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), i)
+    return out
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
@@ -57,8 +87,8 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return p.device if p is not None else module.device
 
 
-def as_lm(model: torch.nn.Module) -> torch.nn.Module:
-    return model if hasattr(model, "hidden") and hasattr(model, "project") else PlainLM(model)
+def as_lm(model: torch.nn.Module) -> DecoderLM:
+    return model if isinstance(model, DecoderLM) else PlainLM(model)
 
 
 def target_token_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -92,13 +122,97 @@ def encode_labels(tokenizer, label_texts: list[str]) -> list[list[int]]:
     return ids
 
 
+def _encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> list[list[int]]:
+    out = []
+    for p in prompts:
+        ids = tokenizer(p)["input_ids"]
+        if len(ids) > max_prompt_tokens:  # keep the end of the prompt: it holds the question
+            ids = ids[:1] + ids[-(max_prompt_tokens - 1):]
+        out.append(ids)
+    return out
+
+
 @torch.no_grad()
 def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_texts: list[str],
-                 batch_size: int = 32, max_prompt_tokens: int = 1024) -> torch.Tensor:
+                 batch_size: int = 8, max_prompt_tokens: int = 1024, rows_per_pass: int = 256) -> torch.Tensor:
     """Log-probability of each label continuation after each prompt: returns (N, L).
 
-    Multi-token labels score as the sum over their tokens. All (prompt, label) pairs are sorted
-    by length and packed into right-padded batches of ``batch_size`` sequences.
+    Multi-token labels score as the sum over their tokens. Each prompt is encoded once; its
+    key/value cache is repeated for the label continuations (all labels of a batch of prompts in
+    one pass), and the LM head runs once per distinct (prompt, label prefix): labels that share
+    their first tokens share those projections. Same numbers as :func:`score_labels_naive`.
+    """
+    device = module_device(model)
+    lm = as_lm(model)
+    label_ids = encode_labels(tokenizer, label_texts)
+    prompt_ids = _encode_prompts(tokenizer, prompts, max_prompt_tokens)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    L = len(label_ids)
+    first = torch.tensor([ids[0] for ids in label_ids], device=device)
+    # Continuations: label tokens but the last are fed back in; sorted so shared prefixes sit together.
+    multi = sorted((j for j in range(L) if len(label_ids[j]) > 1), key=lambda j: label_ids[j])
+    scores = torch.empty(len(prompts), L)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
+    config = lm.hf_model().config
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        B, T = len(rows), max(len(prompt_ids[i]) for i in rows)
+        ids = torch.full((B, T), pad, dtype=torch.long)
+        att = torch.zeros((B, T), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, :len(prompt_ids[i])] = torch.tensor(prompt_ids[i])
+            att[r, :len(prompt_ids[i])] = 1
+        ids, att = ids.to(device), att.to(device)
+        cache, cmask, hidden = lm.start(ids, att)                     # hidden: (B, T, H)
+        last = hidden[torch.arange(B, device=device), att.sum(1) - 1]  # (B, H) predicts label token 0
+        logp0 = torch.log_softmax(lm.project(last).float(), dim=-1)    # one projection per prompt
+        total = logp0[:, first].clone()                                # (B, L)
+        chunk = max(1, rows_per_pass // B)
+        for c0 in range(0, len(multi), chunk):
+            js = multi[c0:c0 + chunk]
+            S = max(len(label_ids[j]) - 1 for j in js)
+            cont = torch.full((len(js), S), pad, dtype=torch.long)
+            cmask_new = torch.zeros((len(js), S), dtype=torch.long)
+            for r, j in enumerate(js):
+                cont[r, :len(label_ids[j]) - 1] = torch.tensor(label_ids[j][:-1])
+                cmask_new[r, :len(label_ids[j]) - 1] = 1
+            R = len(js)
+            x = cont.repeat(B, 1).to(device)                            # (B*R, S): prompt-major rows
+            mask = torch.cat([cmask.repeat_interleave(R, 0), cmask_new.repeat(B, 1).to(device)], dim=1)
+            pos = cmask.sum(1).repeat_interleave(R).unsqueeze(1) + torch.arange(S, device=device)
+            h = lm.extend(x, mask, pos, repeat_cache(cache, R, config))  # (B*R, S, H)
+            # One projection per distinct (prompt, label prefix).
+            keys: dict[tuple, int] = {}
+            picks: list[tuple[int, int, int, int]] = []                  # (unique idx, b, j, target token)
+            sel = []
+            for b in range(B):
+                for r, j in enumerate(js):
+                    for k in range(1, len(label_ids[j])):
+                        key = (b, tuple(label_ids[j][:k]))
+                        if key not in keys:
+                            keys[key] = len(sel)
+                            sel.append((b * R + r, k - 1))
+                        picks.append((keys[key], b, j, label_ids[j][k]))
+            rr = torch.tensor([s_[0] for s_ in sel], device=device)
+            cc = torch.tensor([s_[1] for s_ in sel], device=device)
+            logp = torch.log_softmax(lm.project(h[rr, cc]).float(), dim=-1)  # (U, V)
+            u = torch.tensor([p[0] for p in picks], device=device)
+            tok = torch.tensor([p[3] for p in picks], device=device)
+            vals = logp[u, tok]
+            for (_, b, j, _), v in zip(picks, vals.tolist()):
+                total[b, j] += v
+        for r, i in enumerate(rows):
+            scores[i] = total[r].cpu()
+    return scores
+
+
+@torch.no_grad()
+def score_labels_naive(model: torch.nn.Module, tokenizer, prompts: list[str], label_texts: list[str],
+                 batch_size: int = 32, max_prompt_tokens: int = 1024) -> torch.Tensor:
+    """Reference implementation: one full forward pass per (prompt, label) pair, (N, L).
+
+    Kept for tests and for ``bench/prompt_inference.py``; :func:`score_labels` gives the same
+    numbers with the prompt encoded once per example.
     """
     device = module_device(model)
     model = as_lm(model)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from adaptlab.evaluation.metrics import accuracy, classification_metrics, macro_f1
-from adaptlab.evaluation.scoring import predict_labels, score_labels, target_logprobs
+from adaptlab.evaluation.scoring import predict_labels, score_labels, score_labels_naive, target_logprobs
 from adaptlab.prompts import DEFAULT_CLASSIFICATION, PromptTemplate, TemplateError, verbalize
 
 
@@ -68,3 +68,24 @@ def test_templates():
         PromptTemplate("t", "{labels} {text}").render("x", [])
     with pytest.raises(TemplateError, match="malformed template"):
         PromptTemplate("t", "{text")
+
+
+def test_cached_scoring_equals_naive_with_shared_label_prefixes(tiny):
+    prompts = ["a", "Text: longer prompt here\nLabel:", "mid length prompt:"]
+    labels = [" card arrival", " card linking", " card", " cash", " x"]  # shared first tokens, 1..13 tokens
+    fast = score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=2, rows_per_pass=3)
+    slow = score_labels_naive(tiny.model, tiny.tokenizer, prompts, labels, batch_size=4)
+    assert torch.allclose(fast, slow, atol=1e-4)
+
+
+def test_cached_scoring_projects_each_label_prefix_once(tiny):
+    calls = []
+    head = tiny.model.get_output_embeddings()
+    h = head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        score_labels(tiny.model, tiny.tokenizer, ["p"], [" ab", " ac", " b"], batch_size=1)
+    finally:
+        h.remove()
+    # tokens: " "=first for all labels (1 projection), then prefixes (" ",), (" ","a") -> "a" and "b"/"c"
+    # distinct contexts after the first token: (" ",) and (" ", "a") = 2 projections
+    assert calls == [1, 2]

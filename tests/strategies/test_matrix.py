@@ -152,3 +152,15 @@ def test_prefix_reparam_trains_and_saves_flat(tmp_path):
     before = art.scores(TEXTS)
     again = Artifact.load(art.save(tmp_path / "p"), base)
     assert again.module.flat is not None and torch.allclose(again.scores(TEXTS), before, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", GRADIENT)
+def test_cached_label_scoring_matches_naive_for_every_strategy(name):
+    from adaptlab.evaluation.scoring import score_labels, score_labels_naive
+
+    base, art = fit(name, 3)
+    prompts = [art.template.render(t) for t in TEXTS]
+    labels = [" fruit", " veg", " fruity"]
+    fast = score_labels(art.module, base.tokenizer, prompts, labels, batch_size=4)
+    slow = score_labels_naive(art.module, base.tokenizer, prompts, labels, batch_size=5)
+    assert torch.allclose(fast, slow, atol=1e-4)

@@ -8,21 +8,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from adaptlab.evaluation.scoring import PlainLM
+from adaptlab.evaluation.scoring import DecoderLM
 from adaptlab.strategies.gradient import GradientStrategy, release
 
 
-class FullModule(torch.nn.Module):
+class FullModule(torch.nn.Module, DecoderLM):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self._lm = [PlainLM(model)]  # a list: not a second registration of the same weights
 
-    def hidden(self, input_ids, attention_mask):
-        return self._lm[0].hidden(input_ids, attention_mask)
-
-    def project(self, hidden):
-        return self._lm[0].project(hidden)
+    def hf_model(self):
+        return self.model
 
 
 def private_copy(base) -> torch.nn.Module:

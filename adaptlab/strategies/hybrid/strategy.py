@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from adaptlab.evaluation.scoring import DecoderLM
 from adaptlab.prompts import PromptTemplate
 from adaptlab.strategies.base import Artifact
 from adaptlab.strategies.full.config import FullConfig
@@ -19,10 +20,10 @@ from adaptlab.training.config import TrainConfig
 
 def _inner_model(stage1):
     """The HF model the soft prompt runs through: LoRA-wrapped base (claimed) or the full copy."""
-    return stage1._active() if hasattr(stage1, "_active") else stage1.model
+    return stage1.hf_model()
 
 
-class HybridModule(torch.nn.Module):
+class HybridModule(torch.nn.Module, DecoderLM):
     def __init__(self, stage1: torch.nn.Module, prompt_init: torch.Tensor):
         super().__init__()
         self.stage1 = stage1
@@ -32,11 +33,14 @@ class HybridModule(torch.nn.Module):
             stage1.frozen = True
         self.prompt = SoftPromptModule(lambda: _inner_model(self.stage1), prompt_init)
 
+    def hf_model(self):
+        return self.prompt.hf_model()
+
     def hidden(self, input_ids, attention_mask):
         return self.prompt.hidden(input_ids, attention_mask)
 
-    def project(self, hidden):
-        return self.prompt.project(hidden)
+    def start(self, input_ids, attention_mask):
+        return self.prompt.start(input_ids, attention_mask)
 
 
 class HybridStrategy(GradientStrategy):

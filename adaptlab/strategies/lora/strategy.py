@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from adaptlab.evaluation.scoring import PlainLM
+from adaptlab.evaluation.scoring import DecoderLM
 from adaptlab.models.base import BaseModel
 from adaptlab.strategies.gradient import GradientStrategy, claim
 
@@ -18,7 +18,7 @@ def _peft_config(cfg):
                           target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
-class LoraModule(torch.nn.Module):
+class LoraModule(torch.nn.Module, DecoderLM):
     """LoRA layers injected into the shared base model while this module owns it."""
 
     def __init__(self, base: BaseModel, cfg, state: dict[str, torch.Tensor] | None = None):
@@ -62,11 +62,8 @@ class LoraModule(torch.nn.Module):
         claim(self.base_ref[0], self)
         return self.peft
 
-    def hidden(self, input_ids, attention_mask):
-        return PlainLM(self._active()).hidden(input_ids, attention_mask)
-
-    def project(self, hidden):
-        return PlainLM(self._active()).project(hidden)
+    def hf_model(self):
+        return self._active()
 
 
 class LoraStrategy(GradientStrategy):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from adaptlab.evaluation.scoring import decoder, project
+from adaptlab.evaluation.scoring import DecoderLM, decoder
 from adaptlab.prompts import verbalize
 from adaptlab.strategies.gradient import GradientStrategy, claim
 
@@ -26,7 +26,7 @@ def kv_shape(config) -> tuple[int, int, int]:
             getattr(config, "head_dim", None) or config.hidden_size // heads)
 
 
-class PrefixModule(torch.nn.Module):
+class PrefixModule(torch.nn.Module, DecoderLM):
     def __init__(self, base, flat_init: torch.Tensor | None = None, reparam: bool = False,
                  embed_init: torch.Tensor | None = None, reparam_hidden: int = 256):
         super().__init__()
@@ -61,16 +61,23 @@ class PrefixModule(torch.nn.Module):
             cache.update(k, v, i)
         return cache
 
-    def hidden(self, input_ids, attention_mask):
+    def hf_model(self):
         base = self.base_ref[0]
         claim(base, self)
+        return base.model
+
+    def _run(self, input_ids, attention_mask):
         B = input_ids.shape[0]
         mask = torch.cat([attention_mask.new_ones(B, self.n_tokens), attention_mask], dim=1)
-        return decoder(base.model)(input_ids=input_ids, attention_mask=mask,
-                                   past_key_values=self.cache(B)).last_hidden_state
+        out = decoder(self.hf_model())(input_ids=input_ids, attention_mask=mask, past_key_values=self.cache(B))
+        return out, mask
 
-    def project(self, hidden):
-        return project(self.base_ref[0].model, hidden)
+    def hidden(self, input_ids, attention_mask):
+        return self._run(input_ids, attention_mask)[0].last_hidden_state
+
+    def start(self, input_ids, attention_mask):
+        out, mask = self._run(input_ids, attention_mask)
+        return out.past_key_values, mask, out.last_hidden_state
 
 
 def cache_to_flat(past_key_values, drop_first: int = 0) -> torch.Tensor:

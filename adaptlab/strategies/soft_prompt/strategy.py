@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from adaptlab.evaluation.scoring import decoder, project
+from adaptlab.evaluation.scoring import DecoderLM, decoder
 from adaptlab.prompts import verbalize
 from adaptlab.strategies.gradient import GradientStrategy, claim
 
 
-class SoftPromptModule(torch.nn.Module):
+class SoftPromptModule(torch.nn.Module, DecoderLM):
     """(P, H) virtual-token embeddings prepended to the input embeddings of ``lm``'s model.
 
     ``owner_base`` is the base model to claim before use (None when ``lm`` is a private model,
@@ -32,22 +32,26 @@ class SoftPromptModule(torch.nn.Module):
         self.owner_base = owner_base
         self.prompt = torch.nn.Parameter(init.clone())  # (P, H), in the (scaled) embedding space
 
-    def _model(self):
+    def hf_model(self):
         if self.owner_base is not None:
             claim(self.owner_base, self)
         return self.model_fn()
 
-    def hidden(self, input_ids, attention_mask):
-        model = self._model()
+    def _run(self, input_ids, attention_mask, use_cache: bool):
+        model = self.hf_model()
         embeds = model.get_input_embeddings()(input_ids)                 # (B, T, H)
         B, P = input_ids.shape[0], self.prompt.shape[0]
         x = torch.cat([self.prompt.unsqueeze(0).expand(B, -1, -1).to(embeds.dtype), embeds], dim=1)  # (B, P+T, H)
         mask = torch.cat([attention_mask.new_ones(B, P), attention_mask], dim=1)
-        h = decoder(model)(inputs_embeds=x, attention_mask=mask).last_hidden_state
-        return h[:, P:]                                                  # aligned with input_ids
+        out = decoder(model)(inputs_embeds=x, attention_mask=mask, use_cache=use_cache)
+        return out, mask, out.last_hidden_state[:, P:]                   # hidden aligned with input_ids
 
-    def project(self, hidden):
-        return project(self._model(), hidden)
+    def hidden(self, input_ids, attention_mask):
+        return self._run(input_ids, attention_mask, use_cache=False)[2]
+
+    def start(self, input_ids, attention_mask):
+        out, mask, hidden = self._run(input_ids, attention_mask, use_cache=True)
+        return out.past_key_values, mask, hidden
 
 
 def initial_prompt(model, tokenizer, n_tokens: int, init: str, labels: list[str]) -> torch.Tensor:
