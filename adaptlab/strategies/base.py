@@ -44,7 +44,7 @@ class Artifact:
 
     def __init__(self, strategy: str, base: BaseModel, module: torch.nn.Module, config, template: PromptTemplate,
                  task: str, labels: list[str] | None, train_config: dict | None = None,
-                 metrics: dict | None = None):
+                 metrics: dict | None = None, decoding: dict | None = None):
         self.strategy = strategy
         self.base = base
         self.module = module
@@ -54,6 +54,7 @@ class Artifact:
         self.labels = labels
         self.train_config = train_config
         self.metrics = dict(metrics or {})
+        self.decoding = decoding or {"max_new_tokens": 64, "num_beams": 1}
 
     # -------------------------------------------------------------- inference
     @torch.no_grad()
@@ -66,18 +67,42 @@ class Artifact:
         return score_labels(self.module, self.base.tokenizer, prompts, self.template.label_texts(self.labels),
                             batch_size=batch_size)
 
+    @torch.no_grad()
+    def generate(self, texts: list[str], max_new_tokens: int | None = None, num_beams: int | None = None,
+                 batch_size: int = 8) -> list[str]:
+        from adaptlab.evaluation.generation import generate
+
+        self.module.eval()
+        prompts = [self.template.render(t) for t in texts]
+        return generate(self.module, self.base.tokenizer, prompts,
+                        max_new_tokens=max_new_tokens or self.decoding["max_new_tokens"],
+                        num_beams=num_beams or self.decoding["num_beams"], batch_size=batch_size)
+
     def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
+        """Labels (classification, always one of the label set) or generated text."""
+        if self.task == "generation":
+            return self.generate(texts)
         best = self.scores(texts, batch_size).argmax(dim=1).tolist()
         return [self.labels[b] for b in best]
 
     def evaluate(self, data: TaskData, batch_size: int = 32) -> dict:
+        """Classification: accuracy, macro-F1. Generation: exact match, ROUGE-L (multi-reference)."""
         if data.task != self.task:
             raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
         t0 = time.perf_counter()
-        pred = self.predict([ex.text for ex in data.examples], batch_size)
+        if self.task == "generation":
+            from adaptlab.evaluation.generation import generation_metrics
+
+            refs: dict[str, list[str]] = {}
+            for ex in data.examples:
+                refs.setdefault(ex.text, []).append(ex.label)
+            inputs = list(refs)
+            out = generation_metrics(self.generate(inputs), [refs[t] for t in inputs])
+        else:
+            pred = self.predict([ex.text for ex in data.examples], batch_size)
+            out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
         seconds = time.perf_counter() - t0
-        out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
-        out["examples_per_s"] = len(pred) / seconds if seconds else float("inf")
+        out["examples_per_s"] = out["n"] / seconds if seconds else float("inf")
         return out
 
     # -------------------------------------------------------------- persistence
@@ -98,6 +123,7 @@ class Artifact:
             "task": self.task,
             "labels": self.labels,
             "metrics": self.metrics,
+            "decoding": self.decoding,
             "base_model": {"name": self.base.name, "fingerprint": self.base.fingerprint},
             "versions": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -125,7 +151,7 @@ class Artifact:
         config = make_config(meta["strategy"], **meta["strategy_config"])
         module = spec.strategy_cls.load_module(config, base, folder)
         return cls(meta["strategy"], base, module, config, PromptTemplate(**meta["template"]), meta["task"],
-                   meta["labels"], meta.get("train_config"), meta.get("metrics"))
+                   meta["labels"], meta.get("train_config"), meta.get("metrics"), meta.get("decoding"))
 
 
 def freeze(model: torch.nn.Module) -> None:

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import torch
 
-from adaptlab.data.loading import DataError, TaskData
+from adaptlab.data.loading import TaskData
 from adaptlab.data.splits import subsample
 from adaptlab.evaluation.metrics import accuracy
 from adaptlab.models.base import BaseModel
@@ -25,17 +25,23 @@ from adaptlab.training.batching import encode
 from adaptlab.training.config import TrainConfig
 from adaptlab.training.loop import train
 
-TRAIN_TEMPLATE = "Text: {text}\nCategory:"
+# Trained strategies need no instruction: a short frame keeps prompts (and inference cost) small.
+TRAIN_TEMPLATES = {"classification": "Text: {text}\nCategory:", "generation": "Input: {text}\nOutput:"}
 
 
 @dataclass
 class GradientConfig:
     """Fields every gradient strategy config has."""
 
-    template: str = field(default=TRAIN_TEMPLATE, metadata={"help": "Prompt around each input; {text} is the input."})
+    template: str | None = field(default=None, metadata={
+        "help": "Prompt around each input; {text} is the input (default: a short frame for the task type)."})
 
     def __post_init__(self):
-        PromptTemplate("config", self.template)  # raises TemplateError on unknown placeholders
+        if self.template is not None:
+            PromptTemplate("config", self.template)  # raises TemplateError on unknown placeholders
+
+    def template_for(self, task: str, name: str) -> PromptTemplate:
+        return PromptTemplate(name, self.template or TRAIN_TEMPLATES[task])
 
 
 def claim(base: BaseModel, owner) -> None:
@@ -81,14 +87,12 @@ class GradientStrategy:
         cfg = train_config or TrainConfig()
         if cfg.lr is None:
             cfg = dataclasses.replace(cfg, lr=self.default_lr)
-        if train_data.task != "classification":
-            raise DataError(f"{train_data.source}: gradient strategies train classification tasks so far; "
-                            "generation decoding is not built yet")
-        template = PromptTemplate(self.name, self.config.template)
+        template = self.config.template_for(train_data.task, self.name)
         torch.manual_seed(cfg.seed)  # the module's initialisation is part of the run's seed
         module = self.build(base, train_data, template)
-        artifact = Artifact(self.name, base, module, self.config, template, train_data.task, train_data.labels,
-                            cfg.to_dict())
+        artifact = Artifact(self.name, base, module, self.config, template, train_data.task,
+                            train_data.labels if train_data.task == "classification" else None, cfg.to_dict(),
+                            decoding=default_decoding(base, train_data))
         result = self.train_module(module, base, train_data, dev, cfg, artifact, run_dir, resume, progress)
         artifact.metrics["train"] = result.to_dict()
         return artifact
@@ -99,9 +103,43 @@ class GradientStrategy:
         evaluate = None
         if dev is not None and len(dev):
             dev_part = subsample(dev, n=cfg.dev_limit, seed=cfg.seed) if len(dev) > cfg.dev_limit else dev
-            gold = [ex.label for ex in dev_part.examples]
+            if train_data.task == "classification":
+                gold = [ex.label for ex in dev_part.examples]
 
-            def evaluate() -> float:
-                return accuracy(gold, artifact.predict([ex.text for ex in dev_part.examples]))
+                def evaluate() -> float:
+                    return accuracy(gold, artifact.predict([ex.text for ex in dev_part.examples]))
+            else:
+                dev_items = encode(base.tokenizer, dev_part, artifact.template, cfg.max_length)
+
+                def evaluate() -> float:  # minus the mean token NLL: cheap, and no decoding per evaluation
+                    return -mean_target_nll(module, dev_items, base.tokenizer)
         pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
         return train(module, items, cfg, pad, evaluate, run_dir, resume, progress)
+
+
+def default_decoding(base: BaseModel, data: TaskData) -> dict | None:
+    """Generation: decode up to the longest train target plus a margin."""
+    if data.task != "generation":
+        return None
+    longest = max(len(base.tokenizer(ex.label, add_special_tokens=False)["input_ids"]) for ex in data.examples)
+    return {"max_new_tokens": min(256, longest + 8), "num_beams": 1}
+
+
+@torch.no_grad()
+def mean_target_nll(module, items, tokenizer, batch_size: int = 16) -> float:
+    from adaptlab.evaluation.scoring import target_token_logprobs
+    from adaptlab.training.batching import collate
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total, n = 0.0, 0
+    for s in range(0, len(items), batch_size):
+        b = collate(items[s:s + batch_size], pad)
+        _, logp = target_token_logprobs(module, b["input_ids"], b["attention_mask"], b["target_mask"])
+        total -= logp.sum().item()
+        n += logp.numel()
+    return total / max(1, n)
+
+
+def init_words(data: TaskData) -> list[str]:
+    """Text whose embeddings seed soft prompts and prefixes: label names, or a few targets."""
+    return data.labels if data.task == "classification" else [ex.label for ex in data.examples[:4]]

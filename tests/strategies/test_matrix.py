@@ -164,3 +164,24 @@ def test_cached_label_scoring_matches_naive_for_every_strategy(name):
     fast = score_labels(art.module, base.tokenizer, prompts, labels, batch_size=4)
     slow = score_labels_naive(art.module, base.tokenizer, prompts, labels, batch_size=5)
     assert torch.allclose(fast, slow, atol=1e-4)
+
+
+GEN = TaskData("generation", [Example(f"name[{w}]", f"{w} is good.", i + 1) for i, w in
+                              enumerate(["ab", "cd", "ef", "gh"])], "gen")
+
+
+@pytest.mark.parametrize("name", GRADIENT)
+def test_generation_task_trains_decodes_and_round_trips(name, tmp_path):
+    base = build_tiny()
+    strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
+    art = strat.fit(base, GEN, GEN, TrainConfig(max_steps=4, batch_size=2, lr=TINY_LR[name], checkpoint_every=0),
+                    progress=False)
+    assert art.task == "generation" and art.decoding["max_new_tokens"] >= 8
+    assert art.metrics["train"]["best_dev"] is not None  # dev = minus the mean token NLL
+    inputs = [ex.text for ex in GEN.examples]
+    greedy = art.generate(inputs, max_new_tokens=6)
+    assert len(greedy) == 4 and all(isinstance(g, str) for g in greedy)
+    ev = art.evaluate(GEN)
+    assert 0 <= ev["rouge_l"] <= 1 and ev["n"] == 4
+    again = Artifact.load(art.save(tmp_path / name), base)
+    assert again.generate(inputs, max_new_tokens=6) == greedy

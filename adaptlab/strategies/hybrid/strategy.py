@@ -8,11 +8,10 @@ from pathlib import Path
 import torch
 
 from adaptlab.evaluation.scoring import DecoderLM
-from adaptlab.prompts import PromptTemplate
 from adaptlab.strategies.base import Artifact
 from adaptlab.strategies.full.config import FullConfig
 from adaptlab.strategies.full.strategy import FullStrategy
-from adaptlab.strategies.gradient import GradientStrategy
+from adaptlab.strategies.gradient import GradientStrategy, init_words
 from adaptlab.strategies.lora.strategy import LoraStrategy
 from adaptlab.strategies.soft_prompt.strategy import SoftPromptModule, initial_prompt, load_prompt, save_prompt
 from adaptlab.training.config import TrainConfig
@@ -59,11 +58,11 @@ class HybridStrategy(GradientStrategy):
         first = self._stage1()
         art1 = first.fit(base, train_data, dev, cfg, run_dir / "stage1" if run_dir else None, resume, progress)
         torch.manual_seed(cfg.seed + 1)
-        init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, train_data.labels)
+        init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data))
         module = HybridModule(art1.module, init)
         cfg2 = dataclasses.replace(cfg, lr=self.config.prompt_lr)
-        artifact = Artifact(self.name, base, module, self.config, PromptTemplate(self.name, self.config.template),
-                            train_data.task, train_data.labels, cfg.to_dict())
+        artifact = Artifact(self.name, base, module, self.config, self.config.template_for(train_data.task, self.name),
+                            train_data.task, art1.labels, cfg.to_dict(), decoding=art1.decoding)
         res2 = self.train_module(module, base, train_data, dev, cfg2, artifact, run_dir / "stage2" if run_dir else None,
                                  resume, progress)
         s1 = art1.metrics["train"]

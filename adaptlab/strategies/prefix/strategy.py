@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from adaptlab.evaluation.scoring import DecoderLM, decoder
 from adaptlab.prompts import verbalize
-from adaptlab.strategies.gradient import GradientStrategy, claim
+from adaptlab.strategies.gradient import GradientStrategy, claim, init_words
 
 
 def kv_shape(config) -> tuple[int, int, int]:
@@ -115,7 +115,7 @@ class PrefixStrategy(GradientStrategy):
             with torch.no_grad():
                 init = emb(ids).float()
             return PrefixModule(base, reparam=True, embed_init=init, reparam_hidden=cfg.reparam_hidden)
-        return PrefixModule(base, flat_init=label_kv_init(base, cfg.n_tokens, train_data.labels))
+        return PrefixModule(base, flat_init=label_kv_init(base, cfg.n_tokens, init_words(train_data)))
 
     @classmethod
     def save_module(cls, module: PrefixModule, config, base, folder: Path) -> None:

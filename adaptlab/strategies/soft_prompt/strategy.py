@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from adaptlab.evaluation.scoring import DecoderLM, decoder
 from adaptlab.prompts import verbalize
-from adaptlab.strategies.gradient import GradientStrategy, claim
+from adaptlab.strategies.gradient import GradientStrategy, claim, init_words
 
 
 class SoftPromptModule(torch.nn.Module, DecoderLM):
@@ -97,7 +97,7 @@ class SoftPromptStrategy(GradientStrategy):
     default_lr = 3e-2  # prompt embeddings need a far larger step than weights (Lester et al. use 0.3)
 
     def build(self, base, train_data, template):
-        init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, train_data.labels)
+        init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data))
         return SoftPromptModule(lambda: base.model, init, owner_base=base)
 
     @classmethod
