@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ LR = {"lora": 1e-3, "soft_prompt": 3e-2}
 TEMPLATE = "Text: {text}\nCategory:"
 
 
-def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int) -> dict:
+def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: str) -> dict:
     import torch
 
     from adaptlab.data.named import load_named
@@ -43,7 +44,7 @@ def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int) -> dict:
     dev = load_named("sst2", "validation")
     if n_dev:
         dev = subsample(dev, n=n_dev, seed=seed)
-    base = load_base("gemma-3-270m")
+    base = load_base(model)
     spec = get_strategy(strategy)
     config = make_config(strategy, template=TEMPLATE)
     cfg = TrainConfig(epochs=1, batch_size=8, lr=LR[strategy], warmup_ratio=0.06, schedule="cosine",
@@ -84,14 +85,16 @@ def hf_route(base, train, strategy, config, cfg):
         pc = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
                         target_modules=list(config.target_modules), task_type="CAUSAL_LM")
     else:
+        # Same start as adaptlab's default: the embeddings of the label words.
         words = " ".join(verbalize(label) for label in train.labels)
-        pc = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.n_tokens,
-                                prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=words,
-                                tokenizer_name_or_path=str(base.path))
+        init = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=words,
+                    tokenizer_name_or_path=str(base.path)) if base.path else {}
+        pc = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.n_tokens, **init)
     pm = get_peft_model(model, pc)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
-                                 learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule, warmup_ratio=cfg.warmup_ratio,
+                                 learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule,
+                                 warmup_steps=round(cfg.warmup_ratio * math.ceil(len(rows) / cfg.batch_size)),
                                  max_grad_norm=cfg.max_grad_norm, weight_decay=cfg.weight_decay, seed=cfg.seed,
                                  save_strategy="no", report_to=[], logging_steps=10, use_cpu=True,
                                  disable_tqdm=True, dataloader_num_workers=0)
@@ -115,11 +118,13 @@ def main() -> None:
     ap.add_argument("--dev-size", type=int, default=0, help="0: the full dev set (872)")
     ap.add_argument("--strategies", default="lora,soft_prompt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="gemma-3-270m", help="tiny: a smoke test of both routes")
     ap.add_argument("--out", default="docs/results/train_throughput")
     ap.add_argument("--job", nargs=2, metavar=("ROUTE", "STRATEGY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.job:
-        print("RESULT " + json.dumps(job(args.job[0], args.job[1], args.train_size, args.dev_size, args.seed)))
+        print("RESULT " + json.dumps(job(args.job[0], args.job[1], args.train_size, args.dev_size, args.seed,
+                                         args.model)))
         return
 
     from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions
@@ -128,7 +133,7 @@ def main() -> None:
     for strategy in args.strategies.split(","):
         for route in ("adaptlab", "hf"):  # alternating, one process each
             cmd = [sys.executable, __file__, "--job", route, strategy, "--train-size", str(args.train_size),
-                   "--dev-size", str(args.dev_size), "--seed", str(args.seed)]
+                   "--dev-size", str(args.dev_size), "--seed", str(args.seed), "--model", args.model]
             print(f"running {route} {strategy} ...", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -152,7 +157,7 @@ def main() -> None:
              f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores; {meta['date']}; "
              f"torch {meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}, "
              f"peft {meta['versions'].get('peft')}  ",
-             f"Job: Gemma 3 270M, SST-2, {args.train_size} train examples, batch 8, 1 epoch; dev = full SST-2 "
+             f"Job: {args.model}, SST-2, {args.train_size} train examples, batch 8, 1 epoch; dev = full SST-2 "
              "validation scored by the same code for both.", "",
              "| strategy | adaptlab ex/s | HF ex/s | speed-up | adaptlab peak RSS | HF peak RSS | adaptlab dev acc | HF dev acc |",
              "|---|---|---|---|---|---|---|---|"]
