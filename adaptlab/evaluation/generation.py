@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from adaptlab.evaluation.scoring import _encode_prompts, as_lm, module_device
+from adaptlab.evaluation.scoring import _encode_prompts, as_lm, length_batches, module_device
 
 
 @torch.no_grad()
@@ -26,9 +26,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num
     ids = _encode_prompts(tokenizer, prompts, max_prompt_tokens)
     out: list[list[int]] = [[] for _ in prompts]
     if num_beams == 1:
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for s in range(0, len(order), batch_size):
-            rows = order[s:s + batch_size]
+        window = getattr(lm.hf_model().config, "sliding_window", None)
+        extra = max_new_tokens + lm.n_virtual
+        for rows in length_batches([len(p) for p in ids], batch_size, window, extra):
             for i, seq in zip(rows, _greedy(lm, tokenizer, [ids[i] for i in rows], max_new_tokens, device)):
                 out[i] = seq
     else:

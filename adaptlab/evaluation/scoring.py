@@ -39,6 +39,8 @@ class DecoderLM:
     override ``hidden`` and ``start``; scoring and training only ever use these methods.
     """
 
+    n_virtual: int = 0  # positions the adapter puts before the prompt (soft prompt / prefix length)
+
     def hf_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
@@ -122,6 +124,33 @@ def encode_labels(tokenizer, label_texts: list[str]) -> list[list[int]]:
     return ids
 
 
+def length_batches(lengths: list[int], batch_size: int, window: int | None, extra: int) -> list[list[int]]:
+    """Index batches sorted by length. Where ``length + extra`` can exceed a sliding attention
+    window, only equal lengths share a batch: right padding inside a cache shifts the window of a
+    shorter row (pad slots count as distance), so exactness needs no padding there."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    exact = window is not None and max(lengths) + extra > window
+    batches, cur = [], []
+    for i in order:
+        if cur and (len(cur) == batch_size or (exact and lengths[i] != lengths[cur[0]])):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    return batches + ([cur] if cur else [])
+
+
+def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    first = seqs[0]
+    n = len(first)
+    for s in seqs[1:]:
+        n = min(n, len(s))
+        for k in range(n):
+            if s[k] != first[k]:
+                n = k
+                break
+    return first[:n]
+
+
 def _encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> list[list[int]]:
     out = []
     for p in prompts:
@@ -134,13 +163,16 @@ def _encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> li
 
 @torch.no_grad()
 def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_texts: list[str],
-                 batch_size: int = 8, max_prompt_tokens: int = 1024, rows_per_pass: int = 256) -> torch.Tensor:
+                 batch_size: int = 8, max_prompt_tokens: int = 1024, rows_per_pass: int = 256,
+                 min_shared_tokens: int = 8) -> torch.Tensor:
     """Log-probability of each label continuation after each prompt: returns (N, L).
 
-    Multi-token labels score as the sum over their tokens. Each prompt is encoded once; its
-    key/value cache is repeated for the label continuations (all labels of a batch of prompts in
-    one pass), and the LM head runs once per distinct (prompt, label prefix): labels that share
-    their first tokens share those projections. Same numbers as :func:`score_labels_naive`.
+    Multi-token labels score as the sum over their tokens. Three levels of reuse, all exact:
+    the prompt prefix every example shares (instruction, label list, few-shot exemplars; at
+    least ``min_shared_tokens`` long) is encoded once for the whole call; each prompt is encoded
+    once and its key/value cache repeated for all label continuations; and the LM head runs once
+    per distinct (prompt, label prefix), so labels sharing first tokens share projections.
+    Same numbers as :func:`score_labels_naive`.
     """
     device = module_device(model)
     lm = as_lm(model)
@@ -152,18 +184,31 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     # Continuations: label tokens but the last are fed back in; sorted so shared prefixes sit together.
     multi = sorted((j for j in range(L) if len(label_ids[j]) > 1), key=lambda j: label_ids[j])
     scores = torch.empty(len(prompts), L)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
     config = lm.hf_model().config
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        B, T = len(rows), max(len(prompt_ids[i]) for i in rows)
+    shared = _common_prefix(prompt_ids)[:min(len(p) for p in prompt_ids) - 1]  # leave >= 1 token per prompt
+    if len(shared) < min_shared_tokens:
+        shared = []
+    if shared:  # encoded once for the whole call
+        s_cache, s_mask, _ = lm.start(torch.tensor([shared], device=device),
+                                      torch.ones(1, len(shared), dtype=torch.long, device=device))
+    window = getattr(config, "sliding_window", None)
+    extra = max(len(x) for x in label_ids) + len(shared) + lm.n_virtual
+    for rows in length_batches([len(p) - len(shared) for p in prompt_ids], batch_size, window, extra):
+        rest = [prompt_ids[i][len(shared):] for i in rows]
+        B, T = len(rows), max(len(x) for x in rest)
         ids = torch.full((B, T), pad, dtype=torch.long)
         att = torch.zeros((B, T), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, :len(prompt_ids[i])] = torch.tensor(prompt_ids[i])
-            att[r, :len(prompt_ids[i])] = 1
+        for r, x in enumerate(rest):
+            ids[r, :len(x)] = torch.tensor(x)
+            att[r, :len(x)] = 1
         ids, att = ids.to(device), att.to(device)
-        cache, cmask, hidden = lm.start(ids, att)                     # hidden: (B, T, H)
+        if shared:
+            cmask = torch.cat([s_mask.expand(B, -1), att], dim=1)
+            cache = repeat_cache(s_cache, B, config)
+            pos = s_mask.sum() + torch.arange(T, device=device).expand(B, -1)
+            hidden = lm.extend(ids, cmask, pos, cache)                 # (B, T, H), rest of each prompt
+        else:
+            cache, cmask, hidden = lm.start(ids, att)                  # hidden: (B, T, H)
         last = hidden[torch.arange(B, device=device), att.sum(1) - 1]  # (B, H) predicts label token 0
         logp0 = torch.log_softmax(lm.project(last).float(), dim=-1)    # one projection per prompt
         total = logp0[:, first].clone()                                # (B, L)

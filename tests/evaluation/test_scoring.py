@@ -89,3 +89,23 @@ def test_cached_scoring_projects_each_label_prefix_once(tiny):
     # tokens: " "=first for all labels (1 projection), then prefixes (" ",), (" ","a") -> "a" and "b"/"c"
     # distinct contexts after the first token: (" ",) and (" ", "a") = 2 projections
     assert calls == [1, 2]
+
+
+def test_shared_prompt_prefix_is_encoded_once_and_exact(tiny):
+    # 150 shared tokens: longer than the tiny model's 64-token sliding window, so the
+    # repeated cache of a sliding-window layer is exercised too.
+    instruction = "Classify the ticket into one of: " + ", ".join(f"label{i}" for i in range(15)) + ".\n"
+    prompts = [instruction + f"Text: {t}\nLabel:" for t in ("hi", "a longer ticket text", "x y z")]
+    labels = [" label1", " label12", " other"]
+    fast = score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=2)
+    slow = score_labels_naive(tiny.model, tiny.tokenizer, prompts, labels)
+    assert torch.allclose(fast, slow, atol=1e-4)
+    seen = []
+    body = tiny.model.model
+    h = body.register_forward_hook(lambda m, i, kw, o: seen.append((kw.get("input_ids") if kw.get("input_ids") is not None else i[0]).shape), with_kwargs=True)
+    try:
+        score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=3)
+    finally:
+        h.remove()
+    assert seen[0][0] == 1 and seen[0][1] > 100  # the shared prefix: one row, once
+    assert all(s[1] < 40 for s in seen[1:])       # everything after: only the per-prompt rest and labels

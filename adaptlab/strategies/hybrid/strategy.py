@@ -32,6 +32,10 @@ class HybridModule(torch.nn.Module, DecoderLM):
             stage1.frozen = True
         self.prompt = SoftPromptModule(lambda: _inner_model(self.stage1), prompt_init)
 
+    @property
+    def n_virtual(self) -> int:
+        return self.prompt.n_virtual
+
     def hf_model(self):
         return self.prompt.hf_model()
 

@@ -45,6 +45,10 @@ class PrefixModule(torch.nn.Module, DecoderLM):
     def n_tokens(self) -> int:
         return (self.flat if self.flat is not None else self.embedding).shape[0]
 
+    @property
+    def n_virtual(self) -> int:
+        return self.n_tokens
+
     def flat_prefix(self) -> torch.Tensor:
         return self.flat if self.flat is not None else self.mlp(self.embedding)
 

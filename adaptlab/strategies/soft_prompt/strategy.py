@@ -32,6 +32,10 @@ class SoftPromptModule(torch.nn.Module, DecoderLM):
         self.owner_base = owner_base
         self.prompt = torch.nn.Parameter(init.clone())  # (P, H), in the (scaled) embedding space
 
+    @property
+    def n_virtual(self) -> int:
+        return self.prompt.shape[0]
+
     def hf_model(self):
         if self.owner_base is not None:
             claim(self.owner_base, self)
