@@ -64,3 +64,10 @@ def test_train_bad_config_is_one_line(tmp_path):
     assert r.exit_code == 2 and "not a gradient strategy" in r.output
     r = runner.invoke(app, ["strategies"])
     assert r.exit_code == 0 and "soft_prompt" in r.output
+
+
+def test_demo_runs_zero_shot_then_lora_on_tiny(tmp_path):
+    r = runner.invoke(app, ["demo", "--model", "tiny", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "zero-shot" in r.output and "-> LoRA" in r.output
+    assert (tmp_path / "zero_shot.json").exists() and (tmp_path / "lora" / "adaptlab_artifact.json").exists()

@@ -113,6 +113,7 @@ class Artifact:
         folder.mkdir(parents=True, exist_ok=True)
         spec = get_strategy(self.strategy)
         spec.strategy_cls.save_module(self.module, self.config, self.base, folder)
+        weights_bytes = artifact_bytes(folder)
         meta = {
             "format": 1,
             "strategy": self.strategy,
@@ -124,6 +125,7 @@ class Artifact:
             "labels": self.labels,
             "metrics": self.metrics,
             "decoding": self.decoding,
+            "artifact_bytes": weights_bytes,
             "base_model": {"name": self.base.name, "fingerprint": self.base.fingerprint},
             "versions": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -149,7 +151,7 @@ class Artifact:
         check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"artifact {folder}")
         spec = get_strategy(meta["strategy"])
         config = make_config(meta["strategy"], **meta["strategy_config"])
-        module = spec.strategy_cls.load_module(config, base, folder)
+        module = spec.strategy_cls.load_module(config, base, folder).to(base.device)
         return cls(meta["strategy"], base, module, config, PromptTemplate(**meta["template"]), meta["task"],
                    meta["labels"], meta.get("train_config"), meta.get("metrics"), meta.get("decoding"))
 

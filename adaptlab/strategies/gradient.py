@@ -89,7 +89,7 @@ class GradientStrategy:
             cfg = dataclasses.replace(cfg, lr=self.default_lr)
         template = self.config.template_for(train_data.task, self.name)
         torch.manual_seed(cfg.seed)  # the module's initialisation is part of the run's seed
-        module = self.build(base, train_data, template)
+        module = self.build(base, train_data, template).to(base.device)  # new parameters live with the model
         artifact = Artifact(self.name, base, module, self.config, template, train_data.task,
                             train_data.labels if train_data.task == "classification" else None, cfg.to_dict(),
                             decoding=default_decoding(base, train_data))

@@ -57,7 +57,8 @@ class PrefixModule(torch.nn.Module, DecoderLM):
 
         model = self.base_ref[0].model
         P = self.n_tokens
-        kv = self.flat_prefix().view(P, self.layers * 2, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
+        kv = self.flat_prefix().to(model.dtype)  # fp32 parameters, bf16 attention on GPU
+        kv = kv.view(P, self.layers * 2, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
         cache = DynamicCache(config=model.config)                                         # kv: (L*2, kv, P, hd)
         for i in range(self.layers):
             k = kv[2 * i].unsqueeze(0).expand(batch, -1, -1, -1)                           # (B, kv, P, hd)

@@ -72,7 +72,7 @@ def initial_prompt(model, tokenizer, n_tokens: int, init: str, labels: list[str]
         if ids is not None:
             return emb(torch.tensor(ids, device=emb.weight.device)).detach().float()
         ref = emb(torch.arange(min(vocab, 1000), device=emb.weight.device))
-        return torch.randn(n_tokens, ref.shape[-1]) * ref.std()
+        return torch.randn(n_tokens, ref.shape[-1], device=ref.device) * ref.float().std()
 
 
 def peft_prompt_config(n_tokens: int, model, base_name: str):
