@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from adaptlab.evaluation.scoring import _encode_prompts, as_lm, length_batches, module_device
+from adaptlab.evaluation.scoring import _encode_prompts, as_lm, length_batches, module_device, pad_id, right_pad
 
 
 @torch.no_grad()
@@ -37,20 +37,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num
     return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
 
 
-def _pad(prompts: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), T), pad, dtype=torch.long)
-    att = torch.zeros((len(prompts), T), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        ids[r, :len(p)] = torch.tensor(p)
-        att[r, :len(p)] = 1
-    return ids.to(device), att.to(device)
-
-
 def _greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device) -> list[list[int]]:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     eos = tokenizer.eos_token_id
-    ids, att = _pad(prompts, pad, device)
+    ids, att = right_pad(prompts, pad, device)
     B = len(prompts)
     cache, mask, hidden = lm.start(ids, att)
     last = hidden[torch.arange(B, device=device), att.sum(1) - 1]          # (B, H)
@@ -76,7 +66,7 @@ def _greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device) -> li
 def _beam(lm, tokenizer, prompt: list[int], max_new: int, K: int, length_penalty: float, device) -> list[int]:
     """Beam search for one prompt; scores are summed log-probs divided by length ** length_penalty."""
     eos = tokenizer.eos_token_id
-    ids, att = _pad([prompt], 0, device)
+    ids, att = right_pad([prompt], 0, device)
     cache, mask, hidden = lm.start(ids, att)
     last = hidden[:, -1]                                                     # (n_beams, H)
     pos = int(mask.sum())

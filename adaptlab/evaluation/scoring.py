@@ -139,6 +139,21 @@ def length_batches(lengths: list[int], batch_size: int, window: int | None, extr
     return batches + ([cur] if cur else [])
 
 
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def right_pad(seqs: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> right-padded (B, T) input_ids and attention_mask."""
+    T = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    att = torch.zeros((len(seqs), T), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        ids[r, :len(x)] = torch.tensor(x)
+        att[r, :len(x)] = 1
+    return ids.to(device), att.to(device)
+
+
 def _common_prefix(seqs: list[list[int]]) -> list[int]:
     first = seqs[0]
     n = len(first)
@@ -178,7 +193,7 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     lm = as_lm(model)
     label_ids = encode_labels(tokenizer, label_texts)
     prompt_ids = _encode_prompts(tokenizer, prompts, max_prompt_tokens)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     L = len(label_ids)
     first = torch.tensor([ids[0] for ids in label_ids], device=device)
     # Continuations: label tokens but the last are fed back in; sorted so shared prefixes sit together.
@@ -194,14 +209,8 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     window = getattr(config, "sliding_window", None)
     extra = max(len(x) for x in label_ids) + len(shared) + lm.n_virtual
     for rows in length_batches([len(p) - len(shared) for p in prompt_ids], batch_size, window, extra):
-        rest = [prompt_ids[i][len(shared):] for i in rows]
-        B, T = len(rows), max(len(x) for x in rest)
-        ids = torch.full((B, T), pad, dtype=torch.long)
-        att = torch.zeros((B, T), dtype=torch.long)
-        for r, x in enumerate(rest):
-            ids[r, :len(x)] = torch.tensor(x)
-            att[r, :len(x)] = 1
-        ids, att = ids.to(device), att.to(device)
+        ids, att = right_pad([prompt_ids[i][len(shared):] for i in rows], pad, device)
+        B, T = ids.shape
         if shared:
             cmask = torch.cat([s_mask.expand(B, -1), att], dim=1)
             cache = repeat_cache(s_cache, B, config)
@@ -262,16 +271,11 @@ def score_labels_naive(model: torch.nn.Module, tokenizer, prompts: list[str], la
     device = module_device(model)
     model = as_lm(model)
     label_ids = encode_labels(tokenizer, label_texts)
-    prompt_ids = []
-    for p in prompts:
-        ids = tokenizer(p)["input_ids"]
-        if len(ids) > max_prompt_tokens:  # keep the end of the prompt: it holds the question
-            ids = ids[:1] + ids[-(max_prompt_tokens - 1):]
-        prompt_ids.append(ids)
+    prompt_ids = _encode_prompts(tokenizer, prompts, max_prompt_tokens)
     pairs = [(i, j) for i in range(len(prompts)) for j in range(len(label_texts))]
     pairs.sort(key=lambda ij: len(prompt_ids[ij[0]]) + len(label_ids[ij[1]]))
     scores = torch.empty(len(prompts), len(label_texts))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         seqs = [prompt_ids[i] + label_ids[j] for i, j in chunk]

@@ -18,6 +18,7 @@ import torch
 from adaptlab.data.loading import TaskData
 from adaptlab.data.splits import subsample
 from adaptlab.evaluation.metrics import accuracy
+from adaptlab.evaluation.scoring import pad_id
 from adaptlab.models.base import BaseModel
 from adaptlab.prompts import PromptTemplate
 from adaptlab.strategies.base import Artifact
@@ -113,7 +114,7 @@ class GradientStrategy:
 
                 def evaluate() -> float:  # minus the mean token NLL: cheap, and no decoding per evaluation
                     return -mean_target_nll(module, dev_items, base.tokenizer)
-        pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
+        pad = pad_id(base.tokenizer)
         return train(module, items, cfg, pad, evaluate, run_dir, resume, progress)
 
 
@@ -130,7 +131,7 @@ def mean_target_nll(module, items, tokenizer, batch_size: int = 16) -> float:
     from adaptlab.evaluation.scoring import target_token_logprobs
     from adaptlab.training.batching import collate
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     total, n = 0.0, 0
     for s in range(0, len(items), batch_size):
         b = collate(items[s:s + batch_size], pad)
