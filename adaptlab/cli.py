@@ -225,14 +225,28 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
+             endpoint_mode: str):
+    """The local model, or an OpenAI-compatible endpoint for API-only models."""
+    if endpoint:
+        from adaptlab.backends import OpenAIBackend
+
+        return OpenAIBackend(endpoint, model=endpoint_model, api_key_env=api_key_env, mode=endpoint_mode)
+    from adaptlab.backends import LocalBackend
+    from adaptlab.models.base import load_base
+
+    with console.status(f"loading {model}"):
+        return LocalBackend(load_base(model))
+
+
 @app.command("train")
 def train_cmd(
-    strategy: str = typer.Option(..., help="A gradient strategy (see `adaptlab strategies`)."),
+    strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
     data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
     out: Path = typer.Option(..., help="Artifact folder to write."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
     set_: list[str] = typer.Option([], "--set", help="Strategy config override key=value (repeatable), e.g. r=16."),
-    epochs: float = typer.Option(1.0, help="Passes over the train split."),
+    epochs: float = typer.Option(1.0, help="Passes over the train split (gradient strategies)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
     batch_size: int = typer.Option(8, help="Examples per micro-batch."),
     grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
@@ -242,42 +256,61 @@ def train_cmd(
     seed: int = typer.Option(0, help="Seed for splits, batch order and initialisation."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUT/run after a kill."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+    endpoint: Optional[str] = typer.Option(None, help="Prompt strategies: an OpenAI-compatible base URL "
+                                                      "(e.g. http://127.0.0.1:8000/v1) instead of the local model."),
+    endpoint_model: str = typer.Option("default", help="The `model` field sent to the endpoint."),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the endpoint's API key."),
+    endpoint_mode: str = typer.Option("auto", help="auto | logprobs (echoed label logprobs) | parse (parse answers)."),
 ) -> None:
-    """Train one gradient strategy, evaluate it on the test split, save the artifact."""
+    """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
+    from adaptlab.backends import BackendError
     from adaptlab.data.named import load_task
     from adaptlab.data.splits import subsample
-    from adaptlab.models.base import load_base
-    from adaptlab.strategies import get_strategy, list_strategies, make_config
+    from adaptlab.strategies import get_strategy, make_config
     from adaptlab.strategies.base import artifact_bytes
     from adaptlab.training import TrainConfig
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
-        if strategy not in list_strategies("gradient"):
-            raise DataError(f"--strategy: {strategy!r} is not a gradient strategy; use one of "
-                            f"{', '.join(list_strategies('gradient'))}")
+        spec = get_strategy(strategy)
         config = make_config(strategy, **_parse_overrides(set_))
+        if endpoint and spec.kind != "prompt":
+            raise DataError(f"--endpoint: {strategy} changes weights; only prompt strategies run on an endpoint")
         cfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                           patience=patience, seed=seed)
         splits = load_task(data, data_dir_override=data_dir, seed=seed)
         train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
-        with console.status(f"loading {model}"):
-            base = load_base(model)
-        art = get_strategy(strategy).strategy_cls(config).fit(base, train_part, splits.dev, cfg, run_dir=out / "run",
-                                                              resume=resume)
+        backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode)
+        if spec.kind == "prompt":
+            with console.status(f"{strategy}: fitting the prompt"):
+                art = spec.strategy_cls(config).fit(backend, train_part, splits.dev)
+        else:
+            art = spec.strategy_cls(config).fit(backend.base, train_part, splits.dev, cfg, run_dir=out / "run",
+                                                resume=resume)
         with console.status(f"evaluating on {len(splits.test)} test examples"):
             art.metrics["test"] = art.evaluate(splits.test)
         art.save(out)
-    except (*EXPECTED_ERRORS, ValueError) as e:
+    except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
-    tr, te = art.metrics["train"], art.metrics["test"]
+    te = art.metrics["test"]
+    quality = (f"{te['accuracy']:.3f}", f"{te['macro_f1']:.3f}") if "accuracy" in te else \
+        (f"{te['rouge_l']:.3f}", f"{te['exact_match']:.3f}")
     table = Table(title=f"{strategy} on {data}")
-    for col in ("test acc", "macro-F1", "train s", "ex/s", "peak RSS GB", "trainable", "artifact MB"):
-        table.add_column(col, justify="right")
-    table.add_row(f"{te['accuracy']:.3f}", f"{te['macro_f1']:.3f}", f"{tr['train_seconds']:.1f}",
-                  f"{tr['examples_per_s']:.1f}", f"{tr['peak_rss_bytes'] / 2**30:.2f}", f"{tr['trainable_params']:,}",
-                  f"{artifact_bytes(out) / 1e6:.2f}")
+    if spec.kind == "prompt":
+        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "exact",
+                    "prompt tokens", "ex/s", "model calls", "artifact KB"):
+            table.add_column(col, justify="right")
+        table.add_row(*quality, f"{te['prompt_tokens']:.0f}", f"{te['examples_per_s']:.1f}",
+                      str(art.backend.calls), f"{artifact_bytes(out) / 1e3:.1f}")
+    else:
+        tr = art.metrics["train"]
+        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "exact",
+                    "train s", "ex/s", "peak RSS GB", "trainable", "artifact MB"):
+            table.add_column(col, justify="right")
+        table.add_row(*quality, f"{tr['train_seconds']:.1f}", f"{tr['examples_per_s']:.1f}",
+                      f"{tr['peak_rss_bytes'] / 2**30:.2f}", f"{tr['trainable_params']:,}",
+                      f"{artifact_bytes(out) / 1e6:.2f}")
     console.print(table)
     console.print(f"artifact written to {out}")
 
@@ -293,7 +326,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the de
     zs = _zero_shot("demo", "test", model, None, 0, out / "zero_shot.json", None)
     console.rule("LoRA: one epoch on the 360 train tickets")
     train_cmd(strategy="lora", data="demo", out=out / "lora", model=model, set_=[], epochs=1.0, max_steps=None,
-              batch_size=8, grad_accum=1, lr=None, patience=0, train_size=None, seed=0, resume=False, data_dir=None)
+              batch_size=8, grad_accum=1, lr=None, patience=0, train_size=None, seed=0, resume=False, data_dir=None,
+              endpoint=None, endpoint_model="default", api_key_env=None, endpoint_mode="auto")
     meta = json.loads((out / "lora" / "adaptlab_artifact.json").read_text())
     lora_acc = meta["metrics"]["test"]["accuracy"]
     console.print(f"[bold]test accuracy: zero-shot {zs['accuracy']:.1%} -> LoRA {lora_acc:.1%}[/]  "

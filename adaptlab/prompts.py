@@ -1,16 +1,27 @@
 """Prompt templates shared by every strategy (hard prompts render them; trained ones reuse them).
 
-A template is a format string over a fixed set of placeholders. Unknown placeholders are
-rejected when the template is built, and a record that lacks a value is rejected when it is
-rendered, each with a message naming the placeholder.
+A template is a format string over a fixed set of placeholders:
+
+- ``{text}`` / ``{input}``: the example's input;
+- ``{labels}``: the label list, verbalized, comma-separated (classification);
+- ``{instruction}``: the template's ``instruction`` (itself may use ``{labels}``), so that
+  automatic prompt search can swap instructions while keeping the frame;
+- ``{examples}``: the few-shot exemplars, each rendered with ``example_format``; empty when there
+  are none.
+
+Unknown placeholders are rejected when the template is built, and a record that lacks a value is
+rejected when it is rendered, each with a message naming the placeholder.
 """
 
 from __future__ import annotations
 
+import json
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-PLACEHOLDERS = {"text", "labels", "input"}
+PLACEHOLDERS = {"text", "labels", "input", "instruction", "examples"}
+EXAMPLE_PLACEHOLDERS = {"text", "input", "label", "target"}
 
 
 class TemplateError(ValueError):
@@ -22,44 +33,167 @@ def verbalize(label: str) -> str:
     return label.replace("_", " ").replace("-", " ").strip()
 
 
-def _fields(template: str) -> set[str]:
+def _fields(template: str, what: str = "template") -> set[str]:
     try:
         return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as e:
-        raise TemplateError(f"malformed template {template!r}: {e}") from None
+        raise TemplateError(f"malformed {what} {template!r}: {e}") from None
+
+
+def _braces(s: str) -> str:
+    return "{" + s + "}"
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """``template`` renders the prompt; ``label_prefix`` goes before each scored label."""
+    """``template`` renders the prompt; ``label_prefix`` goes before each scored label.
+
+    ``example_format`` renders one exemplar (``{text}``/``{input}`` and ``{label}``/``{target}``)
+    and must end the same way the template does before the answer, so that an exemplar's answer
+    sits exactly where the model's answer will be scored.
+    """
 
     name: str
     template: str
     label_prefix: str = " "
+    instruction: str = ""
+    example_format: str = "Text: {text}\nCategory: {label}\n\n"
 
     def __post_init__(self):
-        unknown = _fields(self.template) - PLACEHOLDERS
+        fields = _fields(self.template)
+        unknown = fields - PLACEHOLDERS
         if unknown:
             raise TemplateError(
-                f"template '{self.name}': unknown placeholder(s) {', '.join('{' + u + '}' for u in sorted(unknown))}; "
-                f"allowed: {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}"
+                f"template '{self.name}': unknown placeholder(s) {', '.join(_braces(u) for u in sorted(unknown))}; "
+                f"allowed: {', '.join(_braces(p) for p in sorted(PLACEHOLDERS))}"
             )
-        if not ({"text", "input"} & _fields(self.template)):
+        if not ({"text", "input"} & fields):
             raise TemplateError(f"template '{self.name}': must contain {{text}} (or {{input}})")
+        if "instruction" in fields and not self.instruction.strip():
+            raise TemplateError(f"template '{self.name}': uses {{instruction}} but the instruction is empty")
+        bad = _fields(self.instruction, "instruction") - {"labels"}
+        if bad:
+            raise TemplateError(f"template '{self.name}': instruction may only use {{labels}}, "
+                                f"not {', '.join(_braces(b) for b in sorted(bad))}")
+        ex = _fields(self.example_format, "example_format")
+        bad = ex - EXAMPLE_PLACEHOLDERS
+        if bad:
+            raise TemplateError(f"template '{self.name}': example_format: unknown placeholder(s) "
+                                f"{', '.join(_braces(b) for b in sorted(bad))}; allowed: {{text}}, {{label}}")
+        if not ({"text", "input"} & ex) or not ({"label", "target"} & ex):
+            raise TemplateError(f"template '{self.name}': example_format needs {{text}} and {{label}}")
 
-    def render(self, text: str, labels: list[str] | None = None) -> str:
-        values = {"text": text, "input": text}
-        if "labels" in _fields(self.template):
+    @property
+    def fields(self) -> set[str]:
+        return _fields(self.template)
+
+    def render(self, text: str, labels: list[str] | None = None,
+               examples: list[tuple[str, str]] | None = None) -> str:
+        """The prompt for ``text``; ``examples`` are (input, answer) pairs shown before it."""
+        fields = self.fields
+        label_list = None
+        if "labels" in fields or "labels" in _fields(self.instruction, "instruction"):
             if not labels:
                 raise TemplateError(f"template '{self.name}': placeholder {{labels}} needs the label list")
-            values["labels"] = ", ".join(verbalize(label) for label in labels)
+            label_list = ", ".join(verbalize(label) for label in labels)
+        values = {"text": text, "input": text}
+        if "labels" in fields:
+            values["labels"] = label_list
+        if "instruction" in fields:
+            values["instruction"] = self.instruction.format(labels=label_list) if label_list else self.instruction
+        if examples and "examples" not in fields:
+            raise TemplateError(f"template '{self.name}': has no {{examples}} placeholder for few-shot exemplars")
+        if "examples" in fields:
+            values["examples"] = "".join(self.render_example(x, y, labels is not None) for x, y in examples or [])
         return self.template.format(**values)
+
+    def render_example(self, text: str, answer: str, is_label: bool = True) -> str:
+        shown = verbalize(answer) if is_label else answer
+        return self.example_format.format(text=text, input=text, label=shown, target=shown)
 
     def label_texts(self, labels: list[str]) -> list[str]:
         return [self.label_prefix + verbalize(label) for label in labels]
+
+    def with_instruction(self, instruction: str, name: str | None = None) -> "PromptTemplate":
+        return replace(self, instruction=instruction, name=name or self.name)
 
 
 DEFAULT_CLASSIFICATION = PromptTemplate(
     name="instruct-labels",
     template="Classify the text into one of these categories: {labels}.\nText: {text}\nCategory:",
 )
+
+# Built-in hard-prompt templates per task type; all have {examples} so few-shot can use any.
+BUILTIN_TEMPLATES: dict[str, dict[str, PromptTemplate]] = {
+    "classification": {t.name: t for t in [
+        PromptTemplate("instruct-labels", "{instruction}\n\n{examples}Text: {text}\nCategory:",
+                       instruction="Classify the text into one of these categories: {labels}."),
+        PromptTemplate("question", "{instruction}\n\n{examples}Text: {text}\nAnswer:",
+                       instruction="Which of these categories does the text belong to: {labels}?",
+                       example_format="Text: {text}\nAnswer: {label}\n\n"),
+        PromptTemplate("input-label", "Possible labels: {labels}.\n\n{examples}Input: {text}\nLabel:",
+                       example_format="Input: {text}\nLabel: {label}\n\n"),
+        PromptTemplate("plain", "{examples}Text: {text}\nCategory:"),
+    ]},
+    "generation": {t.name: t for t in [
+        PromptTemplate("input-output", "{examples}Input: {input}\nOutput:",
+                       example_format="Input: {input}\nOutput: {target}\n\n"),
+        PromptTemplate("instruct", "{instruction}\n\n{examples}Input: {input}\nOutput:",
+                       instruction="Rewrite the input as requested, following the examples.",
+                       example_format="Input: {input}\nOutput: {target}\n\n"),
+    ]},
+}
+DEFAULT_TEMPLATE = {"classification": "instruct-labels", "generation": "input-output"}
+
+# Instruction paraphrases prompt_search starts from (users add their own); {labels} is filled in.
+INSTRUCTION_PARAPHRASES = {
+    "classification": [
+        "Classify the text into one of these categories: {labels}.",
+        "Which of these categories does the text belong to: {labels}?",
+        "Read the text and choose the best label from: {labels}.",
+        "Assign exactly one category to the text. Categories: {labels}.",
+        "You are an expert annotator. Label the text with one of: {labels}.",
+        "Decide which category fits the text best. Options: {labels}.",
+    ],
+    "generation": [
+        "Rewrite the input as requested, following the examples.",
+        "Turn the structured input into one fluent sentence.",
+        "Produce the output for the input, in the same style as the examples.",
+    ],
+}
+
+
+def builtin_template(task: str, name: str) -> PromptTemplate:
+    try:
+        return BUILTIN_TEMPLATES[task][name]
+    except KeyError:
+        known = ", ".join(BUILTIN_TEMPLATES.get(task, {}))
+        raise TemplateError(f"no built-in {task} template {name!r}; built-in: {known}") from None
+
+
+def load_template(spec: str, task: str) -> PromptTemplate:
+    """A template by built-in name, from a file (.json with the fields, or text = the template), or inline."""
+    if spec in BUILTIN_TEMPLATES.get(task, {}):
+        return BUILTIN_TEMPLATES[task][spec]
+    path = Path(spec)
+    if "{" not in spec and path.suffix in (".json", ".txt", ".tmpl") :
+        if not path.exists():
+            raise TemplateError(f"{path}: template file not found")
+        raw = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            try:
+                fields = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise TemplateError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
+            if not isinstance(fields, dict) or "template" not in fields:
+                raise TemplateError(f"{path}: expected an object with a 'template' field")
+            known = {"name", "template", "label_prefix", "instruction", "example_format"}
+            extra = sorted(set(fields) - known)
+            if extra:
+                raise TemplateError(f"{path}: unknown field(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
+            return PromptTemplate(**{"name": path.stem, **fields})
+        return PromptTemplate(path.stem, raw.rstrip("\n"))
+    if "{" in spec:
+        return PromptTemplate("inline", spec)
+    raise TemplateError(f"unknown template {spec!r}: not a built-in {task} template "
+                        f"({', '.join(BUILTIN_TEMPLATES.get(task, {}))}), a file, or a string with {{text}}")

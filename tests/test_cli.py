@@ -60,8 +60,11 @@ def test_train_bad_config_is_one_line(tmp_path):
     r = runner.invoke(app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(tmp_path / "a"),
                             "--set", "r=0"])
     assert r.exit_code == 2 and "rank must be a positive integer" in r.output
-    r = runner.invoke(app, ["train", "--strategy", "zero_shot", "--model", "tiny", "--out", str(tmp_path / "a")])
-    assert r.exit_code == 2 and "not a gradient strategy" in r.output
+    r = runner.invoke(app, ["train", "--strategy", "nope", "--model", "tiny", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "unknown strategy 'nope'" in r.output
+    r = runner.invoke(app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(tmp_path / "a"),
+                            "--endpoint", "http://127.0.0.1:9"])
+    assert r.exit_code == 2 and "only prompt strategies run on an endpoint" in r.output
     r = runner.invoke(app, ["strategies"])
     assert r.exit_code == 0 and "soft_prompt" in r.output
 
@@ -71,3 +74,14 @@ def test_demo_runs_zero_shot_then_lora_on_tiny(tmp_path):
     assert r.exit_code == 0, r.output
     assert "zero-shot" in r.output and "-> LoRA" in r.output
     assert (tmp_path / "zero_shot.json").exists() and (tmp_path / "lora" / "adaptlab_artifact.json").exists()
+
+
+def test_train_prompt_strategy_end_to_end(tmp_path):
+    out = tmp_path / "fs"
+    r = runner.invoke(app, ["train", "--strategy", "few_shot", "--model", "tiny", "--out", str(out),
+                            "--set", "k=3", "--set", "calibrate=true", "--set", "dev_limit=12"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "adaptlab_artifact.json").read_text())
+    assert meta["kind"] == "prompt" and len(meta["prompt"]["exemplars"]) == 3
+    assert len(meta["prompt"]["calibration"]) == 12 and meta["metrics"]["test"]["n"] == 120
+    assert "prompt tokens" in r.output

@@ -148,6 +148,10 @@ class Artifact:
         unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if unsafe:
             raise ArtifactError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors load")
+        if meta.get("kind") == "prompt":  # a hard prompt: JSON only, runs on any backend with this fingerprint
+            from adaptlab.strategies.prompting import PromptArtifact
+
+            return PromptArtifact.from_meta(folder, meta, base)
         check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"artifact {folder}")
         spec = get_strategy(meta["strategy"])
         config = make_config(meta["strategy"], **meta["strategy_config"])

@@ -1,0 +1,77 @@
+"""The local transformers model as a backend, through adaptlab's shared-prefix label scorer."""
+
+from __future__ import annotations
+
+import torch
+
+from adaptlab.backends.base import Backend
+from adaptlab.evaluation.scoring import _encode_prompts, as_lm, module_device, pad_id, right_pad, score_labels
+
+
+class LocalBackend(Backend):
+    """A base model, or an adapted module on it (for "fine-tuned model + few-shot prompt").
+
+    ``module`` defaults to the plain base model; ``fingerprint`` is the base model's, so a
+    prompt artifact made here loads on the same base and nowhere else.
+    """
+
+    supports_scores = True
+
+    def __init__(self, base, module: torch.nn.Module | None = None, batch_size: int = 16,
+                 max_prompt_tokens: int = 2048):
+        super().__init__()
+        self.base = base
+        self.module = module if module is not None else base.model
+        self.tokenizer = base.tokenizer
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self.name = f"local:{base.name}"
+        self.fingerprint = base.fingerprint
+
+    def _count(self, prompts: list[str]) -> None:
+        self.calls += len(prompts)
+        self.prompt_tokens += sum(self.count_tokens(p) for p in prompts)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], label_texts: list[str]) -> torch.Tensor:
+        self._count(prompts)
+        if hasattr(self.module, "eval"):
+            self.module.eval()
+        return score_labels(self.module, self.tokenizer, prompts, label_texts, batch_size=self.batch_size,
+                            max_prompt_tokens=self.max_prompt_tokens)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
+                 stop: list[str] | None = None) -> list[str]:
+        from adaptlab.evaluation.generation import generate
+
+        self._count(prompts)
+        out = generate(self.module, self.tokenizer, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                       batch_size=self.batch_size, max_prompt_tokens=self.max_prompt_tokens)
+        if stop:
+            for s in stop:
+                out = [o.split(s)[0] if s in o else o for o in out]
+        return out
+
+    @torch.no_grad()
+    def embed(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+        """Mean-pooled last hidden states of the base model: (N, H), L2-normalised."""
+        self.calls += len(texts)
+        lm = as_lm(self.module)
+        device = module_device(self.module)
+        ids = _encode_prompts(self.tokenizer, texts, 256)
+        out = torch.empty(len(texts), lm.hf_model().config.hidden_size)
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            x, att = right_pad([ids[i] for i in rows], pad_id(self.tokenizer), device)
+            h = lm.hidden(x, att).float()                                   # (B, T, H)
+            m = att.unsqueeze(-1).float()
+            if x.shape[1] > 1 and self.tokenizer.bos_token_id is not None:
+                m[:, 0] = (x[:, 0] != self.tokenizer.bos_token_id).float().unsqueeze(-1)  # BOS carries no content
+            pooled = (h * m).sum(1) / m.sum(1)                              # (B, H)
+            out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
+        return out

@@ -1,0 +1,190 @@
+"""Automatic prompt optimisation under a budget of model calls.
+
+Candidates are (instruction, exemplar set) pairs: the built-in instruction paraphrases plus the
+user's, crossed with no exemplars, a few random class-balanced sets, and one *bootstrapped* set
+(train examples the model already labels correctly with the largest margin, the classification
+analogue of DSPy's BootstrapFewShot). MIPRO-style joint search over both, with successive halving
+instead of a Bayesian surrogate: every round scores the surviving candidates on the next slice of
+dev (16, 32, 64, ... examples in total, same examples for all), keeps the better half, and
+stops when one is left, dev is used up, or the next round would exceed the call budget. The
+budget is never exceeded: a round that does not fit whole is shortened to what fits.
+
+Written here rather than taken from DSPy: DSPy optimises LM programs through free-text answers
+and a proposer LM; label scoring (exact log-probabilities of each label) is both cheaper and a
+sharper signal, and the 270M model is too small to propose instructions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from pathlib import Path
+
+from adaptlab.backends.base import Backend, as_backend
+from adaptlab.data.loading import TaskData
+from adaptlab.evaluation.generation import rouge_l
+from adaptlab.prompts import INSTRUCTION_PARAPHRASES
+from adaptlab.strategies.prompting import (PromptArtifact, check_task_data, decoding_for, majority_label,
+                                           pairs, select_balanced, select_random)
+
+
+class _Budget:
+    def __init__(self, backend: Backend, limit: int):
+        self.backend, self.limit, self.start = backend, limit, backend.calls
+
+    @property
+    def used(self) -> int:
+        return self.backend.calls - self.start
+
+    @property
+    def left(self) -> int:
+        return self.limit - self.used
+
+
+class PromptSearchStrategy:
+    name = "prompt_search"
+
+    def __init__(self, config):
+        self.config = config
+
+    def instructions(self, task: str) -> list[str]:
+        cfg = self.config
+        out = list(INSTRUCTION_PARAPHRASES[task]) if cfg.builtin_instructions else []
+        out += cfg.instructions
+        if cfg.instructions_file:
+            path = Path(cfg.instructions_file)
+            if not path.exists():
+                raise ValueError(f"{path}: instructions file not found")
+            out += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        seen: set[str] = set()
+        return [i for i in out if not (i in seen or seen.add(i))]
+
+    def fit(self, model, train: TaskData, dev: TaskData | None = None, train_config=None, **_) -> PromptArtifact:
+        cfg = self.config
+        check_task_data(train, cfg)
+        if dev is None or not len(dev):
+            raise ValueError("prompt_search needs a dev split to select on")
+        backend = as_backend(model)
+        budget = _Budget(backend, cfg.budget_calls)
+        frame = cfg.template_for(train.task)
+        clf = train.task == "classification"
+        labels = train.labels if clf else None
+        instructions = self.instructions(train.task) if "instruction" in frame.fields else [frame.instruction]
+        trace: list[dict] = []
+        common = dict(decoding=decoding_for(train), fallback_label=majority_label(train))
+
+        def make(instr: str, exemplars, name: str) -> PromptArtifact:
+            t = frame.with_instruction(instr, name) if "instruction" in frame.fields else frame
+            rest = [p for p in pairs(train.examples) if p not in exemplars][:max(cfg.k, 1)]
+            return PromptArtifact(self.name, backend, cfg, t, train.task, labels, exemplars=exemplars,
+                                  reserve=rest, selection="fixed", k=len(exemplars), **common)
+
+        # Exemplar sets: none, random balanced sets, and (budget allowing) a bootstrapped one.
+        sets: list[tuple[str, list]] = []
+        if cfg.zero_shot_candidate or cfg.k == 0:
+            sets.append(("none", []))
+        if cfg.k > 0:
+            select = select_balanced if clf else select_random
+            for s in range(cfg.exemplar_sets):
+                sets.append((f"balanced-{s}", pairs(select(train, cfg.k, cfg.seed + s))))
+            if cfg.bootstrap and clf and backend.supports_scores:
+                n = min(cfg.bootstrap, len(train), budget.left // 4)
+                if n >= 1:
+                    boot = self._bootstrap(make(instructions[0], [], "bootstrap"), train, n, cfg)
+                    trace.append({"step": "bootstrap", "train_scored": n, "kept": len(boot),
+                                  "calls_used": budget.used})
+                    if boot:
+                        sets.append(("bootstrap", boot))
+        cands = [{"id": c, "instruction": ins, "set": name, "art": make(ins, ex, f"cand-{c}"),
+                  "score": 0.0, "n": 0, "calibrated": False}
+                 for c, (ins, (name, ex)) in enumerate((i, s) for i in instructions for s in sets)]
+        rng = random.Random(cfg.seed)
+        dev_ex = list(dev.examples)
+        rng.shuffle(dev_ex)
+        cal_cost = len(cfg.content_free) if cfg.calibrate else 0
+
+        alive = cands
+        target, rnd = cfg.first_round, 0
+        while alive:
+            done_n = alive[0]["n"]
+            want = min(target, len(dev_ex))
+            per = [(want - c["n"]) + (0 if c["calibrated"] else cal_cost) for c in alive]
+            if sum(per) > budget.left:  # shorten the round to what the budget allows, for all alike
+                want = done_n + max(0, (budget.left - sum(0 if c["calibrated"] else cal_cost for c in alive))
+                                    // len(alive))
+                want = min(want, len(dev_ex))
+            if want <= done_n:
+                if rnd == 0 and len(alive) > 1:  # not even one example each: keep what the budget can score
+                    afford = budget.left // (1 + cal_cost)
+                    if afford < 1:
+                        raise ValueError(f"prompt_search: budget_calls={cfg.budget_calls} cannot score a single "
+                                         f"candidate (bootstrap and calibration used {budget.used})")
+                    alive = alive[:afford]
+                    continue
+                break
+            for c in alive:
+                if cfg.calibrate and not c["calibrated"]:
+                    c["art"].fit_calibration(list(cfg.content_free))
+                    c["calibrated"] = True
+                part = dev_ex[c["n"]:want]
+                c["score"] += self._score(c["art"], part)
+                c["n"] = want
+            alive.sort(key=lambda c: (-c["score"] / c["n"], c["id"]))
+            for c in alive:
+                trace.append({"step": f"round-{rnd}", "candidate": c["id"], "instruction": c["instruction"],
+                              "exemplars": c["set"], "dev_examples": c["n"], "metric": c["score"] / c["n"],
+                              "calls_used": budget.used})
+            if len(alive) == 1 or want >= len(dev_ex):
+                break
+            alive = alive[:math.ceil(len(alive) / 2)]
+            target, rnd = want * 2, rnd + 1
+        assert budget.used <= cfg.budget_calls, "prompt_search exceeded its call budget"
+        scored = [c for c in cands if c["n"]]
+        best = max(scored, key=lambda c: (c["n"], c["score"] / c["n"], -c["id"]))
+        art = best["art"]
+        art.template = dataclasses.replace(art.template, name=f"search-{best['id']}")
+        art.trace = trace
+        art.metrics["search"] = {"candidates": len(cands), "instructions": len(instructions), "exemplar_sets": len(sets),
+                                 "calls_used": budget.used, "budget_calls": cfg.budget_calls,
+                                 "best": {"candidate": best["id"], "instruction": best["instruction"],
+                                          "exemplars": best["set"], "dev_metric": best["score"] / best["n"],
+                                          "dev_examples": best["n"]}}
+        # The winner's dev score comes from the search (already calibrated if asked): no calls beyond the budget.
+        art.metrics["dev"] = {"metric": best["score"] / best["n"], "n": best["n"]}
+        return art
+
+    @staticmethod
+    def _score(art: PromptArtifact, part) -> float:
+        """Sum of the per-example metric (accuracy or ROUGE-L) of ``art`` on ``part``."""
+        if art.task == "classification":
+            pred = art.predict([ex.text for ex in part])
+            return float(sum(p == ex.label for p, ex in zip(pred, part)))
+        out = art.predict([ex.text for ex in part])
+        return float(sum(rouge_l(o, ex.label) for o, ex in zip(out, part)))
+
+    def _bootstrap(self, art: PromptArtifact, train: TaskData, n: int, cfg) -> list[tuple[str, str]]:
+        """Train examples the prompt already gets right, most confident first, one per class in turn."""
+        sample = select_random(train, n, cfg.seed + 101)
+        raw = art.raw_scores([ex.text for ex in sample])                       # (n, L)
+        top2 = raw.topk(min(2, raw.shape[1]), dim=1)
+        idx = {lab: i for i, lab in enumerate(art.labels)}
+        right = []
+        for r, ex in enumerate(sample):
+            if top2.indices[r, 0].item() == idx[ex.label]:
+                margin = (top2.values[r, 0] - top2.values[r, -1]).item()
+                right.append((margin, ex))
+        right.sort(key=lambda m: -m[0])
+        by_class: dict[str, list] = {}
+        for _, ex in right:
+            by_class.setdefault(ex.label, []).append(ex)
+        out = []
+        depth = 0
+        while len(out) < cfg.k and any(depth < len(v) for v in by_class.values()):
+            for lab in list(by_class):
+                if depth < len(by_class[lab]) and len(out) < cfg.k:
+                    out.append(by_class[lab][depth])
+            depth += 1
+        random.Random(cfg.seed).shuffle(out)
+        return pairs(out)
+
