@@ -185,3 +185,16 @@ def test_generation_task_trains_decodes_and_round_trips(name, tmp_path):
     assert 0 <= ev["rouge_l"] <= 1 and ev["n"] == 4
     again = Artifact.load(art.save(tmp_path / name), base)
     assert again.generate(inputs, max_new_tokens=6) == greedy
+
+
+def test_hybrid_fine_tuned_model_plus_few_shot_prompt(tmp_path):
+    base = build_tiny()
+    strat = get_strategy("hybrid").strategy_cls(make_config("hybrid", stage2="few_shot", k=2))
+    tc = TrainConfig(max_steps=3, batch_size=3, lr=TINY_LR["lora"], warmup_ratio=0.0, checkpoint_every=0)
+    art = strat.fit(base, DATA, DATA, tc, progress=False)
+    assert art.template.template.count("Category: ") == 2 and art.template.template.endswith("Text: {text}\nCategory:")
+    assert len(art.metrics["train"]["stage2"]["exemplars"]) == 2 and "dev_accuracy" in art.metrics["train"]["stage2"]
+    again = Artifact.load(art.save(tmp_path / "h"), base)
+    assert torch.allclose(again.scores(TEXTS), art.scores(TEXTS), atol=1e-5)
+    with pytest.raises(ValueError, match="stage2='x'"):
+        make_config("hybrid", stage2="x")

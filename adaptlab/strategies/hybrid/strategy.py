@@ -1,4 +1,5 @@
-"""Hybrid: fine-tune (LoRA or full), freeze the result, then train a soft prompt on top of it."""
+"""Hybrid: fine-tune (LoRA or full), freeze the result, then either train a soft prompt on top of
+it (``stage2=soft_prompt``) or put k train exemplars in its prompt (``stage2=few_shot``)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ class HybridStrategy(GradientStrategy):
         run_dir = Path(run_dir) if run_dir is not None else None
         first = self._stage1()
         art1 = first.fit(base, train_data, dev, cfg, run_dir / "stage1" if run_dir else None, resume, progress)
+        if self.config.stage2 == "few_shot":
+            return self._few_shot(base, art1, train_data, dev, cfg)
         torch.manual_seed(cfg.seed + 1)
         init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data))
         module = HybridModule(art1.module, init)
@@ -78,14 +81,40 @@ class HybridStrategy(GradientStrategy):
         }
         return artifact
 
+    def _few_shot(self, base, art1: Artifact, train_data, dev, cfg) -> Artifact:
+        """The fine-tuned model with k exemplars fixed in its prompt (braces escaped: they are data)."""
+        from adaptlab.prompts import PromptTemplate
+        from adaptlab.strategies.prompting import select_balanced, select_random
+
+        clf = train_data.task == "classification"
+        chosen = (select_balanced if clf else select_random)(train_data, self.config.k, cfg.seed)
+        frame = self.config.template_for(train_data.task, self.name)
+        shots = "".join(PromptTemplate(frame.name, "{text}", example_format=_example_format(frame.template))
+                        .render_example(ex.text, ex.label, clf) for ex in chosen)
+        template = PromptTemplate(f"{frame.name}+{len(chosen)}-shot",
+                                  shots.replace("{", "{{").replace("}", "}}") + frame.template, frame.label_prefix)
+        artifact = Artifact(self.name, base, art1.module, self.config, template, train_data.task, art1.labels,
+                            cfg.to_dict(), decoding=art1.decoding)
+        artifact.metrics["train"] = {**art1.metrics["train"], "stage1": art1.metrics["train"],
+                                     "stage2": {"few_shot": len(chosen), "exemplars": [[e.text, e.label] for e in chosen]}}
+        if dev is not None and len(dev) and clf:
+            from adaptlab.data.splits import subsample
+
+            part = subsample(dev, n=cfg.dev_limit, seed=cfg.seed) if len(dev) > cfg.dev_limit else dev
+            artifact.metrics["train"]["stage2"]["dev_accuracy"] = artifact.evaluate(part)["accuracy"]
+        return artifact
+
     @classmethod
     def _stage1_cls(cls, config):
         return LoraStrategy if config.stage1 == "lora" else FullStrategy
 
     @classmethod
-    def save_module(cls, module: HybridModule, config, base, folder: Path) -> None:
+    def save_module(cls, module, config, base, folder: Path) -> None:
         (folder / "stage1").mkdir(parents=True, exist_ok=True)
         inner_cfg = config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
+        if config.stage2 == "few_shot":  # the exemplars live in the artifact's template
+            cls._stage1_cls(config).save_module(module, inner_cfg, base, folder / "stage1")
+            return
         cls._stage1_cls(config).save_module(module.stage1, inner_cfg, base, folder / "stage1")
         save_prompt(module.prompt, folder / "prompt", _inner_model(module.stage1), base.name)
 
@@ -93,4 +122,11 @@ class HybridStrategy(GradientStrategy):
     def load_module(cls, config, base, folder: Path) -> HybridModule:
         inner_cfg = config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
         stage1 = cls._stage1_cls(config).load_module(inner_cfg, base, folder / "stage1")
+        if config.stage2 == "few_shot":
+            return stage1
         return HybridModule(stage1, load_prompt(folder / "prompt"))
+
+
+def _example_format(frame: str) -> str:
+    """An exemplar in the trained frame: ``Text: {text}\nCategory:`` -> ``Text: {text}\nCategory: {label}\n\n``."""
+    return frame.replace("{input}", "{text}") + " {label}\n\n"
