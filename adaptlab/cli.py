@@ -315,6 +315,111 @@ def train_cmd(
     console.print(f"artifact written to {out}")
 
 
+@app.command("compare")
+def compare_cmd(
+    data: str = typer.Option(..., help="Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
+    train_sizes: str = typer.Option("16,64,256,all", help="Train-set sizes for the learning curves."),
+    seeds: int = typer.Option(1, help="Seeds per strategy x size (mean ± std in the report)."),
+    budget: Optional[str] = typer.Option(None, help="Cap for the whole grid, e.g. 30m or 2h: cheap runs first, "
+                                                    "runs that will not fit are skipped and listed."),
+    out: Path = typer.Option(..., help="Run folder (results/, artifacts/, report/); re-running resumes."),
+    epochs: float = typer.Option(2.0, help="Epochs for gradient strategies (full: 1 unless --set full.epochs=...)."),
+    test_limit: int = typer.Option(0, help="Score at most this many test examples (0: all)."),
+    fragility_k: int = typer.Option(3, help="Template paraphrases per run for fragility (0: off)."),
+    fragility_examples: int = typer.Option(48, help="Test examples used for fragility and the train-test gap."),
+    forgetting: bool = typer.Option(True, help="Measure general-text perplexity and a second task before/after."),
+    set_: list[str] = typer.Option([], "--set", help="strategy.key=value, e.g. lora.r=16, few_shot.k=8, "
+                                                     "prompt_search.budget_calls=300, full.epochs=1."),
+    price_per_hour: float = typer.Option(0.10, help="Machine price assumed by the cost model (USD/hour)."),
+    keep_artifacts: str = typer.Option("small", help="all | small (< 100 MB) | none."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+) -> None:
+    """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
+    from adaptlab.backends import BackendError
+    from adaptlab.compare import CompareConfig, parse_budget, run_compare
+    from adaptlab.compare.config import parse_sizes
+    from adaptlab.compare.recommend import Constraints
+    from adaptlab.compare.report import build_report
+    from adaptlab.strategies import list_strategies
+    from adaptlab.utils import set_torch_threads
+
+    set_torch_threads()
+    try:
+        names = list_strategies() if strategies == "all" else [s.strip() for s in strategies.split(",") if s.strip()]
+        settings: dict = {}
+        strategy_epochs = {"full": 1.0}
+        for key, value in _parse_overrides(set_).items():
+            if "." not in key:
+                raise DataError(f"--set {key}: use strategy.key=value, e.g. lora.r=16")
+            strat, field_name = key.split(".", 1)
+            if field_name == "epochs":
+                strategy_epochs[strat] = float(value)
+            else:
+                settings.setdefault(strat, {})[field_name] = value
+        cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
+                            seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
+                            strategy_epochs=strategy_epochs, strategy_settings=settings, test_limit=test_limit,
+                            fragility_k=fragility_k, fragility_examples=fragility_examples, forgetting=forgetting,
+                            price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
+                            data_dir=str(data_dir) if data_dir else None)
+        from adaptlab.strategies.registry import make_config
+
+        for strat, kw in settings.items():  # fail now, not at run 7
+            make_config(strat, **kw)
+        result = run_compare(cfg, out)
+        report = build_report(out, Constraints())
+    except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
+        _fail(e)
+    if result["skipped"]:
+        console.print(f"[yellow]{len(result['skipped'])} run(s) skipped by the budget[/] (listed in the report)")
+    _print_recommendation(out, Constraints())
+    console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
+
+
+def _print_recommendation(run_dir: Path, c) -> None:
+    from adaptlab.compare import load_results
+    from adaptlab.compare.recommend import recommend
+
+    rec = recommend(load_results(run_dir), c)
+    console.rule("recommendation")
+    console.print(rec.to_markdown(), highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="A compare run folder.")) -> None:
+    """Rebuild the report (markdown, HTML, plots) from the stored run results alone."""
+    from adaptlab.compare.recommend import Constraints
+    from adaptlab.compare.report import build_report
+
+    try:
+        out = build_report(run_dir, Constraints())
+    except (ValueError, OSError) as e:
+        _fail(e)
+    console.print(f"report: {out / 'report.html'} and {out / 'report.md'}")
+
+
+@app.command("recommend")
+def recommend_cmd(
+    run_dir: Path = typer.Argument(..., help="A compare run folder."),
+    max_train_minutes: Optional[float] = typer.Option(None, help="Exclude strategies that trained longer."),
+    max_memory: Optional[float] = typer.Option(None, help="Exclude strategies whose peak RSS exceeded this (GB)."),
+    tasks: int = typer.Option(1, help="How many tasks you will serve from one base model."),
+    weights_accessible: str = typer.Option("yes", help="no: API-only model, prompts only."),
+    min_quality: Optional[float] = typer.Option(None, help="Exclude strategies below this accuracy / ROUGE-L."),
+) -> None:
+    """A ranked recommendation with reasons, under your constraints, from a finished comparison."""
+    from adaptlab.compare.recommend import Constraints
+
+    if weights_accessible not in ("yes", "no"):
+        _fail(DataError(f"--weights-accessible {weights_accessible!r}: yes or no"))
+    if not (Path(run_dir) / "results").is_dir():
+        _fail(DataError(f"{run_dir}: not a compare run folder (no results/)"))
+    _print_recommendation(run_dir, Constraints(max_train_minutes, max_memory, tasks, weights_accessible == "yes",
+                                               min_quality))
+
+
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the demo's results."),
          model: str = typer.Option(DEFAULT_MODEL, help="Base model.")) -> None:

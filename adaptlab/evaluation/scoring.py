@@ -176,6 +176,85 @@ def _encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> li
     return out
 
 
+class LabelTrie:
+    """The label prefixes that are fed back in (every label token but the last), merged into a tree.
+
+    Node n stands for a label prefix; ``token[n]`` is its last token, ``depth[n]`` its length - 1,
+    ``anc[n, m]`` says m is n or an ancestor of n. ``targets`` lists (node, label, next token): the
+    hidden state at a node predicts the next token of every label through it.
+    """
+
+    def __init__(self, label_ids: list[list[int]], device):
+        nodes: dict[tuple, int] = {}
+        parent, token, depth, targets = [], [], [], []
+        for j, ids in enumerate(label_ids):
+            for k in range(len(ids) - 1):
+                key = tuple(ids[:k + 1])
+                if key not in nodes:  # parents are created before their children
+                    nodes[key] = len(token)
+                    token.append(ids[k])
+                    depth.append(k)
+                    parent.append(nodes[tuple(ids[:k])] if k else -1)
+                targets.append((nodes[key], j, ids[k + 1]))
+        self.n = len(token)
+        anc = torch.zeros(self.n, self.n, dtype=torch.bool)
+        for n in range(self.n):
+            a = n
+            while a >= 0:
+                anc[n, a] = True
+                a = parent[a]
+        self.token = torch.tensor(token, dtype=torch.long, device=device)
+        self.depth = torch.tensor(depth, dtype=torch.long, device=device)
+        self.anc = anc.to(device)
+        self.t_node = torch.tensor([t[0] for t in targets], dtype=torch.long, device=device)
+        self.t_label = torch.tensor([t[1] for t in targets], dtype=torch.long, device=device)
+        self.t_token = torch.tensor([t[2] for t in targets], dtype=torch.long, device=device)
+
+
+def _continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window: int | None, rows_per_pass: int,
+                   n_labels: int, device) -> torch.Tensor:
+    """Sum over each label's tokens after the first of log p(token): returns (B, L) to add.
+
+    Why by hand: the obvious way repeats each prompt's key/value cache once per label (77 copies
+    for Banking77), and copying those caches, not the maths, was what cost the time. Here every
+    prompt row gets one extension holding all trie nodes (B, N), with a 4-D attention mask so a
+    node sees the prompt (its valid cache slots) and its own ancestors only; a node's position is
+    the prompt length + its depth, exactly where it sits in a single prompt + label sequence.
+    """
+    B, C = cmask.shape
+    N = trie.n
+    hf = lm.hf_model()
+    config = hf.config
+    dtype = next(p for p in hf.parameters()).dtype
+    pos = cmask.sum(1, keepdim=True) + trie.depth.unsqueeze(0)             # (B, N)
+    neg = torch.finfo(dtype).min
+    node_ok = trie.anc.unsqueeze(0).expand(B, N, N)
+    masks = {}
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    for kind in set(types):
+        layer = cache.layers[types.index(kind)]
+        kept = layer.keys.shape[-2]                     # a sliding-window layer keeps only its last slots
+        slot_pos = torch.arange(C - kept, C, device=device)
+        ok = cmask[:, C - kept:].bool().unsqueeze(1).expand(B, N, kept)
+        if kind == "sliding_attention" and window:
+            ok = ok & (pos.unsqueeze(2) - slot_pos.view(1, 1, -1) < window)
+        allowed = torch.cat([ok, node_ok], dim=2)                           # (B, N, kept + N)
+        masks[kind] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, neg).unsqueeze(1)
+    h = lm.extend(trie.token.expand(B, N), masks, pos, cache)               # (B, N, H)
+    # LM head once per (prompt, node); only the next-token entries of the targets are kept.
+    flat = h.reshape(B * N, -1)
+    rows = (torch.arange(B, device=device).unsqueeze(1) * N + trie.t_node.unsqueeze(0)).reshape(-1)  # (B*T,)
+    toks = trie.t_token.repeat(B)
+    vals = torch.empty(rows.shape[0], device=device)
+    for c0 in range(0, B * N, rows_per_pass):
+        logits = lm.project(flat[c0:c0 + rows_per_pass]).float()            # (R, V)
+        lse = torch.logsumexp(logits, dim=-1)
+        sel = ((rows >= c0) & (rows < c0 + rows_per_pass)).nonzero(as_tuple=True)[0]
+        r = rows[sel] - c0
+        vals[sel] = logits[r, toks[sel]] - lse[r]
+    return torch.zeros(B, n_labels, device=device).index_add(1, trie.t_label, vals.view(B, -1))
+
+
 @torch.no_grad()
 def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_texts: list[str],
                  batch_size: int = 8, max_prompt_tokens: int = 1024, rows_per_pass: int = 256,
@@ -185,9 +264,9 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     Multi-token labels score as the sum over their tokens. Three levels of reuse, all exact:
     the prompt prefix every example shares (instruction, label list, few-shot exemplars; at
     least ``min_shared_tokens`` long) is encoded once for the whole call; each prompt is encoded
-    once and its key/value cache repeated for all label continuations; and the LM head runs once
-    per distinct (prompt, label prefix), so labels sharing first tokens share projections.
-    Same numbers as :func:`score_labels_naive`.
+    once, and all label continuations then run as one *token tree* after it (see
+    :func:`_continuations`); and the LM head runs once per distinct (prompt, label prefix), so
+    labels sharing first tokens share projections. Same numbers as :func:`score_labels_naive`.
     """
     device = module_device(model)
     lm = as_lm(model)
@@ -196,8 +275,7 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     pad = pad_id(tokenizer)
     L = len(label_ids)
     first = torch.tensor([ids[0] for ids in label_ids], device=device)
-    # Continuations: label tokens but the last are fed back in; sorted so shared prefixes sit together.
-    multi = sorted((j for j in range(L) if len(label_ids[j]) > 1), key=lambda j: label_ids[j])
+    trie = LabelTrie(label_ids, device)
     scores = torch.empty(len(prompts), L)
     config = lm.hf_model().config
     shared = _common_prefix(prompt_ids)[:min(len(p) for p in prompt_ids) - 1]  # leave >= 1 token per prompt
@@ -221,40 +299,8 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
         last = hidden[torch.arange(B, device=device), att.sum(1) - 1]  # (B, H) predicts label token 0
         logp0 = torch.log_softmax(lm.project(last).float(), dim=-1)    # one projection per prompt
         total = logp0[:, first].clone()                                # (B, L)
-        chunk = max(1, rows_per_pass // B)
-        for c0 in range(0, len(multi), chunk):
-            js = multi[c0:c0 + chunk]
-            S = max(len(label_ids[j]) - 1 for j in js)
-            cont = torch.full((len(js), S), pad, dtype=torch.long)
-            cmask_new = torch.zeros((len(js), S), dtype=torch.long)
-            for r, j in enumerate(js):
-                cont[r, :len(label_ids[j]) - 1] = torch.tensor(label_ids[j][:-1])
-                cmask_new[r, :len(label_ids[j]) - 1] = 1
-            R = len(js)
-            x = cont.repeat(B, 1).to(device)                            # (B*R, S): prompt-major rows
-            mask = torch.cat([cmask.repeat_interleave(R, 0), cmask_new.repeat(B, 1).to(device)], dim=1)
-            pos = cmask.sum(1).repeat_interleave(R).unsqueeze(1) + torch.arange(S, device=device)
-            h = lm.extend(x, mask, pos, repeat_cache(cache, R, config))  # (B*R, S, H)
-            # One projection per distinct (prompt, label prefix).
-            keys: dict[tuple, int] = {}
-            picks: list[tuple[int, int, int, int]] = []                  # (unique idx, b, j, target token)
-            sel = []
-            for b in range(B):
-                for r, j in enumerate(js):
-                    for k in range(1, len(label_ids[j])):
-                        key = (b, tuple(label_ids[j][:k]))
-                        if key not in keys:
-                            keys[key] = len(sel)
-                            sel.append((b * R + r, k - 1))
-                        picks.append((keys[key], b, j, label_ids[j][k]))
-            rr = torch.tensor([s_[0] for s_ in sel], device=device)
-            cc = torch.tensor([s_[1] for s_ in sel], device=device)
-            logp = torch.log_softmax(lm.project(h[rr, cc]).float(), dim=-1)  # (U, V)
-            u = torch.tensor([p[0] for p in picks], device=device)
-            tok = torch.tensor([p[3] for p in picks], device=device)
-            vals = logp[u, tok]
-            for (_, b, j, _), v in zip(picks, vals.tolist()):
-                total[b, j] += v
+        if trie.n:  # every label token after the first, all labels at once
+            total += _continuations(lm, trie, cache, cmask, window, rows_per_pass, L, device)
         for r, i in enumerate(rows):
             scores[i] = total[r].cpu()
     return scores

@@ -1,0 +1,83 @@
+"""What a comparison runs: typed, validated at construction, stored with the results."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from adaptlab.strategies.registry import list_strategies
+
+_BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_budget(text: str | None) -> float | None:
+    """'30m', '2h', '1h30m', '90s', '600' (seconds) -> seconds; None/'' -> no budget."""
+    if text is None or str(text).strip() in ("", "none"):
+        return None
+    t = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    m = _BUDGET.match(t)
+    if not m or not any(m.groups()):
+        raise ValueError(f"--budget {text!r}: use e.g. 30m, 2h, 1h30m, 90s")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def parse_sizes(text: str) -> list[int | str]:
+    out: list[int | str] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if part == "all":
+            out.append("all")
+        elif part.isdigit() and int(part) > 0:
+            out.append(int(part))
+        else:
+            raise ValueError(f"--train-sizes: {part!r} is not a positive integer or 'all'")
+    return out
+
+
+@dataclass
+class CompareConfig:
+    data: str = field(metadata={"help": "Dataset file, folder or name."})
+    model: str = "gemma-3-270m"
+    strategies: list[str] = field(default_factory=lambda: list_strategies())
+    train_sizes: list = field(default_factory=lambda: [16, 64, 256, "all"])
+    seeds: int = 1
+    budget_seconds: float | None = None
+    epochs: float = 2.0
+    strategy_epochs: dict = field(default_factory=lambda: {"full": 1.0})
+    strategy_settings: dict = field(default_factory=dict)
+    test_limit: int = 0
+    dev_limit: int = 64
+    fragility_k: int = 3
+    fragility_examples: int = 48
+    forgetting: bool = True
+    price_per_hour: float = 0.10
+    keep_artifacts: str = "small"
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        known = set(list_strategies())
+        unknown = [s for s in self.strategies if s not in known]
+        if unknown:
+            raise ValueError(f"--strategies: unknown {', '.join(unknown)}; registered: {', '.join(sorted(known))}")
+        if not self.strategies:
+            raise ValueError("--strategies: none selected")
+        if self.seeds < 1:
+            raise ValueError(f"--seeds {self.seeds}: must be >= 1")
+        if not self.train_sizes:
+            raise ValueError("--train-sizes: none given")
+        if self.budget_seconds is not None and self.budget_seconds <= 0:
+            raise ValueError("--budget must be positive")
+        if self.keep_artifacts not in ("all", "small", "none"):
+            raise ValueError(f"keep_artifacts={self.keep_artifacts!r}: all, small or none")
+        for name in ("test_limit", "fragility_k", "fragility_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+        bad = [s for s in self.strategy_settings if s not in known]
+        if bad:
+            raise ValueError(f"strategy_settings: unknown strategy {', '.join(bad)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,194 @@
+"""The experiment grid: plan, estimate, schedule under a budget, run, store, resume.
+
+Each finished run is one JSON file (``results/<run id>.json``, sections run/train/eval/cost/meta)
+written atomically when the run is complete, so a killed or Ctrl-C'd grid leaves no partial result
+marked done, and re-running the same command skips what is finished. Hand-written rather than
+taken from an experiment tracker: the grid is small, the results must stay plain files that the
+report reads alone, and the scheduler needs our cost model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from adaptlab.compare.config import CompareConfig
+from adaptlab.utils import atomic_write_json, machine_info, package_versions
+
+console = Console()
+
+# Prior seconds per (train example x epoch) on 2 CPU cores with Gemma 3 270M, used until the grid
+# has measured its own; prompt strategies train nothing.
+TRAIN_PRIOR = {"lora": 0.12, "soft_prompt": 0.16, "prefix": 0.16, "full": 0.45, "hybrid": 0.30}
+EVAL_PRIOR = 0.05          # seconds per scored example, before anything was measured
+SEARCH_CALLS = "budget_calls"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    strategy: str
+    train_size: int
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.strategy}-n{self.train_size}-s{self.seed}"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def plan(cfg: CompareConfig, n_train: int) -> list[RunSpec]:
+    """strategies x train sizes x seeds; zero_shot uses no train data, so it runs once per seed."""
+    sizes = sorted({n_train if s == "all" else min(int(s), n_train) for s in cfg.train_sizes})
+    out = []
+    for name in cfg.strategies:
+        for seed in range(cfg.seeds):
+            if name == "zero_shot":
+                out.append(RunSpec(name, 0, seed))
+                continue
+            for n in sizes:
+                out.append(RunSpec(name, n, seed))
+    return out
+
+
+def results_dir(out: Path) -> Path:
+    return Path(out) / "results"
+
+
+def load_results(out: Path) -> list[dict]:
+    """Every finished run's record (files that do not parse are reported and ignored)."""
+    recs = []
+    for f in sorted(results_dir(out).glob("*.json")):
+        try:
+            recs.append(json.loads(f.read_text()))
+        except json.JSONDecodeError:
+            console.print(f"[yellow]warning:[/] {f}: unreadable result, ignored (it will be re-run)")
+    return recs
+
+
+class Estimator:
+    """Seconds a run will take, from what this grid has measured (priors until then)."""
+
+    def __init__(self, cfg: CompareConfig, n_eval: int, n_labels: int):
+        self.cfg, self.n_eval, self.n_labels = cfg, n_eval, n_labels
+        self.train_rate: dict[str, float] = {}
+        self.eval_rate: float | None = None
+
+    def observe(self, rec: dict) -> None:
+        r, tr, ev = rec["run"], rec["train"], rec["eval"]
+        work = max(1, r["train_size"]) * (r.get("epochs") or 1.0)
+        if r["kind"] == "gradient" and r["train_size"]:
+            self.train_rate[r["strategy"]] = tr["seconds"] / work
+        elif r["kind"] == "prompt":
+            self.train_rate[r["strategy"]] = tr["seconds"] / max(1, r["train_size"])
+        if ev.get("seconds") and ev.get("scored_examples"):
+            self.eval_rate = ev["seconds"] / ev["scored_examples"]
+
+    def epochs(self, strategy: str) -> float:
+        return float(self.cfg.strategy_epochs.get(strategy, self.cfg.epochs))
+
+    def scored_per_run(self) -> int:
+        """Examples scored per run besides training: test, train-gap sample, fragility variants."""
+        frag = self.cfg.fragility_examples * (1 + self.cfg.fragility_k + 5) if self.cfg.fragility_k else 0
+        return self.n_eval + min(self.cfg.fragility_examples, 64) + frag
+
+    def __call__(self, spec: RunSpec, kind: str) -> float:
+        eval_rate = self.eval_rate if self.eval_rate is not None else EVAL_PRIOR * (1 + self.n_labels / 20)
+        seconds = self.scored_per_run() * eval_rate
+        if kind == "gradient":
+            rate = self.train_rate.get(spec.strategy, TRAIN_PRIOR.get(spec.strategy, 0.3))
+            dev_evals = self.epochs(spec.strategy) * min(self.cfg.dev_limit, 64) * eval_rate
+            seconds += rate * spec.train_size * self.epochs(spec.strategy) + dev_evals
+        elif spec.strategy in self.train_rate:
+            seconds += self.train_rate[spec.strategy] * max(1, spec.train_size)
+        elif spec.strategy == "prompt_search":
+            calls = self.cfg.strategy_settings.get("prompt_search", {}).get(SEARCH_CALLS, 300)
+            seconds += calls * eval_rate
+        return seconds
+
+
+def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
+    """Run (or resume) the grid; returns {"finished": [...], "skipped": [...], "results": [...]}."""
+    import torch
+
+    from adaptlab.compare.measure import prepare, run_one
+    from adaptlab.strategies.registry import get_strategy
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "compare.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        changed = sorted(k for k in ("data", "model") if old.get(k) != getattr(cfg, k))
+        if changed:
+            raise ValueError(f"{out}: holds a comparison of another {'/'.join(changed)} "
+                             f"({', '.join(str(old.get(k)) for k in changed)}); use another --out")
+    atomic_write_json(cfg_path, cfg.to_dict())
+    ctx = prepare(cfg)
+    done = {r["run"]["id"]: r for r in load_results(out)}
+    specs = plan(cfg, len(ctx.splits.train))
+    est = Estimator(cfg, ctx.n_eval, len(ctx.labels) if ctx.labels else 0)
+    for r in done.values():
+        est.observe(r)
+    todo = [s for s in specs if s.id not in done]
+    skipped: list[dict] = []
+    t_start = time.monotonic()
+    finished: list[str] = []
+    if done:
+        console.print(f"resuming: {len(done)} finished run(s) kept, {len(todo)} to go")
+    while todo:
+        kinds = {s.id: get_strategy(s.strategy).kind for s in todo}
+        todo.sort(key=lambda s: (est(s, kinds[s.id]), s.train_size, s.id))  # cheap runs first, re-estimated as we learn
+        spec = todo.pop(0)
+        guess = est(spec, kinds[spec.id])
+        spent = time.monotonic() - t_start
+        if cfg.budget_seconds is not None and spent + guess > cfg.budget_seconds:
+            left = cfg.budget_seconds - spent
+            skipped.append({"id": spec.id, "estimate_s": guess, "left_s": left,
+                            "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"})
+            continue
+        n_total = len(specs)
+        best = _best(list(done.values()))
+        remaining = sum(est(s, kinds[s.id]) for s in todo) + guess
+        console.print(f"[bold][{len(done) + 1}/{n_total}][/] {spec.id}  est {guess:.0f} s, "
+                      f"grid ETA {remaining / 60:.1f} min" + (f"  best so far: {best}" if best else ""),
+                      highlight=False)
+        torch.manual_seed(spec.seed)
+        rec = run_one(spec, cfg, ctx, out, progress=progress)
+        rec["meta"].update({"versions": package_versions(), "git_commit": git_commit(),
+                            "machine": machine_info(), "data": cfg.data, "model": cfg.model})
+        atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
+        done[spec.id] = rec
+        finished.append(spec.id)
+        est.observe(rec)
+    atomic_write_json(out / "skipped.json", skipped)
+    return {"finished": finished, "skipped": skipped, "results": list(done.values())}
+
+
+def _best(records: list[dict]) -> str | None:
+    if not records:
+        return None
+    r = max(records, key=lambda r: r["eval"]["quality"])
+    return f"{r['run']['id']} {r['eval']['quality']:.3f}"
+
+
+def prune_artifact(folder: Path, policy: str, size: int) -> bool:
+    """Keep or delete a run's artifact folder; returns whether it was kept."""
+    keep = policy == "all" or (policy == "small" and size < 100e6)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    return keep
+

@@ -1,0 +1,176 @@
+"""The recommendation: explicit rules over the measured rows, each one tested firing and not firing.
+
+Rules, in order (docs: README "Recommendation rules"):
+
+1. ``weights``      weights not accessible -> only prompt strategies are eligible.
+2. ``train_time``   a strategy whose training took longer than --max-train-minutes is excluded.
+3. ``memory``       a strategy whose peak RSS exceeded --max-memory GB is excluded.
+4. ``min_quality``  a strategy below --min-quality is excluded; if none is left, say so.
+5. ``near_tie``     rank by quality at the largest train size measured; when the runner-up is within
+                    max(1 point, the leader's seed std) and costs less per 1M predictions, it wins.
+6. ``many_tasks``   serving N tasks from one base: a winner whose artifact is a model copy (>= 100 MB)
+                    costs N copies; an adapter or prompt within 2 points wins instead.
+7. ``prompt_cost``  the winner is a hard prompt and a trained strategy within 2 points needs 3x+
+                    fewer prompt tokens: noted as the cheaper way to serve at volume.
+Next steps: ``still_learning`` (quality still rises > 1 point between the two largest sizes: more
+data helps), ``try_hybrid`` (hybrid not measured), ``fragile`` (paraphrase spread > 5 points),
+``forgetting`` (general-text perplexity up > 20%).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adaptlab.compare.summary import Row, aggregate, crossovers, largest
+
+
+@dataclass
+class Constraints:
+    max_train_minutes: float | None = None
+    max_memory_gb: float | None = None
+    tasks: int = 1
+    weights_accessible: bool = True
+    min_quality: float | None = None
+
+
+@dataclass
+class Recommendation:
+    ranked: list[dict] = field(default_factory=list)
+    excluded: list[dict] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+    @property
+    def winner(self) -> str | None:
+        return self.ranked[0]["strategy"] if self.ranked else None
+
+    def to_markdown(self) -> str:
+        if not self.ranked:
+            lines = ["**No strategy meets the constraints.**"]
+        else:
+            lines = [f"**Recommended: {self.ranked[0]['strategy']}** (train size {self.ranked[0]['train_size']})."]
+        lines += [f"- {r}" for r in self.reasons]
+        if len(self.ranked) > 1:
+            lines.append("")
+            lines.append("Ranking: " + " > ".join(f"{r['strategy']} ({r['quality']:.3f})" for r in self.ranked))
+        if self.excluded:
+            lines.append("")
+            lines += [f"- excluded {e['strategy']}: {e['why']}" for e in self.excluded]
+        if self.next_steps:
+            lines += ["", "What to try next:"] + [f"- {s}" for s in self.next_steps]
+        return "\n".join(lines)
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f} points"
+
+
+def _mb(b: float) -> str:
+    return f"{b / 1e6:.1f} MB" if b < 1e9 else f"{b / 1e9:.2f} GB"
+
+
+def recommend(records: list[dict], c: Constraints) -> Recommendation:
+    rec = Recommendation()
+    rows = aggregate(records)
+    if not rows:
+        rec.reasons.append("no finished runs")
+        return rec
+    best = largest(rows)
+    eligible: list[Row] = []
+    for r in best.values():
+        why = None
+        if not c.weights_accessible and r.kind != "prompt":
+            why, rule = "the model's weights are not accessible (API-only): only prompts apply", "weights"
+        elif c.max_train_minutes is not None and r.train_seconds / 60 > c.max_train_minutes:
+            why, rule = f"training took {r.train_seconds / 60:.1f} min > {c.max_train_minutes:g} min", "train_time"
+        elif c.max_memory_gb is not None and r.peak_rss_gb > c.max_memory_gb:
+            why, rule = f"peak memory {r.peak_rss_gb:.2f} GB > {c.max_memory_gb:g} GB", "memory"
+        elif c.min_quality is not None and r.quality < c.min_quality:
+            why, rule = f"{r.metric} {r.quality:.3f} < required {c.min_quality:g}", "min_quality"
+        if why:
+            rec.excluded.append({"strategy": r.strategy, "why": why, "rule": rule})
+            if rule not in rec.fired:
+                rec.fired.append(rule)
+        else:
+            eligible.append(r)
+    if not eligible:
+        top = max(best.values(), key=lambda r: r.quality)
+        rec.reasons.append(f"no strategy meets the constraints; the best measured is {top.strategy} with "
+                           f"{top.metric} {top.quality:.3f} at {top.train_size} examples")
+        if c.min_quality is not None and top.quality < c.min_quality:
+            rec.next_steps.append(f"collect more labelled data or use a larger base model: the best quality "
+                                  f"{top.quality:.3f} is below the required {c.min_quality:g}")
+        return rec
+    ranked = sorted(eligible, key=lambda r: (-r.quality, r.usd_per_1m))
+    lead = ranked[0]
+    # near_tie: a cheaper runner-up within noise wins.
+    if len(ranked) > 1:
+        tol = max(0.01, lead.quality_std)
+        cheaper = [r for r in ranked[1:] if lead.quality - r.quality <= tol and r.usd_per_1m < lead.usd_per_1m * 0.8]
+        if cheaper:
+            alt = min(cheaper, key=lambda r: r.usd_per_1m)
+            rec.fired.append("near_tie")
+            rec.reasons.append(f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
+                               f"(inside the tolerance {100 * tol:.1f}) and costs ${alt.usd_per_1m:.2f} vs "
+                               f"${lead.usd_per_1m:.2f} per 1M predictions")
+            ranked.remove(alt)
+            ranked.insert(0, alt)
+            lead = alt
+    # many_tasks: N full copies vs adapters.
+    if c.tasks > 1 and lead.artifact_bytes >= 100e6:  # a model copy per task
+        small = [r for r in ranked[1:] if r.artifact_bytes < 100e6 and lead.quality - r.quality <= 0.02 + 1e-9]
+        if small:
+            alt = max(small, key=lambda r: r.quality)
+            rec.fired.append("many_tasks")
+            rec.reasons.append(f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
+                               f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
+                               f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}")
+            ranked.remove(alt)
+            ranked.insert(0, alt)
+            lead = alt
+    # Reasons that cite the numbers.
+    prompts = [r for r in best.values() if r.kind == "prompt" and r is not lead]
+    bp = max(prompts, key=lambda r: r.quality) if prompts else None
+    rec.reasons.insert(0, f"{lead.strategy}: {lead.metric} {lead.quality:.3f}"
+                          + (f" ± {lead.quality_std:.3f}" if lead.seeds > 1 else "")
+                          + f" at {lead.train_size} examples, {lead.train_seconds / 60:.1f} min to fit, "
+                          f"{_mb(lead.artifact_bytes)} artifact, {lead.prompt_tokens:.0f} prompt tokens per request, "
+                          f"${lead.usd_per_1m:.2f} per 1M predictions")
+    if bp is not None and lead.kind == "gradient":
+        ratio = bp.prompt_tokens / max(1.0, lead.prompt_tokens)
+        rec.reasons.insert(1, f"{_pts(lead.quality - bp.quality)} over the best prompt ({bp.strategy}, "
+                              f"{bp.quality:.3f}); {bp.strategy} sends {ratio:.1f}x the prompt tokens per request")
+    # prompt_cost: a hard prompt wins but a trained strategy nearly ties with far fewer tokens.
+    if lead.kind == "prompt":
+        alts = [r for r in eligible if r.kind == "gradient" and lead.quality - r.quality <= 0.02 + 1e-9
+                and r.prompt_tokens * 3 <= lead.prompt_tokens]
+        if alts:
+            alt = max(alts, key=lambda r: r.quality)
+            rec.fired.append("prompt_cost")
+            rec.reasons.append(f"at volume consider {alt.strategy}: {_pts(alt.quality - lead.quality)} with "
+                               f"{alt.prompt_tokens:.0f} instead of {lead.prompt_tokens:.0f} prompt tokens per request")
+    rec.ranked = [{"strategy": r.strategy, "train_size": r.train_size, "quality": r.quality,
+                   "usd_per_1m": r.usd_per_1m} for r in ranked]
+    # Next steps.
+    curve = sorted((r for r in rows if r.strategy == lead.strategy and r.train_size), key=lambda r: r.train_size)
+    if len(curve) >= 2 and curve[-1].quality - curve[-2].quality > 0.01:
+        rec.fired.append("still_learning")
+        rec.next_steps.append(f"more data: {lead.strategy} rose {_pts(curve[-1].quality - curve[-2].quality)} from "
+                              f"{curve[-2].train_size} to {curve[-1].train_size} examples and has not levelled off")
+    if "hybrid" not in best and any(r.kind == "gradient" for r in best.values()):
+        rec.fired.append("try_hybrid")
+        rec.next_steps.append("try hybrid (fine-tune, then a soft prompt or few-shot exemplars on top): not measured")
+    if lead.paraphrase_spread is not None and lead.paraphrase_spread > 0.05:
+        rec.fired.append("fragile")
+        rec.next_steps.append(f"{lead.strategy} is prompt-sensitive: {_pts(lead.paraphrase_spread)[1:]} between its "
+                              f"best and worst wording; pin the template and test changes to it")
+    if lead.ppl_change is not None and lead.ppl_change > 0.20:
+        rec.fired.append("forgetting")
+        rec.next_steps.append(f"{lead.strategy} raised general-text perplexity by {100 * lead.ppl_change:.0f}%: "
+                              f"keep the base model for other tasks (adapters do this by design)")
+    for x in crossovers(rows):
+        if x["train_size"] is not None:
+            rec.reasons.append(f"{x['strategy']} overtakes {x['over']} from {x['train_size']} examples "
+                               f"({x['quality']:.3f} vs {x['over_quality']:.3f})")
+    return rec

@@ -1,0 +1,186 @@
+"""The report, built from the stored run JSON alone: report.md, a self-contained report.html
+(plots embedded as base64 PNG), and the PNGs themselves."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from adaptlab.compare.grid import load_results
+from adaptlab.compare.recommend import Constraints, recommend
+from adaptlab.compare.summary import Row, aggregate, crossovers, largest
+from adaptlab.utils import atomic_write_bytes, atomic_write_text
+
+COLUMNS = ["strategy", "train size", "seeds", "quality", "macro-F1", "train s", "peak RSS GB", "trainable",
+           "artifact", "ex/s", "prompt tokens", "$ / 1M", "train-test gap", "paraphrase spread",
+           "perturbation drop", "ppl change"]
+
+
+def _fmt_bytes(b: int) -> str:
+    return f"{b / 1e3:.1f} KB" if b < 1e6 else (f"{b / 1e6:.1f} MB" if b < 1e9 else f"{b / 1e9:.2f} GB")
+
+
+def _opt(x, fmt):
+    return "-" if x is None else format(x, fmt)
+
+
+def table_rows(rows: list[Row]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        out.append([r.strategy, str(r.train_size), str(r.seeds),
+                    f"{r.quality:.3f}" + (f" ± {r.quality_std:.3f}" if r.seeds > 1 else ""),
+                    _opt(r.macro_f1, ".3f"), f"{r.train_seconds:.0f}", f"{r.peak_rss_gb:.2f}",
+                    f"{r.trainable_params:,}", _fmt_bytes(r.artifact_bytes), f"{r.examples_per_s:.1f}",
+                    f"{r.prompt_tokens:.0f}", f"{r.usd_per_1m:.2f}", _opt(r.overfit_gap, "+.3f"),
+                    _opt(r.paraphrase_spread, ".3f"), _opt(r.perturbation_drop, "+.3f"),
+                    "-" if r.ppl_change is None else f"{100 * r.ppl_change:+.1f}%"])
+    return out
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plots(rows: list[Row]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    metric = rows[0].metric if rows else "quality"
+    # Learning curves.
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sizes = sorted({r.train_size for r in rows if r.train_size})
+    for strat in sorted({r.strategy for r in rows}):
+        pts = sorted((r for r in rows if r.strategy == strat), key=lambda r: r.train_size)
+        if len(pts) == 1 and pts[0].train_size == 0 and sizes:  # zero-shot: flat line
+            ax.axhline(pts[0].quality, linestyle="--", color="grey", label=f"{strat}")
+            continue
+        ax.errorbar([r.train_size for r in pts], [r.quality for r in pts], yerr=[r.quality_std for r in pts],
+                    marker="o", capsize=3, label=strat)
+    if sizes and min(sizes) > 0:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("train examples")
+    ax.set_ylabel(metric)
+    ax.set_title("Learning curves (mean ± std over seeds)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    out["learning_curves.png"] = _png(fig)
+    plt.close(fig)
+    # Quality vs cost with the Pareto front.
+    best = list(largest(rows).values())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, key, label in ((axes[0], "train_seconds", "train time (s)"), (axes[1], "usd_per_1m", "$ per 1M predictions")):
+        xs = [max(getattr(r, key), 1e-3) for r in best]
+        ax.scatter(xs, [r.quality for r in best])
+        for r, x in zip(best, xs):
+            ax.annotate(r.strategy, (x, r.quality), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        front = _pareto([(x, r.quality) for x, r in zip(xs, best)])
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="tab:red", linewidth=1, label="Pareto front")
+            ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Quality vs cost (each strategy at its largest train size)")
+    out["pareto.png"] = _png(fig)
+    plt.close(fig)
+    # Fragility bars.
+    fr = [r for r in best if r.paraphrase_spread is not None]
+    if fr:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        x = range(len(fr))
+        ax.bar([i - 0.2 for i in x], [r.paraphrase_spread for r in fr], width=0.4, label="paraphrase spread")
+        ax.bar([i + 0.2 for i in x], [r.perturbation_drop or 0 for r in fr], width=0.4, label="worst perturbation drop")
+        ax.set_xticks(list(x), [r.strategy for r in fr], rotation=20)
+        ax.set_ylabel(f"{metric} points (fraction)")
+        ax.set_title("Fragility: wording and input perturbations")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+        out["fragility.png"] = _png(fig)
+        plt.close(fig)
+    return out
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten by any cheaper-or-equal point of higher-or-equal quality, by cost."""
+    front, best_q = [], float("-inf")
+    for x, q in sorted(points, key=lambda p: (p[0], -p[1])):
+        if q > best_q:
+            front.append((x, q))
+            best_q = q
+    return front
+
+
+def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
+    """Write report.md, report.html and the plots into ``run_dir/report`` from the stored JSON only."""
+    run_dir = Path(run_dir)
+    records = load_results(run_dir)
+    if not records:
+        raise ValueError(f"{run_dir}: no finished runs to report (expected {run_dir / 'results'}/*.json)")
+    cfg = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
+    skipped = json.loads((run_dir / "skipped.json").read_text()) if (run_dir / "skipped.json").exists() else []
+    rows = aggregate(records)
+    rec = recommend(records, constraints or Constraints())
+    pngs = plots(rows)
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in pngs.items():
+        atomic_write_bytes(out / name, data)
+    meta = records[0]["meta"]
+    head = (f"Data `{cfg.get('data', meta.get('data'))}`, model `{cfg.get('model', meta.get('model'))}`, "
+            f"{len(records)} runs; adaptlab {meta.get('versions', {}).get('adaptlab', '?')}, commit "
+            f"{(meta.get('git_commit') or '?')[:10]}, {meta.get('machine', {}).get('cpu_count', '?')} cores.")
+    trows = table_rows(rows)
+    md = ["# adaptlab comparison report", "", head, "", "## Recommendation", "", rec.to_markdown(), "",
+          "## Summary (mean over seeds; quality on the held-out test split)", "",
+          "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    md += ["| " + " | ".join(r) + " |" for r in trows]
+    xs = crossovers(rows)
+    md += ["", "## Crossovers", ""] + [
+        f"- {x['strategy']} overtakes {x['over']} at {x['train_size']} examples" if x["train_size"] is not None
+        else f"- {x['strategy']} never beats the best prompt strategy at the sizes measured" for x in xs]
+    md += ["", "## Plots", ""] + [f"![{n}]({n})" for n in pngs]
+    if skipped:
+        md += ["", "## Skipped by the budget", ""] + [f"- {s['id']}: {s['reason']}" for s in skipped]
+    md += ["", "Costs assume the stated machine price (`price_per_hour` in compare.json; default $0.10/h); "
+               "fragility is measured on a fixed sample of the test split; forgetting compares general-text "
+               "perplexity and a second task before and after adaptation (hard prompts change no weight)."]
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "report.html", _html(head, rec, trows, xs, pngs, skipped))
+    return out
+
+
+def _html(head, rec, trows, xs, pngs, skipped) -> str:
+    e = html.escape
+    th = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+    tb = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in trows)
+    imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
+                   f"<figcaption>{e(n)}</figcaption></figure>" for n, d in pngs.items())
+    recs = "".join(f"<li>{e(r)}</li>" for r in rec.reasons)
+    nxt = "".join(f"<li>{e(s)}</li>" for s in rec.next_steps)
+    exc = "".join(f"<li>excluded {e(x['strategy'])}: {e(x['why'])}</li>" for x in rec.excluded)
+    cross = "".join(f"<li>{e(x['strategy'])} overtakes {e(str(x['over']))} at {x['train_size']} examples</li>"
+                    for x in xs if x["train_size"] is not None)
+    skip = "".join(f"<li>{e(s['id'])}: {e(s['reason'])}</li>" for s in skipped)
+    title = f"Recommended: {rec.winner}" if rec.winner else "No strategy meets the constraints"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>adaptlab comparison report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
+<h1>adaptlab comparison report</h1><p>{e(head)}</p>
+<h2 id="recommendation">{e(title)}</h2><ul>{recs}{exc}</ul>{"<h3>What to try next</h3><ul>" + nxt + "</ul>" if nxt else ""}
+<h2>Summary</h2><table id="summary"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>
+<h2>Crossovers</h2><ul>{cross or "<li>none at the sizes measured</li>"}</ul>
+<h2>Plots</h2>{imgs}
+{"<h2>Skipped by the budget</h2><ul>" + skip + "</ul>" if skip else ""}
+</body></html>
+"""

@@ -1,0 +1,100 @@
+"""Aggregate run records (mean and std over seeds) into rows per strategy x train size."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass
+class Row:
+    strategy: str
+    kind: str
+    train_size: int
+    seeds: int
+    quality: float
+    quality_std: float
+    macro_f1: float | None
+    train_seconds: float
+    peak_rss_gb: float
+    trainable_params: int
+    artifact_bytes: int
+    examples_per_s: float
+    prompt_tokens: float
+    usd_per_1m: float
+    overfit_gap: float | None
+    stopped_early: int
+    paraphrase_spread: float | None
+    perturbation_drop: float | None
+    ppl_change: float | None
+    second_task_change: float | None
+    metric: str
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def aggregate(records: list[dict]) -> list[Row]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["run"]["strategy"], r["run"]["train_size"]), []).append(r)
+    rows = []
+    for (strategy, size), rs in sorted(groups.items()):
+        q = [r["eval"]["quality"] for r in rs]
+        frag = [r["eval"].get("fragility") or {} for r in rs]
+        forg = [r["eval"].get("forgetting") or {} for r in rs]
+        rows.append(Row(
+            strategy=strategy, kind=rs[0]["run"]["kind"], train_size=size, seeds=len(rs),
+            quality=statistics.fmean(q), quality_std=statistics.pstdev(q) if len(q) > 1 else 0.0,
+            macro_f1=_mean([r["eval"]["test"].get("macro_f1") for r in rs]),
+            train_seconds=statistics.fmean(r["train"]["seconds"] for r in rs),
+            peak_rss_gb=max(r["train"]["peak_rss_bytes"] for r in rs) / 2**30,
+            trainable_params=rs[0]["train"]["trainable_params"],
+            artifact_bytes=int(statistics.fmean(r["cost"]["artifact_bytes"] for r in rs)),
+            examples_per_s=statistics.fmean(r["eval"]["examples_per_s"] for r in rs),
+            prompt_tokens=statistics.fmean(r["eval"]["prompt_tokens"] for r in rs),
+            usd_per_1m=statistics.fmean(r["cost"]["usd_per_1m"] for r in rs),
+            overfit_gap=_mean([r["eval"].get("overfit_gap") for r in rs]),
+            stopped_early=sum(bool(r["train"].get("stopped_early")) for r in rs),
+            paraphrase_spread=_mean([f.get("paraphrase_spread") for f in frag]),
+            perturbation_drop=_mean([f.get("perturbation_drop") for f in frag]),
+            ppl_change=_mean([f.get("ppl_change") for f in forg]),
+            second_task_change=_mean([f.get("second_task_change") for f in forg]),
+            metric=rs[0]["eval"]["metric"],
+        ))
+    return rows
+
+
+def largest(rows: list[Row]) -> dict[str, Row]:
+    """Each strategy at the largest train size it was measured at."""
+    out: dict[str, Row] = {}
+    for r in rows:
+        if r.strategy not in out or r.train_size > out[r.strategy].train_size:
+            out[r.strategy] = r
+    return out
+
+
+def crossovers(rows: list[Row]) -> list[dict]:
+    """For each gradient strategy: the smallest train size where it beats the best prompt strategy
+    measured at that size (zero-shot counts at every size)."""
+    prompt_by_size: dict[int, Row] = {}
+    zero = [r for r in rows if r.kind == "prompt" and r.train_size == 0]
+    sizes = sorted({r.train_size for r in rows if r.train_size})
+    for n in sizes:
+        cands = [r for r in rows if r.kind == "prompt" and r.train_size == n] + zero
+        if cands:
+            prompt_by_size[n] = max(cands, key=lambda r: r.quality)
+    out = []
+    for strat in sorted({r.strategy for r in rows if r.kind == "gradient"}):
+        mine = {r.train_size: r for r in rows if r.strategy == strat}
+        at = next((n for n in sizes if n in mine and n in prompt_by_size
+                   and mine[n].quality > prompt_by_size[n].quality), None)
+        if at is not None:
+            p = prompt_by_size[at]
+            out.append({"strategy": strat, "train_size": at, "over": p.strategy, "quality": mine[at].quality,
+                        "over_quality": p.quality})
+        else:
+            out.append({"strategy": strat, "train_size": None, "over": None})
+    return out

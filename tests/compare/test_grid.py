@@ -1,0 +1,121 @@
+"""The grid on the tiny model: runs, measures, resumes after kill -9, respects its budget."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from adaptlab.cli import app
+from adaptlab.compare import CompareConfig, load_results, parse_budget, plan, run_compare
+from adaptlab.compare.config import parse_sizes
+from adaptlab.compare.grid import Estimator, RunSpec
+
+runner = CliRunner()
+FAST = dict(model="tiny", test_limit=6, fragility_k=1, fragility_examples=4, dev_limit=4, epochs=1.0,
+            strategy_settings={"prompt_search": {"budget_calls": 20, "first_round": 2, "exemplar_sets": 1,
+                                                 "bootstrap": 0}, "few_shot": {"k": 2}})
+
+
+def test_grid_measures_everything(tmp_path):
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "few_shot", "lora"], train_sizes=[8, 16], seeds=1,
+                        **FAST)
+    res = run_compare(cfg, tmp_path, progress=False)
+    ids = sorted(res["finished"])
+    assert ids == ["few_shot-n16-s0", "few_shot-n8-s0", "lora-n16-s0", "lora-n8-s0", "zero_shot-n0-s0"]
+    r = json.loads((tmp_path / "results" / "lora-n16-s0.json").read_text())
+    assert set(r) == {"run", "train", "eval", "cost", "meta"}
+    assert r["train"]["trainable_params"] > 0 and r["train"]["peak_rss_bytes"] > 0
+    ev = r["eval"]
+    assert 0 <= ev["quality"] <= 1 and ev["test_examples"] == 6 and ev["overfit_gap"] is not None
+    assert len(ev["fragility"]["paraphrases"]) == 1 and set(ev["fragility"]["perturbations"]) == {
+        "lowercase", "uppercase", "typos", "whitespace", "punctuation"}
+    assert ev["forgetting"]["weights_changed"] and ev["forgetting"]["ppl_before"] > 1
+    assert r["cost"]["artifact_bytes"] > 0 and r["cost"]["usd_per_1m"] > 0
+    assert r["meta"]["versions"]["torch"] and "finished" in r["meta"]
+    zs = json.loads((tmp_path / "results" / "zero_shot-n0-s0.json").read_text())
+    assert zs["eval"]["forgetting"]["ppl_change"] == 0.0 and not zs["eval"]["forgetting"]["weights_changed"]
+    # re-running resumes: nothing left to do
+    again = run_compare(cfg, tmp_path, progress=False)
+    assert again["finished"] == [] and len(again["results"]) == 5
+
+
+def test_other_data_in_the_same_folder_is_refused(tmp_path):
+    run_compare(CompareConfig(data="demo", strategies=["zero_shot"], train_sizes=[8], **FAST), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="holds a comparison of another data"):
+        run_compare(CompareConfig(data="sst2", strategies=["zero_shot"], train_sizes=[8], **FAST), tmp_path)
+
+
+def test_budget_skips_what_will_not_fit(tmp_path):
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora", "full"], train_sizes=[8, 360],
+                        budget_seconds=1.0, **FAST)
+    res = run_compare(cfg, tmp_path, progress=False)
+    skipped = {s["id"] for s in res["skipped"]}
+    assert "full-n360-s0" in skipped and all("budget left" in s["reason"] for s in res["skipped"])
+    assert len(res["finished"]) + len(skipped) == len(plan(cfg, 360))
+    assert json.loads((tmp_path / "skipped.json").read_text()) == res["skipped"]
+
+
+def test_estimator_orders_cheap_runs_first_and_learns():
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora", "full"], **{**FAST, "model": "tiny"})
+    est = Estimator(cfg, n_eval=100, n_labels=12)
+    specs = [RunSpec("full", 256, 0), RunSpec("lora", 16, 0), RunSpec("zero_shot", 0, 0), RunSpec("lora", 256, 0)]
+    kinds = {"full": "gradient", "lora": "gradient", "zero_shot": "prompt"}
+    order = sorted(specs, key=lambda s: est(s, kinds[s.strategy]))
+    assert [s.id for s in order] == ["zero_shot-n0-s0", "lora-n16-s0", "lora-n256-s0", "full-n256-s0"]
+    before = est(RunSpec("lora", 256, 0), "gradient")
+    est.observe({"run": {"strategy": "lora", "kind": "gradient", "train_size": 16, "epochs": 1.0},
+                 "train": {"seconds": 16 * 2.0}, "eval": {"seconds": 1.0, "scored_examples": 100}})
+    assert est(RunSpec("lora", 256, 0), "gradient") > before  # measured slower than the prior
+
+
+def test_budget_and_size_parsing():
+    assert parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("90s") == 90
+    assert parse_budget("600") == 600 and parse_budget(None) is None
+    with pytest.raises(ValueError, match="use e.g. 30m"):
+        parse_budget("soon")
+    assert parse_sizes("16,64,all") == [16, 64, "all"]
+    with pytest.raises(ValueError, match="'-3' is not a positive integer"):
+        parse_sizes("16,-3")
+    with pytest.raises(ValueError, match="unknown nope"):
+        CompareConfig(data="demo", strategies=["nope"])
+
+
+def test_grid_resumes_after_kill(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "adaptlab.cli", "compare", "--data", "demo", "--model", "tiny", "--out", str(out),
+           "--strategies", "zero_shot,few_shot", "--train-sizes", "8,16", "--test-limit", "6",
+           "--fragility-k", "1", "--fragility-examples", "4", "--epochs", "1", "--set", "few_shot.k=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "results").glob("*.json"))) < 1 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    assert first and not list((out / "results").glob("*.tmp"))
+    for p in (out / "results").glob("*.json"):
+        json.loads(p.read_text())  # every file marked done is complete
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming" in r.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    assert len(after) == 3 and all(after[k] == v for k, v in first.items())  # finished runs were not redone
+    assert (out / "report" / "report.html").exists()
+
+
+def test_cli_recommend_and_report(tmp_path):
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora"], train_sizes=[8], **FAST)
+    run_compare(cfg, tmp_path, progress=False)
+    r = runner.invoke(app, ["report", str(tmp_path)])
+    assert r.exit_code == 0 and (tmp_path / "report" / "report.md").exists()
+    r = runner.invoke(app, ["recommend", str(tmp_path), "--weights-accessible", "no"])
+    assert r.exit_code == 0 and "Recommended: zero_shot" in r.output and "excluded lora" in r.output
+    r = runner.invoke(app, ["recommend", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "not a compare run folder" in r.output
+    assert len(load_results(tmp_path)) == 2

@@ -1,0 +1,90 @@
+"""Each recommendation rule on synthetic results: one case where it fires, one where it does not."""
+
+from adaptlab.compare.recommend import Constraints, recommend
+from adaptlab.compare.summary import aggregate, crossovers
+
+from .synthetic import grid, rec
+
+
+def test_default_ranking_cites_numbers():
+    r = recommend(grid(), Constraints())
+    assert r.winner == "full"
+    text = r.to_markdown()
+    assert "0.870" in text and "over the best prompt (few_shot, 0.600)" in text and "16.0x the prompt tokens" in text
+    assert "lora overtakes few_shot from 64 examples" in text
+
+
+def test_weights_rule():
+    r = recommend(grid(), Constraints(weights_accessible=False))
+    assert "weights" in r.fired and r.winner == "few_shot"
+    assert {e["strategy"] for e in r.excluded} == {"lora", "full"}
+    assert "weights" not in recommend(grid(), Constraints()).fired
+
+
+def test_train_time_rule():
+    r = recommend(grid(), Constraints(max_train_minutes=5))  # full took 512 s at 256
+    assert "train_time" in r.fired and r.winner == "lora"
+    assert "train_time" not in recommend(grid(), Constraints(max_train_minutes=60)).fired
+
+
+def test_memory_rule():
+    r = recommend(grid(), Constraints(max_memory_gb=4))
+    assert "memory" in r.fired and r.winner == "lora"
+    assert "memory" not in recommend(grid(), Constraints(max_memory_gb=8)).fired
+
+
+def test_min_quality_rule_and_nothing_left():
+    r = recommend(grid(), Constraints(min_quality=0.86))
+    assert "min_quality" in r.fired and r.winner == "full"
+    r = recommend(grid(), Constraints(min_quality=0.95))
+    assert r.winner is None and "no strategy meets the constraints" in r.to_markdown().lower()
+    assert any("collect more labelled data" in s for s in r.next_steps)
+    assert "min_quality" not in recommend(grid(), Constraints(min_quality=0.3)).fired
+
+
+def test_near_tie_rule():
+    recs = [rec("lora", 256, 0.860, ex_s=10), rec("soft_prompt", 256, 0.855, ex_s=40)]
+    r = recommend(recs, Constraints())
+    assert "near_tie" in r.fired and r.winner == "soft_prompt"
+    recs = [rec("lora", 256, 0.90, ex_s=10), rec("soft_prompt", 256, 0.85, ex_s=40)]
+    r = recommend(recs, Constraints())
+    assert "near_tie" not in r.fired and r.winner == "lora"
+
+
+def test_many_tasks_rule():
+    r = recommend(grid(), Constraints(tasks=20))
+    assert "many_tasks" in r.fired and r.winner == "lora"
+    assert "20 x 1.07 GB = 21.40 GB" in r.to_markdown()
+    assert "many_tasks" not in recommend(grid(), Constraints(tasks=1)).fired
+
+
+def test_prompt_cost_rule():
+    recs = [rec("few_shot", 256, 0.80, tokens=600, ex_s=30), rec("lora", 256, 0.79, tokens=30, ex_s=10)]
+    r = recommend(recs, Constraints())
+    assert r.winner == "few_shot" and "prompt_cost" in r.fired
+    recs = [rec("few_shot", 256, 0.80, tokens=600, ex_s=30), rec("lora", 256, 0.70, tokens=30, ex_s=10)]
+    assert "prompt_cost" not in recommend(recs, Constraints()).fired
+
+
+def test_next_step_rules():
+    r = recommend(grid(), Constraints())
+    assert {"still_learning", "try_hybrid", "forgetting"} <= set(r.fired)
+    flat = [rec("lora", 64, 0.80, ppl=0.0), rec("lora", 256, 0.805, ppl=0.0), rec("hybrid", 256, 0.70),
+            rec("few_shot", 256, 0.6, spread=0.2)]
+    r = recommend(flat, Constraints())
+    assert not {"still_learning", "try_hybrid", "forgetting", "fragile"} & set(r.fired)
+    r = recommend([rec("few_shot", 256, 0.6, spread=0.2)], Constraints())
+    assert "fragile" in r.fired
+
+
+def test_seed_mean_and_std():
+    recs = [rec("lora", 64, 0.7, seed=0), rec("lora", 64, 0.8, seed=1)]
+    (row,) = aggregate(recs)
+    assert row.seeds == 2 and abs(row.quality - 0.75) < 1e-9 and abs(row.quality_std - 0.05) < 1e-9
+
+
+def test_crossovers():
+    xs = {x["strategy"]: x for x in crossovers(aggregate(grid()))}
+    assert xs["lora"]["train_size"] == 64 and xs["full"]["train_size"] == 64
+    xs = {x["strategy"]: x for x in crossovers(aggregate([rec("few_shot", 16, 0.9), rec("lora", 16, 0.5)]))}
+    assert xs["lora"]["train_size"] is None

@@ -1,0 +1,60 @@
+"""The report builds from stored JSON alone, and renders in a headless browser."""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from adaptlab.compare.report import build_report
+from adaptlab.utils import atomic_write_json
+
+from .synthetic import grid
+
+
+def _store(tmp_path):
+    for r in grid():
+        atomic_write_json(tmp_path / "results" / f"{r['run']['id']}.json", r)
+    atomic_write_json(tmp_path / "compare.json", {"data": "synthetic", "model": "none"})
+    atomic_write_json(tmp_path / "skipped.json", [{"id": "hybrid-n256-s0", "reason": "estimated 900 s, 12 s of budget left"}])
+    return tmp_path
+
+
+def test_report_from_stored_json_only(tmp_path):
+    out = build_report(_store(tmp_path))
+    md = (out / "report.md").read_text()
+    assert "**Recommended: full**" in md and "| lora | 256 |" in md and "hybrid-n256-s0" in md
+    for png in ("learning_curves.png", "pareto.png", "fragility.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and '<table id="summary">' in page
+    assert "src=\"http" not in page  # self-contained
+
+
+def test_report_refuses_an_empty_run(tmp_path):
+    with pytest.raises(ValueError, match="no finished runs"):
+        build_report(tmp_path)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium')")
+def test_report_renders_in_headless_chromium(tmp_path):
+    out = build_report(_store(tmp_path))
+    script = ("JSON.stringify({imgs: [...document.images].map(i => i.complete && i.naturalWidth > 0),"
+              " rows: document.querySelectorAll('#summary tbody tr').length})")
+    html_path = out / "report.html"
+    # --dump-dom prints the DOM after load; an inline script writes the measurements into it.
+    page = html_path.read_text().replace("</body>", f"<script>window.onload=()=>{{document.body.setAttribute("
+                                                     f"'data-check', {script});}}</script></body>")
+    probe = out / "probe.html"
+    probe.write_text(page)
+    res = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-check="([^"]*)"', res.stdout)
+    assert found, res.stderr[-1000:]
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["imgs"] == [True, True, True] and check["rows"] == 10
