@@ -53,6 +53,9 @@ def summary(target: Path, sources: list[Path]) -> None:
              "records (peak RSS, dev score, learning rate, versions).", ""]
     for src in sources:
         parts.append(Path(src).with_suffix(".md").read_text())
+    notes = Path(target).with_name("strategies_notes.md")
+    if notes.exists():
+        parts.append(notes.read_text())
     atomic_write_text(target, "\n".join(parts))
 
 
