@@ -70,6 +70,15 @@ def _mb(b: float) -> str:
     return f"{b / 1e6:.1f} MB" if b < 1e9 else f"{b / 1e9:.2f} GB"
 
 
+def _promote(rec: Recommendation, ranked: list[Row], alt: Row, rule: str, reason: str) -> Row:
+    """Move ``alt`` to the top of ``ranked`` because ``rule`` fired; returns the new leader."""
+    rec.fired.append(rule)
+    rec.reasons.append(reason)
+    ranked.remove(alt)
+    ranked.insert(0, alt)
+    return alt
+
+
 def recommend(records: list[dict], c: Constraints) -> Recommendation:
     rec = Recommendation()
     rows = aggregate(records)
@@ -110,25 +119,19 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
         cheaper = [r for r in ranked[1:] if lead.quality - r.quality <= tol and r.usd_per_1m < lead.usd_per_1m * 0.8]
         if cheaper:
             alt = min(cheaper, key=lambda r: r.usd_per_1m)
-            rec.fired.append("near_tie")
-            rec.reasons.append(f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
-                               f"(inside the tolerance {100 * tol:.1f}) and costs ${alt.usd_per_1m:.2f} vs "
-                               f"${lead.usd_per_1m:.2f} per 1M predictions")
-            ranked.remove(alt)
-            ranked.insert(0, alt)
-            lead = alt
+            lead = _promote(rec, ranked, alt, "near_tie",
+                            f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
+                            f"(inside the tolerance {100 * tol:.1f}) and costs ${alt.usd_per_1m:.2f} vs "
+                            f"${lead.usd_per_1m:.2f} per 1M predictions")
     # many_tasks: N full copies vs adapters.
     if c.tasks > 1 and lead.artifact_bytes >= 100e6:  # a model copy per task
         small = [r for r in ranked[1:] if r.artifact_bytes < 100e6 and lead.quality - r.quality <= 0.02 + 1e-9]
         if small:
             alt = max(small, key=lambda r: r.quality)
-            rec.fired.append("many_tasks")
-            rec.reasons.append(f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
-                               f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
-                               f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}")
-            ranked.remove(alt)
-            ranked.insert(0, alt)
-            lead = alt
+            lead = _promote(rec, ranked, alt, "many_tasks",
+                            f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
+                            f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
+                            f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}")
     # Reasons that cite the numbers.
     prompts = [r for r in best.values() if r.kind == "prompt" and r is not lead]
     bp = max(prompts, key=lambda r: r.quality) if prompts else None

@@ -122,6 +122,14 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * prec * rec / (prec + rec)
 
 
+def references_by_input(examples) -> tuple[list[str], list[list[str]]]:
+    """Distinct inputs in first-seen order and all targets given for each (multi-reference)."""
+    refs: dict[str, list[str]] = {}
+    for ex in examples:
+        refs.setdefault(ex.text, []).append(ex.label)
+    return list(refs), list(refs.values())
+
+
 def generation_metrics(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
     """Exact match and ROUGE-L against the best of each example's references."""
     if len(predictions) != len(references):

@@ -91,13 +91,10 @@ class Artifact:
             raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
         t0 = time.perf_counter()
         if self.task == "generation":
-            from adaptlab.evaluation.generation import generation_metrics
+            from adaptlab.evaluation.generation import generation_metrics, references_by_input
 
-            refs: dict[str, list[str]] = {}
-            for ex in data.examples:
-                refs.setdefault(ex.text, []).append(ex.label)
-            inputs = list(refs)
-            out = generation_metrics(self.generate(inputs), [refs[t] for t in inputs])
+            inputs, refs = references_by_input(data.examples)
+            out = generation_metrics(self.generate(inputs), refs)
         else:
             pred = self.predict([ex.text for ex in data.examples], batch_size)
             out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)

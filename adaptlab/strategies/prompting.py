@@ -198,13 +198,10 @@ class PromptArtifact:
         t0 = time.perf_counter()
         texts = [ex.text for ex in data.examples]
         if self.task == "generation":
-            from adaptlab.evaluation.generation import generation_metrics
+            from adaptlab.evaluation.generation import generation_metrics, references_by_input
 
-            refs: dict[str, list[str]] = {}
-            for ex in data.examples:
-                refs.setdefault(ex.text, []).append(ex.label)
-            inputs = list(refs)
-            out = generation_metrics(self.predict(inputs), [refs[t] for t in inputs])
+            inputs, refs = references_by_input(data.examples)
+            out = generation_metrics(self.predict(inputs), refs)
             texts = inputs
         else:
             pred = self.predict(texts)
