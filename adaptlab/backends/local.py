@@ -28,7 +28,15 @@ class LocalBackend(Backend):
         self.name = f"local:{base.name}"
         self.fingerprint = base.fingerprint
 
+    def _own(self) -> None:
+        """The plain base model must not run with another artifact's LoRA layers still injected."""
+        if self.module is self.base.model:
+            from adaptlab.strategies.gradient import release
+
+            release(self.base)
+
     def _count(self, prompts: list[str]) -> None:
+        self._own()
         self.calls += len(prompts)
         self.prompt_tokens += sum(self.count_tokens(p) for p in prompts)
 
@@ -59,6 +67,7 @@ class LocalBackend(Backend):
     @torch.no_grad()
     def embed(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         """Mean-pooled last hidden states of the base model: (N, H), L2-normalised."""
+        self._own()
         self.calls += len(texts)
         lm = as_lm(self.module)
         device = module_device(self.module)

@@ -37,7 +37,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num
     return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
 
 
-def _greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device) -> list[list[int]]:
+def _greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits: list[int] | None = None,
+            on_token=None) -> list[list[int]]:
+    """Greedy decoding of a batch; ``limits`` caps each row (default ``max_new``) and
+    ``on_token(row, token_id)`` sees every kept token as it is chosen (streaming)."""
     pad = pad_id(tokenizer)
     eos = tokenizer.eos_token_id
     ids, att = right_pad(prompts, pad, device)
@@ -47,6 +50,7 @@ def _greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device) -> li
     pos = mask.sum(1)                                                        # next position per row
     seqs: list[list[int]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    limits = limits or [max_new] * B
     for step in range(max_new):
         nxt = lm.project(last).argmax(-1)                                    # (B,)
         for r in range(B):
@@ -55,6 +59,10 @@ def _greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device) -> li
                     done[r] = True
                 else:
                     seqs[r].append(nxt[r].item())
+                    if on_token is not None:
+                        on_token(r, seqs[r][-1])
+                    if len(seqs[r]) >= limits[r]:
+                        done[r] = True
         if bool(done.all()) or step == max_new - 1:
             break
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)

@@ -1,0 +1,495 @@
+"""Versioned artifacts: an SQLite index plus content-addressed artifact folders.
+
+Layout under the registry root (``ADAPTLAB_REGISTRY`` or ``~/.cache/adaptlab/registry``)::
+
+    index.sqlite            tasks' versions, aliases (with history), API keys, requests, feedback
+    objects/<digest>/       one artifact folder per digest, never modified once there
+    tmp/                    folders being copied in (a crash leaves them here; ``gc`` removes them)
+
+The digest is the sha256 of the artifact's manifest (relative path + sha256 of every file), so
+the same artifact registered twice is stored once. Crash safety comes from ordering: the folder
+is copied to ``tmp/`` and renamed into ``objects/`` (atomic) *before* the index row is committed
+in one transaction, so a killed writer leaves either the old index (plus an orphan folder that
+``gc`` deletes) or the new one, never a row pointing at a half-written folder.
+
+Why SQLite by hand rather than an MLflow-style server: the index is embedded (no daemon), WAL
+mode lets a running server read while the CLI promotes or rolls back, and ``BEGIN IMMEDIATE``
+serialises the two writers that could otherwise pick the same version number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptlab.utils import sha256_file
+
+REGISTRY_ENV = "ADAPTLAB_REGISTRY"
+ARTIFACT_FILE = "adaptlab_artifact.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+DEFAULT_ALIAS = "prod"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    task TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL,
+    strategy TEXT NOT NULL, task_type TEXT NOT NULL, fingerprint TEXT NOT NULL, base_model TEXT,
+    metrics TEXT NOT NULL, bytes INTEGER NOT NULL, created_by TEXT NOT NULL, created_at REAL NOT NULL,
+    run TEXT, note TEXT, deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task, version));
+CREATE TABLE IF NOT EXISTS aliases (
+    task TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, set_at REAL NOT NULL, set_by TEXT,
+    PRIMARY KEY (task, alias));
+CREATE TABLE IF NOT EXISTS alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, task TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER,
+    set_at REAL NOT NULL, set_by TEXT, action TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, key_hash TEXT NOT NULL UNIQUE,
+    tasks TEXT NOT NULL, created_at REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY, task TEXT NOT NULL, version INTEGER, task_type TEXT, input TEXT NOT NULL,
+    output TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL REFERENCES requests(id),
+    rating INTEGER NOT NULL, correction TEXT, comment TEXT, created_at REAL NOT NULL);
+"""
+
+
+class RegistryError(ValueError):
+    """A registry operation that cannot be done; the message is one line."""
+
+
+def registry_root() -> Path:
+    from adaptlab.models.base import cache_root
+
+    return Path(os.environ.get(REGISTRY_ENV) or cache_root() / "registry")
+
+
+def check_name(value: str, what: str) -> str:
+    """Task and alias names: lowercase, no path separators, no '@' (they end up in URLs and SQL)."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise RegistryError(f"invalid {what} name {value!r}: use 1-64 of a-z 0-9 _ . - starting with a letter "
+                            f"or digit")
+    if value in (".", "..") or ".." in value:
+        raise RegistryError(f"invalid {what} name {value!r}: '..' is not allowed")
+    return value
+
+
+@dataclass(frozen=True)
+class Entry:
+    task: str
+    version: int
+    digest: str
+    kind: str
+    strategy: str
+    task_type: str
+    fingerprint: str
+    base_model: str | None
+    metrics: dict
+    bytes: int
+    created_by: str
+    created_at: float
+    run: str | None
+    note: str | None
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.task}@{self.version}"
+
+
+def manifest(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file in an artifact folder (sorted)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+
+
+def manifest_digest(files: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for rel, sha in sorted(files.items()):
+        h.update(f"{rel}\0{sha}\n".encode())
+    return h.hexdigest()
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``task``, ``task@3`` or ``task@alias`` -> (task, version-or-alias or None), names validated."""
+    if not isinstance(ref, str) or ref.count("@") > 1:
+        raise RegistryError(f"invalid model reference {ref!r}: use TASK, TASK@VERSION or TASK@ALIAS")
+    task, _, sel = ref.partition("@")
+    check_name(task, "task")
+    if sel:
+        if not sel.isdigit():
+            check_name(sel, "alias")
+    return task, (sel or None)
+
+
+class Registry:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else registry_root()
+        self.db_path = self.root / "index.sqlite"
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        try:
+            for d in (self.root, self.objects, self.tmp):
+                d.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                con.executescript(SCHEMA)
+        except (OSError, sqlite3.OperationalError) as e:
+            if self.db_path.exists() and not os.access(self.root, os.W_OK):
+                self.read_only = True
+                return
+            raise RegistryError(f"registry {self.root}: cannot open for writing ({e})") from None
+        self.read_only = False
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def _connect(self):
+        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA busy_timeout = 30000")
+            if not getattr(self, "read_only", False):
+                with contextlib.suppress(sqlite3.OperationalError):
+                    con.execute("PRAGMA journal_mode = WAL")
+                con.execute("PRAGMA synchronous = FULL")
+            con.row_factory = sqlite3.Row
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction; BEGIN IMMEDIATE takes the write lock up front so two writers queue."""
+        if self.read_only:
+            raise RegistryError(f"registry {self.root} is read-only: cannot change it")
+        with self._connect() as con:
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                yield con
+                con.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    con.execute("ROLLBACK")
+                raise RegistryError(f"registry {self.db_path}: {e}") from None
+            except BaseException:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    con.execute("ROLLBACK")
+                raise
+
+    def _entry(self, row) -> Entry:
+        return Entry(task=row["task"], version=row["version"], digest=row["digest"], kind=row["kind"],
+                     strategy=row["strategy"], task_type=row["task_type"], fingerprint=row["fingerprint"],
+                     base_model=row["base_model"], metrics=json.loads(row["metrics"]), bytes=row["bytes"],
+                     created_by=row["created_by"], created_at=row["created_at"], run=row["run"], note=row["note"],
+                     path=self.objects / row["digest"])
+
+    # ------------------------------------------------------------------ artifacts
+    def register(self, folder: str | Path, task: str, run: str | None = None, note: str | None = None,
+                 created_by: str | None = None, alias: str | None = None) -> Entry:
+        """Copy an artifact folder in (content-addressed) and give it the task's next version."""
+        check_name(task, "task")
+        if alias is not None:
+            check_name(alias, "alias")
+        folder = Path(folder)
+        meta_path = folder / ARTIFACT_FILE
+        if not meta_path.is_file():
+            raise RegistryError(f"{folder}: not an adaptlab artifact (no {ARTIFACT_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{meta_path}: malformed JSON ({e})") from None
+        for key in ("strategy", "kind", "task", "base_model"):
+            if key not in meta:
+                raise RegistryError(f"{meta_path}: missing field '{key}'")
+        files = [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
+        links = [p.name for p in files if p.is_symlink()]
+        if links:
+            raise RegistryError(f"{folder}: refusing symbolic links ({', '.join(sorted(links))})")
+        unsafe = sorted(p.name for p in files if p.suffix.lower() in PICKLE_SUFFIXES)
+        if unsafe:
+            raise RegistryError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors")
+        files_sha = manifest(folder)
+        digest = manifest_digest(files_sha)
+        self._store(folder, digest)
+        size = sum((folder / rel).stat().st_size for rel in files_sha)
+        who = created_by or _user()
+        now = time.time()
+        with self._write() as con:
+            row = con.execute("SELECT COALESCE(MAX(version), 0) AS v FROM artifacts WHERE task = ?", (task,)).fetchone()
+            version = row["v"] + 1
+            con.execute(
+                "INSERT INTO artifacts (task, version, digest, kind, strategy, task_type, fingerprint, base_model,"
+                " metrics, bytes, created_by, created_at, run, note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (task, version, digest, meta["kind"], meta["strategy"], meta["task"],
+                 meta["base_model"]["fingerprint"], meta["base_model"].get("name"),
+                 json.dumps(meta.get("metrics") or {}, sort_keys=True), size, who, now, run, note))
+            if alias is not None:
+                self._set_alias(con, task, alias, version, who, "promote")
+        return self.get(task, version)
+
+    def _store(self, folder: Path, digest: str) -> Path:
+        dest = self.objects / digest
+        if dest.exists():
+            return dest
+        if self.read_only:
+            raise RegistryError(f"registry {self.root} is read-only: cannot change it")
+        work = self.tmp / f"{digest}.{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(folder, work, symlinks=False)
+            for p in work.rglob("*"):
+                if p.is_file():
+                    with open(p, "rb") as f:
+                        os.fsync(f.fileno())
+            check = manifest_digest(manifest(work))
+            if check != digest:
+                raise RegistryError(f"{folder}: files changed while being registered; try again")
+            try:
+                os.rename(work, dest)  # atomic; loses the race harmlessly if another writer got there
+            except OSError:
+                if not dest.exists():
+                    raise
+        except OSError as e:
+            raise RegistryError(f"registry {self.root}: cannot store artifact ({e.strerror or e})") from None
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+        return dest
+
+    def entries(self, task: str | None = None, include_deleted: bool = False) -> list[Entry]:
+        sql = "SELECT * FROM artifacts"
+        args: tuple = ()
+        where = [] if include_deleted else ["deleted = 0"]
+        if task is not None:
+            where.append("task = ?")
+            args = (check_name(task, "task"),)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._connect() as con:
+            return [self._entry(r) for r in con.execute(sql + " ORDER BY task, version", args)]
+
+    def tasks(self) -> list[str]:
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT DISTINCT task FROM artifacts WHERE deleted = 0 ORDER BY task")]
+
+    def get(self, task: str, version: int) -> Entry:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM artifacts WHERE task = ? AND version = ?", (task, int(version))).fetchone()
+        if row is None:
+            raise RegistryError(f"{task}@{version}: no such version")
+        if row["deleted"]:
+            raise RegistryError(f"{task}@{version}: deleted")
+        return self._entry(row)
+
+    def resolve(self, ref: str) -> Entry:
+        """``task`` (its ``prod`` alias, else its latest version), ``task@3`` or ``task@alias``."""
+        task, sel = parse_ref(ref)
+        with self._connect() as con:
+            if sel is None or not sel.isdigit():
+                alias = sel or DEFAULT_ALIAS
+                row = con.execute("SELECT version FROM aliases WHERE task = ? AND alias = ?", (task, alias)).fetchone()
+                if row is not None:
+                    return self.get(task, row["version"])
+                if sel is not None:
+                    raise RegistryError(f"{ref}: task {task!r} has no alias {sel!r}")
+                row = con.execute("SELECT MAX(version) AS v FROM artifacts WHERE task = ? AND deleted = 0",
+                                  (task,)).fetchone()
+                if row["v"] is None:
+                    raise RegistryError(f"{ref}: no such task in the registry")
+                return self.get(task, row["v"])
+        return self.get(task, int(sel))
+
+    def verify(self, entry: Entry) -> None:
+        """Check every file of a stored artifact against its digest (detects tampering or bit rot)."""
+        if not entry.path.is_dir():
+            raise RegistryError(f"{entry.ref}: stored folder {entry.path} is missing")
+        if manifest_digest(manifest(entry.path)) != entry.digest:
+            raise RegistryError(f"{entry.ref}: stored files do not match digest {entry.digest[:12]}")
+
+    # ------------------------------------------------------------------ aliases
+    def _set_alias(self, con, task: str, alias: str, version: int | None, who: str, action: str) -> None:
+        now = time.time()
+        if version is None:
+            con.execute("DELETE FROM aliases WHERE task = ? AND alias = ?", (task, alias))
+        else:
+            con.execute("INSERT INTO aliases (task, alias, version, set_at, set_by) VALUES (?,?,?,?,?) "
+                        "ON CONFLICT(task, alias) DO UPDATE SET version = excluded.version, set_at = excluded.set_at,"
+                        " set_by = excluded.set_by", (task, alias, version, now, who))
+        con.execute("INSERT INTO alias_history (task, alias, version, set_at, set_by, action) VALUES (?,?,?,?,?,?)",
+                    (task, alias, version, now, who, action))
+
+    def promote(self, task: str, version: int, alias: str = DEFAULT_ALIAS) -> Entry:
+        check_name(task, "task")
+        check_name(alias, "alias")
+        entry = self.get(task, version)  # raises for unknown / deleted
+        with self._write() as con:
+            self._set_alias(con, task, alias, entry.version, _user(), "promote")
+        return entry
+
+    def aliases(self, task: str | None = None) -> dict[str, dict[str, int]]:
+        with self._connect() as con:
+            rows = con.execute("SELECT task, alias, version FROM aliases" + (" WHERE task = ?" if task else "")
+                               + " ORDER BY task, alias", (task,) if task else ()).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["task"], {})[r["alias"]] = r["version"]
+        return out
+
+    def history(self, task: str, alias: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM alias_history WHERE task = ?" + (" AND alias = ?" if alias else "") + " ORDER BY id"
+        with self._connect() as con:
+            return [dict(r) for r in con.execute(sql, (task, alias) if alias else (task,))]
+
+    def rollback(self, task: str, alias: str = DEFAULT_ALIAS) -> Entry:
+        """Point ``alias`` back at the version it had before its current one (skipping deleted ones)."""
+        check_name(task, "task")
+        check_name(alias, "alias")
+        with self._write() as con:
+            cur = con.execute("SELECT version FROM aliases WHERE task = ? AND alias = ?", (task, alias)).fetchone()
+            if cur is None:
+                raise RegistryError(f"{task}@{alias}: alias not set; nothing to roll back")
+            # Walk the history backwards: the versions this alias held before, most recent first.
+            rows = con.execute("SELECT version FROM alias_history WHERE task = ? AND alias = ? AND version IS NOT NULL"
+                               " ORDER BY id DESC", (task, alias)).fetchall()
+            seen = [r["version"] for r in rows]
+            # Drop the run of entries equal to the current version at the top (repeated promotes).
+            i = 0
+            while i < len(seen) and seen[i] == cur["version"]:
+                i += 1
+            target = None
+            for v in seen[i:]:
+                live = con.execute("SELECT deleted FROM artifacts WHERE task = ? AND version = ?", (task, v)).fetchone()
+                if live is not None and not live["deleted"] and v != cur["version"]:
+                    target = v
+                    break
+            if target is None:
+                raise RegistryError(f"{task}@{alias}: no earlier version to roll back to")
+            self._set_alias(con, task, alias, target, _user(), "rollback")
+        return self.get(task, target)
+
+    # ------------------------------------------------------------------ delete / gc
+    def delete(self, task: str, version: int, force: bool = False) -> None:
+        check_name(task, "task")
+        with self._write() as con:
+            row = con.execute("SELECT deleted FROM artifacts WHERE task = ? AND version = ?", (task, version)).fetchone()
+            if row is None or row["deleted"]:
+                raise RegistryError(f"{task}@{version}: no such version")
+            held = [r["alias"] for r in con.execute("SELECT alias FROM aliases WHERE task = ? AND version = ?",
+                                                    (task, version))]
+            if held and not force:
+                raise RegistryError(f"{task}@{version} is aliased as {', '.join(held)}; promote another version "
+                                    f"first or pass --force")
+            for a in held:
+                self._set_alias(con, task, a, None, _user(), "delete")
+            con.execute("UPDATE artifacts SET deleted = 1 WHERE task = ? AND version = ?", (task, version))
+
+    def gc(self, tmp_min_age_s: float = 600) -> dict:
+        """Delete stored folders no live version uses, and leftovers of interrupted writes.
+
+        A folder in ``tmp/`` younger than ``tmp_min_age_s`` may belong to a writer still copying,
+        so it is kept.
+        """
+        with self._write() as con:  # holding the write lock: no register can commit a new digest meanwhile
+            live = {r[0] for r in con.execute("SELECT DISTINCT digest FROM artifacts WHERE deleted = 0")}
+            removed, freed = [], 0
+            for d in self.objects.iterdir():
+                if d.name not in live:
+                    freed += sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(d.name)
+        stale = 0
+        for d in self.tmp.iterdir():
+            if time.time() - d.stat().st_mtime >= tmp_min_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                stale += 1
+        return {"removed_objects": len(removed), "freed_bytes": freed, "removed_tmp": stale}
+
+    # ------------------------------------------------------------------ API keys
+    def add_key(self, name: str, tasks: list[str]) -> str:
+        """Create an API key scoped to ``tasks`` (``*`` = every task and the base model); returns it once.
+
+        Keys are 192-bit random tokens, so a plain sha256 is enough to store them (a slow password
+        hash protects guessable secrets; these are not guessable).
+        """
+        check_name(name, "key")
+        for t in tasks:
+            if t not in ("*", "base"):
+                check_name(t, "task")
+        if not tasks:
+            raise RegistryError("a key needs at least one task in its scope (or '*')")
+        key = "al-" + secrets.token_urlsafe(24)
+        try:
+            with self._write() as con:
+                con.execute("INSERT INTO api_keys (name, key_hash, tasks, created_at) VALUES (?,?,?,?)",
+                            (name, _hash_key(key), json.dumps(sorted(set(tasks))), time.time()))
+        except sqlite3.IntegrityError:
+            raise RegistryError(f"a key named {name!r} exists already") from None
+        return key
+
+    def revoke_key(self, name: str) -> None:
+        with self._write() as con:
+            if con.execute("UPDATE api_keys SET revoked = 1 WHERE name = ? AND revoked = 0", (name,)).rowcount == 0:
+                raise RegistryError(f"no active key named {name!r}")
+
+    def keys(self) -> list[dict]:
+        with self._connect() as con:
+            return [{"name": r["name"], "tasks": json.loads(r["tasks"]), "created_at": r["created_at"],
+                     "revoked": bool(r["revoked"])} for r in con.execute("SELECT * FROM api_keys ORDER BY id")]
+
+    def key_scope(self, key: str) -> list[str] | None:
+        """The tasks a presented key may use, or None when it is unknown or revoked."""
+        with self._connect() as con:
+            row = con.execute("SELECT tasks FROM api_keys WHERE key_hash = ? AND revoked = 0",
+                              (_hash_key(key),)).fetchone()
+        return json.loads(row["tasks"]) if row else None
+
+    def has_keys(self) -> bool:
+        with self._connect() as con:
+            return con.execute("SELECT 1 FROM api_keys WHERE revoked = 0 LIMIT 1").fetchone() is not None
+
+    # ------------------------------------------------------------------ requests and feedback
+    def log_request(self, request_id: str, task: str, version: int | None, task_type: str | None,
+                    text: str, output: str) -> None:
+        with self._write() as con:
+            con.execute("INSERT INTO requests (id, task, version, task_type, input, output, created_at)"
+                        " VALUES (?,?,?,?,?,?,?)", (request_id, task, version, task_type, text, output, time.time()))
+
+    def request(self, request_id: str) -> dict | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return dict(row) if row else None
+
+    def add_feedback(self, request_id: str, rating: int, correction: str | None = None,
+                     comment: str | None = None) -> int:
+        with self._write() as con:
+            if con.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is None:
+                raise RegistryError(f"unknown request id {request_id!r}")
+            cur = con.execute("INSERT INTO feedback (request_id, rating, correction, comment, created_at)"
+                              " VALUES (?,?,?,?,?)", (request_id, int(rating), correction, comment, time.time()))
+            return int(cur.lastrowid)
+
+    def feedback(self, task: str) -> list[dict]:
+        with self._connect() as con:
+            return [dict(r) for r in con.execute(
+                "SELECT f.*, r.input, r.output, r.task_type, r.version FROM feedback f JOIN requests r"
+                " ON r.id = f.request_id WHERE r.task = ? ORDER BY f.id", (task,))]
+
+
+def _hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return str(os.getuid())

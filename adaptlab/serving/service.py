@@ -1,0 +1,251 @@
+"""The serving core, with no HTTP in it: resolve a model name, load adapters, batch, predict.
+
+One worker thread owns the model. Requests from any thread are queued; the worker takes what
+arrived within ``max_wait_ms`` (up to ``max_batch`` rows), splits it by weights (the base model,
+or each full fine-tune's private copy) and runs each part as one mixed batch. Loading an
+artifact happens under the same lock as a forward pass, because loading a LoRA artifact briefly
+injects PEFT layers into the shared base model.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import queue
+import threading
+import time
+
+import torch
+
+from adaptlab.models.base import BaseModel
+from adaptlab.registry import Entry, Registry, RegistryError
+from adaptlab.serving.adapters import BASE_WEIGHTS, ServingAdapter, from_artifact, plain_adapter
+from adaptlab.serving.engine import LoraHooks, MixedLM, classify_rows, encode_rows, generate_rows, plan_batches
+
+BASE_ALIASES = ("base",)
+
+
+class ServingError(Exception):
+    """An error the client caused or must know about: HTTP status + machine code + one-line message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    max_batch: int = 16
+    max_wait_ms: float = 10.0
+    memory_cap_mb: float = 4096.0
+    max_prompt_tokens: int = 1024
+    max_new_tokens: int = 256
+    batching: str = "mixed"          # "mixed" | "per-adapter" (the baseline: one adaptation per batch)
+    verify_artifacts: bool = True
+
+    def __post_init__(self):
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch={self.max_batch}: must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms={self.max_wait_ms}: must be >= 0")
+        if self.memory_cap_mb <= 0:
+            raise ValueError(f"memory_cap_mb={self.memory_cap_mb}: must be > 0")
+        if self.batching not in ("mixed", "per-adapter"):
+            raise ValueError(f"batching={self.batching!r}: use 'mixed' or 'per-adapter'")
+
+
+@dataclasses.dataclass
+class Work:
+    op: str                                   # "classify" | "generate"
+    adapter: ServingAdapter
+    text: str
+    max_new: int = 0
+    on_token: object = None                   # (token_id) -> None, called from the worker thread
+    future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+
+
+class Service:
+    def __init__(self, base: BaseModel, registry: Registry | None, config: ServeConfig | None = None,
+                 metrics=None):
+        self.base = base
+        self.registry = registry
+        self.config = config or ServeConfig()
+        self.metrics = metrics
+        self.lock = threading.RLock()
+        self.hooks = LoraHooks(base.model)
+        self.plain = plain_adapter(base)
+        self.cache: collections.OrderedDict[str, ServingAdapter] = collections.OrderedDict()
+        self.queue: queue.Queue[Work] = queue.Queue()
+        self.window = getattr(base.model.config, "sliding_window", None)
+        self._stop = threading.Event()
+        self.batches = 0
+        self.worker = threading.Thread(target=self._run, name="adaptlab-batcher", daemon=True)
+        self.worker.start()
+
+    # ------------------------------------------------------------------ names and adapters
+    def resolve(self, name: str) -> tuple[Entry | None, ServingAdapter]:
+        """``model`` field -> (registry entry or None for the base model, adapter)."""
+        if name in BASE_ALIASES or name == self.base.name:
+            return None, self.plain
+        if self.registry is None:
+            raise ServingError(404, "model_not_found", f"unknown model {name!r}: no registry is configured")
+        try:
+            entry = self.registry.resolve(name)
+        except RegistryError as e:
+            raise ServingError(404, "model_not_found", str(e)) from None
+        return entry, self.adapter(entry)
+
+    def adapter(self, entry: Entry) -> ServingAdapter:
+        with self.lock:
+            ad = self.cache.get(entry.digest)
+            if ad is not None:
+                self.cache.move_to_end(entry.digest)
+                return ad
+            if entry.fingerprint != self.base.fingerprint:
+                raise ServingError(409, "base_model_mismatch",
+                                   f"{entry.ref} was made for base model {entry.fingerprint[:12]}, this server runs "
+                                   f"{self.base.fingerprint[:12]}")
+            from adaptlab.strategies.base import Artifact, ArtifactError
+
+            try:
+                if self.config.verify_artifacts:
+                    self.registry.verify(entry)
+                art = Artifact.load(entry.path, self.base)
+                ad = from_artifact(art, self.base, entry.ref, entry.digest)
+            except (RegistryError, ArtifactError, ValueError, OSError) as e:
+                raise ServingError(500, "artifact_unloadable", f"{entry.ref}: {e}") from None
+            self.cache[entry.digest] = ad
+            self._evict(keep=entry.digest)
+            self._gauge()
+            return ad
+
+    def labels_of(self, task: str, version: int) -> list[str] | None:
+        """The label set of a registered version (from its artifact file; no weights are loaded)."""
+        import json
+
+        entry = self.registry.get(task, version)
+        meta = json.loads((entry.path / "adaptlab_artifact.json").read_text())
+        return meta.get("labels")
+
+    def _evict(self, keep: str) -> None:
+        cap = self.config.memory_cap_mb * 2 ** 20
+        while self.loaded_bytes() > cap and len(self.cache) > 1:
+            oldest = next(k for k in self.cache if k != keep)
+            self.cache.pop(oldest)
+
+    def unload(self, digest: str) -> bool:
+        with self.lock:
+            gone = self.cache.pop(digest, None) is not None
+            self._gauge()
+            return gone
+
+    def loaded_bytes(self) -> int:
+        return sum(a.nbytes for a in self.cache.values())
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.loaded.set(len(self.cache))
+            self.metrics.loaded_bytes.set(self.loaded_bytes())
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, work: Work) -> concurrent.futures.Future:
+        if self._stop.is_set():
+            raise ServingError(503, "shutting_down", "the server is shutting down")
+        self.queue.put(work)
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self.queue.qsize())
+        return work.future
+
+    def classify(self, adapter: ServingAdapter, texts: list[str]) -> list[torch.Tensor]:
+        """Blocking helper: label scores (calibrated where the artifact says so) for each text."""
+        futures = [self.submit(Work("classify", adapter, t)) for t in texts]
+        return [f.result() for f in futures]
+
+    def generate(self, adapter: ServingAdapter, texts: list[str], max_new: int) -> list[str]:
+        futures = [self.submit(Work("generate", adapter, t, max_new=max_new)) for t in texts]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self._stop.set()
+        self.worker.join(timeout=10)
+
+    # ------------------------------------------------------------------ the worker
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while not self._stop.is_set():
+            try:
+                first = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            items = [first]
+            deadline = time.monotonic() + self.config.max_wait_ms / 1000
+            while len(items) < self.config.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    items.append(self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            if self.metrics is not None:
+                self.metrics.queue_depth.set(self.queue.qsize())
+            self._process(items)
+        while True:  # fail what is left rather than leave callers waiting forever
+            try:
+                self.queue.get_nowait().future.set_exception(ServingError(503, "shutting_down", "server stopped"))
+            except queue.Empty:
+                break
+
+    def _group_key(self, w: Work) -> tuple:
+        key = (w.adapter.weights, w.op)
+        return key + ((w.adapter.key,) if self.config.batching == "per-adapter" else ())
+
+    def _process(self, items: list[Work]) -> None:
+        groups: dict[tuple, list[Work]] = {}
+        for w in items:
+            groups.setdefault(self._group_key(w), []).append(w)
+        for (weights, op, *_), group in groups.items():
+            try:
+                with self.lock:
+                    self._run_group(weights, op, group)
+            except Exception as e:  # noqa: BLE001 - every waiting caller must hear about it
+                for w in group:
+                    if not w.future.done():
+                        w.future.set_exception(e)
+
+    def _run_group(self, weights: str, op: str, group: list[Work]) -> None:
+        tok = self.base.tokenizer
+        model = self.base.model if weights == BASE_WEIGHTS else group[0].adapter.model
+        hooks = self.hooks if weights == BASE_WEIGHTS else None
+        if weights == BASE_WEIGHTS:
+            from adaptlab.strategies.gradient import release
+
+            release(self.base)  # no PEFT layers left in the shared base while we run it
+        ads = [w.adapter for w in group]
+        ids = encode_rows(tok, ads, [w.text for w in group], self.config.max_prompt_tokens)
+        if op == "classify":
+            extra = [max(len(x) for x in tok(w.adapter.label_texts, add_special_tokens=False)["input_ids"])
+                     for w in group]
+        else:
+            extra = [w.max_new for w in group]
+        for rows in plan_batches(ads, ids, extra, self.window, self.config.max_batch):
+            lm = MixedLM(model, hooks, [ads[i] for i in rows])
+            if self.metrics is not None:
+                self.metrics.batch_size.observe(len(rows))
+            self.batches += 1
+            if op == "classify":
+                out = classify_rows(lm, tok, [ids[i] for i in rows])
+                for i, scores in zip(rows, out):
+                    ad = ads[i]
+                    if ad.calibrate is not None:
+                        scores = ad.calibrate(scores.unsqueeze(0))[0]
+                    group[i].future.set_result(scores)
+            else:
+                def on_token(r, token, rows=rows):
+                    cb = group[rows[r]].on_token
+                    if cb is not None:
+                        cb(token)
+                seqs = generate_rows(lm, tok, [ids[i] for i in rows], [group[i].max_new for i in rows], on_token)
+                for i, seq in zip(rows, seqs):
+                    group[i].future.set_result(tok.decode(seq, skip_special_tokens=True).strip())
