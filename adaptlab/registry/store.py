@@ -135,11 +135,19 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 class Registry:
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, read_only: bool = False):
+        """Open (creating if needed) the registry at ``root``. ``read_only`` opens an existing one
+        for reading only (a serving replica, a read-only mount); it is also chosen when the
+        folder cannot be written."""
         self.root = Path(root) if root is not None else registry_root()
         self.db_path = self.root / "index.sqlite"
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
+        self.read_only = read_only
+        if read_only:
+            if not self.db_path.is_file():
+                raise RegistryError(f"registry {self.root}: no index.sqlite to open read-only")
+            return
         try:
             for d in (self.root, self.objects, self.tmp):
                 d.mkdir(parents=True, exist_ok=True)
@@ -155,10 +163,14 @@ class Registry:
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
     def _connect(self):
-        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        if self.read_only:
+            con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", timeout=30, isolation_level=None,
+                                  uri=True)
+        else:
+            con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         try:
             con.execute("PRAGMA busy_timeout = 30000")
-            if not getattr(self, "read_only", False):
+            if not self.read_only:
                 with contextlib.suppress(sqlite3.OperationalError):
                     con.execute("PRAGMA journal_mode = WAL")
                 con.execute("PRAGMA synchronous = FULL")

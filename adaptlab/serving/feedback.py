@@ -1,0 +1,42 @@
+"""Human feedback -> a training set for the next compare / train round.
+
+Rules, per served request (its latest feedback wins):
+- a ``correction`` is the right answer: exported as the label (classification) or target;
+- ``rating = 1`` without a correction confirms the served answer: exported as it was served;
+- ``rating`` 0 or -1 without a correction says the answer was not right but not what is: skipped
+  (counted in the returned stats, so a team sees how much feedback lacks a correction).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from adaptlab.data.loading import DEFAULT_FIELDS
+from adaptlab.registry import Registry, RegistryError, check_name
+from adaptlab.utils import atomic_write_text
+
+
+def export_feedback(registry: Registry, task: str, out: str | Path) -> dict:
+    check_name(task, "task")
+    rows = registry.feedback(task)
+    if not rows:
+        raise RegistryError(f"no feedback stored for task {task!r}")
+    latest: dict[str, dict] = {}
+    for r in rows:  # ordered by id: later feedback on the same request replaces earlier
+        latest[r["request_id"]] = r
+    lines, skipped, kinds = [], 0, set()
+    for r in latest.values():
+        answer = r["correction"] if r["correction"] is not None else (r["output"] if r["rating"] == 1 else None)
+        if answer is None or not answer.strip():
+            skipped += 1
+            continue
+        task_type = r["task_type"] or "classification"
+        kinds.add(task_type)
+        tf, lf = DEFAULT_FIELDS[task_type]
+        lines.append(json.dumps({tf: r["input"], lf: answer}, ensure_ascii=False))
+    if len(kinds) > 1:
+        raise RegistryError(f"task {task!r} has feedback for both classification and generation versions")
+    atomic_write_text(Path(out), "".join(line + "\n" for line in lines))
+    return {"requests": len(latest), "written": len(lines), "skipped_without_answer": skipped,
+            "feedback_rows": len(rows)}
