@@ -24,8 +24,15 @@ app = typer.Typer(help="adaptlab: prompt-tune or fine-tune? Measure every strate
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Check, list and write task datasets.", no_args_is_help=True)
 models_app = typer.Typer(help="Inspect base models and their cache.", no_args_is_help=True)
+registry_app = typer.Typer(help="Versioned artifacts: register, list, promote, roll back, delete, gc.",
+                           no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for the server, each scoped to tasks.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Human feedback collected by the server.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(registry_app, name="registry")
+app.add_typer(keys_app, name="keys")
+app.add_typer(feedback_app, name="feedback")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -437,6 +444,214 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the de
     lora_acc = meta["metrics"]["test"]["accuracy"]
     console.print(f"[bold]test accuracy: zero-shot {zs['accuracy']:.1%} -> LoRA {lora_acc:.1%}[/]  "
                   f"(results in {out})")
+
+
+# ------------------------------------------------------------------ registry, keys, feedback, serve
+REGISTRY_OPT = typer.Option(None, "--registry", help="Registry folder (default: $ADAPTLAB_REGISTRY or "
+                                                      "~/.cache/adaptlab/registry).")
+
+
+def _registry(path: Optional[Path], read_only: bool = False):
+    from adaptlab.registry import Registry, RegistryError
+
+    try:
+        return Registry(path, read_only=read_only)
+    except RegistryError as e:
+        _fail(e)
+
+
+def _registry_errors():
+    from adaptlab.registry import RegistryError
+
+    return EXPECTED_ERRORS + (RegistryError,)
+
+
+@registry_app.command("register")
+def registry_register(
+    folder: Path = typer.Argument(..., help="An artifact folder written by `adaptlab train` or `compare`."),
+    task: str = typer.Option(..., help="Task name (a-z 0-9 _ . -); versions count up per task."),
+    alias: Optional[str] = typer.Option(None, help="Also point this alias (e.g. staging, prod) at it."),
+    run: Optional[str] = typer.Option(None, help="The compare run it came from (recorded)."),
+    note: Optional[str] = typer.Option(None, help="Free text kept with the version."),
+    registry: Optional[Path] = REGISTRY_OPT,
+) -> None:
+    """Copy an artifact into the registry as the task's next version."""
+    try:
+        e = _registry(registry).register(folder, task, run=run, note=note, alias=alias)
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(f"registered [bold]{e.ref}[/] ({e.strategy}, {e.bytes / 1e6:.2f} MB, digest {e.digest[:12]})"
+                  + (f", {alias} -> {e.version}" if alias else ""))
+
+
+@registry_app.command("list")
+def registry_list(task: Optional[str] = typer.Option(None, help="Only this task."),
+                  registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """Every live version with its aliases and headline metric."""
+    try:
+        reg = _registry(registry, read_only=False)
+        entries, aliases = reg.entries(task), reg.aliases()
+    except _registry_errors() as err:
+        _fail(err)
+    table = Table(title=f"registry {reg.root}")
+    for col in ("model", "strategy", "aliases", "metric", "MB", "created", "by", "run"):
+        table.add_column(col)
+    for e in entries:
+        held = ", ".join(a for a, v in aliases.get(e.task, {}).items() if v == e.version)
+        test = e.metrics.get("test") or e.metrics.get("dev") or e.metrics
+        metric = next((f"{k} {test[k]:.3f}" for k in ("accuracy", "rouge_l") if isinstance(test.get(k), float)), "-")
+        table.add_row(e.ref, e.strategy, held or "-", metric, f"{e.bytes / 1e6:.2f}",
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)), e.created_by, e.run or "-")
+    console.print(table)
+
+
+@registry_app.command("show")
+def registry_show(ref: str = typer.Argument(..., help="TASK, TASK@VERSION or TASK@ALIAS."),
+                  registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """One version in full (JSON), with the alias history of its task."""
+    import dataclasses as dc
+
+    try:
+        reg = _registry(registry)
+        e = reg.resolve(ref)
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in dc.asdict(e).items()}
+        out["aliases"] = reg.aliases(e.task).get(e.task, {})
+        out["alias_history"] = reg.history(e.task)
+    except _registry_errors() as err:
+        _fail(err)
+    console.print_json(json.dumps(out))
+
+
+@registry_app.command("promote")
+def registry_promote(task: str = typer.Argument(...), version: int = typer.Argument(...),
+                     alias: str = typer.Option("prod", help="Alias to point at the version."),
+                     registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """Point an alias (default prod) at a version; running servers follow at their next request."""
+    try:
+        e = _registry(registry).promote(task, version, alias)
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(f"{task}@{alias} -> {e.ref}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(task: str = typer.Argument(...), alias: str = typer.Option("prod", help="Alias to move back."),
+                      registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """Point an alias back at the version it had before (one command; live in running servers)."""
+    try:
+        e = _registry(registry).rollback(task, alias)
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(f"{task}@{alias} -> {e.ref} (rolled back)")
+
+
+@registry_app.command("delete")
+def registry_delete(task: str = typer.Argument(...), version: int = typer.Argument(...),
+                    force: bool = typer.Option(False, help="Also unset aliases that point at it."),
+                    registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """Mark a version deleted (its files go at the next gc)."""
+    try:
+        _registry(registry).delete(task, version, force=force)
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(f"deleted {task}@{version}")
+
+
+@registry_app.command("gc")
+def registry_gc(registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """Remove stored files no live version uses, and leftovers of interrupted registrations."""
+    try:
+        out = _registry(registry).gc()
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(f"removed {out['removed_objects']} folders ({out['freed_bytes'] / 1e6:.1f} MB), "
+                  f"{out['removed_tmp']} interrupted writes")
+
+
+@keys_app.command("add")
+def keys_add(name: str = typer.Argument(..., help="Who or what the key is for."),
+             tasks: str = typer.Option(..., help="Comma-separated tasks it may use; '*' for all, 'base' for the "
+                                                 "plain base model."),
+             registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    try:
+        key = _registry(registry).add_key(name, [t.strip() for t in tasks.split(",") if t.strip()])
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(key, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(registry: Optional[Path] = REGISTRY_OPT) -> None:
+    for k in _registry(registry).keys():
+        console.print(f"{k['name']}: {', '.join(k['tasks'])}{' (revoked)' if k['revoked'] else ''}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(...), registry: Optional[Path] = REGISTRY_OPT) -> None:
+    try:
+        _registry(registry).revoke_key(name)
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(f"revoked {name}")
+
+
+@feedback_app.command("export")
+def feedback_export(task: str = typer.Argument(...),
+                    out: Path = typer.Option(..., help="JSONL file to write (the data format `train` reads)."),
+                    registry: Optional[Path] = REGISTRY_OPT) -> None:
+    """Write the task's feedback as a training set: corrections, and answers rated good."""
+    from adaptlab.serving.feedback import export_feedback
+
+    try:
+        stats = export_feedback(_registry(registry), task, out)
+    except _registry_errors() as err:
+        _fail(err)
+    console.print(f"wrote {stats['written']} examples to {out} from {stats['requests']} rated requests "
+                  f"({stats['skipped_without_answer']} rated without a correction were skipped)")
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model every adaptation runs on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="Port."),
+    registry: Optional[Path] = REGISTRY_OPT,
+    max_batch: int = typer.Option(16, help="Most rows in one forward pass."),
+    max_wait_ms: float = typer.Option(10.0, help="How long the batcher waits to fill a batch."),
+    memory_cap_mb: float = typer.Option(4096.0, help="Loaded adapters above this are unloaded, least recent first."),
+    max_new_tokens: int = typer.Option(256, help="Largest max_tokens a request may ask for."),
+    max_body_kb: int = typer.Option(1024, help="Largest request body."),
+    preload: str = typer.Option("", help="Comma-separated models to load at start (TASK, TASK@ALIAS, ...)."),
+    batching: str = typer.Option("mixed", help="mixed (adaptations share forward passes) or per-adapter."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
+) -> None:
+    """OpenAI-compatible server for every registered adaptation of one base model."""
+    import uvicorn
+
+    from adaptlab.models.base import load_base
+    from adaptlab.serving import ServeConfig, Service
+    from adaptlab.serving.app import create_app
+    from adaptlab.utils import set_torch_threads
+
+    try:
+        config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, memory_cap_mb=memory_cap_mb,
+                             max_new_tokens=max_new_tokens, batching=batching)
+        reg = _registry(registry)
+        set_torch_threads()
+        base = load_base(model)
+        service = Service(base, reg, config)
+        app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024)
+        for name in filter(None, (p.strip() for p in preload.split(","))):
+            service.resolve(name)
+    except (ValueError, *_registry_errors()) as err:
+        _fail(err)
+    except Exception as err:  # noqa: BLE001 - ServingError from preload
+        _fail(err)
+    console.print(f"serving {base.name} + {len(reg.tasks())} tasks on http://{host}:{port}/v1 "
+                  f"({'no auth' if no_auth else 'API keys required'})")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    service.close()
 
 
 def main() -> None:
