@@ -623,7 +623,8 @@ def serve_cmd(
     max_new_tokens: int = typer.Option(256, help="Largest max_tokens a request may ask for."),
     max_body_kb: int = typer.Option(1024, help="Largest request body."),
     preload: str = typer.Option("", help="Comma-separated models to load at start (TASK, TASK@ALIAS, ...)."),
-    batching: str = typer.Option("mixed", help="mixed (adaptations share forward passes) or per-adapter."),
+    batching: str = typer.Option("mixed", help="mixed (adaptations share forward passes) or swap (one adaptation "
+                                               "at a time through its own code path; the benchmark baseline)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
 ) -> None:
     """OpenAI-compatible server for every registered adaptation of one base model."""

@@ -35,6 +35,7 @@ class ServingAdapter:
     model: torch.nn.Module | None = None        # the private weights (full fine-tunes)
     decoding: dict = field(default_factory=lambda: {"max_new_tokens": 64})
     kind: str = "base"
+    artifact: object = None                     # the loaded artifact itself (kept only by the swap baseline)
 
     @property
     def soft_len(self) -> int:

@@ -234,3 +234,23 @@ def test_no_keys_means_no_server_unless_asked(tmp_path):
         assert c.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2}).status_code == 200
     finally:
         svc.close()
+
+
+def test_swap_baseline_gives_the_same_answers(env):
+    svc = Service(env["base"], env["reg"], ServeConfig(batching="swap", max_wait_ms=5))
+    try:
+        for m in ("lora", "prefix", "fs", "full"):
+            _, mixed = env["service"].resolve(m)
+            _, swapped = svc.resolve(m)
+            assert swapped.artifact is not None
+            a = env["service"].classify(mixed, TEXTS[:3])
+            b = svc.classify(swapped, TEXTS[:3])
+            for x, y in zip(a, b):
+                assert torch.allclose(x, y, atol=1e-4), m
+        _, gen = svc.resolve("gen-lora")
+        assert svc.generate(gen, ["say ab"], 4) == env["service"].generate(env["service"].resolve("gen-lora")[1],
+                                                                           ["say ab"], 4)
+    finally:
+        svc.close()
+    with pytest.raises(ValueError, match="batching"):
+        ServeConfig(batching="nope")

@@ -1,0 +1,276 @@
+"""Serving benchmark: 8 adaptations of one base model under concurrent load, on loopback.
+
+    python bench/serving.py --out docs/results/serving
+    python bench/serving.py --model tiny --data demo --requests 64 --out /tmp/serving_tiny   # smoke run
+
+Part 1 (throughput): the same requests (round-robin over 8 adaptations: 2 LoRA, 2 soft prompts,
+2 prefixes, a few-shot prompt, a zero-shot prompt) sent by ``--concurrency`` client threads to
+``adaptlab serve`` started twice, once per batching mode:
+- ``mixed``: requests for different adaptations share one forward pass;
+- ``swap``: one adaptation at a time through its own artifact code path (PEFT LoRA layers
+  swapped in and out of the base model per request group), the way a server without mixed
+  batches works.
+Reports requests/s, p50/p99 latency, the ratio, and whether both modes gave the same labels.
+
+Part 2 (bounded load test, mixed mode): ``--load-requests`` requests (classification on every
+adaptation plus short completions on the base model) at ``--load-concurrency``; counts lost
+requests and 5xx answers, and samples the server's RSS once a second to show it stays flat after
+warm-up. Stops by itself.
+
+The adaptations are trained briefly (``--train-steps``): their quality does not matter here,
+only that their weights are real. Trained artifacts are kept in ``runs/bench_serving/`` and
+reused by later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from adaptlab.data.named import load_task
+from adaptlab.data.splits import subsample
+from adaptlab.models.base import load_base
+from adaptlab.registry import Registry
+from adaptlab.strategies import get_strategy, make_config
+from adaptlab.strategies.gradient import release
+from adaptlab.training import TrainConfig
+from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions
+
+ADAPTATIONS = [  # (task name, strategy, config overrides)
+    ("lora-a", "lora", {"r": 8}),
+    ("lora-b", "lora", {"r": 4, "target_modules": ["q_proj", "v_proj"]}),
+    ("soft-a", "soft_prompt", {"n_tokens": 20}),
+    ("soft-b", "soft_prompt", {"n_tokens": 10}),
+    ("prefix-a", "prefix", {"n_tokens": 16}),
+    ("prefix-b", "prefix", {"n_tokens": 8}),
+    ("fewshot", "few_shot", {"k": 4}),
+    ("zeroshot", "zero_shot", {}),
+]
+
+
+def train_adaptations(base, train, dev, folder: Path, steps: int, seed: int) -> dict[str, Path]:
+    out = {}
+    for i, (name, strategy, overrides) in enumerate(ADAPTATIONS):
+        dest = folder / name
+        if (dest / "adaptlab_artifact.json").exists():
+            out[name] = dest
+            continue
+        strat = get_strategy(strategy).strategy_cls(make_config(strategy, **overrides))
+        t0 = time.perf_counter()
+        if get_strategy(strategy).kind == "prompt":
+            art = strat.fit(base, train, None)
+        else:
+            art = strat.fit(base, train, None, TrainConfig(max_steps=steps, batch_size=8, seed=seed + i,
+                                                           checkpoint_every=0), progress=False)
+        art.save(dest)
+        release(base)
+        print(f"trained {name} ({strategy}) in {time.perf_counter() - t0:.0f} s", flush=True)
+        out[name] = dest
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: str, registry: Path, mode: str, max_batch: int, max_wait_ms: float):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "adaptlab.cli", "serve", "--model", model, "--registry", str(registry),
+               "--port", str(self.port), "--no-auth", "--batching", mode, "--max-batch", str(max_batch),
+               "--max-wait-ms", str(max_wait_ms), "--max-new-tokens", "32",
+               "--preload", ",".join(a[0] for a in ADAPTATIONS)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.25)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def rss(self) -> int:
+        return self.ps.memory_info().rss
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def fire(url: str, jobs: list[dict], concurrency: int) -> tuple[list[dict], float]:
+    """Send every job once from ``concurrency`` threads; returns per-job results and wall seconds."""
+    session = threading.local()
+
+    def one(job):
+        s = getattr(session, "s", None) or requests.Session()
+        session.s = s
+        t0 = time.perf_counter()
+        try:
+            r = s.post(url + job["path"], json=job["body"], timeout=600)
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            return {"status": r.status_code, "seconds": time.perf_counter() - t0, "body": body}
+        except requests.RequestException as e:
+            return {"status": 0, "seconds": time.perf_counter() - t0, "error": str(e)}
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, jobs))
+    return results, time.perf_counter() - t0
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def classify_jobs(texts: list[str], n: int) -> list[dict]:
+    return [{"path": "/v1/classify", "body": {"model": ADAPTATIONS[i % len(ADAPTATIONS)][0],
+                                              "input": texts[i % len(texts)]}} for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--data", default="sst2")
+    ap.add_argument("--train-size", type=int, default=128)
+    ap.add_argument("--train-steps", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=256)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-wait-ms", type=float, default=20.0)
+    ap.add_argument("--load-requests", type=int, default=600)
+    ap.add_argument("--load-concurrency", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="runs/bench_serving")
+    ap.add_argument("--out", default="docs/results/serving")
+    args = ap.parse_args()
+
+    work = Path(args.work) / f"{args.model}-{args.data}"
+    splits = load_task(args.data, seed=args.seed)
+    train = subsample(splits.train, n=args.train_size, seed=args.seed)
+    texts = [ex.text for ex in subsample(splits.dev, n=min(400, len(splits.dev)), seed=args.seed).examples]
+    base = load_base(args.model)
+    folders = train_adaptations(base, train, splits.dev, work / "artifacts", args.train_steps, args.seed)
+    del base
+    reg_dir = work / "registry"
+    shutil.rmtree(reg_dir, ignore_errors=True)
+    reg = Registry(reg_dir)
+    for name, folder in folders.items():
+        reg.register(folder, name)
+
+    meta = {"command": "python " + " ".join(sys.argv), "machine": machine_info(), "versions": package_versions(),
+            "model": args.model, "data": args.data, "adaptations": [a[:2] for a in ADAPTATIONS],
+            "requests": args.requests, "concurrency": args.concurrency, "max_batch": args.max_batch,
+            "max_wait_ms": args.max_wait_ms, "date": time.strftime("%Y-%m-%d %H:%M")}
+    jobs = classify_jobs(texts, args.requests)
+    modes = {}
+    labels = {}
+    for mode in ("swap", "mixed"):
+        server = Server(args.model, reg_dir, mode, args.max_batch, args.max_wait_ms)
+        try:
+            fire(server.url, classify_jobs(texts, 2 * len(ADAPTATIONS)), 4)  # warm-up: every adapter once
+            results, wall = fire(server.url, jobs, args.concurrency)
+        finally:
+            server.stop()
+        ok = [r for r in results if r["status"] == 200]
+        lat = [r["seconds"] for r in ok]
+        labels[mode] = [r["body"]["data"][0]["label"] if r["status"] == 200 else None for r in results]
+        modes[mode] = {"requests": len(results), "ok": len(ok), "wall_s": wall, "requests_per_s": len(ok) / wall,
+                       "p50_s": percentile(lat, 50), "p99_s": percentile(lat, 99)}
+        print(mode, json.dumps(modes[mode]), flush=True)
+    same = sum(a == b for a, b in zip(labels["mixed"], labels["swap"]))
+    ratio = modes["mixed"]["requests_per_s"] / modes["swap"]["requests_per_s"]
+
+    # Part 2: bounded load test on the mixed server.
+    server = Server(args.model, reg_dir, "mixed", args.max_batch, args.max_wait_ms)
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample():
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            samples.append((time.perf_counter() - t0, server.rss()))
+            time.sleep(1.0)
+
+    try:
+        load = classify_jobs(texts, args.load_requests)
+        for i in range(0, len(load), 10):  # one request in ten is a short completion on the base model
+            load[i] = {"path": "/v1/completions", "body": {"model": "base", "prompt": texts[i % len(texts)],
+                                                           "max_tokens": 8}}
+        fire(server.url, classify_jobs(texts, 2 * len(ADAPTATIONS)), 4)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        results, wall = fire(server.url, load, args.load_concurrency)
+        stop.set()
+        sampler.join()
+        metrics_text = requests.get(server.url + "/metrics", timeout=10).text
+    finally:
+        server.stop()
+    statuses: dict[str, int] = {}
+    for r in results:
+        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    warm = [rss for t, rss in samples if t >= 0.2 * wall] or [rss for _, rss in samples]
+    lat = [r["seconds"] for r in results if r["status"] == 200]
+    load_out = {"requests": len(results), "statuses": statuses, "lost": sum(r["status"] == 0 for r in results),
+                "server_errors": sum(r["status"] >= 500 for r in results), "wall_s": wall,
+                "requests_per_s": len(lat) / wall, "p50_s": percentile(lat, 50), "p99_s": percentile(lat, 99),
+                "rss_mb_after_warmup_min": min(warm) / 2**20, "rss_mb_after_warmup_max": max(warm) / 2**20,
+                "rss_samples": len(samples),
+                "batch_rows_hist": [ln for ln in metrics_text.splitlines() if ln.startswith("adaptlab_batch_rows_")]}
+    print("load", json.dumps({k: v for k, v in load_out.items() if k != "batch_rows_hist"}), flush=True)
+
+    out = Path(args.out)
+    record = {"meta": meta, "throughput": modes, "ratio": ratio, "same_labels": same, "compared": len(jobs),
+              "load_test": load_out}
+    atomic_write_json(out.with_suffix(".json"), record)
+    m, s = modes["mixed"], modes["swap"]
+    md = [f"## Serving: 8 adaptations of {args.model} on one server ({args.data})", "",
+          f"Command: `{meta['command']}`  ",
+          f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores; {meta['date']}; "
+          f"torch {meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}  ",
+          f"Adaptations: {', '.join(f'{n} ({s_})' for n, s_ in meta['adaptations'])}. {args.requests} classify "
+          f"requests, round-robin over them, {args.concurrency} concurrent clients on loopback; max batch "
+          f"{args.max_batch}, max wait {args.max_wait_ms:g} ms.", "",
+          "| mode | requests/s | p50 latency | p99 latency | ok |", "|---|---|---|---|---|",
+          f"| swap (one adaptation at a time) | {s['requests_per_s']:.2f} | {s['p50_s']:.2f} s | {s['p99_s']:.2f} s | "
+          f"{s['ok']}/{s['requests']} |",
+          f"| mixed batches | {m['requests_per_s']:.2f} | {m['p50_s']:.2f} s | {m['p99_s']:.2f} s | "
+          f"{m['ok']}/{m['requests']} |", "",
+          f"**Ratio mixed / swap: {ratio:.2f}x.** Same label from both modes on {same}/{len(jobs)} requests.", "",
+          f"### Bounded load test (mixed mode)", "",
+          f"{load_out['requests']} requests (9 in 10 classify over the 8 adaptations, 1 in 10 an 8-token completion "
+          f"on the base model), {args.load_concurrency} concurrent clients, {wall:.0f} s: "
+          f"statuses {statuses}, lost {load_out['lost']}, 5xx {load_out['server_errors']}; "
+          f"{load_out['requests_per_s']:.2f} requests/s, p50 {load_out['p50_s']:.2f} s, p99 {load_out['p99_s']:.2f} s. "
+          f"Server RSS after warm-up: {load_out['rss_mb_after_warmup_min']:.0f}-"
+          f"{load_out['rss_mb_after_warmup_max']:.0f} MB over {len(samples)} one-second samples."]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
