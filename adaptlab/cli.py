@@ -295,6 +295,10 @@ def train_cmd(
         else:
             art = spec.strategy_cls(config).fit(backend.base, train_part, splits.dev, cfg, run_dir=out / "run",
                                                 resume=resume)
+        from adaptlab.training.distributed import is_main
+
+        if not is_main():  # under torchrun: rank 0 evaluates and saves; the others are done
+            return
         with console.status(f"evaluating on {len(splits.test)} test examples"):
             art.metrics["test"] = art.evaluate(splits.test)
         art.save(out)

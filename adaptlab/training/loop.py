@@ -195,7 +195,11 @@ def train(
     ``resume=True`` continues from its checkpoint.
     """
     from adaptlab.evaluation.scoring import target_token_logprobs
+    from adaptlab.training import distributed as dist
 
+    rank, world_size = dist.init_from_env()
+    writer = rank == 0  # every rank resumes from the checkpoint; only rank 0 writes it, the log and the bar
+    progress = progress and writer
     if not items:
         raise ValueError("no training examples")
     params = trainable_named(module)
@@ -222,10 +226,12 @@ def train(
             step, epoch, batch_pos = state["step"], state["epoch"], state["batch_pos"]
             best_score, best_step, bad_evals = state["best_score"], state["best_step"], state["bad_evals"]
             log_lines = (run_dir / LOG).read_text().splitlines() if (run_dir / LOG).exists() else []
-            atomic_write_text(run_dir / LOG, "".join(line + "\n" for line in log_lines[:state["log_lines"]]))
-        elif not resume or not (run_dir / LOG).exists():
+            if writer:
+                atomic_write_text(run_dir / LOG, "".join(line + "\n" for line in log_lines[:state["log_lines"]]))
+        elif writer and (not resume or not (run_dir / LOG).exists()):
             atomic_write_text(run_dir / LOG, "")
-    log_path = run_dir / LOG if run_dir else None
+        dist.barrier()  # nobody starts while rank 0 is still rewriting the log
+    log_path = run_dir / LOG if run_dir and writer else None
     history: list[dict] = []
     log_lines_written = len((log_path.read_text().splitlines())) if log_path and log_path.exists() else 0
 
@@ -247,6 +253,9 @@ def train(
                 n_tgt = sum(len(items[i].target) for b in group for i in b)
                 loss_sum = 0.0
                 for b in group:
+                    b = dist.shard(b)  # this rank's rows; the loss is still divided by the global token count
+                    if not b:
+                        continue
                     batch = {k: v.to(device) for k, v in collate([items[i] for i in b], pad_id).items()}
                     _, logp = target_token_logprobs(module, batch["input_ids"], batch["attention_mask"],
                                                     batch["target_mask"])
@@ -255,6 +264,8 @@ def train(
                     loss_sum += loss.item()
                     examples_seen += len(b)
                     tokens_seen += int(batch["attention_mask"].sum())
+                dist.all_reduce_grads(list(params.values()))
+                loss_sum = dist.all_sum(loss_sum)
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
                 optimizer.step()
@@ -289,7 +300,7 @@ def train(
                 bar.set_postfix(loss=f"{loss_sum:.4f}", ex_s=f"{n_ex / dt:.1f}",
                                 **({"dev": f"{rec['dev']:.3f}"} if "dev" in rec else {}))
                 bar.update(1)
-                if run_dir is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or
+                if log_path is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or
                                                                     step == total_steps or stopped_early):
                     nxt_epoch, nxt_pos = (epoch + 1, 0) if batch_pos >= len(groups) else (epoch, batch_pos)
                     _save_checkpoint(run_dir, module, optimizer, scheduler,
