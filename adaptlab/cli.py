@@ -450,6 +450,32 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the de
                   f"(results in {out})")
 
 
+@app.command("export")
+def export_cmd(
+    artifact: Path = typer.Argument(..., help="An artifact folder (or a registered one: TASK[@VERSION|@ALIAS])."),
+    format_: str = typer.Option(..., "--format", help="peft (adapter folder; vLLM --enable-lora for LoRA) or "
+                                                     "merged (a transformers model with the adaptation merged)."),
+    out: Path = typer.Option(..., help="Folder to write."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model (for --format merged)."),
+    force: bool = typer.Option(False, help="Replace OUT if it is not empty."),
+    allow_partial: bool = typer.Option(False, help="Hybrids: export the LoRA/full stage without its soft prompt."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help="Registry for TASK@... names."),
+) -> None:
+    """Export an artifact for other engines (PEFT, vLLM, plain transformers)."""
+    from adaptlab.export import ExportError, export
+    from adaptlab.models.base import load_base
+
+    try:
+        folder = artifact
+        if not artifact.exists():  # a registry name
+            folder = _registry(registry, read_only=False).resolve(str(artifact)).path
+        base = load_base(model) if format_ == "merged" else None
+        written = export(folder, out, format_, base, force=force, allow_partial=allow_partial)
+    except (ExportError, *_registry_errors()) as e:
+        _fail(e)
+    console.print(f"exported {artifact} as {format_} to {written}")
+
+
 # ------------------------------------------------------------------ registry, keys, feedback, serve
 REGISTRY_OPT = typer.Option(None, "--registry", help="Registry folder (default: $ADAPTLAB_REGISTRY or "
                                                       "~/.cache/adaptlab/registry).")

@@ -152,7 +152,7 @@ class Artifact:
         check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"artifact {folder}")
         spec = get_strategy(meta["strategy"])
         config = make_config(meta["strategy"], **meta["strategy_config"])
-        module = spec.strategy_cls.load_module(config, base, folder).to(base.device)
+        module = spec.strategy_cls.load_module(config, base, folder).to(base.device).eval()  # no dropout at use
         return cls(meta["strategy"], base, module, config, PromptTemplate(**meta["template"]), meta["task"],
                    meta["labels"], meta.get("train_config"), meta.get("metrics"), meta.get("decoding"))
 

@@ -1,0 +1,83 @@
+"""Export: PEFT adapter folders load in PEFT; merged models load in plain transformers; same numbers."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adaptlab.cli import app
+from adaptlab.export import ExportError, export
+from adaptlab.models.tiny import build_tiny
+from adaptlab.strategies import Artifact
+from tests.serving.kit import ECHO, FOOD, MOOD, build
+
+IDS_TEXT = "Text: item pear\nCategory:"
+
+
+def last_logits(model, tok):
+    ids = tok([IDS_TEXT], return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits[:, -1]
+
+
+def ours(art, tok):
+    art.module.eval()
+    ids = tok([IDS_TEXT], return_tensors="pt")
+    with torch.no_grad():
+        return art.module.project(art.module.hidden(ids.input_ids, ids.attention_mask)[:, -1])
+
+
+@pytest.mark.parametrize("name, strategy, overrides", [("lora", "lora", {}), ("soft", "soft_prompt", {"n_tokens": 3}),
+                                                       ("prefix", "prefix", {"n_tokens": 3})])
+def test_peft_export_loads_in_peft(tmp_path, name, strategy, overrides):
+    from peft import PeftModel
+
+    base = build_tiny()
+    folder = build(base, name, strategy, FOOD, overrides, tmp_path)
+    out = export(folder, tmp_path / "out", "peft")
+    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    art = Artifact.load(folder, base)
+    theirs = last_logits(PeftModel.from_pretrained(build_tiny().model, str(out)), base.tokenizer)
+    assert torch.allclose(ours(art, base.tokenizer), theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, strategy, overrides", [("lora", "lora", {}), ("full", "full", {})])
+def test_merged_export_loads_in_transformers(tmp_path, name, strategy, overrides):
+    from transformers import AutoModelForCausalLM
+
+    base = build_tiny()
+    folder = build(base, name, strategy, FOOD, overrides, tmp_path)
+    out = export(folder, tmp_path / "merged", "merged", base)
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    art = Artifact.load(folder, base)
+    assert torch.allclose(ours(art, base.tokenizer), last_logits(merged, base.tokenizer), atol=1e-4)
+    # merging worked on a copy: the shared base model is still the plain one
+    from adaptlab.strategies.gradient import release
+
+    release(base)
+    assert torch.allclose(last_logits(base.model, base.tokenizer), last_logits(build_tiny().model, base.tokenizer))
+
+
+def test_export_refusals_are_clear(tmp_path):
+    base = build_tiny()
+    soft = build(base, "soft", "soft_prompt", FOOD, {"n_tokens": 3}, tmp_path)
+    full = build(base, "full", "full", FOOD, {}, tmp_path)
+    zs = build(base, "zs", "zero_shot", FOOD, {}, tmp_path)
+    hyb = build(base, "hyb", "hybrid", MOOD, {"prompt_lr": 0.3}, tmp_path)
+    with pytest.raises(ExportError, match="cannot be merged"):
+        export(soft, tmp_path / "x", "merged", base)
+    with pytest.raises(ExportError, match="has no adapter"):
+        export(full, tmp_path / "x", "peft")
+    with pytest.raises(ExportError, match="is a prompt"):
+        export(zs, tmp_path / "x", "peft")
+    with pytest.raises(ExportError, match="allow-partial"):
+        export(hyb, tmp_path / "x", "peft")
+    assert (export(hyb, tmp_path / "h", "peft", allow_partial=True) / "adapter_config.json").exists()
+    with pytest.raises(ExportError, match="not empty"):
+        export(hyb, tmp_path / "h", "peft", allow_partial=True)
+    with pytest.raises(ExportError, match="use one of"):
+        export(soft, tmp_path / "y", "onnx")
+    r = CliRunner().invoke(app, ["export", str(soft), "--format", "merged", "--out", str(tmp_path / "z"),
+                                 "--model", "tiny"])
+    assert r.exit_code == 2 and "cannot be merged" in r.output
+    r = CliRunner().invoke(app, ["export", str(soft), "--format", "peft", "--out", str(tmp_path / "z")])
+    assert r.exit_code == 0, r.output
