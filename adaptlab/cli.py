@@ -346,6 +346,10 @@ def compare_cmd(
     price_per_hour: float = typer.Option(0.10, help="Machine price assumed by the cost model (USD/hour)."),
     keep_artifacts: str = typer.Option("small", help="all | small (< 100 MB) | none."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+    workers: int = typer.Option(1, help="Worker processes sharing this machine's cores and the run folder "
+                                        "(several machines: start the same command on each, --out on shared "
+                                        "storage)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No per-step progress bars."),
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -379,7 +383,18 @@ def compare_cmd(
 
         for strat, kw in settings.items():  # fail now, not at run 7
             make_config(strat, **kw)
-        result = run_compare(cfg, out)
+        if workers < 1:
+            raise DataError(f"--workers {workers}: must be >= 1")
+        if workers > 1:
+            from adaptlab.compare.grid import load_results, run_workers
+
+            code = run_workers(sys.argv[1:], workers)
+            if code != 0:
+                raise DataError(f"a compare worker failed (exit {code}); re-run the same command to resume")
+            skipped = json.loads((out / "skipped.json").read_text()) if (out / "skipped.json").exists() else []
+            result = {"skipped": skipped, "results": load_results(out)}
+        else:
+            result = run_compare(cfg, out, progress=not no_progress)
         report = build_report(out, Constraints())
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)

@@ -75,5 +75,7 @@ def set_torch_threads() -> int:
     import torch
 
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if os.environ.get("ADAPTLAB_THREADS", "").isdigit():  # set for each of several workers on one machine
+        n = int(os.environ["ADAPTLAB_THREADS"])
     torch.set_num_threads(max(1, n))
     return n

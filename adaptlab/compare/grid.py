@@ -10,7 +10,9 @@ report reads alone, and the scheduler needs our cost model.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -120,6 +122,52 @@ class Estimator:
         return seconds
 
 
+def claims_dir(out: Path) -> Path:
+    return Path(out) / "claims"
+
+
+def _claim_alive(info: dict) -> bool:
+    """A claim is live while its process runs (same host) or, from another host, for 24 hours."""
+    if info.get("host") != socket.gethostname():
+        return time.time() - info.get("time", 0) < 24 * 3600
+    try:
+        os.kill(int(info["pid"]), 0)
+        return True
+    except (ProcessLookupError, ValueError, KeyError):
+        return False
+    except PermissionError:
+        return True
+
+
+def claim(out: Path, run_id: str) -> bool:
+    """Take ``run_id`` for this process (several workers can share one grid folder, even on
+    several machines over a shared filesystem). O_EXCL creation is atomic; a claim whose process
+    has died is taken over."""
+    d = claims_dir(out)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{run_id}.claim"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                info = json.loads(path.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                info = {}
+            if info and _claim_alive(info):
+                return False
+            path.unlink(missing_ok=True)  # stale: its worker died; the loser of a race here retries once
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, f)
+        return True
+    return False
+
+
+def release_claim(out: Path, run_id: str) -> None:
+    (claims_dir(out) / f"{run_id}.claim").unlink(missing_ok=True)
+
+
 def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     """Run (or resume) the grid; returns {"finished": [...], "skipped": [...], "results": [...]}."""
     import torch
@@ -166,16 +214,63 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
         console.print(f"[bold][{len(done) + 1}/{n_total}][/] {spec.id}  est {guess:.0f} s, "
                       f"grid ETA {remaining / 60:.1f} min" + (f"  best so far: {best}" if best else ""),
                       highlight=False)
-        torch.manual_seed(spec.seed)
-        rec = run_one(spec, cfg, ctx, out, progress=progress)
-        rec["meta"].update({"versions": package_versions(), "git_commit": git_commit(),
-                            "machine": machine_info(), "data": cfg.data, "model": cfg.model})
-        atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
+        if (results_dir(out) / f"{spec.id}.json").exists() or not claim(out, spec.id):
+            continue  # another worker finished it or is running it
+        try:
+            torch.manual_seed(spec.seed)
+            rec = run_one(spec, cfg, ctx, out, progress=progress)
+            rec["meta"].update({"versions": package_versions(), "git_commit": git_commit(),
+                                "machine": machine_info(), "data": cfg.data, "model": cfg.model,
+                                "worker": f"{socket.gethostname()}:{os.getpid()}"})
+            atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
+        finally:
+            release_claim(out, spec.id)
         done[spec.id] = rec
         finished.append(spec.id)
         est.observe(rec)
-    atomic_write_json(out / "skipped.json", skipped)
+    _write_skipped(out, skipped)
+    done = {r["run"]["id"]: r for r in load_results(out)}  # include what other workers finished
     return {"finished": finished, "skipped": skipped, "results": list(done.values())}
+
+
+def _write_skipped(out: Path, skipped: list[dict]) -> None:
+    """Merge this worker's skips with other workers' (a run another worker finished is not skipped)."""
+    path = out / "skipped.json"
+    try:
+        old = json.loads(path.read_text()) if path.exists() else []
+    except json.JSONDecodeError:
+        old = []
+    finished = {f.stem for f in results_dir(out).glob("*.json")}
+    merged = {s["id"]: s for s in old + skipped if s["id"] not in finished}
+    atomic_write_json(path, list(merged.values()))
+
+
+def run_workers(argv: list[str], workers: int) -> int:
+    """Run ``workers`` copies of this compare command on one machine, sharing the cores, and wait.
+
+    Every worker takes runs through claims, so they never run the same one; the results folder
+    is the one store. On several machines, start the same command on each against a shared
+    folder (``--out`` on NFS, or one Ray/Slurm job per node): the claims work the same way.
+    """
+    import sys
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = str(max(1, cores // workers))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "ADAPTLAB_THREADS": threads}
+    cleaned, skip = [], False
+    for a in argv:  # drop "--workers N" / "--workers=N"
+        if a.startswith("--workers="):
+            continue
+        if skip:
+            skip = False
+            continue
+        if a == "--workers":
+            skip = True
+            continue
+        cleaned.append(a)
+    procs = [subprocess.Popen([sys.executable, "-m", "adaptlab.cli", *cleaned, "--workers", "1", "--no-progress"],
+                              env=env) for _ in range(workers)]
+    return max(p.wait() for p in procs)
 
 
 def _best(records: list[dict]) -> str | None:

@@ -119,3 +119,35 @@ def test_cli_recommend_and_report(tmp_path):
     r = runner.invoke(app, ["recommend", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "not a compare run folder" in r.output
     assert len(load_results(tmp_path)) == 2
+
+
+def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
+    import socket
+
+    from adaptlab.compare.grid import claim, claims_dir, release_claim
+
+    assert claim(tmp_path, "lora-n8-s0") and not claim(tmp_path, "lora-n8-s0")
+    release_claim(tmp_path, "lora-n8-s0")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (claims_dir(tmp_path) / "x.claim").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                                              "time": time.time()}))
+    assert claim(tmp_path, "x")  # its worker is gone
+    (claims_dir(tmp_path) / "y.claim").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
+                                                              "time": time.time()}))
+    assert not claim(tmp_path, "y")  # its worker is alive
+
+
+def test_two_workers_share_one_grid(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "adaptlab.cli", "compare", "--data", "demo", "--model", "tiny", "--out", str(out),
+           "--strategies", "zero_shot,few_shot,lora", "--train-sizes", "8,16", "--test-limit", "6",
+           "--fragility-k", "1", "--fragility-examples", "4", "--epochs", "1", "--set", "few_shot.k=2",
+           "--workers", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = load_results(out)
+    assert sorted(x["run"]["id"] for x in recs) == ["few_shot-n16-s0", "few_shot-n8-s0", "lora-n16-s0", "lora-n8-s0",
+                                                    "zero_shot-n0-s0"]
+    assert len({x["meta"]["worker"] for x in recs}) == 2  # both workers did some of it
+    assert list((out / "claims").iterdir()) == [] and (out / "report" / "report.html").exists()
