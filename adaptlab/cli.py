@@ -232,18 +232,21 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
+DEVICE_OPT = typer.Option("auto", help="auto (a GPU when torch sees one), cpu, cuda, cuda:N.")
+
+
 def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
-             endpoint_mode: str):
+             endpoint_mode: str, device: str = "auto"):
     """The local model, or an OpenAI-compatible endpoint for API-only models."""
     if endpoint:
         from adaptlab.backends import OpenAIBackend
 
         return OpenAIBackend(endpoint, model=endpoint_model, api_key_env=api_key_env, mode=endpoint_mode)
     from adaptlab.backends import LocalBackend
-    from adaptlab.models.base import load_base
+    from adaptlab.models.base import load_base, resolve_device
 
     with console.status(f"loading {model}"):
-        return LocalBackend(load_base(model))
+        return LocalBackend(load_base(model, device=resolve_device(device)))
 
 
 @app.command("train")
@@ -268,6 +271,8 @@ def train_cmd(
     endpoint_model: str = typer.Option("default", help="The `model` field sent to the endpoint."),
     api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the endpoint's API key."),
     endpoint_mode: str = typer.Option("auto", help="auto | logprobs (echoed label logprobs) | parse (parse answers)."),
+    device: str = DEVICE_OPT,
+    precision: str = typer.Option("auto", help="auto (bf16 autocast on a capable GPU), fp32 or bf16."),
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab.backends import BackendError
@@ -285,10 +290,10 @@ def train_cmd(
         if endpoint and spec.kind != "prompt":
             raise DataError(f"--endpoint: {strategy} changes weights; only prompt strategies run on an endpoint")
         cfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                          patience=patience, seed=seed)
+                          patience=patience, seed=seed, precision=precision)
         splits = load_task(data, data_dir_override=data_dir, seed=seed)
         train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
-        backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode)
+        backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device)
         if spec.kind == "prompt":
             with console.status(f"{strategy}: fitting the prompt"):
                 art = spec.strategy_cls(config).fit(backend, train_part, splits.dev)
@@ -350,6 +355,7 @@ def compare_cmd(
                                         "(several machines: start the same command on each, --out on shared "
                                         "storage)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-step progress bars."),
+    device: str = DEVICE_OPT,
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -378,7 +384,7 @@ def compare_cmd(
                             strategy_epochs=strategy_epochs, strategy_settings=settings, test_limit=test_limit,
                             fragility_k=fragility_k, fragility_examples=fragility_examples, forgetting=forgetting,
                             price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
-                            data_dir=str(data_dir) if data_dir else None)
+                            data_dir=str(data_dir) if data_dir else None, device=device)
         from adaptlab.strategies.registry import make_config
 
         for strat, kw in settings.items():  # fail now, not at run 7
@@ -458,7 +464,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the de
     console.rule("LoRA: one epoch on the 360 train tickets")
     train_cmd(strategy="lora", data="demo", out=out / "lora", model=model, set_=[], epochs=1.0, max_steps=None,
               batch_size=8, grad_accum=1, lr=None, patience=0, train_size=None, seed=0, resume=False, data_dir=None,
-              endpoint=None, endpoint_model="default", api_key_env=None, endpoint_mode="auto")
+              endpoint=None, endpoint_model="default", api_key_env=None, endpoint_mode="auto", device="auto",
+              precision="auto")
     meta = json.loads((out / "lora" / "adaptlab_artifact.json").read_text())
     lora_acc = meta["metrics"]["test"]["accuracy"]
     console.print(f"[bold]test accuracy: zero-shot {zs['accuracy']:.1%} -> LoRA {lora_acc:.1%}[/]  "
@@ -671,11 +678,12 @@ def serve_cmd(
     batching: str = typer.Option("mixed", help="mixed (adaptations share forward passes) or swap (one adaptation "
                                                "at a time through its own code path; the benchmark baseline)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
+    device: str = DEVICE_OPT,
 ) -> None:
     """OpenAI-compatible server for every registered adaptation of one base model."""
     import uvicorn
 
-    from adaptlab.models.base import load_base
+    from adaptlab.models.base import load_base, resolve_device
     from adaptlab.serving import ServeConfig, Service
     from adaptlab.serving.app import create_app
     from adaptlab.utils import set_torch_threads
@@ -685,7 +693,7 @@ def serve_cmd(
                              max_new_tokens=max_new_tokens, batching=batching)
         reg = _registry(registry)
         set_torch_threads()
-        base = load_base(model)
+        base = load_base(model, device=resolve_device(device))
         service = Service(base, reg, config)
         app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024)
         for name in filter(None, (p.strip() for p in preload.split(","))):

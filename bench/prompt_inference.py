@@ -26,7 +26,7 @@ import torch
 from adaptlab.data.named import load_task
 from adaptlab.data.splits import subsample
 from adaptlab.evaluation.scoring import score_labels, score_labels_naive
-from adaptlab.models.base import load_base
+from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies import get_strategy, make_config
 from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
 
@@ -35,13 +35,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="sst2")
     ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--naive-limit", type=int, default=200, help="examples both routes score (0: all)")
     ap.add_argument("--out", default="docs/results/prompt_inference")
     args = ap.parse_args()
     threads = set_torch_threads()
     splits = load_task(args.data)
-    base = load_base(args.model)
+    base = load_base(args.model, device=resolve_device(args.device))
     art = get_strategy("few_shot").strategy_cls(make_config("few_shot", k=args.k, dev_limit=0)).fit(base, splits.train)
     test = splits.test
     both = subsample(test, n=args.naive_limit, seed=0) if args.naive_limit and args.naive_limit < len(test) else test

@@ -28,7 +28,7 @@ from adaptlab.backends import LocalBackend
 from adaptlab.data.named import load_task
 from adaptlab.data.splits import subsample
 from adaptlab.evaluation.metrics import classification_metrics
-from adaptlab.models.base import load_base
+from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies import get_strategy, make_config
 from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
 
@@ -80,6 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="sst2")
     ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--test-size", type=int, default=0, help="0: the whole test split")
     ap.add_argument("--ks", default="4,8,16")
     ap.add_argument("--search-budget", type=int, default=1500)
@@ -101,7 +102,7 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d")}
     rows = json.loads(out.with_suffix(".json").read_text())["results"] if out.with_suffix(".json").exists() else []
     done = {r["config"] for r in rows}
-    base = load_base(args.model)
+    base = load_base(args.model, device=resolve_device(args.device))
     texts = [ex.text for ex in test.examples]
     gold = [ex.label for ex in test.examples]
     search_set = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.search_set.split(",") if kv)}

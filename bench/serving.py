@@ -43,7 +43,7 @@ import requests
 
 from adaptlab.data.named import load_task
 from adaptlab.data.splits import subsample
-from adaptlab.models.base import load_base
+from adaptlab.models.base import load_base, resolve_device
 from adaptlab.registry import Registry
 from adaptlab.strategies import get_strategy, make_config
 from adaptlab.strategies.gradient import release
@@ -90,12 +90,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: str, registry: Path, mode: str, max_batch: int, max_wait_ms: float):
+    def __init__(self, model: str, registry: Path, mode: str, max_batch: int, max_wait_ms: float,
+                 device: str = "auto"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "adaptlab.cli", "serve", "--model", model, "--registry", str(registry),
                "--port", str(self.port), "--no-auth", "--batching", mode, "--max-batch", str(max_batch),
-               "--max-wait-ms", str(max_wait_ms), "--max-new-tokens", "32",
+               "--max-wait-ms", str(max_wait_ms), "--max-new-tokens", "32", "--device", device,
                "--preload", ",".join(a[0] for a in ADAPTATIONS)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 600
@@ -154,6 +155,7 @@ def classify_jobs(texts: list[str], n: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--data", default="sst2")
     ap.add_argument("--train-size", type=int, default=128)
     ap.add_argument("--train-steps", type=int, default=16)
@@ -172,7 +174,7 @@ def main() -> None:
     splits = load_task(args.data, seed=args.seed)
     train = subsample(splits.train, n=args.train_size, seed=args.seed)
     texts = [ex.text for ex in subsample(splits.dev, n=min(400, len(splits.dev)), seed=args.seed).examples]
-    base = load_base(args.model)
+    base = load_base(args.model, device=resolve_device(args.device))
     folders = train_adaptations(base, train, splits.dev, work / "artifacts", args.train_steps, args.seed)
     del base
     reg_dir = work / "registry"
@@ -189,7 +191,7 @@ def main() -> None:
     modes = {}
     labels = {}
     for mode in ("swap", "mixed"):
-        server = Server(args.model, reg_dir, mode, args.max_batch, args.max_wait_ms)
+        server = Server(args.model, reg_dir, mode, args.max_batch, args.max_wait_ms, args.device)
         try:
             fire(server.url, classify_jobs(texts, 2 * len(ADAPTATIONS)), 4)  # warm-up: every adapter once
             results, wall = fire(server.url, jobs, args.concurrency)
@@ -205,7 +207,7 @@ def main() -> None:
     ratio = modes["mixed"]["requests_per_s"] / modes["swap"]["requests_per_s"]
 
     # Part 2: bounded load test on the mixed server.
-    server = Server(args.model, reg_dir, "mixed", args.max_batch, args.max_wait_ms)
+    server = Server(args.model, reg_dir, "mixed", args.max_batch, args.max_wait_ms, args.device)
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from adaptlab.data.named import load_task
 from adaptlab.data.splits import subsample
 from adaptlab.evaluation.zero_shot import evaluate_zero_shot
-from adaptlab.models.base import load_base
+from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies import get_strategy, list_strategies, make_config
 from adaptlab.strategies.base import artifact_bytes
 from adaptlab.strategies.gradient import release
@@ -63,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="demo")
     ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--strategies", default=",".join(list_strategies("gradient")))
     ap.add_argument("--train-size", type=int, default=0, help="0: the whole train split")
     ap.add_argument("--per-class", type=int, default=0, help="train examples per class (overrides --train-size)")
@@ -94,7 +95,7 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d")}
     records = json.loads(out.with_suffix(".json").read_text())["results"] if out.with_suffix(".json").exists() else []
     done = {r["strategy"] for r in records}
-    base = load_base(args.model)
+    base = load_base(args.model, device=resolve_device(args.device))
     if "zero_shot (base)" not in done:
         zs = evaluate_zero_shot(base, test)
         records.append({"strategy": "zero_shot (base)", "accuracy": zs["accuracy"], "macro_f1": zs["macro_f1"],

@@ -27,12 +27,12 @@ LR = {"lora": 1e-3, "soft_prompt": 3e-2}
 TEMPLATE = "Text: {text}\nCategory:"
 
 
-def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: str) -> dict:
+def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: str, device: str = "cpu") -> dict:
     import torch
 
     from adaptlab.data.named import load_named
     from adaptlab.data.splits import subsample
-    from adaptlab.models.base import load_base
+    from adaptlab.models.base import load_base, resolve_device
     from adaptlab.strategies import get_strategy, make_config
     from adaptlab.strategies.base import Artifact
     from adaptlab.training import TrainConfig
@@ -44,7 +44,7 @@ def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: st
     dev = load_named("sst2", "validation")
     if n_dev:
         dev = subsample(dev, n=n_dev, seed=seed)
-    base = load_base(model)
+    base = load_base(model, device=resolve_device(device))
     spec = get_strategy(strategy)
     config = make_config(strategy, template=TEMPLATE)
     cfg = TrainConfig(epochs=1, batch_size=8, lr=LR[strategy], warmup_ratio=0.06, schedule="cosine",
@@ -96,7 +96,8 @@ def hf_route(base, train, strategy, config, cfg):
                                  learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule,
                                  warmup_steps=round(cfg.warmup_ratio * math.ceil(len(rows) / cfg.batch_size)),
                                  max_grad_norm=cfg.max_grad_norm, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                                 save_strategy="no", report_to=[], logging_steps=10, use_cpu=True,
+                                 save_strategy="no", report_to=[], logging_steps=10,
+                                 use_cpu=base.device.type == "cpu", bf16=base.device.type == "cuda",
                                  disable_tqdm=True, dataloader_num_workers=0)
         trainer = Trainer(model=pm, args=args, train_dataset=rows,
                           data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
@@ -119,12 +120,13 @@ def main() -> None:
     ap.add_argument("--strategies", default="lora,soft_prompt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="gemma-3-270m", help="tiny: a smoke test of both routes")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda (bf16 autocast on GPU for both routes)")
     ap.add_argument("--out", default="docs/results/train_throughput")
     ap.add_argument("--job", nargs=2, metavar=("ROUTE", "STRATEGY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.job:
         print("RESULT " + json.dumps(job(args.job[0], args.job[1], args.train_size, args.dev_size, args.seed,
-                                         args.model)))
+                                         args.model, args.device)))
         return
 
     from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions
@@ -133,7 +135,8 @@ def main() -> None:
     for strategy in args.strategies.split(","):
         for route in ("adaptlab", "hf"):  # alternating, one process each
             cmd = [sys.executable, __file__, "--job", route, strategy, "--train-size", str(args.train_size),
-                   "--dev-size", str(args.dev_size), "--seed", str(args.seed), "--model", args.model]
+                   "--dev-size", str(args.dev_size), "--seed", str(args.seed), "--model", args.model,
+                   "--device", args.device]
             print(f"running {route} {strategy} ...", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

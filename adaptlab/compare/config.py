@@ -56,6 +56,7 @@ class CompareConfig:
     price_per_hour: float = 0.10
     keep_artifacts: str = "small"
     data_dir: str | None = None
+    device: str = "auto"
 
     def __post_init__(self):
         known = set(list_strategies())

@@ -29,12 +29,12 @@ class Context:
 
 def prepare(cfg: CompareConfig) -> Context:
     from adaptlab.evaluation.forgetting import base_reference
-    from adaptlab.models.base import load_base
+    from adaptlab.models.base import load_base, resolve_device
 
     splits = load_task(cfg.data, data_dir_override=cfg.data_dir)
     test = subsample(splits.test, n=cfg.test_limit, seed=0) if cfg.test_limit and cfg.test_limit < len(splits.test) \
         else splits.test
-    base = load_base(cfg.model)
+    base = load_base(cfg.model, device=resolve_device(cfg.device))
     before = base_reference(base) if cfg.forgetting else None
     labels = splits.train.labels if splits.task == "classification" else None
     return Context(base, splits, test, labels, before)

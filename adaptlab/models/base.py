@@ -83,6 +83,21 @@ def check_fingerprint(expected: str, actual: str, what: str) -> None:
         )
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; asking for a missing GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r}: no CUDA GPU is visible to torch {torch.__version__} (this is the "
+                         f"CPU build or no driver); use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {device!r}: MPS is not available here")
+    return device
+
+
 def _resolve_dtype(dtype: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")

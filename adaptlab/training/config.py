@@ -26,6 +26,8 @@ class TrainConfig:
     checkpoint_every: int = field(default=50, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
     seed: int = field(default=0, metadata={"help": "Seed for batch order, dropout and initialisation."})
     bucket_size: int = field(default=64, metadata={"help": "Examples per length bucket before batching (1: no bucketing)."})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on a GPU that supports it, else "
+                                                             "fp32), fp32, or bf16 (autocast; slow on most CPUs)."})
 
     def __post_init__(self):
         def bad(name, why):
@@ -46,6 +48,8 @@ class TrainConfig:
             bad("warmup_ratio", "must be in [0, 1)")
         if self.schedule not in ("cosine", "linear", "constant"):
             bad("schedule", "must be cosine, linear or constant")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            bad("precision", "must be auto, fp32 or bf16")
         if self.max_grad_norm < 0 or self.weight_decay < 0:
             bad("max_grad_norm" if self.max_grad_norm < 0 else "weight_decay", "must be >= 0")
 
@@ -59,3 +63,15 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"train config: unknown key(s) {', '.join(unknown)}")
         return cls(**d)
+
+
+def autocast_for(precision: str, device) -> tuple[str, bool]:
+    """(device type, bf16 autocast on?) for a training device; fp32 weights stay the master copy."""
+    import torch
+
+    kind = torch.device(device).type
+    if precision == "bf16":
+        return kind, True
+    if precision == "auto" and kind == "cuda":
+        return kind, bool(torch.cuda.is_bf16_supported())
+    return kind, False

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from adaptlab.training.batching import Encoded, bucketed_batches, collate
-from adaptlab.training.config import TrainConfig
+from adaptlab.training.config import TrainConfig, autocast_for
 from adaptlab.utils import atomic_write_json, atomic_write_text
 
 CKPT = "checkpoint"
@@ -207,6 +207,7 @@ def train(
         raise ValueError("the module has no trainable parameters")
     n_trainable = sum(p.numel() for p in params.values())
     device = next(iter(params.values())).device
+    amp_device, amp = autocast_for(cfg.precision, device)
     steps_per_epoch = math.ceil(math.ceil(len(items) / cfg.batch_size) / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -257,8 +258,9 @@ def train(
                     if not b:
                         continue
                     batch = {k: v.to(device) for k, v in collate([items[i] for i in b], pad_id).items()}
-                    _, logp = target_token_logprobs(module, batch["input_ids"], batch["attention_mask"],
-                                                    batch["target_mask"])
+                    with torch.autocast(device_type=amp_device, dtype=torch.bfloat16, enabled=amp):
+                        _, logp = target_token_logprobs(module, batch["input_ids"], batch["attention_mask"],
+                                                        batch["target_mask"])
                     loss = -logp.sum() / n_tgt  # token-mean over the whole accumulated step
                     loss.backward()
                     loss_sum += loss.item()
