@@ -12,6 +12,7 @@ record it, and loading an artifact onto a different base refuses (see :func:`che
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -327,8 +328,20 @@ def load_base(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32", device:
     return _from_cache(path.name, fp, convert, meta, torch_dtype, device)
 
 
+@contextlib.contextmanager
+def cache_errors():
+    """An unusable cache folder (unwritable, full, not a folder) is one clear line, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename or cache_root()
+        raise ModelError(f"model cache {cache_root()}: {e.strerror or e} ({where}); set {CACHE_ENV} to a writable "
+                         f"folder with a few GB free") from None
+
+
 def _from_cache(slug, fp, build, meta, torch_dtype, device) -> BaseModel:
-    folder, built = materialize(slug, fp, build, meta)
+    with cache_errors():
+        folder, built = materialize(slug, fp, build, meta)
     model, tok = built if built is not None else _load_dir(folder, torch_dtype)
     return _finish(model, tok, meta["name"], fp, folder, json.loads((folder / META_FILE).read_text()), device)
 
@@ -344,7 +357,9 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL):
 
         fp = make_fingerprint(pkg.EXPECTED_SHA256, "float32")
         folder = models_cache() / f"{DEFAULT_MODEL}-{fp[:12]}"
-        if not _cache_entry_valid(folder, fp):
+        with cache_errors():
+            cached = _cache_entry_valid(folder, fp)
+        if not cached:
             folder = load_base(name_or_path).path  # builds the cache once
     else:
         folder = Path(name_or_path)
