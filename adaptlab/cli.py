@@ -453,23 +453,24 @@ def recommend_cmd(
 
 
 @app.command("demo")
-def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the demo's results."),
-         model: str = typer.Option(DEFAULT_MODEL, help="Base model.")) -> None:
-    """The main job on the embedded demo task: check the data, measure the zero-shot baseline, train LoRA."""
+def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the comparison (resumable)."),
+         model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+         budget: str = typer.Option("7m", help="Budget for the comparison grid.")) -> None:
+    """The main job on the embedded demo task: check the data, then compare strategies on a quick budget.
+
+    Prompt strategies (zero-shot, few-shot, prompt search) against trained ones (soft prompt,
+    prefix, LoRA) at three train sizes; cheap runs go first and what does not fit the budget is
+    listed in the report. Prints the recommendation and where the report is.
+    """
     console.rule("[bold]adaptlab demo: Fernhill Home support intents")
     data_check("demo", eval_files=[], task=None, text_field=None, label_field=None, labels=None,
                tokenizer=model, max_tokens=512, data_dir=None)
-    console.rule("zero-shot: the base model with an instruction prompt")
-    zs = _zero_shot("demo", "test", model, None, 0, out / "zero_shot.json", None)
-    console.rule("LoRA: one epoch on the 360 train tickets")
-    train_cmd(strategy="lora", data="demo", out=out / "lora", model=model, set_=[], epochs=1.0, max_steps=None,
-              batch_size=8, grad_accum=1, lr=None, patience=0, train_size=None, seed=0, resume=False, data_dir=None,
-              endpoint=None, endpoint_model="default", api_key_env=None, endpoint_mode="auto", device="auto",
-              precision="auto")
-    meta = json.loads((out / "lora" / "adaptlab_artifact.json").read_text())
-    lora_acc = meta["metrics"]["test"]["accuracy"]
-    console.print(f"[bold]test accuracy: zero-shot {zs['accuracy']:.1%} -> LoRA {lora_acc:.1%}[/]  "
-                  f"(results in {out})")
+    console.rule(f"compare: every strategy on the demo task, budget {budget}")
+    compare_cmd(data="demo", model=model, strategies="zero_shot,few_shot,prompt_search,soft_prompt,prefix,lora",
+                train_sizes="32,128,all", seeds=1, budget=budget, out=out, epochs=2.0, test_limit=120,
+                fragility_k=2, fragility_examples=24, forgetting=True,
+                set_=["few_shot.k=8", "prompt_search.budget_calls=120"], price_per_hour=0.10,
+                keep_artifacts="small", data_dir=None, workers=1, no_progress=False, device="auto")
 
 
 @app.command("export")

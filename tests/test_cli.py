@@ -69,11 +69,11 @@ def test_train_bad_config_is_one_line(tmp_path):
     assert r.exit_code == 0 and "soft_prompt" in r.output
 
 
-def test_demo_runs_zero_shot_then_lora_on_tiny(tmp_path):
-    r = runner.invoke(app, ["demo", "--model", "tiny", "--out", str(tmp_path)])
+def test_demo_compares_strategies_on_tiny(tmp_path):
+    r = runner.invoke(app, ["demo", "--model", "tiny", "--out", str(tmp_path), "--budget", "15s"])
     assert r.exit_code == 0, r.output
-    assert "zero-shot" in r.output and "-> LoRA" in r.output
-    assert (tmp_path / "zero_shot.json").exists() and (tmp_path / "lora" / "adaptlab_artifact.json").exists()
+    assert "Recommended:" in r.output and "report.html" in r.output
+    assert (tmp_path / "report" / "report.html").exists() and (tmp_path / "results" / "zero_shot-n0-s0.json").exists()
 
 
 def test_train_prompt_strategy_end_to_end(tmp_path):
