@@ -79,3 +79,12 @@ def set_torch_threads() -> int:
         n = int(os.environ["ADAPTLAB_THREADS"])
     torch.set_num_threads(max(1, n))
     return n
+
+
+def provenance_lines(meta: dict, packages: tuple[str, ...] = ("torch", "transformers")) -> list[str]:
+    """The "Command" and "Machine" lines every benchmark table in docs/results starts with."""
+    m, v = meta["machine"], meta["versions"]
+    threads = f", torch threads {m['torch_threads']}" if "torch_threads" in m else ""
+    versions = ", ".join(f"{p} {v.get(p)}" for p in packages)
+    return [f"Command: `{meta['command']}`  ",
+            f"Machine: {m['processor']}, {m['cpu_count']} cores{threads}; {meta['date']}; {versions}  "]

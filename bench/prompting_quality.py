@@ -30,7 +30,7 @@ from adaptlab.data.splits import subsample
 from adaptlab.evaluation.metrics import classification_metrics
 from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies import get_strategy, make_config
-from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
+from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
 
 
 def configs(search_budget: int, ks: list[int], search_set: dict) -> list[tuple[str, str, dict]]:
@@ -44,10 +44,7 @@ def configs(search_budget: int, ks: list[int], search_set: dict) -> list[tuple[s
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "results": rows})
     md = [f"## {meta['data']} ({meta['model']}), {meta['test_examples']} held-out test examples", "",
-          f"Command: `{meta['command']}`  ",
-          f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores, torch threads "
-          f"{meta['machine']['torch_threads']}; {meta['date']}; torch {meta['versions'].get('torch')}, "
-          f"transformers {meta['versions'].get('transformers')}", "",
+          *provenance_lines(meta), "",
           "| prompt | calibration | accuracy | macro-F1 | prompt tokens / example | examples/s | fit calls |",
           "|---|---|---|---|---|---|---|"]
     for r in rows:

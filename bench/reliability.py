@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions
+from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions
 
 TESTS = ["tests/test_reliability.py", "tests/serving/test_registry.py::test_killed_writer_leaves_a_consistent_index",
          "tests/serving/test_registry.py::test_two_processes_registering_at_once",
@@ -50,8 +50,7 @@ def main() -> None:
     d, s = by.get("data_loader_fuzz", {}), by.get("server_request_fuzz", {})
     k, f = by.get("training_kill_resume", {}), by.get("server_kill_feedback", {})
     lines = ["# Reliability: faults and bad input", "",
-             f"Command: `{meta['command']}` ({seconds / 60:.1f} min)  ",
-             f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores; {meta['date']}  ",
+             *provenance_lines(meta), f"Wall time {seconds / 60:.1f} min.  ",
              f"pytest exit code {proc.returncode}: {sum(o.startswith('PASSED') for o in outcomes)} passed, "
              f"{sum(o.startswith('FAILED') for o in outcomes)} failed, {sum(o.startswith('SKIPPED') for o in outcomes)} "
              "skipped.", "",

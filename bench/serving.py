@@ -48,7 +48,7 @@ from adaptlab.registry import Registry
 from adaptlab.strategies import get_strategy, make_config
 from adaptlab.strategies.gradient import release
 from adaptlab.training import TrainConfig
-from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions
+from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions
 
 ADAPTATIONS = [  # (task name, strategy, config overrides)
     ("lora-a", "lora", {"r": 8}),
@@ -250,9 +250,7 @@ def main() -> None:
     atomic_write_json(out.with_suffix(".json"), record)
     m, s = modes["mixed"], modes["swap"]
     md = [f"## Serving: 8 adaptations of {args.model} on one server ({args.data})", "",
-          f"Command: `{meta['command']}`  ",
-          f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores; {meta['date']}; "
-          f"torch {meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}  ",
+          *provenance_lines(meta),
           f"Adaptations: {', '.join(f'{n} ({s_})' for n, s_ in meta['adaptations'])}. {args.requests} classify "
           f"requests, round-robin over them, {args.concurrency} concurrent clients on loopback; max batch "
           f"{args.max_batch}, max wait {args.max_wait_ms:g} ms.", "",

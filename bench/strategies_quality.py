@@ -26,16 +26,13 @@ from adaptlab.strategies import get_strategy, list_strategies, make_config
 from adaptlab.strategies.base import artifact_bytes
 from adaptlab.strategies.gradient import release
 from adaptlab.training import TrainConfig
-from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
+from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
 
 
 def _write(out: Path, meta: dict, records: list[dict]) -> None:
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "results": records})
     lines = [f"## {meta['data']} ({meta['model']})", "",
-             f"Command: `{meta['command']}`  ",
-             f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores, torch threads "
-             f"{meta['machine']['torch_threads']}; {meta['date']}; torch {meta['versions'].get('torch')}, "
-             f"transformers {meta['versions'].get('transformers')}, peft {meta['versions'].get('peft')}  ",
+             *provenance_lines(meta, ("torch", "transformers", "peft")),
              f"Train {meta['train_examples']} examples, batch {meta['batch_size']}, seed {meta['seed']}; "
              f"held-out test {meta['test_examples']} examples (never used for selection).", "",
              "| strategy | test accuracy | macro-F1 | epochs | train time | trainable params | artifact | infer ex/s |",
