@@ -63,6 +63,10 @@ class ClassifyRequest(_Req):
     input: str | list[str]
 
 
+class AdminModelRequest(_Req):
+    model: str = Field(min_length=1, max_length=200)
+
+
 class FeedbackRequest(_Req):
     request_id: str = Field(min_length=1, max_length=100)
     rating: Literal[-1, 0, 1]
@@ -345,6 +349,32 @@ def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 2
             text = users[-1]
         return await complete(request, body.model, text, body.max_tokens, body.stream, chat=True)
 
+    def admin(request: Request) -> None:
+        scope = scope_of(request)
+        if scope is not None and "*" not in scope:
+            raise ServingError(403, "admin_only", "loading and unloading need a key scoped to '*'")
+
+    @app.post("/admin/load")
+    async def admin_load(body: AdminModelRequest, request: Request):
+        """Load (or refresh the recency of) an adaptation now, instead of at its first request."""
+        admin(request)
+        entry, adapter = await asyncio.to_thread(service.resolve, body.model)
+        return {"model": body.model, "resolved": entry.ref if entry else service.base.name,
+                "loaded": len(service.cache), "loaded_bytes": service.loaded_bytes()}
+
+    @app.post("/admin/unload")
+    async def admin_unload(body: AdminModelRequest, request: Request):
+        """Drop an adaptation from memory (it reloads at its next request)."""
+        admin(request)
+        if registry is None:
+            raise ServingError(404, "model_not_found", "no registry is configured")
+        try:
+            entry = await asyncio.to_thread(registry.resolve, body.model)
+        except RegistryError as e:
+            raise ServingError(404, "model_not_found", str(e)) from None
+        gone = service.unload(entry.digest)
+        return {"model": body.model, "resolved": entry.ref, "unloaded": gone, "loaded": len(service.cache)}
+
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest, request: Request):
         scope = scope_of(request)
@@ -368,7 +398,7 @@ def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 2
 
 
 KNOWN_ROUTES = {"/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/classify",
-                "/v1/feedback"}
+                "/v1/feedback", "/admin/load", "/admin/unload"}
 
 
 def chat_prompt(tokenizer, messages) -> str:

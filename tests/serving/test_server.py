@@ -254,3 +254,13 @@ def test_swap_baseline_gives_the_same_answers(env):
         svc.close()
     with pytest.raises(ValueError, match="batching"):
         ServeConfig(batching="nope")
+
+
+def test_admin_load_and_unload(env):
+    c, reg = env["client"], env["reg"]
+    r = c.post("/admin/load", json={"model": "prefix"}, headers=h(env["admin"]))
+    assert r.status_code == 200 and reg.resolve("prefix").digest in env["service"].cache
+    r = c.post("/admin/unload", json={"model": "prefix"}, headers=h(env["admin"]))
+    assert r.status_code == 200 and r.json()["unloaded"] and reg.resolve("prefix").digest not in env["service"].cache
+    assert c.post("/admin/unload", json={"model": "food"}, headers=h(env["food"])).status_code == 403
+    assert c.post("/admin/load", json={"model": "nope"}, headers=h(env["admin"])).status_code == 404
