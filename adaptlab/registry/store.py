@@ -230,6 +230,8 @@ class Registry:
         unsafe = sorted(p.name for p in files if p.suffix.lower() in PICKLE_SUFFIXES)
         if unsafe:
             raise RegistryError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors")
+        if run is None and (folder.resolve().parent.parent / "compare.json").is_file():
+            run = str(folder.resolve().parent.parent)  # an artifact of a compare run: remember which
         files_sha = manifest(folder)
         digest = manifest_digest(files_sha)
         self._store(folder, digest)

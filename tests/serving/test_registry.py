@@ -205,3 +205,11 @@ def test_read_only_mode_refuses_every_write(tmp_path):
     assert (root / "index.sqlite").read_bytes() == before
     with pytest.raises(RegistryError, match="no index.sqlite"):
         Registry(tmp_path / "nothing", read_only=True)
+
+
+def test_an_artifact_from_a_compare_run_remembers_the_run(tmp_path):
+    run = tmp_path / "runs" / "tickets"
+    (run / "artifacts").mkdir(parents=True)
+    (run / "compare.json").write_text("{}")
+    e = Registry(tmp_path / "reg").register(fake_artifact(run / "artifacts" / "lora-n8-s0", "x"), "tickets")
+    assert e.run == str(run.resolve())
