@@ -218,10 +218,11 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
                  window: int | None, max_batch: int) -> list[list[int]]:
     """Split rows that share weights into batches that give exactly the one-at-a-time numbers.
 
-    Padding is exact while a row's whole span (prefix + soft prompt + prompt + what is added
-    after it) fits the sliding window. A longer row may only share a batch with rows laid out
-    exactly like it (same prefix length, same soft prompt + prompt length), where no padding
-    exists (see ``length_batches`` in scoring for why).
+    Right padding is exact while the batch's whole layout fits the sliding window: the longest
+    prefix + the longest soft prompt and prompt + the most tokens added after it. (A padded slot
+    counts as distance for a sliding-window layer, so a short row's new tokens sit as far from
+    its prompt as the batch is wide.) A row that alone exceeds the window may only share a batch
+    with rows laid out exactly like it (same prefix length, same soft prompt + prompt length).
     """
     short: list[int] = []
     long: dict[tuple, list[int]] = {}
@@ -231,5 +232,19 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
             short.append(i)
         else:
             long.setdefault((ad.prefix_len, ad.soft_len + len(ids)), []).append(i)
-    groups = [short] + list(long.values())
-    return [g[s:s + max_batch] for g in groups if g for s in range(0, len(g), max_batch)]
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    wide = (0, 0, 0)  # the batch's longest prefix, soft prompt + prompt, added tokens
+    for i in sorted(short, key=lambda i: adapters[i].soft_len + len(prompt_ids[i])):
+        row = (adapters[i].prefix_len, adapters[i].soft_len + len(prompt_ids[i]), extra[i])
+        grown = tuple(max(a, b) for a, b in zip(wide, row))
+        if cur and (len(cur) == max_batch or (window is not None and sum(grown) > window)):
+            batches.append(cur)
+            cur, grown = [], row
+        cur.append(i)
+        wide = grown
+    if cur:
+        batches.append(cur)
+    for group in long.values():
+        batches += [group[s:s + max_batch] for s in range(0, len(group), max_batch)]
+    return batches

@@ -35,6 +35,7 @@ KINDS = [
     ("full", "full", FOOD, {}),
     ("gen-lora", "lora", ECHO, {}),
     ("gen-soft", "soft_prompt", ECHO, {"n_tokens": 3}),
+    ("gen-prefix", "prefix", ECHO, {"n_tokens": 6}),
 ]
 
 

@@ -84,9 +84,16 @@ def test_mixed_generation_batch_equals_one_at_a_time(kit):
         assert text == (reference[n][i] if n != "plain" else plain_ref[i]), (n, TEXTS[i])
 
 
-def test_plan_batches_keeps_long_rows_apart():
+def test_plan_batches_keeps_each_batch_inside_the_window():
+    import dataclasses
+
     a = plain_adapter(build_tiny())
     ids = [[1] * 10, [1] * 12, [1] * 70, [1] * 70, [1] * 71]
     plans = plan_batches([a] * 5, ids, [4] * 5, window=64, max_batch=8)
     assert sorted(map(sorted, plans)) == [[0, 1], [2, 3], [4]]
     assert plan_batches([a] * 5, ids, [4] * 5, window=None, max_batch=2) == [[0, 1], [2, 3], [4]]
+    # each row fits alone, but a 20-slot prefix row next to a 40-token row would make the batch 64+ wide
+    p = dataclasses.replace(a, prefix=torch.zeros(2, 1, 20, 4))
+    plans = plan_batches([p, a], [[1] * 5, [1] * 40], [8, 8], window=64, max_batch=8)
+    assert sorted(map(sorted, plans)) == [[0], [1]]
+    assert plan_batches([p, a], [[1] * 5, [1] * 30], [8, 8], window=64, max_batch=8) == [[0, 1]]
