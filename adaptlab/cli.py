@@ -401,6 +401,10 @@ def compare_cmd(
             result = {"skipped": skipped, "results": load_results(out)}
         else:
             result = run_compare(cfg, out, progress=not no_progress)
+        if not result["results"] and result["skipped"]:
+            cheapest = min(x["estimate_s"] for x in result["skipped"])
+            raise DataError(f"--budget {budget}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
+                            f"at {cheapest:.0f} s); raise the budget")
         report = build_report(out, Constraints())
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)

@@ -29,6 +29,10 @@ SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 class DataError(ValueError):
     """A problem with input data; the message is one line naming file, line and field."""
 
+    def __init__(self, message: str):
+        # Column names and values from the file may hold line breaks: keep the message one line.
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
 
 @dataclass(frozen=True)
 class Example:
@@ -172,7 +176,7 @@ def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]]
             if tf in cols or lf in cols:
                 return task  # type: ignore[return-value]
         raise DataError(
-            f"{path}: cannot tell the task from the columns ({', '.join(columns)}); expected 'text'+'label' "
+            f"{path}: cannot tell the task from the columns ({', '.join(map(repr, columns))}); expected 'text'+'label' "
             "(classification) or 'input'+'target' (generation), or pass --task/--text-field/--label-field"
         )
     # Custom column names and no --task: few distinct short labels means classification.
@@ -209,7 +213,7 @@ def load_file(
         values = []
         for name in (tf, lf):
             if name not in rec or rec[name] is None:
-                present = ", ".join(k for k, v in rec.items() if v is not None) or "none"
+                present = ", ".join(repr(k) for k, v in rec.items() if v is not None) or "none"
                 raise DataError(f"{path}:{lineno}: missing field '{name}' (fields present: {present})")
             v = rec[name]
             if not isinstance(v, str):

@@ -118,13 +118,20 @@ def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 2
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
         t0 = time.perf_counter()
-        route = request.url.path if request.url.path.startswith("/v1/") else request.url.path.split("?")[0]
+        route = request.url.path
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
             resp = _error(413, "request_too_large", f"request body over {max_body_bytes} bytes")
         else:
-            body = await request.body()  # chunked uploads carry no length: measure what arrived
-            if len(body) > max_body_bytes:
+            # A chunked upload carries no length: read it up to the limit, never all of it.
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    break
+                chunks.append(chunk)
+            request._body = b"".join(chunks)  # what the route handlers read (Starlette's cached body)
+            if size > max_body_bytes:
                 resp = _error(413, "request_too_large", f"request body over {max_body_bytes} bytes")
             else:
                 try:

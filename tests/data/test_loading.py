@@ -41,7 +41,7 @@ def test_csv_multiline_field_keeps_line_numbers(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', r":2: malformed JSON"),
     ('{"text": "a", "label": "x"}\n["a", "b"]\n', r":2: expected a JSON object, got list"),
-    ('{"text": "a"}\n', r":1: missing field 'label' \(fields present: text\)"),
+    ('{"text": "a"}\n', r":1: missing field 'label' \(fields present: 'text'\)"),
     ('{"text": "", "label": "x"}\n', r":1: field 'text' is empty"),
     ('{"text": "a", "label": "  "}\n', r":1: field 'label' is empty"),
     ('{"text": "a", "label": 3}\n', r":1: field 'label' must be a string, got int 3; write class names"),
@@ -58,7 +58,7 @@ def test_jsonl_errors_name_file_line_field(tmp_path, content, message):
 @pytest.mark.parametrize("name, content, message", [
     ("e.csv", "", r"e\.csv: file is empty"),
     ("h.csv", "text,label\n", r"header but no examples"),
-    ("m.csv", "text,category\nhello,a\n", r"m\.csv:2: missing field 'label' \(fields present: text, category\)"),
+    ("m.csv", "text,category\nhello,a\n", r"m\.csv:2: missing field 'label' \(fields present: 'text', 'category'\)"),
     ("x.csv", "text,label\na,b,c\n", r"x\.csv:2: 3 cells but the header has 2 columns"),
     ("d.csv", "text,text,label\na,b,c\n", r"duplicate column"),
     ("u.txt", "whatever", r"unsupported file type '\.txt'"),

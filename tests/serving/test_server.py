@@ -264,3 +264,18 @@ def test_admin_load_and_unload(env):
     assert r.status_code == 200 and r.json()["unloaded"] and reg.resolve("prefix").digest not in env["service"].cache
     assert c.post("/admin/unload", json={"model": "food"}, headers=h(env["food"])).status_code == 403
     assert c.post("/admin/load", json={"model": "nope"}, headers=h(env["admin"])).status_code == 404
+
+
+def test_chunked_body_over_the_limit_is_refused_without_reading_it_all(env):
+    sent = {"chunks": 0}
+
+    def body():
+        for _ in range(1000):
+            sent["chunks"] += 1
+            yield b"x" * 1000
+
+    r = env["client"].post("/v1/classify", content=body(), headers={**h(env["admin"]), "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    ok = env["client"].post("/v1/classify", content=iter([b'{"model": "zs", ', b'"input": "item fig"}']),
+                            headers={**h(env["admin"]), "content-type": "application/json"})
+    assert ok.status_code == 200, ok.text
