@@ -171,7 +171,7 @@ def test_server_killed_mid_request_keeps_all_acknowledged_feedback(tmp_path):
     from adaptlab.models.tiny import build_tiny
     from adaptlab.registry import Registry
     from tests.serving.kit import ECHO, FOOD, build
-    from tests.serving.test_cli_serve import free_port
+    from tests.serving.test_cli_serve import free_port, wait_healthy
 
     base = build_tiny()
     reg = Registry(tmp_path / "reg")
@@ -183,12 +183,7 @@ def test_server_killed_mid_request_keeps_all_acknowledged_feedback(tmp_path):
                              str(reg.root), "--port", str(port), "--no-auth", "--max-new-tokens", "64"],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        try:
-            if requests.get(url + "/healthz", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    wait_healthy(url, proc)
     ids = [requests.post(url + "/v1/classify", json={"model": "food", "input": f"item {i}"}, timeout=30).json()
            ["data"][0]["request_id"] for i in range(KILLS * 4)]
     acked: list[str] = []

@@ -26,6 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+    """Wait for a server process to answer /healthz; fail with its output if it exits first."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if requests.get(url + "/healthz", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
+    raise AssertionError(f"{url} did not become healthy in {seconds} s")
+
+
 def cli(*args):
     r = runner.invoke(app, list(args))
     return r.exit_code, r.output
@@ -72,13 +85,7 @@ def test_rollback_from_the_cli_reaches_a_running_server(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-            assert server.poll() is None, server.stdout.read()
+        wait_healthy(url, server)
         auth = {"Authorization": f"Bearer {key}"}
 
         def resolved():
