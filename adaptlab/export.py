@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from adaptlab.models.base import BaseModel
-from adaptlab.strategies.base import ARTIFACT_FILE, Artifact, ArtifactError
+from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
 
 FORMATS = ("peft", "merged")
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -29,10 +29,10 @@ class ExportError(ValueError):
 
 
 def _meta(folder: Path) -> dict:
-    path = folder / ARTIFACT_FILE
-    if not path.is_file():
-        raise ExportError(f"{folder}: not an adaptlab artifact (no {ARTIFACT_FILE})")
-    return json.loads(path.read_text())
+    try:
+        return read_artifact_meta(folder)
+    except ArtifactError as e:
+        raise ExportError(str(e)) from None
 
 
 def _fresh(out: Path, force: bool) -> Path:

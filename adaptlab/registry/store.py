@@ -36,8 +36,6 @@ from pathlib import Path
 from adaptlab.utils import sha256_file
 
 REGISTRY_ENV = "ADAPTLAB_REGISTRY"
-ARTIFACT_FILE = "adaptlab_artifact.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_ALIAS = "prod"
 
@@ -212,24 +210,19 @@ class Registry:
         check_name(task, "task")
         if alias is not None:
             check_name(alias, "alias")
+        from adaptlab.strategies.base import ArtifactError, read_artifact_meta
+
         folder = Path(folder)
-        meta_path = folder / ARTIFACT_FILE
-        if not meta_path.is_file():
-            raise RegistryError(f"{folder}: not an adaptlab artifact (no {ARTIFACT_FILE})")
         try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RegistryError(f"{meta_path}: malformed JSON ({e})") from None
+            meta = read_artifact_meta(folder)
+        except ArtifactError as e:
+            raise RegistryError(str(e)) from None
         for key in ("strategy", "kind", "task", "base_model"):
             if key not in meta:
-                raise RegistryError(f"{meta_path}: missing field '{key}'")
-        files = [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
-        links = [p.name for p in files if p.is_symlink()]
+                raise RegistryError(f"{folder}: adaptlab_artifact.json misses field '{key}'")
+        links = sorted(p.name for p in folder.rglob("*") if p.is_symlink())
         if links:
-            raise RegistryError(f"{folder}: refusing symbolic links ({', '.join(sorted(links))})")
-        unsafe = sorted(p.name for p in files if p.suffix.lower() in PICKLE_SUFFIXES)
-        if unsafe:
-            raise RegistryError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors")
+            raise RegistryError(f"{folder}: refusing symbolic links ({', '.join(links)})")
         if run is None and (folder.resolve().parent.parent / "compare.json").is_file():
             run = str(folder.resolve().parent.parent)  # an artifact of a compare run: remember which
         files_sha = manifest(folder)

@@ -126,11 +126,9 @@ class Service:
 
     def labels_of(self, task: str, version: int) -> list[str] | None:
         """The label set of a registered version (from its artifact file; no weights are loaded)."""
-        import json
+        from adaptlab.strategies.base import read_artifact_meta
 
-        entry = self.registry.get(task, version)
-        meta = json.loads((entry.path / "adaptlab_artifact.json").read_text())
-        return meta.get("labels")
+        return read_artifact_meta(self.registry.get(task, version).path).get("labels")
 
     def _evict(self, keep: str) -> None:
         cap = self.config.memory_cap_mb * 2 ** 20

@@ -28,11 +28,35 @@ from adaptlab.prompts import PromptTemplate
 from adaptlab.utils import atomic_write_json, package_versions
 
 ARTIFACT_FILE = "adaptlab_artifact.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
 
 
 class ArtifactError(ValueError):
     """An artifact folder is missing, malformed, unsafe, or made for another base model."""
+
+
+def read_artifact_meta(folder: str | Path) -> dict:
+    """``adaptlab_artifact.json`` of an artifact folder, after refusing pickled files anywhere in it.
+
+    The one check every reader of artifact folders shares (loading, the registry, export).
+    """
+    folder = Path(folder)
+    meta_path = folder / ARTIFACT_FILE
+    if not meta_path.is_file():
+        raise ArtifactError(f"{folder}: not an adaptlab artifact (no {ARTIFACT_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{meta_path}:{e.lineno}: malformed JSON: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{meta_path}: not UTF-8 text") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_path}: expected a JSON object")
+    unsafe = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                    if p.suffix.lower() in PICKLE_SUFFIXES)
+    if unsafe:
+        raise ArtifactError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors load")
+    return meta
 
 
 def artifact_bytes(folder: Path) -> int:
@@ -135,16 +159,7 @@ class Artifact:
         from adaptlab.strategies.registry import get_strategy, make_config
 
         folder = Path(folder)
-        meta_path = folder / ARTIFACT_FILE
-        if not meta_path.exists():
-            raise ArtifactError(f"{folder}: not an adaptlab artifact (no {ARTIFACT_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"{meta_path}:{e.lineno}: malformed JSON: {e.msg}") from None
-        unsafe = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-        if unsafe:
-            raise ArtifactError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors load")
+        meta = read_artifact_meta(folder)
         if meta.get("kind") == "prompt":  # a hard prompt: JSON only, runs on any backend with this fingerprint
             from adaptlab.strategies.prompting import PromptArtifact
 

@@ -69,6 +69,11 @@ def test_pickled_weights_are_refused(tmp_path):
         Artifact.load(folder, base)
     with pytest.raises(ArtifactError, match="not an adaptlab artifact"):
         Artifact.load(tmp_path, base)
+    (folder / "extra.bin").unlink()
+    (folder / "stage1").mkdir()
+    torch.save({"x": torch.zeros(1)}, folder / "stage1" / "model.pt")  # a subfolder is checked too
+    with pytest.raises(ArtifactError, match="refusing pickled weights \\(stage1/model.pt\\)"):
+        Artifact.load(folder, base)
 
 
 def test_lora_and_soft_prompt_share_one_base_without_interference():
