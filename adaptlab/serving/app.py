@@ -202,13 +202,14 @@ def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 2
     async def classify_texts(adapter, texts: list[str]) -> list[dict]:
         if adapter.task_type != "classification":
             raise ServingError(400, "not_a_classifier", f"{adapter.name} is not a classification model")
-        futures = [service.submit(Work("classify", adapter, t)) for t in texts]
+        works = [Work("classify", adapter, t) for t in texts]
+        futures = [service.submit(w) for w in works]
         out = []
-        for f in futures:
+        for w, f in zip(works, futures):
             scores = await asyncio.wrap_future(f)
             probs = torch.softmax(scores.double(), dim=-1).tolist()
             best = int(torch.tensor(probs).argmax())
-            out.append({"label": adapter.labels[best], "probs": dict(zip(adapter.labels, probs))})
+            out.append({"label": adapter.labels[best], "probs": dict(zip(adapter.labels, probs)), "work": w})
         return out
 
     # ------------------------------------------------------------------ routes
@@ -254,7 +255,7 @@ def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 2
         for i, (t, r) in enumerate(zip(texts, results)):
             item_id = rid if len(texts) == 1 else f"{rid}.{i}"
             await log(item_id, entry, adapter, t, r["label"])
-            data.append({"index": i, "request_id": item_id, **r})
+            data.append({"index": i, "request_id": item_id, "label": r["label"], "probs": r["probs"]})
         return {"id": rid, "object": "classification", "model": body.model,
                 "resolved": entry.ref if entry else service.base.name, "data": data}
 
@@ -284,13 +285,14 @@ def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 2
                 return StreamingResponse(one(), media_type="text/event-stream")
             return {"id": rid, "object": obj, "created": created, "model": model, "resolved": resolved,
                     "choices": [choice(result["label"], "stop")], "label_probs": result["probs"],
-                    "usage": usage(adapter, text, result["label"])}
+                    "usage": usage(result["work"], label=result["label"])}
         limit = max_new(max_tokens, adapter)
         if not stream:
-            out = await asyncio.wrap_future(service.submit(Work("generate", adapter, text, max_new=limit)))
+            work = Work("generate", adapter, text, max_new=limit)
+            out = await asyncio.wrap_future(service.submit(work))
             await log(rid, entry, adapter, text, out)
             return {"id": rid, "object": obj, "created": created, "model": model, "resolved": resolved,
-                    "choices": [choice(out, finish_reason(adapter, out, limit))], "usage": usage(adapter, text, out)}
+                    "choices": [choice(out, finish_reason(work))], "usage": usage(work)}
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue = asyncio.Queue()
         work = Work("generate", adapter, text, max_new=limit,
@@ -322,20 +324,21 @@ def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 2
                 return
             await log(rid, entry, adapter, text, final)
             done = {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created, "model": model,
-                    "choices": [choice("", finish_reason(adapter, final, limit), delta=True)]}
+                    "choices": [choice("", finish_reason(work), delta=True)]}
             yield f"data: {json.dumps(done)}\n\n"
             yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream", headers={"x-request-id": rid})
 
-    def finish_reason(adapter, out: str, limit: int) -> str:
-        n = len(service.base.tokenizer(out, add_special_tokens=False)["input_ids"])
-        return "length" if n >= limit else "stop"
+    def finish_reason(work: Work) -> str:
+        return "length" if work.completion_tokens >= work.max_new else "stop"
 
-    def usage(adapter, text: str, out: str) -> dict:
-        tok = service.base.tokenizer
-        p = len(tok(adapter.render([text])[0])["input_ids"]) + adapter.soft_len + adapter.prefix_len
-        c = len(tok(out, add_special_tokens=False)["input_ids"])
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    def usage(work: Work, label: str | None = None) -> dict:
+        """Token counts the worker recorded (it rendered and tokenized the prompt once, under the
+        model lock: rendering a nearest-neighbour few-shot prompt runs the model)."""
+        c = work.completion_tokens
+        if label is not None:  # a classifier "answers" with its label's tokens
+            c = len(service.base.tokenizer(label, add_special_tokens=False)["input_ids"])
+        return {"prompt_tokens": work.prompt_tokens, "completion_tokens": c, "total_tokens": work.prompt_tokens + c}
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):

@@ -64,6 +64,8 @@ class Work:
     text: str
     max_new: int = 0
     on_token: object = None                   # (token_id) -> None, called from the worker thread
+    prompt_tokens: int = 0                    # set by the worker: rendered prompt + virtual tokens
+    completion_tokens: int = 0                # set by the worker: generated tokens
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
 
@@ -227,6 +229,8 @@ class Service:
             release(self.base)  # no PEFT layers left in the shared base while we run it
         ads = [w.adapter for w in group]
         ids = encode_rows(tok, ads, [w.text for w in group], self.config.max_prompt_tokens)
+        for w, ad, x in zip(group, ads, ids):
+            w.prompt_tokens = len(x) + ad.soft_len + ad.prefix_len
         if op == "classify":
             extra = [max(len(x) for x in tok(w.adapter.label_texts, add_special_tokens=False)["input_ids"])
                      for w in group]
@@ -251,12 +255,16 @@ class Service:
                         cb(token)
                 seqs = generate_rows(lm, tok, [ids[i] for i in rows], [group[i].max_new for i in rows], on_token)
                 for i, seq in zip(rows, seqs):
+                    group[i].completion_tokens = len(seq)
                     group[i].future.set_result(tok.decode(seq, skip_special_tokens=True).strip())
 
     def _run_swapped(self, art, op: str, group: list[Work]) -> None:
         """Baseline for the benchmark: one adaptation's requests through its own artifact code path,
         as a server without mixed batches does (PEFT swaps LoRA layers in and out of the base)."""
         texts = [w.text for w in group]
+        tok = self.base.tokenizer
+        for w, x in zip(group, encode_rows(tok, [w.adapter for w in group], texts, self.config.max_prompt_tokens)):
+            w.prompt_tokens = len(x) + w.adapter.soft_len + w.adapter.prefix_len
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(group))
         self.batches += 1
@@ -268,7 +276,9 @@ class Service:
             outs = (art.generate(texts, max_new_tokens=limit) if hasattr(art, "module")
                     else art.backend.generate(art.prompts(texts), max_new_tokens=limit))
             for w, out in zip(group, outs):
+                generated = tok(out, add_special_tokens=False)["input_ids"]
+                w.completion_tokens = len(generated)
                 if w.on_token is not None:  # no streaming in the baseline: the whole answer at once
-                    for t in self.base.tokenizer(out, add_special_tokens=False)["input_ids"]:
+                    for t in generated:
                         w.on_token(t)
                 w.future.set_result(out)

@@ -63,6 +63,9 @@ def test_completions_chat_and_streaming(env):
     text = r.json()["choices"][0]["text"]
     ref = Artifact.load(env["folders"]["gen-lora"], env["base"]).generate(["say ab"], max_new_tokens=4)[0]
     assert text == ref and r.json()["usage"]["completion_tokens"] <= 4
+    art = Artifact.load(env["folders"]["gen-lora"], env["base"])
+    assert r.json()["usage"]["prompt_tokens"] == len(env["base"].tokenizer(art.template.render("say ab"))["input_ids"])
+    assert r.json()["choices"][0]["finish_reason"] in ("stop", "length")
     r = c.post("/v1/chat/completions", headers=h(key),
                json={"model": "gen-lora", "messages": [{"role": "user", "content": "say ab"}], "max_tokens": 4})
     assert r.json()["choices"][0]["message"]["content"] == ref
