@@ -682,6 +682,8 @@ def serve_cmd(
     preload: str = typer.Option("", help="Comma-separated models to load at start (TASK, TASK@ALIAS, ...)."),
     batching: str = typer.Option("mixed", help="mixed (adaptations share forward passes) or swap (one adaptation "
                                                "at a time through its own code path; the benchmark baseline)."),
+    prompt_cache: bool = typer.Option(True, help="Keep each adaptation's static prompt start (prefix, soft prompt, "
+                                                 "instruction, fixed exemplars) as keys/values, run once."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
     device: str = DEVICE_OPT,
 ) -> None:
@@ -695,7 +697,7 @@ def serve_cmd(
 
     try:
         config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, memory_cap_mb=memory_cap_mb,
-                             max_new_tokens=max_new_tokens, batching=batching)
+                             max_new_tokens=max_new_tokens, batching=batching, prompt_cache=prompt_cache)
         reg = _registry(registry)
         set_torch_threads()
         base = load_base(model, device=resolve_device(device))

@@ -5,8 +5,11 @@
 
 Part 1 (throughput): the same requests (round-robin over 8 adaptations: 2 LoRA, 2 soft prompts,
 2 prefixes, a few-shot prompt, a zero-shot prompt) sent by ``--concurrency`` client threads to
-``adaptlab serve`` started twice, once per batching mode:
-- ``mixed``: requests for different adaptations share one forward pass;
+``adaptlab serve`` started three times, once per batching mode:
+- ``mixed``: requests for different adaptations share one forward pass, and each adaptation's
+  static prompt start is kept as keys/values (the server's default);
+- ``mixed-nocache``: the same without that prompt cache (``--no-prompt-cache``), to show what
+  each part is worth;
 - ``swap``: one adaptation at a time through its own artifact code path (PEFT LoRA layers
   swapped in and out of the base model per request group), the way a server without mixed
   batches works.
@@ -91,13 +94,14 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, model: str, registry: Path, mode: str, max_batch: int, max_wait_ms: float,
-                 device: str = "auto"):
+                 device: str = "auto", prompt_cache: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "adaptlab.cli", "serve", "--model", model, "--registry", str(registry),
                "--port", str(self.port), "--no-auth", "--batching", mode, "--max-batch", str(max_batch),
                "--max-wait-ms", str(max_wait_ms), "--max-new-tokens", "32", "--device", device,
-               "--preload", ",".join(a[0] for a in ADAPTATIONS)]
+               "--preload", ",".join(a[0] for a in ADAPTATIONS),
+               "--prompt-cache" if prompt_cache else "--no-prompt-cache"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -190,8 +194,9 @@ def main() -> None:
     jobs = classify_jobs(texts, args.requests)
     modes = {}
     labels = {}
-    for mode in ("swap", "mixed"):
-        server = Server(args.model, reg_dir, mode, args.max_batch, args.max_wait_ms, args.device)
+    for mode in ("swap", "mixed-nocache", "mixed"):
+        server = Server(args.model, reg_dir, mode.split("-")[0], args.max_batch, args.max_wait_ms, args.device,
+                        prompt_cache=mode != "mixed-nocache")
         try:
             fire(server.url, classify_jobs(texts, 2 * len(ADAPTATIONS)), 4)  # warm-up: every adapter once
             results, wall = fire(server.url, jobs, args.concurrency)
@@ -204,7 +209,9 @@ def main() -> None:
                        "p50_s": percentile(lat, 50), "p99_s": percentile(lat, 99)}
         print(mode, json.dumps(modes[mode]), flush=True)
     same = sum(a == b for a, b in zip(labels["mixed"], labels["swap"]))
+    same_nocache = sum(a == b for a, b in zip(labels["mixed-nocache"], labels["swap"]))
     ratio = modes["mixed"]["requests_per_s"] / modes["swap"]["requests_per_s"]
+    ratio_nocache = modes["mixed-nocache"]["requests_per_s"] / modes["swap"]["requests_per_s"]
 
     # Part 2: bounded load test on the mixed server.
     server = Server(args.model, reg_dir, "mixed", args.max_batch, args.max_wait_ms, args.device)
@@ -245,10 +252,11 @@ def main() -> None:
     print("load", json.dumps({k: v for k, v in load_out.items() if k != "batch_rows_hist"}), flush=True)
 
     out = Path(args.out)
-    record = {"meta": meta, "throughput": modes, "ratio": ratio, "same_labels": same, "compared": len(jobs),
+    record = {"meta": meta, "throughput": modes, "ratio": ratio, "ratio_without_prompt_cache": ratio_nocache,
+              "same_labels": same, "same_labels_without_prompt_cache": same_nocache, "compared": len(jobs),
               "load_test": load_out}
     atomic_write_json(out.with_suffix(".json"), record)
-    m, s = modes["mixed"], modes["swap"]
+    m, s, mn = modes["mixed"], modes["swap"], modes["mixed-nocache"]
     md = [f"## Serving: 8 adaptations of {args.model} on one server ({args.data})", "",
           *provenance_lines(meta),
           f"Adaptations: {', '.join(f'{n} ({s_})' for n, s_ in meta['adaptations'])}. {args.requests} classify "
@@ -257,9 +265,12 @@ def main() -> None:
           "| mode | requests/s | p50 latency | p99 latency | ok |", "|---|---|---|---|---|",
           f"| swap (one adaptation at a time) | {s['requests_per_s']:.2f} | {s['p50_s']:.2f} s | {s['p99_s']:.2f} s | "
           f"{s['ok']}/{s['requests']} |",
-          f"| mixed batches | {m['requests_per_s']:.2f} | {m['p50_s']:.2f} s | {m['p99_s']:.2f} s | "
+          f"| mixed batches, no prompt cache | {mn['requests_per_s']:.2f} | {mn['p50_s']:.2f} s | "
+          f"{mn['p99_s']:.2f} s | {mn['ok']}/{mn['requests']} |",
+          f"| mixed batches + prompt cache (default) | {m['requests_per_s']:.2f} | {m['p50_s']:.2f} s | {m['p99_s']:.2f} s | "
           f"{m['ok']}/{m['requests']} |", "",
-          f"**Ratio mixed / swap: {ratio:.2f}x.** Same label from both modes on {same}/{len(jobs)} requests.", "",
+          f"**Ratio mixed / swap: {ratio:.2f}x** ({ratio_nocache:.2f}x without the prompt cache). Same label as "
+          f"swap on {same}/{len(jobs)} requests ({same_nocache}/{len(jobs)} without the cache).", "",
           f"### Bounded load test (mixed mode)", "",
           f"{load_out['requests']} requests (9 in 10 classify over the 8 adaptations, 1 in 10 an 8-token completion "
           f"on the base model), {args.load_concurrency} concurrent clients, {wall:.0f} s: "

@@ -33,13 +33,13 @@ def build_tiny_tokenizer():
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 64):
+def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 64, sliding_window: int = 64):
     from transformers import Gemma3TextConfig
 
     return Gemma3TextConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
-        max_position_embeddings=1024, sliding_window=64,
+        max_position_embeddings=1024, sliding_window=sliding_window,
         layer_types=["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)],
         pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
         # Larger than the 0.02 default: with tiny tied embeddings the logits stay near zero and
@@ -57,7 +57,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "cpu"):
+def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "cpu", sliding_window: int = 64):
     from transformers import Gemma3ForCausalLM
 
     from adaptlab.models.base import BaseModel
@@ -66,13 +66,13 @@ def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = Gemma3ForCausalLM(tiny_config(len(tok), layers, hidden))
+        model = Gemma3ForCausalLM(tiny_config(len(tok), layers, hidden, sliding_window))
     finally:
         torch.random.set_rng_state(gen_state)  # do not disturb the caller's random stream
     model.eval()
     model.requires_grad_(False)  # frozen like every base model
     fp = weights_fingerprint(model)
     model.to(device)
-    meta = {"name": "tiny", "source": f"random-init(seed={seed},layers={layers},hidden={hidden})",
+    meta = {"name": "tiny", "source": f"random-init(seed={seed},layers={layers},hidden={hidden},window={sliding_window})",
             "dtype": "float32", "fingerprint": fp}
     return BaseModel(model=model, tokenizer=tok, name="tiny", fingerprint=fp, path=None, meta=meta)

@@ -36,6 +36,8 @@ class ServingAdapter:
     decoding: dict = field(default_factory=lambda: {"max_new_tokens": 64})
     kind: str = "base"
     artifact: object = None                     # the loaded artifact itself (kept only by the swap baseline)
+    lead: object = None                         # engine.Lead: the static lead's keys/values, once built
+    lead_built: bool = False                    # build_lead ran (lead may still be None: nothing to keep)
 
     @property
     def soft_len(self) -> int:
@@ -51,6 +53,8 @@ class ServingAdapter:
         n += sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b, _ in self.lora.values())
         if self.model is not None:
             n += sum(p.numel() * p.element_size() for p in self.model.parameters())
+        if self.lead is not None:
+            n += self.lead.nbytes
         return n
 
 

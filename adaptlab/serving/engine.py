@@ -13,6 +13,14 @@ Per row of a batch (``MixedLM``):
 - LoRA: forward hooks on the target linears add ``(x_r A^T) B^T * alpha/r`` to the rows of each
   adapter (the base weights are shared, untouched);
 - plain base rows get none of these.
+
+Static leads (:func:`build_lead`, :func:`with_leads`): what every request of one adaptation
+starts with (a prefix's keys/values, the soft prompt, the instruction and fixed exemplars of its
+template) is run once when the adaptation is first served and kept as keys/values; a row whose
+prompt starts with those tokens then becomes a prefix row holding the lead, plus its own tokens.
+This is prefix caching (vLLM and SGLang do it for hard prompts) extended to soft prompts and
+LoRA-adapted keys/values; a mixed batch then pays only each row's own tokens, and padding a
+batch to its longest lead costs attention slots, not whole forward positions.
 Scoring and greedy decoding are the shared ones (:mod:`adaptlab.evaluation.scoring`,
 :mod:`adaptlab.evaluation.generation`); they only see ``start``/``extend``/``project``.
 """
@@ -20,10 +28,12 @@ Scoring and greedy decoding are the shared ones (:mod:`adaptlab.evaluation.scori
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 
-from adaptlab.evaluation.scoring import DecoderLM, LabelTrie, _continuations, _encode_prompts, decoder, encode_labels
+from adaptlab.evaluation.scoring import DecoderLM, LabelTrie, _common_prefix, _continuations, _encode_prompts, decoder
+from adaptlab.evaluation.scoring import encode_labels
 from adaptlab.evaluation.scoring import pad_id, project, right_pad
 from adaptlab.serving.adapters import ServingAdapter
 
@@ -165,6 +175,69 @@ class MixedLM(DecoderLM):
 
     def project(self, hidden):
         return project(self.model, hidden)
+
+
+@dataclasses.dataclass
+class Lead:
+    """An adaptation's static lead: the prompt tokens it covers and the adapter to use instead.
+
+    ``view`` is the adapter with the lead's keys/values as its prefix (no soft prompt: it is in
+    the lead), LoRA and everything else unchanged; rows using it drop ``ids`` from their prompt.
+    """
+
+    ids: list[int]
+    view: ServingAdapter
+
+    @property
+    def nbytes(self) -> int:
+        kv = self.view.prefix
+        return kv.numel() * kv.element_size()
+
+
+PROBES = ("a", "Z z")   # two inputs that share no first token: the rendered prompts agree up to the input
+
+
+@torch.no_grad()
+def build_lead(model: torch.nn.Module, hooks: LoraHooks | None, tokenizer, adapter: ServingAdapter,
+               window: int | None, max_prompt_tokens: int, min_tokens: int = 4) -> Lead | None:
+    """Run ``adapter``'s static lead once; None when it has none worth keeping (< ``min_tokens``
+    positions beyond its prefix) or when it would not fit a sliding window.
+
+    The lead's tokens are the common start of the prompts rendered for :data:`PROBES`, less the
+    last token (the template's last token before the input can merge with the input's first
+    characters; :func:`with_leads` checks each row's tokens anyway, so a guess too long only
+    loses cache hits, never changes a result).
+    """
+    probes = _encode_prompts(tokenizer, adapter.render(list(PROBES)), max_prompt_tokens)
+    ids = _common_prefix(probes)[:-1]
+    covered = adapter.prefix_len + adapter.soft_len + len(ids)
+    if covered - adapter.prefix_len < min_tokens or (window is not None and covered >= window):
+        return None
+    lm = MixedLM(model, hooks, [adapter])
+    device = lm.device
+    t = torch.tensor([ids], dtype=torch.long, device=device)
+    cache, _, _ = lm.start(t, torch.ones_like(t))
+    if any(layer.keys.shape[-2] != covered for layer in cache.layers):
+        return None   # a sliding-window layer kept fewer slots than the lead has
+    kv = torch.stack([x for layer in cache.layers for x in (layer.keys[0], layer.values[0])])   # (L*2, kv, C, hd)
+    view = dataclasses.replace(adapter, soft=None, prefix=kv.clone(), lead=None)
+    return Lead(ids=ids, view=view)
+
+
+def with_leads(adapters: list[ServingAdapter], prompt_ids: list[list[int]]):
+    """Each row whose prompt starts with its adapter's lead (and goes on past it): the lead view
+    and the rest of its tokens; other rows unchanged. Returns (adapters, prompt ids)."""
+    ads, ids = [], []
+    for ad, x in zip(adapters, prompt_ids):
+        lead = ad.lead
+        n = len(lead.ids) if lead is not None else 0
+        if lead is not None and len(x) > n and x[:n] == lead.ids:
+            ads.append(lead.view)
+            ids.append(x[n:])
+        else:
+            ads.append(ad)
+            ids.append(x)
+    return ads, ids
 
 
 def encode_rows(tokenizer, adapters: list[ServingAdapter], texts: list[str], max_prompt_tokens: int):

@@ -21,7 +21,8 @@ import torch
 from adaptlab.models.base import BaseModel
 from adaptlab.registry import Entry, Registry, RegistryError
 from adaptlab.serving.adapters import BASE_WEIGHTS, ServingAdapter, from_artifact, plain_adapter
-from adaptlab.serving.engine import LoraHooks, MixedLM, classify_rows, encode_rows, generate_rows, plan_batches
+from adaptlab.serving.engine import LoraHooks, MixedLM, build_lead, classify_rows, encode_rows, generate_rows
+from adaptlab.serving.engine import plan_batches, with_leads
 
 BASE_ALIASES = ("base",)
 
@@ -45,6 +46,7 @@ class ServeConfig:
     max_new_tokens: int = 256
     batching: str = "mixed"          # "mixed" | "swap" (the baseline: one adaptation at a time, its own code path)
     verify_artifacts: bool = True
+    prompt_cache: bool = True        # keep each adaptation's static lead as keys/values (engine.build_lead)
 
     def __post_init__(self):
         if self.max_batch < 1:
@@ -236,6 +238,13 @@ class Service:
                      for w in group]
         else:
             extra = [w.max_new for w in group]
+        if self.config.prompt_cache:
+            for ad in {a.key: a for a in ads}.values():
+                if not ad.lead_built:
+                    ad.lead = build_lead(model, hooks, tok, ad, self.window, self.config.max_prompt_tokens)
+                    ad.lead_built = True
+            self._gauge()
+            ads, ids = with_leads(ads, ids)
         for rows in plan_batches(ads, ids, extra, self.window, self.config.max_batch):
             lm = MixedLM(model, hooks, [ads[i] for i in rows])
             if self.metrics is not None:

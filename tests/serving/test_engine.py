@@ -5,7 +5,8 @@ import torch
 
 from adaptlab.models.tiny import build_tiny
 from adaptlab.serving.adapters import from_artifact, plain_adapter
-from adaptlab.serving.engine import LoraHooks, MixedLM, classify_rows, encode_rows, generate_rows, plan_batches
+from adaptlab.serving.engine import LoraHooks, MixedLM, build_lead, classify_rows, encode_rows, generate_rows
+from adaptlab.serving.engine import plan_batches, with_leads
 from adaptlab.strategies import Artifact
 from adaptlab.strategies.gradient import release
 
@@ -27,8 +28,9 @@ def test_every_kind_is_in_the_kit():
     assert {s for _, s, _, _ in KINDS} == set(list_strategies())
 
 
-def _mixed(base, hooks, adapters, texts, op, max_new=5):
-    """Run rows through the engine the way the server does: split by weights, then plan_batches."""
+def _mixed(base, hooks, adapters, texts, op, max_new=5, leads=False, hits=None):
+    """Run rows through the engine the way the server does: split by weights, (static leads,)
+    then plan_batches. ``hits`` collects the names of rows that ran on a lead."""
     out = [None] * len(texts)
     by_weights = {}
     for i, a in enumerate(adapters):
@@ -38,8 +40,16 @@ def _mixed(base, hooks, adapters, texts, op, max_new=5):
         ads = [adapters[i] for i in idx]
         ids = encode_rows(base.tokenizer, ads, [texts[i] for i in idx], 1024)
         extra = [8 if op == "classify" else max_new] * len(idx)
+        model = base.model if w == "base" else ads[0].model
+        if leads:
+            for ad in {a.key: a for a in ads}.values():
+                ad.lead = build_lead(model, hooks if w == "base" else None, base.tokenizer, ad, window, 1024, min_tokens=1)
+                ad.lead_built = True
+            full = ads
+            ads, ids = with_leads(ads, ids)
+            if hits is not None:
+                hits.extend(a.name for a, f in zip(ads, full) if a is not f)
         for rows in plan_batches(ads, ids, extra, window, 64):
-            model = base.model if w == "base" else ads[rows[0]].model
             lm = MixedLM(model, hooks if w == "base" else None, [ads[r] for r in rows])
             if op == "classify":
                 res = classify_rows(lm, base.tokenizer, [ids[r] for r in rows])
@@ -50,7 +60,14 @@ def _mixed(base, hooks, adapters, texts, op, max_new=5):
     return out
 
 
-def test_mixed_classification_batch_equals_one_at_a_time(kit):
+@pytest.fixture(params=[False, True], ids=["no-leads", "leads"])
+def leads(request, kit):
+    yield request.param
+    for ad in kit[2].values():
+        ad.lead, ad.lead_built = None, False
+
+
+def test_mixed_classification_batch_equals_one_at_a_time(kit, leads):
     base, arts, ads = kit
     names = [n for n in ads if ads[n].task_type == "classification"]
     reference = {n: arts[n].scores(TEXTS) for n in names}  # each artifact alone, its own code path
@@ -58,16 +75,22 @@ def test_mixed_classification_batch_equals_one_at_a_time(kit):
     rows = [(n, i) for n in names for i in range(len(TEXTS))]
     rows = rows[::2] + rows[1::2]  # interleave adapters inside the batch
     hooks = LoraHooks(base.model)
-    scores = _mixed(base, hooks, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify")
+    hits = []
+    scores = _mixed(base, hooks, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=leads,
+                    hits=hits)
     biggest = max(len(set(n for n, _ in rows)), 1)
     assert biggest >= 10  # the batch really mixes every kind
     for (n, i), s in zip(rows, scores):
         if ads[n].calibrate is not None:
             s = ads[n].calibrate(s.unsqueeze(0))[0]
         assert torch.allclose(s, reference[n][i], atol=1e-4), (n, TEXTS[i], s, reference[n][i])
+    if leads:  # every adapter with a lead used it (a lead longer than the 64-slot window is not kept)
+        with_lead = {n for n in names if ads[n].lead is not None}
+        assert set(hits) == with_lead
+        assert {"soft", "prefix", "lora", "full", "hybrid"} <= with_lead, set(names) - with_lead  # hard prompts: below
 
 
-def test_mixed_generation_batch_equals_one_at_a_time(kit):
+def test_mixed_generation_batch_equals_one_at_a_time(kit, leads):
     base, arts, ads = kit
     gen = [n for n in ads if ads[n].task_type == "generation"]
     reference = {n: arts[n].generate(TEXTS, max_new_tokens=5) for n in gen}
@@ -78,7 +101,10 @@ def test_mixed_generation_batch_equals_one_at_a_time(kit):
     rows = [(n, i) for n in gen + ["plain"] for i in range(len(TEXTS))][::-1]
     adapters = [ads[n] if n != "plain" else plain for n, _ in rows]
     hooks = LoraHooks(base.model)
-    seqs = _mixed(base, hooks, adapters, [TEXTS[i] for _, i in rows], "generate")
+    hits = []
+    seqs = _mixed(base, hooks, adapters, [TEXTS[i] for _, i in rows], "generate", leads=leads, hits=hits)
+    if leads:
+        assert hits
     for (n, i), seq in zip(rows, seqs):
         text = base.tokenizer.decode(seq, skip_special_tokens=True).strip()
         assert text == (reference[n][i] if n != "plain" else plain_ref[i]), (n, TEXTS[i])
@@ -97,3 +123,54 @@ def test_plan_batches_keeps_each_batch_inside_the_window():
     plans = plan_batches([p, a], [[1] * 5, [1] * 40], [8, 8], window=64, max_batch=8)
     assert sorted(map(sorted, plans)) == [[0], [1]]
     assert plan_batches([p, a], [[1] * 5, [1] * 30], [8, 8], window=64, max_batch=8) == [[0, 1]]
+
+
+def test_hard_prompt_leads_give_the_same_scores_and_are_checked_per_row():
+    """Instruction + fixed exemplars run once per adaptation; a row whose tokens do not start with
+    the lead (a template that tokenizes differently at the input) falls back to its full prompt."""
+    from adaptlab.strategies import get_strategy, make_config
+
+    from .kit import FOOD, MOOD
+
+    base = build_tiny(sliding_window=512)  # the char-level tiny prompts are longer than the default window
+    arts = {"zs": ("zero_shot", FOOD, {}), "fs": ("few_shot", MOOD, {"k": 2, "calibrate": True}),
+            "fs-nn": ("few_shot", MOOD, {"k": 2, "selection": "nearest"})}
+    ads, refs = {}, {}
+    for n, (strategy, data, over) in arts.items():
+        art = get_strategy(strategy).strategy_cls(make_config(strategy, **over)).fit(base, data, None)
+        refs[n] = art.scores(TEXTS)
+        ads[n] = from_artifact(art, base, n, n)
+    rows = [(n, i) for i in range(len(TEXTS)) for n in ads]
+    hits = []
+    scores = _mixed(base, None, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=True,
+                    hits=hits)
+    for (n, i), s in zip(rows, scores):
+        if ads[n].calibrate is not None:
+            s = ads[n].calibrate(s.unsqueeze(0))[0]
+        assert torch.allclose(s, refs[n][i], atol=1e-4), (n, TEXTS[i])
+    assert sorted(set(hits)) == ["fs", "fs-nn", "zs"]
+    # the instruction only, for nearest-neighbour exemplars (they change with the input)
+    assert len(ads["fs-nn"].lead.ids) < len(ads["fs"].lead.ids)
+    # a row whose tokens differ inside the lead keeps its whole prompt
+    lead = ads["zs"].lead
+    wrong = lead.ids[:-1] + [lead.ids[-1] + 1] + [5, 6]
+    (ad,), (x,) = with_leads([ads["zs"]], [wrong])
+    assert ad is ads["zs"] and x == wrong
+    (ad,), (x,) = with_leads([ads["zs"]], [lead.ids])  # nothing left after the lead: no room for a row
+    assert ad is ads["zs"]
+    (ad,), (x,) = with_leads([ads["zs"]], [lead.ids + [7]])
+    assert ad is lead.view and x == [7] and ad.prefix.shape[2] == len(lead.ids)
+
+
+def test_no_lead_when_it_is_too_short_or_too_long():
+    base = build_tiny()
+    plain = plain_adapter(base)
+    assert build_lead(base.model, None, base.tokenizer, plain, 64, 1024) is None   # prompts pass through as they are
+    import dataclasses
+
+    long = dataclasses.replace(plain, render=lambda texts: ["x" * 80 + t for t in texts])
+    assert build_lead(base.model, None, base.tokenizer, long, 64, 1024) is None     # 80 tokens > the 64 window
+    assert build_lead(base.model, None, base.tokenizer, long, None, 1024) is None   # the layers themselves keep 64
+    wide = build_tiny(sliding_window=512)
+    lead = build_lead(wide.model, None, wide.tokenizer, long, 512, 1024)
+    assert lead.ids == wide.tokenizer("x" * 80)["input_ids"][:-1] and lead.view.prefix.shape[2] == len(lead.ids)
