@@ -273,6 +273,8 @@ def train_cmd(
     endpoint_mode: str = typer.Option("auto", help="auto | logprobs (echoed label logprobs) | parse (parse answers)."),
     device: str = DEVICE_OPT,
     precision: str = typer.Option("auto", help="auto (bf16 autocast on a capable GPU), fp32 or bf16."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun: shard a full fine-tune's weights, gradients and "
+                                                    "optimizer state over the ranks (FSDP2); adapters train data-parallel."),
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab.backends import BackendError
@@ -290,7 +292,7 @@ def train_cmd(
         if endpoint and spec.kind != "prompt":
             raise DataError(f"--endpoint: {strategy} changes weights; only prompt strategies run on an endpoint")
         cfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                          patience=patience, seed=seed, precision=precision)
+                          patience=patience, seed=seed, precision=precision, fsdp=fsdp)
         splits = load_task(data, data_dir_override=data_dir, seed=seed)
         train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
         backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device)

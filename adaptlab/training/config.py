@@ -28,6 +28,8 @@ class TrainConfig:
     bucket_size: int = field(default=64, metadata={"help": "Examples per length bucket before batching (1: no bucketing)."})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on a GPU that supports it, else "
                                                              "fp32), fp32, or bf16 (autocast; slow on most CPUs)."})
+    fsdp: bool = field(default=False, metadata={"help": "Under torchrun: shard full fine-tuning's weights, gradients and "
+                                                        "optimizer state over the ranks (FSDP2) instead of replicating them."})
 
     def __post_init__(self):
         def bad(name, why):

@@ -12,10 +12,19 @@ module's ``forward``, and the shared loop never calls ``forward`` (it runs the d
 projects label positions only). One flat all-reduce after backward is what DDP does, minus the
 overlap of communication with the backward pass; the adapters' gradients are small (LoRA and
 prompts: well under 1% of the model), so there is little to overlap.
+
+Full fine-tuning can shard instead (``TrainConfig.fsdp``, :class:`Sharded`): a training copy of
+the module goes through ``torch.distributed.fsdp.fully_shard`` (FSDP2) per decoder layer and as a
+whole, so each rank holds 1/N of the weights, gradients and AdamW moments. The loop then calls
+that copy's ``forward`` (a thin module around the same label-position objective), which is what
+arms FSDP's gather and reduce-scatter hooks. The caller's module keeps the full weights, and is
+refreshed from the shards (:meth:`Sharded.sync`) before each evaluation and at the end, so
+evaluation, early stopping and saving the artifact do not change.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -80,3 +89,71 @@ def all_sum(value: float) -> float:
 def barrier() -> None:
     if world()[1] > 1:
         torch.distributed.barrier()
+
+
+# ------------------------------------------------------------------ FSDP (full fine-tuning)
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind ``t`` (gathered over ranks when ``t`` is a sharded DTensor; collective)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def like(p: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """``whole`` laid out like ``p``: this rank's shard when ``p`` is a DTensor, else ``whole`` itself."""
+    if hasattr(p, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(whole.to(p.device, p.dtype), p.device_mesh, p.placements)
+    return whole
+
+
+class _Objective(torch.nn.Module):
+    """``forward`` = log p of the target tokens (label positions only): the root FSDP unit."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, input_ids, attention_mask, target_mask):
+        from adaptlab.evaluation.scoring import target_token_logprobs
+
+        rows, logp = target_token_logprobs(self.module, input_ids, attention_mask, target_mask)
+        return rows, logp.clone()  # not a view: FSDP's pre-backward hook must stay on it
+
+
+def _decoder_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
+    hf = module.hf_model() if hasattr(module, "hf_model") else module
+    body = getattr(hf, "model", hf)
+    return list(getattr(body, "layers", []))
+
+
+class Sharded:
+    """An FSDP2-sharded training copy of ``module`` (every parameter trainable), names unchanged."""
+
+    def __init__(self, module: torch.nn.Module):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        self.module = module
+        self.full_params = {n: p for n, p in module.named_parameters()}
+        device = next(module.parameters()).device
+        shadow = copy.deepcopy(module)
+        mesh = init_device_mesh(device.type, (world()[1],))
+        for layer in _decoder_layers(shadow):
+            fully_shard(layer, mesh=mesh)
+        self.objective = fully_shard(_Objective(shadow), mesh=mesh)
+        # FSDP averages gradients over ranks; the loop's loss is already divided by the global batch's
+        # token count, so it is scaled by the world size to make that average a sum. (A divide factor
+        # of 1 would say the same, but gloo has no PREMUL_SUM reduction.)
+        self.loss_scale = float(world()[1])
+        self.params = {n.removeprefix("module."): p for n, p in self.objective.named_parameters()}
+        if self.params.keys() != self.full_params.keys():
+            raise RuntimeError("fsdp: the sharded copy's parameters do not match the module's")
+
+    def __call__(self, input_ids, attention_mask, target_mask):
+        return self.objective(input_ids, attention_mask, target_mask)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy the sharded weights into the caller's module (collective: every rank calls it)."""
+        for n, p in self.params.items():
+            self.full_params[n].copy_(full(p.detach()))

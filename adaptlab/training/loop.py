@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class TrainResult:
     best_step: int | None
     stopped_early: bool
     history: list[dict] = field(default_factory=list)
+    parallel: str = "none"   # "none" | "data" (gradients all-reduced over ranks) | "fsdp" (sharded), with the rank count
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -104,15 +106,13 @@ def trainable_named(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 
 
 # ------------------------------------------------------------------ checkpoints
-def _save_checkpoint(run_dir: Path, module, optimizer, scheduler, state: dict, best: dict | None) -> None:
-    """Write the checkpoint folder under a temporary name, then swap it in."""
-    tmp = run_dir / f".{CKPT}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    params = trainable_named(module)
-    save_file({n: p.detach().contiguous() for n, p in params.items()}, tmp / "trainable.safetensors")
-    if best is not None:
-        save_file({n: t.contiguous() for n, t in best.items()}, tmp / "best.safetensors")
+def _checkpoint_tensors(params: dict, optimizer, best: dict | None) -> dict:
+    """Whole tensors for a checkpoint: weights, best weights, optimizer moments by parameter name.
+    Collective under FSDP (shards are gathered), so every rank calls it; only rank 0 writes."""
+    from adaptlab.training.distributed import full
+
+    out = {"trainable": {n: full(p.detach()).contiguous() for n, p in params.items()},
+           "best": None if best is None else {n: full(t).contiguous() for n, t in best.items()}}
     # Optimizer moments by parameter name (safetensors), scalars as JSON: no pickle anywhere.
     names = {id(p): n for n, p in params.items()}
     opt_tensors, opt_scalars = {}, {}
@@ -121,13 +121,25 @@ def _save_checkpoint(run_dir: Path, module, optimizer, scheduler, state: dict, b
             for k, v in optimizer.state.get(p, {}).items():
                 key = f"{names[id(p)]}::{k}"
                 if torch.is_tensor(v):
-                    opt_tensors[key] = v.detach().contiguous()
+                    opt_tensors[key] = full(v.detach()).contiguous()
                 else:
                     opt_scalars[key] = v
-    save_file(opt_tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
+    out["optimizer"], out["opt_scalars"] = opt_tensors, opt_scalars
+    return out
+
+
+def _save_checkpoint(run_dir: Path, tensors: dict, scheduler, state: dict) -> None:
+    """Write the checkpoint folder under a temporary name, then swap it in."""
+    tmp = run_dir / f".{CKPT}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors["trainable"], tmp / "trainable.safetensors")
+    if tensors["best"] is not None:
+        save_file(tensors["best"], tmp / "best.safetensors")
+    save_file(tensors["optimizer"] or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
     save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
     atomic_write_json(tmp / "state.json", {**state, "scheduler": scheduler.state_dict()["last_epoch"],
-                                            "opt_scalars": opt_scalars,
+                                            "opt_scalars": tensors["opt_scalars"],
                                             "python_rng": random.getstate()[1],
                                             "python_rng_pos": random.getstate()[2]})
     final, old = run_dir / CKPT, run_dir / f"{CKPT}.old"
@@ -146,9 +158,11 @@ def _find_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(d: Path, module, optimizer, scheduler) -> tuple[dict, dict | None]:
+def _load_checkpoint(d: Path, params: dict, optimizer, scheduler) -> tuple[dict, dict | None]:
+    """Restore weights, optimizer and schedule into ``params`` (sharded again under FSDP)."""
+    from adaptlab.training.distributed import like
+
     state = json.loads((d / "state.json").read_text())
-    params = trainable_named(module)
     saved = load_file(d / "trainable.safetensors")
     missing, unexpected = set(params) - set(saved), set(saved) - set(params)
     if missing or unexpected:
@@ -156,12 +170,13 @@ def _load_checkpoint(d: Path, module, optimizer, scheduler) -> tuple[dict, dict 
                            f"unexpected {sorted(unexpected)[:3]})")
     with torch.no_grad():
         for n, p in params.items():
-            p.copy_(saved[n])
+            p.copy_(like(p, saved[n]))
     opt = load_file(d / "optimizer.safetensors")
     for group in optimizer.param_groups:
         for p in group["params"]:
             n = next(k for k, v in params.items() if v is p)
             st = {k.split("::", 1)[1]: v for k, v in opt.items() if k.split("::", 1)[0] == n}
+            st = {k: like(p, v) if v.shape == p.shape else v for k, v in st.items()}  # moments; step stays whole
             st.update({k.split("::", 1)[1]: v for k, v in state["opt_scalars"].items() if k.split("::", 1)[0] == n})
             if st:
                 optimizer.state[p] = st
@@ -207,6 +222,15 @@ def train(
         raise ValueError("the module has no trainable parameters")
     n_trainable = sum(p.numel() for p in params.values())
     device = next(iter(params.values())).device
+    sharded = None
+    if cfg.fsdp and world_size > 1:
+        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+        if frozen:  # adapters: their gradients are small, data parallelism is the right tool
+            print(f"fsdp: {frozen:,} frozen parameters (an adapter, not a full fine-tune): training data-parallel "
+                  f"instead", file=sys.stderr)
+        else:
+            sharded = dist.Sharded(module)
+            params = sharded.params  # the optimizer, checkpoints and best weights work on the shards
     amp_device, amp = autocast_for(cfg.precision, device)
     steps_per_epoch = math.ceil(math.ceil(len(items) / cfg.batch_size) / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
@@ -223,7 +247,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt = _find_checkpoint(run_dir) if resume else None
         if ckpt is not None:
-            state, best_state = _load_checkpoint(ckpt, module, optimizer, scheduler)
+            state, best_state = _load_checkpoint(ckpt, params, optimizer, scheduler)
             step, epoch, batch_pos = state["step"], state["epoch"], state["batch_pos"]
             best_score, best_step, bad_evals = state["best_score"], state["best_step"], state["bad_evals"]
             log_lines = (run_dir / LOG).read_text().splitlines() if (run_dir / LOG).exists() else []
@@ -237,6 +261,8 @@ def train(
     log_lines_written = len((log_path.read_text().splitlines())) if log_path and log_path.exists() else 0
 
     module.train()
+    if sharded is not None:
+        sharded.objective.train()
     examples_seen = tokens_seen = 0
     last_loss = first_loss = float("nan")
     stopped_early = False
@@ -253,20 +279,28 @@ def train(
                 group = groups[batch_pos]
                 n_tgt = sum(len(items[i].target) for b in group for i in b)
                 loss_sum = 0.0
-                for b in group:
-                    b = dist.shard(b)  # this rank's rows; the loss is still divided by the global token count
+                for whole in group:
+                    b, weight = dist.shard(whole), 1.0  # this rank's rows; the loss is still / global token count
                     if not b:
-                        continue
+                        if sharded is None:
+                            continue
+                        b, weight = whole[:1], 0.0  # FSDP's collectives need every rank in every pass
                     batch = {k: v.to(device) for k, v in collate([items[i] for i in b], pad_id).items()}
                     with torch.autocast(device_type=amp_device, dtype=torch.bfloat16, enabled=amp):
-                        _, logp = target_token_logprobs(module, batch["input_ids"], batch["attention_mask"],
-                                                        batch["target_mask"])
-                    loss = -logp.sum() / n_tgt  # token-mean over the whole accumulated step
+                        if sharded is not None:
+                            _, logp = sharded(batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+                            weight *= sharded.loss_scale
+                        else:
+                            _, logp = target_token_logprobs(module, batch["input_ids"], batch["attention_mask"],
+                                                            batch["target_mask"])
+                    loss = -logp.sum() / n_tgt * weight  # token-mean over the whole accumulated step
                     loss.backward()
-                    loss_sum += loss.item()
-                    examples_seen += len(b)
-                    tokens_seen += int(batch["attention_mask"].sum())
-                dist.all_reduce_grads(list(params.values()))
+                    loss_sum += loss.item() / (sharded.loss_scale if sharded is not None else 1.0)
+                    if weight:
+                        examples_seen += len(b)
+                        tokens_seen += int(batch["attention_mask"].sum())
+                if sharded is None:  # FSDP has reduce-scattered them already
+                    dist.all_reduce_grads(list(params.values()))
                 loss_sum = dist.all_sum(loss_sum)
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
@@ -282,6 +316,8 @@ def train(
                 rec = {"step": step, "epoch": epoch, "loss": round(loss_sum, 6), "lr": scheduler.get_last_lr()[0],
                        "examples_per_s": round(n_ex / dt, 3), "elapsed_s": round(time.perf_counter() - t_start, 3)}
                 if evaluate is not None and (step % eval_every == 0 or step == total_steps):
+                    if sharded is not None:
+                        sharded.sync()
                     module.eval()
                     score = float(evaluate())
                     module.train()
@@ -302,14 +338,15 @@ def train(
                 bar.set_postfix(loss=f"{loss_sum:.4f}", ex_s=f"{n_ex / dt:.1f}",
                                 **({"dev": f"{rec['dev']:.3f}"} if "dev" in rec else {}))
                 bar.update(1)
-                if log_path is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or
-                                                                    step == total_steps or stopped_early):
-                    nxt_epoch, nxt_pos = (epoch + 1, 0) if batch_pos >= len(groups) else (epoch, batch_pos)
-                    _save_checkpoint(run_dir, module, optimizer, scheduler,
-                                     {"step": step, "epoch": nxt_epoch, "batch_pos": nxt_pos,
-                                      "best_score": best_score, "best_step": best_step, "bad_evals": bad_evals,
-                                      "log_lines": log_lines_written, "stopped_early": stopped_early},
-                                     best_state)
+                if run_dir is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or
+                                                                   step == total_steps or stopped_early):
+                    tensors = _checkpoint_tensors(params, optimizer, best_state)  # every rank: gathers shards
+                    if writer:
+                        nxt_epoch, nxt_pos = (epoch + 1, 0) if batch_pos >= len(groups) else (epoch, batch_pos)
+                        _save_checkpoint(run_dir, tensors, scheduler,
+                                         {"step": step, "epoch": nxt_epoch, "batch_pos": nxt_pos,
+                                          "best_score": best_score, "best_step": best_step, "bad_evals": bad_evals,
+                                          "log_lines": log_lines_written, "stopped_early": stopped_early})
                 if stopped_early:
                     break
             if batch_pos >= len(groups):
@@ -319,7 +356,11 @@ def train(
     if best_state is not None:
         with torch.no_grad():
             for n, p in params.items():
-                p.copy_(best_state[n])
+                p.copy_(dist.like(p, best_state[n]))
+    was_sharded = sharded is not None
+    if sharded is not None:
+        sharded.sync()  # the caller's module gets the trained weights; the shards go
+        del sharded
     module.eval()
     return TrainResult(
         steps=step, epochs_done=round(step / steps_per_epoch, 3), train_seconds=seconds,
@@ -327,4 +368,5 @@ def train(
         tokens_per_s=tokens_seen / seconds if seconds else 0.0, peak_rss_bytes=rss.peak,
         trainable_params=n_trainable, initial_loss=first_loss, final_loss=last_loss, best_dev=best_score, best_step=best_step,
         stopped_early=stopped_early, history=history,
+        parallel="none" if world_size == 1 else f"{'fsdp' if was_sharded else 'data'} x{world_size}",
     )

@@ -15,42 +15,77 @@ from adaptlab.training import TrainConfig
 DATA = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(
     [("apple", "fruit"), ("pear", "fruit"), ("plum", "fruit"), ("fig", "fruit"), ("kale", "veg"), ("leek", "veg"),
      ("okra", "veg"), ("corn", "veg"), ("bean", "veg")])], "mem", label_names=["fruit", "veg"])
-CASES = {"lora": ({"dropout": 0.0}, 1e-2), "soft_prompt": ({"n_tokens": 3}, 0.3)}
+CASES = {"lora": ({"dropout": 0.0}, 1e-2), "soft_prompt": ({"n_tokens": 3}, 0.3), "full": ({}, 1e-3)}
 
 
-def _fit(name: str, out: str) -> None:
+def _fit(name: str, out: str, fsdp: bool = False, steps: int = 5, run_dir: str | None = None) -> None:
     overrides, lr = CASES[name]
     base = build_tiny()
     strat = get_strategy(name).strategy_cls(make_config(name, **overrides))
-    cfg = TrainConfig(max_steps=5, batch_size=4, grad_accum=2, lr=lr, warmup_ratio=0.0, checkpoint_every=0, seed=3)
-    art = strat.fit(base, DATA, None, cfg, progress=False)
+    cfg = TrainConfig(max_steps=steps, batch_size=4, grad_accum=2, lr=lr, warmup_ratio=0.0, schedule="constant",
+                      checkpoint_every=3 if run_dir else 0, seed=3, fsdp=fsdp)
+    art = strat.fit(base, DATA, None, cfg, progress=False, run_dir=run_dir, resume=run_dir is not None)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    expected = "none" if world == 1 else f"{'fsdp' if fsdp and name == 'full' else 'data'} x{world}"  # adapters: data
+    assert art.metrics["train"]["parallel"] == expected
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         params = {n: p.detach().contiguous() for n, p in art.module.named_parameters()
-                  if "lora_" in n or n.endswith("prompt")}
+                  if "lora_" in n or n.endswith("prompt") or name == "full"}
         save_file(params, out)
 
 
-def _worker(rank: int, world: int, init: str, name: str, out: str) -> None:
+def _worker(rank: int, world: int, init: str, name: str, out: str, fsdp: bool = False, steps: int = 5,
+            run_dir: str | None = None) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        _fit(name, out)
+        _fit(name, out, fsdp, steps, run_dir)
     finally:
         torch.distributed.destroy_process_group()
 
 
+def _two(tmp_path, tag, *args):
+    mp.start_processes(_worker, args=(2, f"file://{tmp_path}/rendezvous-{tag}", *args), nprocs=2, join=True,
+                       start_method="spawn")
+
+
+def _same(single, double, atol=1e-5):
+    a, b = load_file(single), load_file(double)
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol), (k, (a[k] - b[k]).abs().max())
+    return a
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", ["lora", "soft_prompt"])
 def test_two_gloo_processes_equal_one_process(name, tmp_path):
     single = tmp_path / "single.safetensors"
     _fit(name, str(single))
     double = tmp_path / "ddp.safetensors"
-    mp.start_processes(_worker, args=(2, f"file://{tmp_path}/rendezvous", name, str(double)), nprocs=2,
-                       join=True, start_method="spawn")
-    a, b = load_file(single), load_file(double)
-    assert a.keys() == b.keys() and a
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), (k, (a[k] - b[k]).abs().max())
+    # LoRA asks for fsdp too: an adapter is not sharded, it trains data-parallel (checked in _fit)
+    _two(tmp_path, "a", name, str(double), name == "lora")
+    a = _same(single, double)
     if name == "lora":  # training moved the weights: B starts at zero
         assert any(a[k].abs().max() > 0 for k in a if "lora_B" in k)
+
+
+@pytest.mark.timeout(300)
+def test_fsdp_full_fine_tune_equals_one_process_and_resumes(tmp_path):
+    """Full fine-tuning sharded over 2 gloo processes (FSDP2) gives the single-process weights; a
+    run stopped after its step-3 checkpoint (gathered shards) resumes, sharded again, to the same end."""
+    base = build_tiny()
+    single = tmp_path / "single.safetensors"
+    _fit("full", str(single))
+    sharded = tmp_path / "fsdp.safetensors"
+    _two(tmp_path, "a", "full", str(sharded), True)
+    a = _same(single, sharded, atol=1e-5)
+    start = dict(base.model.named_parameters())
+    assert any(not torch.allclose(a[k], start[k.removeprefix("model.")]) for k in a)  # the weights moved
+    run = tmp_path / "run"
+    _two(tmp_path, "b", "full", str(tmp_path / "first3.safetensors"), True, 3, str(run))
+    assert (run / "checkpoint" / "state.json").exists()
+    resumed = tmp_path / "resumed.safetensors"
+    _two(tmp_path, "c", "full", str(resumed), True, 5, str(run))
+    _same(single, resumed, atol=1e-5)
