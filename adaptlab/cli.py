@@ -356,6 +356,10 @@ def compare_cmd(
     workers: int = typer.Option(1, help="Worker processes sharing this machine's cores and the run folder "
                                         "(several machines: start the same command on each, --out on shared "
                                         "storage)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Place the --workers with Ray: a cluster address, or "
+                                                          "'local' (--out must be storage every node sees)."),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="CPUs per Ray worker (default: this machine's "
+                                                                    "cores / --workers)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-step progress bars."),
     device: str = DEVICE_OPT,
 ) -> None:
@@ -393,10 +397,13 @@ def compare_cmd(
             make_config(strat, **kw)
         if workers < 1:
             raise DataError(f"--workers {workers}: must be >= 1")
-        if workers > 1:
-            from adaptlab.compare.grid import load_results, run_workers
+        if ray_cpus is not None and ray_cpus < 1:
+            raise DataError(f"--ray-cpus {ray_cpus}: must be >= 1")
+        if workers > 1 or ray:
+            from adaptlab.compare.grid import load_results, run_ray_workers, run_workers
 
-            code = run_workers(sys.argv[1:], workers)
+            code = (run_ray_workers(sys.argv[1:], workers, ray, ray_cpus) if ray
+                    else run_workers(sys.argv[1:], workers))
             if code != 0:
                 raise DataError(f"a compare worker failed (exit {code}); re-run the same command to resume")
             skipped = json.loads((out / "skipped.json").read_text()) if (out / "skipped.json").exists() else []
@@ -476,7 +483,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
                 train_sizes="32,128,all", seeds=1, budget=budget, out=out, epochs=2.0, test_limit=120,
                 fragility_k=1, fragility_examples=16, forgetting=True,
                 set_=["few_shot.k=8", "prompt_search.budget_calls=120"], price_per_hour=0.10,
-                keep_artifacts="small", data_dir=None, workers=1, no_progress=False, device="auto")
+                keep_artifacts="small", data_dir=None, workers=1, ray=None, ray_cpus=None, no_progress=False,
+                device="auto")
 
 
 @app.command("export")

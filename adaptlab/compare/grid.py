@@ -246,32 +246,73 @@ def _write_skipped(out: Path, skipped: list[dict]) -> None:
     atomic_write_json(path, list(merged.values()))
 
 
+def _worker_command(argv: list[str]) -> list[str]:
+    """This compare command as one worker runs it: ``--workers`` / ``--ray*`` dropped, ``--out``
+    made absolute (a worker elsewhere must find the same folder)."""
+    import sys
+
+    cleaned: list[str] = []
+    it = iter(argv)
+    for a in it:
+        name = a.split("=", 1)[0]
+        if name in ("--workers", "--ray", "--ray-cpus"):
+            if "=" not in a:
+                next(it, None)
+            continue
+        if name == "--out":
+            value = a.split("=", 1)[1] if "=" in a else next(it, "")
+            cleaned += ["--out", str(Path(value).resolve())]
+            continue
+        cleaned.append(a)
+    return [sys.executable, "-m", "adaptlab.cli", *cleaned, "--workers", "1", "--no-progress"]
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def run_workers(argv: list[str], workers: int) -> int:
     """Run ``workers`` copies of this compare command on one machine, sharing the cores, and wait.
 
     Every worker takes runs through claims, so they never run the same one; the results folder
     is the one store. On several machines, start the same command on each against a shared
-    folder (``--out`` on NFS, or one Ray/Slurm job per node): the claims work the same way.
+    folder (``--out`` on NFS), or let Ray place the workers (:func:`run_ray_workers`).
     """
-    import sys
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = str(max(1, cores // workers))
+    threads = str(max(1, _cores() // workers))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "ADAPTLAB_THREADS": threads}
-    cleaned, skip = [], False
-    for a in argv:  # drop "--workers N" / "--workers=N"
-        if a.startswith("--workers="):
-            continue
-        if skip:
-            skip = False
-            continue
-        if a == "--workers":
-            skip = True
-            continue
-        cleaned.append(a)
-    procs = [subprocess.Popen([sys.executable, "-m", "adaptlab.cli", *cleaned, "--workers", "1", "--no-progress"],
-                              env=env) for _ in range(workers)]
+    procs = [subprocess.Popen(_worker_command(argv), env=env) for _ in range(workers)]
     return max(p.wait() for p in procs)
+
+
+def run_ray_workers(argv: list[str], workers: int, address: str, cpus: int | None = None) -> int:
+    """The same workers as :func:`run_workers`, placed by Ray: ``workers`` tasks of ``cpus`` CPUs
+    each, anywhere in the cluster at ``address`` ("local" starts a Ray on this machine). Each task
+    runs this compare command as one worker; the claims and the results folder do the rest, so
+    ``--out`` must be storage every node sees, and every node needs this environment (same
+    Python path, or a Ray ``runtime_env``). Why Ray only places processes: a run is minutes of
+    one process's work and its results are files, so Ray's object store has nothing to carry.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray: ray is not installed (pip install 'ray>=2.9')") from None
+    cpus = cpus or max(1, _cores() // workers)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address == "local" else address, num_cpus=_cores() if address == "local" else None,
+                 include_dashboard=False, log_to_driver=True, configure_logging=False)
+    env = {"OMP_NUM_THREADS": str(cpus), "ADAPTLAB_THREADS": str(cpus)}
+
+    @ray.remote(num_cpus=cpus, max_retries=0)
+    def worker(cmd: list[str], extra_env: dict) -> int:
+        return subprocess.run(cmd, env={**os.environ, **extra_env}).returncode
+
+    try:
+        codes = ray.get([worker.remote(_worker_command(argv), env) for _ in range(workers)])
+    finally:
+        if started:
+            ray.shutdown()
+    return max(codes)
 
 
 def _best(records: list[dict]) -> str | None:

@@ -151,3 +151,43 @@ def test_two_workers_share_one_grid(tmp_path):
                                                     "zero_shot-n0-s0"]
     assert len({x["meta"]["worker"] for x in recs}) == 2  # both workers did some of it
     assert list((out / "claims").iterdir()) == [] and (out / "report" / "report.html").exists()
+
+
+def test_worker_command_drops_the_executor_options_and_fixes_the_folder(tmp_path, monkeypatch):
+    from adaptlab.compare.grid import _worker_command
+
+    monkeypatch.chdir(tmp_path)
+    cmd = _worker_command(["compare", "--data", "demo", "--workers", "3", "--ray=local", "--ray-cpus", "2",
+                           "--out", "runs/x", "--seeds", "2"])
+    assert cmd[1:] == ["-m", "adaptlab.cli", "compare", "--data", "demo", "--out", str(tmp_path / "runs" / "x"),
+                       "--seeds", "2", "--workers", "1", "--no-progress"]
+    assert _worker_command(["compare", "--out=r", "--workers=2"])[3:] == ["compare", "--out", str(tmp_path / "r"),
+                                                                         "--workers", "1", "--no-progress"]
+
+
+@pytest.mark.timeout(600)
+def test_ray_places_the_workers_of_one_grid(tmp_path):
+    """A local Ray runs two workers of one grid: every run once, the report built."""
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "adaptlab.cli", "compare", "--data", "demo", "--model", "tiny", "--out", str(out),
+           "--strategies", "zero_shot,few_shot,lora", "--train-sizes", "8", "--test-limit", "6",
+           "--fragility-k", "1", "--fragility-examples", "4", "--epochs", "1", "--set", "few_shot.k=2",
+           "--workers", "2", "--ray", "local", "--ray-cpus", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = load_results(out)
+    assert sorted(x["run"]["id"] for x in recs) == ["few_shot-n8-s0", "lora-n8-s0", "zero_shot-n0-s0"]
+    assert list((out / "claims").iterdir()) == [] and (out / "report" / "report.html").exists()
+
+
+def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    from adaptlab.compare.grid import run_ray_workers
+
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__",
+                        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "ray" else real(name, *a, **k))
+    with pytest.raises(ValueError, match="ray is not installed"):
+        run_ray_workers(["compare", "--out", str(tmp_path)], 2, "local")
