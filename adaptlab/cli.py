@@ -313,17 +313,17 @@ def train_cmd(
         _fail(e)
     te = art.metrics["test"]
     quality = (f"{te['accuracy']:.3f}", f"{te['macro_f1']:.3f}") if "accuracy" in te else \
-        (f"{te['rouge_l']:.3f}", f"{te['exact_match']:.3f}")
+        (f"{te['rouge_l']:.3f}", f"{te['chrf']:.3f}")
     table = Table(title=f"{strategy} on {data}")
     if spec.kind == "prompt":
-        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "exact",
+        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "chrF",
                     "prompt tokens", "ex/s", "model calls", "artifact KB"):
             table.add_column(col, justify="right")
         table.add_row(*quality, f"{te['prompt_tokens']:.0f}", f"{te['examples_per_s']:.1f}",
                       str(art.backend.calls), f"{artifact_bytes(out) / 1e3:.1f}")
     else:
         tr = art.metrics["train"]
-        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "exact",
+        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "chrF",
                     "train s", "ex/s", "peak RSS GB", "trainable", "artifact MB"):
             table.add_column(col, justify="right")
         table.add_row(*quality, f"{tr['train_seconds']:.1f}", f"{tr['examples_per_s']:.1f}",

@@ -14,7 +14,7 @@ from adaptlab.compare.recommend import Constraints, recommend
 from adaptlab.compare.summary import Row, aggregate, crossovers, largest
 from adaptlab.utils import atomic_write_bytes, atomic_write_text
 
-COLUMNS = ["strategy", "train size", "seeds", "quality", "macro-F1", "train s", "peak RSS GB", "trainable",
+COLUMNS = ["strategy", "train size", "seeds", "quality", "second metric", "train s", "peak RSS GB", "trainable",
            "artifact", "ex/s", "prompt tokens", "$ / 1M", "train-test gap", "paraphrase spread",
            "perturbation drop", "ppl change"]
 
@@ -27,12 +27,18 @@ def _opt(x, fmt):
     return "-" if x is None else format(x, fmt)
 
 
+def columns(rows: list[Row]) -> list[str]:
+    """COLUMNS with the second metric named: macro-F1 (classification) or chrF (generation)."""
+    second = "chrF" if rows and rows[0].metric == "rouge_l" else "macro-F1"
+    return [second if c == "second metric" else c for c in COLUMNS]
+
+
 def table_rows(rows: list[Row]) -> list[list[str]]:
     out = []
     for r in rows:
         out.append([r.strategy, str(r.train_size), str(r.seeds),
                     f"{r.quality:.3f}" + (f" ± {r.quality_std:.3f}" if r.seeds > 1 else ""),
-                    _opt(r.macro_f1, ".3f"), f"{r.train_seconds:.0f}", f"{r.peak_rss_gb:.2f}",
+                    _opt(r.chrf if r.metric == "rouge_l" else r.macro_f1, ".3f"), f"{r.train_seconds:.0f}", f"{r.peak_rss_gb:.2f}",
                     f"{r.trainable_params:,}", _fmt_bytes(r.artifact_bytes), f"{r.examples_per_s:.1f}",
                     f"{r.prompt_tokens:.0f}", f"{r.usd_per_1m:.2f}", _opt(r.overfit_gap, "+.3f"),
                     _opt(r.paraphrase_spread, ".3f"), _opt(r.perturbation_drop, "+.3f"),
@@ -138,10 +144,10 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     head = (f"Data `{cfg.get('data', meta.get('data'))}`, model `{cfg.get('model', meta.get('model'))}`, "
             f"{len(records)} runs; adaptlab {meta.get('versions', {}).get('adaptlab', '?')}, commit "
             f"{(meta.get('git_commit') or '?')[:10]}, {meta.get('machine', {}).get('cpu_count', '?')} cores.")
-    trows = table_rows(rows)
+    trows, cols = table_rows(rows), columns(rows)
     md = ["# adaptlab comparison report", "", head, "", "## Recommendation", "", rec.to_markdown(), "",
           "## Summary (mean over seeds; quality on the held-out test split)", "",
-          "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+          "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(r) + " |" for r in trows]
     xs = crossovers(rows)
     md += ["", "## Crossovers", ""] + [
@@ -154,13 +160,13 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
                "fragility is measured on a fixed sample of the test split; forgetting compares general-text "
                "perplexity and a second task before and after adaptation (hard prompts change no weight)."]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    atomic_write_text(out / "report.html", _html(head, rec, trows, xs, pngs, skipped))
+    atomic_write_text(out / "report.html", _html(head, rec, cols, trows, xs, pngs, skipped))
     return out
 
 
-def _html(head, rec, trows, xs, pngs, skipped) -> str:
+def _html(head, rec, cols, trows, xs, pngs, skipped) -> str:
     e = html.escape
-    th = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+    th = "".join(f"<th>{e(c)}</th>" for c in cols)
     tb = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in trows)
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
                    f"<figcaption>{e(n)}</figcaption></figure>" for n, d in pngs.items())

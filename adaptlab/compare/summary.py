@@ -15,6 +15,7 @@ class Row:
     quality: float
     quality_std: float
     macro_f1: float | None
+    chrf: float | None            # generation tasks: corpus chrF (0-1)
     train_seconds: float
     peak_rss_gb: float
     trainable_params: int
@@ -49,6 +50,7 @@ def aggregate(records: list[dict]) -> list[Row]:
             strategy=strategy, kind=rs[0]["run"]["kind"], train_size=size, seeds=len(rs),
             quality=statistics.fmean(q), quality_std=statistics.pstdev(q) if len(q) > 1 else 0.0,
             macro_f1=_mean([r["eval"]["test"].get("macro_f1") for r in rs]),
+            chrf=_mean([r["eval"]["test"].get("chrf") for r in rs]),
             train_seconds=statistics.fmean(r["train"]["seconds"] for r in rs),
             peak_rss_gb=max(r["train"]["peak_rss_bytes"] for r in rs) / 2**30,
             trainable_params=rs[0]["train"]["trainable_params"],

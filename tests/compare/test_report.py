@@ -11,7 +11,7 @@ import pytest
 from adaptlab.compare.report import build_report
 from adaptlab.utils import atomic_write_json
 
-from .synthetic import grid
+from .synthetic import grid, rec
 
 
 def _store(tmp_path):
@@ -31,6 +31,15 @@ def test_report_from_stored_json_only(tmp_path):
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and '<table id="summary">' in page
     assert "src=\"http" not in page  # self-contained
+
+
+def test_generation_report_shows_chrf(tmp_path):
+    for r in (rec("zero_shot", 0, 0.30, generation=True), rec("lora", 64, 0.55, generation=True)):
+        atomic_write_json(tmp_path / "results" / f"{r['run']['id']}.json", r)
+    atomic_write_json(tmp_path / "compare.json", {"data": "viggo", "model": "none"})
+    md = (build_report(tmp_path) / "report.md").read_text()
+    assert "| quality | chrF |" in md and "macro-F1" not in md
+    assert "| lora | 64 | 1 | 0.550 | 0.530 |" in md
 
 
 def test_report_refuses_an_empty_run(tmp_path):

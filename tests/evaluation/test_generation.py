@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from adaptlab.evaluation.generation import generate, generation_metrics, rouge_l
+from adaptlab.evaluation.generation import chrf, generate, generation_metrics, rouge_l
 
 
 def hf_greedy(model, tok, prompt, n):
@@ -41,3 +41,19 @@ def test_rouge_and_exact_match():
     assert rouge_l("", "x") == 0.0
     m = generation_metrics(["a b", "c"], [["a b", "zz"], ["d"]])
     assert m["exact_match"] == 0.5 and m["n"] == 2
+    with pytest.raises(ValueError, match="no predictions"):
+        generation_metrics([], [])
+
+
+def test_chrf_counts_every_reference():
+    # Identical text scores 1; text sharing no character scores 0.
+    assert chrf(["the cat sat"], [["the cat sat"]]) == pytest.approx(1.0)
+    assert chrf(["xyz"], [["abc"]]) == pytest.approx(0.0)
+    # A second reference that matches lifts the score to 1 (inputs may have different numbers of references).
+    assert chrf(["the cat sat", "dog"], [["a cat sat down", "the cat sat"], ["dog"]]) == pytest.approx(1.0)
+    # Hand-computed: "ab" vs "abc". Character 1-grams P=1, R=2/3; 2-grams P=1, R=1/2; higher orders
+    # have no hypothesis n-grams and are left out. chrF averages P and R over the orders, then takes
+    # F-beta with beta=2: P=1, R=7/12, F = 5PR / (4P + R) = 35/55.
+    assert chrf(["ab"], [["abc"]]) == pytest.approx(35 / 55, abs=1e-6)
+    m = generation_metrics(["the cat sat"], [["the cat sat"]])
+    assert m["chrf"] == pytest.approx(1.0)
