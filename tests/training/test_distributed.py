@@ -89,3 +89,39 @@ def test_fsdp_full_fine_tune_equals_one_process_and_resumes(tmp_path):
     resumed = tmp_path / "resumed.safetensors"
     _two(tmp_path, "c", "full", str(resumed), True, 5, str(run))
     _same(single, resumed, atol=1e-5)
+
+
+LAUNCH_ARGS = ["train", "--strategy", "lora", "--data", "demo", "--model", "tiny", "--max-steps", "3",
+               "--batch-size", "4", "--train-size", "24", "--set", "dropout=0.0"]
+
+
+@pytest.mark.timeout(300)
+def test_real_launchers_run_the_cli_data_parallel(tmp_path):
+    """What a user types: `torchrun` and `accelerate launch --multi_gpu` (gloo on a CPU machine) start
+    2 ranks of `adaptlab train`; each run's artifact equals the single-process one and says so."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADAPTLAB_THREADS": "1"}
+    launchers = {
+        "single": [str(bindir / "adaptlab")],
+        "torchrun": [str(bindir / "torchrun"), "--nproc_per_node", "2", "-m", "adaptlab.cli"],
+        "accelerate": [str(bindir / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "adaptlab.cli"],
+    }
+    for name, cmd in launchers.items():
+        if not Path(cmd[0]).exists() and shutil.which(cmd[0]) is None:
+            pytest.skip(f"{cmd[0]} is not installed")
+        out = tmp_path / name
+        proc = subprocess.run([*cmd, *LAUNCH_ARGS, "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=240)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        meta = json.loads((out / "adaptlab_artifact.json").read_text())
+        assert meta["metrics"]["train"]["parallel"] == ("none" if name == "single" else "data x2")
+    single = tmp_path / "single" / "adapter_model.safetensors"
+    for name in ("torchrun", "accelerate"):
+        _same(str(single), str(tmp_path / name / "adapter_model.safetensors"))
