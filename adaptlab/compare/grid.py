@@ -88,7 +88,25 @@ class Estimator:
     def __init__(self, cfg: CompareConfig, n_eval: int, n_labels: int):
         self.cfg, self.n_eval, self.n_labels = cfg, n_eval, n_labels
         self.train_rate: dict[str, float] = {}
-        self.eval_rate: float | None = None
+        # Scoring speed differs by strategy (a few-shot prompt is several times longer than a
+        # trained model's), so eval seconds and scored examples are summed per strategy; the pooled
+        # rate stands in for a strategy not measured yet. Sums, not the last run: one run slowed by
+        # other work on the machine should not swing every estimate.
+        self._eval: dict[str, list[float]] = {}
+
+    @property
+    def eval_rate(self) -> float | None:
+        """Seconds per scored example over every observed run (None before the first)."""
+        seconds = sum(v[0] for v in self._eval.values())
+        scored = sum(v[1] for v in self._eval.values())
+        return seconds / scored if scored else None
+
+    def strategy_eval_rate(self, strategy: str) -> float:
+        if strategy in self._eval:
+            seconds, scored = self._eval[strategy]
+            return seconds / scored
+        pooled = self.eval_rate
+        return pooled if pooled is not None else EVAL_PRIOR * (1 + self.n_labels / 20)
 
     def observe(self, rec: dict) -> None:
         r, tr, ev = rec["run"], rec["train"], rec["eval"]
@@ -98,7 +116,9 @@ class Estimator:
         elif r["kind"] == "prompt":
             self.train_rate[r["strategy"]] = tr["seconds"] / max(1, r["train_size"])
         if ev.get("seconds") and ev.get("scored_examples"):
-            self.eval_rate = ev["seconds"] / ev["scored_examples"]
+            acc = self._eval.setdefault(r["strategy"], [0.0, 0.0])
+            acc[0] += ev["seconds"]
+            acc[1] += ev["scored_examples"]
 
     def epochs(self, strategy: str) -> float:
         return float(self.cfg.strategy_epochs.get(strategy, self.cfg.epochs))
@@ -109,7 +129,7 @@ class Estimator:
         return self.n_eval + min(self.cfg.fragility_examples, 64) + frag
 
     def __call__(self, spec: RunSpec, kind: str) -> float:
-        eval_rate = self.eval_rate if self.eval_rate is not None else EVAL_PRIOR * (1 + self.n_labels / 20)
+        eval_rate = self.strategy_eval_rate(spec.strategy)
         seconds = self.scored_per_run() * eval_rate
         if kind == "gradient":
             rate = self.train_rate.get(spec.strategy, TRAIN_PRIOR.get(spec.strategy, 0.3))
@@ -214,7 +234,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
         remaining = sum(est(s, kinds[s.id]) for s in todo) + guess
         console.print(f"[bold][{len(done) + 1}/{n_total}][/] {spec.id}  est {guess:.0f} s, "
                       f"grid ETA {remaining / 60:.1f} min" + (f"  best so far: {best}" if best else ""),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)  # one line per run, also in a log file
         if (results_dir(out) / f"{spec.id}.json").exists() or not claim(out, spec.id):
             continue  # another worker finished it or is running it
         try:

@@ -73,6 +73,26 @@ def test_estimator_orders_cheap_runs_first_and_learns():
     assert est(RunSpec("lora", 256, 0), "gradient") > before  # measured slower than the prior
 
 
+def test_estimator_learns_eval_speed_per_strategy():
+    """A few-shot prompt scores slower than a trained model: each strategy's eval estimate follows its
+    own runs (summed, so one slow run moves it only in proportion), unmeasured ones the pooled rate."""
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "few_shot", "lora"], **{**FAST, "model": "tiny"})
+    est = Estimator(cfg, n_eval=100, n_labels=2)
+
+    def seen(strategy, kind, seconds, scored=100):
+        est.observe({"run": {"strategy": strategy, "kind": kind, "train_size": 16, "epochs": 1.0},
+                     "train": {"seconds": 0.0}, "eval": {"seconds": seconds, "scored_examples": scored}})
+
+    seen("zero_shot", "prompt", 10.0)
+    seen("few_shot", "prompt", 40.0)
+    assert est.strategy_eval_rate("zero_shot") == pytest.approx(0.1)
+    assert est.strategy_eval_rate("few_shot") == pytest.approx(0.4)
+    assert est.strategy_eval_rate("lora") == pytest.approx(0.25)  # pooled: 50 s / 200 examples
+    assert est(RunSpec("few_shot", 16, 0), "prompt") > 3 * est(RunSpec("zero_shot", 16, 0), "prompt")
+    seen("zero_shot", "prompt", 30.0)  # one slow run: 40 s / 200 examples, not 0.3 s each
+    assert est.strategy_eval_rate("zero_shot") == pytest.approx(0.2)
+
+
 def test_budget_and_size_parsing():
     assert parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("90s") == 90
     assert parse_budget("600") == 600 and parse_budget(None) is None
