@@ -348,6 +348,10 @@ def compare_cmd(
     fragility_k: int = typer.Option(3, help="Template paraphrases per run for fragility (0: off)."),
     fragility_examples: int = typer.Option(48, help="Test examples used for fragility and the train-test gap."),
     forgetting: bool = typer.Option(True, help="Measure general-text perplexity and a second task before/after."),
+    eval_every: int = typer.Option(0, help="Gradient strategies: evaluate on dev every N steps (0: once per epoch); "
+                                           "the best dev checkpoint is kept."),
+    patience: int = typer.Option(0, help="Gradient strategies: stop after N dev evaluations without improvement "
+                                         "(0: never); the report says where it fired."),
     set_: list[str] = typer.Option([], "--set", help="strategy.key=value, e.g. lora.r=16, few_shot.k=8, "
                                                      "prompt_search.budget_calls=300, full.epochs=1."),
     price_per_hour: float = typer.Option(0.10, help="Machine price assumed by the cost model (USD/hour)."),
@@ -389,6 +393,7 @@ def compare_cmd(
                             seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
                             strategy_epochs=strategy_epochs, strategy_settings=settings, test_limit=test_limit,
                             fragility_k=fragility_k, fragility_examples=fragility_examples, forgetting=forgetting,
+                            eval_every=eval_every, patience=patience,
                             price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
                             data_dir=str(data_dir) if data_dir else None, device=device)
         from adaptlab.strategies.registry import make_config

@@ -50,6 +50,8 @@ class CompareConfig:
     strategy_settings: dict = field(default_factory=dict)
     test_limit: int = 0
     dev_limit: int = 64
+    eval_every: int = 0       # gradient strategies: dev evaluation every N steps (0: once per epoch)
+    patience: int = 0         # stop after N dev evaluations without improvement (0: never)
     fragility_k: int = 3
     fragility_examples: int = 48
     forgetting: bool = True
@@ -73,7 +75,7 @@ class CompareConfig:
             raise ValueError("--budget must be positive")
         if self.keep_artifacts not in ("all", "small", "none"):
             raise ValueError(f"keep_artifacts={self.keep_artifacts!r}: all, small or none")
-        for name in ("test_limit", "fragility_k", "fragility_examples"):
+        for name in ("test_limit", "fragility_k", "fragility_examples", "eval_every", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
         bad = [s for s in self.strategy_settings if s not in known]

@@ -74,7 +74,8 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
                       "peak_rss_bytes": rss.peak, "examples_per_s": None, "stopped_early": False, "steps": 0}
     else:
         config = make_config(spec.strategy, **settings)
-        tc = TrainConfig(epochs=epochs, seed=spec.seed, dev_limit=cfg.dev_limit, checkpoint_every=0)
+        tc = TrainConfig(epochs=epochs, seed=spec.seed, dev_limit=cfg.dev_limit, checkpoint_every=0,
+                         eval_every=cfg.eval_every, patience=cfg.patience)
         art = sp.strategy_cls(config).fit(ctx.base, train, ctx.splits.dev, tc, progress=progress)
         tr = art.metrics["train"]
         train_info = {"seconds": tr["train_seconds"], "trainable_params": tr["trainable_params"],

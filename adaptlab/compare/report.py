@@ -46,6 +46,25 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     return out
 
 
+FIT_COLUMNS = ["strategy", "train size", "train quality - test quality", "best dev at step", "stopped early",
+               "general-text ppl change", "second-task accuracy change"]
+
+
+def fit_rows(rows: list[Row]) -> list[list[str]]:
+    """Overfitting and forgetting per strategy x size: the train-test gap, where the dev score peaked
+    (the weights each run keeps) and whether early stopping fired, and what the base model lost."""
+    out = []
+    for r in rows:
+        if r.train_size == 0:
+            continue  # nothing was fitted
+        peak = "-" if r.best_step is None or not r.steps else f"{r.best_step:.0f} of {r.steps:.0f}"
+        out.append([r.strategy, str(r.train_size), _opt(r.overfit_gap, "+.3f"), peak,
+                    "-" if r.kind == "prompt" else f"{r.stopped_early} of {r.seeds}",
+                    "-" if r.ppl_change is None else f"{100 * r.ppl_change:+.1f}%",
+                    "-" if r.second_task_change is None else f"{100 * r.second_task_change:+.1f} pts"])
+    return out
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -153,6 +172,11 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     md += ["", "## Crossovers", ""] + [
         f"- {x['strategy']} overtakes {x['over']} at {x['train_size']} examples" if x["train_size"] is not None
         else f"- {x['strategy']} never beats the best prompt strategy at the sizes measured" for x in xs]
+    frows = fit_rows(rows)
+    if frows:
+        md += ["", "## Overfitting and forgetting", "",
+               "| " + " | ".join(FIT_COLUMNS) + " |", "|" + "---|" * len(FIT_COLUMNS)]
+        md += ["| " + " | ".join(r) + " |" for r in frows]
     md += ["", "## Plots", ""] + [f"![{n}]({n})" for n in pngs]
     if skipped:
         md += ["", "## Skipped by the budget", ""] + [f"- {s['id']}: {s['reason']}" for s in skipped]
@@ -160,14 +184,18 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
                "fragility is measured on a fixed sample of the test split; forgetting compares general-text "
                "perplexity and a second task before and after adaptation (hard prompts change no weight)."]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    atomic_write_text(out / "report.html", _html(head, rec, cols, trows, xs, pngs, skipped))
+    atomic_write_text(out / "report.html", _html(head, rec, cols, trows, xs, pngs, skipped, frows))
     return out
 
 
-def _html(head, rec, cols, trows, xs, pngs, skipped) -> str:
-    e = html.escape
+def _table(e, table_id: str, cols: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{e(c)}</th>" for c in cols)
-    tb = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in trows)
+    tb = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>'
+
+
+def _html(head, rec, cols, trows, xs, pngs, skipped, frows) -> str:
+    e = html.escape
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
                    f"<figcaption>{e(n)}</figcaption></figure>" for n, d in pngs.items())
     recs = "".join(f"<li>{e(r)}</li>" for r in rec.reasons)
@@ -184,8 +212,9 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child,th
 img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h1>adaptlab comparison report</h1><p>{e(head)}</p>
 <h2 id="recommendation">{e(title)}</h2><ul>{recs}{exc}</ul>{"<h3>What to try next</h3><ul>" + nxt + "</ul>" if nxt else ""}
-<h2>Summary</h2><table id="summary"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>
+<h2>Summary</h2>{_table(e, "summary", cols, trows)}
 <h2>Crossovers</h2><ul>{cross or "<li>none at the sizes measured</li>"}</ul>
+{"<h2>Overfitting and forgetting</h2>" + _table(e, "fit", FIT_COLUMNS, frows) if frows else ""}
 <h2>Plots</h2>{imgs}
 {"<h2>Skipped by the budget</h2><ul>" + skip + "</ul>" if skip else ""}
 </body></html>

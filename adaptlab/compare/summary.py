@@ -25,6 +25,8 @@ class Row:
     usd_per_1m: float
     overfit_gap: float | None
     stopped_early: int
+    steps: float | None           # optimizer steps taken (mean over seeds)
+    best_step: float | None       # step of the best dev score, whose weights the run keeps
     paraphrase_spread: float | None
     perturbation_drop: float | None
     ppl_change: float | None
@@ -60,6 +62,8 @@ def aggregate(records: list[dict]) -> list[Row]:
             usd_per_1m=statistics.fmean(r["cost"]["usd_per_1m"] for r in rs),
             overfit_gap=_mean([r["eval"].get("overfit_gap") for r in rs]),
             stopped_early=sum(bool(r["train"].get("stopped_early")) for r in rs),
+            steps=_mean([r["train"].get("steps") or None for r in rs]),
+            best_step=_mean([r["train"].get("best_step") for r in rs]),
             paraphrase_spread=_mean([f.get("paraphrase_spread") for f in frag]),
             perturbation_drop=_mean([f.get("perturbation_drop") for f in frag]),
             ppl_change=_mean([f.get("ppl_change") for f in forg]),

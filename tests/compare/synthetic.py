@@ -2,14 +2,16 @@
 
 
 def rec(strategy, size, quality, *, kind=None, seed=0, train_s=60.0, rss_gb=2.5, artifact=1e6, ex_s=10.0,
-        tokens=30.0, spread=0.02, drop=0.01, ppl=0.01, gap=0.05, usd=None, params=1000, generation=False):
+        tokens=30.0, spread=0.02, drop=0.01, ppl=0.01, gap=0.05, usd=None, params=1000, generation=False,
+        stopped=False):
     kind = kind or ("prompt" if strategy in ("zero_shot", "few_shot", "prompt_search") else "gradient")
     usd = usd if usd is not None else 1e6 / ex_s / 3600 * 0.10
     return {
         "run": {"id": f"{strategy}-n{size}-s{seed}", "strategy": strategy, "kind": kind, "train_size": size,
                 "seed": seed, "epochs": 1.0, "settings": {}},
         "train": {"seconds": train_s, "peak_rss_bytes": int(rss_gb * 2**30), "trainable_params": params,
-                  "stopped_early": False},
+                  "stopped_early": stopped, **({"steps": 10, "best_step": 10 if not stopped else 6}
+                                               if kind == "gradient" else {"steps": 0})},
         "eval": {"quality": quality, "metric": "rouge_l" if generation else "accuracy",
                  "test": {"rouge_l": quality, "chrf": quality - 0.02, "exact_match": 0.0} if generation
                  else {"accuracy": quality, "macro_f1": quality - 0.01},
@@ -28,5 +30,6 @@ def grid():
     for n, fs, lo, fu in ((16, 0.55, 0.50, 0.48), (64, 0.58, 0.70, 0.72), (256, 0.60, 0.85, 0.87)):
         out.append(rec("few_shot", n, fs, tokens=400, artifact=5e3, ex_s=8, train_s=1))
         out.append(rec("lora", n, lo, tokens=25, artifact=3e6, ex_s=25, train_s=n * 0.5))
-        out.append(rec("full", n, fu, tokens=25, artifact=1.07e9, ex_s=25, train_s=n * 2, rss_gb=6, ppl=0.4))
+        out.append(rec("full", n, fu, tokens=25, artifact=1.07e9, ex_s=25, train_s=n * 2, rss_gb=6, ppl=0.4,
+                       stopped=n == 256))
     return out

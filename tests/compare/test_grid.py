@@ -44,6 +44,17 @@ def test_grid_measures_everything(tmp_path):
     assert again["finished"] == [] and len(again["results"]) == 5
 
 
+def test_early_stopping_settings_reach_the_training_loop(tmp_path):
+    """--eval-every / --patience go to every gradient run; the record says where dev peaked and that it stopped."""
+    cfg = CompareConfig(data="demo", strategies=["lora"], train_sizes=[16], seeds=1,
+                        **{**FAST, "epochs": 4.0, "eval_every": 1, "patience": 1})
+    run_compare(cfg, tmp_path, progress=False)
+    tr = json.loads((tmp_path / "results" / "lora-n16-s0.json").read_text())["train"]
+    assert tr["stopped_early"] and tr["steps"] == tr["best_step"] + 1 < 8  # 2 steps an epoch, 4 epochs
+    with pytest.raises(ValueError, match="patience=-1"):
+        CompareConfig(data="demo", patience=-1)
+
+
 def test_other_data_in_the_same_folder_is_refused(tmp_path):
     run_compare(CompareConfig(data="demo", strategies=["zero_shot"], train_sizes=[8], **FAST), tmp_path, progress=False)
     with pytest.raises(ValueError, match="holds a comparison of another data"):

@@ -28,8 +28,13 @@ def test_report_from_stored_json_only(tmp_path):
     assert "**Recommended: full**" in md and "| lora | 256 |" in md and "hybrid-n256-s0" in md
     for png in ("learning_curves.png", "pareto.png", "fragility.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # Overfitting and forgetting: where dev peaked, whether early stopping fired, the base model's losses.
+    assert "## Overfitting and forgetting" in md
+    assert "| full | 256 | +0.050 | 6 of 10 | 1 of 1 | +40.0% | +0.0 pts |" in md
+    assert "| lora | 16 | +0.050 | 10 of 10 | 0 of 1 |" in md and "| few_shot | 16 | +0.050 | - | - |" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and '<table id="summary">' in page
+    assert '<table id="fit">' in page and "6 of 10" in page
     assert "src=\"http" not in page  # self-contained
 
 
