@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -87,7 +88,8 @@ class Estimator:
 
     def __init__(self, cfg: CompareConfig, n_eval: int, n_labels: int):
         self.cfg, self.n_eval, self.n_labels = cfg, n_eval, n_labels
-        self.train_rate: dict[str, float] = {}
+        # (work, fit seconds) per strategy; work = train examples x epochs (prompt strategies: examples).
+        self._fits: dict[str, list[tuple[float, float]]] = {}
         # Scoring speed differs by strategy (a few-shot prompt is several times longer than a
         # trained model's), so eval seconds and scored examples are summed per strategy; the pooled
         # rate stands in for a strategy not measured yet. Sums, not the last run: one run slowed by
@@ -108,17 +110,43 @@ class Estimator:
         pooled = self.eval_rate
         return pooled if pooled is not None else EVAL_PRIOR * (1 + self.n_labels / 20)
 
+    def _work(self, strategy: str, kind: str, train_size: int) -> float:
+        return max(1, train_size) * (self.epochs(strategy) if kind == "gradient" else 1.0)
+
     def observe(self, rec: dict) -> None:
         r, tr, ev = rec["run"], rec["train"], rec["eval"]
-        work = max(1, r["train_size"]) * (r.get("epochs") or 1.0)
-        if r["kind"] == "gradient" and r["train_size"]:
-            self.train_rate[r["strategy"]] = tr["seconds"] / work
-        elif r["kind"] == "prompt":
-            self.train_rate[r["strategy"]] = tr["seconds"] / max(1, r["train_size"])
+        if r["train_size"] or r["kind"] == "prompt":
+            work = max(1, r["train_size"]) * ((r.get("epochs") or 1.0) if r["kind"] == "gradient" else 1.0)
+            self._fits.setdefault(r["strategy"], []).append((work, tr["seconds"]))
         if ev.get("seconds") and ev.get("scored_examples"):
             acc = self._eval.setdefault(r["strategy"], [0.0, 0.0])
             acc[0] += ev["seconds"]
             acc[1] += ev["scored_examples"]
+
+    def fit_line(self, strategy: str, prior_rate: float) -> tuple[float, float] | None:
+        """(fixed seconds, seconds per unit of work) of fitting ``strategy``, from its measured runs.
+
+        A run's fit time is a fixed part (dev evaluations, setting up adapters, a second stage)
+        plus a part that grows with the data; a small run is mostly the fixed part, so dividing its
+        time by its size would make a 1000-example run look many times too long. Two or more sizes
+        measured: least squares. One: the prior rate, the rest of the measured time being fixed.
+        """
+        pts = self._fits.get(strategy)
+        if not pts:
+            return None
+        xs = {w for w, _ in pts}
+        if len(xs) == 1:
+            w = next(iter(xs))
+            s = statistics.fmean(sec for _, sec in pts)
+            fixed = max(0.0, s - prior_rate * w)
+            return fixed, (s - fixed) / w
+        mx, my = statistics.fmean(w for w, _ in pts), statistics.fmean(sec for _, sec in pts)
+        slope = sum((w - mx) * (sec - my) for w, sec in pts) / sum((w - mx) ** 2 for w, _ in pts)
+        slope = max(0.0, slope)
+        fixed = my - slope * mx
+        if fixed < 0:  # through the origin instead
+            fixed, slope = 0.0, sum(w * sec for w, sec in pts) / sum(w * w for w, _ in pts)
+        return fixed, slope
 
     def epochs(self, strategy: str) -> float:
         return float(self.cfg.strategy_epochs.get(strategy, self.cfg.epochs))
@@ -131,12 +159,14 @@ class Estimator:
     def __call__(self, spec: RunSpec, kind: str) -> float:
         eval_rate = self.strategy_eval_rate(spec.strategy)
         seconds = self.scored_per_run() * eval_rate
-        if kind == "gradient":
-            rate = self.train_rate.get(spec.strategy, TRAIN_PRIOR.get(spec.strategy, 0.3))
+        work = self._work(spec.strategy, kind, spec.train_size)
+        prior = TRAIN_PRIOR.get(spec.strategy, 0.3) if kind == "gradient" else 0.0
+        line = self.fit_line(spec.strategy, prior)
+        if line is not None:
+            seconds += line[0] + line[1] * work
+        elif kind == "gradient":
             dev_evals = self.epochs(spec.strategy) * min(self.cfg.dev_limit, 64) * eval_rate
-            seconds += rate * spec.train_size * self.epochs(spec.strategy) + dev_evals
-        elif spec.strategy in self.train_rate:
-            seconds += self.train_rate[spec.strategy] * max(1, spec.train_size)
+            seconds += prior * work + dev_evals
         elif spec.strategy == "prompt_search":
             calls = self.cfg.strategy_settings.get("prompt_search", {}).get(SEARCH_CALLS, 300)
             seconds += calls * eval_rate

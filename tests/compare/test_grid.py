@@ -84,6 +84,31 @@ def test_estimator_orders_cheap_runs_first_and_learns():
     assert est(RunSpec("lora", 256, 0), "gradient") > before  # measured slower than the prior
 
 
+def test_estimator_separates_fixed_cost_from_per_example_cost():
+    """A 16-example run is mostly fixed cost (dev evaluations, set-up); extrapolating its seconds per
+    example to 1000 examples would skip runs that fit. One size: prior rate + measured fixed part;
+    two or more: a least-squares line."""
+    cfg = CompareConfig(data="demo", strategies=["hybrid"], **{**FAST, "epochs": 2.0})
+    est = Estimator(cfg, n_eval=100, n_labels=2)
+
+    def seen(size, seconds):
+        est.observe({"run": {"strategy": "hybrid", "kind": "gradient", "train_size": size, "epochs": 2.0},
+                     "train": {"seconds": seconds}, "eval": {}})
+
+    seen(16, 33.0)  # work 32; prior 0.52 s explains 16.6 s, the other 16.4 s is fixed
+    fixed, rate = est.fit_line("hybrid", 0.52)
+    assert fixed == pytest.approx(33.0 - 0.52 * 32) and rate == pytest.approx(0.52)
+    assert est.fit_line("hybrid", 2.0) == pytest.approx((0.0, 33.0 / 32))  # faster than the prior: all per-example
+    seen(64, 90.0)  # work 128: the line through (32, 33) and (128, 90)
+    fixed, rate = est.fit_line("hybrid", 0.52)
+    assert rate == pytest.approx(57.0 / 96) and fixed == pytest.approx(33.0 - 32 * 57.0 / 96)
+    big = est(RunSpec("hybrid", 1000, 0), "gradient") - est(RunSpec("hybrid", 0, 0), "gradient")
+    assert big == pytest.approx(rate * (2000 - 2))  # eval part equal; 1000 vs 1 example x 2 epochs
+    # A line whose fixed part would be negative, (32, 10 s) and (128, 90 s), is refitted through the origin.
+    est._fits["hybrid"] = [(32.0, 10.0), (128.0, 90.0)]
+    assert est.fit_line("hybrid", 0.52) == pytest.approx((0.0, (32 * 10 + 128 * 90) / (32 ** 2 + 128 ** 2)))
+
+
 def test_estimator_learns_eval_speed_per_strategy():
     """A few-shot prompt scores slower than a trained model: each strategy's eval estimate follows its
     own runs (summed, so one slow run moves it only in proportion), unmeasured ones the pooled rate."""
