@@ -110,7 +110,8 @@ def plots(rows: list[Row]) -> dict[str, bytes]:
         if len(front) > 1:
             ax.plot(*zip(*front), color="tab:red", linewidth=1, label="Pareto front")
             ax.legend(fontsize=8)
-        ax.set_xscale("log")
+        if max(xs) > 10 * min(xs):  # log only where the costs span orders of magnitude (else unreadable ticks)
+            ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

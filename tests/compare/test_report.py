@@ -59,7 +59,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 def test_report_renders_in_headless_chromium(tmp_path):
     out = build_report(_store(tmp_path))
     script = ("JSON.stringify({imgs: [...document.images].map(i => i.complete && i.naturalWidth > 0),"
-              " rows: document.querySelectorAll('#summary tbody tr').length})")
+              " rows: document.querySelectorAll('#summary tbody tr').length,"
+              " fit: document.querySelectorAll('#fit tbody tr').length})")
     html_path = out / "report.html"
     # --dump-dom prints the DOM after load; an inline script writes the measurements into it.
     page = html_path.read_text().replace("</body>", f"<script>window.onload=()=>{{document.body.setAttribute("
@@ -71,4 +72,4 @@ def test_report_renders_in_headless_chromium(tmp_path):
     found = re.search(r'data-check="([^"]*)"', res.stdout)
     assert found, res.stderr[-1000:]
     check = json.loads(html.unescape(found.group(1)))
-    assert check["imgs"] == [True, True, True] and check["rows"] == 10
+    assert check["imgs"] == [True, True, True] and check["rows"] == 10 and check["fit"] == 9
