@@ -486,7 +486,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
     console.rule(f"compare: every strategy on the demo task, budget {budget}")
     compare_cmd(data="demo", model=model, strategies="zero_shot,few_shot,prompt_search,soft_prompt,prefix,lora",
                 train_sizes="32,128,all", seeds=1, budget=budget, out=out, epochs=2.0, test_limit=120,
-                fragility_k=1, fragility_examples=16, forgetting=True,
+                fragility_k=1, fragility_examples=16, forgetting=True, eval_every=0, patience=0,
                 set_=["few_shot.k=8", "prompt_search.budget_calls=120"], price_per_hour=0.10,
                 keep_artifacts="small", data_dir=None, workers=1, ray=None, ray_cpus=None, no_progress=False,
                 device="auto")
