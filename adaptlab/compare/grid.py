@@ -88,7 +88,7 @@ class Estimator:
 
     def __init__(self, cfg: CompareConfig, n_eval: int, n_labels: int):
         self.cfg, self.n_eval, self.n_labels = cfg, n_eval, n_labels
-        # (work, fit seconds) per strategy; work = train examples x epochs (prompt strategies: examples).
+        # (work, fit seconds) per strategy, work as in _work.
         self._fits: dict[str, list[tuple[float, float]]] = {}
         # Scoring speed differs by strategy (a few-shot prompt is several times longer than a
         # trained model's), so eval seconds and scored examples are summed per strategy; the pooled
@@ -110,13 +110,15 @@ class Estimator:
         pooled = self.eval_rate
         return pooled if pooled is not None else EVAL_PRIOR * (1 + self.n_labels / 20)
 
-    def _work(self, strategy: str, kind: str, train_size: int) -> float:
-        return max(1, train_size) * (self.epochs(strategy) if kind == "gradient" else 1.0)
+    @staticmethod
+    def _work(kind: str, train_size: int, epochs: float) -> float:
+        """What fit time grows with: train examples x epochs (prompt strategies: examples)."""
+        return max(1, train_size) * (epochs if kind == "gradient" else 1.0)
 
     def observe(self, rec: dict) -> None:
         r, tr, ev = rec["run"], rec["train"], rec["eval"]
         if r["train_size"] or r["kind"] == "prompt":
-            work = max(1, r["train_size"]) * ((r.get("epochs") or 1.0) if r["kind"] == "gradient" else 1.0)
+            work = self._work(r["kind"], r["train_size"], r.get("epochs") or 1.0)
             self._fits.setdefault(r["strategy"], []).append((work, tr["seconds"]))
         if ev.get("seconds") and ev.get("scored_examples"):
             acc = self._eval.setdefault(r["strategy"], [0.0, 0.0])
@@ -159,7 +161,7 @@ class Estimator:
     def __call__(self, spec: RunSpec, kind: str) -> float:
         eval_rate = self.strategy_eval_rate(spec.strategy)
         seconds = self.scored_per_run() * eval_rate
-        work = self._work(spec.strategy, kind, spec.train_size)
+        work = self._work(kind, spec.train_size, self.epochs(spec.strategy))
         prior = TRAIN_PRIOR.get(spec.strategy, 0.3) if kind == "gradient" else 0.0
         line = self.fit_line(spec.strategy, prior)
         if line is not None:

@@ -65,6 +65,10 @@ def fit_rows(rows: list[Row]) -> list[list[str]]:
     return out
 
 
+def _md_table(cols: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -166,18 +170,14 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
             f"{(meta.get('git_commit') or '?')[:10]}, {meta.get('machine', {}).get('cpu_count', '?')} cores.")
     trows, cols = table_rows(rows), columns(rows)
     md = ["# adaptlab comparison report", "", head, "", "## Recommendation", "", rec.to_markdown(), "",
-          "## Summary (mean over seeds; quality on the held-out test split)", "",
-          "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(r) + " |" for r in trows]
+          "## Summary (mean over seeds; quality on the held-out test split)", ""] + _md_table(cols, trows)
     xs = crossovers(rows)
     md += ["", "## Crossovers", ""] + [
         f"- {x['strategy']} overtakes {x['over']} at {x['train_size']} examples" if x["train_size"] is not None
         else f"- {x['strategy']} never beats the best prompt strategy at the sizes measured" for x in xs]
     frows = fit_rows(rows)
     if frows:
-        md += ["", "## Overfitting and forgetting", "",
-               "| " + " | ".join(FIT_COLUMNS) + " |", "|" + "---|" * len(FIT_COLUMNS)]
-        md += ["| " + " | ".join(r) + " |" for r in frows]
+        md += ["", "## Overfitting and forgetting", ""] + _md_table(FIT_COLUMNS, frows)
     md += ["", "## Plots", ""] + [f"![{n}]({n})" for n in pngs]
     if skipped:
         md += ["", "## Skipped by the budget", ""] + [f"- {s['id']}: {s['reason']}" for s in skipped]
