@@ -9,6 +9,7 @@ report reads alone, and the scheduler needs our cost model.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -175,6 +176,19 @@ class Estimator:
         return seconds
 
 
+def order_runs(todo: list[RunSpec], cost, rounds: dict[str, int]) -> list[RunSpec]:
+    """The order to run ``todo`` in: by rounds, then cheapest first. A strategy's next run waits until
+    every strategy has had as many runs as it has (``rounds``: runs each strategy has had), so a budget
+    cuts larger sizes and second seeds, not whole strategies: one whose fit time does not grow with
+    the data (prompt search) must not fill the budget with its large sizes while another has no run."""
+    costs = {s.id: cost(s) for s in todo}
+    round_of: dict[str, int] = {}
+    for strategy in {s.strategy for s in todo}:  # a run's round: the strategy's runs so far + its rank among the rest
+        mine = sorted((s for s in todo if s.strategy == strategy), key=lambda s: (costs[s.id], s.train_size, s.id))
+        round_of.update({s.id: rounds.get(strategy, 0) + i for i, s in enumerate(mine)})
+    return sorted(todo, key=lambda s: (round_of[s.id], costs[s.id], s.train_size, s.id))
+
+
 def claims_dir(out: Path) -> Path:
     return Path(out) / "claims"
 
@@ -222,7 +236,10 @@ def release_claim(out: Path, run_id: str) -> None:
 
 
 def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
-    """Run (or resume) the grid; returns {"finished": [...], "skipped": [...], "results": [...]}."""
+    """Run (or resume) the grid; returns {"finished": [...], "skipped": [...], "results": [...]}.
+
+    Order: in rounds, every strategy's next run before any strategy's one after it, cheap runs first
+    within a round (:func:`order_runs`)."""
     import torch
 
     from adaptlab.compare.measure import prepare, run_one
@@ -245,6 +262,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     for r in done.values():
         est.observe(r)
     todo = [s for s in specs if s.id not in done]
+    rounds = collections.Counter(r["run"]["strategy"] for r in done.values())
     skipped: list[dict] = []
     t_start = time.monotonic()
     finished: list[str] = []
@@ -252,8 +270,9 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
         console.print(f"resuming: {len(done)} finished run(s) kept, {len(todo)} to go")
     while todo:
         kinds = {s.id: get_strategy(s.strategy).kind for s in todo}
-        todo.sort(key=lambda s: (est(s, kinds[s.id]), s.train_size, s.id))  # cheap runs first, re-estimated as we learn
+        todo = order_runs(todo, lambda s: est(s, kinds[s.id]), rounds)  # re-estimated as we learn
         spec = todo.pop(0)
+        rounds[spec.strategy] += 1
         guess = est(spec, kinds[spec.id])
         spent = time.monotonic() - t_start
         if cfg.budget_seconds is not None and spent + guess > cfg.budget_seconds:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from adaptlab.cli import app
 from adaptlab.compare import CompareConfig, load_results, parse_budget, plan, run_compare
 from adaptlab.compare.config import parse_sizes
-from adaptlab.compare.grid import Estimator, RunSpec
+from adaptlab.compare.grid import Estimator, RunSpec, order_runs
 
 runner = CliRunner()
 FAST = dict(model="tiny", test_limit=6, fragility_k=1, fragility_examples=4, dev_limit=4, epochs=1.0,
@@ -107,6 +107,22 @@ def test_estimator_separates_fixed_cost_from_per_example_cost():
     # A line whose fixed part would be negative, (32, 10 s) and (128, 90 s), is refitted through the origin.
     est._fits["hybrid"] = [(32.0, 10.0), (128.0, 90.0)]
     assert est.fit_line("hybrid", 0.52) == pytest.approx((0.0, (32 * 10 + 128 * 90) / (32 ** 2 + 128 ** 2)))
+
+
+def test_runs_go_in_rounds_so_a_budget_cuts_sizes_not_strategies():
+    """A strategy whose cost does not grow with the data (prompt search) would otherwise take every size
+    before a costlier strategy got its first run; in rounds, each strategy's smallest run comes first."""
+    todo = [RunSpec(s, n, 0) for s in ("prompt_search", "soft_prompt", "lora") for n in (32, 128, 360)]
+    cost = {"prompt_search": lambda n: 50, "soft_prompt": lambda n: 40 + n, "lora": lambda n: 30 + n / 2}
+    order = [s.id for s in order_runs(todo, lambda s: cost[s.strategy](s.train_size), {})]
+    assert order[:3] == ["lora-n32-s0", "prompt_search-n32-s0", "soft_prompt-n32-s0"]
+    assert order[3:6] == ["prompt_search-n128-s0", "lora-n128-s0", "soft_prompt-n128-s0"]
+    # Without rounds, cheapest-first alone would run prompt_search x3 before soft_prompt's first run.
+    flat = [s.id for s in sorted(todo, key=lambda s: cost[s.strategy](s.train_size))]
+    assert flat.index("prompt_search-n360-s0") < flat.index("soft_prompt-n32-s0")
+    # Runs finished before a resume count: a strategy with 2 done waits for the others.
+    resumed = [s.id for s in order_runs(todo, lambda s: cost[s.strategy](s.train_size), {"lora": 2})]
+    assert resumed[:2] == ["prompt_search-n32-s0", "soft_prompt-n32-s0"]
 
 
 def test_estimator_learns_eval_speed_per_strategy():
