@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from adaptlab.compare.summary import Row, aggregate, crossovers, largest
+from adaptlab.compare.summary import Row, aggregate, crossovers, largest, ppl_rise
 
 
 @dataclass
@@ -53,7 +53,11 @@ class Recommendation:
         lines += [f"- {r}" for r in self.reasons]
         if len(self.ranked) > 1:
             lines.append("")
-            lines.append("Ranking: " + " > ".join(f"{r['strategy']} ({r['quality']:.3f})" for r in self.ranked))
+            # Numbered, not "a > b": a rule may put a cheaper strategy above a slightly better one, and
+            # "lora (0.894) > hybrid (0.896)" would read as an error.
+            lines.append("Ranking: " + ", ".join(
+                f"{i}. {r['strategy']} ({r['quality']:.3f}" + (f", by rule {r['promoted_by']}" if r.get("promoted_by") else "")
+                + ")" for i, r in enumerate(self.ranked, 1)))
         if self.excluded:
             lines.append("")
             lines += [f"- excluded {e['strategy']}: {e['why']}" for e in self.excluded]
@@ -70,8 +74,10 @@ def _mb(b: float) -> str:
     return f"{b / 1e6:.1f} MB" if b < 1e9 else f"{b / 1e9:.2f} GB"
 
 
-def _promote(rec: Recommendation, ranked: list[Row], alt: Row, rule: str, reason: str) -> Row:
+def _promote(rec: Recommendation, ranked: list[Row], alt: Row, rule: str, reason: str,
+             promoted: dict[str, str]) -> Row:
     """Move ``alt`` to the top of ``ranked`` because ``rule`` fired; returns the new leader."""
+    promoted[alt.strategy] = rule
     rec.fired.append(rule)
     rec.reasons.append(reason)
     ranked.remove(alt)
@@ -113,6 +119,7 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
         return rec
     ranked = sorted(eligible, key=lambda r: (-r.quality, r.usd_per_1m))
     lead = ranked[0]
+    promoted: dict[str, str] = {}  # strategy -> the rule that moved it to the top
     # near_tie: a cheaper runner-up within noise wins.
     if len(ranked) > 1:
         tol = max(0.01, lead.quality_std)
@@ -122,7 +129,7 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
             lead = _promote(rec, ranked, alt, "near_tie",
                             f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
                             f"(inside the tolerance {100 * tol:.1f}) and costs ${alt.usd_per_1m:.2f} vs "
-                            f"${lead.usd_per_1m:.2f} per 1M predictions")
+                            f"${lead.usd_per_1m:.2f} per 1M predictions", promoted)
     # many_tasks: N full copies vs adapters.
     if c.tasks > 1 and lead.artifact_bytes >= 100e6:  # a model copy per task
         small = [r for r in ranked[1:] if r.artifact_bytes < 100e6 and lead.quality - r.quality <= 0.02 + 1e-9]
@@ -131,7 +138,8 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
             lead = _promote(rec, ranked, alt, "many_tasks",
                             f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
                             f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
-                            f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}")
+                            f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}",
+                            promoted)
     # Reasons that cite the numbers.
     prompts = [r for r in best.values() if r.kind == "prompt" and r is not lead]
     bp = max(prompts, key=lambda r: r.quality) if prompts else None
@@ -154,7 +162,7 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
             rec.reasons.append(f"at volume consider {alt.strategy}: {_pts(alt.quality - lead.quality)} with "
                                f"{alt.prompt_tokens:.0f} instead of {lead.prompt_tokens:.0f} prompt tokens per request")
     rec.ranked = [{"strategy": r.strategy, "train_size": r.train_size, "quality": r.quality,
-                   "usd_per_1m": r.usd_per_1m} for r in ranked]
+                   "usd_per_1m": r.usd_per_1m, "promoted_by": promoted.get(r.strategy)} for r in ranked]
     # Next steps.
     curve = sorted((r for r in rows if r.strategy == lead.strategy and r.train_size), key=lambda r: r.train_size)
     if len(curve) >= 2 and curve[-1].quality - curve[-2].quality > 0.01:
@@ -170,7 +178,7 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
                               f"best and worst wording; pin the template and test changes to it")
     if lead.ppl_change is not None and lead.ppl_change > 0.20:
         rec.fired.append("forgetting")
-        rec.next_steps.append(f"{lead.strategy} raised general-text perplexity by {100 * lead.ppl_change:.0f}%: "
+        rec.next_steps.append(f"{lead.strategy} raised general-text perplexity by {ppl_rise(lead.ppl_change, signed=False)}: "
                               f"keep the base model for other tasks (adapters do this by design)")
     for x in crossovers(rows):
         if x["train_size"] is not None:

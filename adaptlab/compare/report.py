@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adaptlab.compare.grid import load_results
 from adaptlab.compare.recommend import Constraints, recommend
-from adaptlab.compare.summary import Row, aggregate, crossovers, largest
+from adaptlab.compare.summary import Row, aggregate, crossovers, largest, ppl_rise
 from adaptlab.utils import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ["strategy", "train size", "seeds", "quality", "second metric", "train s", "peak RSS GB", "trainable",
@@ -42,7 +42,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
                     f"{r.trainable_params:,}", _fmt_bytes(r.artifact_bytes), f"{r.examples_per_s:.1f}",
                     f"{r.prompt_tokens:.0f}", f"{r.usd_per_1m:.2f}", _opt(r.overfit_gap, "+.3f"),
                     _opt(r.paraphrase_spread, ".3f"), _opt(r.perturbation_drop, "+.3f"),
-                    "-" if r.ppl_change is None else f"{100 * r.ppl_change:+.1f}%"])
+                    ppl_rise(r.ppl_change)])
     return out
 
 
@@ -60,7 +60,7 @@ def fit_rows(rows: list[Row]) -> list[list[str]]:
         peak = "-" if r.best_step is None or not r.steps else f"{r.best_step:.0f} of {r.steps:.0f}"
         out.append([r.strategy, str(r.train_size), _opt(r.overfit_gap, "+.3f"), peak,
                     "-" if r.kind == "prompt" else f"{r.stopped_early} of {r.seeds}",
-                    "-" if r.ppl_change is None else f"{100 * r.ppl_change:+.1f}%",
+                    ppl_rise(r.ppl_change),
                     "-" if r.second_task_change is None else f"{100 * r.second_task_change:+.1f} pts"])
     return out
 

@@ -6,6 +6,16 @@ import statistics
 from dataclasses import dataclass
 
 
+def ppl_rise(change: float | None, signed: bool = True) -> str:
+    """A relative perplexity change as people read it: +35.0%, or 2,460x once past 10x (where
+    "+245881.4%" is unreadable)."""
+    if change is None:
+        return "-"
+    if change < 9:
+        return f"{100 * change:+.1f}%" if signed else f"{100 * change:.0f}%"
+    return f"{change + 1:,.0f}x"
+
+
 @dataclass
 class Row:
     strategy: str

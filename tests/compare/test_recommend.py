@@ -1,7 +1,7 @@
 """Each recommendation rule on synthetic results: one case where it fires, one where it does not."""
 
 from adaptlab.compare.recommend import Constraints, recommend
-from adaptlab.compare.summary import aggregate, crossovers
+from adaptlab.compare.summary import aggregate, crossovers, ppl_rise
 
 from .synthetic import grid, rec
 
@@ -46,6 +46,8 @@ def test_near_tie_rule():
     recs = [rec("lora", 256, 0.860, ex_s=10), rec("soft_prompt", 256, 0.855, ex_s=40)]
     r = recommend(recs, Constraints())
     assert "near_tie" in r.fired and r.winner == "soft_prompt"
+    # The promoted strategy is numbered first and says why, rather than "0.855 > 0.860".
+    assert "Ranking: 1. soft_prompt (0.855, by rule near_tie), 2. lora (0.860)" in r.to_markdown()
     recs = [rec("lora", 256, 0.90, ex_s=10), rec("soft_prompt", 256, 0.85, ex_s=40)]
     r = recommend(recs, Constraints())
     assert "near_tie" not in r.fired and r.winner == "lora"
@@ -69,6 +71,11 @@ def test_prompt_cost_rule():
 def test_next_step_rules():
     r = recommend(grid(), Constraints())
     assert {"still_learning", "try_hybrid", "forgetting"} <= set(r.fired)
+    assert any("perplexity by 40%" in s for s in r.next_steps)  # full, ppl +0.4
+    big = recommend([rec("lora", 256, 0.9, ppl=2458.0)], Constraints())
+    assert any("perplexity by 2,459x" in s for s in big.next_steps)
+    # The report's tables use the same wording, signed below 10x.
+    assert (ppl_rise(-0.03), ppl_rise(8.5), ppl_rise(2458.0), ppl_rise(None)) == ("-3.0%", "+850.0%", "2,459x", "-")
     flat = [rec("lora", 64, 0.80, ppl=0.0), rec("lora", 256, 0.805, ppl=0.0), rec("hybrid", 256, 0.70),
             rec("few_shot", 256, 0.6, spread=0.2)]
     r = recommend(flat, Constraints())
