@@ -32,6 +32,10 @@ class Backend:
         """(N, L) log p(label_text | prompt)."""
         raise NotImplementedError
 
+    def best(self, prompts: list[str], label_texts: list[str]) -> list[int]:
+        """Index of the highest-scoring label per prompt (backends may find it without every score)."""
+        return self.score(prompts, label_texts).argmax(dim=1).tolist()
+
     def choose(self, prompts: list[str], labels: list[str]) -> list[int]:
         """Index of the label each prompt's greedy answer names (-1: no label recognised)."""
         return [parse_label(text, labels) for text in self.generate(prompts, max_new_tokens=16, stop=["\n"])]

@@ -52,6 +52,14 @@ class LocalBackend(Backend):
                             max_prompt_tokens=self.max_prompt_tokens)
 
     @torch.no_grad()
+    def best(self, prompts: list[str], label_texts: list[str]) -> list[int]:
+        self._count(prompts)
+        if hasattr(self.module, "eval"):
+            self.module.eval()
+        return score_labels(self.module, self.tokenizer, prompts, label_texts, batch_size=self.batch_size,
+                            max_prompt_tokens=self.max_prompt_tokens, top1=True).argmax(dim=1).tolist()
+
+    @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
                  stop: list[str] | None = None) -> list[str]:
         from adaptlab.evaluation.generation import generate

@@ -84,7 +84,7 @@ def second_task_accuracy(module, tokenizer) -> float:
 
     data = second_task()
     prompts = [DEFAULT_CLASSIFICATION.render(ex.text, data.labels) for ex in data.examples]
-    scores = score_labels(module, tokenizer, prompts, DEFAULT_CLASSIFICATION.label_texts(data.labels))
+    scores = score_labels(module, tokenizer, prompts, DEFAULT_CLASSIFICATION.label_texts(data.labels), top1=True)
     pred = [data.labels[i] for i in scores.argmax(1).tolist()]
     return sum(p == ex.label for p, ex in zip(pred, data.examples)) / len(data)
 

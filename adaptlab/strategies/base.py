@@ -82,14 +82,15 @@ class Artifact:
 
     # -------------------------------------------------------------- inference
     @torch.no_grad()
-    def scores(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
-        """(N, L) log-probabilities of each label after each text's prompt."""
+    def scores(self, texts: list[str], batch_size: int = 32, top1: bool = False) -> torch.Tensor:
+        """(N, L) log-probabilities of each label after each text's prompt (``top1``: exact for the
+        labels that can be the best, -inf for the rest; see :func:`score_labels`)."""
         if self.task != "classification":
             raise ValueError("label scores need a classification artifact")
         self.module.eval()
         prompts = [self.template.render(t, self.labels) for t in texts]
         return score_labels(self.module, self.base.tokenizer, prompts, self.template.label_texts(self.labels),
-                            batch_size=batch_size)
+                            batch_size=batch_size, top1=top1)
 
     @torch.no_grad()
     def generate(self, texts: list[str], max_new_tokens: int | None = None, num_beams: int | None = None,
@@ -106,7 +107,7 @@ class Artifact:
         """Labels (classification, always one of the label set) or generated text."""
         if self.task == "generation":
             return self.generate(texts)
-        best = self.scores(texts, batch_size).argmax(dim=1).tolist()
+        best = self.scores(texts, batch_size, top1=True).argmax(dim=1).tolist()
         return [self.labels[b] for b in best]
 
     def evaluate(self, data: TaskData, batch_size: int = 32) -> dict:

@@ -185,7 +185,10 @@ class PromptArtifact:
             return self.backend.generate(self.prompts(texts), max_new_tokens=self.decoding["max_new_tokens"],
                                          num_beams=self.decoding["num_beams"])
         if self.backend.supports_scores:
-            best = self.scores(texts).argmax(dim=1).tolist()
+            if self.calibration is None:  # the argmax alone: the backend may skip labels that cannot win
+                best = self.backend.best(self.prompts(texts), self.template.label_texts(self.labels))
+            else:
+                best = self.scores(texts).argmax(dim=1).tolist()
             self.last_unparsed = 0
             return [self.labels[b] for b in best]
         idx = self.backend.choose(self.prompts(texts), self.labels)

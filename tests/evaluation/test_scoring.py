@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 
@@ -109,3 +111,56 @@ def test_shared_prompt_prefix_is_encoded_once_and_exact(tiny):
         h.remove()
     assert seen[0][0] == 1 and seen[0][1] > 100  # the shared prefix: one row, once
     assert all(s[1] < 40 for s in seen[1:])       # everything after: only the per-prompt rest and labels
+
+
+def _head_rows(model, fn):
+    rows = []
+    h = model.get_output_embeddings().register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    try:
+        out = fn()
+    finally:
+        h.remove()
+    return out, sum(rows)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top1_search_finds_the_full_scoring_argmax(tiny, seed):
+    """Exact branch and bound: the same best label as scoring every label, with its exact score,
+    on random label sets with shared prefixes, single-token labels and labels that are prefixes of
+    others; labels that cannot win are -inf."""
+    rng = random.Random(seed)
+    words = ["card", "card arrival", "card linking", "cash", "top up", "top up limits", "x", "pin blocked",
+             "exchange rate", "exchange via app", "age", "age limit", "lost or stolen card", "refund"]
+    labels = [" " + w for w in rng.sample(words, rng.randint(2, len(words)))]
+    prompts = [f"Text: {rng.choice(['hi', 'my card is late', 'how do I top up', 'what rate'])} {i}\nLabel:"
+               for i in range(5)]
+    full = score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=3)
+    top = score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=3, top1=True, rows_per_pass=4)
+    assert torch.equal(top.argmax(1), full.argmax(1))
+    kept = torch.isfinite(top)
+    assert torch.allclose(top[kept], full[kept], atol=1e-4)
+    best = full.max(1, keepdim=True).values.expand_as(full)
+    assert (full[~kept] < best[~kept]).all()  # only labels that lose are left out
+
+
+def test_top1_search_projects_fewer_rows_on_a_peaked_model(tiny):
+    """With one label far ahead (a trained model's usual case), the search stops after its path."""
+    labels = [" card arrival", " card linking", " cash withdrawal", " top up limits", " exchange via app"]
+    prompts = ["Text: a\nLabel:"] * 4
+    full, n_full = _head_rows(tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels))
+    top, n_top = _head_rows(tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels, top1=True))
+    assert torch.equal(top.argmax(1), full.argmax(1))
+    assert n_top <= n_full  # never more projections than full scoring on this set
+    # Force a peaked distribution: boost the best label's tokens in the head and count again.
+    head = tiny.model.get_output_embeddings()
+    ids = tiny.tokenizer(labels[2], add_special_tokens=False).input_ids
+    saved = head.weight.data.clone()
+    try:
+        head.weight.data[ids] *= 25.0
+        full, n_full = _head_rows(tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels))
+        top, n_top = _head_rows(tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels,
+                                                                 top1=True))
+    finally:
+        head.weight.data.copy_(saved)
+    assert torch.equal(top.argmax(1), full.argmax(1)) and torch.isfinite(top).sum(1).max() < len(labels)
+    assert n_top < n_full
