@@ -45,6 +45,19 @@ def timed(model, head, tok, prompts, label_texts, top1: bool) -> dict:
             "pred": s.argmax(1).tolist()}
 
 
+def score_case(base, model, prompts, label_texts, labels, gold) -> dict:
+    head = base.model.get_output_embeddings()  # shared by the adapters: LoRA injects into the base
+    full = timed(model, head, base.tokenizer, prompts, label_texts, top1=False)
+    top = timed(model, head, base.tokenizer, prompts, label_texts, top1=True)
+    same = full["pred"] == top["pred"]
+    acc = sum(labels[p] == g for p, g in zip(full["pred"], gold)) / len(gold)
+    print(f"full {full['examples_per_s']:.2f} ex/s ({full['head_rows_per_example']:.0f} rows), "
+          f"top1 {top['examples_per_s']:.2f} ex/s ({top['head_rows_per_example']:.1f} rows), same={same}", flush=True)
+    return {"labels": len(labels), "accuracy": acc, "identical_predictions": same,
+            "full": {k: v for k, v in full.items() if k != "pred"}, "top1": {k: v for k, v in top.items() if k != "pred"},
+            "ratio": full["seconds"] / top["seconds"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="banking77")
@@ -57,42 +70,30 @@ def main() -> None:
     threads = set_torch_threads()
     splits = load_task(args.data)
     base = load_base(args.model, device=resolve_device(args.device))
-    tok = base.tokenizer
     test = subsample(splits.test, n=args.examples, seed=0)
     texts = [ex.text for ex in test.examples]
     gold = [ex.label for ex in test.examples]
 
-    cases = {}
+    # Each case is scored right after it is built: LoRA injects its layers into the base model in
+    # place, so the zero-shot case must be timed before the adapter exists.
     zs = get_strategy("zero_shot").strategy_cls(make_config("zero_shot", dev_limit=0)).fit(base, splits.train)
-    cases["zero_shot"] = (base.model, zs.prompts(texts), zs.template.label_texts(zs.labels), zs.labels)
+    cases = {"zero_shot": score_case(base, base.model, zs.prompts(texts), zs.template.label_texts(zs.labels),
+                                     zs.labels, gold)}
     t0 = time.perf_counter()
     lora = get_strategy("lora").strategy_cls(make_config("lora")).fit(
         base, subsample(splits.train, n=args.train, seed=0), None, TrainConfig(epochs=1, checkpoint_every=0),
         progress=False)
     train_seconds = time.perf_counter() - t0
     lora.module.eval()
-    cases["lora"] = (lora.module, [lora.template.render(t, lora.labels) for t in texts],
-                     lora.template.label_texts(lora.labels), lora.labels)
+    cases["lora"] = score_case(base, lora.module, [lora.template.render(t, lora.labels) for t in texts],
+                               lora.template.label_texts(lora.labels), lora.labels, gold)
 
     result = {"meta": {"command": "python " + " ".join(sys.argv),
                        "machine": {**machine_info(), "torch_threads": threads}, "versions": package_versions(),
                        "date": time.strftime("%Y-%m-%d"), "data": args.data, "model": base.name,
                        "examples": len(texts), "lora_train_examples": args.train,
-                       "lora_train_seconds": train_seconds}, "cases": {}}
-    ok = True
-    for name, (model, prompts, label_texts, labels) in cases.items():
-        head = base.model.get_output_embeddings()  # shared by the adapters: LoRA injects into the base
-        full = timed(model, head, tok, prompts, label_texts, top1=False)
-        top = timed(model, head, tok, prompts, label_texts, top1=True)
-        same = full["pred"] == top["pred"]
-        ok &= same
-        acc = sum(labels[p] == g for p, g in zip(full["pred"], gold)) / len(gold)
-        result["cases"][name] = {
-            "labels": len(labels), "accuracy": acc, "identical_predictions": same,
-            "full": {k: v for k, v in full.items() if k != "pred"}, "top1": {k: v for k, v in top.items() if k != "pred"},
-            "ratio": full["seconds"] / top["seconds"]}
-        print(f"{name}: full {full['examples_per_s']:.2f} ex/s ({full['head_rows_per_example']:.0f} rows), "
-              f"top1 {top['examples_per_s']:.2f} ex/s ({top['head_rows_per_example']:.1f} rows), same={same}", flush=True)
+                       "lora_train_seconds": train_seconds}, "cases": cases}
+    ok = all(c["identical_predictions"] for c in cases.values())
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), result)
     m = result["meta"]
