@@ -298,7 +298,8 @@ def _top1_totals(lm, trie: LabelTrie, h: torch.Tensor, logp0: torch.Tensor, firs
     projecting only nodes whose prefix score reaches that bound and raising it as labels finish.
     With 77 Banking77 labels (140 trie nodes) a confident model projects a handful of nodes per
     example instead of 140, and each projection is a 262k-word LM-head row. The argmax is the one
-    full scoring gives (labels within ``_TOP1_SLACK`` of the best are always finished).
+    full scoring gives: labels within ``_TOP1_SLACK`` of the best are always finished, so only two
+    labels equal to float rounding could come out in the other order.
     """
     B, N = h.shape[:2]
     device = h.device
