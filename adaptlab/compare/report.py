@@ -46,6 +46,34 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     return out
 
 
+def curve_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Quality by strategy (rows) and train size (columns), mean ± std over seeds, the best mean
+    of each column in bold: the learning curves as numbers, and how many seeds each cell has."""
+    sizes = sorted({r.train_size for r in rows if r.train_size})
+    seeds = max((r.seeds for r in rows), default=1)
+    best = {n: max((r.quality for r in rows if r.train_size == n), default=None) for n in sizes}
+    cell = {(r.strategy, r.train_size): r for r in rows}
+    out = []
+    for strat in dict.fromkeys(r.strategy for r in rows):  # in the order aggregate() gives
+        line = [strat]
+        zero = cell.get((strat, 0))
+        for n in sizes:
+            r = cell.get((strat, n)) or (zero if n == sizes[0] else None)
+            if r is None:
+                line.append("")
+                continue
+            txt = f"{r.quality:.3f}" + (f" ± {r.quality_std:.3f}" if r.seeds > 1 else "")
+            if r.seeds < seeds and r.train_size:
+                txt += f" ({r.seeds} of {seeds} seeds)"
+            if r.train_size == 0:
+                txt += " (no training data)"
+            elif r.quality == best[n]:
+                txt = f"**{txt}**"
+            line.append(txt)
+        out.append(line)
+    return ["strategy"] + [str(n) for n in sizes], out
+
+
 FIT_COLUMNS = ["strategy", "train size", "train quality - test quality", "best dev at step", "stopped early",
                "general-text ppl change", "second-task accuracy change"]
 
@@ -165,12 +193,20 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     for name, data in pngs.items():
         atomic_write_bytes(out / name, data)
     meta = records[0]["meta"]
+    # A grid resumed over several sessions spans several commits: name the first and the last.
+    by_time = sorted(records, key=lambda r: r["meta"].get("finished") or "")
+    commits = list(dict.fromkeys((r["meta"].get("git_commit") or "?")[:10] for r in by_time))
+    code = f"commit {commits[0]}" if len(commits) == 1 else f"{len(commits)} commits, {commits[0]} to {commits[-1]}"
     head = (f"Data `{cfg.get('data', meta.get('data'))}`, model `{cfg.get('model', meta.get('model'))}`, "
-            f"{len(records)} runs; adaptlab {meta.get('versions', {}).get('adaptlab', '?')}, commit "
-            f"{(meta.get('git_commit') or '?')[:10]}, {meta.get('machine', {}).get('cpu_count', '?')} cores.")
+            f"{len(records)} runs; adaptlab {meta.get('versions', {}).get('adaptlab', '?')}, {code}, "
+            f"{meta.get('machine', {}).get('cpu_count', '?')} cores.")
     trows, cols = table_rows(rows), columns(rows)
+    ccols, crows = curve_table(rows)
+    metric = rows[0].metric if rows else "quality"
     md = ["# adaptlab comparison report", "", head, "", "## Recommendation", "", rec.to_markdown(), "",
-          "## Summary (mean over seeds; quality on the held-out test split)", ""] + _md_table(cols, trows)
+          f"## {metric} by train size (mean ± std over seeds; bold: best in its column)", ""]
+    md += _md_table(ccols, crows)
+    md += ["", "## Summary (mean over seeds; quality on the held-out test split)", ""] + _md_table(cols, trows)
     xs = crossovers(rows)
     md += ["", "## Crossovers", ""] + [
         f"- {x['strategy']} overtakes {x['over']} at {x['train_size']} examples" if x["train_size"] is not None
@@ -185,7 +221,8 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
                "fragility is measured on a fixed sample of the test split; forgetting compares general-text "
                "perplexity and a second task before and after adaptation (hard prompts change no weight)."]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    atomic_write_text(out / "report.html", _html(head, rec, cols, trows, xs, pngs, skipped, frows))
+    curve = (f"{metric} by train size (mean ± std over seeds)", ccols, [[c.replace("**", "") for c in r] for r in crows])
+    atomic_write_text(out / "report.html", _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve))
     return out
 
 
@@ -195,7 +232,7 @@ def _table(e, table_id: str, cols: list[str], rows: list[list[str]]) -> str:
     return f'<table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>'
 
 
-def _html(head, rec, cols, trows, xs, pngs, skipped, frows) -> str:
+def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve) -> str:
     e = html.escape
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
                    f"<figcaption>{e(n)}</figcaption></figure>" for n, d in pngs.items())
@@ -213,6 +250,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child,th
 img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h1>adaptlab comparison report</h1><p>{e(head)}</p>
 <h2 id="recommendation">{e(title)}</h2><ul>{recs}{exc}</ul>{"<h3>What to try next</h3><ul>" + nxt + "</ul>" if nxt else ""}
+<h2>{e(curve[0])}</h2>{_table(e, "curves", curve[1], curve[2])}
 <h2>Summary</h2>{_table(e, "summary", cols, trows)}
 <h2>Crossovers</h2><ul>{cross or "<li>none at the sizes measured</li>"}</ul>
 {"<h2>Overfitting and forgetting</h2>" + _table(e, "fit", FIT_COLUMNS, frows) if frows else ""}

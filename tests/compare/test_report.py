@@ -28,6 +28,10 @@ def test_report_from_stored_json_only(tmp_path):
     assert "**Recommended: full**" in md and "| lora | 256 |" in md and "hybrid-n256-s0" in md
     for png in ("learning_curves.png", "pareto.png", "fragility.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # The learning curves as numbers: strategies x sizes, best of each column in bold.
+    assert "## accuracy by train size" in md and "| strategy | 16 | 64 | 256 |" in md
+    assert "| zero_shot | 0.400 (no training data) |  |  |" in md
+    assert "| few_shot | **0.550** | 0.580 | 0.600 |" in md and "| full | 0.480 | **0.720** | **0.870** |" in md
     # Overfitting and forgetting: where dev peaked, whether early stopping fired, the base model's losses.
     assert "## Overfitting and forgetting" in md
     assert "| full | 256 | +0.050 | 6 of 10 | 1 of 1 | +40.0% | +0.0 pts |" in md
@@ -35,6 +39,7 @@ def test_report_from_stored_json_only(tmp_path):
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and '<table id="summary">' in page
     assert '<table id="fit">' in page and "6 of 10" in page
+    assert '<table id="curves">' in page and "**" not in page
     assert "src=\"http" not in page  # self-contained
 
 
@@ -73,3 +78,13 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert found, res.stderr[-1000:]
     check = json.loads(html.unescape(found.group(1)))
     assert check["imgs"] == [True, True, True] and check["rows"] == 10 and check["fit"] == 9
+
+
+def test_curve_table_says_which_cells_miss_seeds():
+    from adaptlab.compare.report import curve_table
+    from adaptlab.compare.summary import aggregate
+
+    recs = [rec("lora", 16, 0.5, seed=0), rec("lora", 16, 0.7, seed=1), rec("full", 16, 0.8, seed=0)]
+    cols, rows = curve_table(aggregate(recs))
+    assert cols == ["strategy", "16"]
+    assert rows == [["full", "**0.800 (1 of 2 seeds)**"], ["lora", "0.600 ± 0.100"]]
