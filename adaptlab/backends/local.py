@@ -44,20 +44,19 @@ class LocalBackend(Backend):
         return len(self.tokenizer(text)["input_ids"])
 
     @torch.no_grad()
-    def score(self, prompts: list[str], label_texts: list[str]) -> torch.Tensor:
+    def _scores(self, prompts: list[str], label_texts: list[str], top1: bool) -> torch.Tensor:
         self._count(prompts)
         if hasattr(self.module, "eval"):
             self.module.eval()
         return score_labels(self.module, self.tokenizer, prompts, label_texts, batch_size=self.batch_size,
-                            max_prompt_tokens=self.max_prompt_tokens)
+                            max_prompt_tokens=self.max_prompt_tokens, top1=top1)
 
-    @torch.no_grad()
+    def score(self, prompts: list[str], label_texts: list[str]) -> torch.Tensor:
+        return self._scores(prompts, label_texts, top1=False)
+
     def best(self, prompts: list[str], label_texts: list[str]) -> list[int]:
-        self._count(prompts)
-        if hasattr(self.module, "eval"):
-            self.module.eval()
-        return score_labels(self.module, self.tokenizer, prompts, label_texts, batch_size=self.batch_size,
-                            max_prompt_tokens=self.max_prompt_tokens, top1=True).argmax(dim=1).tolist()
+        """The exact top-1 search: the same answers as ``score(...).argmax``, most labels unscored."""
+        return self._scores(prompts, label_texts, top1=True).argmax(dim=1).tolist()
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,

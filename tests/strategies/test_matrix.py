@@ -57,6 +57,8 @@ def test_save_load_identical_predictions_and_fingerprint_refusal(name, tmp_path)
     again = Artifact.load(folder, base)
     assert torch.allclose(again.scores(TEXTS), before, atol=1e-5)
     assert again.predict(TEXTS) == art.predict(TEXTS)
+    # predict() runs the top-1 search; it must answer what every label's score says.
+    assert art.predict(TEXTS) == [art.labels[i] for i in before.argmax(1).tolist()]
     with pytest.raises(FingerprintMismatch, match="was made for base model"):
         Artifact.load(folder, build_tiny(seed=1))
 

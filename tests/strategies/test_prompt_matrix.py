@@ -43,6 +43,8 @@ def test_fit_save_load_identical_predictions_and_fingerprint_refusal(name, base,
     assert set(art.predict(TEXTS)) <= {"fruit", "veg"}
     assert "dev" in art.metrics
     before = art.scores(TEXTS)
+    # predict() takes the backend's top-1 search; it must answer what every label's score says.
+    assert art.predict(TEXTS) == [art.labels[i] for i in before.argmax(1).tolist()]
     folder = art.save(tmp_path / name)
     again = Artifact.load(folder, base)
     assert torch.allclose(again.scores(TEXTS), before, atol=1e-6)
@@ -58,6 +60,7 @@ def test_calibrated_round_trip(name, base, tmp_path):
     again = Artifact.load(art.save(tmp_path / name), base)
     assert again.calibration == art.calibration
     assert torch.allclose(again.scores(TEXTS), art.scores(TEXTS), atol=1e-6)
+    assert art.predict(TEXTS) == [art.labels[i] for i in art.scores(TEXTS).argmax(1).tolist()]
 
 
 def test_calibration_makes_the_content_free_input_uniform(base):
