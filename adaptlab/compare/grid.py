@@ -268,6 +268,9 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     finished: list[str] = []
     if done:
         console.print(f"resuming: {len(done)} finished run(s) kept, {len(todo)} to go")
+    # The code this process runs is the commit checked out now: read HEAD once, since commits made
+    # while a long grid runs would otherwise be credited with runs they did not produce.
+    commit = git_commit()
     while todo:
         kinds = {s.id: get_strategy(s.strategy).kind for s in todo}
         todo = order_runs(todo, lambda s: est(s, kinds[s.id]), rounds)  # re-estimated as we learn
@@ -291,7 +294,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
         try:
             torch.manual_seed(spec.seed)
             rec = run_one(spec, cfg, ctx, out, progress=progress)
-            rec["meta"].update({"versions": package_versions(), "git_commit": git_commit(),
+            rec["meta"].update({"versions": package_versions(), "git_commit": commit,
                                 "machine": machine_info(), "data": cfg.data, "model": cfg.model,
                                 "worker": f"{socket.gethostname()}:{os.getpid()}"})
             atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done

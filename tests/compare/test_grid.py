@@ -263,3 +263,14 @@ def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
                         lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "ray" else real(name, *a, **k))
     with pytest.raises(ValueError, match="ray is not installed"):
         run_ray_workers(["compare", "--out", str(tmp_path)], 2, "local")
+
+
+def test_runs_record_the_commit_the_grid_started_with(tmp_path, monkeypatch):
+    """A commit made while a long grid runs is not the code its runs used: HEAD is read once."""
+    import adaptlab.compare.grid as grid
+
+    heads = iter(["a" * 40, "b" * 40, "c" * 40])
+    monkeypatch.setattr(grid, "git_commit", lambda: next(heads))
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "few_shot"], train_sizes=[8], seeds=1, **FAST)
+    run_compare(cfg, tmp_path, progress=False)
+    assert {r["meta"]["git_commit"] for r in load_results(tmp_path)} == {"a" * 40}
