@@ -260,6 +260,11 @@ def _finish(model, tok, name: str, fingerprint: str, path: Path | None, meta: di
     model.requires_grad_(False)  # the shared base is frozen; strategies train their own parameters
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    if path is not None:
+        # A model built from a GGUF still names the temporary folder it was unpacked into, which is
+        # deleted; PEFT copies this name into adapter_config.json and looks for a config.json there.
+        model.config._name_or_path = str(path)
+        model.name_or_path = str(path)
     if device != "cpu":
         model.to(device)
     return BaseModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint, path=path, meta=meta)

@@ -98,6 +98,7 @@ def test_pickle_weights_folder_is_converted_once_into_the_cache(tiny, tmp_path, 
     torch.save(state, folder / "pytorch_model.bin")
     b = load_base(str(folder))
     assert b.path.parent == tmp_cache / "models" and list(b.path.glob("*.safetensors"))
+    assert b.model.name_or_path == str(b.path)  # adapters name the folder they can be loaded from
     assert torch.allclose(logits(b), logits(tiny), atol=1e-6)
     assert load_base(str(folder)).fingerprint == b.fingerprint
 
