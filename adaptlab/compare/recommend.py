@@ -6,8 +6,10 @@ Rules, in order (docs: README "Recommendation rules"):
 2. ``train_time``   a strategy whose training took longer than --max-train-minutes is excluded.
 3. ``memory``       a strategy whose peak RSS exceeded --max-memory GB is excluded.
 4. ``min_quality``  a strategy below --min-quality is excluded; if none is left, say so.
-5. ``near_tie``     rank by quality at the largest train size measured; when the runner-up is within
-                    max(1 point, the leader's seed std) and costs less per 1M predictions, it wins.
+5. ``near_tie``     rank by quality at the largest train size every strategy was measured at (each
+                    at its largest if they share none; rules 2-4 judge the same rows); when the
+                    runner-up is within max(1 point, the leader's seed std) and costs at least 20%
+                    less per 1M predictions, it wins.
 6. ``many_tasks``   serving N tasks from one base: a winner whose artifact is a model copy (>= 100 MB)
                     costs N copies; an adapter or prompt within 2 points wins instead.
 7. ``prompt_cost``  the winner is a hard prompt and a trained strategy within 2 points needs 3x+
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from adaptlab.compare.summary import Row, aggregate, crossovers, largest, ppl_rise
+from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
 
 
 @dataclass
@@ -91,7 +93,7 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
     if not rows:
         rec.reasons.append("no finished runs")
         return rec
-    best = largest(rows)
+    best, size = compared(rows)
     eligible: list[Row] = []
     for r in best.values():
         why = None
@@ -152,6 +154,12 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
         ratio = bp.prompt_tokens / max(1.0, lead.prompt_tokens)
         rec.reasons.insert(1, f"{_pts(lead.quality - bp.quality)} over the best prompt ({bp.strategy}, "
                               f"{bp.quality:.3f}); {bp.strategy} sends {ratio:.1f}x the prompt tokens per request")
+    beyond = sorted({r.strategy for r in rows if size is not None and r.train_size > size})
+    if beyond:
+        rec.reasons.append(f"ranked at {size} examples, the largest train size every strategy was measured at; "
+                           f"{', '.join(beyond)} also measured at larger sizes (see quality by train size)")
+    elif size is None and len({r.train_size for r in best.values() if r.train_size}) > 1:
+        rec.reasons.append("the strategies share no train size: each is ranked at the largest it was measured at")
     # prompt_cost: a hard prompt wins but a trained strategy nearly ties with far fewer tokens.
     if lead.kind == "prompt":
         alts = [r for r in eligible if r.kind == "gradient" and lead.quality - r.quality <= 0.02 + 1e-9

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adaptlab.compare.grid import load_results
 from adaptlab.compare.recommend import Constraints, recommend
-from adaptlab.compare.summary import Row, aggregate, crossovers, largest, ppl_rise
+from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
 from adaptlab.utils import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ["strategy", "train size", "seeds", "quality", "second metric", "train s", "peak RSS GB", "trainable",
@@ -131,7 +131,8 @@ def plots(rows: list[Row]) -> dict[str, bytes]:
     out["learning_curves.png"] = _png(fig)
     plt.close(fig)
     # Quality vs cost with the Pareto front.
-    best = list(largest(rows).values())
+    by_strategy, size = compared(rows)  # the rows the recommendation ranks
+    best = list(by_strategy.values())
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, key, label in ((axes[0], "train_seconds", "train time (s)"), (axes[1], "usd_per_1m", "$ per 1M predictions")):
         xs = [max(getattr(r, key), 1e-3) for r in best]
@@ -147,7 +148,8 @@ def plots(rows: list[Row]) -> dict[str, bytes]:
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    fig.suptitle("Quality vs cost (each strategy at its largest train size)")
+    fig.suptitle(f"Quality vs cost at {size} train examples" if size is not None
+                 else "Quality vs cost (each strategy at its largest train size)")
     out["pareto.png"] = _png(fig)
     plt.close(fig)
     # Fragility bars.

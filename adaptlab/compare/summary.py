@@ -92,6 +92,24 @@ def largest(rows: list[Row]) -> dict[str, Row]:
     return out
 
 
+def compared(rows: list[Row]) -> tuple[dict[str, Row], int | None]:
+    """The row per strategy that the recommendation ranks, and the train size it ranks at.
+
+    Every strategy at the largest train size all of them were measured at (zero-shot, which uses no
+    training data, counts at every size), so that a grid cut short by ``--budget`` (or still being
+    resumed) compares like with like instead of one strategy at 1000 examples with another at 64.
+    When the strategies share no size, each is taken at its largest and the size is None."""
+    sizes: dict[str, set[int]] = {}
+    for r in rows:
+        if r.train_size:
+            sizes.setdefault(r.strategy, set()).add(r.train_size)
+    common = set.intersection(*sizes.values()) if sizes else set()
+    if not common:
+        return largest(rows), None
+    n = max(common)
+    return {r.strategy: r for r in rows if r.train_size in (0, n)}, n
+
+
 def crossovers(rows: list[Row]) -> list[dict]:
     """For each gradient strategy: the smallest train size where it beats the best prompt strategy
     measured at that size (zero-shot counts at every size)."""

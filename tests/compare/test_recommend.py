@@ -95,3 +95,20 @@ def test_crossovers():
     assert xs["lora"]["train_size"] == 64 and xs["full"]["train_size"] == 64
     xs = {x["strategy"]: x for x in crossovers(aggregate([rec("few_shot", 16, 0.9), rec("lora", 16, 0.5)]))}
     assert xs["lora"]["train_size"] is None
+
+
+def test_a_grid_cut_short_is_ranked_at_the_size_every_strategy_reached():
+    # The budget left full out at 1000: lora's 0.95 there is not compared with full's 0.87 at 256.
+    recs = grid() + [rec("few_shot", 1000, 0.50, tokens=400, ex_s=8), rec("lora", 1000, 0.95, tokens=25, ex_s=25)]
+    r = recommend(recs, Constraints())
+    assert r.winner == "full" and r.ranked[0]["train_size"] == 256
+    text = r.to_markdown()
+    assert "over the best prompt (few_shot, 0.600)" in text  # few_shot at 256, not its 0.50 at 1000
+    assert "ranked at 256 examples" in text and "few_shot, lora also measured at larger sizes" in text
+    assert "ranked at" not in recommend(grid(), Constraints()).to_markdown()  # a complete grid says nothing
+    # Constraints judge the rows being ranked: at 256 full took 512 s and lora 128 s (lora took 500 s at 1000).
+    r = recommend(recs, Constraints(max_train_minutes=8))
+    assert r.winner == "lora" and r.ranked[0]["train_size"] == 256
+    # Strategies that share no train size: each at its largest, and the answer says so.
+    r = recommend([rec("lora", 16, 0.5), rec("few_shot", 64, 0.6), rec("zero_shot", 0, 0.3)], Constraints())
+    assert r.winner == "few_shot" and "share no train size" in r.to_markdown()
