@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from adaptlab.compare.config import CompareConfig
-from adaptlab.utils import atomic_write_json, machine_info, package_versions
+from adaptlab.utils import atomic_write_json, machine_info, package_versions, speed_probe
 
 console = Console()
 
@@ -271,6 +271,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     # The code this process runs is the commit checked out now: read HEAD once, since commits made
     # while a long grid runs would otherwise be credited with runs they did not produce.
     commit = git_commit()
+    machine = {**machine_info(), "gemm_gflops": round(speed_probe(), 2)}  # once per worker, before any run
     while todo:
         kinds = {s.id: get_strategy(s.strategy).kind for s in todo}
         todo = order_runs(todo, lambda s: est(s, kinds[s.id]), rounds)  # re-estimated as we learn
@@ -295,7 +296,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
             torch.manual_seed(spec.seed)
             rec = run_one(spec, cfg, ctx, out, progress=progress)
             rec["meta"].update({"versions": package_versions(), "git_commit": commit,
-                                "machine": machine_info(), "data": cfg.data, "model": cfg.model,
+                                "machine": machine, "data": cfg.data, "model": cfg.model,
                                 "worker": f"{socket.gethostname()}:{os.getpid()}"})
             atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
         finally:

@@ -46,6 +46,31 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     return out
 
 
+SPEED_SPREAD = 1.15  # probes further apart than this: timings come from machines of different speed
+
+
+def machine_speed(records: list[dict]) -> str | None:
+    """One line on the machines the timings come from: the CPU and the speed probe each grid worker
+    records (:func:`adaptlab.utils.speed_probe`), and a warning when the runs' probes differ by
+    more than SPEED_SPREAD, since then examples/s, train time and $ / 1M compare machines as well
+    as strategies. None when there is nothing to say (no run recorded a probe)."""
+    probes = [r["meta"].get("machine", {}).get("gemm_gflops") for r in records]
+    known = [p for p in probes if p]
+    if not known:
+        return None
+    cpus = sorted({r["meta"]["machine"].get("cpu_model", "?") for r in records if r["meta"].get("machine", {}).get("gemm_gflops")})
+    lo, hi = min(known), max(known)
+    line = f"Machine speed (fp32 GEMM probe): {lo:.0f}" + (f"-{hi:.0f}" if hi > lo * 1.005 else "") + \
+        f" GFLOP/s on {', '.join(cpus)}"
+    if hi > lo * SPEED_SPREAD:
+        line += (f". **The runs' machines differ in speed by {hi / lo:.1f}x: examples/s, train time and $ / 1M "
+                 f"compare machines as well as strategies.**")
+    missing = len(probes) - len(known)
+    if missing:
+        line += f" ({missing} of {len(probes)} runs are older than the probe and did not record it.)"
+    return line
+
+
 def curve_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """Quality by strategy (rows) and train size (columns), mean ± std over seeds, the best mean
     of each column in bold: the learning curves as numbers, and how many seeds each cell has."""
@@ -202,10 +227,12 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     head = (f"Data `{cfg.get('data', meta.get('data'))}`, model `{cfg.get('model', meta.get('model'))}`, "
             f"{len(records)} runs; adaptlab {meta.get('versions', {}).get('adaptlab', '?')}, {code}, "
             f"{meta.get('machine', {}).get('cpu_count', '?')} cores.")
+    speed = machine_speed(records)
     trows, cols = table_rows(rows), columns(rows)
     ccols, crows = curve_table(rows)
     metric = rows[0].metric if rows else "quality"
-    md = ["# adaptlab comparison report", "", head, "", "## Recommendation", "", rec.to_markdown(), "",
+    md = ["# adaptlab comparison report", "", head] + (["", speed] if speed else []) + [
+          "", "## Recommendation", "", rec.to_markdown(), "",
           f"## {metric} by train size (mean ± std over seeds; bold: best in its column)", ""]
     md += _md_table(ccols, crows)
     md += ["", "## Summary (mean over seeds; quality on the held-out test split)", ""] + _md_table(cols, trows)
@@ -224,7 +251,8 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
                "perplexity and a second task before and after adaptation (hard prompts change no weight)."]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     curve = (f"{metric} by train size (mean ± std over seeds)", ccols, [[c.replace("**", "") for c in r] for r in crows])
-    atomic_write_text(out / "report.html", _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve))
+    page_head = head + (" " + speed.replace("**", "") if speed else "")
+    atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve))
     return out
 
 

@@ -37,6 +37,7 @@ def test_grid_measures_everything(tmp_path):
     assert ev["forgetting"]["weights_changed"] and ev["forgetting"]["ppl_before"] > 1
     assert r["cost"]["artifact_bytes"] > 0 and r["cost"]["usd_per_1m"] > 0
     assert r["meta"]["versions"]["torch"] and "finished" in r["meta"]
+    assert r["meta"]["machine"]["gemm_gflops"] > 0 and r["meta"]["machine"]["cpu_model"]
     zs = json.loads((tmp_path / "results" / "zero_shot-n0-s0.json").read_text())
     assert zs["eval"]["forgetting"]["ppl_change"] == 0.0 and not zs["eval"]["forgetting"]["weights_changed"]
     # re-running resumes: nothing left to do

@@ -88,3 +88,25 @@ def test_curve_table_says_which_cells_miss_seeds():
     cols, rows = curve_table(aggregate(recs))
     assert cols == ["strategy", "16"]
     assert rows == [["full", "**0.800 (1 of 2 seeds)**"], ["lora", "0.600 ± 0.100"]]
+
+
+def test_report_says_when_timings_come_from_machines_of_different_speed(tmp_path):
+    recs = grid()
+    for i, r in enumerate(recs):
+        r["meta"]["machine"].update(cpu_model="Xeon", gemm_gflops=60.0 if i % 2 else 100.0)
+    recs[0]["meta"]["machine"].pop("gemm_gflops")  # a run from before the probe
+    for r in recs:
+        atomic_write_json(tmp_path / "results" / f"{r['run']['id']}.json", r)
+    atomic_write_json(tmp_path / "compare.json", {"data": "synthetic", "model": "none"})
+    out = build_report(tmp_path)
+    md = (out / "report.md").read_text()
+    assert "Machine speed (fp32 GEMM probe): 60-100 GFLOP/s on Xeon" in md
+    assert "differ in speed by 1.7x" in md and f"(1 of {len(recs)} runs are older than the probe" in md
+    assert "differ in speed by" in (out / "report.html").read_text()
+    # One machine: the probe is stated, with no warning; no probe at all: no line.
+    for r in recs:
+        r["meta"]["machine"]["gemm_gflops"] = 80.0
+        atomic_write_json(tmp_path / "results" / f"{r['run']['id']}.json", r)
+    md = (build_report(tmp_path) / "report.md").read_text()
+    assert "80 GFLOP/s on Xeon" in md and "differ in speed" not in md
+    assert "Machine speed" not in (build_report(_store(tmp_path / "plain")) / "report.md").read_text()
