@@ -64,11 +64,11 @@ def machine_speed(records: list[dict]) -> str | None:
         f" GFLOP/s on {', '.join(cpus)}"
     if hi > lo * SPEED_SPREAD:
         line += (f". **The runs' machines differ in speed by {hi / lo:.1f}x: examples/s, train time and $ / 1M "
-                 f"compare machines as well as strategies.**")
+                 f"compare machines as well as strategies**")
     missing = len(probes) - len(known)
     if missing:
-        line += f" ({missing} of {len(probes)} runs are older than the probe and did not record it.)"
-    return line
+        line += f"; {missing} of {len(probes)} runs are older than the probe and did not record it"
+    return line + "."
 
 
 def curve_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:

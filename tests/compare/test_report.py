@@ -101,7 +101,7 @@ def test_report_says_when_timings_come_from_machines_of_different_speed(tmp_path
     out = build_report(tmp_path)
     md = (out / "report.md").read_text()
     assert "Machine speed (fp32 GEMM probe): 60-100 GFLOP/s on Xeon" in md
-    assert "differ in speed by 1.7x" in md and f"(1 of {len(recs)} runs are older than the probe" in md
+    assert "differ in speed by 1.7x" in md and f"; 1 of {len(recs)} runs are older than the probe" in md
     assert "differ in speed by" in (out / "report.html").read_text()
     # One machine: the probe is stated, with no warning; no probe at all: no line.
     for r in recs:
