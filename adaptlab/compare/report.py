@@ -54,20 +54,20 @@ def machine_speed(records: list[dict]) -> str | None:
     records (:func:`adaptlab.utils.speed_probe`), and a warning when the runs' probes differ by
     more than SPEED_SPREAD, since then examples/s, train time and $ / 1M compare machines as well
     as strategies. None when there is nothing to say (no run recorded a probe)."""
-    probes = [r["meta"].get("machine", {}).get("gemm_gflops") for r in records]
-    known = [p for p in probes if p]
-    if not known:
+    probed = [m for m in (r["meta"].get("machine", {}) for r in records) if m.get("gemm_gflops")]
+    if not probed:
         return None
-    cpus = sorted({r["meta"]["machine"].get("cpu_model", "?") for r in records if r["meta"].get("machine", {}).get("gemm_gflops")})
+    known = [m["gemm_gflops"] for m in probed]
+    cpus = sorted({m.get("cpu_model", "?") for m in probed})
     lo, hi = min(known), max(known)
     line = f"Machine speed (fp32 GEMM probe): {lo:.0f}" + (f"-{hi:.0f}" if hi > lo * 1.005 else "") + \
         f" GFLOP/s on {', '.join(cpus)}"
     if hi > lo * SPEED_SPREAD:
         line += (f". **The runs' machines differ in speed by {hi / lo:.1f}x: examples/s, train time and $ / 1M "
                  f"compare machines as well as strategies**")
-    missing = len(probes) - len(known)
+    missing = len(records) - len(probed)
     if missing:
-        line += f"; {missing} of {len(probes)} runs are older than the probe and did not record it"
+        line += f"; {missing} of {len(records)} runs are older than the probe and did not record it"
     return line + "."
 
 
