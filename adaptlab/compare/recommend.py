@@ -7,9 +7,11 @@ Rules, in order (docs: README "Recommendation rules"):
 3. ``memory``       a strategy whose peak RSS exceeded --max-memory GB is excluded.
 4. ``min_quality``  a strategy below --min-quality is excluded; if none is left, say so.
 5. ``near_tie``     rank by quality at the largest train size every strategy was measured at (each
-                    at its largest if they share none; rules 2-4 judge the same rows); when the
-                    runner-up is within max(1 point, the leader's seed std) and costs at least 20%
-                    less per 1M predictions, it wins.
+                    at its largest if they share none; rules 2-4 judge the same rows); a runner-up
+                    within the tolerance wins when it costs at least 20% less per 1M predictions, or
+                    no more per 1M predictions and at most half the training time (the cheapest such
+                    wins). Tolerance: max(1 point, the leader's seed std, for accuracy the test
+                    set's sampling error sqrt(p(1-p)/n)), at most 3 points.
 6. ``many_tasks``   serving N tasks from one base: a winner whose artifact is a model copy (>= 100 MB)
                     costs N copies; an adapter or prompt within 2 points wins instead.
 7. ``prompt_cost``  the winner is a hard prompt and a trained strategy within 2 points needs 3x+
@@ -21,6 +23,7 @@ data helps), ``try_hybrid`` (hybrid not measured), ``fragile`` (paraphrase sprea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
@@ -76,6 +79,31 @@ def _mb(b: float) -> str:
     return f"{b / 1e6:.1f} MB" if b < 1e9 else f"{b / 1e9:.2f} GB"
 
 
+NEAR_TIE_MIN, NEAR_TIE_MAX = 0.01, 0.03
+
+
+def _tolerance(lead: Row) -> tuple[float, str]:
+    """How far below the leader a runner-up still counts as tied, and which noise set it.
+
+    The largest of 1 point, the leader's std over seeds, and for accuracy the test set's sampling
+    error sqrt(p(1-p)/n) (385 Banking77 rows at 0.72: 2.3 points, more than two seeds' spread shows),
+    capped at 3 points so that a tiny test set cannot make every strategy "tied"."""
+    noise = [(NEAR_TIE_MIN, "1 point"), (lead.quality_std, "the leader's seed std")]
+    if lead.metric == "accuracy" and lead.test_n:
+        se = math.sqrt(max(lead.quality * (1 - lead.quality), 0.0) / lead.test_n)
+        noise.append((se, f"the sampling error of {lead.test_n} test examples"))
+    tol, why = max(noise, key=lambda t: t[0])
+    if tol > NEAR_TIE_MAX:
+        return NEAR_TIE_MAX, f"{why}, capped at {100 * NEAR_TIE_MAX:.0f} points"
+    return tol, why
+
+
+def _cheaper(r: Row, lead: Row) -> bool:
+    """At least 20% cheaper per 1M predictions, or no dearer to serve and at most half the training time."""
+    return (r.usd_per_1m < 0.8 * lead.usd_per_1m
+            or (r.usd_per_1m <= lead.usd_per_1m and r.train_seconds <= 0.5 * lead.train_seconds))
+
+
 def _promote(rec: Recommendation, ranked: list[Row], alt: Row, rule: str, reason: str,
              promoted: dict[str, str]) -> Row:
     """Move ``alt`` to the top of ``ranked`` because ``rule`` fired; returns the new leader."""
@@ -124,14 +152,15 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
     promoted: dict[str, str] = {}  # strategy -> the rule that moved it to the top
     # near_tie: a cheaper runner-up within noise wins.
     if len(ranked) > 1:
-        tol = max(0.01, lead.quality_std)
-        cheaper = [r for r in ranked[1:] if lead.quality - r.quality <= tol and r.usd_per_1m < lead.usd_per_1m * 0.8]
+        tol, why_tol = _tolerance(lead)
+        cheaper = [r for r in ranked[1:] if lead.quality - r.quality <= tol + 1e-9 and _cheaper(r, lead)]
         if cheaper:
-            alt = min(cheaper, key=lambda r: r.usd_per_1m)
+            alt = min(cheaper, key=lambda r: (r.usd_per_1m, r.train_seconds))
             lead = _promote(rec, ranked, alt, "near_tie",
                             f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
-                            f"(inside the tolerance {100 * tol:.1f}) and costs ${alt.usd_per_1m:.2f} vs "
-                            f"${lead.usd_per_1m:.2f} per 1M predictions", promoted)
+                            f"(inside the tolerance {100 * tol:.1f}, {why_tol}) and costs ${alt.usd_per_1m:.2f} vs "
+                            f"${lead.usd_per_1m:.2f} per 1M predictions, {alt.train_seconds / 60:.1f} vs "
+                            f"{lead.train_seconds / 60:.1f} min to fit", promoted)
     # many_tasks: N full copies vs adapters.
     if c.tasks > 1 and lead.artifact_bytes >= 100e6:  # a model copy per task
         small = [r for r in ranked[1:] if r.artifact_bytes < 100e6 and lead.quality - r.quality <= 0.02 + 1e-9]

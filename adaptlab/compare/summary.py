@@ -42,6 +42,7 @@ class Row:
     ppl_change: float | None
     second_task_change: float | None
     metric: str
+    test_n: int | None = None     # held-out examples scored (the fewest over seeds); None if not recorded
 
 
 def _mean(xs):
@@ -79,6 +80,8 @@ def aggregate(records: list[dict]) -> list[Row]:
             ppl_change=_mean([f.get("ppl_change") for f in forg]),
             second_task_change=_mean([f.get("second_task_change") for f in forg]),
             metric=rs[0]["eval"]["metric"],
+            test_n=min((r["eval"]["test"].get("n") for r in rs), default=None)
+            if all(r["eval"]["test"].get("n") for r in rs) else None,
         ))
     return rows
 

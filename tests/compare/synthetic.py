@@ -3,7 +3,7 @@
 
 def rec(strategy, size, quality, *, kind=None, seed=0, train_s=60.0, rss_gb=2.5, artifact=1e6, ex_s=10.0,
         tokens=30.0, spread=0.02, drop=0.01, ppl=0.01, gap=0.05, usd=None, params=1000, generation=False,
-        stopped=False):
+        stopped=False, test_n=None):
     kind = kind or ("prompt" if strategy in ("zero_shot", "few_shot", "prompt_search") else "gradient")
     usd = usd if usd is not None else 1e6 / ex_s / 3600 * 0.10
     return {
@@ -14,7 +14,7 @@ def rec(strategy, size, quality, *, kind=None, seed=0, train_s=60.0, rss_gb=2.5,
                                                if kind == "gradient" else {"steps": 0})},
         "eval": {"quality": quality, "metric": "rouge_l" if generation else "accuracy",
                  "test": {"rouge_l": quality, "chrf": quality - 0.02, "exact_match": 0.0} if generation
-                 else {"accuracy": quality, "macro_f1": quality - 0.01},
+                 else {"accuracy": quality, "macro_f1": quality - 0.01, **({"n": test_n} if test_n else {})},
                  "train_quality": quality + gap, "overfit_gap": gap, "examples_per_s": ex_s, "prompt_tokens": tokens,
                  "seconds": 10.0, "scored_examples": 100,
                  "fragility": {"paraphrase_spread": spread, "perturbation_drop": drop},

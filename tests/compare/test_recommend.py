@@ -53,6 +53,29 @@ def test_near_tie_rule():
     assert "near_tie" not in r.fired and r.winner == "lora"
 
 
+
+def test_near_tie_counts_the_test_sets_sampling_error_and_training_time():
+    # Banking77 at 1000 examples: hybrid 0.725 and LoRA 0.717 on 385 test rows. 0.8 points is three
+    # examples; LoRA serves 12% cheaper (not the 20% the cost route needs) and trains in 41% of the time.
+    def b77(lora_train_s, lora_q=0.717, n=385):
+        return [rec("hybrid", 1000, 0.725, usd=5.87, train_s=616, test_n=n),
+                rec("lora", 1000, lora_q, usd=5.17, train_s=lora_train_s, test_n=n)]
+    r = recommend(b77(253), Constraints())
+    assert r.winner == "lora" and "near_tie" in r.fired
+    text = r.to_markdown()
+    assert "inside the tolerance 2.3, the sampling error of 385 test examples" in text
+    assert "4.2 vs 10.3 min to fit" in text
+    # Not half the training time, not 20% cheaper: the better one stays.
+    assert recommend(b77(400), Constraints()).winner == "hybrid"
+    # 2 points behind: inside 385 examples' sampling error, outside 5000 examples' (0.6 -> 1 point).
+    assert recommend(b77(253, lora_q=0.705), Constraints()).winner == "lora"
+    assert recommend(b77(253, lora_q=0.705, n=5000), Constraints()).winner == "hybrid"
+    # A tiny test set (20 examples: 10 points of sampling error) does not tie everything: capped at 3.
+    tiny = recommend(b77(253, lora_q=0.705, n=20), Constraints())
+    assert tiny.winner == "lora" and "capped at 3 points" in tiny.to_markdown()
+    assert recommend(b77(253, lora_q=0.68, n=20), Constraints()).winner == "hybrid"
+
+
 def test_many_tasks_rule():
     r = recommend(grid(), Constraints(tasks=20))
     assert "many_tasks" in r.fired and r.winner == "lora"
