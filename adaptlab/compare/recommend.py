@@ -1,6 +1,6 @@
 """The recommendation: explicit rules over the measured rows, each one tested firing and not firing.
 
-Rules, in order (docs: README "Recommendation rules"):
+Rules, in order (README "Recommendation rules" summarises them for users):
 
 1. ``weights``      weights not accessible -> only prompt strategies are eligible.
 2. ``train_time``   a strategy whose training took longer than --max-train-minutes is excluded.
