@@ -80,8 +80,7 @@ def aggregate(records: list[dict]) -> list[Row]:
             ppl_change=_mean([f.get("ppl_change") for f in forg]),
             second_task_change=_mean([f.get("second_task_change") for f in forg]),
             metric=rs[0]["eval"]["metric"],
-            test_n=min((r["eval"]["test"].get("n") for r in rs), default=None)
-            if all(r["eval"]["test"].get("n") for r in rs) else None,
+            test_n=min(ns) if all(ns := [r["eval"]["test"].get("n") for r in rs]) else None,
         ))
     return rows
 

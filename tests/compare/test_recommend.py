@@ -53,7 +53,6 @@ def test_near_tie_rule():
     assert "near_tie" not in r.fired and r.winner == "lora"
 
 
-
 def test_near_tie_counts_the_test_sets_sampling_error_and_training_time():
     # Banking77 at 1000 examples: hybrid 0.725 and LoRA 0.717 on 385 test rows. 0.8 points is three
     # examples; LoRA serves 12% cheaper (not the 20% the cost route needs) and trains in 41% of the time.
