@@ -6,6 +6,7 @@ stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -296,11 +297,8 @@ def train_cmd(
         splits = load_task(data, data_dir_override=data_dir, seed=seed)
         train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
         backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device)
-        if spec.kind == "prompt":
-            with console.status(f"{strategy}: fitting the prompt"):
-                art = spec.strategy_cls(config).fit(backend, train_part, splits.dev)
-        else:
-            art = spec.strategy_cls(config).fit(backend.base, train_part, splits.dev, cfg, run_dir=out / "run",
+        with console.status(f"{strategy}: fitting") if spec.kind == "prompt" else contextlib.nullcontext():
+            art = spec.strategy_cls(config).fit(backend, train_part, splits.dev, cfg, run_dir=out / "run",
                                                 resume=resume)
         from adaptlab.training.distributed import is_main
 
@@ -311,24 +309,19 @@ def train_cmd(
         art.save(out)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
-    te = art.metrics["test"]
-    quality = (f"{te['accuracy']:.3f}", f"{te['macro_f1']:.3f}") if "accuracy" in te else \
-        (f"{te['rouge_l']:.3f}", f"{te['chrf']:.3f}")
+    te, tr = art.metrics["test"], art.metrics["train"]
+    clf = "accuracy" in te
     table = Table(title=f"{strategy} on {data}")
-    if spec.kind == "prompt":
-        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "chrF",
-                    "prompt tokens", "ex/s", "model calls", "artifact KB"):
-            table.add_column(col, justify="right")
-        table.add_row(*quality, f"{te['prompt_tokens']:.0f}", f"{te['examples_per_s']:.1f}",
-                      str(art.backend.calls), f"{artifact_bytes(out) / 1e3:.1f}")
-    else:
-        tr = art.metrics["train"]
-        for col in ("test acc" if "accuracy" in te else "ROUGE-L", "macro-F1" if "accuracy" in te else "chrF",
-                    "train s", "ex/s", "peak RSS GB", "trainable", "artifact MB"):
-            table.add_column(col, justify="right")
-        table.add_row(*quality, f"{tr['train_seconds']:.1f}", f"{tr['examples_per_s']:.1f}",
-                      f"{tr['peak_rss_bytes'] / 2**30:.2f}", f"{tr['trainable_params']:,}",
-                      f"{artifact_bytes(out) / 1e6:.2f}")
+    columns = {"test acc" if clf else "ROUGE-L": f"{te['accuracy' if clf else 'rouge_l']:.3f}",
+               "macro-F1" if clf else "chrF": f"{te['macro_f1' if clf else 'chrf']:.3f}",
+               "prompt tokens": f"{te['prompt_tokens']:.0f}", "test ex/s": f"{te['examples_per_s']:.1f}",
+               "fit s": f"{tr['train_seconds']:.1f}", "peak RSS GB": f"{tr['peak_rss_bytes'] / 2**30:.2f}",
+               "trainable": f"{tr['trainable_params']:,}",
+               "model calls": "-" if tr.get("model_calls") is None else f"{tr['model_calls']:,}",
+               "artifact MB": f"{artifact_bytes(out) / 1e6:.3f}"}
+    for col in columns:
+        table.add_column(col, justify="right")
+    table.add_row(*columns.values())
     console.print(table)
     console.print(f"artifact written to {out}")
 
@@ -380,7 +373,7 @@ def compare_cmd(
     try:
         names = list_strategies() if strategies == "all" else [s.strip() for s in strategies.split(",") if s.strip()]
         settings: dict = {}
-        strategy_epochs = {"full": 1.0}
+        strategy_epochs: dict = {}
         for key, value in _parse_overrides(set_).items():
             if "." not in key:
                 raise DataError(f"--set {key}: use strategy.key=value, e.g. lora.r=16")

@@ -1,23 +1,29 @@
 """Export an artifact for other engines: a PEFT adapter folder, or a merged transformers model.
 
-- ``peft``: LoRA, soft prompt and prefix artifacts are already saved in PEFT's format; the
-  export copies those files (plus a README naming the base model) into a clean folder that
-  ``PeftModel.from_pretrained`` and vLLM (``--enable-lora``, LoRA only) load. A hybrid whose first
-  stage is LoRA exports that LoRA adapter only when ``allow_partial``; the soft prompt on top has
-  no PEFT form that composes with it.
-- ``merged``: LoRA merged into the base weights (PEFT's ``merge_and_unload``), or a full
-  fine-tune's own weights, written as a transformers model folder (safetensors, config,
-  tokenizer) that any transformers-based engine serves without adaptlab. Soft prompts and
-  prefixes are not weights and cannot be merged.
+- ``peft``: strategies save their adapters in PEFT's format and record where in the artifact's
+  metadata (``peft``: folder, and what a PEFT export leaves out); the export copies those files
+  (plus a README naming the base model) into a clean folder that ``PeftModel.from_pretrained``
+  and vLLM (``--enable-lora``, LoRA only) load. An artifact whose PEFT form leaves part of it
+  out (a hybrid's soft prompt on top of its LoRA) exports only with ``allow_partial``.
+- ``merged``: read through the adaptation protocol: LoRA deltas added into a copy of the base
+  weights, or the artifact's own weights, written as a transformers model folder (safetensors,
+  config, tokenizer) that any transformers-based engine serves without adaptlab. Soft prompts
+  and prefixes are not weights and cannot be merged.
+
+No strategy is named here: what can be exported comes from the artifact itself.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
 
-from adaptlab.models.base import BaseModel
+import torch
+
+from adaptlab.models.adaptation import Contribution
+from adaptlab.models.types import BaseModel
 from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
 
 FORMATS = ("peft", "merged")
@@ -52,67 +58,74 @@ def export(artifact_dir: str | Path, out: str | Path, fmt: str, base: BaseModel 
         raise ExportError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     src = Path(artifact_dir)
     meta = _meta(src)
-    strategy = meta["strategy"]
-    stage1 = meta.get("strategy_config", {}).get("stage1") if strategy == "hybrid" else None
-    stage2 = meta.get("strategy_config", {}).get("stage2") if strategy == "hybrid" else None
     if meta.get("kind") == "prompt":
-        raise ExportError(f"{src}: a {strategy} artifact is a prompt (JSON), not weights; use it as it is with any "
-                          f"backend, or serve it with `adaptlab serve`")
+        raise ExportError(f"{src}: a {meta['strategy']} artifact is a prompt (JSON), not weights; use it as it is "
+                          f"with any backend, or serve it with `adaptlab serve`")
     if fmt == "peft":
-        if strategy in ("lora", "soft_prompt", "prefix"):
-            files_from = src
-        elif strategy == "hybrid" and stage1 == "lora":
-            if stage2 == "soft_prompt" and not allow_partial:
-                raise ExportError(f"{src}: hybrid LoRA + soft prompt has no single PEFT form; pass "
-                                  f"--allow-partial to export the LoRA stage alone (its soft prompt is dropped)")
-            files_from = src / "stage1"
-        else:
-            raise ExportError(f"{src}: a {strategy} artifact has no adapter; export it with --format merged")
-        missing = [f for f in PEFT_FILES if not (files_from / f).is_file()]
-        if missing:
-            raise ExportError(f"{files_from}: missing {', '.join(missing)}")
-        out = _fresh(Path(out), force)
-        for f in PEFT_FILES:
-            shutil.copy2(files_from / f, out / f)
-        (out / "README.md").write_text(
-            f"# {strategy} adapter exported by adaptlab\n\nBase model: {meta['base_model']['name']} "
-            f"(adaptlab fingerprint {meta['base_model']['fingerprint']}).\nTask: {meta['task']}"
-            + (f"; labels: {', '.join(meta['labels'])}" if meta.get("labels") else "")
-            + f".\nPrompt template: `{meta['template']['template']!r}`\n")
-        return out
+        return _export_peft(src, meta, Path(out), force, allow_partial)
+    return _export_merged(src, meta, Path(out), base, force, allow_partial)
 
-    if strategy in ("soft_prompt", "prefix") or (strategy == "hybrid" and stage2 == "soft_prompt"
-                                                   and not allow_partial):
-        raise ExportError(f"{src}: a {strategy} artifact is not weights and cannot be merged; export it with "
-                          f"--format peft" + (" or pass --allow-partial to merge its LoRA/full stage alone"
-                                               if strategy == "hybrid" else ""))
+
+def _export_peft(src: Path, meta: dict, out: Path, force: bool, allow_partial: bool) -> Path:
+    """Copy the PEFT files the artifact's strategy saved (where its metadata says they are)."""
+    strategy, peft = meta["strategy"], meta.get("peft")
+    if not peft:
+        raise ExportError(f"{src}: a {strategy} artifact has no adapter; export it with --format merged")
+    if peft.get("drops") and not allow_partial:
+        raise ExportError(f"{src}: a {strategy} artifact has no single PEFT form; pass --allow-partial to export "
+                          f"its adapter alone ({peft['drops']} is dropped)")
+    files_from = src / peft["dir"]
+    missing = [f for f in PEFT_FILES if not (files_from / f).is_file()]
+    if missing:
+        raise ExportError(f"{files_from}: missing {', '.join(missing)}")
+    out = _fresh(out, force)
+    for f in PEFT_FILES:
+        shutil.copy2(files_from / f, out / f)
+    (out / "README.md").write_text(
+        f"# {strategy} adapter exported by adaptlab\n\nBase model: {meta['base_model']['name']} "
+        f"(adaptlab fingerprint {meta['base_model']['fingerprint']}).\nTask: {meta['task']}"
+        + (f"; labels: {', '.join(meta['labels'])}" if meta.get("labels") else "")
+        + f".\nPrompt template: `{meta['template']['template']!r}`\n")
+    return out
+
+
+def _export_merged(src: Path, meta: dict, out: Path, base: BaseModel | None, force: bool,
+                   allow_partial: bool) -> Path:
+    """Weights of its own, or LoRA deltas added into a copy of the base weights; never the shared base."""
+    strategy = meta["strategy"]
     if base is None:
         raise ExportError("--format merged needs the base model")
     try:
         art = Artifact.load(src, base)
     except ArtifactError as e:
         raise ExportError(str(e)) from None
-    module = art.module.stage1 if hasattr(art.module, "stage1") else art.module
-    from adaptlab.strategies.gradient import release
-
-    if hasattr(module, "peft"):  # LoRA: merge into a private copy, never into the shared base
-        from adaptlab.strategies.full.strategy import private_copy
-        from peft import get_peft_model, set_peft_model_state_dict
-        from adaptlab.strategies.lora.strategy import _peft_config
-        from peft.utils import get_peft_model_state_dict
-
-        state = module._state if module._state is not None else get_peft_model_state_dict(module._active())
-        state = {k: v.clone() for k, v in state.items()}
-        release(base)
-        model = get_peft_model(private_copy(base), _peft_config(module.cfg))
-        set_peft_model_state_dict(model, state)
-        model = model.merge_and_unload()
-    else:
-        model = module.model
-    out = _fresh(Path(out), force)
+    c = art.contribution()
+    has_weights = c.model is not None or bool(c.lora)
+    not_weights = [what for what, present in (("a soft prompt", c.soft is not None), ("a prefix", c.prefix is not None))
+                   if present]
+    if not has_weights or (not_weights and not allow_partial):
+        raise ExportError(f"{src}: a {strategy} artifact holds {' and '.join(not_weights) or 'no weights'}, which is "
+                          f"not weights and cannot be merged; export it with --format peft"
+                          + (" or pass --allow-partial to merge its weights alone" if has_weights else ""))
+    model = merged_model(base, c)
+    out = _fresh(out, force)
     model.save_pretrained(out, safe_serialization=True)
     base.tokenizer.save_pretrained(out)
     (out / "adaptlab_export.json").write_text(json.dumps(
         {"from": str(src), "strategy": strategy, "task": meta["task"], "labels": meta.get("labels"),
          "template": meta["template"], "base_model": meta["base_model"]}, indent=2))
     return out
+
+
+@torch.no_grad()
+def merged_model(base: BaseModel, c: Contribution) -> torch.nn.Module:
+    """A model whose weights are ``c``'s own, or the base weights plus ``B A * scale`` per LoRA target.
+
+    By hand rather than PEFT's ``merge_and_unload`` because our LoRA deltas are not PEFT layers;
+    the merge is one matrix product per target, the same sum PEFT computes.
+    """
+    model = copy.deepcopy(c.model if c.model is not None else base.model)
+    for name, d in c.lora.items():
+        lin = model.get_submodule(name)
+        lin.weight += (d.b.to(lin.weight) @ d.a.to(lin.weight)) * d.scale               # (out, in)
+    return model

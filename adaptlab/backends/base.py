@@ -78,15 +78,3 @@ def parse_label(answer: str, labels: list[str]) -> int:
         if form and f" {form} " in f" {a} ":
             return i
     return -1
-
-
-def as_backend(model) -> Backend:
-    """A Backend from a Backend, a loaded base model, or an (adapted module, base) pair."""
-    from adaptlab.backends.local import LocalBackend
-    from adaptlab.models.base import BaseModel
-
-    if isinstance(model, Backend):
-        return model
-    if isinstance(model, BaseModel):
-        return LocalBackend(model)
-    raise TypeError(f"expected a Backend or a BaseModel, got {type(model).__name__}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from adaptlab.backends.base import Backend
-from adaptlab.evaluation.scoring import _encode_prompts, as_lm, module_device, pad_id, right_pad, score_labels
+from adaptlab.evaluation.generation import generate
+from adaptlab.evaluation.scoring import score_labels
+from adaptlab.models.runtime import as_lm, encode_prompts, module_device, pad_id, right_pad
 
 
 class LocalBackend(Backend):
@@ -18,25 +20,18 @@ class LocalBackend(Backend):
     supports_scores = True
 
     def __init__(self, base, module: torch.nn.Module | None = None, batch_size: int = 16,
-                 max_prompt_tokens: int = 2048):
+                 max_prompt_tokens: int = 2048, generate_batch_size: int | None = None):
         super().__init__()
         self.base = base
         self.module = module if module is not None else base.model
         self.tokenizer = base.tokenizer
         self.batch_size = batch_size
+        self.generate_batch_size = generate_batch_size or batch_size
         self.max_prompt_tokens = max_prompt_tokens
         self.name = f"local:{base.name}"
         self.fingerprint = base.fingerprint
 
-    def _own(self) -> None:
-        """The plain base model must not run with another artifact's LoRA layers still injected."""
-        if self.module is self.base.model:
-            from adaptlab.strategies.gradient import release
-
-            release(self.base)
-
     def _count(self, prompts: list[str]) -> None:
-        self._own()
         self.calls += len(prompts)
         self.prompt_tokens += sum(self.count_tokens(p) for p in prompts)
 
@@ -61,11 +56,9 @@ class LocalBackend(Backend):
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
                  stop: list[str] | None = None) -> list[str]:
-        from adaptlab.evaluation.generation import generate
-
         self._count(prompts)
         out = generate(self.module, self.tokenizer, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                       batch_size=self.batch_size, max_prompt_tokens=self.max_prompt_tokens)
+                       batch_size=self.generate_batch_size, max_prompt_tokens=self.max_prompt_tokens)
         if stop:
             for s in stop:
                 out = [o.split(s)[0] if s in o else o for o in out]
@@ -74,11 +67,10 @@ class LocalBackend(Backend):
     @torch.no_grad()
     def embed(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         """Mean-pooled last hidden states of the base model: (N, H), L2-normalised."""
-        self._own()
         self.calls += len(texts)
         lm = as_lm(self.module)
         device = module_device(self.module)
-        ids = _encode_prompts(self.tokenizer, texts, 256)
+        ids = encode_prompts(self.tokenizer, texts, 256)
         out = torch.empty(len(texts), lm.hf_model().config.hidden_size)
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         for s in range(0, len(order), batch_size):

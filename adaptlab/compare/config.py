@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from adaptlab.strategies.registry import list_strategies
+from adaptlab.strategies.registry import get_strategy, list_strategies
 
 _BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -46,7 +46,7 @@ class CompareConfig:
     seeds: int = 1
     budget_seconds: float | None = None
     epochs: float = 2.0
-    strategy_epochs: dict = field(default_factory=lambda: {"full": 1.0})
+    strategy_epochs: dict = field(default_factory=dict)  # per-strategy epochs, over each strategy's own default
     strategy_settings: dict = field(default_factory=dict)
     test_limit: int = 0
     dev_limit: int = 64
@@ -81,6 +81,11 @@ class CompareConfig:
         bad = [s for s in self.strategy_settings if s not in known]
         if bad:
             raise ValueError(f"strategy_settings: unknown strategy {', '.join(bad)}")
+
+    def epochs_for(self, strategy: str) -> float:
+        """Epochs of ``strategy``'s runs: as set, else the strategy's own default, else ``epochs``."""
+        default = get_strategy(strategy).default_epochs
+        return float(self.strategy_epochs.get(strategy, default if default is not None else self.epochs))
 
     def to_dict(self) -> dict:
         return asdict(self)

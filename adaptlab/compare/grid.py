@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -23,16 +22,16 @@ from pathlib import Path
 from rich.console import Console
 
 from adaptlab.compare.config import CompareConfig
+from adaptlab.strategies.registry import get_strategy, make_config
 from adaptlab.utils import atomic_write_json, machine_info, package_versions, speed_probe
 
 console = Console()
 
-# Prior seconds per (train example x epoch) on 2 CPU cores with Gemma 3 270M, used until the grid
-# has measured its own; prompt strategies train nothing. Calibrated on measured runs: the demo
-# compare (lora 0.11, soft prompt 0.22 s) and the Banking77 table (full 0.53, hybrid 0.52 s).
-TRAIN_PRIOR = {"lora": 0.12, "soft_prompt": 0.22, "prefix": 0.22, "full": 0.53, "hybrid": 0.52}
+# A gradient strategy's prior seconds per (train example x epoch) is its spec's ``train_prior``
+# (registered in its own folder), used until the grid has measured its own; this one stands in
+# for a strategy that registered none. Prompt strategies train nothing.
+TRAIN_PRIOR_DEFAULT = 0.3
 EVAL_PRIOR = 0.08          # seconds per scored example at 0 labels, x (1 + labels / 20): demo (12 labels) 0.13 s
-SEARCH_CALLS = "budget_calls"
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,12 @@ def git_commit() -> str | None:
 
 
 def plan(cfg: CompareConfig, n_train: int) -> list[RunSpec]:
-    """strategies x train sizes x seeds; zero_shot uses no train data, so it runs once per seed."""
+    """strategies x train sizes x seeds; a strategy that uses no train data runs once per seed."""
     sizes = sorted({n_train if s == "all" else min(int(s), n_train) for s in cfg.train_sizes})
     out = []
     for name in cfg.strategies:
         for seed in range(cfg.seeds):
-            if name == "zero_shot":
+            if not get_strategy(name).uses_train_data:
                 out.append(RunSpec(name, 0, seed))
                 continue
             for n in sizes:
@@ -152,7 +151,7 @@ class Estimator:
         return fixed, slope
 
     def epochs(self, strategy: str) -> float:
-        return float(self.cfg.strategy_epochs.get(strategy, self.cfg.epochs))
+        return self.cfg.epochs_for(strategy)
 
     def scored_per_run(self) -> int:
         """Examples scored per run besides training: test, train-gap sample, fragility variants."""
@@ -163,16 +162,18 @@ class Estimator:
         eval_rate = self.strategy_eval_rate(spec.strategy)
         seconds = self.scored_per_run() * eval_rate
         work = self._work(kind, spec.train_size, self.epochs(spec.strategy))
-        prior = TRAIN_PRIOR.get(spec.strategy, 0.3) if kind == "gradient" else 0.0
+        sp = get_strategy(spec.strategy)
+        prior = (sp.train_prior if sp.train_prior is not None else TRAIN_PRIOR_DEFAULT) if kind == "gradient" else 0.0
         line = self.fit_line(spec.strategy, prior)
         if line is not None:
             seconds += line[0] + line[1] * work
         elif kind == "gradient":
             dev_evals = self.epochs(spec.strategy) * min(self.cfg.dev_limit, 64) * eval_rate
             seconds += prior * work + dev_evals
-        elif spec.strategy == "prompt_search":
-            calls = self.cfg.strategy_settings.get("prompt_search", {}).get(SEARCH_CALLS, 300)
-            seconds += calls * eval_rate
+        else:  # a search spends calls whatever the data
+            settings = self.cfg.strategy_settings.get(spec.strategy, {})
+            calls = sp.strategy_cls.planned_calls(make_config(spec.strategy, **settings))
+            seconds += (calls or 0) * eval_rate
         return seconds
 
 
@@ -243,7 +244,6 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     import torch
 
     from adaptlab.compare.measure import prepare, run_one
-    from adaptlab.strategies.registry import get_strategy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,12 +395,3 @@ def _best(records: list[dict]) -> str | None:
         return None
     r = max(records, key=lambda r: r["eval"]["quality"])
     return f"{r['run']['id']} {r['eval']['quality']:.3f}"
-
-
-def prune_artifact(folder: Path, policy: str, size: int) -> bool:
-    """Keep or delete a run's artifact folder; returns whether it was kept."""
-    keep = policy == "all" or (policy == "small" and size < 100e6)
-    if not keep:
-        shutil.rmtree(folder, ignore_errors=True)
-    return keep
-

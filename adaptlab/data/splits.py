@@ -123,3 +123,10 @@ def subsample(data: TaskData, n: int | None = None, per_class: int | None = None
     order = {id(ex): i for i, ex in enumerate(data.examples)}
     chosen.sort(key=lambda ex: order[id(ex)])
     return data.with_examples(chosen, source=f"{data.source}[{tag},seed={seed}]")
+
+
+def dev_part(dev: TaskData | None, limit: int, seed: int) -> TaskData | None:
+    """At most ``limit`` dev examples (stratified sample), or None when there is no dev data."""
+    if dev is None or not len(dev) or limit <= 0:
+        return None
+    return subsample(dev, n=limit, seed=seed) if len(dev) > limit else dev

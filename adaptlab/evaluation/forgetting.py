@@ -13,7 +13,8 @@ import math
 import torch
 
 from adaptlab.data.loading import Example, TaskData
-from adaptlab.evaluation.scoring import module_device, pad_id, right_pad, target_token_logprobs
+from adaptlab.models.adaptation import AdaptedLM
+from adaptlab.models.runtime import module_device, pad_id, right_pad, target_token_logprobs
 
 GENERAL_TEXT = [
     "The kettle clicked off just as the rain began to tap against the kitchen window.",
@@ -90,12 +91,16 @@ def second_task_accuracy(module, tokenizer) -> float:
 
 
 def forgetting(artifact, base, before: dict | None = None) -> dict:
-    """Perplexity and second-task accuracy of the adapted module vs the base model."""
+    """Perplexity and second-task accuracy of the adapted model vs the base model.
+
+    Read through the adaptation protocol: an artifact whose contribution is empty (a hard prompt)
+    changed nothing in the model."""
     before = before or base_reference(base)
-    module = getattr(artifact, "module", None)
-    if module is None:  # a hard prompt: no weight changed
+    c = artifact.contribution()
+    if c.empty:  # a hard prompt: no weight changed
         return {**before, "ppl_after": before["ppl_before"], "second_task_after": before["second_task_before"],
                 "ppl_change": 0.0, "second_task_change": 0.0, "weights_changed": False}
+    module = AdaptedLM(c.model if c.model is not None else base.model, c)
     ppl = perplexity(module, base.tokenizer)
     acc = second_task_accuracy(module, base.tokenizer)
     return {**before, "ppl_after": ppl, "second_task_after": acc,
@@ -104,8 +109,5 @@ def forgetting(artifact, base, before: dict | None = None) -> dict:
 
 
 def base_reference(base) -> dict:
-    from adaptlab.strategies.gradient import release
-
-    release(base)  # no adapter may act on the base model for the "before" numbers
     return {"ppl_before": perplexity(base.model, base.tokenizer),
             "second_task_before": second_task_accuracy(base.model, base.tokenizer)}

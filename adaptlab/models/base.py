@@ -19,12 +19,13 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from adaptlab.models.types import (  # noqa: F401  (re-exported: the loader's errors and checks)
+    BaseModel, FingerprintMismatch, ModelError, check_fingerprint, make_fingerprint)
 from adaptlab.utils import atomic_write_json, package_versions, sha256_file
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -35,53 +36,12 @@ META_FILE = "adaptlab_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelError(RuntimeError):
-    """A base model cannot be loaded; the message says which and why."""
-
-
-class FingerprintMismatch(ModelError):
-    """An artifact or cache entry was made for a different base model."""
-
-
-@dataclass
-class BaseModel:
-    """A causal LM, its tokenizer and the identity of the weights it came from."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    name: str
-    fingerprint: str
-    path: Path | None = None  # cache folder or local folder the weights were read from
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def config(self):
-        return self.model.config
-
-
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptlab")
 
 
 def models_cache() -> Path:
     return cache_root() / "models"
-
-
-def make_fingerprint(source_sha256: str, dtype: str) -> str:
-    return hashlib.sha256(f"{source_sha256}:{dtype}".encode()).hexdigest()
-
-
-def check_fingerprint(expected: str, actual: str, what: str) -> None:
-    """Refuse to combine things made for different base models."""
-    if expected != actual:
-        raise FingerprintMismatch(
-            f"{what} was made for base model {expected[:12]} but the loaded base model is {actual[:12]}; "
-            "load the base model it was trained on"
-        )
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -224,16 +184,21 @@ def _load_dir(d: Path, dtype: torch.dtype):
 
 
 def _dequantize_gguf(gguf_path: Path, dtype: torch.dtype):
-    """Load a GGUF through transformers, dequantized, and drop its quantization marker."""
+    """Load a GGUF through transformers, dequantized, into a plain model built from its config.
+
+    The loaded model still carries its quantizer (transformers' save_pretrained refuses it); a
+    model built from the config without ``quantization_config`` and given the dequantized
+    tensors is an ordinary fp32 model, with no private attribute touched. Runs once per cache.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=dtype)
-    # The weights are plain fp32 tensors now; without this, save_pretrained refuses.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=dtype)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.load_state_dict(loaded.state_dict())
     return model, tok
 
 
@@ -260,11 +225,6 @@ def _finish(model, tok, name: str, fingerprint: str, path: Path | None, meta: di
     model.requires_grad_(False)  # the shared base is frozen; strategies train their own parameters
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    if path is not None:
-        # A model built from a GGUF still names the temporary folder it was unpacked into, which is
-        # deleted; PEFT copies this name into adapter_config.json and looks for a config.json there.
-        model.config._name_or_path = str(path)
-        model.name_or_path = str(path)
     if device != "cpu":
         model.to(device)
     return BaseModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint, path=path, meta=meta)

@@ -60,7 +60,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "cpu", sliding_window: int = 64):
     from transformers import Gemma3ForCausalLM
 
-    from adaptlab.models.base import BaseModel
+    from adaptlab.models.types import BaseModel
 
     tok = build_tiny_tokenizer()
     gen_state = torch.random.get_rng_state()

@@ -2,9 +2,9 @@
 
 One worker thread owns the model. Requests from any thread are queued; the worker takes what
 arrived within ``max_wait_ms`` (up to ``max_batch`` rows), splits it by weights (the base model,
-or each full fine-tune's private copy) and runs each part as one mixed batch. Loading an
-artifact happens under the same lock as a forward pass, because loading a LoRA artifact briefly
-injects PEFT layers into the shared base model.
+or each full fine-tune's private copy) and runs each part as one mixed batch. No adaptation
+ever changes the base model, so loading an artifact needs no coordination with forward passes
+beyond the adapter cache's own lock.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import time
 
 import torch
 
-from adaptlab.models.base import BaseModel
+from adaptlab.models.types import BaseModel
 from adaptlab.registry import Entry, Registry, RegistryError
 from adaptlab.serving.adapters import BASE_WEIGHTS, ServingAdapter, from_artifact, plain_adapter
-from adaptlab.serving.engine import LoraHooks, MixedLM, build_lead, classify_rows, encode_rows, generate_rows
-from adaptlab.serving.engine import plan_batches, with_leads
+from adaptlab.serving.engine import build_lead, classify_rows, encode_rows, generate_rows, mixed_lm, plan_batches
+from adaptlab.serving.engine import with_leads
+from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
 
 BASE_ALIASES = ("base",)
 
@@ -79,7 +80,6 @@ class Service:
         self.config = config or ServeConfig()
         self.metrics = metrics
         self.lock = threading.RLock()
-        self.hooks = LoraHooks(base.model)
         self.plain = plain_adapter(base)
         self.cache: collections.OrderedDict[str, ServingAdapter] = collections.OrderedDict()
         self.queue: queue.Queue[Work] = queue.Queue()
@@ -112,13 +112,11 @@ class Service:
                 raise ServingError(409, "base_model_mismatch",
                                    f"{entry.ref} was made for base model {entry.fingerprint[:12]}, this server runs "
                                    f"{self.base.fingerprint[:12]}")
-            from adaptlab.strategies.base import Artifact, ArtifactError
-
             try:
                 if self.config.verify_artifacts:
                     self.registry.verify(entry)
                 art = Artifact.load(entry.path, self.base)
-                ad = from_artifact(art, self.base, entry.ref, entry.digest)
+                ad = from_artifact(art, entry.ref, entry.digest)
                 if self.config.batching == "swap":
                     ad.artifact = art
             except (RegistryError, ArtifactError, ValueError, OSError) as e:
@@ -130,8 +128,6 @@ class Service:
 
     def labels_of(self, task: str, version: int) -> list[str] | None:
         """The label set of a registered version (from its artifact file; no weights are loaded)."""
-        from adaptlab.strategies.base import read_artifact_meta
-
         return read_artifact_meta(self.registry.get(task, version).path).get("labels")
 
     def _evict(self, keep: str) -> None:
@@ -224,11 +220,6 @@ class Service:
             return self._run_swapped(art, op, group)
         tok = self.base.tokenizer
         model = self.base.model if weights == BASE_WEIGHTS else group[0].adapter.model
-        hooks = self.hooks if weights == BASE_WEIGHTS else None
-        if weights == BASE_WEIGHTS:
-            from adaptlab.strategies.gradient import release
-
-            release(self.base)  # no PEFT layers left in the shared base while we run it
         ads = [w.adapter for w in group]
         ids = encode_rows(tok, ads, [w.text for w in group], self.config.max_prompt_tokens)
         for w, ad, x in zip(group, ads, ids):
@@ -241,17 +232,17 @@ class Service:
         if self.config.prompt_cache:
             for ad in {a.key: a for a in ads}.values():
                 if not ad.lead_built:
-                    ad.lead = build_lead(model, hooks, tok, ad, self.window, self.config.max_prompt_tokens)
+                    ad.lead = build_lead(model, tok, ad, self.window, self.config.max_prompt_tokens)
                     ad.lead_built = True
             self._gauge()
             ads, ids = with_leads(ads, ids)
         for rows in plan_batches(ads, ids, extra, self.window, self.config.max_batch):
-            lm = MixedLM(model, hooks, [ads[i] for i in rows])
+            lm = mixed_lm(model, [ads[i] for i in rows])
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(rows))
             self.batches += 1
             if op == "classify":
-                out = classify_rows(lm, tok, [ids[i] for i in rows])
+                out = classify_rows(lm, tok, [ids[i] for i in rows], [ads[i] for i in rows])
                 for i, scores in zip(rows, out):
                     ad = ads[i]
                     if ad.calibrate is not None:
@@ -282,8 +273,7 @@ class Service:
                 w.future.set_result(scores)
         else:
             limit = max(w.max_new for w in group)
-            outs = (art.generate(texts, max_new_tokens=limit) if hasattr(art, "module")
-                    else art.backend.generate(art.prompts(texts), max_new_tokens=limit))
+            outs = art.generate(texts, max_new_tokens=limit)
             for w, out in zip(group, outs):
                 generated = tok(out, add_special_tokens=False)["input_ids"]
                 w.completion_tokens = len(generated)

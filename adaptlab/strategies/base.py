@@ -1,14 +1,22 @@
-"""The strategy protocol and self-describing artifacts.
+"""The strategy protocol and the adaptation protocol every artifact implements.
 
-Every strategy does ``fit(base, train, dev) -> Artifact`` and an artifact does ``predict(texts)``
-(torchtune's recipe interface, DSPy's ``compile``). A gradient strategy supplies an *adapted
-module*: an ``nn.Module`` with ``hidden(input_ids, attention_mask)`` and ``project(hidden)`` whose
-trainable parameters are the adaptation; the shared loop trains it and scoring reads from it.
+Every strategy does ``fit(model, train, dev, train_config, *, run_dir, resume, progress) ->
+Artifact`` (DSPy's one ``compile`` for every optimizer): hard-prompt strategies fit by search,
+gradient strategies through the one training loop, and callers never branch on which.
 
-An artifact folder holds weights (safetensors only), ``adaptlab_artifact.json`` (strategy and
-training configs, template, labels, metrics, base-model fingerprint, package versions), and for
-LoRA / prompt tuning the PEFT files so other tools can load them. Loading checks the fingerprint
-and refuses pickled weights.
+An :class:`Artifact` is a fitted adaptation. What it contributes to a forward pass is all that
+evaluation, serving, export and compare read (the *adaptation protocol*):
+
+- ``prompts(texts)``: the prompt text of each input (template, instruction, exemplars);
+- ``contribution()``: virtual tokens, per-layer keys/values, LoRA deltas or weights of its own
+  (:class:`adaptlab.models.adaptation.Contribution`; empty for a hard prompt);
+- ``calibrate(raw)``: the label-score correction (identity unless calibrated);
+- ``labels``, ``label_texts()``, ``task``, ``decoding``.
+
+Inference, evaluation, saved metadata and decoding defaults live here once. An artifact folder
+holds ``adaptlab_artifact.json`` (strategy and training configs, template, labels, metrics,
+base-model fingerprint, package versions) and, for weights, safetensors files in PEFT's format
+where PEFT has one. Loading checks the fingerprint and refuses pickled weights.
 """
 
 from __future__ import annotations
@@ -17,18 +25,20 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from adaptlab.data.loading import DataError, TaskData
 from adaptlab.evaluation.metrics import classification_metrics
-from adaptlab.evaluation.scoring import score_labels
-from adaptlab.models.base import BaseModel, check_fingerprint
+from adaptlab.models.adaptation import Contribution
 from adaptlab.prompts import PromptTemplate
+from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import atomic_write_json, package_versions
 
 ARTIFACT_FILE = "adaptlab_artifact.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
+DEFAULT_DECODING = {"max_new_tokens": 64, "num_beams": 1}
 
 
 class ArtifactError(ValueError):
@@ -63,83 +73,131 @@ def artifact_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-class Artifact:
-    """A fitted adaptation: predicts labels, saves itself, loads back onto the same base model."""
+def default_decoding(train: TaskData, count_tokens) -> dict | None:
+    """Generation: decode up to the longest train target plus a margin (one rule for every strategy)."""
+    if train.task != "generation":
+        return None
+    longest = max(count_tokens(ex.label) for ex in train.examples)
+    return {"max_new_tokens": min(256, longest + 8), "num_beams": 1}
 
-    def __init__(self, strategy: str, base: BaseModel, module: torch.nn.Module, config, template: PromptTemplate,
-                 task: str, labels: list[str] | None, train_config: dict | None = None,
-                 metrics: dict | None = None, decoding: dict | None = None):
+
+class Artifact:
+    """A fitted adaptation that runs on a backend (the local base model, or an HTTP endpoint).
+
+    Subclasses: :class:`adaptlab.strategies.gradient.WeightsArtifact` (trained parameters) and
+    :class:`adaptlab.strategies.prompting.PromptArtifact` (a hard prompt).
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, strategy: str, backend, config, template: PromptTemplate, task: str,
+                 labels: list[str] | None, metrics: dict | None = None, decoding: dict | None = None,
+                 train_config: dict | None = None):
         self.strategy = strategy
-        self.base = base
-        self.module = module
+        self.backend = backend
         self.config = config
         self.template = template
         self.task = task
         self.labels = labels
-        self.train_config = train_config
         self.metrics = dict(metrics or {})
-        self.decoding = decoding or {"max_new_tokens": 64, "num_beams": 1}
+        self.decoding = decoding or dict(DEFAULT_DECODING)
+        self.train_config = train_config
+        self.last_unparsed = 0
+
+    # -------------------------------------------------------------- the adaptation protocol
+    def prompts(self, texts: list[str]) -> list[str]:
+        labels = self.labels if self.task == "classification" else None
+        return [self.template.render(t, labels) for t in texts]
+
+    def contribution(self) -> Contribution:
+        return Contribution()
+
+    @property
+    def calibrated(self) -> bool:
+        return False
+
+    def calibrate(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw
+
+    def label_texts(self) -> list[str] | None:
+        return self.template.label_texts(self.labels) if self.task == "classification" else None
 
     # -------------------------------------------------------------- inference
-    @torch.no_grad()
-    def scores(self, texts: list[str], batch_size: int = 32, top1: bool = False) -> torch.Tensor:
-        """(N, L) log-probabilities of each label after each text's prompt (``top1``: exact for the
-        labels that can be the best, -inf for the rest; see :func:`score_labels`)."""
+    def raw_scores(self, texts: list[str]) -> torch.Tensor:
+        """(N, L) label log-probabilities from the backend, before calibration."""
         if self.task != "classification":
             raise ValueError("label scores need a classification artifact")
-        self.module.eval()
-        prompts = [self.template.render(t, self.labels) for t in texts]
-        return score_labels(self.module, self.base.tokenizer, prompts, self.template.label_texts(self.labels),
-                            batch_size=batch_size, top1=top1)
+        return self.backend.score(self.prompts(texts), self.label_texts())
 
-    @torch.no_grad()
-    def generate(self, texts: list[str], max_new_tokens: int | None = None, num_beams: int | None = None,
-                 batch_size: int = 8) -> list[str]:
-        from adaptlab.evaluation.generation import generate
+    def scores(self, texts: list[str]) -> torch.Tensor:
+        return self.calibrate(self.raw_scores(texts))
 
-        self.module.eval()
-        prompts = [self.template.render(t) for t in texts]
-        return generate(self.module, self.base.tokenizer, prompts,
-                        max_new_tokens=max_new_tokens or self.decoding["max_new_tokens"],
-                        num_beams=num_beams or self.decoding["num_beams"], batch_size=batch_size)
+    def generate(self, texts: list[str], max_new_tokens: int | None = None, num_beams: int | None = None) -> list[str]:
+        return self.backend.generate(self.prompts(texts), max_new_tokens=max_new_tokens or self.decoding["max_new_tokens"],
+                                     num_beams=num_beams or self.decoding.get("num_beams", 1))
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
-        """Labels (classification, always one of the label set) or generated text."""
+    def predict(self, texts: list[str]) -> list[str]:
+        """Labels (always from the label set) or generated text."""
         if self.task == "generation":
             return self.generate(texts)
-        best = self.scores(texts, batch_size, top1=True).argmax(dim=1).tolist()
-        return [self.labels[b] for b in best]
+        self.last_unparsed = 0
+        if self.backend.supports_scores:
+            if not self.calibrated:  # the argmax alone: the backend may skip labels that cannot win
+                best = self.backend.best(self.prompts(texts), self.label_texts())
+            else:
+                best = self.scores(texts).argmax(dim=1).tolist()
+            return [self.labels[b] for b in best]
+        idx = self.backend.choose(self.prompts(texts), self.labels)
+        self.last_unparsed = sum(i < 0 for i in idx)
+        return [self.labels[i] if i >= 0 else self.fallback_label() for i in idx]
 
-    def evaluate(self, data: TaskData, batch_size: int = 32) -> dict:
-        """Classification: accuracy, macro-F1. Generation: exact match, ROUGE-L (multi-reference)."""
+    def fallback_label(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+    def evaluate(self, data: TaskData) -> dict:
+        """Classification: accuracy, macro-F1. Generation: exact match, ROUGE-L (multi-reference), chrF.
+        Both: examples/s and the mean prompt tokens per request (virtual tokens included)."""
         if data.task != self.task:
             raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
         t0 = time.perf_counter()
+        texts = [ex.text for ex in data.examples]
         if self.task == "generation":
             from adaptlab.evaluation.generation import generation_metrics, references_by_input
 
-            inputs, refs = references_by_input(data.examples)
-            out = generation_metrics(self.generate(inputs), refs)
+            texts, refs = references_by_input(data.examples)
+            out = generation_metrics(self.predict(texts), refs)
         else:
-            pred = self.predict([ex.text for ex in data.examples], batch_size)
+            pred = self.predict(texts)
             out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
+            out["unparsed"] = self.last_unparsed
         seconds = time.perf_counter() - t0
         out["examples_per_s"] = out["n"] / seconds if seconds else float("inf")
+        out["prompt_tokens"] = self.prompt_tokens(texts[:64])
         return out
 
-    # -------------------------------------------------------------- persistence
-    def save(self, folder: str | Path) -> Path:
-        from adaptlab.strategies.registry import get_strategy
+    def prompt_tokens(self, texts: list[str]) -> float:
+        """Mean prompt tokens per request over ``texts``: the text's and the virtual tokens."""
+        if not texts:
+            return 0.0
+        ps = self.prompts(texts)
+        return sum(self.backend.count_tokens(p) for p in ps) / len(ps) + self.contribution().n_virtual
 
+    # -------------------------------------------------------------- persistence
+    def base_identity(self) -> dict:
+        return {"name": self.backend.name, "fingerprint": self.backend.fingerprint}
+
+    def save_payload(self, folder: Path) -> dict:
+        """Write the kind's own files into ``folder``; return the kind's own metadata fields."""
+        raise NotImplementedError
+
+    def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        spec = get_strategy(self.strategy)
-        spec.strategy_cls.save_module(self.module, self.config, self.base, folder)
-        weights_bytes = artifact_bytes(folder)
+        payload = self.save_payload(folder)
         meta = {
             "format": 1,
             "strategy": self.strategy,
-            "kind": spec.kind,
+            "kind": self.kind,
             "strategy_config": dataclasses.asdict(self.config),
             "train_config": self.train_config,
             "template": dataclasses.asdict(self.template),
@@ -147,30 +205,71 @@ class Artifact:
             "labels": self.labels,
             "metrics": self.metrics,
             "decoding": self.decoding,
-            "artifact_bytes": weights_bytes,
-            "base_model": {"name": self.base.name, "fingerprint": self.base.fingerprint},
+            "artifact_bytes": artifact_bytes(folder),
+            "base_model": self.base_identity(),
             "versions": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **payload,
         }
         atomic_write_json(folder / ARTIFACT_FILE, meta)  # written last: its presence marks a complete folder
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, base: BaseModel) -> "Artifact":
-        from adaptlab.strategies.registry import get_strategy, make_config
+    def from_meta(cls, folder: Path, meta: dict, model) -> "Artifact":
+        raise NotImplementedError
 
+    @staticmethod
+    def load(folder: str | Path, model) -> "Artifact":
+        """Load an artifact folder onto ``model`` (a loaded base model, or a backend for hard prompts)."""
         folder = Path(folder)
         meta = read_artifact_meta(folder)
-        if meta.get("kind") == "prompt":  # a hard prompt: JSON only, runs on any backend with this fingerprint
-            from adaptlab.strategies.prompting import PromptArtifact
+        try:
+            spec = get_strategy(meta["strategy"])
+        except (KeyError, ValueError) as e:
+            raise ArtifactError(f"{folder}: {e}") from None
+        return spec.strategy_cls.artifact_cls.from_meta(folder, meta, model)
 
-            return PromptArtifact.from_meta(folder, meta, base)
-        check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"artifact {folder}")
-        spec = get_strategy(meta["strategy"])
-        config = make_config(meta["strategy"], **meta["strategy_config"])
-        module = spec.strategy_cls.load_module(config, base, folder).to(base.device).eval()  # no dropout at use
-        return cls(meta["strategy"], base, module, config, PromptTemplate(**meta["template"]), meta["task"],
-                   meta["labels"], meta.get("train_config"), meta.get("metrics"), meta.get("decoding"))
+
+class Strategy:
+    """Base of every strategy: one ``fit`` that validates, times and measures, around ``adapt``."""
+
+    name: ClassVar[str]
+    artifact_cls: ClassVar[type[Artifact]]
+
+    def __init__(self, config):
+        self.config = config
+
+    def adapt(self, model, train: TaskData, dev: TaskData | None, train_config, run_dir: Path | None,
+              resume: bool, progress: bool) -> Artifact:
+        raise NotImplementedError
+
+    @classmethod
+    def planned_calls(cls, config) -> int | None:
+        """Model calls a fit makes regardless of the data (a search budget), for cost estimates."""
+        return None
+
+    def fit(self, model, train: TaskData, dev: TaskData | None = None, train_config=None, *,
+            run_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> Artifact:
+        """Adapt ``model`` (a base model, or a backend for hard prompts) to ``train``; select on ``dev``.
+
+        ``metrics["train"]`` of the result always has ``train_seconds``, ``peak_rss_bytes``,
+        ``trainable_params``, ``steps`` and ``model_calls`` (None where not counted).
+        """
+        from adaptlab.training.loop import PeakRSS
+
+        if not len(train):
+            raise DataError(f"{train.source}: no training examples")
+        t0 = time.perf_counter()
+        with PeakRSS() as rss:
+            art = self.adapt(model, train, dev, train_config, Path(run_dir) if run_dir is not None else None,
+                             resume, progress)
+        tr = art.metrics.setdefault("train", {})
+        tr.setdefault("train_seconds", time.perf_counter() - t0)
+        tr["peak_rss_bytes"] = max(tr.get("peak_rss_bytes") or 0, rss.peak)
+        for key, default in (("trainable_params", 0), ("steps", 0), ("model_calls", None), ("examples_per_s", None),
+                             ("stopped_early", False)):
+            tr.setdefault(key, default)
+        return art
 
 
 def freeze(model: torch.nn.Module) -> None:

@@ -1,9 +1,10 @@
-"""What every gradient strategy shares: fit through the one loop, exclusive use of the base model.
+"""What every gradient strategy shares: its config fields, fitting through the one loop, and the
+artifact of trained parameters.
 
-LoRA injects layers into the shared base model in place (that is how PEFT works and it avoids a
-1 GB copy per run). So that two adaptations never act at once, the base model has one *owner*:
-a module claims the base before each forward pass, and a LoRA module that loses it takes its
-layers out (``unload``) and puts them back when it is used again.
+A gradient strategy builds an :class:`~adaptlab.models.adaptation.AdapterModule` (its trainable
+parameters, held apart from the shared base model) and says how to save and load it. The loop
+trains it; the artifact runs it on the base model through the same local backend every
+strategy uses. Nothing here, or in any strategy, changes the base model.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from typing import ClassVar
 
 import torch
 
+from adaptlab.backends.local import LocalBackend
 from adaptlab.data.loading import TaskData
-from adaptlab.data.splits import subsample
+from adaptlab.data.splits import dev_part
 from adaptlab.evaluation.metrics import accuracy
-from adaptlab.evaluation.scoring import pad_id
-from adaptlab.models.base import BaseModel
+from adaptlab.models.adaptation import Contribution
+from adaptlab.models.runtime import pad_id, target_token_logprobs
+from adaptlab.models.types import BaseModel, check_fingerprint
 from adaptlab.prompts import PromptTemplate
-from adaptlab.strategies.base import Artifact
-from adaptlab.training.batching import encode
+from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
+from adaptlab.strategies.registry import get_strategy, make_config
+from adaptlab.training.batching import collate, encode
 from adaptlab.training.config import TrainConfig
 from adaptlab.training.loop import train
 
@@ -45,92 +49,118 @@ class GradientConfig:
         return PromptTemplate(name, self.template or TRAIN_TEMPLATES[task])
 
 
-def claim(base: BaseModel, owner) -> None:
-    """Make ``owner`` the only adaptation acting on ``base.model``; None releases it."""
-    current = getattr(base.model, "_adaptlab_owner", None)
-    if current is owner:
-        return
-    if current is not None and hasattr(current, "detach_from_base"):
-        current.detach_from_base()
-    object.__setattr__(base.model, "_adaptlab_owner", owner)
-    if owner is not None and hasattr(owner, "attach_to_base"):
-        owner.attach_to_base()
+def base_of(model, strategy: str) -> BaseModel:
+    """The local base model behind ``model`` (a base model, or a local backend)."""
+    base = model if isinstance(model, BaseModel) else getattr(model, "base", None)
+    if not isinstance(base, BaseModel):
+        raise TypeError(f"{strategy} trains weights: it needs a local base model, not {type(model).__name__}")
+    return base
 
 
-def release(base: BaseModel) -> None:
-    claim(base, None)
+class WeightsArtifact(Artifact):
+    """Trained parameters (``module``) on a base model; runs through a local backend over them."""
+
+    kind = "gradient"
+
+    def __init__(self, strategy: str, base: BaseModel, module: torch.nn.Module, config, template: PromptTemplate,
+                 task: str, labels: list[str] | None, train_config: dict | None = None,
+                 metrics: dict | None = None, decoding: dict | None = None):
+        backend = LocalBackend(base, module, batch_size=32, generate_batch_size=8)
+        super().__init__(strategy, backend, config, template, task, labels, metrics, decoding, train_config)
+        self.base = base
+        self.module = module
+
+    def contribution(self) -> Contribution:
+        return self.module.contribution()
+
+    def base_identity(self) -> dict:
+        return {"name": self.base.name, "fingerprint": self.base.fingerprint}
+
+    def save_payload(self, folder: Path) -> dict:
+        peft = get_strategy(self.strategy).strategy_cls.save_module(self.module, self.config, self.base, folder)
+        return {"peft": peft}
+
+    @classmethod
+    def from_meta(cls, folder: Path, meta: dict, model) -> "WeightsArtifact":
+        base = base_of(model, meta.get("strategy", "this artifact"))
+        check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"artifact {folder}")
+        try:
+            config = make_config(meta["strategy"], **meta["strategy_config"])
+            template = PromptTemplate(**meta["template"])
+        except (KeyError, TypeError) as e:
+            raise ArtifactError(f"{folder}: malformed artifact metadata: {e}") from None
+        module = get_strategy(meta["strategy"]).strategy_cls.load_module(config, base, folder)
+        module = module.to(base.device).eval()  # no dropout at use
+        return cls(meta["strategy"], base, module, config, template, meta["task"], meta["labels"],
+                   meta.get("train_config"), meta.get("metrics"), meta.get("decoding"))
 
 
-class GradientStrategy:
-    """Base of the gradient strategies: subclasses build, save and load their module."""
+class GradientStrategy(Strategy):
+    """Base of the gradient strategies: subclasses build, save and load their adapter module."""
 
-    name: ClassVar[str]
     default_lr: ClassVar[float]
-
-    def __init__(self, config):
-        self.config = config
+    artifact_cls = WeightsArtifact
 
     # Subclasses implement these three.
     def build(self, base: BaseModel, train_data: TaskData, template: PromptTemplate) -> torch.nn.Module:
         raise NotImplementedError
 
     @classmethod
-    def save_module(cls, module, config, base: BaseModel, folder: Path) -> None:
+    def save_module(cls, module, config, base: BaseModel, folder: Path) -> dict | None:
+        """Write the module's files; return where its PEFT adapter files are (``{"dir": ...,
+        "drops": what a PEFT export leaves out or None}``), or None when it has no PEFT form."""
         raise NotImplementedError
 
     @classmethod
     def load_module(cls, config, base: BaseModel, folder: Path) -> torch.nn.Module:
         raise NotImplementedError
 
-    def fit(self, base: BaseModel, train_data: TaskData, dev: TaskData | None = None,
-            train_config: TrainConfig | None = None, run_dir: str | Path | None = None,
-            resume: bool = False, progress: bool = True) -> Artifact:
+    def train_config(self, train_config: TrainConfig | None) -> TrainConfig:
         cfg = train_config or TrainConfig()
-        if cfg.lr is None:
-            cfg = dataclasses.replace(cfg, lr=self.default_lr)
+        return cfg if cfg.lr is not None else dataclasses.replace(cfg, lr=self.default_lr)
+
+    def adapt(self, model, train_data, dev, train_config, run_dir, resume, progress) -> WeightsArtifact:
+        base = base_of(model, self.name)
+        cfg = self.train_config(train_config)
         template = self.config.template_for(train_data.task, self.name)
         torch.manual_seed(cfg.seed)  # the module's initialisation is part of the run's seed
         module = self.build(base, train_data, template).to(base.device)  # new parameters live with the model
-        artifact = Artifact(self.name, base, module, self.config, template, train_data.task,
-                            train_data.labels if train_data.task == "classification" else None, cfg.to_dict(),
-                            decoding=default_decoding(base, train_data))
-        result = self.train_module(module, base, train_data, dev, cfg, artifact, run_dir, resume, progress)
+        artifact = WeightsArtifact(self.name, base, module, self.config, template, train_data.task,
+                                   train_data.labels if train_data.task == "classification" else None, cfg.to_dict(),
+                                   decoding=default_decoding(train_data, _target_tokens(base)))
+        result = self.train_module(artifact, train_data, dev, cfg, run_dir, resume, progress)
         artifact.metrics["train"] = result.to_dict()
         return artifact
 
     @staticmethod
-    def train_module(module, base, train_data, dev, cfg, artifact, run_dir, resume, progress):
+    def train_module(artifact: WeightsArtifact, train_data, dev, cfg: TrainConfig, run_dir, resume, progress):
+        """Train ``artifact.module`` on ``train_data``, early-stopping on ``dev`` (accuracy, or minus the
+        mean target-token NLL for generation: cheap, and no decoding per evaluation)."""
+        base, module = artifact.base, artifact.module
         items = encode(base.tokenizer, train_data, artifact.template, cfg.max_length)
+        part = dev_part(dev, cfg.dev_limit, cfg.seed)
         evaluate = None
-        if dev is not None and len(dev):
-            dev_part = subsample(dev, n=cfg.dev_limit, seed=cfg.seed) if len(dev) > cfg.dev_limit else dev
-            if train_data.task == "classification":
-                gold = [ex.label for ex in dev_part.examples]
+        if part is not None and train_data.task == "classification":
+            gold = [ex.label for ex in part.examples]
 
-                def evaluate() -> float:
-                    return accuracy(gold, artifact.predict([ex.text for ex in dev_part.examples]))
-            else:
-                dev_items = encode(base.tokenizer, dev_part, artifact.template, cfg.max_length)
+            def dev_accuracy() -> float:
+                return accuracy(gold, artifact.predict([ex.text for ex in part.examples]))
+            evaluate = dev_accuracy
+        elif part is not None:
+            dev_items = encode(base.tokenizer, part, artifact.template, cfg.max_length)
 
-                def evaluate() -> float:  # minus the mean token NLL: cheap, and no decoding per evaluation
-                    return -mean_target_nll(module, dev_items, base.tokenizer)
-        pad = pad_id(base.tokenizer)
-        return train(module, items, cfg, pad, evaluate, run_dir, resume, progress)
+            def dev_minus_nll() -> float:
+                return -mean_target_nll(module, dev_items, base.tokenizer)
+            evaluate = dev_minus_nll
+        return train(module, items, cfg, pad_id(base.tokenizer), evaluate, run_dir, resume, progress)
 
 
-def default_decoding(base: BaseModel, data: TaskData) -> dict | None:
-    """Generation: decode up to the longest train target plus a margin."""
-    if data.task != "generation":
-        return None
-    longest = max(len(base.tokenizer(ex.label, add_special_tokens=False)["input_ids"]) for ex in data.examples)
-    return {"max_new_tokens": min(256, longest + 8), "num_beams": 1}
+def _target_tokens(base: BaseModel):
+    return lambda text: len(base.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 @torch.no_grad()
 def mean_target_nll(module, items, tokenizer, batch_size: int = 16) -> float:
-    from adaptlab.evaluation.scoring import target_token_logprobs
-    from adaptlab.training.batching import collate
-
     pad = pad_id(tokenizer)
     total, n = 0.0, 0
     for s in range(0, len(items), batch_size):

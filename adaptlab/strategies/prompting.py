@@ -14,22 +14,21 @@ dividing by it (``W = diag(p_cf)^-1``, ``b = 0``) removes it. In log space:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from adaptlab.backends.base import Backend, BackendError, as_backend
-from adaptlab.data.loading import DataError, Example, TaskData
-from adaptlab.data.splits import subsample
-from adaptlab.evaluation.metrics import classification_metrics
-from adaptlab.models.base import check_fingerprint
+from adaptlab.backends import as_backend
+from adaptlab.backends.base import Backend, BackendError
+from adaptlab.data.loading import Example, TaskData
+from adaptlab.data.splits import dev_part
+from adaptlab.models.types import check_fingerprint
 from adaptlab.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
-from adaptlab.utils import atomic_write_json, package_versions
+from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
+from adaptlab.strategies.registry import make_config
 
 CONTENT_FREE = ["N/A", "", "[MASK]"]
 
@@ -92,13 +91,16 @@ def pairs(examples: list[Example]) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------- the artifact
-class PromptArtifact:
+class PromptArtifact(Artifact):
     """A hard prompt: template + exemplars (fixed, or nearest neighbours from a pool) + calibration.
 
     ``exemplars`` are shown in every prompt; an exemplar whose input equals the evaluated input is
     swapped for one from ``reserve``, so an example is never its own exemplar. With
     ``selection == "nearest"`` each input gets the ``k`` most similar ``pool`` items instead.
+    No weight of the model changes: its contribution to a forward pass is the prompt text alone.
     """
+
+    kind = "prompt"
 
     def __init__(self, strategy: str, backend: Backend, config, template: PromptTemplate, task: str,
                  labels: list[str] | None, exemplars: list[tuple[str, str]] | None = None,
@@ -106,12 +108,7 @@ class PromptArtifact:
                  pool: list[tuple[str, str]] | None = None, pool_embeddings: torch.Tensor | None = None,
                  calibration: list[float] | None = None, metrics: dict | None = None, trace: list | None = None,
                  decoding: dict | None = None, fallback_label: str | None = None):
-        self.strategy = strategy
-        self.backend = backend
-        self.config = config
-        self.template = template
-        self.task = task
-        self.labels = labels
+        super().__init__(strategy, backend, config, template, task, labels, metrics, decoding)
         self.exemplars = list(exemplars or [])
         self.reserve = list(reserve or [])
         self.selection = selection
@@ -119,17 +116,14 @@ class PromptArtifact:
         self.pool = list(pool or [])
         self.pool_embeddings = pool_embeddings
         self.calibration = calibration
-        self.metrics = dict(metrics or {})
         self.trace = list(trace or [])
-        self.decoding = decoding or {"max_new_tokens": 64, "num_beams": 1}
-        self.fallback_label = fallback_label or (labels[0] if labels else None)
-        self.last_unparsed = 0
+        self.fallback = fallback_label or (labels[0] if labels else None)
 
     @property
     def base(self):  # the loaded base model when local (for callers that share it)
         return getattr(self.backend, "base", None)
 
-    # -------------------------------------------------------------- prompts
+    # -------------------------------------------------------------- the adaptation protocol
     def exemplars_for(self, texts: list[str]) -> list[list[tuple[str, str]]]:
         if self.selection == "nearest":
             if not self.pool:
@@ -156,21 +150,15 @@ class PromptArtifact:
         labels = self.labels if self.task == "classification" else None
         return [self.template.render(t, labels, ex) for t, ex in zip(texts, self.exemplars_for(texts))]
 
-    # -------------------------------------------------------------- inference
-    def raw_scores(self, texts: list[str]) -> torch.Tensor:
-        """(N, L) label log-probabilities from the backend, before calibration."""
-        if self.task != "classification":
-            raise ValueError("label scores need a classification artifact")
-        return self.backend.score(self.prompts(texts), self.template.label_texts(self.labels))
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
 
     def calibrate(self, raw: torch.Tensor) -> torch.Tensor:
         if self.calibration is None:
             return raw
         p_cf = torch.tensor(self.calibration, dtype=raw.dtype)
         return torch.log_softmax(raw, dim=-1) - torch.log(p_cf)
-
-    def scores(self, texts: list[str]) -> torch.Tensor:
-        return self.calibrate(self.raw_scores(texts))
 
     def fit_calibration(self, content_free: list[str]) -> list[float]:
         """Mean label distribution over content-free inputs under this prompt: p_cf (L,)."""
@@ -179,89 +167,21 @@ class PromptArtifact:
         self.calibration = [float(v) for v in p.clamp_min(1e-12)]
         return self.calibration
 
-    def predict(self, texts: list[str]) -> list[str]:
-        """Labels (always from the label set) or generated text."""
-        if self.task == "generation":
-            return self.backend.generate(self.prompts(texts), max_new_tokens=self.decoding["max_new_tokens"],
-                                         num_beams=self.decoding["num_beams"])
-        if self.backend.supports_scores:
-            if self.calibration is None:  # the argmax alone: the backend may skip labels that cannot win
-                best = self.backend.best(self.prompts(texts), self.template.label_texts(self.labels))
-            else:
-                best = self.scores(texts).argmax(dim=1).tolist()
-            self.last_unparsed = 0
-            return [self.labels[b] for b in best]
-        idx = self.backend.choose(self.prompts(texts), self.labels)
-        self.last_unparsed = sum(i < 0 for i in idx)
-        return [self.labels[i] if i >= 0 else self.fallback_label for i in idx]
-
-    def evaluate(self, data: TaskData) -> dict:
-        if data.task != self.task:
-            raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
-        t0 = time.perf_counter()
-        texts = [ex.text for ex in data.examples]
-        if self.task == "generation":
-            from adaptlab.evaluation.generation import generation_metrics, references_by_input
-
-            inputs, refs = references_by_input(data.examples)
-            out = generation_metrics(self.predict(inputs), refs)
-            texts = inputs
-        else:
-            pred = self.predict(texts)
-            out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
-            out["unparsed"] = self.last_unparsed
-        seconds = time.perf_counter() - t0
-        out["examples_per_s"] = out["n"] / seconds if seconds else float("inf")
-        out["prompt_tokens"] = self.prompt_tokens(texts[:64])
-        return out
-
-    def prompt_tokens(self, texts: list[str]) -> float:
-        """Mean prompt tokens per request (the recurring cost of exemplars), over ``texts``."""
-        if not texts:
-            return 0.0
-        ps = self.prompts(texts)
-        return sum(self.backend.count_tokens(p) for p in ps) / len(ps)
+    def fallback_label(self) -> str | None:
+        return self.fallback
 
     # -------------------------------------------------------------- persistence
-    def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        from adaptlab.strategies.base import ARTIFACT_FILE
-        from adaptlab.strategies.registry import get_strategy
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+    def save_payload(self, folder: Path) -> dict:
         if self.selection == "nearest" and self.pool_embeddings is not None:
             save_file({"pool_embeddings": self.pool_embeddings.contiguous()}, str(folder / "pool_embeddings.safetensors"))
-        meta = {
-            "format": 1,
-            "strategy": self.strategy,
-            "kind": get_strategy(self.strategy).kind,
-            "strategy_config": dataclasses.asdict(self.config),
-            "template": dataclasses.asdict(self.template),
-            "task": self.task,
-            "labels": self.labels,
-            "prompt": {"selection": self.selection, "k": self.k, "exemplars": self.exemplars,
-                       "reserve": self.reserve, "pool": self.pool, "calibration": self.calibration,
-                       "fallback_label": self.fallback_label},
-            "metrics": self.metrics,
-            "trace": self.trace,
-            "decoding": self.decoding,
-            "base_model": {"name": self.backend.name, "fingerprint": self.backend.fingerprint},
-            "versions": package_versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        atomic_write_json(folder / ARTIFACT_FILE, meta)
-        return folder
+        return {"prompt": {"selection": self.selection, "k": self.k, "exemplars": self.exemplars,
+                           "reserve": self.reserve, "pool": self.pool, "calibration": self.calibration,
+                           "fallback_label": self.fallback},
+                "trace": self.trace}
 
     @classmethod
-    def from_meta(cls, folder: Path, meta: dict, backend) -> "PromptArtifact":
-        from safetensors.torch import load_file
-
-        from adaptlab.strategies.base import ArtifactError
-        from adaptlab.strategies.registry import make_config
-
-        backend = as_backend(backend)
+    def from_meta(cls, folder: Path, meta: dict, model) -> "PromptArtifact":
+        backend = as_backend(model)
         check_fingerprint(meta["base_model"]["fingerprint"], backend.fingerprint, f"artifact {folder}")
         try:
             p = meta["prompt"]
@@ -280,12 +200,32 @@ class PromptArtifact:
             raise ArtifactError(f"{folder}: malformed prompt artifact: {e}") from None
 
 
-# ---------------------------------------------------------------------- shared fit steps
-def check_task_data(train: TaskData, config) -> None:
-    if not len(train):
-        raise DataError(f"{train.source}: no training examples")
-    if config.calibrate and train.task != "classification":
-        raise ValueError("calibrate=True applies to classification tasks only")
+# ---------------------------------------------------------------------- the strategies' base
+class PromptStrategy(Strategy):
+    """Base of the hard-prompt strategies: fit by search on a backend, no gradients.
+
+    Subclasses implement :meth:`search` (return the chosen prompt); the base counts model calls,
+    calibrates when asked and records dev metrics.
+    """
+
+    artifact_cls = PromptArtifact
+    scores_dev: bool = True  # record dev metrics after the search (prompt_search has them already)
+
+    def search(self, backend: Backend, train: TaskData, dev: TaskData | None, common: dict) -> PromptArtifact:
+        raise NotImplementedError
+
+    def adapt(self, model, train, dev, train_config, run_dir, resume, progress) -> PromptArtifact:
+        cfg = self.config
+        if cfg.calibrate and train.task != "classification":
+            raise ValueError("calibrate=True applies to classification tasks only")
+        backend = as_backend(model)
+        start = backend.calls
+        common = dict(decoding=default_decoding(train, backend.count_tokens), fallback_label=majority_label(train))
+        art = self.search(backend, train, dev, common)
+        if self.scores_dev:
+            finish(art, dev, cfg)
+        art.metrics["train"] = {"model_calls": backend.calls - start, "trainable_params": 0, "steps": 0}
+        return art
 
 
 def majority_label(train: TaskData) -> str | None:
@@ -297,13 +237,6 @@ def majority_label(train: TaskData) -> str | None:
     return max(train.labels, key=lambda lab: counts.get(lab, 0))
 
 
-def decoding_for(train: TaskData) -> dict | None:
-    if train.task != "generation":
-        return None
-    longest = max(len(ex.label.split()) for ex in train.examples)
-    return {"max_new_tokens": min(256, int(longest * 2) + 8), "num_beams": 1}
-
-
 def finish(artifact: PromptArtifact, dev: TaskData | None, config) -> PromptArtifact:
     """Calibrate (when asked) and record dev metrics on up to ``dev_limit`` examples."""
     if config.calibrate:
@@ -311,12 +244,7 @@ def finish(artifact: PromptArtifact, dev: TaskData | None, config) -> PromptArti
             raise BackendError(f"{artifact.backend.name}: calibration needs label log-probabilities, "
                                "which this endpoint does not return")
         artifact.fit_calibration(list(config.content_free))
-    if dev is not None and len(dev) and config.dev_limit:
-        part = subsample(dev, n=config.dev_limit, seed=config.seed) if len(dev) > config.dev_limit else dev
+    part = dev_part(dev, config.dev_limit, config.seed)
+    if part is not None:
         artifact.metrics["dev"] = artifact.evaluate(part)
     return artifact
-
-
-def load_prompt_artifact(folder: Path, backend) -> PromptArtifact:
-    meta = json.loads((Path(folder) / "adaptlab_artifact.json").read_text())
-    return PromptArtifact.from_meta(Path(folder), meta, backend)

@@ -17,18 +17,26 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 @dataclass(frozen=True)
 class StrategySpec:
+    """A registered strategy and what other layers may know of it without naming it."""
+
     name: str
     config_cls: type
     strategy_cls: type
     kind: Kind
     summary: str
+    train_prior: float | None = None     # cost estimate before any run: seconds per train example and epoch
+    default_epochs: float | None = None  # epochs a compare gives it unless told (None: the compare's own)
+    uses_train_data: bool = True         # False: one run per seed, whatever the train size (zero-shot)
+    stacks: bool = False                 # combines a fine-tune with a prompt (suggested when none was measured)
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
 
 
-def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kind, summary: str) -> StrategySpec:
-    """Add a strategy; reject bad or duplicate names and classes that do not fit the protocol."""
+def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kind, summary: str,
+                      **facts) -> StrategySpec:
+    """Add a strategy; reject bad or duplicate names and classes that do not fit the protocol.
+    ``facts`` are :class:`StrategySpec`'s optional fields (cost prior, default epochs, ...)."""
     if not _NAME.match(name):
         raise ValueError(f"strategy name {name!r} must be lowercase letters, digits and '_', starting with a letter")
     if name in _REGISTRY:
@@ -37,10 +45,16 @@ def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kin
         raise ValueError(f"strategy {name!r}: kind must be 'gradient' or 'prompt', got {kind!r}")
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"strategy {name!r}: config_cls must be a dataclass")
-    for method in ("fit",):
+    for method in ("fit", "planned_calls"):
         if not callable(getattr(strategy_cls, method, None)):
             raise TypeError(f"strategy {name!r}: strategy_cls has no {method}()")
-    spec = StrategySpec(name, config_cls, strategy_cls, kind, summary)
+    if getattr(strategy_cls, "artifact_cls", None) is None:
+        raise TypeError(f"strategy {name!r}: strategy_cls has no artifact_cls")
+    known = {f.name for f in dataclasses.fields(StrategySpec)} - {"name", "config_cls", "strategy_cls", "kind", "summary"}
+    unknown = sorted(set(facts) - known)
+    if unknown:
+        raise ValueError(f"strategy {name!r}: unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    spec = StrategySpec(name, config_cls, strategy_cls, kind, summary, **facts)
     _REGISTRY[name] = spec
     return spec
 

@@ -114,7 +114,7 @@ class _Objective(torch.nn.Module):
         self.module = module
 
     def forward(self, input_ids, attention_mask, target_mask):
-        from adaptlab.evaluation.scoring import target_token_logprobs
+        from adaptlab.models.runtime import target_token_logprobs
 
         rows, logp = target_token_logprobs(self.module, input_ids, attention_mask, target_mask)
         return rows, logp.clone()  # not a view: FSDP's pre-backward hook must stay on it

@@ -209,7 +209,7 @@ def train(
     parameters are restored at the end. With ``run_dir`` the loop checkpoints and logs there;
     ``resume=True`` continues from its checkpoint.
     """
-    from adaptlab.evaluation.scoring import target_token_logprobs
+    from adaptlab.models.runtime import target_token_logprobs
     from adaptlab.training import distributed as dist
 
     rank, world_size = dist.init_from_env()

@@ -5,10 +5,10 @@ import torch
 
 from adaptlab.models.tiny import build_tiny
 from adaptlab.serving.adapters import from_artifact, plain_adapter
-from adaptlab.serving.engine import LoraHooks, MixedLM, build_lead, classify_rows, encode_rows, generate_rows
-from adaptlab.serving.engine import plan_batches, with_leads
+from adaptlab.models.adaptation import Contribution
+from adaptlab.serving.engine import build_lead, classify_rows, encode_rows, generate_rows, mixed_lm, plan_batches
+from adaptlab.serving.engine import with_leads
 from adaptlab.strategies import Artifact
-from adaptlab.strategies.gradient import release
 
 from .kit import KINDS, TEXTS, build_all
 
@@ -18,7 +18,7 @@ def kit(tmp_path_factory):
     base = build_tiny()
     folders = build_all(base, tmp_path_factory.mktemp("kit"))
     arts = {n: Artifact.load(f, base) for n, f in folders.items()}
-    ads = {n: from_artifact(Artifact.load(f, base), base, n, n) for n, f in folders.items()}
+    ads = {n: from_artifact(Artifact.load(f, base), n, n) for n, f in folders.items()}
     return base, arts, ads
 
 
@@ -28,7 +28,7 @@ def test_every_kind_is_in_the_kit():
     assert {s for _, s, _, _ in KINDS} == set(list_strategies())
 
 
-def _mixed(base, hooks, adapters, texts, op, max_new=5, leads=False, hits=None):
+def _mixed(base, adapters, texts, op, max_new=5, leads=False, hits=None):
     """Run rows through the engine the way the server does: split by weights, (static leads,)
     then plan_batches. ``hits`` collects the names of rows that ran on a lead."""
     out = [None] * len(texts)
@@ -43,16 +43,16 @@ def _mixed(base, hooks, adapters, texts, op, max_new=5, leads=False, hits=None):
         model = base.model if w == "base" else ads[0].model
         if leads:
             for ad in {a.key: a for a in ads}.values():
-                ad.lead = build_lead(model, hooks if w == "base" else None, base.tokenizer, ad, window, 1024, min_tokens=1)
+                ad.lead = build_lead(model, base.tokenizer, ad, window, 1024, min_tokens=1)
                 ad.lead_built = True
             full = ads
             ads, ids = with_leads(ads, ids)
             if hits is not None:
                 hits.extend(a.name for a, f in zip(ads, full) if a is not f)
         for rows in plan_batches(ads, ids, extra, window, 64):
-            lm = MixedLM(model, hooks if w == "base" else None, [ads[r] for r in rows])
+            lm = mixed_lm(model, [ads[r] for r in rows])
             if op == "classify":
-                res = classify_rows(lm, base.tokenizer, [ids[r] for r in rows])
+                res = classify_rows(lm, base.tokenizer, [ids[r] for r in rows], [ads[r] for r in rows])
             else:
                 res = generate_rows(lm, base.tokenizer, [ids[r] for r in rows], [max_new] * len(rows))
             for r, v in zip(rows, res):
@@ -71,12 +71,10 @@ def test_mixed_classification_batch_equals_one_at_a_time(kit, leads):
     base, arts, ads = kit
     names = [n for n in ads if ads[n].task_type == "classification"]
     reference = {n: arts[n].scores(TEXTS) for n in names}  # each artifact alone, its own code path
-    release(base)
     rows = [(n, i) for n in names for i in range(len(TEXTS))]
     rows = rows[::2] + rows[1::2]  # interleave adapters inside the batch
-    hooks = LoraHooks(base.model)
     hits = []
-    scores = _mixed(base, hooks, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=leads,
+    scores = _mixed(base, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=leads,
                     hits=hits)
     biggest = max(len(set(n for n, _ in rows)), 1)
     assert biggest >= 10  # the batch really mixes every kind
@@ -94,15 +92,13 @@ def test_mixed_generation_batch_equals_one_at_a_time(kit, leads):
     base, arts, ads = kit
     gen = [n for n in ads if ads[n].task_type == "generation"]
     reference = {n: arts[n].generate(TEXTS, max_new_tokens=5) for n in gen}
-    release(base)
     plain = plain_adapter(base)
     plain_ref = [base.tokenizer.decode(s, skip_special_tokens=True).strip() for s in
-                 _mixed(base, None, [plain] * len(TEXTS), TEXTS, "generate")]
+                 _mixed(base, [plain] * len(TEXTS), TEXTS, "generate")]
     rows = [(n, i) for n in gen + ["plain"] for i in range(len(TEXTS))][::-1]
     adapters = [ads[n] if n != "plain" else plain for n, _ in rows]
-    hooks = LoraHooks(base.model)
     hits = []
-    seqs = _mixed(base, hooks, adapters, [TEXTS[i] for _, i in rows], "generate", leads=leads, hits=hits)
+    seqs = _mixed(base, adapters, [TEXTS[i] for _, i in rows], "generate", leads=leads, hits=hits)
     if leads:
         assert hits
     for (n, i), seq in zip(rows, seqs):
@@ -119,7 +115,7 @@ def test_plan_batches_keeps_each_batch_inside_the_window():
     assert sorted(map(sorted, plans)) == [[0, 1], [2, 3], [4]]
     assert plan_batches([a] * 5, ids, [4] * 5, window=None, max_batch=2) == [[0, 1], [2, 3], [4]]
     # each row fits alone, but a 20-slot prefix row next to a 40-token row would make the batch 64+ wide
-    p = dataclasses.replace(a, prefix=torch.zeros(2, 1, 20, 4))
+    p = dataclasses.replace(a, contribution=Contribution(prefix=torch.zeros(2, 1, 20, 4)))
     plans = plan_batches([p, a], [[1] * 5, [1] * 40], [8, 8], window=64, max_batch=8)
     assert sorted(map(sorted, plans)) == [[0], [1]]
     assert plan_batches([p, a], [[1] * 5, [1] * 30], [8, 8], window=64, max_batch=8) == [[0, 1]]
@@ -139,10 +135,10 @@ def test_hard_prompt_leads_give_the_same_scores_and_are_checked_per_row():
     for n, (strategy, data, over) in arts.items():
         art = get_strategy(strategy).strategy_cls(make_config(strategy, **over)).fit(base, data, None)
         refs[n] = art.scores(TEXTS)
-        ads[n] = from_artifact(art, base, n, n)
+        ads[n] = from_artifact(art, n, n)
     rows = [(n, i) for i in range(len(TEXTS)) for n in ads]
     hits = []
-    scores = _mixed(base, None, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=True,
+    scores = _mixed(base, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=True,
                     hits=hits)
     for (n, i), s in zip(rows, scores):
         if ads[n].calibrate is not None:
@@ -159,18 +155,18 @@ def test_hard_prompt_leads_give_the_same_scores_and_are_checked_per_row():
     (ad,), (x,) = with_leads([ads["zs"]], [lead.ids])  # nothing left after the lead: no room for a row
     assert ad is ads["zs"]
     (ad,), (x,) = with_leads([ads["zs"]], [lead.ids + [7]])
-    assert ad is lead.view and x == [7] and ad.prefix.shape[2] == len(lead.ids)
+    assert ad is lead.view and x == [7] and ad.contribution.prefix.shape[2] == len(lead.ids)
 
 
 def test_no_lead_when_it_is_too_short_or_too_long():
     base = build_tiny()
     plain = plain_adapter(base)
-    assert build_lead(base.model, None, base.tokenizer, plain, 64, 1024) is None   # prompts pass through as they are
+    assert build_lead(base.model, base.tokenizer, plain, 64, 1024) is None   # prompts pass through as they are
     import dataclasses
 
     long = dataclasses.replace(plain, render=lambda texts: ["x" * 80 + t for t in texts])
-    assert build_lead(base.model, None, base.tokenizer, long, 64, 1024) is None     # 80 tokens > the 64 window
-    assert build_lead(base.model, None, base.tokenizer, long, None, 1024) is None   # the layers themselves keep 64
+    assert build_lead(base.model, base.tokenizer, long, 64, 1024) is None     # 80 tokens > the 64 window
+    assert build_lead(base.model, base.tokenizer, long, None, 1024) is None   # the layers themselves keep 64
     wide = build_tiny(sliding_window=512)
-    lead = build_lead(wide.model, None, wide.tokenizer, long, 512, 1024)
-    assert lead.ids == wide.tokenizer("x" * 80)["input_ids"][:-1] and lead.view.prefix.shape[2] == len(lead.ids)
+    lead = build_lead(wide.model, wide.tokenizer, long, 512, 1024)
+    assert lead.ids == wide.tokenizer("x" * 80)["input_ids"][:-1] and lead.view.contribution.prefix.shape[2] == len(lead.ids)

@@ -78,14 +78,26 @@ def test_pickled_weights_are_refused(tmp_path):
         Artifact.load(folder, base)
 
 
-def test_lora_and_soft_prompt_share_one_base_without_interference():
-    base, lora = fit("lora", 10)
-    lora_scores = lora.scores(TEXTS)
-    _, soft = fit("soft_prompt", 10, base=base)  # takes the base: LoRA layers come out
-    assert not any("lora_" in n for n, _ in base.model.named_parameters())
-    soft_scores = soft.scores(TEXTS)
-    assert torch.allclose(lora.scores(TEXTS), lora_scores, atol=1e-5)  # LoRA goes back in on use
-    assert torch.allclose(soft.scores(TEXTS), soft_scores, atol=1e-5)
+def _weights(model):
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+def test_adaptations_share_one_base_that_never_changes():
+    """Training, using, saving and loading every strategy leaves the shared base model bit-identical,
+    with no hook, module or attribute of ours left on it; interleaved use needs no bookkeeping."""
+    base = build_tiny()
+    before = _weights(base.model)
+    modules_before = [n for n, _ in base.model.named_modules()]
+    arts = {name: fit(name, 4, base=base)[1] for name in GRADIENT}
+    scores = {name: art.scores(TEXTS) for name, art in arts.items()}
+    for name in reversed(GRADIENT):  # any order, any number of times
+        assert torch.allclose(arts[name].scores(TEXTS), scores[name], atol=1e-6), name
+    after = _weights(base.model)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert [n for n, _ in base.model.named_modules()] == modules_before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in base.model.modules())
+    assert not any(p.requires_grad for p in base.model.parameters())
+    assert not [k for k in vars(base.model) if "adaptlab" in k]
 
 
 def test_peft_loads_our_lora_and_prompt_files(tmp_path):
@@ -143,7 +155,7 @@ def test_prefix_cache_is_exact_against_real_token_prefix():
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     with torch.no_grad():
         flat = cache_to_flat(base.model.model(input_ids=prefix_ids, use_cache=True).past_key_values)
-        ours = PrefixModule(base, flat_init=flat).hidden(x, mask)
+        ours = PrefixModule(base.model, flat_init=flat).hidden(x, mask)
         for r in range(2):
             n = int(mask[r].sum())
             ref = base.model.model(input_ids=torch.cat([prefix_ids[0], x[r, :n]])[None]).last_hidden_state[0, 5:]

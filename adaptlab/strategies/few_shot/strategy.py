@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-from adaptlab.backends.base import as_backend
 from adaptlab.data.loading import TaskData
 from adaptlab.data.splits import subsample
-from adaptlab.strategies.prompting import (PromptArtifact, check_task_data, decoding_for, finish, majority_label,
-                                           pairs, select_balanced, select_random)
+from adaptlab.strategies.prompting import PromptArtifact, PromptStrategy, pairs, select_balanced, select_random
 
 
-class FewShotStrategy:
+class FewShotStrategy(PromptStrategy):
     name = "few_shot"
 
-    def __init__(self, config):
-        self.config = config
-
-    def fit(self, model, train: TaskData, dev: TaskData | None = None, train_config=None, **_) -> PromptArtifact:
+    def search(self, backend, train, dev, common) -> PromptArtifact:
         cfg = self.config
-        check_task_data(train, cfg)
-        backend = as_backend(model)
         template = cfg.template_for(train.task)
         if "examples" not in template.fields:
             raise ValueError(f"few_shot: template '{template.name}' has no {{examples}} placeholder")
         labels = train.labels if train.task == "classification" else None
-        common = dict(decoding=decoding_for(train), fallback_label=majority_label(train))
         if cfg.selection == "nearest":
             pool_data = subsample(train, n=cfg.pool_size, seed=cfg.seed) if len(train) > cfg.pool_size else train
             pool = pairs(pool_data.examples)
             emb = backend.embed([x for x, _ in pool])
-            art = PromptArtifact(self.name, backend, cfg, template, train.task, labels, selection="nearest",
-                                 k=cfg.k, pool=pool, pool_embeddings=emb, **common)
-        else:
-            select = select_balanced if cfg.selection == "balanced" and train.task == "classification" else select_random
-            chosen = select(train, cfg.k, cfg.seed)
-            rest = [ex for ex in train.examples if ex not in chosen]
-            reserve = select_random(TaskData(train.task, rest, train.source, train.label_names), cfg.k, cfg.seed + 1) \
-                if rest else []
-            art = PromptArtifact(self.name, backend, cfg, template, train.task, labels, exemplars=pairs(chosen),
-                                 reserve=pairs(reserve), selection="fixed", k=cfg.k, **common)
-        return finish(art, dev, cfg)
+            return PromptArtifact(self.name, backend, cfg, template, train.task, labels, selection="nearest",
+                                  k=cfg.k, pool=pool, pool_embeddings=emb, **common)
+        select = select_balanced if cfg.selection == "balanced" and train.task == "classification" else select_random
+        chosen = select(train, cfg.k, cfg.seed)
+        rest = [ex for ex in train.examples if ex not in chosen]
+        reserve = select_random(TaskData(train.task, rest, train.source, train.label_names), cfg.k, cfg.seed + 1) \
+            if rest else []
+        return PromptArtifact(self.name, backend, cfg, template, train.task, labels, exemplars=pairs(chosen),
+                              reserve=pairs(reserve), selection="fixed", k=cfg.k, **common)

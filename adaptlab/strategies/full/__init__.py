@@ -2,4 +2,5 @@ from adaptlab.strategies.full.config import FullConfig
 from adaptlab.strategies.full.strategy import FullStrategy
 from adaptlab.strategies.registry import register_strategy
 
-register_strategy("full", FullConfig, FullStrategy, "gradient", "full fine-tuning of every weight")
+register_strategy("full", FullConfig, FullStrategy, "gradient", "full fine-tuning of every weight",
+                  train_prior=0.53, default_epochs=1.0)

@@ -8,24 +8,24 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from adaptlab.evaluation.scoring import DecoderLM
-from adaptlab.strategies.gradient import GradientStrategy, release
+from adaptlab.models.adaptation import AdapterModule, Contribution
+from adaptlab.strategies.gradient import GradientStrategy
 
 
-class FullModule(torch.nn.Module, DecoderLM):
+class FullModule(AdapterModule):
+    """Weights of its own: its contribution to a forward pass is the whole model."""
+
     def __init__(self, model: torch.nn.Module):
-        super().__init__()
+        super().__init__(None)   # runs on its own weights, never on the shared base
         self.model = model
 
-    def hf_model(self):
-        return self.model
+    def contribution(self) -> Contribution:
+        return Contribution(model=self.model)
 
 
 def private_copy(base) -> torch.nn.Module:
-    release(base)  # never copy someone's injected LoRA layers along with the weights
-    model = copy.deepcopy(base.model)
-    object.__setattr__(model, "_adaptlab_owner", None)
-    return model
+    """A copy of the base weights to train or load into (the shared base is never changed)."""
+    return copy.deepcopy(base.model)
 
 
 class FullStrategy(GradientStrategy):
@@ -39,13 +39,15 @@ class FullStrategy(GradientStrategy):
         return FullModule(model)
 
     @classmethod
-    def save_module(cls, module, config, base, folder: Path) -> None:
+    def save_module(cls, module, config, base, folder: Path) -> dict | None:
+        folder.mkdir(parents=True, exist_ok=True)
         save_model(module.model, str(folder / "model.safetensors"))  # handles the tied embedding
+        return None  # weights, not an adapter: exported merged
 
     @classmethod
     def load_module(cls, config, base, folder: Path):
         model = private_copy(base)
-        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=True)
+        load_model(model, str(folder / "model.safetensors"), strict=True)
         for p in model.parameters():
             p.requires_grad_(False)
         return FullModule(model)

@@ -8,43 +8,35 @@ from pathlib import Path
 
 import torch
 
-from adaptlab.evaluation.scoring import DecoderLM
-from adaptlab.strategies.base import Artifact
+from adaptlab.data.splits import dev_part
+from adaptlab.models.adaptation import AdapterModule, Contribution
+from adaptlab.prompts import PromptTemplate
 from adaptlab.strategies.full.config import FullConfig
 from adaptlab.strategies.full.strategy import FullStrategy
-from adaptlab.strategies.gradient import GradientStrategy, init_words
+from adaptlab.strategies.gradient import GradientStrategy, WeightsArtifact, base_of, init_words
 from adaptlab.strategies.lora.strategy import LoraStrategy
-from adaptlab.strategies.soft_prompt.strategy import SoftPromptModule, initial_prompt, load_prompt, save_prompt
+from adaptlab.strategies.prompting import select_balanced, select_random
+from adaptlab.strategies.soft_prompt.strategy import initial_prompt, load_prompt, save_prompt
 from adaptlab.training.config import TrainConfig
 
 
-def _inner_model(stage1):
-    """The HF model the soft prompt runs through: LoRA-wrapped base (claimed) or the full copy."""
-    return stage1.hf_model()
+class HybridModule(AdapterModule):
+    """A frozen stage-1 adaptation (LoRA or full) with a trained soft prompt in front of it."""
 
-
-class HybridModule(torch.nn.Module, DecoderLM):
-    def __init__(self, stage1: torch.nn.Module, prompt_init: torch.Tensor):
-        super().__init__()
+    def __init__(self, stage1: AdapterModule, prompt_init: torch.Tensor):
+        super().__init__(stage1.base_model)
         self.stage1 = stage1
         for p in stage1.parameters():
             p.requires_grad_(False)
-        if hasattr(stage1, "frozen"):
-            stage1.frozen = True
-        self.prompt = SoftPromptModule(lambda: _inner_model(self.stage1), prompt_init)
+        self.prompt = torch.nn.Parameter(prompt_init.clone())          # (P, H)
 
-    @property
-    def n_virtual(self) -> int:
-        return self.prompt.n_virtual
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.stage1.eval()  # frozen: no dropout in it while the prompt trains
+        return self
 
-    def hf_model(self):
-        return self.prompt.hf_model()
-
-    def hidden(self, input_ids, attention_mask):
-        return self.prompt.hidden(input_ids, attention_mask)
-
-    def start(self, input_ids, attention_mask):
-        return self.prompt.start(input_ids, attention_mask)
+    def contribution(self) -> Contribution:
+        return dataclasses.replace(self.stage1.contribution(), soft=self.prompt)
 
 
 class HybridStrategy(GradientStrategy):
@@ -52,28 +44,32 @@ class HybridStrategy(GradientStrategy):
     default_lr = 1e-3  # stage 1; stage 2 uses config.prompt_lr
 
     def _stage1(self) -> GradientStrategy:
-        if self.config.stage1 == "lora":
-            return LoraStrategy(self.config.lora_config())
-        return FullStrategy(FullConfig(template=self.config.template))
+        return self._stage1_cls(self.config)(self._stage1_config(self.config))
 
-    def fit(self, base, train_data, dev=None, train_config: TrainConfig | None = None, run_dir=None,
-            resume: bool = False, progress: bool = True) -> Artifact:
+    @staticmethod
+    def _stage1_cls(config):
+        return LoraStrategy if config.stage1 == "lora" else FullStrategy
+
+    @staticmethod
+    def _stage1_config(config):
+        return config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
+
+    def adapt(self, model, train_data, dev, train_config, run_dir, resume, progress) -> WeightsArtifact:
+        base = base_of(model, self.name)
         cfg = train_config or TrainConfig()
-        run_dir = Path(run_dir) if run_dir is not None else None
-        first = self._stage1()
-        art1 = first.fit(base, train_data, dev, cfg, run_dir / "stage1" if run_dir else None, resume, progress)
+        art1 = self._stage1().fit(base, train_data, dev, cfg, run_dir=run_dir / "stage1" if run_dir else None,
+                                  resume=resume, progress=progress)
         if self.config.stage2 == "few_shot":
             return self._few_shot(base, art1, train_data, dev, cfg)
         torch.manual_seed(cfg.seed + 1)
         init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data))
-        module = HybridModule(art1.module, init)
-        cfg2 = dataclasses.replace(cfg, lr=self.config.prompt_lr)
-        artifact = Artifact(self.name, base, module, self.config, self.config.template_for(train_data.task, self.name),
-                            train_data.task, art1.labels, cfg.to_dict(), decoding=art1.decoding)
-        res2 = self.train_module(module, base, train_data, dev, cfg2, artifact, run_dir / "stage2" if run_dir else None,
-                                 resume, progress)
-        s1 = art1.metrics["train"]
-        s2 = res2.to_dict()
+        module = HybridModule(art1.module, init.to(base.device))
+        artifact = WeightsArtifact(self.name, base, module, self.config,
+                                   self.config.template_for(train_data.task, self.name), train_data.task, art1.labels,
+                                   cfg.to_dict(), decoding=art1.decoding)
+        res2 = self.train_module(artifact, train_data, dev, dataclasses.replace(cfg, lr=self.config.prompt_lr),
+                                 run_dir / "stage2" if run_dir else None, resume, progress)
+        s1, s2 = art1.metrics["train"], res2.to_dict()
         artifact.metrics["train"] = {
             **s2, "train_seconds": s1["train_seconds"] + s2["train_seconds"], "steps": s1["steps"] + s2["steps"],
             "peak_rss_bytes": max(s1["peak_rss_bytes"], s2["peak_rss_bytes"]),
@@ -81,11 +77,8 @@ class HybridStrategy(GradientStrategy):
         }
         return artifact
 
-    def _few_shot(self, base, art1: Artifact, train_data, dev, cfg) -> Artifact:
+    def _few_shot(self, base, art1: WeightsArtifact, train_data, dev, cfg) -> WeightsArtifact:
         """The fine-tuned model with k exemplars fixed in its prompt (braces escaped: they are data)."""
-        from adaptlab.prompts import PromptTemplate
-        from adaptlab.strategies.prompting import select_balanced, select_random
-
         clf = train_data.task == "classification"
         chosen = (select_balanced if clf else select_random)(train_data, self.config.k, cfg.seed)
         frame = self.config.template_for(train_data.task, self.name)
@@ -93,35 +86,28 @@ class HybridStrategy(GradientStrategy):
                         .render_example(ex.text, ex.label, clf) for ex in chosen)
         template = PromptTemplate(f"{frame.name}+{len(chosen)}-shot",
                                   shots.replace("{", "{{").replace("}", "}}") + frame.template, frame.label_prefix)
-        artifact = Artifact(self.name, base, art1.module, self.config, template, train_data.task, art1.labels,
-                            cfg.to_dict(), decoding=art1.decoding)
+        artifact = WeightsArtifact(self.name, base, art1.module, self.config, template, train_data.task, art1.labels,
+                                   cfg.to_dict(), decoding=art1.decoding)
         artifact.metrics["train"] = {**art1.metrics["train"], "stage1": art1.metrics["train"],
                                      "stage2": {"few_shot": len(chosen), "exemplars": [[e.text, e.label] for e in chosen]}}
-        if dev is not None and len(dev) and clf:
-            from adaptlab.data.splits import subsample
-
-            part = subsample(dev, n=cfg.dev_limit, seed=cfg.seed) if len(dev) > cfg.dev_limit else dev
+        part = dev_part(dev, cfg.dev_limit, cfg.seed)
+        if part is not None and clf:
             artifact.metrics["train"]["stage2"]["dev_accuracy"] = artifact.evaluate(part)["accuracy"]
         return artifact
 
     @classmethod
-    def _stage1_cls(cls, config):
-        return LoraStrategy if config.stage1 == "lora" else FullStrategy
+    def save_module(cls, module, config, base, folder: Path) -> dict | None:
+        stage1 = module if config.stage2 == "few_shot" else module.stage1  # few-shot exemplars live in the template
+        inner = cls._stage1_cls(config).save_module(stage1, cls._stage1_config(config), base, folder / "stage1")
+        if config.stage2 == "soft_prompt":
+            save_prompt(module.prompt, folder / "prompt", base.model, base.name)
+        if inner is None:
+            return None
+        return {"dir": "stage1", "drops": "the stage-2 soft prompt" if config.stage2 == "soft_prompt" else None}
 
     @classmethod
-    def save_module(cls, module, config, base, folder: Path) -> None:
-        (folder / "stage1").mkdir(parents=True, exist_ok=True)
-        inner_cfg = config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
-        if config.stage2 == "few_shot":  # the exemplars live in the artifact's template
-            cls._stage1_cls(config).save_module(module, inner_cfg, base, folder / "stage1")
-            return
-        cls._stage1_cls(config).save_module(module.stage1, inner_cfg, base, folder / "stage1")
-        save_prompt(module.prompt, folder / "prompt", _inner_model(module.stage1), base.name)
-
-    @classmethod
-    def load_module(cls, config, base, folder: Path) -> HybridModule:
-        inner_cfg = config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
-        stage1 = cls._stage1_cls(config).load_module(inner_cfg, base, folder / "stage1")
+    def load_module(cls, config, base, folder: Path) -> AdapterModule:
+        stage1 = cls._stage1_cls(config).load_module(cls._stage1_config(config), base, folder / "stage1")
         if config.stage2 == "few_shot":
             return stage1
         return HybridModule(stage1, load_prompt(folder / "prompt"))

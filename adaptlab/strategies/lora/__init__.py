@@ -2,4 +2,5 @@ from adaptlab.strategies.lora.config import LoraConfig
 from adaptlab.strategies.lora.strategy import LoraStrategy
 from adaptlab.strategies.registry import register_strategy
 
-register_strategy("lora", LoraConfig, LoraStrategy, "gradient", "LoRA adapters on attention projections (PEFT)")
+register_strategy("lora", LoraConfig, LoraStrategy, "gradient", "LoRA adapters on attention projections (PEFT file format)",
+                  train_prior=0.12)

@@ -1,69 +1,104 @@
-"""LoRA through PEFT: the adapter files are PEFT's own, so vLLM and others can serve them."""
+"""LoRA: low-rank deltas on the base model's projections, applied around each forward pass.
+
+The deltas are parameters of :class:`LoraModule`, added to the target linears' outputs by hooks
+that exist only during a forward pass (:mod:`adaptlab.models.adaptation`); the base model is
+never wrapped or changed. The files are PEFT's own (``adapter_config.json`` +
+``adapter_model.safetensors`` with ``base_model.model.<module>.lora_A.weight`` keys), so
+``PeftModel.from_pretrained``, vLLM and others load them (tested).
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from adaptlab.evaluation.scoring import DecoderLM
-from adaptlab.models.base import BaseModel
-from adaptlab.strategies.gradient import GradientStrategy, claim
+from adaptlab.models.adaptation import AdapterModule, Contribution, LoraDelta
+from adaptlab.models.types import BaseModel
+from adaptlab.strategies.gradient import GradientStrategy
 
-
-def _peft_config(cfg):
-    from peft import LoraConfig as PeftLoraConfig
-
-    return PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+PEFT_PREFIX = "base_model.model."
+WEIGHTS = "adapter_model.safetensors"
 
 
-class LoraModule(torch.nn.Module, DecoderLM):
-    """LoRA layers injected into the shared base model while this module owns it."""
+def lora_targets(model: torch.nn.Module, target_modules: list[str], where: str) -> list[str]:
+    """Names of the linear layers of ``model`` whose last name part is one of ``target_modules``."""
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in target_modules]
+    missing = [t for t in target_modules if not any(n.rsplit(".", 1)[-1] == t for n in names)]
+    if missing:
+        raise ValueError(f"lora: target module(s) {', '.join(missing)} not found in {where}")
+    return names
 
-    def __init__(self, base: BaseModel, cfg, state: dict[str, torch.Tensor] | None = None):
-        super().__init__()
-        self.base_ref = [base]  # a list: the base model is not a submodule of the adapter
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # parameter names cannot hold dots
+
+
+class LoraModule(AdapterModule):
+    """A (r, in) and B (out, r) per target linear; B starts at zero, so training starts at the base."""
+
+    def __init__(self, base_model: torch.nn.Module, cfg, targets: list[str]):
+        super().__init__(base_model)
         self.cfg = cfg
-        self._state = state
-        self.peft = None
-        self.frozen = False  # set by the hybrid strategy once stage 1 is trained
-        claim(base, self)
-
-    def attach_to_base(self):
-        from peft import get_peft_model, set_peft_model_state_dict
-
-        base = self.base_ref[0]
-        missing = [t for t in self.cfg.target_modules
-                   if not any(n.endswith("." + t) for n, _ in base.model.named_modules())]
-        if missing:
-            raise ValueError(f"lora: target module(s) {', '.join(missing)} not found in {base.name}")
-        self.peft = get_peft_model(base.model, _peft_config(self.cfg))
-        if self._state is not None:
-            set_peft_model_state_dict(self.peft, self._state)
-            self._state = None
-        if self.frozen:
-            for p in self.peft.parameters():
-                p.requires_grad_(False)
-        self.peft.train(self.training)  # new LoRA layers start in train mode (dropout on)
-
-    def detach_from_base(self):
-        from peft.utils import get_peft_model_state_dict
-
-        self._state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.peft).items()}
-        self.peft.unload()
-        self.peft = None
+        self.targets = list(targets)
+        self.lora_A = torch.nn.ParameterDict()
+        self.lora_B = torch.nn.ParameterDict()
+        for name in self.targets:
+            lin = base_model.get_submodule(name)
+            a = torch.empty(cfg.r, lin.in_features)
+            torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # PEFT's default initialisation
+            self.lora_A[_key(name)] = torch.nn.Parameter(a)
+            self.lora_B[_key(name)] = torch.nn.Parameter(torch.zeros(lin.out_features, cfg.r))
 
     @property
-    def device(self) -> torch.device:
-        return self.base_ref[0].device
+    def scale(self) -> float:
+        return self.cfg.alpha / self.cfg.r
 
-    def _active(self):
-        claim(self.base_ref[0], self)
-        return self.peft
+    def contribution(self) -> Contribution:
+        p = self.cfg.dropout if self.training else 0.0
+        return Contribution(lora={n: LoraDelta(self.lora_A[_key(n)], self.lora_B[_key(n)], self.scale, p)
+                                  for n in self.targets})
 
-    def hf_model(self):
-        return self._active()
+    def peft_state(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for n in self.targets:
+            out[f"{PEFT_PREFIX}{n}.lora_A.weight"] = self.lora_A[_key(n)].detach().contiguous()
+            out[f"{PEFT_PREFIX}{n}.lora_B.weight"] = self.lora_B[_key(n)].detach().contiguous()
+        return out
+
+    @classmethod
+    def from_peft_state(cls, base: BaseModel, cfg, state: dict[str, torch.Tensor], where: str) -> "LoraModule":
+        parts: dict[str, dict] = {}
+        for key, value in state.items():
+            name = key.removeprefix(PEFT_PREFIX)
+            for part in ("lora_A", "lora_B"):
+                if name.endswith(f".{part}.weight"):
+                    parts.setdefault(name[: -len(f".{part}.weight")], {})[part] = value
+        expected = lora_targets(base.model, list(cfg.target_modules), base.name)
+        if sorted(parts) != sorted(expected) or any(len(p) != 2 for p in parts.values()):
+            raise ValueError(f"{where}: LoRA weights do not match the config's target modules on {base.name}")
+        module = cls(base.model, cfg, expected)
+        with torch.no_grad():
+            for n in expected:
+                a, b = module.lora_A[_key(n)], module.lora_B[_key(n)]
+                if parts[n]["lora_A"].shape != a.shape or parts[n]["lora_B"].shape != b.shape:
+                    raise ValueError(f"{where}: LoRA weights of {n} have the wrong shape for rank {cfg.r}")
+                a.copy_(parts[n]["lora_A"])
+                b.copy_(parts[n]["lora_B"])
+        return module
+
+
+def peft_lora_config(cfg, base: BaseModel):
+    from peft import LoraConfig as PeftLoraConfig
+
+    c = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+                       bias="none", task_type="CAUSAL_LM",
+                       base_model_name_or_path=str(base.path) if base.path is not None else base.name)
+    c.inference_mode = True
+    return c
 
 
 class LoraStrategy(GradientStrategy):
@@ -71,15 +106,15 @@ class LoraStrategy(GradientStrategy):
     default_lr = 1e-3
 
     def build(self, base, train_data, template):
-        return LoraModule(base, self.config)
+        return LoraModule(base.model, self.config, lora_targets(base.model, list(self.config.target_modules), base.name))
 
     @classmethod
-    def save_module(cls, module: LoraModule, config, base, folder: Path) -> None:
-        module._active().save_pretrained(folder, safe_serialization=True)  # adapter_config.json + safetensors
+    def save_module(cls, module: LoraModule, config, base, folder: Path) -> dict:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(module.peft_state(), str(folder / WEIGHTS))
+        peft_lora_config(config, base).save_pretrained(str(folder))
+        return {"dir": ".", "drops": None}
 
     @classmethod
     def load_module(cls, config, base, folder: Path) -> LoraModule:
-        from peft.utils import load_peft_weights
-
-        state = load_peft_weights(str(folder), device="cpu")
-        return LoraModule(base, config, state=state)
+        return LoraModule.from_peft_state(base, config, load_file(str(folder / WEIGHTS)), str(folder))

@@ -3,4 +3,4 @@ from adaptlab.strategies.prefix.strategy import PrefixStrategy
 from adaptlab.strategies.registry import register_strategy
 
 register_strategy("prefix", PrefixConfig, PrefixStrategy, "gradient",
-                  "learned key/value prefixes in every layer (prefix tuning / P-tuning v2)")
+                  "learned key/value prefixes in every layer (prefix tuning / P-tuning v2)", train_prior=0.22)

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from adaptlab.evaluation.scoring import DecoderLM, decoder
+from adaptlab.models.adaptation import AdapterModule, Contribution
+from adaptlab.models.runtime import decoder
 from adaptlab.prompts import verbalize
-from adaptlab.strategies.gradient import GradientStrategy, claim, init_words
+from adaptlab.strategies.gradient import GradientStrategy, init_words
 
 
 def kv_shape(config) -> tuple[int, int, int]:
@@ -26,12 +27,13 @@ def kv_shape(config) -> tuple[int, int, int]:
             getattr(config, "head_dim", None) or config.hidden_size // heads)
 
 
-class PrefixModule(torch.nn.Module, DecoderLM):
-    def __init__(self, base, flat_init: torch.Tensor | None = None, reparam: bool = False,
+class PrefixModule(AdapterModule):
+    """P learned key/value positions in every attention layer of ``model``."""
+
+    def __init__(self, model: torch.nn.Module, flat_init: torch.Tensor | None = None, reparam: bool = False,
                  embed_init: torch.Tensor | None = None, reparam_hidden: int = 256):
-        super().__init__()
-        self.base_ref = [base]
-        self.layers, self.kv_heads, self.head_dim = kv_shape(base.config)
+        super().__init__(model)
+        self.layers, self.kv_heads, self.head_dim = kv_shape(model.config)
         width = self.layers * 2 * self.kv_heads * self.head_dim
         if reparam:
             self.embedding = torch.nn.Parameter(embed_init.clone())                   # (P, H)
@@ -45,44 +47,13 @@ class PrefixModule(torch.nn.Module, DecoderLM):
     def n_tokens(self) -> int:
         return (self.flat if self.flat is not None else self.embedding).shape[0]
 
-    @property
-    def n_virtual(self) -> int:
-        return self.n_tokens
-
     def flat_prefix(self) -> torch.Tensor:
         return self.flat if self.flat is not None else self.mlp(self.embedding)
 
-    def cache(self, batch: int):
-        from transformers import DynamicCache
-
-        model = self.base_ref[0].model
+    def contribution(self) -> Contribution:
         P = self.n_tokens
-        kv = self.flat_prefix().to(model.dtype)  # fp32 parameters, bf16 attention on GPU
-        kv = kv.view(P, self.layers * 2, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
-        cache = DynamicCache(config=model.config)                                         # kv: (L*2, kv, P, hd)
-        for i in range(self.layers):
-            k = kv[2 * i].unsqueeze(0).expand(batch, -1, -1, -1)                           # (B, kv, P, hd)
-            v = kv[2 * i + 1].unsqueeze(0).expand(batch, -1, -1, -1)
-            cache.update(k, v, i)
-        return cache
-
-    def hf_model(self):
-        base = self.base_ref[0]
-        claim(base, self)
-        return base.model
-
-    def _run(self, input_ids, attention_mask):
-        B = input_ids.shape[0]
-        mask = torch.cat([attention_mask.new_ones(B, self.n_tokens), attention_mask], dim=1)
-        out = decoder(self.hf_model())(input_ids=input_ids, attention_mask=mask, past_key_values=self.cache(B))
-        return out, mask
-
-    def hidden(self, input_ids, attention_mask):
-        return self._run(input_ids, attention_mask)[0].last_hidden_state
-
-    def start(self, input_ids, attention_mask):
-        out, mask = self._run(input_ids, attention_mask)
-        return out.past_key_values, mask, out.last_hidden_state
+        kv = self.flat_prefix().view(P, self.layers * 2, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
+        return Contribution(prefix=kv)                                                  # (L*2, kv, P, hd)
 
 
 def cache_to_flat(past_key_values, drop_first: int = 0) -> torch.Tensor:
@@ -119,11 +90,11 @@ class PrefixStrategy(GradientStrategy):
             ids = torch.randint(4, min(emb.weight.shape[0], 5000), (cfg.n_tokens,), device=base.device)
             with torch.no_grad():
                 init = emb(ids).float()
-            return PrefixModule(base, reparam=True, embed_init=init, reparam_hidden=cfg.reparam_hidden)
-        return PrefixModule(base, flat_init=label_kv_init(base, cfg.n_tokens, init_words(train_data)))
+            return PrefixModule(base.model, reparam=True, embed_init=init, reparam_hidden=cfg.reparam_hidden)
+        return PrefixModule(base.model, flat_init=label_kv_init(base, cfg.n_tokens, init_words(train_data)))
 
     @classmethod
-    def save_module(cls, module: PrefixModule, config, base, folder: Path) -> None:
+    def save_module(cls, module: PrefixModule, config, base, folder: Path) -> dict:
         from peft import PrefixTuningConfig
 
         with torch.no_grad():
@@ -135,6 +106,7 @@ class PrefixStrategy(GradientStrategy):
                                 prefix_projection=False, base_model_name_or_path=base.name)
         pc.inference_mode = True
         pc.save_pretrained(folder)
+        return {"dir": ".", "drops": None}
 
     @classmethod
     def load_module(cls, config, base, folder: Path) -> PrefixModule:
@@ -142,5 +114,4 @@ class PrefixStrategy(GradientStrategy):
         L, kv, hd = kv_shape(base.config)
         if flat.shape != (flat.shape[0], L * 2 * kv * hd):
             raise ValueError(f"{folder}: prefix of shape {tuple(flat.shape)} does not fit this base model")
-        module = PrefixModule(base, flat_init=flat)
-        return module
+        return PrefixModule(base.model, flat_init=flat)

@@ -21,12 +21,11 @@ import math
 import random
 from pathlib import Path
 
-from adaptlab.backends.base import Backend, as_backend
+from adaptlab.backends.base import Backend
 from adaptlab.data.loading import TaskData
 from adaptlab.evaluation.generation import rouge_l
 from adaptlab.prompts import INSTRUCTION_PARAPHRASES
-from adaptlab.strategies.prompting import (PromptArtifact, check_task_data, decoding_for, majority_label,
-                                           pairs, select_balanced, select_random)
+from adaptlab.strategies.prompting import PromptArtifact, PromptStrategy, pairs, select_balanced, select_random
 
 
 class _Budget:
@@ -42,11 +41,13 @@ class _Budget:
         return self.limit - self.used
 
 
-class PromptSearchStrategy:
+class PromptSearchStrategy(PromptStrategy):
     name = "prompt_search"
+    scores_dev = False  # the winner's dev score comes from the search: no calls beyond the budget
 
-    def __init__(self, config):
-        self.config = config
+    @classmethod
+    def planned_calls(cls, config) -> int:
+        return config.budget_calls
 
     def instructions(self, task: str) -> list[str]:
         cfg = self.config
@@ -60,19 +61,37 @@ class PromptSearchStrategy:
         seen: set[str] = set()
         return [i for i in out if not (i in seen or seen.add(i))]
 
-    def fit(self, model, train: TaskData, dev: TaskData | None = None, train_config=None, **_) -> PromptArtifact:
-        cfg = self.config
-        check_task_data(train, cfg)
+    def search(self, backend, train, dev, common) -> PromptArtifact:
         if dev is None or not len(dev):
             raise ValueError("prompt_search needs a dev split to select on")
-        backend = as_backend(model)
-        budget = _Budget(backend, cfg.budget_calls)
+        budget = _Budget(backend, self.config.budget_calls)
+        trace: list[dict] = []
+        cands, n_instructions, n_sets = self._candidates(backend, train, budget, trace, common)
+        dev_ex = list(dev.examples)
+        random.Random(self.config.seed).shuffle(dev_ex)
+        self._race(cands, dev_ex, budget, trace)
+        assert budget.used <= self.config.budget_calls, "prompt_search exceeded its call budget"
+        scored = [c for c in cands if c["n"]]
+        best = max(scored, key=lambda c: (c["n"], c["score"] / c["n"], -c["id"]))
+        art = best["art"]
+        art.template = dataclasses.replace(art.template, name=f"search-{best['id']}")
+        art.trace = trace
+        art.metrics["search"] = {"candidates": len(cands), "instructions": n_instructions, "exemplar_sets": n_sets,
+                                 "calls_used": budget.used, "budget_calls": self.config.budget_calls,
+                                 "best": {"candidate": best["id"], "instruction": best["instruction"],
+                                          "exemplars": best["set"], "dev_metric": best["score"] / best["n"],
+                                          "dev_examples": best["n"]}}
+        art.metrics["dev"] = {"metric": best["score"] / best["n"], "n": best["n"]}  # calibrated already if asked
+        return art
+
+    def _candidates(self, backend, train: TaskData, budget: _Budget, trace: list, common: dict):
+        """(instruction, exemplar set) candidates: no exemplars, random balanced sets and, budget
+        allowing, a bootstrapped set. Returns (candidates, instruction count, exemplar set count)."""
+        cfg = self.config
         frame = cfg.template_for(train.task)
         clf = train.task == "classification"
         labels = train.labels if clf else None
         instructions = self.instructions(train.task) if "instruction" in frame.fields else [frame.instruction]
-        trace: list[dict] = []
-        common = dict(decoding=decoding_for(train), fallback_label=majority_label(train))
 
         def make(instr: str, exemplars, name: str) -> PromptArtifact:
             t = frame.with_instruction(instr, name) if "instruction" in frame.fields else frame
@@ -80,7 +99,6 @@ class PromptSearchStrategy:
             return PromptArtifact(self.name, backend, cfg, t, train.task, labels, exemplars=exemplars,
                                   reserve=rest, selection="fixed", k=len(exemplars), **common)
 
-        # Exemplar sets: none, random balanced sets, and (budget allowing) a bootstrapped one.
         sets: list[tuple[str, list]] = []
         if cfg.zero_shot_candidate or cfg.k == 0:
             sets.append(("none", []))
@@ -99,11 +117,12 @@ class PromptSearchStrategy:
         cands = [{"id": c, "instruction": ins, "set": name, "art": make(ins, ex, f"cand-{c}"),
                   "score": 0.0, "n": 0, "calibrated": False}
                  for c, (ins, (name, ex)) in enumerate((i, s) for i in instructions for s in sets)]
-        rng = random.Random(cfg.seed)
-        dev_ex = list(dev.examples)
-        rng.shuffle(dev_ex)
-        cal_cost = len(cfg.content_free) if cfg.calibrate else 0
+        return cands, len(instructions), len(sets)
 
+    def _race(self, cands: list[dict], dev_ex: list, budget: _Budget, trace: list) -> None:
+        """Successive halving: score the survivors on the next slice of dev, keep the better half."""
+        cfg = self.config
+        cal_cost = len(cfg.content_free) if cfg.calibrate else 0
         alive = cands
         target, rnd = cfg.first_round, 0
         while alive:
@@ -127,8 +146,7 @@ class PromptSearchStrategy:
                 if cfg.calibrate and not c["calibrated"]:
                     c["art"].fit_calibration(list(cfg.content_free))
                     c["calibrated"] = True
-                part = dev_ex[c["n"]:want]
-                c["score"] += self._score(c["art"], part)
+                c["score"] += self._score(c["art"], dev_ex[c["n"]:want])
                 c["n"] = want
             alive.sort(key=lambda c: (-c["score"] / c["n"], c["id"]))
             for c in alive:
@@ -139,20 +157,6 @@ class PromptSearchStrategy:
                 break
             alive = alive[:math.ceil(len(alive) / 2)]
             target, rnd = want * 2, rnd + 1
-        assert budget.used <= cfg.budget_calls, "prompt_search exceeded its call budget"
-        scored = [c for c in cands if c["n"]]
-        best = max(scored, key=lambda c: (c["n"], c["score"] / c["n"], -c["id"]))
-        art = best["art"]
-        art.template = dataclasses.replace(art.template, name=f"search-{best['id']}")
-        art.trace = trace
-        art.metrics["search"] = {"candidates": len(cands), "instructions": len(instructions), "exemplar_sets": len(sets),
-                                 "calls_used": budget.used, "budget_calls": cfg.budget_calls,
-                                 "best": {"candidate": best["id"], "instruction": best["instruction"],
-                                          "exemplars": best["set"], "dev_metric": best["score"] / best["n"],
-                                          "dev_examples": best["n"]}}
-        # The winner's dev score comes from the search (already calibrated if asked): no calls beyond the budget.
-        art.metrics["dev"] = {"metric": best["score"] / best["n"], "n": best["n"]}
-        return art
 
     @staticmethod
     def _score(art: PromptArtifact, part) -> float:

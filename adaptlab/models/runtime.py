@@ -1,0 +1,177 @@
+"""The model runtime: how adaptlab runs a causal LM, adapted or not (public API).
+
+Everything above this layer (scoring, decoding, training, serving) talks to a model through
+:class:`DecoderLM`: ``start`` (encode prompts, keep the cache), ``extend`` (more tokens after a
+cache), ``hidden`` and ``project`` (the LM head on chosen positions only). The LM head is the
+dominant cost of Gemma 3 (a tied 262k-word projection), so nothing here computes logits at
+positions that have no target.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer body of a causal LM (everything before the LM head)."""
+    if hasattr(model, "get_base_model"):  # a PEFT wrapper
+        model = model.get_base_model()
+    return model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, model.base_model_prefix)
+
+
+def project(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """LM head on selected hidden states: (M, H) -> (M, V), with Gemma's soft-capping if set."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+class DecoderLM:
+    """The calls adaptlab makes on a (possibly adapted) causal LM; defaults run ``hf_model()``.
+
+    Strategies that change the input (soft prompts) or the attention context (prefixes)
+    override ``hidden`` and ``start``; scoring and training only ever use these methods.
+    """
+
+    n_virtual: int = 0  # positions the adapter puts before the prompt (soft prompt / prefix length)
+
+    def hf_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, H) last hidden states aligned with ``input_ids``."""
+        return decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        return project(self.hf_model(), hidden)
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Encode prompts once: returns (cache, mask the cache covers (B, C), hidden (B, T, H))."""
+        out = decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+        return out.past_key_values, attention_mask, out.last_hidden_state
+
+    def extend(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+        """Continue from ``cache`` (mask covers cache + new tokens): (B, S) -> (B, S, H)."""
+        return decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids, past_key_values=cache).last_hidden_state
+
+
+class PlainLM(torch.nn.Module, DecoderLM):
+    """An unadapted causal LM."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def hf_model(self) -> torch.nn.Module:
+        return self.model
+
+
+def repeat_cache(cache, repeats: int, config):
+    """A new cache with every row repeated ``repeats`` times (row i -> rows i*r .. i*r+r-1)."""
+    from transformers import DynamicCache
+
+    out = DynamicCache(config=config)
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), i)
+    return out
+
+
+def module_device(module) -> torch.device:
+    """Where a model (an ``nn.Module``, or a runtime that says so itself) runs."""
+    if isinstance(module, torch.nn.Module):
+        p = next(module.parameters(), None)
+        if p is not None:
+            return p.device
+    return module.device
+
+
+def as_lm(model: torch.nn.Module) -> DecoderLM:
+    return model if isinstance(model, DecoderLM) else PlainLM(model)
+
+
+def target_token_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          target_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(token) at every target position: returns (rows (M,), logp (M,)).
+
+    Token t is predicted by the hidden state at t-1, so ``target_mask[:, 0]`` must be False.
+    Only the M target positions reach the LM head.
+    """
+    lm = as_lm(lm)
+    hidden = lm.hidden(input_ids, attention_mask)          # (B, T, H)
+    rows, cols = target_mask[:, 1:].nonzero(as_tuple=True)  # M target tokens at t = cols + 1
+    logits = lm.project(hidden[rows, cols])                  # hidden at t-1 -> (M, V)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return rows, logp.gather(1, input_ids[rows, cols + 1].unsqueeze(1)).squeeze(1)
+
+
+def target_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    target_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token) over the tokens where ``target_mask`` is set, per row: (B,)."""
+    rows, tok_logp = target_token_logprobs(lm, input_ids, attention_mask, target_mask)
+    out = torch.zeros(input_ids.shape[0], dtype=tok_logp.dtype, device=tok_logp.device)
+    return out.index_add(0, rows, tok_logp)
+
+
+def encode_labels(tokenizer, label_texts: list[str]) -> list[list[int]]:
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in label_texts]
+    for text, seq in zip(label_texts, ids):
+        if not seq:
+            raise ValueError(f"label verbalization {text!r} tokenizes to nothing")
+    return ids
+
+
+def length_batches(lengths: list[int], batch_size: int, window: int | None, extra: int) -> list[list[int]]:
+    """Index batches sorted by length. Where ``length + extra`` can exceed a sliding attention
+    window, only equal lengths share a batch: right padding inside a cache shifts the window of a
+    shorter row (pad slots count as distance), so exactness needs no padding there."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    exact = window is not None and max(lengths) + extra > window
+    batches, cur = [], []
+    for i in order:
+        if cur and (len(cur) == batch_size or (exact and lengths[i] != lengths[cur[0]])):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    return batches + ([cur] if cur else [])
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def right_pad(seqs: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> right-padded (B, T) input_ids and attention_mask."""
+    T = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    att = torch.zeros((len(seqs), T), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        ids[r, :len(x)] = torch.tensor(x)
+        att[r, :len(x)] = 1
+    return ids.to(device), att.to(device)
+
+
+def common_prefix(seqs: list[list[int]]) -> list[int]:
+    first = seqs[0]
+    n = len(first)
+    for s in seqs[1:]:
+        n = min(n, len(s))
+        for k in range(n):
+            if s[k] != first[k]:
+                n = k
+                break
+    return first[:n]
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> list[list[int]]:
+    out = []
+    for p in prompts:
+        ids = tokenizer(p)["input_ids"]
+        if len(ids) > max_prompt_tokens:  # keep the end of the prompt: it holds the question
+            ids = ids[:1] + ids[-(max_prompt_tokens - 1):]
+        out.append(ids)
+    return out
