@@ -319,9 +319,10 @@ def train_cmd(
                "trainable": f"{tr['trainable_params']:,}",
                "model calls": "-" if tr.get("model_calls") is None else f"{tr['model_calls']:,}",
                "artifact MB": f"{artifact_bytes(out) / 1e6:.3f}"}
-    for col in columns:
-        table.add_column(col, justify="right")
-    table.add_row(*columns.values())
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in columns.items():
+        table.add_row(k, v)
     console.print(table)
     console.print(f"artifact written to {out}")
 

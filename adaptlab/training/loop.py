@@ -224,10 +224,12 @@ def train(
     device = next(iter(params.values())).device
     sharded = None
     if cfg.fsdp and world_size > 1:
+        own = getattr(module, "contribution", None)
+        owns_weights = own is not None and own().model is not None
         frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-        if frozen:  # adapters: their gradients are small, data parallelism is the right tool
-            print(f"fsdp: {frozen:,} frozen parameters (an adapter, not a full fine-tune): training data-parallel "
-                  f"instead", file=sys.stderr)
+        if frozen or not owns_weights:  # adapters: their gradients are small, data parallelism is the right tool
+            print(f"fsdp: {n_trainable:,} trainable parameters of an adapter (not a full fine-tune): training "
+                  f"data-parallel instead", file=sys.stderr)
         else:
             sharded = dist.Sharded(module)
             params = sharded.params  # the optimizer, checkpoints and best weights work on the shards

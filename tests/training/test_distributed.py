@@ -70,7 +70,9 @@ def test_two_gloo_processes_equal_one_process(name, tmp_path):
     double = tmp_path / "ddp.safetensors"
     # LoRA asks for fsdp too: an adapter is not sharded, it trains data-parallel (checked in _fit)
     _two(tmp_path, "a", name, str(double), name == "lora")
-    a = _same(single, double)
+    # Each rank pads its half of a batch to its own longest row, so sums run in another order: Adam's
+    # normalisation turns that float noise in near-zero gradients into ~1e-5 moves after 5 steps.
+    a = _same(single, double, atol=1e-4)
     if name == "lora":  # training moved the weights: B starts at zero
         assert any(a[k].abs().max() > 0 for k in a if "lora_B" in k)
 
