@@ -10,9 +10,9 @@ Part 1 (throughput): the same requests (round-robin over 8 adaptations: 2 LoRA, 
   static prompt start is kept as keys/values (the server's default);
 - ``mixed-nocache``: the same without that prompt cache (``--no-prompt-cache``), to show what
   each part is worth;
-- ``swap``: one adaptation at a time through its own artifact code path (PEFT LoRA layers
-  swapped in and out of the base model per request group), the way a server without mixed
-  batches works.
+- ``swap``: one adaptation at a time through its own artifact code path (each request group
+  runs alone, with only its own adaptation applied), the way a server without mixed batches
+  works.
 Reports requests/s, p50/p99 latency, the ratio, and whether both modes gave the same labels.
 
 Part 2 (bounded load test, mixed mode): ``--load-requests`` requests (classification on every
@@ -49,7 +49,6 @@ from adaptlab.data.splits import subsample
 from adaptlab.models.base import load_base, resolve_device
 from adaptlab.registry import Registry
 from adaptlab.strategies import get_strategy, make_config
-from adaptlab.strategies.gradient import release
 from adaptlab.training import TrainConfig
 from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions
 
@@ -74,13 +73,9 @@ def train_adaptations(base, train, dev, folder: Path, steps: int, seed: int) -> 
             continue
         strat = get_strategy(strategy).strategy_cls(make_config(strategy, **overrides))
         t0 = time.perf_counter()
-        if get_strategy(strategy).kind == "prompt":
-            art = strat.fit(base, train, None)
-        else:
-            art = strat.fit(base, train, None, TrainConfig(max_steps=steps, batch_size=8, seed=seed + i,
-                                                           checkpoint_every=0), progress=False)
+        art = strat.fit(base, train, None, TrainConfig(max_steps=steps, batch_size=8, seed=seed + i,
+                                                       checkpoint_every=0), progress=False)
         art.save(dest)
-        release(base)
         print(f"trained {name} ({strategy}) in {time.perf_counter() - t0:.0f} s", flush=True)
         out[name] = dest
     return out

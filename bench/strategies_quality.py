@@ -24,7 +24,6 @@ from adaptlab.evaluation.zero_shot import evaluate_zero_shot
 from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies import get_strategy, list_strategies, make_config
 from adaptlab.strategies.base import artifact_bytes
-from adaptlab.strategies.gradient import release
 from adaptlab.training import TrainConfig
 from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
 
@@ -119,7 +118,6 @@ def main() -> None:
                         "examples_per_s_infer": ev["examples_per_s"], "lr": art.train_config["lr"]})
         print(json.dumps(records[-1]), flush=True)
         _write(out, meta, records)
-        release(base)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 

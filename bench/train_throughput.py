@@ -34,7 +34,6 @@ def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: st
     from adaptlab.data.splits import subsample
     from adaptlab.models.base import load_base, resolve_device
     from adaptlab.strategies import get_strategy, make_config
-    from adaptlab.strategies.base import Artifact
     from adaptlab.training import TrainConfig
     from adaptlab.training.loop import PeakRSS
     from adaptlab.utils import set_torch_threads
@@ -69,7 +68,7 @@ def hf_route(base, train, strategy, config, cfg):
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from adaptlab.prompts import PromptTemplate, verbalize
-    from adaptlab.strategies.base import Artifact
+    from adaptlab.strategies.gradient import WeightsArtifact
     from adaptlab.strategies.registry import get_strategy
 
     tok = base.tokenizer
@@ -106,10 +105,10 @@ def hf_route(base, train, strategy, config, cfg):
         seconds = time.perf_counter() - t0
         folder = Path(out) / "adapter"
         pm.save_pretrained(folder)
-        pm.unload() if strategy == "lora" else None
+        pm.unload() if strategy == "lora" else None  # PEFT changed the base model in place: undo it
         # Wrap the HF-trained adapter files as an adaptlab artifact so both are scored alike.
         module = get_strategy(strategy).strategy_cls.load_module(config, base, folder)
-    art = Artifact(strategy, base, module, config, tpl, "classification", train.labels)
+    art = WeightsArtifact(strategy, base, module, config, tpl, "classification", train.labels)
     return seconds, art
 
 

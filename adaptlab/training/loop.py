@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from adaptlab.models.runtime import target_token_logprobs
 from adaptlab.training.batching import Encoded, bucketed_batches, collate
 from adaptlab.training.config import TrainConfig, autocast_for
 from adaptlab.utils import atomic_write_json, atomic_write_text
@@ -158,8 +159,9 @@ def _find_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(d: Path, params: dict, optimizer, scheduler) -> tuple[dict, dict | None]:
-    """Restore weights, optimizer and schedule into ``params`` (sharded again under FSDP)."""
+def _load_checkpoint(d: Path, params: dict, optimizer) -> tuple[dict, dict | None]:
+    """Restore weights and optimizer into ``params`` (sharded again under FSDP) and the RNG states;
+    returns the saved state (its ``scheduler`` is the step the schedule resumes at) and best weights."""
     from adaptlab.training.distributed import like
 
     state = json.loads((d / "state.json").read_text())
@@ -180,11 +182,6 @@ def _load_checkpoint(d: Path, params: dict, optimizer, scheduler) -> tuple[dict,
             st.update({k.split("::", 1)[1]: v for k, v in state["opt_scalars"].items() if k.split("::", 1)[0] == n})
             if st:
                 optimizer.state[p] = st
-    scheduler.last_epoch = state["scheduler"]
-    scheduler._last_lr = [g["initial_lr"] * f(scheduler.last_epoch)
-                          for g, f in zip(optimizer.param_groups, scheduler.lr_lambdas)]
-    for g, lr in zip(optimizer.param_groups, scheduler._last_lr):
-        g["lr"] = lr
     torch.set_rng_state(load_file(d / "rng.safetensors")["torch"])
     random.setstate((3, tuple(state["python_rng"]), state["python_rng_pos"]))
     best = load_file(d / "best.safetensors") if (d / "best.safetensors").exists() else None
@@ -192,16 +189,237 @@ def _load_checkpoint(d: Path, params: dict, optimizer, scheduler) -> tuple[dict,
 
 
 # ------------------------------------------------------------------ the loop
-def train(
-    module: torch.nn.Module,
-    items: list[Encoded],
-    cfg: TrainConfig,
-    pad_id: int,
-    evaluate: Callable[[], float] | None = None,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> TrainResult:
+class Trainer:
+    """One training run, as short methods (torchtune's recipes): set up the parameters, optimizer and
+    schedule; restore a checkpoint; take steps; evaluate on dev; write checkpoints; report."""
+
+    def __init__(self, module: torch.nn.Module, items: list[Encoded], cfg: TrainConfig, pad_id: int,
+                 evaluate: Callable[[], float] | None, run_dir: Path | None, resume: bool, progress: bool):
+        from adaptlab.training import distributed as dist
+
+        self.dist = dist
+        self.module, self.items, self.cfg, self.pad_id, self.evaluate = module, items, cfg, pad_id, evaluate
+        self.run_dir, self.resume = run_dir, resume
+        self.rank, self.world_size = dist.init_from_env()
+        self.writer = self.rank == 0  # every rank resumes from the checkpoint; only rank 0 writes
+        self.progress = progress and self.writer
+        if not items:
+            raise ValueError("no training examples")
+        self._setup_params()
+        self.amp_device, self.amp = autocast_for(cfg.precision, self.device)
+        self.steps_per_epoch = math.ceil(math.ceil(len(items) / cfg.batch_size) / cfg.grad_accum)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.eval_every = cfg.eval_every or self.steps_per_epoch
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step, self.epoch, self.batch_pos = 0, 0, 0
+        self.best_score, self.best_step, self.best_state, self.bad_evals = None, None, None, 0
+        self.stopped_early = False
+        self.history: list[dict] = []
+        self.log_path, self.log_lines = None, 0
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self._restore()
+        self.scheduler = self._setup_lr_scheduler(last_epoch=self.step - 1)
+
+    # ------------------------------------------------------------------ setup
+    def _setup_params(self) -> None:
+        """Trainable parameters by name; a full fine-tune under --fsdp trains a sharded copy."""
+        self.params = trainable_named(self.module)
+        if not self.params:
+            raise ValueError("the module has no trainable parameters")
+        self.n_trainable = sum(p.numel() for p in self.params.values())
+        self.device = next(iter(self.params.values())).device
+        self.sharded = None
+        if self.cfg.fsdp and self.world_size > 1:
+            own = getattr(self.module, "contribution", None)
+            owns_weights = own is not None and own().model is not None
+            frozen = sum(p.numel() for p in self.module.parameters() if not p.requires_grad)
+            if frozen or not owns_weights:  # adapters: their gradients are small, data parallelism fits
+                print(f"fsdp: {self.n_trainable:,} trainable parameters of an adapter (not a full fine-tune): "
+                      f"training data-parallel instead", file=sys.stderr)
+            else:
+                self.sharded = self.dist.Sharded(self.module)
+                self.params = self.sharded.params  # the optimizer, checkpoints and best weights work on the shards
+
+    def _setup_lr_scheduler(self, last_epoch: int):
+        """Warm-up + decay; ``last_epoch`` = the last step taken, so a resumed run continues its schedule."""
+        for g in self.optimizer.param_groups:
+            g.setdefault("initial_lr", self.cfg.lr)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg, self.total_steps),
+                                                 last_epoch=last_epoch)
+
+    def _restore(self) -> None:
+        """Open the run folder: resume from its checkpoint, or start its log afresh."""
+        run_dir = self.run_dir
+        if run_dir is None:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = _find_checkpoint(run_dir) if self.resume else None
+        if ckpt is not None:
+            state, self.best_state = _load_checkpoint(ckpt, self.params, self.optimizer)
+            self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
+            self.best_score, self.best_step, self.bad_evals = state["best_score"], state["best_step"], state["bad_evals"]
+            log_lines = (run_dir / LOG).read_text().splitlines() if (run_dir / LOG).exists() else []
+            if self.writer:
+                atomic_write_text(run_dir / LOG, "".join(line + "\n" for line in log_lines[:state["log_lines"]]))
+        elif self.writer and (not self.resume or not (run_dir / LOG).exists()):
+            atomic_write_text(run_dir / LOG, "")
+        self.dist.barrier()  # nobody starts while rank 0 is still rewriting the log
+        if self.writer:
+            self.log_path = run_dir / LOG
+            self.log_lines = len(self.log_path.read_text().splitlines()) if self.log_path.exists() else 0
+
+    # ------------------------------------------------------------------ one optimizer step
+    def _forward_backward(self, whole: list[int], n_tgt: int) -> tuple[float, int, int]:
+        """Loss and gradients of this rank's rows of one micro-batch: (loss, examples, tokens)."""
+        dist, sharded = self.dist, self.sharded
+        b, weight = dist.shard(whole), 1.0  # this rank's rows; the loss is still / global token count
+        if not b:
+            if sharded is None:
+                return 0.0, 0, 0
+            b, weight = whole[:1], 0.0  # FSDP's collectives need every rank in every pass
+        batch = {k: v.to(self.device) for k, v in collate([self.items[i] for i in b], self.pad_id).items()}
+        with torch.autocast(device_type=self.amp_device, dtype=torch.bfloat16, enabled=self.amp):
+            if sharded is not None:
+                _, logp = sharded(batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+                weight *= sharded.loss_scale
+            else:
+                _, logp = target_token_logprobs(self.module, batch["input_ids"], batch["attention_mask"],
+                                                batch["target_mask"])
+        loss = -logp.sum() / n_tgt * weight  # token-mean over the whole accumulated step
+        loss.backward()
+        value = loss.item() / (sharded.loss_scale if sharded is not None else 1.0)
+        if not weight:
+            return value, 0, 0
+        return value, len(b), int(batch["attention_mask"].sum())
+
+    def _train_step(self, group: list[list[int]]) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        n_tgt = sum(len(self.items[i].target) for b in group for i in b)
+        loss_sum = 0.0
+        for whole in group:
+            loss, n_ex, n_tok = self._forward_backward(whole, n_tgt)
+            loss_sum += loss
+            self.examples_seen += n_ex
+            self.tokens_seen += n_tok
+        params = list(self.params.values())
+        if self.sharded is None:  # FSDP has reduce-scattered them already
+            self.dist.all_reduce_grads(params)
+        loss_sum = self.dist.all_sum(loss_sum)
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.batch_pos += 1
+        return loss_sum
+
+    # ------------------------------------------------------------------ dev evaluation, early stopping
+    def _evaluate(self, rec: dict) -> None:
+        if self.sharded is not None:
+            self.sharded.sync()
+        self.module.eval()
+        score = float(self.evaluate())
+        self.module.train()
+        rec["dev"] = score
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_step, self.bad_evals = score, self.step, 0
+            self.best_state = {n: p.detach().clone() for n, p in self.params.items()}
+        else:
+            self.bad_evals += 1
+            if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+                self.stopped_early = True
+                rec["early_stop"] = True
+
+    # ------------------------------------------------------------------ log and checkpoint
+    def _log(self, rec: dict) -> None:
+        self.history.append(rec)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            self.log_lines += 1
+
+    def _save_checkpoint(self, n_groups: int) -> None:
+        tensors = _checkpoint_tensors(self.params, self.optimizer, self.best_state)  # every rank: gathers shards
+        if self.writer:
+            nxt_epoch, nxt_pos = (self.epoch + 1, 0) if self.batch_pos >= n_groups else (self.epoch, self.batch_pos)
+            _save_checkpoint(self.run_dir, tensors, self.scheduler,
+                             {"step": self.step, "epoch": nxt_epoch, "batch_pos": nxt_pos,
+                              "best_score": self.best_score, "best_step": self.best_step,
+                              "bad_evals": self.bad_evals, "log_lines": self.log_lines,
+                              "stopped_early": self.stopped_early})
+
+    def _checkpoint_due(self) -> bool:
+        every = self.cfg.checkpoint_every
+        return self.run_dir is not None and bool(every) and (
+            self.step % every == 0 or self.step == self.total_steps or self.stopped_early)
+
+    # ------------------------------------------------------------------ the run
+    def _epoch(self, bar, t_start: float) -> None:
+        cfg = self.cfg
+        batches = bucketed_batches(self.items, cfg.batch_size, cfg.bucket_size, seed=cfg.seed * 1_000_003 + self.epoch)
+        groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+        while self.batch_pos < len(groups) and self.step < self.total_steps:
+            t0 = time.perf_counter()
+            group = groups[self.batch_pos]
+            loss = self._train_step(group)
+            self.last_loss = loss
+            if self.first_loss != self.first_loss:  # NaN: not set yet
+                self.first_loss = loss
+            dt = time.perf_counter() - t0
+            n_ex = sum(len(b) for b in group)
+            rec = {"step": self.step, "epoch": self.epoch, "loss": round(loss, 6),
+                   "lr": self.scheduler.get_last_lr()[0], "examples_per_s": round(n_ex / dt, 3),
+                   "elapsed_s": round(time.perf_counter() - t_start, 3)}
+            if self.evaluate is not None and (self.step % self.eval_every == 0 or self.step == self.total_steps):
+                self._evaluate(rec)
+            self._log(rec)
+            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{n_ex / dt:.1f}",
+                            **({"dev": f"{rec['dev']:.3f}"} if "dev" in rec else {}))
+            bar.update(1)
+            if self._checkpoint_due():
+                self._save_checkpoint(len(groups))
+            if self.stopped_early:
+                return
+        if self.batch_pos >= len(groups):
+            self.epoch, self.batch_pos = self.epoch + 1, 0
+
+    def run(self) -> TrainResult:
+        self.module.train()
+        if self.sharded is not None:
+            self.sharded.objective.train()
+        self.examples_seen = self.tokens_seen = 0
+        self.last_loss = self.first_loss = float("nan")
+        t_start = time.perf_counter()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
+                   mininterval=1.0, dynamic_ncols=True)
+        with PeakRSS() as rss:
+            while self.step < self.total_steps and not self.stopped_early:
+                self._epoch(bar, t_start)
+        bar.close()
+        seconds = time.perf_counter() - t_start
+        if self.best_state is not None:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(self.dist.like(p, self.best_state[n]))
+        was_sharded = self.sharded is not None
+        if was_sharded:
+            self.sharded.sync()  # the caller's module gets the trained weights; the shards go
+            self.sharded = None
+        self.module.eval()
+        parallel = "none" if self.world_size == 1 else f"{'fsdp' if was_sharded else 'data'} x{self.world_size}"
+        return TrainResult(
+            steps=self.step, epochs_done=round(self.step / self.steps_per_epoch, 3), train_seconds=seconds,
+            examples_per_s=self.examples_seen / seconds if seconds else 0.0,
+            tokens_per_s=self.tokens_seen / seconds if seconds else 0.0, peak_rss_bytes=rss.peak,
+            trainable_params=self.n_trainable, initial_loss=self.first_loss, final_loss=self.last_loss,
+            best_dev=self.best_score, best_step=self.best_step, stopped_early=self.stopped_early,
+            history=self.history, parallel=parallel)
+
+
+def train(module: torch.nn.Module, items: list[Encoded], cfg: TrainConfig, pad_id: int,
+          evaluate: Callable[[], float] | None = None, run_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = True) -> TrainResult:
     """Train ``module``'s parameters that require grad on ``items``.
 
     ``module`` provides ``hidden(input_ids, attention_mask)`` and ``project(hidden)``.
@@ -209,166 +427,5 @@ def train(
     parameters are restored at the end. With ``run_dir`` the loop checkpoints and logs there;
     ``resume=True`` continues from its checkpoint.
     """
-    from adaptlab.models.runtime import target_token_logprobs
-    from adaptlab.training import distributed as dist
-
-    rank, world_size = dist.init_from_env()
-    writer = rank == 0  # every rank resumes from the checkpoint; only rank 0 writes it, the log and the bar
-    progress = progress and writer
-    if not items:
-        raise ValueError("no training examples")
-    params = trainable_named(module)
-    if not params:
-        raise ValueError("the module has no trainable parameters")
-    n_trainable = sum(p.numel() for p in params.values())
-    device = next(iter(params.values())).device
-    sharded = None
-    if cfg.fsdp and world_size > 1:
-        own = getattr(module, "contribution", None)
-        owns_weights = own is not None and own().model is not None
-        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-        if frozen or not owns_weights:  # adapters: their gradients are small, data parallelism is the right tool
-            print(f"fsdp: {n_trainable:,} trainable parameters of an adapter (not a full fine-tune): training "
-                  f"data-parallel instead", file=sys.stderr)
-        else:
-            sharded = dist.Sharded(module)
-            params = sharded.params  # the optimizer, checkpoints and best weights work on the shards
-    amp_device, amp = autocast_for(cfg.precision, device)
-    steps_per_epoch = math.ceil(math.ceil(len(items) / cfg.batch_size) / cfg.grad_accum)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
-    run_dir = Path(run_dir) if run_dir is not None else None
-    eval_every = cfg.eval_every or steps_per_epoch
-
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    step, epoch, batch_pos = 0, 0, 0
-    best_score, best_step, best_state, bad_evals = None, None, None, 0
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = _find_checkpoint(run_dir) if resume else None
-        if ckpt is not None:
-            state, best_state = _load_checkpoint(ckpt, params, optimizer, scheduler)
-            step, epoch, batch_pos = state["step"], state["epoch"], state["batch_pos"]
-            best_score, best_step, bad_evals = state["best_score"], state["best_step"], state["bad_evals"]
-            log_lines = (run_dir / LOG).read_text().splitlines() if (run_dir / LOG).exists() else []
-            if writer:
-                atomic_write_text(run_dir / LOG, "".join(line + "\n" for line in log_lines[:state["log_lines"]]))
-        elif writer and (not resume or not (run_dir / LOG).exists()):
-            atomic_write_text(run_dir / LOG, "")
-        dist.barrier()  # nobody starts while rank 0 is still rewriting the log
-    log_path = run_dir / LOG if run_dir and writer else None
-    history: list[dict] = []
-    log_lines_written = len((log_path.read_text().splitlines())) if log_path and log_path.exists() else 0
-
-    module.train()
-    if sharded is not None:
-        sharded.objective.train()
-    examples_seen = tokens_seen = 0
-    last_loss = first_loss = float("nan")
-    stopped_early = False
-    t_start = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress,
-               mininterval=1.0, dynamic_ncols=True)
-    with PeakRSS() as rss:
-        while step < total_steps and not stopped_early:
-            batches = bucketed_batches(items, cfg.batch_size, cfg.bucket_size, seed=cfg.seed * 1_000_003 + epoch)
-            groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
-            while batch_pos < len(groups) and step < total_steps:
-                t0 = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                group = groups[batch_pos]
-                n_tgt = sum(len(items[i].target) for b in group for i in b)
-                loss_sum = 0.0
-                for whole in group:
-                    b, weight = dist.shard(whole), 1.0  # this rank's rows; the loss is still / global token count
-                    if not b:
-                        if sharded is None:
-                            continue
-                        b, weight = whole[:1], 0.0  # FSDP's collectives need every rank in every pass
-                    batch = {k: v.to(device) for k, v in collate([items[i] for i in b], pad_id).items()}
-                    with torch.autocast(device_type=amp_device, dtype=torch.bfloat16, enabled=amp):
-                        if sharded is not None:
-                            _, logp = sharded(batch["input_ids"], batch["attention_mask"], batch["target_mask"])
-                            weight *= sharded.loss_scale
-                        else:
-                            _, logp = target_token_logprobs(module, batch["input_ids"], batch["attention_mask"],
-                                                            batch["target_mask"])
-                    loss = -logp.sum() / n_tgt * weight  # token-mean over the whole accumulated step
-                    loss.backward()
-                    loss_sum += loss.item() / (sharded.loss_scale if sharded is not None else 1.0)
-                    if weight:
-                        examples_seen += len(b)
-                        tokens_seen += int(batch["attention_mask"].sum())
-                if sharded is None:  # FSDP has reduce-scattered them already
-                    dist.all_reduce_grads(list(params.values()))
-                loss_sum = dist.all_sum(loss_sum)
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                batch_pos += 1
-                last_loss = loss_sum
-                if first_loss != first_loss:  # NaN: not set yet
-                    first_loss = loss_sum
-                dt = time.perf_counter() - t0
-                n_ex = sum(len(b) for b in group)
-                rec = {"step": step, "epoch": epoch, "loss": round(loss_sum, 6), "lr": scheduler.get_last_lr()[0],
-                       "examples_per_s": round(n_ex / dt, 3), "elapsed_s": round(time.perf_counter() - t_start, 3)}
-                if evaluate is not None and (step % eval_every == 0 or step == total_steps):
-                    if sharded is not None:
-                        sharded.sync()
-                    module.eval()
-                    score = float(evaluate())
-                    module.train()
-                    rec["dev"] = score
-                    if best_score is None or score > best_score:
-                        best_score, best_step, bad_evals = score, step, 0
-                        best_state = {n: p.detach().clone() for n, p in params.items()}
-                    else:
-                        bad_evals += 1
-                        if cfg.patience and bad_evals >= cfg.patience:
-                            stopped_early = True
-                            rec["early_stop"] = True
-                history.append(rec)
-                if log_path is not None:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                    log_lines_written += 1
-                bar.set_postfix(loss=f"{loss_sum:.4f}", ex_s=f"{n_ex / dt:.1f}",
-                                **({"dev": f"{rec['dev']:.3f}"} if "dev" in rec else {}))
-                bar.update(1)
-                if run_dir is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or
-                                                                   step == total_steps or stopped_early):
-                    tensors = _checkpoint_tensors(params, optimizer, best_state)  # every rank: gathers shards
-                    if writer:
-                        nxt_epoch, nxt_pos = (epoch + 1, 0) if batch_pos >= len(groups) else (epoch, batch_pos)
-                        _save_checkpoint(run_dir, tensors, scheduler,
-                                         {"step": step, "epoch": nxt_epoch, "batch_pos": nxt_pos,
-                                          "best_score": best_score, "best_step": best_step, "bad_evals": bad_evals,
-                                          "log_lines": log_lines_written, "stopped_early": stopped_early})
-                if stopped_early:
-                    break
-            if batch_pos >= len(groups):
-                epoch, batch_pos = epoch + 1, 0
-    bar.close()
-    seconds = time.perf_counter() - t_start
-    if best_state is not None:
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(dist.like(p, best_state[n]))
-    was_sharded = sharded is not None
-    if sharded is not None:
-        sharded.sync()  # the caller's module gets the trained weights; the shards go
-        del sharded
-    module.eval()
-    return TrainResult(
-        steps=step, epochs_done=round(step / steps_per_epoch, 3), train_seconds=seconds,
-        examples_per_s=examples_seen / seconds if seconds else 0.0,
-        tokens_per_s=tokens_seen / seconds if seconds else 0.0, peak_rss_bytes=rss.peak,
-        trainable_params=n_trainable, initial_loss=first_loss, final_loss=last_loss, best_dev=best_score, best_step=best_step,
-        stopped_early=stopped_early, history=history,
-        parallel="none" if world_size == 1 else f"{'fsdp' if was_sharded else 'data'} x{world_size}",
-    )
+    return Trainer(module, items, cfg, pad_id, evaluate, Path(run_dir) if run_dir is not None else None,
+                   resume, progress).run()
