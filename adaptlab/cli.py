@@ -641,7 +641,7 @@ def keys_add(name: str = typer.Argument(..., help="Who or what the key is for.")
              registry: Optional[Path] = REGISTRY_OPT) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     try:
-        key = _registry(registry).add_key(name, [t.strip() for t in tasks.split(",") if t.strip()])
+        key = _registry(registry).api_keys.add(name, [t.strip() for t in tasks.split(",") if t.strip()])
     except _registry_errors() as err:
         _fail(err)
     console.print(key, highlight=False, soft_wrap=True)
@@ -649,14 +649,14 @@ def keys_add(name: str = typer.Argument(..., help="Who or what the key is for.")
 
 @keys_app.command("list")
 def keys_list(registry: Optional[Path] = REGISTRY_OPT) -> None:
-    for k in _registry(registry).keys():
+    for k in _registry(registry).api_keys.list():
         console.print(f"{k['name']}: {', '.join(k['tasks'])}{' (revoked)' if k['revoked'] else ''}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(name: str = typer.Argument(...), registry: Optional[Path] = REGISTRY_OPT) -> None:
     try:
-        _registry(registry).revoke_key(name)
+        _registry(registry).api_keys.revoke(name)
     except _registry_errors() as err:
         _fail(err)
     console.print(f"revoked {name}")

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 
 from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
+from adaptlab.strategies.registry import get_strategy, list_strategies
 
 
 @dataclass
@@ -115,63 +116,76 @@ def _promote(rec: Recommendation, ranked: list[Row], alt: Row, rule: str, reason
     return alt
 
 
-def recommend(records: list[dict], c: Constraints) -> Recommendation:
-    rec = Recommendation()
-    rows = aggregate(records)
-    if not rows:
-        rec.reasons.append("no finished runs")
-        return rec
-    best, size = compared(rows)
-    eligible: list[Row] = []
+def _exclusion(r: Row, c: Constraints) -> tuple[str, str] | None:
+    """(why, rule) when ``r`` breaks a constraint, else None."""
+    if not c.weights_accessible and r.kind != "prompt":
+        return "the model's weights are not accessible (API-only): only prompts apply", "weights"
+    if c.max_train_minutes is not None and r.train_seconds / 60 > c.max_train_minutes:
+        return f"training took {r.train_seconds / 60:.1f} min > {c.max_train_minutes:g} min", "train_time"
+    if c.max_memory_gb is not None and r.peak_rss_gb > c.max_memory_gb:
+        return f"peak memory {r.peak_rss_gb:.2f} GB > {c.max_memory_gb:g} GB", "memory"
+    if c.min_quality is not None and r.quality < c.min_quality:
+        return f"{r.metric} {r.quality:.3f} < required {c.min_quality:g}", "min_quality"
+    return None
+
+
+def _eligible(rec: Recommendation, best: dict[str, Row], c: Constraints) -> list[Row]:
+    """Rule weights / train_time / memory / min_quality: the rows that meet every constraint."""
+    eligible = []
     for r in best.values():
-        why = None
-        if not c.weights_accessible and r.kind != "prompt":
-            why, rule = "the model's weights are not accessible (API-only): only prompts apply", "weights"
-        elif c.max_train_minutes is not None and r.train_seconds / 60 > c.max_train_minutes:
-            why, rule = f"training took {r.train_seconds / 60:.1f} min > {c.max_train_minutes:g} min", "train_time"
-        elif c.max_memory_gb is not None and r.peak_rss_gb > c.max_memory_gb:
-            why, rule = f"peak memory {r.peak_rss_gb:.2f} GB > {c.max_memory_gb:g} GB", "memory"
-        elif c.min_quality is not None and r.quality < c.min_quality:
-            why, rule = f"{r.metric} {r.quality:.3f} < required {c.min_quality:g}", "min_quality"
-        if why:
-            rec.excluded.append({"strategy": r.strategy, "why": why, "rule": rule})
-            if rule not in rec.fired:
-                rec.fired.append(rule)
-        else:
+        out = _exclusion(r, c)
+        if out is None:
             eligible.append(r)
-    if not eligible:
-        top = max(best.values(), key=lambda r: r.quality)
-        rec.reasons.append(f"no strategy meets the constraints; the best measured is {top.strategy} with "
-                           f"{top.metric} {top.quality:.3f} at {top.train_size} examples")
-        if c.min_quality is not None and top.quality < c.min_quality:
-            rec.next_steps.append(f"collect more labelled data or use a larger base model: the best quality "
-                                  f"{top.quality:.3f} is below the required {c.min_quality:g}")
-        return rec
-    ranked = sorted(eligible, key=lambda r: (-r.quality, r.usd_per_1m))
-    lead = ranked[0]
-    promoted: dict[str, str] = {}  # strategy -> the rule that moved it to the top
-    # near_tie: a cheaper runner-up within noise wins.
-    if len(ranked) > 1:
-        tol, why_tol = _tolerance(lead)
-        cheaper = [r for r in ranked[1:] if lead.quality - r.quality <= tol + 1e-9 and _cheaper(r, lead)]
-        if cheaper:
-            alt = min(cheaper, key=lambda r: (r.usd_per_1m, r.train_seconds))
-            lead = _promote(rec, ranked, alt, "near_tie",
-                            f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
-                            f"(inside the tolerance {100 * tol:.1f}, {why_tol}) and costs ${alt.usd_per_1m:.2f} vs "
-                            f"${lead.usd_per_1m:.2f} per 1M predictions, {alt.train_seconds / 60:.1f} vs "
-                            f"{lead.train_seconds / 60:.1f} min to fit", promoted)
-    # many_tasks: N full copies vs adapters.
-    if c.tasks > 1 and lead.artifact_bytes >= 100e6:  # a model copy per task
-        small = [r for r in ranked[1:] if r.artifact_bytes < 100e6 and lead.quality - r.quality <= 0.02 + 1e-9]
-        if small:
-            alt = max(small, key=lambda r: r.quality)
-            lead = _promote(rec, ranked, alt, "many_tasks",
-                            f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
-                            f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
-                            f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}",
-                            promoted)
-    # Reasons that cite the numbers.
+            continue
+        why, rule = out
+        rec.excluded.append({"strategy": r.strategy, "why": why, "rule": rule})
+        if rule not in rec.fired:
+            rec.fired.append(rule)
+    return eligible
+
+
+def _none_eligible(rec: Recommendation, best: dict[str, Row], c: Constraints) -> Recommendation:
+    top = max(best.values(), key=lambda r: r.quality)
+    rec.reasons.append(f"no strategy meets the constraints; the best measured is {top.strategy} with "
+                       f"{top.metric} {top.quality:.3f} at {top.train_size} examples")
+    if c.min_quality is not None and top.quality < c.min_quality:
+        rec.next_steps.append(f"collect more labelled data or use a larger base model: the best quality "
+                              f"{top.quality:.3f} is below the required {c.min_quality:g}")
+    return rec
+
+
+def _rule_near_tie(rec: Recommendation, ranked: list[Row], lead: Row, promoted: dict) -> Row:
+    """A cheaper runner-up within noise wins."""
+    if len(ranked) < 2:
+        return lead
+    tol, why_tol = _tolerance(lead)
+    cheaper = [r for r in ranked[1:] if lead.quality - r.quality <= tol + 1e-9 and _cheaper(r, lead)]
+    if not cheaper:
+        return lead
+    alt = min(cheaper, key=lambda r: (r.usd_per_1m, r.train_seconds))
+    return _promote(rec, ranked, alt, "near_tie",
+                    f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
+                    f"(inside the tolerance {100 * tol:.1f}, {why_tol}) and costs ${alt.usd_per_1m:.2f} vs "
+                    f"${lead.usd_per_1m:.2f} per 1M predictions, {alt.train_seconds / 60:.1f} vs "
+                    f"{lead.train_seconds / 60:.1f} min to fit", promoted)
+
+
+def _rule_many_tasks(rec: Recommendation, ranked: list[Row], lead: Row, c: Constraints, promoted: dict) -> Row:
+    """N full model copies vs adapters on one shared base."""
+    if c.tasks <= 1 or lead.artifact_bytes < 100e6:  # not a model copy per task
+        return lead
+    small = [r for r in ranked[1:] if r.artifact_bytes < 100e6 and lead.quality - r.quality <= 0.02 + 1e-9]
+    if not small:
+        return lead
+    alt = max(small, key=lambda r: r.quality)
+    return _promote(rec, ranked, alt, "many_tasks",
+                    f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
+                    f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
+                    f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}", promoted)
+
+
+def _lead_reasons(rec: Recommendation, rows: list[Row], best: dict[str, Row], lead: Row, size) -> None:
+    """Reasons that cite the numbers: the leader's, the best prompt's, and the size ranked at."""
     prompts = [r for r in best.values() if r.kind == "prompt" and r is not lead]
     bp = max(prompts, key=lambda r: r.quality) if prompts else None
     rec.reasons.insert(0, f"{lead.strategy}: {lead.metric} {lead.quality:.3f}"
@@ -189,26 +203,33 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
                            f"{', '.join(beyond)} also measured at larger sizes (see quality by train size)")
     elif size is None and len({r.train_size for r in best.values() if r.train_size}) > 1:
         rec.reasons.append("the strategies share no train size: each is ranked at the largest it was measured at")
-    # prompt_cost: a hard prompt wins but a trained strategy nearly ties with far fewer tokens.
-    if lead.kind == "prompt":
-        alts = [r for r in eligible if r.kind == "gradient" and lead.quality - r.quality <= 0.02 + 1e-9
-                and r.prompt_tokens * 3 <= lead.prompt_tokens]
-        if alts:
-            alt = max(alts, key=lambda r: r.quality)
-            rec.fired.append("prompt_cost")
-            rec.reasons.append(f"at volume consider {alt.strategy}: {_pts(alt.quality - lead.quality)} with "
-                               f"{alt.prompt_tokens:.0f} instead of {lead.prompt_tokens:.0f} prompt tokens per request")
-    rec.ranked = [{"strategy": r.strategy, "train_size": r.train_size, "quality": r.quality,
-                   "usd_per_1m": r.usd_per_1m, "promoted_by": promoted.get(r.strategy)} for r in ranked]
-    # Next steps.
+
+
+def _rule_prompt_cost(rec: Recommendation, eligible: list[Row], lead: Row) -> None:
+    """A hard prompt wins but a trained strategy nearly ties with far fewer tokens."""
+    if lead.kind != "prompt":
+        return
+    alts = [r for r in eligible if r.kind == "gradient" and lead.quality - r.quality <= 0.02 + 1e-9
+            and r.prompt_tokens * 3 <= lead.prompt_tokens]
+    if alts:
+        alt = max(alts, key=lambda r: r.quality)
+        rec.fired.append("prompt_cost")
+        rec.reasons.append(f"at volume consider {alt.strategy}: {_pts(alt.quality - lead.quality)} with "
+                           f"{alt.prompt_tokens:.0f} instead of {lead.prompt_tokens:.0f} prompt tokens per request")
+
+
+def _next_steps(rec: Recommendation, rows: list[Row], best: dict[str, Row], lead: Row) -> None:
+    """Rules still_learning, try_stacked, fragile, forgetting; and the crossovers between strategies."""
     curve = sorted((r for r in rows if r.strategy == lead.strategy and r.train_size), key=lambda r: r.train_size)
     if len(curve) >= 2 and curve[-1].quality - curve[-2].quality > 0.01:
         rec.fired.append("still_learning")
         rec.next_steps.append(f"more data: {lead.strategy} rose {_pts(curve[-1].quality - curve[-2].quality)} from "
                               f"{curve[-2].train_size} to {curve[-1].train_size} examples and has not levelled off")
-    if "hybrid" not in best and any(r.kind == "gradient" for r in best.values()):
+    stacked = [n for n in list_strategies() if get_strategy(n).stacks]
+    if stacked and not any(n in best for n in stacked) and any(r.kind == "gradient" for r in best.values()):
         rec.fired.append("try_hybrid")
-        rec.next_steps.append("try hybrid (fine-tune, then a soft prompt or few-shot exemplars on top): not measured")
+        rec.next_steps.append(f"try {' or '.join(stacked)} (fine-tune, then a soft prompt or few-shot exemplars on "
+                              f"top): not measured")
     if lead.paraphrase_spread is not None and lead.paraphrase_spread > 0.05:
         rec.fired.append("fragile")
         rec.next_steps.append(f"{lead.strategy} is prompt-sensitive: {_pts(lead.paraphrase_spread)[1:]} between its "
@@ -221,4 +242,26 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
         if x["train_size"] is not None:
             rec.reasons.append(f"{x['strategy']} overtakes {x['over']} from {x['train_size']} examples "
                                f"({x['quality']:.3f} vs {x['over_quality']:.3f})")
+
+
+def recommend(records: list[dict], c: Constraints) -> Recommendation:
+    """Rank the strategies at the size all reached, under the constraints, then apply the rules."""
+    rec = Recommendation()
+    rows = aggregate(records)
+    if not rows:
+        rec.reasons.append("no finished runs")
+        return rec
+    best, size = compared(rows)
+    eligible = _eligible(rec, best, c)
+    if not eligible:
+        return _none_eligible(rec, best, c)
+    ranked = sorted(eligible, key=lambda r: (-r.quality, r.usd_per_1m))
+    promoted: dict[str, str] = {}  # strategy -> the rule that moved it to the top
+    lead = _rule_near_tie(rec, ranked, ranked[0], promoted)
+    lead = _rule_many_tasks(rec, ranked, lead, c, promoted)
+    _lead_reasons(rec, rows, best, lead, size)
+    _rule_prompt_cost(rec, eligible, lead)
+    rec.ranked = [{"strategy": r.strategy, "train_size": r.train_size, "quality": r.quality,
+                   "usd_per_1m": r.usd_per_1m, "promoted_by": promoted.get(r.strategy)} for r in ranked]
+    _next_steps(rec, rows, best, lead)
     return rec

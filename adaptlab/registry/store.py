@@ -19,70 +19,22 @@ serialises the two writers that could otherwise pick the same version number.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptlab.registry.index import Index, RegistryError, check_name, registry_root
+from adaptlab.registry.keys import KeyStore
+from adaptlab.registry.requests import RequestLog
 from adaptlab.utils import sha256_file
 
-REGISTRY_ENV = "ADAPTLAB_REGISTRY"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEFAULT_ALIAS = "prod"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS artifacts (
-    task TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL,
-    strategy TEXT NOT NULL, task_type TEXT NOT NULL, fingerprint TEXT NOT NULL, base_model TEXT,
-    metrics TEXT NOT NULL, bytes INTEGER NOT NULL, created_by TEXT NOT NULL, created_at REAL NOT NULL,
-    run TEXT, note TEXT, deleted INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (task, version));
-CREATE TABLE IF NOT EXISTS aliases (
-    task TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, set_at REAL NOT NULL, set_by TEXT,
-    PRIMARY KEY (task, alias));
-CREATE TABLE IF NOT EXISTS alias_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, task TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER,
-    set_at REAL NOT NULL, set_by TEXT, action TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, key_hash TEXT NOT NULL UNIQUE,
-    tasks TEXT NOT NULL, created_at REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY, task TEXT NOT NULL, version INTEGER, task_type TEXT, input TEXT NOT NULL,
-    output TEXT NOT NULL, created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL REFERENCES requests(id),
-    rating INTEGER NOT NULL, correction TEXT, comment TEXT, created_at REAL NOT NULL);
-"""
-
-
-class RegistryError(ValueError):
-    """A registry operation that cannot be done; the message is one line."""
-
-
-def registry_root() -> Path:
-    from adaptlab.models.base import cache_root
-
-    return Path(os.environ.get(REGISTRY_ENV) or cache_root() / "registry")
-
-
-def check_name(value: str, what: str) -> str:
-    """Task and alias names: lowercase, no path separators, no '@' (they end up in URLs and SQL)."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise RegistryError(f"invalid {what} name {value!r}: use 1-64 of a-z 0-9 _ . - starting with a letter "
-                            f"or digit")
-    if value in (".", "..") or ".." in value:
-        raise RegistryError(f"invalid {what} name {value!r}: '..' is not allowed")
-    return value
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -133,68 +85,24 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 class Registry:
+    """Artifact versions and aliases; the API keys (``api_keys``) and the request log with its
+    feedback (``requests``) are stores of their own over the same index."""
+
     def __init__(self, root: str | Path | None = None, read_only: bool = False):
         """Open (creating if needed) the registry at ``root``. ``read_only`` opens an existing one
         for reading only (a serving replica, a read-only mount); it is also chosen when the
         folder cannot be written."""
         self.root = Path(root) if root is not None else registry_root()
-        self.db_path = self.root / "index.sqlite"
+        self.index = Index(self.root, read_only)
+        self.db_path = self.index.db_path
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
-        self.read_only = read_only
-        if read_only:
-            if not self.db_path.is_file():
-                raise RegistryError(f"registry {self.root}: no index.sqlite to open read-only")
-            return
-        try:
-            for d in (self.root, self.objects, self.tmp):
-                d.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                con.executescript(SCHEMA)
-        except (OSError, sqlite3.OperationalError) as e:
-            if self.db_path.exists() and not os.access(self.root, os.W_OK):
-                self.read_only = True
-                return
-            raise RegistryError(f"registry {self.root}: cannot open for writing ({e})") from None
-        self.read_only = False
+        self.api_keys = KeyStore(self.index)
+        self.requests = RequestLog(self.index)
 
-    # ------------------------------------------------------------------ plumbing
-    @contextlib.contextmanager
-    def _connect(self):
-        if self.read_only:
-            con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", timeout=30, isolation_level=None,
-                                  uri=True)
-        else:
-            con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        try:
-            con.execute("PRAGMA busy_timeout = 30000")
-            if not self.read_only:
-                with contextlib.suppress(sqlite3.OperationalError):
-                    con.execute("PRAGMA journal_mode = WAL")
-                con.execute("PRAGMA synchronous = FULL")
-            con.row_factory = sqlite3.Row
-            yield con
-        finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def _write(self):
-        """One write transaction; BEGIN IMMEDIATE takes the write lock up front so two writers queue."""
-        if self.read_only:
-            raise RegistryError(f"registry {self.root} is read-only: cannot change it")
-        with self._connect() as con:
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                yield con
-                con.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                with contextlib.suppress(sqlite3.OperationalError):
-                    con.execute("ROLLBACK")
-                raise RegistryError(f"registry {self.db_path}: {e}") from None
-            except BaseException:
-                with contextlib.suppress(sqlite3.OperationalError):
-                    con.execute("ROLLBACK")
-                raise
+    @property
+    def read_only(self) -> bool:
+        return self.index.read_only
 
     def _entry(self, row) -> Entry:
         return Entry(task=row["task"], version=row["version"], digest=row["digest"], kind=row["kind"],
@@ -231,7 +139,7 @@ class Registry:
         size = sum((folder / rel).stat().st_size for rel in files_sha)
         who = created_by or _user()
         now = time.time()
-        with self._write() as con:
+        with self.index.write() as con:
             row = con.execute("SELECT COALESCE(MAX(version), 0) AS v FROM artifacts WHERE task = ?", (task,)).fetchone()
             version = row["v"] + 1
             con.execute(
@@ -281,15 +189,15 @@ class Registry:
             args = (check_name(task, "task"),)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        with self._connect() as con:
+        with self.index.connect() as con:
             return [self._entry(r) for r in con.execute(sql + " ORDER BY task, version", args)]
 
     def tasks(self) -> list[str]:
-        with self._connect() as con:
+        with self.index.connect() as con:
             return [r[0] for r in con.execute("SELECT DISTINCT task FROM artifacts WHERE deleted = 0 ORDER BY task")]
 
     def get(self, task: str, version: int) -> Entry:
-        with self._connect() as con:
+        with self.index.connect() as con:
             row = con.execute("SELECT * FROM artifacts WHERE task = ? AND version = ?", (task, int(version))).fetchone()
         if row is None:
             raise RegistryError(f"{task}@{version}: no such version")
@@ -300,7 +208,7 @@ class Registry:
     def resolve(self, ref: str) -> Entry:
         """``task`` (its ``prod`` alias, else its latest version), ``task@3`` or ``task@alias``."""
         task, sel = parse_ref(ref)
-        with self._connect() as con:
+        with self.index.connect() as con:
             if sel is None or not sel.isdigit():
                 alias = sel or DEFAULT_ALIAS
                 row = con.execute("SELECT version FROM aliases WHERE task = ? AND alias = ?", (task, alias)).fetchone()
@@ -338,12 +246,12 @@ class Registry:
         check_name(task, "task")
         check_name(alias, "alias")
         entry = self.get(task, version)  # raises for unknown / deleted
-        with self._write() as con:
+        with self.index.write() as con:
             self._set_alias(con, task, alias, entry.version, _user(), "promote")
         return entry
 
     def aliases(self, task: str | None = None) -> dict[str, dict[str, int]]:
-        with self._connect() as con:
+        with self.index.connect() as con:
             rows = con.execute("SELECT task, alias, version FROM aliases" + (" WHERE task = ?" if task else "")
                                + " ORDER BY task, alias", (task,) if task else ()).fetchall()
         out: dict[str, dict[str, int]] = {}
@@ -353,14 +261,14 @@ class Registry:
 
     def history(self, task: str, alias: str | None = None) -> list[dict]:
         sql = "SELECT * FROM alias_history WHERE task = ?" + (" AND alias = ?" if alias else "") + " ORDER BY id"
-        with self._connect() as con:
+        with self.index.connect() as con:
             return [dict(r) for r in con.execute(sql, (task, alias) if alias else (task,))]
 
     def rollback(self, task: str, alias: str = DEFAULT_ALIAS) -> Entry:
         """Point ``alias`` back at the version it had before its current one (skipping deleted ones)."""
         check_name(task, "task")
         check_name(alias, "alias")
-        with self._write() as con:
+        with self.index.write() as con:
             cur = con.execute("SELECT version FROM aliases WHERE task = ? AND alias = ?", (task, alias)).fetchone()
             if cur is None:
                 raise RegistryError(f"{task}@{alias}: alias not set; nothing to roll back")
@@ -386,7 +294,7 @@ class Registry:
     # ------------------------------------------------------------------ delete / gc
     def delete(self, task: str, version: int, force: bool = False) -> None:
         check_name(task, "task")
-        with self._write() as con:
+        with self.index.write() as con:
             row = con.execute("SELECT deleted FROM artifacts WHERE task = ? AND version = ?", (task, version)).fetchone()
             if row is None or row["deleted"]:
                 raise RegistryError(f"{task}@{version}: no such version")
@@ -405,7 +313,7 @@ class Registry:
         A folder in ``tmp/`` younger than ``tmp_min_age_s`` may belong to a writer still copying,
         so it is kept.
         """
-        with self._write() as con:  # holding the write lock: no register can commit a new digest meanwhile
+        with self.index.write() as con:  # holding the write lock: no register can commit a new digest meanwhile
             live = {r[0] for r in con.execute("SELECT DISTINCT digest FROM artifacts WHERE deleted = 0")}
             removed, freed = [], 0
             for d in self.objects.iterdir():
@@ -419,80 +327,6 @@ class Registry:
                 shutil.rmtree(d, ignore_errors=True)
                 stale += 1
         return {"removed_objects": len(removed), "freed_bytes": freed, "removed_tmp": stale}
-
-    # ------------------------------------------------------------------ API keys
-    def add_key(self, name: str, tasks: list[str]) -> str:
-        """Create an API key scoped to ``tasks`` (``*`` = every task and the base model); returns it once.
-
-        Keys are 192-bit random tokens, so a plain sha256 is enough to store them (a slow password
-        hash protects guessable secrets; these are not guessable).
-        """
-        check_name(name, "key")
-        for t in tasks:
-            if t not in ("*", "base"):
-                check_name(t, "task")
-        if not tasks:
-            raise RegistryError("a key needs at least one task in its scope (or '*')")
-        key = "al-" + secrets.token_urlsafe(24)
-        try:
-            with self._write() as con:
-                con.execute("INSERT INTO api_keys (name, key_hash, tasks, created_at) VALUES (?,?,?,?)",
-                            (name, _hash_key(key), json.dumps(sorted(set(tasks))), time.time()))
-        except sqlite3.IntegrityError:
-            raise RegistryError(f"a key named {name!r} exists already") from None
-        return key
-
-    def revoke_key(self, name: str) -> None:
-        with self._write() as con:
-            if con.execute("UPDATE api_keys SET revoked = 1 WHERE name = ? AND revoked = 0", (name,)).rowcount == 0:
-                raise RegistryError(f"no active key named {name!r}")
-
-    def keys(self) -> list[dict]:
-        with self._connect() as con:
-            return [{"name": r["name"], "tasks": json.loads(r["tasks"]), "created_at": r["created_at"],
-                     "revoked": bool(r["revoked"])} for r in con.execute("SELECT * FROM api_keys ORDER BY id")]
-
-    def key_scope(self, key: str) -> list[str] | None:
-        """The tasks a presented key may use, or None when it is unknown or revoked."""
-        with self._connect() as con:
-            row = con.execute("SELECT tasks FROM api_keys WHERE key_hash = ? AND revoked = 0",
-                              (_hash_key(key),)).fetchone()
-        return json.loads(row["tasks"]) if row else None
-
-    def has_keys(self) -> bool:
-        with self._connect() as con:
-            return con.execute("SELECT 1 FROM api_keys WHERE revoked = 0 LIMIT 1").fetchone() is not None
-
-    # ------------------------------------------------------------------ requests and feedback
-    def log_request(self, request_id: str, task: str, version: int | None, task_type: str | None,
-                    text: str, output: str) -> None:
-        with self._write() as con:
-            con.execute("INSERT INTO requests (id, task, version, task_type, input, output, created_at)"
-                        " VALUES (?,?,?,?,?,?,?)", (request_id, task, version, task_type, text, output, time.time()))
-
-    def request(self, request_id: str) -> dict | None:
-        with self._connect() as con:
-            row = con.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-        return dict(row) if row else None
-
-    def add_feedback(self, request_id: str, rating: int, correction: str | None = None,
-                     comment: str | None = None) -> int:
-        with self._write() as con:
-            if con.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is None:
-                raise RegistryError(f"unknown request id {request_id!r}")
-            cur = con.execute("INSERT INTO feedback (request_id, rating, correction, comment, created_at)"
-                              " VALUES (?,?,?,?,?)", (request_id, int(rating), correction, comment, time.time()))
-            return int(cur.lastrowid)
-
-    def feedback(self, task: str) -> list[dict]:
-        with self._connect() as con:
-            return [dict(r) for r in con.execute(
-                "SELECT f.*, r.input, r.output, r.task_type, r.version FROM feedback f JOIN requests r"
-                " ON r.id = f.request_id WHERE r.task = ? ORDER BY f.id", (task,))]
-
-
-def _hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _user() -> str:

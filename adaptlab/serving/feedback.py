@@ -19,7 +19,7 @@ from adaptlab.utils import atomic_write_text
 
 def export_feedback(registry: Registry, task: str, out: str | Path) -> dict:
     check_name(task, "task")
-    rows = registry.feedback(task)
+    rows = registry.requests.feedback(task)
     if not rows:
         raise RegistryError(f"no feedback stored for task {task!r}")
     latest: dict[str, dict] = {}

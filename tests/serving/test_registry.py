@@ -99,14 +99,14 @@ def test_tampered_files_are_detected(tmp_path):
 
 def test_api_keys_are_hashed_and_scoped(tmp_path):
     reg = Registry(tmp_path / "reg")
-    key = reg.add_key("alice", ["food"])
-    assert reg.key_scope(key) == ["food"] and reg.key_scope(key + "x") is None
+    key = reg.api_keys.add("alice", ["food"])
+    assert reg.api_keys.scope(key) == ["food"] and reg.api_keys.scope(key + "x") is None
     raw = sqlite3.connect(reg.db_path).execute("SELECT key_hash FROM api_keys").fetchone()[0]
     assert key not in raw and len(raw) == 64
-    reg.revoke_key("alice")
-    assert reg.key_scope(key) is None
+    reg.api_keys.revoke("alice")
+    assert reg.api_keys.scope(key) is None
     with pytest.raises(RegistryError, match="exists"):
-        reg.add_key("alice", ["*"])
+        reg.api_keys.add("alice", ["*"])
 
 
 def _register_many(root: str, folder: str, n: int, tag: str) -> None:
@@ -199,7 +199,7 @@ def test_read_only_mode_refuses_every_write(tmp_path):
     assert ro.resolve("food").version == 1 and ro.entries()[0].task == "food"
     before = (root / "index.sqlite").read_bytes()
     for write in (lambda: ro.promote("food", 1), lambda: ro.register(fake_artifact(tmp_path / "b", "y"), "food"),
-                  lambda: ro.add_key("k", ["*"]), lambda: ro.delete("food", 1), lambda: ro.gc()):
+                  lambda: ro.api_keys.add("k", ["*"]), lambda: ro.delete("food", 1), lambda: ro.gc()):
         with pytest.raises(RegistryError, match="read-only"):
             write()
     assert (root / "index.sqlite").read_bytes() == before
