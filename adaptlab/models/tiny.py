@@ -1,9 +1,11 @@
-"""A tiny randomly initialised Gemma 3 with its own byte-level tokenizer, for unit tests.
+"""Tiny randomly initialised models with their own byte-level tokenizer, for unit tests.
 
-Same architecture class as the real base model (``Gemma3ForCausalLM``: sliding + full attention
-layers, tied embeddings, GQA) so every code path the strategies use is exercised, but with a
-260-token vocabulary and a 64-wide hidden state it builds in milliseconds. The tokenizer is
-built here (byte-level, no merges, Gemma's special-token ids) so nothing is downloaded.
+``arch="gemma"`` (the default, ``tiny``) is the real base model's class (``Gemma3ForCausalLM``:
+sliding + full attention layers, tied embeddings, GQA, logit soft-capping); ``arch="llama"``
+(``tiny-llama``) is the second family's (``LlamaForCausalLM``, as SmolLM2: full attention only,
+tied embeddings, GQA). Both exercise every code path the strategies use, with a 260-token
+vocabulary and a 64-wide hidden state, and build in milliseconds. The tokenizer is built here
+(byte-level, no merges, Gemma's special-token ids) so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -48,6 +50,19 @@ def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 64, sliding_wind
     )
 
 
+def tiny_llama_config(vocab_size: int, layers: int = 2, hidden: int = 64):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True, initializer_range=0.2,
+    )
+
+
+ARCHS = ("gemma", "llama")
+
+
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """Hash of config + every tensor: cheap for a tiny model, exact identity."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
@@ -57,22 +72,30 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "cpu", sliding_window: int = 64):
-    from transformers import Gemma3ForCausalLM
+def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "cpu", sliding_window: int = 64,
+               arch: str = "gemma"):
+    from transformers import Gemma3ForCausalLM, LlamaForCausalLM
 
     from adaptlab.models.types import BaseModel
 
+    if arch not in ARCHS:
+        raise ValueError(f"tiny model arch={arch!r}: use one of {', '.join(ARCHS)}")
     tok = build_tiny_tokenizer()
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = Gemma3ForCausalLM(tiny_config(len(tok), layers, hidden, sliding_window))
+        if arch == "gemma":
+            model = Gemma3ForCausalLM(tiny_config(len(tok), layers, hidden, sliding_window))
+        else:
+            model = LlamaForCausalLM(tiny_llama_config(len(tok), layers, hidden))
     finally:
         torch.random.set_rng_state(gen_state)  # do not disturb the caller's random stream
     model.eval()
     model.requires_grad_(False)  # frozen like every base model
     fp = weights_fingerprint(model)
     model.to(device)
-    meta = {"name": "tiny", "source": f"random-init(seed={seed},layers={layers},hidden={hidden},window={sliding_window})",
+    name = "tiny" if arch == "gemma" else f"tiny-{arch}"
+    window = f",window={sliding_window}" if arch == "gemma" else ""
+    meta = {"name": name, "source": f"random-init(arch={arch},seed={seed},layers={layers},hidden={hidden}{window})",
             "dtype": "float32", "fingerprint": fp}
-    return BaseModel(model=model, tokenizer=tok, name="tiny", fingerprint=fp, path=None, meta=meta)
+    return BaseModel(model=model, tokenizer=tok, name=name, fingerprint=fp, path=None, meta=meta)

@@ -149,7 +149,7 @@ def generate_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], max_new
 
 
 def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], extra: list[int],
-                 window: int | None, max_batch: int) -> list[list[int]]:
+                 window: int | None, max_batch: int, pad_slack: float = 0.25, min_rows: int = 4) -> list[list[int]]:
     """Split rows that share weights into batches that give exactly the one-at-a-time numbers.
 
     Right padding is exact while the batch's whole layout fits the sliding window: the longest
@@ -157,6 +157,7 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
     counts as distance for a sliding-window layer, so a short row's new tokens sit as far from
     its prompt as the batch is wide.) A row that alone exceeds the window may only share a batch
     with rows laid out exactly like it (same prefix length, same soft prompt + prompt length).
+    Rows of very different lengths go to different batches (``pad_slack``, ``min_rows``).
     """
     short: list[int] = []
     long: dict[tuple, list[int]] = {}
@@ -169,13 +170,20 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
     batches: list[list[int]] = []
     cur: list[int] = []
     wide = (0, 0, 0)  # the batch's longest prefix, soft prompt + prompt, added tokens
+    used = 0          # positions the batch's rows need (before padding)
     for i in sorted(short, key=lambda i: adapters[i].soft_len + len(prompt_ids[i])):
         row = (adapters[i].prefix_len, adapters[i].soft_len + len(prompt_ids[i]), extra[i])
         grown = tuple(max(a, b) for a, b in zip(wide, row))
-        if cur and (len(cur) == max_batch or (window is not None and sum(grown) > window)):
+        # Every row of a batch runs as long as its longest one: past ``min_rows`` rows, start a new
+        # batch rather than pad the rows so far by more than ``pad_slack`` of what they need
+        # (rows come shortest first, so the new row is the longest). On CPU a forward pass costs
+        # what its padded positions cost, so this is time saved, not only memory.
+        padded_too_much = len(cur) >= min_rows and (len(cur) + 1) * row[1] > (1 + pad_slack) * (used + row[1])
+        if cur and (len(cur) == max_batch or padded_too_much or (window is not None and sum(grown) > window)):
             batches.append(cur)
-            cur, grown = [], row
+            cur, grown, used = [], row, 0
         cur.append(i)
+        used += row[1]
         wide = grown
     if cur:
         batches.append(cur)

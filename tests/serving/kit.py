@@ -40,13 +40,11 @@ KINDS = [
 
 
 def build(base, name: str, strategy: str, data: TaskData, overrides: dict, folder: Path, steps: int = 3) -> Path:
-    strat = get_strategy(strategy).strategy_cls(make_config(strategy, **overrides))
-    if get_strategy(strategy).kind == "prompt":
-        art = strat.fit(base, data, data)
-    else:
-        tc = TrainConfig(max_steps=steps, batch_size=3, lr=LR[strategy], warmup_ratio=0.0, schedule="constant",
-                         checkpoint_every=0)
-        art = strat.fit(base, data, data if strategy == "hybrid" else None, tc, progress=False)
+    spec = get_strategy(strategy)
+    tc = TrainConfig(max_steps=steps, batch_size=3, lr=LR.get(strategy), warmup_ratio=0.0, schedule="constant",
+                     checkpoint_every=0)
+    dev = data if spec.kind == "prompt" or strategy == "hybrid" else None  # searches select on dev
+    art = spec.strategy_cls(make_config(strategy, **overrides)).fit(base, data, dev, tc, progress=False)
     return art.save(folder / name)
 
 

@@ -13,9 +13,9 @@ from adaptlab.strategies import Artifact
 from .kit import KINDS, TEXTS, build_all
 
 
-@pytest.fixture(scope="module")
-def kit(tmp_path_factory):
-    base = build_tiny()
+@pytest.fixture(scope="module", params=["gemma", "llama"])  # the two base model families
+def kit(request, tmp_path_factory):
+    base = build_tiny(arch=request.param)
     folders = build_all(base, tmp_path_factory.mktemp("kit"))
     arts = {n: Artifact.load(f, base) for n, f in folders.items()}
     ads = {n: from_artifact(Artifact.load(f, base), n, n) for n, f in folders.items()}

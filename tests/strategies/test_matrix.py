@@ -18,8 +18,11 @@ TINY_LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 1e-2, "hybrid": 1e-2, "pref
 GRADIENT = list_strategies("gradient")
 
 
-def fit(name, steps, base=None, **cfg):
-    base = base or build_tiny()
+ARCHS = ["gemma", "llama"]  # the real base model's family and the second family's (SmolLM2)
+
+
+def fit(name, steps, base=None, arch="gemma", **cfg):
+    base = base or build_tiny(arch=arch)
     strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
     tc = TrainConfig(max_steps=steps, batch_size=3, lr=TINY_LR[name], warmup_ratio=0.0, schedule="constant",
                      checkpoint_every=0, **cfg)
@@ -30,9 +33,10 @@ def test_registry_lists_every_strategy_folder():
     assert {"lora", "soft_prompt", "prefix", "full", "hybrid"} <= set(GRADIENT)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", GRADIENT)
-def test_fit_two_steps_and_count(name):
-    _, art = fit(name, 2)
+def test_fit_two_steps_and_count(name, arch):
+    _, art = fit(name, 2, arch=arch)
     tr = art.metrics["train"]
     assert tr["steps"] == 2 + (2 if name == "hybrid" else 0)
     assert tr["trainable_params"] > 0 and tr["peak_rss_bytes"] > 0 and tr["examples_per_s"] > 0
@@ -49,9 +53,10 @@ def test_loss_decreases_on_a_memorisable_set(name):
         assert tr["stage2"]["final_loss"] < tr["stage2"]["initial_loss"]
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", GRADIENT)
-def test_save_load_identical_predictions_and_fingerprint_refusal(name, tmp_path):
-    base, art = fit(name, 5)
+def test_save_load_identical_predictions_and_fingerprint_refusal(name, arch, tmp_path):
+    base, art = fit(name, 5, arch=arch)
     before = art.scores(TEXTS)
     folder = art.save(tmp_path / name)
     again = Artifact.load(folder, base)
@@ -60,7 +65,7 @@ def test_save_load_identical_predictions_and_fingerprint_refusal(name, tmp_path)
     # predict() runs the top-1 search; it must answer what every label's score says.
     assert art.predict(TEXTS) == [art.labels[i] for i in before.argmax(1).tolist()]
     with pytest.raises(FingerprintMismatch, match="was made for base model"):
-        Artifact.load(folder, build_tiny(seed=1))
+        Artifact.load(folder, build_tiny(seed=1, arch=arch))
 
 
 def test_pickled_weights_are_refused(tmp_path):
@@ -100,16 +105,17 @@ def test_adaptations_share_one_base_that_never_changes():
     assert not [k for k in vars(base.model) if "adaptlab" in k]
 
 
-def test_peft_loads_our_lora_and_prompt_files(tmp_path):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_peft_loads_our_lora_and_prompt_files(arch, tmp_path):
     from peft import PeftModel
 
     ids = build_tiny().tokenizer(["Text: item pear\nCategory:"], return_tensors="pt")
     for name in ("lora", "soft_prompt", "prefix"):
-        base, art = fit(name, 8)
+        base, art = fit(name, 8, arch=arch)
         folder = art.save(tmp_path / name)
         ours_h = art.module.hidden(ids.input_ids, ids.attention_mask)
         ours = art.module.project(ours_h[:, -1])
-        fresh = build_tiny()
+        fresh = build_tiny(arch=arch)
         peft_model = PeftModel.from_pretrained(fresh.model, str(folder))
         with torch.no_grad():
             theirs = peft_model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits[:, -1]
@@ -173,11 +179,12 @@ def test_prefix_reparam_trains_and_saves_flat(tmp_path):
     assert again.module.flat is not None and torch.allclose(again.scores(TEXTS), before, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", GRADIENT)
-def test_cached_label_scoring_matches_naive_for_every_strategy(name):
+def test_cached_label_scoring_matches_naive_for_every_strategy(name, arch):
     from adaptlab.evaluation.scoring import score_labels, score_labels_naive
 
-    base, art = fit(name, 3)
+    base, art = fit(name, 3, arch=arch)
     prompts = [art.template.render(t) for t in TEXTS]
     labels = [" fruit", " veg", " fruity"]
     fast = score_labels(art.module, base.tokenizer, prompts, labels, batch_size=4)
@@ -202,9 +209,10 @@ GEN = TaskData("generation", [Example(f"name[{w}]", f"{w} is good.", i + 1) for 
                               enumerate(["ab", "cd", "ef", "gh"])], "gen")
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", GRADIENT)
-def test_generation_task_trains_decodes_and_round_trips(name, tmp_path):
-    base = build_tiny()
+def test_generation_task_trains_decodes_and_round_trips(name, arch, tmp_path):
+    base = build_tiny(arch=arch)
     strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
     art = strat.fit(base, GEN, GEN, TrainConfig(max_steps=4, batch_size=2, lr=TINY_LR[name], checkpoint_every=0),
                     progress=False)
