@@ -99,7 +99,9 @@ def label_continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window:
             ok = ok & (pos.unsqueeze(2) - slot_pos.view(1, 1, -1) < window)
         allowed = torch.cat([ok, node_ok], dim=2)                           # (B, N, kept + N)
         masks[kind] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, neg).unsqueeze(1)
-    h = lm.extend(trie.token.expand(B, N), masks, pos, cache)               # (B, N, H)
+    # Models with several attention kinds (Gemma 3) take a mask per kind; the others one mask.
+    mask_arg = masks if getattr(config, "layer_types", None) else masks["full_attention"]
+    h = lm.extend(trie.token.expand(B, N), mask_arg, pos, cache)            # (B, N, H)
     if logp0 is not None:
         return top1_totals(lm, trie, h, logp0, first, n_labels, rows_per_pass)
     # LM head once per (prompt, node); only the next-token entries of the targets are kept.

@@ -35,7 +35,7 @@ def _mixed(base, adapters, texts, op, max_new=5, leads=False, hits=None):
     by_weights = {}
     for i, a in enumerate(adapters):
         by_weights.setdefault(a.weights, []).append(i)
-    window = base.model.config.sliding_window
+    window = getattr(base.model.config, "sliding_window", None)
     for w, idx in by_weights.items():
         ads = [adapters[i] for i in idx]
         ids = encode_rows(base.tokenizer, ads, [texts[i] for i in idx], 1024)

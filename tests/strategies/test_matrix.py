@@ -192,12 +192,14 @@ def test_cached_label_scoring_matches_naive_for_every_strategy(name, arch):
     assert torch.allclose(fast, slow, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", GRADIENT)
-def test_label_tree_matches_naive_past_the_sliding_window(name):
-    """Prompts of different lengths on both sides of the tiny model's 64-token window, multi-token labels."""
+def test_label_tree_matches_naive_past_the_sliding_window(name, arch):
+    """Prompts of different lengths on both sides of the tiny Gemma's 64-token window (Llama: no
+    window), multi-token labels."""
     from adaptlab.evaluation.scoring import score_labels, score_labels_naive
 
-    base, art = fit(name, 2)
+    base, art = fit(name, 2, arch=arch)
     prompts = [art.template.render("word " * n + t) for n, t in ((2, "a"), (9, "bb"), (13, "c"), (13, "d"), (30, "e"))]
     labels = [" fruit", " fruity", " fr", " veg", " vegetable stew"]
     fast = score_labels(art.module, base.tokenizer, prompts, labels, batch_size=3, rows_per_pass=7)
