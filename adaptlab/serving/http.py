@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -84,7 +84,8 @@ async def validation_error(request, e: RequestValidationError):
 
 
 async def http_error(request, e: StarletteHTTPException):
-    return error_response(e.status_code, "not_found" if e.status_code == 404 else "http_error", str(e.detail))
+    code = getattr(e, "code", None) or ("not_found" if e.status_code == 404 else "http_error")
+    return error_response(e.status_code, code, str(e.detail))
 
 
 EXCEPTION_HANDLERS = {ServingError: serving_error, RequestValidationError: validation_error,
@@ -92,8 +93,11 @@ EXCEPTION_HANDLERS = {ServingError: serving_error, RequestValidationError: valid
 
 
 # ---------------------------------------------------------------------------------- limits, metrics
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised while a route reads its body; an HTTPException so FastAPI passes it on as it is
+    (any other error while reading a body becomes its generic 400)."""
+
+    code = "request_too_large"
 
 
 class BodyLimit:
@@ -122,7 +126,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(413, f"request body over {self.max_bytes} bytes")
             return message
 
         async def tracking_send(message):
