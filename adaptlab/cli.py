@@ -21,6 +21,9 @@ from adaptlab.data.loading import DataError, TaskData, TaskType, load_file, load
 from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
 
+MODEL_HELP = ("Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for tests), "
+              "a .gguf file or a transformers model folder.")
+
 app = typer.Typer(help="adaptlab: prompt-tune or fine-tune? Measure every strategy on your data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Check, list and write task datasets.", no_args_is_help=True)
@@ -158,7 +161,7 @@ def models_info(model: str = typer.Option(DEFAULT_MODEL, help="Model name (gemma
 def evaluate(
     data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
     split: str = typer.Option("test", help="train, dev or test."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     limit: Optional[int] = typer.Option(None, help="Evaluate a stratified sample of this many examples."),
     seed: int = typer.Option(0, help="Seed for splitting and sampling."),
     out: Optional[Path] = typer.Option(None, help="Write the result as JSON here."),
@@ -255,7 +258,7 @@ def train_cmd(
     strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
     data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
     out: Path = typer.Option(..., help="Artifact folder to write."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     set_: list[str] = typer.Option([], "--set", help="Strategy config override key=value (repeatable), e.g. r=16."),
     epochs: float = typer.Option(1.0, help="Passes over the train split (gradient strategies)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
@@ -330,7 +333,7 @@ def train_cmd(
 @app.command("compare")
 def compare_cmd(
     data: str = typer.Option(..., help="Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
     train_sizes: str = typer.Option("16,64,256,all", help="Train-set sizes for the learning curves."),
     seeds: int = typer.Option(1, help="Seeds per strategy x size (mean ± std in the report)."),
@@ -466,7 +469,7 @@ def recommend_cmd(
 
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the comparison (resumable)."),
-         model: str = typer.Option(DEFAULT_MODEL, help="Base model."),
+         model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
          budget: str = typer.Option("7m", help="Budget for the comparison grid.")) -> None:
     """The main job on the embedded demo task: check the data, then compare strategies on a quick budget.
 

@@ -7,6 +7,7 @@ import torch
 from adaptlab.backends.base import Backend
 from adaptlab.evaluation.generation import generate
 from adaptlab.evaluation.scoring import score_labels
+from adaptlab.models.decoding import Sampling
 from adaptlab.models.runtime import as_lm, encode_prompts, module_device, pad_id, right_pad
 
 
@@ -55,14 +56,11 @@ class LocalBackend(Backend):
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
-                 stop: list[str] | None = None) -> list[str]:
+                 stop: list[str] | None = None, sampling: Sampling | None = None) -> list[str]:
         self._count(prompts)
-        out = generate(self.module, self.tokenizer, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                       batch_size=self.generate_batch_size, max_prompt_tokens=self.max_prompt_tokens)
-        if stop:
-            for s in stop:
-                out = [o.split(s)[0] if s in o else o for o in out]
-        return out
+        return generate(self.module, self.tokenizer, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                        batch_size=self.generate_batch_size, max_prompt_tokens=self.max_prompt_tokens,
+                        sampling=sampling, stop=stop)
 
     @torch.no_grad()
     def embed(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:

@@ -137,18 +137,18 @@ class OpenAIBackend(Backend):
         return out
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
-                 stop: list[str] | None = None) -> list[str]:
+                 stop: list[str] | None = None, sampling=None) -> list[str]:
+        if num_beams != 1:
+            raise BackendError(f"{self.url}: num_beams={num_beams}: an OpenAI-compatible endpoint does not beam-search")
         outs = []
-        for p in prompts:
+        for i, p in enumerate(prompts):
+            fields = {"model": self.model, "max_tokens": max_new_tokens, **_sampling_fields(sampling, i),
+                      **({"stop": stop} if stop else {})}
             if self.chat:
-                body = self._post("/v1/chat/completions", {"model": self.model, "temperature": 0,
-                                                           "max_tokens": max_new_tokens,
-                                                           "messages": [{"role": "user", "content": p}],
-                                                           **({"stop": stop} if stop else {})})
+                body = self._post("/v1/chat/completions", {**fields, "messages": [{"role": "user", "content": p}]})
                 text = _field(body, ("choices", 0, "message", "content"), self.url)
             else:
-                body = self._post("/v1/completions", {"model": self.model, "prompt": p, "temperature": 0,
-                                                      "max_tokens": max_new_tokens, **({"stop": stop} if stop else {})})
+                body = self._post("/v1/completions", {**fields, "prompt": p})
                 text = _field(body, ("choices", 0, "text"), self.url)
             self.calls += 1
             if not isinstance(text, str):
@@ -218,3 +218,16 @@ def _sum_after(choice, prompt_chars: int, url: str, j: int) -> float:
     if n == 0:
         raise BackendError(f"{url}: malformed response: choices[{j}] has no tokens after the prompt")
     return total
+
+
+def _sampling_fields(sampling, i: int) -> dict:
+    """Request fields for a Sampling (greedy: temperature 0); prompt i samples with seed + i.
+    ``top_k`` is not OpenAI's but vLLM and adaptlab take it; a strict endpoint refuses it loudly."""
+    if sampling is None or sampling.greedy:
+        return {"temperature": 0}
+    out = {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    if sampling.seed is not None:
+        out["seed"] = sampling.seed + i
+    if sampling.top_k:
+        out["top_k"] = sampling.top_k
+    return out

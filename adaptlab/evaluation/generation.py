@@ -3,20 +3,31 @@ generation metrics."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from adaptlab.models.decoding import beam_search, greedy
+from adaptlab.models.decoding import GREEDY, Sampling, beam_search, decode
 from adaptlab.models.runtime import as_lm, encode_prompts, length_batches, module_device
 
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
-             batch_size: int = 8, max_prompt_tokens: int = 1024, length_penalty: float = 1.0) -> list[str]:
-    """Continue each prompt until EOS or ``max_new_tokens``; returns the decoded continuations."""
+             batch_size: int = 8, max_prompt_tokens: int = 1024, length_penalty: float = 1.0,
+             sampling: Sampling | None = None, stop: list[str] | None = None) -> list[str]:
+    """Continue each prompt until an end token, a ``stop`` text (cut off) or ``max_new_tokens``.
+
+    ``sampling`` (default greedy) applies to every prompt; with a seed, prompt i samples with
+    seed + i, so a prompt's text does not depend on the batch it ran in.
+    """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
     if num_beams < 1:
         raise ValueError(f"num_beams={num_beams}: must be >= 1")
+    sampling = sampling or GREEDY
+    if num_beams > 1 and not sampling.greedy:
+        raise ValueError("num_beams > 1 is a search, not sampling: use temperature=0 with beams")
+    stop = list(stop or [])
     lm = as_lm(model)
     device = module_device(model)
     ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)
@@ -25,12 +36,23 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num
         window = getattr(lm.hf_model().config, "sliding_window", None)
         extra = max_new_tokens + lm.n_virtual
         for rows in length_batches([len(p) for p in ids], batch_size, window, extra):
-            for i, seq in zip(rows, greedy(lm, tokenizer, [ids[i] for i in rows], max_new_tokens, device)):
-                out[i] = seq
+            per_row = [sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + i)
+                       for i in rows]
+            done = decode(lm, tokenizer, [ids[i] for i in rows], max_new_tokens, device, sampling=per_row,
+                          stops=[stop] * len(rows))
+            for i, d in zip(rows, done):
+                out[i] = d.tokens
     else:
         for i, p in enumerate(ids):
             out[i] = beam_search(lm, tokenizer, p, max_new_tokens, num_beams, length_penalty, device)
-    return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
+    texts = [tokenizer.decode(seq, skip_special_tokens=True) for seq in out]
+    return [cut_at_stop(t, stop).strip() for t in texts]
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """``text`` up to the first stop text in it (the stop text itself is not part of the answer)."""
+    at = [text.find(s) for s in stops if s and s in text]
+    return text[:min(at)] if at else text
 
 
 # ------------------------------------------------------------------ metrics

@@ -8,48 +8,161 @@ way, and the LM head runs on one position per step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from adaptlab.models.runtime import pad_id, right_pad
 
 
-def greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits: list[int] | None = None,
-            on_token=None) -> list[list[int]]:
-    """Greedy decoding of a batch; ``limits`` caps each row (default ``max_new``) and
-    ``on_token(row, token_id)`` sees every kept token as it is chosen (streaming)."""
+END_OF_TURN = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")  # chat templates' end-of-turn tokens
+
+
+def end_ids(tokenizer) -> set[int]:
+    """Token ids that end a continuation: EOS and the chat template's end-of-turn token, if any."""
+    out = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    vocab = tokenizer.get_vocab()
+    out |= {vocab[t] for t in END_OF_TURN if t in vocab}
+    return out
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a row picks its next token. ``temperature == 0`` (the default) is greedy.
+
+    ``seed`` makes a sampled row reproducible on its own: each row draws from its own generator,
+    so the same seed gives the same text whatever else shares the batch.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    logprobs: int | None = None   # None: none; k >= 0: the chosen token's log-probability and the k best
+
+    def __post_init__(self):
+        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 2):
+            raise ValueError(f"temperature={self.temperature!r}: must be between 0 and 2")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p={self.top_p!r}: must be in (0, 1]")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise ValueError(f"top_k={self.top_k!r}: must be an integer >= 0 (0: no limit)")
+        if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20):
+            raise ValueError(f"logprobs={self.logprobs!r}: must be an integer between 0 and 20")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def generator(self, device) -> torch.Generator | None:
+        if self.greedy:
+            return None
+        g = torch.Generator(device=device)
+        g.manual_seed(self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+        return g
+
+    def pick(self, logits: torch.Tensor, gen: torch.Generator | None) -> int:
+        """The next token from one row's logits (V,)."""
+        if self.greedy:
+            return int(logits.argmax())
+        x = logits.float() / self.temperature
+        if self.top_k:
+            kth = x.topk(min(self.top_k, x.shape[-1])).values[-1]
+            x = x.masked_fill(x < kth, float("-inf"))
+        if self.top_p < 1:
+            sorted_x, order = x.sort(descending=True)
+            cum = torch.softmax(sorted_x, -1).cumsum(-1)
+            drop = cum - torch.softmax(sorted_x, -1) >= self.top_p   # keep the smallest set reaching top_p
+            x = x.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+        return int(torch.multinomial(torch.softmax(x, -1), 1, generator=gen))
+
+
+GREEDY = Sampling()
+
+
+@dataclass
+class Decoded:
+    """One row's continuation: its tokens, why it ended, and log-probabilities when asked."""
+
+    tokens: list[int] = field(default_factory=list)
+    finish: str = "length"                       # "stop" (end token or stop text) | "length"
+    logprobs: list[dict] = field(default_factory=list)   # per token: {"token", "logprob", "top": [(id, lp)]}
+
+
+def _stopped_by_text(tokenizer, tokens: list[int], stops: list[str]) -> bool:
+    if not stops:
+        return False
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    return any(s in text for s in stops)
+
+
+def decode(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits: list[int] | None = None,
+           on_token=None, sampling: list[Sampling] | None = None, stops: list[list[str]] | None = None) -> list[Decoded]:
+    """Continue a batch of prompts, each row with its own limit, sampling and stop texts.
+
+    A row ends at EOS or its template's end-of-turn token (not kept), at a stop text (the text
+    is cut by the caller; the tokens stop there), or at its limit. ``on_token(row, token_id)``
+    sees every kept token as it is chosen (streaming). The LM head runs on one position per row
+    and step.
+    """
     pad = pad_id(tokenizer)
-    eos = tokenizer.eos_token_id
+    ends = end_ids(tokenizer)
     ids, att = right_pad(prompts, pad, device)
     B = len(prompts)
+    sampling = sampling or [GREEDY] * B
+    stops = stops or [[] for _ in range(B)]
+    limits = limits or [max_new] * B
+    gens = [s.generator(device) for s in sampling]
     cache, mask, hidden = lm.start(ids, att)
     last = hidden[torch.arange(B, device=device), att.sum(1) - 1]          # (B, H)
     pos = mask.sum(1)                                                        # next position per row
-    seqs: list[list[int]] = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    limits = limits or [max_new] * B
+    out = [Decoded() for _ in range(B)]
+    done = [False] * B
     for step in range(max_new):
-        nxt = lm.project(last).argmax(-1)                                    # (B,)
+        logits = lm.project(last)                                            # (B, V)
+        nxt = torch.full((B,), pad, dtype=torch.long, device=device)
         for r in range(B):
-            if not done[r]:
-                if nxt[r].item() == eos:
-                    done[r] = True
-                else:
-                    seqs[r].append(nxt[r].item())
-                    if on_token is not None:
-                        on_token(r, seqs[r][-1])
-                    if len(seqs[r]) >= limits[r]:
-                        done[r] = True
-        if bool(done.all()) or step == max_new - 1:
+            if done[r]:
+                continue
+            tok = sampling[r].pick(logits[r], gens[r])
+            if tok in ends:
+                done[r], out[r].finish = True, "stop"
+                continue
+            nxt[r] = tok
+            out[r].tokens.append(tok)
+            if sampling[r].logprobs is not None:
+                out[r].logprobs.append(_token_logprobs(logits[r], tok, sampling[r].logprobs))
+            if on_token is not None:
+                on_token(r, tok)
+            if _stopped_by_text(tokenizer, out[r].tokens, stops[r]):
+                done[r], out[r].finish = True, "stop"
+            elif len(out[r].tokens) >= limits[r]:
+                done[r] = True
+        if all(done) or step == max_new - 1:
             break
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        mask = torch.cat([mask, (~done).long().unsqueeze(1)], dim=1)
+        alive = torch.tensor([not d for d in done], device=device)
+        mask = torch.cat([mask, alive.long().unsqueeze(1)], dim=1)
         last = lm.extend(nxt.unsqueeze(1), mask, (pos + step).unsqueeze(1), cache)[:, -1]
-    return seqs
+    return out
+
+
+def _token_logprobs(logits: torch.Tensor, tok: int, k: int) -> dict:
+    """The chosen token's log-probability under the model (before temperature) and the k best."""
+    lp = torch.log_softmax(logits.float(), -1)
+    top = lp.topk(k) if k else None
+    return {"token": tok, "logprob": float(lp[tok]),
+            "top": [(int(i), float(v)) for v, i in zip(top.values, top.indices)] if top is not None else []}
+
+
+def greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits: list[int] | None = None,
+           on_token=None) -> list[list[int]]:
+    """Greedy decoding of a batch: each row's tokens (see :func:`decode`)."""
+    return [d.tokens for d in decode(lm, tokenizer, prompts, max_new, device, limits=limits, on_token=on_token)]
 
 
 def beam_search(lm, tokenizer, prompt: list[int], max_new: int, K: int, length_penalty: float, device) -> list[int]:
     """Beam search for one prompt; scores are summed log-probs divided by length ** length_penalty."""
-    eos = tokenizer.eos_token_id
+    ends = end_ids(tokenizer)
     ids, att = right_pad([prompt], 0, device)
     cache, mask, hidden = lm.start(ids, att)
     last = hidden[:, -1]                                                     # (n_beams, H)
@@ -64,7 +177,7 @@ def beam_search(lm, tokenizer, prompt: list[int], max_new: int, K: int, length_p
         alive, origin = [], []
         for score, idx in zip(top.values.tolist(), top.indices.tolist()):
             b, tok = divmod(idx, V)
-            if tok == eos:
+            if tok in ends:
                 finished.append((score / max(1, len(beams[b][0]) + 1) ** length_penalty, beams[b][0]))
             else:
                 alive.append((beams[b][0] + [tok], score))

@@ -26,7 +26,7 @@ import dataclasses
 import torch
 
 from adaptlab.models.adaptation import AdaptedLM, Contribution
-from adaptlab.models.decoding import greedy
+from adaptlab.models.decoding import Decoded, Sampling, decode
 from adaptlab.models.label_tree import LabelTrie, label_continuations
 from adaptlab.models.runtime import common_prefix, encode_labels, encode_prompts, pad_id, right_pad
 from adaptlab.serving.adapters import ServingAdapter
@@ -142,10 +142,11 @@ def classify_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], adapter
 
 
 @torch.no_grad()
-def generate_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], max_new: list[int],
-                  on_token=None) -> list[list[int]]:
-    """Greedy continuation of every row up to its own ``max_new`` tokens or EOS."""
-    return greedy(lm, tokenizer, prompt_ids, max(max_new), lm.device, limits=max_new, on_token=on_token)
+def generate_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], max_new: list[int], on_token=None,
+                  sampling: list[Sampling] | None = None, stops: list[list[str]] | None = None) -> list[Decoded]:
+    """Continue every row up to its own ``max_new`` tokens, end token or stop text, with its own sampling."""
+    return decode(lm, tokenizer, prompt_ids, max(max_new), lm.device, limits=max_new, on_token=on_token,
+                  sampling=sampling, stops=stops)
 
 
 def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], extra: list[int],

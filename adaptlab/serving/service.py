@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from adaptlab.evaluation.generation import cut_at_stop
+from adaptlab.models.decoding import GREEDY, Sampling
 from adaptlab.models.types import BaseModel
 from adaptlab.registry import Entry, Registry, RegistryError
 from adaptlab.serving.adapters import BASE_WEIGHTS, ServingAdapter, from_artifact, plain_adapter
@@ -45,6 +47,7 @@ class ServeConfig:
     memory_cap_mb: float = 4096.0
     max_prompt_tokens: int = 1024
     max_new_tokens: int = 256
+    max_n: int = 8                   # most choices one request may ask for (n)
     batching: str = "mixed"          # "mixed" | "swap" (the baseline: one adaptation at a time, its own code path)
     verify_artifacts: bool = True
     prompt_cache: bool = True        # keep each adaptation's static lead as keys/values (engine.build_lead)
@@ -67,8 +70,12 @@ class Work:
     text: str
     max_new: int = 0
     on_token: object = None                   # (token_id) -> None, called from the worker thread
+    sampling: Sampling = GREEDY               # temperature, top_p, top_k, seed, logprobs
+    stop: list[str] = dataclasses.field(default_factory=list)  # stop texts (not included in the answer)
     prompt_tokens: int = 0                    # set by the worker: rendered prompt + virtual tokens
     completion_tokens: int = 0                # set by the worker: generated tokens
+    finish: str = ""                          # set by the worker: "stop" or "length"
+    logprobs: list = dataclasses.field(default_factory=list)  # set by the worker when sampling.logprobs
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
 
@@ -253,10 +260,12 @@ class Service:
                     cb = group[rows[r]].on_token
                     if cb is not None:
                         cb(token)
-                seqs = generate_rows(lm, tok, [ids[i] for i in rows], [group[i].max_new for i in rows], on_token)
-                for i, seq in zip(rows, seqs):
-                    group[i].completion_tokens = len(seq)
-                    group[i].future.set_result(tok.decode(seq, skip_special_tokens=True).strip())
+                works = [group[i] for i in rows]
+                outs = generate_rows(lm, tok, [ids[i] for i in rows], [w.max_new for w in works], on_token,
+                                     [w.sampling for w in works], [w.stop for w in works])
+                for w, d in zip(works, outs):
+                    w.completion_tokens, w.finish, w.logprobs = len(d.tokens), d.finish, d.logprobs
+                    w.future.set_result(cut_at_stop(tok.decode(d.tokens, skip_special_tokens=True), w.stop).strip())
 
     def _run_swapped(self, art, op: str, group: list[Work]) -> None:
         """Baseline for the benchmark: one adaptation's requests through its own artifact code path,

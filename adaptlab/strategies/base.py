@@ -132,9 +132,13 @@ class Artifact:
     def scores(self, texts: list[str]) -> torch.Tensor:
         return self.calibrate(self.raw_scores(texts))
 
-    def generate(self, texts: list[str], max_new_tokens: int | None = None, num_beams: int | None = None) -> list[str]:
+    def generate(self, texts: list[str], max_new_tokens: int | None = None, num_beams: int | None = None,
+                 sampling=None, stop: list[str] | None = None) -> list[str]:
+        """Generated text per input; ``sampling`` (:class:`adaptlab.models.decoding.Sampling`,
+        default greedy) and ``stop`` texts go to the backend."""
+        extra = {k: v for k, v in (("sampling", sampling), ("stop", stop)) if v is not None}
         return self.backend.generate(self.prompts(texts), max_new_tokens=max_new_tokens or self.decoding["max_new_tokens"],
-                                     num_beams=num_beams or self.decoding.get("num_beams", 1))
+                                     num_beams=num_beams or self.decoding.get("num_beams", 1), **extra)
 
     def predict(self, texts: list[str]) -> list[str]:
         """Labels (always from the label set) or generated text."""

@@ -282,3 +282,69 @@ def test_chunked_body_over_the_limit_is_refused_without_reading_it_all(env):
     ok = env["client"].post("/v1/classify", content=iter([b'{"model": "zs", ', b'"input": "item fig"}']),
                             headers={**h(env["admin"]), "content-type": "application/json"})
     assert ok.status_code == 200, ok.text
+
+
+# ---------------------------------------------------------------------------------- sampling
+@pytest.fixture()
+def oai(env):
+    """The official OpenAI Python client, talking to the app through the test transport."""
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=env["admin"], http_client=env["client"],
+                         max_retries=0)
+
+
+def test_openai_client_sampling_is_honoured(oai):
+    texts = [oai.completions.create(model="base", prompt="hello", max_tokens=10, temperature=1.5, seed=s)
+             .choices[0].text for s in (1, 2, 3, 1)]
+    assert texts[0] == texts[3] and len(set(texts[:3])) > 1          # the seed decides; seeds differ
+    r = oai.completions.create(model="base", prompt="hello", max_tokens=10, temperature=1.5, seed=5, n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2] and len({c.text for c in r.choices}) > 1
+    greedy = oai.completions.create(model="base", prompt="hello", max_tokens=10).choices[0].text
+    assert greedy == oai.completions.create(model="base", prompt="hello", max_tokens=10).choices[0].text
+    assert len(greedy) > 4
+    stop = greedy[2:4]
+    cut = oai.completions.create(model="base", prompt="hello", max_tokens=10, stop=[stop]).choices[0]
+    assert cut.text == greedy[:greedy.index(stop)].strip() and cut.finish_reason == "stop"
+    lp = oai.completions.create(model="base", prompt="hello", max_tokens=3, logprobs=2).choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 3
+    assert all(len(t) == 2 for t in lp.top_logprobs) and all(v <= 0 for v in lp.token_logprobs)
+    chat = oai.chat.completions.create(model="gen-lora", messages=[{"role": "user", "content": "say ab"}],
+                                       max_tokens=4, logprobs=True, top_logprobs=2, temperature=0.7, seed=3)
+    content = chat.choices[0].logprobs.content
+    assert content and all(len(t.top_logprobs) == 2 for t in content)
+
+
+def test_streamed_choices_never_show_a_stop_text(env, oai):
+    greedy = oai.completions.create(model="base", prompt="hello", max_tokens=10).choices[0].text
+    stop = greedy[3:5]
+    pieces: dict[int, str] = {}
+    for chunk in oai.completions.create(model="base", prompt="hello", max_tokens=10, stop=[stop], stream=True, n=2):
+        for c in chunk.choices:
+            pieces[c.index] = pieces.get(c.index, "") + c.text
+    assert set(pieces) == {0, 1} and all(stop not in p for p in pieces.values())
+    assert pieces[0].strip() == greedy[:greedy.index(stop)].strip()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"temperature": 3}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_k": -1}, "top_k"),
+    ({"n": 9}, "n=9"), ({"logprobs": 9}, "logprobs"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+])
+def test_bad_sampling_parameters_are_refused_by_name(env, body, field):
+    r = env["client"].post("/v1/completions", json={"model": "base", "prompt": "hi", **body}, headers=h(env["admin"]))
+    assert r.status_code == 400 and field in r.json()["error"]["message"], r.text
+
+
+def test_a_classifier_samples_labels_and_refuses_token_logprobs(env):
+    c, key = env["client"], env["admin"]
+    r = c.post("/v1/completions", json={"model": "zs", "prompt": "item apple", "n": 4, "temperature": 2, "seed": 1},
+               headers=h(key))
+    assert r.status_code == 200 and all(ch["text"] in ("fruit", "veg") for ch in r.json()["choices"])
+    r = c.post("/v1/completions", json={"model": "zs", "prompt": "item apple", "logprobs": 1}, headers=h(key))
+    assert r.status_code == 400 and "label_probs" in r.json()["error"]["message"]
+
+
+def test_base_model_chat_ends_at_the_assistants_turn(env, oai):
+    r = oai.chat.completions.create(model="base", max_tokens=16,
+                                    messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                              {"role": "user", "content": "and?"}])
+    assert "\nuser:" not in r.choices[0].message.content
