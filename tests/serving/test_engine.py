@@ -54,7 +54,7 @@ def _mixed(base, adapters, texts, op, max_new=5, leads=False, hits=None):
             if op == "classify":
                 res = classify_rows(lm, base.tokenizer, [ids[r] for r in rows], [ads[r] for r in rows])
             else:
-                res = generate_rows(lm, base.tokenizer, [ids[r] for r in rows], [max_new] * len(rows))
+                res = [d.tokens for d in generate_rows(lm, base.tokenizer, [ids[r] for r in rows], [max_new] * len(rows))]
             for r, v in zip(rows, res):
                 out[idx[r]] = v
     return out
