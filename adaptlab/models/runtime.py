@@ -175,3 +175,21 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> lis
             ids = ids[:1] + ids[-(max_prompt_tokens - 1):]
         out.append(ids)
     return out
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether tokenizing a text puts the BOS token in front by itself (Gemma's does; SmolLM2's,
+    whose BOS is ``<|im_start|>``, does not)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """A conversation in the model's own chat template, as text to tokenize: the template's BOS is
+    left out where the tokenizer adds it again. Without a template: a plain transcript."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        bos = tokenizer.bos_token or ""
+        return text[len(bos):] if bos and text.startswith(bos) and adds_bos(tokenizer) else text
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return text + ("assistant:" if add_generation_prompt else "")

@@ -88,3 +88,16 @@ def test_bad_sampling_is_refused_by_name(kwargs, message):
 def test_beams_do_not_sample(tiny):
     with pytest.raises(ValueError, match="num_beams > 1"):
         generate(tiny.model, tiny.tokenizer, PROMPTS, num_beams=2, sampling=Sampling(temperature=1.0))
+
+
+def test_chat_rendering_keeps_a_bos_the_tokenizer_does_not_add():
+    from adaptlab.models.runtime import adds_bos, render_chat
+
+    tok = build_tiny_tokenizer()
+    assert adds_bos(tok)
+    msgs = [{"role": "user", "content": "hi"}]
+    assert render_chat(tok, msgs) == "user: hi\nassistant:"  # no template: a plain transcript
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    assert render_chat(tok, msgs) == "[user] hi\n"                    # BOS left to the tokenizer
+    tok.bos_token = "<unk>"                                             # a BOS the tokenizer never adds
+    assert not adds_bos(tok) and render_chat(tok, msgs) == "<unk>[user] hi\n"

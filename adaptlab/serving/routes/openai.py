@@ -18,6 +18,7 @@ from adaptlab.serving.http import Scope, ServerState, adapter_for, allowed, chec
 from adaptlab.serving.http import state
 from adaptlab.serving.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from adaptlab.models.decoding import GREEDY, Sampling
+from adaptlab.models.runtime import render_chat
 from adaptlab.evaluation.generation import cut_at_stop
 from adaptlab.serving.service import ServingError, Work
 
@@ -283,9 +284,4 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
 
 def chat_prompt(tokenizer, messages) -> str:
     """The base model's own chat format when its tokenizer has one, else a plain transcript."""
-    msgs = [{"role": m.role, "content": m.content} for m in messages]
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        bos = tokenizer.bos_token or ""
-        return text[len(bos):] if bos and text.startswith(bos) else text  # the tokenizer adds BOS itself
-    return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+    return render_chat(tokenizer, [{"role": m.role, "content": m.content} for m in messages])
