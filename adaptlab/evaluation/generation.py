@@ -56,28 +56,6 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ metrics
-def _lcs(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 on lower-cased whitespace tokens (a 15-line metric; not worth rouge-score + nltk)."""
-    p, r = prediction.lower().split(), reference.lower().split()
-    if not p or not r:
-        return float(p == r)
-    lcs = _lcs(p, r)
-    if lcs == 0:
-        return 0.0
-    prec, rec = lcs / len(p), lcs / len(r)
-    return 2 * prec * rec / (prec + rec)
-
-
 def references_by_input(examples) -> tuple[list[str], list[list[str]]]:
     """Distinct inputs in first-seen order and all targets given for each (multi-reference)."""
     refs: dict[str, list[str]] = {}
@@ -97,13 +75,11 @@ def chrf(predictions: list[str], references: list[list[str]]) -> float:
     return CHRF().corpus_score(predictions, streams).score / 100.0
 
 
-def generation_metrics(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-    """Exact match and ROUGE-L against the best of each example's references; corpus chrF."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference sets")
-    n = len(predictions)
-    if n == 0:
-        raise ValueError("no predictions to score")
-    em = sum(any(p.strip() == r.strip() for r in refs) for p, refs in zip(predictions, references))
-    rl = sum(max(rouge_l(p, r) for r in refs) for p, refs in zip(predictions, references))
-    return {"exact_match": em / n, "rouge_l": rl / n, "chrf": chrf(predictions, references), "n": n}
+def generation_metrics(predictions: list[str], references: list[list[str]], inputs: list[str] | None = None,
+                       embeddings: bool = True) -> dict[str, float]:
+    """Corpus metrics: ROUGE-L (``rouge-score``) and exact match against the best of each input's
+    references, corpus chrF, MiniLM embedding similarity, and where the task has them the slot
+    error rate and JSON validity / field accuracy (see :mod:`adaptlab.evaluation.text_metrics`)."""
+    from adaptlab.evaluation.text_metrics import generation_scores
+
+    return generation_scores(predictions, references, inputs, embeddings)[0]

@@ -169,7 +169,7 @@ class Artifact:
             from adaptlab.evaluation.generation import generation_metrics, references_by_input
 
             texts, refs = references_by_input(data.examples)
-            out = generation_metrics(self.predict(texts), refs)
+            out = generation_metrics(self.predict(texts), refs, inputs=texts)
         else:
             pred = self.predict(texts)
             out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)

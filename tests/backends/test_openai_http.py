@@ -33,6 +33,7 @@ class Fake:
         self.requests = 0
         self.key = None
         self.delay = 0.0
+        self.prompts = []
 
 
 def make_handler(fake: Fake):
@@ -85,6 +86,10 @@ def make_handler(fake: Fake):
                     choices.append({"index": i, "text": p, "logprobs": {"tokens": toks, "token_logprobs": lps,
                                                                         "text_offset": offs}})
                 return self._send(200, {"choices": choices, "usage": {"prompt_tokens": 10 * len(prompts)}})
+            fake.prompts.append(prompts[0])
+            if fake.mode == "judge":  # grades a response: 4 when it names Paris
+                text = " 4" if "RESPONSE: Paris" in prompts[0] else " I cannot grade this."
+                return self._send(200, {"choices": [{"index": 0, "text": text}], "usage": {"prompt_tokens": 7}})
             text = f" I think it is {_truth(prompts[0])}." if fake.mode != "gibberish" else " no idea"
             return self._send(200, {"choices": [{"index": 0, "text": text}], "usage": {"prompt_tokens": 7}})
 
@@ -198,3 +203,15 @@ def test_bad_endpoint_arguments():
 ])
 def test_parse_label(answer, expect):
     assert parse_label(answer, ["card_lost", "refund"]) == expect
+
+
+def test_judge_grades_through_the_endpoint_and_keeps_its_prompt(server):
+    from adaptlab.evaluation.text_metrics import JUDGE_RUBRIC, judge
+
+    server.mode = "judge"
+    out = judge(backend(server), ["capital of France?", "capital of Italy?"], ["Paris", "Milan"],
+                [["Paris"], ["Rome"]])
+    assert out["grades"] == [4, None] and out["judge_mean"] == 4 and out["unparsed"] == 1
+    assert out["rubric"] == JUDGE_RUBRIC and out["judge"].startswith("endpoint:")
+    assert server.prompts[-2] == out["prompt_template"].format(rubric=JUDGE_RUBRIC, input="capital of France?",
+                                                               reference="Paris", response="Paris")

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from adaptlab.evaluation.generation import chrf, generate, generation_metrics, rouge_l
+from adaptlab.evaluation.generation import chrf, generate, generation_metrics
+from adaptlab.evaluation.text_metrics import rouge_l
 
 
 def hf_greedy(model, tok, prompt, n):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from adaptlab.backends.base import Backend
 from adaptlab.data.loading import TaskData
-from adaptlab.evaluation.generation import rouge_l
+from adaptlab.evaluation.text_metrics import rouge_l
 from adaptlab.prompts import INSTRUCTION_PARAPHRASES
 from adaptlab.strategies.prompting import PromptArtifact, PromptStrategy, pairs, select_balanced, select_random
 
