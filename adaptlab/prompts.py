@@ -143,7 +143,11 @@ BUILTIN_TEMPLATES: dict[str, dict[str, PromptTemplate]] = {
                        example_format="Input: {input}\nOutput: {target}\n\n"),
     ]},
 }
-DEFAULT_TEMPLATE = {"classification": "instruct-labels", "generation": "input-output"}
+# Chat: the conversation is rendered by the model's own chat template first (the artifact does
+# it, since it knows the tokenizer); few-shot exemplars become earlier turns of it.
+BUILTIN_TEMPLATES["chat"] = {"conversation": PromptTemplate("conversation", "{examples}{text}",
+                                                            example_format="{text}{label}")}
+DEFAULT_TEMPLATE = {"classification": "instruct-labels", "generation": "input-output", "chat": "conversation"}
 
 # Instruction paraphrases prompt_search starts from (users add their own); {labels} is filled in.
 INSTRUCTION_PARAPHRASES = {
@@ -160,6 +164,7 @@ INSTRUCTION_PARAPHRASES = {
         "Turn the structured input into one fluent sentence.",
         "Produce the output for the input, in the same style as the examples.",
     ],
+    "chat": [],
 }
 
 

@@ -51,6 +51,12 @@ class Backend:
     def count_tokens(self, text: str) -> int:
         raise NotImplementedError
 
+    def render_chat(self, messages: list[dict]) -> str:
+        """A conversation as prompt text: a plain transcript unless the backend knows a chat template."""
+        from adaptlab.models.runtime import render_chat
+
+        return render_chat(None, messages)
+
     def describe(self) -> dict:
         return {"name": self.name, "fingerprint": self.fingerprint}
 

@@ -8,7 +8,7 @@ from adaptlab.backends.base import Backend
 from adaptlab.evaluation.generation import generate
 from adaptlab.evaluation.scoring import score_labels
 from adaptlab.models.decoding import Sampling
-from adaptlab.models.runtime import as_lm, encode_prompts, module_device, pad_id, right_pad
+from adaptlab.models.runtime import as_lm, encode_prompts, module_device, pad_id, render_chat, right_pad
 
 
 class LocalBackend(Backend):
@@ -35,6 +35,10 @@ class LocalBackend(Backend):
     def _count(self, prompts: list[str]) -> None:
         self.calls += len(prompts)
         self.prompt_tokens += sum(self.count_tokens(p) for p in prompts)
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """The conversation in the base model's own chat template."""
+        return render_chat(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-TaskType = Literal["classification", "generation"]
-TASK_TYPES: tuple[str, ...] = ("classification", "generation")
+TaskType = Literal["classification", "generation", "chat"]
+TASK_TYPES: tuple[str, ...] = ("classification", "generation", "chat")
 
 # Default column names per task type; --text-field / --label-field override them.
 DEFAULT_FIELDS: dict[str, tuple[str, str]] = {
     "classification": ("text", "label"),
     "generation": ("input", "target"),
 }
+CHAT_FIELD = "messages"                     # OpenAI's fine-tuning file format
+CHAT_ROLES = ("system", "user", "assistant")
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 
 
@@ -39,8 +41,10 @@ class Example:
     """One labelled example.
 
     For classification ``text`` is the input and ``label`` the class name; for generation
-    ``text`` is the input and ``label`` the target text. ``line`` is the 1-based line of the
-    source file (0 when the example did not come from a file).
+    ``text`` is the input and ``label`` the target text; for chat ``text`` is the conversation
+    before its last assistant turn (JSON: a list of ``{"role", "content"}``, see
+    :func:`chat_messages`) and ``label`` that last assistant turn. ``line`` is the 1-based line
+    of the source file (0 when the example did not come from a file).
     """
 
     text: str
@@ -164,9 +168,54 @@ def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[tuple[i
     return records, header
 
 
+def chat_messages(example: Example) -> list[dict]:
+    """A chat example's whole conversation: the turns before the answer, then the answer."""
+    return json.loads(example.text) + [{"role": "assistant", "content": example.label}]
+
+
+def check_conversation(messages, where: str) -> list[dict]:
+    """A conversation as OpenAI's files hold it, or a one-line DataError naming the turn and field."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field '{CHAT_FIELD}' must be a non-empty list of {{role, content}} objects")
+    out = []
+    for i, m in enumerate(messages):
+        at = f"{where}: {CHAT_FIELD}[{i}]"
+        if not isinstance(m, dict):
+            raise DataError(f"{at}: expected an object with 'role' and 'content', got {type(m).__name__}")
+        role, content = m.get("role"), m.get("content")
+        if role not in CHAT_ROLES:
+            raise DataError(f"{at}: unknown role {role!r}; use one of {', '.join(CHAT_ROLES)}")
+        if not isinstance(content, str):
+            raise DataError(f"{at}: field 'content' must be a string, got {type(content).__name__}")
+        if not content.strip():
+            raise DataError(f"{at}: empty content ({role})")
+        if role == "system" and i != 0:
+            raise DataError(f"{at}: a system message may only come first")
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" for m in out):
+        raise DataError(f"{where}: no assistant turn: nothing to learn or to compare with")
+    if out[-1]["role"] != "assistant":
+        raise DataError(f"{where}: the conversation ends with a {out[-1]['role']} turn; it must end with the "
+                        f"assistant's answer")
+    return out
+
+
+def _chat_examples(path: Path, records: list[tuple[int, dict]]) -> list[Example]:
+    out = []
+    for lineno, rec in records:
+        if CHAT_FIELD not in rec:
+            present = ", ".join(repr(k) for k in rec) or "none"
+            raise DataError(f"{path}:{lineno}: missing field '{CHAT_FIELD}' (fields present: {present})")
+        msgs = check_conversation(rec[CHAT_FIELD], f"{path}:{lineno}")
+        out.append(Example(text=json.dumps(msgs[:-1], ensure_ascii=False), label=msgs[-1]["content"], line=lineno))
+    return out
+
+
 def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]],
                  text_field: str | None, label_field: str | None) -> TaskType:
     cols = set(columns)
+    if text_field is None and label_field is None and CHAT_FIELD in cols:
+        return "chat"
     if text_field is None and label_field is None:
         for task, (tf, lf) in DEFAULT_FIELDS.items():
             if tf in cols and lf in cols:
@@ -177,7 +226,8 @@ def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]]
                 return task  # type: ignore[return-value]
         raise DataError(
             f"{path}: cannot tell the task from the columns ({', '.join(map(repr, columns))}); expected 'text'+'label' "
-            "(classification) or 'input'+'target' (generation), or pass --task/--text-field/--label-field"
+            "(classification), 'input'+'target' (generation) or 'messages' (chat), or pass "
+            "--task/--text-field/--label-field"
         )
     # Custom column names and no --task: few distinct short labels means classification.
     lf = label_field or "label"
@@ -205,6 +255,9 @@ def load_file(
     records, columns = _read_records(path)
     if task is None:
         task = _detect_task(path, columns, records, text_field, label_field)
+    if task == "chat":
+        return TaskData(task="chat", examples=_chat_examples(path, records), source=str(path),
+                        text_field=CHAT_FIELD, label_field=CHAT_FIELD)
     tf = text_field or DEFAULT_FIELDS[task][0]
     lf = label_field or DEFAULT_FIELDS[task][1]
     known = set(label_names) if label_names is not None else None
@@ -257,6 +310,9 @@ def write_jsonl(path: str | Path, data: TaskData) -> None:
     """Write examples as JSONL with the task's default field names, atomically."""
     from adaptlab.utils import atomic_write_text
 
-    tf, lf = DEFAULT_FIELDS[data.task]
-    lines = [json.dumps({tf: ex.text, lf: ex.label}, ensure_ascii=False) for ex in data.examples]
+    if data.task == "chat":
+        lines = [json.dumps({CHAT_FIELD: chat_messages(ex)}, ensure_ascii=False) for ex in data.examples]
+    else:
+        tf, lf = DEFAULT_FIELDS[data.task]
+        lines = [json.dumps({tf: ex.text, lf: ex.label}, ensure_ascii=False) for ex in data.examples]
     atomic_write_text(Path(path), "\n".join(lines) + "\n")

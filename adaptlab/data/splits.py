@@ -48,7 +48,7 @@ def stratified_split(data: TaskData, fractions: dict[str, float], seed: int = 0)
     groups = _groups(data)
     for key in sorted(groups):
         members = groups[key]
-        if data.task == "generation":
+        if data.task != "classification":
             # Keep every reference of one input in the same part.
             by_input: dict[str, list[Example]] = defaultdict(list)
             for ex in members:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from adaptlab.data.loading import DataError, TaskData
+from adaptlab.data.loading import DataError, TaskData, chat_messages
 
 IMBALANCE_RATIO = 10.0  # largest class / smallest class above which we warn
 DEFAULT_MAX_TOKENS = 512
@@ -35,7 +35,12 @@ class DataReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _lengths(data: TaskData, count: Callable[[str], int]) -> list[int]:
+def _lengths(data: TaskData, count: Callable[[str], int], tokenizer=None) -> list[int]:
+    """Input lengths; for chat, the whole conversation as the model's chat template renders it."""
+    if data.task == "chat":
+        from adaptlab.models.runtime import render_chat
+
+        return [count(render_chat(tokenizer, chat_messages(ex), add_generation_prompt=False)) for ex in data.examples]
     return [count(ex.text) for ex in data.examples]
 
 
@@ -92,9 +97,15 @@ def validate(
     summaries = []
     for name, data in {"train": train, **evals}.items():
         warnings += _duplicates(data)
-        lengths = _lengths(data, count)
+        lengths = _lengths(data, count, tokenizer)
         long = [(n, ex.line) for n, ex in zip(lengths, data.examples) if n > max_tokens]
-        if long:
+        if long and data.task == "chat":
+            lines = ", ".join(str(line) for _, line in long[:10]) + (", ..." if len(long) > 10 else "")
+            warnings.append(
+                f"{data.source}: {len(long)} conversation(s) longer than {max_tokens} {unit} would be cut: "
+                f"training drops their earliest turns to fit (lines {lines}; longest {max(long)[0]} {unit})"
+            )
+        elif long:
             worst = max(long)
             warnings.append(
                 f"{data.source}: {len(long)} input(s) longer than {max_tokens} {unit} "

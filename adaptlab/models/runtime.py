@@ -186,8 +186,9 @@ def adds_bos(tokenizer) -> bool:
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
     """A conversation in the model's own chat template, as text to tokenize: the template's BOS is
-    left out where the tokenizer adds it again. Without a template: a plain transcript."""
-    if getattr(tokenizer, "chat_template", None):
+    left out where the tokenizer adds it again. Without a template (or a tokenizer): a plain
+    transcript, ``role: content`` lines."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
         bos = tokenizer.bos_token or ""
         return text[len(bos):] if bos and text.startswith(bos) and adds_bos(tokenizer) else text

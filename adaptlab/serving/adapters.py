@@ -24,7 +24,7 @@ BASE_WEIGHTS = "base"
 class ServingAdapter:
     name: str                                   # "task@version" or the base model's name
     key: str                                    # digest of the artifact ("base" for the plain model)
-    task_type: str | None                       # "classification" | "generation" | None (plain base)
+    task_type: str | None                       # "classification" | "generation" | "chat" | None (plain base)
     labels: list[str] | None
     label_texts: list[str] | None
     render: Callable[[list[str]], list[str]]    # inputs -> prompts

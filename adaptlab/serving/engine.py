@@ -22,6 +22,7 @@ The label tree and greedy decoding are the model runtime's (:mod:`adaptlab.model
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import torch
 
@@ -68,7 +69,10 @@ def build_lead(model: torch.nn.Module, tokenizer, adapter: ServingAdapter, windo
     characters; :func:`with_leads` checks each row's tokens anyway, so a guess too long only
     loses cache hits, never changes a result).
     """
-    probes = encode_prompts(tokenizer, adapter.render(list(PROBES)), max_prompt_tokens)
+    texts = list(PROBES)
+    if adapter.task_type == "chat":  # its inputs are conversations: probe with one user turn each
+        texts = [json.dumps([{"role": "user", "content": t}]) for t in texts]
+    probes = encode_prompts(tokenizer, adapter.render(texts), max_prompt_tokens)
     ids = common_prefix(probes)[:-1]
     covered = adapter.prefix_len + adapter.soft_len + len(ids)
     if covered - adapter.prefix_len < min_tokens or (window is not None and covered >= window):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adaptlab.data.loading import DEFAULT_FIELDS
+from adaptlab.data.loading import CHAT_FIELD, DEFAULT_FIELDS
 from adaptlab.registry import Registry, RegistryError, check_name
 from adaptlab.utils import atomic_write_text
 
@@ -33,10 +33,15 @@ def export_feedback(registry: Registry, task: str, out: str | Path) -> dict:
             continue
         task_type = r["task_type"] or "classification"
         kinds.add(task_type)
-        tf, lf = DEFAULT_FIELDS[task_type]
-        lines.append(json.dumps({tf: r["input"], lf: answer}, ensure_ascii=False))
+        if task_type == "chat":  # the conversation as asked, with the corrected (or approved) answer
+            row = {CHAT_FIELD: json.loads(r["input"]) + [{"role": "assistant", "content": answer}]}
+        else:
+            tf, lf = DEFAULT_FIELDS[task_type]
+            row = {tf: r["input"], lf: answer}
+        lines.append(json.dumps(row, ensure_ascii=False))
     if len(kinds) > 1:
-        raise RegistryError(f"task {task!r} has feedback for both classification and generation versions")
+        raise RegistryError(f"task {task!r} has feedback for versions of different task types "
+                            f"({', '.join(sorted(kinds))})")
     atomic_write_text(Path(out), "".join(line + "\n" for line in lines))
     return {"requests": len(latest), "written": len(lines), "skipped_without_answer": skipped,
             "feedback_rows": len(rows)}

@@ -74,8 +74,9 @@ def artifact_bytes(folder: Path) -> int:
 
 
 def default_decoding(train: TaskData, count_tokens) -> dict | None:
-    """Generation: decode up to the longest train target plus a margin (one rule for every strategy)."""
-    if train.task != "generation":
+    """Generation and chat: decode up to the longest train target plus a margin (one rule for every
+    strategy)."""
+    if train.task == "classification":
         return None
     longest = max(count_tokens(ex.label) for ex in train.examples)
     return {"max_new_tokens": min(256, longest + 8), "num_beams": 1}
@@ -106,6 +107,8 @@ class Artifact:
 
     # -------------------------------------------------------------- the adaptation protocol
     def prompts(self, texts: list[str]) -> list[str]:
+        if self.task == "chat":  # each text is a conversation (JSON); the model's chat template renders it
+            return [self.template.render(self.backend.render_chat(json.loads(t))) for t in texts]
         labels = self.labels if self.task == "classification" else None
         return [self.template.render(t, labels) for t in texts]
 
@@ -142,7 +145,7 @@ class Artifact:
 
     def predict(self, texts: list[str]) -> list[str]:
         """Labels (always from the label set) or generated text."""
-        if self.task == "generation":
+        if self.task != "classification":
             return self.generate(texts)
         self.last_unparsed = 0
         if self.backend.supports_scores:
@@ -165,7 +168,7 @@ class Artifact:
             raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
         t0 = time.perf_counter()
         texts = [ex.text for ex in data.examples]
-        if self.task == "generation":
+        if self.task != "classification":
             from adaptlab.evaluation.generation import generation_metrics, references_by_input
 
             texts, refs = references_by_input(data.examples)

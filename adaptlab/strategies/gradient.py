@@ -31,7 +31,8 @@ from adaptlab.training.config import TrainConfig
 from adaptlab.training.loop import train
 
 # Trained strategies need no instruction: a short frame keeps prompts (and inference cost) small.
-TRAIN_TEMPLATES = {"classification": "Text: {text}\nCategory:", "generation": "Input: {text}\nOutput:"}
+TRAIN_TEMPLATES = {"classification": "Text: {text}\nCategory:", "generation": "Input: {text}\nOutput:",
+                   "chat": "{text}"}  # chat: the model's own chat template is the frame
 
 
 @dataclass

@@ -14,6 +14,7 @@ dividing by it (``W = diag(p_cf)^-1``, ``b = 0``) removes it. In log space:
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,9 @@ class PromptArtifact(Artifact):
         return out
 
     def prompts(self, texts: list[str]) -> list[str]:
+        if self.task == "chat":
+            return [self.template.render(self.backend.render_chat(with_exemplar_turns(json.loads(t), ex)))
+                    for t, ex in zip(texts, self.exemplars_for(texts))]
         labels = self.labels if self.task == "classification" else None
         return [self.template.render(t, labels, ex) for t, ex in zip(texts, self.exemplars_for(texts))]
 
@@ -198,6 +202,18 @@ class PromptArtifact(Artifact):
                        meta.get("metrics"), meta.get("trace"), meta.get("decoding"), p.get("fallback_label"))
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"{folder}: malformed prompt artifact: {e}") from None
+
+
+def with_exemplar_turns(messages: list[dict], exemplars: list[tuple[str, str]]) -> list[dict]:
+    """A conversation with each exemplar's last user turn and its answer as earlier turns (after a
+    system message, which stays first)."""
+    turns = []
+    for conversation, answer in exemplars:
+        user = next((m for m in reversed(json.loads(conversation)) if m["role"] == "user"), None)
+        if user is not None:
+            turns += [{"role": "user", "content": user["content"]}, {"role": "assistant", "content": answer}]
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    return head + turns + messages[len(head):]
 
 
 # ---------------------------------------------------------------------- the strategies' base

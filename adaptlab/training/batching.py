@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from adaptlab.data.loading import TaskData
+from adaptlab.data.loading import TaskData, chat_messages
+from adaptlab.models.runtime import render_chat
 from adaptlab.prompts import PromptTemplate, verbalize
 
 
@@ -15,9 +16,14 @@ from adaptlab.prompts import PromptTemplate, verbalize
 class Encoded:
     prompt: list[int]   # starts with BOS
     target: list[int]   # the tokens the loss is computed on
+    extra: tuple[tuple[int, int], ...] = ()  # more target spans [start, end) inside the prompt (earlier chat turns)
 
     def __len__(self) -> int:
         return len(self.prompt) + len(self.target)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target) + sum(e - s for s, e in self.extra)
 
 
 def fit_length(prompt: list[int], target: list[int], max_length: int) -> list[int]:
@@ -30,8 +36,42 @@ def fit_length(prompt: list[int], target: list[int], max_length: int) -> list[in
     return prompt
 
 
+def encode_chat(tokenizer, messages: list[dict], max_length: int) -> Encoded:
+    """A whole conversation in the model's chat template, every assistant turn a target (with the
+    template's end-of-turn, so the model learns where a turn stops); the last turn is ``target``.
+
+    Each assistant span is found by rendering the conversation up to that turn twice, with and
+    without it: the tokens in between are the turn. A conversation over ``max_length`` loses its
+    earliest tokens (after BOS), and the spans that were cut with them.
+    """
+    def ids(msgs, gen):
+        return tokenizer(render_chat(tokenizer, msgs, add_generation_prompt=gen))["input_ids"]
+
+    full = ids(messages, False)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            before, through = ids(messages[:i], True), ids(messages[:i + 1], False)
+            if full[:len(through)] != through or through[:len(before)] != before or len(through) <= len(before):
+                raise ValueError(f"chat template: turn {i} does not tokenize the same inside the conversation")
+            spans.append((len(before), len(through)))
+    last_start, last_end = spans[-1]
+    full = full[:last_end]  # nothing after the answer's end-of-turn
+    cut = max(0, len(full) - max_length)
+    if cut and last_start - cut < 2:
+        raise ValueError(f"the last answer ({last_end - last_start} tokens) does not fit max_length={max_length}")
+    if cut:
+        full = full[:1] + full[1 + cut:]
+        spans = [(max(1, s - cut), e - cut) for s, e in spans if e - cut > 1]
+        last_start, last_end = spans[-1]
+    return Encoded(full[:last_start], full[last_start:last_end], tuple(spans[:-1]))
+
+
 def encode(tokenizer, data: TaskData, template: PromptTemplate, max_length: int) -> list[Encoded]:
-    """Classification targets are the verbalized label; generation targets end with EOS."""
+    """Classification targets are the verbalized label; generation targets end with EOS; chat
+    targets are every assistant turn of the conversation (:func:`encode_chat`)."""
+    if data.task == "chat":
+        return [encode_chat(tokenizer, chat_messages(ex), max_length) for ex in data.examples]
     labels = data.labels if data.task == "classification" else None
     out = []
     for ex in data.examples:
@@ -73,4 +113,6 @@ def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[r, :len(seq)] = torch.tensor(seq)
         att[r, :len(seq)] = 1
         tgt[r, len(e.prompt):len(seq)] = True
+        for start, end in e.extra:
+            tgt[r, start:end] = True
     return {"input_ids": ids, "attention_mask": att, "target_mask": tgt}

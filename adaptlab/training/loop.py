@@ -295,7 +295,7 @@ class Trainer:
 
     def _train_step(self, group: list[list[int]]) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        n_tgt = sum(len(self.items[i].target) for b in group for i in b)
+        n_tgt = sum(self.items[i].n_targets for b in group for i in b)
         loss_sum = 0.0
         for whole in group:
             loss, n_ex, n_tok = self._forward_backward(whole, n_tgt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from adaptlab.data.loading import Example, TaskData
@@ -15,6 +16,10 @@ MOOD = TaskData("classification", [Example(t, lab, i + 1) for i, (t, lab) in enu
     [("great day", "happy"), ("so good", "happy"), ("awful", "sad"), ("bad news", "sad"), ("meh", "neutral"),
      ("ok I guess", "neutral")])], "mood", label_names=["happy", "sad", "neutral"])
 ECHO = TaskData("generation", [Example(f"say {w}", w, i + 1) for i, w in enumerate(["ab", "cd", "ef", "gh"])], "echo")
+CHAT = TaskData("chat", [Example(json.dumps([{"role": "user", "content": q}, {"role": "assistant", "content": a},
+                                             {"role": "user", "content": u}]), b, i + 1)
+                         for i, (q, a, u, b) in enumerate([("order?", "number please", "A1", "sent"),
+                                                           ("refund?", "number please", "B2", "refunded")])], "chat")
 TEXTS = ["item apple", "item okra", "a plum", "great day", "awful", "hello there"]
 LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 3e-2, "hybrid": 3e-2, "prefix": 1e-1}
 

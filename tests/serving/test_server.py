@@ -12,7 +12,7 @@ from adaptlab.serving import ServeConfig, Service
 from adaptlab.serving.app import create_app
 from adaptlab.strategies import Artifact
 
-from .kit import FOOD, KINDS, TEXTS, build
+from .kit import CHAT, FOOD, KINDS, TEXTS, build
 
 SERVED = ["zs", "lora", "soft", "prefix", "fs", "gen-lora", "full"]
 
@@ -27,6 +27,8 @@ def env(tmp_path_factory):
         if name in SERVED:
             folders[name] = build(base, name, s, d, o, tmp / "art")
             reg.register(folders[name], name)
+    folders["chat-lora"] = build(base, "chat-lora", "lora", CHAT, {}, tmp / "art")
+    reg.register(folders["chat-lora"], "chat-lora")
     # two versions of one task, for promote / rollback
     reg.register(folders["lora"], "food")
     reg.register(folders["soft"], "food")
@@ -348,3 +350,15 @@ def test_base_model_chat_ends_at_the_assistants_turn(env, oai):
                                     messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
                                               {"role": "user", "content": "and?"}])
     assert "\nuser:" not in r.choices[0].message.content
+
+
+def test_a_chat_adaptation_sees_the_whole_conversation(env, oai):
+    talk = [{"role": "user", "content": "order?"}, {"role": "assistant", "content": "number please"},
+            {"role": "user", "content": "A1"}]
+    art = Artifact.load(env["folders"]["chat-lora"], env["base"])
+    ref = art.generate([json.dumps(talk)], max_new_tokens=6)[0]
+    r = oai.chat.completions.create(model="chat-lora", messages=talk, max_tokens=6)
+    assert r.choices[0].message.content == ref
+    other = oai.chat.completions.create(model="chat-lora", messages=talk[-1:], max_tokens=6).choices[0].message.content
+    assert art.generate([json.dumps(talk[-1:])], max_new_tokens=6)[0] == other   # the last turn alone: its own answer
+    assert "order?" in art.prompts([json.dumps(talk)])[0]

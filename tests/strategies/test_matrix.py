@@ -240,3 +240,48 @@ def test_hybrid_fine_tuned_model_plus_few_shot_prompt(tmp_path):
     assert torch.allclose(again.scores(TEXTS), art.scores(TEXTS), atol=1e-5)
     with pytest.raises(ValueError, match="stage2='x'"):
         make_config("hybrid", stage2="x")
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _chat_data():
+    import json
+
+    rows = []
+    for i, (q, a, again, b) in enumerate([("order?", "number please", "A1", "sent"), ("refund?", "number please", "B2",
+                                                                                         "refunded"),
+                                          ("hi", "hello", "bye", "bye now")]):
+        talk = [{"role": "user", "content": q}, {"role": "assistant", "content": a}, {"role": "user", "content": again}]
+        rows.append(Example(json.dumps(talk), b, i + 1))
+    return TaskData("chat", rows, "chat")
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_chat_task_fits_evaluates_and_round_trips(name, tmp_path):
+    """Conversations in the model's chat template: every strategy fits, generates, scores and reloads."""
+    import json
+
+    base = build_tiny(arch="llama")
+    base.tokenizer.chat_template = CHATML
+    data = _chat_data()
+    spec = get_strategy(name)
+    over = {"prompt_lr": 0.3} if name == "hybrid" else {"k": 1} if name in ("few_shot",) else \
+        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else {}
+    tc = TrainConfig(max_steps=3, batch_size=2, lr=TINY_LR.get(name), checkpoint_every=0)
+    art = spec.strategy_cls(make_config(name, **over)).fit(base, data, data, tc, progress=False)
+    prompt = art.prompts([data.examples[0].text])[0]
+    assert prompt.startswith("<|im_start|>user\norder?<|im_end|>") or "<|im_start|>user\norder?" in prompt
+    assert prompt.endswith("<|im_start|>user\nA1<|im_end|>\n<|im_start|>assistant\n")
+    out = art.generate([ex.text for ex in data.examples], max_new_tokens=5)
+    ev = art.evaluate(data)
+    assert ev["n"] == 3 and 0 <= ev["rouge_l"] <= 1 and "embed_sim" in ev
+    again = Artifact.load(art.save(tmp_path / name), base)
+    assert again.generate([ex.text for ex in data.examples], max_new_tokens=5) == out
+    if spec.kind == "gradient":  # both assistant turns of each conversation were targets
+        from adaptlab.training.batching import encode
+
+        items = encode(base.tokenizer, data, art.template, 256)
+        assert all(len(it.extra) == 1 for it in items)
+    assert json.loads(data.examples[0].text)[0]["content"] == "order?"

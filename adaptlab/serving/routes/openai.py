@@ -76,7 +76,10 @@ async def completions(body: CompletionRequest, request: Request, scope: list[str
     entry, adapter = adapter_for(st, scope, body.model)
     a = _Answer(st, entry, adapter, body.model, chat=False, n=_n(st, body), stops=_stops(body),
                 sampling=_sampling(body, body.logprobs))
-    return await complete(a, prompts[0], body.max_tokens, body.stream)
+    text = prompts[0]
+    if adapter.task_type == "chat":  # a prompt to a chat adaptation is one user turn
+        text = json.dumps([{"role": "user", "content": text}], ensure_ascii=False)
+    return await complete(a, text, body.max_tokens, body.stream)
 
 
 @router.post("/v1/chat/completions")
@@ -91,7 +94,9 @@ async def chat(body: ChatRequest, request: Request, scope: list[str] | None = Sc
         text = chat_prompt(tokenizer, body.messages)
         if not getattr(tokenizer, "chat_template", None):  # a plain transcript: the next "user:" line ends the turn
             stops = stops + ["\nuser:"]
-    else:  # a task adaptation answers the last user message through its own template
+    elif adapter.task_type == "chat":  # a chat adaptation sees the whole conversation, rendered as in training
+        text = json.dumps([{"role": m.role, "content": m.content} for m in body.messages], ensure_ascii=False)
+    else:  # a single-input adaptation answers the last user message through its own template
         users = [m.content for m in body.messages if m.role == "user"]
         if not users:
             raise ServingError(400, "invalid_request", "messages: no user message")
