@@ -55,6 +55,10 @@ class CompareConfig:
     fragility_k: int = 3
     fragility_examples: int = 48
     forgetting: bool = True
+    consistency_examples: int = 16      # test inputs sampled for consistency under sampling (0: not measured)
+    consistency_samples: int = 4        # samples per input
+    consistency_temperature: float = 0.7
+    gallery_examples: int = 6           # test inputs shown side by side in the report (outputs are stored per row)
     price_per_hour: float = 0.10
     keep_artifacts: str = "small"
     data_dir: str | None = None
@@ -75,7 +79,12 @@ class CompareConfig:
             raise ValueError("--budget must be positive")
         if self.keep_artifacts not in ("all", "small", "none"):
             raise ValueError(f"keep_artifacts={self.keep_artifacts!r}: all, small or none")
-        for name in ("test_limit", "fragility_k", "fragility_examples", "eval_every", "patience"):
+        if self.consistency_examples and self.consistency_samples < 2:
+            raise ValueError(f"consistency_samples={self.consistency_samples}: must be >= 2")
+        if not 0 < self.consistency_temperature <= 2:
+            raise ValueError(f"consistency_temperature={self.consistency_temperature}: must be in (0, 2]")
+        for name in ("test_limit", "fragility_k", "fragility_examples", "eval_every", "patience",
+                     "consistency_examples", "gallery_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
         bad = [s for s in self.strategy_settings if s not in known]

@@ -156,7 +156,8 @@ class Estimator:
     def scored_per_run(self) -> int:
         """Examples scored per run besides training: test, train-gap sample, fragility variants."""
         frag = self.cfg.fragility_examples * (1 + self.cfg.fragility_k + 5) if self.cfg.fragility_k else 0
-        return self.n_eval + min(self.cfg.fragility_examples, 64) + frag
+        steady = self.cfg.consistency_examples * (self.cfg.consistency_samples if not self.n_labels else 1)
+        return self.n_eval + min(self.cfg.fragility_examples, 64) + frag + steady
 
     def __call__(self, spec: RunSpec, kind: str) -> float:
         eval_rate = self.strategy_eval_rate(spec.strategy)

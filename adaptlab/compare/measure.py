@@ -12,6 +12,7 @@ from adaptlab.compare.config import CompareConfig
 from adaptlab.data.loading import TaskData
 from adaptlab.data.named import TaskSplits, load_task
 from adaptlab.data.splits import subsample
+from adaptlab.evaluation.consistency import consistency
 from adaptlab.evaluation.cost import cost_per_million
 from adaptlab.evaluation.forgetting import base_reference, forgetting
 from adaptlab.evaluation.fragility import fragility
@@ -84,7 +85,8 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool):
 def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train) -> dict:
     """Test quality, the train-set gap, fragility and forgetting of a fitted artifact."""
     t1 = time.perf_counter()
-    test_m = art.evaluate(ctx.test)
+    test_m = art.evaluate(ctx.test, rows=True)
+    rows = test_m.pop("rows")
     eval_seconds = time.perf_counter() - t1
     scored = len(ctx.test)
     # Overfitting: the same metric on (up to fragility_examples) training examples.
@@ -100,12 +102,19 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train) -> dict:
         eval_seconds += time.perf_counter() - t2
         scored += len(part) * (1 + len(frag["paraphrases"]) + len(frag["perturbations"]))
     forget = forgetting(art, ctx.base, ctx.forgetting_before) if cfg.forgetting else None
+    steady = None
+    if cfg.consistency_examples:
+        part = subsample(ctx.test, n=min(cfg.consistency_examples, len(ctx.test)), seed=0)
+        t3 = time.perf_counter()
+        steady = consistency(art, part, cfg.consistency_samples, cfg.consistency_temperature, seed=spec.seed)
+        eval_seconds += time.perf_counter() - t3
+        scored += len(part) * (cfg.consistency_samples if ctx.splits.task != "classification" else 1)
     q = _quality(test_m)
     return {"quality": q, "metric": "accuracy" if "accuracy" in test_m else "rouge_l", "test": test_m,
             "test_examples": len(ctx.test), "train_quality": _quality(train_m) if train_m else None,
             "overfit_gap": (_quality(train_m) - q) if train_m else None, "examples_per_s": test_m["examples_per_s"],
             "prompt_tokens": test_m["prompt_tokens"], "seconds": eval_seconds, "scored_examples": scored,
-            "fragility": frag, "forgetting": forget}
+            "fragility": frag, "forgetting": forget, "consistency": steady, "rows": rows}
 
 
 def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = True) -> dict:
@@ -114,6 +123,7 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     sp = get_strategy(spec.strategy)
     art, train, train_info, settings = fit_run(spec, cfg, ctx, progress)
     ev = measure_quality(art, spec, cfg, ctx, train)
+    predictions = ev.pop("rows")  # every test row's output and metric: galleries, paired comparisons
     folder = Path(out) / "artifacts" / spec.id
     art.save(folder)
     size = artifact_bytes(folder)
@@ -127,4 +137,5 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
         "cost": {"artifact_bytes": size, "artifact_kept": kept,
                  **cost_per_million(ev["examples_per_s"], ev["prompt_tokens"], cfg.price_per_hour)},
         "meta": {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "predictions": predictions,
     }

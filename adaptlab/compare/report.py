@@ -118,6 +118,67 @@ def fit_rows(rows: list[Row]) -> list[list[str]]:
     return out
 
 
+def consistency_rows(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Consistency under sampling per strategy x size (empty when no run measured it)."""
+    measured = [r for r in rows if r.agreement is not None or r.pairwise_similarity is not None]
+    if not measured:
+        return [], []
+    c = next(x["eval"]["consistency"] for x in records if x["eval"].get("consistency"))
+    head = f"{c['samples']} samples at temperature {c['temperature']:g}"
+    if measured[0].agreement is not None:
+        return (["strategy", "train size", f"agreement ({head})"],
+                [[r.strategy, str(r.train_size), f"{r.agreement:.3f}"] for r in measured])
+    return (["strategy", "train size", f"pairwise ROUGE-L ({head})", "ROUGE-L spread per input"],
+            [[r.strategy, str(r.train_size), _opt(r.pairwise_similarity, ".3f"), _opt(r.metric_spread, ".3f")]
+             for r in measured])
+
+
+def _clip(text: str, n: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def gallery(records: list[dict], best: dict[str, Row], winner: str | None, k: int) -> list[dict]:
+    """Sections of the before/after gallery: for the first ``k`` test inputs, the reference, the
+    zero-shot (base model) output and each strategy's (its compared run, first seed) with the
+    per-row metric; then the recommended strategy's ``k`` worst rows, not only its best.
+    Each section: {"title", "note", "cols", "rows"}."""
+    runs = {}
+    for r in sorted(records, key=lambda r: r["run"]["seed"]):
+        row = best.get(r["run"]["strategy"])
+        if r.get("predictions") and row is not None and r["run"]["train_size"] == row.train_size:
+            runs.setdefault(r["run"]["strategy"], r["predictions"])
+    if not runs or not k:
+        return []
+    order = sorted(runs, key=lambda s: (s != "zero_shot", -(best[s].quality)))
+    out = []
+    for i, row in enumerate(runs[order[0]][:k]):
+        out.append({"title": f"Input {i + 1}", "note": f"{_clip(row['input'], 300)} — reference: {_clip(row['reference'])}",
+                    "cols": ["strategy", "output", "metric"],
+                    "rows": [[s, _clip(runs[s][i]["output"]), f"{runs[s][i]['metric']:.2f}"]
+                             for s in order if i < len(runs[s]) and runs[s][i]["input"] == row["input"]]})
+    if winner in runs:
+        worst = sorted(runs[winner], key=lambda r: r["metric"])[:k]
+        out.append({"title": f"{winner}'s worst {len(worst)} test rows", "note": "",
+                    "cols": ["input", "reference", "output", "metric"],
+                    "rows": [[_clip(r["input"], 120), _clip(r["reference"], 80), _clip(r["output"], 120),
+                              f"{r['metric']:.2f}"] for r in worst]})
+    return out
+
+
+GALLERY_NOTE = ("Each strategy at the train size it is ranked at (first seed): its output for the same test inputs "
+                "and the per-row metric (accuracy: 1 or 0; generation: ROUGE-L).")
+
+
+def gallery_md(sections: list[dict]) -> list[str]:
+    if not sections:
+        return []
+    md = ["", "## Before and after: the same test inputs", "", GALLERY_NOTE]
+    for sec in sections:
+        md += ["", f"**{sec['title']}.** {sec['note']}", ""] + _md_table(sec["cols"], sec["rows"])
+    return md
+
+
 def _md_table(cols: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -243,6 +304,11 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     frows = fit_rows(rows)
     if frows:
         md += ["", "## Overfitting and forgetting", ""] + _md_table(FIT_COLUMNS, frows)
+    ccols_s, crows_s = consistency_rows(rows, records)
+    if crows_s:
+        md += ["", "## Consistency under sampling", ""] + _md_table(ccols_s, crows_s)
+    shown = gallery(records, compared(rows)[0], rec.winner, int(cfg.get("gallery_examples", 6)))
+    md += gallery_md(shown)
     md += ["", "## Plots", ""] + [f"![{n}]({n})" for n in pngs]
     if skipped:
         md += ["", "## Skipped by the budget", ""] + [f"- {s['id']}: {s['reason']}" for s in skipped]
@@ -252,7 +318,10 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     curve = (f"{metric} by train size (mean ± std over seeds)", ccols, [[c.replace("**", "") for c in r] for r in crows])
     page_head = head + (" " + speed.replace("**", "") if speed else "")
-    atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve))
+    extra = [("Consistency under sampling", "consistency", ccols_s, crows_s)] if crows_s else []
+    extra += [(f"{g['title']}: {g['note']}" if g["note"] else g["title"], f"gallery-{i}", g["cols"], g["rows"])
+              for i, g in enumerate(shown)]
+    atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra))
     return out
 
 
@@ -262,7 +331,7 @@ def _table(e, table_id: str, cols: list[str], rows: list[list[str]]) -> str:
     return f'<table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>'
 
 
-def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve) -> str:
+def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra=()) -> str:
     e = html.escape
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
                    f"<figcaption>{e(n)}</figcaption></figure>" for n, d in pngs.items())
@@ -284,6 +353,7 @@ img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h2>Summary</h2>{_table(e, "summary", cols, trows)}
 <h2>Crossovers</h2><ul>{cross or "<li>none at the sizes measured</li>"}</ul>
 {"<h2>Overfitting and forgetting</h2>" + _table(e, "fit", FIT_COLUMNS, frows) if frows else ""}
+{"".join(f"<h3>{e(title)}</h3>" + _table(e, tid, c, r) for title, tid, c, r in extra)}
 <h2>Plots</h2>{imgs}
 {"<h2>Skipped by the budget</h2><ul>" + skip + "</ul>" if skip else ""}
 </body></html>

@@ -43,6 +43,9 @@ class Row:
     second_task_change: float | None
     metric: str
     test_n: int | None = None     # held-out examples scored (the fewest over seeds); None if not recorded
+    agreement: float | None = None       # consistency under sampling, classification: samples agreeing with the mode
+    pairwise_similarity: float | None = None  # generation: ROUGE-L between two samples of one input
+    metric_spread: float | None = None   # generation: std of the samples' ROUGE-L per input
 
 
 def _mean(xs):
@@ -59,6 +62,7 @@ def aggregate(records: list[dict]) -> list[Row]:
         q = [r["eval"]["quality"] for r in rs]
         frag = [r["eval"].get("fragility") or {} for r in rs]
         forg = [r["eval"].get("forgetting") or {} for r in rs]
+        cons = [r["eval"].get("consistency") or {} for r in rs]
         rows.append(Row(
             strategy=strategy, kind=rs[0]["run"]["kind"], train_size=size, seeds=len(rs),
             quality=statistics.fmean(q), quality_std=statistics.pstdev(q) if len(q) > 1 else 0.0,
@@ -81,6 +85,9 @@ def aggregate(records: list[dict]) -> list[Row]:
             second_task_change=_mean([f.get("second_task_change") for f in forg]),
             metric=rs[0]["eval"]["metric"],
             test_n=min(ns) if all(ns := [r["eval"]["test"].get("n") for r in rs]) else None,
+            agreement=_mean([c.get("agreement") for c in cons]),
+            pairwise_similarity=_mean([c.get("pairwise_similarity") for c in cons]),
+            metric_spread=_mean([c.get("metric_spread") for c in cons]),
         ))
     return rows
 

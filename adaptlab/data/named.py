@@ -18,6 +18,9 @@ DATA_DIR_ENV = "ADAPTLAB_DATA_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_CHAT_NAME = "demo-chat"   # the same shop's support as multi-turn chats (adaptlab.data.demo_chat)
+DEMO_CHAT_DIR = Path(__file__).resolve().parent / "demo_chat"
+EMBEDDED = {DEMO_NAME: DEMO_DIR, DEMO_CHAT_NAME: DEMO_CHAT_DIR}
 
 # Split names accepted for each role, most preferred first.
 DEV_NAMES = ("dev", "validation", "valid", "val")
@@ -45,7 +48,7 @@ def data_dir(override: str | Path | None = None) -> Path:
 
 def list_named(override: str | Path | None = None) -> list[str]:
     """Names of the datasets in the data directory (folders holding at least one .jsonl)."""
-    names = [DEMO_NAME]
+    names = list(EMBEDDED)
     try:
         root = data_dir(override)
     except DataError:
@@ -54,8 +57,8 @@ def list_named(override: str | Path | None = None) -> list[str]:
 
 
 def _dataset_dir(name: str, override: str | Path | None) -> Path:
-    if name == DEMO_NAME:
-        return DEMO_DIR
+    if name in EMBEDDED:
+        return EMBEDDED[name]
     root = data_dir(override)
     d = root / name
     if not d.is_dir() or ".." in Path(name).parts:

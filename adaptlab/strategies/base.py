@@ -161,25 +161,35 @@ class Artifact:
     def fallback_label(self) -> str | None:
         return self.labels[0] if self.labels else None
 
-    def evaluate(self, data: TaskData) -> dict:
-        """Classification: accuracy, macro-F1. Generation: exact match, ROUGE-L (multi-reference), chrF.
-        Both: examples/s and the mean prompt tokens per request (virtual tokens included)."""
+    def evaluate(self, data: TaskData, rows: bool = False) -> dict:
+        """Classification: accuracy, macro-F1. Generation and chat: ROUGE-L, exact match, chrF, embedding
+        similarity and the task's own checks (:mod:`adaptlab.evaluation.text_metrics`). Both:
+        examples/s and the mean prompt tokens per request (virtual tokens included). ``rows``: also
+        each input's output and metric (``out["rows"]``), for galleries and paired comparisons."""
         if data.task != self.task:
             raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
         t0 = time.perf_counter()
         texts = [ex.text for ex in data.examples]
         if self.task != "classification":
-            from adaptlab.evaluation.generation import generation_metrics, references_by_input
+            from adaptlab.evaluation.generation import references_by_input
+            from adaptlab.evaluation.text_metrics import generation_scores
 
             texts, refs = references_by_input(data.examples)
-            out = generation_metrics(self.predict(texts), refs, inputs=texts)
+            pred = self.predict(texts)
+            out, per_row = generation_scores(pred, refs, inputs=texts)
+            detail = [{"input": t, "reference": r[0], "references": len(r), "output": p, "metric": m["rouge_l"], **m}
+                      for t, r, p, m in zip(texts, refs, pred, per_row)]
         else:
             pred = self.predict(texts)
             out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
             out["unparsed"] = self.last_unparsed
+            detail = [{"input": ex.text, "reference": ex.label, "output": p, "metric": float(p == ex.label)}
+                      for ex, p in zip(data.examples, pred)]
         seconds = time.perf_counter() - t0
         out["examples_per_s"] = out["n"] / seconds if seconds else float("inf")
         out["prompt_tokens"] = self.prompt_tokens(texts[:64])
+        if rows:
+            out["rows"] = detail
         return out
 
     def prompt_tokens(self, texts: list[str]) -> float:

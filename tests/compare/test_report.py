@@ -110,3 +110,30 @@ def test_report_says_when_timings_come_from_machines_of_different_speed(tmp_path
     md = (build_report(tmp_path) / "report.md").read_text()
     assert "80 GFLOP/s on Xeon" in md and "differ in speed" not in md
     assert "Machine speed" not in (build_report(_store(tmp_path / "plain")) / "report.md").read_text()
+
+
+def test_gallery_and_consistency_sections(tmp_path):
+    """The same test inputs side by side (zero-shot first), the winner's worst rows, and consistency."""
+    inputs = [f"name[Game {i}]" for i in range(4)]
+    recs = []
+    for strategy, size, quality, outs, agree in (
+            ("zero_shot", 0, 0.2, ["a game", "?", "?", "?"], 0.5),
+            ("lora", 64, 0.6, ["Game 0 is fun.", "Game 1 is fun.", "nothing", "Game 3 is fun."], 0.9)):
+        r = rec(strategy, size, quality, generation=True)
+        r["predictions"] = [{"input": i, "reference": f"{i[5:-1]} is fun.", "output": o,
+                             "metric": 1.0 if "fun" in o else 0.0} for i, o in zip(inputs, outs)]
+        r["eval"]["consistency"] = {"samples": 4, "temperature": 0.7, "inputs": 4, "pairwise_similarity": agree,
+                                    "metric_spread": 0.1}
+        recs.append(r)
+    for r in recs:
+        atomic_write_json(tmp_path / "results" / f"{r['run']['id']}.json", r)
+    atomic_write_json(tmp_path / "compare.json", {"data": "viggo", "model": "none", "gallery_examples": 2})
+    out = build_report(tmp_path)
+    md = (out / "report.md").read_text()
+    assert "## Consistency under sampling" in md and "| lora | 64 | 0.900 | 0.100 |" in md
+    assert "## Before and after: the same test inputs" in md
+    assert "**Input 1.** name[Game 0] — reference: Game 0 is fun." in md
+    assert md.index("| zero_shot | a game | 0.00 |") < md.index("| lora | Game 0 is fun. | 1.00 |")
+    assert "### " not in md and "lora's worst 2 test rows" in md and "| name[Game 2] | Game 2 is fun. | nothing | 0.00 |" in md
+    page = (out / "report.html").read_text()
+    assert '<table id="consistency">' in page and '<table id="gallery-0">' in page and "lora&#x27;s worst" in page

@@ -22,13 +22,13 @@ def ddir(tmp_path, monkeypatch):
 
 def test_env_var_data_dir_and_named_loading(ddir):
     assert data_dir() == ddir
-    assert list_named() == ["demo", "toy"]
+    assert list_named() == ["demo", "demo-chat", "toy"]
     dev = load_named("toy", "dev")  # "dev" resolves to validation.jsonl
     assert dev.label_names == ["a", "b"] and len(dev) == 2
 
 
 def test_unknown_dataset_and_split(ddir):
-    with pytest.raises(DataError, match="unknown dataset 'nope'.*known: demo, toy"):
+    with pytest.raises(DataError, match="unknown dataset 'nope'.*known: demo, demo-chat, toy"):
         load_named("nope")
     with pytest.raises(DataError, match="no split 'test' \\(have: train, validation\\)"):
         load_named("toy", "test")
