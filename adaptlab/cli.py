@@ -345,6 +345,10 @@ def compare_cmd(
     fragility_k: int = typer.Option(3, help="Template paraphrases per run for fragility (0: off)."),
     fragility_examples: int = typer.Option(48, help="Test examples used for fragility and the train-test gap."),
     forgetting: bool = typer.Option(True, help="Measure general-text perplexity and a second task before/after."),
+    consistency_examples: int = typer.Option(16, help="Test inputs sampled for consistency under sampling (0: off)."),
+    consistency_samples: int = typer.Option(4, help="Samples per input for consistency."),
+    consistency_temperature: float = typer.Option(0.7, help="Sampling temperature for consistency."),
+    gallery_examples: int = typer.Option(6, help="Test inputs shown side by side in the report's gallery."),
     eval_every: int = typer.Option(0, help="Gradient strategies: evaluate on dev every N steps (0: once per epoch); "
                                            "the best dev checkpoint is kept."),
     patience: int = typer.Option(0, help="Gradient strategies: stop after N dev evaluations without improvement "
@@ -390,6 +394,8 @@ def compare_cmd(
                             seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
                             strategy_epochs=strategy_epochs, strategy_settings=settings, test_limit=test_limit,
                             fragility_k=fragility_k, fragility_examples=fragility_examples, forgetting=forgetting,
+                            consistency_examples=consistency_examples, consistency_samples=consistency_samples,
+                            consistency_temperature=consistency_temperature, gallery_examples=gallery_examples,
                             eval_every=eval_every, patience=patience,
                             price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
                             data_dir=str(data_dir) if data_dir else None, device=device)
@@ -483,7 +489,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
     console.rule(f"compare: every strategy on the demo task, budget {budget}")
     compare_cmd(data="demo", model=model, strategies="zero_shot,few_shot,prompt_search,soft_prompt,prefix,lora",
                 train_sizes="32,128,all", seeds=1, budget=budget, out=out, epochs=2.0, test_limit=120,
-                fragility_k=1, fragility_examples=16, forgetting=True, eval_every=0, patience=0,
+                fragility_k=1, fragility_examples=16, forgetting=True, consistency_examples=16,
+                consistency_samples=4, consistency_temperature=0.7, gallery_examples=6, eval_every=0, patience=0,
                 set_=["few_shot.k=8", "prompt_search.budget_calls=120"], price_per_hour=0.10,
                 keep_artifacts="small", data_dir=None, workers=1, ray=None, ray_cpus=None, no_progress=False,
                 device="auto")

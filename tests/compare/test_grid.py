@@ -28,7 +28,10 @@ def test_grid_measures_everything(tmp_path):
     ids = sorted(res["finished"])
     assert ids == ["few_shot-n16-s0", "few_shot-n8-s0", "lora-n16-s0", "lora-n8-s0", "zero_shot-n0-s0"]
     r = json.loads((tmp_path / "results" / "lora-n16-s0.json").read_text())
-    assert set(r) == {"run", "train", "eval", "cost", "meta"}
+    assert set(r) == {"run", "train", "eval", "cost", "meta", "predictions"}
+    assert len(r["predictions"]) == 6 and {"input", "reference", "output", "metric"} <= set(r["predictions"][0])
+    assert sum(p["metric"] for p in r["predictions"]) / 6 == pytest.approx(r["eval"]["quality"])
+    assert 0 < r["eval"]["consistency"]["agreement"] <= 1 and r["eval"]["consistency"]["samples"] == 4
     assert r["train"]["trainable_params"] > 0 and r["train"]["peak_rss_bytes"] > 0
     ev = r["eval"]
     assert 0 <= ev["quality"] <= 1 and ev["test_examples"] == 6 and ev["overfit_gap"] is not None
