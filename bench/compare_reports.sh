@@ -6,6 +6,11 @@
 #
 #   bash bench/compare_reports.sh sst2 2h        # run (or resume) for at most 2 hours
 #   bash bench/compare_reports.sh banking77 2h
+#   bash bench/compare_reports.sh viggo 2h       # data-to-text on Gemma 3 270M: 64/256/1000, 1 seed
+#   bash bench/compare_reports.sh viggo-smollm2 2h   # the same task on SmolLM2-135M-Instruct
+#
+# ViGGO (generation) scores 100 test rows (about 92 distinct inputs), no template fragility (each
+# paraphrase is another full decoding pass), and 8 inputs x 4 samples for consistency.
 #
 # Why smaller evaluation sets than the strategy tables: the grid is 58 runs, and each run scores
 # its test set, a train sample and (1 + paraphrases + 5 perturbations) x fragility examples. On 2
@@ -14,14 +19,19 @@
 # (5 per class).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=${1:?usage: compare_reports.sh sst2|banking77 [budget]}
+report=${1:?usage: compare_reports.sh sst2|banking77|viggo|viggo-smollm2 [budget]}
 budget=${2:-}
-case "$data" in
+data=$report model=gemma-3-270m sizes=16,64,256,1000 seeds=2 k=8 calls=400
+case "$report" in
     sst2)      eval_args=(--test-limit 500 --fragility-k 2 --fragility-examples 40) ;;
     banking77) eval_args=(--test-limit 385 --fragility-k 1 --fragility-examples 24) ;;
-    *) echo "compare_reports.sh: unknown dataset '$data' (sst2 or banking77)" >&2; exit 2 ;;
+    viggo|viggo-smollm2)
+        data=viggo sizes=64,256,1000 seeds=1 k=4 calls=120   # each call decodes a sentence
+        [ "$report" = viggo-smollm2 ] && model=smollm2-135m-instruct
+        eval_args=(--test-limit 100 --fragility-k 0 --fragility-examples 24 --consistency-examples 8) ;;
+    *) echo "compare_reports.sh: unknown report '$report' (sst2, banking77, viggo or viggo-smollm2)" >&2; exit 2 ;;
 esac
 adaptlab=${ADAPTLAB:-.venv/bin/adaptlab}
-"$adaptlab" compare --data "$data" --strategies all --train-sizes 16,64,256,1000 --seeds 2 \
-    "${eval_args[@]}" --set few_shot.k=8 --set prompt_search.budget_calls=400 \
-    --keep-artifacts none ${budget:+--budget "$budget"} --no-progress --out "docs/results/compare_$data"
+"$adaptlab" compare --data "$data" --model "$model" --strategies all --train-sizes "$sizes" --seeds "$seeds" \
+    "${eval_args[@]}" --set few_shot.k=$k --set prompt_search.budget_calls=$calls \
+    --keep-artifacts none ${budget:+--budget "$budget"} --no-progress --out "docs/results/compare_${report//-/_}"
