@@ -151,36 +151,48 @@ def classify_jobs(texts: list[str], n: int) -> list[dict]:
                                               "input": texts[i % len(texts)]}} for i in range(n)]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_args(ap: argparse.ArgumentParser, data: str, requests_: int, concurrency: int, work: str, out: str) -> None:
+    """The options both serving benchmarks take."""
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    ap.add_argument("--data", default="sst2")
+    ap.add_argument("--data", default=data)
     ap.add_argument("--train-size", type=int, default=128)
     ap.add_argument("--train-steps", type=int, default=16)
-    ap.add_argument("--requests", type=int, default=256)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=requests_)
+    ap.add_argument("--concurrency", type=int, default=concurrency)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=20.0)
-    ap.add_argument("--load-requests", type=int, default=600)
-    ap.add_argument("--load-concurrency", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default="runs/bench_serving")
-    ap.add_argument("--out", default="docs/results/serving")
-    args = ap.parse_args()
+    ap.add_argument("--work", default=work)
+    ap.add_argument("--out", default=out)
 
+
+def prepare(args):
+    """Train (or reuse) the 8 adaptations and register them afresh: (splits, tokenizer, registry folder)."""
     work = Path(args.work) / f"{args.model}-{args.data}"
     splits = load_task(args.data, seed=args.seed)
     train = subsample(splits.train, n=args.train_size, seed=args.seed)
-    texts = [ex.text for ex in subsample(splits.dev, n=min(400, len(splits.dev)), seed=args.seed).examples]
     base = load_base(args.model, device=resolve_device(args.device))
     folders = train_adaptations(base, train, splits.dev, work / "artifacts", args.train_steps, args.seed)
+    tokenizer = base.tokenizer
     del base
     reg_dir = work / "registry"
     shutil.rmtree(reg_dir, ignore_errors=True)
     reg = Registry(reg_dir)
     for name, folder in folders.items():
         reg.register(folder, name)
+    return splits, tokenizer, reg_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_args(ap, "sst2", 256, 32, "runs/bench_serving", "docs/results/serving")
+    ap.add_argument("--load-requests", type=int, default=600)
+    ap.add_argument("--load-concurrency", type=int, default=48)
+    args = ap.parse_args()
+
+    splits, _, reg_dir = prepare(args)
+    texts = [ex.text for ex in subsample(splits.dev, n=min(400, len(splits.dev)), seed=args.seed).examples]
 
     meta = {"command": "python " + " ".join(sys.argv), "machine": machine_info(), "versions": package_versions(),
             "model": args.model, "data": args.data, "adaptations": [a[:2] for a in ADAPTATIONS],

@@ -18,7 +18,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -29,10 +28,6 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving as classify_bench  # noqa: E402  (the classification benchmark: adaptations, server, percentile)
 
-from adaptlab.data.named import load_task  # noqa: E402
-from adaptlab.data.splits import subsample  # noqa: E402
-from adaptlab.models.base import load_base, resolve_device  # noqa: E402
-from adaptlab.registry import Registry  # noqa: E402
 from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions, provenance_lines  # noqa: E402,E501
 
 
@@ -71,39 +66,16 @@ def fire_streams(url: str, jobs: list[dict], concurrency: int) -> tuple[list[dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="gemma-3-270m")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--data", default="viggo", help="a generation or chat dataset")
-    ap.add_argument("--train-size", type=int, default=128)
-    ap.add_argument("--train-steps", type=int, default=16)
-    ap.add_argument("--requests", type=int, default=96)
-    ap.add_argument("--concurrency", type=int, default=16)
+    classify_bench.common_args(ap, "viggo", 96, 16, "runs/bench_serving_generation", "docs/results/serving_generation")
     ap.add_argument("--max-tokens", type=int, default=24)
-    ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--max-wait-ms", type=float, default=20.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default="runs/bench_serving_generation")
-    ap.add_argument("--out", default="docs/results/serving_generation")
     args = ap.parse_args()
 
-    work = Path(args.work) / f"{args.model}-{args.data}"
-    splits = load_task(args.data, seed=args.seed)
+    splits, tokenizer, reg_dir = classify_bench.prepare(args)
     if splits.task == "classification":
         sys.exit(f"{args.data} is a classification task: use bench/serving.py")
-    train = subsample(splits.train, n=args.train_size, seed=args.seed)
     inputs = list(dict.fromkeys(ex.text for ex in splits.test.examples))[:64]
     if splits.task == "chat":  # a completion prompt to a chat adaptation is one user turn: send the last one
         inputs = [next(m["content"] for m in reversed(json.loads(t)) if m["role"] == "user") for t in inputs]
-    base = load_base(args.model, device=resolve_device(args.device))
-    tokenizer = base.tokenizer
-    folders = classify_bench.train_adaptations(base, train, splits.dev, work / "artifacts", args.train_steps,
-                                               args.seed)
-    del base
-    reg_dir = work / "registry"
-    shutil.rmtree(reg_dir, ignore_errors=True)
-    reg = Registry(reg_dir)
-    for name, folder in folders.items():
-        reg.register(folder, name)
     names = [a[0] for a in classify_bench.ADAPTATIONS]
     jobs = [{"model": names[i % len(names)], "prompt": inputs[i % len(inputs)], "max_tokens": args.max_tokens}
             for i in range(args.requests)]

@@ -159,31 +159,40 @@ def _variant(text: str, rng: random.Random) -> str:
     return text.strip()
 
 
-def generate(seed: int = SEED, per_intent: int = PER_INTENT) -> dict[str, list[Example]]:
-    """Return ``{"train": [...], "dev": [...], "test": [...]}``; the same seed gives the same rows."""
-    rng = random.Random(seed)
+def by_intent(make, split_sizes: dict[str, int], per_intent: int, rng: random.Random, what: str) -> dict[str, list]:
+    """For every intent, ``per_intent`` rows with distinct keys from ``make(label, rng) -> (key, row)``,
+    cut into the splits in the proportions of ``split_sizes``, each split then shuffled."""
     seen: set[str] = set()
-    splits: dict[str, list[Example]] = {k: [] for k in SPLIT_SIZES}
-    scale = per_intent / sum(SPLIT_SIZES.values())
+    splits: dict[str, list] = {k: [] for k in split_sizes}
+    scale = per_intent / sum(split_sizes.values())
     for label in LABEL_DESCRIPTIONS:
-        texts: list[str] = []
+        rows: list = []
         attempts = 0
-        while len(texts) < per_intent:
+        while len(rows) < per_intent:
             attempts += 1
             if attempts > 200 * per_intent:
-                raise RuntimeError(f"demo generator cannot make {per_intent} distinct texts for {label}")
-            t = _variant(_fill(rng.choice(_TEMPLATES[label]), rng), rng)
-            if t.lower() not in seen:
-                seen.add(t.lower())
-                texts.append(t)
+                raise RuntimeError(f"{what} generator cannot make {per_intent} distinct rows for {label}")
+            key, row = make(label, rng)
+            if key.lower() not in seen:
+                seen.add(key.lower())
+                rows.append(row)
         start = 0
-        for name, size in SPLIT_SIZES.items():
+        for name, size in split_sizes.items():
             k = round(size * scale)
-            splits[name].extend(Example(text=t, label=label) for t in texts[start:start + k])
+            splits[name].extend(rows[start:start + k])
             start += k
     for rows in splits.values():
         rng.shuffle(rows)
     return splits
+
+
+def generate(seed: int = SEED, per_intent: int = PER_INTENT) -> dict[str, list[Example]]:
+    """Return ``{"train": [...], "dev": [...], "test": [...]}``; the same seed gives the same rows."""
+    def ticket(label: str, rng: random.Random):
+        t = _variant(_fill(rng.choice(_TEMPLATES[label]), rng), rng)
+        return t, Example(text=t, label=label)
+
+    return by_intent(ticket, SPLIT_SIZES, per_intent, random.Random(seed), "demo")
 
 
 def write(out_dir: str | Path, seed: int = SEED) -> Path:

@@ -19,7 +19,7 @@ import json
 import random
 from pathlib import Path
 
-from adaptlab.data.demo import LABEL_DESCRIPTIONS, _SLOTS, _TEMPLATES, _fill, _variant
+from adaptlab.data.demo import _SLOTS, _TEMPLATES, _fill, _variant, by_intent
 from adaptlab.data.loading import Example, TaskData
 from adaptlab.utils import atomic_write_text
 
@@ -89,28 +89,7 @@ def _conversation(label: str, rng: random.Random) -> tuple[str, list[dict]]:
 
 def generate(seed: int = SEED, per_intent: int = PER_INTENT) -> dict[str, list[list[dict]]]:
     """``{"train": [...], "dev": [...], "test": [...]}`` of conversations; the same seed, the same rows."""
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    splits: dict[str, list[list[dict]]] = {k: [] for k in SPLIT_SIZES}
-    for label in LABEL_DESCRIPTIONS:
-        chats: list[list[dict]] = []
-        attempts = 0
-        while len(chats) < per_intent:
-            attempts += 1
-            if attempts > 200 * per_intent:
-                raise RuntimeError(f"demo-chat generator cannot make {per_intent} distinct chats for {label}")
-            first, msgs = _conversation(label, rng)
-            if first.lower() not in seen:
-                seen.add(first.lower())
-                chats.append(msgs)
-        start = 0
-        for name, size in SPLIT_SIZES.items():
-            k = round(size * per_intent / sum(SPLIT_SIZES.values()))
-            splits[name].extend(chats[start:start + k])
-            start += k
-    for rows in splits.values():
-        rng.shuffle(rows)
-    return splits
+    return by_intent(_conversation, SPLIT_SIZES, per_intent, random.Random(seed), "demo-chat")
 
 
 def write(out_dir: str | Path, seed: int = SEED) -> Path:
