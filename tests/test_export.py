@@ -26,32 +26,35 @@ def ours(art, tok):
         return art.module.project(art.module.hidden(ids.input_ids, ids.attention_mask)[:, -1])
 
 
+@pytest.mark.parametrize("arch", ["gemma", "llama"])
 @pytest.mark.parametrize("name, strategy, overrides", [("lora", "lora", {}), ("soft", "soft_prompt", {"n_tokens": 3}),
                                                        ("prefix", "prefix", {"n_tokens": 3})])
-def test_peft_export_loads_in_peft(tmp_path, name, strategy, overrides):
+def test_peft_export_loads_in_peft(tmp_path, name, strategy, overrides, arch):
     from peft import PeftModel
 
-    base = build_tiny()
+    base = build_tiny(arch=arch)
     folder = build(base, name, strategy, FOOD, overrides, tmp_path)
     out = export(folder, tmp_path / "out", "peft")
     assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
     art = Artifact.load(folder, base)
-    theirs = last_logits(PeftModel.from_pretrained(build_tiny().model, str(out)), base.tokenizer)
+    theirs = last_logits(PeftModel.from_pretrained(build_tiny(arch=arch).model, str(out)), base.tokenizer)
     assert torch.allclose(ours(art, base.tokenizer), theirs, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["gemma", "llama"])
 @pytest.mark.parametrize("name, strategy, overrides", [("lora", "lora", {}), ("full", "full", {})])
-def test_merged_export_loads_in_transformers(tmp_path, name, strategy, overrides):
+def test_merged_export_loads_in_transformers(tmp_path, name, strategy, overrides, arch):
     from transformers import AutoModelForCausalLM
 
-    base = build_tiny()
+    base = build_tiny(arch=arch)
     folder = build(base, name, strategy, FOOD, overrides, tmp_path)
     out = export(folder, tmp_path / "merged", "merged", base)
     merged = AutoModelForCausalLM.from_pretrained(out)
     art = Artifact.load(folder, base)
     assert torch.allclose(ours(art, base.tokenizer), last_logits(merged, base.tokenizer), atol=1e-4)
     # merging worked on a copy: the shared base model is still the plain one
-    assert torch.allclose(last_logits(base.model, base.tokenizer), last_logits(build_tiny().model, base.tokenizer))
+    assert torch.allclose(last_logits(base.model, base.tokenizer),
+                          last_logits(build_tiny(arch=arch).model, base.tokenizer))
 
 
 def test_export_refusals_are_clear(tmp_path):
