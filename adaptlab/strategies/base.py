@@ -139,6 +139,7 @@ class Artifact:
                  sampling=None, stop: list[str] | None = None) -> list[str]:
         """Generated text per input; ``sampling`` (:class:`adaptlab.models.decoding.Sampling`,
         default greedy) and ``stop`` texts go to the backend."""
+        stop = stop if stop is not None else self.decoding.get("stop")  # the artifact's own answer end, if any
         extra = {k: v for k, v in (("sampling", sampling), ("stop", stop)) if v is not None}
         return self.backend.generate(self.prompts(texts), max_new_tokens=max_new_tokens or self.decoding["max_new_tokens"],
                                      num_beams=num_beams or self.decoding.get("num_beams", 1), **extra)

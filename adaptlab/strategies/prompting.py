@@ -110,6 +110,8 @@ class PromptArtifact(Artifact):
                  calibration: list[float] | None = None, metrics: dict | None = None, trace: list | None = None,
                  decoding: dict | None = None, fallback_label: str | None = None):
         super().__init__(strategy, backend, config, template, task, labels, metrics, decoding)
+        if task == "generation" and "stop" not in self.decoding:
+            self.decoding = {**self.decoding, "stop": answer_stops(template)}
         self.exemplars = list(exemplars or [])
         self.reserve = list(reserve or [])
         self.selection = selection
@@ -202,6 +204,19 @@ class PromptArtifact(Artifact):
                        meta.get("metrics"), meta.get("trace"), meta.get("decoding"), p.get("fallback_label"))
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"{folder}: malformed prompt artifact: {e}") from None
+
+
+def answer_stops(template: PromptTemplate) -> list[str]:
+    """Where a hard prompt's answer ends: at the next line that starts like the input line
+    (``Input:``), which is where a model that learned the pattern from the exemplars goes on with
+    another made-up example. Found by the ViGGO report's gallery: without it, few-shot answers
+    run on into ``Input: suggest(...) Output: ...``."""
+    for line in template.template.splitlines():
+        for slot in ("{input}", "{text}"):
+            if slot in line:
+                lead = line.split(slot)[0].replace("{examples}", "").strip()
+                return [f"\n{lead}"] if lead else []
+    return []
 
 
 def with_exemplar_turns(messages: list[dict], exemplars: list[tuple[str, str]]) -> list[dict]:

@@ -165,3 +165,21 @@ def test_few_shot_on_generation(base):
     assert "rouge_l" in art.metrics["dev"]
     with pytest.raises(ValueError, match="classification tasks only"):
         get_strategy("few_shot").strategy_cls(make_config("few_shot", calibrate=True)).fit(base, gen, gen)
+
+
+def test_a_hard_prompt_answer_ends_where_the_next_exemplar_would_start():
+    """Found by the ViGGO gallery: few-shot answers ran on into 'Input: ... Output: ...'."""
+    from adaptlab.data.loading import Example, TaskData
+    from adaptlab.models.tiny import build_tiny
+    from adaptlab.strategies import get_strategy, make_config
+    from adaptlab.strategies.prompting import answer_stops
+    from adaptlab.prompts import BUILTIN_TEMPLATES
+
+    assert answer_stops(BUILTIN_TEMPLATES["generation"]["input-output"]) == ["\nInput:"]
+    assert answer_stops(BUILTIN_TEMPLATES["chat"]["conversation"]) == []
+    gen = TaskData("generation", [Example(f"say {w}", w, i + 1) for i, w in enumerate(["ab", "cd", "ef"])], "g")
+    art = get_strategy("few_shot").strategy_cls(make_config("few_shot", k=2)).fit(build_tiny(), gen)
+    assert art.decoding["stop"] == ["\nInput:"]
+    free = art.backend.generate(art.prompts(["say ab"]), max_new_tokens=40, stop=[])[0]
+    cut = art.generate(["say ab"], max_new_tokens=40)[0]
+    assert "\nInput:" not in cut and free.startswith(cut)

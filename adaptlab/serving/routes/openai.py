@@ -202,6 +202,7 @@ async def complete(a: _Answer, text: str, max_tokens: int | None, stream: bool):
     check_text(a.st, text, "messages" if a.chat else "prompt")
     if a.adapter.task_type == "classification":  # the answer is a label, always one of the label set
         return await _label_answer(a, text, stream)
+    a.stops = a.stops + [s for s in a.adapter.decoding.get("stop", []) if s not in a.stops]  # the answer's own end
     limit = max_new(a.st, max_tokens, a.adapter)
     works = [Work("generate", a.adapter, text, max_new=limit, sampling=a.row_sampling(i), stop=a.stops)
              for i in range(a.n)]
