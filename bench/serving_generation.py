@@ -102,11 +102,12 @@ def main() -> None:
                        "latency_p50_s": classify_bench.percentile(lat, 50),
                        "latency_p99_s": classify_bench.percentile(lat, 99)}
         print(mode, json.dumps(modes[mode]), flush=True)
-    same = sum(a == b for a, b in zip(texts["mixed"], texts["swap"]))
+    # The swap baseline does not stream: it sends its whole (stripped) answer at the end, token by token.
+    same = sum((a or "").strip() == (b or "").strip() for a, b in zip(texts["mixed"], texts["swap"]))
     ratio = modes["mixed"]["tokens_per_s"] / modes["swap"]["tokens_per_s"]
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "modes": modes, "ratio": ratio, "same_text": same,
-                                                 "compared": len(jobs)})
+                                                 "compared": len(jobs), "texts": texts})
     m, s = modes["mixed"], modes["swap"]
     row = "| {} | {:.1f} | {:.2f} s | {:.2f} s | {:.2f} s | {:.2f} s | {}/{} |"
     md = [f"## Generation serving: 8 adaptations of {args.model} on one server ({args.data})", "",

@@ -267,7 +267,7 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
             text_now = tok.decode(seqs[i], skip_special_tokens=True)
             if text_now.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                 continue
-            text_now = cut_at_stop(text_now, a.stops)
+            text_now = cut_at_stop(text_now, a.stops).lstrip()  # as the whole answer is: no leading space
             ready = text_now[:max(0, len(text_now) - hold)] if a.stops else text_now
             if len(ready) > len(sent[i]):
                 yield a.chunk(i, ready[len(sent[i]):], None)
@@ -278,7 +278,7 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
             except Exception as e:  # noqa: BLE001 - the stream has started: report in-band
                 yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
                 return
-            full = cut_at_stop(tok.decode(seqs[i], skip_special_tokens=True), a.stops)
+            full = cut_at_stop(tok.decode(seqs[i], skip_special_tokens=True), a.stops).lstrip()
             if len(full) > len(sent[i]):   # what the stop-text hold kept back
                 yield a.chunk(i, full[len(sent[i]):], None)
             if i == 0:
