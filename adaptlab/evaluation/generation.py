@@ -7,6 +7,7 @@ import dataclasses
 
 import torch
 
+from adaptlab.evaluation.text_metrics import chrf, generation_scores  # noqa: F401  (chrf: public here too)
 from adaptlab.models.decoding import GREEDY, Sampling, beam_search, decode
 from adaptlab.models.runtime import as_lm, encode_prompts, length_batches, module_device
 
@@ -64,22 +65,9 @@ def references_by_input(examples) -> tuple[list[str], list[list[str]]]:
     return list(refs), list(refs.values())
 
 
-def chrf(predictions: list[str], references: list[list[str]]) -> float:
-    """Corpus chrF (character n-gram F-score, beta 2) on a 0-1 scale, every reference of an input
-    counting. From sacrebleu, the reference implementation, so the number matches what E2E/ViGGO
-    papers and other tools report."""
-    from sacrebleu.metrics import CHRF
-
-    width = max(len(refs) for refs in references)
-    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
-    return CHRF().corpus_score(predictions, streams).score / 100.0
-
-
 def generation_metrics(predictions: list[str], references: list[list[str]], inputs: list[str] | None = None,
                        embeddings: bool = True) -> dict[str, float]:
     """Corpus metrics: ROUGE-L (``rouge-score``) and exact match against the best of each input's
     references, corpus chrF, MiniLM embedding similarity, and where the task has them the slot
     error rate and JSON validity / field accuracy (see :mod:`adaptlab.evaluation.text_metrics`)."""
-    from adaptlab.evaluation.text_metrics import generation_scores
-
     return generation_scores(predictions, references, inputs, embeddings)[0]

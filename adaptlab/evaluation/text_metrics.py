@@ -43,6 +43,17 @@ def exact_match(prediction: str, references: list[str]) -> bool:
     return any(prediction.strip() == r.strip() for r in references)
 
 
+def chrf(predictions: list[str], references: list[list[str]]) -> float:
+    """Corpus chrF (character n-gram F-score, beta 2) on a 0-1 scale, every reference of an input
+    counting. From sacrebleu, the reference implementation, so the number matches what E2E/ViGGO
+    papers and other tools report."""
+    from sacrebleu.metrics import CHRF
+
+    width = max(len(refs) for refs in references)
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
+    return CHRF().corpus_score(predictions, streams).score / 100.0
+
+
 # ------------------------------------------------------------------ embedding similarity
 class MiniLM:
     """all-MiniLM-L6-v2 as sentence-transformers runs it (mean pooling, L2 norm), loaded with
@@ -161,8 +172,6 @@ def json_metrics(predictions: list[str], references: list[list[str]]) -> dict | 
 def generation_scores(predictions: list[str], references: list[list[str]], inputs: list[str] | None = None,
                       embeddings: bool = True) -> tuple[dict, list[dict]]:
     """Corpus metrics and per-row metrics of generated text against each input's references."""
-    from adaptlab.evaluation.generation import chrf
-
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} reference sets")
     n = len(predictions)
