@@ -337,8 +337,19 @@ def compare_cmd(
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
     train_sizes: str = typer.Option("16,64,256,all", help="Train-set sizes for the learning curves."),
     seeds: int = typer.Option(1, help="Seeds per strategy x size (mean ± std in the report)."),
-    budget: Optional[str] = typer.Option(None, help="Cap for the whole grid, e.g. 30m or 2h: cheap runs first, "
-                                                    "runs that will not fit are skipped and listed."),
+    budget: Optional[str] = typer.Option(None, help="Cap for the whole compare, e.g. 30m or 2h: runs that will not "
+                                                    "fit are skipped and listed. With a budget the compare is "
+                                                    "adaptive unless --full-grid."),
+    adaptive: Optional[bool] = typer.Option(None, "--adaptive/--full-grid",
+                                            help="Race the strategies: predict each one's quality at the largest "
+                                                 "train size from its learning curve, drop those that cannot win, "
+                                                 "stop when the winner is decided (default with --budget); or run "
+                                                 "every strategy x size x seed."),
+    confidence: float = typer.Option(0.95, help="Confidence of the race's bounds and the paired intervals."),
+    tune: Optional[bool] = typer.Option(None, "--tune/--no-tune",
+                                        help="First fit each strategy's few registered variants (learning rate, "
+                                             "LoRA rank, prompt length, few-shot k) at the smallest size, choose on "
+                                             "dev, and use the best for its runs (default: with --adaptive)."),
     out: Path = typer.Option(..., help="Run folder (results/, artifacts/, report/); re-running resumes."),
     epochs: float = typer.Option(2.0, help="Epochs for gradient strategies (full: 1 unless --set full.epochs=...)."),
     test_limit: int = typer.Option(0, help="Score at most this many test examples (0: all)."),
@@ -380,16 +391,7 @@ def compare_cmd(
     set_torch_threads()
     try:
         names = list_strategies() if strategies == "all" else [s.strip() for s in strategies.split(",") if s.strip()]
-        settings: dict = {}
-        strategy_epochs: dict = {}
-        for key, value in _parse_overrides(set_).items():
-            if "." not in key:
-                raise DataError(f"--set {key}: use strategy.key=value, e.g. lora.r=16")
-            strat, field_name = key.split(".", 1)
-            if field_name == "epochs":
-                strategy_epochs[strat] = float(value)
-            else:
-                settings.setdefault(strat, {})[field_name] = value
+        settings, strategy_epochs = _strategy_overrides(set_)
         cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
                             seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
                             strategy_epochs=strategy_epochs, strategy_settings=settings, test_limit=test_limit,
@@ -398,11 +400,10 @@ def compare_cmd(
                             consistency_temperature=consistency_temperature, gallery_examples=gallery_examples,
                             eval_every=eval_every, patience=patience,
                             price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
-                            data_dir=str(data_dir) if data_dir else None, device=device)
-        from adaptlab.strategies.registry import make_config
-
-        for strat, kw in settings.items():  # fail now, not at run 7
-            make_config(strat, **kw)
+                            data_dir=str(data_dir) if data_dir else None, device=device,
+                            adaptive=adaptive if adaptive is not None else budget is not None,
+                            confidence=confidence)
+        cfg.tune = tune if tune is not None else cfg.adaptive
         if workers < 1:
             raise DataError(f"--workers {workers}: must be >= 1")
         if ray_cpus is not None and ray_cpus < 1:
@@ -429,6 +430,27 @@ def compare_cmd(
         console.print(f"[yellow]{len(result['skipped'])} run(s) skipped by the budget[/] (listed in the report)")
     _print_recommendation(out, Constraints())
     console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
+
+
+def _strategy_overrides(set_: list[str]) -> tuple[dict, dict]:
+    """``--set strategy.key=value`` -> (settings per strategy, epochs per strategy), each strategy's
+    settings checked against its config now rather than at run 7 ("lr" goes to the training config)."""
+    from adaptlab.compare.measure import split_lr
+    from adaptlab.strategies.registry import make_config
+
+    settings: dict = {}
+    strategy_epochs: dict = {}
+    for key, value in _parse_overrides(set_).items():
+        if "." not in key:
+            raise DataError(f"--set {key}: use strategy.key=value, e.g. lora.r=16")
+        strat, field_name = key.split(".", 1)
+        if field_name == "epochs":
+            strategy_epochs[strat] = float(value)
+        else:
+            settings.setdefault(strat, {})[field_name] = value
+    for strat, kw in settings.items():
+        make_config(strat, **split_lr(strat, kw)[0])
+    return settings, strategy_epochs
 
 
 def _print_recommendation(run_dir: Path, c) -> None:
@@ -476,12 +498,14 @@ def recommend_cmd(
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the comparison (resumable)."),
          model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
-         budget: str = typer.Option("7m", help="Budget for the comparison grid.")) -> None:
+         budget: str = typer.Option("4m", help="Budget for the comparison.")) -> None:
     """The main job on the embedded demo task: check the data, then compare strategies on a quick budget.
 
     Prompt strategies (zero-shot, few-shot, prompt search) against trained ones (soft prompt,
-    prefix, LoRA) at three train sizes; cheap runs go first and what does not fit the budget is
-    listed in the report. Prints the recommendation and where the report is.
+    prefix, LoRA), raced on their learning curves up to all the demo's training data: each strategy
+    runs once, the leader is measured on all the data, and a strategy is dropped once its
+    optimistic prediction falls below the leader's pessimistic one. Prints the decided
+    recommendation (or what was still open when the budget ran out) and where the report is.
     """
     console.rule("[bold]adaptlab demo: Fernhill Home support intents")
     data_check("demo", eval_files=[], task=None, text_field=None, label_field=None, labels=None,
@@ -493,7 +517,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
                 consistency_samples=4, consistency_temperature=0.7, gallery_examples=6, eval_every=0, patience=0,
                 set_=["few_shot.k=8", "prompt_search.budget_calls=120"], price_per_hour=0.10,
                 keep_artifacts="small", data_dir=None, workers=1, ray=None, ray_cpus=None, no_progress=False,
-                device="auto")
+                device="auto", adaptive=True, confidence=0.95,
+                tune=False)  # 12 variants would take most of the 4 minutes; `compare --tune` does it
 
 
 @app.command("export")

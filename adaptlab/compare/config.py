@@ -63,6 +63,9 @@ class CompareConfig:
     keep_artifacts: str = "small"
     data_dir: str | None = None
     device: str = "auto"
+    adaptive: bool = False              # race the strategies (compare/adaptive.py) instead of running the whole grid
+    confidence: float = 0.95            # of the bounds the race and the paired statistics use
+    tune: bool = False                  # fit each strategy's search variants on dev first (compare/tuning.py)
 
     def __post_init__(self):
         known = set(list_strategies())
@@ -87,6 +90,8 @@ class CompareConfig:
                      "consistency_examples", "gallery_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"confidence={self.confidence}: must be in [0.5, 1)")
         bad = [s for s in self.strategy_settings if s not in known]
         if bad:
             raise ValueError(f"strategy_settings: unknown strategy {', '.join(bad)}")

@@ -153,15 +153,18 @@ class Estimator:
     def epochs(self, strategy: str) -> float:
         return self.cfg.epochs_for(strategy)
 
-    def scored_per_run(self) -> int:
-        """Examples scored per run besides training: test, train-gap sample, fragility variants."""
+    def scored_per_run(self, light: bool = False) -> int:
+        """Examples scored per run besides training: test, train-gap sample, fragility variants
+        (``light``: the test rows only, as the adaptive compare scores runs below its target size)."""
+        if light:
+            return self.n_eval
         frag = self.cfg.fragility_examples * (1 + self.cfg.fragility_k + 5) if self.cfg.fragility_k else 0
         steady = self.cfg.consistency_examples * (self.cfg.consistency_samples if not self.n_labels else 1)
         return self.n_eval + min(self.cfg.fragility_examples, 64) + frag + steady
 
-    def __call__(self, spec: RunSpec, kind: str) -> float:
+    def __call__(self, spec: RunSpec, kind: str, light: bool = False) -> float:
         eval_rate = self.strategy_eval_rate(spec.strategy)
-        seconds = self.scored_per_run() * eval_rate
+        seconds = self.scored_per_run(light) * eval_rate
         work = self._work(kind, spec.train_size, self.epochs(spec.strategy))
         sp = get_strategy(spec.strategy)
         prior = (sp.train_prior if sp.train_prior is not None else TRAIN_PRIOR_DEFAULT) if kind == "gradient" else 0.0
@@ -237,17 +240,165 @@ def release_claim(out: Path, run_id: str) -> None:
     (claims_dir(out) / f"{run_id}.claim").unlink(missing_ok=True)
 
 
-def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
-    """Run (or resume) the grid; returns {"finished": [...], "skipped": [...], "results": [...]}.
+class GridPicker:
+    """The full grid: every planned run, in rounds, cheapest first; a run that will not fit the budget
+    is skipped and the next one tried. Every run is measured in full."""
 
-    Order: in rounds, every strategy's next run before any strategy's one after it, cheap runs first
-    within a round (:func:`order_runs`)."""
-    import torch
+    light = staticmethod(lambda spec: False)
+    keep = staticmethod(lambda spec: False)
 
-    from adaptlab.compare.measure import prepare, run_one
+    def __init__(self, cfg: CompareConfig, specs: list[RunSpec], est: Estimator, done: dict):
+        self.cfg, self.est = cfg, est
+        self.todo = [s for s in specs if s.id not in done]
+        self.rounds = collections.Counter(r["run"]["strategy"] for r in done.values())
+        self.kinds = {s.id: get_strategy(s.strategy).kind for s in specs}
+        self.skipped: list[dict] = []
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    def remaining(self, guess: float) -> float:
+        return sum(self.est(s, self.kinds[s.id]) for s in self.todo) + guess
+
+    def next(self, done: dict, spent: float):
+        """(spec, estimated seconds) of the next run, or None when the grid is through."""
+        while self.todo:
+            self.todo = order_runs(self.todo, lambda s: self.est(s, self.kinds[s.id]), self.rounds)  # re-estimated
+            spec = self.todo.pop(0)
+            self.rounds[spec.strategy] += 1
+            guess = self.est(spec, self.kinds[spec.id])
+            if _over_budget(self.cfg, spent, guess, spec, self.skipped):
+                continue
+            return spec, guess
+        return None
+
+    def finalize(self, ctx, records: list[dict]) -> list[dict]:
+        return records
+
+    def finish(self, out: Path, records: list[dict], minutes: float) -> None:
+        pass
+
+
+class AdaptivePicker:
+    """The race (:mod:`adaptlab.compare.adaptive`): after every run, the state is recomputed from all
+    finished runs (other workers' included) and the first candidate that fits the budget runs. Every
+    run is scored on the test rows only; the train gap, fragility, forgetting and consistency describe
+    the strategy one would deploy, so :meth:`finish` measures them for the recommended run alone, from
+    its artifact (runs at the target size keep theirs until then). Time for that is held back from
+    the budget."""
+
+    def __init__(self, cfg: CompareConfig, specs: list[RunSpec], est: Estimator, out: Path):
+        self.cfg, self.specs, self.est, self.out = cfg, specs, est, out
+        self.kinds = {s.id: get_strategy(s.strategy).kind for s in specs}
+        self.target = max((s.train_size for s in specs), default=0)
+        self.skipped: list[dict] = []
+        self.state = None
+
+    def light(self, spec: RunSpec) -> bool:
+        return True
+
+    def keep(self, spec: RunSpec) -> bool:
+        return spec.train_size in (0, self.target)
+
+    def cost(self, spec: RunSpec) -> float:
+        return self.est(spec, self.kinds[spec.id], True)
+
+    def reserve(self) -> float:
+        """Seconds held back for measuring the winner in full at the end."""
+        return self.est.strategy_eval_rate("") * (self.est.scored_per_run(False) - self.est.scored_per_run(True))
+
+    def remaining(self, guess: float) -> float:
+        return guess + sum(self.cost(s) for s, _ in (self.state.candidates[1:] if self.state else []))
+
+    def next(self, done: dict, spent: float):
+        from adaptlab.compare.adaptive import race
+
+        for _ in range(360):  # other workers hold every candidate: wait for their results (up to an hour)
+            records = load_results(self.out)
+            done.update({r["run"]["id"]: r for r in records})
+            self.state = race(list(done.values()), self.specs, confidence=self.cfg.confidence, cost=self.cost)
+            if self.state.decided:
+                return None
+            fits = []
+            for spec, why in self.state.candidates:
+                guess = self.cost(spec)
+                if not _over_budget(self.cfg, spent + self.reserve(), guess, spec, self.skipped):
+                    fits.append((spec, guess))
+            if not fits:
+                return None
+            free = [(s, g) for s, g in fits if not _claimed(self.out, s.id)]
+            if free:
+                spec, guess = free[0]
+                why = dict((s.id, w) for s, w in self.state.candidates)[spec.id]
+                console.print(f"  race: {why}", highlight=False, soft_wrap=True)
+                return spec, guess
+            time.sleep(10)
+        return None
+
+    def finalize(self, ctx, records: list[dict]) -> list[dict]:
+        """Measure the recommended strategy's runs in full (from their kept artifacts), then let the
+        artifacts of the target-size runs go as --keep-artifacts says; returns the records."""
+        from adaptlab.compare.measure import finalize, prune_artifact
+        from adaptlab.compare.recommend import Constraints, recommend
+
+        winner = recommend(records, Constraints()).winner
+        for rec in records:
+            folder = self.out / "artifacts" / rec["run"]["id"]
+            if rec["run"]["strategy"] == winner and rec["eval"].get("light") and folder.is_dir():
+                console.print(f"  measuring {rec['run']['id']} in full (the recommended run)", highlight=False)
+                r = rec["run"]
+                finalize(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
+            if folder.is_dir() and rec["cost"].get("artifact_kept") and self.cfg.keep_artifacts != "all":
+                rec["cost"]["artifact_kept"] = prune_artifact(folder, self.cfg.keep_artifacts, rec["cost"]["artifact_bytes"])
+            atomic_write_json(results_dir(self.out) / f"{rec['run']['id']}.json", rec)
+        return records
+
+    def finish(self, out: Path, records: list[dict], minutes: float) -> None:
+        """race.json: the final state, the decision in one sentence, and every planned run not run, with why."""
+        from adaptlab.compare.adaptive import decision_line, race
+        from adaptlab.compare.tuning import load_tuning
+
+        state = race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost)
+        minutes += sum(t.get("seconds", 0.0) for t in load_tuning(out).values()) / 60  # tuning fits count too
+        finished = {r["run"]["id"] for r in records}
+        skipped = {s["id"]: s["reason"] for s in self.skipped}
+        not_run = []
+        for spec in self.specs:
+            if spec.id in finished:
+                continue
+            if spec.id in skipped:
+                why = f"budget: {skipped[spec.id]}"
+            elif spec.strategy in state.dropped:
+                why = f"{spec.strategy} dropped: {state.dropped[spec.strategy]}"
+            elif state.fits.get(spec.strategy) and state.fits[spec.strategy].measured_at_target:
+                why = f"{spec.strategy} is measured at the target size; its smaller sizes cannot change the winner"
+            elif not state.decided:
+                why = "not reached: the race was stopped before it was decided"
+            else:
+                why = "not needed to decide"
+            not_run.append({"id": spec.id, "why": why})
+        line = decision_line(state, len(records), minutes, len(not_run))
+        atomic_write_json(out / "race.json", {**state.to_dict(), "decision": line, "runs": len(records),
+                                              "minutes": minutes, "not_run": not_run})
+        console.print(f"[bold]{line}[/]", highlight=False, soft_wrap=True)
+
+
+def _over_budget(cfg: CompareConfig, spent: float, guess: float, spec: RunSpec, skipped: list[dict]) -> bool:
+    if cfg.budget_seconds is None or spent + guess <= cfg.budget_seconds:
+        return False
+    left = cfg.budget_seconds - spent
+    if all(s["id"] != spec.id for s in skipped):
+        skipped.append({"id": spec.id, "estimate_s": guess, "left_s": left,
+                        "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"})
+    return True
+
+
+def _claimed(out: Path, run_id: str) -> bool:
+    path = claims_dir(out) / f"{run_id}.claim"
+    try:
+        return path.exists() and _claim_alive(json.loads(path.read_text() or "{}"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _check_out(cfg: CompareConfig, out: Path) -> None:
     cfg_path = out / "compare.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
@@ -256,46 +407,58 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
             raise ValueError(f"{out}: holds a comparison of another {'/'.join(changed)} "
                              f"({', '.join(str(old.get(k)) for k in changed)}); use another --out")
     atomic_write_json(cfg_path, cfg.to_dict())
+
+
+def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
+    """Run (or resume) the grid, or the race when ``cfg.adaptive``; returns {"finished": [...],
+    "skipped": [...], "results": [...]}.
+
+    Full grid order: in rounds, every strategy's next run before any strategy's one after it, cheap
+    runs first within a round (:func:`order_runs`). Adaptive: :class:`AdaptivePicker`."""
+    import torch
+
+    from adaptlab.compare.measure import prepare, run_one
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out(cfg, out)
     ctx = prepare(cfg)
     done = {r["run"]["id"]: r for r in load_results(out)}
     specs = plan(cfg, len(ctx.splits.train))
     est = Estimator(cfg, ctx.n_eval, len(ctx.labels) if ctx.labels else 0)
     for r in done.values():
         est.observe(r)
-    todo = [s for s in specs if s.id not in done]
-    rounds = collections.Counter(r["run"]["strategy"] for r in done.values())
-    skipped: list[dict] = []
+    picker = AdaptivePicker(cfg, specs, est, out) if cfg.adaptive else GridPicker(cfg, specs, est, done)
     t_start = time.monotonic()
+    settings = dict(cfg.strategy_settings)
+    if cfg.tune:
+        from adaptlab.compare.tuning import run_tuning
+
+        settings.update(run_tuning(cfg, ctx, specs, out, spent=lambda: time.monotonic() - t_start,
+                                   log=lambda m: console.print(m, highlight=False, soft_wrap=True),
+                                   claim=lambda i: claim(out, i), release=lambda i: release_claim(out, i),
+                                   claimed=lambda i: _claimed(out, i)))
     finished: list[str] = []
     if done:
-        console.print(f"resuming: {len(done)} finished run(s) kept, {len(todo)} to go")
+        console.print(f"resuming: {len(done)} finished run(s) kept"
+                      + ("" if cfg.adaptive else f", {len(specs) - len(done)} to go"))
     # The code this process runs is the commit checked out now: read HEAD once, since commits made
     # while a long grid runs would otherwise be credited with runs they did not produce.
     commit = git_commit()
     machine = {**machine_info(), "gemm_gflops": round(speed_probe(), 2)}  # once per worker, before any run
-    while todo:
-        kinds = {s.id: get_strategy(s.strategy).kind for s in todo}
-        todo = order_runs(todo, lambda s: est(s, kinds[s.id]), rounds)  # re-estimated as we learn
-        spec = todo.pop(0)
-        rounds[spec.strategy] += 1
-        guess = est(spec, kinds[spec.id])
-        spent = time.monotonic() - t_start
-        if cfg.budget_seconds is not None and spent + guess > cfg.budget_seconds:
-            left = cfg.budget_seconds - spent
-            skipped.append({"id": spec.id, "estimate_s": guess, "left_s": left,
-                            "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"})
-            continue
-        n_total = len(specs)
+    while (pick := picker.next(done, time.monotonic() - t_start)) is not None:
+        spec, guess = pick
         best = _best(list(done.values()))
-        remaining = sum(est(s, kinds[s.id]) for s in todo) + guess
-        console.print(f"[bold][{len(done) + 1}/{n_total}][/] {spec.id}  est {guess:.0f} s, "
-                      f"grid ETA {remaining / 60:.1f} min" + (f"  best so far: {best}" if best else ""),
+        console.print(f"[bold][{len(done) + 1}/{len(specs)}][/] {spec.id}  est {guess:.0f} s, "
+                      + ("" if cfg.adaptive else f"grid ETA {picker.remaining(guess) / 60:.1f} min")
+                      + (f"  best so far: {best}" if best else ""),
                       highlight=False, soft_wrap=True)  # one line per run, also in a log file
         if (results_dir(out) / f"{spec.id}.json").exists() or not claim(out, spec.id):
             continue  # another worker finished it or is running it
         try:
             torch.manual_seed(spec.seed)
-            rec = run_one(spec, cfg, ctx, out, progress=progress)
+            rec = run_one(spec, cfg, ctx, out, progress=progress, light=picker.light(spec),
+                          settings=settings.get(spec.strategy, {}), keep=picker.keep(spec))
             rec["meta"].update({"versions": package_versions(), "git_commit": commit,
                                 "machine": machine, "data": cfg.data, "model": cfg.model,
                                 "worker": f"{socket.gethostname()}:{os.getpid()}"})
@@ -305,9 +468,26 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
         done[spec.id] = rec
         finished.append(spec.id)
         est.observe(rec)
-    _write_skipped(out, skipped)
+    _write_skipped(out, picker.skipped)
     done = {r["run"]["id"]: r for r in load_results(out)}  # include what other workers finished
-    return {"finished": finished, "skipped": skipped, "results": list(done.values())}
+    records = picker.finalize(ctx, list(done.values()))
+    picker.finish(out, records, _run_minutes(records))
+    return {"finished": finished, "skipped": picker.skipped, "results": list(done.values())}
+
+
+def _run_minutes(records: list[dict]) -> float:
+    """Wall minutes of the runs themselves (summed; resumed sessions count what they ran)."""
+    import datetime
+
+    total = 0.0
+    for r in records:
+        try:
+            a = datetime.datetime.strptime(r["meta"]["started"], "%Y-%m-%dT%H:%M:%S%z")
+            b = datetime.datetime.strptime(r["meta"]["finished"], "%Y-%m-%dT%H:%M:%S%z")
+            total += (b - a).total_seconds()
+        except (KeyError, ValueError):
+            continue
+    return total / 60
 
 
 def _write_skipped(out: Path, skipped: list[dict]) -> None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptlab.compare.baselines import baselines
 from adaptlab.compare.config import CompareConfig
 from adaptlab.data.loading import TaskData
 from adaptlab.data.named import TaskSplits, load_task
@@ -29,6 +30,7 @@ class Context:
     test: TaskData
     labels: list[str] | None
     forgetting_before: dict | None
+    baselines: dict | None = None  # classification: majority class and chance on the test rows
 
     @property
     def n_eval(self) -> int:
@@ -42,7 +44,9 @@ def prepare(cfg: CompareConfig) -> Context:
     base = load_base(cfg.model, device=resolve_device(cfg.device))
     before = base_reference(base) if cfg.forgetting else None
     labels = splits.train.labels if splits.task == "classification" else None
-    return Context(base, splits, test, labels, before)
+    floor = baselines([ex.label for ex in splits.train.examples], [ex.label for ex in test.examples], labels) \
+        if labels else None
+    return Context(base, splits, test, labels, before, floor)
 
 
 def _quality(m: dict) -> float:
@@ -57,19 +61,29 @@ def prune_artifact(folder: Path, policy: str, size: int) -> bool:
     return keep
 
 
-def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool):
+def split_lr(strategy: str, settings: dict) -> tuple[dict, float | None]:
+    """A gradient strategy's settings without "lr", and the learning rate ("lr" goes to the training
+    config, the rest to the strategy's)."""
+    if get_strategy(strategy).kind != "gradient" or "lr" not in settings:
+        return settings, None
+    rest = {k: v for k, v in settings.items() if k != "lr"}
+    return rest, float(settings["lr"])
+
+
+def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: dict | None = None):
     """Fit ``spec``'s strategy on its train subset: (artifact, train subset, train record, settings)."""
     sp = get_strategy(spec.strategy)
-    settings = dict(cfg.strategy_settings.get(spec.strategy, {}))
+    settings = dict(cfg.strategy_settings.get(spec.strategy, {}) if settings is None else settings)
     train = ctx.splits.train
     if spec.train_size and spec.train_size < len(train):
         train = subsample(train, n=spec.train_size, seed=spec.seed)
     # A seed and no dev metrics for the strategies whose config has them (the grid measures on test).
     fields = {f.name for f in dataclasses.fields(sp.config_cls)}
     own = {k: v for k, v in (("seed", spec.seed), ("dev_limit", 0)) if k in fields}
-    config = make_config(spec.strategy, **{**own, **settings})
+    config_settings, lr = split_lr(spec.strategy, settings)
+    config = make_config(spec.strategy, **{**own, **config_settings})
     tc = TrainConfig(epochs=cfg.epochs_for(spec.strategy), seed=spec.seed, dev_limit=cfg.dev_limit,
-                     checkpoint_every=0, eval_every=cfg.eval_every, patience=cfg.patience)
+                     checkpoint_every=0, eval_every=cfg.eval_every, patience=cfg.patience, lr=lr)
     art = sp.strategy_cls(config).fit(ctx.base, train, ctx.splits.dev, tc, progress=progress)
     tr = art.metrics["train"]
     info = {"seconds": tr["train_seconds"], "model_calls": tr.get("model_calls"),
@@ -82,13 +96,33 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool):
     return art, train, info, settings
 
 
-def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train) -> dict:
-    """Test quality, the train-set gap, fragility and forgetting of a fitted artifact."""
+def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: bool = False) -> dict:
+    """Test quality, the train-set gap, fragility and forgetting of a fitted artifact (``light``: test
+    quality only, for the adaptive compare's runs; :func:`finalize` adds the rest to the ones it
+    recommends)."""
     t1 = time.perf_counter()
     test_m = art.evaluate(ctx.test, rows=True)
     rows = test_m.pop("rows")
-    eval_seconds = time.perf_counter() - t1
-    scored = len(ctx.test)
+    q = _quality(test_m)
+    ev = {"quality": q, "metric": "accuracy" if "accuracy" in test_m else "rouge_l", "test": test_m,
+          "test_examples": len(ctx.test), "train_quality": None, "overfit_gap": None,
+          "examples_per_s": test_m["examples_per_s"], "prompt_tokens": test_m["prompt_tokens"],
+          "seconds": time.perf_counter() - t1, "scored_examples": len(ctx.test),
+          "fragility": None, "forgetting": None, "consistency": None, "rows": rows,
+          "baselines": ctx.baselines, "light": light}
+    if not light:
+        extra = measure_extras(art, spec, cfg, ctx, train, q)
+        ev["seconds"] += extra.pop("+seconds")
+        ev["scored_examples"] += extra.pop("+scored")
+        ev.update(extra)
+    return ev
+
+
+def measure_extras(art, spec, cfg: CompareConfig, ctx: Context, train, quality: float) -> dict:
+    """What describes the strategy one would deploy: the train-test gap, fragility, forgetting and
+    consistency under sampling. The eval seconds and scored examples it adds are returned as
+    increments (``+seconds``, ``+scored``)."""
+    scored, seconds = 0, 0.0
     # Overfitting: the same metric on (up to fragility_examples) training examples.
     train_part = subsample(train, n=min(len(train), max(16, cfg.fragility_examples)), seed=spec.seed) \
         if len(train) > 16 else train
@@ -99,7 +133,7 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train) -> dict:
         part = subsample(ctx.test, n=min(cfg.fragility_examples, len(ctx.test)), seed=0)
         t2 = time.perf_counter()
         frag = fragility(art, part, k=cfg.fragility_k, seed=spec.seed)
-        eval_seconds += time.perf_counter() - t2
+        seconds += time.perf_counter() - t2
         scored += len(part) * (1 + len(frag["paraphrases"]) + len(frag["perturbations"]))
     forget = forgetting(art, ctx.base, ctx.forgetting_before) if cfg.forgetting else None
     steady = None
@@ -107,27 +141,44 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train) -> dict:
         part = subsample(ctx.test, n=min(cfg.consistency_examples, len(ctx.test)), seed=0)
         t3 = time.perf_counter()
         steady = consistency(art, part, cfg.consistency_samples, cfg.consistency_temperature, seed=spec.seed)
-        eval_seconds += time.perf_counter() - t3
+        seconds += time.perf_counter() - t3
         scored += len(part) * (cfg.consistency_samples if ctx.splits.task != "classification" else 1)
-    q = _quality(test_m)
-    return {"quality": q, "metric": "accuracy" if "accuracy" in test_m else "rouge_l", "test": test_m,
-            "test_examples": len(ctx.test), "train_quality": _quality(train_m) if train_m else None,
-            "overfit_gap": (_quality(train_m) - q) if train_m else None, "examples_per_s": test_m["examples_per_s"],
-            "prompt_tokens": test_m["prompt_tokens"], "seconds": eval_seconds, "scored_examples": scored,
-            "fragility": frag, "forgetting": forget, "consistency": steady, "rows": rows}
+    return {"train_quality": _quality(train_m) if train_m else None,
+            "overfit_gap": (_quality(train_m) - quality) if train_m else None,
+            "fragility": frag, "forgetting": forget, "consistency": steady, "light": False,
+            "+seconds": seconds, "+scored": scored}
 
 
-def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = True) -> dict:
+def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> dict:
+    """Add the full measurements to a light run (``spec``) whose artifact was kept (the adaptive
+    compare's winner): the artifact is loaded, measured, and the record returned updated."""
+    from adaptlab.strategies.base import Artifact
+
+    r = rec["run"]
+    art = Artifact.load(Path(out) / "artifacts" / r["id"], ctx.base)
+    train = ctx.splits.train
+    if spec.train_size and spec.train_size < len(train):
+        train = subsample(train, n=spec.train_size, seed=spec.seed)
+    extra = measure_extras(art, spec, cfg, ctx, train, rec["eval"]["quality"])
+    ev = rec["eval"]
+    ev["seconds"] += extra.pop("+seconds")
+    ev["scored_examples"] += extra.pop("+scored")
+    ev.update(extra, finalized=True)
+    return rec
+
+
+def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = True, light: bool = False,
+            settings: dict | None = None, keep: bool = False) -> dict:
     """Fit, measure, save (and prune) one run; the record the results folder keeps for it."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     sp = get_strategy(spec.strategy)
-    art, train, train_info, settings = fit_run(spec, cfg, ctx, progress)
-    ev = measure_quality(art, spec, cfg, ctx, train)
+    art, train, train_info, settings = fit_run(spec, cfg, ctx, progress, settings)
+    ev = measure_quality(art, spec, cfg, ctx, train, light)
     predictions = ev.pop("rows")  # every test row's output and metric: galleries, paired comparisons
     folder = Path(out) / "artifacts" / spec.id
     art.save(folder)
     size = artifact_bytes(folder)
-    kept = prune_artifact(folder, cfg.keep_artifacts, size)
+    kept = True if keep else prune_artifact(folder, cfg.keep_artifacts, size)  # keep: until finalize
     return {
         "run": {"id": spec.id, "strategy": spec.strategy, "kind": sp.kind, "train_size": spec.train_size,
                 "seed": spec.seed, "epochs": cfg.epochs_for(spec.strategy) if sp.kind == "gradient" else None,

@@ -6,12 +6,15 @@ Rules, in order (README "Recommendation rules" summarises them for users):
 2. ``train_time``   a strategy whose training took longer than --max-train-minutes is excluded.
 3. ``memory``       a strategy whose peak RSS exceeded --max-memory GB is excluded.
 4. ``min_quality``  a strategy below --min-quality is excluded; if none is left, say so.
-5. ``near_tie``     rank by quality at the largest train size every strategy was measured at (each
-                    at its largest if they share none; rules 2-4 judge the same rows); a runner-up
-                    within the tolerance wins when it costs at least 20% less per 1M predictions, or
-                    no more per 1M predictions and at most half the training time (the cheapest such
-                    wins). Tolerance: max(1 point, the leader's seed std, for accuracy the test
-                    set's sampling error sqrt(p(1-p)/n)), at most 3 points.
+5. ``near_tie``     rank by quality at the target size (the largest measured); a strategy not
+                    measured there is ranked by its learning curve's prediction and marked so (rules
+                    2-4 judge the same rows). A measured runner-up that is tied with the leader wins
+                    when it costs at least 20% less per 1M predictions, or no more per 1M predictions
+                    and at most half the training time (the cheapest such wins). Tied: within 1
+                    point, or not significantly worse on the paired test rows (the paired bootstrap
+                    interval of leader - runner-up includes 0) and within 3 points. Runs without
+                    stored rows fall back to max(1 point, the leader's seed std, the test set's
+                    sampling error sqrt(p(1-p)/n)), at most 3 points.
 6. ``many_tasks``   serving N tasks from one base: a winner whose artifact is a model copy (>= 100 MB)
                     costs N copies; an adapter or prompt within 2 points wins instead.
 7. ``prompt_cost``  the winner is a hard prompt and a trained strategy within 2 points needs 3x+
@@ -24,9 +27,12 @@ data helps), ``try_hybrid`` (hybrid not measured), ``fragile`` (paraphrase sprea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
+from adaptlab.compare.baselines import ranking_metric
+from adaptlab.compare.curves import CurveFit, fit_all
+from adaptlab.compare.stats import CONFIDENCE, PairedDiff, above_baseline, compare_runs
+from adaptlab.compare.summary import Row, aggregate, crossovers, largest, ppl_rise
 from adaptlab.strategies.registry import get_strategy, list_strategies
 
 
@@ -41,11 +47,16 @@ class Constraints:
 
 @dataclass
 class Recommendation:
+    metric: str = "accuracy"
+    target: int | None = None           # the train size ranked at
     ranked: list[dict] = field(default_factory=list)
     excluded: list[dict] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
+    paired: list[dict] = field(default_factory=list)    # leader minus each measured runner-up, with its interval
+    baselines: dict = field(default_factory=dict)       # classification: majority class and chance
+    fits: dict = field(default_factory=dict)            # strategy -> learning-curve fit at the target (dicts)
 
     @property
     def winner(self) -> str | None:
@@ -55,14 +66,17 @@ class Recommendation:
         if not self.ranked:
             lines = ["**No strategy meets the constraints.**"]
         else:
-            lines = [f"**Recommended: {self.ranked[0]['strategy']}** (train size {self.ranked[0]['train_size']})."]
+            top = self.ranked[0]
+            lines = [f"**Recommended: {top['strategy']}** (train size {top['train_size']}"
+                     + (", predicted from its learning curve, not measured there" if top.get("predicted") else "") + ")."]
         lines += [f"- {r}" for r in self.reasons]
         if len(self.ranked) > 1:
             lines.append("")
             # Numbered, not "a > b": a rule may put a cheaper strategy above a slightly better one, and
             # "lora (0.894) > hybrid (0.896)" would read as an error.
             lines.append("Ranking: " + ", ".join(
-                f"{i}. {r['strategy']} ({r['quality']:.3f}" + (f", by rule {r['promoted_by']}" if r.get("promoted_by") else "")
+                f"{i}. {r['strategy']} ({r['quality']:.3f}" + (" predicted" if r.get("predicted") else "")
+                + (f", by rule {r['promoted_by']}" if r.get("promoted_by") else "")
                 + ")" for i, r in enumerate(self.ranked, 1)))
         if self.excluded:
             lines.append("")
@@ -154,18 +168,57 @@ def _none_eligible(rec: Recommendation, best: dict[str, Row], c: Constraints) ->
     return rec
 
 
-def _rule_near_tie(rec: Recommendation, ranked: list[Row], lead: Row, promoted: dict) -> Row:
+def _tied(rec: Recommendation, lead: Row, r: Row, groups: dict) -> tuple[bool, str] | None:
+    """Whether ``r`` is tied with ``lead`` on their paired test rows, and the interval as words; None
+    when either lacks stored rows (or ``r`` is a prediction)."""
+    if r.predicted or lead.predicted:
+        return None
+    d = _paired(rec, lead, r, groups)
+    if d is None:
+        return None
+    gap = lead.quality - r.quality
+    ci = f"{_pts(d.diff)[1:]}, {100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired rows"
+    if gap <= NEAR_TIE_MIN + 1e-9:
+        return True, f"within 1 point ({ci})"
+    if d.lo <= 0 and gap <= NEAR_TIE_MAX + 1e-9:
+        return True, f"not significantly worse ({ci})"
+    return False, ci
+
+
+def _paired(rec: Recommendation, a: Row, b: Row, groups: dict) -> PairedDiff | None:
+    """a minus b on their paired rows (cached in rec.paired)."""
+    for p in rec.paired:
+        if p["a"] == a.strategy and p["b"] == b.strategy:
+            return PairedDiff(**{k: p[k] for k in ("diff", "lo", "hi", "n", "confidence", "p_mcnemar")})
+    ra, rb = groups.get((a.strategy, a.train_size)), groups.get((b.strategy, b.train_size))
+    if not ra or not rb:
+        return None
+    d = compare_runs(ra, rb, rec.metric, confidence=CONFIDENCE)
+    if d is not None:
+        rec.paired.append({"a": a.strategy, "b": b.strategy, "a_size": a.train_size, "b_size": b.train_size,
+                           **d.to_dict()})
+    return d
+
+
+def _rule_near_tie(rec: Recommendation, ranked: list[Row], lead: Row, promoted: dict, groups: dict) -> Row:
     """A cheaper runner-up within noise wins."""
     if len(ranked) < 2:
         return lead
     tol, why_tol = _tolerance(lead)
-    cheaper = [r for r in ranked[1:] if lead.quality - r.quality <= tol + 1e-9 and _cheaper(r, lead)]
+    cheaper = []
+    for r in ranked[1:]:
+        tied = _tied(rec, lead, r, groups)
+        if tied is None:  # no stored rows: the old tolerance
+            tied = (not r.predicted and lead.quality - r.quality <= tol + 1e-9,
+                    f"inside the tolerance {100 * tol:.1f}, {why_tol}")
+        if tied[0] and _cheaper(r, lead):
+            cheaper.append((r, tied[1]))
     if not cheaper:
         return lead
-    alt = min(cheaper, key=lambda r: (r.usd_per_1m, r.train_seconds))
+    alt, why = min(cheaper, key=lambda t: (t[0].usd_per_1m, t[0].train_seconds))
     return _promote(rec, ranked, alt, "near_tie",
                     f"{alt.strategy} is within {_pts(lead.quality - alt.quality)[1:]} of {lead.strategy} "
-                    f"(inside the tolerance {100 * tol:.1f}, {why_tol}) and costs ${alt.usd_per_1m:.2f} vs "
+                    f"({why}) and costs ${alt.usd_per_1m:.2f} vs "
                     f"${lead.usd_per_1m:.2f} per 1M predictions, {alt.train_seconds / 60:.1f} vs "
                     f"{lead.train_seconds / 60:.1f} min to fit", promoted)
 
@@ -197,12 +250,15 @@ def _lead_reasons(rec: Recommendation, rows: list[Row], best: dict[str, Row], le
         ratio = bp.prompt_tokens / max(1.0, lead.prompt_tokens)
         rec.reasons.insert(1, f"{_pts(lead.quality - bp.quality)} over the best prompt ({bp.strategy}, "
                               f"{bp.quality:.3f}); {bp.strategy} sends {ratio:.1f}x the prompt tokens per request")
-    beyond = sorted({r.strategy for r in rows if size is not None and r.train_size > size})
-    if beyond:
-        rec.reasons.append(f"ranked at {size} examples, the largest train size every strategy was measured at; "
-                           f"{', '.join(beyond)} also measured at larger sizes (see quality by train size)")
-    elif size is None and len({r.train_size for r in best.values() if r.train_size}) > 1:
-        rec.reasons.append("the strategies share no train size: each is ranked at the largest it was measured at")
+    if lead.predicted:
+        rec.reasons.append(f"this rests on extrapolation: {lead.strategy} was not measured at {size} examples; its "
+                           f"learning curve predicts {lead.quality:.3f} (bounds {lead.lo:.3f}-{lead.hi:.3f})")
+    guessed = sorted(r.strategy for r in best.values() if r.predicted and r is not lead)
+    if guessed:
+        rec.reasons.append(f"ranked at {size} examples, the largest size measured; {', '.join(guessed)} "
+                           f"{'was' if len(guessed) == 1 else 'were'} not measured there and "
+                           f"{'is' if len(guessed) == 1 else 'are'} ranked by {'its' if len(guessed) == 1 else 'their'} "
+                           f"learning-curve prediction")
 
 
 def _rule_prompt_cost(rec: Recommendation, eligible: list[Row], lead: Row) -> None:
@@ -244,24 +300,94 @@ def _next_steps(rec: Recommendation, rows: list[Row], best: dict[str, Row], lead
                                f"({x['quality']:.3f} vs {x['over_quality']:.3f})")
 
 
+def at_target(records: list[dict], rows: list[Row], metric: str,
+              confidence: float = CONFIDENCE) -> tuple[dict[str, Row], int | None, dict[str, CurveFit]]:
+    """The row per strategy that the recommendation ranks, the size it ranks at, and the curve fits.
+
+    The size is the largest train size measured (the user's data size when the grid or the race
+    reached it). A strategy measured there is taken as measured; one that was not (skipped by a
+    budget, dropped by the race) is ranked by its learning curve's prediction, marked ``predicted``
+    with its bounds, its fit time scaled by the size. One missing run no longer drags every strategy
+    down to the largest size all of them reached."""
+    sizes = {r.train_size for r in rows if r.train_size}
+    if not sizes:
+        return largest(rows), None, {}
+    target = max(sizes)
+    fits = fit_all(records, target, metric, confidence=confidence, plot=True)
+    best: dict[str, Row] = {}
+    for strategy, last in largest(rows).items():
+        if last.train_size in (0, target):
+            best[strategy] = last
+            continue
+        f = fits[strategy]
+        scale = target / max(1, last.train_size) if last.kind == "gradient" else 1.0
+        best[strategy] = replace(last, quality=f.point, quality_std=0.0, train_size=target, predicted=True,
+                                 lo=f.lo, hi=f.hi, train_seconds=last.train_seconds * scale)
+    return best, target, fits
+
+
+def _baseline_notes(rec: Recommendation, records: list[dict], best: dict[str, Row], groups: dict,
+                    lead: Row) -> None:
+    """Majority class and chance next to zero-shot; strategies not significantly above the majority
+    class are called that."""
+    b = records[0]["eval"].get("baselines") or {}
+    if not b:
+        return
+    rec.baselines = b
+    zero = [r for r in best.values() if r.kind == "prompt" and r.train_size == 0]
+    line = (f"baselines on the {b['test_n']} test rows: majority class '{b['majority_label']}' "
+            f"{b['majority_accuracy']:.3f} accuracy, chance {b['chance_accuracy']:.3f}")
+    if zero:
+        line += "; " + ", ".join(f"{z.strategy} {z.quality:.3f}" for z in zero)
+    rec.reasons.append(line)
+    below = []
+    for r in sorted(best.values(), key=lambda r: -r.quality):
+        if r.predicted or (r.strategy, r.train_size) not in groups:
+            continue
+        d = above_baseline(groups[(r.strategy, r.train_size)], b["majority_label"], metric=rec.metric)
+        if d is None:
+            continue
+        for item in rec.ranked:
+            if item["strategy"] == r.strategy:
+                item["over_majority"] = d.to_dict()
+        if d.lo <= 0:
+            below.append(f"{r.strategy} ({_pts(d.diff)} over answering '{b['majority_label']}', interval "
+                         f"[{100 * d.lo:+.1f}, {100 * d.hi:+.1f}])")
+    if below:
+        rec.fired.append("at_majority")
+        rec.reasons.append("not significantly above the majority class: " + "; ".join(below))
+
+
 def recommend(records: list[dict], c: Constraints) -> Recommendation:
-    """Rank the strategies at the size all reached, under the constraints, then apply the rules."""
-    rec = Recommendation()
-    rows = aggregate(records)
+    """Rank the strategies at the target size, under the constraints, then apply the rules."""
+    metric, why_metric = ranking_metric(records)
+    rec = Recommendation(metric=metric)
+    rows = aggregate(records, metric)
     if not rows:
         rec.reasons.append("no finished runs")
         return rec
-    best, size = compared(rows)
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["run"]["strategy"], r["run"]["train_size"]), []).append(r)
+    best, size, fits = at_target(records, rows, metric)
+    rec.target, rec.fits = size, {s: f.to_dict() for s, f in fits.items()}
     eligible = _eligible(rec, best, c)
     if not eligible:
         return _none_eligible(rec, best, c)
     ranked = sorted(eligible, key=lambda r: (-r.quality, r.usd_per_1m))
     promoted: dict[str, str] = {}  # strategy -> the rule that moved it to the top
-    lead = _rule_near_tie(rec, ranked, ranked[0], promoted)
+    lead = _rule_near_tie(rec, ranked, ranked[0], promoted, groups)
     lead = _rule_many_tasks(rec, ranked, lead, c, promoted)
     _lead_reasons(rec, rows, best, lead, size)
+    if why_metric:
+        rec.reasons.append(why_metric)
     _rule_prompt_cost(rec, eligible, lead)
     rec.ranked = [{"strategy": r.strategy, "train_size": r.train_size, "quality": r.quality,
-                   "usd_per_1m": r.usd_per_1m, "promoted_by": promoted.get(r.strategy)} for r in ranked]
+                   "usd_per_1m": r.usd_per_1m, "promoted_by": promoted.get(r.strategy), "predicted": r.predicted,
+                   "lo": r.lo, "hi": r.hi} for r in ranked]
+    for r in ranked[1:]:
+        if r is not lead and not r.predicted:
+            _paired(rec, lead, r, groups)
+    _baseline_notes(rec, records, best, groups, lead)
     _next_steps(rec, rows, best, lead)
     return rec

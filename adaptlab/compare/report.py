@@ -12,6 +12,7 @@ from pathlib import Path
 from adaptlab.compare.grid import load_results
 from adaptlab.compare.recommend import Constraints, recommend
 from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
+from adaptlab.compare.tuning import tuning_rows
 from adaptlab.utils import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ["strategy", "train size", "seeds", "quality", "second metric", "train s", "peak RSS GB", "trainable",
@@ -29,7 +30,8 @@ def _opt(x, fmt):
 
 def columns(rows: list[Row]) -> list[str]:
     """COLUMNS with the second metric named: macro-F1 (classification) or chrF (generation)."""
-    second = "chrF" if rows and rows[0].metric == "rouge_l" else "macro-F1"
+    second = "chrF" if rows and rows[0].metric == "rouge_l" else ("accuracy" if rows and rows[0].metric == "macro_f1"
+                                                                   else "macro-F1")
     return [second if c == "second metric" else c for c in COLUMNS]
 
 
@@ -38,7 +40,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     for r in rows:
         out.append([r.strategy, str(r.train_size), str(r.seeds),
                     f"{r.quality:.3f}" + (f" ± {r.quality_std:.3f}" if r.seeds > 1 else ""),
-                    _opt(r.chrf if r.metric == "rouge_l" else r.macro_f1, ".3f"), f"{r.train_seconds:.0f}", f"{r.peak_rss_gb:.2f}",
+                    _opt({"rouge_l": r.chrf, "macro_f1": r.accuracy}.get(r.metric, r.macro_f1), ".3f"), f"{r.train_seconds:.0f}", f"{r.peak_rss_gb:.2f}",
                     f"{r.trainable_params:,}", _fmt_bytes(r.artifact_bytes), f"{r.examples_per_s:.1f}",
                     f"{r.prompt_tokens:.0f}", f"{r.usd_per_1m:.2f}", _opt(r.overfit_gap, "+.3f"),
                     _opt(r.paraphrase_spread, ".3f"), _opt(r.perturbation_drop, "+.3f"),
@@ -179,6 +181,40 @@ def gallery_md(sections: list[dict]) -> list[str]:
     return md
 
 
+def prows_conf(rec) -> float:
+    return rec.paired[0]["confidence"] if rec.paired else 0.95
+
+
+def paired_rows(rec) -> tuple[list[str], list[list[str]]]:
+    """The leader against each measured runner-up on their shared test rows."""
+    lead = rec.winner
+    cols = ["leader", "runner-up", "difference (points)", "interval", "rows", "McNemar p", "verdict"]
+    out = []
+    for p in rec.paired:
+        if p["a"] != lead:
+            continue
+        verdict = ("leader better" if p["lo"] > 0 else "runner-up better" if p["hi"] < 0
+                   else "not significant")
+        out.append([p["a"], p["b"], f"{100 * p['diff']:+.1f}", f"[{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]",
+                    str(p["n"]), "-" if p.get("p_mcnemar") is None else f"{p['p_mcnemar']:.3g}", verdict])
+    return cols, out
+
+
+def race_rows(race: dict, rec) -> tuple[list[str], list[list[str]], list[dict]]:
+    """Each strategy in the race: what was measured, the prediction at the target and its status."""
+    cols = ["strategy", "measured at", f"{race['metric']} at {race['target']}", "bounds",
+            "best in (share of resampled curves)", "status"]
+    out = []
+    p_best = race.get("p_best") or {}
+    for s, f in sorted(race["fits"].items(), key=lambda kv: -kv[1]["point"]):
+        status = ("leader" if s == race["leader"] else f"dropped: {race['dropped'][s]}" if s in race["dropped"]
+                  else "still in")
+        out.append([s, ", ".join(str(n) for n in f["sizes"]) or "-",
+                    f"{f['point']:.3f}" + (" (measured)" if f["measured_at_target"] else " (predicted)"),
+                    f"{f['lo']:.3f}-{f['hi']:.3f}", f"{100 * p_best[s]:.0f}%" if s in p_best else "-", status])
+    return cols, out, race.get("not_run", [])
+
+
 def _md_table(cols: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -189,7 +225,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plots(rows: list[Row]) -> dict[str, bytes]:
+def plots(rows: list[Row], fits: dict | None = None) -> dict[str, bytes]:
+    """Learning curves (with each fitted curve's band out to the target size where the strategy was
+    not measured there: an extrapolation drawn as one), quality vs cost, fragility."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,13 +243,26 @@ def plots(rows: list[Row]) -> dict[str, bytes]:
         if len(pts) == 1 and pts[0].train_size == 0 and sizes:  # zero-shot: flat line
             ax.axhline(pts[0].quality, linestyle="--", color="grey", label=f"{strat}")
             continue
-        ax.errorbar([r.train_size for r in pts], [r.quality for r in pts], yerr=[r.quality_std for r in pts],
-                    marker="o", capsize=3, label=strat)
+        line = ax.errorbar([r.train_size for r in pts], [r.quality for r in pts], yerr=[r.quality_std for r in pts],
+                           marker="o", capsize=3, label=strat)
+        band = (fits or {}).get(strat, {}).get("band") or {}
+        if band and (fits or {})[strat].get("extrapolated"):
+            color = line[0].get_color()
+            past = [i for i, n in enumerate(band["n"]) if n >= max(r.train_size for r in pts)]
+            if past:
+                ns = [band["n"][i] for i in past]
+                ax.plot(ns, [band["mid"][i] for i in past], linestyle=":", color=color)
+                ax.fill_between(ns, [band["lo"][i] for i in past], [band["hi"][i] for i in past], color=color, alpha=0.12)
+    target = next((f["target"] for f in (fits or {}).values() if f.get("extrapolated")), None)
+    if target:
+        ax.axvline(target, color="black", linewidth=0.8, linestyle="--")
+        ax.annotate(f"ranked at {target}", (target, ax.get_ylim()[0]), fontsize=7, xytext=(-60, 4),
+                    textcoords="offset points")
     if sizes and min(sizes) > 0:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("train examples")
     ax.set_ylabel(metric)
-    ax.set_title("Learning curves (mean ± std over seeds)")
+    ax.set_title("Learning curves (mean ± std over seeds; dotted: predicted, with its band)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     out["learning_curves.png"] = _png(fig)
@@ -273,9 +324,10 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
         raise ValueError(f"{run_dir}: no finished runs to report (expected {run_dir / 'results'}/*.json)")
     cfg = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
     skipped = json.loads((run_dir / "skipped.json").read_text()) if (run_dir / "skipped.json").exists() else []
-    rows = aggregate(records)
     rec = recommend(records, constraints or Constraints())
-    pngs = plots(rows)
+    rows = aggregate(records, rec.metric)
+    pngs = plots(rows, rec.fits)
+    race = json.loads((run_dir / "race.json").read_text()) if (run_dir / "race.json").exists() else None
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     for name, data in pngs.items():
@@ -296,6 +348,19 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
           "", "## Recommendation", "", rec.to_markdown(), "",
           f"## {metric} by train size (mean ± std over seeds; bold: best in its column)", ""]
     md += _md_table(ccols, crows)
+    pcols, prows = paired_rows(rec)
+    if prows:
+        md += ["", f"## Paired differences on the same test rows (leader minus each runner-up, "
+                   f"{100 * prows_conf(rec):.0f}% interval)", ""] + _md_table(pcols, prows)
+    rcols, rrows, not_run = race_rows(race, rec) if race else ([], [], [])
+    if race:
+        md += ["", "## The race (adaptive compare)", "", f"**{race['decision']}.**", ""] + _md_table(rcols, rrows)
+        if not_run:
+            md += ["", "Not run:", ""] + [f"- {x['id']}: {x['why']}" for x in not_run]
+    tcols, tvals = tuning_rows(run_dir)
+    if tvals:
+        md += ["", "## Tuning: what was tried (on dev, at the smallest size) and what was kept", ""]
+        md += _md_table(tcols, tvals)
     md += ["", "## Summary (mean over seeds; quality on the held-out test split)", ""] + _md_table(cols, trows)
     xs = crossovers(rows)
     md += ["", "## Crossovers", ""] + [
@@ -318,7 +383,13 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     curve = (f"{metric} by train size (mean ± std over seeds)", ccols, [[c.replace("**", "") for c in r] for r in crows])
     page_head = head + (" " + speed.replace("**", "") if speed else "")
-    extra = [("Consistency under sampling", "consistency", ccols_s, crows_s)] if crows_s else []
+    extra = [("Paired differences on the same test rows", "paired", pcols, prows)] if prows else []
+    if race:
+        extra += [(f"The race: {race['decision']}", "race", rcols, rrows)]
+        if not_run:
+            extra += [("Not run", "not-run", ["run", "why"], [[x["id"], x["why"]] for x in not_run])]
+    extra += [("Tuning: what was tried and what was kept", "tuning", tcols, tvals)] if tvals else []
+    extra += [("Consistency under sampling", "consistency", ccols_s, crows_s)] if crows_s else []
     extra += [(f"{g['title']}: {g['note']}" if g["note"] else g["title"], f"gallery-{i}", g["cols"], g["rows"])
               for i, g in enumerate(shown)]
     atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra))

@@ -46,6 +46,10 @@ class Row:
     agreement: float | None = None       # consistency under sampling, classification: samples agreeing with the mode
     pairwise_similarity: float | None = None  # generation: ROUGE-L between two samples of one input
     metric_spread: float | None = None   # generation: std of the samples' ROUGE-L per input
+    accuracy: float | None = None        # classification: accuracy, whatever the ranking metric
+    predicted: bool = False              # not measured at this size: quality is the learning curve's prediction
+    lo: float | None = None              # the prediction's pessimistic / optimistic bounds (predicted rows)
+    hi: float | None = None
 
 
 def _mean(xs):
@@ -53,13 +57,19 @@ def _mean(xs):
     return statistics.fmean(xs) if xs else None
 
 
-def aggregate(records: list[dict]) -> list[Row]:
+def _ranked_quality(r: dict, metric: str | None) -> float:
+    return r["eval"]["test"]["macro_f1"] if metric == "macro_f1" else r["eval"]["quality"]
+
+
+def aggregate(records: list[dict], metric: str | None = None) -> list[Row]:
+    """Rows per strategy x train size; ``metric`` "macro_f1" ranks classification by macro-F1
+    (:func:`adaptlab.compare.baselines.ranking_metric`), else each run's own quality metric."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["run"]["strategy"], r["run"]["train_size"]), []).append(r)
     rows = []
     for (strategy, size), rs in sorted(groups.items()):
-        q = [r["eval"]["quality"] for r in rs]
+        q = [_ranked_quality(r, metric) for r in rs]
         frag = [r["eval"].get("fragility") or {} for r in rs]
         forg = [r["eval"].get("forgetting") or {} for r in rs]
         cons = [r["eval"].get("consistency") or {} for r in rs]
@@ -83,11 +93,12 @@ def aggregate(records: list[dict]) -> list[Row]:
             perturbation_drop=_mean([f.get("perturbation_drop") for f in frag]),
             ppl_change=_mean([f.get("ppl_change") for f in forg]),
             second_task_change=_mean([f.get("second_task_change") for f in forg]),
-            metric=rs[0]["eval"]["metric"],
+            metric="macro_f1" if metric == "macro_f1" else rs[0]["eval"]["metric"],
             test_n=min(ns) if all(ns := [r["eval"]["test"].get("n") for r in rs]) else None,
             agreement=_mean([c.get("agreement") for c in cons]),
             pairwise_similarity=_mean([c.get("pairwise_similarity") for c in cons]),
             metric_spread=_mean([c.get("metric_spread") for c in cons]),
+            accuracy=_mean([r["eval"]["test"].get("accuracy") for r in rs]),
         ))
     return rows
 

@@ -178,14 +178,14 @@ class Artifact:
             texts, refs = references_by_input(data.examples)
             pred = self.predict(texts)
             out, per_row = generation_scores(pred, refs, inputs=texts)
-            detail = [{"input": t, "reference": r[0], "references": len(r), "output": p, "metric": m["rouge_l"], **m}
-                      for t, r, p, m in zip(texts, refs, pred, per_row)]
+            detail = [{"id": i, "input": t, "reference": r[0], "references": len(r), "output": p, "metric": m["rouge_l"], **m}
+                      for i, (t, r, p, m) in enumerate(zip(texts, refs, pred, per_row))]
         else:
             pred = self.predict(texts)
             out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
             out["unparsed"] = self.last_unparsed
-            detail = [{"input": ex.text, "reference": ex.label, "output": p, "metric": float(p == ex.label)}
-                      for ex, p in zip(data.examples, pred)]
+            detail = [{"id": i, "input": ex.text, "reference": ex.label, "output": p, "metric": float(p == ex.label)}
+                      for i, (ex, p) in enumerate(zip(data.examples, pred))]
         seconds = time.perf_counter() - t0
         out["examples_per_s"] = out["n"] / seconds if seconds else float("inf")
         out["prompt_tokens"] = self.prompt_tokens(texts[:64])

@@ -28,6 +28,10 @@ class StrategySpec:
     default_epochs: float | None = None  # epochs a compare gives it unless told (None: the compare's own)
     uses_train_data: bool = True         # False: one run per seed, whatever the train size (zero-shot)
     stacks: bool = False                 # combines a fine-tune with a prompt (suggested when none was measured)
+    # Variants a compare tries besides the defaults (--tune), each a dict of config overrides; "lr"
+    # is the training learning rate. Small on purpose: a few values that decide whether a strategy
+    # loses by its defaults (full fine-tuning at an adapter's step size), not a hyperparameter search.
+    search: tuple = ()
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
@@ -54,6 +58,12 @@ def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kin
     unknown = sorted(set(facts) - known)
     if unknown:
         raise ValueError(f"strategy {name!r}: unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    fields = {f.name for f in dataclasses.fields(config_cls)} | ({"lr"} if kind == "gradient" else set())
+    for variant in facts.get("search", ()):
+        bad = sorted(set(variant) - fields)
+        if not isinstance(variant, dict) or not variant or bad:
+            raise ValueError(f"strategy {name!r}: search variant {variant!r}: not a non-empty dict of config keys"
+                             + (f" (unknown: {', '.join(bad)})" if bad else ""))
     spec = StrategySpec(name, config_cls, strategy_cls, kind, summary, **facts)
     _REGISTRY[name] = spec
     return spec

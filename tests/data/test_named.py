@@ -42,6 +42,23 @@ def test_load_task_uses_validation_as_test_and_carves_dev(ddir):
     assert not {e.text for e in s.dev.examples} & {e.text for e in s.train.examples}
 
 
+def test_an_evaluation_only_release_trains_on_validation(tmp_path, monkeypatch):
+    # E2E ships validation and test only: validation trains (dev carved from it, each input's
+    # references in one part), test stays held out; with neither, the error says what is missing.
+    d = tmp_path / "datasets" / "e2e"
+    d.mkdir(parents=True)
+    rows = [{"input": f"name[P{i // 3}]", "target": f"P{i // 3} is a place ({i % 3})."} for i in range(60)]
+    (d / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "test.jsonl").write_text(json.dumps({"input": "name[Q]", "target": "Q is a place."}) + "\n")
+    monkeypatch.setenv("ADAPTLAB_DATA_DIR", str(tmp_path / "datasets"))
+    s = load_task("e2e")
+    assert s.task == "generation" and len(s.test) == 1 and len(s.train) + len(s.dev) == 60
+    assert not {e.text for e in s.dev.examples} & {e.text for e in s.train.examples}
+    (d / "test.jsonl").unlink()
+    with pytest.raises(DataError, match="no train.jsonl \\(nor a validation and a test file"):
+        load_task("e2e")
+
+
 def test_load_task_single_file(tmp_path):
     p = tmp_path / "mine.jsonl"
     p.write_text("".join(json.dumps({"text": f"x{i}", "label": "pq"[i % 2]}) + "\n" for i in range(50)))

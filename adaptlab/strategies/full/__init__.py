@@ -3,4 +3,4 @@ from adaptlab.strategies.full.strategy import FullStrategy
 from adaptlab.strategies.registry import register_strategy
 
 register_strategy("full", FullConfig, FullStrategy, "gradient", "full fine-tuning of every weight",
-                  train_prior=0.53, default_epochs=1.0)
+                  train_prior=0.53, default_epochs=1.0, search=({"lr": 5e-6}, {"lr": 1e-4}))

@@ -1,0 +1,190 @@
+"""The adaptive compare: run only what can still change the recommendation, stop when it cannot.
+
+A race between strategies (racing in the sense of Maron & Moore's Hoeffding races; LUCB-style
+sampling of the leader and its strongest challenger, as in best-arm identification), with each
+strategy's quality at the target size predicted from its learning curve (:mod:`.curves`):
+
+1. every strategy runs once, at its smallest size (cheapest first);
+2. the **bar** is the best pessimistic bound at the target among all strategies; a strategy whose
+   optimistic bound is under the bar is dropped (it stays dropped only while that holds: the state
+   is recomputed from the finished runs after every run, so a resumed compare makes the same
+   decisions);
+3. the **leader** (the best central prediction among the strategies left) is measured at the target
+   size itself, so that the bar rests on a measurement rather than an extrapolation;
+4. then the challenger with the highest optimistic bound gets a second point, at the largest size
+   below the target (far from its first, so that the extrapolation is short and its noise small),
+   then the target itself, until it is dropped (paired replicates: its optimistic prediction under
+   the bar holder's pessimistic one in ``confidence`` of them) or measured there;
+5. decided at ``confidence`` when the leader, measured at the target, is the best in that share of
+   the replicates (each strategy's curve drawn from its plausible ones, test rows and seed noise
+   resampled) or every other strategy is dropped; when every run that could matter is done and the
+   seed noise still leaves it open, further seeds of the leader and its rivals run if ``--seeds``
+   planned them, and the report says it was not decided otherwise.
+
+Everything here is a pure function of the finished run records, the plan and the estimates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adaptlab.compare.baselines import ranking_metric
+from adaptlab.compare.curves import CurveFit, fit_all
+from adaptlab.compare.stats import CONFIDENCE
+
+
+@dataclass
+class RaceState:
+    target: int
+    metric: str
+    fits: dict[str, CurveFit]
+    leader: str | None
+    bar: float | None
+    bar_holder: str | None
+    alive: list[str]
+    dropped: dict[str, str]               # strategy -> why
+    decided: bool
+    candidates: list = field(default_factory=list)   # RunSpecs worth running next, best first, with why
+    confidence: float = CONFIDENCE
+    p_best: dict = field(default_factory=dict)       # strategy -> share of replicates where it is the best
+    sure: bool = False                               # decided at ``confidence``, not just out of runs
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "metric": self.metric, "leader": self.leader, "bar": self.bar,
+                "bar_holder": self.bar_holder, "alive": self.alive, "dropped": self.dropped,
+                "decided": self.decided, "sure": self.sure, "confidence": self.confidence, "p_best": self.p_best,
+                "fits": {s: f.to_dict() for s, f in self.fits.items()},
+                "next": [{"id": s.id, "why": why} for s, why in self.candidates]}
+
+
+def _cells(specs: list) -> dict[tuple[str, int], list]:
+    out: dict[tuple[str, int], list] = {}
+    for s in specs:
+        out.setdefault((s.strategy, s.train_size), []).append(s)
+    for v in out.values():
+        v.sort(key=lambda s: s.seed)
+    return out
+
+
+def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, cost=None) -> RaceState:
+    """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
+
+    ``cost``: seconds a spec is estimated to take (orders the first round cheapest first)."""
+    cost = cost or (lambda s: s.train_size)
+    done = {r["run"]["id"] for r in records}
+    cells = _cells(specs)
+    strategies = list(dict.fromkeys(s.strategy for s in specs))
+    ladder = {st: sorted({n for (s2, n) in cells if s2 == st}) for st in strategies}
+    target = max((n for st in strategies for n in ladder[st]), default=0)
+    metric, _ = ranking_metric(records)
+    fits = fit_all(records, target, metric, confidence=confidence) if records else {}
+    state = RaceState(target, metric, fits, None, None, None, [], {}, False, confidence=confidence)
+
+    def pending(cell) -> list:
+        return [s for s in cells.get(cell, []) if s.id not in done]
+
+    # Round one: every strategy once, at its smallest size, cheapest first.
+    first = [cells[(st, ladder[st][0])][0] for st in strategies if st not in fits and ladder[st]
+             and cells[(st, ladder[st][0])][0].id not in done]
+    if first:
+        state.candidates = [(s, "first run of the strategy") for s in sorted(first, key=cost)]
+        return state
+    bar_holder = max(fits, key=lambda s: fits[s].lo)
+    bar = fits[bar_holder].lo
+    alive, dropped = [], {}
+    for st in strategies:
+        worse = _below(fits[st], fits[bar_holder], confidence) if st != bar_holder else None
+        if worse is not None:
+            dropped[st] = (f"its optimistic {metric} at {target} examples ({fits[st].hi:.3f}) stays below "
+                           f"{bar_holder}'s pessimistic one ({bar:.3f}) in {100 * confidence:.0f}% of paired "
+                           f"resamples (difference at most {100 * worse:+.1f} points)")
+        else:
+            alive.append(st)
+    leader = max(alive, key=lambda s: (fits[s].point, fits[s].lo))
+    state.leader, state.bar, state.bar_holder, state.alive, state.dropped = leader, bar, bar_holder, alive, dropped
+    state.p_best = p_best(fits, alive)
+
+    def next_up(st: str, jump: bool):
+        """``st``'s next cell, first seed: the target when ``jump`` or once it has two sizes (a third
+        point would cost a run and still leave an extrapolation), else the largest size below the
+        target. The second point goes far from the first on purpose: extrapolating from 16 and 64
+        examples to 1000 multiplies their noise about 2.5 times, from 16 and 256 about 1.4 times."""
+        measured = max(fits[st].sizes)
+        sizes = [n for n in ladder[st] if n > measured and pending((st, n))]
+        if not sizes:
+            return None
+        n = sizes[-1] if jump or len(fits[st].sizes) >= 2 or len(sizes) == 1 else sizes[-2]
+        return pending((st, n))[0]
+
+    out = []
+    if not fits[leader].measured_at_target:
+        s = next_up(leader, jump=True)
+        if s is not None:
+            out.append((s, f"{leader} leads (predicted {fits[leader].point:.3f}): measure it at the target size"))
+    challengers = sorted((st for st in alive if st != leader and not fits[st].measured_at_target),
+                         key=lambda st: -fits[st].hi)
+    for st in challengers:
+        s = next_up(st, jump=False)
+        if s is not None:
+            out.append((s, f"{st} could still win: optimistic {fits[st].hi:.3f} >= the bar {bar:.3f}"))
+    sure = fits[leader].measured_at_target and (len(alive) == 1 or state.p_best.get(leader, 0) >= confidence)
+    if not out and not sure:
+        # Every strategy left is measured at the target and the seed noise still leaves the winner
+        # open: more seeds of the leader and of its closest rivals (when --seeds allows them).
+        rivals = sorted((st for st in alive if st != leader), key=lambda st: -state.p_best.get(st, 0))
+        for st in [leader] + rivals:
+            more = pending((st, target)) if (st, target) in cells else pending((st, 0))
+            if more:
+                out.append((more[0], f"{st} at {target}: another seed, to tell it from the others "
+                                     f"(best in {100 * state.p_best.get(st, 0):.0f}% of resampled curves)"))
+    state.candidates = out
+    # Decided (``sure``): the leader, measured at the target, is the best in at least ``confidence``
+    # of the replicates (each strategy's curve drawn from the plausible ones, rows and seeds
+    # resampled), or every other strategy is dropped. Exhausted: nothing left in the plan to run.
+    state.sure = sure
+    state.decided = sure or not out
+    return state
+
+
+def p_best(fits: dict[str, CurveFit], alive: list[str]) -> dict[str, float]:
+    """Each strategy's share of the paired replicates in which its drawn quality at the target is the
+    highest among ``alive`` (ties to the earlier name)."""
+    draws = {s: fits[s].samples.get("draw") for s in alive}
+    n = min((len(d) for d in draws.values() if d is not None and len(d)), default=0)
+    if n < 2 or any(d is None or len(d) < n for d in draws.values()):
+        return {}
+    names = sorted(alive)
+    table = np.stack([draws[s][:n] for s in names])   # (strategies, replicates)
+    wins = np.bincount(table.argmax(axis=0), minlength=len(names))
+    return {s: float(w) / n for s, w in zip(names, wins)}
+
+
+def _below(a: CurveFit, b: CurveFit, confidence: float) -> float | None:
+    """When ``a``'s optimistic prediction is under ``b``'s pessimistic one in ``confidence`` of the
+    paired replicates: that quantile of the difference (negative); else None. Replicates pair up
+    (the same test rows resampled), so the rows' own difficulty cancels; without replicates the
+    bounds are compared."""
+    if len(a.samples.get("hi", ())) == len(b.samples.get("lo", ())) > 1:
+        q = float(np.quantile(a.samples["hi"] - b.samples["lo"], confidence))
+    else:
+        q = a.hi - b.lo
+    return q if q < 0 else None
+
+
+def decision_line(state: RaceState, n_runs: int, minutes: float, left: int) -> str:
+    """One sentence on where the race stands, for the log and the report."""
+    p = state.p_best.get(state.leader) if state.leader else None
+    chance = f"{state.leader} is the best in {100 * p:.0f}% of the resampled curves" if p is not None else ""
+    others = [s for s in state.alive if s != state.leader]
+    if state.sure:
+        return (f"decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
+                f"the {left} runs left could not change the winner" + (f" ({chance})" if chance else ""))
+    if state.decided:
+        return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min), and no run "
+                f"left in the plan could decide it: {chance or state.leader + ' leads'}, "
+                f"{', '.join(others)} within the noise; more seeds (--seeds) would settle it")
+    return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
+            f"{', '.join(others) or state.leader} can still change the winner at {state.target} examples"
+            + (f"; {chance}" if chance else ""))
