@@ -338,10 +338,11 @@ class AdaptivePicker:
         from adaptlab.compare.measure import finalize, prune_artifact
         from adaptlab.compare.recommend import Constraints, recommend
 
-        winner = recommend(records, Constraints()).winner
+        best = recommend(records, Constraints())
         for rec in records:
             folder = self.out / "artifacts" / rec["run"]["id"]
-            if rec["run"]["strategy"] == winner and rec["eval"].get("light") and folder.is_dir():
+            ranked = rec["run"]["strategy"] == best.winner and rec["run"]["train_size"] in (0, best.target)
+            if ranked and rec["eval"].get("light") and folder.is_dir():
                 console.print(f"  measuring {rec['run']['id']} in full (the recommended run)", highlight=False)
                 r = rec["run"]
                 finalize(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
