@@ -38,9 +38,15 @@ class DataReport:
 def _lengths(data: TaskData, count: Callable[[str], int], tokenizer=None) -> list[int]:
     """Input lengths; for chat, the whole conversation as the model's chat template renders it."""
     if data.task == "chat":
-        from adaptlab.models.runtime import render_chat
+        from adaptlab.models.runtime import ChatTemplateError, render_chat
 
-        return [count(render_chat(tokenizer, chat_messages(ex), add_generation_prompt=False)) for ex in data.examples]
+        out = []
+        for i, ex in enumerate(data.examples):
+            try:
+                out.append(count(render_chat(tokenizer, chat_messages(ex), add_generation_prompt=False)))
+            except ChatTemplateError as e:
+                raise DataError(f"{data.source}:{ex.line or i + 1}: messages: {e}") from None
+        return out
     return [count(ex.text) for ex in data.examples]
 
 

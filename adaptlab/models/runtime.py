@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from adaptlab.models.types import ChatTemplateError
+
 
 def decoder(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer body of a causal LM (everything before the LM head)."""
@@ -189,7 +191,13 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = T
     left out where the tokenizer adds it again. Without a template (or a tokenizer): a plain
     transcript, ``role: content`` lines."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        from jinja2 import TemplateError  # what a template's raise_exception() raises
+
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        except TemplateError as e:
+            roles = "/".join(m["role"] for m in messages)
+            raise ChatTemplateError(f"the model's chat template refuses this conversation ({roles}): {e}") from e
         bos = tokenizer.bos_token or ""
         return text[len(bos):] if bos and text.startswith(bos) and adds_bos(tokenizer) else text
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)

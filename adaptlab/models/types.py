@@ -21,6 +21,11 @@ class FingerprintMismatch(ModelError):
     """An artifact or cache entry was made for a different base model."""
 
 
+class ChatTemplateError(ValueError):
+    """The model's chat template refused a conversation (some templates raise on a ``system`` turn
+    or on roles that do not alternate); the message is the template's own."""
+
+
 @dataclass
 class BaseModel:
     """A causal LM, its tokenizer and the identity of the weights it came from."""

@@ -18,7 +18,7 @@ from adaptlab.serving.http import Scope, ServerState, adapter_for, allowed, chec
 from adaptlab.serving.http import state
 from adaptlab.serving.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from adaptlab.models.decoding import GREEDY, Sampling
-from adaptlab.models.runtime import render_chat
+from adaptlab.models.runtime import ChatTemplateError, render_chat
 from adaptlab.evaluation.generation import cut_at_stop
 from adaptlab.serving.service import ServingError, Work
 
@@ -89,9 +89,11 @@ async def chat(body: ChatRequest, request: Request, scope: list[str] | None = Sc
     if body.top_logprobs is not None and not body.logprobs:
         raise ServingError(400, "invalid_request", "top_logprobs: needs logprobs=true")
     stops = _stops(body)
+    tokenizer = st.service.base.tokenizer
+    if adapter.task_type in (None, "chat"):
+        rendered = chat_prompt(tokenizer, body.messages)  # a template that refuses the turns: 400 now, not in a batch
     if adapter.task_type is None:  # the plain base model: the whole conversation, in its chat format
-        tokenizer = st.service.base.tokenizer
-        text = chat_prompt(tokenizer, body.messages)
+        text = rendered
         if not getattr(tokenizer, "chat_template", None):  # a plain transcript: the next "user:" line ends the turn
             stops = stops + ["\nuser:"]
     elif adapter.task_type == "chat":  # a chat adaptation sees the whole conversation, rendered as in training
@@ -290,4 +292,7 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
 
 def chat_prompt(tokenizer, messages) -> str:
     """The base model's own chat format when its tokenizer has one, else a plain transcript."""
-    return render_chat(tokenizer, [{"role": m.role, "content": m.content} for m in messages])
+    try:
+        return render_chat(tokenizer, [{"role": m.role, "content": m.content} for m in messages])
+    except ChatTemplateError as e:
+        raise ServingError(400, "invalid_request", f"messages: {e}") from None
