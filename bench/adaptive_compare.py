@@ -17,14 +17,13 @@ the ratio. Target (issue 19): the same recommendation or one inside the tie tole
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from adaptlab.compare.grid import load_results
+from adaptlab.compare.grid import compare_minutes, load_results
 from adaptlab.compare.recommend import Constraints, _tolerance, recommend
 from adaptlab.compare.summary import aggregate
 from adaptlab.compare.tuning import load_tuning
@@ -40,21 +39,11 @@ GRIDS = {  # the committed full grids' settings (bench/compare_reports.sh), one 
 }
 
 
-def run_minutes(records: list[dict]) -> float:
-    total = 0.0
-    for r in records:
-        a = datetime.datetime.strptime(r["meta"]["started"], "%Y-%m-%dT%H:%M:%S%z")
-        b = datetime.datetime.strptime(r["meta"]["finished"], "%Y-%m-%dT%H:%M:%S%z")
-        total += (b - a).total_seconds()
-    return total / 60
-
-
 def side_by_side(data: str) -> dict:
     full_dir, ada_dir = RESULTS / f"compare_{data}", RESULTS / f"adaptive_{data}"
     full, ada = load_results(full_dir), load_results(ada_dir)
     rf, ra = recommend(full, Constraints()), recommend(ada, Constraints())
     race = json.loads((ada_dir / "race.json").read_text()) if (ada_dir / "race.json").exists() else {}
-    tuning_min = sum(t["seconds"] for t in load_tuning(ada_dir).values()) / 60
     # Inside the full grid's tie tolerance: the adaptive winner's full-grid quality at the ranked size
     # is within the tolerance the full grid's near_tie rule used for its leader.
     rows = {r.strategy: r for r in aggregate(full) if r.train_size in (rf.target, 0)}
@@ -62,7 +51,8 @@ def side_by_side(data: str) -> dict:
     tol, why = _tolerance(lead)
     wa = ra.winner
     gap = lead.quality - rows[wa].quality if wa in rows else None
-    full_min, ada_min = run_minutes(full), run_minutes(ada) + tuning_min
+    tied = gap is not None and gap <= tol + 1e-9
+    full_min, ada_min = compare_minutes(full_dir, full), compare_minutes(ada_dir, ada)
     wall = json.loads((ada_dir / "wall.json").read_text()) if (ada_dir / "wall.json").exists() else {}
     return {
         "data": data, "full_grid": {"winner": rf.winner, "target": rf.target, "runs": len(full), "minutes": full_min,
@@ -72,10 +62,10 @@ def side_by_side(data: str) -> dict:
                      "winner_quality": next((x["quality"] for x in ra.ranked if x["strategy"] == wa), None),
                      "dropped": race.get("dropped", {})},
         "same_winner": wa == rf.winner,
-        "inside_tolerance": gap is not None and gap <= tol + 1e-9,
+        "inside_tolerance": tied,
         "full_grid_gap_points": None if gap is None else 100 * gap, "tolerance_points": 100 * tol, "tolerance_why": why,
         "time_ratio": ada_min / full_min if full_min else None,
-        "target_met": (wa == rf.winner or (gap is not None and gap <= tol + 1e-9)) and ada_min <= 0.2 * full_min,
+        "target_met": (wa == rf.winner or tied) and ada_min <= 0.2 * full_min,
     }
 
 

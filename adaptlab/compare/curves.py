@@ -81,41 +81,44 @@ def _fit_c(ns: np.ndarray, qs: np.ndarray, c: float) -> tuple[float, float]:
     return a, b
 
 
-def _predict(ns: np.ndarray, qs: np.ndarray, at: np.ndarray, which: str, sigma: float = 0.0,
-             u: float = 0.5) -> np.ndarray:
-    """Predictions at sizes ``at``: "lo" (pessimistic), "hi" (optimistic), "mid", or "draw": one
-    curve drawn from the plausible ones (``u`` in [0, 1) picks the exponent: uniform over
-    [0, C_OPTIMISTIC_ONE_POINT] from one point, over [C_MIN, C_MAX] from two, over the plausible
-    exponents from three or more), for the probability that a strategy is the best.
+def _predictors(ns: np.ndarray, qs: np.ndarray, sigma: float = 0.0, u: float = 0.5) -> dict:
+    """The curves through the points ``(ns, qs)``, as functions of the sizes to predict at: "lo"
+    (pessimistic), "hi" (optimistic), "mid", and "draw": one curve drawn from the plausible ones
+    (``u`` in [0, 1) picks the exponent: uniform over [0, C_OPTIMISTIC_ONE_POINT] from one point, over
+    [C_MIN, C_MAX] from two, over the plausible exponents from three or more), for the probability
+    that a strategy is the best. The fits are made once, whatever is predicted from them.
 
     Three or more points: every exponent whose fit is within the noise of the best one (squared
     residuals no more than ``2 * max(1, m - 2) * sigma**2`` above the least) stays plausible, and the
     bounds are the lowest and highest of their predictions; three noisy points rarely pin c down."""
+    def curve(a, b, c):
+        return lambda at: np.clip(a - b * at ** -c, 0.0, Q_MAX)
+
     if len(ns) == 1:
         q1, n1 = float(qs[0]), float(ns[0])
-        if which in ("lo", "mid"):  # pessimistic and central: no gain is the only thing one point shows
+
+        def grown(c):  # the error 1 - q shrinking like n^-c from the one point
+            return lambda at: Q_MAX - (Q_MAX - q1) * np.clip(n1 / np.maximum(at, n1), 0, 1) ** c
+
+        def flat(at):  # pessimistic and central: no gain is all that one point shows
             return np.full(len(at), q1)
-        c = C_OPTIMISTIC_ONE_POINT * (u if which == "draw" else 1.0)
-        grow = np.clip(n1 / np.maximum(at, n1), 0, 1) ** c
-        return Q_MAX - (Q_MAX - q1) * grow
+
+        return {"lo": flat, "mid": flat, "hi": grown(C_OPTIMISTIC_ONE_POINT), "draw": grown(C_OPTIMISTIC_ONE_POINT * u)}
     if len(ns) == 2:
-        c = {"lo": C_MAX, "hi": C_MIN, "mid": float(np.sqrt(C_MIN * C_MAX)),
-             "draw": C_MIN + u * (C_MAX - C_MIN)}[which]
-        a, b = _fit_c(ns, qs, c)
-        return np.clip(a - b * at ** -c, 0.0, Q_MAX)
+        cs = {"lo": C_MAX, "hi": C_MIN, "mid": float(np.sqrt(C_MIN * C_MAX)), "draw": C_MIN + u * (C_MAX - C_MIN)}
+        return {w: curve(*_fit_c(ns, qs, c), c) for w, c in cs.items()}
     fits = []
     for c in C_GRID:
         a, b = _fit_c(ns, qs, c)
-        fits.append((float(np.sum((qs - (a - b * ns ** -c)) ** 2)), a - b * at ** -c))
+        fits.append((float(np.sum((qs - (a - b * ns ** -c)) ** 2)), a, b, c))
     least = min(f[0] for f in fits)
-    if which == "mid":
-        return np.clip(min(fits, key=lambda f: f[0])[1], 0.0, Q_MAX)
     slack = 2 * max(1, len(ns) - 2) * sigma ** 2
-    plausible = np.array([p for sse, p in fits if sse <= least + slack + 1e-12])
-    if which == "draw":
-        return np.clip(plausible[min(int(u * len(plausible)), len(plausible) - 1)], 0.0, Q_MAX)
-    pick = plausible.min(axis=0) if which == "lo" else plausible.max(axis=0)
-    return np.clip(pick, 0.0, Q_MAX)
+    plausible = [curve(a, b, c) for sse, a, b, c in fits if sse <= least + slack + 1e-12]
+    best = min(fits, key=lambda f: f[0])
+    return {"mid": curve(*best[1:]),
+            "draw": plausible[min(int(u * len(plausible)), len(plausible) - 1)],
+            "lo": lambda at: np.min([f(at) for f in plausible], axis=0),
+            "hi": lambda at: np.max([f(at) for f in plausible], axis=0)}
 
 
 def fit_curve(strategy: str, by_size: dict[int, list[dict]], target: int, metric: str, *,
@@ -156,15 +159,15 @@ def fit_curve(strategy: str, by_size: dict[int, list[dict]], target: int, metric
             for w in samples:
                 samples[w].append(v)
             continue
-        ns = np.array(sizes, dtype=float)
-        u = float(rng.random())
+        curves = _predictors(np.array(sizes, dtype=float), qs, sigma, float(rng.random()))
         for w in samples:
-            samples[w].append(float(_predict(ns, qs, np.array([float(target)]), w, sigma, u)[0]))
+            samples[w].append(float(curves[w](np.array([float(target)]))[0]))
             if len(grid) and w in band:
-                band[w].append(_predict(ns, qs, grid, w, sigma))
+                band[w].append(curves[w](grid))
     tail = (1 - confidence) / 2
     point = float(measured[sizes.index(target)]) if target in by_size else (
-        float(measured[0]) if sizes == [0] else float(_predict(np.array(sizes, float), measured, np.array([float(target)]), "mid")[0]))
+        float(measured[0]) if sizes == [0] else float(_predictors(np.array(sizes, float), measured)["mid"](
+            np.array([float(target)]))[0]))
     out = CurveFit(strategy, target, sizes, [float(q) for q in measured], point,
                    float(np.quantile(samples["lo"], tail)), float(np.quantile(samples["hi"], 1 - tail)),
                    at_target, confidence)

@@ -211,6 +211,15 @@ def _claim_alive(info: dict) -> bool:
         return True
 
 
+def _live_claim(path: Path) -> bool:
+    """Whether the claim file at ``path`` holds a live claim (an unreadable one is stale)."""
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(info) and _claim_alive(info)
+
+
 def claim(out: Path, run_id: str) -> bool:
     """Take ``run_id`` for this process (several workers can share one grid folder, even on
     several machines over a shared filesystem). O_EXCL creation is atomic; a claim whose process
@@ -222,11 +231,7 @@ def claim(out: Path, run_id: str) -> bool:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                info = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                info = {}
-            if info and _claim_alive(info):
+            if _live_claim(path):
                 return False
             path.unlink(missing_ok=True)  # stale: its worker died; the loser of a race here retries once
             continue
@@ -272,7 +277,7 @@ class GridPicker:
     def finalize(self, ctx, records: list[dict]) -> list[dict]:
         return records
 
-    def finish(self, out: Path, records: list[dict], minutes: float) -> None:
+    def finish(self, out: Path, records: list[dict]) -> None:
         pass
 
 
@@ -340,24 +345,28 @@ class AdaptivePicker:
 
         best = recommend(records, Constraints())
         for rec in records:
-            folder = self.out / "artifacts" / rec["run"]["id"]
-            ranked = rec["run"]["strategy"] == best.winner and rec["run"]["train_size"] in (0, best.target)
-            if ranked and rec["eval"].get("light") and folder.is_dir():
-                console.print(f"  measuring {rec['run']['id']} in full (the recommended run)", highlight=False)
-                r = rec["run"]
+            r = rec["run"]
+            folder = self.out / "artifacts" / r["id"]
+            if not folder.is_dir():
+                continue
+            measure = r["strategy"] == best.winner and r["train_size"] in (0, best.target) and rec["eval"].get("light")
+            prune = rec["cost"].get("artifact_kept") and self.cfg.keep_artifacts != "all"
+            if not (measure or prune):
+                continue  # nothing changes for this run: its record stays as written
+            if measure:
+                console.print(f"  measuring {r['id']} in full (the recommended run)", highlight=False)
                 finalize(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
-            if folder.is_dir() and rec["cost"].get("artifact_kept") and self.cfg.keep_artifacts != "all":
+            if prune:
                 rec["cost"]["artifact_kept"] = prune_artifact(folder, self.cfg.keep_artifacts, rec["cost"]["artifact_bytes"])
-            atomic_write_json(results_dir(self.out) / f"{rec['run']['id']}.json", rec)
+            atomic_write_json(results_dir(self.out) / f"{r['id']}.json", rec)
         return records
 
-    def finish(self, out: Path, records: list[dict], minutes: float) -> None:
+    def finish(self, out: Path, records: list[dict]) -> None:
         """race.json: the final state, the decision in one sentence, and every planned run not run, with why."""
         from adaptlab.compare.adaptive import decision_line, race
-        from adaptlab.compare.tuning import load_tuning
 
         state = race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost)
-        minutes += sum(t.get("seconds", 0.0) for t in load_tuning(out).values()) / 60  # tuning fits count too
+        minutes = compare_minutes(out, records)
         finished = {r["run"]["id"] for r in records}
         skipped = {s["id"]: s["reason"] for s in self.skipped}
         not_run = []
@@ -392,11 +401,7 @@ def _over_budget(cfg: CompareConfig, spent: float, guess: float, spec: RunSpec, 
 
 
 def _claimed(out: Path, run_id: str) -> bool:
-    path = claims_dir(out) / f"{run_id}.claim"
-    try:
-        return path.exists() and _claim_alive(json.loads(path.read_text() or "{}"))
-    except (OSError, json.JSONDecodeError):
-        return False
+    return _live_claim(claims_dir(out) / f"{run_id}.claim")
 
 
 def _check_out(cfg: CompareConfig, out: Path) -> None:
@@ -472,15 +477,18 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     _write_skipped(out, picker.skipped)
     done = {r["run"]["id"]: r for r in load_results(out)}  # include what other workers finished
     records = picker.finalize(ctx, list(done.values()))
-    picker.finish(out, records, _run_minutes(records))
+    picker.finish(out, records)
     return {"finished": finished, "skipped": picker.skipped, "results": list(done.values())}
 
 
-def _run_minutes(records: list[dict]) -> float:
-    """Wall minutes of the runs themselves (summed; resumed sessions count what they ran)."""
+def compare_minutes(out: Path, records: list[dict]) -> float:
+    """Wall minutes of a compare's own work: its runs, start to finish, summed (resumed sessions count
+    what they ran), and its tuning fits; loading the model and writing the report are left out."""
     import datetime
 
-    total = 0.0
+    from adaptlab.compare.tuning import load_tuning
+
+    total = sum(t.get("seconds", 0.0) for t in load_tuning(out).values())
     for r in records:
         try:
             a = datetime.datetime.strptime(r["meta"]["started"], "%Y-%m-%dT%H:%M:%S%z")

@@ -70,13 +70,19 @@ def split_lr(strategy: str, settings: dict) -> tuple[dict, float | None]:
     return rest, float(settings["lr"])
 
 
+def train_subset(spec, ctx: Context) -> TaskData:
+    """The train examples ``spec``'s run fits on (nested per seed, as the learning curves need)."""
+    train = ctx.splits.train
+    if spec.train_size and spec.train_size < len(train):
+        train = subsample(train, n=spec.train_size, seed=spec.seed)
+    return train
+
+
 def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: dict | None = None):
     """Fit ``spec``'s strategy on its train subset: (artifact, train subset, train record, settings)."""
     sp = get_strategy(spec.strategy)
     settings = dict(cfg.strategy_settings.get(spec.strategy, {}) if settings is None else settings)
-    train = ctx.splits.train
-    if spec.train_size and spec.train_size < len(train):
-        train = subsample(train, n=spec.train_size, seed=spec.seed)
+    train = train_subset(spec, ctx)
     # A seed and no dev metrics for the strategies whose config has them (the grid measures on test).
     fields = {f.name for f in dataclasses.fields(sp.config_cls)}
     own = {k: v for k, v in (("seed", spec.seed), ("dev_limit", 0)) if k in fields}
@@ -111,17 +117,14 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
           "fragility": None, "forgetting": None, "consistency": None, "rows": rows,
           "baselines": ctx.baselines, "light": light}
     if not light:
-        extra = measure_extras(art, spec, cfg, ctx, train, q)
-        ev["seconds"] += extra.pop("+seconds")
-        ev["scored_examples"] += extra.pop("+scored")
-        ev.update(extra)
+        add_extras(ev, art, spec, cfg, ctx, train)
     return ev
 
 
-def measure_extras(art, spec, cfg: CompareConfig, ctx: Context, train, quality: float) -> dict:
-    """What describes the strategy one would deploy: the train-test gap, fragility, forgetting and
-    consistency under sampling. The eval seconds and scored examples it adds are returned as
-    increments (``+seconds``, ``+scored``)."""
+def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> None:
+    """What describes the strategy one would deploy, added to a run's eval record ``ev``: the
+    train-test gap, fragility, forgetting and consistency under sampling, with the eval seconds and
+    scored examples they take."""
     scored, seconds = 0, 0.0
     # Overfitting: the same metric on (up to fragility_examples) training examples.
     train_part = subsample(train, n=min(len(train), max(16, cfg.fragility_examples)), seed=spec.seed) \
@@ -143,10 +146,11 @@ def measure_extras(art, spec, cfg: CompareConfig, ctx: Context, train, quality: 
         steady = consistency(art, part, cfg.consistency_samples, cfg.consistency_temperature, seed=spec.seed)
         seconds += time.perf_counter() - t3
         scored += len(part) * (cfg.consistency_samples if ctx.splits.task != "classification" else 1)
-    return {"train_quality": _quality(train_m) if train_m else None,
-            "overfit_gap": (_quality(train_m) - quality) if train_m else None,
-            "fragility": frag, "forgetting": forget, "consistency": steady, "light": False,
-            "+seconds": seconds, "+scored": scored}
+    ev["seconds"] += seconds
+    ev["scored_examples"] += scored
+    ev.update(train_quality=_quality(train_m) if train_m else None,
+              overfit_gap=(_quality(train_m) - ev["quality"]) if train_m else None,
+              fragility=frag, forgetting=forget, consistency=steady, light=False)
 
 
 def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> dict:
@@ -154,16 +158,9 @@ def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> di
     compare's winner): the artifact is loaded, measured, and the record returned updated."""
     from adaptlab.strategies.base import Artifact
 
-    r = rec["run"]
-    art = Artifact.load(Path(out) / "artifacts" / r["id"], ctx.base)
-    train = ctx.splits.train
-    if spec.train_size and spec.train_size < len(train):
-        train = subsample(train, n=spec.train_size, seed=spec.seed)
-    extra = measure_extras(art, spec, cfg, ctx, train, rec["eval"]["quality"])
-    ev = rec["eval"]
-    ev["seconds"] += extra.pop("+seconds")
-    ev["scored_examples"] += extra.pop("+scored")
-    ev.update(extra, finalized=True)
+    art = Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], ctx.base)
+    add_extras(rec["eval"], art, spec, cfg, ctx, train_subset(spec, ctx))
+    rec["eval"]["finalized"] = True
     return rec
 
 

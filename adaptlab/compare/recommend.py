@@ -326,8 +326,7 @@ def at_target(records: list[dict], rows: list[Row], metric: str,
     return best, target, fits
 
 
-def _baseline_notes(rec: Recommendation, records: list[dict], best: dict[str, Row], groups: dict,
-                    lead: Row) -> None:
+def _baseline_notes(rec: Recommendation, records: list[dict], best: dict[str, Row], groups: dict) -> None:
     """Majority class and chance next to zero-shot; strategies not significantly above the majority
     class are called that."""
     b = records[0]["eval"].get("baselines") or {}
@@ -388,6 +387,6 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
     for r in ranked[1:]:
         if r is not lead and not r.predicted:
             _paired(rec, lead, r, groups)
-    _baseline_notes(rec, records, best, groups, lead)
+    _baseline_notes(rec, records, best, groups)
     _next_steps(rec, rows, best, lead)
     return rec

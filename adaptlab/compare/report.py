@@ -200,7 +200,7 @@ def paired_rows(rec) -> tuple[list[str], list[list[str]]]:
     return cols, out
 
 
-def race_rows(race: dict, rec) -> tuple[list[str], list[list[str]], list[dict]]:
+def race_rows(race: dict) -> tuple[list[str], list[list[str]], list[dict]]:
     """Each strategy in the race: what was measured, the prediction at the target and its status."""
     cols = ["strategy", "measured at", f"{race['metric']} at {race['target']}", "bounds",
             "best in (share of resampled curves)", "status"]
@@ -352,7 +352,7 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     if prows:
         md += ["", f"## Paired differences on the same test rows (leader minus each runner-up, "
                    f"{100 * prows_conf(rec):.0f}% interval)", ""] + _md_table(pcols, prows)
-    rcols, rrows, not_run = race_rows(race, rec) if race else ([], [], [])
+    rcols, rrows, not_run = race_rows(race) if race else ([], [], [])
     if race:
         md += ["", "## The race (adaptive compare)", "", f"**{race['decision']}.**", ""] + _md_table(rcols, rrows)
         if not_run:

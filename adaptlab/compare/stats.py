@@ -193,6 +193,6 @@ def above_baseline(records: list[dict], baseline_label: str, *, metric: str = "a
     t = RowTable(records)
     if not t:
         return None
-    rows = t.aligned(t.keys)
-    fake = [[{**r, "output": baseline_label, "metric": float(r["reference"] == baseline_label)} for r in rows[0]]]
-    return compare_runs(records, [{"predictions": fake[0]}], metric, confidence=confidence)
+    always = [{**r, "output": baseline_label, "metric": float(r["reference"] == baseline_label)}
+              for r in t.aligned(t.keys)[0]]
+    return compare_runs(records, [{"predictions": always}], metric, confidence=confidence)

@@ -72,17 +72,22 @@ def load_tuning(out: Path) -> dict[str, dict]:
     return recs
 
 
-def chosen(cfg: CompareConfig, plan: list[TuneSpec], records: dict[str, dict]) -> dict[str, dict]:
-    """Each tuned strategy's settings: the variant with the best dev quality among those fitted (ties:
-    the earlier variant, the defaults first)."""
-    out = {}
-    for name in dict.fromkeys(t.strategy for t in plan):
-        tried = [(t, records[t.id]) for t in plan if t.strategy == name and t.id in records]
-        if not tried:
-            continue
-        best = max(tried, key=lambda tr: (tr[1]["dev"]["quality"], -tr[0].variant))[0]
-        out[name] = dict(best.settings)
+def kept(records: list[dict]) -> dict[str, dict]:
+    """Each strategy's kept variant among its fitted ones: the best dev quality (ties: the earlier
+    variant, the defaults first)."""
+    out: dict[str, dict] = {}
+    for r in records:
+        s = r["run"]["strategy"]
+        if s not in out or (r["dev"]["quality"], -r["run"]["variant"]) > (out[s]["dev"]["quality"],
+                                                                          -out[s]["run"]["variant"]):
+            out[s] = r
     return out
+
+
+def chosen(plan: list[TuneSpec], records: dict[str, dict]) -> dict[str, dict]:
+    """Each tuned strategy's settings: its kept variant among the planned ones fitted."""
+    best = kept([records[t.id] for t in plan if t.id in records])
+    return {s: dict(r["run"]["settings"]) for s, r in best.items()}
 
 
 def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, claim=None, release=None,
@@ -132,7 +137,7 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
         if not any(t.id not in records and claimed is not None and claimed(t.id) for t in plan):
             break
         time.sleep(5)
-    return chosen(cfg, plan, records)
+    return chosen(plan, records)
 
 
 def _guess(records: dict, t: TuneSpec) -> float:
@@ -146,12 +151,7 @@ def tuning_rows(out: Path) -> tuple[list[str], list[list[str]]]:
     recs = list(load_tuning(out).values())
     if not recs:
         return [], []
-    kept = {}
-    for r in recs:
-        s = r["run"]["strategy"]
-        if s not in kept or (r["dev"]["quality"], -r["run"]["variant"]) > (kept[s]["dev"]["quality"],
-                                                                           -kept[s]["run"]["variant"]):
-            kept[s] = r
+    best = kept(recs)
     cols = ["strategy", "train size", "variant", "settings", "dev quality", "fit s", "kept"]
     rows = []
     for r in sorted(recs, key=lambda r: (r["run"]["strategy"], r["run"]["variant"])):
@@ -159,5 +159,5 @@ def tuning_rows(out: Path) -> tuple[list[str], list[list[str]]]:
         rows.append([s, str(r["run"]["train_size"]), "defaults" if r["run"]["variant"] == 0 else str(r["run"]["variant"]),
                      ", ".join(f"{k}={v}" for k, v in r["run"]["settings"].items()) or "-",
                      f"{r['dev']['quality']:.3f}", f"{r['train']['seconds']:.0f}",
-                     "yes" if kept[s] is r else ""])
+                     "yes" if best[s] is r else ""])
     return cols, rows
