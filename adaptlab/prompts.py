@@ -51,6 +51,11 @@ class PromptTemplate:
     ``example_format`` renders one exemplar (``{text}``/``{input}`` and ``{label}``/``{target}``)
     and must end the same way the template does before the answer, so that an exemplar's answer
     sits exactly where the model's answer will be scored.
+
+    ``chat_turn``: the rendered prompt goes to the model as one user turn in the base model's chat
+    template, and the answer is the assistant's turn (no ``label_prefix``: the turn starts fresh).
+    Set from a strategy's ``prompt_format`` (:func:`use_chat_turn`) and saved with the artifact,
+    so serving renders exactly what training and scoring saw.
     """
 
     name: str
@@ -58,6 +63,7 @@ class PromptTemplate:
     label_prefix: str = " "
     instruction: str = ""
     example_format: str = "Text: {text}\nCategory: {label}\n\n"
+    chat_turn: bool = False
 
     def __post_init__(self):
         fields = _fields(self.template)
@@ -116,6 +122,30 @@ class PromptTemplate:
 
     def with_instruction(self, instruction: str, name: str | None = None) -> "PromptTemplate":
         return replace(self, instruction=instruction, name=name or self.name)
+
+    def as_chat_turn(self) -> "PromptTemplate":
+        return replace(self, chat_turn=True, label_prefix="")
+
+
+# How a single-input task's prompt reaches the model (chat tasks always go through the chat template).
+PROMPT_FORMATS = ("auto", "chat", "plain")
+PROMPT_FORMAT_HELP = ("How a single-input prompt reaches the model: chat (one user turn in the base model's chat "
+                      "template, the answer its assistant turn), plain (the prompt text as it is), or auto (chat "
+                      "when the base model has a chat template, as instruction-tuned models do).")
+
+
+def check_prompt_format(value, owner: str) -> None:
+    if value not in PROMPT_FORMATS:
+        raise ValueError(f"{owner}: prompt_format={value!r}: use one of {', '.join(PROMPT_FORMATS)}")
+
+
+def use_chat_turn(template: PromptTemplate, prompt_format: str, task: str, has_chat_template: bool) -> PromptTemplate:
+    """``template`` as the strategy will use it on this base model: in a chat turn, or as it is."""
+    if task == "chat" or prompt_format == "plain" or (prompt_format == "auto" and not has_chat_template):
+        return template
+    if not has_chat_template:
+        raise ValueError("prompt_format=chat: the base model has no chat template (use auto or plain)")
+    return template.as_chat_turn()
 
 
 DEFAULT_CLASSIFICATION = PromptTemplate(

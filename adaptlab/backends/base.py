@@ -51,6 +51,11 @@ class Backend:
     def count_tokens(self, text: str) -> int:
         raise NotImplementedError
 
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether :meth:`render_chat` uses the model's own chat template (not a plain transcript)."""
+        return False
+
     def render_chat(self, messages: list[dict]) -> str:
         """A conversation as prompt text: a plain transcript unless the backend knows a chat template."""
         from adaptlab.models.runtime import render_chat

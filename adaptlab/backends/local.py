@@ -36,6 +36,10 @@ class LocalBackend(Backend):
         self.calls += len(prompts)
         self.prompt_tokens += sum(self.count_tokens(p) for p in prompts)
 
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
     def render_chat(self, messages: list[dict]) -> str:
         """The conversation in the base model's own chat template."""
         return render_chat(self.tokenizer, messages)

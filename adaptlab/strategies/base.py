@@ -110,7 +110,14 @@ class Artifact:
         if self.task == "chat":  # each text is a conversation (JSON); the model's chat template renders it
             return [self.template.render(self.backend.render_chat(json.loads(t))) for t in texts]
         labels = self.labels if self.task == "classification" else None
-        return [self.template.render(t, labels) for t in texts]
+        return [self.in_turn(self.template.render(t, labels)) for t in texts]
+
+    def in_turn(self, prompt: str) -> str:
+        """A single-input prompt as the model gets it: one user turn in its chat template when the
+        template says so (``prompt_format``), else as it is."""
+        if not self.template.chat_turn:
+            return prompt
+        return self.backend.render_chat([{"role": "user", "content": prompt}])
 
     def contribution(self) -> Contribution:
         return Contribution()

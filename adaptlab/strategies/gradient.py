@@ -23,7 +23,7 @@ from adaptlab.evaluation.metrics import accuracy
 from adaptlab.models.adaptation import Contribution
 from adaptlab.models.runtime import pad_id, target_token_logprobs
 from adaptlab.models.types import BaseModel, check_fingerprint
-from adaptlab.prompts import PromptTemplate
+from adaptlab.prompts import PROMPT_FORMAT_HELP, PromptTemplate, check_prompt_format, use_chat_turn
 from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
 from adaptlab.strategies.registry import get_strategy, make_config
 from adaptlab.training.batching import collate, encode
@@ -41,13 +41,16 @@ class GradientConfig:
 
     template: str | None = field(default=None, metadata={
         "help": "Prompt around each input; {text} is the input (default: a short frame for the task type)."})
+    prompt_format: str = field(default="auto", metadata={"help": PROMPT_FORMAT_HELP})
 
     def __post_init__(self):
+        check_prompt_format(self.prompt_format, f"{type(self).__name__}")
         if self.template is not None:
             PromptTemplate("config", self.template)  # raises TemplateError on unknown placeholders
 
-    def template_for(self, task: str, name: str) -> PromptTemplate:
-        return PromptTemplate(name, self.template or TRAIN_TEMPLATES[task])
+    def template_for(self, task: str, name: str, base: BaseModel) -> PromptTemplate:
+        template = PromptTemplate(name, self.template or TRAIN_TEMPLATES[task])
+        return use_chat_turn(template, self.prompt_format, task, bool(getattr(base.tokenizer, "chat_template", None)))
 
 
 def base_of(model, strategy: str) -> BaseModel:
@@ -123,7 +126,7 @@ class GradientStrategy(Strategy):
     def adapt(self, model, train_data, dev, train_config, run_dir, resume, progress) -> WeightsArtifact:
         base = base_of(model, self.name)
         cfg = self.train_config(train_config)
-        template = self.config.template_for(train_data.task, self.name)
+        template = self.config.template_for(train_data.task, self.name, base)
         torch.manual_seed(cfg.seed)  # the module's initialisation is part of the run's seed
         module = self.build(base, train_data, template).to(base.device)  # new parameters live with the model
         artifact = WeightsArtifact(self.name, base, module, self.config, template, train_data.task,

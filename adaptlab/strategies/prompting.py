@@ -27,7 +27,8 @@ from adaptlab.backends.base import Backend, BackendError
 from adaptlab.data.loading import Example, TaskData
 from adaptlab.data.splits import dev_part
 from adaptlab.models.types import check_fingerprint
-from adaptlab.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from adaptlab.prompts import (DEFAULT_TEMPLATE, PROMPT_FORMAT_HELP, PromptTemplate, check_prompt_format,
+                              load_template, use_chat_turn)
 from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
 from adaptlab.strategies.registry import make_config
 
@@ -47,8 +48,10 @@ class PromptConfig:
         "help": "Content-free inputs for calibration."})
     dev_limit: int = field(default=200, metadata={"help": "Dev examples scored for the artifact's metrics (0: none)."})
     seed: int = field(default=0, metadata={"help": "Seed for exemplar sampling and order."})
+    prompt_format: str = field(default="auto", metadata={"help": PROMPT_FORMAT_HELP})
 
     def __post_init__(self):
+        check_prompt_format(self.prompt_format, "prompt config")
         if self.calibrate and not self.content_free:
             raise ValueError("prompt config: calibrate=True needs at least one content_free input")
         if self.dev_limit < 0:
@@ -56,8 +59,9 @@ class PromptConfig:
         if self.template is not None and not isinstance(self.template, str):
             raise ValueError("prompt config: template must be a string")
 
-    def template_for(self, task: str) -> PromptTemplate:
-        return load_template(self.template or DEFAULT_TEMPLATE[task], task)
+    def template_for(self, task: str, backend: Backend) -> PromptTemplate:
+        template = load_template(self.template or DEFAULT_TEMPLATE[task], task)
+        return use_chat_turn(template, self.prompt_format, task, backend.has_chat_template)
 
 
 # ---------------------------------------------------------------------- exemplar selection
@@ -154,7 +158,7 @@ class PromptArtifact(Artifact):
             return [self.template.render(self.backend.render_chat(with_exemplar_turns(json.loads(t), ex)))
                     for t, ex in zip(texts, self.exemplars_for(texts))]
         labels = self.labels if self.task == "classification" else None
-        return [self.template.render(t, labels, ex) for t, ex in zip(texts, self.exemplars_for(texts))]
+        return [self.in_turn(self.template.render(t, labels, ex)) for t, ex in zip(texts, self.exemplars_for(texts))]
 
     @property
     def calibrated(self) -> bool:

@@ -69,10 +69,15 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> Encoded:
 
 def encode(tokenizer, data: TaskData, template: PromptTemplate, max_length: int) -> list[Encoded]:
     """Classification targets are the verbalized label; generation targets end with EOS; chat
-    targets are every assistant turn of the conversation (:func:`encode_chat`)."""
+    targets are every assistant turn of the conversation (:func:`encode_chat`). A template in a chat
+    turn (``prompt_format``) makes each example a one-turn conversation."""
     if data.task == "chat":
         return [encode_chat(tokenizer, chat_messages(ex), max_length) for ex in data.examples]
     labels = data.labels if data.task == "classification" else None
+    if template.chat_turn:  # the prompt as a user turn, the answer as the assistant's (with its end-of-turn)
+        return [encode_chat(tokenizer, [{"role": "user", "content": template.render(ex.text, labels)},
+                                        {"role": "assistant", "content": verbalize(ex.label) if labels else ex.label}],
+                            max_length) for ex in data.examples]
     out = []
     for ex in data.examples:
         prompt = tokenizer(template.render(ex.text, labels))["input_ids"]

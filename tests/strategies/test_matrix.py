@@ -285,3 +285,43 @@ def test_chat_task_fits_evaluates_and_round_trips(name, tmp_path):
         items = encode(base.tokenizer, data, art.template, 256)
         assert all(len(it.extra) == 1 for it in items)
     assert json.loads(data.examples[0].text)[0]["content"] == "order?"
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_single_input_task_goes_through_the_chat_template_on_an_instruction_model(name, tmp_path):
+    """prompt_format=auto: on a base with a chat template a single-input prompt is one user turn and
+    the answer the assistant's turn, in training, scoring, generation and after a reload."""
+    base = build_tiny(arch="llama")
+    base.tokenizer.chat_template = CHATML
+    spec = get_strategy(name)
+    over = {"prompt_lr": 0.3} if name == "hybrid" else {"k": 1} if name == "few_shot" else \
+        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else {}
+    tc = TrainConfig(max_steps=2, batch_size=3, lr=TINY_LR.get(name), checkpoint_every=0)
+    art = spec.strategy_cls(make_config(name, **over)).fit(base, DATA, DATA, tc, progress=False)
+    assert art.template.chat_turn and art.template.label_prefix == ""
+    prompt = art.prompts(["item fig"])[0]
+    assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("Category:<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.count("item fig") == 1 and art.label_texts() == ["fruit", "veg"]
+    if spec.kind == "gradient":  # trained on one-turn conversations: the target is the answer and its end-of-turn
+        from adaptlab.training.batching import encode
+
+        item = encode(base.tokenizer, DATA, art.template, 256)[0]
+        assert base.tokenizer.decode(item.target).startswith("fruit<|im_end|>")
+    again = Artifact.load(art.save(tmp_path / name), base)
+    assert again.template.chat_turn and again.prompts(["item fig"]) == [prompt]
+    assert again.predict(TEXTS) == art.predict(TEXTS)
+
+
+@pytest.mark.parametrize("name", ["zero_shot", "lora"])
+def test_prompt_format_plain_and_chat_without_a_template(name):
+    base = build_tiny(arch="llama")
+    base.tokenizer.chat_template = CHATML
+    tc = TrainConfig(max_steps=1, batch_size=3, lr=TINY_LR.get(name), checkpoint_every=0)
+    art = get_strategy(name).strategy_cls(make_config(name, prompt_format="plain")).fit(base, DATA, None, tc,
+                                                                                        progress=False)
+    assert not art.template.chat_turn and art.prompts(["item fig"])[0].endswith("Text: item fig\nCategory:")
+    with pytest.raises(ValueError, match="prompt_format=chat: the base model has no chat template"):
+        get_strategy(name).strategy_cls(make_config(name, prompt_format="chat")).fit(build_tiny(), DATA, None, tc,
+                                                                                     progress=False)
+    with pytest.raises(ValueError, match="prompt_format='json': use one of auto, chat, plain"):
+        make_config(name, prompt_format="json")

@@ -12,7 +12,7 @@ class FewShotStrategy(PromptStrategy):
 
     def search(self, backend, train, dev, common) -> PromptArtifact:
         cfg = self.config
-        template = cfg.template_for(train.task)
+        template = cfg.template_for(train.task, backend)
         if "examples" not in template.fields:
             raise ValueError(f"few_shot: template '{template.name}' has no {{examples}} placeholder")
         labels = train.labels if train.task == "classification" else None

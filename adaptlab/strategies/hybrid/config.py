@@ -40,8 +40,8 @@ class HybridConfig(GradientConfig):
         self.prompt_config()  # validates the soft-prompt fields
 
     def lora_config(self) -> LoraConfig:
-        return LoraConfig(template=self.template, r=self.r, alpha=self.alpha, dropout=self.dropout,
+        return LoraConfig(template=self.template, prompt_format=self.prompt_format, r=self.r, alpha=self.alpha, dropout=self.dropout,
                           target_modules=list(self.target_modules))
 
     def prompt_config(self) -> SoftPromptConfig:
-        return SoftPromptConfig(template=self.template, n_tokens=self.n_tokens, init=self.init)
+        return SoftPromptConfig(template=self.template, prompt_format=self.prompt_format, n_tokens=self.n_tokens, init=self.init)

@@ -52,7 +52,7 @@ class HybridStrategy(GradientStrategy):
 
     @staticmethod
     def _stage1_config(config):
-        return config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template)
+        return config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template, prompt_format=config.prompt_format)
 
     def adapt(self, model, train_data, dev, train_config, run_dir, resume, progress) -> WeightsArtifact:
         base = base_of(model, self.name)
@@ -65,7 +65,7 @@ class HybridStrategy(GradientStrategy):
         init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data))
         module = HybridModule(art1.module, init.to(base.device))
         artifact = WeightsArtifact(self.name, base, module, self.config,
-                                   self.config.template_for(train_data.task, self.name), train_data.task, art1.labels,
+                                   dataclasses.replace(art1.template, name=self.name), train_data.task, art1.labels,
                                    cfg.to_dict(), decoding=art1.decoding)
         res2 = self.train_module(artifact, train_data, dev, dataclasses.replace(cfg, lr=self.config.prompt_lr),
                                  run_dir / "stage2" if run_dir else None, resume, progress)
@@ -81,11 +81,11 @@ class HybridStrategy(GradientStrategy):
         """The fine-tuned model with k exemplars fixed in its prompt (braces escaped: they are data)."""
         clf = train_data.task == "classification"
         chosen = (select_balanced if clf else select_random)(train_data, self.config.k, cfg.seed)
-        frame = self.config.template_for(train_data.task, self.name)
+        frame = dataclasses.replace(art1.template, name=self.name)  # stage 1's frame, in a chat turn where stage 1 trained in one
         shots = "".join(PromptTemplate(frame.name, "{text}", example_format=_example_format(frame.template))
                         .render_example(ex.text, ex.label, clf) for ex in chosen)
-        template = PromptTemplate(f"{frame.name}+{len(chosen)}-shot",
-                                  shots.replace("{", "{{").replace("}", "}}") + frame.template, frame.label_prefix)
+        template = dataclasses.replace(frame, name=f"{frame.name}+{len(chosen)}-shot",
+                                       template=shots.replace("{", "{{").replace("}", "}}") + frame.template)
         artifact = WeightsArtifact(self.name, base, art1.module, self.config, template, train_data.task, art1.labels,
                                    cfg.to_dict(), decoding=art1.decoding)
         artifact.metrics["train"] = {**art1.metrics["train"], "stage1": art1.metrics["train"],

@@ -88,7 +88,7 @@ class PromptSearchStrategy(PromptStrategy):
         """(instruction, exemplar set) candidates: no exemplars, random balanced sets and, budget
         allowing, a bootstrapped set. Returns (candidates, instruction count, exemplar set count)."""
         cfg = self.config
-        frame = cfg.template_for(train.task)
+        frame = cfg.template_for(train.task, backend)
         clf = train.task == "classification"
         labels = train.labels if clf else None
         instructions = self.instructions(train.task) if "instruction" in frame.fields else [frame.instruction]

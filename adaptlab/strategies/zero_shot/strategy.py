@@ -9,5 +9,5 @@ class ZeroShotStrategy(PromptStrategy):
     name = "zero_shot"
 
     def search(self, backend, train, dev, common) -> PromptArtifact:
-        return PromptArtifact(self.name, backend, self.config, self.config.template_for(train.task), train.task,
+        return PromptArtifact(self.name, backend, self.config, self.config.template_for(train.task, backend), train.task,
                               train.labels if train.task == "classification" else None, **common)
