@@ -729,6 +729,9 @@ def serve_cmd(
     prompt_cache: bool = typer.Option(True, help="Keep each adaptation's static prompt start (prefix, soft prompt, "
                                                  "instruction, fixed exemplars) as keys/values, run once."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
+    ui: bool = typer.Option(False, "--ui", help="Also serve the workbench at /ui (sign-in with a '*' key unless "
+                                                "--no-auth); its compares and uploads go to --ui-dir."),
+    ui_dir: Path = typer.Option(Path("adaptlab-ui"), help="Work folder of the workbench (uploads, compares, exports)."),
     device: str = DEVICE_OPT,
 ) -> None:
     """OpenAI-compatible server for every registered adaptation of one base model."""
@@ -747,6 +750,12 @@ def serve_cmd(
         base = load_base(model, device=resolve_device(device))
         service = Service(base, reg, config)
         app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024)
+        if ui:
+            from adaptlab.ui.app import include_ui
+            from adaptlab.ui.state import UiState
+
+            include_ui(app_, UiState(ui_dir, reg, model=model, key_required=not no_auth, service=service,
+                                     max_upload_bytes=max_body_kb * 1024))
         for name in filter(None, (p.strip() for p in preload.split(","))):
             service.resolve(name)
     except (ValueError, *_registry_errors()) as err:
@@ -754,9 +763,52 @@ def serve_cmd(
     except Exception as err:  # noqa: BLE001 - ServingError from preload
         _fail(err)
     console.print(f"serving {base.name} + {len(reg.tasks())} tasks on http://{host}:{port}/v1 "
-                  f"({'no auth' if no_auth else 'API keys required'})")
+                  f"({'no auth' if no_auth else 'API keys required'})"
+                  + (f"; workbench on http://{host}:{port}/ui/" if ui else ""))
     uvicorn.run(app_, host=host, port=port, log_level="warning")
     service.close()
+
+
+@app.command("ui")
+def ui_cmd(
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond loopback, signing in with an API key "
+                                               "scoped to '*' is required."),
+    port: int = typer.Option(7860, help="Port."),
+    workdir: Path = typer.Option(Path("adaptlab-ui"), help="Work folder: uploads, compares (each a run folder), "
+                                                         "exports. Restarting on the same folder shows them again."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model of the playground and the default of the compare form."),
+    registry: Optional[Path] = REGISTRY_OPT,
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+    require_key: bool = typer.Option(False, help="Require signing in on loopback too."),
+    max_upload_mb: int = typer.Option(20, help="Largest upload."),
+) -> None:
+    """The web workbench: data check, compare (live), report, registry, playground and feedback."""
+    import ipaddress
+
+    import uvicorn
+
+    from adaptlab.ui import create_ui
+    from adaptlab.ui.state import UiState
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    try:
+        reg = _registry(registry)
+        need_key = require_key or not loopback
+        if need_key and not any("*" in k["tasks"] and not k["revoked"] for k in reg.api_keys.list()):
+            raise ValueError(f"binding {host} needs a key to sign in with: create one with "
+                             "`adaptlab keys add NAME --tasks '*'`")
+        if max_upload_mb < 1:
+            raise ValueError(f"--max-upload-mb {max_upload_mb}: must be at least 1")
+        st = UiState(workdir, reg, model=model, data_dir=data_dir, key_required=need_key,
+                     max_upload_bytes=max_upload_mb << 20)
+    except (ValueError, OSError, *_registry_errors()) as err:
+        _fail(err)
+    console.print(f"adaptlab ui on http://{'[' + host + ']' if ':' in host else host}:{port}/ui/ "
+                  f"({'sign-in with a key required' if need_key else 'loopback, no sign-in'}; work folder {workdir})")
+    uvicorn.run(create_ui(st), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

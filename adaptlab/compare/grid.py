@@ -15,6 +15,7 @@ import os
 import socket
 import statistics
 import subprocess
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,9 +422,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
 
     Full grid order: in rounds, every strategy's next run before any strategy's one after it, cheap
     runs first within a round (:func:`order_runs`). Adaptive: :class:`AdaptivePicker`."""
-    import torch
-
-    from adaptlab.compare.measure import prepare, run_one
+    from adaptlab.compare.measure import prepare
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -444,10 +443,49 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
                                    log=lambda m: console.print(m, highlight=False, soft_wrap=True),
                                    claim=lambda i: claim(out, i), release=lambda i: release_claim(out, i),
                                    claimed=lambda i: _claimed(out, i)))
-    finished: list[str] = []
     if done:
         console.print(f"resuming: {len(done)} finished run(s) kept"
                       + ("" if cfg.adaptive else f", {len(specs) - len(done)} to go"))
+    live = LiveStatus(out, cfg, len(specs))
+    try:
+        finished = _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live)
+    except BaseException as e:
+        live.write("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    _write_skipped(out, picker.skipped)
+    done = {r["run"]["id"]: r for r in load_results(out)}  # include what other workers finished
+    records = picker.finalize(ctx, list(done.values()))
+    picker.finish(out, records)
+    live.write("finished", done=len(done))
+    return {"finished": finished, "skipped": picker.skipped, "results": list(done.values())}
+
+
+class LiveStatus:
+    """``live/status.json`` in the run folder: what a watcher (``adaptlab ui``) shows while a compare
+    runs: state, runs done of planned, the run now going with its estimate, the ETA. The run now going
+    logs its steps to ``live/<run id>/`` (removed when it is done). Written atomically; the folder,
+    not this process, is the state, so a watcher that restarts reads it again."""
+
+    def __init__(self, out: Path, cfg: CompareConfig, planned: int):
+        self.dir = Path(out) / "live"
+        self.base = {"pid": os.getpid(), "host": socket.gethostname(), "planned": planned,
+                     "adaptive": bool(cfg.adaptive), "budget_s": cfg.budget_seconds, "started": time.time()}
+
+    def write(self, state: str, **fields) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.dir / "status.json", {**self.base, "state": state, "updated": time.time(), **fields})
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.dir / run_id
+
+
+def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live: LiveStatus) -> list[str]:
+    import torch
+
+    from adaptlab.compare.measure import run_one
+
+    finished: list[str] = []
+    live.write("running", done=len(done))
     # The code this process runs is the commit checked out now: read HEAD once, since commits made
     # while a long grid runs would otherwise be credited with runs they did not produce.
     commit = git_commit()
@@ -461,24 +499,25 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
                       highlight=False, soft_wrap=True)  # one line per run, also in a log file
         if (results_dir(out) / f"{spec.id}.json").exists() or not claim(out, spec.id):
             continue  # another worker finished it or is running it
+        live.write("running", done=len(done), eta_s=picker.remaining(guess), best=best,
+                   current={"id": spec.id, "strategy": spec.strategy, "train_size": spec.train_size,
+                            "estimate_s": guess, "started": time.time()})
         try:
             torch.manual_seed(spec.seed)
             rec = run_one(spec, cfg, ctx, out, progress=progress, light=picker.light(spec),
-                          settings=settings.get(spec.strategy, {}), keep=picker.keep(spec))
+                          settings=settings.get(spec.strategy, {}), keep=picker.keep(spec),
+                          log_dir=live.run_dir(spec.id))
             rec["meta"].update({"versions": package_versions(), "git_commit": commit,
                                 "machine": machine, "data": cfg.data, "model": cfg.model,
                                 "worker": f"{socket.gethostname()}:{os.getpid()}"})
             atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
         finally:
             release_claim(out, spec.id)
+            shutil.rmtree(live.run_dir(spec.id), ignore_errors=True)
         done[spec.id] = rec
         finished.append(spec.id)
-        est.observe(rec)
-    _write_skipped(out, picker.skipped)
-    done = {r["run"]["id"]: r for r in load_results(out)}  # include what other workers finished
-    records = picker.finalize(ctx, list(done.values()))
-    picker.finish(out, records)
-    return {"finished": finished, "skipped": picker.skipped, "results": list(done.values())}
+        picker.est.observe(rec)
+    return finished
 
 
 def compare_minutes(out: Path, records: list[dict]) -> float:

@@ -78,7 +78,8 @@ def train_subset(spec, ctx: Context) -> TaskData:
     return train
 
 
-def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: dict | None = None):
+def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: dict | None = None,
+            log_dir: Path | None = None):
     """Fit ``spec``'s strategy on its train subset: (artifact, train subset, train record, settings)."""
     sp = get_strategy(spec.strategy)
     settings = dict(cfg.strategy_settings.get(spec.strategy, {}) if settings is None else settings)
@@ -90,7 +91,7 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
     config = make_config(spec.strategy, **{**own, **config_settings})
     tc = TrainConfig(epochs=cfg.epochs_for(spec.strategy), seed=spec.seed, dev_limit=cfg.dev_limit,
                      checkpoint_every=0, eval_every=cfg.eval_every, patience=cfg.patience, lr=lr)
-    art = sp.strategy_cls(config).fit(ctx.base, train, ctx.splits.dev, tc, progress=progress)
+    art = sp.strategy_cls(config).fit(ctx.base, train, ctx.splits.dev, tc, progress=progress, run_dir=log_dir)
     tr = art.metrics["train"]
     info = {"seconds": tr["train_seconds"], "model_calls": tr.get("model_calls"),
             "trainable_params": tr["trainable_params"], "peak_rss_bytes": tr["peak_rss_bytes"],
@@ -165,11 +166,12 @@ def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> di
 
 
 def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = True, light: bool = False,
-            settings: dict | None = None, keep: bool = False) -> dict:
-    """Fit, measure, save (and prune) one run; the record the results folder keeps for it."""
+            settings: dict | None = None, keep: bool = False, log_dir: Path | None = None) -> dict:
+    """Fit, measure, save (and prune) one run; the record the results folder keeps for it. With
+    ``log_dir`` a gradient strategy logs its steps there as it trains (for a watcher)."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     sp = get_strategy(spec.strategy)
-    art, train, train_info, settings = fit_run(spec, cfg, ctx, progress, settings)
+    art, train, train_info, settings = fit_run(spec, cfg, ctx, progress, settings, log_dir)
     ev = measure_quality(art, spec, cfg, ctx, train, light)
     predictions = ev.pop("rows")  # every test row's output and metric: galleries, paired comparisons
     folder = Path(out) / "artifacts" / spec.id

@@ -26,6 +26,7 @@ class SplitSummary:
     class_counts: dict[str, int]
     length_tokens: dict[str, float]  # min / mean / p95 / max
     length_unit: str
+    length_histogram: list[tuple[int, int, int]] = field(default_factory=list)  # (from, to, rows)
 
 
 @dataclass
@@ -54,6 +55,51 @@ def _summary_stats(values: list[int]) -> dict[str, float]:
     s = sorted(values)
     p95 = s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))]
     return {"min": s[0], "mean": round(sum(s) / len(s), 1), "p95": p95, "max": s[-1]}
+
+
+def histogram(values: list[int], bins: int = 10) -> list[tuple[int, int, int]]:
+    """``bins`` equal-width bins over [min, max]: (from, to inclusive, count)."""
+    lo, hi = min(values), max(values)
+    width = max(1, -(-(hi - lo + 1) // bins))  # ceil: every value falls in a bin
+    counts = Counter((v - lo) // width for v in values)
+    return [(lo + b * width, lo + (b + 1) * width - 1, counts.get(b, 0)) for b in range((hi - lo) // width + 1)]
+
+
+def file_errors(path, limit: int = 20, **load_args) -> list[str]:
+    """Every row error of a JSONL file (up to ``limit``), each as ``load_file`` words it: load, and
+    on an error at a line, blank that line and load again (line numbers stay). Other files, and
+    errors of the whole file, stop at the first."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    from adaptlab.data.loading import load_file
+
+    path = Path(path)
+    errors: list[str] = []
+    try:
+        load_file(path, **load_args)
+        return errors
+    except DataError as e:
+        errors.append(str(e))
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        return errors
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    at = re.compile(re.escape(str(path)) + r":(\d+):")
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / path.name
+        while len(errors) < limit and (m := at.match(errors[-1])) and 0 < int(m.group(1)) <= len(lines):
+            lines[int(m.group(1)) - 1] = ""
+            probe.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            try:
+                load_file(probe, **load_args)
+                break
+            except DataError as e:
+                msg = str(e).replace(str(probe), str(path))
+                if msg in errors or not at.match(msg):
+                    break
+                errors.append(msg)
+    return errors
 
 
 def token_counter(tokenizer) -> Callable[[str], int]:
@@ -121,7 +167,7 @@ def validate(
             name=name, source=data.source, rows=len(data),
             class_counts=dict(Counter(ex.label for ex in data.examples).most_common())
             if data.task == "classification" else {},
-            length_tokens=_summary_stats(lengths), length_unit=unit,
+            length_tokens=_summary_stats(lengths), length_unit=unit, length_histogram=histogram(lengths),
         ))
     train_texts = {ex.text: ex.line for ex in train.examples}
     for ev in evals.values():

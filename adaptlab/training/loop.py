@@ -368,7 +368,7 @@ class Trainer:
                 self.first_loss = loss
             dt = time.perf_counter() - t0
             n_ex = sum(len(b) for b in group)
-            rec = {"step": self.step, "epoch": self.epoch, "loss": round(loss, 6),
+            rec = {"step": self.step, "of": self.total_steps, "epoch": self.epoch, "loss": round(loss, 6),
                    "lr": self.scheduler.get_last_lr()[0], "examples_per_s": round(n_ex / dt, 3),
                    "elapsed_s": round(time.perf_counter() - t_start, 3)}
             if self.evaluate is not None and (self.step % self.eval_every == 0 or self.step == self.total_steps):
