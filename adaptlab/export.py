@@ -85,7 +85,9 @@ def _export_peft(src: Path, meta: dict, out: Path, force: bool, allow_partial: b
         f"# {strategy} adapter exported by adaptlab\n\nBase model: {meta['base_model']['name']} "
         f"(adaptlab fingerprint {meta['base_model']['fingerprint']}).\nTask: {meta['task']}"
         + (f"; labels: {', '.join(meta['labels'])}" if meta.get("labels") else "")
-        + f".\nPrompt template: `{meta['template']['template']!r}`\n")
+        + f".\nPrompt template: `{meta['template']['template']!r}`"
+        + (", sent as one user turn in the base model's chat template (the answer is the assistant's turn)"
+           if meta["template"].get("chat_turn") else "") + "\n")
     return out
 
 

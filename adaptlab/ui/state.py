@@ -47,7 +47,8 @@ class UiState:
     loading: str | None = None  # what the model service is doing while it starts, for the page
 
     def __post_init__(self):
-        self.workdir = Path(self.workdir)
+        self.workdir = Path(self.workdir).resolve()  # compares run in their own folder: no relative paths
+        self.data_dir = Path(self.data_dir).resolve() if self.data_dir is not None else None
         for sub in ("uploads", "compares", "exports"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
 

@@ -7,6 +7,7 @@ committed ones in docs/ui/ were made so) or the test's temporary folder.
 """
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -79,15 +80,15 @@ def test_the_whole_loop_in_chromium(server, tmp_path):
         page.click("#to-report")
         page.wait_for_selector("#curves svg")
         assert page.locator("#curves circle").count() >= 5 and page.locator("#pareto circle").count() == 3
-        page.hover("#curves circle >> nth=1")
+        page.hover("#curves circle >> nth=-1")  # the last drawn is on top
         assert page.is_visible("#curves .tip")
         page.screenshot(path=str(shots / "3-report.png"), full_page=True)
         page.uncheck("#curve-toggles input >> nth=0")  # toggling a strategy redraws without it
         assert page.locator("#curves polyline, #curves line[stroke-dasharray]").count() == 2
         page.select_option("#k-w", "no")  # API only: no weights to train -> a prompt wins, without a reload
-        page.wait_for_function("document.querySelector('#winner').textContent !== '' && "
-                               "['zero_shot','few_shot'].includes(document.querySelector('#winner').textContent)")
-        assert "weights_accessible=no" in page.url
+        page.wait_for_url(re.compile("weights_accessible=no"))
+        playwright.expect(page.locator("#excluded")).to_contain_text("lora")
+        assert page.inner_text("#winner") in ("zero_shot", "few_shot") and "lora" not in page.inner_text("#ranked")
 
         page.fill("#r-task", "demo-intents")
         page.select_option("#r-strategy", "lora")

@@ -183,3 +183,30 @@ def test_compare_form_errors_name_the_field(client):
         r = client.post("/ui/compare", data={**base, **change})
         assert r.status_code in (400, 404) and message in r.text, (change, r.text[-400:])
     assert not list(client.app.state.ui.compares.iterdir())  # nothing was started or written
+
+
+def test_the_pages_mount_in_the_server_and_share_its_model(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from adaptlab.models.tiny import build_tiny
+    from adaptlab.serving import Service
+    from adaptlab.serving.app import create_app
+    from adaptlab.ui.app import include_ui
+    from adaptlab.ui.state import UiState
+
+    reg = Registry(tmp_path / "reg")
+    admin = reg.api_keys.add("admin", ["*"])
+    service = Service(build_tiny(), reg)
+    try:
+        app = include_ui(create_app(service), UiState(tmp_path / "ui", reg, model="tiny", key_required=True,
+                                                      service=service))
+        c = TestClient(app)
+        assert c.get("/v1/models", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+        assert c.get("/ui/playground", follow_redirects=False).status_code == 303  # the API key signs in here too
+        c.post("/ui/login", data={"key": admin, "csrf": token(c)})
+        r = c.post("/ui/api/playground", json={"input": "hello", "models": ["base"]},
+                   headers={"X-CSRF-Token": token(c)})
+        assert r.status_code == 200 and r.json()["answers"][0]["task_type"] == "base"
+        assert app.state.ui.get_service() is service  # no second copy of the model
+    finally:
+        service.close()
