@@ -781,6 +781,8 @@ def ui_cmd(
     data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
     require_key: bool = typer.Option(False, help="Require signing in on loopback too."),
     max_upload_mb: int = typer.Option(20, help="Largest upload."),
+    open_: list[Path] = typer.Option([], "--open", help="A run folder made by `adaptlab compare` to list among "
+                                                         "the compares (it stays where it is); repeatable."),
 ) -> None:
     """The web workbench: data check, compare (live), report, registry, playground and feedback."""
     import ipaddress
@@ -788,7 +790,7 @@ def ui_cmd(
     import uvicorn
 
     from adaptlab.ui import create_ui
-    from adaptlab.ui.state import UiState
+    from adaptlab.ui.state import UiError, UiState
 
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -804,11 +806,16 @@ def ui_cmd(
             raise ValueError(f"--max-upload-mb {max_upload_mb}: must be at least 1")
         st = UiState(workdir, reg, model=model, data_dir=data_dir, key_required=need_key,
                      max_upload_bytes=max_upload_mb << 20)
+        web = create_ui(st)
+        for folder in open_:
+            web.state.jobs.adopt(folder)
+    except UiError as err:
+        _fail(ValueError(err.message))
     except (ValueError, OSError, *_registry_errors()) as err:
         _fail(err)
     console.print(f"adaptlab ui on http://{'[' + host + ']' if ':' in host else host}:{port}/ui/ "
                   f"({'sign-in with a key required' if need_key else 'loopback, no sign-in'}; work folder {workdir})")
-    uvicorn.run(create_ui(st), host=host, port=port, log_level="warning")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

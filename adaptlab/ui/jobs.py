@@ -6,8 +6,10 @@ finished resumes with the same command (compare resumes from its results)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -99,11 +101,30 @@ class Jobs:
         self.st = st
         self.children: dict[str, subprocess.Popen] = {}  # started by this process (reaped when they end)
 
-    def folder(self, job_id: str) -> Path:
-        folder = self.st.compares / check_id(job_id, "compare")
-        if not (folder / "job.json").exists():
+    def _job(self, job_id: str) -> tuple[Path, dict]:
+        entry = self.st.compares / check_id(job_id, "compare")
+        if not (entry / "job.json").exists():
             raise UiError(404, f"no such compare: {job_id!r}")
-        return folder
+        job = json.loads((entry / "job.json").read_text())
+        return (Path(job["external"]) if job.get("external") else entry), job
+
+    def folder(self, job_id: str) -> Path:
+        """The run folder: under the work folder, or one opened with ``adaptlab ui --open``."""
+        return self._job(job_id)[0]
+
+    def adopt(self, run_folder: Path) -> str:
+        """List a run folder made by ``adaptlab compare`` (started from the CLI, say) among the
+        compares; it stays where it is. The operator names it on the command line, never a request."""
+        run_folder = Path(run_folder).resolve()
+        if not (run_folder / "results").is_dir():
+            raise UiError(400, f"{run_folder}: not a compare run folder (no results/)")
+        job_id = "o-" + hashlib.sha256(str(run_folder).encode()).hexdigest()[:12]
+        entry = self.st.compares / job_id
+        if not (entry / "job.json").exists():
+            entry.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(entry / "job.json", {"external": str(run_folder), "label": run_folder.name,
+                                                   "model": _model_of(run_folder), "created": time.time()})
+        return job_id
 
     def start(self, req: CompareRequest, label: str) -> str:
         job_id = time.strftime("c%Y%m%d-%H%M%S-") + os.urandom(2).hex()
@@ -116,10 +137,12 @@ class Jobs:
         return job_id
 
     def resume(self, job_id: str) -> None:
-        folder = self.folder(job_id)
+        folder, job = self._job(job_id)
+        if job.get("external"):
+            raise UiError(409, f"{folder} was opened, not started here: resume it with `adaptlab compare --out {folder}`")
         if self.status(job_id)["state"] in ("running", "finished"):
             raise UiError(409, f"compare {job_id} is {self.status(job_id)['state']}: nothing to resume")
-        self._spawn(job_id, folder, json.loads((folder / "job.json").read_text())["argv"])
+        self._spawn(job_id, folder, job["argv"])
 
     def _spawn(self, job_id: str, folder: Path, argv: list[str]) -> None:
         with open(folder / "log.txt", "ab") as log:  # the child keeps its own copy of the descriptor
@@ -147,15 +170,17 @@ class Jobs:
             return True
 
     def status(self, job_id: str) -> dict:
-        folder = self.folder(job_id)
-        job = json.loads((folder / "job.json").read_text())
+        folder, job = self._job(job_id)
         live_file = folder / "live" / "status.json"
         live = json.loads(live_file.read_text()) if live_file.exists() else {}
         done = len(list((folder / "results").glob("*.json"))) if (folder / "results").exists() else 0
-        alive = self._alive(job_id, job.get("pid"))
+        same_host = live.get("host") == socket.gethostname()  # an opened folder's compare may run elsewhere
+        alive = self._alive(job_id, job.get("pid") or (live.get("pid") if same_host else None))
         report = (folder / "report" / "report.html").exists()
         if alive:
             state = "running"
+        elif job.get("external") and report and live.get("state") in (None, "finished"):
+            state = "finished"  # folders from before live status was written have none
         elif live.get("state") == "finished" and report:
             state = "finished"
         else:
@@ -178,6 +203,11 @@ class Jobs:
     def list(self) -> list[dict]:
         ids = sorted((p.name for p in self.st.compares.iterdir() if (p / "job.json").exists()), reverse=True)
         return [self.status(i) for i in ids]
+
+
+def _model_of(run_folder: Path) -> str | None:
+    cfg = run_folder / "compare.json"
+    return json.loads(cfg.read_text()).get("model") if cfg.exists() else None
 
 
 def _last_step(run_dir: Path) -> dict:

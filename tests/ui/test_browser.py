@@ -22,6 +22,7 @@ from adaptlab.ui.state import UiState
 from tests.ui.conftest import DEMO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SST2 = Path(__file__).resolve().parents[2] / "docs" / "results" / "adaptive_sst2"  # a committed CLI compare
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium')")
 
@@ -31,10 +32,13 @@ def server(tmp_path):
     import uvicorn
 
     st = UiState(tmp_path / "work", Registry(tmp_path / "registry"), model="tiny")
+    app = create_ui(st)
+    if SST2.is_dir():
+        app.state.jobs.adopt(SST2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_ui(st), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
@@ -129,3 +133,24 @@ def test_the_whole_loop_in_chromium(server, tmp_path):
         page.screenshot(path=str(shots / "8-phone-registry.png"), full_page=True)
         browser.close()
     assert not errors, errors
+
+
+@pytest.mark.skipif(not (SST2 / "results").is_dir(), reason="docs/results/adaptive_sst2 is not in this checkout")
+def test_a_compare_run_from_the_cli_opens_and_reports(server, tmp_path):
+    """``adaptlab ui --open docs/results/adaptive_sst2``: eight strategies on real SST-2 runs."""
+    shots = Path(os.environ.get("ADAPTLAB_UI_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server + "/ui/compare")
+        page.click("#jobs a >> text=o-")
+        assert page.inner_text("#state") == "finished"
+        page.click("#to-report")
+        page.wait_for_selector("#pareto svg")
+        assert page.inner_text("#winner") == "lora"
+        assert page.locator("#curve-toggles input").count() == 8 and page.locator("#pareto circle").count() == 8
+        page.screenshot(path=str(shots / "9-report-sst2.png"), full_page=True)
+        page.click("#to-examples")
+        assert page.locator("#examples tbody tr").count() == 200  # the first 200 of 500 test rows, worst first
+        browser.close()

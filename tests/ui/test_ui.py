@@ -93,6 +93,9 @@ def test_compare_report_register_promote_playground_feedback_export(tmp_path):
 
     c = make_client(tmp_path)  # a restarted UI reads the compare back from its folder
     assert job in c.get("/ui/compare").text and c.get(f"/ui/api/compare/{job}").json()["state"] == "finished"
+    opened = c.app.state.jobs.adopt(c.app.state.ui.compares / job)  # as `adaptlab ui --open FOLDER` does
+    assert c.get(f"/ui/api/compare/{opened}").json()["state"] == "finished"
+    assert "was opened, not started here" in c.post(f"/ui/compare/{opened}/resume", data={"csrf": token(c)}).text
     page = c.get(f"/ui/compare/{job}/report")
     assert page.status_code == 200 and 'id="winner"' in page.text and 'id="report-data"' in page.text
     data = json.loads(page.text.split('id="report-data">')[1].split("</script>")[0])
@@ -210,3 +213,15 @@ def test_the_pages_mount_in_the_server_and_share_its_model(tmp_path):
         assert app.state.ui.get_service() is service  # no second copy of the model
     finally:
         service.close()
+
+
+def test_ui_command_refuses_what_it_cannot_serve(tmp_path):
+    from typer.testing import CliRunner
+
+    from adaptlab.cli import app
+
+    args = ["ui", "--registry", str(tmp_path / "reg"), "--workdir", str(tmp_path / "w")]
+    r = CliRunner().invoke(app, args + ["--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "needs a key to sign in with" in r.output
+    r = CliRunner().invoke(app, args + ["--open", str(tmp_path)])
+    assert r.exit_code == 2 and "not a compare run folder (no results/)" in r.output

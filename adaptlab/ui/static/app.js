@@ -123,7 +123,8 @@ function drawPareto(box, data) {
   const pts = data.points, xs = pts.map((p) => p.train_minutes), qs = pts.map((p) => p.quality);
   const xhi = Math.max(...xs, 0.1) * 1.08, qlo = Math.max(0, Math.min(...qs) - 0.05), qhi = Math.min(1, Math.max(...qs) + 0.05);
   const X = (m) => P + (W - P - 20) * m / xhi, Y = (q) => H - P - (H - P - 20) * (q - qlo) / (qhi - qlo || 1);
-  axes(svg, W, H, P, [0, 0.5, 1].map((f) => [X(f * xhi), (f * xhi).toFixed(1)]),
+  const fmt = (v) => v === 0 ? "0" : v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toPrecision(2);
+  axes(svg, W, H, P, [0, 0.5, 1].map((f) => [X(f * xhi), fmt(f * xhi)]),
        [0, 0.5, 1].map((f) => qlo + f * (qhi - qlo)).map((q) => [Y(q), q.toFixed(2)]), "training minutes", data.metric);
   const show = tipFor(box), names = Object.keys(data.curves);
   for (const p of pts) {
