@@ -12,10 +12,10 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -454,6 +454,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
         raise
     _write_skipped(out, picker.skipped)
     done = {r["run"]["id"]: r for r in load_results(out)}  # include what other workers finished
+    live.write("running", done=len(done), phase="measuring the recommended run in full")
     records = picker.finalize(ctx, list(done.values()))
     picker.finish(out, records)
     live.write("finished", done=len(done))
@@ -485,7 +486,7 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
     from adaptlab.compare.measure import run_one
 
     finished: list[str] = []
-    live.write("running", done=len(done))
+    live.write("running", done=len(done), phase="choosing the first run")
     # The code this process runs is the commit checked out now: read HEAD once, since commits made
     # while a long grid runs would otherwise be credited with runs they did not produce.
     commit = git_commit()
@@ -517,6 +518,7 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
         done[spec.id] = rec
         finished.append(spec.id)
         picker.est.observe(rec)
+        live.write("running", done=len(done), phase="choosing the next run")
     return finished
 
 

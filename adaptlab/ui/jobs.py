@@ -196,8 +196,8 @@ class Jobs:
             out["current"] = cur
             if live.get("eta_s") is not None:
                 out["eta_s"] = max(0.0, live["eta_s"] - cur["elapsed_s"])
-        if live.get("state") == "running" and not live.get("current"):
-            out["phase"] = "tuning and preparing"
+        if state == "running" and not out["current"]:
+            out["phase"] = live.get("phase") or "loading the model, tuning"
         return out
 
     def list(self) -> list[dict]:
