@@ -86,6 +86,8 @@ def summarize() -> None:
         lines.append(f"| {r['data']} | {f['winner']} at {f['target']} ({f['runs']}, {f['minutes']:.0f}) | "
                      f"{a['winner']} at {a['target']} ({a['runs']} + {a['tuning_fits']}, {a['minutes']:.0f}) | {tied} | "
                      f"{r['time_ratio']:.2f} | {'yes' if r['target_met'] else 'no'} |")
+    lines += ["", "What each comparison shows, and what it does not (Banking77's race dropped two strategies on a "
+              "wrong extrapolation): " + ", ".join(f"`docs/results/adaptive_{r['data']}/README.md`" for r in out) + "."]
     for r in out:
         lines += ["", f"**{r['data']}**: {r['adaptive']['decision']}."]
         lines += [f"- dropped {s}: {why}" for s, why in r["adaptive"]["dropped"].items()]
