@@ -28,7 +28,7 @@ from adaptlab.data.loading import Example, TaskData
 from adaptlab.data.splits import dev_part
 from adaptlab.models.types import check_fingerprint
 from adaptlab.prompts import (DEFAULT_TEMPLATE, PROMPT_FORMAT_HELP, PromptTemplate, check_prompt_format,
-                              load_template, use_chat_turn)
+                              load_template, use_chat_turn, verbalize)
 from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
 from adaptlab.strategies.registry import make_config
 
@@ -158,7 +158,19 @@ class PromptArtifact(Artifact):
             return [self.template.render(self.backend.render_chat(with_exemplar_turns(json.loads(t), ex)))
                     for t, ex in zip(texts, self.exemplars_for(texts))]
         labels = self.labels if self.task == "classification" else None
+        if self.template.chat_turn:  # a chat model is shown examples as earlier turns, not inside one message
+            return [self.backend.render_chat(self.exemplar_turns(t, labels, ex))
+                    for t, ex in zip(texts, self.exemplars_for(texts))]
         return [self.in_turn(self.template.render(t, labels, ex)) for t, ex in zip(texts, self.exemplars_for(texts))]
+
+    def exemplar_turns(self, text: str, labels: list[str] | None, exemplars: list[tuple[str, str]]) -> list[dict]:
+        """Each exemplar as a user turn (the prompt for its input) and the assistant's answer, then the
+        input's own user turn. (k exemplars in one message made SmolLM2 copy an exemplar's answer.)"""
+        turns = []
+        for x, y in exemplars:
+            turns += [{"role": "user", "content": self.template.render(x, labels)},
+                      {"role": "assistant", "content": verbalize(y) if labels else y}]
+        return turns + [{"role": "user", "content": self.template.render(text, labels)}]
 
     @property
     def calibrated(self) -> bool:

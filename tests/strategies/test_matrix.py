@@ -302,6 +302,11 @@ def test_single_input_task_goes_through_the_chat_template_on_an_instruction_mode
     prompt = art.prompts(["item fig"])[0]
     assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("Category:<|im_end|>\n<|im_start|>assistant\n")
     assert prompt.count("item fig") == 1 and art.label_texts() == ["fruit", "veg"]
+    shown = len(art.exemplars_for(["item fig"])[0]) if spec.kind == "prompt" else 0
+    assert prompt.count("<|im_start|>assistant\n") == shown + 1  # each exemplar a turn of its own
+    if shown:
+        assert prompt.count("<|im_start|>user\n") == shown + 1 and "Category:<|im_end|>\n<|im_start|>assistant\n" \
+            in prompt.split("item fig")[0]
     if spec.kind == "gradient":  # trained on one-turn conversations: the target is the answer and its end-of-turn
         from adaptlab.training.batching import encode
 
