@@ -9,7 +9,7 @@ from pathlib import Path
 
 from adaptlab.compare.grid import load_results
 from adaptlab.compare.recommend import Constraints, recommend
-from adaptlab.compare.summary import aggregate
+from adaptlab.compare.summary import aggregate, ppl_rise
 from adaptlab.ui.state import UiError
 
 
@@ -70,7 +70,7 @@ def report_data(folder: Path) -> dict:
     _front(points, "train_minutes")
     fragility = [{"strategy": s, "paraphrase_spread": r.paraphrase_spread, "perturbation_drop": r.perturbation_drop}
                  for s, r in at.items() if r.paraphrase_spread is not None or r.perturbation_drop is not None]
-    forgetting = [{"strategy": s, "ppl_change": r.ppl_change, "second_task_change": r.second_task_change}
+    forgetting = [{"strategy": s, "ppl_change": ppl_rise(r.ppl_change), "second_task_change": r.second_task_change}
                   for s, r in at.items() if r.ppl_change is not None or r.second_task_change is not None]
     return {"metric": rows[0].metric, "target": target, "curves": curves, "points": points,
             "fragility": fragility, "forgetting": forgetting, "runs": len(records)}
