@@ -197,7 +197,8 @@ class Jobs:
             if live.get("eta_s") is not None:
                 out["eta_s"] = max(0.0, live["eta_s"] - cur["elapsed_s"])
         if state == "running" and not out["current"]:
-            out["phase"] = live.get("phase") or "loading the model, tuning"
+            tuning = (job.get("request") or {}).get("adaptive", True)  # the adaptive compare tunes first
+            out["phase"] = live.get("phase") or ("loading the model" + (", tuning on dev" if tuning else ""))
         return out
 
     def list(self) -> list[dict]:
