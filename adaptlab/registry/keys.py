@@ -31,7 +31,7 @@ class KeyStore:
         try:
             with self.index.write() as con:
                 con.execute("INSERT INTO api_keys (name, key_hash, tasks, created_at) VALUES (?,?,?,?)",
-                            (name, _hash_key(key), json.dumps(sorted(set(tasks))), time.time()))
+                            (name, hash_key(key), json.dumps(sorted(set(tasks))), time.time()))
         except sqlite3.IntegrityError:
             raise RegistryError(f"a key named {name!r} exists already") from None
         return key
@@ -48,9 +48,12 @@ class KeyStore:
 
     def scope(self, key: str) -> list[str] | None:
         """The tasks a presented key may use, or None when it is unknown or revoked."""
+        return self.scope_of_hash(hash_key(key))
+
+    def scope_of_hash(self, key_hash: str) -> list[str] | None:
+        """As :meth:`scope`, for a key known by its hash (a session that must not hold the key)."""
         with self.index.connect() as con:
-            row = con.execute("SELECT tasks FROM api_keys WHERE key_hash = ? AND revoked = 0",
-                              (_hash_key(key),)).fetchone()
+            row = con.execute("SELECT tasks FROM api_keys WHERE key_hash = ? AND revoked = 0", (key_hash,)).fetchone()
         return json.loads(row["tasks"]) if row else None
 
     def any(self) -> bool:
@@ -58,5 +61,6 @@ class KeyStore:
             return con.execute("SELECT 1 FROM api_keys WHERE revoked = 0 LIMIT 1").fetchone() is not None
 
 
-def _hash_key(key: str) -> str:
+def hash_key(key: str) -> str:
+    """How a key is stored and looked up (sessions keep this, never the key)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()

@@ -19,6 +19,7 @@ import time
 
 from fastapi import Request
 
+from adaptlab.registry.keys import hash_key
 from adaptlab.ui.state import UiError, UiState
 
 CSRF_COOKIE, SESSION_COOKIE = "adaptlab_csrf", "adaptlab_session"
@@ -56,7 +57,7 @@ def _sign(st: UiState, payload: str) -> str:
 
 
 def session_cookie(st: UiState, key: str) -> str:
-    payload = f"{hashlib.sha256(key.encode()).hexdigest()}.{int(time.time()) + SESSION_SECONDS}"
+    payload = f"{hash_key(key)}.{int(time.time()) + SESSION_SECONDS}"
     return f"{payload}.{_sign(st, payload)}"
 
 
@@ -72,9 +73,8 @@ def _session_ok(st: UiState, cookie: str) -> bool:
         return False
     if not hmac.compare_digest(sig, _sign(st, f"{key_hash}.{expires}")) or int(expires) < time.time():
         return False
-    with st.registry.index.connect() as con:  # still an active '*' key? (revocation ends the session)
-        row = con.execute("SELECT tasks FROM api_keys WHERE key_hash = ? AND revoked = 0", (key_hash,)).fetchone()
-    return row is not None and '"*"' in row["tasks"]
+    scope = st.registry.api_keys.scope_of_hash(key_hash)  # still an active '*' key? (revocation ends the session)
+    return scope is not None and "*" in scope
 
 
 def signed_in(request: Request) -> bool:
