@@ -8,7 +8,8 @@ from adaptlab.backends.base import Backend
 from adaptlab.evaluation.generation import generate
 from adaptlab.evaluation.scoring import score_labels
 from adaptlab.models.decoding import Sampling
-from adaptlab.models.runtime import as_lm, encode_prompts, module_device, pad_id, render_chat, right_pad
+from adaptlab.models.runtime import (as_lm, encode_prompts, has_chat_template, module_device, pad_id,
+                                     render_chat, right_pad)
 
 
 class LocalBackend(Backend):
@@ -38,7 +39,7 @@ class LocalBackend(Backend):
 
     @property
     def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
+        return has_chat_template(self.tokenizer)
 
     def render_chat(self, messages: list[dict]) -> str:
         """The conversation in the base model's own chat template."""

@@ -6,7 +6,7 @@ from adaptlab.data.loading import DataError, TaskData
 from adaptlab.evaluation.metrics import classification_metrics
 from adaptlab.evaluation.scoring import predict_labels
 from adaptlab.models.base import BaseModel
-from adaptlab.models.runtime import render_chat
+from adaptlab.models.runtime import has_chat_template, render_chat
 from adaptlab.prompts import DEFAULT_CLASSIFICATION, PromptTemplate, use_chat_turn
 
 
@@ -17,7 +17,7 @@ def evaluate_zero_shot(base: BaseModel, data: TaskData, template: PromptTemplate
     if data.task != "classification":
         raise DataError(f"{data.source}: zero-shot label scoring needs a classification task, got {data.task}")
     labels = data.labels
-    template = use_chat_turn(template, prompt_format, data.task, bool(getattr(base.tokenizer, "chat_template", None)))
+    template = use_chat_turn(template, prompt_format, data.task, has_chat_template(base.tokenizer))
     prompts = [template.render(ex.text, labels) for ex in data.examples]
     if template.chat_turn:
         prompts = [render_chat(base.tokenizer, [{"role": "user", "content": p}]) for p in prompts]

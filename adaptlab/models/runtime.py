@@ -186,11 +186,16 @@ def adds_bos(tokenizer) -> bool:
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
+def has_chat_template(tokenizer) -> bool:
+    """Whether the tokenizer carries a chat template (instruction-tuned models do; Gemma 3 270M's does not)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
     """A conversation in the model's own chat template, as text to tokenize: the template's BOS is
     left out where the tokenizer adds it again. Without a template (or a tokenizer): a plain
     transcript, ``role: content`` lines."""
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+    if has_chat_template(tokenizer):
         from jinja2 import TemplateError  # what a template's raise_exception() raises
 
         try:

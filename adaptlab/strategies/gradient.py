@@ -21,7 +21,7 @@ from adaptlab.data.loading import TaskData
 from adaptlab.data.splits import dev_part
 from adaptlab.evaluation.metrics import accuracy
 from adaptlab.models.adaptation import Contribution
-from adaptlab.models.runtime import pad_id, target_token_logprobs
+from adaptlab.models.runtime import has_chat_template, pad_id, target_token_logprobs
 from adaptlab.models.types import BaseModel, check_fingerprint
 from adaptlab.prompts import PROMPT_FORMAT_HELP, PromptTemplate, check_prompt_format, use_chat_turn
 from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
@@ -50,7 +50,7 @@ class GradientConfig:
 
     def template_for(self, task: str, name: str, base: BaseModel) -> PromptTemplate:
         template = PromptTemplate(name, self.template or TRAIN_TEMPLATES[task])
-        return use_chat_turn(template, self.prompt_format, task, bool(getattr(base.tokenizer, "chat_template", None)))
+        return use_chat_turn(template, self.prompt_format, task, has_chat_template(base.tokenizer))
 
 
 def base_of(model, strategy: str) -> BaseModel:

@@ -18,7 +18,7 @@ from adaptlab.serving.http import Scope, ServerState, adapter_for, allowed, chec
 from adaptlab.serving.http import state
 from adaptlab.serving.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from adaptlab.models.decoding import GREEDY, Sampling
-from adaptlab.models.runtime import ChatTemplateError, render_chat
+from adaptlab.models.runtime import ChatTemplateError, has_chat_template, render_chat
 from adaptlab.evaluation.generation import cut_at_stop
 from adaptlab.serving.service import ServingError, Work
 
@@ -94,7 +94,7 @@ async def chat(body: ChatRequest, request: Request, scope: list[str] | None = Sc
         rendered = chat_prompt(tokenizer, body.messages)  # a template that refuses the turns: 400 now, not in a batch
     if adapter.task_type is None:  # the plain base model: the whole conversation, in its chat format
         text = rendered
-        if not getattr(tokenizer, "chat_template", None):  # a plain transcript: the next "user:" line ends the turn
+        if not has_chat_template(tokenizer):  # a plain transcript: the next "user:" line ends the turn
             stops = stops + ["\nuser:"]
     elif adapter.task_type == "chat":  # a chat adaptation sees the whole conversation, rendered as in training
         text = json.dumps([{"role": m.role, "content": m.content} for m in body.messages], ensure_ascii=False)
