@@ -6,6 +6,16 @@ import statistics
 from dataclasses import dataclass
 
 
+def best_per_strategy(records: list[dict], key) -> dict[str, dict]:
+    """Each strategy's record with the highest ``key(record)`` (the first of equals)."""
+    out: dict[str, dict] = {}
+    for r in records:
+        s = r["run"]["strategy"]
+        if s not in out or key(r) > key(out[s]):
+            out[s] = r
+    return out
+
+
 def ppl_rise(change: float | None, signed: bool = True) -> str:
     """A relative perplexity change as people read it: +35.0%, or 2,460x once past 10x (where
     "+245881.4%" is unreadable)."""

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from adaptlab.compare.baselines import imbalanced
 from adaptlab.compare.config import CompareConfig
+from adaptlab.compare.summary import best_per_strategy
 from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import atomic_write_json
-
 
 TUNING_SHARE = 0.25  # of --budget at most: the race needs the rest
 
@@ -75,13 +75,7 @@ def load_tuning(out: Path) -> dict[str, dict]:
 def kept(records: list[dict]) -> dict[str, dict]:
     """Each strategy's kept variant among its fitted ones: the best dev quality (ties: the earlier
     variant, the defaults first)."""
-    out: dict[str, dict] = {}
-    for r in records:
-        s = r["run"]["strategy"]
-        if s not in out or (r["dev"]["quality"], -r["run"]["variant"]) > (out[s]["dev"]["quality"],
-                                                                          -out[s]["run"]["variant"]):
-            out[s] = r
-    return out
+    return best_per_strategy(records, lambda r: (r["dev"]["quality"], -r["run"]["variant"]))
 
 
 def chosen(plan: list[TuneSpec], records: dict[str, dict]) -> dict[str, dict]:

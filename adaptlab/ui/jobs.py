@@ -140,8 +140,9 @@ class Jobs:
         folder, job = self._job(job_id)
         if job.get("external"):
             raise UiError(409, f"{folder} was opened, not started here: resume it with `adaptlab compare --out {folder}`")
-        if self.status(job_id)["state"] in ("running", "finished"):
-            raise UiError(409, f"compare {job_id} is {self.status(job_id)['state']}: nothing to resume")
+        state = self.status(job_id)["state"]
+        if state in ("running", "finished"):
+            raise UiError(409, f"compare {job_id} is {state}: nothing to resume")
         self._spawn(job_id, folder, job["argv"])
 
     def _spawn(self, job_id: str, folder: Path, argv: list[str]) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from adaptlab.compare.grid import load_results
 from adaptlab.compare.recommend import Constraints, recommend
-from adaptlab.compare.summary import aggregate, ppl_rise
+from adaptlab.compare.stats import row_key
+from adaptlab.compare.summary import aggregate, best_per_strategy, ppl_rise
 from adaptlab.ui.state import UiError
 
 
@@ -33,10 +34,19 @@ def constraints_from(params) -> Constraints:
                        tasks=tasks, weights_accessible=weights)
 
 
-def recommendation(folder: Path, c: Constraints) -> dict:
+def finished_runs(folder: Path) -> list[dict]:
     records = load_results(folder)
     if not records:
         raise UiError(404, "this compare has no finished runs yet")
+    return records
+
+
+def largest_run(record: dict) -> tuple:
+    """The order in which a strategy's run stands for it: the largest train size, then the first seed."""
+    return record["run"]["train_size"], -record["run"]["seed"]
+
+
+def recommendation(records: list[dict], c: Constraints) -> dict:
     rec = recommend(records, c)
     return {"winner": rec.winner, "metric": rec.metric, "target": rec.target, "ranked": rec.ranked,
             "excluded": rec.excluded, "reasons": rec.reasons, "next_steps": rec.next_steps, "paired": rec.paired,
@@ -50,10 +60,7 @@ def _front(points: list[dict], cost: str) -> None:
                              and (q["quality"] > p["quality"] or q[cost] < p[cost]) for q in points)
 
 
-def report_data(folder: Path) -> dict:
-    records = load_results(folder)
-    if not records:
-        raise UiError(404, "this compare has no finished runs yet")
+def report_data(records: list[dict]) -> dict:
     rows = aggregate(records)
     curves: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: r.train_size):
@@ -82,19 +89,14 @@ def examples(folder: Path, strategy: str | None, limit: int = 200) -> dict:
     records = [r for r in load_results(folder) if r.get("predictions")]
     if not records:
         return {"strategy": None, "rows": [], "others": []}
-    best: dict[str, dict] = {}
-    for r in records:
-        s = r["run"]["strategy"]
-        if s not in best or (r["run"]["train_size"], -r["run"]["seed"]) > (best[s]["run"]["train_size"],
-                                                                           -best[s]["run"]["seed"]):
-            best[s] = r
+    best = best_per_strategy(records, largest_run)
     if strategy not in best:
         strategy = next(iter(best))
-    key = lambda p: (p["id"], p["input"])
-    others = {s: {key(p): p for p in r["predictions"]} for s, r in best.items() if s != strategy}
+    others = {s: {row_key(p, i): p for i, p in enumerate(r["predictions"])} for s, r in best.items() if s != strategy}
     rows = []
-    for p in sorted(best[strategy]["predictions"], key=lambda p: p["metric"]):
+    for i, p in sorted(enumerate(best[strategy]["predictions"]), key=lambda ip: ip[1]["metric"]):
+        k = row_key(p, i)
         rows.append({"input": p["input"], "reference": p["reference"], "output": p["output"], "metric": p["metric"],
-                     "others": {s: m[key(p)]["output"] if key(p) in m else None for s, m in others.items()}})
+                     "others": {s: m[k]["output"] if k in m else None for s, m in others.items()}})
     return {"strategy": strategy, "strategies": sorted(best), "others": sorted(others), "rows": rows[:limit],
             "total": len(rows)}

@@ -13,7 +13,14 @@ from adaptlab.ui.routes import guard
 from adaptlab.ui.routes.data import source_label, sources
 from adaptlab.ui.security import ui_state
 from adaptlab.ui.state import UiError
-from adaptlab.ui.views import constraints_from, examples, recommendation, report_data
+from adaptlab.ui.views import (
+    constraints_from,
+    examples,
+    finished_runs,
+    largest_run,
+    recommendation,
+    report_data,
+)
 from adaptlab.ui.web import page, redirect
 
 router = APIRouter(dependencies=[Depends(guard)])
@@ -83,8 +90,9 @@ async def resume(request: Request, job_id: str):
 async def report_page(request: Request, job_id: str):
     folder = jobs(request).folder(job_id)
     c = constraints_from(request.query_params)
-    rec = await asyncio.to_thread(recommendation, folder, c)
-    data = await asyncio.to_thread(report_data, folder)
+    records = await asyncio.to_thread(finished_runs, folder)  # read once for both
+    rec = await asyncio.to_thread(recommendation, records, c)
+    data = await asyncio.to_thread(report_data, records)
     status = await asyncio.to_thread(jobs(request).status, job_id)
     return page(request, "report.html", "compare", job=status, rec=rec, data=data,
                 tasks=ui_state(request).registry.tasks())
@@ -93,7 +101,8 @@ async def report_page(request: Request, job_id: str):
 @router.get("/ui/api/compare/{job_id}/recommend")
 async def recommend_api(request: Request, job_id: str):
     folder = jobs(request).folder(job_id)
-    return await asyncio.to_thread(recommendation, folder, constraints_from(request.query_params))
+    c = constraints_from(request.query_params)
+    return await asyncio.to_thread(recommendation, await asyncio.to_thread(finished_runs, folder), c)
 
 
 @router.get("/ui/compare/{job_id}/examples")
@@ -123,7 +132,7 @@ async def register(request: Request, job_id: str, task: str = Form(...), strateg
                and (folder / "artifacts" / r["run"]["id"] / "adaptlab_artifact.json").exists()]
     if not records:
         raise UiError(400, f"{strategy}: no kept artifact in this compare (it keeps the recommended run's)")
-    run = max(records, key=lambda r: (r["run"]["train_size"], -r["run"]["seed"]))["run"]["id"]
+    run = max(records, key=largest_run)["run"]["id"]
     st = ui_state(request)
     try:
         entry = await asyncio.to_thread(st.registry.register, folder / "artifacts" / run, task.strip(),

@@ -87,8 +87,8 @@ def check(st: UiState, source: str) -> dict:
     from adaptlab.ui.jobs import data_arg
 
     kind, _, name = source.partition(":")
-    label = source_label(st, source) if kind in ("named", "upload") else source
-    data = data_arg(st, source)
+    data = data_arg(st, source)  # refuses anything but a named dataset or an upload of ours
+    label = source_label(st, source)
     shown = lambda msg: msg.replace(data, label)  # (the upload's stored path is ours, not theirs)
     if kind == "upload":
         errors = file_errors(upload_path(st, name))
