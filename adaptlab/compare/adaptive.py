@@ -10,14 +10,20 @@ strategy's quality at the target size predicted from its learning curve (:mod:`.
    is recomputed from the finished runs after every run, so a resumed compare makes the same
    decisions);
 3. the **leader** (the best central prediction among the strategies left) is measured at the target
-   size itself, so that the bar rests on a measurement rather than an extrapolation;
+   size itself, so that the bar rests on a measurement rather than an extrapolation, and then at
+   the largest size below it (the **calibration run**): how fast its quality rose between the two
+   is the fastest improvement seen on this data, and every extrapolated optimistic bound is widened
+   to at least that rate (:func:`adaptlab.compare.curves.calibrate`). Without it, a power law
+   through 16 and 256 examples cannot see a jump between 256 and 1000, and the race once dropped
+   full fine-tuning "at 95%" on Banking77 where it tied the winner;
 4. then the challenger with the highest optimistic bound gets a second point, at the largest size
    below the target (far from its first, so that the extrapolation is short and its noise small),
    then the target itself, until it is dropped (paired replicates: its optimistic prediction under
    the bar holder's pessimistic one in ``confidence`` of them) or measured there;
-5. decided at ``confidence`` when the leader, measured at the target, is the best in that share of
-   the replicates (each strategy's curve drawn from its plausible ones, test rows and seed noise
-   resampled) or every other strategy is dropped; when every run that could matter is done and the
+5. decided at ``confidence`` when the leader, measured at the target (and calibrated, when others
+   are extrapolated), is the best in that share of the replicates (each strategy's curve drawn from
+   its plausible ones, test rows and seed noise resampled) or every other strategy is dropped; when
+   every run that could matter is done and the
    seed noise still leaves it open, further seeds of the leader and its rivals run if ``--seeds``
    planned them, and the report says it was not decided otherwise.
 
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adaptlab.compare.baselines import ranking_metric
-from adaptlab.compare.curves import CurveFit, fit_all
+from adaptlab.compare.curves import Calibration, CurveFit, fit_all
 from adaptlab.compare.stats import CONFIDENCE
 
 
@@ -50,11 +56,14 @@ class RaceState:
     confidence: float = CONFIDENCE
     p_best: dict = field(default_factory=dict)       # strategy -> share of replicates where it is the best
     sure: bool = False                               # decided at ``confidence``, not just out of runs
+    calibration: list[Calibration] = field(default_factory=list)  # the rates extrapolations were widened to
+    calibration_run: str | None = None               # the calibration run still to make, if any
 
     def to_dict(self) -> dict:
         return {"target": self.target, "metric": self.metric, "leader": self.leader, "bar": self.bar,
                 "bar_holder": self.bar_holder, "alive": self.alive, "dropped": self.dropped,
                 "decided": self.decided, "sure": self.sure, "confidence": self.confidence, "p_best": self.p_best,
+                "calibration": [c.to_dict() for c in self.calibration], "calibration_run": self.calibration_run,
                 "fits": {s: f.to_dict() for s, f in self.fits.items()},
                 "next": [{"id": s.id, "why": why} for s, why in self.candidates]}
 
@@ -68,10 +77,13 @@ def _cells(specs: list) -> dict[tuple[str, int], list]:
     return out
 
 
-def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, cost=None) -> RaceState:
+def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, cost=None,
+         calibrated: bool = True) -> RaceState:
     """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
 
-    ``cost``: seconds a spec is estimated to take (orders the first round cheapest first)."""
+    ``cost``: seconds a spec is estimated to take (orders the first round cheapest first).
+    ``calibrated=False`` is the race before calibration (no calibration run, power-law bounds only),
+    kept to replay what it did (``bench/race_replay.py``)."""
     cost = cost or (lambda s: s.train_size)
     done = {r["run"]["id"] for r in records}
     cells = _cells(specs)
@@ -79,8 +91,10 @@ def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, co
     ladder = {st: sorted({n for (s2, n) in cells if s2 == st}) for st in strategies}
     target = max((n for st in strategies for n in ladder[st]), default=0)
     metric, _ = ranking_metric(records)
-    fits = fit_all(records, target, metric, confidence=confidence) if records else {}
-    state = RaceState(target, metric, fits, None, None, None, [], {}, False, confidence=confidence)
+    fits = fit_all(records, target, metric, confidence=confidence, calibrated=calibrated) if records else {}
+    state = RaceState(target, metric, fits, None, None, None, [], {}, False, confidence=confidence,
+                      calibration=sorted({f.calibration for f in fits.values() if f.calibration},
+                                         key=lambda c: c.kind))
 
     def pending(cell) -> list:
         return [s for s in cells.get(cell, []) if s.id not in done]
@@ -97,7 +111,9 @@ def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, co
     for st in strategies:
         worse = _below(fits[st], fits[bar_holder], confidence) if st != bar_holder else None
         if worse is not None:
-            dropped[st] = (f"its optimistic {metric} at {target} examples ({fits[st].hi:.3f}) stays below "
+            widened = (f", its bound widened to {fits[st].calibration.strategy}'s measured rise"
+                       if fits[st].calibration else "")
+            dropped[st] = (f"its optimistic {metric} at {target} examples ({fits[st].hi:.3f}{widened}) stays below "
                            f"{bar_holder}'s pessimistic one ({bar:.3f}) in {100 * confidence:.0f}% of paired "
                            f"resamples (difference at most {100 * worse:+.1f} points)")
         else:
@@ -123,13 +139,21 @@ def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, co
         s = next_up(leader, jump=True)
         if s is not None:
             out.append((s, f"{leader} leads (predicted {fits[leader].point:.3f}): measure it at the target size"))
+    calibration_run = _calibration_run(fits, leader, ladder, pending) if calibrated else None
+    if calibration_run is not None:
+        state.calibration_run = calibration_run.id
+        why = (f"calibration: {leader} at {calibration_run.train_size} as well as {target}, to measure how fast "
+               f"quality rises near the target on this data (every extrapolation's optimistic bound is widened "
+               f"to that rate)")
+        out.append((calibration_run, why))
     challengers = sorted((st for st in alive if st != leader and not fits[st].measured_at_target),
                          key=lambda st: -fits[st].hi)
     for st in challengers:
         s = next_up(st, jump=False)
         if s is not None:
             out.append((s, f"{st} could still win: optimistic {fits[st].hi:.3f} >= the bar {bar:.3f}"))
-    sure = fits[leader].measured_at_target and (len(alive) == 1 or state.p_best.get(leader, 0) >= confidence)
+    sure = (fits[leader].measured_at_target and calibration_run is None
+            and (len(alive) == 1 or state.p_best.get(leader, 0) >= confidence))
     if not out and not sure:
         # Every strategy left is measured at the target and the seed noise still leaves the winner
         # open: more seeds of the leader and of its closest rivals (when --seeds allows them).
@@ -146,6 +170,22 @@ def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, co
     state.sure = sure
     state.decided = sure or not out
     return state
+
+
+def _calibration_run(fits: dict[str, CurveFit], leader: str, ladder: dict, pending):
+    """The leader's run at the largest size below the target, when the leader is measured at the
+    target, no strategy of its kind measured there has that size yet, and some other strategy of its
+    kind rests on an extrapolation (else there is nothing to calibrate); None otherwise."""
+    target, kind = fits[leader].target, fits[leader].kind
+    below = [n for n in ladder.get(leader, []) if 0 < n < target]
+    same = [f for f in fits.values() if f.kind == kind]
+    if not fits[leader].measured_at_target or not below or not any(f.extrapolated for f in same):
+        return None
+    n = max(below)
+    if any(f.measured_at_target and n in f.sizes for f in same):
+        return None
+    todo = pending((leader, n))
+    return todo[0] if todo else None
 
 
 def p_best(fits: dict[str, CurveFit], alive: list[str]) -> dict[str, float]:
@@ -178,6 +218,10 @@ def decision_line(state: RaceState, n_runs: int, minutes: float, left: int) -> s
     p = state.p_best.get(state.leader) if state.leader else None
     chance = f"{state.leader} is the best in {100 * p:.0f}% of the resampled curves" if p is not None else ""
     others = [s for s in state.alive if s != state.leader]
+    if not state.sure and state.calibration_run and not others:
+        return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
+                f"{state.leader} leads, but its calibration run ({state.calibration_run}) was not made, so the "
+                f"drops rest on extrapolations the data has not checked")
     if state.sure:
         return (f"decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
                 f"the {left} runs left could not change the winner" + (f" ({chance})" if chance else ""))

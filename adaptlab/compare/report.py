@@ -215,6 +215,20 @@ def race_rows(race: dict) -> tuple[list[str], list[list[str]], list[dict]]:
     return cols, out, race.get("not_run", [])
 
 
+def calibration_lines(race: dict) -> list[str]:
+    """What the race's extrapolations were widened to (:func:`adaptlab.compare.curves.calibrate`)."""
+    cals = race.get("calibration")
+    if cals is None:
+        return []  # a race.json written before calibration
+    if not cals:
+        return [("Calibration: the learning-curve bands held for every strategy measured at the target and at a "
+                 "smaller size, so no extrapolation was widened.")]
+    return [f"Calibration ({c['kind']} strategies): {c['strategy']} went from {c['quality'][0]:.3f} at "
+            f"{c['sizes'][0]} to {c['quality'][1]:.3f} at {c['sizes'][1]} examples, past what its learning curve "
+            f"allowed (error shrinking like n^-{c['rate']:.2f}); every extrapolated {c['kind']} strategy's "
+            f"optimistic bound was widened to that rate." for c in cals]
+
+
 def _md_table(cols: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -355,6 +369,8 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     rcols, rrows, not_run = race_rows(race) if race else ([], [], [])
     if race:
         md += ["", "## The race (adaptive compare)", "", f"**{race['decision']}.**", ""] + _md_table(rcols, rrows)
+        cal = calibration_lines(race)
+        md += ["", *cal] if cal else []
         if not_run:
             md += ["", "Not run:", ""] + [f"- {x['id']}: {x['why']}" for x in not_run]
     tcols, tvals = tuning_rows(run_dir)
@@ -386,6 +402,8 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     extra = [("Paired differences on the same test rows", "paired", pcols, prows)] if prows else []
     if race:
         extra += [(f"The race: {race['decision']}", "race", rcols, rrows)]
+        if cal:
+            extra += [("Calibration of the extrapolations", "calibration", ["what the race widened"], [[c] for c in cal])]
         if not_run:
             extra += [("Not run", "not-run", ["run", "why"], [[x["id"], x["why"]] for x in not_run])]
     extra += [("Tuning: what was tried and what was kept", "tuning", tcols, tvals)] if tvals else []

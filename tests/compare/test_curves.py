@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from adaptlab.compare.curves import fit_all, fit_curve
+from adaptlab.compare.curves import calibrate, fit_all, fit_curve
 
 from .synthetic import rec
 
@@ -50,3 +50,41 @@ def test_three_noisy_points_predict_the_truth_inside_the_band():
     # Deterministic: the same records give the same bounds (a resumed race decides the same).
     again = fit_curve("lora", by, 1000, "accuracy", plot_sizes=[16, 256, 1000])
     assert (again.lo, again.hi) == (f.lo, f.hi)
+
+
+def test_a_rise_the_curve_could_not_see_widens_that_kinds_extrapolations():
+    # LoRA flat from 16 to 256, then a jump at 1000 that its own two-point band did not allow.
+    lora = {16: [rec("lora", 16, 0.33, right=_draw(0.33))], 256: [rec("lora", 256, 0.40, right=_draw(0.40, seed=1))],
+            1000: [rec("lora", 1000, 0.72, right=_draw(0.72, seed=2))]}
+    full = {16: [rec("full", 16, 0.31, right=_draw(0.31, seed=3))], 256: [rec("full", 256, 0.44, right=_draw(0.44, seed=4))]}
+    few = {16: [rec("few_shot", 16, 0.13, right=_draw(0.13, seed=5))],
+           256: [rec("few_shot", 256, 0.12, right=_draw(0.12, seed=6))]}
+    records = [r for by in (lora, full, few) for rs in by.values() for r in rs]
+    cal = calibrate({"lora": lora, "full": full, "few_shot": few}, 1000, "accuracy")
+    assert set(cal) == {"gradient"} and cal["gradient"].strategy == "lora" and cal["gradient"].sizes == (256, 1000)
+    q0, q1 = cal["gradient"].quality
+    assert abs((1 - q0) * (256 / 1000) ** cal["gradient"].rate - (1 - q1)) < 1e-9  # the rate reproduces the rise
+    plain = fit_all(records, 1000, "accuracy", calibrated=False)
+    fits = fit_all(records, 1000, "accuracy")
+    # Full's truth at 1000 on Banking77 was 0.714: outside the power law's band, inside the calibrated one.
+    assert plain["full"].hi < 0.714 <= fits["full"].hi and fits["full"].calibration == cal["gradient"]
+    assert fits["full"].lo == plain["full"].lo and fits["full"].point == plain["full"].point  # only widened
+    # A prompt strategy is not widened by a trained one's jump; a measured point is not widened at all.
+    assert fits["few_shot"].hi == plain["few_shot"].hi and fits["few_shot"].calibration is None
+    assert (fits["lora"].lo, fits["lora"].hi) == (plain["lora"].lo, plain["lora"].hi)
+    # A rise the band allowed calibrates nothing.
+    steady = {n: [rec("lora", n, _truth(n), right=_draw(_truth(n), seed=n))] for n in (16, 256, 1000)}
+    assert calibrate({"lora": steady}, 1000, "accuracy") == {}
+
+
+def test_records_without_rows_get_noise_from_their_test_size_and_points_keep_their_draws():
+    # Older records kept no per-row metrics: the bands still carry the test rows' and the seed's noise.
+    old = {16: [{**rec("lora", 16, 0.6), "eval": {**rec("lora", 16, 0.6)["eval"], "test_examples": 400}}],
+           256: [{**rec("lora", 256, 0.8), "eval": {**rec("lora", 256, 0.8)["eval"], "test_examples": 400}}]}
+    f = fit_curve("lora", old, 1000, "accuracy")
+    assert f.hi - f.lo > 0.05 and len(f.samples["draw"]) > 1
+    # Measuring another size does not change the draws of a measured one (a resumed race decides the same).
+    one = {1000: [rec("lora", 1000, 0.8, right=_draw(0.8))]}
+    two = {**one, 256: [rec("lora", 256, 0.7, right=_draw(0.7, seed=1))]}
+    assert np.array_equal(fit_curve("lora", one, 1000, "accuracy").samples["hi"],
+                          fit_curve("lora", two, 1000, "accuracy").samples["hi"])
