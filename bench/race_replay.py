@@ -103,6 +103,11 @@ def markdown(results: list[dict]) -> str:
                          f"({', '.join(f['tied_with_best'])}) | {name.replace('_', ' ')} | {x['runs']} of "
                          f"{f['runs']} | {x['minutes']:.0f} of {f['minutes']:.0f} ({x['ratio']:.2f}) | {x['leader']} "
                          f"| {'yes' if x['sure'] else 'no'} | {', '.join(x['wrong_drops']) or 'none'} |")
+    lines += ["", ("The minutes are the full grid's own: every run there measured fragility, forgetting and the "
+                   "train gap, which the race measures only for the recommended run, so a real adaptive compare's "
+                   "runs are shorter (`adaptive_compare.md`: 0.18 and 0.20 of the full grids, tuning included). "
+                   "On a ladder of two or three sizes (viggo: 32/64/256, demo_chat: 32/180) the race has little "
+                   "to skip: every strategy needs its first run, and the target is one rung away.")]
     for r in results:
         lines += ["", f"## {r['data']}", ""]
         for name in ("before_calibration", "calibrated"):
