@@ -11,11 +11,11 @@ strategy's quality at the target size predicted from its learning curve (:mod:`.
    decisions);
 3. the **leader** (the best central prediction among the strategies left) is measured at the target
    size itself, so that the bar rests on a measurement rather than an extrapolation, and then at
-   the largest size below it (the **calibration run**): how fast its quality rose between the two
-   is the fastest improvement seen on this data, and every extrapolated optimistic bound is widened
-   to at least that rate (:func:`adaptlab.compare.curves.calibrate`). Without it, a power law
-   through 16 and 256 examples cannot see a jump between 256 and 1000, and the race once dropped
-   full fine-tuning "at 95%" on Banking77 where it tied the winner;
+   the largest size below it (the **calibration run**): when its rise between the two beats what
+   its curve through the smaller sizes allowed, every extrapolated optimistic bound of its kind is
+   widened to at least that rate (:func:`adaptlab.compare.curves.calibrate`). Without it, a power
+   law through 16 and 256 examples cannot see a jump between 256 and 1000, and the race once
+   dropped full fine-tuning "at 95%" on Banking77 where it tied the winner;
 4. then the challenger with the highest optimistic bound gets a second point, at the largest size
    below the target (far from its first, so that the extrapolation is short and its noise small),
    then the target itself, until it is dropped (paired replicates: its optimistic prediction under
@@ -23,9 +23,9 @@ strategy's quality at the target size predicted from its learning curve (:mod:`.
 5. decided at ``confidence`` when the leader, measured at the target (and calibrated, when others
    are extrapolated), is the best in that share of the replicates (each strategy's curve drawn from
    its plausible ones, test rows and seed noise resampled) or every other strategy is dropped; when
-   every run that could matter is done and the
-   seed noise still leaves it open, further seeds of the leader and its rivals run if ``--seeds``
-   planned them, and the report says it was not decided otherwise.
+   every run that could matter is done and the seed noise still leaves it open, further seeds of
+   the leader and its rivals run if ``--seeds`` planned them, and the report says it was not
+   decided otherwise.
 
 Everything here is a pure function of the finished run records, the plan and the estimates.
 """
