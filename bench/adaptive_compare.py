@@ -48,9 +48,7 @@ def side_by_side(data: str) -> dict:
     race = json.loads((ada_dir / "race.json").read_text()) if (ada_dir / "race.json").exists() else {}
     # Inside the full grid's tie tolerance: the adaptive winner's full-grid quality at the ranked size
     # is within the tolerance the full grid's near_tie rule used for its leader.
-    rows = {r.strategy: r for r in aggregate(full) if r.train_size in (rf.target, 0)}
-    lead = max(rows.values(), key=lambda r: r.quality)
-    tol, why = _tolerance(lead)
+    rows, lead, tol, why = grid_best(full, rf.target)
     wa = ra.winner
     gap = lead.quality - rows[wa].quality if wa in rows else None
     tied = gap is not None and gap <= tol + 1e-9
@@ -79,6 +77,21 @@ def side_by_side(data: str) -> dict:
         "time_ratio": ada_min / full_min if full_min else None,
         "target_met": (wa == rf.winner or tied or tied_measured) and ada_min <= 0.2 * full_min,
     }
+
+
+def grid_best(records: list[dict], target: int) -> tuple[dict, object, float, str]:
+    """A full grid's rows at ``target`` (and zero-shot) by strategy, its best row, and the tie tolerance
+    its near_tie rule used for that best (and why)."""
+    rows = {r.strategy: r for r in aggregate(records) if r.train_size in (target, 0)}
+    lead = max(rows.values(), key=lambda r: r.quality)
+    tol, why = _tolerance(lead)
+    return rows, lead, tol, why
+
+
+def calibration_line(c: dict) -> str:
+    """One race.json calibration entry, in a line."""
+    return (f"calibration ({c['kind']}): {c['strategy']} {c['quality'][0]:.3f} at {c['sizes'][0]} -> "
+            f"{c['quality'][1]:.3f} at {c['sizes'][1]} examples, error like n^-{c['rate']:.2f}")
 
 
 def _settings(records: list[dict], strategy: str, size: int) -> dict:
@@ -118,9 +131,7 @@ def summarize() -> None:
         "records, before and after its bands were calibrated on the data: `docs/results/race_replay.md`."]
     for r in out:
         lines += ["", f"**{r['data']}**: {r['adaptive']['decision']}."]
-        lines += [f"- calibration ({c['kind']}): {c['strategy']} {c['quality'][0]:.3f} at {c['sizes'][0]} -> "
-                  f"{c['quality'][1]:.3f} at {c['sizes'][1]} examples, error like n^-{c['rate']:.2f}"
-                  for c in r["adaptive"].get("calibration") or []]
+        lines += [f"- {calibration_line(c)}" for c in r["adaptive"].get("calibration") or []]
         lines += [f"- dropped {s}: {why}" for s, why in r["adaptive"]["dropped"].items()]
     atomic_write_text(RESULTS / "adaptive_compare.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -19,28 +19,25 @@ the test rows' noise from the test size instead of a paired bootstrap (unpaired:
 
 from __future__ import annotations
 
-import datetime
-from pathlib import Path
+from adaptive_compare import (  # this folder's full-grid judgment
+    RESULTS,
+    calibration_line,
+    grid_best,
+)
 
 from adaptlab.compare.adaptive import decision_line, race
-from adaptlab.compare.grid import RunSpec, compare_minutes, load_results
-from adaptlab.compare.recommend import _tolerance
-from adaptlab.compare.summary import aggregate
+from adaptlab.compare.grid import RunSpec, compare_minutes, load_results, run_seconds
 from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "docs" / "results"
 GRIDS = ["sst2", "banking77", "viggo", "demo_chat"]
 
 
 def seconds(rec: dict) -> float:
     """A run's own start-to-finish time (as compare_minutes counts it), else its train + eval time."""
-    try:
-        a = datetime.datetime.strptime(rec["meta"]["started"], "%Y-%m-%dT%H:%M:%S%z")
-        b = datetime.datetime.strptime(rec["meta"]["finished"], "%Y-%m-%dT%H:%M:%S%z")
-        return (b - a).total_seconds()
-    except (KeyError, ValueError):
-        return float(rec["train"].get("seconds", 0.0)) + float(rec["eval"].get("seconds", 0.0))
+    own = run_seconds(rec)
+    if own is not None:
+        return own
+    return float(rec["train"].get("seconds", 0.0)) + float(rec["eval"].get("seconds", 0.0))
 
 
 def replay(records: list[dict], calibrated: bool) -> dict:
@@ -67,9 +64,7 @@ def judge(data: str) -> dict:
     folder = RESULTS / f"compare_{data}"
     records = load_results(folder)
     target = max(r["run"]["train_size"] for r in records)
-    rows = {r.strategy: r for r in aggregate(records) if r.train_size in (target, 0)}
-    best = max(rows.values(), key=lambda r: r.quality)
-    tol, why = _tolerance(best)
+    rows, best, tol, why = grid_best(records, target)
     contenders = sorted(s for s, r in rows.items() if best.quality - r.quality <= tol + 1e-9)
     out = {"data": data, "target": target, "metric": best.metric, "full_grid": {
         "runs": len(records), "minutes": compare_minutes(folder, records), "best": best.strategy,
@@ -113,9 +108,7 @@ def markdown(results: list[dict]) -> str:
         for name in ("before_calibration", "calibrated"):
             x = r[name]
             lines += [f"**{name.replace('_', ' ')}**: {x['decision']}.", ""]
-            lines += [f"- calibration ({c['kind']}): {c['strategy']} {c['quality'][0]:.3f} at {c['sizes'][0]} -> "
-                      f"{c['quality'][1]:.3f} at {c['sizes'][1]}, error like n^-{c['rate']:.2f}"
-                      for c in x["calibration"]]
+            lines += [f"- {calibration_line(c)}" for c in x["calibration"]]
             lines += [f"- dropped {s}{' (WRONG: tied with the best in the full grid)' if s in x['wrong_drops'] else ''}"
                       f": {why}" for s, why in x["dropped"].items()]
             lines += ["- runs: " + ", ".join(o["id"] for o in x["order"]), ""]

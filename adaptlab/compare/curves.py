@@ -69,11 +69,6 @@ class Calibration:
         return {"rate": self.rate, "strategy": self.strategy, "kind": self.kind, "sizes": list(self.sizes),
                 "quality": list(self.quality)}
 
-    def describe(self, metric: str) -> str:
-        (n0, n1), (q0, q1) = self.sizes, self.quality
-        return (f"{self.strategy} went from {q0:.3f} at {n0} to {q1:.3f} at {n1} examples (its error shrank like "
-                f"n^-{self.rate:.2f}); every extrapolated {metric} of a {self.kind} strategy may rise as fast")
-
 
 @dataclass
 class CurveFit:

@@ -522,21 +522,25 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
     return finished
 
 
+def run_seconds(rec: dict) -> float | None:
+    """A run's own start-to-finish seconds from its record, or None where it kept no timestamps."""
+    import datetime
+
+    try:
+        a = datetime.datetime.strptime(rec["meta"]["started"], "%Y-%m-%dT%H:%M:%S%z")
+        b = datetime.datetime.strptime(rec["meta"]["finished"], "%Y-%m-%dT%H:%M:%S%z")
+    except (KeyError, ValueError):
+        return None
+    return (b - a).total_seconds()
+
+
 def compare_minutes(out: Path, records: list[dict]) -> float:
     """Wall minutes of a compare's own work: its runs, start to finish, summed (resumed sessions count
     what they ran), and its tuning fits; loading the model and writing the report are left out."""
-    import datetime
-
     from adaptlab.compare.tuning import load_tuning
 
     total = sum(t.get("seconds", 0.0) for t in load_tuning(out).values())
-    for r in records:
-        try:
-            a = datetime.datetime.strptime(r["meta"]["started"], "%Y-%m-%dT%H:%M:%S%z")
-            b = datetime.datetime.strptime(r["meta"]["finished"], "%Y-%m-%dT%H:%M:%S%z")
-            total += (b - a).total_seconds()
-        except (KeyError, ValueError):
-            continue
+    total += sum(s for s in map(run_seconds, records) if s is not None)
     return total / 60
 
 
