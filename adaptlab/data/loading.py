@@ -115,10 +115,22 @@ def _read_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
     return _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines text: split at "\n" only, a trailing "\r" dropped ("\r\n" files).
+
+    Not ``str.splitlines()``: it also breaks at U+2028/U+2029, \\x85, \\x0b, \\x0c and \\x1c-\\x1e,
+    which JSON allows raw inside strings, so a valid row was cut in two and the line numbers after
+    it no longer matched an editor's."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
 def _read_jsonl(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
     records: list[tuple[int, dict]] = []
     columns: dict[str, None] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:

@@ -73,7 +73,7 @@ def file_errors(path, limit: int = 20, **load_args) -> list[str]:
     import tempfile
     from pathlib import Path
 
-    from adaptlab.data.loading import load_file
+    from adaptlab.data.loading import jsonl_lines, load_file
 
     path = Path(path)
     errors: list[str] = []
@@ -84,7 +84,7 @@ def file_errors(path, limit: int = 20, **load_args) -> list[str]:
         errors.append(str(e))
     if path.suffix.lower() not in (".jsonl", ".json"):
         return errors
-    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    lines = jsonl_lines(path.read_bytes().decode("utf-8", errors="replace"))
     at = re.compile(re.escape(str(path)) + r":(\d+):")
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / path.name

@@ -88,3 +88,37 @@ def test_unknown_label_against_declared_set(tmp_path):
 def test_undetectable_task(tmp_path):
     with pytest.raises(DataError, match="cannot tell the task from the columns"):
         load_file(write(tmp_path / "t.jsonl", jsonl([{"a": "x", "b": "y"}])))
+
+
+# Every character str.splitlines() breaks at besides "\n" and "\r". JSON allows U+2028, U+2029 and
+# U+0085 raw inside a string; the C0 controls must be escaped there, so raw they are an error, and it
+# names the line an editor shows.
+RAW_OK = ["\u2028", "\u2029", "\x85"]
+RAW_BAD = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+
+
+@pytest.mark.parametrize("brk", RAW_OK + RAW_BAD, ids=[f"U+{ord(c):04X}" for c in RAW_OK + RAW_BAD])
+def test_a_unicode_line_break_inside_a_string_is_part_of_the_row(tmp_path, brk):
+    rows = [{"text": "bad film", "label": "neg"}, {"text": "first<BRK>paragraph", "label": "pos"},
+            {"text": "x", "label": 3}]
+    text = "".join(json.dumps(r) + "\n" for r in rows).replace("<BRK>", brk)
+    path = write(tmp_path / "t.jsonl", text)
+    if brk in RAW_BAD:
+        with pytest.raises(DataError, match=r"t\.jsonl:2: malformed JSON"):
+            load_file(path)
+        return
+    with pytest.raises(DataError, match=r"t\.jsonl:3: "):  # the editor's line number of the bad row
+        load_file(path)
+    write(path, text.rsplit("\n", 2)[0] + "\n")
+    d = load_file(path)
+    assert [e.text for e in d.examples] == ["bad film", f"first{brk}paragraph"]
+    assert [e.line for e in d.examples] == [1, 2]
+
+
+def test_crlf_jsonl_loads_with_editor_line_numbers(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"text": "a", "label": "pos"}\r\n\r\n{"text": "b"}\r\n')
+    with pytest.raises(DataError, match=r"t\.jsonl:3: "):
+        load_file(path)
+    path.write_bytes(b'{"text": "a", "label": "pos"}\r\n\r\n{"text": "b", "label": "neg"}\r\n')
+    assert [(e.text, e.line) for e in load_file(path).examples] == [("a", 1), ("b", 3)]
