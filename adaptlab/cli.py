@@ -818,7 +818,28 @@ def ui_cmd(
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' own deprecation and advice warnings off the user's terminal: they speak
+    of calls adaptlab makes, which a user cannot act on (the calls are kept current and the
+    dependency ranges in pyproject.toml bounded instead). ``ADAPTLAB_WARNINGS=1`` shows them."""
+    import logging
+    import os
+    import warnings
+
+    if os.environ.get("ADAPTLAB_WARNINGS") == "1":
+        return
+    # By category too: a deprecation warning is attributed to its caller's module (ours), not the library's.
+    for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for module in ("transformers", "peft", "torch", "accelerate", "huggingface_hub", "tokenizers"):
+        warnings.filterwarnings("ignore", module=module)
+        logging.getLogger(module).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def main() -> None:
+    quiet_libraries()
     try:
         app()
     except KeyboardInterrupt:

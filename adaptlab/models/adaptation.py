@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from adaptlab.models.runtime import DecoderLM, decoder, project
+from adaptlab.models.runtime import CACHE, DecoderLM, cache_of, decoder, project, with_cache
 
 
 @dataclass(frozen=True)
@@ -190,14 +190,14 @@ class AdaptedLM(DecoderLM):
         if c.prefix is not None:
             dtype = next(self.model.parameters()).dtype                 # fp32 parameters, bf16 attention on GPU
             kv = c.prefix.to(dtype).unsqueeze(0).expand(B, -1, -1, -1, -1)
-            kwargs["past_key_values"] = prefix_cache(self.model.config, kv)
+            kwargs[CACHE] = prefix_cache(self.model.config, kv)
             mask = torch.cat([attention_mask.new_ones(B, c.prefix_len), mask], dim=1)
         elif not use_cache:
             kwargs["use_cache"] = False
         with self._lora():
             out = decoder(self.model)(attention_mask=mask, **kwargs)
         hidden = out.last_hidden_state[:, c.soft_len:]                                    # aligned with input_ids
-        return out.past_key_values, mask, hidden
+        return cache_of(out), mask, hidden
 
     # ------------------------------------------------------------------ one adaptation per row
     def _row_prefix_cache(self, B: int):
@@ -242,12 +242,12 @@ class AdaptedLM(DecoderLM):
         full_mask = mask if pmask is None else torch.cat([pmask, mask], dim=1)
         with self._lora():
             out = decoder(self.model)(inputs_embeds=x, attention_mask=full_mask, position_ids=pos,
-                                      past_key_values=cache, use_cache=True)
+                                      use_cache=True, **with_cache(cache))
         h = out.last_hidden_state                                                          # (B, S, H)
         # Back to positions aligned with input_ids: row r's token t sits at soft_r + t.
         idx = (self.soft.unsqueeze(1) + torch.arange(T, device=self.device).unsqueeze(0)).clamp(max=S - 1)
         hidden = h.gather(1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))                # (B, T, H)
-        return out.past_key_values, full_mask, hidden
+        return cache_of(out), full_mask, hidden
 
     # ------------------------------------------------------------------ DecoderLM
     def start(self, input_ids, attention_mask):
@@ -263,7 +263,7 @@ class AdaptedLM(DecoderLM):
     def extend(self, input_ids, attention_mask, position_ids, cache):
         with self._lora():
             return decoder(self.model)(input_ids=input_ids, attention_mask=attention_mask,
-                                       position_ids=position_ids, past_key_values=cache).last_hidden_state
+                                       position_ids=position_ids, **with_cache(cache)).last_hidden_state
 
     def project(self, hidden):
         return project(self.model, hidden)

@@ -14,6 +14,31 @@ import torch
 from adaptlab.models.types import ChatTemplateError
 
 
+def _cache_name() -> str:
+    """What transformers calls the key/value cache, in a forward's keyword and in its output:
+    ``cache`` from 5.2x on (``past_key_values`` is deprecated there, announced for removal in 5.40),
+    ``past_key_values`` before. Asked once of the output class, so both spellings work and no
+    deprecation warning reaches the user's terminal."""
+    import dataclasses
+
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    return "cache" if "cache" in {f.name for f in dataclasses.fields(BaseModelOutputWithPast)} else "past_key_values"
+
+
+CACHE = _cache_name()
+
+
+def with_cache(cache) -> dict:
+    """The keyword argument that passes ``cache`` to a transformers forward."""
+    return {CACHE: cache}
+
+
+def cache_of(out):
+    """The key/value cache a transformers forward returned."""
+    return getattr(out, CACHE)
+
+
 def decoder(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer body of a causal LM (everything before the LM head)."""
     if hasattr(model, "get_base_model"):  # a PEFT wrapper
@@ -54,12 +79,12 @@ class DecoderLM:
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """Encode prompts once: returns (cache, mask the cache covers (B, C), hidden (B, T, H))."""
         out = decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
-        return out.past_key_values, attention_mask, out.last_hidden_state
+        return cache_of(out), attention_mask, out.last_hidden_state
 
     def extend(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
         """Continue from ``cache`` (mask covers cache + new tokens): (B, S) -> (B, S, H)."""
         return decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids, past_key_values=cache).last_hidden_state
+                                        position_ids=position_ids, **with_cache(cache)).last_hidden_state
 
 
 class PlainLM(torch.nn.Module, DecoderLM):

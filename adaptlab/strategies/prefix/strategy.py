@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adaptlab.models.adaptation import AdapterModule, Contribution
-from adaptlab.models.runtime import decoder
+from adaptlab.models.runtime import cache_of, decoder
 from adaptlab.prompts import verbalize
 from adaptlab.strategies.gradient import GradientStrategy, init_words
 
@@ -56,10 +56,10 @@ class PrefixModule(AdapterModule):
         return Contribution(prefix=kv)                                                  # (L*2, kv, P, hd)
 
 
-def cache_to_flat(past_key_values, drop_first: int = 0) -> torch.Tensor:
+def cache_to_flat(cache, drop_first: int = 0) -> torch.Tensor:
     """A model's own cache for one sequence -> the flat PEFT layout (P, L*2*kv*hd)."""
     per_layer = []
-    for layer in past_key_values.layers:                                          # keys: (1, kv, T, hd)
+    for layer in cache.layers:                                          # keys: (1, kv, T, hd)
         per_layer += [layer.keys[0, :, drop_first:], layer.values[0, :, drop_first:]]
     kv = torch.stack(per_layer)                                                   # (L*2, kv, P, hd)
     return kv.permute(2, 0, 1, 3).reshape(kv.shape[2], -1).float()
@@ -76,7 +76,7 @@ def label_kv_init(base, n_tokens: int, labels: list[str]) -> torch.Tensor:
     ids = [i for label in labels for i in tok(" " + verbalize(label), add_special_tokens=False)["input_ids"]]
     ids = (ids * (n_tokens // max(1, len(ids)) + 1))[:n_tokens]
     out = decoder(model)(input_ids=torch.tensor([[tok.bos_token_id] + ids], device=base.device), use_cache=True)
-    return cache_to_flat(out.past_key_values, drop_first=1)
+    return cache_to_flat(cache_of(out), drop_first=1)
 
 
 class PrefixStrategy(GradientStrategy):
