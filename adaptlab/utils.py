@@ -126,3 +126,37 @@ def provenance_lines(meta: dict, packages: tuple[str, ...] = ("torch", "transfor
     versions = ", ".join(f"{p} {v.get(p)}" for p in packages)
     return [f"Command: `{meta['command']}`  ",
             f"Machine: {m['processor']}, {m['cpu_count']} cores{threads}; {meta['date']}; {versions}  "]
+
+
+class TimeUp(Exception):
+    """A run went past the time it was given (:func:`time_limit`): the compare cuts it and says so."""
+
+
+_DEADLINE: list[float] = []   # monotonic seconds, innermost last
+
+
+class time_limit:
+    """``with time_limit(seconds):`` makes :func:`check_deadline` raise :class:`TimeUp` once the
+    seconds have passed (None: no limit). The long loops check it (a training step, a scoring or
+    decoding batch), so a run that overruns its budget stops by measured time, not by its estimate."""
+
+    def __init__(self, seconds: float | None):
+        import time
+
+        self.at = None if seconds is None else time.monotonic() + max(0.0, seconds)
+
+    def __enter__(self):
+        _DEADLINE.append(self.at if self.at is not None else float("inf"))
+        return self
+
+    def __exit__(self, *exc):
+        _DEADLINE.pop()
+        return False
+
+
+def check_deadline() -> None:
+    if _DEADLINE:
+        import time
+
+        if time.monotonic() > min(_DEADLINE):
+            raise TimeUp("time limit reached")

@@ -335,7 +335,8 @@ def _baseline_notes(rec: Recommendation, records: list[dict], best: dict[str, Ro
     rec.baselines = b
     zero = [r for r in best.values() if r.kind == "prompt" and r.train_size == 0]
     line = (f"baselines on the {b['test_n']} test rows: majority class '{b['majority_label']}' "
-            f"{b['majority_accuracy']:.3f} accuracy, chance {b['chance_accuracy']:.3f}")
+            f"{b['majority_accuracy']:.3f} accuracy, chance {b['chance_accuracy']:.3f}"
+            + (f" (majority: {b['majority_note']})" if b.get("majority_note") else ""))
     if zero:
         line += "; " + ", ".join(f"{z.strategy} {z.quality:.3f}" for z in zero)
     rec.reasons.append(line)

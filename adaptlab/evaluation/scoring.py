@@ -16,6 +16,7 @@ import torch
 from adaptlab.models.label_tree import LabelTrie, label_continuations
 from adaptlab.models.runtime import (as_lm, common_prefix, encode_labels, encode_prompts, length_batches,
                                      module_device, pad_id, repeat_cache, right_pad, target_logprobs)
+from adaptlab.utils import check_deadline
 
 
 @torch.no_grad()
@@ -54,6 +55,7 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     window = getattr(config, "sliding_window", None)
     extra = max(len(x) for x in label_ids) + len(shared) + lm.n_virtual
     for rows in length_batches([len(p) - len(shared) for p in prompt_ids], batch_size, window, extra):
+        check_deadline()  # a compare's time limit (adaptlab.utils.time_limit)
         ids, att = right_pad([prompt_ids[i][len(shared):] for i in rows], pad, device)
         B, T = ids.shape
         if shared:

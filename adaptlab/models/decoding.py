@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from adaptlab.models.runtime import pad_id, right_pad
+from adaptlab.utils import check_deadline
 
 
 END_OF_TURN = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")  # chat templates' end-of-turn tokens
@@ -119,6 +120,7 @@ def decode(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits
     out = [Decoded() for _ in range(B)]
     done = [False] * B
     for step in range(max_new):
+        check_deadline()  # a compare's time limit (adaptlab.utils.time_limit)
         logits = lm.project(last)                                            # (B, V)
         nxt = torch.full((B,), pad, dtype=torch.long, device=device)
         for r in range(B):

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from adaptlab.models.runtime import target_token_logprobs
 from adaptlab.training.batching import Encoded, bucketed_batches, collate
 from adaptlab.training.config import TrainConfig, autocast_for
-from adaptlab.utils import atomic_write_json, atomic_write_text
+from adaptlab.utils import atomic_write_json, atomic_write_text, check_deadline
 
 CKPT = "checkpoint"
 LOG = "train_log.jsonl"
@@ -360,6 +360,7 @@ class Trainer:
         batches = bucketed_batches(self.items, cfg.batch_size, cfg.bucket_size, seed=cfg.seed * 1_000_003 + self.epoch)
         groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
         while self.batch_pos < len(groups) and self.step < self.total_steps:
+            check_deadline()  # a compare's time limit: stop by measured time (adaptlab.utils.time_limit)
             t0 = time.perf_counter()
             group = groups[self.batch_pos]
             loss = self._train_step(group)

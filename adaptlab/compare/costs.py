@@ -1,0 +1,234 @@
+"""What a run costs, from the token counts of the user's own rows: the work first, then the seconds.
+
+A run's **work** (GFLOP) is counted from the data and the strategy's config, never from a clock:
+each scored row's prompt tokens (the template around the input, k exemplars for few-shot, the
+virtual tokens of a soft prompt), its label tree (every distinct label-token prefix runs through the
+decoder, and some through the 262k-row LM head) or, for generation, its expected answer length;
+training adds forward and backward over prompt + target for every example and epoch, and the dev
+checks. The decoder's cost per token and the LM head's per row come from the model's own shape.
+
+**Seconds** are the work divided by a rate: before any run, the machine's measured matrix-product
+speed (:func:`adaptlab.utils.speed_probe`) times the efficiency a run reaches on it; after runs,
+the rate this compare measured, per strategy and phase (train, scoring), and for a strategy not run
+yet the measured-to-prior ratio pooled over the ones that did (so a machine at half speed is seen
+after its first run). The order of runs is decided on work alone (:meth:`Estimator.work`), so the
+same command gives the same plan on any machine; the clock only says how far a budget reaches.
+
+Why by hand: no library estimates a fine-tuning or scoring run from its token counts, and the
+scheduler needs exactly this split of work (deterministic) and rate (measured).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from adaptlab.compare.config import CompareConfig
+from adaptlab.strategies.registry import get_strategy, make_config
+
+# Share of the probe's GFLOP/s that a run reaches (measured on 2 cores with Gemma 3 270M, zero-shot
+# scoring of the demo task and LoRA training on it: see the closing note of issue 26); only used
+# until this compare has measured a run of its own.
+EFFICIENCY = {"train": 0.10, "eval": 0.20}
+FIXED_SECONDS = {"gradient": 4.0, "prompt": 1.0}   # set-up, saving the artifact, dev bookkeeping
+BACKWARD = 2.0          # backward over activations ~ 2x the forward (weights' gradients: full adds 1x)
+HEAD_SHARE = 0.15       # share of the label-tree nodes the exact top-1 search projects (3-13 of 132 on Banking77)
+SAMPLE_ROWS = 200       # rows tokenized to measure the data
+
+
+@dataclass
+class Profile:
+    """Token counts of the user's rows and the model's cost per token, all a run's work is built from."""
+    task: str
+    n_labels: int
+    input_tokens: float          # mean tokens of one input (test rows)
+    train_prompt_extra: float    # tokens the gradient strategies' template adds around an input
+    prompt_extra: float          # tokens the hard-prompt default template adds (the label list included)
+    exemplar_tokens: float       # tokens of one rendered exemplar (input + answer)
+    target_tokens: float         # mean tokens of an answer (label verbalization or target text)
+    label_nodes: int             # distinct label-token prefixes (classification; 0 for generation)
+    gen_tokens: float            # expected generated tokens per row (generation and chat)
+    tok_gflop: float             # decoder forward per token
+    head_gflop: float            # LM head per projected row
+    probe_gflops: float = 0.0    # the machine's measured matrix-product speed
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def model_shape(model) -> tuple[float, float]:
+    """(GFLOP per decoder token, GFLOP per LM-head row) of a causal LM: 2 x its non-embedding
+    parameters, and 2 x vocab x hidden (Gemma's 262k-row head is most of the cost of a scored row)."""
+    emb = model.get_input_embeddings().weight
+    vocab, hidden = emb.shape
+    params = sum(p.numel() for p in model.parameters())
+    return 2.0 * max(params - vocab * hidden, hidden * hidden) / 1e9, 2.0 * vocab * hidden / 1e9
+
+
+def profile(base, splits, test, probe_gflops: float = 0.0) -> Profile:
+    """Measure the rows: tokenize up to SAMPLE_ROWS of test and train through the base's tokenizer."""
+    from adaptlab.data.splits import subsample
+    from adaptlab.prompts import DEFAULT_TEMPLATE, load_template, verbalize
+    from adaptlab.strategies.gradient import TRAIN_TEMPLATES
+
+    tok = base.tokenizer
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    task = splits.task
+    rows = subsample(test, n=min(len(test), SAMPLE_ROWS), seed=0).examples if len(test) else []
+    train = subsample(splits.train, n=min(len(splits.train), SAMPLE_ROWS), seed=0).examples
+    mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
+    inputs = mean([count(ex.text) for ex in rows or train])
+    labels = splits.train.labels if task == "classification" else None
+    answers = [" " + verbalize(lab) for lab in labels] if labels else [ex.label for ex in train]
+    answer_ids = [tok(a, add_special_tokens=False)["input_ids"] for a in answers]
+    target = mean([len(a) for a in answer_ids]) if not labels else mean(
+        [len(answer_ids[labels.index(ex.label)]) for ex in train if ex.label in labels])
+    nodes = len({tuple(ids[:i + 1]) for ids in answer_ids for i in range(len(ids))}) if labels else 0
+    sample = (rows or train)[0].text
+    hard = load_template(DEFAULT_TEMPLATE[task], task)
+    prompt_extra = max(0, count(hard.render(sample, labels)) - count(sample))
+    soft = TRAIN_TEMPLATES[task]
+    train_extra = max(0, count(soft.replace("{text}", sample)) - count(sample))
+    shots = [count(hard.render_example(ex.text, ex.label)) for ex in train[:32]]
+    tok_g, head_g = model_shape(base.model)
+    gen = 0.0 if labels else min(256.0, max((len(a) for a in answer_ids), default=0) + 8, 1.2 * target + 4)
+    return Profile(task, len(labels or []), inputs, float(train_extra), float(prompt_extra), mean(shots),
+                   target, nodes, float(gen), tok_g, head_g, probe_gflops)
+
+
+@dataclass
+class Work:
+    """GFLOP of one run: fitting (training, or a prompt search's calls) and scoring its test rows."""
+    fit: float
+    score: float
+    rows: int
+
+    @property
+    def total(self) -> float:
+        return self.fit + self.score
+
+
+@dataclass
+class Estimator:
+    """Work from the profile; seconds from the rates this compare measured (priors until then)."""
+    cfg: CompareConfig
+    prof: Profile
+    n_test: int
+    n_screen: int
+    settings: dict = field(default_factory=dict)     # tuned settings per strategy (over cfg's own)
+    _seen: dict = field(default_factory=dict)        # (strategy, phase) -> [measured s, prior s]
+
+    # -------------------------------------------------------------- work (deterministic)
+    def _config(self, strategy: str):
+        from adaptlab.compare.measure import split_lr
+
+        kw = {**self.cfg.strategy_settings.get(strategy, {}), **self.settings.get(strategy, {})}
+        return make_config(strategy, **split_lr(strategy, kw)[0])
+
+    def prompt_tokens(self, strategy: str) -> float:
+        """Tokens one scored request sends for ``strategy``: its template around the input, its
+        exemplars, its virtual tokens."""
+        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy)
+        if sp.kind == "prompt":
+            k = getattr(c, "k", 0) if strategy != "zero_shot" else 0
+            return p.input_tokens + p.prompt_extra + k * p.exemplar_tokens
+        virtual = getattr(c, "n_tokens", 0)
+        if getattr(c, "stage2", "soft_prompt") == "few_shot":
+            virtual = getattr(c, "k", 0) * p.exemplar_tokens
+        return p.input_tokens + p.train_prompt_extra + virtual
+
+    def row_gflop(self, strategy: str) -> float:
+        """Scoring one row: its prompt through the decoder, then the label tree or the answer."""
+        p = self.prof
+        prompt = self.prompt_tokens(strategy) * p.tok_gflop
+        if p.task == "classification":
+            return prompt + p.label_nodes * p.tok_gflop + (1 + HEAD_SHARE * p.label_nodes) * p.head_gflop
+        return prompt + p.gen_tokens * (p.tok_gflop + p.head_gflop)
+
+    def work(self, strategy: str, train_size: int, rows: int) -> Work:
+        """The GFLOP of ``strategy`` fitted on ``train_size`` examples and scored on ``rows`` test rows."""
+        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy)
+        row = self.row_gflop(strategy)
+        if sp.kind == "gradient":
+            epochs = self.cfg.epochs_for(strategy)
+            per_ex = (p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens) * p.tok_gflop \
+                + p.target_tokens * p.head_gflop
+            grad = BACKWARD + (1.0 if strategy == "full" else 0.0)
+            stages = 2.0 if get_strategy(strategy).stacks else 1.0
+            dev = epochs * min(self.cfg.dev_limit, 64) * row
+            fit = stages * max(1, train_size) * epochs * per_ex * (1 + grad) + dev
+        else:
+            calls = sp.strategy_cls.planned_calls(c) or 0
+            fit = calls * row
+            if getattr(c, "selection", "") == "nearest":  # the exemplar pool is embedded once
+                fit += min(train_size, getattr(c, "pool_size", 1000)) * p.input_tokens * p.tok_gflop
+        return Work(fit, rows * row, rows)
+
+    # -------------------------------------------------------------- seconds (measured)
+    def _prior_seconds(self, phase: str, gflop: float) -> float:
+        rate = max(self.prof.probe_gflops, 1.0) * EFFICIENCY[phase]
+        return gflop / rate
+
+    def _rate_factor(self, strategy: str, phase: str) -> float:
+        """Measured seconds / prior seconds: this strategy's own, else every strategy's pooled."""
+        own = self._seen.get((strategy, phase))
+        if own and own[1] > 0:
+            return own[0] / own[1]
+        pooled = [v for (s, ph), v in self._seen.items() if ph == phase and v[1] > 0]
+        if not pooled:
+            pooled = [v for v in self._seen.values() if v[1] > 0]
+        return sum(v[0] for v in pooled) / sum(v[1] for v in pooled) if pooled else 1.0
+
+    def seconds(self, strategy: str, train_size: int, rows: int) -> float:
+        w = self.work(strategy, train_size, rows)
+        kind = get_strategy(strategy).kind
+        fit = self._prior_seconds("train" if kind == "gradient" else "eval", w.fit) * self._rate_factor(strategy, "fit")
+        score = self._prior_seconds("eval", w.score) * self._rate_factor(strategy, "score")
+        return FIXED_SECONDS[kind] + fit + score
+
+    def observe(self, rec: dict) -> None:
+        """Learn the rates from a finished run's record (or a tuning fit's, which has no test rows)."""
+        r = rec["run"]
+        strategy = r["strategy"]
+        if strategy not in self._known():
+            return
+        kind = get_strategy(strategy).kind
+        rows = rec.get("eval", {}).get("scored_examples") or 0
+        w = self.work(strategy, r["train_size"], rows)
+        fit_s = (rec.get("train") or {}).get("seconds")
+        if fit_s is not None and w.fit > 0:
+            self._add(strategy, "fit", fit_s, self._prior_seconds("train" if kind == "gradient" else "eval", w.fit))
+        score_s = rec.get("eval", {}).get("seconds")
+        if score_s and rows:
+            self._add(strategy, "score", score_s, self._prior_seconds("eval", w.score))
+
+    def _known(self) -> set:
+        from adaptlab.strategies.registry import list_strategies
+
+        return set(list_strategies())
+
+    def _add(self, strategy: str, phase: str, measured: float, prior: float) -> None:
+        acc = self._seen.setdefault((strategy, phase), [0.0, 0.0])
+        acc[0] += measured
+        acc[1] += prior
+
+
+def screen_rows(task: str, n_test: int, gap: float = 0.08, confidence: float = 0.95) -> int:
+    """Test rows a screening run scores: enough that a difference of ``gap`` between two strategies
+    on the same rows is outside the noise, ``n = z^2 var / gap^2``. The variance of a paired
+    per-row difference is bounded by that of one row's metric when the two strategies' rows are
+    positively correlated, as they are (the same hard rows): 0.25 for accuracy (p(1-p) at p = 0.5),
+    0.0625 for a generation metric in [0, 1] (a spread of 0.25 per row; ROUGE-L rows in the
+    committed ViGGO and E2E grids spread less). At least 64 rows, at most the test set."""
+    z = _z(confidence)
+    var = 0.25 if task == "classification" else 0.0625
+    return int(min(n_test, max(64, math.ceil(z * z * var / gap ** 2))))
+
+
+def _z(confidence: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
