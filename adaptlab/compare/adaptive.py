@@ -78,14 +78,18 @@ def _cells(specs: list) -> dict[tuple[str, int], list]:
 
 
 def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, cost=None,
-         calibrated: bool = True) -> RaceState:
+         calibrated: bool = True, first_key=None, exclude: set | None = None) -> RaceState:
     """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
 
-    ``cost``: seconds a spec is estimated to take (orders the first round cheapest first).
+    ``cost``: a spec's estimated work (orders the first round cheapest first, unless ``first_key``
+    orders it: the compare puts the priors' likeliest winners first, :mod:`.priors`). ``exclude``: ids of
+    planned runs that were cut by their time limit (they are not tried again).
     ``calibrated=False`` is the race before calibration (no calibration run, power-law bounds only),
     kept to replay what it did (``bench/race_replay.py``)."""
     cost = cost or (lambda s: s.train_size)
     done = {r["run"]["id"] for r in records}
+    if exclude:
+        specs = [s for s in specs if s.id not in exclude or s.id in done]
     cells = _cells(specs)
     strategies = list(dict.fromkeys(s.strategy for s in specs))
     ladder = {st: sorted({n for (s2, n) in cells if s2 == st}) for st in strategies}
@@ -103,7 +107,7 @@ def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, co
     first = [cells[(st, ladder[st][0])][0] for st in strategies if st not in fits and ladder[st]
              and cells[(st, ladder[st][0])][0].id not in done]
     if first:
-        state.candidates = [(s, "first run of the strategy") for s in sorted(first, key=cost)]
+        state.candidates = [(s, "first run of the strategy") for s in sorted(first, key=first_key or cost)]
         return state
     bar_holder = max(fits, key=lambda s: fits[s].lo)
     bar = fits[bar_holder].lo
@@ -213,9 +217,14 @@ def _below(a: CurveFit, b: CurveFit, confidence: float) -> float | None:
     return q if q < 0 else None
 
 
-def decision_line(state: RaceState, n_runs: int, minutes: float, left: int) -> str:
-    """One sentence on where the race stands, for the log and the report."""
+def decision_line(state: RaceState, n_runs: int, minutes: float, left: int, never: list[str] | None = None) -> str:
+    """One sentence on where the race stands, for the log and the report (``never``: strategies that
+    never ran)."""
     p = state.p_best.get(state.leader) if state.leader else None
+    if state.leader is None:
+        names = never or sorted({s.strategy for s, _ in state.candidates})
+        return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): the budget "
+                f"ended before every strategy had a first run ({', '.join(names) or 'none'} did not)")
     chance = f"{state.leader} is the best in {100 * p:.0f}% of the resampled curves" if p is not None else ""
     others = [s for s in state.alive if s != state.leader]
     if not state.sure and state.calibration_run and not others:
@@ -229,6 +238,8 @@ def decision_line(state: RaceState, n_runs: int, minutes: float, left: int) -> s
         return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min), and no run "
                 f"left in the plan could decide it: {chance or state.leader + ' leads'}, "
                 f"{', '.join(others)} within the noise; more seeds (--seeds) would settle it")
-    return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
-            f"{', '.join(others) or state.leader} can still change the winner at {state.target} examples"
-            + (f"; {chance}" if chance else ""))
+    open_ = (f"{', '.join(others)} can still change the winner at {state.target} examples" if others else
+             f"{state.leader} leads, but is not yet measured at {state.target} examples")
+    unrun = f"; never run: {', '.join(never)}" if never else ""
+    return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): {open_}"
+            + (f"; {chance}" if chance else "") + unrun)

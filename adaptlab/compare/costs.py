@@ -122,16 +122,17 @@ class Estimator:
     _seen: dict = field(default_factory=dict)        # (strategy, phase) -> [measured s, prior s]
 
     # -------------------------------------------------------------- work (deterministic)
-    def _config(self, strategy: str):
+    def _config(self, strategy: str, settings: dict | None = None):
         from adaptlab.compare.measure import split_lr
 
-        kw = {**self.cfg.strategy_settings.get(strategy, {}), **self.settings.get(strategy, {})}
+        kw = settings if settings is not None else {**self.cfg.strategy_settings.get(strategy, {}),
+                                                    **self.settings.get(strategy, {})}
         return make_config(strategy, **split_lr(strategy, kw)[0])
 
-    def prompt_tokens(self, strategy: str) -> float:
+    def prompt_tokens(self, strategy: str, settings: dict | None = None) -> float:
         """Tokens one scored request sends for ``strategy``: its template around the input, its
         exemplars, its virtual tokens."""
-        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy)
+        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy, settings)
         if sp.kind == "prompt":
             k = getattr(c, "k", 0) if strategy != "zero_shot" else 0
             return p.input_tokens + p.prompt_extra + k * p.exemplar_tokens
@@ -140,18 +141,19 @@ class Estimator:
             virtual = getattr(c, "k", 0) * p.exemplar_tokens
         return p.input_tokens + p.train_prompt_extra + virtual
 
-    def row_gflop(self, strategy: str) -> float:
+    def row_gflop(self, strategy: str, settings: dict | None = None) -> float:
         """Scoring one row: its prompt through the decoder, then the label tree or the answer."""
         p = self.prof
-        prompt = self.prompt_tokens(strategy) * p.tok_gflop
+        prompt = self.prompt_tokens(strategy, settings) * p.tok_gflop
         if p.task == "classification":
             return prompt + p.label_nodes * p.tok_gflop + (1 + HEAD_SHARE * p.label_nodes) * p.head_gflop
         return prompt + p.gen_tokens * (p.tok_gflop + p.head_gflop)
 
-    def work(self, strategy: str, train_size: int, rows: int) -> Work:
-        """The GFLOP of ``strategy`` fitted on ``train_size`` examples and scored on ``rows`` test rows."""
-        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy)
-        row = self.row_gflop(strategy)
+    def work(self, strategy: str, train_size: int, rows: int, settings: dict | None = None) -> Work:
+        """The GFLOP of ``strategy`` fitted on ``train_size`` examples and scored on ``rows`` test rows
+        (``settings``: the strategy's settings, when not the compare's own)."""
+        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy, settings)
+        row = self.row_gflop(strategy, settings)
         if sp.kind == "gradient":
             epochs = self.cfg.epochs_for(strategy)
             per_ex = (p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens) * p.tok_gflop \
@@ -182,12 +184,17 @@ class Estimator:
             pooled = [v for v in self._seen.values() if v[1] > 0]
         return sum(v[0] for v in pooled) / sum(v[1] for v in pooled) if pooled else 1.0
 
-    def seconds(self, strategy: str, train_size: int, rows: int) -> float:
-        w = self.work(strategy, train_size, rows)
+    def seconds(self, strategy: str, train_size: int, rows: int, settings: dict | None = None) -> float:
+        w = self.work(strategy, train_size, rows, settings)
         kind = get_strategy(strategy).kind
         fit = self._prior_seconds("train" if kind == "gradient" else "eval", w.fit) * self._rate_factor(strategy, "fit")
         score = self._prior_seconds("eval", w.score) * self._rate_factor(strategy, "score")
         return FIXED_SECONDS[kind] + fit + score
+
+    def score_seconds(self, strategy: str, rows: int) -> float:
+        """Scoring ``rows`` more rows with ``strategy``'s artifact (no fit)."""
+        gflop = rows * self.row_gflop(strategy)
+        return self._prior_seconds("eval", gflop) * self._rate_factor(strategy, "score")
 
     def observe(self, rec: dict) -> None:
         """Learn the rates from a finished run's record (or a tuning fit's, which has no test rows)."""
@@ -197,7 +204,9 @@ class Estimator:
             return
         kind = get_strategy(strategy).kind
         rows = rec.get("eval", {}).get("scored_examples") or 0
-        w = self.work(strategy, r["train_size"], rows)
+        if "variant" in r:  # a tuning fit: its own settings, and dev rows scored after the fit
+            rows = 0
+        w = self.work(strategy, r["train_size"], rows, r.get("settings") if "variant" in r else None)
         fit_s = (rec.get("train") or {}).get("seconds")
         if fit_s is not None and w.fit > 0:
             self._add(strategy, "fit", fit_s, self._prior_seconds("train" if kind == "gradient" else "eval", w.fit))

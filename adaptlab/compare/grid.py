@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import shutil
 import socket
@@ -23,8 +24,9 @@ from pathlib import Path
 from rich.console import Console
 
 from adaptlab.compare.config import CompareConfig
+from adaptlab.compare.tuning import TUNING_SHARE, load_tuning
 from adaptlab.strategies.registry import get_strategy, make_config
-from adaptlab.utils import atomic_write_json, machine_info, package_versions, speed_probe
+from adaptlab.utils import TimeUp, atomic_write_json, machine_info, package_versions, speed_probe, time_limit
 
 console = Console()
 
@@ -252,6 +254,7 @@ class GridPicker:
 
     light = staticmethod(lambda spec: False)
     keep = staticmethod(lambda spec: False)
+    screened = staticmethod(lambda spec: False)
 
     def __init__(self, cfg: CompareConfig, specs: list[RunSpec], est: Estimator, done: dict):
         self.cfg, self.est = cfg, est
@@ -275,6 +278,13 @@ class GridPicker:
             return spec, guess
         return None
 
+    def limit(self, spec: RunSpec, guess: float, spent: float) -> float | None:
+        """Seconds ``spec`` may run: what the budget leaves (None: no budget)."""
+        return None if self.cfg.budget_seconds is None else max(1.0, self.cfg.budget_seconds - spent)
+
+    def on_cut(self, spec: RunSpec, entry: dict) -> None:
+        pass
+
     def finalize(self, ctx, records: list[dict]) -> list[dict]:
         return records
 
@@ -284,66 +294,183 @@ class GridPicker:
 
 class AdaptivePicker:
     """The race (:mod:`adaptlab.compare.adaptive`): after every run, the state is recomputed from all
-    finished runs (other workers' included) and the first candidate that fits the budget runs. Every
-    run is scored on the test rows only; the train gap, fragility, forgetting and consistency describe
-    the strategy one would deploy, so :meth:`finish` measures them for the recommended run alone, from
-    its artifact (runs at the target size keep theirs until then). Time for that is held back from
-    the budget."""
+    finished runs (other workers' included) and its first candidate runs.
 
-    def __init__(self, cfg: CompareConfig, specs: list[RunSpec], est: Estimator, out: Path):
-        self.cfg, self.specs, self.est, self.out = cfg, specs, est, out
+    - **The answer is measured at the target.** From the start, time is reserved for the likely
+      winner's run at the target size (the current leader once there are measurements, the priors'
+      likeliest before: :mod:`.priors`) and for measuring it in full at the end; no other run may eat
+      into it, and when the budget is nearly spent that run is the one made.
+    - **Screening.** Runs below the target (and zero-shot's) score a subsample of the test rows
+      sized by the statistics (:func:`.costs.screen_rows`); runs at the target, the finalists, score
+      every row, and a screened finalist is scored again in full at the end.
+    - **Reproducible.** Which run comes next is decided from the records and token-based work alone
+      (:class:`.costs.Estimator`), never from the clock: when the race's next run does not fit what
+      is left of the budget, the race stops there (after the reserved run) instead of trying a
+      cheaper one, so a slower machine reaches less far along the same path.
+    - **Measured time.** Every run has a time limit (a few times its estimate, never past what the
+      budget leaves it); one that overruns is cut and listed with its measured time."""
+
+    OVERRUN = 3.0            # a run may take this many times its estimate (+ a minute) before it is cut
+
+    def __init__(self, cfg: CompareConfig, specs: list[RunSpec], est: Estimator, out: Path, tokens=None):
+        from adaptlab.compare.priors import prior_order
+
+        self.cfg, self.specs, self.est, self.out, self.tokens = cfg, specs, est, out, tokens
         self.kinds = {s.id: get_strategy(s.strategy).kind for s in specs}
         self.target = max((s.train_size for s in specs), default=0)
+        self.order = prior_order(list(dict.fromkeys(s.strategy for s in specs)), self.target)
         self.skipped: list[dict] = []
+        self.cut: set[str] = {s["id"] for s in _load_skipped(out) if s.get("cut")}
+        self.stopped = False      # the race's next run did not fit: only the reserved run may follow
         self.state = None
 
     def light(self, spec: RunSpec) -> bool:
         return True
 
+    def screened(self, spec: RunSpec) -> bool:
+        return spec.train_size != self.target
+
     def keep(self, spec: RunSpec) -> bool:
         return spec.train_size in (0, self.target)
 
-    def cost(self, spec: RunSpec) -> float:
-        return self.est(spec, self.kinds[spec.id], True)
+    def _rows(self, spec: RunSpec) -> int:
+        return self.tokens.n_screen if self.screened(spec) else self.tokens.n_test
 
-    def reserve(self) -> float:
-        """Seconds held back for measuring the winner in full at the end."""
-        return self.est.strategy_eval_rate("") * (self.est.scored_per_run(False) - self.est.scored_per_run(True))
+    def cost(self, spec: RunSpec) -> float:
+        """The run's work (GFLOP): what the race orders by, the same on every machine."""
+        return self.tokens.work(spec.strategy, spec.train_size, self._rows(spec)).total
+
+    def seconds(self, spec: RunSpec) -> float:
+        return self.tokens.seconds(spec.strategy, spec.train_size, self._rows(spec))
+
+    def first_key(self, spec: RunSpec):
+        """Round one's order: the likeliest winners first (priors), so that a tight budget leaves out
+        the strategies least likely to win, not the leader's closest rivals."""
+        return (self.order.index(spec.strategy), self.cost(spec))
+
+    def finish_seconds(self, strategy: str) -> float:
+        """Measuring ``strategy``'s recommended run in full at the end: the train gap, fragility,
+        consistency (and forgetting) rows."""
+        extra = max(0, self.est.scored_per_run(False) - self.est.scored_per_run(True))
+        return self.tokens.score_seconds(strategy, extra) + 5.0
+
+    def leader(self) -> str:
+        return self.state.leader if self.state is not None and self.state.leader else self.order[0]
+
+    def leader_target(self, records: dict) -> RunSpec | None:
+        """The leader's first-seed run at the target, while it is not measured there."""
+        lead = self.leader()
+        for s in self.specs:
+            if s.strategy == lead and s.train_size in (self.target, 0) and s.seed == 0:
+                return None if s.id in records else s
+        return None
+
+    def reserve(self, records: dict | None = None, but: RunSpec | None = None) -> float:
+        """Seconds held back: the leader's run at the target (unless it is ``but``) and its final
+        measurements."""
+        lead_run = self.leader_target(records or {})
+        held = self.finish_seconds(self.leader())
+        if lead_run is not None and lead_run != but:
+            held += self.seconds(lead_run)
+        return held
+
+    def check_budget(self) -> None:
+        """Refuse, before anything runs, a budget that cannot fit the likely winner's run at the target
+        and its final measurements, with the budget that would."""
+        if self.cfg.budget_seconds is None:
+            return
+        need = self.reserve({})
+        first = sum(self.seconds(s) for s in self._first_round())
+        if need > self.cfg.budget_seconds:
+            lead = self.order[0]
+            raise ValueError(
+                f"--budget {_minutes(self.cfg.budget_seconds)} cannot fit measuring {lead} (the likely winner) at "
+                f"{self.target} examples: estimated {_minutes(need)} on this machine with its final measurements; "
+                f"use --budget {_minutes(1.25 * need, up=True)} or more ({_minutes(1.25 * (need + first), up=True)} "
+                f"to also give every strategy a first run), or fewer rows (--test-limit, --train-sizes)")
+
+    def _first_round(self) -> list[RunSpec]:
+        firsts: dict[str, RunSpec] = {}
+        for s in sorted(self.specs, key=lambda s: (s.train_size, s.seed)):
+            firsts.setdefault(s.strategy, s)
+        return list(firsts.values())
 
     def remaining(self, guess: float) -> float:
-        return guess + sum(self.cost(s) for s, _ in (self.state.candidates[1:] if self.state else []))
+        return guess + sum(self.seconds(s) for s, _ in (self.state.candidates[1:] if self.state else []))
+
+    def limit(self, spec: RunSpec, guess: float, spent: float) -> float | None:
+        """Seconds ``spec`` may run before it is cut: a few times its estimate, and never into the time
+        reserved for the leader (nor, for the reserved run itself, past the budget)."""
+        own = self.OVERRUN * guess + 60.0
+        if self.cfg.budget_seconds is None:
+            return own
+        left = self.cfg.budget_seconds - spent - self.reserve(self._done, but=spec)
+        return max(1.0, min(own, left))
 
     def next(self, done: dict, spent: float):
         from adaptlab.compare.adaptive import race
 
+        self._done = done
         for _ in range(360):  # other workers hold every candidate: wait for their results (up to an hour)
             records = load_results(self.out)
             done.update({r["run"]["id"]: r for r in records})
-            self.state = race(list(done.values()), self.specs, confidence=self.cfg.confidence, cost=self.cost)
+            self.state = race(list(done.values()), self.specs, confidence=self.cfg.confidence, cost=self.cost,
+                              first_key=self.first_key, exclude=self.cut)
             if self.state.decided:
                 return None
-            fits = []
-            for spec, why in self.state.candidates:
-                guess = self.cost(spec)
-                if not _over_budget(self.cfg, spent + self.reserve(), guess, spec, self.skipped):
-                    fits.append((spec, guess))
-            if not fits:
+            todo = [(s, why) for s, why in self.state.candidates if s.id not in self.cut]
+            lead_run = self.leader_target(done)
+            if lead_run is not None and lead_run.id in self.cut:
+                lead_run = None
+            pick = todo[0] if todo and not self.stopped else None
+            if pick is not None and not self._fits(pick[0], spent, done):
+                self.stopped = True
+                pick = None
+            if pick is None and lead_run is not None and self._fits(lead_run, spent, done):
+                pick = (lead_run, f"the budget is nearly spent: {lead_run.strategy} leads, so it is measured at the "
+                                  f"target size in the time reserved for it")
+            if pick is None:
                 return None
-            free = [(s, g) for s, g in fits if not _claimed(self.out, s.id)]
-            if free:
-                spec, guess = free[0]
-                why = dict((s.id, w) for s, w in self.state.candidates)[spec.id]
-                console.print(f"  race: {why}", highlight=False, soft_wrap=True)
-                return spec, guess
-            time.sleep(10)
+            spec, why = pick
+            if _claimed(self.out, spec.id):
+                time.sleep(10)
+                continue
+            console.print(f"  race: {why}", highlight=False, soft_wrap=True)
+            return spec, self.seconds(spec)
         return None
 
+    def _fits(self, spec: RunSpec, spent: float, done: dict) -> bool:
+        guess = self.seconds(spec)
+        held = self.reserve(done, but=spec)
+        if self.cfg.budget_seconds is None or spent + guess + held <= self.cfg.budget_seconds:
+            return True
+        left = self.cfg.budget_seconds - spent
+        if all(s["id"] != spec.id for s in self.skipped):
+            self.skipped.append({"id": spec.id, "estimate_s": guess, "left_s": left, "reserved_s": held,
+                                 "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"
+                                           + (f" of which {held:.0f} s reserved for measuring {self.leader()} at "
+                                              f"the target and in full" if held else "")})
+        return False
+
+    def on_cut(self, spec: RunSpec, entry: dict) -> None:
+        self.cut.add(spec.id)
+
     def finalize(self, ctx, records: list[dict]) -> list[dict]:
-        """Measure the recommended strategy's runs in full (from their kept artifacts), then let the
-        artifacts of the target-size runs go as --keep-artifacts says; returns the records."""
-        from adaptlab.compare.measure import finalize, prune_artifact
+        """Measure the recommended strategy's runs in full (from their kept artifacts), score every
+        screened finalist again on all test rows, then let the artifacts of the target-size runs go as
+        --keep-artifacts says; returns the records."""
+        from adaptlab.compare.adaptive import race
+        from adaptlab.compare.measure import finalize, prune_artifact, rescore_in_full
         from adaptlab.compare.recommend import Constraints, recommend
 
+        alive = set(race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost, exclude=self.cut).alive)
+        for rec in records:  # finalists first: the recommendation below must see their full rows
+            r = rec["run"]
+            if (rec["eval"].get("screened") and r["train_size"] in (0, self.target) and r["strategy"] in alive
+                    and (self.out / "artifacts" / r["id"]).is_dir()):
+                console.print(f"  scoring {r['id']} on every test row (a finalist)", highlight=False)
+                rescore_in_full(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
+                atomic_write_json(results_dir(self.out) / f"{r['id']}.json", rec)
         best = recommend(records, Constraints())
         for rec in records:
             r = rec["run"]
@@ -363,13 +490,15 @@ class AdaptivePicker:
         return records
 
     def finish(self, out: Path, records: list[dict]) -> None:
-        """race.json: the final state, the decision in one sentence, and every planned run not run, with why."""
+        """race.json: the final state, the decision in one sentence, every planned run not run with why,
+        and every strategy never run with why and what its first run would have cost."""
         from adaptlab.compare.adaptive import decision_line, race
 
-        state = race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost)
+        state = race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost, first_key=self.first_key,
+                     exclude=self.cut)
         minutes = compare_minutes(out, records)
         finished = {r["run"]["id"] for r in records}
-        skipped = {s["id"]: s["reason"] for s in self.skipped}
+        skipped = {s["id"]: s["reason"] for s in _load_skipped(out) + self.skipped}
         not_run = []
         for spec in self.specs:
             if spec.id in finished:
@@ -381,14 +510,46 @@ class AdaptivePicker:
             elif state.fits.get(spec.strategy) and state.fits[spec.strategy].measured_at_target:
                 why = f"{spec.strategy} is measured at the target size; its smaller sizes cannot change the winner"
             elif not state.decided:
-                why = "not reached: the race was stopped before it was decided"
+                why = "not reached: the budget ended before the race was decided"
             else:
                 why = "not needed to decide"
-            not_run.append({"id": spec.id, "why": why})
-        line = decision_line(state, len(records), minutes, len(not_run))
+            not_run.append({"id": spec.id, "why": why, "estimate_s": round(self.seconds(spec), 1)})
+        ran = {r["run"]["strategy"] for r in records}
+        never = []
+        for st in self.order:
+            if st in ran:
+                continue
+            first = next(s for s in self._first_round() if s.strategy == st)
+            why = next(x["why"] for x in not_run if x["id"] == first.id)
+            never.append({"strategy": st, "why": why, "first_run": first.id,
+                          "estimate_s": round(self.seconds(first), 1),
+                          "at_target_s": round(self.tokens.seconds(st, self.target if first.train_size else 0,
+                                                                   self.tokens.n_test), 1)})
+        line = decision_line(state, len(records), minutes, len(not_run), never=[n["strategy"] for n in never])
         atomic_write_json(out / "race.json", {**state.to_dict(), "decision": line, "runs": len(records),
-                                              "minutes": minutes, "not_run": not_run})
+                                              "minutes": minutes, "not_run": not_run, "never_run": never,
+                                              "budget_s": self.cfg.budget_seconds, "prior_order": self.order,
+                                              "screen_rows": self.tokens.n_screen, "test_rows": self.tokens.n_test,
+                                              "profile": self.tokens.prof.to_dict()})
         console.print(f"[bold]{line}[/]", highlight=False, soft_wrap=True)
+        for n in never:
+            console.print(f"  never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, est. "
+                          f"{n['estimate_s']:.0f} s)", highlight=False, soft_wrap=True)
+
+
+def _minutes(seconds: float, up: bool = False) -> str:
+    m = seconds / 60
+    if up:
+        return f"{math.ceil(m)}m"
+    return f"{m:.1f} min" if m < 10 else f"{m:.0f} min"
+
+
+def _load_skipped(out: Path) -> list[dict]:
+    path = Path(out) / "skipped.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else []
+    except (OSError, json.JSONDecodeError):
+        return []
 
 
 def _over_budget(cfg: CompareConfig, spent: float, guess: float, spec: RunSpec, skipped: list[dict]) -> bool:
@@ -416,7 +577,7 @@ def _check_out(cfg: CompareConfig, out: Path) -> None:
     atomic_write_json(cfg_path, cfg.to_dict())
 
 
-def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
+def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time.monotonic) -> dict:
     """Run (or resume) the grid, or the race when ``cfg.adaptive``; returns {"finished": [...],
     "skipped": [...], "results": [...]}.
 
@@ -433,22 +594,41 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True) -> dict:
     est = Estimator(cfg, ctx.n_eval, len(ctx.labels) if ctx.labels else 0)
     for r in done.values():
         est.observe(r)
-    picker = AdaptivePicker(cfg, specs, est, out) if cfg.adaptive else GridPicker(cfg, specs, est, done)
-    t_start = time.monotonic()
+    from adaptlab.compare.costs import Estimator as TokenEstimator
+
+    tokens = TokenEstimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
+    for r in done.values():
+        tokens.observe(r)
+    picker = AdaptivePicker(cfg, specs, est, out, tokens) if cfg.adaptive else GridPicker(cfg, specs, est, done)
+    if cfg.adaptive:
+        picker.check_budget()
+    t_start = clock()
     settings = dict(cfg.strategy_settings)
     if cfg.tune:
         from adaptlab.compare.tuning import run_tuning
 
-        settings.update(run_tuning(cfg, ctx, specs, out, spent=lambda: time.monotonic() - t_start,
-                                   log=lambda m: console.print(m, highlight=False, soft_wrap=True),
-                                   claim=lambda i: claim(out, i), release=lambda i: release_claim(out, i),
-                                   claimed=lambda i: _claimed(out, i)))
+        allowance = None
+        if cfg.budget_seconds is not None and cfg.adaptive:
+            # Tuning never takes more than its share, nor what the reserved run and a first round need.
+            first = sum(picker.seconds(s) for s in picker._first_round())
+            allowance = max(0.0, min(TUNING_SHARE * cfg.budget_seconds, cfg.budget_seconds - picker.reserve({}) - first))
+        elif cfg.budget_seconds is not None:
+            allowance = TUNING_SHARE * cfg.budget_seconds
+        for rec in load_tuning(out).values():
+            tokens.observe(rec)
+        tuned = run_tuning(cfg, ctx, specs, out, spent=lambda: clock() - t_start,
+                           log=lambda m: console.print(m, highlight=False, soft_wrap=True),
+                           claim=lambda i: claim(out, i), release=lambda i: release_claim(out, i),
+                           claimed=lambda i: _claimed(out, i), estimate=tokens, allowance=allowance,
+                           order=getattr(picker, "order", None))
+        settings.update(tuned)
+        tokens.settings.update(tuned)
     if done:
         console.print(f"resuming: {len(done)} finished run(s) kept"
                       + ("" if cfg.adaptive else f", {len(specs) - len(done)} to go"))
     live = LiveStatus(out, cfg, len(specs))
     try:
-        finished = _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live)
+        finished = _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live, clock)
     except BaseException as e:
         live.write("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -480,7 +660,8 @@ class LiveStatus:
         return self.dir / run_id
 
 
-def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live: LiveStatus) -> list[str]:
+def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live: LiveStatus,
+                  clock=time.monotonic) -> list[str]:
     import torch
 
     from adaptlab.compare.measure import run_one
@@ -490,8 +671,8 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
     # The code this process runs is the commit checked out now: read HEAD once, since commits made
     # while a long grid runs would otherwise be credited with runs they did not produce.
     commit = git_commit()
-    machine = {**machine_info(), "gemm_gflops": round(speed_probe(), 2)}  # once per worker, before any run
-    while (pick := picker.next(done, time.monotonic() - t_start)) is not None:
+    machine = {**machine_info(), "gemm_gflops": round(ctx.probe_gflops or speed_probe(), 2)}  # once per worker, before any run
+    while (pick := picker.next(done, clock() - t_start)) is not None:
         spec, guess = pick
         best = _best(list(done.values()))
         console.print(f"[bold][{len(done) + 1}/{len(specs)}][/] {spec.id}  est {guess:.0f} s, "
@@ -503,21 +684,35 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
         live.write("running", done=len(done), eta_s=picker.remaining(guess), best=best,
                    current={"id": spec.id, "strategy": spec.strategy, "train_size": spec.train_size,
                             "estimate_s": guess, "started": time.time()})
+        limit = picker.limit(spec, guess, clock() - t_start)
+        t_run = clock()
         try:
             torch.manual_seed(spec.seed)
-            rec = run_one(spec, cfg, ctx, out, progress=progress, light=picker.light(spec),
-                          settings=settings.get(spec.strategy, {}), keep=picker.keep(spec),
-                          log_dir=live.run_dir(spec.id))
+            with time_limit(limit):
+                rec = run_one(spec, cfg, ctx, out, progress=progress, light=picker.light(spec),
+                              settings=settings.get(spec.strategy, {}), keep=picker.keep(spec),
+                              log_dir=live.run_dir(spec.id), screened=picker.screened(spec))
             rec["meta"].update({"versions": package_versions(), "git_commit": commit,
                                 "machine": machine, "data": cfg.data, "model": cfg.model,
                                 "worker": f"{socket.gethostname()}:{os.getpid()}"})
             atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
+        except TimeUp:
+            took = clock() - t_run
+            entry = {"id": spec.id, "estimate_s": guess, "left_s": limit, "cut": True, "seconds": took,
+                     "reason": f"cut after {took:.0f} s by its time limit ({limit:.0f} s; estimated {guess:.0f} s)"}
+            console.print(f"  [yellow]{spec.id} cut[/]: {entry['reason']}", highlight=False, soft_wrap=True)
+            picker.skipped.append(entry)
+            picker.on_cut(spec, entry)
+            shutil.rmtree(out / "artifacts" / spec.id, ignore_errors=True)
+            continue
         finally:
             release_claim(out, spec.id)
             shutil.rmtree(live.run_dir(spec.id), ignore_errors=True)
         done[spec.id] = rec
         finished.append(spec.id)
         picker.est.observe(rec)
+        if getattr(picker, "tokens", None) is not None:
+            picker.tokens.observe(rec)
         live.write("running", done=len(done), phase="choosing the next run")
     return finished
 

@@ -31,10 +31,17 @@ class Context:
     labels: list[str] | None
     forgetting_before: dict | None
     baselines: dict | None = None  # classification: majority class and chance on the test rows
+    screen: TaskData | None = None  # the nested subsample of test that screening runs score
+    profile: object = None          # token counts of the rows (compare.costs.Profile)
+    probe_gflops: float = 0.0       # the machine's matrix-product speed, measured once
 
     @property
     def n_eval(self) -> int:
         return len(self.test)
+
+    @property
+    def n_screen(self) -> int:
+        return len(self.screen) if self.screen is not None else len(self.test)
 
 
 def prepare(cfg: CompareConfig) -> Context:
@@ -46,7 +53,13 @@ def prepare(cfg: CompareConfig) -> Context:
     labels = splits.train.labels if splits.task == "classification" else None
     floor = baselines([ex.label for ex in splits.train.examples], [ex.label for ex in test.examples], labels) \
         if labels else None
-    return Context(base, splits, test, labels, before, floor)
+    from adaptlab.compare.costs import profile, screen_rows
+    from adaptlab.utils import speed_probe
+
+    n_screen = screen_rows(splits.task, len(test), confidence=cfg.confidence)
+    screen = subsample(test, n=n_screen, seed=0) if n_screen < len(test) else test
+    probe = speed_probe()
+    return Context(base, splits, test, labels, before, floor, screen, profile(base, splits, test, probe), probe)
 
 
 def _quality(m: dict) -> float:
@@ -103,20 +116,40 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
     return art, train, info, settings
 
 
-def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: bool = False) -> dict:
+def full_row_ids(test: TaskData, part: TaskData) -> list[int]:
+    """Each row ``part.evaluate(rows=True)`` gives, as its id in ``test``'s own rows: the example's
+    index for classification, the input's first-seen index for generation and chat (rows are per
+    distinct input there). Screened runs keep the full test set's ids, so their rows pair with the
+    finalists' on the rows both scored."""
+    if test.task == "classification":
+        at = {id(ex): i for i, ex in enumerate(test.examples)}
+        return [at[id(ex)] for ex in part.examples]
+    from adaptlab.evaluation.generation import references_by_input
+
+    at = {text: i for i, text in enumerate(references_by_input(test.examples)[0])}
+    return [at[text] for text in references_by_input(part.examples)[0]]
+
+
+def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: bool = False,
+                    screened: bool = False) -> dict:
     """Test quality, the train-set gap, fragility and forgetting of a fitted artifact (``light``: test
     quality only, for the adaptive compare's runs; :func:`finalize` adds the rest to the ones it
-    recommends)."""
+    recommends). ``screened``: scored on the screening subsample of the test rows only
+    (``ctx.screen``), row ids kept as in the full test set."""
     t1 = time.perf_counter()
-    test_m = art.evaluate(ctx.test, rows=True)
+    rows_in = ctx.screen if screened and ctx.screen is not None else ctx.test
+    test_m = art.evaluate(rows_in, rows=True)
     rows = test_m.pop("rows")
+    if rows_in is not ctx.test:
+        for row, i in zip(rows, full_row_ids(ctx.test, rows_in)):
+            row["id"] = i
     q = _quality(test_m)
     ev = {"quality": q, "metric": "accuracy" if "accuracy" in test_m else "rouge_l", "test": test_m,
-          "test_examples": len(ctx.test), "train_quality": None, "overfit_gap": None,
+          "test_examples": len(rows_in), "train_quality": None, "overfit_gap": None,
           "examples_per_s": test_m["examples_per_s"], "prompt_tokens": test_m["prompt_tokens"],
-          "seconds": time.perf_counter() - t1, "scored_examples": len(ctx.test),
+          "seconds": time.perf_counter() - t1, "scored_examples": len(rows_in),
           "fragility": None, "forgetting": None, "consistency": None, "rows": rows,
-          "baselines": ctx.baselines, "light": light}
+          "baselines": ctx.baselines, "light": light, "screened": rows_in is not ctx.test}
     if not light:
         add_extras(ev, art, spec, cfg, ctx, train)
     return ev
@@ -154,11 +187,25 @@ def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> 
               fragility=frag, forgetting=forget, consistency=steady, light=False)
 
 
+def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> dict:
+    """A screened run whose artifact was kept, scored again on every test row (a finalist)."""
+    from adaptlab.strategies.base import Artifact
+
+    art = Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], ctx.base)
+    ev = measure_quality(art, spec, cfg, ctx, None, light=True)
+    rec["predictions"] = ev.pop("rows")
+    rec["eval"].update(ev)
+    rec["cost"].update(cost_per_million(ev["examples_per_s"], ev["prompt_tokens"], cfg.price_per_hour))
+    return rec
+
+
 def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> dict:
     """Add the full measurements to a light run (``spec``) whose artifact was kept (the adaptive
     compare's winner): the artifact is loaded, measured, and the record returned updated."""
     from adaptlab.strategies.base import Artifact
 
+    if rec["eval"].get("screened"):
+        rescore_in_full(rec, spec, cfg, ctx, out)
     art = Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], ctx.base)
     add_extras(rec["eval"], art, spec, cfg, ctx, train_subset(spec, ctx))
     rec["eval"]["finalized"] = True
@@ -166,13 +213,15 @@ def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> di
 
 
 def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = True, light: bool = False,
-            settings: dict | None = None, keep: bool = False, log_dir: Path | None = None) -> dict:
+            settings: dict | None = None, keep: bool = False, log_dir: Path | None = None,
+            screened: bool = False) -> dict:
     """Fit, measure, save (and prune) one run; the record the results folder keeps for it. With
-    ``log_dir`` a gradient strategy logs its steps there as it trains (for a watcher)."""
+    ``log_dir`` a gradient strategy logs its steps there as it trains (for a watcher); ``screened``:
+    scored on the screening rows only."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     sp = get_strategy(spec.strategy)
     art, train, train_info, settings = fit_run(spec, cfg, ctx, progress, settings, log_dir)
-    ev = measure_quality(art, spec, cfg, ctx, train, light)
+    ev = measure_quality(art, spec, cfg, ctx, train, light, screened)
     predictions = ev.pop("rows")  # every test row's output and metric: galleries, paired comparisons
     folder = Path(out) / "artifacts" / spec.id
     art.save(folder)

@@ -74,8 +74,9 @@ def load_tuning(out: Path) -> dict[str, dict]:
 
 def kept(records: list[dict]) -> dict[str, dict]:
     """Each strategy's kept variant among its fitted ones: the best dev quality (ties: the earlier
-    variant, the defaults first)."""
-    return best_per_strategy(records, lambda r: (r["dev"]["quality"], -r["run"]["variant"]))
+    variant, the defaults first); a variant cut by its time limit is never kept."""
+    return best_per_strategy([r for r in records if not r.get("cut")],
+                             lambda r: (r["dev"]["quality"], -r["run"]["variant"]))
 
 
 def chosen(plan: list[TuneSpec], records: dict[str, dict]) -> dict[str, dict]:
@@ -84,46 +85,82 @@ def chosen(plan: list[TuneSpec], records: dict[str, dict]) -> dict[str, dict]:
     return {s: dict(r["run"]["settings"]) for s, r in best.items()}
 
 
+def ordered_plan(plan: list[TuneSpec], order: list[str] | None) -> list[TuneSpec]:
+    """The variants in the order they are fitted: strategies by ``order`` (the priors' likeliest
+    winners first, so that a tight budget tunes those), each strategy's variants as registered."""
+    if not order:
+        return plan
+    rank = {s: i for i, s in enumerate(order)}
+    return sorted(plan, key=lambda t: (rank.get(t.strategy, len(rank)), t.variant))
+
+
 def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, claim=None, release=None,
-               claimed=None) -> dict[str, dict]:
-    """Fit and score on dev every planned variant not yet stored (within the budget: ``spent()`` gives
-    the seconds used so far); returns the settings each strategy's measured runs will use.
+               claimed=None, estimate=None, allowance: float | None = None, order: list[str] | None = None
+               ) -> dict[str, dict]:
+    """Fit and score on dev every planned variant not yet stored, within ``allowance`` seconds
+    (``spent()`` gives the seconds used so far); returns the settings each strategy's measured runs
+    will use.
+
+    Scaled to the budget: variants go in ``order`` and each is estimated from its token counts
+    (``estimate``: :class:`adaptlab.compare.costs.Estimator`); once one does not fit what is left
+    of the allowance, no later one runs, so a tight budget tunes fewer variants of the likeliest
+    winners rather than a scattering. A variant still running when the allowance ends is cut by
+    measured time and recorded as cut (never kept).
 
     ``claim(id) -> bool`` / ``release(id)`` / ``claimed(id) -> bool`` share the variants between
     workers (the grid's claim files); a worker then waits for the variants others are fitting, so
     that every worker carries up the same choice."""
     from adaptlab.compare.measure import fit_run
     from adaptlab.data.splits import subsample
+    from adaptlab.utils import TimeUp, time_limit
 
-    plan = tune_plan(cfg, specs)
+    plan = ordered_plan(tune_plan(cfg, specs), order)
     records = load_tuning(out)
     dev = ctx.splits.dev
     if cfg.dev_limit and len(dev) > cfg.dev_limit:
         dev = subsample(dev, n=cfg.dev_limit, seed=0)
+    full = False
     for t in plan:
         if t.id in records:
             continue
-        guess = _guess(records, t)
-        if cfg.budget_seconds is not None and spent() + guess > TUNING_SHARE * cfg.budget_seconds:
-            log(f"  tuning: {t.id} skipped, {guess:.0f} s would not fit {100 * TUNING_SHARE:.0f}% of the budget")
+        guess = (estimate.seconds(t.strategy, t.train_size, len(dev), settings=dict(t.settings))
+                 if estimate is not None else _guess(records, t))
+        if full or (allowance is not None and spent() + guess > allowance):
+            if allowance is not None:
+                log(f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, allowance - spent()):.0f} s "
+                    f"of the tuning allowance left ({allowance:.0f} s)")
+            full = True
             continue
         if claim is not None and not claim(t.id):
             continue  # another worker fits it
         log(f"  tuning: {t.id} {dict(t.settings) or 'defaults'}")
         t0 = time.perf_counter()
         try:
-            art, _, info, _ = fit_run(t, cfg, ctx, progress=False, settings=dict(t.settings))
+            with time_limit(None if allowance is None else allowance - spent()):
+                art, _, info, _ = fit_run(t, cfg, ctx, progress=False, settings=dict(t.settings))
+                m = art.evaluate(dev)
+        except TimeUp:
+            took = time.perf_counter() - t0
+            log(f"  tuning: {t.id} cut after {took:.0f} s (estimated {guess:.0f} s): the tuning allowance ended")
+            rec = {"run": {"id": t.id, "strategy": t.strategy, "train_size": t.train_size, "variant": t.variant,
+                           "settings": dict(t.settings)}, "cut": True, "dev": {"quality": None, "n": len(dev)},
+                   "train": {"seconds": took}, "seconds": took, "estimate_s": guess}
+            atomic_write_json(tuning_dir(out) / f"{t.id}.json", rec)
+            records[t.id] = rec
+            full = True
+            continue
         finally:
             if release is not None:
                 release(t.id)
-        m = art.evaluate(dev)
         quality = m.get("accuracy", m.get("rouge_l"))
         if ctx.baselines and "macro_f1" in m and imbalanced(ctx.baselines):
             quality = m["macro_f1"]
         rec = {"run": {"id": t.id, "strategy": t.strategy, "train_size": t.train_size, "variant": t.variant,
                        "settings": dict(t.settings)},
                "dev": {"quality": quality, "n": len(dev), **{k: v for k, v in m.items() if isinstance(v, float)}},
-               "train": info, "seconds": time.perf_counter() - t0}
+               "train": info, "seconds": time.perf_counter() - t0, "estimate_s": guess}
+        if estimate is not None:
+            estimate.observe(rec)
         atomic_write_json(tuning_dir(out) / f"{t.id}.json", rec)
         records[t.id] = rec
     for _ in range(720):  # variants other workers are fitting (up to an hour)
@@ -136,7 +173,7 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
 
 def _guess(records: dict, t: TuneSpec) -> float:
     """Seconds a variant will take: the mean of this strategy's fitted variants (60 s before any)."""
-    mine = [r["seconds"] for r in records.values() if r["run"]["strategy"] == t.strategy]
+    mine = [r["seconds"] for r in records.values() if r["run"]["strategy"] == t.strategy and not r.get("cut")]
     return sum(mine) / len(mine) if mine else 60.0
 
 
@@ -152,6 +189,6 @@ def tuning_rows(out: Path) -> tuple[list[str], list[list[str]]]:
         s = r["run"]["strategy"]
         rows.append([s, str(r["run"]["train_size"]), "defaults" if r["run"]["variant"] == 0 else str(r["run"]["variant"]),
                      ", ".join(f"{k}={v}" for k, v in r["run"]["settings"].items()) or "-",
-                     f"{r['dev']['quality']:.3f}", f"{r['train']['seconds']:.0f}",
-                     "yes" if best[s] is r else ""])
+                     "cut (time limit)" if r.get("cut") else f"{r['dev']['quality']:.3f}", f"{r['train']['seconds']:.0f}",
+                     "yes" if best.get(s) is r else ""])
     return cols, rows
