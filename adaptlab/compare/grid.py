@@ -320,7 +320,10 @@ class AdaptivePicker:
         self.target = max((s.train_size for s in specs), default=0)
         self.order = prior_order(list(dict.fromkeys(s.strategy for s in specs)), self.target)
         self.skipped: list[dict] = []
-        self.cut: set[str] = {s["id"] for s in _load_skipped(out) if s.get("cut")}
+        self.cut: set[str] = set()
+        for s in _load_skipped(out):
+            if s.get("cut"):
+                self._cut(s["id"])
         self.stopped = False      # the race's next run did not fit: only the reserved run may follow
         self.state = None
 
@@ -453,7 +456,15 @@ class AdaptivePicker:
         return False
 
     def on_cut(self, spec: RunSpec, entry: dict) -> None:
-        self.cut.add(spec.id)
+        self._cut(spec.id)
+
+    def _cut(self, run_id: str) -> None:
+        """A run cut by its time limit is not tried again, nor are its strategy's larger runs (they
+        cost more); its smaller ones may still run."""
+        cut = next((s for s in self.specs if s.id == run_id), None)
+        if cut is None:
+            return
+        self.cut |= {s.id for s in self.specs if s.strategy == cut.strategy and s.train_size >= cut.train_size}
 
     def finalize(self, ctx, records: list[dict]) -> list[dict]:
         """Measure the recommended strategy's runs in full (from their kept artifacts), score every

@@ -1,0 +1,115 @@
+"""Issue 26: the adaptive compare keeps its budget, answers at the user's size, and decides the same on
+any machine: simulated runs on the tiny model's plan, with a fake clock at two speeds."""
+
+import json
+
+import pytest
+
+from adaptlab.compare import CompareConfig, run_compare
+from adaptlab.compare.costs import Estimator, screen_rows
+from adaptlab.utils import TimeUp, check_deadline, time_limit
+
+from .test_adaptive import _run
+
+STRATEGIES = ["zero_shot", "few_shot", "soft_prompt", "lora", "full"]
+
+
+def _cfg(budget):
+    return CompareConfig(data="demo", model="tiny", strategies=STRATEGIES, train_sizes=[16, 64, 256, "all"],
+                         test_limit=48, fragility_k=0, forgetting=False, consistency_examples=0, adaptive=True,
+                         tune=False, budget_seconds=budget)
+
+
+def _fake(monkeypatch, speed, clock, cut=()):
+    """run_one replaced by a run whose quality follows the known curves and whose time is its token
+    estimate at ``speed`` (1: as estimated, 0.5: a machine at half speed), on a fake clock."""
+    import adaptlab.compare.measure as measure
+
+    def run_one(spec, cfg, ctx, out, progress=True, light=False, settings=None, keep=False, log_dir=None,
+                screened=False):
+        if spec.id in cut:
+            raise TimeUp("time limit reached")
+        rows = ctx.n_screen if screened else ctx.n_eval
+        seconds = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen).seconds(spec.strategy, spec.train_size,
+                                                                                 rows) / speed
+        clock[0] += seconds
+        r = _run(spec)
+        r["train"]["seconds"], r["eval"]["seconds"], r["eval"]["scored_examples"] = 0.7 * seconds, 0.3 * seconds, rows
+        r["eval"].update(light=True, screened=screened)
+        r["meta"] = {"started": "2026-12-02T10:00:00+0000", "finished": "2026-12-02T10:00:01+0000"}
+        return r
+
+    monkeypatch.setattr(measure, "run_one", run_one)
+
+
+def _compare(tmp_path, monkeypatch, speed, budget, name, cut=()):
+    clock = [0.0]
+    _fake(monkeypatch, speed, clock, cut)
+    out = tmp_path / name
+    result = run_compare(_cfg(budget), out, progress=False, clock=lambda: clock[0])
+    return result, json.loads((out / "race.json").read_text()), clock[0]
+
+
+def test_the_same_compare_decides_the_same_at_two_speeds(tmp_path, monkeypatch):
+    fast, race_fast, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "fast")
+    slow, race_slow, _ = _compare(tmp_path, monkeypatch, 0.5, 1e6, "slow")
+    assert fast["finished"] == slow["finished"] and len(fast["finished"]) >= 6
+    assert race_fast["decision"].split(" after")[0] == race_slow["decision"].split(" after")[0]
+    # Round one in the priors' order (likeliest winners first), then the leader at the user's size.
+    assert fast["finished"][:5] == ["lora-n16-s0", "full-n16-s0", "soft_prompt-n16-s0", "few_shot-n16-s0",
+                                    "zero_shot-n0-s0"]
+    assert fast["finished"][5] == f"{race_fast['leader']}-n360-s0"
+
+
+def test_a_tight_budget_reaches_less_far_along_the_same_path_and_still_measures_the_winner(tmp_path, monkeypatch):
+    from adaptlab.compare.recommend import Constraints, recommend
+
+    full, _, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "full")
+    for speed in (1.0, 0.5):
+        res, race_file, spent = _compare(tmp_path, monkeypatch, speed, 90.0, f"tight{speed}")
+        ran = res["finished"]
+        # The runs made are the full path's, in its order, except the reserved run at the target,
+        # which is made once the next run no longer fits.
+        path = [r for r in full["finished"] if r in ran]
+        assert ran[:len(path)] == path or ran[:-1] == [r for r in path if r != ran[-1]]
+        assert spent <= 90.0 * 1.05
+        best = recommend(res["results"], Constraints())
+        assert best.target == 360 and not best.ranked[0]["predicted"]
+        assert any(r["run"]["strategy"] == best.winner and r["run"]["train_size"] in (0, 360) for r in res["results"])
+        # Every strategy that never ran is named with why and what its first run would have cost.
+        ran_strategies = {r.split("-")[0] for r in ran}
+        assert {n["strategy"] for n in race_file["never_run"]} == set(STRATEGIES) - ran_strategies
+        assert all(n["estimate_s"] > 0 and n["why"] for n in race_file["never_run"])
+        assert "None" not in race_file["decision"]
+
+
+def test_a_budget_that_cannot_fit_the_winner_at_the_target_says_so_at_the_start(tmp_path, monkeypatch):
+    _fake(monkeypatch, 1.0, [0.0])
+    with pytest.raises(ValueError, match=r"--budget 0\.1 min cannot fit measuring lora \(the likely winner\) at "
+                                         r"360 examples: .*use --budget \d+m or more"):
+        run_compare(_cfg(6.0), tmp_path / "small", progress=False)
+    assert not (tmp_path / "small" / "results").exists() or not list((tmp_path / "small" / "results").glob("*.json"))
+
+
+def test_a_run_that_overruns_is_cut_listed_and_not_tried_again(tmp_path, monkeypatch):
+    res, race_file, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "cut", cut={"soft_prompt-n16-s0"})
+    assert "soft_prompt-n16-s0" not in res["finished"]
+    [entry] = [s for s in res["skipped"] if s["id"] == "soft_prompt-n16-s0"]
+    assert entry["cut"] and "cut after" in entry["reason"]
+    never = {n["strategy"]: n for n in race_file["never_run"]}
+    assert "cut after" in never["soft_prompt"]["why"]
+    # Resumed: the cut run is remembered, not tried again.
+    again, _, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "cut")
+    assert again["finished"] == []
+
+
+def test_time_limit_and_screen_size():
+    with time_limit(None):
+        check_deadline()
+    with time_limit(0.0):
+        with pytest.raises(TimeUp):
+            check_deadline()
+    check_deadline()  # outside: no limit
+    # 8 points at 95% on accuracy rows: 3.84 * 0.25 / 0.0064 = 150; generation rows vary less.
+    assert screen_rows("classification", 500) == 151 and screen_rows("classification", 100) == 100
+    assert screen_rows("generation", 500) == 64
