@@ -26,14 +26,21 @@ from dataclasses import dataclass, field
 from adaptlab.compare.config import CompareConfig
 from adaptlab.strategies.registry import get_strategy, make_config
 
-# Share of the probe's GFLOP/s that a run reaches (measured on 2 cores with Gemma 3 270M, zero-shot
-# scoring of the demo task and LoRA training on it: see the closing note of issue 26); only used
-# until this compare has measured a run of its own.
-EFFICIENCY = {"train": 0.10, "eval": 0.20}
+# The probe's GFLOP/s times this is a run's rate in the work counted here (above 1: the count is an
+# upper bound; label-tree rows share a KV cache, batches amortise the weights). Measured on a 2-core
+# VM with Gemma 3 270M on the demo task (bench/dependable_answers.py's calibration, issue 26's note):
+# scoring took 0.123-0.144 of the seconds a rate of 0.2 x probe predicts for zero-shot, few-shot,
+# LoRA, soft prompt and full; training 0.076-0.078 of 0.1 x probe for LoRA and soft prompt. Only used
+# until this compare has measured runs of its own.
+EFFICIENCY = {"train": 1.25, "eval": 1.5}
 FIXED_SECONDS = {"gradient": 4.0, "prompt": 1.0}   # set-up, saving the artifact, dev bookkeeping
 BACKWARD = 2.0          # backward over activations ~ 2x the forward (weights' gradients: full adds 1x)
 HEAD_SHARE = 0.15       # share of the label-tree nodes the exact top-1 search projects (3-13 of 132 on Banking77)
 SAMPLE_ROWS = 200       # rows tokenized to measure the data
+# Decoding runs one token per step for a batch of rows: small products, far below the rate of
+# scoring a whole prompt at once (E2E on the same VM: 1.7 s per row for zero-shot's 64 rows).
+DECODE_EFFICIENCY = 0.3
+ATTENTION = 1e-4        # attention's share of a token's cost per context token (Gemma 3 270M: 4 x 18 x 640 / 0.2e9 ~ 2e-4, halved by the sliding window)
 
 
 @dataclass
@@ -42,8 +49,9 @@ class Profile:
     task: str
     n_labels: int
     input_tokens: float          # mean tokens of one input (test rows)
-    train_prompt_extra: float    # tokens the gradient strategies' template adds around an input
-    prompt_extra: float          # tokens the hard-prompt default template adds (the label list included)
+    train_prompt_extra: float    # tokens the gradient strategies' template adds after an input (per row)
+    prompt_extra: float          # tokens the hard-prompt default template adds after an input (per row)
+    shared_prefix: float         # tokens before the input (instruction, label list): encoded once per call
     exemplar_tokens: float       # tokens of one rendered exemplar (input + answer)
     target_tokens: float         # mean tokens of an answer (label verbalization or target text)
     label_nodes: int             # distinct label-token prefixes (classification; 0 for generation)
@@ -89,13 +97,20 @@ def profile(base, splits, test, probe_gflops: float = 0.0) -> Profile:
     nodes = len({tuple(ids[:i + 1]) for ids in answer_ids for i in range(len(ids))}) if labels else 0
     sample = (rows or train)[0].text
     hard = load_template(DEFAULT_TEMPLATE[task], task)
-    prompt_extra = max(0, count(hard.render(sample, labels)) - count(sample))
+    # The text before the input is the same for every row, and scoring encodes it once per call;
+    # only what follows the input is paid per row. Measured by rendering with a marker input.
+    marker = "\x00INPUT\x00"
+    before, _, after = hard.render(marker, labels).partition(marker)
+    prompt_extra, shared = float(count(after)), float(count(before))
     soft = TRAIN_TEMPLATES[task]
-    train_extra = max(0, count(soft.replace("{text}", sample)) - count(sample))
+    train_extra = float(count(soft.partition("{text}")[2]))
     shots = [count(hard.render_example(ex.text, ex.label)) for ex in train[:32]]
     tok_g, head_g = model_shape(base.model)
-    gen = 0.0 if labels else min(256.0, max((len(a) for a in answer_ids), default=0) + 8, 1.2 * target + 4)
-    return Profile(task, len(labels or []), inputs, float(train_extra), float(prompt_extra), mean(shots),
+    # Generation decodes up to the longest train target + 8 (strategies.base.default_decoding); a row
+    # that never emits its end (zero-shot on a base model rarely does) runs to that limit, so the
+    # limit is the estimate. Measured on the sample's longest target, a lower bound of the whole train's.
+    gen = 0.0 if labels else float(min(256, max((len(a) for a in answer_ids), default=0) + 8))
+    return Profile(task, len(labels or []), inputs, train_extra, prompt_extra, shared, mean(shots),
                    target, nodes, float(gen), tok_g, head_g, probe_gflops)
 
 
@@ -130,24 +145,34 @@ class Estimator:
         return make_config(strategy, **split_lr(strategy, kw)[0])
 
     def prompt_tokens(self, strategy: str, settings: dict | None = None) -> float:
-        """Tokens one scored request sends for ``strategy``: its template around the input, its
-        exemplars, its virtual tokens."""
+        """Tokens one scored row pays for ``strategy`` beyond the prompt start all rows share (which
+        scoring encodes once per call): the input, the template after it, the virtual tokens, and
+        exemplars only where they differ per row (``nearest`` selection)."""
         p, sp, c = self.prof, get_strategy(strategy), self._config(strategy, settings)
         if sp.kind == "prompt":
             k = getattr(c, "k", 0) if strategy != "zero_shot" else 0
-            return p.input_tokens + p.prompt_extra + k * p.exemplar_tokens
+            own = k * p.exemplar_tokens if getattr(c, "selection", "") == "nearest" else 0.0
+            return p.input_tokens + p.prompt_extra + own
         virtual = getattr(c, "n_tokens", 0)
-        if getattr(c, "stage2", "soft_prompt") == "few_shot":
-            virtual = getattr(c, "k", 0) * p.exemplar_tokens
         return p.input_tokens + p.train_prompt_extra + virtual
+
+    def context_tokens(self, strategy: str, settings: dict | None = None) -> float:
+        """Tokens every row attends to before its own: the shared prompt start and exemplars."""
+        p, c = self.prof, self._config(strategy, settings)
+        k = getattr(c, "k", 0) if strategy != "zero_shot" else 0
+        return p.shared_prefix + k * p.exemplar_tokens
 
     def row_gflop(self, strategy: str, settings: dict | None = None) -> float:
         """Scoring one row: its prompt through the decoder, then the label tree or the answer."""
         p = self.prof
-        prompt = self.prompt_tokens(strategy, settings) * p.tok_gflop
+        own = self.prompt_tokens(strategy, settings)
+        # Attention over the shared context: about 4 x layers x hidden FLOP per token and context
+        # token (the decoder's 0.2 GFLOP per token is its projections); ATTENTION folds the shape in.
+        ctx = self.context_tokens(strategy, settings)
+        prompt = own * p.tok_gflop * (1 + ATTENTION * ctx)
         if p.task == "classification":
             return prompt + p.label_nodes * p.tok_gflop + (1 + HEAD_SHARE * p.label_nodes) * p.head_gflop
-        return prompt + p.gen_tokens * (p.tok_gflop + p.head_gflop)
+        return prompt + p.gen_tokens * (p.tok_gflop + p.head_gflop) / DECODE_EFFICIENCY
 
     def work(self, strategy: str, train_size: int, rows: int, settings: dict | None = None) -> Work:
         """The GFLOP of ``strategy`` fitted on ``train_size`` examples and scored on ``rows`` test rows
@@ -158,7 +183,7 @@ class Estimator:
             epochs = self.cfg.epochs_for(strategy)
             per_ex = (p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens) * p.tok_gflop \
                 + p.target_tokens * p.head_gflop
-            grad = BACKWARD + (1.0 if strategy == "full" else 0.0)
+            grad = BACKWARD + (2.0 if strategy == "full" else 0.0)   # full: weights' gradients and AdamW over all
             stages = 2.0 if get_strategy(strategy).stacks else 1.0
             dev = epochs * min(self.cfg.dev_limit, 64) * row
             fit = stages * max(1, train_size) * epochs * per_ex * (1 + grad) + dev

@@ -239,16 +239,20 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plots(rows: list[Row], fits: dict | None = None) -> dict[str, bytes]:
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rouge_l": "ROUGE-L"}
+
+
+def plots(rows: list[Row], fits: dict | None = None, metric: str | None = None) -> dict[str, bytes]:
     """Learning curves (with each fitted curve's band out to the target size where the strategy was
-    not measured there: an extrapolation drawn as one), quality vs cost, fragility."""
+    not measured there: an extrapolation drawn as one), quality vs cost, fragility; every axis names
+    ``metric``, the one the ranking uses."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = {}
-    metric = rows[0].metric if rows else "quality"
+    metric = METRIC_NAMES.get(metric or (rows[0].metric if rows else ""), metric or "quality")
     # Learning curves.
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sizes = sorted({r.train_size for r in rows if r.train_size})
@@ -276,7 +280,7 @@ def plots(rows: list[Row], fits: dict | None = None) -> dict[str, bytes]:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("train examples")
     ax.set_ylabel(metric)
-    ax.set_title("Learning curves (mean ± std over seeds; dotted: predicted, with its band)")
+    ax.set_title(f"Learning curves: {metric} (mean ± std over seeds; dotted: predicted, with its band)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     out["learning_curves.png"] = _png(fig)
@@ -299,8 +303,8 @@ def plots(rows: list[Row], fits: dict | None = None) -> dict[str, bytes]:
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Quality vs cost at {size} train examples" if size is not None
-                 else "Quality vs cost (each strategy at its largest train size)")
+    fig.suptitle(f"{metric} vs cost at {size} train examples" if size is not None
+                 else f"{metric} vs cost (each strategy at its largest train size)")
     out["pareto.png"] = _png(fig)
     plt.close(fig)
     # Fragility bars.
@@ -340,7 +344,7 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     skipped = json.loads((run_dir / "skipped.json").read_text()) if (run_dir / "skipped.json").exists() else []
     rec = recommend(records, constraints or Constraints())
     rows = aggregate(records, rec.metric)
-    pngs = plots(rows, rec.fits)
+    pngs = plots(rows, rec.fits, rec.metric)
     race = json.loads((run_dir / "race.json").read_text()) if (run_dir / "race.json").exists() else None
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +362,9 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     trows, cols = table_rows(rows), columns(rows)
     ccols, crows = curve_table(rows)
     metric = rows[0].metric if rows else "quality"
+    state = decision_state(rec, race, cfg, records, skipped)
     md = ["# adaptlab comparison report", "", head] + (["", speed] if speed else []) + [
+          "", "## Where this answer stands", ""] + [f"- {x}" for x in state] + [
           "", "## Recommendation", "", rec.to_markdown(), "",
           f"## {metric} by train size (mean ± std over seeds; bold: best in its column)", ""]
     md += _md_table(ccols, crows)
@@ -410,8 +416,39 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     extra += [("Consistency under sampling", "consistency", ccols_s, crows_s)] if crows_s else []
     extra += [(f"{g['title']}: {g['note']}" if g["note"] else g["title"], f"gallery-{i}", g["cols"], g["rows"])
               for i, g in enumerate(shown)]
-    atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra))
+    atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra,
+                                                 state))
     return out
+
+
+def decision_state(rec, race: dict | None, cfg: dict, records: list[dict], skipped: list[dict]) -> list[str]:
+    """What a reader must know before the answer: whether the race decided, the size the answer is
+    for against the user's data size, and every strategy that never ran, with why."""
+    sizes = {r["run"]["train_size"] for r in records}
+    target = race["target"] if race else max(sizes, default=0)
+    winner_measured = any(r["run"]["strategy"] == rec.winner and r["run"]["train_size"] in (0, target) for r in records)
+    lines = []
+    if race:
+        lines.append(f"Decision: {race['decision']}.")
+    if rec.winner:
+        at = rec.target if rec.target is not None else target
+        lines.append(f"Target size: {target} training examples (all the train rows given); the answer is "
+                     f"for {at} examples, " + ("measured there." if winner_measured and at == target else
+                                              "**not measured at the target**: read it as provisional."))
+    metric = METRIC_NAMES.get(rec.metric, rec.metric)
+    lines.append(f"Ranked by {metric}" + (f" on {race['test_rows']} test rows (screening runs: {race['screen_rows']})"
+                                           if race and race.get("test_rows") else "") + ".")
+    never = (race or {}).get("never_run") or []
+    ran = {r["run"]["strategy"] for r in records}
+    for n in never:
+        lines.append(f"Never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, estimated "
+                     f"{n['estimate_s']:.0f} s; at the target {n['at_target_s']:.0f} s).")
+    if not race:
+        for st in cfg.get("strategies", []):
+            if st not in ran:
+                why = next((s["reason"] for s in skipped if s["id"].startswith(st + "-")), "not run")
+                lines.append(f"Never run: {st}: {why}.")
+    return lines
 
 
 def _table(e, table_id: str, cols: list[str], rows: list[list[str]]) -> str:
@@ -420,7 +457,7 @@ def _table(e, table_id: str, cols: list[str], rows: list[list[str]]) -> str:
     return f'<table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>'
 
 
-def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra=()) -> str:
+def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra=(), state=()) -> str:
     e = html.escape
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
                    f"<figcaption>{e(n)}</figcaption></figure>" for n, d in pngs.items())
@@ -437,6 +474,7 @@ def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra=()) -> 
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h1>adaptlab comparison report</h1><p>{e(head)}</p>
+<h2 id="state">Where this answer stands</h2><ul>{"".join(f"<li>{e(x.replace('**', ''))}</li>" for x in state)}</ul>
 <h2 id="recommendation">{e(title)}</h2><ul>{recs}{exc}</ul>{"<h3>What to try next</h3><ul>" + nxt + "</ul>" if nxt else ""}
 <h2>{e(curve[0])}</h2>{_table(e, "curves", curve[1], curve[2])}
 <h2>Summary</h2>{_table(e, "summary", cols, trows)}

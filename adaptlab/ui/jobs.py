@@ -189,7 +189,16 @@ class Jobs:
         out = {"id": job_id, "label": job.get("label"), "model": job.get("model"), "state": state, "done": done,
                "planned": live.get("planned"), "adaptive": live.get("adaptive"), "created": job.get("created"),
                "current": None, "eta_s": None, "best": live.get("best"), "error": live.get("error"),
-               "report": report, "log": _tail(folder / "log.txt")}
+               "report": report, "log": _tail(folder / "log.txt"), "decision": None, "never_run": [],
+               "target": None}
+        race_file = folder / "race.json"
+        if state == "finished" and race_file.exists():
+            try:
+                race = json.loads(race_file.read_text())
+                out.update(decision=race.get("decision"), never_run=race.get("never_run") or [],
+                           target=race.get("target"))
+            except (OSError, json.JSONDecodeError):
+                pass
         if state == "running" and live.get("current"):
             cur = dict(live["current"])
             cur["elapsed_s"] = time.time() - cur["started"]

@@ -81,6 +81,14 @@ def test_a_tight_budget_reaches_less_far_along_the_same_path_and_still_measures_
         assert {n["strategy"] for n in race_file["never_run"]} == set(STRATEGIES) - ran_strategies
         assert all(n["estimate_s"] > 0 and n["why"] for n in race_file["never_run"])
         assert "None" not in race_file["decision"]
+    # The report leads with where the answer stands: the decision, the target size, what never ran.
+    from adaptlab.compare.report import build_report
+
+    md = (build_report(tmp_path / "tight0.5") / "report.md").read_text()
+    head = md.split("## Recommendation")[0]
+    assert "## Where this answer stands" in head and "Decision: not decided" in head
+    assert "Target size: 360 training examples" in head and "Ranked by accuracy" in head
+    assert all(f"Never run: {n['strategy']}" in head for n in race_file["never_run"])
 
 
 def test_a_budget_that_cannot_fit_the_winner_at_the_target_says_so_at_the_start(tmp_path, monkeypatch):
