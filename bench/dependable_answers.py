@@ -32,9 +32,7 @@ TABLE = ROOT / "docs" / "results" / "dependable_answers.md"
 # Per dataset: the compare's arguments (everything but --budget and --out) and the committed full grid
 # whose answer the row is judged against, where one exists.
 JOBS = {
-    "demo": (["--data", "demo", "--strategies", "zero_shot,few_shot,prompt_search,soft_prompt,prefix,lora",
-              "--train-sizes", "32,128,all", "--test-limit", "120", "--fragility-k", "1", "--fragility-examples", "16",
-              "--set", "few_shot.k=8", "--set", "prompt_search.budget_calls=120", "--no-tune"], "demo_compare"),
+    "demo": (["DEMO"], None),   # `adaptlab demo --budget B`: make demo's own compare
     "fpb": (["--data", "financial_phrasebank", "--train-sizes", "64,256,all", "--test-limit", "300",
              "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
     "ag_news": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",
@@ -68,8 +66,9 @@ def run(job: str, budget: str, half: bool, out: Path) -> dict:
     args, grid = JOBS[job]
     if out.exists():
         shutil.rmtree(out)
-    cmd = [str(ROOT / ".venv" / "bin" / "adaptlab"), "compare", *args, "--budget", budget, "--out", str(out),
-           "--no-progress"]
+    exe = str(ROOT / ".venv" / "bin" / "adaptlab")
+    cmd = ([exe, "demo", "--budget", budget, "--out", str(out)] if args == ["DEMO"] else
+           [exe, "compare", *args, "--budget", budget, "--out", str(out), "--no-progress"])
     env = dict(os.environ)
     if half:
         cmd = ["taskset", "-c", "0", *cmd]
@@ -79,7 +78,7 @@ def run(job: str, budget: str, half: bool, out: Path) -> dict:
     wall = time.monotonic() - t0
     (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
     row = {"data": job, "budget": budget, "slowdown": "half speed (taskset -c 0)" if half else "none",
-           "command": " ".join(cmd[cmd.index("compare") - 1:]).replace(str(ROOT) + "/", ""), "exit": proc.returncode,
+           "command": " ".join(cmd[cmd.index(exe):]).replace(str(ROOT) + "/", ""), "exit": proc.returncode,
            "wall_s": round(wall, 1), "machine": f"{platform.node()} {os.cpu_count()} cores",
            "date": time.strftime("%Y-%m-%d %H:%M"), "full_grid": grid_answer(grid)}
     from adaptlab.compare.config import parse_budget

@@ -360,6 +360,13 @@ class AdaptivePicker:
     def leader(self) -> str:
         return self.state.leader if self.state is not None and self.state.leader else self.order[0]
 
+    def _likely_at_target(self, records: dict) -> RunSpec | None:
+        """The priors' likely winner at the target, while it is not measured there (the first run)."""
+        for s in self.specs:
+            if s.strategy == self.order[0] and s.train_size in (self.target, 0) and s.seed == 0:
+                return None if s.id in records or s.id in self.cut else s
+        return None
+
     def leader_target(self, records: dict) -> RunSpec | None:
         """The leader's first-seed run at the target, while it is not measured there."""
         lead = self.leader()
@@ -422,6 +429,12 @@ class AdaptivePicker:
             if self.state.decided:
                 return None
             todo = [(s, why) for s, why in self.state.candidates if s.id not in self.cut]
+            first = self._likely_at_target(done)
+            if first is not None:
+                todo = [(first, f"{first.strategy} is the likely winner (it leads or ties at the largest size in every "
+                                f"committed grid: compare/priors.py): measured at the target size first, so the "
+                                f"answer is measured at the user's data size whatever the budget")] + [
+                    (s, w) for s, w in todo if s.id != first.id]
             lead_run = self.leader_target(done)
             if lead_run is not None and lead_run.id in self.cut:
                 lead_run = None
