@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from adaptlab.compare.config import CompareConfig
-from adaptlab.strategies.registry import get_strategy, make_config
+from adaptlab.strategies.registry import get_strategy, make_config, split_lr
 
 # The probe's GFLOP/s times this is a run's rate in the work counted here (above 1: the count is an
 # upper bound; label-tree rows share a KV cache, batches amortise the weights). Measured on a 2-core
@@ -138,8 +138,6 @@ class Estimator:
 
     # -------------------------------------------------------------- work (deterministic)
     def _config(self, strategy: str, settings: dict | None = None):
-        from adaptlab.compare.measure import split_lr
-
         kw = settings if settings is not None else {**self.cfg.strategy_settings.get(strategy, {}),
                                                     **self.settings.get(strategy, {})}
         return make_config(strategy, **split_lr(strategy, kw)[0])

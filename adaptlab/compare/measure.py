@@ -19,7 +19,7 @@ from adaptlab.evaluation.forgetting import base_reference, forgetting
 from adaptlab.evaluation.fragility import fragility
 from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies.base import artifact_bytes
-from adaptlab.strategies.registry import get_strategy, make_config
+from adaptlab.strategies.registry import get_strategy, make_config, split_lr
 from adaptlab.training import TrainConfig
 
 
@@ -72,15 +72,6 @@ def prune_artifact(folder: Path, policy: str, size: int) -> bool:
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
     return keep
-
-
-def split_lr(strategy: str, settings: dict) -> tuple[dict, float | None]:
-    """A gradient strategy's settings without "lr", and the learning rate ("lr" goes to the training
-    config, the rest to the strategy's)."""
-    if get_strategy(strategy).kind != "gradient" or "lr" not in settings:
-        return settings, None
-    rest = {k: v for k, v in settings.items() if k != "lr"}
-    return rest, float(settings["lr"])
 
 
 def train_subset(spec, ctx: Context) -> TaskData:

@@ -88,3 +88,12 @@ def make_config(name: str, **overrides):
     if unknown:
         raise ValueError(f"strategy {name!r}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     return spec.config_cls(**overrides)
+
+
+def split_lr(strategy: str, settings: dict) -> tuple[dict, float | None]:
+    """A gradient strategy's settings without "lr", and the learning rate ("lr" goes to the training
+    config, the rest to the strategy's)."""
+    if get_strategy(strategy).kind != "gradient" or "lr" not in settings:
+        return settings, None
+    rest = {k: v for k, v in settings.items() if k != "lr"}
+    return rest, float(settings["lr"])
