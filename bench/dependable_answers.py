@@ -33,8 +33,11 @@ TABLE = ROOT / "docs" / "results" / "dependable_answers.md"
 # whose answer the row is judged against, where one exists.
 JOBS = {
     "demo": (["DEMO"], None),   # `adaptlab demo --budget B`: make demo's own compare
-    "fpb": (["--data", "financial_phrasebank", "--train-sizes", "64,256,all", "--test-limit", "300",
+    "fpb": (["--data", "financial_phrasebank", "--train-sizes", "64,256,1000", "--test-limit", "300",
              "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
+    # All 3,872 train rows at a 15-minute budget: refused at the start, with the budget that would fit.
+    "fpb_all": (["--data", "financial_phrasebank", "--train-sizes", "64,256,all", "--test-limit", "300",
+                 "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
     "ag_news": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",
                  "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
     "ag_news_k16": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",

@@ -85,3 +85,20 @@ def test_train_prompt_strategy_end_to_end(tmp_path):
     assert meta["kind"] == "prompt" and len(meta["prompt"]["exemplars"]) == 3
     assert len(meta["prompt"]["calibration"]) == 12 and meta["metrics"]["test"]["n"] == 120
     assert "prompt tokens" in r.output
+
+
+def test_no_library_warning_reaches_the_terminal(tmp_path):
+    """A compare as a user runs it (a process of its own, the CLI's entry point): nothing on the terminal
+    is a library's warning (transformers' cache-keyword deprecation used to print twice per compare)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from adaptlab.cli import main; main()", "compare", "--data", "demo", "--model", "tiny",
+           "--strategies", "zero_shot,lora", "--train-sizes", "8,16", "--test-limit", "8", "--fragility-k", "0",
+           "--no-forgetting", "--consistency-examples", "0", "--no-tune", "--out", str(tmp_path / "c"), "--no-progress",
+           "--budget", "30m"]
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTHONWARNINGS", "ADAPTLAB_WARNINGS")}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    assert "Warning" not in text and "deprecated" not in text.lower(), text[-3000:]

@@ -126,9 +126,10 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
         guess = (estimate.seconds(t.strategy, t.train_size, len(dev), settings=dict(t.settings))
                  if estimate is not None else _guess(records, t))
         if full or (allowance is not None and spent() + guess > allowance):
-            if allowance is not None:
+            if not full and allowance is not None:
+                rest = [x.id for x in plan if x.id not in records and x is not t]
                 log(f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, allowance - spent()):.0f} s "
-                    f"of the tuning allowance left ({allowance:.0f} s)")
+                    f"of the tuning allowance left ({allowance:.0f} s); nor the {len(rest)} variant(s) after it")
             full = True
             continue
         if claim is not None and not claim(t.id):
