@@ -40,6 +40,8 @@ JOBS = {
                  "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
     "ag_news": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",
                  "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
+    "ag_news_500": (["--data", "ag_news", "--train-sizes", "64,256,500", "--test-limit", "300",
+                     "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
     "ag_news_k16": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",
                      "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0",
                      "--set", "few_shot.k=16"], None),
@@ -115,10 +117,11 @@ def summarize() -> None:
              "never run | full grid | decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("error"):
-            lines.append(f"| {r['data']} | {r['budget']} | {r['slowdown']} | - | error: {r['error']} | | | "
+            lines.append(f"| {r['data']} | {r['budget']} | {r['slowdown']} | - | refused: {' '.join(r['error'])} | | | "
                          f"{r['wall_s']:.0f} s | | {r.get('full_grid') or '-'} | |")
             continue
-        lines.append(f"| {r['data']} | {r['budget']} | {r['slowdown']} | {r['target']} | {r['recommended']} "
+        data = r["data"] + (f" ({r['note']})" if r.get("note") else "")
+        lines.append(f"| {data} | {r['budget']} | {r['slowdown']} | {r['target']} | {r['recommended']} "
                      f"(at {r['ranked_at']}) | {'yes' if r['measured_at_target'] else '**no**'} | "
                      f"{r['metric']} {r['quality']:.3f} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
                      f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {', '.join(r['never_run']) or '-'} | "
