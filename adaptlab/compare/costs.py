@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from adaptlab.compare.config import CompareConfig
-from adaptlab.strategies.registry import get_strategy, make_config, split_lr
+from adaptlab.strategies.registry import get_strategy, list_strategies, make_config, split_lr
 
 # The probe's GFLOP/s times this is a run's rate in the work counted here (above 1: the count is an
 # upper bound; label-tree rows share a KV cache, batches amortise the weights). Measured on a 2-core
@@ -119,7 +119,6 @@ class Work:
     """GFLOP of one run: fitting (training, or a prompt search's calls) and scoring its test rows."""
     fit: float
     score: float
-    rows: int
 
     @property
     def total(self) -> float:
@@ -182,7 +181,7 @@ class Estimator:
             per_ex = (p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens) * p.tok_gflop \
                 + p.target_tokens * p.head_gflop
             grad = BACKWARD + (2.0 if strategy == "full" else 0.0)   # full: weights' gradients and AdamW over all
-            stages = 2.0 if get_strategy(strategy).stacks else 1.0
+            stages = 2.0 if sp.stacks else 1.0
             dev = epochs * min(self.cfg.dev_limit, 64) * row
             fit = stages * max(1, train_size) * epochs * per_ex * (1 + grad) + dev
         else:
@@ -190,7 +189,7 @@ class Estimator:
             fit = calls * row
             if getattr(c, "selection", "") == "nearest":  # the exemplar pool is embedded once
                 fit += min(train_size, getattr(c, "pool_size", 1000)) * p.input_tokens * p.tok_gflop
-        return Work(fit, rows * row, rows)
+        return Work(fit, rows * row)
 
     # -------------------------------------------------------------- seconds (measured)
     def _prior_seconds(self, phase: str, gflop: float) -> float:
@@ -223,7 +222,7 @@ class Estimator:
         """Learn the rates from a finished run's record (or a tuning fit's, which has no test rows)."""
         r = rec["run"]
         strategy = r["strategy"]
-        if strategy not in self._known():
+        if strategy not in list_strategies():
             return
         kind = get_strategy(strategy).kind
         rows = rec.get("eval", {}).get("scored_examples") or 0
@@ -236,11 +235,6 @@ class Estimator:
         score_s = rec.get("eval", {}).get("seconds")
         if score_s and rows:
             self._add(strategy, "score", score_s, self._prior_seconds("eval", w.score))
-
-    def _known(self) -> set:
-        from adaptlab.strategies.registry import list_strategies
-
-        return set(list_strategies())
 
     def _add(self, strategy: str, phase: str, measured: float, prior: float) -> None:
         acc = self._seen.setdefault((strategy, phase), [0.0, 0.0])

@@ -256,8 +256,10 @@ class GridPicker:
     keep = staticmethod(lambda spec: False)
     screened = staticmethod(lambda spec: False)
 
-    def __init__(self, cfg: CompareConfig, specs: list[RunSpec], est: Estimator, done: dict):
-        self.cfg, self.est = cfg, est
+    order = None    # tuning goes in plan order
+
+    def __init__(self, cfg: CompareConfig, specs: list[RunSpec], est: Estimator, done: dict, tokens=None):
+        self.cfg, self.est, self.tokens = cfg, est, tokens
         self.todo = [s for s in specs if s.id not in done]
         self.rounds = collections.Counter(r["run"]["strategy"] for r in done.values())
         self.kinds = {s.id: get_strategy(s.strategy).kind for s in specs}
@@ -277,6 +279,13 @@ class GridPicker:
                 continue
             return spec, guess
         return None
+
+    def check_budget(self) -> None:
+        pass  # the full grid runs what fits and lists the rest
+
+    def tuning_allowance(self) -> float | None:
+        """Seconds tuning may take: its share of the budget (None: no budget)."""
+        return None if self.cfg.budget_seconds is None else TUNING_SHARE * self.cfg.budget_seconds
 
     def limit(self, spec: RunSpec, guess: float, spent: float) -> float | None:
         """Seconds ``spec`` may run: what the budget leaves (None: no budget)."""
@@ -398,6 +407,14 @@ class AdaptivePicker:
                 f"{self.target} examples: estimated {_minutes(need)} on this machine with its final measurements; "
                 f"use --budget {_minutes(1.25 * need, up=True)} or more ({_minutes(1.25 * (need + first), up=True)} "
                 f"to also give every strategy a first run), or fewer rows (--test-limit, --train-sizes)")
+
+    def tuning_allowance(self) -> float | None:
+        """Seconds tuning may take: never more than its share of the budget, nor what the reserved run
+        and a first round of every strategy need (None: no budget)."""
+        if self.cfg.budget_seconds is None:
+            return None
+        first = sum(self.seconds(s) for s in self._first_round())
+        return max(0.0, min(TUNING_SHARE * self.cfg.budget_seconds, self.cfg.budget_seconds - self.reserve({}) - first))
 
     def _first_round(self) -> list[RunSpec]:
         firsts: dict[str, RunSpec] = {}
@@ -623,28 +640,21 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
     tokens = TokenEstimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
     for r in done.values():
         tokens.observe(r)
-    picker = AdaptivePicker(cfg, specs, est, out, tokens) if cfg.adaptive else GridPicker(cfg, specs, est, done)
-    if cfg.adaptive:
-        picker.check_budget()
+    picker = AdaptivePicker(cfg, specs, est, out, tokens) if cfg.adaptive else GridPicker(cfg, specs, est, done, tokens)
+    picker.check_budget()
     t_start = clock()
     settings = dict(cfg.strategy_settings)
     if cfg.tune:
         from adaptlab.compare.tuning import run_tuning
 
-        allowance = None
-        if cfg.budget_seconds is not None and cfg.adaptive:
-            # Tuning never takes more than its share, nor what the reserved run and a first round need.
-            first = sum(picker.seconds(s) for s in picker._first_round())
-            allowance = max(0.0, min(TUNING_SHARE * cfg.budget_seconds, cfg.budget_seconds - picker.reserve({}) - first))
-        elif cfg.budget_seconds is not None:
-            allowance = TUNING_SHARE * cfg.budget_seconds
+        allowance = picker.tuning_allowance()
         for rec in load_tuning(out).values():
             tokens.observe(rec)
         tuned = run_tuning(cfg, ctx, specs, out, spent=lambda: clock() - t_start,
                            log=lambda m: console.print(m, highlight=False, soft_wrap=True),
                            claim=lambda i: claim(out, i), release=lambda i: release_claim(out, i),
                            claimed=lambda i: _claimed(out, i), estimate=tokens, allowance=allowance,
-                           order=getattr(picker, "order", None))
+                           order=picker.order)
         settings.update(tuned)
         tokens.settings.update(tuned)
     if done:
@@ -735,7 +745,7 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
         done[spec.id] = rec
         finished.append(spec.id)
         picker.est.observe(rec)
-        if getattr(picker, "tokens", None) is not None:
+        if picker.tokens is not None:
             picker.tokens.observe(rec)
         live.write("running", done=len(done), phase="choosing the next run")
     return finished
@@ -765,14 +775,9 @@ def compare_minutes(out: Path, records: list[dict]) -> float:
 
 def _write_skipped(out: Path, skipped: list[dict]) -> None:
     """Merge this worker's skips with other workers' (a run another worker finished is not skipped)."""
-    path = out / "skipped.json"
-    try:
-        old = json.loads(path.read_text()) if path.exists() else []
-    except json.JSONDecodeError:
-        old = []
     finished = {f.stem for f in results_dir(out).glob("*.json")}
-    merged = {s["id"]: s for s in old + skipped if s["id"] not in finished}
-    atomic_write_json(path, list(merged.values()))
+    merged = {s["id"]: s for s in _load_skipped(out) + skipped if s["id"] not in finished}
+    atomic_write_json(out / "skipped.json", list(merged.values()))
 
 
 def _worker_command(argv: list[str]) -> list[str]:

@@ -178,11 +178,17 @@ def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> 
               fragility=frag, forgetting=forget, consistency=steady, light=False)
 
 
-def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> dict:
-    """A screened run whose artifact was kept, scored again on every test row (a finalist)."""
+def load_artifact(rec: dict, ctx: Context, out: Path):
+    """The kept artifact of the run ``rec``."""
     from adaptlab.strategies.base import Artifact
 
-    art = Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], ctx.base)
+    return Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], ctx.base)
+
+
+def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path, art=None) -> dict:
+    """A screened run whose artifact was kept, scored again on every test row (a finalist); ``art``:
+    that artifact, when the caller has loaded it."""
+    art = art if art is not None else load_artifact(rec, ctx, out)
     ev = measure_quality(art, spec, cfg, ctx, None, light=True)
     rec["predictions"] = ev.pop("rows")
     rec["eval"].update(ev)
@@ -193,11 +199,9 @@ def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path
 def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> dict:
     """Add the full measurements to a light run (``spec``) whose artifact was kept (the adaptive
     compare's winner): the artifact is loaded, measured, and the record returned updated."""
-    from adaptlab.strategies.base import Artifact
-
+    art = load_artifact(rec, ctx, out)
     if rec["eval"].get("screened"):
-        rescore_in_full(rec, spec, cfg, ctx, out)
-    art = Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], ctx.base)
+        rescore_in_full(rec, spec, cfg, ctx, out, art)
     add_extras(rec["eval"], art, spec, cfg, ctx, train_subset(spec, ctx))
     rec["eval"]["finalized"] = True
     return rec

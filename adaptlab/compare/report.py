@@ -426,14 +426,13 @@ def decision_state(rec, race: dict | None, cfg: dict, records: list[dict], skipp
     for against the user's data size, and every strategy that never ran, with why."""
     sizes = {r["run"]["train_size"] for r in records}
     target = race["target"] if race else max(sizes, default=0)
-    winner_measured = any(r["run"]["strategy"] == rec.winner and r["run"]["train_size"] in (0, target) for r in records)
     lines = []
     if race:
         lines.append(f"Decision: {race['decision']}.")
     if rec.winner:
         at = rec.target if rec.target is not None else target
         lines.append(f"Target size: {target} training examples (all the train rows given); the answer is "
-                     f"for {at} examples, " + ("measured there." if winner_measured and at == target else
+                     f"for {at} examples, " + ("measured there." if not rec.ranked[0]["predicted"] and at == target else
                                               "**not measured at the target**: read it as provisional."))
     metric = METRIC_NAMES.get(rec.metric, rec.metric)
     lines.append(f"Ranked by {metric}" + (f" on {race['test_rows']} test rows (screening runs: {race['screen_rows']})"
