@@ -225,7 +225,7 @@ def decision_line(state: RaceState, n_runs: int, minutes: float, left: int, neve
         names = never or sorted({s.strategy for s, _ in state.candidates})
         return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): the budget "
                 f"ended before every strategy had a first run ({', '.join(names) or 'none'} did not)")
-    chance = f"{state.leader} is the best in {100 * p:.0f}% of the resampled curves" if p is not None else ""
+    chance = _chance(state, p) if p is not None else ""
     others = [s for s in state.alive if s != state.leader]
     if not state.sure and state.calibration_run and not others:
         return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
@@ -243,3 +243,21 @@ def decision_line(state: RaceState, n_runs: int, minutes: float, left: int, neve
     unrun = f"; never run: {', '.join(never)}" if never else ""
     return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): {open_}"
             + (f"; {chance}" if chance else "") + unrun)
+
+
+def _chance(state: RaceState, p: float) -> str:
+    """The leader's share of the resampled curves, saying what the rest counts when the leader is
+    measured at the target and the rivals that take most replicates are not: their share comes from
+    optimistic draws of extrapolations (one measured size gives a wide band), not from measurements,
+    so it is a reason to measure them, never to recommend them."""
+    line = f"{state.leader} is the best in {100 * p:.0f}% of the resampled curves"
+    leader = state.fits.get(state.leader)
+    if p >= 0.5 or leader is None or not leader.measured_at_target:
+        return line
+    guessed = [s for s in state.alive if s != state.leader and state.fits[s].extrapolated]
+    if not guessed:
+        return line
+    points = ", ".join(f"{s} from {len(state.fits[s].sizes)} size{'s' if len(state.fits[s].sizes) > 1 else ''}"
+                       for s in guessed)
+    return (f"{line}, measured at {state.target}; the rest are predictions for {points}, "
+            f"not measured at {state.target}")

@@ -195,3 +195,21 @@ def test_without_its_calibration_run_the_race_does_not_claim_a_decision():
     state = race(records + [rec("lora", 256, 0.5, right=[1] * 50 + [0] * 50)], specs)
     assert state.calibration_run is None and [c.strategy for c in state.calibration] == ["lora"]
     assert "soft_prompt" in state.alive or "widened" in state.dropped["soft_prompt"]
+
+
+def test_a_measured_leader_with_a_small_share_says_the_rest_are_predictions():
+    """E2E's line read 'lora is the best in 3% of the resampled curves' while LoRA, the only strategy
+    measured at the target, was recommended: the share must say what the other 97% are."""
+    from adaptlab.compare.adaptive import decision_line
+
+    specs = [RunSpec(s, n, 0) for s in ("lora", "few_shot") for n in (16, 256)]
+    records = [rec("lora", 16, 0.40, right=[1] * 40 + [0] * 60), rec("lora", 256, 0.48, right=[1] * 48 + [0] * 52),
+               rec("few_shot", 16, 0.47, right=[1] * 47 + [0] * 53)]
+    state = race(records, specs)
+    assert state.leader == "lora" and state.fits["lora"].measured_at_target and "few_shot" in state.alive
+    state.p_best = {"lora": 0.03, "few_shot": 0.97}
+    line = decision_line(state, 3, 1.0, 1)
+    assert "lora is the best in 3% of the resampled curves, measured at 256" in line
+    assert "the rest are predictions for few_shot from 1 size, not measured at 256" in line
+    state.p_best = {"lora": 0.7, "few_shot": 0.3}
+    assert "predictions" not in decision_line(state, 3, 1.0, 1)
