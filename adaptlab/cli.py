@@ -409,14 +409,13 @@ def compare_cmd(
         if ray_cpus is not None and ray_cpus < 1:
             raise DataError(f"--ray-cpus {ray_cpus}: must be >= 1")
         if workers > 1 or ray:
-            from adaptlab.compare.grid import load_results, run_ray_workers, run_workers
+            from adaptlab.compare.grid import load_results, load_skipped, run_ray_workers, run_workers
 
             code = (run_ray_workers(sys.argv[1:], workers, ray, ray_cpus) if ray
                     else run_workers(sys.argv[1:], workers))
             if code != 0:
                 raise DataError(f"a compare worker failed (exit {code}); re-run the same command to resume")
-            skipped = json.loads((out / "skipped.json").read_text()) if (out / "skipped.json").exists() else []
-            result = {"skipped": skipped, "results": load_results(out)}
+            result = {"skipped": load_skipped(out), "results": load_results(out)}
         else:
             result = run_compare(cfg, out, progress=not no_progress)
         if not result["results"] and result["skipped"]:

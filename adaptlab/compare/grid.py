@@ -330,7 +330,7 @@ class AdaptivePicker:
         self.order = prior_order(list(dict.fromkeys(s.strategy for s in specs)), self.target)
         self.skipped: list[dict] = []
         self.cut: set[str] = set()
-        for s in _load_skipped(out):
+        for s in load_skipped(out):
             if s.get("cut"):
                 self._cut(s["id"])
         self.stopped = False      # the race's next run did not fit: only the reserved run may follow
@@ -539,7 +539,7 @@ class AdaptivePicker:
                      exclude=self.cut)
         minutes = compare_minutes(out, records)
         finished = {r["run"]["id"] for r in records}
-        skipped = {s["id"]: s["reason"] for s in _load_skipped(out) + self.skipped}
+        skipped = {s["id"]: s["reason"] for s in load_skipped(out) + self.skipped}
         not_run = []
         for spec in self.specs:
             if spec.id in finished:
@@ -585,12 +585,26 @@ def _minutes(seconds: float, up: bool = False) -> str:
     return f"{m:.1f} min" if m < 10 else f"{m:.0f} min"
 
 
-def _load_skipped(out: Path) -> list[dict]:
+def load_skipped(out: Path) -> list[dict]:
+    """The runs a compare skipped or cut (``skipped.json``), for the grid, the report and the CLI alike.
+
+    One policy for all three: a missing file is no skipped run; a file that is not a JSON list of
+    objects with an ``id`` is an error naming it (treating it as empty would quietly retry runs a
+    time limit cut, and drop them from the report's list of runs never made)."""
+    from adaptlab.data.loading import DataError
+
     path = Path(out) / "skipped.json"
-    try:
-        return json.loads(path.read_text()) if path.exists() else []
-    except (OSError, json.JSONDecodeError):
+    if not path.exists():
         return []
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not readable as JSON ({e}); it lists the runs the budget skipped or cut: "
+                        f"fix or delete it, and a resumed compare estimates them again") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows):
+        raise DataError(f"{path}: expected a list of objects with an 'id' (the runs skipped or cut); "
+                        f"fix or delete it, and a resumed compare estimates them again")
+    return rows
 
 
 def _over_budget(cfg: CompareConfig, spent: float, guess: float, spec: RunSpec, skipped: list[dict]) -> bool:
@@ -776,7 +790,7 @@ def compare_minutes(out: Path, records: list[dict]) -> float:
 def _write_skipped(out: Path, skipped: list[dict]) -> None:
     """Merge this worker's skips with other workers' (a run another worker finished is not skipped)."""
     finished = {f.stem for f in results_dir(out).glob("*.json")}
-    merged = {s["id"]: s for s in _load_skipped(out) + skipped if s["id"] not in finished}
+    merged = {s["id"]: s for s in load_skipped(out) + skipped if s["id"] not in finished}
     atomic_write_json(out / "skipped.json", list(merged.values()))
 
 

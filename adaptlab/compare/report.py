@@ -9,7 +9,7 @@ import io
 import json
 from pathlib import Path
 
-from adaptlab.compare.grid import load_results
+from adaptlab.compare.grid import load_results, load_skipped
 from adaptlab.compare.recommend import Constraints, recommend
 from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
 from adaptlab.compare.tuning import tuning_rows
@@ -341,7 +341,7 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     if not records:
         raise ValueError(f"{run_dir}: no finished runs to report (expected {run_dir / 'results'}/*.json)")
     cfg = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
-    skipped = json.loads((run_dir / "skipped.json").read_text()) if (run_dir / "skipped.json").exists() else []
+    skipped = load_skipped(run_dir)
     rec = recommend(records, constraints or Constraints())
     rows = aggregate(records, rec.metric)
     pngs = plots(rows, rec.fits, rec.metric)

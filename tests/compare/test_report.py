@@ -137,3 +137,20 @@ def test_gallery_and_consistency_sections(tmp_path):
     assert "### " not in md and "lora's worst 2 test rows" in md and "| name[Game 2] | Game 2 is fun. | nothing | 0.00 |" in md
     page = (out / "report.html").read_text()
     assert '<table id="consistency">' in page and '<table id="gallery-0">' in page and "lora&#x27;s worst" in page
+
+
+def test_a_corrupt_skipped_list_is_named_by_report_and_grid_alike(tmp_path):
+    """skipped.json has one reader with one policy: a file that is not a list of runs is an error
+    naming it, for the report and for a resumed compare (which would otherwise retry cut runs)."""
+    from adaptlab.compare.grid import load_skipped
+    from adaptlab.data.loading import DataError
+
+    _store(tmp_path)
+    assert [s["id"] for s in load_skipped(tmp_path)] == ["hybrid-n256-s0"]
+    for bad in ('[{"id": "hybrid-n256-s0", "reas', '{"id": "x"}', '[{"reason": "no id"}]'):
+        (tmp_path / "skipped.json").write_text(bad)
+        for read in (load_skipped, build_report):
+            with pytest.raises(DataError, match=r"skipped\.json: .*fix or delete it"):
+                read(tmp_path)
+    (tmp_path / "skipped.json").unlink()
+    assert load_skipped(tmp_path) == [] and (build_report(tmp_path) / "report.md").exists()
