@@ -17,9 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adaptlab.data.loading import DataError, TaskData, TaskType, load_file, load_label_names
+from adaptlab.data.loading import DataError, TaskData, load_file, load_label_names
 from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
+from adaptlab.tasks.base import list_tasks
 
 MODEL_HELP = ("Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for tests), "
               "a .gguf file or a transformers model folder.")
@@ -91,8 +92,8 @@ def data_check(
     from adaptlab.data.validation import validate
 
     try:
-        if task is not None and task not in ("classification", "generation"):
-            raise DataError(f"--task: unknown task '{task}'; use classification or generation")
+        if task is not None and task not in list_tasks():
+            raise DataError(f"--task: unknown task '{task}'; use one of {', '.join(list_tasks())}")
         names = load_label_names(labels) if labels else None
         if Path(file).is_file():
             train = load_file(file, task=task, text_field=text_field, label_field=label_field, label_names=names)

@@ -141,8 +141,10 @@ def check_prompt_format(value, owner: str) -> None:
 
 def use_chat_turn(template: PromptTemplate, prompt_format: str, task: str, has_chat_template: bool) -> PromptTemplate:
     """``template`` as the strategy will use it on this base model: in a chat turn, or as it is."""
-    if task == "chat" or prompt_format == "plain" or (prompt_format == "auto" and not has_chat_template):
-        return template
+    from adaptlab.tasks.base import get_task  # here, not above: the task types import this module
+
+    if get_task(task).conversation or prompt_format == "plain" or (prompt_format == "auto" and not has_chat_template):
+        return template  # a conversation is rendered by the chat template already
     if not has_chat_template:
         raise ValueError("prompt_format=chat: the base model has no chat template (use auto or plain)")
     return template.as_chat_turn()

@@ -45,6 +45,11 @@ JOBS = {
     "ag_news_k16": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",
                      "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0",
                      "--set", "few_shot.k=16"], None),
+    # The same >1,000-token few-shot prompts where few-shot is reached: a user asking "prompt or LoRA?"
+    # (in the full list above, the race spends the budget on LoRA and hybrid before any prompt).
+    "ag_news_k16_prompts": (["--data", "ag_news", "--strategies", "zero_shot,few_shot,lora", "--train-sizes",
+                             "64,256,1000", "--test-limit", "300", "--fragility-k", "1", "--fragility-examples",
+                             "16", "--consistency-examples", "0", "--set", "few_shot.k=16"], None),
     "banking77": (["--data", "banking77", "--train-sizes", "16,256,1000", "--test-limit", "385",
                    "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"],
                   "compare_banking77"),

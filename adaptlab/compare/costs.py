@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from adaptlab.compare.config import CompareConfig
 from adaptlab.strategies.registry import get_strategy, list_strategies, make_config, split_lr
+from adaptlab.tasks.base import get_task
 
 # The probe's GFLOP/s times this is a run's rate in the work counted here (above 1: the count is an
 # upper bound; label-tree rows share a KV cache, batches amortise the weights). Measured on a 2-core
@@ -89,13 +90,12 @@ def profile(base, splits, test, probe_gflops: float = 0.0) -> Profile:
     train = subsample(splits.train, n=min(len(splits.train), SAMPLE_ROWS), seed=0).examples
     mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
     inputs = mean([count(ex.text) for ex in rows or train])
-    labels = splits.train.labels if task == "classification" else None
+    labels = splits.train.label_set
     answers = [" " + verbalize(lab) for lab in labels] if labels else [ex.label for ex in train]
     answer_ids = [tok(a, add_special_tokens=False)["input_ids"] for a in answers]
     target = mean([len(a) for a in answer_ids]) if not labels else mean(
         [len(answer_ids[labels.index(ex.label)]) for ex in train if ex.label in labels])
     nodes = len({tuple(ids[:i + 1]) for ids in answer_ids for i in range(len(ids))}) if labels else 0
-    sample = (rows or train)[0].text
     hard = load_template(DEFAULT_TEMPLATE[task], task)
     # The text before the input is the same for every row, and scoring encodes it once per call;
     # only what follows the input is paid per row. Measured by rendering with a marker input.
@@ -167,7 +167,7 @@ class Estimator:
         # token (the decoder's 0.2 GFLOP per token is its projections); ATTENTION folds the shape in.
         ctx = self.context_tokens(strategy, settings)
         prompt = own * p.tok_gflop * (1 + ATTENTION * ctx)
-        if p.task == "classification":
+        if get_task(p.task).closed_labels:
             return prompt + p.label_nodes * p.tok_gflop + (1 + HEAD_SHARE * p.label_nodes) * p.head_gflop
         return prompt + p.gen_tokens * (p.tok_gflop + p.head_gflop) / DECODE_EFFICIENCY
 
@@ -246,11 +246,12 @@ def screen_rows(task: str, n_test: int, gap: float = 0.08, confidence: float = 0
     """Test rows a screening run scores: enough that a difference of ``gap`` between two strategies
     on the same rows is outside the noise, ``n = z^2 var / gap^2``. The variance of a paired
     per-row difference is bounded by that of one row's metric when the two strategies' rows are
-    positively correlated, as they are (the same hard rows): 0.25 for accuracy (p(1-p) at p = 0.5),
+    positively correlated, as they are (the same hard rows); the task type gives it
+    (:attr:`adaptlab.tasks.base.TaskSpec.row_variance`): 0.25 for accuracy (p(1-p) at p = 0.5),
     0.0625 for a generation metric in [0, 1] (a spread of 0.25 per row; ROUGE-L rows in the
     committed ViGGO and E2E grids spread less). At least 64 rows, at most the test set."""
     z = _z(confidence)
-    var = 0.25 if task == "classification" else 0.0625
+    var = get_task(task).row_variance
     return int(min(n_test, max(64, math.ceil(z * z * var / gap ** 2))))
 
 

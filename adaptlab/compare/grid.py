@@ -57,11 +57,14 @@ def git_commit() -> str | None:
         return None
 
 
-def plan(cfg: CompareConfig, n_train: int) -> list[RunSpec]:
-    """strategies x train sizes x seeds; a strategy that uses no train data runs once per seed."""
+def plan(cfg: CompareConfig, n_train: int, task: str | None = None) -> list[RunSpec]:
+    """strategies x train sizes x seeds; a strategy that uses no train data runs once per seed; with
+    ``task``, only the strategies that support that task type (:meth:`StrategySpec.supports`)."""
     sizes = sorted({n_train if s == "all" else min(int(s), n_train) for s in cfg.train_sizes})
     out = []
     for name in cfg.strategies:
+        if task is not None and not get_strategy(name).supports(task):
+            continue
         for seed in range(cfg.seeds):
             if not get_strategy(name).uses_train_data:
                 out.append(RunSpec(name, 0, seed))
@@ -645,7 +648,14 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
     _check_out(cfg, out)
     ctx = prepare(cfg)
     done = {r["run"]["id"]: r for r in load_results(out)}
-    specs = plan(cfg, len(ctx.splits.train))
+    specs = plan(cfg, len(ctx.splits.train), ctx.splits.task)
+    unfit = [s for s in cfg.strategies if not get_strategy(s).supports(ctx.splits.task)]
+    if unfit:
+        console.print(f"left out (they do not adapt to {ctx.splits.task} tasks): {', '.join(unfit)}")
+    if not specs:
+        from adaptlab.data.loading import DataError
+
+        raise DataError(f"{cfg.data}: no strategy of {', '.join(cfg.strategies)} supports {ctx.splits.task} tasks")
     est = Estimator(cfg, ctx.n_eval, len(ctx.labels) if ctx.labels else 0)
     for r in done.values():
         est.observe(r)

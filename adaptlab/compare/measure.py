@@ -50,7 +50,7 @@ def prepare(cfg: CompareConfig) -> Context:
         else splits.test
     base = load_base(cfg.model, device=resolve_device(cfg.device))
     before = base_reference(base) if cfg.forgetting else None
-    labels = splits.train.labels if splits.task == "classification" else None
+    labels = splits.train.label_set
     floor = baselines([ex.label for ex in splits.train.examples], [ex.label for ex in test.examples], labels) \
         if labels else None
     from adaptlab.compare.costs import profile, screen_rows
@@ -112,7 +112,7 @@ def full_row_ids(test: TaskData, part: TaskData) -> list[int]:
     index for classification, the input's first-seen index for generation and chat (rows are per
     distinct input there). Screened runs keep the full test set's ids, so their rows pair with the
     finalists' on the rows both scored."""
-    if test.task == "classification":
+    if test.spec.closed_labels:
         at = {id(ex): i for i, ex in enumerate(test.examples)}
         return [at[id(ex)] for ex in part.examples]
     from adaptlab.evaluation.generation import references_by_input
@@ -170,7 +170,7 @@ def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> 
         t3 = time.perf_counter()
         steady = consistency(art, part, cfg.consistency_samples, cfg.consistency_temperature, seed=spec.seed)
         seconds += time.perf_counter() - t3
-        scored += len(part) * (cfg.consistency_samples if ctx.splits.task != "classification" else 1)
+        scored += len(part) * (cfg.consistency_samples if not ctx.splits.train.spec.closed_labels else 1)
     ev["seconds"] += seconds
     ev["scored_examples"] += scored
     ev.update(train_quality=_quality(train_m) if train_m else None,

@@ -2,251 +2,49 @@
 
 Every problem with a file is raised as a :class:`DataError` whose message is one line naming the
 file, the line and the field, so that a user with a few thousand hand-labelled rows can fix the
-row and not guess. The checks that need the whole file (one class only, labels unseen in train)
-live in :mod:`adaptlab.data.validation`.
+row and not guess. The file's rows are read by :func:`adaptlab.data.records.read_records`; what
+each row must hold is its task type's (:meth:`adaptlab.tasks.base.TaskSpec.read`). The checks that
+need the whole file (one class only, labels unseen in train) live in :mod:`adaptlab.data.validation`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-TaskType = Literal["classification", "generation", "chat"]
-TASK_TYPES: tuple[str, ...] = ("classification", "generation", "chat")
-
-# Default column names per task type; --text-field / --label-field override them.
-DEFAULT_FIELDS: dict[str, tuple[str, str]] = {
-    "classification": ("text", "label"),
-    "generation": ("input", "target"),
-}
-CHAT_FIELD = "messages"                     # OpenAI's fine-tuning file format
-CHAT_ROLES = ("system", "user", "assistant")
-SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
-
-
-class DataError(ValueError):
-    """A problem with input data; the message is one line naming file, line and field."""
-
-    def __init__(self, message: str):
-        # Column names and values from the file may hold line breaks: keep the message one line.
-        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labelled example.
-
-    For classification ``text`` is the input and ``label`` the class name; for generation
-    ``text`` is the input and ``label`` the target text; for chat ``text`` is the conversation
-    before its last assistant turn (JSON: a list of ``{"role", "content"}``, see
-    :func:`chat_messages`) and ``label`` that last assistant turn. ``line`` is the 1-based line
-    of the source file (0 when the example did not come from a file).
-    """
-
-    text: str
-    label: str
-    line: int = 0
-
-
-@dataclass
-class TaskData:
-    """A list of examples with what is known about where they came from."""
-
-    task: TaskType
-    examples: list[Example]
-    source: str
-    label_names: list[str] | None = None  # classification: label set in a stable order
-    text_field: str = "text"
-    label_field: str = "label"
-    meta: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    @property
-    def labels(self) -> list[str]:
-        """The label set: declared names if known, else labels in order of first appearance."""
-        if self.label_names is not None:
-            return list(self.label_names)
-        return list(dict.fromkeys(ex.label for ex in self.examples))
-
-    def with_examples(self, examples: list[Example], source: str | None = None) -> "TaskData":
-        """A copy holding other examples (a split or subsample) with the same label set."""
-        return TaskData(
-            task=self.task,
-            examples=list(examples),
-            source=source or self.source,
-            label_names=self.labels if self.task == "classification" else None,
-            text_field=self.text_field,
-            label_field=self.label_field,
-            meta=dict(self.meta),
-        )
-
-
-def _where(path: Path, line: int | None) -> str:
-    return f"{path}:{line}" if line else f"{path}"
-
-
-def _read_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
-    """Return ``[(line_number, record)]`` and the column names seen (CSV header or JSON keys)."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a .jsonl, .csv or .tsv file")
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DataError(
-            f"{path}: unsupported file type '{suffix or '(none)'}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"
-        )
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path}: file is empty (no examples)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
-    if suffix in (".jsonl", ".json"):
-        return _read_jsonl(path, text)
-    return _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
-
-
-def jsonl_lines(text: str) -> list[str]:
-    """The lines of a JSON Lines text: split at "\n" only, a trailing "\r" dropped ("\r\n" files).
-
-    Not ``str.splitlines()``: it also breaks at U+2028/U+2029, \\x85, \\x0b, \\x0c and \\x1c-\\x1e,
-    which JSON allows raw inside strings, so a valid row was cut in two and the line numbers after
-    it no longer matched an editor's."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-
-
-def _read_jsonl(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
-    records: list[tuple[int, dict]] = []
-    columns: dict[str, None] = {}
-    for lineno, line in enumerate(jsonl_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        columns.update(dict.fromkeys(obj))
-        records.append((lineno, obj))
-    if not records:
-        raise DataError(f"{path}: file is empty (no examples)")
-    return records, list(columns)
-
-
-def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[tuple[int, dict]], list[str]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError(f"{path}: file is empty (no examples)") from None
-    except csv.Error as e:
-        raise DataError(f"{path}:1: malformed header: {e}") from None
-    header = [h.strip() for h in header]
-    if not any(header):
-        raise DataError(f"{path}:1: empty header row; the first line must name the columns")
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise DataError(f"{path}:1: duplicate column name(s) {', '.join(map(repr, dupes))} in header")
-    records: list[tuple[int, dict]] = []
-    while True:
-        start = reader.line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise DataError(f"{path}:{start}: malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {e}") from None
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) > len(header):
-            raise DataError(f"{path}:{start}: {len(row)} cells but the header has {len(header)} columns")
-        rec = {h: (row[i] if i < len(row) else None) for i, h in enumerate(header)}
-        records.append((start, rec))
-    if not records:
-        raise DataError(f"{path}: file has a header but no examples")
-    return records, header
-
-
-def chat_messages(example: Example) -> list[dict]:
-    """A chat example's whole conversation: the turns before the answer, then the answer."""
-    return json.loads(example.text) + [{"role": "assistant", "content": example.label}]
-
-
-def check_conversation(messages, where: str) -> list[dict]:
-    """A conversation as OpenAI's files hold it, or a one-line DataError naming the turn and field."""
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: field '{CHAT_FIELD}' must be a non-empty list of {{role, content}} objects")
-    out = []
-    for i, m in enumerate(messages):
-        at = f"{where}: {CHAT_FIELD}[{i}]"
-        if not isinstance(m, dict):
-            raise DataError(f"{at}: expected an object with 'role' and 'content', got {type(m).__name__}")
-        role, content = m.get("role"), m.get("content")
-        if role not in CHAT_ROLES:
-            raise DataError(f"{at}: unknown role {role!r}; use one of {', '.join(CHAT_ROLES)}")
-        if not isinstance(content, str):
-            raise DataError(f"{at}: field 'content' must be a string, got {type(content).__name__}")
-        if not content.strip():
-            raise DataError(f"{at}: empty content ({role})")
-        if role == "system" and i != 0:
-            raise DataError(f"{at}: a system message may only come first")
-        out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
-        raise DataError(f"{where}: no assistant turn: nothing to learn or to compare with")
-    if out[-1]["role"] != "assistant":
-        raise DataError(f"{where}: the conversation ends with a {out[-1]['role']} turn; it must end with the "
-                        f"assistant's answer")
-    return out
-
-
-def _chat_examples(path: Path, records: list[tuple[int, dict]]) -> list[Example]:
-    out = []
-    for lineno, rec in records:
-        if CHAT_FIELD not in rec:
-            present = ", ".join(repr(k) for k in rec) or "none"
-            raise DataError(f"{path}:{lineno}: missing field '{CHAT_FIELD}' (fields present: {present})")
-        msgs = check_conversation(rec[CHAT_FIELD], f"{path}:{lineno}")
-        out.append(Example(text=json.dumps(msgs[:-1], ensure_ascii=False), label=msgs[-1]["content"], line=lineno))
-    return out
+from adaptlab.data.records import (  # noqa: F401  (the data layer's public names, here as before)
+    CHAT_FIELD, CHAT_ROLES, SUPPORTED_SUFFIXES, DataError, Example, TaskData, TaskType, chat_messages,
+    check_conversation, jsonl_lines, read_records)
+from adaptlab.tasks.base import get_task, list_tasks
 
 
 def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]],
                  text_field: str | None, label_field: str | None) -> TaskType:
+    """The task type a file's columns name: under default field names, the first registered type all of
+    whose fields are present (a conversation column first: it names its task more surely than a pair),
+    then one with some of them (so that the row check names the missing field); under custom names,
+    few distinct short answers mean a closed label set."""
     cols = set(columns)
-    if text_field is None and label_field is None and CHAT_FIELD in cols:
-        return "chat"
+    specs = sorted((get_task(t) for t in list_tasks()), key=lambda s: not s.conversation)
     if text_field is None and label_field is None:
-        for task, (tf, lf) in DEFAULT_FIELDS.items():
-            if tf in cols and lf in cols:
-                return task  # type: ignore[return-value]
-        # One of the two present: pick that task so the row-level check names the missing field.
-        for task, (tf, lf) in DEFAULT_FIELDS.items():
-            if tf in cols or lf in cols:
-                return task  # type: ignore[return-value]
-        raise DataError(
-            f"{path}: cannot tell the task from the columns ({', '.join(map(repr, columns))}); expected 'text'+'label' "
-            "(classification), 'input'+'target' (generation) or 'messages' (chat), or pass "
-            "--task/--text-field/--label-field"
-        )
-    # Custom column names and no --task: few distinct short labels means classification.
-    lf = label_field or "label"
+        for spec in specs:
+            if spec.matches(cols):
+                return spec.name
+        for spec in specs:
+            if any(f in cols for f in spec.fields):
+                return spec.name
+        named = [f"{'+'.join(map(repr, get_task(t).fields))} ({t})" for t in list_tasks()]
+        expected = ", ".join(named[:-1]) + f" or {named[-1]}" if len(named) > 1 else named[0]
+        raise DataError(f"{path}: cannot tell the task from the columns ({', '.join(map(repr, columns))}); expected "
+                        f"{expected}, or pass --task/--text-field/--label-field")
+    pairs = [s for s in specs if not s.conversation and len(s.fields) == 2]
+    closed = next(s for s in pairs if s.closed_labels)
+    free = next(s for s in pairs if not s.closed_labels)
+    lf = label_field or closed.fields[1]
     values = [str(r.get(lf, "")) for _, r in records]
     distinct = len(set(values))
     short = sum(len(v.split()) for v in values) / max(1, len(values)) <= 4
-    return "classification" if short and distinct <= max(2, len(values) // 2) else "generation"
+    return closed.name if short and distinct <= max(2, len(values) // 2) else free.name
 
 
 def load_file(
@@ -262,44 +60,12 @@ def load_file(
     ``labels.json``) declares the label set: any other label is an error.
     """
     path = Path(path)
-    if task is not None and task not in TASK_TYPES:
-        raise DataError(f"unknown task '{task}'; use one of {', '.join(TASK_TYPES)}")
-    records, columns = _read_records(path)
+    if task is not None and task not in list_tasks():
+        raise DataError(f"unknown task '{task}'; use one of {', '.join(list_tasks())}")
+    records, columns = read_records(path)
     if task is None:
         task = _detect_task(path, columns, records, text_field, label_field)
-    if task == "chat":
-        return TaskData(task="chat", examples=_chat_examples(path, records), source=str(path),
-                        text_field=CHAT_FIELD, label_field=CHAT_FIELD)
-    tf = text_field or DEFAULT_FIELDS[task][0]
-    lf = label_field or DEFAULT_FIELDS[task][1]
-    known = set(label_names) if label_names is not None else None
-    examples: list[Example] = []
-    for lineno, rec in records:
-        values = []
-        for name in (tf, lf):
-            if name not in rec or rec[name] is None:
-                present = ", ".join(repr(k) for k, v in rec.items() if v is not None) or "none"
-                raise DataError(f"{path}:{lineno}: missing field '{name}' (fields present: {present})")
-            v = rec[name]
-            if not isinstance(v, str):
-                hint = "; write class names, not ids" if name == lf and task == "classification" else ""
-                raise DataError(
-                    f"{path}:{lineno}: field '{name}' must be a string, got {type(v).__name__} {v!r}{hint}"
-                )
-            if not v.strip():
-                raise DataError(f"{path}:{lineno}: field '{name}' is empty")
-            values.append(v)
-        text, label = values
-        if task == "classification":
-            label = label.strip()
-            if known is not None and label not in known:
-                raise DataError(
-                    f"{path}:{lineno}: field '{lf}': unknown label {label!r} (known: {', '.join(sorted(known))})"
-                )
-        examples.append(Example(text=text.strip(), label=label, line=lineno))
-    names = list(label_names) if (task == "classification" and label_names is not None) else None
-    return TaskData(task=task, examples=examples, source=str(path), label_names=names,
-                    text_field=tf, label_field=lf)
+    return get_task(task).read(path, records, text_field, label_field, label_names)
 
 
 def load_label_names(path: str | Path) -> list[str]:
@@ -322,9 +88,6 @@ def write_jsonl(path: str | Path, data: TaskData) -> None:
     """Write examples as JSONL with the task's default field names, atomically."""
     from adaptlab.utils import atomic_write_text
 
-    if data.task == "chat":
-        lines = [json.dumps({CHAT_FIELD: chat_messages(ex)}, ensure_ascii=False) for ex in data.examples]
-    else:
-        tf, lf = DEFAULT_FIELDS[data.task]
-        lines = [json.dumps({tf: ex.text, lf: ex.label}, ensure_ascii=False) for ex in data.examples]
+    spec = get_task(data.task)
+    lines = [json.dumps(spec.record(ex), ensure_ascii=False) for ex in data.examples]
     atomic_write_text(Path(path), "\n".join(lines) + "\n")

@@ -18,7 +18,7 @@ def _groups(data: TaskData) -> dict[str, list[Example]]:
     """Classification: one group per label. Generation: one group (inputs are kept together)."""
     groups: dict[str, list[Example]] = defaultdict(list)
     for ex in data.examples:
-        groups[ex.label if data.task == "classification" else ""].append(ex)
+        groups[ex.label if data.spec.closed_labels else ""].append(ex)
     return dict(groups)
 
 
@@ -48,7 +48,7 @@ def stratified_split(data: TaskData, fractions: dict[str, float], seed: int = 0)
     groups = _groups(data)
     for key in sorted(groups):
         members = groups[key]
-        if data.task != "classification":
+        if not data.spec.closed_labels:
             # Keep every reference of one input in the same part.
             by_input: dict[str, list[Example]] = defaultdict(list)
             for ex in members:
@@ -108,7 +108,7 @@ def subsample(data: TaskData, n: int | None = None, per_class: int | None = None
         chosen = curriculum_order(data, seed)[:n]
         tag = f"n={n}"
     else:
-        if data.task != "classification":
+        if not data.spec.closed_labels:
             raise DataError("per_class subsampling needs a classification task")
         if per_class <= 0:
             raise DataError(f"per_class must be positive, got {per_class}")

@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from adaptlab.data.loading import DataError, TaskData, chat_messages
+from adaptlab.data.records import DataError, TaskData
+from adaptlab.tasks.base import get_task
 
 IMBALANCE_RATIO = 10.0  # largest class / smallest class above which we warn
 DEFAULT_MAX_TOKENS = 512
@@ -34,21 +35,6 @@ class DataReport:
     task: str
     splits: list[SplitSummary]
     warnings: list[str] = field(default_factory=list)
-
-
-def _lengths(data: TaskData, count: Callable[[str], int], tokenizer=None) -> list[int]:
-    """Input lengths; for chat, the whole conversation as the model's chat template renders it."""
-    if data.task == "chat":
-        from adaptlab.models.runtime import ChatTemplateError, render_chat
-
-        out = []
-        for i, ex in enumerate(data.examples):
-            try:
-                out.append(count(render_chat(tokenizer, chat_messages(ex), add_generation_prompt=False)))
-            except ChatTemplateError as e:
-                raise DataError(f"{data.source}:{ex.line or i + 1}: messages: {e}") from None
-        return out
-    return [count(ex.text) for ex in data.examples]
 
 
 def _summary_stats(values: list[int]) -> dict[str, float]:
@@ -123,7 +109,8 @@ def validate(
     for name, ev in evals.items():
         if ev.task != train.task:
             raise DataError(f"{ev.source}: task is {ev.task} but the train split ({train.source}) is {train.task}")
-    if train.task == "classification":
+    spec = get_task(train.task)
+    if spec.closed_labels:
         counts = Counter(ex.label for ex in train.examples)
         if len(counts) < 2:
             only = next(iter(counts))
@@ -149,9 +136,9 @@ def validate(
     summaries = []
     for name, data in {"train": train, **evals}.items():
         warnings += _duplicates(data)
-        lengths = _lengths(data, count, tokenizer)
+        lengths = spec.input_lengths(data, count, tokenizer)
         long = [(n, ex.line) for n, ex in zip(lengths, data.examples) if n > max_tokens]
-        if long and data.task == "chat":
+        if long and spec.conversation:
             lines = ", ".join(str(line) for _, line in long[:10]) + (", ..." if len(long) > 10 else "")
             warnings.append(
                 f"{data.source}: {len(long)} conversation(s) longer than {max_tokens} {unit} would be cut: "
@@ -166,7 +153,7 @@ def validate(
         summaries.append(SplitSummary(
             name=name, source=data.source, rows=len(data),
             class_counts=dict(Counter(ex.label for ex in data.examples).most_common())
-            if data.task == "classification" else {},
+            if spec.closed_labels else {},
             length_tokens=_summary_stats(lengths), length_unit=unit, length_histogram=histogram(lengths),
         ))
     train_texts = {ex.text: ex.line for ex in train.examples}
@@ -187,13 +174,14 @@ def _duplicates(data: TaskData) -> list[str]:
     seen_text: dict[str, tuple[str, int]] = {}
     dupes: list[tuple[int, int]] = []
     conflicts: list[tuple[int, int]] = []
+    closed = get_task(data.task).closed_labels
     for ex in data.examples:
         key = (ex.text, ex.label)
         if key in seen_pair:
             dupes.append((ex.line, seen_pair[key]))
         else:
             seen_pair[key] = ex.line
-            if data.task == "classification" and ex.text in seen_text and seen_text[ex.text][0] != ex.label:
+            if closed and ex.text in seen_text and seen_text[ex.text][0] != ex.label:
                 conflicts.append((ex.line, seen_text[ex.text][1]))
             seen_text.setdefault(ex.text, (ex.label, ex.line))
     if dupes:

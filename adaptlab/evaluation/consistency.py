@@ -28,7 +28,7 @@ def consistency(artifact, data: TaskData, n: int = 4, temperature: float = 0.7, 
     if not 0 < temperature <= 2:
         raise ValueError(f"consistency: temperature={temperature}: must be in (0, 2]")
     head = {"samples": n, "temperature": temperature, "inputs": 0}
-    if artifact.task == "classification":
+    if artifact.spec.closed_labels:
         return {**head, **_labels(artifact, data, n, temperature, seed)}
     return {**head, **_texts(artifact, data, n, temperature, seed)}
 

@@ -14,7 +14,7 @@ def evaluate_zero_shot(base: BaseModel, data: TaskData, template: PromptTemplate
                        batch_size: int = 32, prompt_format: str = "auto") -> dict:
     """Accuracy, macro-F1, speed and prompt length of the base model with an instruction prompt (as a
     user turn in its chat template where it has one, unless ``prompt_format`` says plain)."""
-    if data.task != "classification":
+    if not data.spec.closed_labels:
         raise DataError(f"{data.source}: zero-shot label scoring needs a classification task, got {data.task}")
     labels = data.labels
     template = use_chat_turn(template, prompt_format, data.task, has_chat_template(base.tokenizer))

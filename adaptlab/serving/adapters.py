@@ -16,6 +16,7 @@ import torch
 
 from adaptlab.models.adaptation import Contribution
 from adaptlab.models.types import BaseModel
+from adaptlab.tasks.base import get_task
 
 BASE_WEIGHTS = "base"
 
@@ -24,7 +25,7 @@ BASE_WEIGHTS = "base"
 class ServingAdapter:
     name: str                                   # "task@version" or the base model's name
     key: str                                    # digest of the artifact ("base" for the plain model)
-    task_type: str | None                       # "classification" | "generation" | "chat" | None (plain base)
+    task_type: str | None                       # a registered task type (adaptlab.tasks), None: the plain base
     labels: list[str] | None
     label_texts: list[str] | None
     render: Callable[[list[str]], list[str]]    # inputs -> prompts
@@ -35,6 +36,21 @@ class ServingAdapter:
     artifact: object = None                     # the loaded artifact itself (kept only by the swap baseline)
     lead: object = None                         # engine.Lead: the static lead's keys/values, once built
     lead_built: bool = False                    # build_lead ran (lead may still be None: nothing to keep)
+
+    @property
+    def closed_labels(self) -> bool:
+        """Answers are labels of a set, scored (a classifier), not generated."""
+        return self.task_type is not None and get_task(self.task_type).closed_labels
+
+    @property
+    def conversation(self) -> bool:
+        """Inputs are whole conversations (a chat adaptation)."""
+        return self.task_type is not None and get_task(self.task_type).conversation
+
+    def request_input(self, messages: list[dict]) -> str:
+        """A request's turns as this adaptation's input (:meth:`adaptlab.tasks.base.TaskSpec.request_input`);
+        the server's routes and the workbench's playground share it. Not for the plain base model."""
+        return get_task(self.task_type).request_input(messages)
 
     @property
     def weights(self) -> str:
@@ -66,7 +82,7 @@ def plain_adapter(base: BaseModel, name: str | None = None) -> ServingAdapter:
 
 def from_artifact(artifact, name: str, key: str) -> ServingAdapter:
     """Reduce a loaded artifact to its per-row parts, through the adaptation protocol only."""
-    labels = artifact.labels if artifact.task == "classification" else None
+    labels = artifact.label_set
     return ServingAdapter(name=name, key=key, task_type=artifact.task, labels=labels,
                           label_texts=artifact.label_texts(), render=artifact.prompts,
                           calibrate=artifact.calibrate if artifact.calibrated else None,

@@ -70,7 +70,7 @@ def build_lead(model: torch.nn.Module, tokenizer, adapter: ServingAdapter, windo
     loses cache hits, never changes a result).
     """
     texts = list(PROBES)
-    if adapter.task_type == "chat":  # its inputs are conversations: probe with one user turn each
+    if adapter.conversation:  # its inputs are conversations: probe with one user turn each
         texts = [json.dumps([{"role": "user", "content": t}]) for t in texts]
     probes = encode_prompts(tokenizer, adapter.render(texts), max_prompt_tokens)
     ids = common_prefix(probes)[:-1]

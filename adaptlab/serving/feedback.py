@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adaptlab.data.loading import CHAT_FIELD, DEFAULT_FIELDS
+from adaptlab.data.records import Example
 from adaptlab.registry import Registry, RegistryError, check_name
+from adaptlab.tasks.base import get_task
 from adaptlab.utils import atomic_write_text
 
 
@@ -33,11 +34,9 @@ def export_feedback(registry: Registry, task: str, out: str | Path) -> dict:
             continue
         task_type = r["task_type"] or "classification"
         kinds.add(task_type)
-        if task_type == "chat":  # the conversation as asked, with the corrected (or approved) answer
-            row = {CHAT_FIELD: json.loads(r["input"]) + [{"role": "assistant", "content": answer}]}
-        else:
-            tf, lf = DEFAULT_FIELDS[task_type]
-            row = {tf: r["input"], lf: answer}
+        # The input as asked (a chat request's conversation), with the corrected (or approved) answer,
+        # as a row of the task type's own file.
+        row = get_task(task_type).record(Example(r["input"], answer))
         lines.append(json.dumps(row, ensure_ascii=False))
     if len(kinds) > 1:
         raise RegistryError(f"task {task!r} has feedback for versions of different task types "

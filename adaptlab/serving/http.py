@@ -218,7 +218,7 @@ async def log(st: ServerState, request_id: str, entry, adapter, text: str, outpu
 
 
 async def classify_texts(st: ServerState, adapter, texts: list[str]) -> list[dict]:
-    if adapter.task_type != "classification":
+    if not adapter.closed_labels:
         raise ServingError(400, "not_a_classifier", f"{adapter.name} is not a classification model")
     works = [Work("classify", adapter, t) for t in texts]
     futures = [st.service.submit(w) for w in works]

@@ -30,10 +30,10 @@ from typing import ClassVar
 import torch
 
 from adaptlab.data.loading import DataError, TaskData
-from adaptlab.evaluation.metrics import classification_metrics
 from adaptlab.models.adaptation import Contribution
 from adaptlab.prompts import PromptTemplate
 from adaptlab.strategies.registry import get_strategy
+from adaptlab.tasks.base import get_task
 from adaptlab.utils import atomic_write_json, package_versions
 
 ARTIFACT_FILE = "adaptlab_artifact.json"
@@ -74,12 +74,9 @@ def artifact_bytes(folder: Path) -> int:
 
 
 def default_decoding(train: TaskData, count_tokens) -> dict | None:
-    """Generation and chat: decode up to the longest train target plus a margin (one rule for every
-    strategy)."""
-    if train.task == "classification":
-        return None
-    longest = max(count_tokens(ex.label) for ex in train.examples)
-    return {"max_new_tokens": min(256, longest + 8), "num_beams": 1}
+    """The task type's decoding defaults for adaptations trained on ``train`` (one rule for every
+    strategy; None when answers are scored, not decoded)."""
+    return get_task(train.task).default_decoding(train, count_tokens)
 
 
 class Artifact:
@@ -99,6 +96,7 @@ class Artifact:
         self.config = config
         self.template = template
         self.task = task
+        self.spec = get_task(task)   # the task type: what a row is, how it is evaluated
         self.labels = labels
         self.metrics = dict(metrics or {})
         self.decoding = decoding or dict(DEFAULT_DECODING)
@@ -107,9 +105,9 @@ class Artifact:
 
     # -------------------------------------------------------------- the adaptation protocol
     def prompts(self, texts: list[str]) -> list[str]:
-        if self.task == "chat":  # each text is a conversation (JSON); the model's chat template renders it
+        if self.spec.conversation:  # each text is a conversation (JSON); the model's chat template renders it
             return [self.template.render(self.backend.render_chat(json.loads(t))) for t in texts]
-        labels = self.labels if self.task == "classification" else None
+        labels = self.labels if self.spec.closed_labels else None
         return [self.in_turn(self.template.render(t, labels)) for t in texts]
 
     def in_turn(self, prompt: str) -> str:
@@ -129,14 +127,19 @@ class Artifact:
     def calibrate(self, raw: torch.Tensor) -> torch.Tensor:
         return raw
 
+    @property
+    def label_set(self) -> list[str] | None:
+        """The labels answers are chosen from; None when the task's answers are free text."""
+        return self.labels if self.spec.closed_labels else None
+
     def label_texts(self) -> list[str] | None:
-        return self.template.label_texts(self.labels) if self.task == "classification" else None
+        return self.template.label_texts(self.labels) if self.spec.closed_labels else None
 
     # -------------------------------------------------------------- inference
     def raw_scores(self, texts: list[str]) -> torch.Tensor:
         """(N, L) label log-probabilities from the backend, before calibration."""
-        if self.task != "classification":
-            raise ValueError("label scores need a classification artifact")
+        if not self.spec.closed_labels:
+            raise ValueError(f"label scores need a task with a label set, not {self.task}")
         return self.backend.score(self.prompts(texts), self.label_texts())
 
     def scores(self, texts: list[str]) -> torch.Tensor:
@@ -153,7 +156,7 @@ class Artifact:
 
     def predict(self, texts: list[str]) -> list[str]:
         """Labels (always from the label set) or generated text."""
-        if self.task != "classification":
+        if not self.spec.closed_labels:
             return self.generate(texts)
         self.last_unparsed = 0
         if self.backend.supports_scores:
@@ -170,29 +173,15 @@ class Artifact:
         return self.labels[0] if self.labels else None
 
     def evaluate(self, data: TaskData, rows: bool = False) -> dict:
-        """Classification: accuracy, macro-F1. Generation and chat: ROUGE-L, exact match, chrF, embedding
-        similarity and the task's own checks (:mod:`adaptlab.evaluation.text_metrics`). Both:
+        """The task type's metrics (:meth:`adaptlab.tasks.base.TaskSpec.evaluate`; classification:
+        accuracy, macro-F1; generation and chat: ROUGE-L, exact match, chrF, embedding similarity and
+        the task's own checks, :mod:`adaptlab.evaluation.text_metrics`). Every task:
         examples/s and the mean prompt tokens per request (virtual tokens included). ``rows``: also
         each input's output and metric (``out["rows"]``), for galleries and paired comparisons."""
         if data.task != self.task:
             raise DataError(f"{data.source}: task {data.task} but the artifact is for {self.task}")
         t0 = time.perf_counter()
-        texts = [ex.text for ex in data.examples]
-        if self.task != "classification":
-            from adaptlab.evaluation.generation import references_by_input
-            from adaptlab.evaluation.text_metrics import generation_scores
-
-            texts, refs = references_by_input(data.examples)
-            pred = self.predict(texts)
-            out, per_row = generation_scores(pred, refs, inputs=texts)
-            detail = [{"id": i, "input": t, "reference": r[0], "references": len(r), "output": p, "metric": m["rouge_l"], **m}
-                      for i, (t, r, p, m) in enumerate(zip(texts, refs, pred, per_row))]
-        else:
-            pred = self.predict(texts)
-            out = classification_metrics([ex.label for ex in data.examples], pred, self.labels)
-            out["unparsed"] = self.last_unparsed
-            detail = [{"id": i, "input": ex.text, "reference": ex.label, "output": p, "metric": float(p == ex.label)}
-                      for i, (ex, p) in enumerate(zip(data.examples, pred))]
+        out, detail, texts = self.spec.evaluate(self, data)
         seconds = time.perf_counter() - t0
         out["examples_per_s"] = out["n"] / seconds if seconds else float("inf")
         out["prompt_tokens"] = self.prompt_tokens(texts[:64])

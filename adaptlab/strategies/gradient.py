@@ -130,7 +130,7 @@ class GradientStrategy(Strategy):
         torch.manual_seed(cfg.seed)  # the module's initialisation is part of the run's seed
         module = self.build(base, train_data, template).to(base.device)  # new parameters live with the model
         artifact = WeightsArtifact(self.name, base, module, self.config, template, train_data.task,
-                                   train_data.labels if train_data.task == "classification" else None, cfg.to_dict(),
+                                   train_data.label_set, cfg.to_dict(),
                                    decoding=default_decoding(train_data, _target_tokens(base)))
         result = self.train_module(artifact, train_data, dev, cfg, run_dir, resume, progress)
         artifact.metrics["train"] = result.to_dict()
@@ -144,7 +144,7 @@ class GradientStrategy(Strategy):
         items = encode(base.tokenizer, train_data, artifact.template, cfg.max_length)
         part = dev_part(dev, cfg.dev_limit, cfg.seed)
         evaluate = None
-        if part is not None and train_data.task == "classification":
+        if part is not None and train_data.spec.closed_labels:
             gold = [ex.label for ex in part.examples]
 
             def dev_accuracy() -> float:
@@ -177,4 +177,4 @@ def mean_target_nll(module, items, tokenizer, batch_size: int = 16) -> float:
 
 def init_words(data: TaskData) -> list[str]:
     """Text whose embeddings seed soft prompts and prefixes: label names, or a few targets."""
-    return data.labels if data.task == "classification" else [ex.label for ex in data.examples[:4]]
+    return data.labels if data.spec.closed_labels else [ex.label for ex in data.examples[:4]]

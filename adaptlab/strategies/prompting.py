@@ -114,7 +114,8 @@ class PromptArtifact(Artifact):
                  calibration: list[float] | None = None, metrics: dict | None = None, trace: list | None = None,
                  decoding: dict | None = None, fallback_label: str | None = None):
         super().__init__(strategy, backend, config, template, task, labels, metrics, decoding)
-        if task == "generation" and "stop" not in self.decoding:
+        if not (self.spec.closed_labels or self.spec.conversation) and "stop" not in self.decoding:
+            # a free-text answer in a plain prompt ends where the template would start the next example
             self.decoding = {**self.decoding, "stop": answer_stops(template)}
         self.exemplars = list(exemplars or [])
         self.reserve = list(reserve or [])
@@ -154,10 +155,10 @@ class PromptArtifact(Artifact):
         return out
 
     def prompts(self, texts: list[str]) -> list[str]:
-        if self.task == "chat":
+        if self.spec.conversation:
             return [self.template.render(self.backend.render_chat(with_exemplar_turns(json.loads(t), ex)))
                     for t, ex in zip(texts, self.exemplars_for(texts))]
-        labels = self.labels if self.task == "classification" else None
+        labels = self.label_set
         if self.template.chat_turn:  # a chat model is shown examples as earlier turns, not inside one message
             return [self.backend.render_chat(self.exemplar_turns(t, labels, ex))
                     for t, ex in zip(texts, self.exemplars_for(texts))]
@@ -263,7 +264,7 @@ class PromptStrategy(Strategy):
 
     def adapt(self, model, train, dev, train_config, run_dir, resume, progress) -> PromptArtifact:
         cfg = self.config
-        if cfg.calibrate and train.task != "classification":
+        if cfg.calibrate and not train.spec.closed_labels:
             raise ValueError("calibrate=True applies to classification tasks only")
         backend = as_backend(model)
         start = backend.calls
@@ -276,7 +277,7 @@ class PromptStrategy(Strategy):
 
 
 def majority_label(train: TaskData) -> str | None:
-    if train.task != "classification":
+    if not train.spec.closed_labels:
         return None
     counts: dict[str, int] = {}
     for ex in train.examples:

@@ -32,6 +32,12 @@ class StrategySpec:
     # is the training learning rate. Small on purpose: a few values that decide whether a strategy
     # loses by its defaults (full fine-tuning at an adapter's step size), not a hyperparameter search.
     search: tuple = ()
+    # The task types (adaptlab.tasks) it can adapt to; empty: every registered one. A compare plans a
+    # strategy only on data of a task type it supports.
+    tasks: tuple = ()
+
+    def supports(self, task: str) -> bool:
+        return not self.tasks or task in self.tasks
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
@@ -64,6 +70,9 @@ def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kin
         if not isinstance(variant, dict) or not variant or bad:
             raise ValueError(f"strategy {name!r}: search variant {variant!r}: not a non-empty dict of config keys"
                              + (f" (unknown: {', '.join(bad)})" if bad else ""))
+    tasks = facts.get("tasks", ())
+    if not isinstance(tasks, tuple) or not all(isinstance(t, str) and t for t in tasks):
+        raise ValueError(f"strategy {name!r}: tasks must be a tuple of task type names, got {tasks!r}")
     spec = StrategySpec(name, config_cls, strategy_cls, kind, summary, **facts)
     _REGISTRY[name] = spec
     return spec

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from adaptlab.data.loading import TaskData, chat_messages
 from adaptlab.models.runtime import render_chat
-from adaptlab.prompts import PromptTemplate, verbalize
+
+if TYPE_CHECKING:  # annotations only: the task types (which import this module) import the data layer
+    from adaptlab.data.records import TaskData
+    from adaptlab.prompts import PromptTemplate
 
 
 @dataclass(frozen=True)
@@ -68,26 +71,12 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> Encoded:
 
 
 def encode(tokenizer, data: TaskData, template: PromptTemplate, max_length: int) -> list[Encoded]:
-    """Classification targets are the verbalized label; generation targets end with EOS; chat
-    targets are every assistant turn of the conversation (:func:`encode_chat`). A template in a chat
-    turn (``prompt_format``) makes each example a one-turn conversation."""
-    if data.task == "chat":
-        return [encode_chat(tokenizer, chat_messages(ex), max_length) for ex in data.examples]
-    labels = data.labels if data.task == "classification" else None
-    if template.chat_turn:  # the prompt as a user turn, the answer as the assistant's (with its end-of-turn)
-        return [encode_chat(tokenizer, [{"role": "user", "content": template.render(ex.text, labels)},
-                                        {"role": "assistant", "content": verbalize(ex.label) if labels else ex.label}],
-                            max_length) for ex in data.examples]
-    out = []
-    for ex in data.examples:
-        prompt = tokenizer(template.render(ex.text, labels))["input_ids"]
-        if data.task == "classification":
-            target = tokenizer(template.label_prefix + verbalize(ex.label), add_special_tokens=False)["input_ids"]
-        else:
-            target = tokenizer(template.label_prefix + ex.label, add_special_tokens=False)["input_ids"]
-            target = target[: max_length - 2] + [tokenizer.eos_token_id]
-        out.append(Encoded(fit_length(prompt, target, max_length), target))
-    return out
+    """Each example as prompt and target ids, as its task type encodes it
+    (:meth:`adaptlab.tasks.base.TaskSpec.encode`): classification targets are the verbalized label,
+    generation targets end with EOS, chat targets are every assistant turn (:func:`encode_chat`)."""
+    from adaptlab.tasks.base import get_task  # here, not above: the task types import this module
+
+    return get_task(data.task).encode(tokenizer, data, template, max_length)
 
 
 def bucketed_batches(items: list[Encoded], batch_size: int, bucket_size: int, seed: int) -> list[list[int]]:

@@ -7,7 +7,6 @@ import pytest
 from jinja2 import TemplateError
 
 from adaptlab.data.loading import DataError, TaskData
-from adaptlab.data.validation import _lengths
 from adaptlab.models.runtime import ChatTemplateError, render_chat
 from adaptlab.serving.routes.openai import chat_prompt
 from adaptlab.serving.service import ServingError
@@ -37,4 +36,4 @@ def test_a_refused_conversation_is_one_clear_error_everywhere(tmp_path):
 
     data = TaskData("chat", [Example(json.dumps(msgs), "hello", line=7)], str(tmp_path / "talk.jsonl"))
     with pytest.raises(DataError, match=r"talk.jsonl:7: messages: the model's chat template refuses"):
-        _lengths(data, len, NoSystem())
+        data.spec.input_lengths(data, len, NoSystem())  # the chat task type's lengths (data check)

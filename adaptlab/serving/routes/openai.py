@@ -77,8 +77,8 @@ async def completions(body: CompletionRequest, request: Request, scope: list[str
     a = _Answer(st, entry, adapter, body.model, chat=False, n=_n(st, body), stops=_stops(body),
                 sampling=_sampling(body, body.logprobs))
     text = prompts[0]
-    if adapter.task_type == "chat":  # a prompt to a chat adaptation is one user turn
-        text = json.dumps([{"role": "user", "content": text}], ensure_ascii=False)
+    if adapter.task_type is not None:  # a prompt is one user turn (a chat adaptation sees it as a conversation)
+        text = adapter.request_input([{"role": "user", "content": text}])
     return await complete(a, text, body.max_tokens, body.stream)
 
 
@@ -90,19 +90,17 @@ async def chat(body: ChatRequest, request: Request, scope: list[str] | None = Sc
         raise ServingError(400, "invalid_request", "top_logprobs: needs logprobs=true")
     stops = _stops(body)
     tokenizer = st.service.base.tokenizer
-    if adapter.task_type in (None, "chat"):
+    if adapter.task_type is None or adapter.conversation:
         rendered = chat_prompt(tokenizer, body.messages)  # a template that refuses the turns: 400 now, not in a batch
     if adapter.task_type is None:  # the plain base model: the whole conversation, in its chat format
         text = rendered
         if not has_chat_template(tokenizer):  # a plain transcript: the next "user:" line ends the turn
             stops = stops + ["\nuser:"]
-    elif adapter.task_type == "chat":  # a chat adaptation sees the whole conversation, rendered as in training
-        text = json.dumps([{"role": m.role, "content": m.content} for m in body.messages], ensure_ascii=False)
-    else:  # a single-input adaptation answers the last user message through its own template
-        users = [m.content for m in body.messages if m.role == "user"]
-        if not users:
-            raise ServingError(400, "invalid_request", "messages: no user message")
-        text = users[-1]
+    else:  # a chat adaptation sees the whole conversation; a single-input one, the last user message
+        try:
+            text = adapter.request_input([{"role": m.role, "content": m.content} for m in body.messages])
+        except ValueError as e:
+            raise ServingError(400, "invalid_request", str(e)) from None
     a = _Answer(st, entry, adapter, body.model, chat=True, n=_n(st, body), stops=stops,
                 sampling=_sampling(body, (body.top_logprobs or 0) if body.logprobs else None))
     return await complete(a, text, body.max_tokens, body.stream)
@@ -202,7 +200,7 @@ class _Answer:
 
 async def complete(a: _Answer, text: str, max_tokens: int | None, stream: bool):
     check_text(a.st, text, "messages" if a.chat else "prompt")
-    if a.adapter.task_type == "classification":  # the answer is a label, always one of the label set
+    if a.adapter.closed_labels:  # the answer is a label, always one of the label set
         return await _label_answer(a, text, stream)
     a.stops = a.stops + [s for s in a.adapter.decoding.get("stop", []) if s not in a.stops]  # the answer's own end
     limit = max_new(a.st, max_tokens, a.adapter)

@@ -15,14 +15,14 @@ class FewShotStrategy(PromptStrategy):
         template = cfg.template_for(train.task, backend)
         if "examples" not in template.fields:
             raise ValueError(f"few_shot: template '{template.name}' has no {{examples}} placeholder")
-        labels = train.labels if train.task == "classification" else None
+        labels = train.label_set
         if cfg.selection == "nearest":
             pool_data = subsample(train, n=cfg.pool_size, seed=cfg.seed) if len(train) > cfg.pool_size else train
             pool = pairs(pool_data.examples)
             emb = backend.embed([x for x, _ in pool])
             return PromptArtifact(self.name, backend, cfg, template, train.task, labels, selection="nearest",
                                   k=cfg.k, pool=pool, pool_embeddings=emb, **common)
-        select = select_balanced if cfg.selection == "balanced" and train.task == "classification" else select_random
+        select = select_balanced if cfg.selection == "balanced" and train.spec.closed_labels else select_random
         chosen = select(train, cfg.k, cfg.seed)
         rest = [ex for ex in train.examples if ex not in chosen]
         reserve = select_random(TaskData(train.task, rest, train.source, train.label_names), cfg.k, cfg.seed + 1) \

@@ -79,7 +79,7 @@ class HybridStrategy(GradientStrategy):
 
     def _few_shot(self, base, art1: WeightsArtifact, train_data, dev, cfg) -> WeightsArtifact:
         """The fine-tuned model with k exemplars fixed in its prompt (braces escaped: they are data)."""
-        clf = train_data.task == "classification"
+        clf = train_data.spec.closed_labels
         chosen = (select_balanced if clf else select_random)(train_data, self.config.k, cfg.seed)
         frame = dataclasses.replace(art1.template, name=self.name)  # stage 1's frame, in a chat turn where stage 1 trained in one
         shots = "".join(PromptTemplate(frame.name, "{text}", example_format=_example_format(frame.template))

@@ -89,7 +89,7 @@ class PromptSearchStrategy(PromptStrategy):
         allowing, a bootstrapped set. Returns (candidates, instruction count, exemplar set count)."""
         cfg = self.config
         frame = cfg.template_for(train.task, backend)
-        clf = train.task == "classification"
+        clf = train.spec.closed_labels
         labels = train.labels if clf else None
         instructions = self.instructions(train.task) if "instruction" in frame.fields else [frame.instruction]
 
@@ -161,7 +161,7 @@ class PromptSearchStrategy(PromptStrategy):
     @staticmethod
     def _score(art: PromptArtifact, part) -> float:
         """Sum of the per-example metric (accuracy or ROUGE-L) of ``art`` on ``part``."""
-        if art.task == "classification":
+        if art.spec.closed_labels:
             pred = art.predict([ex.text for ex in part])
             return float(sum(p == ex.label for p, ex in zip(pred, part)))
         out = art.predict([ex.text for ex in part])

@@ -10,4 +10,4 @@ class ZeroShotStrategy(PromptStrategy):
 
     def search(self, backend, train, dev, common) -> PromptArtifact:
         return PromptArtifact(self.name, backend, self.config, self.config.template_for(train.task, backend), train.task,
-                              train.labels if train.task == "classification" else None, **common)
+                              train.label_set, **common)

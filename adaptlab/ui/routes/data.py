@@ -101,7 +101,7 @@ def check(st: UiState, source: str) -> dict:
         return {"label": label, "errors": [shown(str(e))]}
     return {"label": label, "errors": [], "task": report.task, "warnings": [shown(w) for w in report.warnings],
             "splits": [{**s.__dict__, "source": shown(s.source)} for s in report.splits],
-            "labels": splits.train.labels if report.task == "classification" else None}
+            "labels": splits.train.label_set}
 
 
 @router.get("/ui/data/check")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from adaptlab.registry import RegistryError, check_name
 from adaptlab.serving.service import ServingError
+from adaptlab.tasks.base import get_task
 from adaptlab.ui.routes import guard
 from adaptlab.ui.security import ui_state
 from adaptlab.ui.state import UiError, UiState
@@ -86,18 +87,19 @@ def answer(st: UiState, ref: str, body: PlayRequest) -> dict:
     except ServingError as e:
         return {"model": ref, "error": e.message}
     msgs = parse_conversation(body.input) if body.conversation else [{"role": "user", "content": body.input}]
-    if adapter.task_type == "chat":
-        text = json.dumps(msgs, ensure_ascii=False)
-    elif adapter.task_type is None:  # the base model: the conversation in its chat format, or the text as it is
+    if adapter.task_type is not None:  # the server's rule (ServingAdapter.request_input)
+        try:
+            text = adapter.request_input(msgs)
+        except ValueError as e:
+            return {"model": ref, "error": str(e)}
+    else:  # the base model: the conversation in its chat format, or the text as it is
         try:
             text = render_chat(service.base.tokenizer, msgs) if body.conversation else body.input
         except ChatTemplateError as e:
             return {"model": ref, "error": f"messages: {e}"}
-    else:
-        text = [m["content"] for m in msgs if m["role"] == "user"][-1]
     t0 = time.perf_counter()
     out = {"model": ref, "name": adapter.name, "task_type": adapter.task_type or "base", "kind": adapter.kind}
-    if adapter.task_type == "classification":
+    if adapter.closed_labels:
         scores = service.classify(adapter, [text])[0]
         probs = torch.softmax(scores.double(), dim=-1).tolist()
         ranked = sorted(zip(adapter.labels, probs), key=lambda x: -x[1])
@@ -139,7 +141,7 @@ async def rate(request: Request, body: Rating):
     if req is None:
         raise UiError(404, f"unknown request id {body.request_id!r}")
     correction = body.correction.strip() if body.correction and body.correction.strip() else None
-    if correction is not None and req["task_type"] == "classification":
+    if correction is not None and req["task_type"] and get_task(req["task_type"]).closed_labels:
         from adaptlab.strategies.base import read_artifact_meta
 
         labels = read_artifact_meta(reg.get(req["task"], req["version"]).path).get("labels") or []

@@ -1,0 +1,38 @@
+"""Classification: ``{"text", "label"}`` rows; answers come from the label set and are scored, not
+generated; accuracy and macro-F1 over the declared labels."""
+
+from __future__ import annotations
+
+from adaptlab.data.records import DataError
+from adaptlab.evaluation.metrics import classification_metrics
+from adaptlab.prompts import verbalize
+from adaptlab.tasks.pairs import InputAnswerTask
+
+
+class ClassificationTask(InputAnswerTask):
+    name = "classification"
+    summary = "one label from a fixed set per input, scored over the labels (accuracy, macro-F1)"
+    fields = ("text", "label")
+    closed_labels = True
+    metric = "accuracy"
+
+    def clean_answer(self, path, lineno, field, label, known):
+        label = label.strip()
+        if known is not None and label not in known:
+            raise DataError(f"{path}:{lineno}: field '{field}': unknown label {label!r} (known: {', '.join(sorted(known))})")
+        return label
+
+    def type_hint(self, field: str) -> str:
+        return "; write class names, not ids" if field == "answer" else ""
+
+    def answer_text(self, example) -> str:
+        return verbalize(example.label)
+
+    def evaluate(self, artifact, data):
+        texts = [ex.text for ex in data.examples]
+        pred = artifact.predict(texts)
+        out = classification_metrics([ex.label for ex in data.examples], pred, artifact.labels)
+        out["unparsed"] = artifact.last_unparsed
+        detail = [{"id": i, "input": ex.text, "reference": ex.label, "output": p, "metric": float(p == ex.label)}
+                  for i, (ex, p) in enumerate(zip(data.examples, pred))]
+        return out, detail, texts
