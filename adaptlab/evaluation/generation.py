@@ -9,6 +9,7 @@ import torch
 
 from adaptlab.evaluation.text_metrics import chrf, generation_scores  # noqa: F401  (chrf: public here too)
 from adaptlab.models.decoding import GREEDY, Sampling, beam_search, decode
+from adaptlab.models.arch import arch_facts
 from adaptlab.models.runtime import as_lm, encode_prompts, length_batches, module_device
 
 
@@ -34,7 +35,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num
     ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     out: list[list[int]] = [[] for _ in prompts]
     if num_beams == 1:
-        window = getattr(lm.hf_model().config, "sliding_window", None)
+        window = arch_facts(lm.hf_model()).sliding_window
         extra = max_new_tokens + lm.n_virtual
         for rows in length_batches([len(p) for p in ids], batch_size, window, extra):
             per_row = [sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + i)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from adaptlab.models.arch import arch_facts
 from adaptlab.models.label_tree import LabelTrie, label_continuations
 from adaptlab.models.runtime import (as_lm, common_prefix, encode_labels, encode_prompts, length_batches,
                                      module_device, pad_id, repeat_cache, right_pad, target_logprobs)
@@ -52,7 +53,7 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     if shared:  # encoded once for the whole call
         s_cache, s_mask, _ = lm.start(torch.tensor([shared], device=device),
                                       torch.ones(1, len(shared), dtype=torch.long, device=device))
-    window = getattr(config, "sliding_window", None)
+    window = arch_facts(config).sliding_window
     extra = max(len(x) for x in label_ids) + len(shared) + lm.n_virtual
     for rows in length_batches([len(p) - len(shared) for p in prompt_ids], batch_size, window, extra):
         check_deadline()  # a compare's time limit (adaptlab.utils.time_limit)

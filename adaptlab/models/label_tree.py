@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from adaptlab.models.arch import FULL_ATTENTION, SLIDING_ATTENTION, arch_facts
+
 
 def _padded(rows: list[list[int]], device) -> torch.Tensor:
     out = torch.full((len(rows), max([len(r) for r in rows] + [1])), -1, dtype=torch.long)
@@ -89,18 +91,19 @@ def label_continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window:
     neg = torch.finfo(dtype).min
     node_ok = trie.anc.unsqueeze(0).expand(B, N, N)
     masks = {}
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    facts = arch_facts(config)
+    types = list(facts.layer_types)
     for kind in set(types):
         layer = cache.layers[types.index(kind)]
         kept = layer.keys.shape[-2]                     # a sliding-window layer keeps only its last slots
         slot_pos = torch.arange(C - kept, C, device=device)
         ok = cmask[:, C - kept:].bool().unsqueeze(1).expand(B, N, kept)
-        if kind == "sliding_attention" and window:
+        if kind == SLIDING_ATTENTION and window:
             ok = ok & (pos.unsqueeze(2) - slot_pos.view(1, 1, -1) < window)
         allowed = torch.cat([ok, node_ok], dim=2)                           # (B, N, kept + N)
         masks[kind] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, neg).unsqueeze(1)
     # Models with several attention kinds (Gemma 3) take a mask per kind; the others one mask.
-    mask_arg = masks if getattr(config, "layer_types", None) else masks["full_attention"]
+    mask_arg = masks if facts.per_kind_masks else masks[FULL_ATTENTION]
     h = lm.extend(trie.token.expand(B, N), mask_arg, pos, cache)            # (B, N, H)
     if logp0 is not None:
         return top1_totals(lm, trie, h, logp0, first, n_labels, rows_per_pass)

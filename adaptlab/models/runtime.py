@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from adaptlab.models.arch import arch_facts
 from adaptlab.models.types import ChatTemplateError
 
 
@@ -51,7 +52,7 @@ def project(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
     logits = model.get_output_embeddings()(hidden)
-    cap = getattr(model.config, "final_logit_softcapping", None)
+    cap = arch_facts(model.config).logit_softcap
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits

@@ -27,6 +27,7 @@ import json
 import torch
 
 from adaptlab.models.adaptation import AdaptedLM, Contribution
+from adaptlab.models.arch import arch_facts
 from adaptlab.models.decoding import Decoded, Sampling, decode
 from adaptlab.models.label_tree import LabelTrie, label_continuations
 from adaptlab.models.runtime import common_prefix, encode_labels, encode_prompts, pad_id, right_pad
@@ -140,7 +141,7 @@ def classify_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], adapter
     total = logp0[:, first].clone()                                                 # (B, U)
     trie = LabelTrie(label_ids, device)
     if trie.n:
-        window = getattr(lm.model.config, "sliding_window", None)
+        window = arch_facts(lm.model).sliding_window
         total += label_continuations(lm, trie, cache, cmask, window, rows_per_pass, len(label_ids), device)
     return [total[r, cols].cpu() for r, cols in enumerate(row_cols)]
 

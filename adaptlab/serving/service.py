@@ -19,6 +19,7 @@ import time
 import torch
 
 from adaptlab.evaluation.generation import cut_at_stop
+from adaptlab.models.arch import arch_facts
 from adaptlab.models.decoding import GREEDY, Sampling
 from adaptlab.models.types import BaseModel
 from adaptlab.registry import Entry, Registry, RegistryError
@@ -90,7 +91,7 @@ class Service:
         self.plain = plain_adapter(base)
         self.cache: collections.OrderedDict[str, ServingAdapter] = collections.OrderedDict()
         self.queue: queue.Queue[Work] = queue.Queue()
-        self.window = getattr(base.model.config, "sliding_window", None)
+        self.window = arch_facts(base.model).sliding_window
         self._stop = threading.Event()
         self.batches = 0
         self.worker = threading.Thread(target=self._run, name="adaptlab-batcher", daemon=True)

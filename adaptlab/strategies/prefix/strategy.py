@@ -16,15 +16,14 @@ from safetensors.torch import load_file, save_file
 
 from adaptlab.models.adaptation import AdapterModule, Contribution
 from adaptlab.models.runtime import cache_of, decoder
+from adaptlab.models.arch import arch_facts
 from adaptlab.prompts import verbalize
 from adaptlab.strategies.gradient import GradientStrategy, init_words
 
 
 def kv_shape(config) -> tuple[int, int, int]:
     """(layers, kv_heads, head_dim) of a decoder config."""
-    heads = config.num_attention_heads
-    return (config.num_hidden_layers, getattr(config, "num_key_value_heads", heads),
-            getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return arch_facts(config).kv_shape
 
 
 class PrefixModule(AdapterModule):
