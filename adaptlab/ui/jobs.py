@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptlab.compare.config import parse_budget
+from adaptlab.models.registry import list_models
 from adaptlab.ui.state import UiError, UiState, check_id
 from adaptlab.utils import atomic_write_json
 
-MODELS = ("gemma-3-270m", "smollm2-135m-instruct", "tiny", "tiny-llama")
+MODELS = tuple(list_models())  # the named base models (adaptlab/models/known.py)
 
 
 @dataclass
