@@ -5,6 +5,7 @@ import torch
 
 from adaptlab.data.loading import Example, TaskData
 from adaptlab.models.base import FingerprintMismatch
+from adaptlab.models.registry import list_models, resolve_model
 from adaptlab.models.tiny import build_tiny
 from adaptlab.strategies import Artifact, ArtifactError, get_strategy, list_strategies, make_config
 from adaptlab.training import TrainConfig
@@ -18,7 +19,9 @@ TINY_LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 1e-2, "hybrid": 1e-2, "pref
 GRADIENT = list_strategies("gradient")
 
 
-ARCHS = ["gemma", "llama"]  # the real base model's family and the second family's (SmolLM2)
+# Every architecture a tiny test model is registered for (models/known.py): the real base model's
+# family and the second family's (SmolLM2); a new one joins the matrix by its registration.
+ARCHS = [resolve_model(n).tiny_arch for n in list_models() if resolve_model(n).tiny_arch]
 
 
 def fit(name, steps, base=None, arch="gemma", **cfg):
