@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/adaptlab demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 clean:

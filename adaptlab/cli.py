@@ -449,8 +449,7 @@ def compare_cmd(
 def _strategy_overrides(set_: list[str]) -> tuple[dict, dict]:
     """``--set strategy.key=value`` -> (settings per strategy, epochs per strategy), each strategy's
     settings checked against its config now rather than at run 7 ("lr" goes to the training config)."""
-    from adaptlab.strategies.registry import split_lr
-    from adaptlab.strategies.registry import make_config
+    from adaptlab.strategies.registry import make_config, split_lr
 
     settings: dict = {}
     strategy_epochs: dict = {}

@@ -7,13 +7,17 @@
 Arguments: dataset, strategy@train_size list, test rows. Prints the profile of the rows, then per run
 its measured fit and scoring seconds beside the prior estimate (ratio 1: the prior is right).
 """
-import time, sys
+import sys
+import time
+
 from adaptlab.utils import set_torch_threads
+
 set_torch_threads()
 from adaptlab.compare import CompareConfig
-from adaptlab.compare.measure import prepare, run_one
 from adaptlab.compare.costs import Estimator
 from adaptlab.compare.grid import RunSpec
+from adaptlab.compare.measure import prepare, run_one
+
 data = sys.argv[1]; specs = sys.argv[2].split(",")
 cfg = CompareConfig(data=data, strategies=["zero_shot","few_shot","prompt_search","soft_prompt","prefix","lora","full","hybrid"], train_sizes=[32], test_limit=int(sys.argv[3]), forgetting=False, strategy_settings={"prompt_search":{"budget_calls":120}})
 ctx = prepare(cfg)

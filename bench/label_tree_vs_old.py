@@ -6,12 +6,17 @@
 Prints seconds per example for both, and the largest score difference against the old scorer
 and against the naive one-pass-per-label reference (first 2 prompts).
 """
-import sys, time, importlib.util, torch
+import importlib.util
+import sys
+import time
+
+import torch
 
 from adaptlab.data.named import load_task
+from adaptlab.evaluation import scoring as new
 from adaptlab.models.base import load_base
 from adaptlab.prompts import DEFAULT_CLASSIFICATION as T
-from adaptlab.evaluation import scoring as new
+
 spec = importlib.util.spec_from_file_location("old", "/tmp/scoring_old.py"); old = importlib.util.module_from_spec(spec); sys.modules["old"] = old; spec.loader.exec_module(old)
 torch.set_num_threads(2)
 s = load_task("banking77"); b = load_base("gemma-3-270m")

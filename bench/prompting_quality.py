@@ -30,7 +30,14 @@ from adaptlab.data.splits import subsample
 from adaptlab.evaluation.metrics import classification_metrics
 from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies import get_strategy, make_config
-from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
+from adaptlab.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    machine_info,
+    package_versions,
+    provenance_lines,
+    set_torch_threads,
+)
 
 
 def configs(search_budget: int, ks: list[int], search_set: dict) -> list[tuple[str, str, dict]]:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions
+from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions, provenance_lines
 
 TESTS = ["tests/test_reliability.py", "tests/serving/test_registry.py::test_killed_writer_leaves_a_consistent_index",
          "tests/serving/test_registry.py::test_two_processes_registering_at_once",

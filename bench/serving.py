@@ -34,7 +34,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -50,7 +49,7 @@ from adaptlab.models.base import load_base, resolve_device
 from adaptlab.registry import Registry
 from adaptlab.strategies import get_strategy, make_config
 from adaptlab.training import TrainConfig
-from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions
+from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions, provenance_lines
 
 ADAPTATIONS = [  # (task name, strategy, config overrides)
     ("lora-a", "lora", {"r": 8}),
@@ -278,7 +277,7 @@ def main() -> None:
           f"{m['ok']}/{m['requests']} |", "",
           f"**Ratio mixed / swap: {ratio:.2f}x** ({ratio_nocache:.2f}x without the prompt cache). Same label as "
           f"swap on {same}/{len(jobs)} requests ({same_nocache}/{len(jobs)} without the cache).", "",
-          f"### Bounded load test (mixed mode)", "",
+          "### Bounded load test (mixed mode)", "",
           f"{load_out['requests']} requests (9 in 10 classify over the 8 adaptations, 1 in 10 an 8-token completion "
           f"on the base model), {args.load_concurrency} concurrent clients, {wall:.0f} s: "
           f"statuses {statuses}, lost {load_out['lost']}, 5xx {load_out['server_errors']}; "

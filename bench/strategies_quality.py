@@ -25,7 +25,14 @@ from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies import get_strategy, list_strategies, make_config
 from adaptlab.strategies.base import artifact_bytes
 from adaptlab.training import TrainConfig
-from adaptlab.utils import provenance_lines, atomic_write_json, atomic_write_text, machine_info, package_versions, set_torch_threads
+from adaptlab.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    machine_info,
+    package_versions,
+    provenance_lines,
+    set_torch_threads,
+)
 
 
 def _write(out: Path, meta: dict, records: list[dict]) -> None:

@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from adaptlab.data.named import load_task
 from adaptlab.data.splits import subsample
 from adaptlab.evaluation.scoring import score_labels

@@ -63,7 +63,6 @@ def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: st
 
 def hf_route(base, train, strategy, config, cfg):
     """transformers Trainer + PEFT, as the docs teach it; returns (train seconds, our Artifact)."""
-    import torch
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 

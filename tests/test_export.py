@@ -8,7 +8,7 @@ from adaptlab.cli import app
 from adaptlab.export import ExportError, export
 from adaptlab.models.tiny import build_tiny
 from adaptlab.strategies import Artifact
-from tests.serving.kit import ECHO, FOOD, MOOD, build
+from tests.serving.kit import FOOD, MOOD, build
 
 IDS_TEXT = "Text: item pear\nCategory:"
 

@@ -254,8 +254,7 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monke
     from adaptlab.data.loading import Example, TaskData
     from adaptlab.models.tiny import build_tiny
     from adaptlab.strategies import get_strategy, make_config
-    from adaptlab.training import TrainConfig
-    from adaptlab.training import loop
+    from adaptlab.training import TrainConfig, loop
 
     data = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(
         [("apple", "fruit"), ("kale", "veg"), ("pear", "fruit"), ("leek", "veg")])], "m", label_names=["fruit", "veg"])

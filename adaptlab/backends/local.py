@@ -8,8 +8,15 @@ from adaptlab.backends.base import Backend
 from adaptlab.evaluation.generation import generate
 from adaptlab.evaluation.scoring import score_labels
 from adaptlab.models.decoding import Sampling
-from adaptlab.models.runtime import (as_lm, encode_prompts, has_chat_template, module_device, pad_id,
-                                     render_chat, right_pad)
+from adaptlab.models.runtime import (
+    as_lm,
+    encode_prompts,
+    has_chat_template,
+    module_device,
+    pad_id,
+    render_chat,
+    right_pad,
+)
 
 
 class LocalBackend(Backend):

@@ -13,8 +13,18 @@ import json
 from pathlib import Path
 
 from adaptlab.data.records import (  # noqa: F401  (the data layer's public names, here as before)
-    CHAT_FIELD, CHAT_ROLES, SUPPORTED_SUFFIXES, DataError, Example, TaskData, TaskType, chat_messages,
-    check_conversation, jsonl_lines, read_records)
+    CHAT_FIELD,
+    CHAT_ROLES,
+    SUPPORTED_SUFFIXES,
+    DataError,
+    Example,
+    TaskData,
+    TaskType,
+    chat_messages,
+    check_conversation,
+    jsonl_lines,
+    read_records,
+)
 from adaptlab.tasks.base import get_task, list_tasks
 
 

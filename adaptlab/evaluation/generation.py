@@ -8,8 +8,8 @@ import dataclasses
 import torch
 
 from adaptlab.evaluation.text_metrics import chrf, generation_scores  # noqa: F401  (chrf: public here too)
-from adaptlab.models.decoding import GREEDY, Sampling, beam_search, decode
 from adaptlab.models.arch import arch_facts
+from adaptlab.models.decoding import GREEDY, Sampling, beam_search, decode
 from adaptlab.models.runtime import as_lm, encode_prompts, length_batches, module_device
 
 

@@ -15,8 +15,18 @@ import torch
 
 from adaptlab.models.arch import arch_facts
 from adaptlab.models.label_tree import LabelTrie, label_continuations
-from adaptlab.models.runtime import (as_lm, common_prefix, encode_labels, encode_prompts, length_batches,
-                                     module_device, pad_id, repeat_cache, right_pad, target_logprobs)
+from adaptlab.models.runtime import (
+    as_lm,
+    common_prefix,
+    encode_labels,
+    encode_prompts,
+    length_batches,
+    module_device,
+    pad_id,
+    repeat_cache,
+    right_pad,
+    target_logprobs,
+)
 from adaptlab.utils import check_deadline
 
 

@@ -24,9 +24,8 @@ from typing import Callable
 
 import torch
 
-from adaptlab.models.types import (  # noqa: F401  (re-exported: the loader's errors and checks)
-    BaseModel, FingerprintMismatch, ModelError, check_fingerprint, make_fingerprint)
 from adaptlab.models.registry import list_models, resolve_model
+from adaptlab.models.types import BaseModel, FingerprintMismatch, ModelError, check_fingerprint, make_fingerprint  # noqa: F401  (re-exported: the loader's errors and checks)
 from adaptlab.utils import atomic_write_json, package_versions, sha256_file
 
 DEFAULT_MODEL = "gemma-3-270m"   # named models, their aliases and weights: models/registry.py, models/known.py

@@ -15,7 +15,6 @@ import torch
 from adaptlab.models.runtime import pad_id, right_pad
 from adaptlab.utils import check_deadline
 
-
 END_OF_TURN = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")  # chat templates' end-of-turn tokens
 
 

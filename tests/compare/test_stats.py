@@ -3,8 +3,7 @@
 import numpy as np
 
 from adaptlab.compare.baselines import baselines, imbalanced, ranking_metric
-from adaptlab.compare.stats import (Statistic, above_baseline, binom_two_sided, compare_runs, mcnemar_exact,
-                                    row_key)
+from adaptlab.compare.stats import Statistic, above_baseline, binom_two_sided, compare_runs, mcnemar_exact, row_key
 from adaptlab.evaluation.metrics import classification_metrics
 
 from .synthetic import rec, rows_of

@@ -2,8 +2,15 @@
 
 import pytest
 
-from adaptlab.evaluation.text_metrics import (JUDGE_RUBRIC, generation_scores, json_metrics, rouge_l, slot_error_rate,
-                                              slot_errors, slots)
+from adaptlab.evaluation.text_metrics import (
+    JUDGE_RUBRIC,
+    generation_scores,
+    json_metrics,
+    rouge_l,
+    slot_error_rate,
+    slot_errors,
+    slots,
+)
 
 
 def test_rouge_l_is_the_reference_implementations():

@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from adaptlab.models import base as mb
-from adaptlab.models.base import (FingerprintMismatch, ModelError, check_fingerprint, load_base, materialize,
-                                  model_info, save_base)
+from adaptlab.models.base import (
+    FingerprintMismatch,
+    ModelError,
+    check_fingerprint,
+    load_base,
+    materialize,
+    model_info,
+    save_base,
+)
 from adaptlab.models.tiny import build_tiny
 
 

@@ -3,11 +3,18 @@
 import pytest
 import torch
 
+from adaptlab.models.adaptation import Contribution
 from adaptlab.models.tiny import build_tiny
 from adaptlab.serving.adapters import from_artifact, plain_adapter
-from adaptlab.models.adaptation import Contribution
-from adaptlab.serving.engine import build_lead, classify_rows, encode_rows, generate_rows, mixed_lm, plan_batches
-from adaptlab.serving.engine import with_leads
+from adaptlab.serving.engine import (
+    build_lead,
+    classify_rows,
+    encode_rows,
+    generate_rows,
+    mixed_lm,
+    plan_batches,
+    with_leads,
+)
 from adaptlab.strategies import Artifact
 
 from .kit import KINDS, TEXTS, build_all

@@ -171,9 +171,9 @@ def test_a_hard_prompt_answer_ends_where_the_next_exemplar_would_start():
     """Found by the ViGGO gallery: few-shot answers ran on into 'Input: ... Output: ...'."""
     from adaptlab.data.loading import Example, TaskData
     from adaptlab.models.tiny import build_tiny
+    from adaptlab.prompts import BUILTIN_TEMPLATES
     from adaptlab.strategies import get_strategy, make_config
     from adaptlab.strategies.prompting import answer_stops
-    from adaptlab.prompts import BUILTIN_TEMPLATES
 
     assert answer_stops(BUILTIN_TEMPLATES["generation"]["input-output"]) == ["\nInput:"]
     assert answer_stops(BUILTIN_TEMPLATES["chat"]["conversation"]) == []

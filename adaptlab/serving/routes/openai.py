@@ -14,12 +14,21 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from adaptlab.serving.http import Scope, ServerState, adapter_for, allowed, check_text, classify_texts, log, max_new
-from adaptlab.serving.http import state
-from adaptlab.serving.schemas import ChatRequest, ClassifyRequest, CompletionRequest
+from adaptlab.evaluation.generation import cut_at_stop
 from adaptlab.models.decoding import GREEDY, Sampling
 from adaptlab.models.runtime import ChatTemplateError, has_chat_template, render_chat
-from adaptlab.evaluation.generation import cut_at_stop
+from adaptlab.serving.http import (
+    Scope,
+    ServerState,
+    adapter_for,
+    allowed,
+    check_text,
+    classify_texts,
+    log,
+    max_new,
+    state,
+)
+from adaptlab.serving.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from adaptlab.serving.service import ServingError, Work
 
 router = APIRouter()

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adaptlab.models.adaptation import AdapterModule, Contribution
-from adaptlab.models.runtime import cache_of, decoder
 from adaptlab.models.arch import arch_facts
+from adaptlab.models.runtime import cache_of, decoder
 from adaptlab.prompts import verbalize
 from adaptlab.strategies.gradient import GradientStrategy, init_words
 
