@@ -155,63 +155,38 @@ DEFAULT_CLASSIFICATION = PromptTemplate(
     template="Classify the text into one of these categories: {labels}.\nText: {text}\nCategory:",
 )
 
-# Built-in hard-prompt templates per task type; all have {examples} so few-shot can use any.
-BUILTIN_TEMPLATES: dict[str, dict[str, PromptTemplate]] = {
-    "classification": {t.name: t for t in [
-        PromptTemplate("instruct-labels", "{instruction}\n\n{examples}Text: {text}\nCategory:",
-                       instruction="Classify the text into one of these categories: {labels}."),
-        PromptTemplate("question", "{instruction}\n\n{examples}Text: {text}\nAnswer:",
-                       instruction="Which of these categories does the text belong to: {labels}?",
-                       example_format="Text: {text}\nAnswer: {label}\n\n"),
-        PromptTemplate("input-label", "Possible labels: {labels}.\n\n{examples}Input: {text}\nLabel:",
-                       example_format="Input: {text}\nLabel: {label}\n\n"),
-        PromptTemplate("plain", "{examples}Text: {text}\nCategory:"),
-    ]},
-    "generation": {t.name: t for t in [
-        PromptTemplate("input-output", "{examples}Input: {input}\nOutput:",
-                       example_format="Input: {input}\nOutput: {target}\n\n"),
-        PromptTemplate("instruct", "{instruction}\n\n{examples}Input: {input}\nOutput:",
-                       instruction="Rewrite the input as requested, following the examples.",
-                       example_format="Input: {input}\nOutput: {target}\n\n"),
-    ]},
-}
-# Chat: the conversation is rendered by the model's own chat template first (the artifact does
-# it, since it knows the tokenizer); few-shot exemplars become earlier turns of it.
-BUILTIN_TEMPLATES["chat"] = {"conversation": PromptTemplate("conversation", "{examples}{text}",
-                                                            example_format="{text}{label}")}
-DEFAULT_TEMPLATE = {"classification": "instruct-labels", "generation": "input-output", "chat": "conversation"}
+# The built-in hard-prompt templates, instruction paraphrases and training frames are each task
+# type's own (adaptlab/tasks/<type>.py: ``templates``, ``paraphrases``, ``train_frame``); these read them.
+def builtin_templates(task: str) -> dict[str, PromptTemplate]:
+    """The task type's built-in templates by name; the first is its default."""
+    from adaptlab.tasks.base import get_task  # here, not above: the task types import this module
 
-# Instruction paraphrases prompt_search starts from (users add their own); {labels} is filled in.
-INSTRUCTION_PARAPHRASES = {
-    "classification": [
-        "Classify the text into one of these categories: {labels}.",
-        "Which of these categories does the text belong to: {labels}?",
-        "Read the text and choose the best label from: {labels}.",
-        "Assign exactly one category to the text. Categories: {labels}.",
-        "You are an expert annotator. Label the text with one of: {labels}.",
-        "Decide which category fits the text best. Options: {labels}.",
-    ],
-    "generation": [
-        "Rewrite the input as requested, following the examples.",
-        "Turn the structured input into one fluent sentence.",
-        "Produce the output for the input, in the same style as the examples.",
-    ],
-    "chat": [],
-}
+    return {t.name: t for t in get_task(task).templates}
+
+
+def default_template(task: str) -> str:
+    return next(iter(builtin_templates(task)))
+
+
+def instruction_paraphrases(task: str) -> list[str]:
+    """Instructions prompt search and the fragility check start from ({labels} is filled in)."""
+    from adaptlab.tasks.base import get_task
+
+    return list(get_task(task).paraphrases)
 
 
 def builtin_template(task: str, name: str) -> PromptTemplate:
-    try:
-        return BUILTIN_TEMPLATES[task][name]
-    except KeyError:
-        known = ", ".join(BUILTIN_TEMPLATES.get(task, {}))
-        raise TemplateError(f"no built-in {task} template {name!r}; built-in: {known}") from None
+    known = builtin_templates(task)
+    if name not in known:
+        raise TemplateError(f"no built-in {task} template {name!r}; built-in: {', '.join(known)}")
+    return known[name]
 
 
 def load_template(spec: str, task: str) -> PromptTemplate:
     """A template by built-in name, from a file (.json with the fields, or text = the template), or inline."""
-    if spec in BUILTIN_TEMPLATES.get(task, {}):
-        return BUILTIN_TEMPLATES[task][spec]
+    builtins = builtin_templates(task)
+    if spec in builtins:
+        return builtins[spec]
     path = Path(spec)
     if "{" not in spec and path.suffix in (".json", ".txt", ".tmpl") :
         if not path.exists():
@@ -233,4 +208,4 @@ def load_template(spec: str, task: str) -> PromptTemplate:
     if "{" in spec:
         return PromptTemplate("inline", spec)
     raise TemplateError(f"unknown template {spec!r}: not a built-in {task} template "
-                        f"({', '.join(BUILTIN_TEMPLATES.get(task, {}))}), a file, or a string with {{text}}")
+                        f"({', '.join(builtins)}), a file, or a string with {{text}}")

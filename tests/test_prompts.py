@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from adaptlab.prompts import BUILTIN_TEMPLATES, PromptTemplate, TemplateError, load_template
+from adaptlab.prompts import PromptTemplate, TemplateError, builtin_template, load_template
 
 
 def test_unknown_placeholder_and_missing_text():
@@ -27,7 +27,7 @@ def test_missing_values_at_render():
 
 
 def test_exemplars_render_where_the_answer_is_scored():
-    t = BUILTIN_TEMPLATES["classification"]["instruct-labels"]
+    t = builtin_template("classification", "instruct-labels")
     p = t.render("q", ["card_lost", "refund"], [("x {braces}", "refund")])
     assert p == ("Classify the text into one of these categories: card lost, refund.\n\n"
                  "Text: x {braces}\nCategory: refund\n\nText: q\nCategory:")

@@ -77,8 +77,7 @@ def model_shape(model) -> tuple[float, float]:
 def profile(base, splits, test, probe_gflops: float = 0.0) -> Profile:
     """Measure the rows: tokenize up to SAMPLE_ROWS of test and train through the base's tokenizer."""
     from adaptlab.data.splits import subsample
-    from adaptlab.prompts import DEFAULT_TEMPLATE, load_template, verbalize
-    from adaptlab.strategies.gradient import TRAIN_TEMPLATES
+    from adaptlab.prompts import default_template, load_template, verbalize
 
     tok = base.tokenizer
 
@@ -96,13 +95,13 @@ def profile(base, splits, test, probe_gflops: float = 0.0) -> Profile:
     target = mean([len(a) for a in answer_ids]) if not labels else mean(
         [len(answer_ids[labels.index(ex.label)]) for ex in train if ex.label in labels])
     nodes = len({tuple(ids[:i + 1]) for ids in answer_ids for i in range(len(ids))}) if labels else 0
-    hard = load_template(DEFAULT_TEMPLATE[task], task)
+    hard = load_template(default_template(task), task)
     # The text before the input is the same for every row, and scoring encodes it once per call;
     # only what follows the input is paid per row. Measured by rendering with a marker input.
     marker = "\x00INPUT\x00"
     before, _, after = hard.render(marker, labels).partition(marker)
     prompt_extra, shared = float(count(after)), float(count(before))
-    soft = TRAIN_TEMPLATES[task]
+    soft = get_task(task).train_frame
     train_extra = float(count(soft.partition("{text}")[2]))
     shots = [count(hard.render_example(ex.text, ex.label)) for ex in train[:32]]
     tok_g, head_g = model_shape(base.model)

@@ -13,7 +13,7 @@ import random
 import statistics
 
 from adaptlab.data.loading import TaskData
-from adaptlab.prompts import INSTRUCTION_PARAPHRASES, PromptTemplate
+from adaptlab.prompts import PromptTemplate, instruction_paraphrases
 
 # Field-name swaps for frames without an instruction (trained strategies' "Text: {text}\nCategory:").
 FRAME_SWAPS = [
@@ -29,7 +29,7 @@ def template_variants(template: PromptTemplate, task: str, k: int) -> list[Promp
     """Up to ``k`` paraphrased versions of ``template`` (never the template itself)."""
     out: list[PromptTemplate] = []
     if "instruction" in template.fields:
-        for i, instr in enumerate(p for p in INSTRUCTION_PARAPHRASES[task] if p != template.instruction):
+        for i, instr in enumerate(p for p in instruction_paraphrases(task) if p != template.instruction):
             out.append(template.with_instruction(instr, f"{template.name}~instr{i}"))
     else:
         for i, swaps in enumerate(FRAME_SWAPS):

@@ -26,13 +26,10 @@ from adaptlab.models.types import BaseModel, check_fingerprint
 from adaptlab.prompts import PROMPT_FORMAT_HELP, PromptTemplate, check_prompt_format, use_chat_turn
 from adaptlab.strategies.base import Artifact, ArtifactError, Strategy, default_decoding
 from adaptlab.strategies.registry import get_strategy, make_config
+from adaptlab.tasks.base import get_task
 from adaptlab.training.batching import collate, encode
 from adaptlab.training.config import TrainConfig
 from adaptlab.training.loop import train
-
-# Trained strategies need no instruction: a short frame keeps prompts (and inference cost) small.
-TRAIN_TEMPLATES = {"classification": "Text: {text}\nCategory:", "generation": "Input: {text}\nOutput:",
-                   "chat": "{text}"}  # chat: the model's own chat template is the frame
 
 
 @dataclass
@@ -49,7 +46,9 @@ class GradientConfig:
             PromptTemplate("config", self.template)  # raises TemplateError on unknown placeholders
 
     def template_for(self, task: str, name: str, base: BaseModel) -> PromptTemplate:
-        template = PromptTemplate(name, self.template or TRAIN_TEMPLATES[task])
+        # Trained strategies need no instruction: the task type's short frame keeps prompts (and
+        # inference cost) small (TaskSpec.train_frame).
+        template = PromptTemplate(name, self.template or get_task(task).train_frame)
         return use_chat_turn(template, self.prompt_format, task, has_chat_template(base.tokenizer))
 
 

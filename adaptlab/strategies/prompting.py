@@ -28,10 +28,10 @@ from adaptlab.data.loading import Example, TaskData
 from adaptlab.data.splits import dev_part
 from adaptlab.models.types import check_fingerprint
 from adaptlab.prompts import (
-    DEFAULT_TEMPLATE,
     PROMPT_FORMAT_HELP,
     PromptTemplate,
     check_prompt_format,
+    default_template,
     load_template,
     use_chat_turn,
     verbalize,
@@ -67,7 +67,7 @@ class PromptConfig:
             raise ValueError("prompt config: template must be a string")
 
     def template_for(self, task: str, backend: Backend) -> PromptTemplate:
-        template = load_template(self.template or DEFAULT_TEMPLATE[task], task)
+        template = load_template(self.template or default_template(task), task)
         return use_chat_turn(template, self.prompt_format, task, backend.has_chat_template)
 
 

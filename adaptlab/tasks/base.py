@@ -37,6 +37,12 @@ class TaskSpec:
     closed_labels: ClassVar[bool] = False    # answers come from a label set and are scored, not generated
     conversation: ClassVar[bool] = False     # an input is a list of turns the model's chat template renders
     metric: ClassVar[str] = ""               # the default ranking metric of its evaluations
+    # Its prompt library: built-in hard-prompt templates (prompts.PromptTemplate; the first is the
+    # default, all have {examples} so few-shot can use any), the instruction paraphrases prompt
+    # search and the fragility check start from, and the frame gradient strategies train in.
+    templates: ClassVar[tuple] = ()
+    paraphrases: ClassVar[tuple[str, ...]] = ()
+    train_frame: ClassVar[str] = "{text}"
     # The largest variance of one row's metric, which sizes the screening subsample (compare.costs):
     # 0.25 for a right/wrong row (p(1-p) at p = 0.5).
     row_variance: ClassVar[float] = 0.25
@@ -103,6 +109,8 @@ def register_task(spec: TaskSpec) -> TaskSpec:
         raise ValueError(f"task {name!r}: fields must name the record's columns")
     if not spec.metric:
         raise ValueError(f"task {name!r}: no ranking metric")
+    if not spec.templates:
+        raise ValueError(f"task {name!r}: no built-in prompt template")
     for method in ("read", "record", "encode", "evaluate"):
         if getattr(type(spec), method) is getattr(TaskSpec, method):
             raise TypeError(f"task {name!r}: {type(spec).__name__} does not implement {method}()")

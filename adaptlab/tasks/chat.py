@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from adaptlab.data.records import CHAT_FIELD, DataError, Example, TaskData, chat_messages, check_conversation
+from adaptlab.prompts import PromptTemplate
 from adaptlab.tasks.generation import GenerationTask
 from adaptlab.training.batching import encode_chat
 
@@ -16,6 +17,11 @@ class ChatTask(GenerationTask):
     summary = "the assistant's next turn in a conversation (OpenAI's messages format), evaluated as generation"
     fields = (CHAT_FIELD,)
     conversation = True
+    # The conversation is rendered by the model's own chat template first (the artifact does it,
+    # since it knows the tokenizer); few-shot exemplars become earlier turns of it.
+    templates = (PromptTemplate("conversation", "{examples}{text}", example_format="{text}{label}"),)
+    paraphrases = ()
+    train_frame = "{text}"   # the model's own chat template is the frame
 
     def read(self, path, records, text_field, label_field, label_names):
         out = []

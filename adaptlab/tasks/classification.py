@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from adaptlab.data.records import DataError
 from adaptlab.evaluation.metrics import classification_metrics
-from adaptlab.prompts import verbalize
+from adaptlab.prompts import PromptTemplate, verbalize
 from adaptlab.tasks.pairs import InputAnswerTask
 
 
@@ -15,6 +15,25 @@ class ClassificationTask(InputAnswerTask):
     fields = ("text", "label")
     closed_labels = True
     metric = "accuracy"
+    templates = (
+        PromptTemplate("instruct-labels", "{instruction}\n\n{examples}Text: {text}\nCategory:",
+                       instruction="Classify the text into one of these categories: {labels}."),
+        PromptTemplate("question", "{instruction}\n\n{examples}Text: {text}\nAnswer:",
+                       instruction="Which of these categories does the text belong to: {labels}?",
+                       example_format="Text: {text}\nAnswer: {label}\n\n"),
+        PromptTemplate("input-label", "Possible labels: {labels}.\n\n{examples}Input: {text}\nLabel:",
+                       example_format="Input: {text}\nLabel: {label}\n\n"),
+        PromptTemplate("plain", "{examples}Text: {text}\nCategory:"),
+    )
+    paraphrases = (
+        "Classify the text into one of these categories: {labels}.",
+        "Which of these categories does the text belong to: {labels}?",
+        "Read the text and choose the best label from: {labels}.",
+        "Assign exactly one category to the text. Categories: {labels}.",
+        "You are an expert annotator. Label the text with one of: {labels}.",
+        "Decide which category fits the text best. Options: {labels}.",
+    )
+    train_frame = "Text: {text}\nCategory:"
 
     def clean_answer(self, path, lineno, field, label, known):
         label = label.strip()

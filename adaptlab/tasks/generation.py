@@ -5,6 +5,7 @@ with several references."""
 
 from __future__ import annotations
 
+from adaptlab.prompts import PromptTemplate
 from adaptlab.tasks.pairs import InputAnswerTask
 
 MAX_NEW_TOKENS = 256   # the decoding limit a task's longest answer may set, at most
@@ -15,6 +16,19 @@ class GenerationTask(InputAnswerTask):
     summary = "free text per input (ROUGE-L, exact match, chrF, embedding similarity)"
     fields = ("input", "target")
     metric = "rouge_l"
+    templates = (
+        PromptTemplate("input-output", "{examples}Input: {input}\nOutput:",
+                       example_format="Input: {input}\nOutput: {target}\n\n"),
+        PromptTemplate("instruct", "{instruction}\n\n{examples}Input: {input}\nOutput:",
+                       instruction="Rewrite the input as requested, following the examples.",
+                       example_format="Input: {input}\nOutput: {target}\n\n"),
+    )
+    paraphrases = (
+        "Rewrite the input as requested, following the examples.",
+        "Turn the structured input into one fluent sentence.",
+        "Produce the output for the input, in the same style as the examples.",
+    )
+    train_frame = "Input: {text}\nOutput:"
     ends_with_eos = True
     # A metric in [0, 1] spread about 0.25 per row (ROUGE-L rows in the committed ViGGO and E2E
     # grids spread less): variance 0.0625.

@@ -171,12 +171,12 @@ def test_a_hard_prompt_answer_ends_where_the_next_exemplar_would_start():
     """Found by the ViGGO gallery: few-shot answers ran on into 'Input: ... Output: ...'."""
     from adaptlab.data.loading import Example, TaskData
     from adaptlab.models.tiny import build_tiny
-    from adaptlab.prompts import BUILTIN_TEMPLATES
+    from adaptlab.prompts import builtin_template
     from adaptlab.strategies import get_strategy, make_config
     from adaptlab.strategies.prompting import answer_stops
 
-    assert answer_stops(BUILTIN_TEMPLATES["generation"]["input-output"]) == ["\nInput:"]
-    assert answer_stops(BUILTIN_TEMPLATES["chat"]["conversation"]) == []
+    assert answer_stops(builtin_template("generation", "input-output")) == ["\nInput:"]
+    assert answer_stops(builtin_template("chat", "conversation")) == []
     gen = TaskData("generation", [Example(f"say {w}", w, i + 1) for i, w in enumerate(["ab", "cd", "ef"])], "g")
     art = get_strategy("few_shot").strategy_cls(make_config("few_shot", k=2)).fit(build_tiny(), gen)
     assert art.decoding["stop"] == ["\nInput:"]

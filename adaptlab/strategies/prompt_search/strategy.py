@@ -24,7 +24,7 @@ from pathlib import Path
 from adaptlab.backends.base import Backend
 from adaptlab.data.loading import TaskData
 from adaptlab.evaluation.text_metrics import rouge_l
-from adaptlab.prompts import INSTRUCTION_PARAPHRASES
+from adaptlab.prompts import instruction_paraphrases
 from adaptlab.strategies.prompting import PromptArtifact, PromptStrategy, pairs, select_balanced, select_random
 
 
@@ -51,7 +51,7 @@ class PromptSearchStrategy(PromptStrategy):
 
     def instructions(self, task: str) -> list[str]:
         cfg = self.config
-        out = list(INSTRUCTION_PARAPHRASES[task]) if cfg.builtin_instructions else []
+        out = instruction_paraphrases(task) if cfg.builtin_instructions else []
         out += cfg.instructions
         if cfg.instructions_file:
             path = Path(cfg.instructions_file)
