@@ -112,13 +112,8 @@ def full_row_ids(test: TaskData, part: TaskData) -> list[int]:
     index for classification, the input's first-seen index for generation and chat (rows are per
     distinct input there). Screened runs keep the full test set's ids, so their rows pair with the
     finalists' on the rows both scored."""
-    if test.spec.closed_labels:
-        at = {id(ex): i for i, ex in enumerate(test.examples)}
-        return [at[id(ex)] for ex in part.examples]
-    from adaptlab.evaluation.generation import references_by_input
-
-    at = {text: i for i, text in enumerate(references_by_input(test.examples)[0])}
-    return [at[text] for text in references_by_input(part.examples)[0]]
+    at = {key: i for i, key in enumerate(test.spec.row_keys(test))}
+    return [at[key] for key in test.spec.row_keys(part)]
 
 
 def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: bool = False,

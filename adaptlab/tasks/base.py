@@ -88,6 +88,11 @@ class TaskSpec:
             raise ValueError("messages: no user message")
         return users[-1]
 
+    def row_keys(self, data) -> list:
+        """A key per row that :meth:`evaluate` reports, in its order (a row per example by default),
+        so that rows scored on a subsample pair with the same rows of the whole set."""
+        return [id(ex) for ex in data.examples]
+
     def default_decoding(self, train, count_tokens) -> dict | None:
         """Decoding settings for adaptations trained on ``train`` (None: nothing is decoded)."""
         return None

@@ -45,6 +45,12 @@ class GenerationTask(InputAnswerTask):
                   for i, (t, r, p, m) in enumerate(zip(texts, refs, pred, per_row))]
         return out, detail, texts
 
+    def row_keys(self, data):
+        """A row per distinct input (its references pooled), as :meth:`evaluate` scores them."""
+        from adaptlab.evaluation.generation import references_by_input
+
+        return references_by_input(data.examples)[0]
+
     def default_decoding(self, train, count_tokens):
         """Decode up to the longest train answer plus a margin (one rule for every strategy)."""
         longest = max(count_tokens(ex.label) for ex in train.examples)
