@@ -8,6 +8,7 @@ import pytest
 
 from adaptlab.data.loading import DataError, Example, TaskData, load_file, write_jsonl
 from adaptlab.data.validation import validate
+from adaptlab.prompts import PromptTemplate, default_template, instruction_paraphrases
 from adaptlab.tasks import base as task_base
 from adaptlab.tasks import get_task, list_tasks, register_task
 from adaptlab.tasks.classification import ClassificationTask
@@ -54,6 +55,8 @@ def test_the_registry_refuses_what_other_layers_could_not_use(registry):
         register_task(NoRead())
     with pytest.raises(TypeError, match="expected a TaskSpec"):
         register_task(object())
+    with pytest.raises(ValueError, match="no built-in prompt template"):
+        register_task(type("NoTemplates", (ClassificationTask,), {"name": "notemplates", "templates": ()})())
     for bad in ("Tagging", "2x", ""):
         spec = type("Bad", (ClassificationTask,), {"name": bad})()
         with pytest.raises(ValueError, match="must be lowercase"):
@@ -71,6 +74,8 @@ class Rewrite(InputAnswerTask):
     fields = ("sentence", "rewrite")
     metric = "exact_match"
     ends_with_eos = True
+    templates = (PromptTemplate("rewrite", "{examples}S: {text}\nR:", example_format="S: {text}\nR: {label}\n\n"),)
+    train_frame = "S: {text}\nR:"
 
     def evaluate(self, artifact, data):
         pred = artifact.predict([ex.text for ex in data.examples])
@@ -91,8 +96,9 @@ def test_a_new_task_type_is_one_module(tmp_path, registry, tiny):
         load_file(_jsonl(tmp_path / "rw2.jsonl", [{"sentence": "a", "rewrite": "A."}, {"sentence": "b"}]))
     report = validate(data)   # whole-file checks read the type: no class counts for free text
     assert report.task == "rewrite" and report.splits[0].class_counts == {}
+    # Its prompt library: the default template and (no) paraphrases are the type's own.
+    assert default_template("rewrite") == "rewrite" and instruction_paraphrases("rewrite") == []
     # Training encoding: the answer ends with EOS, as the type says.
-    from adaptlab.prompts import PromptTemplate
     from adaptlab.training.batching import encode
 
     (item, _) = encode(tiny.tokenizer, data, PromptTemplate("t", "S: {text}\nR:"), 64)
