@@ -95,11 +95,12 @@ def ordered_plan(plan: list[TuneSpec], order: list[str] | None) -> list[TuneSpec
 
 
 def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, claim=None, release=None,
-               claimed=None, estimate=None, allowance: float | None = None, order: list[str] | None = None
+               claimed=None, estimate=None, allowance=None, order: list[str] | None = None
                ) -> dict[str, dict]:
-    """Fit and score on dev every planned variant not yet stored, within ``allowance`` seconds
-    (``spent()`` gives the seconds used so far); returns the settings each strategy's measured runs
-    will use.
+    """Fit and score on dev every planned variant not yet stored, within ``allowance`` seconds (a
+    number, or a callable asked before each variant, so that what the variants measure can shrink
+    it; ``spent()`` gives the seconds used so far); returns the settings each strategy's measured
+    runs will use.
 
     Scaled to the budget: variants go in ``order`` and each is estimated from its token counts
     (``estimate``: :class:`adaptlab.compare.costs.Estimator`); once one does not fit what is left
@@ -119,17 +120,21 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
     dev = ctx.splits.dev
     if cfg.dev_limit and len(dev) > cfg.dev_limit:
         dev = subsample(dev, n=cfg.dev_limit, seed=0)
-    full = False
+    full, allowance_now = False, allowance
     for t in plan:
         if t.id in records:
             continue
+        if full:
+            continue
+        # Asked again before every variant: the variants fitted so far re-estimate the runs the
+        # allowance must leave room for (a callable; a number is a fixed allowance).
+        allowance = allowance_now() if callable(allowance_now) else allowance_now
         guess = (estimate.seconds(t.strategy, t.train_size, len(dev), settings=dict(t.settings))
                  if estimate is not None else _guess(records, t))
-        if full or (allowance is not None and spent() + guess > allowance):
-            if not full and allowance is not None:
-                rest = [x.id for x in plan if x.id not in records and x is not t]
-                log(f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, allowance - spent()):.0f} s "
-                    f"of the tuning allowance left ({allowance:.0f} s); nor the {len(rest)} variant(s) after it")
+        if allowance is not None and spent() + guess > allowance:
+            rest = [x.id for x in plan if x.id not in records and x is not t]
+            log(f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, allowance - spent()):.0f} s "
+                f"of the tuning allowance left ({allowance:.0f} s); nor the {len(rest)} variant(s) after it")
             full = True
             continue
         if claim is not None and not claim(t.id):

@@ -121,3 +121,55 @@ def test_time_limit_and_screen_size():
     # 8 points at 95% on accuracy rows: 3.84 * 0.25 / 0.0064 = 150; generation rows vary less.
     assert screen_rows("classification", 500) == 151 and screen_rows("classification", 100) == 100
     assert screen_rows("generation", 500) == 64
+
+
+def test_the_reserved_run_is_tried_when_its_estimate_grew_past_the_time_left(tmp_path, monkeypatch):
+    """AG News, k=16, three strategies at 15m: tuning measured slower rates, the reserved LoRA run was
+    re-estimated at 825 s with 749 s left, and the compare ended with no run at all. With most of its
+    estimate left it is tried (its time limit still ends it at the budget's end); with too little, not."""
+    from adaptlab.compare.grid import AdaptivePicker
+
+    need = {}
+
+    def check_budget(self):  # records what the start check would hold back, and lets any budget start
+        need["s"] = self.reserve({})
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", check_budget)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, 0.9 * need["s"], "most")
+    assert res["finished"][:1] == ["lora-n360-s0"]
+    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, 0.5 * need["s"], "little")
+    assert res["finished"] == [] and [s["id"] for s in res["skipped"]] == ["lora-n360-s0"]
+
+
+def test_tuning_asks_its_allowance_again_before_each_variant(tmp_path, monkeypatch):
+    """The allowance is a callable: when the variants fitted so far make the reserved run dearer, it
+    shrinks, and tuning stops there instead of eating the reserved run's time."""
+    import adaptlab.compare.measure as measure
+    from adaptlab.compare.measure import prepare
+    from adaptlab.compare.tuning import run_tuning
+
+    cfg = CompareConfig(data="demo", model="tiny", strategies=["lora"], train_sizes=[16, "all"], test_limit=16,
+                        fragility_k=0, forgetting=False, consistency_examples=0, adaptive=True, tune=True)
+    clock, asked, fitted = [0.0], [], []
+
+    class Art:
+        def evaluate(self, dev):
+            return {"accuracy": 0.5, "n": len(dev)}
+
+    def fit_run(t, cfg, ctx, progress=False, settings=None):
+        fitted.append(t.id)
+        clock[0] += 10.0
+        return Art(), None, {"seconds": 10.0}, settings
+
+    def allowance():  # 100 s before any variant; after it (10 s spent), its rate leaves 5 s
+        asked.append(clock[0])
+        return 100.0 if not fitted else 5.0
+
+    monkeypatch.setattr(measure, "fit_run", fit_run)
+    from adaptlab.compare.grid import plan
+
+    ctx = prepare(cfg)
+    run_tuning(cfg, ctx, plan(cfg, len(ctx.splits.train)), tmp_path, spent=lambda: clock[0], log=lambda m: None, allowance=allowance,
+               order=["lora"])
+    assert len(fitted) == 1 and len(asked) == 2
