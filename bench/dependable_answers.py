@@ -116,16 +116,18 @@ def summarize() -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     lines = ["# Dependable answers (issue 26): the adaptive compare on data it was not built on",
              "", "Produced by `python bench/dependable_answers.py JOB --budget B [--half-speed]`, one compare at a "
-             "time with nothing else on the cores (2-core VM), model Gemma 3 270M. Wall time is the whole "
-             "command (model load, tuning, runs, final measurements, report).", "",
+             "time (anything else that shared the 2 cores is said in the row), model Gemma 3 270M. Wall time is "
+             "the whole command (model load, tuning, runs, final measurements, report). Machines: the rows up to "
+             "2026-12-02 ran on a VM whose matrix-product probe read 57-64 GFLOP/s, the later ones on one that "
+             "read 119-131 (the JSON's `machine` and `date`); notes in `dependable_answers_notes.md`.", "",
              "| data | budget | slowdown | target | recommended | measured at target | quality | wall / budget | "
              "never run | full grid | decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        data = r["data"] + (f" ({r['note']})" if r.get("note") else "")
         if r.get("error"):
-            lines.append(f"| {r['data']} | {r['budget']} | {r['slowdown']} | - | refused: {' '.join(r['error'])} | | | "
+            lines.append(f"| {data} | {r['budget']} | {r['slowdown']} | - | refused: {' '.join(r['error'])} | | | "
                          f"{r['wall_s']:.0f} s | | {r.get('full_grid') or '-'} | |")
             continue
-        data = r["data"] + (f" ({r['note']})" if r.get("note") else "")
         lines.append(f"| {data} | {r['budget']} | {r['slowdown']} | {r['target']} | {r['recommended']} "
                      f"(at {r['ranked_at']}) | {'yes' if r['measured_at_target'] else '**no**'} | "
                      f"{r['metric']} {r['quality']:.3f} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
