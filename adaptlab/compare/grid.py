@@ -500,9 +500,9 @@ class AdaptivePicker:
         the priors, or tuning took its share), may still fit: the estimates of first runs ran from
         0.76 to 1.4 times the measured seconds (docs/results/dependable_answers_notes.md). With at
         least ATTEMPT_SHARE of its estimate left it is tried rather than leaving the answer
-        unmeasured; its time limit still ends it at the budget's end."""
-        if self.cfg.budget_seconds is None:
-            return False
+        unmeasured (only then); its time limit still ends it at the budget's end."""
+        if self.cfg.budget_seconds is None or any(r["run"]["train_size"] == self.target for r in done.values()):
+            return False  # something is measured at the user's size already: the answer rests on it
         left = self.cfg.budget_seconds - spent - self.reserve(done, but=spec)
         return left >= self.ATTEMPT_SHARE * self.seconds(spec)
 
