@@ -143,11 +143,12 @@ def models_list() -> None:
     from adaptlab.models.registry import list_models, resolve_model
 
     table = Table(title="named base models")
-    for col in ("name", "also", "family", "what it is"):
+    for col in ("name", "also", "family", "what it is", "facts"):
         table.add_column(col)
     for name in list_models():
         spec = resolve_model(name)
-        table.add_row(name, ", ".join(spec.aliases) or "-", spec.family or "-", spec.summary)
+        facts = ", ".join(f"{k}: {v}" for k, v in spec.facts.items()) or "-"
+        table.add_row(name, ", ".join(spec.aliases) or "-", spec.family or "-", spec.summary, facts)
     console.print(table)
 
 

@@ -667,7 +667,8 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
     ctx = prepare(cfg)
     done = {r["run"]["id"]: r for r in load_results(out)}
     specs = plan(cfg, len(ctx.splits.train), ctx.splits.task)
-    unfit = [s for s in cfg.strategies if not get_strategy(s).supports(ctx.splits.task)]
+    planned = {s.strategy for s in specs}
+    unfit = [s for s in cfg.strategies if s not in planned]
     if unfit:
         console.print(f"left out (they do not adapt to {ctx.splits.task} tasks): {', '.join(unfit)}")
     if not specs:

@@ -120,7 +120,7 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
     dev = ctx.splits.dev
     if cfg.dev_limit and len(dev) > cfg.dev_limit:
         dev = subsample(dev, n=cfg.dev_limit, seed=0)
-    full, allowance_now = False, allowance
+    full = False
     for t in plan:
         if t.id in records:
             continue
@@ -128,13 +128,13 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
             continue
         # Asked again before every variant: the variants fitted so far re-estimate the runs the
         # allowance must leave room for (a callable; a number is a fixed allowance).
-        allowance = allowance_now() if callable(allowance_now) else allowance_now
+        cap = allowance() if callable(allowance) else allowance
         guess = (estimate.seconds(t.strategy, t.train_size, len(dev), settings=dict(t.settings))
                  if estimate is not None else _guess(records, t))
-        if allowance is not None and spent() + guess > allowance:
+        if cap is not None and spent() + guess > cap:
             rest = [x.id for x in plan if x.id not in records and x is not t]
-            log(f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, allowance - spent()):.0f} s "
-                f"of the tuning allowance left ({allowance:.0f} s); nor the {len(rest)} variant(s) after it")
+            log(f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, cap - spent()):.0f} s "
+                f"of the tuning allowance left ({cap:.0f} s); nor the {len(rest)} variant(s) after it")
             full = True
             continue
         if claim is not None and not claim(t.id):
@@ -142,7 +142,7 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
         log(f"  tuning: {t.id} {dict(t.settings) or 'defaults'}")
         t0 = time.perf_counter()
         try:
-            with time_limit(None if allowance is None else allowance - spent()):
+            with time_limit(None if cap is None else cap - spent()):
                 art, _, info, _ = fit_run(t, cfg, ctx, progress=False, settings=dict(t.settings))
                 m = art.evaluate(dev)
         except TimeUp:

@@ -17,8 +17,9 @@ from adaptlab.data.loading import DataError, Example, TaskData
 def _groups(data: TaskData) -> dict[str, list[Example]]:
     """Classification: one group per label. Generation: one group (inputs are kept together)."""
     groups: dict[str, list[Example]] = defaultdict(list)
+    closed = data.spec.closed_labels
     for ex in data.examples:
-        groups[ex.label if data.spec.closed_labels else ""].append(ex)
+        groups[ex.label if closed else ""].append(ex)
     return dict(groups)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from adaptlab.models.adaptation import Contribution
 from adaptlab.models.types import BaseModel
-from adaptlab.tasks.base import get_task
+from adaptlab.tasks.base import get_task, has_label_set
 
 BASE_WEIGHTS = "base"
 
@@ -40,7 +40,7 @@ class ServingAdapter:
     @property
     def closed_labels(self) -> bool:
         """Answers are labels of a set, scored (a classifier), not generated."""
-        return self.task_type is not None and get_task(self.task_type).closed_labels
+        return has_label_set(self.task_type)
 
     @property
     def conversation(self) -> bool:

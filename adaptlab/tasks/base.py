@@ -130,6 +130,12 @@ def get_task(name: str) -> TaskSpec:
         raise ValueError(f"unknown task {name!r}; use one of {', '.join(_REGISTRY)}") from None
 
 
+def has_label_set(task_type: str | None) -> bool:
+    """Whether answers of this task type (None: the plain base model, or a request logged without
+    one) come from a label set: a classifier's, whose corrections must be one of its labels."""
+    return task_type is not None and get_task(task_type).closed_labels
+
+
 def list_tasks() -> list[str]:
     """Registered task types in registration order (the order auto-detection tries them)."""
     return list(_REGISTRY)

@@ -109,6 +109,12 @@ def test_a_new_task_type_is_one_module(tmp_path, registry, tiny):
         get_task("rewrite").request_input([{"role": "system", "content": "x"}])
 
 
+def test_whether_a_task_type_has_a_label_set_with_none_for_the_plain_base():
+    from adaptlab.tasks.base import has_label_set
+
+    assert has_label_set("classification") and not has_label_set("chat") and not has_label_set(None)
+
+
 def test_chat_requests_keep_the_whole_conversation():
     turns = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert json.loads(get_task("chat").request_input(turns)) == turns

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from adaptlab.serving.http import Scope, allowed, state
 from adaptlab.serving.schemas import FeedbackRequest
 from adaptlab.serving.service import ServingError
-from adaptlab.tasks.base import get_task
+from adaptlab.tasks.base import has_label_set
 
 router = APIRouter()
 
@@ -25,7 +25,7 @@ async def feedback(body: FeedbackRequest, request: Request, scope: list[str] | N
         raise ServingError(404, "unknown_request", f"unknown request id {body.request_id!r}")
     if not allowed(scope, req["task"]):
         raise ServingError(403, "model_not_allowed", "this API key may not give feedback on that task")
-    if body.correction is not None and req["task_type"] and get_task(req["task_type"]).closed_labels:
+    if body.correction is not None and has_label_set(req["task_type"]):
         labels = st.service.labels_of(req["task"], req["version"])
         if labels is not None and body.correction not in labels:
             raise ServingError(400, "unknown_label",

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from adaptlab.registry import RegistryError, check_name
 from adaptlab.serving.service import ServingError
-from adaptlab.tasks.base import get_task
+from adaptlab.tasks.base import has_label_set
 from adaptlab.ui.routes import guard
 from adaptlab.ui.security import ui_state
 from adaptlab.ui.state import UiError, UiState
@@ -141,7 +141,7 @@ async def rate(request: Request, body: Rating):
     if req is None:
         raise UiError(404, f"unknown request id {body.request_id!r}")
     correction = body.correction.strip() if body.correction and body.correction.strip() else None
-    if correction is not None and req["task_type"] and get_task(req["task_type"]).closed_labels:
+    if correction is not None and has_label_set(req["task_type"]):
         from adaptlab.strategies.base import read_artifact_meta
 
         labels = read_artifact_meta(reg.get(req["task"], req["version"]).path).get("labels") or []
