@@ -838,7 +838,8 @@ def ui_cmd(
 def quiet_libraries() -> None:
     """Keep the libraries' own deprecation and advice warnings off the user's terminal: they speak
     of calls adaptlab makes, which a user cannot act on (the calls are kept current and the
-    dependency ranges in pyproject.toml bounded instead). ``ADAPTLAB_WARNINGS=1`` shows them."""
+    dependency ranges in pyproject.toml bounded instead), nor its per-load progress bars.
+    ``ADAPTLAB_WARNINGS=1`` shows them."""
     import logging
     import os
     import warnings
@@ -853,6 +854,14 @@ def quiet_libraries() -> None:
         logging.getLogger(module).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # transformers 5 draws a "Loading weights" bar on every load from the cache (under a second, a
+    # line of carriage returns in every log); adaptlab reports its own progress. The GGUF
+    # dequantization on a first load (about a minute) uses plain tqdm and still shows.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already: the variable above is read at import
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def main() -> None:

@@ -102,3 +102,17 @@ def test_no_library_warning_reaches_the_terminal(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout + out.stderr
     assert "Warning" not in text and "deprecated" not in text.lower(), text[-3000:]
+
+
+def test_the_cli_turns_off_transformers_per_load_progress_bar():
+    """'Loading weights' drew a bar on every model load (a line of carriage returns in every compare
+    log); the CLI turns transformers' bars off before any command loads a model."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from adaptlab.cli import quiet_libraries; quiet_libraries(); "
+            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "ADAPTLAB_WARNINGS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-1000:]
