@@ -269,6 +269,13 @@ def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_e
         return LocalBackend(load_base(model, device=resolve_device(device)))
 
 
+def _ranking_metrics() -> list[str]:
+    """Every task type's ranking metric (a registry entry's is the first its metrics hold)."""
+    from adaptlab.tasks import get_task, list_tasks
+
+    return list(dict.fromkeys(get_task(t).metric for t in list_tasks()))
+
+
 @app.command("train")
 def train_cmd(
     strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
@@ -295,6 +302,10 @@ def train_cmd(
     precision: str = typer.Option("auto", help="auto (bf16 autocast on a capable GPU), fp32 or bf16."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun: shard a full fine-tune's weights, gradients and "
                                                     "optimizer state over the ranks (FSDP2); adapters train data-parallel."),
+    preference_loss: str = typer.Option("auto", help="Preference data: dpo (pairs), kto (pairs or unpaired rows), "
+                                                     "or auto (dpo when every row is a pair)."),
+    beta: float = typer.Option(0.1, help="Preference data: DPO's and KTO's beta (how far from the base model "
+                                         "training may move)."),
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab.backends import BackendError
@@ -312,7 +323,8 @@ def train_cmd(
         if endpoint and spec.kind != "prompt":
             raise DataError(f"--endpoint: {strategy} changes weights; only prompt strategies run on an endpoint")
         cfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                          patience=patience, seed=seed, precision=precision, fsdp=fsdp)
+                          patience=patience, seed=seed, precision=precision, fsdp=fsdp,
+                          preference_loss=preference_loss, beta=beta)
         splits = load_task(data, data_dir_override=data_dir, seed=seed)
         train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
         backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device)
@@ -329,11 +341,9 @@ def train_cmd(
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
     te, tr = art.metrics["test"], art.metrics["train"]
-    clf = "accuracy" in te
     table = Table(title=f"{strategy} on {data}")
-    columns = {"test acc" if clf else "ROUGE-L": f"{te['accuracy' if clf else 'rouge_l']:.3f}",
-               "macro-F1" if clf else "chrF": f"{te['macro_f1' if clf else 'chrf']:.3f}",
-               "prompt tokens": f"{te['prompt_tokens']:.0f}", "test ex/s": f"{te['examples_per_s']:.1f}",
+    columns = {f"test {k}": f"{te[k]:.3f}" for k in art.spec.report_metrics if isinstance(te.get(k), (int, float))}
+    columns |= {"prompt tokens": f"{te['prompt_tokens']:.0f}", "test ex/s": f"{te['examples_per_s']:.1f}",
                "fit s": f"{tr['train_seconds']:.1f}", "peak RSS GB": f"{tr['peak_rss_bytes'] / 2**30:.2f}",
                "trainable": f"{tr['trainable_params']:,}",
                "model calls": "-" if tr.get("model_calls") is None else f"{tr['model_calls']:,}",
@@ -617,7 +627,7 @@ def registry_list(task: Optional[str] = typer.Option(None, help="Only this task.
     for e in entries:
         held = ", ".join(a for a, v in aliases.get(e.task, {}).items() if v == e.version)
         test = e.metrics.get("test") or e.metrics.get("dev") or e.metrics
-        metric = next((f"{k} {test[k]:.3f}" for k in ("accuracy", "rouge_l") if isinstance(test.get(k), float)), "-")
+        metric = next((f"{k} {test[k]:.3f}" for k in _ranking_metrics() if isinstance(test.get(k), float)), "-")
         table.add_row(e.ref, e.strategy, held or "-", metric, f"{e.bytes / 1e6:.2f}",
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)), e.created_by, e.run or "-")
     console.print(table)

@@ -40,6 +40,10 @@ class Backend:
         """Index of the label each prompt's greedy answer names (-1: no label recognised)."""
         return [parse_label(text, labels) for text in self.generate(prompts, max_new_tokens=16, stop=["\n"])]
 
+    def continuation_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        """(summed log-probability, tokens) of each continuation after its prompt."""
+        raise BackendError(f"{type(self).__name__}: scoring a given answer needs a local model")
+
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
                  stop: list[str] | None = None) -> list[str]:
         raise NotImplementedError

@@ -16,7 +16,9 @@ from adaptlab.models.runtime import (
     pad_id,
     render_chat,
     right_pad,
+    target_logprobs,
 )
+from adaptlab.training.batching import Encoded, collate
 
 
 class LocalBackend(Backend):
@@ -69,6 +71,26 @@ class LocalBackend(Backend):
     def best(self, prompts: list[str], label_texts: list[str]) -> list[int]:
         """The exact top-1 search: the same answers as ``score(...).argmax``, most labels unscored."""
         return self._scores(prompts, label_texts, top1=True).argmax(dim=1).tolist()
+
+    @torch.no_grad()
+    def continuation_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        """(summed log-probability, tokens) of each continuation after its prompt (an answer to judge)."""
+        self._count(prompts)
+        if hasattr(self.module, "eval"):
+            self.module.eval()
+        prompt_ids = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
+        items = [Encoded(p, self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id])
+                 for p, c in zip(prompt_ids, continuations)]
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+        device = module_device(self.module)
+        for s in range(0, len(order), self.batch_size):
+            rows = order[s:s + self.batch_size]
+            b = {k: v.to(device) for k, v in collate([items[i] for i in rows], pad_id(self.tokenizer)).items()}
+            sums = target_logprobs(self.module, b["input_ids"], b["attention_mask"], b["target_mask"])
+            for i, v in zip(rows, sums.tolist()):
+                out[i] = (v, len(items[i].target))
+        return out
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,

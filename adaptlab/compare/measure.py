@@ -62,8 +62,9 @@ def prepare(cfg: CompareConfig) -> Context:
     return Context(base, splits, test, labels, before, floor, screen, profile(base, splits, test, probe), probe)
 
 
-def _quality(m: dict) -> float:
-    return m["accuracy"] if "accuracy" in m else m["rouge_l"]
+def _quality(m: dict, data) -> float:
+    """The task type's ranking metric (accuracy, ROUGE-L, preference accuracy, ...)."""
+    return m[data.spec.metric]
 
 
 def prune_artifact(folder: Path, policy: str, size: int) -> bool:
@@ -129,8 +130,8 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
     if rows_in is not ctx.test:
         for row, i in zip(rows, full_row_ids(ctx.test, rows_in)):
             row["id"] = i
-    q = _quality(test_m)
-    ev = {"quality": q, "metric": "accuracy" if "accuracy" in test_m else "rouge_l", "test": test_m,
+    q = _quality(test_m, ctx.test)
+    ev = {"quality": q, "metric": ctx.test.spec.metric, "test": test_m,
           "test_examples": len(rows_in), "train_quality": None, "overfit_gap": None,
           "examples_per_s": test_m["examples_per_s"], "prompt_tokens": test_m["prompt_tokens"],
           "seconds": time.perf_counter() - t1, "scored_examples": len(rows_in),
@@ -168,8 +169,8 @@ def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> 
         scored += len(part) * (cfg.consistency_samples if not ctx.splits.train.spec.closed_labels else 1)
     ev["seconds"] += seconds
     ev["scored_examples"] += scored
-    ev.update(train_quality=_quality(train_m) if train_m else None,
-              overfit_gap=(_quality(train_m) - ev["quality"]) if train_m else None,
+    ev.update(train_quality=_quality(train_m, ctx.test) if train_m else None,
+              overfit_gap=(_quality(train_m, ctx.test) - ev["quality"]) if train_m else None,
               fragility=frag, forgetting=forget, consistency=steady, light=False)
 
 

@@ -239,7 +239,8 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rouge_l": "ROUGE-L"}
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rouge_l": "ROUGE-L",
+                "preference_accuracy": "preference accuracy"}
 
 
 def plots(rows: list[Row], fits: dict | None = None, metric: str | None = None) -> dict[str, bytes]:

@@ -158,7 +158,7 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
         finally:
             if release is not None:
                 release(t.id)
-        quality = m.get("accuracy", m.get("rouge_l"))
+        quality = m[ctx.test.spec.metric]
         if ctx.baselines and "macro_f1" in m and imbalanced(ctx.baselines):
             quality = m["macro_f1"]
         rec = {"run": {"id": t.id, "strategy": t.strategy, "train_size": t.train_size, "variant": t.variant,

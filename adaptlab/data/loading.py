@@ -31,11 +31,11 @@ from adaptlab.tasks.base import get_task, list_tasks
 def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]],
                  text_field: str | None, label_field: str | None) -> TaskType:
     """The task type a file's columns name: under default field names, the first registered type all of
-    whose fields are present (a conversation column first: it names its task more surely than a pair),
-    then one with some of them (so that the row check names the missing field); under custom names,
+    whose fields are present (the more specific types first, :attr:`TaskSpec.specificity`: a conversation
+    column names its task more surely than a pair), then one with some of them (so that the row check names the missing field); under custom names,
     few distinct short answers mean a closed label set."""
     cols = set(columns)
-    specs = sorted((get_task(t) for t in list_tasks()), key=lambda s: not s.conversation)
+    specs = sorted((get_task(t) for t in list_tasks()), key=lambda s: -s.specificity)
     if text_field is None and label_field is None:
         for spec in specs:
             if spec.matches(cols):

@@ -38,11 +38,16 @@ class Example:
     before its last assistant turn (JSON: a list of ``{"role", "content"}``, see
     :func:`chat_messages`) and ``label`` that last assistant turn. ``line`` is the 1-based line
     of the source file (0 when the example did not come from a file).
+
+    ``rejected`` is an answer that is *not* wanted for ``text``: a preference pair's rejected
+    completion, an unpaired row marked undesirable (then ``label`` is ``""``: no wanted answer is
+    known), or a served answer rated down without a correction (feedback, ``adaptlab improve``).
     """
 
     text: str
     label: str
     line: int = 0
+    rejected: str | None = None
 
 
 @dataclass
@@ -65,7 +70,7 @@ class TaskData:
         """The label set: declared names if known, else labels in order of first appearance."""
         if self.label_names is not None:
             return list(self.label_names)
-        return list(dict.fromkeys(ex.label for ex in self.examples))
+        return list(dict.fromkeys(a for ex in self.examples for a in (ex.label, ex.rejected) if a))
 
     @property
     def spec(self):

@@ -66,23 +66,23 @@ def perturb(data: TaskData, kind: str, seed: int = 0) -> TaskData:
     return data.with_examples([dataclasses.replace(ex, text=fn(ex.text, rng) or ex.text) for ex in data.examples])
 
 
-def _quality(result: dict) -> float:
-    return result["accuracy"] if "accuracy" in result else result["rouge_l"]
+def _quality(result: dict, data: TaskData) -> float:
+    return result[data.spec.metric]
 
 
 def fragility(artifact, data: TaskData, k: int = 3, seed: int = 0) -> dict:
     """Quality on ``data`` under K template paraphrases and each input perturbation."""
-    base_q = _quality(artifact.evaluate(data))
+    base_q = _quality(artifact.evaluate(data), data)
     original = artifact.template
     para = []
     try:
         for t in template_variants(original, data.task, k):
             artifact.template = t
-            para.append({"template": t.name, "quality": _quality(artifact.evaluate(data))})
+            para.append({"template": t.name, "quality": _quality(artifact.evaluate(data), data)})
     finally:
         artifact.template = original
     qs = [base_q] + [p["quality"] for p in para]
-    pert = {kind: _quality(artifact.evaluate(perturb(data, kind, seed))) for kind in PERTURBATIONS}
+    pert = {kind: _quality(artifact.evaluate(perturb(data, kind, seed)), data) for kind in PERTURBATIONS}
     return {
         "examples": len(data), "clean": base_q, "paraphrases": para,
         "paraphrase_spread": max(qs) - min(qs), "paraphrase_std": statistics.pstdev(qs),

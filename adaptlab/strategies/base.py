@@ -32,7 +32,7 @@ import torch
 from adaptlab.data.loading import DataError, TaskData
 from adaptlab.models.adaptation import Contribution
 from adaptlab.prompts import PromptTemplate
-from adaptlab.strategies.registry import get_strategy
+from adaptlab.strategies.registry import fitting_strategies, get_strategy
 from adaptlab.tasks.base import get_task
 from adaptlab.utils import atomic_write_json, package_versions
 
@@ -273,6 +273,9 @@ class Strategy:
 
         if not len(train):
             raise DataError(f"{train.source}: no training examples")
+        if not get_strategy(self.name).supports(train.task):
+            raise DataError(f"{train.source}: {self.name} does not fit {train.task} data; strategies that do: "
+                            f"{', '.join(fitting_strategies(train.task))}")
         t0 = time.perf_counter()
         with PeakRSS() as rss:
             art = self.adapt(model, train, dev, train_config, Path(run_dir) if run_dir is not None else None,

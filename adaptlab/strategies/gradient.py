@@ -19,7 +19,6 @@ import torch
 from adaptlab.backends.local import LocalBackend
 from adaptlab.data.loading import TaskData
 from adaptlab.data.splits import dev_part
-from adaptlab.evaluation.metrics import accuracy
 from adaptlab.models.adaptation import Contribution
 from adaptlab.models.runtime import has_chat_template, pad_id, target_token_logprobs
 from adaptlab.models.types import BaseModel, check_fingerprint
@@ -137,25 +136,25 @@ class GradientStrategy(Strategy):
 
     @staticmethod
     def train_module(artifact: WeightsArtifact, train_data, dev, cfg: TrainConfig, run_dir, resume, progress):
-        """Train ``artifact.module`` on ``train_data``, early-stopping on ``dev`` (accuracy, or minus the
-        mean target-token NLL for generation: cheap, and no decoding per evaluation)."""
-        base, module = artifact.base, artifact.module
+        """Train ``artifact.module`` on ``train_data`` with its task type's loss, early-stopping on
+        ``dev``: the task's metric where answers are scored (accuracy, preference accuracy), else minus
+        the mean target-token NLL (cheap: no decoding per evaluation)."""
+        base, module, spec = artifact.base, artifact.module, train_data.spec
         items = encode(base.tokenizer, train_data, artifact.template, cfg.max_length)
         part = dev_part(dev, cfg.dev_limit, cfg.seed)
         evaluate = None
-        if part is not None and train_data.spec.closed_labels:
-            gold = [ex.label for ex in part.examples]
-
-            def dev_accuracy() -> float:
-                return accuracy(gold, artifact.predict([ex.text for ex in part.examples]))
-            evaluate = dev_accuracy
+        if part is not None and spec.dev_by_metric:
+            def dev_metric() -> float:
+                return spec.evaluate(artifact, part)[0][spec.metric]
+            evaluate = dev_metric
         elif part is not None:
             dev_items = encode(base.tokenizer, part, artifact.template, cfg.max_length)
 
             def dev_minus_nll() -> float:
                 return -mean_target_nll(module, dev_items, base.tokenizer)
             evaluate = dev_minus_nll
-        return train(module, items, cfg, pad_id(base.tokenizer), evaluate, run_dir, resume, progress)
+        return train(module, items, cfg, pad_id(base.tokenizer), evaluate, run_dir, resume, progress,
+                     objective=spec.objective(cfg, items), reference=base.model)
 
 
 def _target_tokens(base: BaseModel):

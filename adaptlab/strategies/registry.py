@@ -37,7 +37,14 @@ class StrategySpec:
     tasks: tuple = ()
 
     def supports(self, task: str) -> bool:
-        return not self.tasks or task in self.tasks
+        """Its own list if it has one; else every task type, except those that name the prompt
+        strategies fitting them (:attr:`adaptlab.tasks.base.TaskSpec.prompt_strategies`)."""
+        if self.tasks:
+            return task in self.tasks
+        from adaptlab.tasks.base import get_task  # here: the task types import the strategy layer's peers
+
+        allowed = get_task(task).prompt_strategies
+        return self.kind != "prompt" or allowed is None or self.name in allowed
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
@@ -106,3 +113,8 @@ def split_lr(strategy: str, settings: dict) -> tuple[dict, float | None]:
         return settings, None
     rest = {k: v for k, v in settings.items() if k != "lr"}
     return rest, float(settings["lr"])
+
+
+def fitting_strategies(task: str) -> list[str]:
+    """The registered strategies that fit data of task type ``task``."""
+    return [name for name, spec in _REGISTRY.items() if spec.supports(task)]

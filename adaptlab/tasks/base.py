@@ -37,6 +37,7 @@ class TaskSpec:
     closed_labels: ClassVar[bool] = False    # answers come from a label set and are scored, not generated
     conversation: ClassVar[bool] = False     # an input is a list of turns the model's chat template renders
     metric: ClassVar[str] = ""               # the default ranking metric of its evaluations
+    report_metrics: ClassVar[tuple[str, ...]] = ()  # what a one-run summary shows (the metric first)
     # Its prompt library: built-in hard-prompt templates (prompts.PromptTemplate; the first is the
     # default, all have {examples} so few-shot can use any), the instruction paraphrases prompt
     # search and the fragility check start from, and the frame gradient strategies train in.
@@ -46,6 +47,13 @@ class TaskSpec:
     # The largest variance of one row's metric, which sizes the screening subsample (compare.costs):
     # 0.25 for a right/wrong row (p(1-p) at p = 0.5).
     row_variance: ClassVar[float] = 0.25
+    # Whether training's early stopping reads the task's metric on dev (cheap: answers are scored, not
+    # decoded), or the dev target tokens' NLL.
+    dev_by_metric: ClassVar[bool] = False
+    # The prompt strategies that fit it (None: all); gradient strategies fit every task type.
+    prompt_strategies: ClassVar[tuple[str, ...] | None] = None
+    # Detection tries the more specific types first (more columns that name them surely).
+    specificity: ClassVar[int] = 0
 
     # ------------------------------------------------------------------ records
     def matches(self, columns: set[str]) -> bool:
@@ -74,6 +82,13 @@ class TaskSpec:
     def encode(self, tokenizer, data, template, max_length: int) -> list:
         """Each example as :class:`adaptlab.training.batching.Encoded` (prompt ids, target ids)."""
         raise NotImplementedError
+
+    def objective(self, train_config, items):
+        """The loss the training loop calls on ``items`` (:mod:`adaptlab.training.objectives`):
+        the target tokens' NLL, with an unlikelihood penalty on answers rated down."""
+        from adaptlab.training.objectives import TokenNLL
+
+        return TokenNLL()
 
     def evaluate(self, artifact, data) -> tuple[dict, list[dict], list[str]]:
         """``artifact`` on ``data``: (metrics with ``n``, one row per input, the inputs predicted)."""

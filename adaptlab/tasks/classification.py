@@ -15,6 +15,8 @@ class ClassificationTask(InputAnswerTask):
     fields = ("text", "label")
     closed_labels = True
     metric = "accuracy"
+    report_metrics = ("accuracy", "macro_f1")
+    dev_by_metric = True
     templates = (
         PromptTemplate("instruct-labels", "{instruction}\n\n{examples}Text: {text}\nCategory:",
                        instruction="Classify the text into one of these categories: {labels}."),

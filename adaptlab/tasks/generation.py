@@ -16,6 +16,7 @@ class GenerationTask(InputAnswerTask):
     summary = "free text per input (ROUGE-L, exact match, chrF, embedding similarity)"
     fields = ("input", "target")
     metric = "rouge_l"
+    report_metrics = ("rouge_l", "chrf", "exact_match")
     templates = (
         PromptTemplate("input-output", "{examples}Input: {input}\nOutput:",
                        example_format="Input: {input}\nOutput: {target}\n\n"),

@@ -20,6 +20,7 @@ class Encoded:
     prompt: list[int]   # starts with BOS
     target: list[int]   # the tokens the loss is computed on
     extra: tuple[tuple[int, int], ...] = ()  # more target spans [start, end) inside the prompt (earlier chat turns)
+    negative: bool = False  # the target is an answer *not* to give: penalised (unlikelihood), not imitated
 
     def __len__(self) -> int:
         return len(self.prompt) + len(self.target)

@@ -28,6 +28,10 @@ class TrainConfig:
     bucket_size: int = field(default=64, metadata={"help": "Examples per length bucket before batching (1: no bucketing)."})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on a GPU that supports it, else "
                                                              "fp32), fp32, or bf16 (autocast; slow on most CPUs)."})
+    preference_loss: str = field(default="auto", metadata={"help": "Preference data: dpo (pairs), kto (pairs or "
+                                                                   "unpaired rows), or auto (dpo when every row is a pair)."})
+    beta: float = field(default=0.1, metadata={"help": "Preference data: how far from the base model the loss lets "
+                                                      "the adaptation move (DPO's and KTO's beta)."})
     fsdp: bool = field(default=False, metadata={"help": "Under torchrun: shard full fine-tuning's weights, gradients and "
                                                         "optimizer state over the ranks (FSDP2) instead of replicating them."})
 
@@ -52,6 +56,10 @@ class TrainConfig:
             bad("schedule", "must be cosine, linear or constant")
         if self.precision not in ("auto", "fp32", "bf16"):
             bad("precision", "must be auto, fp32 or bf16")
+        if self.preference_loss not in ("auto", "dpo", "kto"):
+            bad("preference_loss", "must be auto, dpo or kto")
+        if not self.beta > 0:
+            bad("beta", "must be > 0")
         if self.max_grad_norm < 0 or self.weight_decay < 0:
             bad("max_grad_norm" if self.max_grad_norm < 0 else "weight_decay", "must be >= 0")
 

@@ -31,8 +31,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from adaptlab.models.runtime import target_token_logprobs
-from adaptlab.training.batching import Encoded, bucketed_batches, collate
+from adaptlab.training.batching import bucketed_batches
 from adaptlab.training.config import TrainConfig, autocast_for
+from adaptlab.training.objectives import Objective, TokenNLL
 from adaptlab.utils import atomic_write_json, atomic_write_text, check_deadline
 
 CKPT = "checkpoint"
@@ -193,8 +194,9 @@ class Trainer:
     """One training run, as short methods (torchtune's recipes): set up the parameters, optimizer and
     schedule; restore a checkpoint; take steps; evaluate on dev; write checkpoints; report."""
 
-    def __init__(self, module: torch.nn.Module, items: list[Encoded], cfg: TrainConfig, pad_id: int,
-                 evaluate: Callable[[], float] | None, run_dir: Path | None, resume: bool, progress: bool):
+    def __init__(self, module: torch.nn.Module, items: list, cfg: TrainConfig, pad_id: int,
+                 evaluate: Callable[[], float] | None, run_dir: Path | None, resume: bool, progress: bool,
+                 objective: Objective | None = None, reference: torch.nn.Module | None = None):
         from adaptlab.training import distributed as dist
 
         self.dist = dist
@@ -206,6 +208,7 @@ class Trainer:
         if not items:
             raise ValueError("no training examples")
         self._setup_params()
+        self._setup_objective(objective or TokenNLL(), pad_id, reference)
         self.amp_device, self.amp = autocast_for(cfg.precision, self.device)
         self.steps_per_epoch = math.ceil(math.ceil(len(items) / cfg.batch_size) / cfg.grad_accum)
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
@@ -241,6 +244,13 @@ class Trainer:
                 self.sharded = self.dist.Sharded(self.module)
                 self.params = self.sharded.params  # the optimizer, checkpoints and best weights work on the shards
 
+    def _setup_objective(self, objective: Objective, pad_id: int, reference) -> None:
+        """The task type's loss; a preference loss compares with ``reference`` (the base model)."""
+        if objective.uses_reference and self.sharded is not None:
+            raise ValueError(f"{objective.name}: preference losses do not run under --fsdp; train without it")
+        objective.bind(self.items, reference if objective.uses_reference else None, pad_id, self.device)
+        self.objective = objective
+
     def _setup_lr_scheduler(self, last_epoch: int):
         """Warm-up + decay; ``last_epoch`` = the last step taken, so a resumed run continues its schedule."""
         for g in self.optimizer.param_groups:
@@ -270,35 +280,38 @@ class Trainer:
             self.log_lines = len(self.log_path.read_text().splitlines()) if self.log_path.exists() else 0
 
     # ------------------------------------------------------------------ one optimizer step
-    def _forward_backward(self, whole: list[int], n_tgt: int) -> tuple[float, int, int]:
+    def _logprobs(self):
+        """The module's target-token log-probabilities: (input_ids, attention_mask, target_mask) ->
+        (rows, logp); the sharded copy's under FSDP."""
+        if self.sharded is not None:
+            return self.sharded
+        return lambda ids, att, tgt: target_token_logprobs(self.module, ids, att, tgt)
+
+    def _forward_backward(self, whole: list[int], n_norm: int) -> tuple[float, int, int]:
         """Loss and gradients of this rank's rows of one micro-batch: (loss, examples, tokens)."""
         dist, sharded = self.dist, self.sharded
-        b, weight = dist.shard(whole), 1.0  # this rank's rows; the loss is still / global token count
+        b, weight = dist.shard(whole), 1.0  # this rank's rows; the loss is still / the whole step's weight
         if not b:
             if sharded is None:
                 return 0.0, 0, 0
             b, weight = whole[:1], 0.0  # FSDP's collectives need every rank in every pass
-        batch = {k: v.to(self.device) for k, v in collate([self.items[i] for i in b], self.pad_id).items()}
         with torch.autocast(device_type=self.amp_device, dtype=torch.bfloat16, enabled=self.amp):
-            if sharded is not None:
-                _, logp = sharded(batch["input_ids"], batch["attention_mask"], batch["target_mask"])
-                weight *= sharded.loss_scale
-            else:
-                _, logp = target_token_logprobs(self.module, batch["input_ids"], batch["attention_mask"],
-                                                batch["target_mask"])
-        loss = -logp.sum() / n_tgt * weight  # token-mean over the whole accumulated step
+            loss_sum, n_tok = self.objective.loss_sum(self._logprobs(), b)
+        if sharded is not None:
+            weight *= sharded.loss_scale
+        loss = loss_sum / n_norm * weight  # the mean over the whole accumulated step
         loss.backward()
         value = loss.item() / (sharded.loss_scale if sharded is not None else 1.0)
         if not weight:
             return value, 0, 0
-        return value, len(b), int(batch["attention_mask"].sum())
+        return value, len(b), n_tok
 
     def _train_step(self, group: list[list[int]]) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        n_tgt = sum(self.items[i].n_targets for b in group for i in b)
+        n_norm = sum(self.objective.weight(self.items[i]) for b in group for i in b)
         loss_sum = 0.0
         for whole in group:
-            loss, n_ex, n_tok = self._forward_backward(whole, n_tgt)
+            loss, n_ex, n_tok = self._forward_backward(whole, n_norm)
             loss_sum += loss
             self.examples_seen += n_ex
             self.tokens_seen += n_tok
@@ -418,15 +431,18 @@ class Trainer:
             history=self.history, parallel=parallel)
 
 
-def train(module: torch.nn.Module, items: list[Encoded], cfg: TrainConfig, pad_id: int,
+def train(module: torch.nn.Module, items: list, cfg: TrainConfig, pad_id: int,
           evaluate: Callable[[], float] | None = None, run_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, objective: Objective | None = None,
+          reference: torch.nn.Module | None = None) -> TrainResult:
     """Train ``module``'s parameters that require grad on ``items``.
 
     ``module`` provides ``hidden(input_ids, attention_mask)`` and ``project(hidden)``.
     ``evaluate()`` returns a dev score (higher is better) for early stopping; the best
     parameters are restored at the end. With ``run_dir`` the loop checkpoints and logs there;
-    ``resume=True`` continues from its checkpoint.
+    ``resume=True`` continues from its checkpoint. ``objective`` is the loss (default: the target
+    tokens' NLL; :mod:`adaptlab.training.objectives`), ``items`` what it reads; ``reference`` the
+    frozen model a preference loss compares with (the base model: adaptations never change it).
     """
     return Trainer(module, items, cfg, pad_id, evaluate, Path(run_dir) if run_dir is not None else None,
-                   resume, progress).run()
+                   resume, progress, objective, reference).run()

@@ -333,3 +333,39 @@ def test_prompt_format_plain_and_chat_without_a_template(name):
                                                                                      progress=False)
     with pytest.raises(ValueError, match="prompt_format='json': use one of auto, chat, plain"):
         make_config(name, prompt_format="json")
+
+
+PREF = TaskData("preference", [Example(f"q {w}", f"{w} is good.", i + 1, rejected=f"{w} is bad.") for i, w in
+                               enumerate(["ab", "cd", "ef", "gh"])]
+                + [Example("q cd", "", 5, rejected="no."), Example("q cd", "sure.", 6)], "pref")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", GRADIENT)
+def test_preference_task_trains_against_the_base_and_round_trips(name, arch, tmp_path):
+    """Every gradient strategy takes preference rows (KTO: some rows are unpaired) with the base as
+    the reference: where an adaptation starts at the base (LoRA, full), the first step's loss is
+    KTO's at the reference (0.5), and training lowers it."""
+    base = build_tiny(arch=arch)
+    strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
+    art = strat.fit(base, PREF, PREF, TrainConfig(max_steps=6, batch_size=6, lr=TINY_LR[name] * 3, warmup_ratio=0.0,
+                                                  checkpoint_every=0), progress=False)
+    tr = art.metrics["train"]
+    assert 0 <= tr["final_loss"] <= 1  # KTO's terms are in [0, 1] (weights 1)
+    if name in ("lora", "full"):
+        assert tr["initial_loss"] == pytest.approx(0.5, abs=1e-4) and tr["final_loss"] < tr["initial_loss"]
+    ev = art.evaluate(PREF)
+    assert ev["n"] == 5 and 0 <= ev["preference_accuracy"] <= 1 and tr["best_dev"] is not None
+    again = Artifact.load(art.save(tmp_path / name), base)
+    assert again.evaluate(PREF)["preference_accuracy"] == ev["preference_accuracy"]
+    assert len(again.generate(["q ab"], max_new_tokens=4)) == 1
+
+
+def test_prompt_strategies_that_do_not_fit_preference_data_say_so():
+    from adaptlab.data.loading import DataError
+
+    base = build_tiny()
+    with pytest.raises(DataError, match="few_shot does not fit preference data; strategies that do: .*lora"):
+        get_strategy("few_shot").strategy_cls(make_config("few_shot")).fit(base, PREF, PREF, progress=False)
+    zero = get_strategy("zero_shot").strategy_cls(make_config("zero_shot")).fit(base, PREF, PREF, progress=False)
+    assert zero.evaluate(PREF)["n"] == 5
