@@ -86,8 +86,10 @@ def data_check(
     tokenizer: str = typer.Option(DEFAULT_MODEL, help="Model whose tokenizer measures lengths; 'none' counts words."),
     max_tokens: int = typer.Option(512, help="Warn about inputs longer than this."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets (default $ADAPTLAB_DATA_DIR or ../shared/datasets)."),
+    redact: Optional[Path] = typer.Option(None, help="Write a copy with personal data replaced by [EMAIL], [PHONE], "
+                                                     "...: a file for one data file, else a folder of the split files."),
 ) -> None:
-    """Validate a dataset and print rows, classes, lengths in tokens and warnings."""
+    """Validate a dataset and print rows, classes, lengths in tokens, personal data found, and warnings."""
     from adaptlab.data.named import load_task
     from adaptlab.data.validation import validate
 
@@ -110,9 +112,28 @@ def data_check(
             with console.status(f"loading tokenizer of {tokenizer}"):
                 tok = load_tokenizer(tokenizer)
         report = validate(train, evals, tokenizer=tok, max_tokens=max_tokens)
+        sources = list(dict.fromkeys(Path(d.source) for d in (train, *evals.values()) if Path(d.source).is_file()))
+        _personal_data(sources, redact)
     except EXPECTED_ERRORS as e:
         _fail(e)
     _print_report(report, train.task)
+
+
+def _personal_data(sources: list[Path], redact: Optional[Path]) -> None:
+    """Print the personal data found in each file; with ``redact``, write redacted copies."""
+    from adaptlab.privacy import NOT_DETECTED, redact_file, scan_file
+
+    for src in sources:
+        rep = scan_file(src)
+        lines = rep.summary()
+        console.print(f"personal data in {src}: " + ("none found" if not lines else f"{rep.total} finding(s)"))
+        for line in lines:
+            console.print(f"  {line}")
+        if redact is not None:
+            dst = redact if len(sources) == 1 and redact.suffix else redact / src.name
+            n = redact_file(src, dst)
+            console.print(f"  redacted copy ({n} rows): {dst}")
+    console.print(f"  not detected: {'; '.join(NOT_DETECTED)}", style="dim")
 
 
 @data_app.command("demo")
@@ -337,6 +358,9 @@ def train_cmd(
             return
         with console.status(f"evaluating on {len(splits.test)} test examples"):
             art.metrics["test"] = art.evaluate(splits.test)
+        from adaptlab.data.named import recipe_for
+
+        art.recipe = recipe_for(data, data_dir, seed, train_size, seed, train_part)
         art.save(out)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
@@ -727,16 +751,63 @@ def keys_revoke(name: str = typer.Argument(...), registry: Optional[Path] = REGI
 @feedback_app.command("export")
 def feedback_export(task: str = typer.Argument(...),
                     out: Path = typer.Option(..., help="JSONL file to write (the data format `train` reads)."),
-                    registry: Optional[Path] = REGISTRY_OPT) -> None:
-    """Write the task's feedback as a training set: corrections, and answers rated good."""
+                    registry: Optional[Path] = REGISTRY_OPT,
+                    redact: bool = typer.Option(False, "--redact", help="Replace personal data (emails, phone, card "
+                                                                        "and IBAN numbers, IP addresses) in the rows.")
+                    ) -> None:
+    """Write the task's feedback as a training set: corrections, and answers rated good; report personal data."""
+    from adaptlab.privacy import NOT_DETECTED
     from adaptlab.serving.feedback import export_feedback
 
     try:
-        stats = export_feedback(_registry(registry), task, out)
+        stats = export_feedback(_registry(registry), task, out, redact=redact)
     except _registry_errors() as err:
         _fail(err)
     console.print(f"wrote {stats['written']} examples to {out} from {stats['requests']} rated requests "
                   f"({stats['skipped_without_answer']} rated without a correction were skipped)")
+    pd = stats["personal_data"]
+    verb = "redacted" if redact else "found (pass --redact to replace them)"
+    console.print(f"personal data {verb}: " + ("none" if not pd["total"] else f"{pd['total']} finding(s)"))
+    for line in pd["summary"]:
+        console.print(f"  {line}")
+    console.print(f"  not detected: {'; '.join(NOT_DETECTED)}", style="dim")
+
+
+@app.command("improve")
+def improve_cmd(
+    task: str = typer.Argument(..., help="Registry task whose feedback trains the next version."),
+    out: Path = typer.Option(..., help="Folder for the challenger, its training rows and the evidence."),
+    champion: Optional[str] = typer.Option(None, help="Version to improve (TASK@N or TASK@ALIAS; default TASK@prod)."),
+    margin: float = typer.Option(0.0, help="The challenger must beat the champion by at least this much "
+                                           "(the task's metric, on the held-back feedback rows)."),
+    holdout: float = typer.Option(0.25, help="Share of the answered feedback rows held back to judge on."),
+    use_rated_down: bool = typer.Option(True, help="Train on answers rated down without a correction (a penalty "
+                                                   "on the rejected answer)."),
+    auto_promote: bool = typer.Option(False, "--auto-promote", help="Promote the challenger to prod when it passes "
+                                                                    "the gate."),
+    redact: bool = typer.Option(False, "--redact", help="Replace personal data in the feedback before training."),
+    allow_personal_data: bool = typer.Option(False, "--allow-personal-data", help="Train on feedback holding "
+                                                                                  "personal data as it is."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs instead of the recipe's."),
+    registry: Optional[Path] = REGISTRY_OPT,
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+) -> None:
+    """Train the next version from the champion's recipe plus feedback; register it as staging; promote it
+    only if it wins by the margin without a significant loss on held-out rows."""
+    from adaptlab.maintenance.improve import ImproveOptions, improve
+    from adaptlab.privacy import PersonalDataError
+    from adaptlab.utils import set_torch_threads
+
+    set_torch_threads()
+    try:
+        opts = ImproveOptions(champion=champion, margin=margin, holdout=holdout, use_rated_down=use_rated_down,
+                              auto_promote=auto_promote, redact=redact, allow_personal_data=allow_personal_data,
+                              data_dir=str(data_dir) if data_dir else None,
+                              train_overrides={"epochs": epochs} if epochs else None)
+        improve(_registry(registry, read_only=False), task, out, opts, log=console.print)
+    except (*_registry_errors(), PersonalDataError, ValueError) as err:
+        _fail(err)
+    console.print((out / "improve.md").read_text())
 
 
 @app.command("serve")

@@ -11,7 +11,7 @@ from pathlib import Path
 from adaptlab.compare.baselines import baselines
 from adaptlab.compare.config import CompareConfig
 from adaptlab.data.loading import TaskData
-from adaptlab.data.named import TaskSplits, load_task
+from adaptlab.data.named import TaskSplits, load_task, recipe_for
 from adaptlab.data.splits import subsample
 from adaptlab.evaluation.consistency import consistency
 from adaptlab.evaluation.cost import cost_per_million
@@ -215,6 +215,7 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     ev = measure_quality(art, spec, cfg, ctx, train, light, screened)
     predictions = ev.pop("rows")  # every test row's output and metric: galleries, paired comparisons
     folder = Path(out) / "artifacts" / spec.id
+    art.recipe = recipe_for(cfg.data, cfg.data_dir, 0, spec.train_size or None, spec.seed, train)
     art.save(folder)
     size = artifact_bytes(folder)
     kept = True if keep else prune_artifact(folder, cfg.keep_artifacts, size)  # keep: until finalize

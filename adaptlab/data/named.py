@@ -157,3 +157,27 @@ def load_task(spec: str, data_dir_override: str | Path | None = None, task: Task
         return load_file(p, task=task, text_field=text_field, label_field=label_field, label_names=label_names)
 
     return _split_roles(d.name if spec != DEMO_NAME else DEMO_NAME, files, loader, seed)
+
+
+def recipe_for(data: str, data_dir: str | Path | None, split_seed: int, train_size: int | None, subsample_seed: int,
+               train: TaskData) -> dict:
+    """How an adaptation's training rows were made, saved with it (``adaptlab_artifact.json``'s
+    ``recipe``) so that ``adaptlab improve`` and ``rebase`` can make them again and tell whether the
+    data changed since: the ``--data`` argument, the seeds, the train size and the rows' fingerprint."""
+    return {"data": str(data), "data_dir": None if data_dir is None else str(data_dir), "split_seed": split_seed,
+            "train_size": train_size, "subsample_seed": subsample_seed, "rows": len(train),
+            "fingerprint": train.fingerprint(), "task": train.task, "source": train.source}
+
+
+def splits_of_recipe(recipe: dict, data_dir_override: str | Path | None = None) -> tuple[TaskSplits, TaskData]:
+    """The splits a recipe names and its train rows as they were drawn (the same subsample)."""
+    from adaptlab.data.splits import subsample
+
+    for key in ("data", "split_seed", "subsample_seed", "fingerprint"):
+        if key not in recipe:
+            raise DataError(f"recipe: missing field '{key}'")
+    splits = load_task(recipe["data"], data_dir_override=data_dir_override or recipe.get("data_dir"),
+                       task=recipe.get("task"), seed=recipe["split_seed"])
+    n = recipe.get("train_size")
+    train = subsample(splits.train, n=n, seed=recipe["subsample_seed"]) if n and n < len(splits.train) else splits.train
+    return splits, train

@@ -84,6 +84,15 @@ class TaskData:
         """The labels answers are chosen from; None when answers are free text."""
         return self.spec.label_set(self)
 
+    def fingerprint(self) -> str:
+        """sha256 of the rows as the task type writes them (not of a file: a split or subsample has one too)."""
+        import hashlib
+
+        h = hashlib.sha256(self.task.encode())
+        for ex in self.examples:
+            h.update(json.dumps(self.spec.record(ex), ensure_ascii=False, sort_keys=True).encode() + b"\n")
+        return h.hexdigest()
+
     def with_examples(self, examples: list[Example], source: str | None = None) -> "TaskData":
         """A copy holding other examples (a split or subsample) with the same label set."""
         return TaskData(

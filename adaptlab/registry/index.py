@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL REFERENCES requests(id),
     rating INTEGER NOT NULL, correction TEXT, comment TEXT, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS lineage (
+    task TEXT NOT NULL, version INTEGER NOT NULL, parent INTEGER, info TEXT NOT NULL,
+    PRIMARY KEY (task, version));
 """
 
 

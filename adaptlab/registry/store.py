@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -113,8 +114,11 @@ class Registry:
 
     # ------------------------------------------------------------------ artifacts
     def register(self, folder: str | Path, task: str, run: str | None = None, note: str | None = None,
-                 created_by: str | None = None, alias: str | None = None) -> Entry:
-        """Copy an artifact folder in (content-addressed) and give it the task's next version."""
+                 created_by: str | None = None, alias: str | None = None, parent: int | None = None,
+                 lineage: dict | None = None) -> Entry:
+        """Copy an artifact folder in (content-addressed) and give it the task's next version.
+        ``parent`` (a version of the same task) and ``lineage`` (what it was made from: rows added,
+        feedback used, data fingerprint) are kept with it (:meth:`lineage`)."""
         check_name(task, "task")
         if alias is not None:
             check_name(alias, "alias")
@@ -148,9 +152,26 @@ class Registry:
                 (task, version, digest, meta["kind"], meta["strategy"], meta["task"],
                  meta["base_model"]["fingerprint"], meta["base_model"].get("name"),
                  json.dumps(meta.get("metrics") or {}, sort_keys=True), size, who, now, run, note))
+            if parent is not None or lineage is not None:
+                if parent is not None and con.execute("SELECT 1 FROM artifacts WHERE task = ? AND version = ?",
+                                                      (task, parent)).fetchone() is None:
+                    raise RegistryError(f"{task}@{parent}: no such version (the parent of a new one)")
+                con.execute("INSERT INTO lineage (task, version, parent, info) VALUES (?,?,?,?)",
+                            (task, version, parent, json.dumps(lineage or {}, sort_keys=True)))
             if alias is not None:
                 self._set_alias(con, task, alias, version, who, "promote")
         return self.get(task, version)
+
+    def lineage(self, task: str) -> dict[int, dict]:
+        """Version -> {"parent", **info} for the task's versions made from another (``improve``, ``rebase``)."""
+        check_name(task, "task")
+        with self.index.connect() as con:
+            try:
+                rows = con.execute("SELECT version, parent, info FROM lineage WHERE task = ? ORDER BY version",
+                                   (task,)).fetchall()
+            except sqlite3.OperationalError:  # an index written before lineage existed, opened read-only
+                return {}
+        return {r["version"]: {"parent": r["parent"], **json.loads(r["info"])} for r in rows}
 
     def _store(self, folder: Path, digest: str) -> Path:
         dest = self.objects / digest

@@ -102,6 +102,10 @@ class Artifact:
         self.decoding = decoding or dict(DEFAULT_DECODING)
         self.train_config = train_config
         self.last_unparsed = 0
+        # How its training rows were made (adaptlab.data.named.recipe_for) and where it came from
+        # (adaptlab improve: parent version, rows added, feedback used); saved with it.
+        self.recipe: dict | None = None
+        self.lineage: dict | None = None
 
     # -------------------------------------------------------------- the adaptation protocol
     def prompts(self, texts: list[str]) -> list[str]:
@@ -223,6 +227,8 @@ class Artifact:
             "base_model": self.base_identity(),
             "versions": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "recipe": self.recipe,
+            "lineage": self.lineage,
             **payload,
         }
         atomic_write_json(folder / ARTIFACT_FILE, meta)  # written last: its presence marks a complete folder
@@ -241,7 +247,9 @@ class Artifact:
             spec = get_strategy(meta["strategy"])
         except (KeyError, ValueError) as e:
             raise ArtifactError(f"{folder}: {e}") from None
-        return spec.strategy_cls.artifact_cls.from_meta(folder, meta, model)
+        art = spec.strategy_cls.artifact_cls.from_meta(folder, meta, model)
+        art.recipe, art.lineage = meta.get("recipe"), meta.get("lineage")
+        return art
 
 
 class Strategy:
