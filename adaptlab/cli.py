@@ -810,6 +810,45 @@ def improve_cmd(
     console.print((out / "improve.md").read_text())
 
 
+@app.command("drift")
+def drift_cmd(
+    task: str = typer.Argument(..., help="Registry task whose served traffic to check."),
+    window: int = typer.Option(500, help="The last N logged requests are the recent traffic."),
+    registry: Optional[Path] = REGISTRY_OPT,
+    alpha: float = typer.Option(0.05, help="False alarm rate over all signals together (Bonferroni)."),
+    embed: bool = typer.Option(True, help="Also compare MiniLM embeddings of the inputs (MMD)."),
+    prometheus: Optional[Path] = typer.Option(None, help="Also write the result as Prometheus gauges to this file "
+                                                         "(node_exporter's textfile collector reads it)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+) -> None:
+    """Does recent traffic still look like the data the serving version was judged on? Says whether
+    retraining is due and why (labels, input lengths, unknown words, input embeddings)."""
+    from adaptlab.maintenance.drift import drift_for_task
+    from adaptlab.utils import atomic_write_json, atomic_write_text, set_torch_threads
+
+    set_torch_threads()
+    try:
+        rep = drift_for_task(_registry(registry), task, window, embed=embed, alpha=alpha,
+                             data_dir=str(data_dir) if data_dir else None)
+    except (*_registry_errors(), ValueError) as err:
+        _fail(err)
+    table = Table(title=f"drift of {rep.version}: {rep.recent_rows} recent requests vs {rep.reference_rows} "
+                        f"reference rows")
+    for col in ("signal", "statistic", "value", "p", "reference", "recent", "drift"):
+        table.add_column(col)
+    for sig in rep.signals:
+        table.add_row(sig.name, sig.statistic, f"{sig.value:.4f}", f"{sig.p:.4f}",
+                      "-" if sig.reference is None else f"{sig.reference:.3f}",
+                      "-" if sig.recent is None else f"{sig.recent:.3f}", "yes" if sig in rep.drifted else "")
+    console.print(table)
+    console.print(rep.reason())
+    if prometheus is not None:
+        atomic_write_text(prometheus, rep.prometheus())
+    if json_out is not None:
+        atomic_write_json(json_out, rep.to_dict())
+
+
 @app.command("serve")
 def serve_cmd(
     model: str = typer.Option(DEFAULT_MODEL, help="Base model every adaptation runs on."),
@@ -831,6 +870,8 @@ def serve_cmd(
                                                 "--no-auth); its compares and uploads go to --ui-dir."),
     ui_dir: Path = typer.Option(Path("adaptlab-ui"), help="Work folder of the workbench (uploads, compares, exports)."),
     device: str = DEVICE_OPT,
+    drift_interval: float = typer.Option(300.0, help="Seconds between recomputing the drift gauges /metrics shows "
+                                                     "(0: no drift gauges); see `adaptlab drift`."),
 ) -> None:
     """OpenAI-compatible server for every registered adaptation of one base model."""
     import uvicorn
@@ -847,7 +888,7 @@ def serve_cmd(
         set_torch_threads()
         base = load_base(model, device=resolve_device(device))
         service = Service(base, reg, config)
-        app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024)
+        app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024, drift_interval=drift_interval)
         if ui:
             from adaptlab.ui.app import include_ui
             from adaptlab.ui.state import UiState

@@ -36,3 +36,15 @@ class RequestLog:
             return [dict(r) for r in con.execute(
                 "SELECT f.*, r.input, r.output, r.task_type, r.version FROM feedback f JOIN requests r"
                 " ON r.id = f.request_id WHERE r.task = ? ORDER BY f.id", (task,))]
+
+    def recent(self, task: str, n: int) -> list[dict]:
+        """The task's last ``n`` logged requests, oldest first."""
+        with self.index.connect() as con:
+            rows = con.execute("SELECT * FROM requests WHERE task = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                               (task, int(n))).fetchall()
+        return [dict(r) for r in reversed(rows)]
+
+    def tasks(self) -> list[str]:
+        """Tasks with logged requests."""
+        with self.index.connect() as con:
+            return [r[0] for r in con.execute("SELECT DISTINCT task FROM requests ORDER BY task")]
