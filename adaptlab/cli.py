@@ -810,6 +810,33 @@ def improve_cmd(
     console.print((out / "improve.md").read_text())
 
 
+@app.command("rebase")
+def rebase_cmd(
+    task: str = typer.Argument(..., help="Registry task to move onto another base model."),
+    model: str = typer.Option(..., help="The new base model (a name from `adaptlab models list`, or a path)."),
+    out: Path = typer.Option(..., help="Folder for the rebased adaptation and the evidence."),
+    champion: Optional[str] = typer.Option(None, help="Version to rebase (default TASK@prod)."),
+    labels: str = typer.Option("recipe", help="recipe (train on the recipe's rows) or distill (on the old "
+                                              "version's answers to the training inputs, when the labels are gone)."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs instead of the recipe's."),
+    registry: Optional[Path] = REGISTRY_OPT,
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+) -> None:
+    """Re-make the task's adaptation on another base (hard prompts move as they are; trained ones are
+    trained again or distilled), compare it with the serving version, register it as staging."""
+    from adaptlab.maintenance.rebase import RebaseOptions, rebase
+    from adaptlab.utils import set_torch_threads
+
+    set_torch_threads()
+    try:
+        opts = RebaseOptions(champion=champion, labels=labels, data_dir=str(data_dir) if data_dir else None,
+                             train_overrides={"epochs": epochs} if epochs else None)
+        rebase(_registry(registry, read_only=False), task, model, out, opts, log=console.print)
+    except (*_registry_errors(), ValueError) as err:
+        _fail(err)
+    console.print((out / "rebase.md").read_text())
+
+
 @app.command("drift")
 def drift_cmd(
     task: str = typer.Argument(..., help="Registry task whose served traffic to check."),
@@ -851,7 +878,8 @@ def drift_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    model: str = typer.Option(DEFAULT_MODEL, help="Base model every adaptation runs on."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model every adaptation runs on; several, comma-separated, "
+                                                  "are held in one process, each version served on its own base."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port."),
     registry: Optional[Path] = REGISTRY_OPT,
@@ -879,6 +907,7 @@ def serve_cmd(
     from adaptlab.models.base import load_base, resolve_device
     from adaptlab.serving import ServeConfig, Service
     from adaptlab.serving.app import create_app
+    from adaptlab.serving.service import MultiService
     from adaptlab.utils import set_torch_threads
 
     try:
@@ -886,14 +915,16 @@ def serve_cmd(
                              max_new_tokens=max_new_tokens, batching=batching, prompt_cache=prompt_cache)
         reg = _registry(registry)
         set_torch_threads()
-        base = load_base(model, device=resolve_device(device))
-        service = Service(base, reg, config)
+        names = [m.strip() for m in model.split(",") if m.strip()]
+        bases = [load_base(m, device=resolve_device(device)) for m in names]
+        services = [Service(b, reg, config) for b in bases]
+        service = services[0] if len(services) == 1 else MultiService(services)
         app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024, drift_interval=drift_interval)
         if ui:
             from adaptlab.ui.app import include_ui
             from adaptlab.ui.state import UiState
 
-            include_ui(app_, UiState(ui_dir, reg, model=model, key_required=not no_auth, service=service,
+            include_ui(app_, UiState(ui_dir, reg, model=names[0], key_required=not no_auth, service=service,
                                      max_upload_bytes=max_body_kb * 1024))
         for name in filter(None, (p.strip() for p in preload.split(","))):
             service.resolve(name)
@@ -901,7 +932,7 @@ def serve_cmd(
         _fail(err)
     except Exception as err:  # noqa: BLE001 - ServingError from preload
         _fail(err)
-    console.print(f"serving {base.name} + {len(reg.tasks())} tasks on http://{host}:{port}/v1 "
+    console.print(f"serving {', '.join(b.name for b in bases)} + {len(reg.tasks())} tasks on http://{host}:{port}/v1 "
                   f"({'no auth' if no_auth else 'API keys required'})"
                   + (f"; workbench on http://{host}:{port}/ui/" if ui else ""))
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -220,7 +220,8 @@ def _plain(text: str, conversation: bool) -> str:
 def drift_for_task(registry, task: str, window: int = 500, base=None, embed=True, seed: int = 0,
                    alpha: float = ALPHA, data_dir=None, permutations: int = PERMUTATIONS) -> DriftReport:
     """The drift report of ``task``'s serving version (``prod``, else its latest) on its last
-    ``window`` requests."""
+    ``window`` requests. ``base``: the loaded base model, or a list of them (a server's) to pick
+    the version's from; None loads it."""
     from adaptlab.data.named import splits_of_recipe
     from adaptlab.evaluation.text_metrics import minilm
     from adaptlab.maintenance.improve import recipe_of
@@ -241,6 +242,8 @@ def drift_for_task(registry, task: str, window: int = 500, base=None, embed=True
     ref_inputs = [_plain(ex.text, conv) for ex in held]
     recent_inputs = [_plain(r["input"], conv) for r in recent]
     vocabulary = vocabulary_of([_plain(ex.text, conv) for ex in train.examples])
+    if isinstance(base, (list, tuple)):
+        base = next((b for b in base if b.fingerprint == meta["base_model"]["fingerprint"]), None)
     if base is None:
         base = load_base(meta["base_model"]["name"])
     tok = base.tokenizer

@@ -36,6 +36,7 @@ class ServingAdapter:
     artifact: object = None                     # the loaded artifact itself (kept only by the swap baseline)
     lead: object = None                         # engine.Lead: the static lead's keys/values, once built
     lead_built: bool = False                    # build_lead ran (lead may still be None: nothing to keep)
+    base: object = None                         # the BaseModel its rows run on (a server may hold several)
 
     @property
     def closed_labels(self) -> bool:
@@ -77,7 +78,7 @@ class ServingAdapter:
 def plain_adapter(base: BaseModel, name: str | None = None) -> ServingAdapter:
     """The unadapted base model: prompts pass through as they are."""
     return ServingAdapter(name=name or base.name, key=BASE_WEIGHTS, task_type=None, labels=None, label_texts=None,
-                          render=lambda texts: list(texts))
+                          render=lambda texts: list(texts), base=base)
 
 
 def from_artifact(artifact, name: str, key: str) -> ServingAdapter:

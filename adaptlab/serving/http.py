@@ -75,7 +75,7 @@ class DriftWatch:
             reg = self.service.registry
             for task in reg.requests.tasks():
                 try:
-                    rep = drift_for_task(reg, task, self.window, base=self.service.base)
+                    rep = drift_for_task(reg, task, self.window, base=self.service.bases)
                     self.reports[task] = rep.prometheus()
                     self.errors.pop(task, None)
                 except Exception as e:  # a task without a recipe, or without data at hand: no gauges for it
@@ -229,7 +229,8 @@ def adapter_for(st: ServerState, scope: list[str] | None, model: str):
         raise ServingError(400, "invalid_model", "model: a non-empty name of at most 200 characters")
     service = st.service
     try:
-        task = None if model in ("base", service.base.name) else check_name(model.partition("@")[0], "task")
+        names = ("base", *(b.name for b in service.bases))
+        task = None if model in names else check_name(model.partition("@")[0], "task")
     except RegistryError as e:
         raise ServingError(404, "model_not_found", str(e)) from None
     if not allowed(scope, task):  # checked before loading anything

@@ -104,6 +104,10 @@ class Service:
         self.worker = threading.Thread(target=self._run, name="adaptlab-batcher", daemon=True)
         self.worker.start()
 
+    @property
+    def bases(self) -> list[BaseModel]:
+        return [self.base]
+
     # ------------------------------------------------------------------ names and adapters
     def resolve(self, name: str) -> tuple[Entry | None, ServingAdapter]:
         """``model`` field -> (registry entry or None for the base model, adapter)."""
@@ -132,6 +136,7 @@ class Service:
                     self.registry.verify(entry)
                 art = Artifact.load(entry.path, self.base)
                 ad = from_artifact(art, entry.ref, entry.digest)
+                ad.base = self.base
                 if self.config.batching == "swap":
                     ad.artifact = art
             except (RegistryError, ArtifactError, ValueError, OSError) as e:
@@ -298,3 +303,97 @@ class Service:
                     for t in generated:
                         w.on_token(t)
                 w.future.set_result(out)
+
+
+class MultiService:
+    """Several base models in one process: one :class:`Service` (its own worker and adapter cache)
+    per base, and one route table. A registry version goes to the service whose base has its
+    fingerprint, so ``TASK@prod`` may move between bases (``adaptlab rebase``) without a restart.
+    Routes use it as they use a :class:`Service`; the first base is the default one."""
+
+    def __init__(self, services: list[Service]):
+        if not services:
+            raise ValueError("no base model to serve")
+        fps = [s.base.fingerprint for s in services]
+        if len(set(fps)) != len(fps):
+            raise ValueError("the same base model twice")
+        self.services = services
+        self.by_fingerprint = {s.base.fingerprint: s for s in services}
+        self.base, self.registry, self.config = services[0].base, services[0].registry, services[0].config
+
+    @property
+    def metrics(self):
+        return self.services[0].metrics
+
+    @metrics.setter
+    def metrics(self, value) -> None:
+        for s in self.services:
+            s.metrics = value
+
+    @property
+    def bases(self) -> list[BaseModel]:
+        return [s.base for s in self.services]
+
+    def resolve(self, name: str) -> tuple[Entry | None, ServingAdapter]:
+        for s in self.services:
+            if name == s.base.name:
+                return None, s.plain
+        if name in BASE_ALIASES or self.registry is None:
+            return self.services[0].resolve(name)
+        try:
+            entry = self.registry.resolve(name)
+        except RegistryError as e:
+            raise ServingError(404, "model_not_found", str(e)) from None
+        service = self.by_fingerprint.get(entry.fingerprint)
+        if service is None:
+            raise ServingError(409, "base_model_mismatch",
+                               f"{entry.ref} was made for base model {entry.fingerprint[:12]}; this server runs "
+                               + ", ".join(f"{s.base.name} ({s.base.fingerprint[:12]})" for s in self.services))
+        return entry, service.adapter(entry)
+
+    def _of(self, adapter: ServingAdapter) -> Service:
+        return self.by_fingerprint[adapter.base.fingerprint]
+
+    def submit(self, work: Work) -> concurrent.futures.Future:
+        return self._of(work.adapter).submit(work)
+
+    def classify(self, adapter: ServingAdapter, texts: list[str]) -> list[torch.Tensor]:
+        return self._of(adapter).classify(adapter, texts)
+
+    def generate(self, adapter: ServingAdapter, texts: list[str], max_new: int) -> list[str]:
+        return self._of(adapter).generate(adapter, texts, max_new)
+
+    @property
+    def cache(self) -> dict:
+        return {k: v for s in self.services for k, v in s.cache.items()}
+
+    @property
+    def queue(self):
+        return _Depth(self.services)
+
+    def loaded_bytes(self) -> int:
+        return sum(s.loaded_bytes() for s in self.services)
+
+    def unload(self, digest: str) -> bool:
+        return any([s.unload(digest) for s in self.services])
+
+    def labels_of(self, task: str, version: int) -> list[str] | None:
+        return self.services[0].labels_of(task, version)
+
+    @property
+    def batches(self) -> int:
+        return sum(s.batches for s in self.services)
+
+    def close(self) -> None:
+        for s in self.services:
+            s.close()
+
+
+class _Depth:
+    """The queues of several services as one depth (what /healthz reports)."""
+
+    def __init__(self, services):
+        self.services = services
+
+    def qsize(self) -> int:
+        return sum(s.queue.qsize() for s in self.services)

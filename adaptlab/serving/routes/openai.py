@@ -38,7 +38,8 @@ router = APIRouter()
 async def models(request: Request, scope: list[str] | None = Scope):
     st = state(request)
     now = int(time.time())
-    data = [{"id": st.service.base.name, "object": "model", "created": now, "owned_by": "adaptlab"}]
+    data = [{"id": b.name, "object": "model", "created": now, "owned_by": "adaptlab"}
+            for b in st.service.bases]
     registry = st.registry
     if registry is not None:
         aliases = await asyncio.to_thread(registry.aliases)
@@ -73,7 +74,7 @@ async def classify(body: ClassifyRequest, request: Request, scope: list[str] | N
         await log(st, item_id, entry, adapter, t, r["label"])
         data.append({"index": i, "request_id": item_id, "label": r["label"], "probs": r["probs"]})
     return {"id": rid, "object": "classification", "model": body.model,
-            "resolved": entry.ref if entry else st.service.base.name, "data": data}
+            "resolved": entry.ref if entry else adapter.base.name, "data": data}
 
 
 @router.post("/v1/completions")
@@ -98,7 +99,7 @@ async def chat(body: ChatRequest, request: Request, scope: list[str] | None = Sc
     if body.top_logprobs is not None and not body.logprobs:
         raise ServingError(400, "invalid_request", "top_logprobs: needs logprobs=true")
     stops = _stops(body)
-    tokenizer = st.service.base.tokenizer
+    tokenizer = adapter.base.tokenizer
     if adapter.task_type is None or adapter.conversation:
         rendered = chat_prompt(tokenizer, body.messages)  # a template that refuses the turns: 400 now, not in a batch
     if adapter.task_type is None:  # the plain base model: the whole conversation, in its chat format
@@ -154,7 +155,7 @@ class _Answer:
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self.object = "chat.completion" if self.chat else "text_completion"
-        self.resolved = self.entry.ref if self.entry else self.st.service.base.name
+        self.resolved = self.entry.ref if self.entry else self.adapter.base.name
 
     def row_sampling(self, i: int) -> Sampling:
         """Choice i's sampling: the request's, its seed moved by i so the n choices differ."""
@@ -180,7 +181,7 @@ class _Answer:
     def usage(self, works: list[Work], labels: list[str] | None = None) -> dict:
         """Token counts the worker recorded (it rendered and tokenized the prompt once, under the
         model lock: rendering a nearest-neighbour few-shot prompt runs the model)."""
-        tok = self.st.service.base.tokenizer
+        tok = self.adapter.base.tokenizer
         c = sum(len(tok(lab, add_special_tokens=False)["input_ids"]) for lab in labels) if labels is not None \
             else sum(w.completion_tokens for w in works)  # a classifier "answers" with its label's tokens
         p = works[0].prompt_tokens
@@ -190,7 +191,7 @@ class _Answer:
         """The chosen tokens' log-probabilities in the endpoint's own shape, when asked for."""
         if self.sampling.logprobs is None:
             return None
-        tok = self.st.service.base.tokenizer
+        tok = self.adapter.base.tokenizer
         text = lambda i: tok.decode([i])  # noqa: E731
         if self.chat:
             return {"content": [{"token": text(e["token"]), "logprob": e["logprob"],
@@ -263,7 +264,7 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
     hold = max((len(s) for s in a.stops), default=1) - 1   # characters that may be the start of a stop text
 
     async def events():
-        tok = a.st.service.base.tokenizer
+        tok = a.adapter.base.tokenizer
         seqs: list[list[int]] = [[] for _ in works]
         sent = [""] * len(works)
         open_rows = len(works)
