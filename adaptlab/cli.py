@@ -113,10 +113,13 @@ def data_check(
                 tok = load_tokenizer(tokenizer)
         report = validate(train, evals, tokenizer=tok, max_tokens=max_tokens)
         sources = list(dict.fromkeys(Path(d.source) for d in (train, *evals.values()) if Path(d.source).is_file()))
-        _personal_data(sources, redact)
     except EXPECTED_ERRORS as e:
         _fail(e)
     _print_report(report, train.task)
+    try:
+        _personal_data(sources, redact)
+    except EXPECTED_ERRORS as e:
+        _fail(e)
 
 
 def _personal_data(sources: list[Path], redact: Optional[Path]) -> None:

@@ -84,11 +84,10 @@ class TaskSpec:
         raise NotImplementedError
 
     def objective(self, train_config, items):
-        """The loss the training loop calls on ``items`` (:mod:`adaptlab.training.objectives`):
-        the target tokens' NLL, with an unlikelihood penalty on answers rated down."""
-        from adaptlab.training.objectives import TokenNLL
-
-        return TokenNLL()
+        """The loss the training loop calls on ``items`` (an :mod:`adaptlab.training.objectives`
+        objective); None: the loop's default, the target tokens' NLL with an unlikelihood penalty on
+        answers rated down."""
+        return None
 
     def evaluate(self, artifact, data) -> tuple[dict, list[dict], list[str]]:
         """``artifact`` on ``data``: (metrics with ``n``, one row per input, the inputs predicted)."""
