@@ -26,8 +26,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/adaptlab demo
 
+# Files `ruff format` keeps formatted; the rest joins as it is split (see pyproject.toml's [tool.ruff]).
+FORMATTED = adaptlab/maintenance adaptlab/privacy.py adaptlab/training/objectives.py adaptlab/tasks/preference.py \
+	tests/maintenance tests/test_privacy.py tests/training/test_objectives.py tests/test_no_egress.py tests/egress \
+	bench/preference.py bench/maintenance.py
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check $(FORMATTED)
 	$(PY) -m pytest
 
 clean:

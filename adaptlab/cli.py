@@ -648,15 +648,19 @@ def registry_list(task: Optional[str] = typer.Option(None, help="Only this task.
         entries, aliases = reg.entries(task), reg.aliases()
     except _registry_errors() as err:
         _fail(err)
+    from adaptlab.registry import lineage_text
+
     table = Table(title=f"registry {reg.root}")
-    for col in ("model", "strategy", "aliases", "metric", "MB", "created", "by", "run"):
+    for col in ("model", "strategy", "aliases", "metric", "MB", "created", "by", "run", "made from"):
         table.add_column(col)
+    lineages = {t: reg.lineage(t) for t in {e.task for e in entries}}
     for e in entries:
         held = ", ".join(a for a, v in aliases.get(e.task, {}).items() if v == e.version)
         test = e.metrics.get("test") or e.metrics.get("dev") or e.metrics
         metric = next((f"{k} {test[k]:.3f}" for k in _ranking_metrics() if isinstance(test.get(k), float)), "-")
         table.add_row(e.ref, e.strategy, held or "-", metric, f"{e.bytes / 1e6:.2f}",
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)), e.created_by, e.run or "-")
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)), e.created_by, e.run or "-",
+                      lineage_text(lineages[e.task].get(e.version)))
     console.print(table)
 
 
@@ -672,6 +676,7 @@ def registry_show(ref: str = typer.Argument(..., help="TASK, TASK@VERSION or TAS
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in dc.asdict(e).items()}
         out["aliases"] = reg.aliases(e.task).get(e.task, {})
         out["alias_history"] = reg.history(e.task)
+        out["lineage"] = reg.lineage(e.task).get(e.version)
     except _registry_errors() as err:
         _fail(err)
     console.print_json(json.dumps(out))

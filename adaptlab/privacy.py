@@ -23,14 +23,16 @@ EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-
 # A phone number: an optional +country code, then 7-15 digits in groups split by spaces, dots, dashes
 # or parentheses; without a leading + at least 9 digits (not a date, a price or a ticket number), and
 # a run without separators at least 10.
-PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,8}){1,4}(?![\w])"
-                   r"|(?<![\w+])\+\d{7,15}(?!\w)|(?<![\w+])\d{10,11}(?!\w)")
+PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,8}){1,4}(?![\w])"
+    r"|(?<![\w+])\+\d{7,15}(?!\w)|(?<![\w+])\d{10,11}(?!\w)"
+)
 CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![\w])")
 IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?:::?[0-9A-Fa-f]{1,4})*(?![\w:])")
 
-KINDS = ("email", "card", "iban", "ip", "phone")   # the order overlapping matches are resolved in
+KINDS = ("email", "card", "iban", "ip", "phone")  # the order overlapping matches are resolved in
 
 
 def luhn_ok(digits: str) -> bool:
@@ -92,8 +94,9 @@ def find(text: str) -> list[Span]:
     """Personal data in ``text``, without overlaps (an email's digits are not also a phone)."""
     if not isinstance(text, str) or not text:
         return []
-    found = sorted(((KINDS.index(k), m.start(), m.end(), k, m.group()) for k, m in _candidates(text)),
-                   key=lambda t: (t[0], t[1]))
+    found = sorted(
+        ((KINDS.index(k), m.start(), m.end(), k, m.group()) for k, m in _candidates(text)), key=lambda t: (t[0], t[1])
+    )
     taken: list[Span] = []
     for _, start, end, kind, value in found:
         if all(end <= s.start or start >= s.end for s in taken):
@@ -105,7 +108,7 @@ def redact(text: str) -> str:
     """``text`` with each finding replaced by its kind in brackets, e.g. ``[EMAIL]``."""
     out, last = [], 0
     for s in find(text):
-        out += [text[last:s.start], f"[{s.kind.upper()}]"]
+        out += [text[last : s.start], f"[{s.kind.upper()}]"]
         last = s.end
     return "".join(out) + text[last:]
 
@@ -142,16 +145,22 @@ class Report:
 
     source: str
     rows: int = 0
-    counts: dict | None = None     # kind -> field -> count
-    lines: dict | None = None      # kind -> field -> [line numbers]
+    counts: dict | None = None  # kind -> field -> count
+    lines: dict | None = None  # kind -> field -> [line numbers]
 
     @property
     def total(self) -> int:
         return sum(n for fields in (self.counts or {}).values() for n in fields.values())
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "rows": self.rows, "total": self.total, "counts": self.counts or {},
-                "lines": self.lines or {}, "not_detected": list(NOT_DETECTED)}
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "total": self.total,
+            "counts": self.counts or {},
+            "lines": self.lines or {},
+            "not_detected": list(NOT_DETECTED),
+        }
 
     def summary(self, max_lines: int = 5) -> list[str]:
         """One line per kind and field: '3 email in field "text" (lines 2, 7, 9)'."""
@@ -159,8 +168,9 @@ class Report:
         for kind in KINDS:
             for field, n in sorted((self.counts or {}).get(kind, {}).items()):
                 lines = self.lines[kind][field]
-                shown = ", ".join(map(str, lines[:max_lines])) + (f", ... ({len(lines)} lines)"
-                                                                 if len(lines) > max_lines else "")
+                shown = ", ".join(map(str, lines[:max_lines])) + (
+                    f", ... ({len(lines)} lines)" if len(lines) > max_lines else ""
+                )
                 out.append(f"{n} {kind} in field '{field}' (line{'s' if len(lines) > 1 else ''} {shown})")
         return out
 

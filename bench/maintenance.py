@@ -83,12 +83,12 @@ def main() -> None:
             champion_rows.append(r)
             count[r["label"]] += 1
         elif r["label"] in count:
-            spare.append(r)   # old intents the champion never saw: unshifted traffic for drift
+            spare.append(r)  # old intents the champion never saw: unshifted traffic for drift
     data = a.work / "champion.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in champion_rows))
     rng.shuffle(test_rows)
     later = test_rows[: len(test_rows) // 4]
-    served = test_rows[len(test_rows) // 4:]
+    served = test_rows[len(test_rows) // 4 :]
     print(f"intents: {old} + new {new}; champion rows {len(champion_rows)}, served {len(served)}, later {len(later)}")
 
     # ---- 1. the champion
@@ -126,22 +126,43 @@ def main() -> None:
             fb["none"] += 1
     later_new = [r for r in later if r["label"] in new]
     later_old = [r for r in later if r["label"] in old]
-    before = {"later_all": accuracy(champ, later), "later_new_intents": accuracy(champ, later_new),
-              "later_old_intents": accuracy(champ, later_old), "served": sum(p == r["label"] for p, r in zip(pred, served)) / len(served)}
+    before = {
+        "later_all": accuracy(champ, later),
+        "later_new_intents": accuracy(champ, later_new),
+        "later_old_intents": accuracy(champ, later_old),
+        "served": sum(p == r["label"] for p, r in zip(pred, served)) / len(served),
+    }
     print(f"champion: {before}; feedback {fb}", flush=True)
 
     # ---- 3. improve, with and without the rated-down rows; rollback; a worse challenger
     runs = {}
     for name, extra in (("with_rated_down", ["--auto-promote"]), ("without_rated_down", ["--no-use-rated-down"])):
         t0 = time.perf_counter()
-        cli("improve", "bank", "--out", a.work / f"improve-{name}", "--champion", "bank@1", "--epochs", a.epochs, *extra,
-            env=env)
+        cli(
+            "improve",
+            "bank",
+            "--out",
+            a.work / f"improve-{name}",
+            "--champion",
+            "bank@1",
+            "--epochs",
+            a.epochs,
+            *extra,
+            env=env,
+        )
         ev = json.loads((a.work / f"improve-{name}" / "improve.json").read_text())
         chal = Artifact.load(reg.resolve(ev["challenger"]).path, base)
-        runs[name] = {"seconds": time.perf_counter() - t0, "challenger": ev["challenger"], "gate": ev["gate"],
-                      "promoted": ev["promoted"], "scores": ev["scores"], "lineage": ev["lineage"],
-                      "later_all": accuracy(chal, later), "later_new_intents": accuracy(chal, later_new),
-                      "later_old_intents": accuracy(chal, later_old)}
+        runs[name] = {
+            "seconds": time.perf_counter() - t0,
+            "challenger": ev["challenger"],
+            "gate": ev["gate"],
+            "promoted": ev["promoted"],
+            "scores": ev["scores"],
+            "lineage": ev["lineage"],
+            "later_all": accuracy(chal, later),
+            "later_new_intents": accuracy(chal, later_new),
+            "later_old_intents": accuracy(chal, later_old),
+        }
         print(f"improve {name}: {runs[name]}", flush=True)
     prod_after_improve = reg.aliases("bank")["bank"]["prod"]
     rollback = None
@@ -158,22 +179,50 @@ def main() -> None:
         reg_bad.requests.add_feedback(f"req-{i}", -1, wrong)
     env_bad = {**env, "ADAPTLAB_REGISTRY": str(a.work / "registry-bad")}
     cli("registry", "promote", "bank", "1", env=env_bad)
-    cli("improve", "bank", "--out", a.work / "improve-bad", "--champion", "bank@1", "--epochs", a.epochs,
-        "--auto-promote", env=env_bad)
+    cli(
+        "improve",
+        "bank",
+        "--out",
+        a.work / "improve-bad",
+        "--champion",
+        "bank@1",
+        "--epochs",
+        a.epochs,
+        "--auto-promote",
+        env=env_bad,
+    )
     bad = json.loads((a.work / "improve-bad" / "improve.json").read_text())
-    runs["wrong_corrections"] = {"challenger": bad["challenger"], "gate": bad["gate"], "promoted": bad["promoted"],
-                                 "scores": bad["scores"], "prod_after": reg_bad.aliases("bank")["bank"]["prod"]}
+    runs["wrong_corrections"] = {
+        "challenger": bad["challenger"],
+        "gate": bad["gate"],
+        "promoted": bad["promoted"],
+        "scores": bad["scores"],
+        "prod_after": reg_bad.aliases("bank")["bank"]["prod"],
+    }
     print(f"improve on wrong corrections: {runs['wrong_corrections']}", flush=True)
 
     # ---- 4. rebase onto SmolLM2
     rebases = {}
     for how in ("recipe", "distill"):
         t0 = time.perf_counter()
-        cli("rebase", "bank", "--model", "smollm2-135m-instruct", "--out", a.work / f"rebase-{how}", "--champion",
-            "bank@1", "--labels", how, env=env)
+        cli(
+            "rebase",
+            "bank",
+            "--model",
+            "smollm2-135m-instruct",
+            "--out",
+            a.work / f"rebase-{how}",
+            "--champion",
+            "bank@1",
+            "--labels",
+            how,
+            env=env,
+        )
         ev = json.loads((a.work / f"rebase-{how}" / "rebase.json").read_text())
-        rebases[how] = {**{k: ev[k] for k in ("rebased", "how", "quality", "cost", "test_rows")},
-                        "wall_seconds": time.perf_counter() - t0}
+        rebases[how] = {
+            **{k: ev[k] for k in ("rebased", "how", "quality", "cost", "test_rows")},
+            "wall_seconds": time.perf_counter() - t0,
+        }
         print(f"rebase {how}: {rebases[how]}", flush=True)
     import psutil
 
@@ -198,8 +247,9 @@ def main() -> None:
     pool_new = [r for r in test_rows if r["label"] in new]
     texts = list({r["text"] for r in pool_old + pool_new} | set(ref_inputs))
     emb = dict(zip(texts, minilm().embed(texts).numpy()))
-    pred_of = dict(zip([r["text"] for r in pool_old + pool_new],
-                       champ.predict([r["text"] for r in pool_old + pool_new])))
+    pred_of = dict(
+        zip([r["text"] for r in pool_old + pool_new], champ.predict([r["text"] for r in pool_old + pool_new]))
+    )
     tok = base.tokenizer
 
     def count(t):
@@ -207,36 +257,63 @@ def main() -> None:
 
     def window(rows):
         ins = [r["text"] for r in rows]
-        return compare_traffic("bank", "bank@1", ref_inputs, ins, vocab, count,
-                               lambda ts: np.stack([emb[t] for t in ts]), ref_labels, [pred_of[t] for t in ins],
-                               seed=rng.randrange(10**6))
+        return compare_traffic(
+            "bank",
+            "bank@1",
+            ref_inputs,
+            ins,
+            vocab,
+            count,
+            lambda ts: np.stack([emb[t] for t in ts]),
+            ref_labels,
+            [pred_of[t] for t in ins],
+            seed=rng.randrange(10**6),
+        )
 
     size = 100
     unshifted = [window(rng.sample(pool_old, size)) for _ in range(a.windows)]
-    shifted = [window(rng.sample(pool_old, size - 40) + rng.sample(pool_new, 40)) for _ in range(max(5, a.windows // 4))]
-    drift = {"window": size, "reference_rows": len(ref_inputs),
-             "unshifted": {"windows": len(unshifted), "alarms": sum(r.retrain for r in unshifted),
-                           "false_alarm_rate": sum(r.retrain for r in unshifted) / len(unshifted),
-                           "by_signal": {s.name: sum(any(d.name == s.name for d in r.drifted) for r in unshifted)
-                                         for s in unshifted[0].signals}},
-             "shifted": {"windows": len(shifted), "detected": sum(r.retrain for r in shifted),
-                         "by_signal": {s.name: sum(any(d.name == s.name for d in r.drifted) for r in shifted)
-                                       for s in shifted[0].signals},
-                         "example": shifted[0].to_dict()}}
-    logged = drift_for_task(reg, "bank", window=len(served), base=base)   # the served log: 25% new intents
+    shifted = [
+        window(rng.sample(pool_old, size - 40) + rng.sample(pool_new, 40)) for _ in range(max(5, a.windows // 4))
+    ]
+    drift = {
+        "window": size,
+        "reference_rows": len(ref_inputs),
+        "unshifted": {
+            "windows": len(unshifted),
+            "alarms": sum(r.retrain for r in unshifted),
+            "false_alarm_rate": sum(r.retrain for r in unshifted) / len(unshifted),
+            "by_signal": {
+                s.name: sum(any(d.name == s.name for d in r.drifted) for r in unshifted) for s in unshifted[0].signals
+            },
+        },
+        "shifted": {
+            "windows": len(shifted),
+            "detected": sum(r.retrain for r in shifted),
+            "by_signal": {
+                s.name: sum(any(d.name == s.name for d in r.drifted) for r in shifted) for s in shifted[0].signals
+            },
+            "example": shifted[0].to_dict(),
+        },
+    }
+    logged = drift_for_task(reg, "bank", window=len(served), base=base)  # the served log: 25% new intents
     drift["served_log"] = logged.to_dict()
     print(f"drift: {json.dumps({k: v for k, v in drift.items() if k != 'served_log'})[:600]}", flush=True)
 
     result = {
         "command": "python bench/maintenance.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; nothing else running",
-        "date": time.strftime("%Y-%m-%d"), "intents": {"old": old, "new": new},
+        "date": time.strftime("%Y-%m-%d"),
+        "intents": {"old": old, "new": new},
         "rows": {"champion_data": len(champion_rows), "served": len(served), "later": len(later)},
-        "champion": {"train_seconds_wall": champion_s, **before}, "feedback": fb, "improve": runs,
-        "rollback": rollback, "rebase": rebases,
-        "memory": {"rss_one_base_gb": rss_one / 2**30, "rss_both_bases_gb": rss_two / 2**30,
-                   "second_base": small.name},
-        "drift": drift, "wall_seconds": time.perf_counter() - t_start}
+        "champion": {"train_seconds_wall": champion_s, **before},
+        "feedback": fb,
+        "improve": runs,
+        "rollback": rollback,
+        "rebase": rebases,
+        "memory": {"rss_one_base_gb": rss_one / 2**30, "rss_both_bases_gb": rss_two / 2**30, "second_base": small.name},
+        "drift": drift,
+        "wall_seconds": time.perf_counter() - t_start,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     a.out.with_suffix(".md").write_text(to_markdown(result))
@@ -249,59 +326,99 @@ def _f(x, fmt=".3f"):
 
 def to_markdown(r: dict) -> str:
     c, imp = r["champion"], r["improve"]
-    lines = ["# Maintenance loop on a simulated shift (Banking77)", "",
-             f"`{r['command']}` on {r['machine']}, {r['date']}; {r['wall_seconds'] / 60:.0f} min in all.", "",
-             f"Champion: LoRA on Gemma 3 270M, {r['rows']['champion_data']} rows of 9 intents; 3 intents "
-             f"({', '.join(r['intents']['new'])}) arrive only through {r['rows']['served']} served requests. Feedback: "
-             + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r["feedback"].items()) + ".", "",
-             "## improve", "",
-             "Accuracy on the later rows (no feedback given on them):", "",
-             "| version | all | new intents | old intents | gate | promoted |", "|---|---|---|---|---|---|",
-             f"| champion bank@1 | {_f(c['later_all'])} | {_f(c['later_new_intents'])} | {_f(c['later_old_intents'])} | - | - |"]
+    lines = [
+        "# Maintenance loop on a simulated shift (Banking77)",
+        "",
+        f"`{r['command']}` on {r['machine']}, {r['date']}; {r['wall_seconds'] / 60:.0f} min in all.",
+        "",
+        f"Champion: LoRA on Gemma 3 270M, {r['rows']['champion_data']} rows of 9 intents; 3 intents "
+        f"({', '.join(r['intents']['new'])}) arrive only through {r['rows']['served']} served requests. Feedback: "
+        + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r["feedback"].items())
+        + ".",
+        "",
+        "## improve",
+        "",
+        "Accuracy on the later rows (no feedback given on them):",
+        "",
+        "| version | all | new intents | old intents | gate | promoted |",
+        "|---|---|---|---|---|---|",
+        f"| champion bank@1 | {_f(c['later_all'])} | {_f(c['later_new_intents'])} | {_f(c['later_old_intents'])} | - | - |",
+    ]
     for name, x in imp.items():
         if name == "wrong_corrections":
             continue
-        lines.append(f"| challenger {x['challenger']} ({name.replace('_', ' ')}) | {_f(x['later_all'])} | "
-                     f"{_f(x['later_new_intents'])} | {_f(x['later_old_intents'])} | "
-                     f"{'passed' if x['gate']['passed'] else 'refused'} | {'yes' if x['promoted'] else 'no'} |")
-    lines += ["", "The gate's evidence (paired on the same rows, 95% bootstrap interval):", "",
-              "| challenger | rows | n | champion | challenger | difference |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| challenger {x['challenger']} ({name.replace('_', ' ')}) | {_f(x['later_all'])} | "
+            f"{_f(x['later_new_intents'])} | {_f(x['later_old_intents'])} | "
+            f"{'passed' if x['gate']['passed'] else 'refused'} | {'yes' if x['promoted'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "The gate's evidence (paired on the same rows, 95% bootstrap interval):",
+        "",
+        "| challenger | rows | n | champion | challenger | difference |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, x in imp.items():
         for rows, s in x["scores"].items():
             p = s["paired"]
-            lines.append(f"| {x['challenger']} ({name.replace('_', ' ')}) | {rows} | {s['rows']} | {s['champion']:.3f} | "
-                         f"{s['challenger']:.3f} | {p['diff']:+.3f} ({p['lo']:+.3f} to {p['hi']:+.3f}) |")
+            lines.append(
+                f"| {x['challenger']} ({name.replace('_', ' ')}) | {rows} | {s['rows']} | {s['champion']:.3f} | "
+                f"{s['challenger']:.3f} | {p['diff']:+.3f} ({p['lo']:+.3f} to {p['hi']:+.3f}) |"
+            )
     w = imp["wrong_corrections"]
-    lines += ["", f"Wrong corrections: {w['gate']['reason']}; promoted: {'yes' if w['promoted'] else 'no'} "
-                  f"(prod stays bank@{w['prod_after']})."]
+    lines += [
+        "",
+        f"Wrong corrections: {w['gate']['reason']}; promoted: {'yes' if w['promoted'] else 'no'} "
+        f"(prod stays bank@{w['prod_after']}).",
+    ]
     if r["rollback"]:
-        lines.append(f"Rollback after the promotion: prod bank@{r['rollback']['before']} -> bank@{r['rollback']['after']}.")
-    lines += ["", "## rebase onto SmolLM2-135M-Instruct", "",
-              "| version | how | accuracy | difference (95%) | prompt tokens | examples/s | fit s | artifact MB |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"Rollback after the promotion: prod bank@{r['rollback']['before']} -> bank@{r['rollback']['after']}."
+        )
+    lines += [
+        "",
+        "## rebase onto SmolLM2-135M-Instruct",
+        "",
+        "| version | how | accuracy | difference (95%) | prompt tokens | examples/s | fit s | artifact MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     first = next(iter(r["rebase"].values()))
     cc = first["cost"]["champion"]
-    lines.append(f"| bank@1 (Gemma 3 270M) | trained | {first['quality']['champion']:.3f} | - | {cc['prompt_tokens']:.0f} | "
-                 f"{cc['examples_per_s']:.1f} | {_f(cc['fit_seconds'], '.0f')} | {cc['artifact_bytes'] / 1e6:.2f} |")
+    lines.append(
+        f"| bank@1 (Gemma 3 270M) | trained | {first['quality']['champion']:.3f} | - | {cc['prompt_tokens']:.0f} | "
+        f"{cc['examples_per_s']:.1f} | {_f(cc['fit_seconds'], '.0f')} | {cc['artifact_bytes'] / 1e6:.2f} |"
+    )
     for how, x in r["rebase"].items():
         q, rc = x["quality"], x["cost"]["rebased"]
         p = q["paired"]
-        lines.append(f"| {x['rebased']} (SmolLM2) | {x['how']} | {q['rebased']:.3f} | {p['diff']:+.3f} ({p['lo']:+.3f} to "
-                     f"{p['hi']:+.3f}) | {rc['prompt_tokens']:.0f} | {rc['examples_per_s']:.1f} | "
-                     f"{_f(rc['fit_seconds'], '.0f')} | {rc['artifact_bytes'] / 1e6:.2f} |")
+        lines.append(
+            f"| {x['rebased']} (SmolLM2) | {x['how']} | {q['rebased']:.3f} | {p['diff']:+.3f} ({p['lo']:+.3f} to "
+            f"{p['hi']:+.3f}) | {rc['prompt_tokens']:.0f} | {rc['examples_per_s']:.1f} | "
+            f"{_f(rc['fit_seconds'], '.0f')} | {rc['artifact_bytes'] / 1e6:.2f} |"
+        )
     m = r["memory"]
-    lines += ["", f"Both bases in one process: {m['rss_one_base_gb']:.2f} GB resident with Gemma 3 270M, "
-                  f"{m['rss_both_bases_gb']:.2f} GB with {m['second_base']} as well.", "",
-              "## drift", "",
-              f"Windows of {r['drift']['window']} requests against {r['drift']['reference_rows']} reference rows "
-              f"(alpha 0.05 over all signals, Bonferroni):", "",
-              "| traffic | windows | retraining due | labels | length | unknown words | embedding |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Both bases in one process: {m['rss_one_base_gb']:.2f} GB resident with Gemma 3 270M, "
+        f"{m['rss_both_bases_gb']:.2f} GB with {m['second_base']} as well.",
+        "",
+        "## drift",
+        "",
+        f"Windows of {r['drift']['window']} requests against {r['drift']['reference_rows']} reference rows "
+        f"(alpha 0.05 over all signals, Bonferroni):",
+        "",
+        "| traffic | windows | retraining due | labels | length | unknown words | embedding |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for kind in ("unshifted", "shifted"):
         d = r["drift"][kind]
         n = d.get("alarms", d.get("detected"))
         bs = d["by_signal"]
-        lines.append(f"| {kind} | {d['windows']} | {n} ({n / d['windows']:.0%}) | {bs.get('labels', 0)} | "
-                     f"{bs.get('length', 0)} | {bs.get('unknown_words', 0)} | {bs.get('embedding', 0)} |")
+        lines.append(
+            f"| {kind} | {d['windows']} | {n} ({n / d['windows']:.0%}) | {bs.get('labels', 0)} | "
+            f"{bs.get('length', 0)} | {bs.get('unknown_words', 0)} | {bs.get('embedding', 0)} |"
+        )
     lines += ["", f"`adaptlab drift` on the whole served log: {r['drift']['served_log']['reason']}."]
     return "\n".join(lines) + "\n"
 

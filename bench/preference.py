@@ -46,8 +46,13 @@ def pairs(n: int, offset: int = 0) -> list[dict]:
 def task_data(rows: list[dict], name: str):
     from adaptlab.data.records import Example, TaskData
 
-    return TaskData("preference", [Example(r["prompt"], r["chosen"], i + 1, r["rejected"]) for i, r in enumerate(rows)],
-                    name, text_field="prompt", label_field="chosen")
+    return TaskData(
+        "preference",
+        [Example(r["prompt"], r["chosen"], i + 1, r["rejected"]) for i, r in enumerate(rows)],
+        name,
+        text_field="prompt",
+        label_field="chosen",
+    )
 
 
 def job(side: str, n: int, n_eval: int, model: str, out: Path) -> dict:
@@ -62,10 +67,27 @@ def job(side: str, n: int, n_eval: int, model: str, out: Path) -> dict:
     set_torch_threads()
     base = load_base(model)
     train, held = pairs(n), pairs(n_eval, offset=n + 1)
-    config = make_config("lora", template=TEMPLATE, r=8, alpha=16.0, dropout=0.05,
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    cfg = TrainConfig(epochs=1, batch_size=4, lr=2e-4, warmup_ratio=0.0, schedule="constant", max_grad_norm=1.0,
-                      seed=0, checkpoint_every=0, max_length=256, preference_loss="dpo", beta=0.1)
+    config = make_config(
+        "lora",
+        template=TEMPLATE,
+        r=8,
+        alpha=16.0,
+        dropout=0.05,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=4,
+        lr=2e-4,
+        warmup_ratio=0.0,
+        schedule="constant",
+        max_grad_norm=1.0,
+        seed=0,
+        checkpoint_every=0,
+        max_length=256,
+        preference_loss="dpo",
+        beta=0.1,
+    )
     strategy = get_strategy("lora").strategy_cls(config)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
@@ -76,9 +98,18 @@ def job(side: str, n: int, n_eval: int, model: str, out: Path) -> dict:
             art, steps, first = trl_route(base, train, strategy, cfg, out)
         seconds = time.perf_counter() - t0
     acc = art.evaluate(task_data(held, "held-out pairs"))
-    return {"route": side, "pairs": n, "steps": steps, "train_seconds": seconds, "seconds_per_step": seconds / steps,
-            "first_loss": first, "peak_rss_gb": rss.peak / 2**30, "held_out_pairs": acc["n"],
-            "preference_accuracy": acc["preference_accuracy"], "torch_threads": torch.get_num_threads()}
+    return {
+        "route": side,
+        "pairs": n,
+        "steps": steps,
+        "train_seconds": seconds,
+        "seconds_per_step": seconds / steps,
+        "first_loss": first,
+        "peak_rss_gb": rss.peak / 2**30,
+        "held_out_pairs": acc["n"],
+        "preference_accuracy": acc["preference_accuracy"],
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def trl_route(base, train, strategy, cfg, out: Path):
@@ -95,19 +126,44 @@ def trl_route(base, train, strategy, cfg, out: Path):
 
     # The prompt text adaptlab's side renders, so both train on the same text.
     template = strategy.config.template_for("preference", "lora", base)
-    rows = [{"prompt": template.render(r["prompt"]), "chosen": template.label_prefix + r["chosen"],
-             "rejected": template.label_prefix + r["rejected"]} for r in train]
+    rows = [
+        {
+            "prompt": template.render(r["prompt"]),
+            "chosen": template.label_prefix + r["chosen"],
+            "rejected": template.label_prefix + r["rejected"],
+        }
+        for r in train
+    ]
     c = strategy.config
-    peft_cfg = PeftLoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=list(c.target_modules),
-                              task_type="CAUSAL_LM")
-    args = DPOConfig(output_dir=str(out / "trl-run"), per_device_train_batch_size=cfg.batch_size, num_train_epochs=1,
-                     learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=cfg.max_grad_norm,
-                     beta=cfg.beta, max_length=cfg.max_length, report_to=[], use_cpu=True, save_strategy="no",
-                     logging_steps=1, seed=0, dataloader_num_workers=0)
+    peft_cfg = PeftLoraConfig(
+        r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=list(c.target_modules), task_type="CAUSAL_LM"
+    )
+    args = DPOConfig(
+        output_dir=str(out / "trl-run"),
+        per_device_train_batch_size=cfg.batch_size,
+        num_train_epochs=1,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=cfg.max_grad_norm,
+        beta=cfg.beta,
+        max_length=cfg.max_length,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tr = DPOTrainer(model=copy.deepcopy(base.model), args=args, train_dataset=Dataset.from_list(rows),
-                        processing_class=base.tokenizer, peft_config=peft_cfg)
+        tr = DPOTrainer(
+            model=copy.deepcopy(base.model),
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=base.tokenizer,
+            peft_config=peft_cfg,
+        )
         result = tr.train()
     losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
     state = get_peft_model_state_dict(tr.model)
@@ -131,9 +187,23 @@ def main() -> None:
     results = []
     for side in ("adaptlab", "trl"):
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, __file__, "--side", side, "--pairs", str(a.pairs), "--eval-pairs",
-                            str(a.eval_pairs), "--model", a.model], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        p = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--pairs",
+                str(a.pairs),
+                "--eval-pairs",
+                str(a.eval_pairs),
+                "--model",
+                a.model,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{side} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -142,24 +212,36 @@ def main() -> None:
     ours, trl = results
     import platform
 
-    summary = {"command": "python bench/preference.py " + " ".join(sys.argv[1:]),
-               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "date": time.strftime("%Y-%m-%d"), "results": results,
-               "speedup_per_step": trl["seconds_per_step"] / ours["seconds_per_step"],
-               "memory_ratio": trl["peak_rss_gb"] / ours["peak_rss_gb"]}
+    summary = {
+        "command": "python bench/preference.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+        "results": results,
+        "speedup_per_step": trl["seconds_per_step"] / ours["seconds_per_step"],
+        "memory_ratio": trl["peak_rss_gb"] / ours["peak_rss_gb"],
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    md = ["# Preference training: adaptlab's DPO vs TRL's DPOTrainer", "",
-          f"`{summary['command']}` on {summary['machine']}, {summary['date']}; each side in its own process, one "
-          f"after the other, nothing else running.", "",
-          "| route | pairs | steps | s/step | first loss | peak RSS GB | held-out preference accuracy |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        "# Preference training: adaptlab's DPO vs TRL's DPOTrainer",
+        "",
+        f"`{summary['command']}` on {summary['machine']}, {summary['date']}; each side in its own process, one "
+        f"after the other, nothing else running.",
+        "",
+        "| route | pairs | steps | s/step | first loss | peak RSS GB | held-out preference accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        md.append(f"| {r['route']} | {r['pairs']} | {r['steps']} | {r['seconds_per_step']:.2f} | "
-                  f"{r['first_loss']:.4f} | {r['peak_rss_gb']:.2f} | {r['preference_accuracy']:.3f} "
-                  f"({r['held_out_pairs']}) |")
-    md += ["", f"adaptlab is {summary['speedup_per_step']:.2f}x faster per step; TRL uses "
-               f"{summary['memory_ratio']:.2f}x the memory."]
+        md.append(
+            f"| {r['route']} | {r['pairs']} | {r['steps']} | {r['seconds_per_step']:.2f} | "
+            f"{r['first_loss']:.4f} | {r['peak_rss_gb']:.2f} | {r['preference_accuracy']:.3f} "
+            f"({r['held_out_pairs']}) |"
+        )
+    md += [
+        "",
+        f"adaptlab is {summary['speedup_per_step']:.2f}x faster per step; TRL uses "
+        f"{summary['memory_ratio']:.2f}x the memory.",
+    ]
     a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

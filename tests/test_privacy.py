@@ -14,22 +14,25 @@ from adaptlab.privacy import find, iban_ok, luhn_ok, redact, redact_file, scan_f
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("text, kinds", [
-    ("write to jane.doe@example.co.uk today", ["email"]),
-    ("call +44 20 7946 0958 or (555) 123-4567", ["phone", "phone"]),
-    ("card 4111 1111 1111 1111 please", ["card"]),
-    ("card 4111-1111-1111-1111", ["card"]),
-    ("IBAN GB82 WEST 1234 5698 7654 32", ["iban"]),
-    ("from 192.168.1.20 and 2001:db8::1", ["ip", "ip"]),
-    # Not personal data: a failed Luhn check, a failed mod-97, dates, prices, order and ticket numbers.
-    ("card 4111 1111 1111 1112", []),
-    # A mistyped IBAN is no IBAN, but its digit groups still read as a phone number: over-flagging
-    # is the safe side.
-    ("IBAN GB82 WEST 1234 5698 7654 33", ["phone"]),
-    ("order 123456 on 2024-05-01 costs 12.50", []),
-    ("ticket 1234-5678, my order number is 12345678", []),
-    ("999.1.1.1 is not an address", []),
-])
+@pytest.mark.parametrize(
+    "text, kinds",
+    [
+        ("write to jane.doe@example.co.uk today", ["email"]),
+        ("call +44 20 7946 0958 or (555) 123-4567", ["phone", "phone"]),
+        ("card 4111 1111 1111 1111 please", ["card"]),
+        ("card 4111-1111-1111-1111", ["card"]),
+        ("IBAN GB82 WEST 1234 5698 7654 32", ["iban"]),
+        ("from 192.168.1.20 and 2001:db8::1", ["ip", "ip"]),
+        # Not personal data: a failed Luhn check, a failed mod-97, dates, prices, order and ticket numbers.
+        ("card 4111 1111 1111 1112", []),
+        # A mistyped IBAN is no IBAN, but its digit groups still read as a phone number: over-flagging
+        # is the safe side.
+        ("IBAN GB82 WEST 1234 5698 7654 33", ["phone"]),
+        ("order 123456 on 2024-05-01 costs 12.50", []),
+        ("ticket 1234-5678, my order number is 12345678", []),
+        ("999.1.1.1 is not an address", []),
+    ],
+)
 def test_find(text, kinds):
     assert [s.kind for s in find(text)] == kinds
 
@@ -41,9 +44,11 @@ def test_checksums():
 
 def test_redact_and_scan_a_file(tmp_path):
     p = tmp_path / "d.jsonl"
-    rows = [{"text": "hi", "label": "a"},
-            {"text": "mail a.b@c.io or b@c.io", "label": "a"},
-            {"messages": [{"role": "user", "content": "my card 4111 1111 1111 1111"}], "label": "b"}]
+    rows = [
+        {"text": "hi", "label": "a"},
+        {"text": "mail a.b@c.io or b@c.io", "label": "a"},
+        {"messages": [{"role": "user", "content": "my card 4111 1111 1111 1111"}], "label": "b"},
+    ]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rep = scan_file(p)
     assert rep.counts == {"email": {"text": 2}, "card": {"messages[].content": 1}}

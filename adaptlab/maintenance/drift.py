@@ -36,8 +36,8 @@ import numpy as np
 
 PERMUTATIONS = 500
 ALPHA = 0.05
-MAX_REFERENCE = 400      # reference rows used at most (a seeded sample)
-MIN_RECENT = 30          # fewer recent requests than this: no verdict
+MAX_REFERENCE = 400  # reference rows used at most (a seeded sample)
+MIN_RECENT = 30  # fewer recent requests than this: no verdict
 PSI_BINS_EPS = 1e-4
 WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
@@ -74,7 +74,7 @@ def permutation_p(stat, a, b, rng: np.random.Generator, n: int = PERMUTATIONS) -
     hits = 0
     for _ in range(n):
         idx = rng.permutation(len(pooled))
-        hits += stat(pooled[idx[:len(a)]], pooled[idx[len(a):]]) >= observed - 1e-12
+        hits += stat(pooled[idx[: len(a)]], pooled[idx[len(a) :]]) >= observed - 1e-12
     return observed, (hits + 1) / (n + 1)
 
 
@@ -105,7 +105,7 @@ class Signal:
     statistic: str
     value: float
     p: float
-    reference: float | None = None   # the signal's summary on the reference rows (a mean or a share)
+    reference: float | None = None  # the signal's summary on the reference rows (a mean or a share)
     recent: float | None = None
 
     def to_dict(self) -> dict:
@@ -138,44 +138,77 @@ class DriftReport:
         if self.note:
             return self.note
         if not self.drifted:
-            return (f"no drift: no signal's p-value is below {self.threshold:.4f} (alpha {self.alpha} over "
-                    f"{len(self.signals)} signals) on {self.recent_rows} recent requests")
-        parts = [f"{s.name} ({s.statistic} {s.value:.3f}, p = {s.p:.4f}"
-                 + (f"; {s.reference:.3f} on the reference, {s.recent:.3f} recently" if s.reference is not None else "")
-                 + ")" for s in self.drifted]
+            return (
+                f"no drift: no signal's p-value is below {self.threshold:.4f} (alpha {self.alpha} over "
+                f"{len(self.signals)} signals) on {self.recent_rows} recent requests"
+            )
+        parts = [
+            f"{s.name} ({s.statistic} {s.value:.3f}, p = {s.p:.4f}"
+            + (f"; {s.reference:.3f} on the reference, {s.recent:.3f} recently" if s.reference is not None else "")
+            + ")"
+            for s in self.drifted
+        ]
         return "retraining is due: recent traffic differs from the data it was judged on in " + "; ".join(parts)
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "version": self.version, "reference_rows": self.reference_rows,
-                "recent_rows": self.recent_rows, "alpha": self.alpha, "threshold": self.threshold,
-                "retrain": self.retrain, "reason": self.reason(), "signals": [s.to_dict() for s in self.signals]}
+        return {
+            "task": self.task,
+            "version": self.version,
+            "reference_rows": self.reference_rows,
+            "recent_rows": self.recent_rows,
+            "alpha": self.alpha,
+            "threshold": self.threshold,
+            "retrain": self.retrain,
+            "reason": self.reason(),
+            "signals": [s.to_dict() for s in self.signals],
+        }
 
     def prometheus(self) -> str:
         """The report as Prometheus gauges (text exposition format), for a textfile collector."""
         t = self.task.replace("\\", "\\\\").replace('"', '\\"')
-        lines = ["# HELP adaptlab_drift_retrain_due 1 when a drift signal is significant for the task",
-                 "# TYPE adaptlab_drift_retrain_due gauge",
-                 f'adaptlab_drift_retrain_due{{task="{t}"}} {int(self.retrain)}',
-                 "# HELP adaptlab_drift_statistic A drift signal's statistic (PSI, KS distance, mean difference, MMD^2)",
-                 "# TYPE adaptlab_drift_statistic gauge"]
+        lines = [
+            "# HELP adaptlab_drift_retrain_due 1 when a drift signal is significant for the task",
+            "# TYPE adaptlab_drift_retrain_due gauge",
+            f'adaptlab_drift_retrain_due{{task="{t}"}} {int(self.retrain)}',
+            "# HELP adaptlab_drift_statistic A drift signal's statistic (PSI, KS distance, mean difference, MMD^2)",
+            "# TYPE adaptlab_drift_statistic gauge",
+        ]
         lines += [f'adaptlab_drift_statistic{{task="{t}",signal="{s.name}"}} {s.value:.6g}' for s in self.signals]
-        lines += ["# HELP adaptlab_drift_p_value A drift signal's permutation p-value", "# TYPE adaptlab_drift_p_value gauge"]
+        lines += [
+            "# HELP adaptlab_drift_p_value A drift signal's permutation p-value",
+            "# TYPE adaptlab_drift_p_value gauge",
+        ]
         lines += [f'adaptlab_drift_p_value{{task="{t}",signal="{s.name}"}} {s.p:.6g}' for s in self.signals]
-        lines += ["# HELP adaptlab_drift_recent_rows Recent requests the signals were computed on",
-                  "# TYPE adaptlab_drift_recent_rows gauge", f'adaptlab_drift_recent_rows{{task="{t}"}} {self.recent_rows}']
+        lines += [
+            "# HELP adaptlab_drift_recent_rows Recent requests the signals were computed on",
+            "# TYPE adaptlab_drift_recent_rows gauge",
+            f'adaptlab_drift_recent_rows{{task="{t}"}} {self.recent_rows}',
+        ]
         return "\n".join(lines) + "\n"
 
 
-def compare_traffic(task: str, version: str, ref_inputs: list[str], recent_inputs: list[str], vocabulary: set[str],
-                    count_tokens, embed=None, ref_labels: list[str] | None = None,
-                    recent_labels: list[str] | None = None, seed: int = 0, alpha: float = ALPHA,
-                    permutations: int = PERMUTATIONS) -> DriftReport:
+def compare_traffic(
+    task: str,
+    version: str,
+    ref_inputs: list[str],
+    recent_inputs: list[str],
+    vocabulary: set[str],
+    count_tokens,
+    embed=None,
+    ref_labels: list[str] | None = None,
+    recent_labels: list[str] | None = None,
+    seed: int = 0,
+    alpha: float = ALPHA,
+    permutations: int = PERMUTATIONS,
+) -> DriftReport:
     """The drift signals of ``recent_inputs`` (and their predicted labels) against the reference."""
     rng = np.random.default_rng(seed)
     rep = DriftReport(task, version, len(ref_inputs), len(recent_inputs), alpha)
     if len(recent_inputs) < MIN_RECENT or len(ref_inputs) < MIN_RECENT:
-        rep.note = (f"not enough rows for a verdict: {len(recent_inputs)} recent requests and {len(ref_inputs)} "
-                    f"reference rows (at least {MIN_RECENT} of each)")
+        rep.note = (
+            f"not enough rows for a verdict: {len(recent_inputs)} recent requests and {len(ref_inputs)} "
+            f"reference rows (at least {MIN_RECENT} of each)"
+        )
         return rep
     if ref_labels is not None and recent_labels is not None:
         cats = sorted(set(ref_labels) | set(recent_labels))
@@ -184,8 +217,11 @@ def compare_traffic(task: str, version: str, ref_inputs: list[str], recent_input
         v, p = permutation_p(lambda x, y: psi(x, y, len(cats)), ia, ib, rng, permutations)
         moved = np.abs(np.bincount(ib, minlength=len(cats)) / len(ib) - np.bincount(ia, minlength=len(cats)) / len(ia))
         top = int(np.argmax(moved))  # the label whose share moved most
-        rep.signals.append(Signal("labels", f"PSI (most moved: {cats[top]})", v, p, float(np.mean(ia == top)),
-                                  float(np.mean(ib == top))))
+        rep.signals.append(
+            Signal(
+                "labels", f"PSI (most moved: {cats[top]})", v, p, float(np.mean(ia == top)), float(np.mean(ib == top))
+            )
+        )
     la = np.array([count_tokens(t) for t in ref_inputs], float)
     lb = np.array([count_tokens(t) for t in recent_inputs], float)
     v, p = permutation_p(ks, la, lb, rng, permutations)
@@ -217,8 +253,17 @@ def _plain(text: str, conversation: bool) -> str:
         return text
 
 
-def drift_for_task(registry, task: str, window: int = 500, base=None, embed=True, seed: int = 0,
-                   alpha: float = ALPHA, data_dir=None, permutations: int = PERMUTATIONS) -> DriftReport:
+def drift_for_task(
+    registry,
+    task: str,
+    window: int = 500,
+    base=None,
+    embed=True,
+    seed: int = 0,
+    alpha: float = ALPHA,
+    data_dir=None,
+    permutations: int = PERMUTATIONS,
+) -> DriftReport:
     """The drift report of ``task``'s serving version (``prod``, else its latest) on its last
     ``window`` requests. ``base``: the loaded base model, or a list of them (a server's) to pick
     the version's from; None loads it."""
@@ -257,8 +302,20 @@ def drift_for_task(registry, task: str, window: int = 500, base=None, embed=True
         ref_labels = art.predict([ex.text for ex in held])
         recent_labels = [r["output"] for r in recent]
     embedder = (lambda texts: minilm().embed(texts).numpy()) if embed else None
-    return compare_traffic(task, entry.ref, ref_inputs, recent_inputs, vocabulary, count, embedder, ref_labels,
-                           recent_labels, seed=seed, alpha=alpha, permutations=permutations)
+    return compare_traffic(
+        task,
+        entry.ref,
+        ref_inputs,
+        recent_inputs,
+        vocabulary,
+        count,
+        embedder,
+        ref_labels,
+        recent_labels,
+        seed=seed,
+        alpha=alpha,
+        permutations=permutations,
+    )
 
 
 def false_alarm_rate(reports: list[DriftReport]) -> float:

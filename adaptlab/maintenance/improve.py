@@ -44,17 +44,17 @@ STAGING = "staging"
 
 @dataclass
 class ImproveOptions:
-    champion: str | None = None        # a registry ref; default: the task's prod (or latest) version
-    margin: float = 0.0                # the challenger must win by at least this much (and by more than 0)
-    holdout: float = 0.25              # share of the answered feedback rows held back to judge on
-    use_rated_down: bool = True        # train on answers rated down without a correction
+    champion: str | None = None  # a registry ref; default: the task's prod (or latest) version
+    margin: float = 0.0  # the challenger must win by at least this much (and by more than 0)
+    holdout: float = 0.25  # share of the answered feedback rows held back to judge on
+    use_rated_down: bool = True  # train on answers rated down without a correction
     auto_promote: bool = False
     allow_personal_data: bool = False
     redact: bool = False
     data_dir: str | None = None
     confidence: float = 0.95
     progress: bool = True
-    train_overrides: dict | None = None   # TrainConfig fields replacing the recipe's (e.g. epochs)
+    train_overrides: dict | None = None  # TrainConfig fields replacing the recipe's (e.g. epochs)
 
     def __post_init__(self):
         if not 0 <= self.holdout < 1:
@@ -71,8 +71,10 @@ def held_back(request_id: str, share: float) -> bool:
 def recipe_of(meta: dict, ref: str) -> dict:
     recipe = meta.get("recipe")
     if not recipe:
-        raise RegistryError(f"{ref}: no recipe saved with it (made before adaptlab saved recipes, or outside "
-                            f"`adaptlab train`/`compare`); train it again with `adaptlab train` and register that")
+        raise RegistryError(
+            f"{ref}: no recipe saved with it (made before adaptlab saved recipes, or outside "
+            f"`adaptlab train`/`compare`); train it again with `adaptlab train` and register that"
+        )
     return recipe
 
 
@@ -85,8 +87,9 @@ def _training_rows(train: TaskData, rows, labels: list[str] | None, source: str)
         for a in (a for f in rows for a in (f.example.label, f.example.rejected) if a):
             if a not in names:
                 names.append(a)
-    return TaskData(train.task, examples, source, label_names=names, text_field=train.text_field,
-                    label_field=train.label_field)
+    return TaskData(
+        train.task, examples, source, label_names=names, text_field=train.text_field, label_field=train.label_field
+    )
 
 
 def _paired(a_rows: list[dict], b_rows: list[dict], metric: str, confidence: float):
@@ -109,24 +112,83 @@ def gate(on_feedback: dict | None, on_test: dict | None, margin: float) -> dict:
     if wins and not loss:
         reason = f"the challenger wins by {judge['diff']:+.3f} on the {where} (margin {margin:.3f})"
         if on_test is not None:
-            reason += f", and the held-out test rows show no significant loss ({on_test['diff']:+.3f}, " \
-                      f"interval {on_test['lo']:+.3f} to {on_test['hi']:+.3f})"
+            reason += (
+                f", and the held-out test rows show no significant loss ({on_test['diff']:+.3f}, "
+                f"interval {on_test['lo']:+.3f} to {on_test['hi']:+.3f})"
+            )
     elif not wins:
-        reason = f"the challenger does not win by the margin on the {where}: {judge['diff']:+.3f} " \
-                 f"(margin {margin:.3f})"
+        reason = f"the challenger does not win by the margin on the {where}: {judge['diff']:+.3f} (margin {margin:.3f})"
     else:
-        reason = f"a significant loss on the held-out test rows: {on_test['diff']:+.3f} " \
-                 f"(interval {on_test['lo']:+.3f} to {on_test['hi']:+.3f})"
+        reason = (
+            f"a significant loss on the held-out test rows: {on_test['diff']:+.3f} "
+            f"(interval {on_test['lo']:+.3f} to {on_test['hi']:+.3f})"
+        )
     return {"passed": bool(wins and not loss), "reason": reason, "judged_on": where, "margin": margin}
 
 
-def improve(registry: Registry, task: str, out: str | Path, opts: ImproveOptions | None = None, base=None,
-            log=print) -> dict:
+def fit_recipe(
+    meta: dict, base, rows: TaskData, dev, out: Path, overrides: dict | None, progress: bool, log
+) -> Artifact:
+    """The recipe's strategy and configs fitted on ``rows``, in ``out/run`` (resumable); a finished
+    artifact already in ``out/artifact`` is loaded instead (a rerun after a kill trains nothing twice)."""
+    from adaptlab.training.config import TrainConfig
+
+    folder = out / "artifact"
+    if (folder / ARTIFACT_FILE).is_file():
+        log(f"reusing the adaptation trained before in {folder}")
+        return Artifact.load(folder, base)
+    config = make_config(meta["strategy"], **meta["strategy_config"])
+    tc = meta.get("train_config")
+    tc = TrainConfig.from_dict({**tc, **(overrides or {})}) if tc else None
+    strategy = get_strategy(meta["strategy"]).strategy_cls(config)
+    return strategy.fit(base, rows, dev, tc, run_dir=out / "run", resume=True, progress=progress)
+
+
+def _feedback(registry: Registry, task: str, meta: dict, ref: str, opts: ImproveOptions):
+    """The task's feedback rows, checked for personal data before anything is trained on them, split
+    into the rows held back to judge on and the rows to train on."""
+    spec = get_task(meta["task"])
+    rows, task_type, counts = feedback_rows(registry, task, redact=opts.redact)
+    if task_type != meta["task"]:
+        raise RegistryError(f"{task}: feedback is for {task_type} versions, the champion {ref} is {meta['task']}")
+    found = scan_records([(i + 1, spec.record(f.example)) for i, f in enumerate(rows)], f"feedback of {task}")
+    if found.total and not opts.allow_personal_data:
+        first = "; ".join(found.summary(max_lines=3)[:2])
+        raise PersonalDataError(
+            f"feedback of {task}: {found.total} personal data finding(s) ({first}; lines count "
+            f"feedback rows); pass --redact to replace them, or --allow-personal-data"
+        )
+    judge_rows = [f for f in rows if f.kind != RATED_DOWN and held_back(f.request_id, opts.holdout)]
+    train_fb = [f for f in rows if f not in judge_rows and (opts.use_rated_down or f.kind != RATED_DOWN)]
+    if not train_fb:
+        raise DataError(f"feedback of {task}: no row left to train on ({len(rows)} rows, {len(judge_rows)} held back)")
+    return counts, found, judge_rows, train_fb
+
+
+def judge(champion: Artifact, challenger: Artifact, parts: dict, metric: str, confidence: float) -> dict:
+    """Both scored on each named part (``{"test": data, ...}``): their metric and the paired difference."""
+    scores = {}
+    for name, data in parts.items():
+        if data is None or not len(data):
+            continue
+        c_q, c_rows = _score(champion, data)
+        n_q, n_rows = _score(challenger, data)
+        scores[name] = {
+            "rows": len(data),
+            "champion": c_q,
+            "challenger": n_q,
+            "paired": _paired(n_rows, c_rows, metric, confidence),
+        }
+    return scores
+
+
+def improve(
+    registry: Registry, task: str, out: str | Path, opts: ImproveOptions | None = None, base=None, log=print
+) -> dict:
     """Train, judge and register the next version of ``task``; returns the evidence (also written to
     ``OUT/improve.json`` and ``OUT/improve.md``)."""
     from adaptlab.models.base import load_base
     from adaptlab.models.types import check_fingerprint
-    from adaptlab.training.config import TrainConfig
 
     opts = opts or ImproveOptions()
     out = Path(out)
@@ -136,85 +198,81 @@ def improve(registry: Registry, task: str, out: str | Path, opts: ImproveOptions
     meta = read_artifact_meta(champ.path)
     recipe = recipe_of(meta, champ.ref)
     spec = get_task(meta["task"])
-
-    # ---- feedback, checked for personal data before anything is trained on it
-    rows, task_type, counts = feedback_rows(registry, task, redact=opts.redact)
-    if task_type != meta["task"]:
-        raise RegistryError(f"{task}: feedback is for {task_type} versions, the champion {champ.ref} is {meta['task']}")
-    found = scan_records([(i + 1, spec.record(f.example)) for i, f in enumerate(rows)], f"feedback of {task}")
-    if found.total and not opts.allow_personal_data:
-        first = "; ".join(found.summary(max_lines=3)[:2])
-        raise PersonalDataError(f"feedback of {task}: {found.total} personal data finding(s) ({first}; lines count "
-                                f"feedback rows); pass --redact to replace them, or --allow-personal-data")
-    judge_rows = [f for f in rows if f.kind != RATED_DOWN and held_back(f.request_id, opts.holdout)]
-    train_fb = [f for f in rows if f not in judge_rows and (opts.use_rated_down or f.kind != RATED_DOWN)]
-    if not train_fb:
-        raise DataError(f"feedback of {task}: no row left to train on ({len(rows)} rows, {len(judge_rows)} held back)")
+    counts, found, judge_rows, train_fb = _feedback(registry, task, meta, champ.ref, opts)
 
     # ---- the recipe's rows again, plus the feedback
-    if base is None:
-        base = load_base(meta["base_model"]["name"])
+    base = base or load_base(meta["base_model"]["name"])
     check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"{champ.ref}'s base model")
     splits, train = splits_of_recipe(recipe, opts.data_dir)
     data_changed = train.fingerprint() != recipe["fingerprint"]
     if data_changed:
-        log(f"note: the rows {recipe['data']} gives now differ from the ones {champ.ref} was trained on "
-            f"(fingerprint {recipe['fingerprint'][:12]} then, {train.fingerprint()[:12]} now)")
+        log(
+            f"note: the rows {recipe['data']} gives now differ from the ones {champ.ref} was trained on "
+            f"(fingerprint {recipe['fingerprint'][:12]} then, {train.fingerprint()[:12]} now)"
+        )
     nxt = _training_rows(train, train_fb, meta.get("labels"), f"{recipe['data']} + feedback of {task}")
-    new_labels = [x for x in (nxt.label_names or []) if x not in (meta.get("labels") or [])]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train.jsonl", "".join(json.dumps(spec.record(e), ensure_ascii=False) + "\n"
-                                                    for e in nxt.examples))
-
-    # ---- the challenger (a finished one is reused: improve resumes after a kill)
-    folder = out / "challenger"
-    strategy = get_strategy(meta["strategy"])
-    if (folder / ARTIFACT_FILE).is_file():
-        log(f"reusing the challenger trained before in {folder}")
-        chal = Artifact.load(folder, base)
-    else:
-        config = make_config(meta["strategy"], **meta["strategy_config"])
-        tc = meta.get("train_config")
-        tc = TrainConfig.from_dict({**tc, **(opts.train_overrides or {})}) if tc else None
-        log(f"training the challenger: {meta['strategy']} on {len(nxt)} rows ({len(train)} of the recipe + "
-            f"{len(train_fb)} from feedback)")
-        chal = strategy.strategy_cls(config).fit(base, nxt, splits.dev, tc, run_dir=out / "run", resume=True,
-                                                 progress=opts.progress)
-    champion = Artifact.load(champ.path, base)
+    atomic_write_text(
+        out / "train.jsonl", "".join(json.dumps(spec.record(e), ensure_ascii=False) + "\n" for e in nxt.examples)
+    )
+    log(
+        f"the challenger: {meta['strategy']} on {len(nxt)} rows ({len(train)} of the recipe + {len(train_fb)} feedback)"
+    )
+    chal = fit_recipe(meta, base, nxt, splits.dev, out, opts.train_overrides, opts.progress, log)
 
     # ---- judged on the same rows
-    test = splits.test
-    judge = TaskData(task_type, [f.example for f in judge_rows], f"feedback of {task} (held back)",
-                     label_names=nxt.label_names) if judge_rows else None
-    scores: dict = {}
-    for name, data in (("test", test), ("feedback", judge)):
-        if data is None or not len(data):
-            continue
-        c_q, c_rows = _score(champion, data)
-        n_q, n_rows = _score(chal, data)
-        scores[name] = {"rows": len(data), "champion": c_q, "challenger": n_q,
-                        "paired": _paired(n_rows, c_rows, spec.metric, opts.confidence)}
+    held = [f.example for f in judge_rows]
+    parts = {
+        "test": splits.test,
+        "feedback": TaskData(meta["task"], held, f"feedback of {task} (held back)", label_names=nxt.label_names)
+        if held
+        else None,
+    }
+    scores = judge(Artifact.load(champ.path, base), chal, parts, spec.metric, opts.confidence)
     decision = gate(scores.get("feedback", {}).get("paired"), scores.get("test", {}).get("paired"), opts.margin)
 
     # ---- registered as staging, with its lineage
-    lineage = {"kind": "improve", "rows_added": len(train_fb),
-               "feedback": {k: sum(f.kind == k for f in train_fb) for k in (CORRECTION, CONFIRMED, RATED_DOWN)},
-               "held_back": len(judge_rows), "data_fingerprint": nxt.fingerprint(),
-               "recipe_fingerprint": recipe["fingerprint"], "data_changed": data_changed, "new_labels": new_labels,
-               "redacted": opts.redact, "gate": decision}
+    lineage = {
+        "kind": "improve",
+        "rows_added": len(train_fb),
+        "feedback": {k: sum(f.kind == k for f in train_fb) for k in (CORRECTION, CONFIRMED, RATED_DOWN)},
+        "held_back": len(judge_rows),
+        "data_fingerprint": nxt.fingerprint(),
+        "recipe_fingerprint": recipe["fingerprint"],
+        "data_changed": data_changed,
+        "new_labels": [x for x in (nxt.label_names or []) if x not in (meta.get("labels") or [])],
+        "redacted": opts.redact,
+        "gate": decision,
+    }
     chal.recipe, chal.lineage = recipe, lineage
-    chal.metrics["test"] = chal.evaluate(test)
-    chal.save(folder)
-    entry = registry.register(folder, task, alias=STAGING, parent=champ.version, lineage=lineage,
-                              note=f"improve: {decision['reason']}")
+    chal.metrics["test"] = chal.evaluate(splits.test)
+    chal.save(out / "artifact")
+    entry = registry.register(
+        out / "artifact",
+        task,
+        alias=STAGING,
+        parent=champ.version,
+        lineage=lineage,
+        note=f"improve: {decision['reason']}",
+    )
     promoted = bool(opts.auto_promote and decision["passed"])
     if promoted:
         registry.promote(task, entry.version)
-    evidence = {"task": task, "task_type": task_type, "metric": spec.metric, "champion": champ.ref,
-                "challenger": entry.ref, "strategy": meta["strategy"], "feedback": counts,
-                "personal_data": found.to_dict(), "lineage": lineage, "scores": scores, "gate": decision,
-                "promoted": promoted,
-                "promote_command": None if promoted else f"adaptlab registry promote {task} {entry.version}"}
+    evidence = {
+        "task": task,
+        "task_type": meta["task"],
+        "metric": spec.metric,
+        "champion": champ.ref,
+        "challenger": entry.ref,
+        "strategy": meta["strategy"],
+        "feedback": counts,
+        "personal_data": found.to_dict(),
+        "lineage": lineage,
+        "scores": scores,
+        "gate": decision,
+        "promoted": promoted,
+        "promote_command": None if promoted else f"adaptlab registry promote {task} {entry.version}",
+    }
     atomic_write_json(out / "improve.json", evidence)
     atomic_write_text(out / "improve.md", to_markdown(evidence))
     return evidence
@@ -222,11 +280,16 @@ def improve(registry: Registry, task: str, out: str | Path, opts: ImproveOptions
 
 def to_markdown(ev: dict) -> str:
     m = ev["metric"]
-    lines = [f"# improve {ev['task']}: {ev['champion']} (champion) vs {ev['challenger']} (challenger)", "",
-             f"Strategy {ev['strategy']}; trained on the recipe's rows plus {ev['lineage']['rows_added']} feedback rows "
-             f"({', '.join(f'{n} {k.replace(chr(95), chr(32))}' for k, n in ev['lineage']['feedback'].items())}); "
-             f"{ev['lineage']['held_back']} feedback rows held back to judge on.", "",
-             f"| rows | n | champion {m} | challenger {m} | difference (95% interval) |", "|---|---|---|---|---|"]
+    lines = [
+        f"# improve {ev['task']}: {ev['champion']} (champion) vs {ev['challenger']} (challenger)",
+        "",
+        f"Strategy {ev['strategy']}; trained on the recipe's rows plus {ev['lineage']['rows_added']} feedback rows "
+        f"({', '.join(f'{n} {k.replace(chr(95), chr(32))}' for k, n in ev['lineage']['feedback'].items())}); "
+        f"{ev['lineage']['held_back']} feedback rows held back to judge on.",
+        "",
+        f"| rows | n | champion {m} | challenger {m} | difference (95% interval) |",
+        "|---|---|---|---|---|",
+    ]
     for name, s in ev["scores"].items():
         p = s["paired"]
         diff = "-" if p is None else f"{p['diff']:+.3f} ({p['lo']:+.3f} to {p['hi']:+.3f})"
@@ -235,6 +298,9 @@ def to_markdown(ev: dict) -> str:
     lines += ["", f"**Gate: {'passed' if g['passed'] else 'not passed'}**: {g['reason']}.", ""]
     if ev["lineage"]["new_labels"]:
         lines.append(f"New labels from corrections: {', '.join(ev['lineage']['new_labels'])}.")
-    lines.append(f"Promoted to prod: {'yes' if ev['promoted'] else 'no'}"
-                 + ("" if ev["promoted"] else f" (to promote: `{ev['promote_command']}`)") + ".")
+    lines.append(
+        f"Promoted to prod: {'yes' if ev['promoted'] else 'no'}"
+        + ("" if ev["promoted"] else f" (to promote: `{ev['promote_command']}`)")
+        + "."
+    )
     return "\n".join(lines) + "\n"

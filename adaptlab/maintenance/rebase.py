@@ -24,10 +24,10 @@ from pathlib import Path
 
 from adaptlab.data.named import splits_of_recipe
 from adaptlab.data.records import Example
-from adaptlab.maintenance.improve import STAGING, _paired, recipe_of
+from adaptlab.maintenance.improve import STAGING, _paired, fit_recipe, recipe_of
 from adaptlab.registry import Registry, RegistryError
 from adaptlab.strategies.base import ARTIFACT_FILE, Artifact, artifact_bytes, read_artifact_meta
-from adaptlab.strategies.registry import get_strategy, make_config
+from adaptlab.strategies.registry import get_strategy
 from adaptlab.tasks.base import get_task
 from adaptlab.utils import atomic_write_json, atomic_write_text
 
@@ -35,7 +35,7 @@ from adaptlab.utils import atomic_write_json, atomic_write_text
 @dataclass
 class RebaseOptions:
     champion: str | None = None
-    labels: str = "recipe"            # recipe | distill
+    labels: str = "recipe"  # recipe | distill
     data_dir: str | None = None
     progress: bool = True
     train_overrides: dict | None = None
@@ -66,8 +66,10 @@ def move_prompt(src: Path, meta: dict, new_base, folder: Path) -> Artifact:
         from safetensors.torch import save_file
 
         pool = [t for t, _ in prompt["pool"]]
-        save_file({"pool_embeddings": LocalBackend(new_base).embed(pool).contiguous()},
-                  str(folder / "pool_embeddings.safetensors"))
+        save_file(
+            {"pool_embeddings": LocalBackend(new_base).embed(pool).contiguous()},
+            str(folder / "pool_embeddings.safetensors"),
+        )
         dropped.append("pool embeddings (recomputed with the new base)")
     meta["rebase_dropped"] = dropped
     atomic_write_json(folder / ARTIFACT_FILE, meta)
@@ -75,17 +77,57 @@ def move_prompt(src: Path, meta: dict, new_base, folder: Path) -> Artifact:
 
 
 def _cost(art: Artifact, ev: dict, folder: Path | None, fit_seconds: float | None) -> dict:
-    return {"prompt_tokens": ev["prompt_tokens"], "examples_per_s": ev["examples_per_s"],
-            "fit_seconds": fit_seconds, "artifact_bytes": artifact_bytes(folder) if folder is not None else None}
+    return {
+        "prompt_tokens": ev["prompt_tokens"],
+        "examples_per_s": ev["examples_per_s"],
+        "fit_seconds": fit_seconds,
+        "artifact_bytes": artifact_bytes(folder) if folder is not None else None,
+    }
 
 
-def rebase(registry: Registry, task: str, model: str, out: str | Path, opts: RebaseOptions | None = None,
-           base=None, new_base=None, log=print) -> dict:
+def _make(meta: dict, champ_path: Path, champion: Artifact, train, dev, new_base, out: Path, opts: RebaseOptions, log):
+    """The adaptation on the new base: (artifact, how, fit seconds or None)."""
+    folder = out / "artifact"
+    if get_strategy(meta["strategy"]).kind == "prompt":
+        return move_prompt(champ_path, meta, new_base, folder), "moved", None
+    rows, how = train, "retrained"
+    if opts.labels == "distill" and not (folder / ARTIFACT_FILE).is_file():
+        how = "distilled"
+        log(f"distilling: the serving version answers the {len(train)} training inputs")
+        answers = champion.predict([ex.text for ex in train.examples])
+        rows = train.with_examples([Example(ex.text, a, ex.line) for ex, a in zip(train.examples, answers) if a])
+    log(f"training {meta['strategy']} on {new_base.name} ({how}, {len(rows)} rows)")
+    art = fit_recipe(meta, new_base, rows, dev, out, opts.train_overrides, opts.progress, log)
+    if art.lineage:  # reused from a run that was killed after training
+        how = art.lineage.get("how", how)
+    return art, how, (art.metrics.get("train") or {}).get("train_seconds")
+
+
+def _save(art: Artifact, folder: Path, moved: bool, recipe: dict, lineage: dict, test_eval: dict) -> None:
+    art.recipe, art.lineage = recipe, lineage
+    art.metrics["test"] = test_eval
+    if not moved:
+        art.save(folder)
+        return
+    m = json.loads((folder / ARTIFACT_FILE).read_text())  # a moved prompt keeps its rewritten metadata
+    m.update(metrics={**(m.get("metrics") or {}), "test": test_eval}, recipe=recipe, lineage=lineage)
+    atomic_write_json(folder / ARTIFACT_FILE, m)
+
+
+def rebase(
+    registry: Registry,
+    task: str,
+    model: str,
+    out: str | Path,
+    opts: RebaseOptions | None = None,
+    base=None,
+    new_base=None,
+    log=print,
+) -> dict:
     """Make, judge and register ``task``'s adaptation on base model ``model``; returns the evidence
     (also ``OUT/rebase.json`` and ``OUT/rebase.md``)."""
     from adaptlab.models.base import load_base
     from adaptlab.models.types import check_fingerprint
-    from adaptlab.training.config import TrainConfig
 
     opts = opts or RebaseOptions()
     out = Path(out)
@@ -100,60 +142,47 @@ def rebase(registry: Registry, task: str, model: str, out: str | Path, opts: Reb
         raise RegistryError(f"{champ.ref} is already on {new_base.name} ({new_base.fingerprint[:12]})")
     splits, train = splits_of_recipe(recipe, opts.data_dir)
     champion = Artifact.load(champ.path, base)
-    strategy = get_strategy(meta["strategy"])
     out.mkdir(parents=True, exist_ok=True)
-    folder = out / "rebased"
     t0 = time.perf_counter()
-    if strategy.kind == "prompt":
-        how = "moved"
-        art = move_prompt(champ.path, meta, new_base, folder)
-        fit_seconds = None
-    elif (folder / ARTIFACT_FILE).is_file():
-        log(f"reusing the adaptation trained before in {folder}")
-        art = Artifact.load(folder, new_base)
-        how = art.lineage.get("how", opts.labels) if art.lineage else opts.labels
-        fit_seconds = (art.metrics.get("train") or {}).get("train_seconds")
-    else:
-        rows = train
-        how = "retrained"
-        if opts.labels == "distill":
-            how = "distilled"
-            log(f"distilling: {champ.ref} answers the {len(train)} training inputs")
-            answers = champion.predict([ex.text for ex in train.examples])
-            rows = train.with_examples([Example(ex.text, a, ex.line) for ex, a in zip(train.examples, answers) if a])
-        config = make_config(meta["strategy"], **meta["strategy_config"])
-        tc = meta.get("train_config")
-        tc = TrainConfig.from_dict({**tc, **(opts.train_overrides or {})}) if tc else None
-        log(f"training {meta['strategy']} on {new_base.name} ({how}, {len(rows)} rows)")
-        art = strategy.strategy_cls(config).fit(new_base, rows, splits.dev, tc, run_dir=out / "run", resume=True,
-                                                progress=opts.progress)
-        fit_seconds = art.metrics["train"]["train_seconds"]
-    test = splits.test
-    old_ev, new_ev = champion.evaluate(test, rows=True), art.evaluate(test, rows=True)
+    art, how, fit_seconds = _make(meta, champ.path, champion, train, splits.dev, new_base, out, opts, log)
+    old_ev, new_ev = champion.evaluate(splits.test, rows=True), art.evaluate(splits.test, rows=True)
     old_rows, new_rows = old_ev.pop("rows"), new_ev.pop("rows")
-    lineage = {"kind": "rebase", "base_model": new_base.name, "from_base": base.name, "how": how,
-               "data_fingerprint": recipe["fingerprint"]}
-    art.recipe, art.lineage = recipe, lineage
-    art.metrics["test"] = new_ev
-    if strategy.kind != "prompt" or not (folder / ARTIFACT_FILE).exists():
-        art.save(folder)
-    else:  # a moved prompt: keep its rewritten metadata, add what was measured
-        m = json.loads((folder / ARTIFACT_FILE).read_text())
-        m.update(metrics={**(m.get("metrics") or {}), "test": new_ev}, recipe=recipe, lineage=lineage)
-        atomic_write_json(folder / ARTIFACT_FILE, m)
-    entry = registry.register(folder, task, alias=STAGING, parent=champ.version, lineage=lineage,
-                              note=f"rebase onto {new_base.name} ({how})")
-    old_folder_bytes = artifact_bytes(champ.path)
+    lineage = {
+        "kind": "rebase",
+        "base_model": new_base.name,
+        "from_base": base.name,
+        "how": how,
+        "data_fingerprint": recipe["fingerprint"],
+    }
+    folder = out / "artifact"
+    _save(art, folder, how == "moved", recipe, lineage, new_ev)
+    entry = registry.register(
+        folder, task, alias=STAGING, parent=champ.version, lineage=lineage, note=f"rebase onto {new_base.name} ({how})"
+    )
+    champ_fit = (meta.get("metrics") or {}).get("train", {}).get("train_seconds")
     evidence = {
-        "task": task, "metric": spec.metric, "champion": champ.ref, "rebased": entry.ref, "strategy": meta["strategy"],
-        "how": how, "from_base": base.name, "to_base": new_base.name, "test_rows": len(test),
-        "quality": {"champion": old_ev[spec.metric], "rebased": new_ev[spec.metric],
-                    "paired": _paired(new_rows, old_rows, spec.metric, opts.confidence)},
-        "cost": {"champion": {**_cost(champion, old_ev, None, (meta.get("metrics") or {}).get("train", {})
-                                      .get("train_seconds")), "artifact_bytes": old_folder_bytes},
-                 "rebased": _cost(art, new_ev, folder, fit_seconds)},
-        "seconds": time.perf_counter() - t0, "dropped": read_artifact_meta(folder).get("rebase_dropped", []),
-        "promote_command": f"adaptlab registry promote {task} {entry.version}"}
+        "task": task,
+        "metric": spec.metric,
+        "champion": champ.ref,
+        "rebased": entry.ref,
+        "strategy": meta["strategy"],
+        "how": how,
+        "from_base": base.name,
+        "to_base": new_base.name,
+        "test_rows": len(splits.test),
+        "quality": {
+            "champion": old_ev[spec.metric],
+            "rebased": new_ev[spec.metric],
+            "paired": _paired(new_rows, old_rows, spec.metric, opts.confidence),
+        },
+        "cost": {
+            "champion": _cost(champion, old_ev, champ.path, champ_fit),
+            "rebased": _cost(art, new_ev, folder, fit_seconds),
+        },
+        "seconds": time.perf_counter() - t0,
+        "dropped": read_artifact_meta(folder).get("rebase_dropped", []),
+        "promote_command": f"adaptlab registry promote {task} {entry.version}",
+    }
     atomic_write_json(out / "rebase.json", evidence)
     atomic_write_text(out / "rebase.md", to_markdown(evidence))
     return evidence
@@ -167,17 +196,25 @@ def to_markdown(ev: dict) -> str:
     def row(name, base, qv, cost):
         fit = "-" if cost["fit_seconds"] is None else f"{cost['fit_seconds']:.0f}"
         size = "-" if cost["artifact_bytes"] is None else f"{cost['artifact_bytes'] / 1e6:.2f}"
-        return (f"| {name} | {base} | {qv:.3f} | {cost['prompt_tokens']:.0f} | {cost['examples_per_s']:.1f} | "
-                f"{fit} | {size} |")
+        return (
+            f"| {name} | {base} | {qv:.3f} | {cost['prompt_tokens']:.0f} | {cost['examples_per_s']:.1f} | "
+            f"{fit} | {size} |"
+        )
 
-    lines = [f"# rebase {ev['task']}: {ev['champion']} on {ev['from_base']} -> {ev['rebased']} on {ev['to_base']}", "",
-             f"{ev['strategy']}, {ev['how']}; {ev['test_rows']} test rows of the recipe.", "",
-             f"| version | base | {m} | prompt tokens | examples/s | fit s | artifact MB |", "|---|---|---|---|---|---|---|",
-             row(ev["champion"], ev["from_base"], q["champion"], c["champion"]),
-             row(ev["rebased"], ev["to_base"], q["rebased"], c["rebased"]), "",
-             f"Rebased minus champion: {diff} (paired, 95% bootstrap interval).",
-             f"Registered as staging; to serve it: `{ev['promote_command']}` (with `adaptlab serve --model "
-             f"{ev['from_base']},{ev['to_base']}` serving both bases)."]
+    lines = [
+        f"# rebase {ev['task']}: {ev['champion']} on {ev['from_base']} -> {ev['rebased']} on {ev['to_base']}",
+        "",
+        f"{ev['strategy']}, {ev['how']}; {ev['test_rows']} test rows of the recipe.",
+        "",
+        f"| version | base | {m} | prompt tokens | examples/s | fit s | artifact MB |",
+        "|---|---|---|---|---|---|---|",
+        row(ev["champion"], ev["from_base"], q["champion"], c["champion"]),
+        row(ev["rebased"], ev["to_base"], q["rebased"], c["rebased"]),
+        "",
+        f"Rebased minus champion: {diff} (paired, 95% bootstrap interval).",
+        f"Registered as staging; to serve it: `{ev['promote_command']}` (with `adaptlab serve --model "
+        f"{ev['from_base']},{ev['to_base']}` serving both bases).",
+    ]
     if ev["dropped"]:
         lines.append("Dropped when moving: " + "; ".join(ev["dropped"]) + ".")
     return "\n".join(lines) + "\n"

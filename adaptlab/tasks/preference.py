@@ -25,7 +25,7 @@ from adaptlab.training.batching import encode_chat
 
 PAIR_FIELDS = ("chosen", "rejected")
 UNPAIRED_FIELDS = ("completion", "label")
-MAX_PAIRS_PER_INPUT = 4   # unpaired rows: at most this many (wanted, unwanted) pairs scored per input
+MAX_PAIRS_PER_INPUT = 4  # unpaired rows: at most this many (wanted, unwanted) pairs scored per input
 
 
 def _string(path, lineno: int, rec: dict, name: str) -> str:
@@ -51,16 +51,18 @@ def _flag(path, lineno: int, rec: dict) -> bool:
 
 class PreferenceTask(GenerationTask):
     name = "preference"
-    summary = ("answers people preferred or rejected: {prompt, chosen, rejected} pairs or {prompt, completion, "
-               "label: true|false} rows; DPO or KTO against the base model; preference accuracy")
+    summary = (
+        "answers people preferred or rejected: {prompt, chosen, rejected} pairs or {prompt, completion, "
+        "label: true|false} rows; DPO or KTO against the base model; preference accuracy"
+    )
     fields = ("prompt",) + PAIR_FIELDS
     conversation = False
     metric = "preference_accuracy"
     report_metrics = ("preference_accuracy", "mean_margin")
-    dev_by_metric = True          # scoring two answers per row is cheap: early stopping reads the metric
-    prompt_strategies = ("zero_shot",)   # the base model's own preferences; no exemplars or search on them
+    dev_by_metric = True  # scoring two answers per row is cheap: early stopping reads the metric
+    prompt_strategies = ("zero_shot",)  # the base model's own preferences; no exemplars or search on them
     specificity = 2
-    row_variance = 0.25           # a row is right or wrong
+    row_variance = 0.25  # a row is right or wrong
 
     # ------------------------------------------------------------------ records
     def matches(self, columns):
@@ -78,10 +80,12 @@ class PreferenceTask(GenerationTask):
                 wanted = _flag(path, lineno, rec)
                 examples.append(Example(text, completion if wanted else "", lineno, None if wanted else completion))
             else:
-                examples.append(Example(text, _string(path, lineno, rec, "chosen"), lineno,
-                                        _string(path, lineno, rec, "rejected")))
-        return TaskData(task=self.name, examples=examples, source=str(path), text_field=self.fields[0],
-                        label_field="chosen")
+                examples.append(
+                    Example(text, _string(path, lineno, rec, "chosen"), lineno, _string(path, lineno, rec, "rejected"))
+                )
+        return TaskData(
+            task=self.name, examples=examples, source=str(path), text_field=self.fields[0], label_field="chosen"
+        )
 
     def write_input(self, example):
         return example.text
@@ -101,8 +105,10 @@ class PreferenceTask(GenerationTask):
 
         out = []
         for ex in data.examples:
-            answers = [self.encode_answer(tokenizer, ex.text, a, template, None, max_length) if a else None
-                       for a in (ex.label, ex.rejected)]
+            answers = [
+                self.encode_answer(tokenizer, ex.text, a, template, None, max_length) if a else None
+                for a in (ex.label, ex.rejected)
+            ]
             prompt = next(a.prompt for a in answers if a is not None)
             if all(a is not None for a in answers) and answers[0].prompt != answers[1].prompt:
                 # The prompt was cut from the left to fit the longer answer: cut both the same way.
@@ -145,8 +151,10 @@ class PreferenceTask(GenerationTask):
     def evaluate(self, artifact, data):
         pairs = self.pairs(data)
         if not pairs:
-            raise DataError(f"{data.source}: no row to score: preference accuracy needs a pair, or an input with "
-                            f"both a wanted and an unwanted completion")
+            raise DataError(
+                f"{data.source}: no row to score: preference accuracy needs a pair, or an input with "
+                f"both a wanted and an unwanted completion"
+            )
         texts = [t for t, _, _ in pairs]
         prompts = artifact.prompts(texts)
         prefix = "" if artifact.template.chat_turn or self.conversation else artifact.template.label_prefix
@@ -157,13 +165,28 @@ class PreferenceTask(GenerationTask):
         for i, (t, g, b) in enumerate(pairs):
             margin = mean[2 * i] - mean[2 * i + 1]
             margins.append(margin)
-            detail.append({"id": i, "input": t, "reference": g, "rejected": b, "output": g if margin > 0 else b,
-                           "metric": float(margin > 0), "margin": margin})
+            detail.append(
+                {
+                    "id": i,
+                    "input": t,
+                    "reference": g,
+                    "rejected": b,
+                    "output": g if margin > 0 else b,
+                    "metric": float(margin > 0),
+                    "margin": margin,
+                }
+            )
         n = len(pairs)
-        out = {"n": n, "preference_accuracy": sum(m > 0 for m in margins) / n,
-               "mean_margin": sum(margins) / n, "rows_unscored": sum(1 for ex in data.examples
-                                                                   if not (ex.label and ex.rejected)
-                                                                   and not any(ex.text == t for t, _, _ in pairs))}
+        out = {
+            "n": n,
+            "preference_accuracy": sum(m > 0 for m in margins) / n,
+            "mean_margin": sum(margins) / n,
+            "rows_unscored": sum(
+                1
+                for ex in data.examples
+                if not (ex.label and ex.rejected) and not any(ex.text == t for t, _, _ in pairs)
+            ),
+        }
         return out, detail, texts
 
 
@@ -171,11 +194,13 @@ class ChatPreferenceTask(PreferenceTask):
     """Preference rows whose input is a conversation (``messages``, ending with the user's turn)."""
 
     name = "chat_preference"
-    summary = ("preference rows whose input is a conversation: {messages, chosen, rejected} or {messages, "
-               "completion, label}; as preference, in the model's chat template")
+    summary = (
+        "preference rows whose input is a conversation: {messages, chosen, rejected} or {messages, "
+        "completion, label}; as preference, in the model's chat template"
+    )
     fields = (CHAT_FIELD,) + PAIR_FIELDS
     conversation = True
-    templates = ChatTask.templates   # the model's chat template frames the conversation
+    templates = ChatTask.templates  # the model's chat template frames the conversation
     paraphrases = ()
     train_frame = "{text}"
 
@@ -183,7 +208,9 @@ class ChatPreferenceTask(PreferenceTask):
         msgs = rec.get(CHAT_FIELD)
         where = f"{path}:{lineno}"
         if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "user":
-            raise DataError(f"{where}: field '{CHAT_FIELD}' must be the conversation so far, ending with the user's turn")
+            raise DataError(
+                f"{where}: field '{CHAT_FIELD}' must be the conversation so far, ending with the user's turn"
+            )
         checked = check_conversation(msgs + [{"role": "assistant", "content": "-"}], where)[:-1]
         return json.dumps(checked, ensure_ascii=False)
 
@@ -200,4 +227,3 @@ class ChatPreferenceTask(PreferenceTask):
 
     def encode_answer(self, tokenizer, text, answer, template, labels, max_length):
         return encode_chat(tokenizer, json.loads(text) + [{"role": "assistant", "content": answer}], max_length)
-

@@ -102,8 +102,11 @@ class Objective:
         todo = [i for i, k in enumerate(keys) if k not in self._ref_cache]
         if todo:
             batch = self._batch([rows[i] for i in todo])
-            values = target_logprobs(self.reference, batch["input_ids"], batch["attention_mask"],
-                                     batch["target_mask"]).float().tolist()
+            values = (
+                target_logprobs(self.reference, batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+                .float()
+                .tolist()
+            )
             self._ref_cache.update({keys[i]: v for i, v in zip(todo, values)})
         return torch.tensor([self._ref_cache[k] for k in keys], device=self.device)
 
@@ -128,8 +131,9 @@ class TokenNLL(Objective):
         seq = torch.zeros(len(items), dtype=logp.dtype, device=logp.device).index_add(0, rows, logp)
         unlikely = -log1mexp(seq[negative])
         # Each negative row weighs as many tokens as its answer has, as a supervised row would.
-        n_tok = torch.tensor([items[i].n_targets for i in negative.nonzero().flatten().tolist()],
-                             dtype=logp.dtype, device=logp.device)
+        n_tok = torch.tensor(
+            [items[i].n_targets for i in negative.nonzero().flatten().tolist()], dtype=logp.dtype, device=logp.device
+        )
         return loss + (unlikely * n_tok).sum(), int(batch["attention_mask"].sum())
 
 
@@ -151,8 +155,10 @@ class DPO(Objective):
     def bind(self, items, reference, pad_id, device):
         unpaired = sum(not it.paired for it in items)
         if unpaired:
-            raise ValueError(f"dpo: {unpaired} of {len(items)} preference rows are not pairs (chosen and "
-                             f"rejected); use preference_loss='kto' for unpaired rows")
+            raise ValueError(
+                f"dpo: {unpaired} of {len(items)} preference rows are not pairs (chosen and "
+                f"rejected); use preference_loss='kto' for unpaired rows"
+            )
         super().bind(items, reference, pad_id, device)
 
     def weight(self, item) -> int:
@@ -201,10 +207,12 @@ class KTO(Objective):
         return losses.sum(), int(batch["attention_mask"].sum())
 
 
-def kto_losses(ratio: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor, beta: float,
-               w_d: float = 1.0, w_u: float = 1.0) -> torch.Tensor:
-    return torch.where(desirable, w_d * (1 - torch.sigmoid(beta * (ratio - kl))),
-                       w_u * (1 - torch.sigmoid(beta * (kl - ratio))))
+def kto_losses(
+    ratio: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor, beta: float, w_d: float = 1.0, w_u: float = 1.0
+) -> torch.Tensor:
+    return torch.where(
+        desirable, w_d * (1 - torch.sigmoid(beta * (ratio - kl))), w_u * (1 - torch.sigmoid(beta * (kl - ratio)))
+    )
 
 
 OBJECTIVES = {"nll": TokenNLL, "dpo": DPO, "kto": KTO}

@@ -50,15 +50,36 @@ def test_false_alarms_stay_under_alpha_and_a_shift_is_found():
     reference = _sentences(rng, WORDS, 120)
     ref_labels = [rng.choice(["fruit", "veg"]) for _ in reference]
     alarms = 0
-    for seed in range(20):   # unshifted windows from the same source
+    for seed in range(20):  # unshifted windows from the same source
         window = _sentences(rng, WORDS, 80)
-        rep = compare_traffic("t", "t@1", reference, window, vocab, _words, _fake_embed, ref_labels,
-                              [rng.choice(["fruit", "veg"]) for _ in window], seed=seed, permutations=200)
+        rep = compare_traffic(
+            "t",
+            "t@1",
+            reference,
+            window,
+            vocab,
+            _words,
+            _fake_embed,
+            ref_labels,
+            [rng.choice(["fruit", "veg"]) for _ in window],
+            seed=seed,
+            permutations=200,
+        )
         alarms += rep.retrain
-    assert alarms <= 2   # alpha = 0.05 over all signals: about 1 in 20 at most
+    assert alarms <= 2  # alpha = 0.05 over all signals: about 1 in 20 at most
     shifted = _sentences(rng, WORDS + NEW * 2, 80, 6, 14)
-    rep = compare_traffic("t", "t@1", reference, shifted, vocab, _words, _fake_embed, ref_labels,
-                          ["veg"] * 70 + ["fruit"] * 10, permutations=200)
+    rep = compare_traffic(
+        "t",
+        "t@1",
+        reference,
+        shifted,
+        vocab,
+        _words,
+        _fake_embed,
+        ref_labels,
+        ["veg"] * 70 + ["fruit"] * 10,
+        permutations=200,
+    )
     assert rep.retrain and {s.name for s in rep.drifted} == {"labels", "length", "unknown_words", "embedding"}
     assert rep.reason().startswith("retraining is due") and "unknown_words" in rep.reason()
     text = rep.prometheus()
@@ -80,12 +101,27 @@ def served(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ADAPTLAB_REGISTRY", str(tmp_path / "reg"))
     rng = random.Random(1)
-    rows = [{"text": f"I ate {s}", "label": "fruit"} for s in _sentences(rng, WORDS[:5], 150, 2, 5)] + \
-           [{"text": f"I cooked {s}", "label": "veg"} for s in _sentences(rng, WORDS[5:10], 150, 2, 5)]
+    rows = [{"text": f"I ate {s}", "label": "fruit"} for s in _sentences(rng, WORDS[:5], 150, 2, 5)] + [
+        {"text": f"I cooked {s}", "label": "veg"} for s in _sentences(rng, WORDS[5:10], 150, 2, 5)
+    ]
     data = tmp_path / "food.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = CliRunner().invoke(app, ["train", "--strategy", "lora", "--data", str(data), "--out", str(tmp_path / "art"),
-                                 "--model", "tiny", "--max-steps", "3"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--strategy",
+            "lora",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "art"),
+            "--model",
+            "tiny",
+            "--max-steps",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     reg = Registry(tmp_path / "reg")
     reg.register(tmp_path / "art", "food", alias="prod")
@@ -128,8 +164,20 @@ def test_the_cli_and_the_server_gauges(served, tmp_path):
     moved = [f"please {s} my crypto wallet refund now" for s in _sentences(rng, NEW, 60, 4, 9)]
     _log(reg, moved, ["veg"] * 60)
     prom = tmp_path / "drift.prom"
-    r = CliRunner().invoke(app, ["drift", "food", "--window", "60", "--no-embed", "--prometheus", str(prom),
-                                 "--json", str(tmp_path / "d.json")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "drift",
+            "food",
+            "--window",
+            "60",
+            "--no-embed",
+            "--prometheus",
+            str(prom),
+            "--json",
+            str(tmp_path / "d.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "retraining is due" in r.output and 'adaptlab_drift_retrain_due{task="food"} 1' in prom.read_text()
     assert json.loads((tmp_path / "d.json").read_text())["retrain"] is True

@@ -22,12 +22,29 @@ VEG = ["leek", "kale", "bean", "corn", "okra", "pea", "yam", "beet"]
 
 def _champion(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTLAB_REGISTRY", str(tmp_path / "reg"))
-    rows = [{"text": f"I ate a {w} today", "label": "fruit"} for w in FRUIT * 3] + \
-           [{"text": f"I cooked a {w} today", "label": "veg"} for w in VEG * 3]
+    rows = [{"text": f"I ate a {w} today", "label": "fruit"} for w in FRUIT * 3] + [
+        {"text": f"I cooked a {w} today", "label": "veg"} for w in VEG * 3
+    ]
     data = tmp_path / "food.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = runner.invoke(app, ["train", "--strategy", "lora", "--data", str(data), "--out", str(tmp_path / "art"),
-                            "--model", "tiny", "--max-steps", "4", "--lr", "0.01"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--strategy",
+            "lora",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "art"),
+            "--model",
+            "tiny",
+            "--max-steps",
+            "4",
+            "--lr",
+            "0.01",
+        ],
+    )
     assert r.exit_code == 0, r.output
     reg = Registry(tmp_path / "reg")
     reg.register(tmp_path / "art", "food", alias="prod")
@@ -41,9 +58,11 @@ def _feedback(reg, rows):
         reg.requests.add_feedback(rid, rating, correction)
 
 
-FEEDBACK = ([(f"my {w} smoothie", "veg", -1, "drink") for w in FRUIT + VEG]          # a new label, corrected
-            + [(f"a {w} pie", "fruit", 1, None) for w in FRUIT]                      # confirmed
-            + [(f"raw {w}", "fruit", -1, None) for w in VEG])                        # rated down only
+FEEDBACK = (
+    [(f"my {w} smoothie", "veg", -1, "drink") for w in FRUIT + VEG]  # a new label, corrected
+    + [(f"a {w} pie", "fruit", 1, None) for w in FRUIT]  # confirmed
+    + [(f"raw {w}", "fruit", -1, None) for w in VEG]
+)  # rated down only
 
 
 def test_the_recipe_is_saved_and_improve_trains_judges_and_registers_staging(tmp_path, monkeypatch):
@@ -71,8 +90,13 @@ def test_the_recipe_is_saved_and_improve_trains_judges_and_registers_staging(tmp
         assert reg.aliases("food")["food"]["prod"] == 1 and ev["promote_command"] == "adaptlab registry promote food 2"
 
     # Without the rated-down rows: fewer rows added; the same rows held back (drawn by request id).
-    ev2 = improve(reg, "food", tmp_path / "imp2", ImproveOptions(holdout=0.3, use_rated_down=False, progress=False),
-                  log=lambda *a: None)
+    ev2 = improve(
+        reg,
+        "food",
+        tmp_path / "imp2",
+        ImproveOptions(holdout=0.3, use_rated_down=False, progress=False),
+        log=lambda *a: None,
+    )
     assert reg.lineage("food")[3]["rows_added"] == lin["rows_added"] - 8
     assert ev2["lineage"]["held_back"] == lin["held_back"]
 
@@ -81,8 +105,9 @@ def test_auto_promote_only_through_the_gate_and_rollback(tmp_path, monkeypatch):
     reg, _ = _champion(tmp_path, monkeypatch)
     _feedback(reg, FEEDBACK)
     # An impossible margin: the gate refuses, prod stays.
-    ev = improve(reg, "food", tmp_path / "a", ImproveOptions(margin=1.0, auto_promote=True, progress=False),
-                 log=lambda *a: None)
+    ev = improve(
+        reg, "food", tmp_path / "a", ImproveOptions(margin=1.0, auto_promote=True, progress=False), log=lambda *a: None
+    )
     assert not ev["gate"]["passed"] and not ev["promoted"] and reg.aliases("food")["food"]["prod"] == 1
     assert "does not win by the margin" in ev["gate"]["reason"]
     # The CLI: the challenger passes when it wins on the new label; then a rollback restores v1.
@@ -90,6 +115,14 @@ def test_auto_promote_only_through_the_gate_and_rollback(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     ev = json.loads((tmp_path / "b" / "improve.json").read_text())
     assert ev["promoted"] == ev["gate"]["passed"]
+    shown = json.loads(runner.invoke(app, ["registry", "show", "food@3"]).output)
+    assert shown["lineage"]["parent"] == 1 and shown["lineage"]["kind"] == "improve"
+    listed = runner.invoke(app, ["registry", "list", "--task", "food"])
+    assert listed.exit_code == 0 and "made" in listed.output
+    from adaptlab.registry import lineage_text
+
+    text = lineage_text(reg.lineage("food")[3])
+    assert text.startswith("improve: v1 + ") and "feedback rows (" in text
     if ev["promoted"]:
         assert reg.aliases("food")["food"]["prod"] == 3
         assert reg.rollback("food").version == 1
@@ -101,8 +134,9 @@ def test_personal_data_in_feedback_is_refused_unless_redacted(tmp_path, monkeypa
     with pytest.raises(PersonalDataError, match=r"1 personal data finding\(s\) \(1 email in field 'text'"):
         improve(reg, "food", tmp_path / "x", ImproveOptions(progress=False), log=lambda *a: None)
     assert "staging" not in reg.aliases("food")["food"]
-    ev = improve(reg, "food", tmp_path / "y", ImproveOptions(redact=True, holdout=0.0, progress=False),
-                 log=lambda *a: None)
+    ev = improve(
+        reg, "food", tmp_path / "y", ImproveOptions(redact=True, holdout=0.0, progress=False), log=lambda *a: None
+    )
     assert "jane@example.com" not in (tmp_path / "y" / "train.jsonl").read_text()
     assert "[EMAIL]" in (tmp_path / "y" / "train.jsonl").read_text() and ev["lineage"]["redacted"]
 
@@ -129,7 +163,7 @@ def test_gate_rules():
     assert gate(win, tie, 0.05)["passed"]
     assert not gate(win, loss, 0.05)["passed"] and "significant loss" in gate(win, loss, 0.05)["reason"]
     assert not gate(win, tie, 0.2)["passed"]
-    assert not gate(tie, tie, 0.0)["passed"]            # winning means more than nothing
+    assert not gate(tie, tie, 0.0)["passed"]  # winning means more than nothing
     assert gate(None, win, 0.05)["judged_on"] == "held-out test rows"
     assert not gate(None, None, 0.0)["passed"]
 

@@ -16,7 +16,10 @@ from adaptlab.registry import Registry, RegistryError
 from adaptlab.strategies.base import read_artifact_meta
 
 runner = CliRunner()
-WORDS = {"fruit": ["apple", "pear", "plum", "fig", "kiwi", "lime"], "veg": ["leek", "kale", "bean", "corn", "okra", "pea"]}
+WORDS = {
+    "fruit": ["apple", "pear", "plum", "fig", "kiwi", "lime"],
+    "veg": ["leek", "kale", "bean", "corn", "okra", "pea"],
+}
 
 
 @pytest.fixture
@@ -27,8 +30,21 @@ def champion(tmp_path, monkeypatch):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def train(strategy, name, *extra):
-        r = runner.invoke(app, ["train", "--strategy", strategy, "--data", str(data), "--out", str(tmp_path / name),
-                                "--model", "tiny", *extra])
+        r = runner.invoke(
+            app,
+            [
+                "train",
+                "--strategy",
+                strategy,
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / name),
+                "--model",
+                "tiny",
+                *extra,
+            ],
+        )
         assert r.exit_code == 0, r.output
         return tmp_path / name
 
@@ -41,19 +57,40 @@ def test_rebase_retrains_distils_and_registers_on_the_new_base(champion, tmp_pat
     reg.register(train("lora", "lora", "--max-steps", "3"), "food", alias="prod")
     tiny, llama = build_tiny(), build_tiny(arch="llama")
     assert tiny.fingerprint != llama.fingerprint
-    ev = rebase(reg, "food", "tiny-llama", tmp_path / "r1", RebaseOptions(progress=False), base=tiny, new_base=llama,
-                log=lambda *a: None)
+    ev = rebase(
+        reg,
+        "food",
+        "tiny-llama",
+        tmp_path / "r1",
+        RebaseOptions(progress=False),
+        base=tiny,
+        new_base=llama,
+        log=lambda *a: None,
+    )
     assert ev["how"] == "retrained" and ev["rebased"] == "food@2" and ev["to_base"] == llama.name
     q, c = ev["quality"], ev["cost"]
     assert q["paired"]["diff"] == pytest.approx(q["rebased"] - q["champion"])
     assert c["rebased"]["fit_seconds"] > 0 and c["rebased"]["artifact_bytes"] > 0 and c["champion"]["prompt_tokens"] > 0
     e = reg.get("food", 2)
     assert e.fingerprint == llama.fingerprint and reg.aliases("food")["food"] == {"prod": 1, "staging": 2}
-    assert reg.lineage("food")[2] == {"parent": 1, "kind": "rebase", "base_model": llama.name, "from_base": tiny.name,
-                                      "how": "retrained",
-                                      "data_fingerprint": read_artifact_meta(e.path)["recipe"]["fingerprint"]}
-    ev = rebase(reg, "food", "tiny-llama", tmp_path / "r2", RebaseOptions(labels="distill", progress=False), base=tiny,
-                new_base=llama, log=lambda *a: None)
+    assert reg.lineage("food")[2] == {
+        "parent": 1,
+        "kind": "rebase",
+        "base_model": llama.name,
+        "from_base": tiny.name,
+        "how": "retrained",
+        "data_fingerprint": read_artifact_meta(e.path)["recipe"]["fingerprint"],
+    }
+    ev = rebase(
+        reg,
+        "food",
+        "tiny-llama",
+        tmp_path / "r2",
+        RebaseOptions(labels="distill", progress=False),
+        base=tiny,
+        new_base=llama,
+        log=lambda *a: None,
+    )
     assert ev["how"] == "distilled" and (tmp_path / "r2" / "rebase.md").read_text().startswith("# rebase food")
     with pytest.raises(RegistryError, match="already on"):
         rebase(reg, "food", "tiny", tmp_path / "r3", base=tiny, new_base=tiny, log=lambda *a: None)
@@ -63,8 +100,16 @@ def test_a_hard_prompt_moves_as_it_is(champion, tmp_path):
     reg, train = champion
     reg.register(train("few_shot", "fs", "--set", "k=2"), "food", alias="prod")
     tiny, llama = build_tiny(), build_tiny(arch="llama")
-    ev = rebase(reg, "food", "tiny-llama", tmp_path / "m", RebaseOptions(progress=False), base=tiny, new_base=llama,
-                log=lambda *a: None)
+    ev = rebase(
+        reg,
+        "food",
+        "tiny-llama",
+        tmp_path / "m",
+        RebaseOptions(progress=False),
+        base=tiny,
+        new_base=llama,
+        log=lambda *a: None,
+    )
     assert ev["how"] == "moved" and ev["cost"]["rebased"]["fit_seconds"] is None
     old, new = read_artifact_meta(reg.get("food", 1).path), read_artifact_meta(reg.get("food", 2).path)
     assert new["prompt"]["exemplars"] == old["prompt"]["exemplars"] and new["template"] == old["template"]
@@ -81,8 +126,16 @@ def test_one_server_process_serves_both_bases(champion, tmp_path):
     reg, train = champion
     reg.register(train("lora", "lora", "--max-steps", "2"), "food", alias="prod")
     tiny, llama = build_tiny(), build_tiny(arch="llama")
-    rebase(reg, "food", "tiny-llama", tmp_path / "r", RebaseOptions(progress=False), base=tiny, new_base=llama,
-           log=lambda *a: None)
+    rebase(
+        reg,
+        "food",
+        "tiny-llama",
+        tmp_path / "r",
+        RebaseOptions(progress=False),
+        base=tiny,
+        new_base=llama,
+        log=lambda *a: None,
+    )
     service = MultiService([Service(tiny, reg), Service(llama, reg)])
     try:
         client = TestClient(create_app(service, auth=False))
@@ -94,7 +147,9 @@ def test_one_server_process_serves_both_bases(champion, tmp_path):
             assert r.json()["data"][0]["label"] in ("fruit", "veg")
         assert r.json()["resolved"] == "food@1"
         reg.promote("food", 2)
-        r = client.post("/v1/chat/completions", json={"model": "food", "messages": [{"role": "user", "content": "kiwi"}]})
+        r = client.post(
+            "/v1/chat/completions", json={"model": "food", "messages": [{"role": "user", "content": "kiwi"}]}
+        )
         assert r.status_code == 200 and r.json()["resolved"] == "food@2"
         r = client.post("/v1/completions", json={"model": llama.name, "prompt": "hi", "max_tokens": 2})
         assert r.status_code == 200 and r.json()["resolved"] == llama.name

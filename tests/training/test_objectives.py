@@ -30,18 +30,25 @@ LORA = dict(r=4, alpha=8.0, dropout=0.0, target_modules=["q_proj", "v_proj"])
 def _trainer(kind, tiny, rows, tmp_path):
     from peft import LoraConfig as PeftLoraConfig
 
-    peft_cfg = PeftLoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                              task_type="CAUSAL_LM")
-    common = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], beta=0.1, use_cpu=True,
-                  max_length=64)
+    peft_cfg = PeftLoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+    )
+    common = dict(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], beta=0.1, use_cpu=True, max_length=64
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == "dpo":
             cfg, cls = trl.DPOConfig(**common), trl.DPOTrainer
         else:
             cfg, cls = trl.KTOConfig(**common), trl.KTOTrainer
-        tr = cls(model=copy.deepcopy(tiny.model), args=cfg, train_dataset=datasets.Dataset.from_list(rows),
-                 processing_class=tiny.tokenizer, peft_config=peft_cfg)
+        tr = cls(
+            model=copy.deepcopy(tiny.model),
+            args=cfg,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tiny.tokenizer,
+            peft_config=peft_cfg,
+        )
     torch.manual_seed(0)
     with torch.no_grad():  # a LoRA away from the base, so the log-ratios are not zero
         for n, p in tr.model.named_parameters():
@@ -89,8 +96,10 @@ def test_dpo_loss_matches_trl(tiny, tmp_path):
 
 
 def test_kto_loss_matches_trl(tiny, tmp_path):
-    rows = [{"prompt": f"question {i}", "completion": " yes" if i % 2 else " no thanks", "label": bool(i % 2)}
-            for i in range(4)]
+    rows = [
+        {"prompt": f"question {i}", "completion": " yes" if i % 2 else " no thanks", "label": bool(i % 2)}
+        for i in range(4)
+    ]
     tr = _trainer("kto", tiny, rows, tmp_path)
     batch = next(iter(tr.get_train_dataloader()))
     tr.model.eval()
@@ -111,8 +120,11 @@ def test_unlikelihood_pushes_the_rejected_label_down(tiny):
     tok = tiny.tokenizer
     prompt = tok("Text: fine\nCategory:")["input_ids"]
     answer = tok(" good", add_special_tokens=False)["input_ids"]
-    module = LoraModule(tiny.model, make_config("lora", **LORA), [
-        n for n, m in tiny.model.named_modules() if n.endswith(("q_proj", "v_proj"))])
+    module = LoraModule(
+        tiny.model,
+        make_config("lora", **LORA),
+        [n for n, m in tiny.model.named_modules() if n.endswith(("q_proj", "v_proj"))],
+    )
     with torch.no_grad():
         for p in module.lora_B.values():
             p.normal_(0, 0.1)
@@ -155,8 +167,11 @@ def test_preference_rows_round_trip(tmp_path):
     from adaptlab.data.loading import load_file, write_jsonl
 
     p = tmp_path / "p.jsonl"
-    rows = [{"prompt": "a", "chosen": "x", "rejected": "y"}, {"prompt": "b", "completion": "z", "label": False},
-            {"prompt": "b", "completion": "w", "label": True}]
+    rows = [
+        {"prompt": "a", "chosen": "x", "rejected": "y"},
+        {"prompt": "b", "completion": "z", "label": False},
+        {"prompt": "b", "completion": "w", "label": True},
+    ]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = load_file(p)
     assert data.task == "preference"
@@ -167,19 +182,31 @@ def test_preference_rows_round_trip(tmp_path):
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"prompt": "a", "chosen": "x"}, "missing field 'rejected'"),
-    ({"prompt": "a", "completion": "x", "label": "maybe"}, "field 'label' must be true or false"),
-    ({"prompt": "", "chosen": "x", "rejected": "y"}, "field 'prompt' is empty"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "chosen": "x",
-      "rejected": "y"}, "ending with the user's turn"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "a", "chosen": "x"}, "missing field 'rejected'"),
+        ({"prompt": "a", "completion": "x", "label": "maybe"}, "field 'label' must be true or false"),
+        ({"prompt": "", "chosen": "x", "rejected": "y"}, "field 'prompt' is empty"),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                "chosen": "x",
+                "rejected": "y",
+            },
+            "ending with the user's turn",
+        ),
+    ],
+)
 def test_bad_preference_rows_name_line_and_field(tmp_path, row, message):
     from adaptlab.data.loading import DataError, load_file
 
     p = tmp_path / "p.jsonl"
-    good = {"prompt": "ok", "chosen": "x", "rejected": "y"} if "prompt" in row else {
-        "messages": [{"role": "user", "content": "hi"}], "chosen": "x", "rejected": "y"}
+    good = (
+        {"prompt": "ok", "chosen": "x", "rejected": "y"}
+        if "prompt" in row
+        else {"messages": [{"role": "user", "content": "hi"}], "chosen": "x", "rejected": "y"}
+    )
     p.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(DataError, match=rf"p.jsonl:2: .*{message}"):
         load_file(p)

@@ -8,7 +8,7 @@ import time
 
 from fastapi import APIRouter, Depends, Form, Request
 
-from adaptlab.registry import RegistryError, check_name
+from adaptlab.registry import RegistryError, check_name, lineage_text
 from adaptlab.ui.routes import guard
 from adaptlab.ui.security import ui_state
 from adaptlab.ui.state import UiError
@@ -59,29 +59,11 @@ async def task_page(request: Request, task: str, registered: int | None = None):
     entries = await asyncio.to_thread(reg.entries, task)
     lineage = await asyncio.to_thread(reg.lineage, task)
     view = [{"e": e, "headline": _headline(e.metrics), "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)),
-             "lineage": _lineage_text(lineage.get(e.version))} for e in entries]
+             "lineage": lineage_text(lineage.get(e.version))} for e in entries]
     history = [{**h, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(h["set_at"]))}
                for h in await asyncio.to_thread(reg.history, task)]
     return page(request, "task.html", "registry", task=task, versions=view, aliases=reg.aliases(task).get(task, {}),
                 history=history[::-1], registered=registered)
-
-
-def _lineage_text(info: dict | None) -> str:
-    """'v3 + 120 feedback rows (40 corrections, 60 confirmed, 20 rated down); new labels: x' or '–'."""
-    if not info:
-        return "–"
-    parts = [f"v{info['parent']}" if info.get("parent") is not None else "new"]
-    if info.get("rows_added") is not None:
-        fb = info.get("feedback") or {}
-        used = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in fb.items() if n)
-        parts.append(f"+ {info['rows_added']} feedback rows" + (f" ({used})" if used else ""))
-    if info.get("base_model"):
-        parts.append(f"on {info['base_model']}")
-    if info.get("new_labels"):
-        parts.append("new labels: " + ", ".join(info["new_labels"]))
-    if info.get("kind"):
-        parts.insert(0, info["kind"] + ":")
-    return " ".join(parts)
 
 
 def _headline(metrics: dict) -> str:
