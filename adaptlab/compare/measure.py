@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptlab.compare.baselines import baselines
 from adaptlab.compare.config import CompareConfig
 from adaptlab.data.loading import TaskData
 from adaptlab.data.named import TaskSplits, load_task, recipe_for
@@ -51,8 +50,7 @@ def prepare(cfg: CompareConfig) -> Context:
     base = load_base(cfg.model, device=resolve_device(cfg.device))
     before = base_reference(base) if cfg.forgetting else None
     labels = splits.train.label_set
-    floor = baselines([ex.label for ex in splits.train.examples], [ex.label for ex in test.examples], labels) \
-        if labels else None
+    floor = splits.train.spec.baselines(splits.train, test)
     from adaptlab.compare.costs import profile, screen_rows
     from adaptlab.utils import speed_probe
 

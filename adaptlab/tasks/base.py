@@ -89,6 +89,11 @@ class TaskSpec:
         answers rated down."""
         return None
 
+    def baselines(self, train, test) -> dict | None:
+        """What a result on ``test`` is read against (None: nothing to read it against). A label set:
+        the majority class and chance (``adaptlab.tasks.classification``)."""
+        return None
+
     def evaluate(self, artifact, data) -> tuple[dict, list[dict], list[str]]:
         """``artifact`` on ``data``: (metrics with ``n``, one row per input, the inputs predicted)."""
         raise NotImplementedError

@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from adaptlab.compare.baselines import baselines, imbalanced, ranking_metric
+from adaptlab.compare.baselines import imbalanced, ranking_metric
 from adaptlab.compare.stats import Statistic, above_baseline, binom_two_sided, compare_runs, mcnemar_exact, row_key
 from adaptlab.evaluation.metrics import classification_metrics
+from adaptlab.tasks.classification import majority_and_chance as baselines
 
 from .synthetic import rec, rows_of
 
