@@ -54,21 +54,8 @@ def accuracy(art, rows: list[dict]) -> float | None:
     return sum(p == r["label"] for p, r in zip(pred, rows)) / len(rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
-    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "adaptlab" / "bench-maintenance")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "maintenance")
-    ap.add_argument("--epochs", type=float, default=2.0)
-    ap.add_argument("--windows", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    t_start = time.perf_counter()
-    rng = random.Random(a.seed)
-    shutil.rmtree(a.work, ignore_errors=True)
-    a.work.mkdir(parents=True)
-    env = {**os.environ, "ADAPTLAB_REGISTRY": str(a.work / "registry"), "PYTHONPATH": str(ROOT)}
-    os.environ.update(env)
+def setup(a, rng: random.Random) -> dict:
+    """The intents, the champion's rows and the traffic pools: the same for a seed, whatever phase runs."""
     bank = a.data_dir / "banking77"
     labels = json.loads((bank / "labels.json").read_text())
     chosen = rng.sample(labels, N_INTENTS)
@@ -85,10 +72,199 @@ def main() -> None:
         elif r["label"] in count:
             spare.append(r)  # old intents the champion never saw: unshifted traffic for drift
     data = a.work / "champion.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in champion_rows))
+    if not data.exists():
+        data.write_text("".join(json.dumps(r) + "\n" for r in champion_rows))
     rng.shuffle(test_rows)
     later = test_rows[: len(test_rows) // 4]
     served = test_rows[len(test_rows) // 4 :]
+    return {
+        "old": old,
+        "new": new,
+        "chosen": chosen,
+        "champion_rows": champion_rows,
+        "spare": spare,
+        "test_rows": test_rows,
+        "later": later,
+        "served": served,
+        "data": data,
+    }
+
+
+MEMORY = """
+import gc, psutil, torch
+from adaptlab.models.base import load_base
+from adaptlab.utils import set_torch_threads
+set_torch_threads()
+
+def touch(b):  # loading maps the weight files; a forward pass reads every weight
+    with torch.no_grad():
+        b.model(**b.tokenizer(["How do I top up my card?"], return_tensors="pt"))
+
+def rss():
+    gc.collect()
+    return psutil.Process().memory_info().rss / 2**30
+
+gemma = load_base("gemma-3-270m")
+touch(gemma)
+one = rss()
+small = load_base("smollm2-135m-instruct")
+touch(small)
+touch(gemma)
+two = rss()
+params = [sum(p.numel() * p.element_size() for p in b.model.parameters()) / 2**30 for b in (gemma, small)]
+print("RSS", one, two, *params)
+"""
+
+
+def memory(env) -> dict:
+    """Resident memory of one process holding Gemma 3 270M, then SmolLM2 as well (a forward pass each)."""
+    p = subprocess.run([sys.executable, "-c", MEMORY], capture_output=True, text=True, env=env)
+    line = next(x for x in p.stdout.splitlines() if x.startswith("RSS"))
+    one, two, w_gemma, w_small = map(float, line.split()[1:])
+    return {
+        "rss_one_base_gb": one,
+        "rss_both_bases_gb": two,
+        "weights_gb": {"gemma-3-270m": w_gemma, "smollm2-135m-instruct": w_small},
+        "second_base": "smollm2-135m-instruct",
+        "how": "one process: Gemma 3 270M loaded and run once, RSS; SmolLM2 loaded too, both run once, RSS",
+    }
+
+
+def drift_section(a, rng, champ, base, reg, spare, test_rows, new, served) -> dict:
+    """Repeated windows of unshifted and shifted traffic against the champion's reference (its
+    predictions and the embeddings computed once), and `adaptlab drift` on the served log."""
+    import numpy as np
+
+    from adaptlab.data.named import splits_of_recipe
+    from adaptlab.evaluation.text_metrics import minilm
+    from adaptlab.maintenance.drift import MAX_REFERENCE, compare_traffic, drift_for_task, vocabulary_of
+
+    meta_recipe = champ.recipe
+    splits, train = splits_of_recipe(meta_recipe)
+    held = list(splits.dev.examples) + list(splits.test.examples)
+    ref_inputs = [ex.text for ex in held][:MAX_REFERENCE]
+    ref_labels = champ.predict(ref_inputs)
+    vocab = vocabulary_of([ex.text for ex in train.examples])
+    train_inputs = [ex.text for ex in train.examples][: max(0, MAX_REFERENCE - len(ref_inputs))]
+    pool_old = spare
+    pool_new = [r for r in test_rows if r["label"] in new]
+    texts = list({r["text"] for r in pool_old + pool_new} | set(ref_inputs) | set(train_inputs))
+    emb = dict(zip(texts, minilm().embed(texts).numpy()))
+    pred_of = dict(
+        zip([r["text"] for r in pool_old + pool_new], champ.predict([r["text"] for r in pool_old + pool_new]))
+    )
+    tok = base.tokenizer
+
+    def count(t):
+        return len(tok(t, add_special_tokens=False)["input_ids"])
+
+    def window(rows):
+        ins = [r["text"] for r in rows]
+        return compare_traffic(
+            "bank",
+            "bank@1",
+            ref_inputs,
+            ins,
+            vocab,
+            count,
+            lambda ts: np.stack([emb[t] for t in ts]),
+            ref_labels,
+            [pred_of[t] for t in ins],
+            seed=rng.randrange(10**6),
+            train_inputs=train_inputs,
+        )
+
+    size = 100
+    unshifted = [window(rng.sample(pool_old, size)) for _ in range(a.windows)]
+    shifted = [
+        window(rng.sample(pool_old, size - 40) + rng.sample(pool_new, 40)) for _ in range(max(5, a.windows // 4))
+    ]
+    drift = {
+        "window": size,
+        "reference_rows": len(ref_inputs),
+        "train_rows": len(train_inputs),
+        "unshifted": {
+            "windows": len(unshifted),
+            "alarms": sum(r.retrain for r in unshifted),
+            "false_alarm_rate": sum(r.retrain for r in unshifted) / len(unshifted),
+            "by_signal": {
+                s.name: sum(any(d.name == s.name for d in r.drifted) for r in unshifted) for s in unshifted[0].signals
+            },
+        },
+        "shifted": {
+            "windows": len(shifted),
+            "detected": sum(r.retrain for r in shifted),
+            "by_signal": {
+                s.name: sum(any(d.name == s.name for d in r.drifted) for r in shifted) for s in shifted[0].signals
+            },
+            "example": shifted[0].to_dict(),
+        },
+    }
+    logged = drift_for_task(reg, "bank", window=len(served), base=base)  # the served log: 25% new intents
+    drift["served_log"] = logged.to_dict()
+    print(f"drift: {json.dumps({k: v for k, v in drift.items() if k != 'served_log'})[:600]}", flush=True)
+    return drift
+
+
+def rerun_drift(a, rng, env, t_start) -> None:
+    """The drift and memory sections again, on a full run's work folder (its registry, champion and
+    served log); the rest of the committed results stays as that run measured it."""
+    from adaptlab.models.base import load_base
+    from adaptlab.registry import Registry
+    from adaptlab.strategies.base import Artifact
+    from adaptlab.utils import set_torch_threads
+
+    pools = setup(a, rng)
+    set_torch_threads()
+    base = load_base("gemma-3-270m")
+    reg = Registry(a.work / "registry")
+    champ = Artifact.load(reg.get("bank", 1).path, base)
+    result = json.loads(a.out.with_suffix(".json").read_text())
+    result["drift"] = drift_section(
+        a, rng, champ, base, reg, pools["spare"], pools["test_rows"], pools["new"], pools["served"]
+    )
+    result["memory"] = memory(env)
+    result["reruns"] = result.get("reruns", []) + [
+        {
+            "command": "python bench/maintenance.py " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d"),
+            "sections": ["drift", "memory"],
+            "seconds": time.perf_counter() - t_start,
+        }
+    ]
+    a.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    a.out.with_suffix(".md").write_text(to_markdown(result))
+    print(to_markdown(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "adaptlab" / "bench-maintenance")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "maintenance")
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--windows", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--phase",
+        choices=["all", "drift"],
+        default="all",
+        help="drift: measure the drift and memory sections again on the work folder of a full run",
+    )
+    a = ap.parse_args()
+    t_start = time.perf_counter()
+    rng = random.Random(a.seed)
+    env = {**os.environ, "ADAPTLAB_REGISTRY": str(a.work / "registry"), "PYTHONPATH": str(ROOT)}
+    os.environ.update(env)
+    if a.phase == "drift":
+        return rerun_drift(a, rng, env, t_start)
+    shutil.rmtree(a.work, ignore_errors=True)
+    a.work.mkdir(parents=True)
+    pools = setup(a, rng)
+    old, new, champion_rows, spare, test_rows = (
+        pools[k] for k in ("old", "new", "champion_rows", "spare", "test_rows")
+    )
+    later, served, data = pools["later"], pools["served"], pools["data"]
     print(f"intents: {old} + new {new}; champion rows {len(champion_rows)}, served {len(served)}, later {len(later)}")
 
     # ---- 1. the champion
@@ -175,7 +351,7 @@ def main() -> None:
     with reg_bad.index.write() as con:
         con.execute("DELETE FROM feedback")
     for i, (r, p) in enumerate(zip(served, pred)):
-        wrong = rng.choice([x for x in chosen if x != r["label"]])
+        wrong = rng.choice([x for x in pools["chosen"] if x != r["label"]])
         reg_bad.requests.add_feedback(f"req-{i}", -1, wrong)
     env_bad = {**env, "ADAPTLAB_REGISTRY": str(a.work / "registry-bad")}
     cli("registry", "promote", "bank", "1", env=env_bad)
@@ -224,80 +400,9 @@ def main() -> None:
             "wall_seconds": time.perf_counter() - t0,
         }
         print(f"rebase {how}: {rebases[how]}", flush=True)
-    import psutil
+    mem = memory(env)
 
-    rss_one = psutil.Process().memory_info().rss
-    small = load_base("smollm2-135m-instruct")
-    rss_two = psutil.Process().memory_info().rss
-
-    # ---- 5. drift on repeated windows (the champion's reference; predictions and embeddings once)
-    import numpy as np
-
-    from adaptlab.data.named import splits_of_recipe
-    from adaptlab.evaluation.text_metrics import minilm
-    from adaptlab.maintenance.drift import MAX_REFERENCE, compare_traffic, drift_for_task, vocabulary_of
-
-    meta_recipe = champ.recipe
-    splits, train = splits_of_recipe(meta_recipe)
-    held = list(splits.dev.examples) + list(splits.test.examples)
-    ref_inputs = [ex.text for ex in held][:MAX_REFERENCE]
-    ref_labels = champ.predict(ref_inputs)
-    vocab = vocabulary_of([ex.text for ex in train.examples])
-    pool_old = spare
-    pool_new = [r for r in test_rows if r["label"] in new]
-    texts = list({r["text"] for r in pool_old + pool_new} | set(ref_inputs))
-    emb = dict(zip(texts, minilm().embed(texts).numpy()))
-    pred_of = dict(
-        zip([r["text"] for r in pool_old + pool_new], champ.predict([r["text"] for r in pool_old + pool_new]))
-    )
-    tok = base.tokenizer
-
-    def count(t):
-        return len(tok(t, add_special_tokens=False)["input_ids"])
-
-    def window(rows):
-        ins = [r["text"] for r in rows]
-        return compare_traffic(
-            "bank",
-            "bank@1",
-            ref_inputs,
-            ins,
-            vocab,
-            count,
-            lambda ts: np.stack([emb[t] for t in ts]),
-            ref_labels,
-            [pred_of[t] for t in ins],
-            seed=rng.randrange(10**6),
-        )
-
-    size = 100
-    unshifted = [window(rng.sample(pool_old, size)) for _ in range(a.windows)]
-    shifted = [
-        window(rng.sample(pool_old, size - 40) + rng.sample(pool_new, 40)) for _ in range(max(5, a.windows // 4))
-    ]
-    drift = {
-        "window": size,
-        "reference_rows": len(ref_inputs),
-        "unshifted": {
-            "windows": len(unshifted),
-            "alarms": sum(r.retrain for r in unshifted),
-            "false_alarm_rate": sum(r.retrain for r in unshifted) / len(unshifted),
-            "by_signal": {
-                s.name: sum(any(d.name == s.name for d in r.drifted) for r in unshifted) for s in unshifted[0].signals
-            },
-        },
-        "shifted": {
-            "windows": len(shifted),
-            "detected": sum(r.retrain for r in shifted),
-            "by_signal": {
-                s.name: sum(any(d.name == s.name for d in r.drifted) for r in shifted) for s in shifted[0].signals
-            },
-            "example": shifted[0].to_dict(),
-        },
-    }
-    logged = drift_for_task(reg, "bank", window=len(served), base=base)  # the served log: 25% new intents
-    drift["served_log"] = logged.to_dict()
-    print(f"drift: {json.dumps({k: v for k, v in drift.items() if k != 'served_log'})[:600]}", flush=True)
+    drift = drift_section(a, rng, champ, base, reg, spare, test_rows, new, served)
 
     result = {
         "command": "python bench/maintenance.py " + " ".join(sys.argv[1:]),
@@ -310,7 +415,7 @@ def main() -> None:
         "improve": runs,
         "rollback": rollback,
         "rebase": rebases,
-        "memory": {"rss_one_base_gb": rss_one / 2**30, "rss_both_bases_gb": rss_two / 2**30, "second_base": small.name},
+        "memory": mem,
         "drift": drift,
         "wall_seconds": time.perf_counter() - t_start,
     }
@@ -401,11 +506,12 @@ def to_markdown(r: dict) -> str:
     lines += [
         "",
         f"Both bases in one process: {m['rss_one_base_gb']:.2f} GB resident with Gemma 3 270M, "
-        f"{m['rss_both_bases_gb']:.2f} GB with {m['second_base']} as well.",
+        f"{m['rss_both_bases_gb']:.2f} GB with {m['second_base']} as well ({m.get('how', '')}).",
         "",
         "## drift",
         "",
-        f"Windows of {r['drift']['window']} requests against {r['drift']['reference_rows']} reference rows "
+        f"Windows of {r['drift']['window']} requests against {r['drift']['reference_rows']} held-out rows "
+        f"(and {r['drift'].get('train_rows', 0)} training rows for length and embedding) "
         f"(alpha 0.05 over all signals, Bonferroni):",
         "",
         "| traffic | windows | retraining due | labels | length | unknown words | embedding |",
@@ -419,7 +525,15 @@ def to_markdown(r: dict) -> str:
             f"| {kind} | {d['windows']} | {n} ({n / d['windows']:.0%}) | {bs.get('labels', 0)} | "
             f"{bs.get('length', 0)} | {bs.get('unknown_words', 0)} | {bs.get('embedding', 0)} |"
         )
-    lines += ["", f"`adaptlab drift` on the whole served log: {r['drift']['served_log']['reason']}."]
+    lines += ["", f"`adaptlab drift` on the whole served log (25% new intents): {r['drift']['served_log']['reason']}."]
+    for note in r.get("notes", []):
+        lines += ["", note]
+    for rerun in r.get("reruns", []):
+        lines += [
+            "",
+            f"Sections {', '.join(rerun['sections'])} measured again on {rerun['date']} with "
+            f"`{rerun['command']}` ({rerun['seconds']:.0f} s), on the same work folder.",
+        ]
     return "\n".join(lines) + "\n"
 
 

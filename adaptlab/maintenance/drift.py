@@ -2,7 +2,8 @@
 
 The **reference** is what the serving version was judged on: the held-out rows (dev + test) its
 recipe makes (:func:`adaptlab.data.named.splits_of_recipe`), never seen in training, so they look
-like unshifted traffic. **Recent traffic** is the task's last ``window`` served requests from the
+like unshifted traffic; for the signals nothing was fitted on (length, embedding) a sample of the
+training rows joins them (up to ``MAX_REFERENCE`` rows in all), for more power. **Recent traffic** is the task's last ``window`` served requests from the
 request log. Four signals, each a two-sample permutation test (the pooled rows shuffled between the
 two groups, ``PERMUTATIONS`` times), so no distributional assumption is needed:
 
@@ -116,11 +117,12 @@ class Signal:
 class DriftReport:
     task: str
     version: str
-    reference_rows: int
+    reference_rows: int  # held-out rows (every signal)
     recent_rows: int
     alpha: float = ALPHA
     signals: list[Signal] = field(default_factory=list)
     note: str | None = None
+    train_rows: int = 0  # training rows added for length and embedding
 
     @property
     def threshold(self) -> float:
@@ -155,6 +157,7 @@ class DriftReport:
             "task": self.task,
             "version": self.version,
             "reference_rows": self.reference_rows,
+            "train_rows": self.train_rows,
             "recent_rows": self.recent_rows,
             "alpha": self.alpha,
             "threshold": self.threshold,
@@ -200,10 +203,13 @@ def compare_traffic(
     seed: int = 0,
     alpha: float = ALPHA,
     permutations: int = PERMUTATIONS,
+    train_inputs: list[str] | None = None,
 ) -> DriftReport:
-    """The drift signals of ``recent_inputs`` (and their predicted labels) against the reference."""
+    """The drift signals of ``recent_inputs`` (and their predicted labels) against the reference:
+    ``ref_inputs`` (held-out rows) for every signal; ``train_inputs`` join them for the signals no
+    model or vocabulary is fitted on (length, embedding), for more power."""
     rng = np.random.default_rng(seed)
-    rep = DriftReport(task, version, len(ref_inputs), len(recent_inputs), alpha)
+    rep = DriftReport(task, version, len(ref_inputs), len(recent_inputs), alpha, train_rows=len(train_inputs or []))
     if len(recent_inputs) < MIN_RECENT or len(ref_inputs) < MIN_RECENT:
         rep.note = (
             f"not enough rows for a verdict: {len(recent_inputs)} recent requests and {len(ref_inputs)} "
@@ -222,7 +228,8 @@ def compare_traffic(
                 "labels", f"PSI (most moved: {cats[top]})", v, p, float(np.mean(ia == top)), float(np.mean(ib == top))
             )
         )
-    la = np.array([count_tokens(t) for t in ref_inputs], float)
+    pool = list(ref_inputs) + list(train_inputs or [])
+    la = np.array([count_tokens(t) for t in pool], float)
     lb = np.array([count_tokens(t) for t in recent_inputs], float)
     v, p = permutation_p(ks, la, lb, rng, permutations)
     rep.signals.append(Signal("length", "KS distance", v, p, float(la.mean()), float(lb.mean())))
@@ -231,7 +238,7 @@ def compare_traffic(
     v, p = permutation_p(mean_diff, ua, ub, rng, permutations)
     rep.signals.append(Signal("unknown_words", "mean difference", v, p, float(ua.mean()), float(ub.mean())))
     if embed is not None:
-        ea, eb = embed(ref_inputs), embed(recent_inputs)
+        ea, eb = embed(pool), embed(recent_inputs)
         v, p = mmd_permutation(np.asarray(ea), np.asarray(eb), rng, permutations)
         rep.signals.append(Signal("embedding", "MMD^2", v, p))
     return rep
@@ -287,6 +294,13 @@ def drift_for_task(
     ref_inputs = [_plain(ex.text, conv) for ex in held]
     recent_inputs = [_plain(r["input"], conv) for r in recent]
     vocabulary = vocabulary_of([_plain(ex.text, conv) for ex in train.examples])
+    # Training inputs add power to the signals that fit nothing on them (length, embedding), up to
+    # MAX_REFERENCE rows in all; the predicted labels and unknown words need rows never trained on.
+    room = max(0, MAX_REFERENCE - len(held))
+    extra = train.examples
+    if len(extra) > room:
+        extra = [extra[i] for i in sorted(rng.choice(len(extra), room, replace=False))]
+    train_inputs = [_plain(ex.text, conv) for ex in extra]
     if isinstance(base, (list, tuple)):
         base = next((b for b in base if b.fingerprint == meta["base_model"]["fingerprint"]), None)
     if base is None:
@@ -315,6 +329,7 @@ def drift_for_task(
         seed=seed,
         alpha=alpha,
         permutations=permutations,
+        train_inputs=train_inputs,
     )
 
 

@@ -60,9 +60,15 @@ class Entry:
         return f"{self.task}@{self.version}"
 
 
-def manifest(folder: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file in an artifact folder (sorted)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+# What `adaptlab train --out FOLDER` keeps next to the artifact but is not part of it: the training
+# run (checkpoints with optimizer moments, the step log). Registering leaves it out.
+NOT_ARTIFACT = ("run",)
+
+
+def manifest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Relative path -> sha256 of every file in an artifact folder (sorted); top-level entries named
+    in ``skip`` are left out."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in skip)
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
 
 
@@ -137,7 +143,7 @@ class Registry:
             raise RegistryError(f"{folder}: refusing symbolic links ({', '.join(links)})")
         if run is None and (folder.resolve().parent.parent / "compare.json").is_file():
             run = str(folder.resolve().parent.parent)  # an artifact of a compare run: remember which
-        files_sha = manifest(folder)
+        files_sha = manifest(folder, skip=NOT_ARTIFACT)
         digest = manifest_digest(files_sha)
         self._store(folder, digest)
         size = sum((folder / rel).stat().st_size for rel in files_sha)
@@ -181,7 +187,8 @@ class Registry:
             raise RegistryError(f"registry {self.root} is read-only: cannot change it")
         work = self.tmp / f"{digest}.{uuid.uuid4().hex}"
         try:
-            shutil.copytree(folder, work, symlinks=False)
+            shutil.copytree(folder, work, symlinks=False,
+                            ignore=lambda d, names: [n for n in names if Path(d) == folder and n in NOT_ARTIFACT])
             for p in work.rglob("*"):
                 if p.is_file():
                     with open(p, "rb") as f:

@@ -47,6 +47,20 @@ def test_versions_aliases_and_rollback(tmp_path):
     assert [h["action"] for h in reg.history("food", "prod")] == ["promote", "promote", "rollback", "rollback"]
 
 
+def test_the_training_run_next_to_an_artifact_is_not_registered(tmp_path):
+    """`adaptlab train --out X` keeps its checkpoint in X/run; registering X stores the artifact only."""
+    plain = fake_artifact(tmp_path / "plain", "same")
+    trained = fake_artifact(tmp_path / "trained", "same")
+    (trained / "run" / "checkpoint").mkdir(parents=True)
+    (trained / "run" / "checkpoint" / "optimizer.safetensors").write_bytes(b"x" * 10_000)
+    (trained / "run" / "train_log.jsonl").write_text("{}\n")
+    reg = Registry(tmp_path / "reg")
+    a, b = reg.register(plain, "t"), reg.register(trained, "t")
+    assert a.digest == b.digest and a.bytes == b.bytes < 10_000
+    assert not (b.path / "run").exists()
+    reg.verify(b)
+
+
 def test_same_content_is_stored_once_and_gc_frees_unused(tmp_path):
     reg = Registry(tmp_path / "reg")
     a = reg.register(fake_artifact(tmp_path / "a", "same"), "t1")
