@@ -560,7 +560,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
     """
     console.rule("[bold]adaptlab demo: Fernhill Home support intents")
     data_check("demo", eval_files=[], task=None, text_field=None, label_field=None, labels=None,
-               tokenizer=model, max_tokens=512, data_dir=None)
+               tokenizer=model, max_tokens=512, data_dir=None, redact=None)
     console.rule(f"compare: every strategy on the demo task, budget {budget}")
     # One epoch for LoRA: at 360 tickets its dev accuracy after the first of two epochs was 0.984
     # (1.000 after the second), at half the time. 128 between 32 and 360 gives the challengers a
