@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from adaptlab.maintenance.drift import compare_traffic, drift_for_task, ks, mmd_permutation, psi, vocabulary_of
+from tests.maintenance.kit import champion
 
 WORDS = ["kiwi", "plum", "pear", "fig", "lime", "leek", "kale", "bean", "corn", "okra", "grape", "mango"]
 NEW = ["crypto", "wallet", "refund", "blockchain", "token", "exchange"]
@@ -94,37 +95,13 @@ def test_too_few_requests_give_no_verdict():
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     """A champion trained by `adaptlab train` (so it has a recipe) and registered as prod."""
-    from typer.testing import CliRunner
-
-    from adaptlab.cli import app
-    from adaptlab.registry import Registry
 
     monkeypatch.setenv("ADAPTLAB_REGISTRY", str(tmp_path / "reg"))
     rng = random.Random(1)
     rows = [{"text": f"I ate {s}", "label": "fruit"} for s in _sentences(rng, WORDS[:5], 150, 2, 5)] + [
         {"text": f"I cooked {s}", "label": "veg"} for s in _sentences(rng, WORDS[5:10], 150, 2, 5)
     ]
-    data = tmp_path / "food.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--strategy",
-            "lora",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "art"),
-            "--model",
-            "tiny",
-            "--max-steps",
-            "3",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    reg = Registry(tmp_path / "reg")
-    reg.register(tmp_path / "art", "food", alias="prod")
+    reg, _ = champion(tmp_path, rows, "--max-steps", "3")
     return reg, rng
 
 

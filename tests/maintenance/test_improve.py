@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from adaptlab.cli import app
 from adaptlab.maintenance.improve import ImproveOptions, gate, held_back, improve
 from adaptlab.privacy import PersonalDataError
-from adaptlab.registry import Registry, RegistryError
+from adaptlab.registry import RegistryError
 from adaptlab.strategies.base import read_artifact_meta
+from tests.maintenance.kit import champion
 
 runner = CliRunner()
 FRUIT = ["apple", "pear", "plum", "fig", "kiwi", "lime", "grape", "mango"]
@@ -25,30 +26,7 @@ def _champion(tmp_path, monkeypatch):
     rows = [{"text": f"I ate a {w} today", "label": "fruit"} for w in FRUIT * 3] + [
         {"text": f"I cooked a {w} today", "label": "veg"} for w in VEG * 3
     ]
-    data = tmp_path / "food.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--strategy",
-            "lora",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "art"),
-            "--model",
-            "tiny",
-            "--max-steps",
-            "4",
-            "--lr",
-            "0.01",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    reg = Registry(tmp_path / "reg")
-    reg.register(tmp_path / "art", "food", alias="prod")
-    return reg, data
+    return champion(tmp_path, rows, "--max-steps", "4", "--lr", "0.01")
 
 
 def _feedback(reg, rows):

@@ -9,11 +9,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from adaptlab.cli import app
 from adaptlab.maintenance.rebase import RebaseOptions, rebase
 from adaptlab.models.tiny import build_tiny
 from adaptlab.registry import Registry, RegistryError
 from adaptlab.strategies.base import read_artifact_meta
+from tests.maintenance.kit import train_cli
 
 runner = CliRunner()
 WORDS = {
@@ -30,43 +30,32 @@ def champion(tmp_path, monkeypatch):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def train(strategy, name, *extra):
-        r = runner.invoke(
-            app,
-            [
-                "train",
-                "--strategy",
-                strategy,
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path / name),
-                "--model",
-                "tiny",
-                *extra,
-            ],
-        )
-        assert r.exit_code == 0, r.output
-        return tmp_path / name
+        return train_cli(data, tmp_path / name, strategy, *extra)
 
-    reg = Registry(tmp_path / "reg")
-    return reg, train
+    return Registry(tmp_path / "reg"), train
+
+
+def _to_llama(reg, out, **opts):
+    """Rebase food onto the tiny Llama; (evidence, the Gemma-like base, the Llama one)."""
+    tiny, llama = build_tiny(), build_tiny(arch="llama")
+    ev = rebase(
+        reg,
+        "food",
+        "tiny-llama",
+        out,
+        RebaseOptions(progress=False, **opts),
+        base=tiny,
+        new_base=llama,
+        log=lambda *a: None,
+    )
+    return ev, tiny, llama
 
 
 def test_rebase_retrains_distils_and_registers_on_the_new_base(champion, tmp_path):
     reg, train = champion
     reg.register(train("lora", "lora", "--max-steps", "3"), "food", alias="prod")
-    tiny, llama = build_tiny(), build_tiny(arch="llama")
+    ev, tiny, llama = _to_llama(reg, tmp_path / "r1")
     assert tiny.fingerprint != llama.fingerprint
-    ev = rebase(
-        reg,
-        "food",
-        "tiny-llama",
-        tmp_path / "r1",
-        RebaseOptions(progress=False),
-        base=tiny,
-        new_base=llama,
-        log=lambda *a: None,
-    )
     assert ev["how"] == "retrained" and ev["rebased"] == "food@2" and ev["to_base"] == llama.name
     q, c = ev["quality"], ev["cost"]
     assert q["paired"]["diff"] == pytest.approx(q["rebased"] - q["champion"])
@@ -81,16 +70,7 @@ def test_rebase_retrains_distils_and_registers_on_the_new_base(champion, tmp_pat
         "how": "retrained",
         "data_fingerprint": read_artifact_meta(e.path)["recipe"]["fingerprint"],
     }
-    ev = rebase(
-        reg,
-        "food",
-        "tiny-llama",
-        tmp_path / "r2",
-        RebaseOptions(labels="distill", progress=False),
-        base=tiny,
-        new_base=llama,
-        log=lambda *a: None,
-    )
+    ev, _, _ = _to_llama(reg, tmp_path / "r2", labels="distill")
     assert ev["how"] == "distilled" and (tmp_path / "r2" / "rebase.md").read_text().startswith("# rebase food")
     with pytest.raises(RegistryError, match="already on"):
         rebase(reg, "food", "tiny", tmp_path / "r3", base=tiny, new_base=tiny, log=lambda *a: None)
@@ -99,17 +79,7 @@ def test_rebase_retrains_distils_and_registers_on_the_new_base(champion, tmp_pat
 def test_a_hard_prompt_moves_as_it_is(champion, tmp_path):
     reg, train = champion
     reg.register(train("few_shot", "fs", "--set", "k=2"), "food", alias="prod")
-    tiny, llama = build_tiny(), build_tiny(arch="llama")
-    ev = rebase(
-        reg,
-        "food",
-        "tiny-llama",
-        tmp_path / "m",
-        RebaseOptions(progress=False),
-        base=tiny,
-        new_base=llama,
-        log=lambda *a: None,
-    )
+    ev, tiny, llama = _to_llama(reg, tmp_path / "m")
     assert ev["how"] == "moved" and ev["cost"]["rebased"]["fit_seconds"] is None
     old, new = read_artifact_meta(reg.get("food", 1).path), read_artifact_meta(reg.get("food", 2).path)
     assert new["prompt"]["exemplars"] == old["prompt"]["exemplars"] and new["template"] == old["template"]
@@ -125,17 +95,7 @@ def test_one_server_process_serves_both_bases(champion, tmp_path):
 
     reg, train = champion
     reg.register(train("lora", "lora", "--max-steps", "2"), "food", alias="prod")
-    tiny, llama = build_tiny(), build_tiny(arch="llama")
-    rebase(
-        reg,
-        "food",
-        "tiny-llama",
-        tmp_path / "r",
-        RebaseOptions(progress=False),
-        base=tiny,
-        new_base=llama,
-        log=lambda *a: None,
-    )
+    _, tiny, llama = _to_llama(reg, tmp_path / "r")
     service = MultiService([Service(tiny, reg), Service(llama, reg)])
     try:
         client = TestClient(create_app(service, auth=False))
