@@ -330,6 +330,8 @@ def train_cmd(
                                                      "or auto (dpo when every row is a pair)."),
     beta: float = typer.Option(0.1, help="Preference data: DPO's and KTO's beta (how far from the base model "
                                          "training may move)."),
+    track: Optional[str] = typer.Option(None, help="tensorboard: write loss, learning rate and dev metric per step "
+                                                   "to OUT/tensorboard."),
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab.backends import BackendError
@@ -344,6 +346,8 @@ def train_cmd(
     try:
         spec = get_strategy(strategy)
         config = make_config(strategy, **_parse_overrides(set_))
+        if track not in (None, "tensorboard"):
+            raise DataError(f"--track {track!r}: train writes tensorboard (compare: --track mlflow)")
         if endpoint and spec.kind != "prompt":
             raise DataError(f"--endpoint: {strategy} changes weights; only prompt strategies run on an endpoint")
         cfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
@@ -365,6 +369,11 @@ def train_cmd(
 
         art.recipe = recipe_for(data, data_dir, seed, train_size, seed, train_part)
         art.save(out)
+        if track is not None:
+            from adaptlab.tracking import tensorboard_from_log
+
+            steps = tensorboard_from_log(out / "run", out / "tensorboard")
+            console.print(f"tensorboard: {steps} steps in {out / 'tensorboard'} (tensorboard --logdir {out})")
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
     te, tr = art.metrics["test"], art.metrics["train"]
@@ -430,6 +439,9 @@ def compare_cmd(
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="CPUs per Ray worker (default: this machine's "
                                                                     "cores / --workers)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-step progress bars."),
+    track: Optional[str] = typer.Option(None, help="mlflow: log every run, the report and the recommendation to "
+                                                   "MLflow (a store in OUT/mlflow unless --tracking-uri)."),
+    tracking_uri: Optional[str] = typer.Option(None, help="An MLflow tracking URI (a server, or sqlite:///path)."),
     device: str = DEVICE_OPT,
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
@@ -476,12 +488,28 @@ def compare_cmd(
             raise DataError(f"--budget {budget}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
                             f"at {cheapest:.0f} s); raise the budget")
         report = build_report(out, Constraints())
+        tracked = _track_compare(out, track, tracking_uri)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
+    if tracked:
+        console.print(f"tracked in MLflow: {tracked['new_runs']} new of {tracked['runs']} runs, experiment "
+                      f"'{tracked['experiment']}' at {tracked['uri']} (mlflow ui --backend-store-uri {tracked['uri']})")
     if result["skipped"]:
         console.print(f"[yellow]{len(result['skipped'])} run(s) skipped by the budget[/] (listed in the report)")
     _print_recommendation(out, Constraints())
     console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
+
+
+def _track_compare(out: Path, track: Optional[str], tracking_uri: Optional[str]) -> dict | None:
+    if track is None:
+        if tracking_uri:
+            raise DataError("--tracking-uri needs --track mlflow")
+        return None
+    from adaptlab.tracking import TRACKERS, track_compare
+
+    if track not in TRACKERS:
+        raise DataError(f"--track {track!r}: compare tracks to {', '.join(TRACKERS)} (train: --track tensorboard)")
+    return track_compare(out, tracking_uri)
 
 
 def _strategy_overrides(set_: list[str]) -> tuple[dict, dict]:

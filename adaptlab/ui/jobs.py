@@ -37,6 +37,7 @@ class CompareRequest:
     adaptive: bool = True
     test_limit: int = 0
     extras: bool = True
+    track: bool = False             # log the runs, report and recommendation to MLflow (OUT/mlflow)
 
     def argv(self, st: UiState, out: Path) -> list[str]:
         from adaptlab.strategies import list_strategies
@@ -65,6 +66,8 @@ class CompareRequest:
             argv += ["--budget", self.budget]
         if not self.extras:
             argv += ["--fragility-k", "0", "--no-forgetting", "--consistency-examples", "0"]
+        if self.track:
+            argv += ["--track", "mlflow"]
         if st.data_dir is not None:
             argv += ["--data-dir", str(st.data_dir)]
         return argv
@@ -191,7 +194,11 @@ class Jobs:
                "planned": live.get("planned"), "adaptive": live.get("adaptive"), "created": job.get("created"),
                "current": None, "eta_s": None, "best": live.get("best"), "error": live.get("error"),
                "report": report, "log": _tail(folder / "log.txt"), "decision": None, "never_run": [],
-               "target": None}
+               "target": None, "mlflow": None}
+        if (folder / "mlflow" / "mlflow.db").exists():
+            from adaptlab.tracking import default_uri
+
+            out["mlflow"] = default_uri(folder)
         race_file = folder / "race.json"
         if state == "finished" and race_file.exists():
             try:

@@ -79,7 +79,8 @@ def test_compare_report_register_promote_playground_feedback_export(tmp_path):
     r = upload(c, "demo.jsonl", (DEMO / "train.jsonl").read_bytes())
     source = re.search(r'source=(upload%3A\w+|upload:\w+)', r.text).group(1).replace("%3A", ":")
     r = c.post("/ui/compare", data={"csrf": token(c), "source": source, "model": "tiny", "strategies": ["zero_shot", "lora"],
-                                    "train_sizes": "16,32", "seeds": "1", "mode": "full", "test_limit": "24"},
+                                    "train_sizes": "16,32", "seeds": "1", "mode": "full", "test_limit": "24",
+                                    "track": "1"},
                follow_redirects=False)
     assert r.status_code == 303, r.text
     job = r.headers["location"].rsplit("/", 1)[1]
@@ -90,6 +91,7 @@ def test_compare_report_register_promote_playground_feedback_export(tmp_path):
     assert last["state"] == "finished", last
     status = wait_finished(c, job)
     assert status["done"] == 3 and status["report"]
+    assert status["mlflow"].startswith("sqlite:///") and 'id="mlflow"' in c.get(f"/ui/compare/{job}").text
 
     c = make_client(tmp_path)  # a restarted UI reads the compare back from its folder
     assert job in c.get("/ui/compare").text and c.get(f"/ui/api/compare/{job}").json()["state"] == "finished"

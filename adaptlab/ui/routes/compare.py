@@ -43,11 +43,11 @@ async def compare_page(request: Request, source: str = ""):
 @router.post("/ui/compare")
 async def start(request: Request, source: str = Form(""), model: str = Form(...), train_sizes: str = Form(...),
                 seeds: int = Form(1), budget: str = Form(""), mode: str = Form("adaptive"), test_limit: int = Form(0),
-                extras: str = Form("")):
+                extras: str = Form(""), track: str = Form("")):
     form = await request.form()
     req = CompareRequest(source=source, model=model, strategies=form.getlist("strategies"),
                          train_sizes=train_sizes, seeds=seeds, budget=budget.strip(), adaptive=mode != "full",
-                         test_limit=test_limit, extras=bool(extras))
+                         test_limit=test_limit, extras=bool(extras), track=bool(track))
     job_id = await asyncio.to_thread(jobs(request).start, req, source_label(ui_state(request), source))
     return redirect(f"/ui/compare/{job_id}")
 
