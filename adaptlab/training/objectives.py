@@ -202,6 +202,8 @@ class KTO(Objective):
         ratio = policy[:n] - self._reference_logps([(i, j) for i, j, _, _ in comps], rows)
         kl_keys = [("kl", comps[k][0], comps[(k + 1) % n][0], comps[(k + 1) % n][1]) for k in range(n)]
         kl = (policy[n:].detach() - self._reference_logps(kl_keys, kl_rows)).mean().clamp(min=0)
+        if n == 1:  # no other completion to pair with: the "mismatch" is the row itself, whose log-ratio
+            kl = torch.zeros((), device=ratio.device)  # would cancel its own gradient (TRL refuses batch size 1)
         desirable = torch.tensor([d for *_, d in comps], device=ratio.device)
         losses = kto_losses(ratio, desirable, kl, self.beta, self.w_d, self.w_u)
         return losses.sum(), int(batch["attention_mask"].sum())
