@@ -600,7 +600,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
                 set_=["few_shot.k=8", "prompt_search.budget_calls=120", "lora.epochs=1"], price_per_hour=0.10,
                 keep_artifacts="small", data_dir=None, workers=1, ray=None, ray_cpus=None, no_progress=False,
                 device="auto", adaptive=True, confidence=0.95,
-                tune=False)  # 12 variants would take most of the 4 minutes; `compare --tune` does it
+                tune=False,  # 12 variants would take most of the 4 minutes; `compare --tune` does it
+                track=None, tracking_uri=None)
 
 
 @app.command("export")
