@@ -446,7 +446,7 @@ def compare_cmd(
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
-    from adaptlab.compare import CompareConfig, parse_budget, run_compare
+    from adaptlab.compare import CompareConfig, parse_budget
     from adaptlab.compare.config import parse_sizes
     from adaptlab.compare.recommend import Constraints
     from adaptlab.compare.report import build_report
@@ -469,20 +469,7 @@ def compare_cmd(
                             adaptive=adaptive if adaptive is not None else budget is not None,
                             confidence=confidence)
         cfg.tune = tune if tune is not None else cfg.adaptive
-        if workers < 1:
-            raise DataError(f"--workers {workers}: must be >= 1")
-        if ray_cpus is not None and ray_cpus < 1:
-            raise DataError(f"--ray-cpus {ray_cpus}: must be >= 1")
-        if workers > 1 or ray:
-            from adaptlab.compare.grid import load_results, load_skipped, run_ray_workers, run_workers
-
-            code = (run_ray_workers(sys.argv[1:], workers, ray, ray_cpus) if ray
-                    else run_workers(sys.argv[1:], workers))
-            if code != 0:
-                raise DataError(f"a compare worker failed (exit {code}); re-run the same command to resume")
-            result = {"skipped": load_skipped(out), "results": load_results(out)}
-        else:
-            result = run_compare(cfg, out, progress=not no_progress)
+        result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
         if not result["results"] and result["skipped"]:
             cheapest = min(x["estimate_s"] for x in result["skipped"])
             raise DataError(f"--budget {budget}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
@@ -498,6 +485,24 @@ def compare_cmd(
         console.print(f"[yellow]{len(result['skipped'])} run(s) skipped by the budget[/] (listed in the report)")
     _print_recommendation(out, Constraints())
     console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
+
+
+def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int], no_progress: bool) -> dict:
+    """In this process, or in ``workers`` processes (here or placed by Ray) sharing the run folder."""
+    from adaptlab.compare import run_compare
+
+    if workers < 1:
+        raise DataError(f"--workers {workers}: must be >= 1")
+    if ray_cpus is not None and ray_cpus < 1:
+        raise DataError(f"--ray-cpus {ray_cpus}: must be >= 1")
+    if workers > 1 or ray:
+        from adaptlab.compare.grid import load_results, load_skipped, run_ray_workers, run_workers
+
+        code = run_ray_workers(sys.argv[1:], workers, ray, ray_cpus) if ray else run_workers(sys.argv[1:], workers)
+        if code != 0:
+            raise DataError(f"a compare worker failed (exit {code}); re-run the same command to resume")
+        return {"skipped": load_skipped(out), "results": load_results(out)}
+    return run_compare(cfg, out, progress=not no_progress)
 
 
 def _track_compare(out: Path, track: Optional[str], tracking_uri: Optional[str]) -> dict | None:
@@ -607,10 +612,12 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
 @app.command("export")
 def export_cmd(
     artifact: Path = typer.Argument(..., help="An artifact folder (or a registered one: TASK[@VERSION|@ALIAS])."),
-    format_: str = typer.Option(..., "--format", help="peft (adapter folder; vLLM --enable-lora for LoRA) or "
-                                                     "merged (a transformers model with the adaptation merged)."),
+    format_: str = typer.Option(..., "--format", help="peft (adapter folder; vLLM --enable-lora for LoRA), "
+                                                     "merged (a transformers model with the adaptation merged) or "
+                                                     "gguf (a LoRA as a llama.cpp adapter, the base GGUF and an "
+                                                     "Ollama Modelfile)."),
     out: Path = typer.Option(..., help="Folder to write."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Base model (for --format merged)."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Base model (for --format merged and gguf)."),
     force: bool = typer.Option(False, help="Replace OUT if it is not empty."),
     allow_partial: bool = typer.Option(False, help="Hybrids: export the LoRA/full stage without its soft prompt."),
     registry: Optional[Path] = typer.Option(None, "--registry", help="Registry for TASK@... names."),
@@ -623,8 +630,13 @@ def export_cmd(
         folder = artifact
         if not artifact.exists():  # a registry name
             folder = _registry(registry, read_only=False).resolve(str(artifact)).path
-        base = load_base(model) if format_ == "merged" else None
-        written = export(folder, out, format_, base, force=force, allow_partial=allow_partial)
+        base = load_base(model) if format_ in ("merged", "gguf") else None
+        if format_ == "gguf":
+            from adaptlab.export_gguf import export_gguf
+
+            written = export_gguf(folder, out, base, force=force)
+        else:
+            written = export(folder, out, format_, base, force=force, allow_partial=allow_partial)
     except (ExportError, *_registry_errors()) as e:
         _fail(e)
     console.print(f"exported {artifact} as {format_} to {written}")

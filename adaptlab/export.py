@@ -1,4 +1,5 @@
-"""Export an artifact for other engines: a PEFT adapter folder, or a merged transformers model.
+"""Export an artifact for other engines: a PEFT adapter folder, a merged transformers model, or a
+llama.cpp LoRA adapter GGUF with an Ollama Modelfile (:mod:`adaptlab.export_gguf`).
 
 - ``peft``: strategies save their adapters in PEFT's format and record where in the artifact's
   metadata (``peft``: folder, and what a PEFT export leaves out); the export copies those files
@@ -26,7 +27,7 @@ from adaptlab.models.adaptation import Contribution
 from adaptlab.models.types import BaseModel
 from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
 
-FORMATS = ("peft", "merged")
+FORMATS = ("peft", "merged")   # and gguf: adaptlab.export_gguf
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -55,7 +56,7 @@ def export(artifact_dir: str | Path, out: str | Path, fmt: str, base: BaseModel 
            force: bool = False, allow_partial: bool = False) -> Path:
     """Write ``artifact_dir`` as ``fmt`` into ``out``; ``base`` is needed for ``merged``."""
     if fmt not in FORMATS:
-        raise ExportError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise ExportError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}, or gguf (adaptlab.export_gguf)")
     src = Path(artifact_dir)
     meta = _meta(src)
     if meta.get("kind") == "prompt":
