@@ -622,7 +622,7 @@ def export_cmd(
     allow_partial: bool = typer.Option(False, help="Hybrids: export the LoRA/full stage without its soft prompt."),
     registry: Optional[Path] = typer.Option(None, "--registry", help="Registry for TASK@... names."),
 ) -> None:
-    """Export an artifact for other engines (PEFT, vLLM, plain transformers)."""
+    """Export an artifact for other engines (PEFT, vLLM, plain transformers, llama.cpp and Ollama)."""
     from adaptlab.export import ExportError, export
     from adaptlab.models.base import load_base
 
@@ -950,7 +950,7 @@ def serve_cmd(
     drift_interval: float = typer.Option(300.0, help="Seconds between recomputing the drift gauges /metrics shows "
                                                      "(0: no drift gauges); see `adaptlab drift`."),
 ) -> None:
-    """OpenAI-compatible server for every registered adaptation of one base model."""
+    """OpenAI-compatible server for every registered adaptation of one base model (or several: --model A,B)."""
     import uvicorn
 
     from adaptlab.models.base import load_base, resolve_device
