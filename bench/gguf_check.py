@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llamacpp_kit import PACKAGES, llama, meta, setup  # noqa: E402
 
 
 def first_line(text: str) -> str:
@@ -34,21 +35,11 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path("docs/results/gguf_check"))
     a = ap.parse_args()
-    from llama_cpp import Llama
-
     from adaptlab.backends.local import LocalBackend
-    from adaptlab.data.named import load_task
     from adaptlab.export_gguf import export_gguf
-    from adaptlab.models.base import load_base
-    from adaptlab.strategies.base import Artifact
-    from adaptlab.utils import set_torch_threads
+    from adaptlab.utils import provenance_lines
 
-    set_torch_threads()
-    base = load_base("gemma-3-270m")
-    art = Artifact.load(a.artifact, base)
-    rows = load_task(a.data).test.examples[: a.rows]
-    texts = [ex.text for ex in rows]
-    prompts = art.prompts(texts)
+    base, art, texts, prompts = setup(a.artifact, a.data, a.rows)
     with tempfile.TemporaryDirectory() as d:
         out = export_gguf(a.artifact, Path(d) / "gguf", base)
         t0 = time.perf_counter()
@@ -56,22 +47,14 @@ def main() -> None:
         ours_s = time.perf_counter() - t0
         labels = art.predict(texts)
         results = {}
-        for name, lora in (("adapter", str(out / "adapter.gguf")), ("base alone", None)):
-            llm = Llama(
-                model_path=str(out / "base.gguf"),
-                lora_path=lora,
-                n_ctx=1024,
-                n_threads=os.cpu_count(),
-                verbose=False,
-                seed=0,
-            )
+        for name, adapter in (("adapter", True), ("base alone", False)):
+            llm = llama(out, adapter)
             t0 = time.perf_counter()
             theirs = [
                 first_line(llm.create_completion(p, max_tokens=a.max_tokens, temperature=0.0)["choices"][0]["text"])
                 for p in prompts
             ]
-            secs = time.perf_counter() - t0
-            results[name] = {"texts": theirs, "seconds": secs}
+            results[name] = {"texts": theirs, "seconds": time.perf_counter() - t0}
             del llm
         plain_texts = [first_line(t) for t in LocalBackend(base).generate(prompts, max_new_tokens=a.max_tokens)]
     cpp = results["adapter"]["texts"]
@@ -79,33 +62,30 @@ def main() -> None:
     if art.labels:  # the label whose verbalized text llama.cpp's answer starts with (the longest such)
         texts_of = {t.strip(): lab for t, lab in zip(art.label_texts(), art.labels)}
         label_of = [max((lab for t, lab in texts_of.items() if c.startswith(t)), key=len, default=None) for c in cpp]
-    report = {
-        "command": "python bench/gguf_check.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores; nothing else running",
-        "date": time.strftime("%Y-%m-%d"),
-        "rows": len(rows),
-        "max_tokens": a.max_tokens,
-        "greedy_text_agreement": sum(x == y for x, y in zip(ours, cpp)) / len(rows),
-        "label_agreement": (sum(lab == p for lab, p in zip(label_of, labels)) / len(rows)) if label_of else None,
-        "llama_cpp_text_is_a_label": (sum(lab is not None for lab in label_of) / len(rows)) if label_of else None,
-        "base_alone_text_agreement": sum(x == y for x, y in zip(plain_texts, results["base alone"]["texts"]))
-        / len(rows),
-        "adaptlab_seconds": ours_s,
-        "llama_cpp_seconds": results["adapter"]["seconds"],
-        "examples": [
+    n = len(texts)
+    report = meta(
+        rows=n,
+        max_tokens=a.max_tokens,
+        greedy_text_agreement=sum(x == y for x, y in zip(ours, cpp)) / n,
+        label_agreement=(sum(lab == p for lab, p in zip(label_of, labels)) / n) if label_of else None,
+        llama_cpp_text_is_a_label=(sum(lab is not None for lab in label_of) / n) if label_of else None,
+        base_alone_text_agreement=sum(x == y for x, y in zip(plain_texts, results["base alone"]["texts"])) / n,
+        adaptlab_seconds=ours_s,
+        llama_cpp_seconds=results["adapter"]["seconds"],
+        examples=[
             {"input": t, "adaptlab": o, "llama_cpp": c, "adaptlab_label": lab}
             for t, o, c, lab in list(zip(texts, ours, cpp, labels))[:10]
         ],
-    }
+    )
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     md = [
         "# An exported LoRA in llama.cpp itself",
         "",
-        f"`{report['command']}` on {report['machine']}, {report['date']}.",
+        *provenance_lines(report, PACKAGES),
         "",
         f"- greedy text (first line, {a.max_tokens} tokens) equal in adaptlab and llama.cpp: "
-        f"{report['greedy_text_agreement']:.0%} of {len(rows)} test rows",
+        f"{report['greedy_text_agreement']:.0%} of {n} test rows",
         f"- the same base without the adapter, as the control: {report['base_alone_text_agreement']:.0%}",
     ]
     if label_of:
