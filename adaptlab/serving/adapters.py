@@ -81,11 +81,13 @@ def plain_adapter(base: BaseModel, name: str | None = None) -> ServingAdapter:
                           render=lambda texts: list(texts), base=base)
 
 
-def from_artifact(artifact, name: str, key: str) -> ServingAdapter:
-    """Reduce a loaded artifact to its per-row parts, through the adaptation protocol only."""
+def from_artifact(artifact, name: str, key: str, base: BaseModel | None = None) -> ServingAdapter:
+    """Reduce a loaded artifact to its per-row parts, through the adaptation protocol only; ``base``
+    is the base model its rows run on (the one it was loaded on)."""
     labels = artifact.label_set
     return ServingAdapter(name=name, key=key, task_type=artifact.task, labels=labels,
                           label_texts=artifact.label_texts(), render=artifact.prompts,
                           calibrate=artifact.calibrate if artifact.calibrated else None,
                           contribution=artifact.contribution().frozen(),
-                          decoding=dict(artifact.decoding or {"max_new_tokens": 64}), kind=artifact.strategy)
+                          decoding=dict(artifact.decoding or {"max_new_tokens": 64}), kind=artifact.strategy,
+                          base=base)

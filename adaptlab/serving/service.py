@@ -135,8 +135,7 @@ class Service:
                 if self.config.verify_artifacts:
                     self.registry.verify(entry)
                 art = Artifact.load(entry.path, self.base)
-                ad = from_artifact(art, entry.ref, entry.digest)
-                ad.base = self.base
+                ad = from_artifact(art, entry.ref, entry.digest, self.base)
                 if self.config.batching == "swap":
                     ad.artifact = art
             except (RegistryError, ArtifactError, ValueError, OSError) as e:
