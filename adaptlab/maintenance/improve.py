@@ -97,9 +97,10 @@ def _paired(a_rows: list[dict], b_rows: list[dict], metric: str, confidence: flo
     return None if d is None else d.to_dict()
 
 
-def _score(art: Artifact, data: TaskData) -> tuple[float, list[dict]]:
+def _score(art: Artifact, data: TaskData) -> tuple[dict, list[dict]]:
+    """The artifact's evaluation on ``data`` and, apart, its rows (for pairing)."""
     out = art.evaluate(data, rows=True)
-    return out[data.spec.metric], out["rows"]
+    return out, out.pop("rows")
 
 
 def gate(on_feedback: dict | None, on_test: dict | None, margin: float) -> dict:
@@ -165,21 +166,23 @@ def _feedback(registry: Registry, task: str, meta: dict, ref: str, opts: Improve
     return counts, found, judge_rows, train_fb
 
 
-def judge(champion: Artifact, challenger: Artifact, parts: dict, metric: str, confidence: float) -> dict:
-    """Both scored on each named part (``{"test": data, ...}``): their metric and the paired difference."""
-    scores = {}
+def judge(champion: Artifact, challenger: Artifact, parts: dict, metric: str, confidence: float):
+    """Both scored on each named part (``{"test": data, ...}``): (their metric and the paired difference
+    per part, and per part both evaluations in full: (champion's, challenger's))."""
+    scores, evals = {}, {}
     for name, data in parts.items():
         if data is None or not len(data):
             continue
-        c_q, c_rows = _score(champion, data)
-        n_q, n_rows = _score(challenger, data)
+        c_ev, c_rows = _score(champion, data)
+        n_ev, n_rows = _score(challenger, data)
+        evals[name] = (c_ev, n_ev)
         scores[name] = {
             "rows": len(data),
-            "champion": c_q,
-            "challenger": n_q,
+            "champion": c_ev[metric],
+            "challenger": n_ev[metric],
             "paired": _paired(n_rows, c_rows, metric, confidence),
         }
-    return scores
+    return scores, evals
 
 
 def improve(
@@ -204,11 +207,12 @@ def improve(
     base = base or load_base(meta["base_model"]["name"])
     check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"{champ.ref}'s base model")
     splits, train = splits_of_recipe(recipe, opts.data_dir)
-    data_changed = train.fingerprint() != recipe["fingerprint"]
+    now = train.fingerprint()
+    data_changed = now != recipe["fingerprint"]
     if data_changed:
         log(
             f"note: the rows {recipe['data']} gives now differ from the ones {champ.ref} was trained on "
-            f"(fingerprint {recipe['fingerprint'][:12]} then, {train.fingerprint()[:12]} now)"
+            f"(fingerprint {recipe['fingerprint'][:12]} then, {now[:12]} now)"
         )
     nxt = _training_rows(train, train_fb, meta.get("labels"), f"{recipe['data']} + feedback of {task}")
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +232,7 @@ def improve(
         if held
         else None,
     }
-    scores = judge(Artifact.load(champ.path, base), chal, parts, spec.metric, opts.confidence)
+    scores, evals = judge(Artifact.load(champ.path, base), chal, parts, spec.metric, opts.confidence)
     decision = gate(scores.get("feedback", {}).get("paired"), scores.get("test", {}).get("paired"), opts.margin)
 
     # ---- registered as staging, with its lineage
@@ -245,7 +249,7 @@ def improve(
         "gate": decision,
     }
     chal.recipe, chal.lineage = recipe, lineage
-    chal.metrics["test"] = chal.evaluate(splits.test)
+    chal.metrics["test"] = evals["test"][1]
     chal.save(out / "artifact")
     entry = registry.register(
         out / "artifact",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from adaptlab.data.named import splits_of_recipe
 from adaptlab.data.records import Example
-from adaptlab.maintenance.improve import STAGING, _paired, fit_recipe, recipe_of
+from adaptlab.maintenance.improve import STAGING, fit_recipe, judge, recipe_of
 from adaptlab.registry import Registry, RegistryError
 from adaptlab.strategies.base import ARTIFACT_FILE, Artifact, artifact_bytes, read_artifact_meta
 from adaptlab.strategies.registry import get_strategy
@@ -145,8 +145,8 @@ def rebase(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     art, how, fit_seconds = _make(meta, champ.path, champion, train, splits.dev, new_base, out, opts, log)
-    old_ev, new_ev = champion.evaluate(splits.test, rows=True), art.evaluate(splits.test, rows=True)
-    old_rows, new_rows = old_ev.pop("rows"), new_ev.pop("rows")
+    scores, evals = judge(champion, art, {"test": splits.test}, spec.metric, opts.confidence)
+    old_ev, new_ev = evals["test"]
     lineage = {
         "kind": "rebase",
         "base_model": new_base.name,
@@ -171,9 +171,9 @@ def rebase(
         "to_base": new_base.name,
         "test_rows": len(splits.test),
         "quality": {
-            "champion": old_ev[spec.metric],
-            "rebased": new_ev[spec.metric],
-            "paired": _paired(new_rows, old_rows, spec.metric, opts.confidence),
+            "champion": scores["test"]["champion"],
+            "rebased": scores["test"]["challenger"],
+            "paired": scores["test"]["paired"],
         },
         "cost": {
             "champion": _cost(champion, old_ev, champ.path, champ_fit),
