@@ -141,8 +141,12 @@ def target_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     target_mask: torch.Tensor) -> torch.Tensor:
     """Sum of log p(token) over the tokens where ``target_mask`` is set, per row: (B,)."""
     rows, tok_logp = target_token_logprobs(lm, input_ids, attention_mask, target_mask)
-    out = torch.zeros(input_ids.shape[0], dtype=tok_logp.dtype, device=tok_logp.device)
-    return out.index_add(0, rows, tok_logp)
+    return per_row_sum(rows, tok_logp, input_ids.shape[0])
+
+
+def per_row_sum(rows: torch.Tensor, values: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Per-token values (as :func:`target_token_logprobs` gives them, with their rows) summed per row: (n_rows,)."""
+    return torch.zeros(n_rows, dtype=values.dtype, device=values.device).index_add(0, rows, values)
 
 
 def encode_labels(tokenizer, label_texts: list[str]) -> list[list[int]]:

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from adaptlab.models.runtime import PlainLM, target_logprobs
+from adaptlab.models.runtime import PlainLM, per_row_sum, target_logprobs
 from adaptlab.training.batching import Encoded, collate
 
 # (input_ids, attention_mask, target_mask) -> (rows (M,), log p (M,)) of the target tokens.
@@ -93,8 +93,7 @@ class Objective:
 
     def _sequence_logps(self, logprobs: LogProbs, batch) -> torch.Tensor:
         rows, logp = logprobs(batch["input_ids"], batch["attention_mask"], batch["target_mask"])
-        out = torch.zeros(batch["input_ids"].shape[0], dtype=logp.dtype, device=logp.device)
-        return out.index_add(0, rows, logp)
+        return per_row_sum(rows, logp, batch["input_ids"].shape[0])
 
     @torch.no_grad()
     def _reference_logps(self, keys: list, rows: list[Encoded]) -> torch.Tensor:
@@ -128,7 +127,7 @@ class TokenNLL(Objective):
             return -logp.sum(), int(batch["attention_mask"].sum())
         neg_tok = negative[rows]
         loss = -logp[~neg_tok].sum()
-        seq = torch.zeros(len(items), dtype=logp.dtype, device=logp.device).index_add(0, rows, logp)
+        seq = per_row_sum(rows, logp, len(items))
         unlikely = -log1mexp(seq[negative])
         # Each negative row weighs as many tokens as its answer has, as a supervised row would.
         n_tok = torch.tensor(
