@@ -177,15 +177,12 @@ class PreferenceTask(GenerationTask):
                 }
             )
         n = len(pairs)
+        scored = set(texts)  # inputs with at least one scored pair
         out = {
             "n": n,
             "preference_accuracy": sum(m > 0 for m in margins) / n,
             "mean_margin": sum(margins) / n,
-            "rows_unscored": sum(
-                1
-                for ex in data.examples
-                if not (ex.label and ex.rejected) and not any(ex.text == t for t, _, _ in pairs)
-            ),
+            "rows_unscored": sum(1 for ex in data.examples if not (ex.label and ex.rejected) and ex.text not in scored),
         }
         return out, detail, texts
 
