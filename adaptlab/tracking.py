@@ -36,10 +36,16 @@ def default_uri(out: Path) -> str:
 
 
 def _client(uri: str):
+    import logging
+
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise TrackingError("--track mlflow needs MLflow: pip install 'adaptlab[track]'") from None
+    # MLflow and Alembic log each step of creating the SQLite store at INFO ("Creating initial MLflow
+    # database tables...", every migration): noise in a compare's output. Their warnings still show.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 
