@@ -210,11 +210,17 @@ def main() -> None:
         results.append(json.loads(line[7:]))
         print(f"{side}: {results[-1]} ({time.perf_counter() - t0:.0f} s with loading)", flush=True)
     ours, trl = results
-    import platform
+    from adaptlab.utils import machine_info, package_versions, provenance_lines
 
+    versions = package_versions()
+    from importlib.metadata import version
+
+    versions["trl"] = version("trl")
     summary = {
         "command": "python bench/preference.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        # the sides' own torch threads (one per core this process may use)
+        "machine": {**machine_info(), "torch_threads": ours["torch_threads"]},
+        "versions": versions,
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
         "speedup_per_step": trl["seconds_per_step"] / ours["seconds_per_step"],
@@ -225,8 +231,8 @@ def main() -> None:
     md = [
         "# Preference training: adaptlab's DPO vs TRL's DPOTrainer",
         "",
-        f"`{summary['command']}` on {summary['machine']}, {summary['date']}; each side in its own process, one "
-        f"after the other, nothing else running.",
+        *provenance_lines(summary, ("torch", "transformers", "peft", "trl")),
+        "Each side in its own process, one after the other.",
         "",
         "| route | pairs | steps | s/step | first loss | peak RSS GB | held-out preference accuracy |",
         "|---|---|---|---|---|---|---|",
