@@ -614,13 +614,16 @@ def export_cmd(
     artifact: Path = typer.Argument(..., help="An artifact folder (or a registered one: TASK[@VERSION|@ALIAS])."),
     format_: str = typer.Option(..., "--format", help="peft (adapter folder; vLLM --enable-lora for LoRA), "
                                                      "merged (a transformers model with the adaptation merged) or "
-                                                     "gguf (a LoRA as a llama.cpp adapter, the base GGUF and an "
-                                                     "Ollama Modelfile)."),
+                                                     "gguf (for llama.cpp and Ollama, with a Modelfile: see "
+                                                     "--gguf-type)."),
     out: Path = typer.Option(..., help="Folder to write."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model (for --format merged and gguf)."),
     force: bool = typer.Option(False, help="Replace OUT if it is not empty."),
     allow_partial: bool = typer.Option(False, help="Hybrids: export the LoRA/full stage without its soft prompt."),
     registry: Optional[Path] = typer.Option(None, "--registry", help="Registry for TASK@... names."),
+    gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="--format gguf: adapter (a LoRA next to the "
+                                            "base GGUF; the default for a LoRA) or a merged model as f32, f16 (the "
+                                            "default for a full fine-tune), bf16, q8_0 or q4_0."),
 ) -> None:
     """Export an artifact for other engines (PEFT, vLLM, plain transformers, llama.cpp and Ollama)."""
     from adaptlab.export import ExportError, export
@@ -634,7 +637,7 @@ def export_cmd(
         if format_ == "gguf":
             from adaptlab.export_gguf import export_gguf
 
-            written = export_gguf(folder, out, base, force=force)
+            written = export_gguf(folder, out, base, force=force, gguf_type=gguf_type, allow_partial=allow_partial)
         else:
             written = export(folder, out, format_, base, force=force, allow_partial=allow_partial)
     except (ExportError, *_registry_errors()) as e:
