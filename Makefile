@@ -30,7 +30,9 @@ demo: $(STAMP)
 FORMATTED = adaptlab/maintenance adaptlab/privacy.py adaptlab/training/objectives.py adaptlab/tasks/preference.py \
 	tests/maintenance tests/test_privacy.py tests/training/test_objectives.py tests/test_no_egress.py tests/egress \
 	bench/preference.py bench/maintenance.py adaptlab/tracking.py tests/test_tracking.py adaptlab/export_gguf.py \
-	tests/test_export_gguf.py bench/gguf_check.py bench/serving_llamacpp.py bench/llamacpp_kit.py
+	tests/test_export_gguf.py bench/gguf_check.py bench/serving_llamacpp.py bench/llamacpp_kit.py \
+	adaptlab/backends/endpoints.py adaptlab/compare/hosted.py tests/backends/test_endpoints.py \
+	tests/compare/test_hosted.py bench/serving_field.py bench/serving_llamacpp_http.py bench/compare_hosted.py
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

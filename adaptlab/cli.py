@@ -279,13 +279,40 @@ def _parse_overrides(items: list[str]) -> dict:
 DEVICE_OPT = typer.Option("auto", help="auto (a GPU when torch sees one), cpu, cuda, cuda:N.")
 
 
-def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
-             endpoint_mode: str, device: str = "auto"):
-    """The local model, or an OpenAI-compatible endpoint for API-only models."""
-    if endpoint:
-        from adaptlab.backends import OpenAIBackend
+def _endpoint_spec(endpoint: str, endpoints_file: Optional[Path], endpoint_model: str = "default",
+                   api_key_env: Optional[str] = None, endpoint_mode: str = "auto"):
+    """``--endpoint``: a base URL (with --endpoint-model etc.), ``NAME=URL,model=..,key=..``, or a NAME
+    defined in ``--endpoints FILE``."""
+    from adaptlab.backends.endpoints import EndpointError, EndpointSpec, gather_endpoints, parse_endpoint_flag
 
-        return OpenAIBackend(endpoint, model=endpoint_model, api_key_env=api_key_env, mode=endpoint_mode)
+    if endpoint.startswith(("http://", "https://")):
+        return EndpointSpec(name="endpoint", url=endpoint, model=endpoint_model, api_key_env=api_key_env,
+                            mode=endpoint_mode)
+    if "=" in endpoint:
+        return parse_endpoint_flag(endpoint)
+    known = {s.name: s for s in gather_endpoints(None, endpoints_file)} if endpoints_file else {}
+    if endpoint not in known:
+        raise EndpointError(f"--endpoint {endpoint!r}: not a URL, NAME=URL, or a name in --endpoints"
+                            + (f" (it defines {', '.join(known)})" if known else ""))
+    return known[endpoint]
+
+
+def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
+             endpoint_mode: str, device: str = "auto", endpoints_file: Optional[Path] = None,
+             response_cache: Optional[Path] = None):
+    """The local model, or an OpenAI-compatible endpoint for API-only models (checked before use:
+    :func:`adaptlab.backends.endpoints.preflight`; answers cached in ``response_cache``)."""
+    if endpoint:
+        from adaptlab.backends.endpoints import ResponseCache, preflight
+
+        spec = _endpoint_spec(endpoint, endpoints_file, endpoint_model, api_key_env, endpoint_mode)
+        backend = spec.backend(ResponseCache(response_cache) if response_cache else None)
+        info = preflight(spec, backend)
+        console.print(f"endpoint {spec.name} ({spec.url}, model {spec.model}): reachable, "
+                      f"{'label log-probabilities offered' if info['logprobs'] else 'no log-probabilities: answers parsed'}",
+                      highlight=False)
+        backend.endpoint_spec = spec
+        return backend
     from adaptlab.backends import LocalBackend
     from adaptlab.models.base import load_base, resolve_device
 
@@ -318,10 +345,19 @@ def train_cmd(
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUT/run after a kill."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
     endpoint: Optional[str] = typer.Option(None, help="Prompt strategies: an OpenAI-compatible base URL "
-                                                      "(e.g. http://127.0.0.1:8000/v1) instead of the local model."),
+                                                      "(e.g. http://127.0.0.1:8000/v1) instead of the local model, "
+                                                      "or NAME=URL,model=M,key=ENV,in=PRICE,out=PRICE,concurrency=N, "
+                                                      "or a NAME from --endpoints."),
     endpoint_model: str = typer.Option("default", help="The `model` field sent to the endpoint."),
     api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the endpoint's API key."),
     endpoint_mode: str = typer.Option("auto", help="auto | logprobs (echoed label logprobs) | parse (parse answers)."),
+    endpoints_file: Optional[Path] = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
+                                                  "(url, model, api_key_env, price_in, price_out, concurrency)."),
+    response_cache: Optional[Path] = typer.Option(None, "--response-cache",
+                                                  help="SQLite file of endpoint answers already paid for (greedy or "
+                                                       "seeded requests; default $ADAPTLAB_RESPONSE_CACHE or "
+                                                       "~/.cache/adaptlab/responses.sqlite)."),
+    no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     device: str = DEVICE_OPT,
     precision: str = typer.Option("auto", help="auto (bf16 autocast on a capable GPU), fp32 or bf16."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun: shard a full fine-tune's weights, gradients and "
@@ -355,7 +391,11 @@ def train_cmd(
                           preference_loss=preference_loss, beta=beta)
         splits = load_task(data, data_dir_override=data_dir, seed=seed)
         train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
-        backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device)
+        from adaptlab.backends.endpoints import default_cache_path
+
+        cache_path = None if no_response_cache else (response_cache or default_cache_path())
+        backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device, endpoints_file,
+                           cache_path)
         with console.status(f"{strategy}: fitting") if spec.kind == "prompt" else contextlib.nullcontext():
             art = spec.strategy_cls(config).fit(backend, train_part, splits.dev, cfg, run_dir=out / "run",
                                                 resume=resume)
@@ -376,6 +416,13 @@ def train_cmd(
             console.print(f"tensorboard: {steps} steps in {out / 'tensorboard'} (tensorboard --logdir {out})")
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
+    if getattr(backend, "endpoint_spec", None) is not None:
+        from adaptlab.backends.endpoints import spend
+
+        paid = spend(backend.endpoint_spec, backend)
+        console.print(f"endpoint {paid['endpoint']}: {paid['calls']:,} calls, {paid['http_requests']:,} HTTP "
+                      f"requests, {paid['cache_hits']:,} answered from the cache; {paid['prompt_tokens']:,} prompt + "
+                      f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}", highlight=False)
     te, tr = art.metrics["test"], art.metrics["train"]
     table = Table(title=f"{strategy} on {data}")
     columns = {f"test {k}": f"{te[k]:.3f}" for k in art.spec.report_metrics if isinstance(te.get(k), (int, float))}
@@ -390,6 +437,32 @@ def train_cmd(
         table.add_row(k, v)
     console.print(table)
     console.print(f"artifact written to {out}")
+
+
+@app.command("endpoints")
+def endpoints_cmd(
+    endpoint: list[str] = typer.Option([], "--endpoint", help="NAME=URL[,model=M,key=ENV,in=PRICE,out=PRICE,"
+                                                                "concurrency=N] (repeatable)."),
+    endpoints_file: Optional[Path] = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables."),
+) -> None:
+    """Check endpoints before spending on them: reachable, key accepted, model served, log-probabilities offered."""
+    from adaptlab.backends import BackendError
+    from adaptlab.backends.endpoints import gather_endpoints, preflight
+
+    try:
+        specs = gather_endpoints(endpoint, endpoints_file)
+        if not specs:
+            raise DataError("no endpoint given: pass --endpoint NAME=URL or --endpoints FILE")
+        table = Table(title="endpoints")
+        for col in ("name", "url", "model", "label log-probs", "$ / 1M in", "$ / 1M out", "concurrency"):
+            table.add_column(col)
+        for spec in specs:
+            info = preflight(spec)
+            table.add_row(spec.name, spec.url, spec.model, "yes" if info["logprobs"] else "no (answers parsed)",
+                          f"{spec.price_in:g}", f"{spec.price_out:g}", str(spec.concurrency))
+    except (DataError, ValueError, BackendError) as e:
+        _fail(e)
+    console.print(table)
 
 
 @app.command("compare")
@@ -443,11 +516,24 @@ def compare_cmd(
                                                    "MLflow (a store in OUT/mlflow unless --tracking-uri)."),
     tracking_uri: Optional[str] = typer.Option(None, help="An MLflow tracking URI (a server, or sqlite:///path)."),
     device: str = DEVICE_OPT,
+    endpoint: list[str] = typer.Option([], "--endpoint", help="A hosted candidate, repeatable: NAME=URL[,model=M,"
+                                                                "key=ENV,in=$/1M input tokens,out=$/1M output tokens,"
+                                                                "concurrency=N]. Every prompt strategy also runs there "
+                                                                "as STRATEGY@NAME, on the same test rows."),
+    endpoints_file: Optional[Path] = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
+                                                  "(the same fields), all of them candidates."),
+    volume: Optional[str] = typer.Option(None, help="Predictions you expect, e.g. 1M/month or 50k/day: the report's "
+                                                    "break-even and the recommendation's cost count training at it."),
+    response_cache: Optional[Path] = typer.Option(None, "--response-cache",
+                                                  help="SQLite file of endpoint answers already paid for (default "
+                                                       "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite)."),
+    no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
+    from adaptlab.backends.endpoints import default_cache_path
     from adaptlab.compare import CompareConfig, parse_budget
-    from adaptlab.compare.config import parse_sizes
+    from adaptlab.compare.config import parse_sizes, parse_volume
     from adaptlab.compare.recommend import Constraints
     from adaptlab.compare.report import build_report
     from adaptlab.strategies import list_strategies
@@ -456,6 +542,8 @@ def compare_cmd(
     set_torch_threads()
     try:
         names = list_strategies() if strategies == "all" else [s.strip() for s in strategies.split(",") if s.strip()]
+        hosted = _hosted_candidates(names, endpoint, endpoints_file)
+        names += [c for c in hosted["candidates"] if c not in names]
         settings, strategy_epochs = _strategy_overrides(set_)
         cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
                             seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
@@ -467,14 +555,16 @@ def compare_cmd(
                             price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
                             data_dir=str(data_dir) if data_dir else None, device=device,
                             adaptive=adaptive if adaptive is not None else budget is not None,
-                            confidence=confidence)
+                            confidence=confidence, endpoints=hosted["endpoints"], volume=parse_volume(volume),
+                            response_cache=None if no_response_cache or not hosted["endpoints"]
+                            else str(response_cache or default_cache_path()))
         cfg.tune = tune if tune is not None else cfg.adaptive
         result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
         if not result["results"] and result["skipped"]:
             cheapest = min(x["estimate_s"] for x in result["skipped"])
             raise DataError(f"--budget {budget}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
                             f"at {cheapest:.0f} s); raise the budget")
-        report = build_report(out, Constraints())
+        report = build_report(out, Constraints(volume=cfg.volume))
         tracked = _track_compare(out, track, tracking_uri)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
@@ -483,8 +573,24 @@ def compare_cmd(
                       f"'{tracked['experiment']}' at {tracked['uri']} (mlflow ui --backend-store-uri {tracked['uri']})")
     if result["skipped"]:
         console.print(f"[yellow]{len(result['skipped'])} run(s) skipped by the budget[/] (listed in the report)")
-    _print_recommendation(out, Constraints())
+    _print_recommendation(out, Constraints(volume=cfg.volume))
     console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
+
+
+def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path]) -> dict:
+    """The endpoints (as dicts for the compare's config) and a STRATEGY@NAME candidate for every
+    prompt strategy among ``names`` on each of them."""
+    import dataclasses
+
+    from adaptlab.backends.endpoints import gather_endpoints
+    from adaptlab.strategies import get_strategy
+
+    specs = gather_endpoints(flags, file)
+    prompt = [n for n in names if "@" not in n and get_strategy(n).kind == "prompt"]
+    if specs and not prompt:
+        raise DataError("--endpoint: no prompt strategy among --strategies to run there (e.g. zero_shot, few_shot)")
+    return {"endpoints": [dataclasses.asdict(s) for s in specs],
+            "candidates": [f"{n}@{s.name}" for s in specs for n in prompt]}
 
 
 def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int], no_progress: bool) -> dict:
@@ -606,7 +712,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
                 keep_artifacts="small", data_dir=None, workers=1, ray=None, ray_cpus=None, no_progress=False,
                 device="auto", adaptive=True, confidence=0.95,
                 tune=False,  # 12 variants would take most of the 4 minutes; `compare --tune` does it
-                track=None, tracking_uri=None)
+                track=None, tracking_uri=None, endpoint=[], endpoints_file=None, volume=None, response_cache=None,
+                no_response_cache=False)
 
 
 @app.command("export")

@@ -67,3 +67,64 @@ def meta(**extra) -> dict:
 
 
 PACKAGES = ("torch", "transformers", "llama-cpp-python")
+
+
+SERVER_HOME = Path.home() / ".cache" / "adaptlab" / "llama-server"
+
+
+def llama_server_binary(version: str = "0.3.36") -> Path:
+    """llama.cpp's own HTTP server (``llama-server``: parallel slots, continuous batching, several
+    LoRA adapters chosen per request), built once from the llama.cpp that llama-cpp-python's PyPI
+    source distribution vendors (the same version as the ``engine`` extra), and cached. The Python
+    package's own server (``llama_cpp.server``) serves one request at a time, so it is not the anchor."""
+    import subprocess
+    import tarfile
+
+    binary = SERVER_HOME / f"llama-server-{version}"
+    if binary.exists():
+        return binary
+    SERVER_HOME.mkdir(parents=True, exist_ok=True)
+    sdist = SERVER_HOME / f"llama_cpp_python-{version}.tar.gz"
+    if not sdist.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={version}",
+                "-d",
+                str(SERVER_HOME),
+            ],
+            check=True,
+        )
+    src = SERVER_HOME / f"llama_cpp_python-{version}"
+    if not src.exists():
+        with tarfile.open(sdist) as tar:
+            tar.extractall(SERVER_HOME, filter="data")
+    build = src / "build-server"
+    cpp = src / "vendor" / "llama.cpp"
+    subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(cpp),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_CURL=OFF",
+            "-DBUILD_SHARED_LIBS=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=ON",
+            "-DLLAMA_OPENSSL=OFF",
+        ],
+        check=True,
+    )
+    jobs = str(len(os.sched_getaffinity(0)))
+    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs], check=True)
+    (build / "bin" / "llama-server").rename(binary)
+    return binary

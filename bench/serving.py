@@ -88,13 +88,13 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, model: str, registry: Path, mode: str, max_batch: int, max_wait_ms: float,
-                 device: str = "auto", prompt_cache: bool = True):
+                 device: str = "auto", prompt_cache: bool = True, preload: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "adaptlab.cli", "serve", "--model", model, "--registry", str(registry),
                "--port", str(self.port), "--no-auth", "--batching", mode, "--max-batch", str(max_batch),
                "--max-wait-ms", str(max_wait_ms), "--max-new-tokens", "32", "--device", device,
-               "--preload", ",".join(a[0] for a in ADAPTATIONS),
+               "--preload", ",".join(preload or [a[0] for a in ADAPTATIONS]),
                "--prompt-cache" if prompt_cache else "--no-prompt-cache"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 600

@@ -15,6 +15,12 @@ def tiny():
     return build_tiny()
 
 
+@pytest.fixture(autouse=True)
+def _response_cache(tmp_path, monkeypatch):
+    """Endpoint answers cached by a test go to its own folder, never the user's cache."""
+    monkeypatch.setenv("ADAPTLAB_RESPONSE_CACHE", str(tmp_path / "responses.sqlite"))
+
+
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     """An empty adaptlab cache for tests that write to it (never the user's real cache)."""

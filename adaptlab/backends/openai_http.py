@@ -9,12 +9,21 @@ model answers greedily and the answer is parsed into a label (constrained parsin
 Requests time out, and 429 / 5xx / connection errors are retried with exponential backoff
 (``Retry-After`` honoured, capped); anything else, including malformed JSON or a response of the
 wrong shape, is a one-line :class:`BackendError` naming the endpoint and the field.
+
+Up to ``concurrency`` requests are in flight at once (one per prompt); with a ``cache``
+(:class:`adaptlab.backends.endpoints.ResponseCache`), an answer already paid for is read back instead
+of sent again. ``requests`` counts HTTP requests answered, ``cache_hits`` the answers read back;
+``prompt_tokens``/``completion_tokens`` sum the tokens the answers report (read back or not: what a
+prediction costs), ``paid_prompt_tokens``/``paid_completion_tokens`` those of the HTTP answers only
+(what this process paid).
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import random
+import threading
 import time
 
 import torch
@@ -27,7 +36,7 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 class OpenAIBackend(Backend):
     def __init__(self, url: str, model: str = "default", api_key_env: str | None = None, timeout: float = 30.0,
                  max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 20.0, mode: str = "auto",
-                 chat: bool = False, seed: int = 0):
+                 chat: bool = False, seed: int = 0, concurrency: int = 1, cache=None):
         super().__init__()
         if mode not in ("auto", "logprobs", "parse"):
             raise ValueError(f"endpoint mode={mode!r}: must be auto, logprobs or parse")
@@ -52,9 +61,66 @@ class OpenAIBackend(Backend):
         self.name = f"endpoint:{self.url}#{model}"
         self.fingerprint = f"endpoint:{self.url}#{model}"
         self.retries = 0
+        self.concurrency = max(1, int(concurrency))
+        self.cache = cache
+        self.requests = 0            # HTTP requests the endpoint answered (paid for)
+        self.cache_hits = 0          # answers read back from the cache instead
+        self.completion_tokens = 0
+        self.paid_prompt_tokens = 0
+        self.paid_completion_tokens = 0
+        self.latencies: list[float] = []  # seconds per answer (retries included; read back: as first paid)
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ HTTP
     def _post(self, path: str, payload: dict) -> dict:
+        key = None
+        if self.cache is not None and self.cache.cacheable(payload):
+            key = self.cache.key(self.url, self.model, path, payload)
+            found = self.cache.get(key)
+            if found is not None:
+                body, seconds = found
+                with self._lock:
+                    self.cache_hits += 1
+                    self._count(body, paid=False)
+                    if seconds is not None:
+                        self.latencies.append(seconds)
+                return body
+        t0 = time.perf_counter()
+        body = self._send(path, payload)
+        seconds = time.perf_counter() - t0
+        with self._lock:
+            self.latencies.append(seconds)
+        if key is not None:
+            self.cache.put(key, self.url, self.model, path, body, seconds)
+        return body
+
+    def _count(self, body: dict, paid: bool) -> None:
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        pt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
+        ct = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
+        self.prompt_tokens += pt
+        self.completion_tokens += ct
+        if paid:
+            self.requests += 1
+            self.paid_prompt_tokens += pt
+            self.paid_completion_tokens += ct
+
+    def usage(self) -> dict:
+        """The counters, for a caller that measures what one piece of work used (a difference of two)."""
+        with self._lock:
+            return {"calls": self.calls, "requests": self.requests, "cache_hits": self.cache_hits,
+                    "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                    "paid_prompt_tokens": self.paid_prompt_tokens,
+                    "paid_completion_tokens": self.paid_completion_tokens, "answers": len(self.latencies)}
+
+    def _map(self, fn, items: list) -> list:
+        """``fn`` over ``items`` in order, up to ``concurrency`` at once."""
+        if self.concurrency == 1 or len(items) < 2:
+            return [fn(x) for x in items]
+        with cf.ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def _send(self, path: str, payload: dict) -> dict:
         import requests
 
         url = self.url + path
@@ -78,9 +144,8 @@ class OpenAIBackend(Backend):
                         raise BackendError(f"{url}: malformed response: not JSON ({r.text[:80]!r})") from None
                     if not isinstance(body, dict):
                         raise BackendError(f"{url}: malformed response: expected a JSON object")
-                    usage = body.get("usage")
-                    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-                        self.prompt_tokens += usage["prompt_tokens"]
+                    with self._lock:
+                        self._count(body, paid=True)
                     return body
                 if r.status_code not in RETRY_STATUS:
                     raise BackendError(f"{url}: HTTP {r.status_code}: {_error_message(r)}")
@@ -92,7 +157,8 @@ class OpenAIBackend(Backend):
                     except ValueError:
                         pass
             if attempt < self.max_retries:
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 time.sleep(wait)
         raise BackendError(f"{url}: gave up after {self.max_retries + 1} attempts: {last}")
 
@@ -123,25 +189,29 @@ class OpenAIBackend(Backend):
         if not self.supports_scores:
             raise BackendError(f"{self.url}: endpoint returns no prompt logprobs; use mode=parse (no label scores)")
         out = torch.empty(len(prompts), len(label_texts))
-        for i, p in enumerate(prompts):
+
+        def one(p: str) -> list[float]:
             body = self._post("/v1/completions", {"model": self.model, "prompt": [p + t for t in label_texts],
                                                   "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0})
-            self.calls += 1
             choices = body.get("choices")
             if not isinstance(choices, list) or len(choices) != len(label_texts):
                 raise BackendError(f"{self.url}/v1/completions: malformed response: expected {len(label_texts)} "
                                    f"choices, got {len(choices) if isinstance(choices, list) else type(choices).__name__}")
             by_index = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-            for j, _ in enumerate(label_texts):
-                out[i, j] = _sum_after(by_index[j], len(p), self.url, j)
+            return [_sum_after(by_index[j], len(p), self.url, j) for j in range(len(label_texts))]
+
+        for i, row in enumerate(self._map(one, prompts)):
+            out[i] = torch.tensor(row)
+        self.calls += len(prompts)
         return out
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
                  stop: list[str] | None = None, sampling=None) -> list[str]:
         if num_beams != 1:
             raise BackendError(f"{self.url}: num_beams={num_beams}: an OpenAI-compatible endpoint does not beam-search")
-        outs = []
-        for i, p in enumerate(prompts):
+
+        def one(item: tuple[int, str]) -> str:
+            i, p = item
             fields = {"model": self.model, "max_tokens": max_new_tokens, **_sampling_fields(sampling, i),
                       **({"stop": stop} if stop else {})}
             if self.chat:
@@ -150,10 +220,12 @@ class OpenAIBackend(Backend):
             else:
                 body = self._post("/v1/completions", {**fields, "prompt": p})
                 text = _field(body, ("choices", 0, "text"), self.url)
-            self.calls += 1
             if not isinstance(text, str):
                 raise BackendError(f"{self.url}: malformed response: choices[0] text is not a string")
-            outs.append(text.strip())
+            return text.strip()
+
+        outs = self._map(one, list(enumerate(prompts)))
+        self.calls += len(prompts)
         return outs
 
     def embed(self, texts: list[str]) -> torch.Tensor:

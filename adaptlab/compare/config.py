@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from adaptlab.strategies.registry import get_strategy, list_strategies
+from adaptlab.strategies.registry import get_strategy, list_strategies, split_candidate
 
 _BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -37,6 +37,23 @@ def parse_sizes(text: str) -> list[int | str]:
     return out
 
 
+_VOLUME = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmM]?)\s*(?:/\s*(day|month|mo|year|yr))?$")
+
+
+def parse_volume(text: str | None) -> float | None:
+    """'1M/month', '50k/day', '200000' (per month) -> predictions per month; None/'' -> not given."""
+    if text is None or str(text).strip() == "":
+        return None
+    m = _VOLUME.match(str(text).strip())
+    if not m:
+        raise ValueError(f"--volume {text!r}: use e.g. 1M/month, 50k/day, 2M/year")
+    n = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+    per = {"day": 30.0, "month": 1.0, "mo": 1.0, "year": 1 / 12, "yr": 1 / 12}[m.group(3) or "month"]
+    if n <= 0:
+        raise ValueError(f"--volume {text!r}: must be positive")
+    return n * per
+
+
 @dataclass
 class CompareConfig:
     data: str = field(metadata={"help": "Dataset file, folder or name."})
@@ -66,12 +83,30 @@ class CompareConfig:
     adaptive: bool = False              # race the strategies (compare/adaptive.py) instead of running the whole grid
     confidence: float = 0.95            # of the bounds the race and the paired statistics use
     tune: bool = False                  # fit each strategy's search variants on dev first (compare/tuning.py)
+    # Hosted candidates: endpoint definitions (adaptlab.backends.endpoints.EndpointSpec fields); a
+    # strategy named STRATEGY@NAME runs that prompt strategy on endpoint NAME.
+    endpoints: list = field(default_factory=list)
+    volume: float | None = None         # predictions per month the user expects (break-even, recommendation)
+    response_cache: str | None = None   # SQLite file of endpoint answers already paid for (None: none)
 
     def __post_init__(self):
         known = set(list_strategies())
-        unknown = [s for s in self.strategies if s not in known]
+        unknown = [s for s in self.strategies if split_candidate(s)[0] not in known]
         if unknown:
             raise ValueError(f"--strategies: unknown {', '.join(unknown)}; registered: {', '.join(sorted(known))}")
+        names = [e["name"] for e in self.endpoints]
+        for s in self.strategies:
+            strategy, where = split_candidate(s)
+            if where is None:
+                continue
+            if where not in names:
+                raise ValueError(f"--strategies: {s} names endpoint {where!r}, which is not defined "
+                                 f"(defined: {', '.join(names) or 'none'})")
+            if get_strategy(strategy).kind != "prompt":
+                raise ValueError(f"--strategies: {s}: {strategy} changes weights; only prompt strategies run on "
+                                 f"an endpoint")
+        if self.volume is not None and self.volume <= 0:
+            raise ValueError(f"volume={self.volume}: must be positive")
         if not self.strategies:
             raise ValueError("--strategies: none selected")
         if self.seeds < 1:
@@ -95,6 +130,9 @@ class CompareConfig:
         bad = [s for s in self.strategy_settings if s not in known]
         if bad:
             raise ValueError(f"strategy_settings: unknown strategy {', '.join(bad)}")
+
+    def endpoint(self, name: str) -> dict:
+        return next(e for e in self.endpoints if e["name"] == name)
 
     def epochs_for(self, strategy: str) -> float:
         """Epochs of ``strategy``'s runs: as set, else the strategy's own default, else ``epochs``."""

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from adaptlab.compare.config import CompareConfig
-from adaptlab.strategies.registry import get_strategy, list_strategies, make_config, split_lr
+from adaptlab.strategies.registry import get_strategy, list_strategies, make_config, split_candidate, split_lr
 from adaptlab.tasks.base import get_task
 
 # The probe's GFLOP/s times this is a run's rate in the work counted here (above 1: the count is an
@@ -41,6 +41,10 @@ SAMPLE_ROWS = 200       # rows tokenized to measure the data
 # Decoding runs one token per step for a batch of rows: small products, far below the rate of
 # scoring a whole prompt at once (E2E on the same VM: 1.7 s per row for zero-shot's 64 rows).
 DECODE_EFFICIENCY = 0.3
+# A hosted candidate's seconds are its calls times the seconds one call takes at the endpoint's
+# concurrency: this prior until the compare has timed a run there (a hosted small model answers in
+# about a second; a local llama.cpp server on these 2 cores in 0.3-2 s).
+CALL_SECONDS_PRIOR = 1.0
 ATTENTION = 1e-4        # attention's share of a token's cost per context token (Gemma 3 270M: 4 x 18 x 640 / 0.2e9 ~ 2e-4, halved by the sliding window)
 
 
@@ -133,10 +137,13 @@ class Estimator:
     n_screen: int
     settings: dict = field(default_factory=dict)     # tuned settings per strategy (over cfg's own)
     _seen: dict = field(default_factory=dict)        # (strategy, phase) -> [measured s, prior s]
+    _calls: dict = field(default_factory=dict)       # endpoint -> [measured s, calls] of its runs
 
     # -------------------------------------------------------------- work (deterministic)
     def _config(self, strategy: str, settings: dict | None = None):
-        kw = settings if settings is not None else {**self.cfg.strategy_settings.get(strategy, {}),
+        name = split_candidate(strategy)[0]
+        kw = settings if settings is not None else {**self.cfg.strategy_settings.get(name, {}),
+                                                    **self.cfg.strategy_settings.get(strategy, {}),
                                                     **self.settings.get(strategy, {})}
         return make_config(strategy, **split_lr(strategy, kw)[0])
 
@@ -205,7 +212,25 @@ class Estimator:
             pooled = [v for v in self._seen.values() if v[1] > 0]
         return sum(v[0] for v in pooled) / sum(v[1] for v in pooled) if pooled else 1.0
 
+    # -------------------------------------------------------------- hosted candidates
+    def calls(self, strategy: str, rows: int, settings: dict | None = None) -> int:
+        """Endpoint calls of a hosted run: its fit's planned calls (a prompt search scores dev) and
+        one per scored row."""
+        sp = get_strategy(strategy)
+        return (sp.strategy_cls.planned_calls(self._config(strategy, settings)) or 0) + rows
+
+    def call_seconds(self, where: str) -> float:
+        """Seconds per call at endpoint ``where``: measured over its runs, else the prior at its concurrency."""
+        seen = self._calls.get(where)
+        if seen and seen[1] > 0:
+            return seen[0] / seen[1]
+        conc = next((e.get("concurrency", 1) for e in self.cfg.endpoints if e["name"] == where), 1)
+        return CALL_SECONDS_PRIOR / max(1, conc)
+
     def seconds(self, strategy: str, train_size: int, rows: int, settings: dict | None = None) -> float:
+        where = split_candidate(strategy)[1]
+        if where is not None:
+            return FIXED_SECONDS["prompt"] + self.calls(strategy, rows, settings) * self.call_seconds(where)
         w = self.work(strategy, train_size, rows, settings)
         kind = get_strategy(strategy).kind
         fit = self._prior_seconds("train" if kind == "gradient" else "eval", w.fit) * self._rate_factor(strategy, "fit")
@@ -214,6 +239,9 @@ class Estimator:
 
     def score_seconds(self, strategy: str, rows: int) -> float:
         """Scoring ``rows`` more rows with ``strategy``'s artifact (no fit)."""
+        where = split_candidate(strategy)[1]
+        if where is not None:
+            return rows * self.call_seconds(where)
         gflop = rows * self.row_gflop(strategy)
         return self._prior_seconds("eval", gflop) * self._rate_factor(strategy, "score")
 
@@ -221,6 +249,16 @@ class Estimator:
         """Learn the rates from a finished run's record (or a tuning fit's, which has no test rows)."""
         r = rec["run"]
         strategy = r["strategy"]
+        name, where = split_candidate(strategy)
+        if where is not None:  # hosted: seconds per call, over the fit's and the scoring's calls
+            train, ev = rec.get("train") or {}, rec.get("eval") or {}
+            calls = (train.get("endpoint") or {}).get("calls", 0) + (ev.get("endpoint") or {}).get("calls", 0)
+            secs = (train.get("seconds") or 0.0) + (ev.get("seconds") or 0.0)
+            if calls:
+                acc = self._calls.setdefault(where, [0.0, 0])
+                acc[0] += secs
+                acc[1] += calls
+            return
         if strategy not in list_strategies():
             return
         kind = get_strategy(strategy).kind

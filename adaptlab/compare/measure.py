@@ -18,7 +18,7 @@ from adaptlab.evaluation.forgetting import base_reference, forgetting
 from adaptlab.evaluation.fragility import fragility
 from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies.base import artifact_bytes
-from adaptlab.strategies.registry import get_strategy, make_config, split_lr
+from adaptlab.strategies.registry import get_strategy, make_config, split_candidate, split_lr
 from adaptlab.training import TrainConfig
 
 
@@ -33,6 +33,7 @@ class Context:
     screen: TaskData | None = None  # the nested subsample of test that screening runs score
     profile: object = None          # token counts of the rows (compare.costs.Profile)
     probe_gflops: float = 0.0       # the machine's matrix-product speed, measured once
+    endpoints: dict = dataclasses.field(default_factory=dict)  # name -> (EndpointSpec, its backend)
 
     @property
     def n_eval(self) -> int:
@@ -57,7 +58,31 @@ def prepare(cfg: CompareConfig) -> Context:
     n_screen = screen_rows(splits.task, len(test), confidence=cfg.confidence)
     screen = subsample(test, n=n_screen, seed=0) if n_screen < len(test) else test
     probe = speed_probe()
-    return Context(base, splits, test, labels, before, floor, screen, profile(base, splits, test, probe), probe)
+    return Context(base, splits, test, labels, before, floor, screen, profile(base, splits, test, probe), probe,
+                   endpoints=open_endpoints(cfg))
+
+
+def open_endpoints(cfg: CompareConfig) -> dict:
+    """Each endpoint the compare names, checked before any run starts (reachable, key accepted,
+    model served; :func:`adaptlab.backends.endpoints.preflight`), sharing one response cache."""
+    if not cfg.endpoints:
+        return {}
+    from adaptlab.backends.endpoints import EndpointSpec, ResponseCache, preflight
+
+    cache = ResponseCache(cfg.response_cache) if cfg.response_cache else None
+    out = {}
+    for e in cfg.endpoints:
+        spec = EndpointSpec(**e)
+        backend = spec.backend(cache)
+        preflight(spec, backend)
+        out[spec.name] = (spec, backend)
+    return out
+
+
+def model_of(spec, ctx: Context):
+    """What ``spec``'s run fits on: the local base model, or the endpoint its candidate names."""
+    where = split_candidate(spec.strategy)[1]
+    return ctx.base if where is None else ctx.endpoints[where][1]
 
 
 def _quality(m: dict, data) -> float:
@@ -85,7 +110,9 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
             log_dir: Path | None = None):
     """Fit ``spec``'s strategy on its train subset: (artifact, train subset, train record, settings)."""
     sp = get_strategy(spec.strategy)
-    settings = dict(cfg.strategy_settings.get(spec.strategy, {}) if settings is None else settings)
+    name = split_candidate(spec.strategy)[0]
+    settings = dict(cfg.strategy_settings.get(spec.strategy, cfg.strategy_settings.get(name, {}))
+                    if settings is None else settings)
     train = train_subset(spec, ctx)
     # A seed and no dev metrics for the strategies whose config has them (the grid measures on test).
     fields = {f.name for f in dataclasses.fields(sp.config_cls)}
@@ -94,7 +121,8 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
     config = make_config(spec.strategy, **{**own, **config_settings})
     tc = TrainConfig(epochs=cfg.epochs_for(spec.strategy), seed=spec.seed, dev_limit=cfg.dev_limit,
                      checkpoint_every=0, eval_every=cfg.eval_every, patience=cfg.patience, lr=lr)
-    art = sp.strategy_cls(config).fit(ctx.base, train, ctx.splits.dev, tc, progress=progress, run_dir=log_dir)
+    art = sp.strategy_cls(config).fit(model_of(spec, ctx), train, ctx.splits.dev, tc, progress=progress,
+                                      run_dir=log_dir)
     tr = art.metrics["train"]
     info = {"seconds": tr["train_seconds"], "model_calls": tr.get("model_calls"),
             "trainable_params": tr["trainable_params"], "peak_rss_bytes": tr["peak_rss_bytes"],
@@ -123,6 +151,8 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
     (``ctx.screen``), row ids kept as in the full test set."""
     t1 = time.perf_counter()
     rows_in = ctx.screen if screened and ctx.screen is not None else ctx.test
+    where = split_candidate(spec.strategy)[1]
+    before = ctx.endpoints[where][1].usage() if where else None
     test_m = art.evaluate(rows_in, rows=True)
     rows = test_m.pop("rows")
     if rows_in is not ctx.test:
@@ -134,10 +164,52 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
           "examples_per_s": test_m["examples_per_s"], "prompt_tokens": test_m["prompt_tokens"],
           "seconds": time.perf_counter() - t1, "scored_examples": len(rows_in),
           "fragility": None, "forgetting": None, "consistency": None, "rows": rows,
-          "baselines": ctx.baselines, "light": light, "screened": rows_in is not ctx.test}
+          "baselines": ctx.baselines, "light": light, "screened": rows_in is not ctx.test,
+          "endpoint": endpoint_usage(*ctx.endpoints[where], before, len(rows_in)) if where else None}
     if not light:
         add_extras(ev, art, spec, cfg, ctx, train)
     return ev
+
+
+def endpoint_usage(espec, backend, before: dict, n: int) -> dict:
+    """What scoring ``n`` test rows on an endpoint used: calls, tokens, dollars (paid now, and what
+    the same calls cost uncached), latency, and the price of one prediction at the endpoint's prices."""
+    from adaptlab.backends.endpoints import latency, spend
+
+    used = {**spend(espec, backend, before), **latency(backend, before)}
+    used.update(predictions=n, prompt_tokens_per_prediction=used["tokens_prompt"] / max(n, 1),
+                completion_tokens_per_prediction=used["tokens_completion"] / max(n, 1),
+                usd_per_1m=used["uncached_cost_usd"] / max(n, 1) * 1e6,
+                price_in=espec.price_in, price_out=espec.price_out, concurrency=espec.concurrency)
+    return used
+
+
+def cost_of(ev: dict, cfg: CompareConfig) -> dict:
+    """Cost per 1M predictions: machine time at ``price_per_hour`` for a local run, the endpoint's
+    token prices for a hosted one (the tokens its answers reported, per prediction)."""
+    e = ev.get("endpoint")
+    if e is None:
+        return {**cost_per_million(ev["examples_per_s"], ev["prompt_tokens"], cfg.price_per_hour), "pricing": "machine"}
+    return {"usd_per_1m": e["usd_per_1m"], "machine_hours_per_1m": 0.0, "prompt_tokens_per_1m":
+            e["prompt_tokens_per_prediction"] * 1e6, "price_per_hour": None, "pricing": "tokens"}
+
+
+LATENCY_ROWS = 5
+
+
+def local_latency(art, test: TaskData, n: int = LATENCY_ROWS) -> dict:
+    """p50/p95 seconds of answering one request alone with a local artifact (``n`` test rows, one at a
+    time, as a server with no other traffic would), to set beside an endpoint's measured latency."""
+    import statistics
+
+    rows = subsample(test, n=min(n, len(test)), seed=1).examples
+    xs = []
+    for ex in rows:
+        t0 = time.perf_counter()
+        art.evaluate(test.with_examples([ex]))
+        xs.append(time.perf_counter() - t0)
+    xs.sort()
+    return {"latency_p50_s": statistics.median(xs), "latency_p95_s": xs[min(len(xs) - 1, int(0.95 * len(xs)))]}
 
 
 def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> None:
@@ -165,6 +237,11 @@ def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> 
         steady = consistency(art, part, cfg.consistency_samples, cfg.consistency_temperature, seed=spec.seed)
         seconds += time.perf_counter() - t3
         scored += len(part) * (cfg.consistency_samples if not ctx.splits.train.spec.closed_labels else 1)
+    if cfg.endpoints and split_candidate(spec.strategy)[1] is None:  # beside hosted candidates: a request's latency
+        t4 = time.perf_counter()
+        ev["latency"] = local_latency(art, ctx.test)
+        seconds += time.perf_counter() - t4
+        scored += LATENCY_ROWS
     ev["seconds"] += seconds
     ev["scored_examples"] += scored
     ev.update(train_quality=_quality(train_m, ctx.test) if train_m else None,
@@ -176,7 +253,12 @@ def load_artifact(rec: dict, ctx: Context, out: Path):
     """The kept artifact of the run ``rec``."""
     from adaptlab.strategies.base import Artifact
 
-    return Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], ctx.base)
+    return Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], model_of(_Spec(rec["run"]["strategy"]), ctx))
+
+
+@dataclass
+class _Spec:
+    strategy: str
 
 
 def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path, art=None) -> dict:
@@ -186,7 +268,7 @@ def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path
     ev = measure_quality(art, spec, cfg, ctx, None, light=True)
     rec["predictions"] = ev.pop("rows")
     rec["eval"].update(ev)
-    rec["cost"].update(cost_per_million(ev["examples_per_s"], ev["prompt_tokens"], cfg.price_per_hour))
+    rec["cost"].update(cost_of(ev, cfg))
     return rec
 
 
@@ -209,7 +291,13 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     scored on the screening rows only."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     sp = get_strategy(spec.strategy)
+    where = split_candidate(spec.strategy)[1]
+    before = ctx.endpoints[where][1].usage() if where else None
     art, train, train_info, settings = fit_run(spec, cfg, ctx, progress, settings, log_dir)
+    if where:  # what fitting cost on the endpoint (a prompt search scores dev there)
+        from adaptlab.backends.endpoints import spend
+
+        train_info["endpoint"] = spend(ctx.endpoints[where][0], ctx.endpoints[where][1], before)
     ev = measure_quality(art, spec, cfg, ctx, train, light, screened)
     predictions = ev.pop("rows")  # every test row's output and metric: galleries, paired comparisons
     folder = Path(out) / "artifacts" / spec.id
@@ -219,12 +307,13 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     kept = True if keep else prune_artifact(folder, cfg.keep_artifacts, size)  # keep: until finalize
     return {
         "run": {"id": spec.id, "strategy": spec.strategy, "kind": sp.kind, "train_size": spec.train_size,
+                "endpoint": where,
                 "seed": spec.seed, "epochs": cfg.epochs_for(spec.strategy) if sp.kind == "gradient" else None,
                 "settings": settings},
         "train": train_info,
         "eval": ev,
         "cost": {"artifact_bytes": size, "artifact_kept": kept,
-                 **cost_per_million(ev["examples_per_s"], ev["prompt_tokens"], cfg.price_per_hour)},
+                 **cost_of(ev, cfg)},
         "meta": {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "predictions": predictions,
     }

@@ -46,6 +46,20 @@ class Constraints:
     tasks: int = 1
     weights_accessible: bool = True
     min_quality: float | None = None
+    volume: float | None = None          # predictions per month: serving costs count training at it
+
+
+# A volume's costs count each candidate's training once over this many months of that volume.
+AMORTIZE_MONTHS = 12
+
+
+def at_volume(rows: list[Row], volume: float | None) -> list[Row]:
+    """``rows`` with ``usd_per_1m`` counting training too: its cost spread over AMORTIZE_MONTHS of
+    ``volume`` predictions a month (the cost per 1M a user pays at that volume); unchanged without one."""
+    if not volume:
+        return rows
+    return [replace(r, usd_per_1m=r.usd_per_1m + r.train_usd * 1e6 / (AMORTIZE_MONTHS * volume))
+            for r in rows]
 
 
 @dataclass
@@ -415,6 +429,8 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
         groups.setdefault((r["run"]["strategy"], r["run"]["train_size"]), []).append(r)
     best, size, fits = at_target(records, rows, metric)
     rec.target, rec.fits = size, {s: f.to_dict() for s, f in fits.items()}
+    if c.volume:
+        best = dict(zip(best, at_volume(list(best.values()), c.volume)))
     eligible = _eligible(rec, best, c)
     if not eligible:
         return _none_eligible(rec, best, c)
@@ -424,6 +440,9 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
     lead = _rule_near_tie(rec, ranked, ranked[0], promoted, groups)
     lead = _rule_many_tasks(rec, ranked, lead, c, promoted)
     _lead_reasons(rec, rows, best, lead, size)
+    if c.volume:
+        rec.reasons.append(f"costs per 1M predictions at {c.volume:,.0f} predictions a month count each candidate's "
+                           f"training once over {AMORTIZE_MONTHS} months")
     if why_metric:
         rec.reasons.append(why_metric)
     _rule_prompt_cost(rec, eligible, lead)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -343,7 +344,10 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
         raise ValueError(f"{run_dir}: no finished runs to report (expected {run_dir / 'results'}/*.json)")
     cfg = json.loads((run_dir / "compare.json").read_text()) if (run_dir / "compare.json").exists() else {}
     skipped = load_skipped(run_dir)
-    rec = recommend(records, constraints or Constraints())
+    constraints = constraints or Constraints()
+    if constraints.volume is None and cfg.get("volume"):
+        constraints = dataclasses.replace(constraints, volume=cfg["volume"])
+    rec = recommend(records, constraints)
     rows = aggregate(records, rec.metric)
     pngs = plots(rows, rec.fits, rec.metric)
     race = json.loads((run_dir / "race.json").read_text()) if (run_dir / "race.json").exists() else None
@@ -380,6 +384,10 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
         md += ["", *cal] if cal else []
         if not_run:
             md += ["", "Not run:", ""] + [f"- {x['id']}: {x['why']}" for x in not_run]
+    hcols, hrows, scols, srows = _hosted(records, rec, constraints)
+    if hrows:
+        md += ["", "## Hosted and local: one cost model", "", HOSTED_NOTE, ""] + _md_table(hcols, hrows)
+        md += ["", "What this compare paid its endpoints:", ""] + _md_table(scols, srows)
     tcols, tvals = tuning_rows(run_dir)
     if tvals:
         md += ["", "## Tuning: what was tried (on dev, at the smallest size) and what was kept", ""]
@@ -413,6 +421,9 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
             extra += [("Calibration of the extrapolations", "calibration", ["what the race widened"], [[c] for c in cal])]
         if not_run:
             extra += [("Not run", "not-run", ["run", "why"], [[x["id"], x["why"]] for x in not_run])]
+    if hrows:
+        extra += [("Hosted and local: one cost model", "hosted", hcols, hrows),
+                  ("What this compare paid its endpoints", "spend", scols, srows)]
     extra += [("Tuning: what was tried and what was kept", "tuning", tcols, tvals)] if tvals else []
     extra += [("Consistency under sampling", "consistency", ccols_s, crows_s)] if crows_s else []
     extra += [(f"{g['title']}: {g['note']}" if g["note"] else g["title"], f"gallery-{i}", g["cols"], g["rows"])
@@ -420,6 +431,30 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra,
                                                  state))
     return out
+
+
+HOSTED_NOTE = ("Every candidate on the same test rows. Local: machine time at `price_per_hour`; hosted "
+               "(STRATEGY@ENDPOINT): the tokens its answers reported at the endpoint's prices. Fitting $: "
+               "training time at the machine price, or a prompt search's calls to the endpoint. Break-even: "
+               "predictions after which the local adaptation's training plus serving costs less than the best "
+               "hosted candidate.")
+
+
+def _hosted(records: list[dict], rec, constraints) -> tuple[list, list, list, list]:
+    """The hosted-vs-local table and the endpoint spend, when the compare had hosted candidates."""
+    from adaptlab.compare.hosted import comparison, spend_rows
+
+    if not any(r["run"].get("endpoint") for r in records):
+        return [], [], [], []
+    rows = aggregate(records, rec.metric)
+    best = {}
+    for r in rows:  # each candidate at the size it was ranked at (else its largest)
+        if r.strategy not in best or r.train_size == rec.target or (best[r.strategy].train_size != rec.target
+                                                                     and r.train_size > best[r.strategy].train_size):
+            best[r.strategy] = r
+    hcols, hrows = comparison(best, constraints.volume)
+    scols, srows = spend_rows(records)
+    return hcols, hrows, scols, srows
 
 
 def decision_state(rec, race: dict | None, cfg: dict, records: list[dict], skipped: list[dict]) -> list[str]:

@@ -60,11 +60,29 @@ class Row:
     predicted: bool = False              # not measured at this size: quality is the learning curve's prediction
     lo: float | None = None              # the prediction's pessimistic / optimistic bounds (predicted rows)
     hi: float | None = None
+    train_usd: float = 0.0               # what fitting cost: machine time at its price, or an endpoint's calls
+    endpoint: str | None = None          # a hosted candidate's endpoint (STRATEGY@ENDPOINT)
+    latency_p50_s: float | None = None   # seconds per request: an endpoint's answers, or a local one alone
+    latency_p95_s: float | None = None
+
+
+def train_usd(r: dict) -> float:
+    """A run's fitting cost: its train seconds at the machine price, or what its calls to an endpoint
+    cost at the endpoint's prices (uncached: what a first run pays)."""
+    if r["run"].get("endpoint"):
+        return float((r["train"].get("endpoint") or {}).get("uncached_cost_usd") or 0.0)
+    price = r["cost"].get("price_per_hour")
+    return r["train"]["seconds"] / 3600 * (price if price is not None else 0.10)
 
 
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return statistics.fmean(xs) if xs else None
+
+
+def _latency(r: dict) -> dict:
+    """A run's latency per request: an endpoint's answers, or a local artifact's one-at-a-time rows."""
+    return r["eval"].get("endpoint") or r["eval"].get("latency") or {}
 
 
 def _ranked_quality(r: dict, metric: str | None) -> float:
@@ -109,6 +127,10 @@ def aggregate(records: list[dict], metric: str | None = None) -> list[Row]:
             pairwise_similarity=_mean([c.get("pairwise_similarity") for c in cons]),
             metric_spread=_mean([c.get("metric_spread") for c in cons]),
             accuracy=_mean([r["eval"]["test"].get("accuracy") for r in rs]),
+            train_usd=statistics.fmean(train_usd(r) for r in rs),
+            endpoint=rs[0]["run"].get("endpoint"),
+            latency_p50_s=_mean([_latency(r).get("latency_p50_s") for r in rs]),
+            latency_p95_s=_mean([_latency(r).get("latency_p95_s") for r in rs]),
         ))
     return rows
 

@@ -85,9 +85,17 @@ def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kin
     return spec
 
 
+def split_candidate(name: str) -> tuple[str, str | None]:
+    """A compare candidate ``STRATEGY@ENDPOINT`` (a prompt strategy run on a named endpoint) as
+    (strategy, endpoint); a plain strategy name as (name, None)."""
+    strategy, sep, where = name.partition("@")
+    return strategy, (where if sep else None)
+
+
 def get_strategy(name: str) -> StrategySpec:
+    """The registered strategy ``name``; a candidate ``STRATEGY@ENDPOINT`` is its strategy's."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[split_candidate(name)[0]]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
 

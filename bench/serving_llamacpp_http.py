@@ -1,0 +1,233 @@
+"""adaptlab's server and llama.cpp's own server (``llama-server``) on the same HTTP traffic: the base
+model alone, and N LoRA adaptations with each request for a different one.
+
+    python bench/serving_llamacpp_http.py --out docs/results/serving_llamacpp_http
+
+The LoRAs are ``bench/serving_field.py``'s generation LoRAs (E2E, ranks 4/8/16 on q/k/v/o of
+Gemma 3 270M), exported with ``adaptlab export --format gguf`` for llama.cpp. Both servers get the
+same prompts (each adaptation's own rendered prompt), greedy, ``--max-tokens`` new tokens, from
+``--concurrency`` clients on loopback, and are timed from the first request to the last answer:
+- adaptlab: ``adaptlab serve`` (fp32, mixed batches + the static-lead cache), each request naming
+  its registered adaptation;
+- llama.cpp: ``llama-server`` built from the llama.cpp vendored by llama-cpp-python's source
+  distribution (``llamacpp_kit.llama_server_binary``), the packaged Q4_K_M base with every adapter
+  loaded (``--lora`` each, ``--lora-init-without-apply``), ``--parallel`` slots with continuous
+  batching; each request picks its adapter with ``"lora": [{"id": i, "scale": 1}]``. llama.cpp
+  does not batch requests with different LoRA configurations together (its README says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llamacpp_kit import PACKAGES, llama_server_binary, meta  # noqa: E402
+from serving import Server, fire, free_port, percentile  # noqa: E402
+
+
+class LlamaServer:
+    def __init__(
+        self,
+        binary: Path,
+        base: Path,
+        adapters: list[Path],
+        parallel: int,
+        ctx_per_slot: int,
+        extra: list[str] | None = None,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            str(binary),
+            "-m",
+            str(base),
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+            "-np",
+            str(parallel),
+            "-c",
+            str(parallel * ctx_per_slot),
+            "-t",
+            "2",
+            "--log-disable",
+        ]
+        for a in adapters:
+            cmd += ["--lora", str(a)]
+        if adapters:
+            cmd.append("--lora-init-without-apply")
+        cmd += extra or []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.proc.returncode}: {' '.join(cmd)}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("llama-server did not come up in 300 s")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def measure(url: str, jobs: list[dict], concurrency: int, tokens_of) -> dict:
+    fire(url, jobs[: min(len(jobs), concurrency)], concurrency)  # warm-up: every slot / lead once
+    results, wall = fire(url, jobs, concurrency)
+    ok = [r for r in results if r["status"] == 200]
+    tokens = sum(tokens_of(r["body"]) for r in ok)
+    lat = [r["seconds"] for r in ok]
+    return {
+        "requests": len(jobs),
+        "ok": len(ok),
+        "wall_s": wall,
+        "requests_per_s": len(ok) / wall,
+        "tokens_per_s": tokens / wall,
+        "generated_tokens": tokens,
+        "latency_p50_s": percentile(lat, 50),
+        "latency_p99_s": percentile(lat, 99),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--loras", type=Path, default=Path("runs/bench_serving_field/gemma-3-270m-generate"))
+    ap.add_argument("--adapters", type=int, default=8)
+    ap.add_argument("--data", default="e2e_nlg")
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--parallel", type=int, default=8, help="llama-server slots")
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=Path("docs/results/serving_llamacpp_http"))
+    a = ap.parse_args()
+    from adaptlab.data.named import load_task
+    from adaptlab.data.splits import subsample
+    from adaptlab.export_gguf import base_gguf, export_gguf
+    from adaptlab.models.base import load_base
+    from adaptlab.registry import Registry
+    from adaptlab.strategies.base import Artifact
+    from adaptlab.utils import provenance_lines
+
+    binary = llama_server_binary()
+    base = load_base("gemma-3-270m")
+    folders = sorted(p for p in a.loras.iterdir() if (p / "adaptlab_artifact.json").exists())[: a.adapters]
+    if len(folders) < a.adapters:
+        raise SystemExit(f"{a.loras}: {len(folders)} LoRA artifacts, {a.adapters} asked; run bench/serving_field.py")
+    arts = [Artifact.load(f, base) for f in folders]
+    texts = [e.text for e in subsample(load_task(a.data).test, n=a.requests, seed=0).examples]
+    which = [i % len(arts) for i in range(a.requests)]
+    prompts = [arts[w].prompts([t])[0] for w, t in zip(which, texts)]
+    names = [f"lora-{i:02d}" for i in range(len(arts))]
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        reg = Registry(d / "registry")
+        for name, folder in zip(names, folders):
+            reg.register(folder, name)
+        adapters = [export_gguf(f, d / n, base, with_base=False) / "adapter.gguf" for n, f in zip(names, folders)]
+        (d / "base").mkdir()
+        base_path = base_gguf(base, d / "base")
+        del base
+        scenarios = {
+            "base alone": (
+                [
+                    {
+                        "path": "/v1/completions",
+                        "body": {"model": "base", "prompt": p, "max_tokens": a.max_tokens, "temperature": 0},
+                    }
+                    for p in prompts
+                ],
+                [
+                    {"path": "/completion", "body": {"prompt": p, "n_predict": a.max_tokens, "temperature": 0}}
+                    for p in prompts
+                ],
+            ),
+            f"{len(arts)} LoRAs, each request another": (
+                [
+                    {
+                        "path": "/v1/completions",
+                        "body": {"model": names[w], "prompt": t, "max_tokens": a.max_tokens, "temperature": 0},
+                    }
+                    for w, t in zip(which, texts)
+                ],
+                [
+                    {
+                        "path": "/completion",
+                        "body": {
+                            "prompt": p,
+                            "n_predict": a.max_tokens,
+                            "temperature": 0,
+                            "lora": [{"id": w, "scale": 1.0}],
+                        },
+                    }
+                    for w, p in zip(which, prompts)
+                ],
+            ),
+        }
+        server = Server("gemma-3-270m", d / "registry", "mixed", 32, 20.0, preload=names)
+        try:
+            for scenario, (ours, _) in scenarios.items():
+                r = measure(server.url, ours, a.concurrency, lambda b: b.get("usage", {}).get("completion_tokens", 0))
+                rows.append({"engine": "adaptlab serve (fp32, mixed batches)", "scenario": scenario, **r})
+                print(rows[-1]["engine"], scenario, f"{r['tokens_per_s']:.1f} tok/s", flush=True)
+        finally:
+            server.stop()
+        llama = LlamaServer(binary, base_path, adapters, a.parallel, 512)
+        try:
+            for scenario, (_, theirs) in scenarios.items():
+                r = measure(llama.url, theirs, a.concurrency, lambda b: b.get("tokens_predicted", 0))
+                rows.append({"engine": f"llama-server (Q4_K_M, {a.parallel} slots)", "scenario": scenario, **r})
+                print(rows[-1]["engine"], scenario, f"{r['tokens_per_s']:.1f} tok/s", flush=True)
+        finally:
+            llama.stop()
+        shutil.rmtree(d / "base", ignore_errors=True)
+    report = meta(
+        requests=a.requests,
+        concurrency=a.concurrency,
+        max_tokens=a.max_tokens,
+        adapters=len(arts),
+        llama_server_slots=a.parallel,
+        rows=rows,
+    )
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [
+        "# Serving anchor over HTTP: adaptlab serve and llama.cpp's llama-server",
+        "",
+        *provenance_lines(report, PACKAGES),
+        "",
+        f"{a.requests} generation requests (E2E inputs, greedy, {a.max_tokens} new tokens), {a.concurrency} "
+        f"concurrent clients on loopback; {len(arts)} LoRAs (ranks 4/8/16) round-robin in the second scenario.",
+        "",
+        "| engine | traffic | tokens/s | requests/s | latency p50 / p99 s | ok |",
+        "|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['engine']} | {r['scenario']} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.2f} | "
+        f"{r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} | {r['ok']}/{r['requests']} |"
+        for r in rows
+    ]
+    a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Hosted candidates in one compare: prompt strategies on a (fake, loopback) endpoint beside local
+adaptations of the tiny model, on the same test rows, in one ranking and one cost model; a repeated
+compare pays the endpoint nothing; a bad endpoint stops the compare before any run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+from typer.testing import CliRunner
+
+from adaptlab.cli import app
+from adaptlab.compare.config import CompareConfig, parse_volume
+from adaptlab.compare.hosted import break_even
+from adaptlab.compare.summary import Row
+from tests.backends.test_endpoints import Counting, counting_handler
+
+FRUIT = ["apple", "pear", "plum", "fig", "kiwi", "lime", "mango", "peach", "grape", "melon"]
+VEG = ["kale", "leek", "okra", "corn", "bean", "pea", "onion", "chard", "radish", "turnip"]
+
+
+@pytest.fixture()
+def fake():
+    f = Counting()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), counting_handler(f))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    f.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield f
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _data(tmp_path):
+    rows = [{"text": f"item {w} {i}", "label": "fruit"} for i in range(2) for w in FRUIT]
+    rows += [{"text": f"item {w} {i}", "label": "veg"} for i in range(2) for w in VEG]
+    path = tmp_path / "food.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def _compare(data, out, endpoint, extra=()):
+    return CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--data",
+            str(data),
+            "--model",
+            "tiny",
+            "--strategies",
+            "zero_shot,few_shot,lora",
+            "--endpoint",
+            endpoint,
+            "--train-sizes",
+            "8",
+            "--out",
+            str(out),
+            "--no-forgetting",
+            "--fragility-k",
+            "0",
+            "--consistency-examples",
+            "0",
+            "--no-progress",
+            "--full-grid",
+            "--set",
+            "few_shot.k=2",
+            "--set",
+            "lora.epochs=1",
+            *extra,
+        ],
+    )
+
+
+def test_hosted_and_local_in_one_compare(fake, tmp_path):
+    data = _data(tmp_path)
+    endpoint = f"fake={fake.url}/v1,model=fake,in=1.5,out=2,concurrency=4"
+    r = _compare(data, tmp_path / "run", endpoint, ["--volume", "1M/month"])
+    assert r.exit_code == 0, r.output
+    results = {
+        json.loads(p.read_text())["run"]["strategy"]: json.loads(p.read_text())
+        for p in (tmp_path / "run" / "results").glob("*.json")
+    }
+    assert {"zero_shot", "few_shot", "lora", "zero_shot@fake", "few_shot@fake"} <= set(results)
+    hosted = results["few_shot@fake"]
+    assert hosted["run"]["endpoint"] == "fake" and hosted["cost"]["pricing"] == "tokens"
+    used = hosted["eval"]["endpoint"]
+    n = hosted["eval"]["test_examples"]
+    assert used["calls"] == n and used["predictions"] == n
+    assert used["usd_per_1m"] == pytest.approx(used["prompt_tokens_per_prediction"] * 1.5)  # no completion tokens
+    assert hosted["eval"]["quality"] == 1.0  # the fake knows fruit: the same test rows as the local runs
+    assert results["lora"]["eval"]["latency"]["latency_p50_s"] > 0  # beside hosted candidates: one request alone
+    assert used["latency_p50_s"] is not None and used["latency_p95_s"] >= used["latency_p50_s"]
+    local_ids = {p["id"] for p in results["lora"]["predictions"]}
+    assert {p["id"] for p in hosted["predictions"]} == local_ids
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "## Hosted and local: one cost model" in report and "break-even vs" in report
+    assert "What this compare paid its endpoints" in report and "at 1,000,000 predictions a month" in report
+    compare_json = json.loads((tmp_path / "run" / "compare.json").read_text())
+    assert compare_json["endpoints"][0]["name"] == "fake" and compare_json["volume"] == 1e6
+
+    sent = fake.requests
+    r = _compare(data, tmp_path / "again", endpoint)  # the same compare in a new folder
+    assert r.exit_code == 0, r.output
+    assert fake.requests == sent  # every endpoint answer came from the response cache
+    again = json.loads((tmp_path / "again" / "results" / "few_shot@fake-n8-s0.json").read_text())
+    assert again["eval"]["endpoint"]["http_requests"] == 0 and again["eval"]["endpoint"]["cache_hits"] == n
+    assert again["eval"]["endpoint"]["usd_per_1m"] == pytest.approx(used["usd_per_1m"])  # cost per prediction kept
+
+
+def test_a_bad_endpoint_stops_the_compare_before_any_run(fake, tmp_path):
+    r = _compare(_data(tmp_path), tmp_path / "run", f"fake={fake.url},model=gpt-9")
+    assert r.exit_code == 2 and "model 'gpt-9' is not served there" in r.output
+    assert not list((tmp_path / "run").glob("results/*.json"))
+
+
+def test_only_prompt_strategies_run_on_an_endpoint():
+    ep = [{"name": "h", "url": "http://127.0.0.1:9"}]
+    with pytest.raises(ValueError, match="lora@h: lora changes weights"):
+        CompareConfig(data="demo", strategies=["lora@h"], endpoints=ep)
+    with pytest.raises(ValueError, match="names endpoint 'x', which is not defined"):
+        CompareConfig(data="demo", strategies=["zero_shot@x"], endpoints=ep)
+    with pytest.raises(ValueError, match="--volume 'lots'"):
+        parse_volume("lots")
+
+
+def _row(strategy, usd_per_1m, train_usd, endpoint=None):
+    return Row(
+        strategy=strategy,
+        kind="gradient",
+        train_size=100,
+        seeds=1,
+        quality=0.9,
+        quality_std=0.0,
+        macro_f1=None,
+        chrf=None,
+        train_seconds=0.0,
+        peak_rss_gb=0.0,
+        trainable_params=0,
+        artifact_bytes=0,
+        examples_per_s=1.0,
+        prompt_tokens=10.0,
+        usd_per_1m=usd_per_1m,
+        overfit_gap=None,
+        stopped_early=0,
+        steps=None,
+        best_step=None,
+        paraphrase_spread=None,
+        perturbation_drop=None,
+        ppl_change=None,
+        second_task_change=None,
+        metric="accuracy",
+        train_usd=train_usd,
+        endpoint=endpoint,
+    )
+
+
+def test_break_even_volume():
+    local, hosted = _row("lora", 2.0, 5.0), _row("few_shot@h", 52.0, 0.5, "h")
+    assert break_even(local, hosted) == pytest.approx(4.5 / (50.0 / 1e6))  # 90k predictions
+    assert break_even(_row("lora", 60.0, 5.0), hosted) is None  # the hosted prompt is cheaper per prediction
