@@ -154,8 +154,17 @@ def generate_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], max_new
                   sampling=sampling, stops=stops)
 
 
+# A decode step costs a batch about what this many prompt positions cost in its first pass: on a CPU
+# a step of a few rows reads every weight once, as a prompt of ~32 tokens does (Gemma 3 270M, fp32,
+# 2 cores). Splitting a generation batch in two repeats every decode step, so padding is the
+# cheaper waste until it exceeds this many positions per step (bench/serving_llamacpp_http.py: 16
+# clients of E2E generation fell into batches of 6 rows on the padding rule alone).
+STEP_POSITIONS = 32
+
+
 def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], extra: list[int],
-                 window: int | None, max_batch: int, pad_slack: float = 0.25, min_rows: int = 4) -> list[list[int]]:
+                 window: int | None, max_batch: int, pad_slack: float = 0.25, min_rows: int = 4,
+                 decode: bool = False) -> list[list[int]]:
     """Split rows that share weights into batches that give exactly the one-at-a-time numbers.
 
     Right padding is exact while the batch's whole layout fits the sliding window: the longest
@@ -163,7 +172,9 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
     counts as distance for a sliding-window layer, so a short row's new tokens sit as far from
     its prompt as the batch is wide.) A row that alone exceeds the window may only share a batch
     with rows laid out exactly like it (same prefix length, same soft prompt + prompt length).
-    Rows of very different lengths go to different batches (``pad_slack``, ``min_rows``).
+    Rows of very different lengths go to different batches (``pad_slack``, ``min_rows``); with
+    ``decode`` (``extra`` are decode steps), only when the padding wastes more positions than the
+    repeated decode steps of another batch would cost (:data:`STEP_POSITIONS`).
     """
     short: list[int] = []
     long: dict[tuple, list[int]] = {}
@@ -184,7 +195,10 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
         # batch rather than pad the rows so far by more than ``pad_slack`` of what they need
         # (rows come shortest first, so the new row is the longest). On CPU a forward pass costs
         # what its padded positions cost, so this is time saved, not only memory.
-        padded_too_much = len(cur) >= min_rows and (len(cur) + 1) * row[1] > (1 + pad_slack) * (used + row[1])
+        waste = (len(cur) + 1) * row[1] - (used + row[1])
+        padded_too_much = len(cur) >= min_rows and waste > pad_slack * (used + row[1])
+        if decode and padded_too_much:
+            padded_too_much = waste > STEP_POSITIONS * grown[2]
         if cur and (len(cur) == max_batch or padded_too_much or (window is not None and sum(grown) > window)):
             batches.append(cur)
             cur, grown, used = [], row, 0

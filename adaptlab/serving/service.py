@@ -255,7 +255,7 @@ class Service:
                     ad.lead_built = True
             self._gauge()
             ads, ids = with_leads(ads, ids)
-        for rows in plan_batches(ads, ids, extra, self.window, self.config.max_batch):
+        for rows in plan_batches(ads, ids, extra, self.window, self.config.max_batch, decode=op != "classify"):
             lm = mixed_lm(model, [ads[i] for i in rows])
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(rows))

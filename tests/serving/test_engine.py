@@ -128,6 +128,19 @@ def test_plan_batches_keeps_each_batch_inside_the_window():
     assert plan_batches([p, a], [[1] * 5, [1] * 30], [8, 8], window=64, max_batch=8) == [[0, 1]]
 
 
+def test_generation_batches_pad_rather_than_repeat_decode_steps():
+    """Rows of different lengths: one scored pass splits them past 25% padding; a generation batch
+    keeps them together until the padding costs more than another batch's decode steps would."""
+    from adaptlab.serving.engine import STEP_POSITIONS
+
+    a = plain_adapter(build_tiny())
+    ids = [[1] * n for n in (20, 22, 24, 26, 40, 44)]
+    assert len(plan_batches([a] * 6, ids, [2] * 6, window=None, max_batch=8)) == 2
+    assert plan_batches([a] * 6, ids, [16] * 6, window=None, max_batch=8, decode=True) == [[0, 1, 2, 3, 4, 5]]
+    far = ids[:4] + [[1] * (26 + STEP_POSITIONS * 2 + 10)]  # wastes more than 4 rows' worth of 2 steps
+    assert len(plan_batches([a] * 5, far, [2] * 5, window=None, max_batch=8, decode=True)) == 2
+
+
 def test_hard_prompt_leads_give_the_same_scores_and_are_checked_per_row():
     """Instruction + fixed exemplars run once per adaptation; a row whose tokens do not start with
     the lead (a template that tokenizes differently at the input) falls back to its full prompt."""
