@@ -297,6 +297,25 @@ def _endpoint_spec(endpoint: str, endpoints_file: Optional[Path], endpoint_model
     return known[endpoint]
 
 
+def _cache_path(response_cache: Optional[Path], off: bool) -> Optional[Path]:
+    """The endpoint response cache's file: the option, else $ADAPTLAB_RESPONSE_CACHE or the default; None when off."""
+    from adaptlab.backends.endpoints import default_cache_path
+
+    return None if off else (response_cache or default_cache_path())
+
+
+def _print_spend(backend) -> None:
+    """What a backend's endpoint calls cost (nothing for the local model)."""
+    if getattr(backend, "endpoint_spec", None) is None:
+        return
+    from adaptlab.backends.endpoints import spend
+
+    paid = spend(backend.endpoint_spec, backend)
+    console.print(f"endpoint {paid['endpoint']}: {paid['calls']:,} calls, {paid['http_requests']:,} HTTP requests, "
+                  f"{paid['cache_hits']:,} answered from the cache; {paid['prompt_tokens']:,} prompt + "
+                  f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}", highlight=False)
+
+
 def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
              endpoint_mode: str, device: str = "auto", endpoints_file: Optional[Path] = None,
              response_cache: Optional[Path] = None):
@@ -391,11 +410,8 @@ def train_cmd(
                           preference_loss=preference_loss, beta=beta)
         splits = load_task(data, data_dir_override=data_dir, seed=seed)
         train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
-        from adaptlab.backends.endpoints import default_cache_path
-
-        cache_path = None if no_response_cache else (response_cache or default_cache_path())
         backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device, endpoints_file,
-                           cache_path)
+                           _cache_path(response_cache, no_response_cache))
         with console.status(f"{strategy}: fitting") if spec.kind == "prompt" else contextlib.nullcontext():
             art = spec.strategy_cls(config).fit(backend, train_part, splits.dev, cfg, run_dir=out / "run",
                                                 resume=resume)
@@ -416,13 +432,7 @@ def train_cmd(
             console.print(f"tensorboard: {steps} steps in {out / 'tensorboard'} (tensorboard --logdir {out})")
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
-    if getattr(backend, "endpoint_spec", None) is not None:
-        from adaptlab.backends.endpoints import spend
-
-        paid = spend(backend.endpoint_spec, backend)
-        console.print(f"endpoint {paid['endpoint']}: {paid['calls']:,} calls, {paid['http_requests']:,} HTTP "
-                      f"requests, {paid['cache_hits']:,} answered from the cache; {paid['prompt_tokens']:,} prompt + "
-                      f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}", highlight=False)
+    _print_spend(backend)
     te, tr = art.metrics["test"], art.metrics["train"]
     table = Table(title=f"{strategy} on {data}")
     columns = {f"test {k}": f"{te[k]:.3f}" for k in art.spec.report_metrics if isinstance(te.get(k), (int, float))}
@@ -531,7 +541,6 @@ def compare_cmd(
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
-    from adaptlab.backends.endpoints import default_cache_path
     from adaptlab.compare import CompareConfig, parse_budget
     from adaptlab.compare.config import parse_sizes, parse_volume
     from adaptlab.compare.recommend import Constraints
@@ -542,8 +551,7 @@ def compare_cmd(
     set_torch_threads()
     try:
         names = list_strategies() if strategies == "all" else [s.strip() for s in strategies.split(",") if s.strip()]
-        hosted = _hosted_candidates(names, endpoint, endpoints_file)
-        names += [c for c in hosted["candidates"] if c not in names]
+        hosted = _hosted_candidates(names, endpoint, endpoints_file)  # adds STRATEGY@ENDPOINT to names
         settings, strategy_epochs = _strategy_overrides(set_)
         cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
                             seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
@@ -555,9 +563,8 @@ def compare_cmd(
                             price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
                             data_dir=str(data_dir) if data_dir else None, device=device,
                             adaptive=adaptive if adaptive is not None else budget is not None,
-                            confidence=confidence, endpoints=hosted["endpoints"], volume=parse_volume(volume),
-                            response_cache=None if no_response_cache or not hosted["endpoints"]
-                            else str(response_cache or default_cache_path()))
+                            confidence=confidence, endpoints=hosted, volume=parse_volume(volume),
+                            response_cache=str(_cache_path(response_cache, no_response_cache)) if hosted else None)
         cfg.tune = tune if tune is not None else cfg.adaptive
         result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
         if not result["results"] and result["skipped"]:
@@ -568,18 +575,22 @@ def compare_cmd(
         tracked = _track_compare(out, track, tracking_uri)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
+    _compare_done(out, report, tracked, result, Constraints(volume=cfg.volume))
+
+
+def _compare_done(out: Path, report: Path, tracked: dict | None, result: dict, constraints) -> None:
     if tracked:
         console.print(f"tracked in MLflow: {tracked['new_runs']} new of {tracked['runs']} runs, experiment "
                       f"'{tracked['experiment']}' at {tracked['uri']} (mlflow ui --backend-store-uri {tracked['uri']})")
     if result["skipped"]:
         console.print(f"[yellow]{len(result['skipped'])} run(s) skipped by the budget[/] (listed in the report)")
-    _print_recommendation(out, Constraints(volume=cfg.volume))
+    _print_recommendation(out, constraints)
     console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
 
 
-def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path]) -> dict:
-    """The endpoints (as dicts for the compare's config) and a STRATEGY@NAME candidate for every
-    prompt strategy among ``names`` on each of them."""
+def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path]) -> list[dict]:
+    """The endpoints (as dicts for the compare's config); a STRATEGY@NAME candidate for every prompt
+    strategy among ``names`` on each of them is appended to ``names``."""
     import dataclasses
 
     from adaptlab.backends.endpoints import gather_endpoints
@@ -589,8 +600,8 @@ def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path])
     prompt = [n for n in names if "@" not in n and get_strategy(n).kind == "prompt"]
     if specs and not prompt:
         raise DataError("--endpoint: no prompt strategy among --strategies to run there (e.g. zero_shot, few_shot)")
-    return {"endpoints": [dataclasses.asdict(s) for s in specs],
-            "candidates": [f"{n}@{s.name}" for s in specs for n in prompt]}
+    names += [c for c in (f"{n}@{s.name}" for s in specs for n in prompt) if c not in names]
+    return [dataclasses.asdict(s) for s in specs]
 
 
 def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int], no_progress: bool) -> dict:
