@@ -97,15 +97,7 @@ class Server:
                "--preload", ",".join(preload or [a[0] for a in ADAPTATIONS]),
                "--prompt-cache" if prompt_cache else "--no-prompt-cache"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.25)
+        wait_up(self.proc, self.url + "/healthz", 600, lambda: self.proc.stdout.read())
         self.ps = psutil.Process(self.proc.pid)
 
     def rss(self) -> int:
@@ -117,6 +109,21 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def wait_up(proc: subprocess.Popen, health_url: str, seconds: float, why=lambda: "") -> None:
+    """Until ``health_url`` answers 200; a server that exits first, or never answers, is an error."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {why()}")
+        try:
+            if requests.get(health_url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{health_url} did not answer in {seconds:.0f} s")
 
 
 def fire(url: str, jobs: list[dict], concurrency: int) -> tuple[list[dict], float]:

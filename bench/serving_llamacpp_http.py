@@ -25,14 +25,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llamacpp_kit import PACKAGES, llama_server_binary, meta  # noqa: E402
-from serving import Server, fire, free_port, percentile  # noqa: E402
+from serving import Server, fire, free_port, percentile, wait_up  # noqa: E402
 
 
 class LlamaServer:
@@ -69,17 +66,7 @@ class LlamaServer:
             cmd.append("--lora-init-without-apply")
         cmd += extra or []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}: {' '.join(cmd)}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError("llama-server did not come up in 300 s")
+        wait_up(self.proc, self.url + "/health", 300, lambda: " ".join(cmd))
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

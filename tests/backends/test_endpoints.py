@@ -5,6 +5,7 @@ loopback (uvicorn in a thread, the tiny model as the "hosted" one)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -124,15 +125,24 @@ def counting_handler(fake: Counting):
     return H
 
 
-@pytest.fixture()
-def fake():
+@contextlib.contextmanager
+def fake_endpoint():
+    """The counting fake endpoint, served on a loopback port for the block."""
     f = Counting()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), counting_handler(f))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     f.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield f
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture()
+def fake():
+    with fake_endpoint() as f:
+        yield f
 
 
 def test_the_cache_pays_nothing_twice_and_keeps_only_fixed_answers(fake, tmp_path):

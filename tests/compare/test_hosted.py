@@ -5,8 +5,6 @@ compare pays the endpoint nothing; a bad endpoint stops the compare before any r
 from __future__ import annotations
 
 import json
-import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +13,7 @@ from adaptlab.cli import app
 from adaptlab.compare.config import CompareConfig, parse_volume
 from adaptlab.compare.hosted import break_even
 from adaptlab.compare.summary import Row
-from tests.backends.test_endpoints import Counting, counting_handler
+from tests.backends.test_endpoints import fake_endpoint
 
 FRUIT = ["apple", "pear", "plum", "fig", "kiwi", "lime", "mango", "peach", "grape", "melon"]
 VEG = ["kale", "leek", "okra", "corn", "bean", "pea", "onion", "chard", "radish", "turnip"]
@@ -23,13 +21,8 @@ VEG = ["kale", "leek", "okra", "corn", "bean", "pea", "onion", "chard", "radish"
 
 @pytest.fixture()
 def fake():
-    f = Counting()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), counting_handler(f))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    f.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield f
-    httpd.shutdown()
-    httpd.server_close()
+    with fake_endpoint() as f:
+        yield f
 
 
 def _data(tmp_path):
