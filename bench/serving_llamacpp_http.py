@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,9 @@ from llamacpp_kit import PACKAGES, llama_server_binary, meta  # noqa: E402
 from serving import Server, fire, free_port, percentile, wait_up  # noqa: E402
 
 
-class LlamaServer:
+class LlamaServer(Server):
+    """``llama-server`` started like :class:`serving.Server` (and stopped the same way)."""
+
     def __init__(
         self,
         binary: Path,
@@ -67,13 +68,6 @@ class LlamaServer:
         cmd += extra or []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_up(self.proc, self.url + "/health", 300, lambda: " ".join(cmd))
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def measure(url: str, jobs: list[dict], concurrency: int, tokens_of) -> dict:
