@@ -99,6 +99,8 @@ class Counting(Fake):
         self.most_in_flight = 0
         self.models = ["fake"]
         self.lock = threading.Lock()
+        self.expire_after = None  # answered requests after which the key is refused (it "expired")
+        self.answered = 0
 
 
 def counting_handler(fake: Counting):
@@ -114,9 +116,14 @@ def counting_handler(fake: Counting):
 
         def do_POST(self):
             with fake.lock:
+                expired = fake.expire_after is not None and fake.answered >= fake.expire_after
+                fake.answered += 1
                 fake.in_flight += 1
                 fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
             try:
+                if expired:
+                    self.rfile.read(int(self.headers["Content-Length"]))
+                    return self._send(401, {"error": {"message": "API key expired"}})
                 super().do_POST()
             finally:
                 with fake.lock:

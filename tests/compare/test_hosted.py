@@ -153,3 +153,28 @@ def test_break_even_volume():
     local, hosted = _row("lora", 2.0, 5.0), _row("few_shot@h", 52.0, 0.5, "h")
     assert break_even(local, hosted) == pytest.approx(4.5 / (50.0 / 1e6))  # 90k predictions
     assert break_even(_row("lora", 60.0, 5.0), hosted) is None  # the hosted prompt is cheaper per prediction
+
+
+def test_a_key_that_expires_mid_compare_loses_no_finished_run(fake, tmp_path, monkeypatch):
+    """The key is refused part-way through: the compare stops with the endpoint's one-line error,
+    the runs finished before stay, and the same compare with a good key resumes, paying again only
+    for what was not answered."""
+    data = _data(tmp_path)
+    fake.key = "good"
+    monkeypatch.setenv("FAKE_KEY", "good")
+    endpoint = f"fake={fake.url},model=fake,key=FAKE_KEY"
+    fake.expire_after = 5  # the pre-flight probe and the first hosted run (4 test rows), then the key fails
+
+    r = _compare(data, tmp_path / "run", endpoint)
+    assert r.exit_code == 2 and "HTTP 401" in r.output, r.output
+    results = tmp_path / "run" / "results"
+    finished = {p.name: p.read_text() for p in results.glob("*.json")}
+    assert "zero_shot@fake-n0-s0.json" in finished and len(finished) < 5
+    fake.expire_after = None  # a new key
+    r = _compare(data, tmp_path / "run", endpoint)
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.output
+    again = {p.name: p.read_text() for p in results.glob("*.json")}
+    assert len(again) == 5 and all(again[k] == v for k, v in finished.items())  # kept as they were, not rerun
+    used = json.loads(again["few_shot@fake-n8-s0.json"])["eval"]["endpoint"]
+    assert used["calls"] == used["predictions"] == used["http_requests"] + used["cache_hits"]
