@@ -95,7 +95,8 @@ def spend_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
                 "cost_usd": 0.0,
             },
         )
-        for part in ((r.get("train") or {}).get("endpoint"), (r.get("eval") or {}).get("endpoint")):
+        ev = r.get("eval") or {}
+        for part in ((r.get("train") or {}).get("endpoint"), ev.get("endpoint"), ev.get("endpoint_extras")):
             for k in acc:
                 acc[k] += (part or {}).get(k, 0) or 0
     if not by:

@@ -171,6 +171,21 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
     return ev
 
 
+def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> None:
+    """:func:`measure_extras`, and for a hosted candidate what its calls (fragility's paraphrases,
+    consistency's samples, the train-test gap) used at the endpoint, kept apart from the test
+    scoring's (``ev["endpoint_extras"]``) so the report's spend counts every call."""
+    where = split_candidate(spec.strategy)[1]
+    if where is None:
+        return measure_extras(ev, art, spec, cfg, ctx, train)
+    from adaptlab.backends.endpoints import spend
+
+    espec, backend = ctx.endpoints[where]
+    before = backend.usage()
+    measure_extras(ev, art, spec, cfg, ctx, train)
+    ev["endpoint_extras"] = spend(espec, backend, before)
+
+
 def endpoint_usage(espec, backend, before: dict, n: int) -> dict:
     """What scoring ``n`` test rows on an endpoint used: calls, tokens, dollars (paid now, and what
     the same calls cost uncached), latency, and the price of one prediction at the endpoint's prices."""
@@ -212,7 +227,7 @@ def local_latency(art, test: TaskData, n: int = LATENCY_ROWS) -> dict:
     return {"latency_p50_s": statistics.median(xs), "latency_p95_s": xs[min(len(xs) - 1, int(0.95 * len(xs)))]}
 
 
-def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> None:
+def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> None:
     """What describes the strategy one would deploy, added to a run's eval record ``ev``: the
     train-test gap, fragility, forgetting and consistency under sampling, with the eval seconds and
     scored examples they take."""
