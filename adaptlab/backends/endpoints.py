@@ -198,8 +198,6 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self.hits = 0
-        self.misses = 0
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
@@ -228,9 +226,7 @@ class ResponseCache:
         """(body, the seconds the endpoint took to answer it when it was paid for), or None."""
         row = self._db().execute("SELECT body, seconds FROM responses WHERE key = ?", (key,)).fetchone()
         if row is None:
-            self.misses += 1
             return None
-        self.hits += 1
         return json.loads(row[0]), row[1]
 
     def put(self, key: str, url: str, model: str, route: str, body: dict, seconds: float | None = None) -> None:
@@ -306,11 +302,17 @@ def spend(spec: EndpointSpec, backend, since: dict | None = None) -> dict:
     }
 
 
-def latency(backend, since: dict | None = None) -> dict:
-    """p50/p95 seconds of the answers since ``since`` (a :meth:`OpenAIBackend.usage`)."""
+def latency_summary(seconds: list[float]) -> dict:
+    """p50/p95 of request latencies (None where there are none): an endpoint's answers, or a local
+    artifact's requests one at a time (:func:`adaptlab.compare.measure.local_latency`)."""
     import statistics
 
-    xs = sorted(backend.latencies[(since or {}).get("answers", 0) :])
+    xs = sorted(seconds)
     if not xs:
         return {"latency_p50_s": None, "latency_p95_s": None}
     return {"latency_p50_s": statistics.median(xs), "latency_p95_s": xs[min(len(xs) - 1, int(0.95 * len(xs)))]}
+
+
+def latency(backend, since: dict | None = None) -> dict:
+    """p50/p95 seconds of the answers since ``since`` (a :meth:`OpenAIBackend.usage`)."""
+    return latency_summary(backend.latencies[(since or {}).get("answers", 0) :])

@@ -14,7 +14,7 @@ endpoint: calls, HTTP requests, answers read back from the response cache, token
 
 from __future__ import annotations
 
-from adaptlab.compare.recommend import AMORTIZE_MONTHS
+from adaptlab.compare.recommend import AMORTIZE_MONTHS, at_volume
 from adaptlab.compare.summary import Row
 
 
@@ -71,8 +71,8 @@ def comparison(best: dict[str, Row], volume: float | None) -> tuple[list[str], l
             f"{r.train_usd:.4f}",
             "-" if r.endpoint else _count(break_even(r, top_hosted)),
         ]
-        if volume:
-            row.append(f"{r.usd_per_1m * volume / 1e6 + r.train_usd / AMORTIZE_MONTHS:.2f}")
+        if volume:  # the recommendation's cost at this volume, per month
+            row.append(f"{at_volume([r], volume)[0].usd_per_1m * volume / 1e6:.2f}")
         out.append(row)
     return cols, out
 

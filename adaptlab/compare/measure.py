@@ -215,16 +215,14 @@ LATENCY_ROWS = 5
 def local_latency(art, test: TaskData, n: int = LATENCY_ROWS) -> dict:
     """p50/p95 seconds of answering one request alone with a local artifact (``n`` test rows, one at a
     time, as a server with no other traffic would), to set beside an endpoint's measured latency."""
-    import statistics
+    from adaptlab.backends.endpoints import latency_summary
 
-    rows = subsample(test, n=min(n, len(test)), seed=1).examples
     xs = []
-    for ex in rows:
+    for ex in subsample(test, n=min(n, len(test)), seed=1).examples:
         t0 = time.perf_counter()
         art.evaluate(test.with_examples([ex]))
         xs.append(time.perf_counter() - t0)
-    xs.sort()
-    return {"latency_p50_s": statistics.median(xs), "latency_p95_s": xs[min(len(xs) - 1, int(0.95 * len(xs)))]}
+    return latency_summary(xs)
 
 
 def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> None:

@@ -71,8 +71,10 @@ def train_usd(r: dict) -> float:
     cost at the endpoint's prices (uncached: what a first run pays)."""
     if r["run"].get("endpoint"):
         return float((r["train"].get("endpoint") or {}).get("uncached_cost_usd") or 0.0)
+    from adaptlab.evaluation.cost import DEFAULT_PRICE_PER_HOUR
+
     price = r["cost"].get("price_per_hour")
-    return r["train"]["seconds"] / 3600 * (price if price is not None else 0.10)
+    return r["train"]["seconds"] / 3600 * (price if price is not None else DEFAULT_PRICE_PER_HOUR)
 
 
 def _mean(xs):
