@@ -153,7 +153,7 @@ def write_merged(path: Path, template: Path, model, arch: str, qtype_name: str, 
 
     cfg = model.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch], cfg.num_hidden_layers)
-    state = {k: v for k, v in model.state_dict().items()}
+    state = model.state_dict()
     by_gguf = {}
     for hf in state:
         g = names.get_name(hf, try_suffixes=(".weight", ".bias"))
