@@ -32,7 +32,8 @@ FORMATTED = adaptlab/maintenance adaptlab/privacy.py adaptlab/training/objective
 	bench/preference.py bench/maintenance.py adaptlab/tracking.py tests/test_tracking.py adaptlab/export_gguf.py \
 	tests/test_export_gguf.py bench/gguf_check.py bench/serving_llamacpp.py bench/llamacpp_kit.py \
 	adaptlab/backends/endpoints.py adaptlab/compare/hosted.py tests/backends/test_endpoints.py \
-	tests/compare/test_hosted.py bench/serving_field.py bench/serving_llamacpp_http.py bench/compare_hosted.py
+	tests/compare/test_hosted.py bench/serving_field.py bench/serving_llamacpp_http.py bench/compare_hosted.py \
+	adaptlab/strategies/gepa tests/strategies/test_gepa.py
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

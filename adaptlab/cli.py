@@ -7,6 +7,7 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -248,8 +249,6 @@ def _zero_shot(data, split, model, limit, seed, out, data_dir) -> dict:
 @app.command("strategies")
 def strategies() -> None:
     """List the registered strategies and their config fields."""
-    import dataclasses
-
     from adaptlab.strategies import get_strategy, list_strategies
 
     table = Table(title="strategies")
@@ -314,6 +313,19 @@ def _print_spend(backend) -> None:
     console.print(f"endpoint {paid['endpoint']}: {paid['calls']:,} calls, {paid['http_requests']:,} HTTP requests, "
                   f"{paid['cache_hits']:,} answered from the cache; {paid['prompt_tokens']:,} prompt + "
                   f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}", highlight=False)
+
+
+def _open_proposer(flag: str, endpoints_file: Optional[Path], response_cache: Optional[Path]) -> str:
+    """``train --proposer``: open (pre-flight, register by name) the endpoint it names; its name."""
+    if flag == "self":
+        return flag
+    from adaptlab.backends.endpoints import ResponseCache, preflight, register_open
+
+    spec = _endpoint_spec(flag, endpoints_file)
+    backend = spec.backend(ResponseCache(response_cache) if response_cache else None)
+    preflight(spec, backend)
+    register_open(spec, backend)
+    return spec.name
 
 
 def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
@@ -387,6 +399,9 @@ def train_cmd(
                                          "training may move)."),
     track: Optional[str] = typer.Option(None, help="tensorboard: write loss, learning rate and dev metric per step "
                                                    "to OUT/tensorboard."),
+    proposer: Optional[str] = typer.Option(None, help="gepa: the LM that proposes instructions, an endpoint "
+                                                      "NAME=URL[,model=..,key=..,in=..,out=..], a NAME from "
+                                                      "--endpoints, or 'self' (the model being prompted)."),
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab.backends import BackendError
@@ -400,7 +415,13 @@ def train_cmd(
     set_torch_threads()
     try:
         spec = get_strategy(strategy)
-        config = make_config(strategy, **_parse_overrides(set_))
+        overrides = _parse_overrides(set_)
+        if proposer:
+            if "proposer" not in {f.name for f in dataclasses.fields(spec.config_cls)}:
+                raise DataError(f"--proposer: {strategy} asks no proposer LM (gepa does)")
+            overrides["proposer"] = _open_proposer(proposer, endpoints_file,
+                                                   _cache_path(response_cache, no_response_cache))
+        config = make_config(strategy, **overrides)
         if track not in (None, "tensorboard"):
             raise DataError(f"--track {track!r}: train writes tensorboard (compare: --track mlflow)")
         if endpoint and spec.kind != "prompt":
@@ -538,6 +559,10 @@ def compare_cmd(
                                                   help="SQLite file of endpoint answers already paid for (default "
                                                        "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite)."),
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
+    proposer: Optional[str] = typer.Option(None, help="The LM that proposes instructions for gepa: an endpoint NAME "
+                                                      "from --endpoint/--endpoints, NAME=URL[,model=..,key=..,in=..,"
+                                                      "out=..] (not a candidate itself), or 'self'. Adds gepa to "
+                                                      "--strategies all."),
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -550,8 +575,10 @@ def compare_cmd(
 
     set_torch_threads()
     try:
-        names = list_strategies() if strategies == "all" else [s.strip() for s in strategies.split(",") if s.strip()]
+        names = list_strategies(default=True) + (["gepa"] if proposer else []) if strategies == "all" \
+            else [s.strip() for s in strategies.split(",") if s.strip()]
         hosted = _hosted_candidates(names, endpoint, endpoints_file)  # adds STRATEGY@ENDPOINT to names
+        proposer_name, proposer_only = _proposer(proposer, hosted)
         settings, strategy_epochs = _strategy_overrides(set_)
         cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
                             seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
@@ -564,7 +591,9 @@ def compare_cmd(
                             data_dir=str(data_dir) if data_dir else None, device=device,
                             adaptive=adaptive if adaptive is not None else budget is not None,
                             confidence=confidence, endpoints=hosted, volume=parse_volume(volume),
-                            response_cache=str(_cache_path(response_cache, no_response_cache)) if hosted else None)
+                            response_cache=str(_cache_path(response_cache, no_response_cache))
+                            if hosted or proposer_only else None,
+                            proposer=proposer_name, proposer_endpoints=proposer_only)
         cfg.tune = tune if tune is not None else cfg.adaptive
         result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
         if not result["results"] and result["skipped"]:
@@ -591,7 +620,6 @@ def _compare_done(out: Path, report: Path, tracked: dict | None, result: dict, c
 def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path]) -> list[dict]:
     """The endpoints (as dicts for the compare's config); a STRATEGY@NAME candidate for every prompt
     strategy among ``names`` on each of them is appended to ``names``."""
-    import dataclasses
 
     from adaptlab.backends.endpoints import gather_endpoints
     from adaptlab.strategies import get_strategy
@@ -602,6 +630,18 @@ def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path])
         raise DataError("--endpoint: no prompt strategy among --strategies to run there (e.g. zero_shot, few_shot)")
     names += [c for c in (f"{n}@{s.name}" for s in specs for n in prompt) if c not in names]
     return [dataclasses.asdict(s) for s in specs]
+
+
+def _proposer(flag: Optional[str], hosted: list[dict]) -> tuple[Optional[str], list[dict]]:
+    """``--proposer``: (its name, [its endpoint] when the flag defines one that is not a candidate)."""
+    from adaptlab.backends.endpoints import parse_endpoint_flag
+
+    if not flag or "=" not in flag:
+        return flag, []
+    spec = parse_endpoint_flag(flag)
+    if spec.name in {e["name"] for e in hosted}:
+        raise DataError(f"--proposer {spec.name}: already an endpoint of this compare; pass just its name")
+    return spec.name, [dataclasses.asdict(spec)]
 
 
 def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int], no_progress: bool) -> dict:
@@ -724,7 +764,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
                 device="auto", adaptive=True, confidence=0.95,
                 tune=False,  # 12 variants would take most of the 4 minutes; `compare --tune` does it
                 track=None, tracking_uri=None, endpoint=[], endpoints_file=None, volume=None, response_cache=None,
-                no_response_cache=False)
+                no_response_cache=False, proposer=None)
 
 
 @app.command("export")

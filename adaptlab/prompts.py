@@ -106,7 +106,7 @@ class PromptTemplate:
         if "labels" in fields:
             values["labels"] = label_list
         if "instruction" in fields:
-            values["instruction"] = self.instruction.format(labels=label_list) if label_list else self.instruction
+            values["instruction"] = self.instruction.format(labels=label_list or "")  # "{{" is a literal brace
         if examples and "examples" not in fields:
             raise TemplateError(f"template '{self.name}': has no {{examples}} placeholder for few-shot exemplars")
         if "examples" in fields:
@@ -125,6 +125,13 @@ class PromptTemplate:
 
     def as_chat_turn(self) -> "PromptTemplate":
         return replace(self, chat_turn=True, label_prefix="")
+
+
+def as_instruction(text: str, labels: bool = True) -> str:
+    """Free text (an instruction an LM proposed) made safe for a template's instruction slot: every
+    brace doubled (a literal brace), except ``{labels}`` when the task has labels to fill in."""
+    out = text.replace("{", "{{").replace("}", "}}")
+    return out.replace("{{labels}}", "{labels}") if labels else out
 
 
 # How a single-input task's prompt reaches the model (chat tasks always go through the chat template).

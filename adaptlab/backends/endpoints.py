@@ -316,3 +316,43 @@ def latency_summary(seconds: list[float]) -> dict:
 def latency(backend, since: dict | None = None) -> dict:
     """p50/p95 seconds of the answers since ``since`` (a :meth:`OpenAIBackend.usage`)."""
     return latency_summary(backend.latencies[(since or {}).get("answers", 0) :])
+
+
+# The endpoints this process has opened (a compare's, or train's --endpoints), by name: where a
+# strategy that names another model (gepa's proposer) finds it, with the spec that prices its calls.
+_OPEN: dict[str, tuple[EndpointSpec, object]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def register_open(spec: EndpointSpec, backend) -> None:
+    with _OPEN_LOCK:
+        _OPEN[spec.name] = (spec, backend)
+
+
+def opened(name: str) -> tuple[EndpointSpec, object] | None:
+    with _OPEN_LOCK:
+        return _OPEN.get(name)
+
+
+def proposer_backend(name: str, backend):
+    """The model a strategy's proposer ``name`` means: ``self`` (the model being prompted) or an
+    endpoint opened in this process."""
+    if name == "self":
+        return backend
+    found = opened(name)
+    if found is None:
+        with _OPEN_LOCK:
+            known = ", ".join(sorted(_OPEN)) or "none"
+        raise EndpointError(
+            f"proposer {name!r}: no endpoint of that name was opened (opened: {known}; define it "
+            f"with --endpoint/--endpoints or --proposer NAME=URL,...), or use 'self'"
+        )
+    return found[1]
+
+
+def proposer_spend(name: str, backend, before: dict | None) -> dict:
+    """What a search's proposer calls cost on its endpoint (empty for 'self' or a local model)."""
+    found = opened(name) if name != "self" else None
+    if found is None or before is None:
+        return {}
+    return {"spend": spend(found[0], backend, before)}

@@ -58,7 +58,7 @@ def parse_volume(text: str | None) -> float | None:
 class CompareConfig:
     data: str = field(metadata={"help": "Dataset file, folder or name."})
     model: str = "gemma-3-270m"
-    strategies: list[str] = field(default_factory=lambda: list_strategies())
+    strategies: list[str] = field(default_factory=lambda: list_strategies(default=True))
     train_sizes: list = field(default_factory=lambda: [16, 64, 256, "all"])
     seeds: int = 1
     budget_seconds: float | None = None
@@ -88,6 +88,10 @@ class CompareConfig:
     endpoints: list = field(default_factory=list)
     volume: float | None = None         # predictions per month the user expects (break-even, recommendation)
     response_cache: str | None = None   # SQLite file of endpoint answers already paid for (None: none)
+    # The LM that proposing strategies (gepa) ask: an endpoint name (of endpoints or proposer_endpoints)
+    # or "self"; proposer_endpoints are opened for that and are not candidates themselves.
+    proposer: str | None = None
+    proposer_endpoints: list = field(default_factory=list)
 
     def __post_init__(self):
         known = set(list_strategies())
@@ -105,6 +109,10 @@ class CompareConfig:
             if get_strategy(strategy).kind != "prompt":
                 raise ValueError(f"--strategies: {s}: {strategy} changes weights; only prompt strategies run on "
                                  f"an endpoint")
+        if self.proposer is not None and self.proposer != "self" and \
+                self.proposer not in names + [e["name"] for e in self.proposer_endpoints]:
+            raise ValueError(f"--proposer {self.proposer!r}: not an endpoint of this compare "
+                             f"(defined: {', '.join(names) or 'none'}); give NAME=URL,... or 'self'")
         if self.volume is not None and self.volume <= 0:
             raise ValueError(f"volume={self.volume}: must be positive")
         if not self.strategies:

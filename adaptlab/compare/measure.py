@@ -65,17 +65,18 @@ def prepare(cfg: CompareConfig) -> Context:
 def open_endpoints(cfg: CompareConfig) -> dict:
     """Each endpoint the compare names, checked before any run starts (reachable, key accepted,
     model served; :func:`adaptlab.backends.endpoints.preflight`), sharing one response cache."""
-    if not cfg.endpoints:
+    if not cfg.endpoints and not cfg.proposer_endpoints:
         return {}
-    from adaptlab.backends.endpoints import EndpointSpec, ResponseCache, preflight
+    from adaptlab.backends.endpoints import EndpointSpec, ResponseCache, preflight, register_open
 
     cache = ResponseCache(cfg.response_cache) if cfg.response_cache else None
     out = {}
-    for e in cfg.endpoints:
+    for e in cfg.endpoints + cfg.proposer_endpoints:
         spec = EndpointSpec(**e)
         backend = spec.backend(cache)
         preflight(spec, backend)
         out[spec.name] = (spec, backend)
+        register_open(spec, backend)  # where a strategy's proposer finds it by name
     return out
 
 
@@ -113,6 +114,8 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
     name = split_candidate(spec.strategy)[0]
     settings = dict(cfg.strategy_settings.get(spec.strategy, cfg.strategy_settings.get(name, {}))
                     if settings is None else settings)
+    if cfg.proposer and "proposer" in {f.name for f in dataclasses.fields(sp.config_cls)}:
+        settings.setdefault("proposer", cfg.proposer)  # --proposer: the LM a proposing strategy asks
     train = train_subset(spec, ctx)
     # A seed and no dev metrics for the strategies whose config has them (the grid measures on test).
     fields = {f.name for f in dataclasses.fields(sp.config_cls)}

@@ -163,13 +163,24 @@ class PromptArtifact(Artifact):
 
     def prompts(self, texts: list[str]) -> list[str]:
         if self.spec.conversation:
-            return [self.template.render(self.backend.render_chat(with_exemplar_turns(json.loads(t), ex)))
+            return [self.template.render(self.backend.render_chat(with_exemplar_turns(self.with_system(t), ex)))
                     for t, ex in zip(texts, self.exemplars_for(texts))]
         labels = self.label_set
         if self.template.chat_turn:  # a chat model is shown examples as earlier turns, not inside one message
             return [self.backend.render_chat(self.exemplar_turns(t, labels, ex))
                     for t, ex in zip(texts, self.exemplars_for(texts))]
         return [self.in_turn(self.template.render(t, labels, ex)) for t, ex in zip(texts, self.exemplars_for(texts))]
+
+    def with_system(self, conversation: str) -> list[dict]:
+        """A conversation's messages, with the template's instruction (a conversation template has no
+        slot for one; gepa evolves it) as the system message, before any system text of its own."""
+        messages = json.loads(conversation)
+        if not self.template.instruction:
+            return messages
+        said = self.template.instruction.format()  # "{{" is a literal brace (prompts.as_instruction)
+        if messages and messages[0].get("role") == "system":
+            return [{**messages[0], "content": f"{said}\n\n{messages[0]['content']}"}] + messages[1:]
+        return [{"role": "system", "content": said}] + messages
 
     def exemplar_turns(self, text: str, labels: list[str] | None, exemplars: list[tuple[str, str]]) -> list[dict]:
         """Each exemplar as a user turn (the prompt for its input) and the assistant's answer, then the
@@ -264,6 +275,8 @@ class PromptStrategy(Strategy):
     """
 
     artifact_cls = PromptArtifact
+    run_dir: Path | None = None
+    progress: bool = False
     scores_dev: bool = True  # record dev metrics after the search (prompt_search has them already)
 
     def search(self, backend: Backend, train: TaskData, dev: TaskData | None, common: dict) -> PromptArtifact:
@@ -275,11 +288,13 @@ class PromptStrategy(Strategy):
             raise ValueError("calibrate=True applies to classification tasks only")
         backend = as_backend(model)
         start = backend.calls
+        self.run_dir, self.progress = run_dir, progress  # a search that journals or shows progress reads them
         common = dict(decoding=default_decoding(train, backend.count_tokens), fallback_label=majority_label(train))
         art = self.search(backend, train, dev, common)
         if self.scores_dev:
             finish(art, dev, cfg)
-        art.metrics["train"] = {"model_calls": backend.calls - start, "trainable_params": 0, "steps": 0}
+        art.metrics["train"] = {**art.metrics.get("train", {}), "model_calls": backend.calls - start,
+                                "trainable_params": 0, "steps": 0}
         return art
 
 

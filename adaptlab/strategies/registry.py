@@ -27,6 +27,9 @@ class StrategySpec:
     train_prior: float | None = None     # cost estimate before any run: seconds per train example and epoch
     default_epochs: float | None = None  # epochs a compare gives it unless told (None: the compare's own)
     uses_train_data: bool = True         # False: one run per seed, whatever the train size (zero-shot)
+    # In a compare's default set ("--strategies all"). False: run when named (gepa, whose proposer LM is
+    # the user's choice; a compare given --proposer adds it).
+    by_default: bool = True
     stacks: bool = False                 # combines a fine-tune with a prompt (suggested when none was measured)
     # Variants a compare tries besides the defaults (--tune), each a dict of config overrides; "lr"
     # is the training learning rate. Small on purpose: a few values that decide whether a strategy
@@ -100,8 +103,9 @@ def get_strategy(name: str) -> StrategySpec:
         raise ValueError(f"unknown strategy {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def list_strategies(kind: Kind | None = None) -> list[str]:
-    return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
+def list_strategies(kind: Kind | None = None, default: bool = False) -> list[str]:
+    """Registered strategy names (of ``kind``); ``default``: only those a compare runs unless told."""
+    return sorted(n for n, s in _REGISTRY.items() if (kind is None or s.kind == kind) and (s.by_default or not default))
 
 
 def make_config(name: str, **overrides):

@@ -18,6 +18,9 @@ TEXTS = [ex.text for ex in DATA.examples]
 TINY_LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 1e-2, "hybrid": 1e-2, "prefix": 1e-1}
 GRADIENT = list_strategies("gradient")
 
+# gepa on the tiny model: its own proposer ("self"), a few short proposals
+GEPA = {"budget_calls": 30, "val_examples": 3, "minibatch": 2, "k": 1, "proposer_max_tokens": 12}
+
 
 # Every architecture a tiny test model is registered for (models/known.py): the real base model's
 # family and the second family's (SmolLM2); a new one joins the matrix by its registration.
@@ -271,7 +274,7 @@ def test_chat_task_fits_evaluates_and_round_trips(name, tmp_path):
     data = _chat_data()
     spec = get_strategy(name)
     over = {"prompt_lr": 0.3} if name == "hybrid" else {"k": 1} if name in ("few_shot",) else \
-        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else {}
+        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else GEPA if name == "gepa" else {}
     tc = TrainConfig(max_steps=3, batch_size=2, lr=TINY_LR.get(name), checkpoint_every=0)
     art = spec.strategy_cls(make_config(name, **over)).fit(base, data, data, tc, progress=False)
     prompt = art.prompts([data.examples[0].text])[0]
@@ -298,7 +301,7 @@ def test_single_input_task_goes_through_the_chat_template_on_an_instruction_mode
     base.tokenizer.chat_template = CHATML
     spec = get_strategy(name)
     over = {"prompt_lr": 0.3} if name == "hybrid" else {"k": 1} if name == "few_shot" else \
-        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else {}
+        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else GEPA if name == "gepa" else {}
     tc = TrainConfig(max_steps=2, batch_size=3, lr=TINY_LR.get(name), checkpoint_every=0)
     art = spec.strategy_cls(make_config(name, **over)).fit(base, DATA, DATA, tc, progress=False)
     assert art.template.chat_turn and art.template.label_prefix == ""

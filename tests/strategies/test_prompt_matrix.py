@@ -19,7 +19,8 @@ DEV = TaskData("classification", [Example(f"a {w}", lab, i + 1) for i, (w, lab) 
 TEXTS = [ex.text for ex in DEV.examples]
 PROMPT = list_strategies("prompt")
 SMALL = {"prompt_search": {"budget_calls": 60, "first_round": 4, "exemplar_sets": 1, "bootstrap": 6},
-         "few_shot": {"k": 2}}
+         "few_shot": {"k": 2}, "gepa": {"budget_calls": 40, "val_examples": 4, "minibatch": 2, "k": 2,
+                                        "proposer_max_tokens": 16}}
 
 
 @pytest.fixture(scope="module")
