@@ -15,7 +15,7 @@ endpoint: calls, HTTP requests, answers read back from the response cache, token
 from __future__ import annotations
 
 from adaptlab.compare.recommend import AMORTIZE_MONTHS, at_volume
-from adaptlab.compare.summary import Row
+from adaptlab.compare.summary import Row, proposer_spend
 
 
 def break_even(local: Row, hosted: Row) -> float | None:
@@ -77,28 +77,27 @@ def comparison(best: dict[str, Row], volume: float | None) -> tuple[list[str], l
     return cols, out
 
 
+SPEND_KEYS = ("calls", "http_requests", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
 def spend_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     """What this compare paid each endpoint (fitting and scoring, every run)."""
     by: dict[str, dict] = {}
     for r in records:
-        name = r["run"].get("endpoint")
-        if not name:
-            continue
-        acc = by.setdefault(
-            name,
-            {
-                "calls": 0,
-                "http_requests": 0,
-                "cache_hits": 0,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "cost_usd": 0.0,
-            },
-        )
         ev = r.get("eval") or {}
-        for part in ((r.get("train") or {}).get("endpoint"), ev.get("endpoint"), ev.get("endpoint_extras")):
+        parts = [
+            (r["run"].get("endpoint"), p)
+            for p in ((r.get("train") or {}).get("endpoint"), ev.get("endpoint"), ev.get("endpoint_extras"))
+        ]
+        proposer = proposer_spend(r)  # a proposer LM on an endpoint of its own (gepa's)
+        if proposer:
+            parts.append((proposer["endpoint"], proposer))
+        for name, part in parts:
+            if not name or not part:
+                continue
+            acc = by.setdefault(name, dict.fromkeys(SPEND_KEYS, 0))
             for k in acc:
-                acc[k] += (part or {}).get(k, 0) or 0
+                acc[k] += part.get(k, 0) or 0
     if not by:
         return [], []
     cols = [

@@ -131,7 +131,7 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
             "trainable_params": tr["trainable_params"], "peak_rss_bytes": tr["peak_rss_bytes"],
             "examples_per_s": tr.get("examples_per_s"), "stopped_early": tr.get("stopped_early", False),
             "steps": tr.get("steps", 0)}
-    for key in ("best_step", "best_dev", "initial_loss", "final_loss"):
+    for key in ("best_step", "best_dev", "initial_loss", "final_loss", "proposer"):
         if key in tr:
             info[key] = tr[key]
     return art, train, info, settings

@@ -68,13 +68,24 @@ class Row:
 
 def train_usd(r: dict) -> float:
     """A run's fitting cost: its train seconds at the machine price, or what its calls to an endpoint
-    cost at the endpoint's prices (uncached: what a first run pays)."""
+    cost at the endpoint's prices (uncached: what a first run pays), plus a proposer LM's calls on an
+    endpoint of its own (gepa's)."""
+    proposer = float((proposer_spend(r) or {}).get("uncached_cost_usd") or 0.0)
     if r["run"].get("endpoint"):
-        return float((r["train"].get("endpoint") or {}).get("uncached_cost_usd") or 0.0)
+        return float((r["train"].get("endpoint") or {}).get("uncached_cost_usd") or 0.0) + proposer
     from adaptlab.evaluation.cost import DEFAULT_PRICE_PER_HOUR
 
     price = r["cost"].get("price_per_hour")
-    return r["train"]["seconds"] / 3600 * (price if price is not None else DEFAULT_PRICE_PER_HOUR)
+    return r["train"]["seconds"] / 3600 * (price if price is not None else DEFAULT_PRICE_PER_HOUR) + proposer
+
+
+def proposer_spend(r: dict) -> dict | None:
+    """What a run's proposer LM cost on its endpoint, when that is not the endpoint the run prompts
+    (whose fitting spend has the proposer's calls already)."""
+    spent = ((r.get("train") or {}).get("proposer") or {}).get("spend")
+    if not spent or spent.get("endpoint") == r["run"].get("endpoint"):
+        return None
+    return spent
 
 
 def _mean(xs):

@@ -100,6 +100,8 @@ class Counting(Fake):
         self.models = ["fake"]
         self.lock = threading.Lock()
         self.expire_after = None  # answered requests after which the key is refused (it "expired")
+        self.slow_after = None  # answered requests after which every answer takes slow_seconds
+        self.slow_seconds = 0.0
         self.answered = 0
 
 
@@ -117,6 +119,7 @@ def counting_handler(fake: Counting):
         def do_POST(self):
             with fake.lock:
                 expired = fake.expire_after is not None and fake.answered >= fake.expire_after
+                slow = fake.slow_after is not None and fake.answered >= fake.slow_after
                 fake.answered += 1
                 fake.in_flight += 1
                 fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
@@ -124,6 +127,8 @@ def counting_handler(fake: Counting):
                 if expired:
                     self.rfile.read(int(self.headers["Content-Length"]))
                     return self._send(401, {"error": {"message": "API key expired"}})
+                if slow:
+                    time.sleep(fake.slow_seconds)
                 super().do_POST()
             finally:
                 with fake.lock:

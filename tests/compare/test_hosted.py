@@ -42,8 +42,7 @@ def _compare(data, out, endpoint, extra=()):
             str(data),
             "--model",
             "tiny",
-            "--strategies",
-            "zero_shot,few_shot,lora",
+            *([] if "--strategies" in extra else ["--strategies", "zero_shot,few_shot,lora"]),
             "--endpoint",
             endpoint,
             "--train-sizes",
@@ -179,3 +178,67 @@ def test_a_key_that_expires_mid_compare_loses_no_finished_run(fake, tmp_path, mo
     assert len(again) == 5 and all(again[k] == v for k, v in finished.items())  # kept as they were, not rerun
     used = json.loads(again["few_shot@fake-n8-s0.json"])["eval"]["endpoint"]
     assert used["calls"] == used["predictions"] == used["http_requests"] + used["cache_hits"]
+
+
+def test_an_endpoint_that_times_out_mid_compare_loses_no_finished_run(fake, tmp_path):
+    """The endpoint stops answering in time part-way through: the backend's retries give up, the
+    compare stops with a one-line error naming the timeout, the finished runs stay, and the same
+    compare resumes once the endpoint answers again."""
+    data = _data(tmp_path)
+    endpoint = f"fake={fake.url},model=fake,timeout=0.2"
+    fake.slow_after, fake.slow_seconds = 5, 0.6  # the pre-flight and the first hosted run answer in time
+    r = _compare(data, tmp_path / "run", endpoint)
+    assert r.exit_code == 2 and "timed out after 0.2 s" in r.output, r.output
+    assert len([line for line in r.output.strip().splitlines() if "timed out" in line]) == 1
+    results = tmp_path / "run" / "results"
+    finished = {p.name: p.read_text() for p in results.glob("*.json")}
+    assert "zero_shot@fake-n0-s0.json" in finished and len(finished) < 5
+    fake.slow_after = None
+    r = _compare(data, tmp_path / "run", endpoint)
+    assert r.exit_code == 0, r.output
+    again = {p.name: p.read_text() for p in results.glob("*.json")}
+    assert len(again) == 5 and all(again[k] == v for k, v in finished.items())
+
+
+def test_gepa_in_a_compare_with_a_proposer_of_its_own(fake, tmp_path):
+    """gepa runs on the local model and on the endpoint; its proposer is an endpoint that is not a
+    candidate (--proposer NAME=URL,...): the proposer's calls are in the gepa runs' fitting cost and
+    in the report's endpoint spend, under the proposer's name."""
+    data = _data(tmp_path)
+    with fake_endpoint() as prop:
+        r = _compare(
+            data,
+            tmp_path / "run",
+            f"fake={fake.url},model=fake",
+            [
+                "--strategies",
+                "zero_shot,gepa",
+                "--proposer",
+                f"prop={prop.url},model=fake,in=3,out=9",
+                "--set",
+                "gepa.budget_calls=40",
+                "--set",
+                "gepa.val_examples=4",
+                "--set",
+                "gepa.minibatch=2",
+                "--set",
+                "gepa.k=1",
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        results = {
+            json.loads(p.read_text())["run"]["strategy"]: json.loads(p.read_text())
+            for p in (tmp_path / "run" / "results").glob("*.json")
+        }
+        assert {"zero_shot", "gepa", "zero_shot@fake", "gepa@fake"} == set(results)
+        assert "prop" not in {r["run"]["endpoint"] for r in results.values()}  # not a candidate
+        for name in ("gepa", "gepa@fake"):
+            proposer = results[name]["train"]["proposer"]
+            assert proposer["proposer"] == "prop" and proposer["calls"] >= 1
+            assert proposer["spend"]["endpoint"] == "prop" and proposer["spend"]["http_requests"] >= 1
+        assert prop.requests > 0
+        report = (tmp_path / "run" / "report" / "report.md").read_text()
+        spend = report[report.index("What this compare paid its endpoints") :]
+        assert "| prop |" in spend and "| fake |" in spend
+    with pytest.raises(ValueError, match="--proposer 'nobody': not an endpoint of this compare"):
+        CompareConfig(data="demo", strategies=["gepa"], proposer="nobody")
