@@ -499,7 +499,9 @@ def endpoints_cmd(
 @app.command("compare")
 def compare_cmd(
     data: str = typer.Option(..., help="Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."),
-    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP + " Several, comma-separated (gemma-3-270m,"
+                                                   "smollm2-135m-instruct): each strategy runs on each base as "
+                                                   "STRATEGY@BASE, in one ranking."),
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
     train_sizes: str = typer.Option("16,64,256,all", help="Train-set sizes for the learning curves."),
     seeds: int = typer.Option(1, help="Seeds per strategy x size (mean ± std in the report)."),
@@ -626,7 +628,7 @@ def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path])
 
     specs = gather_endpoints(flags, file)
     prompt = [n for n in names if "@" not in n and get_strategy(n).kind == "prompt"]
-    if specs and not prompt:
+    if specs and not prompt and not any("@" in n for n in names):
         raise DataError("--endpoint: no prompt strategy among --strategies to run there (e.g. zero_shot, few_shot)")
     names += [c for c in (f"{n}@{s.name}" for s in specs for n in prompt) if c not in names]
     return [dataclasses.asdict(s) for s in specs]

@@ -98,10 +98,20 @@ class CompareConfig:
         unknown = [s for s in self.strategies if split_candidate(s)[0] not in known]
         if unknown:
             raise ValueError(f"--strategies: unknown {', '.join(unknown)}; registered: {', '.join(sorted(known))}")
+        models = self.models
+        if not models or len(set(models)) != len(models):
+            raise ValueError(f"--model {self.model!r}: one or more base model names, each once")
         names = [e["name"] for e in self.endpoints]
+        both = sorted(set(names) & set(models))
+        if both:
+            raise ValueError(f"--endpoint {both[0]}: also a base model of --model; give the endpoint another name")
+        if len(models) > 1:  # several bases: every local strategy runs on each, as STRATEGY@BASE
+            self.strategies = list(dict.fromkeys(
+                c for s in self.strategies
+                for c in ([f"{s}@{m}" for m in models] if split_candidate(s)[1] is None else [s])))
         for s in self.strategies:
             strategy, where = split_candidate(s)
-            if where is None:
+            if where is None or where in models:
                 continue
             if where not in names:
                 raise ValueError(f"--strategies: {s} names endpoint {where!r}, which is not defined "
@@ -139,13 +149,31 @@ class CompareConfig:
         if bad:
             raise ValueError(f"strategy_settings: unknown strategy {', '.join(bad)}")
 
+    @property
+    def models(self) -> list[str]:
+        """The local base models (``--model a,b``): the first is the primary one (forgetting's
+        reference text, the cost probe); with several, each local candidate names its base."""
+        return [m.strip() for m in str(self.model).split(",") if m.strip()]
+
+    def endpoint_of(self, candidate: str) -> str | None:
+        """The endpoint a candidate runs on (``STRATEGY@ENDPOINT``); None for a local one."""
+        where = split_candidate(candidate)[1]
+        return where if where is not None and where not in self.models else None
+
+    def base_of(self, candidate: str) -> str | None:
+        """The local base a candidate adapts (``STRATEGY@BASE``, or the primary base); None for a hosted one."""
+        where = split_candidate(candidate)[1]
+        return self.models[0] if where is None else where if where in self.models else None
+
     def endpoint(self, name: str) -> dict:
         return next(e for e in self.endpoints if e["name"] == name)
 
     def epochs_for(self, strategy: str) -> float:
         """Epochs of ``strategy``'s runs: as set, else the strategy's own default, else ``epochs``."""
         default = get_strategy(strategy).default_epochs
-        return float(self.strategy_epochs.get(strategy, default if default is not None else self.epochs))
+        name = split_candidate(strategy)[0]
+        return float(self.strategy_epochs.get(strategy, self.strategy_epochs.get(
+            name, default if default is not None else self.epochs)))
 
     def to_dict(self) -> dict:
         return asdict(self)

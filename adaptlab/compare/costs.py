@@ -138,6 +138,11 @@ class Estimator:
     settings: dict = field(default_factory=dict)     # tuned settings per strategy (over cfg's own)
     _seen: dict = field(default_factory=dict)        # (strategy, phase) -> [measured s, prior s]
     _calls: dict = field(default_factory=dict)       # endpoint -> [measured s, calls] of its runs
+    profiles: dict = field(default_factory=dict)     # several bases: base name -> its profile (else prof)
+
+    def _prof(self, strategy: str) -> Profile:
+        """The token counts and model shape of the base ``strategy``'s candidate adapts."""
+        return self.profiles.get(self.cfg.base_of(strategy), self.prof)
 
     # -------------------------------------------------------------- work (deterministic)
     def _config(self, strategy: str, settings: dict | None = None):
@@ -151,9 +156,9 @@ class Estimator:
         """Tokens one scored row pays for ``strategy`` beyond the prompt start all rows share (which
         scoring encodes once per call): the input, the template after it, the virtual tokens, and
         exemplars only where they differ per row (``nearest`` selection)."""
-        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy, settings)
+        p, sp, c = self._prof(strategy), get_strategy(strategy), self._config(strategy, settings)
         if sp.kind == "prompt":
-            k = getattr(c, "k", 0) if strategy != "zero_shot" else 0
+            k = getattr(c, "k", 0) if split_candidate(strategy)[0] != "zero_shot" else 0
             own = k * p.exemplar_tokens if getattr(c, "selection", "") == "nearest" else 0.0
             return p.input_tokens + p.prompt_extra + own
         virtual = getattr(c, "n_tokens", 0)
@@ -161,13 +166,13 @@ class Estimator:
 
     def context_tokens(self, strategy: str, settings: dict | None = None) -> float:
         """Tokens every row attends to before its own: the shared prompt start and exemplars."""
-        p, c = self.prof, self._config(strategy, settings)
-        k = getattr(c, "k", 0) if strategy != "zero_shot" else 0
+        p, c = self._prof(strategy), self._config(strategy, settings)
+        k = getattr(c, "k", 0) if split_candidate(strategy)[0] != "zero_shot" else 0
         return p.shared_prefix + k * p.exemplar_tokens
 
     def row_gflop(self, strategy: str, settings: dict | None = None) -> float:
         """Scoring one row: its prompt through the decoder, then the label tree or the answer."""
-        p = self.prof
+        p = self._prof(strategy)
         own = self.prompt_tokens(strategy, settings)
         # Attention over the shared context: about 4 x layers x hidden FLOP per token and context
         # token (the decoder's 0.2 GFLOP per token is its projections); ATTENTION folds the shape in.
@@ -180,13 +185,13 @@ class Estimator:
     def work(self, strategy: str, train_size: int, rows: int, settings: dict | None = None) -> Work:
         """The GFLOP of ``strategy`` fitted on ``train_size`` examples and scored on ``rows`` test rows
         (``settings``: the strategy's settings, when not the compare's own)."""
-        p, sp, c = self.prof, get_strategy(strategy), self._config(strategy, settings)
+        p, sp, c = self._prof(strategy), get_strategy(strategy), self._config(strategy, settings)
         row = self.row_gflop(strategy, settings)
         if sp.kind == "gradient":
             epochs = self.cfg.epochs_for(strategy)
             per_ex = (p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens) * p.tok_gflop \
                 + p.target_tokens * p.head_gflop
-            grad = BACKWARD + (2.0 if strategy == "full" else 0.0)   # full: weights' gradients and AdamW over all
+            grad = BACKWARD + (2.0 if sp.name == "full" else 0.0)   # full: weights' gradients and AdamW over all
             stages = 2.0 if sp.stacks else 1.0
             dev = epochs * min(self.cfg.dev_limit, 64) * row
             fit = stages * max(1, train_size) * epochs * per_ex * (1 + grad) + dev
@@ -228,7 +233,7 @@ class Estimator:
         return CALL_SECONDS_PRIOR / max(1, conc)
 
     def seconds(self, strategy: str, train_size: int, rows: int, settings: dict | None = None) -> float:
-        where = split_candidate(strategy)[1]
+        where = self.cfg.endpoint_of(strategy)
         if where is not None:
             return FIXED_SECONDS["prompt"] + self.calls(strategy, rows, settings) * self.call_seconds(where)
         w = self.work(strategy, train_size, rows, settings)
@@ -239,7 +244,7 @@ class Estimator:
 
     def score_seconds(self, strategy: str, rows: int) -> float:
         """Scoring ``rows`` more rows with ``strategy``'s artifact (no fit)."""
-        where = split_candidate(strategy)[1]
+        where = self.cfg.endpoint_of(strategy)
         if where is not None:
             return rows * self.call_seconds(where)
         gflop = rows * self.row_gflop(strategy)
@@ -249,7 +254,7 @@ class Estimator:
         """Learn the rates from a finished run's record (or a tuning fit's, which has no test rows)."""
         r = rec["run"]
         strategy = r["strategy"]
-        name, where = split_candidate(strategy)
+        where = self.cfg.endpoint_of(strategy)
         if where is not None:  # hosted: seconds per call, over the fit's and the scoring's calls
             train, ev = rec.get("train") or {}, rec.get("eval") or {}
             calls = (train.get("endpoint") or {}).get("calls", 0) + (ev.get("endpoint") or {}).get("calls", 0)
@@ -259,7 +264,7 @@ class Estimator:
                 acc[0] += secs
                 acc[1] += calls
             return
-        if strategy not in list_strategies():
+        if split_candidate(strategy)[0] not in list_strategies():
             return
         kind = get_strategy(strategy).kind
         rows = rec.get("eval", {}).get("scored_examples") or 0

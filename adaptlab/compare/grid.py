@@ -680,7 +680,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
         est.observe(r)
     from adaptlab.compare.costs import Estimator as TokenEstimator
 
-    tokens = TokenEstimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
+    tokens = TokenEstimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen, profiles=ctx.profiles)
     for r in done.values():
         tokens.observe(r)
     picker = AdaptivePicker(cfg, specs, est, out, tokens) if cfg.adaptive else GridPicker(cfg, specs, est, done, tokens)

@@ -34,6 +34,11 @@ class Context:
     profile: object = None          # token counts of the rows (compare.costs.Profile)
     probe_gflops: float = 0.0       # the machine's matrix-product speed, measured once
     endpoints: dict = dataclasses.field(default_factory=dict)  # name -> (EndpointSpec, its backend)
+    # Several local bases (--model a,b): name -> base, its forgetting reference, its token profile
+    # (the first is ``base``, ``forgetting_before`` and ``profile`` above).
+    bases: dict = dataclasses.field(default_factory=dict)
+    references: dict = dataclasses.field(default_factory=dict)
+    profiles: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n_eval(self) -> int:
@@ -48,8 +53,8 @@ def prepare(cfg: CompareConfig) -> Context:
     splits = load_task(cfg.data, data_dir_override=cfg.data_dir)
     test = subsample(splits.test, n=cfg.test_limit, seed=0) if cfg.test_limit and cfg.test_limit < len(splits.test) \
         else splits.test
-    base = load_base(cfg.model, device=resolve_device(cfg.device))
-    before = base_reference(base) if cfg.forgetting else None
+    bases = {m: load_base(m, device=resolve_device(cfg.device)) for m in cfg.models}
+    refs = {m: base_reference(b) for m, b in bases.items()} if cfg.forgetting else {}
     labels = splits.train.label_set
     floor = splits.train.spec.baselines(splits.train, test)
     from adaptlab.compare.costs import profile, screen_rows
@@ -58,8 +63,10 @@ def prepare(cfg: CompareConfig) -> Context:
     n_screen = screen_rows(splits.task, len(test), confidence=cfg.confidence)
     screen = subsample(test, n=n_screen, seed=0) if n_screen < len(test) else test
     probe = speed_probe()
-    return Context(base, splits, test, labels, before, floor, screen, profile(base, splits, test, probe), probe,
-                   endpoints=open_endpoints(cfg))
+    profiles = {m: profile(b, splits, test, probe) for m, b in bases.items()}
+    first = cfg.models[0]
+    return Context(bases[first], splits, test, labels, refs.get(first), floor, screen, profiles[first], probe,
+                   endpoints=open_endpoints(cfg), bases=bases, references=refs, profiles=profiles)
 
 
 def open_endpoints(cfg: CompareConfig) -> dict:
@@ -81,9 +88,27 @@ def open_endpoints(cfg: CompareConfig) -> dict:
 
 
 def model_of(spec, ctx: Context):
-    """What ``spec``'s run fits on: the local base model, or the endpoint its candidate names."""
-    where = split_candidate(spec.strategy)[1]
-    return ctx.base if where is None else ctx.endpoints[where][1]
+    """What ``spec``'s run fits on: the endpoint its candidate names, or its local base model."""
+    where = hosted_on(spec.strategy, ctx)
+    return ctx.endpoints[where][1] if where else base_of(spec.strategy, ctx)
+
+
+def hosted_on(candidate: str, ctx: Context) -> str | None:
+    """The endpoint a candidate runs on (``STRATEGY@ENDPOINT``); None for a local one."""
+    where = split_candidate(candidate)[1]
+    return where if where is not None and where in ctx.endpoints else None
+
+
+def base_of(candidate: str, ctx: Context):
+    """The local base a candidate adapts: ``STRATEGY@BASE``, else the primary base."""
+    where = split_candidate(candidate)[1]
+    return ctx.bases.get(where, ctx.base) if where is not None else ctx.base
+
+
+def reference_of(candidate: str, ctx: Context) -> dict | None:
+    """Forgetting's before-measurement of the candidate's base."""
+    where = split_candidate(candidate)[1]
+    return ctx.references.get(where, ctx.forgetting_before) if where is not None else ctx.forgetting_before
 
 
 def _quality(m: dict, data) -> float:
@@ -154,7 +179,7 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
     (``ctx.screen``), row ids kept as in the full test set."""
     t1 = time.perf_counter()
     rows_in = ctx.screen if screened and ctx.screen is not None else ctx.test
-    where = split_candidate(spec.strategy)[1]
+    where = hosted_on(spec.strategy, ctx)
     before = ctx.endpoints[where][1].usage() if where else None
     test_m = art.evaluate(rows_in, rows=True)
     rows = test_m.pop("rows")
@@ -178,7 +203,7 @@ def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> 
     """:func:`measure_extras`, and for a hosted candidate what its calls (fragility's paraphrases,
     consistency's samples, the train-test gap) used at the endpoint, kept apart from the test
     scoring's (``ev["endpoint_extras"]``) so the report's spend counts every call."""
-    where = split_candidate(spec.strategy)[1]
+    where = hosted_on(spec.strategy, ctx)
     if where is None:
         return measure_extras(ev, art, spec, cfg, ctx, train)
     from adaptlab.backends.endpoints import spend
@@ -245,7 +270,8 @@ def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train)
         frag = fragility(art, part, k=cfg.fragility_k, seed=spec.seed)
         seconds += time.perf_counter() - t2
         scored += len(part) * (1 + len(frag["paraphrases"]) + len(frag["perturbations"]))
-    forget = forgetting(art, ctx.base, ctx.forgetting_before) if cfg.forgetting else None
+    forget = forgetting(art, base_of(spec.strategy, ctx), reference_of(spec.strategy, ctx)) if cfg.forgetting \
+        else None
     steady = None
     if cfg.consistency_examples:
         part = subsample(ctx.test, n=min(cfg.consistency_examples, len(ctx.test)), seed=0)
@@ -253,7 +279,7 @@ def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train)
         steady = consistency(art, part, cfg.consistency_samples, cfg.consistency_temperature, seed=spec.seed)
         seconds += time.perf_counter() - t3
         scored += len(part) * (cfg.consistency_samples if not ctx.splits.train.spec.closed_labels else 1)
-    if cfg.endpoints and split_candidate(spec.strategy)[1] is None:  # beside hosted candidates: a request's latency
+    if cfg.endpoints and hosted_on(spec.strategy, ctx) is None:  # beside hosted candidates: a request's latency
         t4 = time.perf_counter()
         ev["latency"] = local_latency(art, ctx.test)
         seconds += time.perf_counter() - t4
@@ -307,7 +333,7 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     scored on the screening rows only."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     sp = get_strategy(spec.strategy)
-    where = split_candidate(spec.strategy)[1]
+    where = hosted_on(spec.strategy, ctx)
     before = ctx.endpoints[where][1].usage() if where else None
     art, train, train_info, settings = fit_run(spec, cfg, ctx, progress, settings, log_dir)
     if where:  # what fitting cost on the endpoint (a prompt search scores dev there)
@@ -323,7 +349,7 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     kept = True if keep else prune_artifact(folder, cfg.keep_artifacts, size)  # keep: until finalize
     return {
         "run": {"id": spec.id, "strategy": spec.strategy, "kind": sp.kind, "train_size": spec.train_size,
-                "endpoint": where,
+                "endpoint": where, "base": None if where else cfg.base_of(spec.strategy),
                 "seed": spec.seed, "epochs": cfg.epochs_for(spec.strategy) if sp.kind == "gradient" else None,
                 "settings": settings},
         "train": train_info,
