@@ -2,7 +2,12 @@
 (an OpenAI-compatible endpoint on loopback, standing in for a hosted API, priced like one) beside
 local adaptations of Gemma 3 270M, on the same test rows, with one cost model.
 
-    python bench/compare_hosted.py --data financial_phrasebank --out docs/results/compare_hosted
+    python bench/compare_hosted.py --data financial_phrasebank --out docs/results/compare_hosted \
+        --model gemma-3-270m,smollm2-135m-instruct
+    # the LM-proposed optimizer against prompt_search and few-shot on the endpoint, at one call budget:
+    python bench/compare_hosted.py --strategies zero_shot@hosted,few_shot@hosted,prompt_search@hosted,gepa@hosted \
+        --proposer hosted --set prompt_search.budget_calls=300 --set gepa.budget_calls=300 \
+        --work runs/optimizer_hosted --out docs/results/optimizer_hosted
 
 The endpoint is ``llama-server`` (``llamacpp_kit.llama_server_binary``) serving ``--hosted-gguf``
 (default: the SmolLM2-135M-Instruct GGUF the project installs, through its chat template, so the
@@ -46,6 +51,10 @@ def main() -> None:
     ap.add_argument("--train-sizes", default="128")
     ap.add_argument("--test-limit", type=int, default=200)
     ap.add_argument("--volume", default="1M/month")
+    ap.add_argument("--model", default="gemma-3-270m", help="local base(s), comma-separated")
+    ap.add_argument("--proposer", default=None, help="gepa's proposer: 'hosted' (the endpoint's model) or 'self'")
+    ap.add_argument("--set", action="append", default=[], help="strategy.key=value, as compare --set")
+    ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("runs/compare_hosted"))
     ap.add_argument("--out", type=Path, default=Path("docs/results/compare_hosted"))
     a = ap.parse_args()
@@ -88,6 +97,12 @@ def main() -> None:
             "--consistency-examples",
             "0",
             "--no-progress",
+            "--model",
+            a.model,
+            "--seeds",
+            str(a.seeds),
+            *(["--proposer", a.proposer] if a.proposer else []),
+            *(x for kv in a.set for x in ("--set", kv)),
         ]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)

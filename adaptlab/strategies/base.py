@@ -101,7 +101,7 @@ class Artifact:
         self.metrics = dict(metrics or {})
         self.decoding = decoding or dict(DEFAULT_DECODING)
         self.train_config = train_config
-        self.last_unparsed = 0
+        self.last_unparsed, self.last_unparsed_rows = 0, []
         # How its training rows were made (adaptlab.data.named.recipe_for) and where it came from
         # (adaptlab improve: parent version, rows added, feedback used); saved with it.
         self.recipe: dict | None = None
@@ -162,7 +162,7 @@ class Artifact:
         """Labels (always from the label set) or generated text."""
         if not self.spec.closed_labels:
             return self.generate(texts)
-        self.last_unparsed = 0
+        self.last_unparsed, self.last_unparsed_rows = 0, []
         if self.backend.supports_scores:
             if not self.calibrated:  # the argmax alone: the backend may skip labels that cannot win
                 best = self.backend.best(self.prompts(texts), self.label_texts())
@@ -170,7 +170,8 @@ class Artifact:
                 best = self.scores(texts).argmax(dim=1).tolist()
             return [self.labels[b] for b in best]
         idx = self.backend.choose(self.prompts(texts), self.labels)
-        self.last_unparsed = sum(i < 0 for i in idx)
+        self.last_unparsed_rows = [j for j, i in enumerate(idx) if i < 0]  # answers that named no label
+        self.last_unparsed = len(self.last_unparsed_rows)
         return [self.labels[i] if i >= 0 else self.fallback_label() for i in idx]
 
     def fallback_label(self) -> str | None:

@@ -218,3 +218,35 @@ def test_a_conversation_s_instruction_is_its_system_turn(scripted, tmp_path):
     again = Artifact.load(art.save(tmp_path / "g"), base)
     assert again.prompts([data.examples[0].text]) == [prompt]
     assert json.loads(data.examples[0].text)[0]["role"] == "user"  # the data itself is untouched
+
+
+class Parser(Rule):
+    """A model without label log-probabilities (answers are parsed): it names no label at all unless
+    its instruction says fruit is sweet."""
+
+    supports_scores = False
+
+    def generate(self, prompts, max_new_tokens=64, num_beams=1, stop=None, sampling=None):
+        self.calls += len(prompts)
+        out = []
+        for p in prompts:
+            word = p.rsplit("Text:", 1)[-1].split("\n")[0].split()[-1]
+            out.append(("fruit" if word in FRUIT else "veg") if "sweet" in p else "no idea")
+        return out
+
+
+def test_unparsed_answers_score_nothing_and_rare_classes_count_more(scripted):
+    from adaptlab.strategies.gepa.strategy import class_weights
+
+    veg = [ex for ex in TRAIN.examples if ex.label == "veg"]
+    train = TRAIN.with_examples(veg + veg + [ex for ex in TRAIN.examples if ex.label == "fruit"][:3])
+    assert class_weights(train, "auto") == {"veg": 0.25, "fruit": 1.0}  # 12 veg, 3 fruit: imbalanced
+    assert class_weights(TRAIN, "auto") == {} and class_weights(TRAIN, "balanced") == {"fruit": 1.0, "veg": 1.0}
+    scripted([SWEET])
+    config = make_config("gepa", proposer="scripted", val_examples=12, minibatch=3, k=0, budget_calls=120)
+    art = get_strategy("gepa").strategy_cls(config).fit(Parser(), train, DEV, progress=False)
+    seed = next(t for t in art.trace if t["step"] == "candidate" and t["candidate"] == 0)
+    # every seed answer named no label: it scores 0, though falling back to the majority class 'veg'
+    # would have been right on half the dev rows
+    assert seed["dev_metric"] == 0.0 and art.metrics["search"]["row_metric"] == "balanced"
+    assert art.template.instruction.startswith("Fruit is sweet")

@@ -41,6 +41,14 @@ class GepaConfig(PromptConfig):
             "the prompt got wrong, with their right answers (0: instructions only)."
         },
     )
+    metric: str = field(
+        default="auto",
+        metadata={
+            "help": "Classification: what a row scores: accuracy (1 if right), balanced (right rows weighted by "
+            "their class's rarity in train, so answering the majority class is not a winning prompt), or "
+            "auto (balanced when train is imbalanced, as the compare then ranks by macro-F1)."
+        },
+    )
     instruction: str | None = field(
         default=None, metadata={"help": "The seed instruction (default: the template's own; {labels} is filled in)."}
     )
@@ -54,5 +62,7 @@ class GepaConfig(PromptConfig):
                 raise ValueError(f"gepa config: {name}={getattr(self, name)}: must be >= 1")
         if self.proposer_tokens < 0 or self.k < 0:
             raise ValueError("gepa config: proposer_tokens and k must be >= 0")
+        if self.metric not in ("auto", "accuracy", "balanced"):
+            raise ValueError(f"gepa config: metric={self.metric!r}: auto, accuracy or balanced")
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError("gepa config: instruction must be non-empty when given")

@@ -121,6 +121,7 @@ class _Search:
         self.clf = train.spec.closed_labels
         self.labels = train.labels if self.clf else None
         self.items = list(train.examples) + list(dev.examples)
+        self.weights = class_weights(train, cfg.metric) if self.clf else {}
         self.data = train
         self.calls = 0  # the prompted model's calls (replayed ones too: the budget walks the same path)
         self.proposer_calls = 0
@@ -265,8 +266,14 @@ class _Search:
         scoring for classification, the ranking metric for generation and chat)."""
         data = self.data.with_examples(examples)
         _, detail, _ = art.spec.evaluate(art, data)
-        if self.clf:  # a row per example, in order
-            return [{"output": d["output"], "metric": float(d["metric"])} for d in detail]
+        if self.clf:  # a row per example, in order; an answer that named no label scores 0, not its fallback's
+            unparsed = set(getattr(art, "last_unparsed_rows", []))
+            return [
+                {"output": NO_LABEL, "metric": 0.0}
+                if j in unparsed
+                else {"output": d["output"], "metric": float(d["metric"]) * self.weights.get(d["reference"], 1.0)}
+                for j, d in enumerate(detail)
+            ]
         by_input = {d["input"]: d for d in detail}  # generation and chat: a row per distinct input
         return [
             {"output": by_input[ex.text]["output"], "metric": float(by_input[ex.text]["metric"])} for ex in examples
@@ -276,7 +283,13 @@ class _Search:
         records = []
         for t in eval_batch.trajectories or []:
             if self.clf:
-                feedback = "Correct." if t["score"] >= 1 else f"Wrong. The right answer is: {t['reference']}"
+                feedback = (
+                    "Correct."
+                    if t["score"] > 0
+                    else f"Wrong: the answer named none of the labels. The right answer is: {t['reference']}"
+                    if t["output"] == NO_LABEL
+                    else f"Wrong. The right answer is: {t['reference']}"
+                )
             else:
                 feedback = (
                     f"Score {t['score']:.2f} of 1 ({self.data.spec.metric} against the reference). "
@@ -368,13 +381,35 @@ class _Search:
         wrong = [
             (r["Inputs"], r["_reference"])
             for r in sorted(records, key=lambda r: r["_score"])
-            if r["_score"] < 1 and (r["Inputs"], r["_reference"]) not in shown
+            if r["_score"] < (1e-9 if self.clf else 1.0) and (r["Inputs"], r["_reference"]) not in shown
         ]
         new = (wrong + shown)[: self.cfg.k]
         self.trace.append(
             {"step": "proposal", "component": "exemplars", "added": len(wrong[: self.cfg.k]), "calls_used": self.used}
         )
         return json.dumps([list(p) for p in new])
+
+
+NO_LABEL = "(an answer that names none of the labels)"
+
+
+def class_weights(train: TaskData, metric: str) -> dict[str, float]:
+    """What a right answer of each class scores: 1 (accuracy), or the rarest class's train count over
+    its own (balanced: a row-mean then ranks prompts as balanced accuracy does, and a prompt that
+    answers the majority class everywhere does not win on imbalanced data, as it did in the first
+    Financial PhraseBank run: 60% "accuracy" from 199 unparsed answers falling back to 'neutral')."""
+    counts: dict[str, int] = {}
+    for ex in train.examples:
+        counts[ex.label] = counts.get(ex.label, 0) + 1
+    if metric == "auto":
+        from adaptlab.compare.baselines import imbalanced  # the rule by which a compare ranks by macro-F1
+
+        share = max(counts.values()) / len(train)
+        metric = "balanced" if imbalanced({"n_labels": len(train.labels), "largest_share": share}) else "accuracy"
+    if metric == "accuracy":
+        return {}
+    least = min(counts.values())
+    return {lab: least / n for lab, n in counts.items()}
 
 
 class _Quiet:
@@ -471,6 +506,7 @@ class GepaStrategy(PromptStrategy):
         art.metrics["search"] = {
             "candidates": len(result.candidates),
             "calls_used": run.used,
+            "row_metric": ("balanced" if run.weights else "accuracy") if run.clf else train.spec.metric,
             "model_calls": run.calls,
             "paid_calls": run.paid_calls,
             "replayed": journal.replayed,

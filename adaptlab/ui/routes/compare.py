@@ -37,7 +37,8 @@ async def compare_page(request: Request, source: str = ""):
     st = ui_state(request)
     listed = await asyncio.to_thread(jobs(request).list)
     return page(request, "compare.html", "compare", sources=sources(st), source=source, models=MODELS,
-                default_model=st.model, strategies=list_strategies(), jobs=listed)
+                default_model=st.model, strategies=list_strategies(), checked=list_strategies(default=True),
+                jobs=listed)
 
 
 @router.post("/ui/compare")
