@@ -165,6 +165,14 @@ class CompareConfig:
         where = split_candidate(candidate)[1]
         return self.models[0] if where is None else where if where in self.models else None
 
+    def settings_for(self, candidate: str, table: dict | None = None) -> dict:
+        """A candidate's strategy settings: its strategy's (``--set few_shot.k=2``), then the
+        candidate's own in ``table`` (the compare's settings, or those tuning chose), so that
+        ``few_shot@gpt`` and ``lora@smollm2-135m-instruct`` get what ``--set`` gave their strategy."""
+        name = split_candidate(candidate)[0]
+        return {**self.strategy_settings.get(name, {}), **(self.strategy_settings if table is None else table).get(
+            candidate, {})}
+
     def endpoint(self, name: str) -> dict:
         return next(e for e in self.endpoints if e["name"] == name)
 

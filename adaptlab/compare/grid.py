@@ -181,7 +181,7 @@ class Estimator:
             dev_evals = self.epochs(spec.strategy) * min(self.cfg.dev_limit, 64) * eval_rate
             seconds += prior * work + dev_evals
         else:  # a search spends calls whatever the data
-            settings = self.cfg.strategy_settings.get(spec.strategy, {})
+            settings = self.cfg.settings_for(spec.strategy)
             calls = sp.strategy_cls.planned_calls(make_config(spec.strategy, **settings))
             seconds += (calls or 0) * eval_rate
         return seconds
@@ -766,7 +766,7 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
             torch.manual_seed(spec.seed)
             with time_limit(limit):
                 rec = run_one(spec, cfg, ctx, out, progress=progress, light=picker.light(spec),
-                              settings=settings.get(spec.strategy, {}), keep=picker.keep(spec),
+                              settings=cfg.settings_for(spec.strategy, settings), keep=picker.keep(spec),
                               log_dir=live.run_dir(spec.id), screened=picker.screened(spec))
             rec["meta"].update({"versions": package_versions(), "git_commit": commit,
                                 "machine": machine, "data": cfg.data, "model": cfg.model,

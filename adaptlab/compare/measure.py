@@ -136,9 +136,7 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
             log_dir: Path | None = None):
     """Fit ``spec``'s strategy on its train subset: (artifact, train subset, train record, settings)."""
     sp = get_strategy(spec.strategy)
-    name = split_candidate(spec.strategy)[0]
-    settings = dict(cfg.strategy_settings.get(spec.strategy, cfg.strategy_settings.get(name, {}))
-                    if settings is None else settings)
+    settings = dict(cfg.settings_for(spec.strategy) if settings is None else settings)
     if cfg.proposer and "proposer" in {f.name for f in dataclasses.fields(sp.config_cls)}:
         settings.setdefault("proposer", cfg.proposer)  # --proposer: the LM a proposing strategy asks
     train = train_subset(spec, ctx)

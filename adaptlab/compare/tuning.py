@@ -53,7 +53,7 @@ def tune_plan(cfg: CompareConfig, specs: list) -> list[TuneSpec]:
         sizes = [s.train_size for s in specs if s.strategy == name and s.train_size]
         if not search or not sizes:
             continue
-        user = dict(cfg.strategy_settings.get(name, {}))
+        user = cfg.settings_for(name)
         variants = [{}] + [v for v in search if not set(v) & set(user)]
         if len(variants) < 2:
             continue

@@ -17,7 +17,7 @@ from tests.compare.test_grid import FAST
 
 def test_each_strategy_runs_on_each_base_in_one_ranking(tmp_path):
     cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora"], train_sizes=[8], seeds=1,
-                        **{**FAST, "model": "tiny,tiny-llama"})
+                        **{**FAST, "model": "tiny,tiny-llama", "strategy_settings": {"lora": {"r": 4}}})
     assert cfg.strategies == ["zero_shot@tiny", "zero_shot@tiny-llama", "lora@tiny", "lora@tiny-llama"]
     assert cfg.base_of("lora@tiny-llama") == "tiny-llama" and cfg.endpoint_of("lora@tiny-llama") is None
     res = run_compare(cfg, tmp_path, progress=False)
@@ -26,6 +26,7 @@ def test_each_strategy_runs_on_each_base_in_one_ranking(tmp_path):
     recs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
     a, b = recs["lora@tiny-n8-s0"], recs["lora@tiny-llama-n8-s0"]
     assert (a["run"]["base"], b["run"]["base"]) == ("tiny", "tiny-llama") and a["run"]["endpoint"] is None
+    assert b["run"]["settings"] == {"r": 4} == cfg.settings_for("lora@tiny-llama")  # --set lora.r reaches each base
     assert [p["id"] for p in a["predictions"]] == [p["id"] for p in b["predictions"]]  # the same test rows
     # each base's own forgetting reference: its own perplexity before adapting
     za, zb = recs["zero_shot@tiny-n0-s0"], recs["zero_shot@tiny-llama-n0-s0"]

@@ -82,6 +82,7 @@ def test_hosted_and_local_in_one_compare(fake, tmp_path):
     assert used["calls"] == n and used["predictions"] == n
     assert used["usd_per_1m"] == pytest.approx(used["prompt_tokens_per_prediction"] * 1.5)  # no completion tokens
     assert hosted["eval"]["quality"] == 1.0  # the fake knows fruit: the same test rows as the local runs
+    assert hosted["run"]["settings"]["k"] == 2  # --set few_shot.k=2 reaches few_shot@fake too
     assert hosted["eval"]["endpoint_extras"]["calls"] > 0  # the train-test gap's calls, counted in the spend too
     assert results["lora"]["eval"]["latency"]["latency_p50_s"] > 0  # beside hosted candidates: one request alone
     assert used["latency_p50_s"] is not None and used["latency_p95_s"] >= used["latency_p50_s"]
