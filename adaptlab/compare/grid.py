@@ -762,6 +762,7 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
                             "estimate_s": guess, "started": time.time()})
         limit = picker.limit(spec, guess, clock() - t_start)
         t_run = clock()
+        ended = False  # finished or cut; after an error its live folder stays (a search journals there: gepa)
         try:
             torch.manual_seed(spec.seed)
             with time_limit(limit):
@@ -772,7 +773,9 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
                                 "machine": machine, "data": cfg.data, "model": cfg.model,
                                 "worker": f"{socket.gethostname()}:{os.getpid()}"})
             atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
+            ended = True
         except TimeUp:
+            ended = True
             took = clock() - t_run
             entry = {"id": spec.id, "estimate_s": guess, "left_s": limit, "cut": True, "seconds": took,
                      "reason": f"cut after {took:.0f} s by its time limit ({limit:.0f} s; estimated {guess:.0f} s)"}
@@ -783,7 +786,8 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
             continue
         finally:
             release_claim(out, spec.id)
-            shutil.rmtree(live.run_dir(spec.id), ignore_errors=True)
+            if ended:
+                shutil.rmtree(live.run_dir(spec.id), ignore_errors=True)
         done[spec.id] = rec
         finished.append(spec.id)
         picker.est.observe(rec)

@@ -243,3 +243,88 @@ def test_gepa_in_a_compare_with_a_proposer_of_its_own(fake, tmp_path):
         assert "| prop |" in spend and "| fake |" in spend
     with pytest.raises(ValueError, match="--proposer 'nobody': not an endpoint of this compare"):
         CompareConfig(data="demo", strategies=["gepa"], proposer="nobody")
+
+
+def test_a_gepa_run_whose_proposer_fails_resumes_from_its_journal(tmp_path, monkeypatch):
+    """The proposer's key expires part-way through a gepa run: the compare stops with the one-line
+    401, the run's journal stays in its live folder, and the same compare with a good key finishes
+    the run, sending the proposer only the proposals it had not answered."""
+    data = _data(tmp_path)
+    monkeypatch.setenv("PROP_KEY", "good")
+    argv = [
+        "--strategies",
+        "gepa",
+        "--set",
+        "gepa.budget_calls=60",
+        "--set",
+        "gepa.val_examples=4",
+        "--set",
+        "gepa.minibatch=2",
+        "--set",
+        "gepa.k=0",
+    ]
+    with fake_endpoint() as prop:
+        prop.key = "good"
+        proposer = f"prop={prop.url},model=fake,key=PROP_KEY,mode=parse"
+        prop.expire_after = 2  # two proposals answered, then the key fails
+        r = CliRunner().invoke(
+            app,
+            [
+                "compare",
+                "--data",
+                str(data),
+                "--model",
+                "tiny",
+                "--train-sizes",
+                "8",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-forgetting",
+                "--fragility-k",
+                "0",
+                "--consistency-examples",
+                "0",
+                "--no-progress",
+                "--full-grid",
+                "--proposer",
+                proposer,
+                "--no-response-cache",
+                *argv,
+            ],
+        )
+        assert r.exit_code == 2 and "HTTP 401" in r.output, r.output
+        journal = tmp_path / "run" / "live" / "gepa-n8-s0" / "gepa_journal.jsonl"
+        assert journal.exists() and len(journal.read_text().splitlines()) > 5
+        prop.expire_after = None
+        sent = prop.requests
+        r = CliRunner().invoke(
+            app,
+            [
+                "compare",
+                "--data",
+                str(data),
+                "--model",
+                "tiny",
+                "--train-sizes",
+                "8",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-forgetting",
+                "--fragility-k",
+                "0",
+                "--consistency-examples",
+                "0",
+                "--no-progress",
+                "--full-grid",
+                "--proposer",
+                proposer,
+                "--no-response-cache",
+                *argv,
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        rec = json.loads((tmp_path / "run" / "results" / "gepa-n8-s0.json").read_text())
+        p = rec["train"]["proposer"]
+        assert p["spend"]["http_requests"] == prop.requests - sent == p["spend"]["calls"]
+        assert p["spend"]["calls"] <= p["calls"] - 2  # the two answered proposals came from the journal
+        assert not journal.parent.exists()  # done: its live folder is gone

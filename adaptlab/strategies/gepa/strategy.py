@@ -15,6 +15,12 @@ examples, and mutates one component from what it saw:
 
 The child is scored on the same minibatch, and if better, on the dev rows, where it joins the front.
 
+What a row scores: for classification, 1 for the right label and 0 for a wrong one or for an answer
+that names no label (a parsed endpoint's fallback label does not count); on imbalanced train data each
+right answer is weighted by its class's rarity (``metric=auto``), since a prompt that makes the model
+answer the majority class (or nothing, falling back to it) otherwise wins on accuracy. Generation and
+chat score the task type's ranking metric (ROUGE-L by default) per row.
+
 Why gepa and not DSPy's MIPROv2/GEPA: DSPy optimises DSPy programs whose modules parse free-text
 answers; here the evaluator must stay the task type's own (classification scores each label's
 log-probability, exactly as every other strategy is scored; generation and chat use the task
