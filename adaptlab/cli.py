@@ -25,6 +25,11 @@ from adaptlab.tasks.base import list_tasks
 
 MODEL_HELP = ("Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for tests), "
               "a .gguf file or a transformers model folder.")
+MODELS_HELP = MODEL_HELP + (" Several, comma-separated (gemma-3-270m,smollm2-135m-instruct): each strategy runs "
+                            "on each base as STRATEGY@BASE, in one ranking.")
+PROPOSER_HELP = ("The LM that proposes instructions for gepa: an endpoint NAME from --endpoint/--endpoints, "
+                 "NAME=URL[,model=..,key=..,in=..,out=..] (not a candidate itself), or 'self'. Adds gepa to "
+                 "--strategies all.")
 
 app = typer.Typer(help="adaptlab: prompt-tune or fine-tune? Measure every strategy on your data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -315,17 +320,23 @@ def _print_spend(backend) -> None:
                   f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}", highlight=False)
 
 
-def _open_proposer(flag: str, endpoints_file: Optional[Path], response_cache: Optional[Path]) -> str:
-    """``train --proposer``: open (pre-flight, register by name) the endpoint it names; its name."""
+def _open_proposer(strategy_spec, flag: Optional[str], endpoints_file: Optional[Path],
+                   response_cache: Optional[Path]) -> dict:
+    """``train --proposer``: open (pre-flight, register by name) the endpoint it names; the config
+    override naming it ({} without the flag)."""
+    if not flag:
+        return {}
+    if "proposer" not in {f.name for f in dataclasses.fields(strategy_spec.config_cls)}:
+        raise DataError(f"--proposer: {strategy_spec.name} asks no proposer LM (gepa does)")
     if flag == "self":
-        return flag
+        return {"proposer": flag}
     from adaptlab.backends.endpoints import ResponseCache, preflight, register_open
 
     spec = _endpoint_spec(flag, endpoints_file)
     backend = spec.backend(ResponseCache(response_cache) if response_cache else None)
     preflight(spec, backend)
     register_open(spec, backend)
-    return spec.name
+    return {"proposer": spec.name}
 
 
 def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
@@ -408,20 +419,14 @@ def train_cmd(
     from adaptlab.data.named import load_task
     from adaptlab.data.splits import subsample
     from adaptlab.strategies import get_strategy, make_config
-    from adaptlab.strategies.base import artifact_bytes
     from adaptlab.training import TrainConfig
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
         spec = get_strategy(strategy)
-        overrides = _parse_overrides(set_)
-        if proposer:
-            if "proposer" not in {f.name for f in dataclasses.fields(spec.config_cls)}:
-                raise DataError(f"--proposer: {strategy} asks no proposer LM (gepa does)")
-            overrides["proposer"] = _open_proposer(proposer, endpoints_file,
-                                                   _cache_path(response_cache, no_response_cache))
-        config = make_config(strategy, **overrides)
+        config = make_config(strategy, **{**_parse_overrides(set_), **_open_proposer(
+            spec, proposer, endpoints_file, _cache_path(response_cache, no_response_cache))})
         if track not in (None, "tensorboard"):
             raise DataError(f"--track {track!r}: train writes tensorboard (compare: --track mlflow)")
         if endpoint and spec.kind != "prompt":
@@ -454,14 +459,23 @@ def train_cmd(
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
     _print_spend(backend)
+    _print_trained(art, f"{strategy} on {data}", out)
+
+
+def _print_trained(art, title: str, out: Path) -> None:
+    """``train``'s one table: test metrics, cost and size of the artifact just written."""
+    from adaptlab.strategies.base import artifact_bytes
+
     te, tr = art.metrics["test"], art.metrics["train"]
-    table = Table(title=f"{strategy} on {data}")
+    table = Table(title=title)
     columns = {f"test {k}": f"{te[k]:.3f}" for k in art.spec.report_metrics if isinstance(te.get(k), (int, float))}
     columns |= {"prompt tokens": f"{te['prompt_tokens']:.0f}", "test ex/s": f"{te['examples_per_s']:.1f}",
                "fit s": f"{tr['train_seconds']:.1f}", "peak RSS GB": f"{tr['peak_rss_bytes'] / 2**30:.2f}",
                "trainable": f"{tr['trainable_params']:,}",
                "model calls": "-" if tr.get("model_calls") is None else f"{tr['model_calls']:,}",
                "artifact MB": f"{artifact_bytes(out) / 1e6:.3f}"}
+    if tr.get("proposer"):
+        columns["proposer calls / tokens"] = f"{tr['proposer']['calls']:,} / {tr['proposer']['tokens']:,}"
     table.add_column("measure")
     table.add_column("value", justify="right")
     for k, v in columns.items():
@@ -499,9 +513,7 @@ def endpoints_cmd(
 @app.command("compare")
 def compare_cmd(
     data: str = typer.Option(..., help="Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."),
-    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP + " Several, comma-separated (gemma-3-270m,"
-                                                   "smollm2-135m-instruct): each strategy runs on each base as "
-                                                   "STRATEGY@BASE, in one ranking."),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODELS_HELP),
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
     train_sizes: str = typer.Option("16,64,256,all", help="Train-set sizes for the learning curves."),
     seeds: int = typer.Option(1, help="Seeds per strategy x size (mean ± std in the report)."),
@@ -561,10 +573,7 @@ def compare_cmd(
                                                   help="SQLite file of endpoint answers already paid for (default "
                                                        "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite)."),
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
-    proposer: Optional[str] = typer.Option(None, help="The LM that proposes instructions for gepa: an endpoint NAME "
-                                                      "from --endpoint/--endpoints, NAME=URL[,model=..,key=..,in=..,"
-                                                      "out=..] (not a candidate itself), or 'self'. Adds gepa to "
-                                                      "--strategies all."),
+    proposer: Optional[str] = typer.Option(None, help=PROPOSER_HELP),
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -572,15 +581,11 @@ def compare_cmd(
     from adaptlab.compare.config import parse_sizes, parse_volume
     from adaptlab.compare.recommend import Constraints
     from adaptlab.compare.report import build_report
-    from adaptlab.strategies import list_strategies
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
-        names = list_strategies(default=True) + (["gepa"] if proposer else []) if strategies == "all" \
-            else [s.strip() for s in strategies.split(",") if s.strip()]
-        hosted = _hosted_candidates(names, endpoint, endpoints_file)  # adds STRATEGY@ENDPOINT to names
-        proposer_name, proposer_only = _proposer(proposer, hosted)
+        names, hosted, proposer_name, proposer_only = _candidates(strategies, endpoint, endpoints_file, proposer)
         settings, strategy_epochs = _strategy_overrides(set_)
         cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
                             seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
@@ -598,15 +603,30 @@ def compare_cmd(
                             proposer=proposer_name, proposer_endpoints=proposer_only)
         cfg.tune = tune if tune is not None else cfg.adaptive
         result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
-        if not result["results"] and result["skipped"]:
-            cheapest = min(x["estimate_s"] for x in result["skipped"])
-            raise DataError(f"--budget {budget}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
-                            f"at {cheapest:.0f} s); raise the budget")
+        _check_ran(result, budget)
         report = build_report(out, Constraints(volume=cfg.volume))
         tracked = _track_compare(out, track, tracking_uri)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
     _compare_done(out, report, tracked, result, Constraints(volume=cfg.volume))
+
+
+def _candidates(strategies: str, endpoint: list[str], endpoints_file: Optional[Path], proposer: Optional[str]):
+    """``--strategies`` (with gepa when ``all`` and a --proposer), the hosted candidates
+    STRATEGY@ENDPOINT added, the endpoints, and the proposer's name and endpoint of its own."""
+    from adaptlab.strategies import list_strategies
+
+    names = list_strategies(default=True) + (["gepa"] if proposer else []) if strategies == "all" \
+        else [s.strip() for s in strategies.split(",") if s.strip()]
+    hosted = _hosted_candidates(names, endpoint, endpoints_file)  # adds STRATEGY@ENDPOINT to names
+    return (names, hosted, *_proposer(proposer, hosted))
+
+
+def _check_ran(result: dict, budget: Optional[str]) -> None:
+    if not result["results"] and result["skipped"]:
+        cheapest = min(x["estimate_s"] for x in result["skipped"])
+        raise DataError(f"--budget {budget}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
+                        f"at {cheapest:.0f} s); raise the budget")
 
 
 def _compare_done(out: Path, report: Path, tracked: dict | None, result: dict, constraints) -> None:
