@@ -250,3 +250,38 @@ def test_unparsed_answers_score_nothing_and_rare_classes_count_more(scripted):
     # would have been right on half the dev rows
     assert seed["dev_metric"] == 0.0 and art.metrics["search"]["row_metric"] == "balanced"
     assert art.template.instruction.startswith("Fruit is sweet")
+
+
+class Writer(Backend):
+    """A generation "model" that copies the input's value, adding " is good." only when told to."""
+
+    name = fingerprint = "writer"
+
+    def generate(self, prompts, max_new_tokens=64, num_beams=1, stop=None, sampling=None):
+        self.calls += len(prompts)
+        out = []
+        for p in prompts:
+            value = p.rsplit("Input: name[", 1)[-1].split("]")[0]
+            out.append(f"{value} is good." if "praise" in p else value)
+        return out
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+def test_generation_scores_the_task_metric_in_a_frame_with_an_instruction(scripted):
+    from tests.strategies.test_matrix import GEN
+
+    proposer = scripted(["```\nWrite the value, then praise it.\n```"])
+    config = make_config("gepa", proposer="scripted", budget_calls=80, val_examples=4, minibatch=2, k=0)
+    art = get_strategy("gepa").strategy_cls(config).fit(Writer(), GEN, GEN, progress=False)
+    assert (
+        art.template.name.startswith("gepa") and "{instruction}" in art.template.template
+    )  # "instruct", not input-output
+    assert art.metrics["search"]["row_metric"] == "rouge_l"
+    assert art.template.instruction == "Write the value, then praise it."
+    assert art.metrics["dev"]["metric"] == 1.0 and "Score 0.50 of 1 (rouge_l" in proposer.prompts[0]
+    with pytest.raises(ValueError, match="template 'input-output' has no {instruction} slot"):
+        get_strategy("gepa").strategy_cls(make_config("gepa", proposer="scripted", template="input-output")).fit(
+            Writer(), GEN, GEN, progress=False
+        )

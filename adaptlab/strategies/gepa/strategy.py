@@ -123,7 +123,7 @@ class _Search:
         cfg = strategy.config
         self.cfg, self.backend, self.proposer, self.proposer_name = cfg, backend, proposer, proposer_name
         self.train, self.common, self.journal = train, common, journal
-        self.frame = cfg.template_for(train.task, backend)
+        self.frame = instruction_frame(cfg, train.task, backend)
         self.clf = train.spec.closed_labels
         self.labels = train.labels if self.clf else None
         self.items = list(train.examples) + list(dev.examples)
@@ -399,6 +399,24 @@ class _Search:
 NO_LABEL = "(an answer that names none of the labels)"
 
 
+def instruction_frame(cfg, task: str, backend: Backend):
+    """The template whose instruction evolves: the configured one, or, when the task's default has no
+    ``{instruction}`` slot (generation's ``input-output``), the task's first built-in that has one.
+    A conversation needs none: its instruction is the system turn."""
+    import dataclasses
+
+    from adaptlab.prompts import builtin_templates
+    from adaptlab.tasks.base import get_task
+
+    frame = cfg.template_for(task, backend)
+    if "instruction" in frame.fields or get_task(task).conversation:
+        return frame
+    slot = next((name for name, t in builtin_templates(task).items() if "instruction" in t.fields), None)
+    if cfg.template is not None or slot is None:
+        raise ValueError(f"gepa: template '{frame.name}' has no {{instruction}} slot to evolve")
+    return dataclasses.replace(cfg, template=slot).template_for(task, backend)
+
+
 def class_weights(train: TaskData, metric: str) -> dict[str, float]:
     """What a right answer of each class scores: 1 (accuracy), or the rarest class's train count over
     its own (balanced: a row-mean then ranks prompts as balanced accuracy does, and a prompt that
@@ -442,9 +460,7 @@ class GepaStrategy(PromptStrategy):
         cfg = self.config
         if dev is None or not len(dev):
             raise ValueError("gepa needs a dev split to select on")
-        frame = cfg.template_for(train.task, backend)
-        if "instruction" not in frame.fields and not train.spec.conversation:
-            raise ValueError(f"gepa: template '{frame.name}' has no {{instruction}} slot to evolve")
+        frame = instruction_frame(cfg, train.task, backend)
         from adaptlab.backends.endpoints import proposer_backend, proposer_spend
 
         proposer = proposer_backend(cfg.proposer, backend)
