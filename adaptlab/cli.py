@@ -284,7 +284,7 @@ DEVICE_OPT = typer.Option("auto", help="auto (a GPU when torch sees one), cpu, c
 
 
 def _endpoint_spec(endpoint: str, endpoints_file: Optional[Path], endpoint_model: str = "default",
-                   api_key_env: Optional[str] = None, endpoint_mode: str = "auto"):
+                   api_key_env: Optional[str] = None, endpoint_mode: str = "auto", flag: str = "--endpoint"):
     """``--endpoint``: a base URL (with --endpoint-model etc.), ``NAME=URL,model=..,key=..``, or a NAME
     defined in ``--endpoints FILE``."""
     from adaptlab.backends.endpoints import EndpointError, EndpointSpec, gather_endpoints, parse_endpoint_flag
@@ -296,7 +296,7 @@ def _endpoint_spec(endpoint: str, endpoints_file: Optional[Path], endpoint_model
         return parse_endpoint_flag(endpoint)
     known = {s.name: s for s in gather_endpoints(None, endpoints_file)} if endpoints_file else {}
     if endpoint not in known:
-        raise EndpointError(f"--endpoint {endpoint!r}: not a URL, NAME=URL, or a name in --endpoints"
+        raise EndpointError(f"{flag} {endpoint!r}: not a URL, NAME=URL, or a name in --endpoints"
                             + (f" (it defines {', '.join(known)})" if known else ""))
     return known[endpoint]
 
@@ -332,7 +332,7 @@ def _open_proposer(strategy_spec, flag: Optional[str], endpoints_file: Optional[
         return {"proposer": flag}
     from adaptlab.backends.endpoints import ResponseCache, preflight, register_open
 
-    spec = _endpoint_spec(flag, endpoints_file)
+    spec = _endpoint_spec(flag, endpoints_file, flag="--proposer")
     backend = spec.backend(ResponseCache(response_cache) if response_cache else None)
     preflight(spec, backend)
     register_open(spec, backend)

@@ -285,3 +285,57 @@ def test_generation_scores_the_task_metric_in_a_frame_with_an_instruction(script
         get_strategy("gepa").strategy_cls(make_config("gepa", proposer="scripted", template="input-output")).fit(
             Writer(), GEN, GEN, progress=False
         )
+
+
+def test_train_with_a_proposer_on_an_endpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from adaptlab.cli import app
+
+    with fake_endpoint() as prop:
+        argv = [
+            "train",
+            "--strategy",
+            "gepa",
+            "--data",
+            "demo",
+            "--model",
+            "tiny",
+            "--out",
+            str(tmp_path / "g"),
+            "--train-size",
+            "16",
+            "--set",
+            "budget_calls=50",
+            "--set",
+            "val_examples=4",
+            "--set",
+            "minibatch=2",
+            "--set",
+            "k=1",
+            "--no-response-cache",
+        ]
+        r = CliRunner().invoke(app, [*argv, "--proposer", f"prop={prop.url},model=fake,in=1,out=1,mode=parse"])
+        assert r.exit_code == 0, r.output
+        assert "proposer calls / tokens" in r.output and prop.requests >= 1
+        meta = json.loads((tmp_path / "g" / "adaptlab_artifact.json").read_text())
+        assert meta["strategy_config"]["proposer"] == "prop" and meta["metrics"]["train"]["proposer"]["calls"] >= 1
+        r = CliRunner().invoke(app, [*argv, "--proposer", "nowhere"])
+        assert r.exit_code == 2 and "--proposer 'nowhere'" in r.output
+        r = CliRunner().invoke(
+            app,
+            [
+                "train",
+                "--strategy",
+                "lora",
+                "--data",
+                "demo",
+                "--model",
+                "tiny",
+                "--out",
+                str(tmp_path / "l"),
+                "--proposer",
+                "self",
+            ],
+        )
+        assert r.exit_code == 2 and "lora asks no proposer LM" in r.output
