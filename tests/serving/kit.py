@@ -29,6 +29,7 @@ KINDS = [
     ("fs", "few_shot", MOOD, {"k": 2, "calibrate": True}),
     ("ps", "prompt_search", FOOD, {"budget_calls": 30, "first_round": 3, "exemplar_sets": 1, "bootstrap": 4,
                                     "calibrate": True}),
+    ("gepa", "gepa", MOOD, {"budget_calls": 30, "val_examples": 3, "minibatch": 2, "k": 1, "proposer_max_tokens": 8}),
     ("soft", "soft_prompt", FOOD, {"n_tokens": 4}),
     ("soft2", "soft_prompt", MOOD, {"n_tokens": 7}),
     ("prefix", "prefix", FOOD, {"n_tokens": 3}),
