@@ -308,6 +308,13 @@ def _cache_path(response_cache: Optional[Path], off: bool) -> Optional[Path]:
     return None if off else (response_cache or default_cache_path())
 
 
+def _cache_file(response_cache: Optional[Path], off: bool, needed) -> Optional[str]:
+    """A compare's response cache file, as its config keeps it: None without endpoints or when off
+    (``str(None)`` once made a cache file named "None" in the working directory)."""
+    path = _cache_path(response_cache, off) if needed else None
+    return str(path) if path is not None else None
+
+
 def _print_spend(backend) -> None:
     """What a backend's endpoint calls cost (nothing for the local model)."""
     if getattr(backend, "endpoint_spec", None) is None:
@@ -598,8 +605,7 @@ def compare_cmd(
                             data_dir=str(data_dir) if data_dir else None, device=device,
                             adaptive=adaptive if adaptive is not None else budget is not None,
                             confidence=confidence, endpoints=hosted, volume=parse_volume(volume),
-                            response_cache=str(_cache_path(response_cache, no_response_cache))
-                            if hosted or proposer_only else None,
+                            response_cache=_cache_file(response_cache, no_response_cache, hosted or proposer_only),
                             proposer=proposer_name, proposer_endpoints=proposer_only)
         cfg.tune = tune if tune is not None else cfg.adaptive
         result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)

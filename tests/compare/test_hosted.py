@@ -283,3 +283,4 @@ def test_a_gepa_run_whose_proposer_fails_resumes_from_its_journal(tmp_path, monk
         assert p["spend"]["http_requests"] == prop.requests - sent == p["spend"]["calls"]
         assert p["spend"]["calls"] <= p["calls"] - 2  # the two answered proposals came from the journal
         assert not journal.parent.exists()  # done: its live folder is gone
+        assert json.loads((tmp_path / "run" / "compare.json").read_text())["response_cache"] is None  # it was off
