@@ -146,10 +146,7 @@ class Estimator:
 
     # -------------------------------------------------------------- work (deterministic)
     def _config(self, strategy: str, settings: dict | None = None):
-        name = split_candidate(strategy)[0]
-        kw = settings if settings is not None else {**self.cfg.strategy_settings.get(name, {}),
-                                                    **self.cfg.strategy_settings.get(strategy, {}),
-                                                    **self.settings.get(strategy, {})}
+        kw = settings if settings is not None else {**self.cfg.settings_for(strategy), **self.settings.get(strategy, {})}
         return make_config(strategy, **split_lr(strategy, kw)[0])
 
     def prompt_tokens(self, strategy: str, settings: dict | None = None) -> float:

@@ -18,27 +18,35 @@ from adaptlab.evaluation.forgetting import base_reference, forgetting
 from adaptlab.evaluation.fragility import fragility
 from adaptlab.models.base import load_base, resolve_device
 from adaptlab.strategies.base import artifact_bytes
-from adaptlab.strategies.registry import get_strategy, make_config, split_candidate, split_lr
+from adaptlab.strategies.registry import get_strategy, make_config, split_lr
 from adaptlab.training import TrainConfig
 
 
 @dataclass
 class Context:
-    base: object
     splits: TaskSplits
     test: TaskData
     labels: list[str] | None
-    forgetting_before: dict | None
+    # Per local base (--model a,b; the first is the primary one): the loaded model, forgetting's
+    # reference measurement (empty when forgetting is off), the token counts of the rows
+    # (compare.costs.Profile).
+    bases: dict
+    references: dict
+    profiles: dict
     baselines: dict | None = None  # classification: majority class and chance on the test rows
     screen: TaskData | None = None  # the nested subsample of test that screening runs score
-    profile: object = None          # token counts of the rows (compare.costs.Profile)
     probe_gflops: float = 0.0       # the machine's matrix-product speed, measured once
     endpoints: dict = dataclasses.field(default_factory=dict)  # name -> (EndpointSpec, its backend)
-    # Several local bases (--model a,b): name -> base, its forgetting reference, its token profile
-    # (the first is ``base``, ``forgetting_before`` and ``profile`` above).
-    bases: dict = dataclasses.field(default_factory=dict)
-    references: dict = dataclasses.field(default_factory=dict)
-    profiles: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def base(self):
+        """The primary base model."""
+        return next(iter(self.bases.values()))
+
+    @property
+    def profile(self):
+        """The primary base's profile of the rows."""
+        return next(iter(self.profiles.values()))
 
     @property
     def n_eval(self) -> int:
@@ -64,9 +72,7 @@ def prepare(cfg: CompareConfig) -> Context:
     screen = subsample(test, n=n_screen, seed=0) if n_screen < len(test) else test
     probe = speed_probe()
     profiles = {m: profile(b, splits, test, probe) for m, b in bases.items()}
-    first = cfg.models[0]
-    return Context(bases[first], splits, test, labels, refs.get(first), floor, screen, profiles[first], probe,
-                   endpoints=open_endpoints(cfg), bases=bases, references=refs, profiles=profiles)
+    return Context(splits, test, labels, bases, refs, profiles, floor, screen, probe, endpoints=open_endpoints(cfg))
 
 
 def open_endpoints(cfg: CompareConfig) -> dict:
@@ -87,28 +93,10 @@ def open_endpoints(cfg: CompareConfig) -> dict:
     return out
 
 
-def model_of(spec, ctx: Context):
-    """What ``spec``'s run fits on: the endpoint its candidate names, or its local base model."""
-    where = hosted_on(spec.strategy, ctx)
-    return ctx.endpoints[where][1] if where else base_of(spec.strategy, ctx)
-
-
-def hosted_on(candidate: str, ctx: Context) -> str | None:
-    """The endpoint a candidate runs on (``STRATEGY@ENDPOINT``); None for a local one."""
-    where = split_candidate(candidate)[1]
-    return where if where is not None and where in ctx.endpoints else None
-
-
-def base_of(candidate: str, ctx: Context):
-    """The local base a candidate adapts: ``STRATEGY@BASE``, else the primary base."""
-    where = split_candidate(candidate)[1]
-    return ctx.bases.get(where, ctx.base) if where is not None else ctx.base
-
-
-def reference_of(candidate: str, ctx: Context) -> dict | None:
-    """Forgetting's before-measurement of the candidate's base."""
-    where = split_candidate(candidate)[1]
-    return ctx.references.get(where, ctx.forgetting_before) if where is not None else ctx.forgetting_before
+def model_of(strategy: str, cfg: CompareConfig, ctx: Context):
+    """What a candidate's run fits on: the endpoint it names, or its local base model."""
+    where = cfg.endpoint_of(strategy)
+    return ctx.endpoints[where][1] if where else ctx.bases[cfg.base_of(strategy)]
 
 
 def _quality(m: dict, data) -> float:
@@ -147,7 +135,7 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
     config = make_config(spec.strategy, **{**own, **config_settings})
     tc = TrainConfig(epochs=cfg.epochs_for(spec.strategy), seed=spec.seed, dev_limit=cfg.dev_limit,
                      checkpoint_every=0, eval_every=cfg.eval_every, patience=cfg.patience, lr=lr)
-    art = sp.strategy_cls(config).fit(model_of(spec, ctx), train, ctx.splits.dev, tc, progress=progress,
+    art = sp.strategy_cls(config).fit(model_of(spec.strategy, cfg, ctx), train, ctx.splits.dev, tc, progress=progress,
                                       run_dir=log_dir)
     tr = art.metrics["train"]
     info = {"seconds": tr["train_seconds"], "model_calls": tr.get("model_calls"),
@@ -177,7 +165,7 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
     (``ctx.screen``), row ids kept as in the full test set."""
     t1 = time.perf_counter()
     rows_in = ctx.screen if screened and ctx.screen is not None else ctx.test
-    where = hosted_on(spec.strategy, ctx)
+    where = cfg.endpoint_of(spec.strategy)
     before = ctx.endpoints[where][1].usage() if where else None
     test_m = art.evaluate(rows_in, rows=True)
     rows = test_m.pop("rows")
@@ -201,7 +189,7 @@ def add_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train) -> 
     """:func:`measure_extras`, and for a hosted candidate what its calls (fragility's paraphrases,
     consistency's samples, the train-test gap) used at the endpoint, kept apart from the test
     scoring's (``ev["endpoint_extras"]``) so the report's spend counts every call."""
-    where = hosted_on(spec.strategy, ctx)
+    where = cfg.endpoint_of(spec.strategy)
     if where is None:
         return measure_extras(ev, art, spec, cfg, ctx, train)
     from adaptlab.backends.endpoints import spend
@@ -268,8 +256,8 @@ def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train)
         frag = fragility(art, part, k=cfg.fragility_k, seed=spec.seed)
         seconds += time.perf_counter() - t2
         scored += len(part) * (1 + len(frag["paraphrases"]) + len(frag["perturbations"]))
-    forget = forgetting(art, base_of(spec.strategy, ctx), reference_of(spec.strategy, ctx)) if cfg.forgetting \
-        else None
+    own = cfg.base_of(spec.strategy)
+    forget = forgetting(art, ctx.bases[own], ctx.references[own]) if cfg.forgetting else None
     steady = None
     if cfg.consistency_examples:
         part = subsample(ctx.test, n=min(cfg.consistency_examples, len(ctx.test)), seed=0)
@@ -277,7 +265,7 @@ def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train)
         steady = consistency(art, part, cfg.consistency_samples, cfg.consistency_temperature, seed=spec.seed)
         seconds += time.perf_counter() - t3
         scored += len(part) * (cfg.consistency_samples if not ctx.splits.train.spec.closed_labels else 1)
-    if cfg.endpoints and hosted_on(spec.strategy, ctx) is None:  # beside hosted candidates: a request's latency
+    if cfg.endpoints and cfg.endpoint_of(spec.strategy) is None:  # beside hosted candidates: a request's latency
         t4 = time.perf_counter()
         ev["latency"] = local_latency(art, ctx.test)
         seconds += time.perf_counter() - t4
@@ -289,22 +277,17 @@ def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train)
               fragility=frag, forgetting=forget, consistency=steady, light=False)
 
 
-def load_artifact(rec: dict, ctx: Context, out: Path):
+def load_artifact(rec: dict, cfg: CompareConfig, ctx: Context, out: Path):
     """The kept artifact of the run ``rec``."""
     from adaptlab.strategies.base import Artifact
 
-    return Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], model_of(_Spec(rec["run"]["strategy"]), ctx))
-
-
-@dataclass
-class _Spec:
-    strategy: str
+    return Artifact.load(Path(out) / "artifacts" / rec["run"]["id"], model_of(rec["run"]["strategy"], cfg, ctx))
 
 
 def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path, art=None) -> dict:
     """A screened run whose artifact was kept, scored again on every test row (a finalist); ``art``:
     that artifact, when the caller has loaded it."""
-    art = art if art is not None else load_artifact(rec, ctx, out)
+    art = art if art is not None else load_artifact(rec, cfg, ctx, out)
     ev = measure_quality(art, spec, cfg, ctx, None, light=True)
     rec["predictions"] = ev.pop("rows")
     rec["eval"].update(ev)
@@ -315,7 +298,7 @@ def rescore_in_full(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path
 def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> dict:
     """Add the full measurements to a light run (``spec``) whose artifact was kept (the adaptive
     compare's winner): the artifact is loaded, measured, and the record returned updated."""
-    art = load_artifact(rec, ctx, out)
+    art = load_artifact(rec, cfg, ctx, out)
     if rec["eval"].get("screened"):
         rescore_in_full(rec, spec, cfg, ctx, out, art)
     add_extras(rec["eval"], art, spec, cfg, ctx, train_subset(spec, ctx))
@@ -331,7 +314,7 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     scored on the screening rows only."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     sp = get_strategy(spec.strategy)
-    where = hosted_on(spec.strategy, ctx)
+    where = cfg.endpoint_of(spec.strategy)
     before = ctx.endpoints[where][1].usage() if where else None
     art, train, train_info, settings = fit_run(spec, cfg, ctx, progress, settings, log_dir)
     if where:  # what fitting cost on the endpoint (a prompt search scores dev there)

@@ -43,8 +43,7 @@ def _compare(data, out, endpoint, extra=()):
             "--model",
             "tiny",
             *([] if "--strategies" in extra else ["--strategies", "zero_shot,few_shot,lora"]),
-            "--endpoint",
-            endpoint,
+            *(["--endpoint", endpoint] if endpoint else []),
             "--train-sizes",
             "8",
             "--out",
@@ -267,16 +266,14 @@ def test_a_gepa_run_whose_proposer_fails_resumes_from_its_journal(tmp_path, monk
         prop.key = "good"
         proposer = f"prop={prop.url},model=fake,key=PROP_KEY,mode=parse"
         prop.expire_after = 2  # two proposals answered, then the key fails
-        cmd = ["compare", "--data", str(data), "--model", "tiny", "--train-sizes", "8", "--out", str(tmp_path / "run"),
-               "--no-forgetting", "--fragility-k", "0", "--consistency-examples", "0", "--no-progress", "--full-grid",
-               "--proposer", proposer, "--no-response-cache", *argv]  # fmt: skip
-        r = CliRunner().invoke(app, cmd)
+        extra = ["--proposer", proposer, "--no-response-cache", *argv]
+        r = _compare(data, tmp_path / "run", None, extra)
         assert r.exit_code == 2 and "HTTP 401" in r.output, r.output
         journal = tmp_path / "run" / "live" / "gepa-n8-s0" / "gepa_journal.jsonl"
         assert journal.exists() and len(journal.read_text().splitlines()) > 5
         prop.expire_after = None
         sent = prop.requests
-        r = CliRunner().invoke(app, cmd)
+        r = _compare(data, tmp_path / "run", None, extra)
         assert r.exit_code == 0, r.output
         rec = json.loads((tmp_path / "run" / "results" / "gepa-n8-s0.json").read_text())
         p = rec["train"]["proposer"]

@@ -110,25 +110,22 @@ class _Search:
 
     def __init__(
         self,
-        strategy: "GepaStrategy",
+        cfg,
         backend: Backend,
         proposer: Backend,
-        proposer_name: str,
         train: TaskData,
         dev: TaskData,
         common: dict,
         journal: _Journal,
         progress: bool,
     ):
-        cfg = strategy.config
-        self.cfg, self.backend, self.proposer, self.proposer_name = cfg, backend, proposer, proposer_name
+        self.cfg, self.backend, self.proposer = cfg, backend, proposer
         self.train, self.common, self.journal = train, common, journal
         self.frame = instruction_frame(cfg, train.task, backend)
         self.clf = train.spec.closed_labels
         self.labels = train.labels if self.clf else None
         self.items = list(train.examples) + list(dev.examples)
         self.weights = class_weights(train, cfg.metric) if self.clf else {}
-        self.data = train
         self.calls = 0  # the prompted model's calls (replayed ones too: the budget walks the same path)
         self.proposer_calls = 0
         self.proposer_tokens = 0
@@ -270,7 +267,7 @@ class _Search:
     def _score(self, art: PromptArtifact, examples: list) -> list[dict]:
         """Each example's output and task metric, in order (the task type's own evaluation: label
         scoring for classification, the ranking metric for generation and chat)."""
-        data = self.data.with_examples(examples)
+        data = self.train.with_examples(examples)
         _, detail, _ = art.spec.evaluate(art, data)
         if self.clf:  # a row per example, in order; an answer that named no label scores 0, not its fallback's
             unparsed = set(getattr(art, "last_unparsed_rows", []))
@@ -298,7 +295,7 @@ class _Search:
                 )
             else:
                 feedback = (
-                    f"Score {t['score']:.2f} of 1 ({self.data.spec.metric} against the reference). "
+                    f"Score {t['score']:.2f} of 1 ({self.train.spec.metric} against the reference). "
                     f"The reference answer is: {t['reference']}"
                 )
             records.append(
@@ -341,7 +338,7 @@ class _Search:
             if getattr(self.proposer, "chat", False) or not self.proposer.has_chat_template
             else self.proposer.render_chat([{"role": "user", "content": text}])
         )
-        key = _key("propose", self.proposer_name, prompt, self.cfg.proposer_max_tokens)
+        key = _key("propose", self.cfg.proposer, prompt, self.cfg.proposer_max_tokens)
         answer = self.journal.get(key)
         if answer is None:
             est = self.proposer.count_tokens(prompt) + self.cfg.proposer_max_tokens
@@ -475,7 +472,7 @@ class GepaStrategy(PromptStrategy):
             [(ex.text, ex.label) for ex in val.examples],
         )
         journal = _Journal(self.run_dir, identity)
-        run = _Search(self, backend, proposer, cfg.proposer, train, val, common, journal, self.progress)
+        run = _Search(cfg, backend, proposer, train, val, common, journal, self.progress)
         first = cfg.val_examples + (len(cfg.content_free) if cfg.calibrate else 0)
         if cfg.budget_calls < first + run.per_iteration:
             raise ValueError(
