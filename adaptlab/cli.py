@@ -581,6 +581,14 @@ def compare_cmd(
                                                        "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite)."),
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     proposer: Optional[str] = typer.Option(None, help=PROPOSER_HELP),
+    prompt_margin: float = typer.Option(0.02, help="Quality you give up to own a prompt instead of trained weights "
+                                                   "(0.02 = 2 points of the ranking metric): a prompt-only candidate "
+                                                   "not significantly worse than the best trained one by more than "
+                                                   "this is recommended."),
+    strict_budget: bool = typer.Option(False, "--strict-budget",
+                                       help="Refuse a --budget that cannot fit a first look at every candidate and "
+                                            "the winner's run at the target (default: keep the cheapest candidate "
+                                            "of each family, name the ones left out, go on)."),
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -606,15 +614,16 @@ def compare_cmd(
                             adaptive=adaptive if adaptive is not None else budget is not None,
                             confidence=confidence, endpoints=hosted, volume=parse_volume(volume),
                             response_cache=_cache_file(response_cache, no_response_cache, hosted or proposer_only),
-                            proposer=proposer_name, proposer_endpoints=proposer_only)
+                            proposer=proposer_name, proposer_endpoints=proposer_only,
+                            prompt_margin=prompt_margin, strict_budget=strict_budget)
         cfg.tune = tune if tune is not None else cfg.adaptive
         result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
         _check_ran(result, budget)
-        report = build_report(out, Constraints(volume=cfg.volume))
+        report = build_report(out, Constraints(volume=cfg.volume, prompt_margin=cfg.prompt_margin))
         tracked = _track_compare(out, track, tracking_uri)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
-    _compare_done(out, report, tracked, result, Constraints(volume=cfg.volume))
+    _compare_done(out, report, tracked, result, Constraints(volume=cfg.volume, prompt_margin=cfg.prompt_margin))
 
 
 def _candidates(strategies: str, endpoint: list[str], endpoints_file: Optional[Path], proposer: Optional[str]):
@@ -681,7 +690,8 @@ def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Opt
     if ray_cpus is not None and ray_cpus < 1:
         raise DataError(f"--ray-cpus {ray_cpus}: must be >= 1")
     if workers > 1 or ray:
-        from adaptlab.compare.grid import load_results, load_skipped, run_ray_workers, run_workers
+        from adaptlab.compare.grid import run_ray_workers, run_workers
+        from adaptlab.compare.store import load_results, load_skipped
 
         code = run_ray_workers(sys.argv[1:], workers, ray, ray_cpus) if ray else run_workers(sys.argv[1:], workers)
         if code != 0:
@@ -738,7 +748,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A compare run folder.")
     from adaptlab.compare.report import build_report
 
     try:
-        out = build_report(run_dir, Constraints())
+        out = build_report(run_dir, Constraints(prompt_margin=_saved_margin(run_dir)))
     except (ValueError, OSError) as e:
         _fail(e)
     console.print(f"report: {out / 'report.html'} and {out / 'report.md'}")
@@ -761,7 +771,17 @@ def recommend_cmd(
     if not (Path(run_dir) / "results").is_dir():
         _fail(DataError(f"{run_dir}: not a compare run folder (no results/)"))
     _print_recommendation(run_dir, Constraints(max_train_minutes, max_memory, tasks, weights_accessible == "yes",
-                                               min_quality))
+                                               min_quality, prompt_margin=_saved_margin(run_dir)))
+
+
+def _saved_margin(run_dir: Path) -> float:
+    """The --prompt-margin a compare folder was run with (its compare.json), else the default."""
+    from adaptlab.compare.recommend import PROMPT_MARGIN
+
+    try:
+        return float(json.loads((Path(run_dir) / "compare.json").read_text()).get("prompt_margin", PROMPT_MARGIN))
+    except (OSError, ValueError, TypeError):
+        return PROMPT_MARGIN
 
 
 @app.command("demo")

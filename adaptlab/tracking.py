@@ -93,8 +93,8 @@ def _run_metrics(rec: dict) -> dict:
 
 def track_compare(out: str | Path, tracking_uri: str | None = None, experiment: str | None = None) -> dict:
     """Log the compare in ``out`` to MLflow; returns where (uri, experiment, parent run) and counts."""
-    from adaptlab.compare.grid import load_results
     from adaptlab.compare.recommend import Constraints, recommend
+    from adaptlab.compare.store import load_results
 
     out = Path(out)
     records = load_results(out)

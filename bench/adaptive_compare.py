@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from adaptlab.compare.grid import compare_minutes, load_results
 from adaptlab.compare.recommend import Constraints, _tolerance, recommend
+from adaptlab.compare.store import compare_minutes, load_results
 from adaptlab.compare.summary import aggregate
 from adaptlab.compare.tuning import load_tuning
 from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info

@@ -15,8 +15,8 @@ from adaptlab.utils import set_torch_threads
 set_torch_threads()
 from adaptlab.compare import CompareConfig
 from adaptlab.compare.costs import Estimator
-from adaptlab.compare.grid import RunSpec
 from adaptlab.compare.measure import prepare, run_one
+from adaptlab.compare.store import RunSpec
 
 data = sys.argv[1]; specs = sys.argv[2].split(",")
 cfg = CompareConfig(data=data, strategies=["zero_shot","few_shot","prompt_search","soft_prompt","prefix","lora","full","hybrid"], train_sizes=[32], test_limit=int(sys.argv[3]), forgetting=False, strategy_settings={"prompt_search":{"budget_calls":120}})

@@ -26,7 +26,7 @@ from adaptive_compare import (  # this folder's full-grid judgment
 )
 
 from adaptlab.compare.adaptive import decision_line, race
-from adaptlab.compare.grid import RunSpec, compare_minutes, load_results, run_seconds
+from adaptlab.compare.store import RunSpec, compare_minutes, load_results, run_seconds
 from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info
 
 GRIDS = ["sst2", "banking77", "viggo", "demo_chat"]

@@ -59,7 +59,7 @@ def test_compare_tracked_in_mlflow(tmp_path):
     exp = client.get_experiment_by_name(f"adaptlab:{out.name}")
     runs = client.search_runs([exp.experiment_id])
     by_id = {x.data.tags[RUN_TAG]: x for x in runs}
-    from adaptlab.compare.grid import load_results
+    from adaptlab.compare.store import load_results
 
     assert set(by_id) == {"compare"} | {rec["run"]["id"] for rec in load_results(out)}
     assert {"zero_shot-n0-s0", "lora-n8-s0"} < set(by_id) and len(by_id) == 4

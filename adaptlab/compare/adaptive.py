@@ -78,12 +78,12 @@ def _cells(specs: list) -> dict[tuple[str, int], list]:
 
 
 def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, cost=None,
-         calibrated: bool = True, first_key=None, exclude: set | None = None) -> RaceState:
+         calibrated: bool = True, first_key=None, exclude: set | None = None, tie: list | None = None) -> RaceState:
     """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
 
-    ``cost``: a spec's estimated work (orders the first round cheapest first, unless ``first_key``
-    orders it: the compare puts the priors' likeliest winners first, :mod:`.priors`). ``exclude``: ids of
-    planned runs that were cut by their time limit (they are not tried again).
+    ``cost``: a spec's estimated work (orders the first round cheapest first, or ``first_key``).
+    ``exclude``: ids of planned runs that were cut by their time limit (they are not tried again).
+    ``tie``: candidates in the order that breaks exact ties between predictions (:mod:`.lessons`).
     ``calibrated=False`` is the race before calibration (no calibration run, power-law bounds only),
     kept to replay what it did (``bench/race_replay.py``)."""
     cost = cost or (lambda s: s.train_size)
@@ -122,7 +122,8 @@ def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, co
                            f"resamples (difference at most {100 * worse:+.1f} points)")
         else:
             alive.append(st)
-    leader = max(alive, key=lambda s: (fits[s].point, fits[s].lo))
+    rank = {s: i for i, s in enumerate(tie or [])}
+    leader = max(alive, key=lambda s: (fits[s].point, fits[s].lo, -rank.get(s, len(rank))))
     state.leader, state.bar, state.bar_holder, state.alive, state.dropped = leader, bar, bar_holder, alive, dropped
     state.p_best = p_best(fits, alive)
 
@@ -217,9 +218,32 @@ def _below(a: CurveFit, b: CurveFit, confidence: float) -> float | None:
     return q if q < 0 else None
 
 
-def decision_line(state: RaceState, n_runs: int, minutes: float, left: int, never: list[str] | None = None) -> str:
-    """One sentence on where the race stands, for the log and the report (``never``: strategies that
-    never ran)."""
+# Rules of the recommendation that settle a race the noise leaves open (compare/recommend.py).
+SETTLING = {"prompt_enough": "prompting is enough", "near_tie": "a tie goes to the adaptation easier to own"}
+
+
+def decision_line(state: RaceState, n_runs: int, minutes: float, left: int, never: list[str] | None = None,
+                  recommendation=None) -> str:
+    """One sentence on where the race stands, for the log and the report (``never``: candidates that
+    never ran). With the ``recommendation`` made from the same records, the sentence names what it
+    recommends and which rule decided, so the two never disagree."""
+    line = _race_line(state, n_runs, minutes, left, never)
+    rec = recommendation
+    if rec is None or not rec.winner:
+        return line
+    rule = next((r for r in rec.fired if r in SETTLING), None)
+    if rule is not None:
+        how = "decided" if state.sure and rec.winner == state.leader else "tie resolved"
+        at = f" at {rec.target} examples" if rec.target else ""
+        return f"{how} by rule {rule} ({SETTLING[rule]}): {rec.winner} is recommended{at}; the race: {line}"
+    if rec.winner != state.leader:
+        at = f" at {rec.target} examples" if rec.target else ""
+        return (f"{line}; {rec.winner} is recommended as the best measured{at}"
+                + (f" ({state.leader} leads by prediction only)" if state.leader else ""))
+    return line
+
+
+def _race_line(state: RaceState, n_runs: int, minutes: float, left: int, never: list[str] | None) -> str:
     p = state.p_best.get(state.leader) if state.leader else None
     if state.leader is None:
         names = never or sorted({s.strategy for s, _ in state.candidates})

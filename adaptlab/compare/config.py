@@ -92,6 +92,11 @@ class CompareConfig:
     # or "self"; proposer_endpoints are opened for that and are not candidates themselves.
     proposer: str | None = None
     proposer_endpoints: list = field(default_factory=list)
+    # Quality the user gives up to own a prompt rather than trained weights (rule prompt_enough).
+    prompt_margin: float = 0.02
+    # A budget that cannot fit a first look at every candidate and the winner's run: refuse (True), or
+    # keep the cheapest candidate of each family and name the ones left out (False).
+    strict_budget: bool = False
 
     def __post_init__(self):
         known = set(list_strategies())
@@ -143,6 +148,8 @@ class CompareConfig:
                      "consistency_examples", "gallery_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+        if not 0 <= self.prompt_margin < 1:
+            raise ValueError(f"--prompt-margin {self.prompt_margin}: must be in [0, 1) (0.02 is 2 points)")
         if not 0.5 <= self.confidence < 1:
             raise ValueError(f"confidence={self.confidence}: must be in [0.5, 1)")
         bad = [s for s in self.strategy_settings if s not in known]

@@ -155,7 +155,7 @@ class Estimator:
         exemplars only where they differ per row (``nearest`` selection)."""
         p, sp, c = self._prof(strategy), get_strategy(strategy), self._config(strategy, settings)
         if sp.kind == "prompt":
-            k = getattr(c, "k", 0) if split_candidate(strategy)[0] != "zero_shot" else 0
+            k = getattr(c, "k", 0) if sp.exemplars else 0
             own = k * p.exemplar_tokens if getattr(c, "selection", "") == "nearest" else 0.0
             return p.input_tokens + p.prompt_extra + own
         virtual = getattr(c, "n_tokens", 0)
@@ -164,7 +164,7 @@ class Estimator:
     def context_tokens(self, strategy: str, settings: dict | None = None) -> float:
         """Tokens every row attends to before its own: the shared prompt start and exemplars."""
         p, c = self._prof(strategy), self._config(strategy, settings)
-        k = getattr(c, "k", 0) if split_candidate(strategy)[0] != "zero_shot" else 0
+        k = getattr(c, "k", 0) if get_strategy(strategy).exemplars else 0
         return p.shared_prefix + k * p.exemplar_tokens
 
     def row_gflop(self, strategy: str, settings: dict | None = None) -> float:
@@ -188,7 +188,7 @@ class Estimator:
             epochs = self.cfg.epochs_for(strategy)
             per_ex = (p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens) * p.tok_gflop \
                 + p.target_tokens * p.head_gflop
-            grad = BACKWARD + (2.0 if sp.name == "full" else 0.0)   # full: weights' gradients and AdamW over all
+            grad = BACKWARD + sp.weight_grad_cost   # full fine-tuning: weights' gradients and AdamW over all
             stages = 2.0 if sp.stacks else 1.0
             dev = epochs * min(self.cfg.dev_limit, 64) * row
             fit = stages * max(1, train_size) * epochs * per_ex * (1 + grad) + dev
@@ -198,6 +198,17 @@ class Estimator:
             if getattr(c, "selection", "") == "nearest":  # the exemplar pool is embedded once
                 fit += min(train_size, getattr(c, "pool_size", 1000)) * p.input_tokens * p.tok_gflop
         return Work(fit, rows * row)
+
+    def scored_per_run(self, light: bool = False) -> int:
+        """Rows a run scores besides training: the test rows, and unless ``light`` (as the adaptive
+        compare scores runs until it measures the recommended one in full) the train-gap sample,
+        the fragility variants and the consistency samples."""
+        if light:
+            return self.n_test
+        cfg = self.cfg
+        frag = cfg.fragility_examples * (1 + cfg.fragility_k + 5) if cfg.fragility_k else 0
+        steady = cfg.consistency_examples * (cfg.consistency_samples if not self.prof.n_labels else 1)
+        return self.n_test + min(cfg.fragility_examples, 64) + frag + steady
 
     # -------------------------------------------------------------- seconds (measured)
     def _prior_seconds(self, phase: str, gflop: float) -> float:

@@ -20,7 +20,15 @@ Rules, in order (README "Recommendation rules" summarises them for users):
                     sampling error sqrt(p(1-p)/n)), at most 3 points.
 7. ``many_tasks``   serving N tasks from one base: a winner whose artifact is a model copy (>= 100 MB)
                     costs N copies; an adapter or prompt within 2 points wins instead.
-8. ``prompt_cost``  the winner is a hard prompt and a trained strategy within 2 points needs 3x+
+8. ``prompt_enough`` prompting is an answer: when the leader trains weights and a prompt-only candidate
+                    (no weights trained, on a local base or an endpoint) measured at the same rows is
+                    not significantly worse by more than the user's margin (--prompt-margin, default 2
+                    points: the paired interval of leader - prompt reaches down to the margin or below),
+                    the prompt is recommended, since there is nothing to retrain when the base model or
+                    the data changes; the reasons say what training would add and at what cost. When
+                    the interval lies wholly above the margin, training wins by a measured margin, and
+                    the reasons say that too.
+9. ``prompt_cost``  the winner is a hard prompt and a trained strategy within 2 points needs 3x+
                     fewer prompt tokens: noted as the cheaper way to serve at volume.
 Next steps: ``still_learning`` (quality still rises > 1 point between the two largest sizes: more
 data helps), ``try_hybrid`` (hybrid not measured), ``fragile`` (paraphrase spread > 5 points),
@@ -47,6 +55,21 @@ class Constraints:
     weights_accessible: bool = True
     min_quality: float | None = None
     volume: float | None = None          # predictions per month: serving costs count training at it
+    # Rule prompt_enough: how much quality the user gives up to own a prompt instead of trained weights
+    # (in the ranking metric's units: 0.02 is 2 points).
+    prompt_margin: float = 0.02
+
+    def __post_init__(self):
+        if not 0 <= self.prompt_margin < 1:
+            raise ValueError(f"prompt margin {self.prompt_margin}: must be in [0, 1) (0.02 is 2 points)")
+
+
+PROMPT_MARGIN = Constraints.prompt_margin
+
+
+def constraints_for(cfg) -> Constraints:
+    """The constraints a compare was run with (its volume and prompt margin; no other limits)."""
+    return Constraints(volume=cfg.volume, prompt_margin=cfg.prompt_margin)
 
 
 # A volume's costs count each candidate's training once over this many months of that volume.
@@ -92,7 +115,7 @@ class Recommendation:
             # Numbered, not "a > b": a rule may put a cheaper strategy above a slightly better one, and
             # "lora (0.894) > hybrid (0.896)" would read as an error.
             lines.append("Ranking: " + ", ".join(
-                f"{i}. {r['strategy']} ({r['quality']:.3f}" + (" predicted" if r.get("predicted") else "")
+                f"{i}. {r['strategy']} ({_shown(r, self.target)}"
                 + (f", by rule {r['promoted_by']}" if r.get("promoted_by") else "")
                 + ")" for i, r in enumerate(self.ranked, 1)))
         if self.excluded:
@@ -101,6 +124,15 @@ class Recommendation:
         if self.next_steps:
             lines += ["", "What to try next:"] + [f"- {s}" for s in self.next_steps]
         return "\n".join(lines)
+
+
+def _shown(r: dict, target) -> str:
+    """A ranked row's quality as what it is: measured, or a prediction with its band (a prediction's
+    centre alone reads as a measurement and invites a lead nothing measured)."""
+    if not r.get("predicted"):
+        return f"{r['quality']:.3f}"
+    band = f", band {r['lo']:.3f}-{r['hi']:.3f}" if r.get("lo") is not None and r.get("hi") is not None else ""
+    return f"not measured at {target}: predicted {r['quality']:.3f}{band}"
 
 
 def _pts(x: float) -> str:
@@ -260,6 +292,47 @@ def _rule_near_tie(rec: Recommendation, ranked: list[Row], lead: Row, promoted: 
                     f"{best.strategy} is within {_pts(lead.quality - best.quality)[1:]} of {lead.strategy} "
                     f"({best_why}); a tie goes to the adaptation that is easier to own, decided by {rule}",
                     promoted)
+
+
+def _rule_prompt_enough(rec: Recommendation, ranked: list[Row], lead: Row, c: Constraints, promoted: dict,
+                        groups: dict) -> Row:
+    """Prompting is enough when the best prompt-only candidate is not significantly worse than the
+    trained leader by more than ``c.prompt_margin``; else say by how much training wins."""
+    if lead.kind == "prompt" or lead.predicted:
+        return lead
+    prompts = [r for r in ranked if r.kind == "prompt" and not r.predicted]
+    if not prompts:
+        return lead
+    best_p, best_d = None, None
+    for p in sorted(prompts, key=lambda r: -r.quality):
+        d = _paired(rec, lead, p, groups)
+        low = d.lo if d is not None else lead.quality - p.quality   # no stored rows: the point gap
+        if low <= c.prompt_margin + 1e-9:
+            best_p, best_d = p, d
+            break
+    margin = f"{100 * c.prompt_margin:.0f}-point margin"
+    if best_p is None:
+        top = prompts[0] if prompts[0] is not lead else None
+        d = _paired(rec, lead, top, groups) if top is not None else None
+        if top is not None:
+            rec.fired.append("training_wins")
+            rec.reasons.append(
+                f"training wins by a measured margin: {lead.strategy} over the best prompt-only candidate "
+                f"({top.strategy}) by {_pts(lead.quality - top.quality)[1:]}"
+                + (f", {100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired "
+                   f"rows, all above the {margin}" if d is not None else f", above the {margin}"))
+        return lead
+    gap = lead.quality - best_p.quality
+    interval = (f"{100 * best_d.confidence:.0f}% interval [{100 * best_d.lo:+.1f}, {100 * best_d.hi:+.1f}] on "
+                f"{best_d.n} paired rows" if best_d is not None else "no paired rows stored")
+    return _promote(rec, ranked, best_p, "prompt_enough",
+                    f"prompting is enough: {best_p.strategy} ({best_p.quality:.3f}) is not significantly worse than "
+                    f"{lead.strategy} ({lead.quality:.3f}) by more than the {margin} (--prompt-margin; "
+                    f"{lead.strategy} minus {best_p.strategy}: {_pts(gap)}, {interval}), and a prompt has nothing to "
+                    f"retrain when the base model or the data changes. Training ({lead.strategy}) would add "
+                    f"{_pts(gap)}" + (f" (at most {_pts(best_d.hi)})" if best_d is not None else "")
+                    + f" for {lead.train_seconds / 60:.1f} min of fitting, a {_mb(lead.artifact_bytes)} artifact "
+                    f"and ${lead.usd_per_1m:.2f} instead of ${best_p.usd_per_1m:.2f} per 1M predictions", promoted)
 
 
 def _rule_many_tasks(rec: Recommendation, ranked: list[Row], lead: Row, c: Constraints, promoted: dict) -> Row:
@@ -439,6 +512,7 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
     _measured_first(rec, ranked, size, promoted)
     lead = _rule_near_tie(rec, ranked, ranked[0], promoted, groups)
     lead = _rule_many_tasks(rec, ranked, lead, c, promoted)
+    lead = _rule_prompt_enough(rec, ranked, lead, c, promoted, groups)
     _lead_reasons(rec, rows, best, lead, size)
     if c.volume:
         rec.reasons.append(f"costs per 1M predictions at {c.volume:,.0f} predictions a month count each candidate's "
@@ -453,5 +527,14 @@ def recommend(records: list[dict], c: Constraints) -> Recommendation:
         if r is not lead and not r.predicted:
             _paired(rec, lead, r, groups)
     _baseline_notes(rec, records, best, groups)
+    _no_label_notes(rec, best)
     _next_steps(rec, rows, best, lead)
     return rec
+
+
+def _no_label_notes(rec: Recommendation, best: dict[str, Row]) -> None:
+    """Candidates whose answers named no label on some test rows (scored wrong, never a fallback class)."""
+    failed = sorted((r for r in best.values() if r.no_label and not r.predicted), key=lambda r: -r.no_label)
+    if failed:
+        rec.reasons.append("answers that named no label, scored wrong: " + "; ".join(
+            f"{r.strategy} on {r.no_label} of {(r.test_n or 0) * r.seeds} rows" for r in failed))

@@ -10,10 +10,11 @@ import io
 import json
 from pathlib import Path
 
-from adaptlab.compare.grid import load_results, load_skipped
 from adaptlab.compare.recommend import Constraints, recommend
+from adaptlab.compare.store import load_results, load_skipped
 from adaptlab.compare.summary import Row, aggregate, compared, crossovers, ppl_rise
 from adaptlab.compare.tuning import tuning_rows
+from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ["strategy", "train size", "seeds", "quality", "second metric", "train s", "peak RSS GB", "trainable",
@@ -153,7 +154,7 @@ def gallery(records: list[dict], best: dict[str, Row], winner: str | None, k: in
             runs.setdefault(r["run"]["strategy"], r["predictions"])
     if not runs or not k:
         return []
-    order = sorted(runs, key=lambda s: (s != "zero_shot", -(best[s].quality)))
+    order = sorted(runs, key=lambda s: (get_strategy(s).uses_train_data, -(best[s].quality)))
     out = []
     for i, row in enumerate(runs[order[0]][:k]):
         out.append({"title": f"Input {i + 1}", "note": f"{_clip(row['input'], 300)} — reference: {_clip(row['reference'])}",
@@ -475,6 +476,14 @@ def decision_state(rec, race: dict | None, cfg: dict, records: list[dict], skipp
                                            if race and race.get("test_rows") else "") + ".")
     never = (race or {}).get("never_run") or []
     ran = {r["run"]["strategy"] for r in records}
+    asked = (race or {}).get("candidates") or []
+    if asked:
+        kinds = {r["run"]["strategy"]: r["run"]["kind"] for r in records}
+        sides = [k for k, name in (("prompt", "a prompt-only"), ("gradient", "a trained")) if k in kinds.values()]
+        lines.append(f"Candidates measured: {len(ran & set(asked))} of {len(asked)} asked"
+                     + (" (both sides of the question: a prompt-only and a trained candidate)" if len(sides) == 2
+                        else f" (only {'prompt-only' if sides == ['prompt'] else 'trained'} candidates measured)")
+                     + ".")
     for n in never:
         lines.append(f"Never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, estimated "
                      f"{n['estimate_s']:.0f} s; at the target {n['at_target_s']:.0f} s).")
@@ -503,6 +512,8 @@ def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra=(), sta
                     for x in xs if x["train_size"] is not None)
     skip = "".join(f"<li>{e(s['id'])}: {e(s['reason'])}</li>" for s in skipped)
     title = f"Recommended: {rec.winner}" if rec.winner else "No strategy meets the constraints"
+    if rec.winner and any(x.startswith("Decision: not decided") for x in state):
+        title += " (not decided: see where this answer stands)"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>adaptlab comparison report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}

@@ -64,6 +64,7 @@ class Row:
     endpoint: str | None = None          # a hosted candidate's endpoint (STRATEGY@ENDPOINT)
     latency_p50_s: float | None = None   # seconds per request: an endpoint's answers, or a local one alone
     latency_p95_s: float | None = None
+    no_label: int = 0                    # test answers that named no label (scored wrong), summed over seeds
 
 
 def train_usd(r: dict) -> float:
@@ -144,6 +145,7 @@ def aggregate(records: list[dict], metric: str | None = None) -> list[Row]:
             endpoint=rs[0]["run"].get("endpoint"),
             latency_p50_s=_mean([_latency(r).get("latency_p50_s") for r in rs]),
             latency_p95_s=_mean([_latency(r).get("latency_p95_s") for r in rs]),
+            no_label=sum(int(r["eval"]["test"].get("unparsed") or 0) for r in rs),
         ))
     return rows
 

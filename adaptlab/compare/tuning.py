@@ -86,8 +86,9 @@ def chosen(plan: list[TuneSpec], records: dict[str, dict]) -> dict[str, dict]:
 
 
 def ordered_plan(plan: list[TuneSpec], order: list[str] | None) -> list[TuneSpec]:
-    """The variants in the order they are fitted: strategies by ``order`` (the priors' likeliest
-    winners first, so that a tight budget tunes those), each strategy's variants as registered."""
+    """The variants in the order they are fitted: strategies by ``order`` (the compare's: cheapest
+    first look first, so that a tight budget tunes as many candidates as it can), each strategy's
+    variants as registered."""
     if not order:
         return plan
     rank = {s: i for i, s in enumerate(order)}

@@ -41,6 +41,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
 DEFAULT_DECODING = {"max_new_tokens": 64, "num_beams": 1}
 
 
+# The prediction for an answer that names none of the labels: it equals no gold label, so it scores
+# as wrong in accuracy and macro-F1 (and the report counts it per candidate).
+NO_LABEL = "(an answer that names none of the labels)"
+
+
 class ArtifactError(ValueError):
     """An artifact folder is missing, malformed, unsafe, or made for another base model."""
 
@@ -172,10 +177,10 @@ class Artifact:
         idx = self.backend.choose(self.prompts(texts), self.labels)
         self.last_unparsed_rows = [j for j, i in enumerate(idx) if i < 0]  # answers that named no label
         self.last_unparsed = len(self.last_unparsed_rows)
-        return [self.labels[i] if i >= 0 else self.fallback_label() for i in idx]
-
-    def fallback_label(self) -> str | None:
-        return self.labels[0] if self.labels else None
+        # An answer that names no label is wrong, never the majority class or the first label: a model
+        # that fails must not read as one that guesses the commonest class (the committed hosted runs
+        # had 184 of 200 prompt-search answers name no label). Counted in ``last_unparsed``.
+        return [self.labels[i] if i >= 0 else NO_LABEL for i in idx]
 
     def evaluate(self, data: TaskData, rows: bool = False) -> dict:
         """The task type's metrics (:meth:`adaptlab.tasks.base.TaskSpec.evaluate`; classification:

@@ -119,7 +119,7 @@ class PromptArtifact(Artifact):
                  reserve: list[tuple[str, str]] | None = None, selection: str = "fixed", k: int = 0,
                  pool: list[tuple[str, str]] | None = None, pool_embeddings: torch.Tensor | None = None,
                  calibration: list[float] | None = None, metrics: dict | None = None, trace: list | None = None,
-                 decoding: dict | None = None, fallback_label: str | None = None):
+                 decoding: dict | None = None):
         super().__init__(strategy, backend, config, template, task, labels, metrics, decoding)
         if not (self.spec.closed_labels or self.spec.conversation) and "stop" not in self.decoding:
             # a free-text answer in a plain prompt ends where the template would start the next example
@@ -132,7 +132,6 @@ class PromptArtifact(Artifact):
         self.pool_embeddings = pool_embeddings
         self.calibration = calibration
         self.trace = list(trace or [])
-        self.fallback = fallback_label or (labels[0] if labels else None)
 
     @property
     def base(self):  # the loaded base model when local (for callers that share it)
@@ -208,16 +207,12 @@ class PromptArtifact(Artifact):
         self.calibration = [float(v) for v in p.clamp_min(1e-12)]
         return self.calibration
 
-    def fallback_label(self) -> str | None:
-        return self.fallback
-
     # -------------------------------------------------------------- persistence
     def save_payload(self, folder: Path) -> dict:
         if self.selection == "nearest" and self.pool_embeddings is not None:
             save_file({"pool_embeddings": self.pool_embeddings.contiguous()}, str(folder / "pool_embeddings.safetensors"))
         return {"prompt": {"selection": self.selection, "k": self.k, "exemplars": self.exemplars,
-                           "reserve": self.reserve, "pool": self.pool, "calibration": self.calibration,
-                           "fallback_label": self.fallback},
+                           "reserve": self.reserve, "pool": self.pool, "calibration": self.calibration},
                 "trace": self.trace}
 
     @classmethod
@@ -236,7 +231,7 @@ class PromptArtifact(Artifact):
             return cls(meta["strategy"], backend, config, PromptTemplate(**meta["template"]), meta["task"],
                        meta["labels"], [tuple(e) for e in p["exemplars"]], [tuple(e) for e in p["reserve"]],
                        p["selection"], p["k"], [tuple(e) for e in p["pool"]], emb, p["calibration"],
-                       meta.get("metrics"), meta.get("trace"), meta.get("decoding"), p.get("fallback_label"))
+                       meta.get("metrics"), meta.get("trace"), meta.get("decoding"))
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"{folder}: malformed prompt artifact: {e}") from None
 
@@ -289,22 +284,13 @@ class PromptStrategy(Strategy):
         backend = as_backend(model)
         start = backend.calls
         self.run_dir, self.progress = run_dir, progress  # a search that journals or shows progress reads them
-        common = dict(decoding=default_decoding(train, backend.count_tokens), fallback_label=majority_label(train))
+        common = dict(decoding=default_decoding(train, backend.count_tokens))
         art = self.search(backend, train, dev, common)
         if self.scores_dev:
             finish(art, dev, cfg)
         art.metrics["train"] = {**art.metrics.get("train", {}), "model_calls": backend.calls - start,
                                 "trainable_params": 0, "steps": 0}
         return art
-
-
-def majority_label(train: TaskData) -> str | None:
-    if not train.spec.closed_labels:
-        return None
-    counts: dict[str, int] = {}
-    for ex in train.examples:
-        counts[ex.label] = counts.get(ex.label, 0) + 1
-    return max(train.labels, key=lambda lab: counts.get(lab, 0))
 
 
 def finish(artifact: PromptArtifact, dev: TaskData | None, config) -> PromptArtifact:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["gradient", "prompt"]
+# What a strategy changes, the families a compare keeps one candidate of each of when a budget cannot fit
+# a first look at every candidate: prompt text only, learned prompt vectors, an adapter beside frozen
+# weights, or the weights themselves.
+FAMILIES = ("prompt", "learned_prompt", "adapter", "weights")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -24,7 +28,6 @@ class StrategySpec:
     strategy_cls: type
     kind: Kind
     summary: str
-    train_prior: float | None = None     # cost estimate before any run: seconds per train example and epoch
     default_epochs: float | None = None  # epochs a compare gives it unless told (None: the compare's own)
     uses_train_data: bool = True         # False: one run per seed, whatever the train size (zero-shot)
     # In a compare's default set ("--strategies all"). False: run when named (gepa, whose proposer LM is
@@ -38,6 +41,18 @@ class StrategySpec:
     # The task types (adaptlab.tasks) it can adapt to; empty: every registered one. A compare plans a
     # strategy only on data of a task type it supports.
     tasks: tuple = ()
+    # What it changes (one of FAMILIES; default: "prompt" for a prompt strategy, else "adapter").
+    family: str | None = None
+    # Cost facts the compare's cost model reads instead of naming strategies (compare/costs.py):
+    # extra forward-units of work per trained token for gradients and optimizer state over every weight
+    # (full fine-tuning: 2), and whether its prompt shows the config's k exemplars.
+    weight_grad_cost: float = 0.0
+    exemplars: bool = True
+
+    @property
+    def changes(self) -> str:
+        """The family: what the strategy changes (:data:`FAMILIES`)."""
+        return self.family or ("prompt" if self.kind == "prompt" else "adapter")
 
     def supports(self, task: str) -> bool:
         """Its own list if it has one; else every task type, except those that name the prompt
@@ -83,6 +98,10 @@ def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kin
     tasks = facts.get("tasks", ())
     if not isinstance(tasks, tuple) or not all(isinstance(t, str) and t for t in tasks):
         raise ValueError(f"strategy {name!r}: tasks must be a tuple of task type names, got {tasks!r}")
+    family = facts.get("family")
+    if family is not None and (family not in FAMILIES or (family == "prompt") != (kind == "prompt")):
+        raise ValueError(f"strategy {name!r}: family {family!r}: one of {', '.join(FAMILIES)}, and 'prompt' "
+                         f"exactly for prompt strategies")
     spec = StrategySpec(name, config_cls, strategy_cls, kind, summary, **facts)
     _REGISTRY[name] = spec
     return spec

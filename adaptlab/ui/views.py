@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from adaptlab.compare.grid import load_results
 from adaptlab.compare.recommend import Constraints, recommend
 from adaptlab.compare.stats import row_key
+from adaptlab.compare.store import load_results
 from adaptlab.compare.summary import aggregate, best_per_strategy, ppl_rise
 from adaptlab.ui.state import UiError
 
@@ -61,7 +61,9 @@ def _front(points: list[dict], cost: str) -> None:
 
 
 def report_data(records: list[dict]) -> dict:
-    rows = aggregate(records)
+    from adaptlab.compare.baselines import ranking_metric
+
+    rows = aggregate(records, ranking_metric(records)[0])  # the charts' axis is the metric the ranking uses
     curves: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: r.train_size):
         curves.setdefault(r.strategy, []).append({"n": r.train_size, "quality": r.quality, "std": r.quality_std,

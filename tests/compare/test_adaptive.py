@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 
 from adaptlab.compare.adaptive import race
-from adaptlab.compare.grid import RunSpec
+from adaptlab.compare.store import RunSpec
 
 from .synthetic import rec
 

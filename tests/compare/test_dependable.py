@@ -55,10 +55,9 @@ def test_the_same_compare_decides_the_same_at_two_speeds(tmp_path, monkeypatch):
     slow, race_slow, _ = _compare(tmp_path, monkeypatch, 0.5, 1e6, "slow")
     assert fast["finished"] == slow["finished"] and len(fast["finished"]) >= 6
     assert race_fast["decision"].split(" after")[0] == race_slow["decision"].split(" after")[0]
-    # The likely winner at the user's size first, then round one in the priors' order (likeliest
-    # winners first; lora has its point already).
-    assert fast["finished"][:5] == ["lora-n360-s0", "full-n16-s0", "soft_prompt-n16-s0", "few_shot-n16-s0",
-                                    "zero_shot-n0-s0"]
+    # Round one first: every candidate's first look, cheapest first (no candidate goes first by its name).
+    assert fast["finished"][0] == "zero_shot-n0-s0"
+    assert sorted(r.split("-")[0] for r in fast["finished"][:5]) == sorted(STRATEGIES)
 
 
 def test_a_tight_budget_reaches_less_far_along_the_same_path_and_still_measures_the_winner(tmp_path, monkeypatch):
@@ -93,8 +92,8 @@ def test_a_tight_budget_reaches_less_far_along_the_same_path_and_still_measures_
 
 def test_a_budget_that_cannot_fit_the_winner_at_the_target_says_so_at_the_start(tmp_path, monkeypatch):
     _fake(monkeypatch, 1.0, [0.0])
-    with pytest.raises(ValueError, match=r"--budget 0\.1 min cannot fit measuring lora \(the likely winner\) at "
-                                         r"360 examples: .*use --budget \d+m or more"):
+    with pytest.raises(ValueError, match=r"--budget 0\.1 min cannot fit a first look at all 5 candidates and the "
+                                         r"winner's run at 360 examples: .*use --budget \d+m or more"):
         run_compare(_cfg(6.0), tmp_path / "small", progress=False)
     assert not (tmp_path / "small" / "results").exists() or not list((tmp_path / "small" / "results").glob("*.json"))
 
@@ -127,19 +126,28 @@ def test_the_reserved_run_is_tried_when_its_estimate_grew_past_the_time_left(tmp
     """AG News, k=16, three strategies at 15m: tuning measured slower rates, the reserved LoRA run was
     re-estimated at 825 s with 749 s left, and the compare ended with no run at all. With most of its
     estimate left it is tried (its time limit still ends it at the budget's end); with too little, not."""
-    from adaptlab.compare.grid import AdaptivePicker
+    from adaptlab.compare.schedule import AdaptivePicker
 
-    need = {}
+    seen = {}
 
-    def check_budget(self):  # records what the start check would hold back, and lets any budget start
-        need["s"] = self.reserve({})
+    def check_budget(self):  # lets any budget start, holding nothing back during round one
+        seen["picker"] = self
+        self.first_est = {c: self.seconds(self.first_look(c)) for c in self.candidates()}
+        self.held_at_start = 0.0
 
     monkeypatch.setattr(AdaptivePicker, "check_budget", check_budget)
-    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
-    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, 0.9 * need["s"], "most")
-    assert res["finished"][:1] == ["lora-n360-s0"]
-    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, 0.5 * need["s"], "little")
-    assert res["finished"] == [] and [s["id"] for s in res["skipped"]] == ["lora-n360-s0"]
+    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    firsts = sum(r["train"]["seconds"] + r["eval"]["seconds"] for r in res["results"]
+                 if r["run"]["id"] in res["finished"][:5])
+    # Just after round one (the same path at any budget), what the leader's run is estimated at and
+    # what stays held for its final measurements.
+    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, firsts + 1.0, "probe2")
+    [skip] = [s for s in res["skipped"] if s["id"] == "lora-n360-s0"]
+    est, held = skip["estimate_s"], skip["reserved_s"]
+    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, firsts + held + 0.9 * est, "most")
+    assert res["finished"][5:6] == ["lora-n360-s0"]   # after round one, the leader at the target
+    res, _, _ = _compare(tmp_path, monkeypatch, 1.0, firsts + held + 0.5 * est, "little")
+    assert "lora-n360-s0" not in res["finished"] and "lora-n360-s0" in [s["id"] for s in res["skipped"]]
 
 
 def test_tuning_asks_its_allowance_again_before_each_variant(tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from adaptlab.cli import app
 from adaptlab.compare import CompareConfig, load_results, parse_budget, plan, run_compare
 from adaptlab.compare.config import parse_sizes
-from adaptlab.compare.grid import Estimator, RunSpec, order_runs
+from adaptlab.compare.grid import order_runs
+from adaptlab.compare.store import RunSpec
 
 runner = CliRunner()
 FAST = dict(model="tiny", test_limit=6, fragility_k=1, fragility_examples=4, dev_limit=4, epochs=1.0,
@@ -75,44 +76,6 @@ def test_budget_skips_what_will_not_fit(tmp_path):
     assert json.loads((tmp_path / "skipped.json").read_text()) == res["skipped"]
 
 
-def test_estimator_orders_cheap_runs_first_and_learns():
-    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora", "full"], **{**FAST, "model": "tiny"})
-    est = Estimator(cfg, n_eval=100, n_labels=12)
-    specs = [RunSpec("full", 256, 0), RunSpec("lora", 16, 0), RunSpec("zero_shot", 0, 0), RunSpec("lora", 256, 0)]
-    kinds = {"full": "gradient", "lora": "gradient", "zero_shot": "prompt"}
-    order = sorted(specs, key=lambda s: est(s, kinds[s.strategy]))
-    assert [s.id for s in order] == ["zero_shot-n0-s0", "lora-n16-s0", "lora-n256-s0", "full-n256-s0"]
-    before = est(RunSpec("lora", 256, 0), "gradient")
-    est.observe({"run": {"strategy": "lora", "kind": "gradient", "train_size": 16, "epochs": 1.0},
-                 "train": {"seconds": 16 * 2.0}, "eval": {"seconds": 1.0, "scored_examples": 100}})
-    assert est(RunSpec("lora", 256, 0), "gradient") > before  # measured slower than the prior
-
-
-def test_estimator_separates_fixed_cost_from_per_example_cost():
-    """A 16-example run is mostly fixed cost (dev evaluations, set-up); extrapolating its seconds per
-    example to 1000 examples would skip runs that fit. One size: prior rate + measured fixed part;
-    two or more: a least-squares line."""
-    cfg = CompareConfig(data="demo", strategies=["hybrid"], **{**FAST, "epochs": 2.0})
-    est = Estimator(cfg, n_eval=100, n_labels=2)
-
-    def seen(size, seconds):
-        est.observe({"run": {"strategy": "hybrid", "kind": "gradient", "train_size": size, "epochs": 2.0},
-                     "train": {"seconds": seconds}, "eval": {}})
-
-    seen(16, 33.0)  # work 32; prior 0.52 s explains 16.6 s, the other 16.4 s is fixed
-    fixed, rate = est.fit_line("hybrid", 0.52)
-    assert fixed == pytest.approx(33.0 - 0.52 * 32) and rate == pytest.approx(0.52)
-    assert est.fit_line("hybrid", 2.0) == pytest.approx((0.0, 33.0 / 32))  # faster than the prior: all per-example
-    seen(64, 90.0)  # work 128: the line through (32, 33) and (128, 90)
-    fixed, rate = est.fit_line("hybrid", 0.52)
-    assert rate == pytest.approx(57.0 / 96) and fixed == pytest.approx(33.0 - 32 * 57.0 / 96)
-    big = est(RunSpec("hybrid", 1000, 0), "gradient") - est(RunSpec("hybrid", 0, 0), "gradient")
-    assert big == pytest.approx(rate * (2000 - 2))  # eval part equal; 1000 vs 1 example x 2 epochs
-    # A line whose fixed part would be negative, (32, 10 s) and (128, 90 s), is refitted through the origin.
-    est._fits["hybrid"] = [(32.0, 10.0), (128.0, 90.0)]
-    assert est.fit_line("hybrid", 0.52) == pytest.approx((0.0, (32 * 10 + 128 * 90) / (32 ** 2 + 128 ** 2)))
-
-
 def test_runs_go_in_rounds_so_a_budget_cuts_sizes_not_strategies():
     """A strategy whose cost does not grow with the data (prompt search) would otherwise take every size
     before a costlier strategy got its first run; in rounds, each strategy's smallest run comes first."""
@@ -127,26 +90,6 @@ def test_runs_go_in_rounds_so_a_budget_cuts_sizes_not_strategies():
     # Runs finished before a resume count: a strategy with 2 done waits for the others.
     resumed = [s.id for s in order_runs(todo, lambda s: cost[s.strategy](s.train_size), {"lora": 2})]
     assert resumed[:2] == ["prompt_search-n32-s0", "soft_prompt-n32-s0"]
-
-
-def test_estimator_learns_eval_speed_per_strategy():
-    """A few-shot prompt scores slower than a trained model: each strategy's eval estimate follows its
-    own runs (summed, so one slow run moves it only in proportion), unmeasured ones the pooled rate."""
-    cfg = CompareConfig(data="demo", strategies=["zero_shot", "few_shot", "lora"], **{**FAST, "model": "tiny"})
-    est = Estimator(cfg, n_eval=100, n_labels=2)
-
-    def seen(strategy, kind, seconds, scored=100):
-        est.observe({"run": {"strategy": strategy, "kind": kind, "train_size": 16, "epochs": 1.0},
-                     "train": {"seconds": 0.0}, "eval": {"seconds": seconds, "scored_examples": scored}})
-
-    seen("zero_shot", "prompt", 10.0)
-    seen("few_shot", "prompt", 40.0)
-    assert est.strategy_eval_rate("zero_shot") == pytest.approx(0.1)
-    assert est.strategy_eval_rate("few_shot") == pytest.approx(0.4)
-    assert est.strategy_eval_rate("lora") == pytest.approx(0.25)  # pooled: 50 s / 200 examples
-    assert est(RunSpec("few_shot", 16, 0), "prompt") > 3 * est(RunSpec("zero_shot", 16, 0), "prompt")
-    seen("zero_shot", "prompt", 30.0)  # one slow run: 40 s / 200 examples, not 0.3 s each
-    assert est.strategy_eval_rate("zero_shot") == pytest.approx(0.2)
 
 
 def test_budget_and_size_parsing():
@@ -200,7 +143,7 @@ def test_cli_recommend_and_report(tmp_path):
 def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     import socket
 
-    from adaptlab.compare.grid import claim, claims_dir, release_claim
+    from adaptlab.compare.store import claim, claims_dir, release_claim
 
     assert claim(tmp_path, "lora-n8-s0") and not claim(tmp_path, "lora-n8-s0")
     release_claim(tmp_path, "lora-n8-s0")
@@ -278,3 +221,23 @@ def test_runs_record_the_commit_the_grid_started_with(tmp_path, monkeypatch):
     cfg = CompareConfig(data="demo", strategies=["zero_shot", "few_shot"], train_sizes=[8], seeds=1, **FAST)
     run_compare(cfg, tmp_path, progress=False)
     assert {r["meta"]["git_commit"] for r in load_results(tmp_path)} == {"a" * 40}
+
+
+def test_one_cost_model_orders_cheap_runs_first_and_learns_from_runs():
+    """The grid and the race share one cost model (compare/costs.py): token-counted work, seconds from
+    the rates this compare measured."""
+    from adaptlab.compare.costs import Estimator
+    from adaptlab.compare.measure import prepare
+
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora", "full"], **{**FAST, "model": "tiny"})
+    ctx = prepare(cfg)
+    est = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
+    specs = [RunSpec("full", 256, 0), RunSpec("lora", 16, 0), RunSpec("zero_shot", 0, 0), RunSpec("lora", 256, 0)]
+    order = sorted(specs, key=lambda s: est.seconds(s.strategy, s.train_size, ctx.n_eval))
+    assert [s.id for s in order] == ["zero_shot-n0-s0", "lora-n16-s0", "lora-n256-s0", "full-n256-s0"]
+    before = est.seconds("lora", 256, ctx.n_eval)
+    prior = est.seconds("lora", 16, ctx.n_eval)
+    est.observe({"run": {"strategy": "lora", "kind": "gradient", "train_size": 16, "epochs": 1.0},
+                 "train": {"seconds": 10 * prior}, "eval": {"seconds": 10 * prior, "scored_examples": ctx.n_eval}})
+    assert est.seconds("lora", 256, ctx.n_eval) > 3 * before  # measured slower than the prior
+    assert est.scored_per_run(True) == ctx.n_eval < est.scored_per_run(False) or not cfg.fragility_k

@@ -142,7 +142,7 @@ def test_gallery_and_consistency_sections(tmp_path):
 def test_a_corrupt_skipped_list_is_named_by_report_and_grid_alike(tmp_path):
     """skipped.json has one reader with one policy: a file that is not a list of runs is an error
     naming it, for the report and for a resumed compare (which would otherwise retry cut runs)."""
-    from adaptlab.compare.grid import load_skipped
+    from adaptlab.compare.store import load_skipped
     from adaptlab.data.loading import DataError
 
     _store(tmp_path)

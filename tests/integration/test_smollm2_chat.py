@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adaptlab.compare.grid import load_results
 from adaptlab.compare.recommend import Constraints, recommend
+from adaptlab.compare.store import load_results
 from adaptlab.data.named import load_task
 from adaptlab.data.splits import subsample
 from adaptlab.models.base import load_base

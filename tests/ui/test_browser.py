@@ -158,7 +158,7 @@ def test_a_compare_run_from_the_cli_opens_and_reports(server, tmp_path):
 
 
 def _recommended(run_dir: Path) -> str:
-    from adaptlab.compare.grid import load_results
     from adaptlab.compare.recommend import Constraints, recommend
+    from adaptlab.compare.store import load_results
 
     return recommend(load_results(run_dir), Constraints()).winner

@@ -48,6 +48,7 @@ from adaptlab.backends.base import Backend
 from adaptlab.data.loading import TaskData
 from adaptlab.data.splits import subsample
 from adaptlab.prompts import as_instruction
+from adaptlab.strategies.base import NO_LABEL
 from adaptlab.strategies.prompting import PromptArtifact, PromptStrategy, pairs
 
 JOURNAL = "gepa_journal.jsonl"
@@ -391,9 +392,6 @@ class _Search:
             {"step": "proposal", "component": "exemplars", "added": len(wrong[: self.cfg.k]), "calls_used": self.used}
         )
         return json.dumps([list(p) for p in new])
-
-
-NO_LABEL = "(an answer that names none of the labels)"
 
 
 def instruction_frame(cfg, task: str, backend: Backend):

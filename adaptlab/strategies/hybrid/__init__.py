@@ -4,4 +4,4 @@ from adaptlab.strategies.registry import register_strategy
 
 register_strategy("hybrid", HybridConfig, HybridStrategy, "gradient",
                   "fine-tune (LoRA or full), then a soft prompt on the frozen result",
-                  train_prior=0.52, stacks=True)
+                  stacks=True)

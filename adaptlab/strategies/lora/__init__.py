@@ -3,4 +3,4 @@ from adaptlab.strategies.lora.strategy import LoraStrategy
 from adaptlab.strategies.registry import register_strategy
 
 register_strategy("lora", LoraConfig, LoraStrategy, "gradient", "LoRA adapters on attention projections (PEFT file format)",
-                  train_prior=0.12, search=({"lr": 3e-4}, {"lr": 3e-3}, {"r": 16}))
+                  search=({"lr": 3e-4}, {"lr": 3e-3}, {"r": 16}))

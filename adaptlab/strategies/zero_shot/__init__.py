@@ -4,4 +4,4 @@ from adaptlab.strategies.zero_shot.strategy import ZeroShotStrategy
 
 register_strategy("zero_shot", ZeroShotConfig, ZeroShotStrategy, "prompt",
                   "Instruction template, no exemplars (built-in or user templates)",
-                  uses_train_data=False)
+                  uses_train_data=False, exemplars=False)

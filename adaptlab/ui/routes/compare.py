@@ -125,7 +125,7 @@ async def static_report(request: Request, job_id: str):
 async def register(request: Request, job_id: str, task: str = Form(...), strategy: str = Form(...),
                    alias: str = Form("")):
     """Register the run of ``strategy`` at the ranked size whose artifact the compare kept."""
-    from adaptlab.compare.grid import load_results
+    from adaptlab.compare.store import load_results
     from adaptlab.registry import RegistryError
 
     folder = jobs(request).folder(job_id)

@@ -1,0 +1,428 @@
+"""The adaptive compare's schedule: which run comes next, under the budget. The policy, in a screen:
+
+1. **A first look at every candidate** (each strategy on each base, each prompt strategy on each
+   endpoint), cheapest first, at low fidelity: its smallest train size, scored on a screening
+   subsample of the test rows sized by the statistics (:func:`.costs.screen_rows`). Nothing is
+   concluded, and no second run made, before every candidate has one; a first look that does not
+   fit what the budget leaves is skipped and the next one tried, so the cheap ones are always made.
+2. **Promotion by what can still change the answer** (the race, :mod:`.adaptive`: successive halving
+   in the manner of ASHA, with each candidate's learning-curve band in place of a fixed halving
+   rate, so a steep riser with a slow start is not dropped): the leader is measured at the target
+   on every test row; challengers whose optimistic band still reaches the bar get a larger size,
+   then the target; the rest are dropped.
+3. **The winner's run is reserved.** Until the leader is known, the time held back is the dearest
+   target run among the candidates (whichever leads must be measurable at the user's size); after,
+   the leader's own. Round one keeps the estimates the budget was accepted on (its first looks and
+   that reserve): rates measured by the first looks move every estimate, and a first look the
+   compare promised must not lose its place for that (its time limit still protects the reserve). No run may eat into it; when the next promotion does not fit, the race stops
+   there and the reserved run is made.
+4. **A budget that cannot fit step 1 and step 3 is said before anything runs**, with the budget
+   that would fit. By default the compare then keeps the cheapest candidate of each family
+   (prompt-only, learned prompt, adapter, full weights) on each base and endpoint, leaves out the
+   others that free the most time first, names them with why, and goes on; ``strict_budget``
+   refuses instead. Both sides of the question, a prompt and a trained candidate, are always
+   measured. The choice is saved (``budget_plan.json``), so a resumed compare keeps it.
+
+No candidate is favoured by its name. Which run is next follows from the finished records and
+token-counted work alone (never the clock), so a slower machine walks the same path and stops
+sooner; what the committed grids teach (:mod:`.lessons`) only breaks ties before anything is measured.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from adaptlab.compare.adaptive import decision_line, race
+from adaptlab.compare.config import CompareConfig
+from adaptlab.compare.lessons import tie_order
+from adaptlab.compare.store import (
+    RunSpec,
+    claimed,
+    compare_minutes,
+    load_results,
+    load_skipped,
+    minutes,
+    results_dir,
+)
+from adaptlab.compare.tuning import TUNING_SHARE
+from adaptlab.strategies.registry import get_strategy
+from adaptlab.utils import atomic_write_json
+
+console = Console()
+PLAN_FILE = "budget_plan.json"
+
+
+class AdaptivePicker:
+    """The schedule above; after every run the race's state is recomputed from all finished runs
+    (other workers' included) and its first candidate runs."""
+
+    OVERRUN = 3.0            # a run may take this many times its estimate (+ a minute) before it is cut
+    ATTEMPT_SHARE = 0.75     # the reserved run is still tried with this share of its estimate left
+
+    def __init__(self, cfg: CompareConfig, specs: list[RunSpec], out: Path, tokens):
+        self.cfg, self.out, self.tokens = cfg, out, tokens
+        self.planned = list(specs)
+        self.specs = list(specs)
+        self.target = max((s.train_size for s in specs), default=0)
+        self.order = tie_order(list(dict.fromkeys(s.strategy for s in specs)), self.target)
+        self.skipped: list[dict] = []
+        self.left_out: list[dict] = []
+        self.cut: set[str] = set()
+        for s in load_skipped(out):
+            if s.get("cut"):
+                self._cut(s["id"])
+        self.stopped = False      # the race's next promotion did not fit: only the reserved run may follow
+        self.state = None
+        self._done: dict = {}
+        self.held_at_start: float | None = None   # the reserve when the budget was accepted (round one holds it)
+        self.first_est: dict[str, float] = {}      # each first look's estimate then
+
+    # -------------------------------------------------------------- fidelity and costs
+    def light(self, spec: RunSpec) -> bool:
+        return True
+
+    def screened(self, spec: RunSpec) -> bool:
+        return spec.train_size != self.target
+
+    def keep(self, spec: RunSpec) -> bool:
+        return spec.train_size in (0, self.target)
+
+    def _rows(self, spec: RunSpec) -> int:
+        return self.tokens.n_screen if self.screened(spec) else self.tokens.n_test
+
+    def cost(self, spec: RunSpec) -> float:
+        """The run's work (GFLOP): what the race orders by, the same on every machine."""
+        return self.tokens.work(spec.strategy, spec.train_size, self._rows(spec)).total
+
+    def seconds(self, spec: RunSpec) -> float:
+        return self.tokens.seconds(spec.strategy, spec.train_size, self._rows(spec))
+
+    @property
+    def tuning_order(self) -> list[str]:
+        """Candidates in the order tuning fits their variants: the cheapest first look first."""
+        return sorted(self.candidates(), key=lambda c: self.first_key(self.first_look(c)))
+
+    def first_key(self, spec: RunSpec):
+        """Round one's order: cheapest first; the committed grids' lessons break ties."""
+        return (self.cost(spec), self.order.index(spec.strategy))
+
+    def finish_seconds(self, strategy: str) -> float:
+        """Measuring ``strategy``'s recommended run in full at the end: the train gap, fragility,
+        consistency (and forgetting) rows."""
+        extra = max(0, self.tokens.scored_per_run(False) - self.tokens.scored_per_run(True))
+        return self.tokens.score_seconds(strategy, extra) + 5.0
+
+    # -------------------------------------------------------------- candidates and their first looks
+    def candidates(self, specs: list[RunSpec] | None = None) -> list[str]:
+        return list(dict.fromkeys(s.strategy for s in (self.specs if specs is None else specs)))
+
+    def first_look(self, candidate: str, specs: list[RunSpec] | None = None) -> RunSpec:
+        mine = [s for s in (self.specs if specs is None else specs) if s.strategy == candidate]
+        return min(mine, key=lambda s: (s.train_size, s.seed))
+
+    def at_target(self, candidate: str) -> RunSpec | None:
+        """``candidate``'s first-seed run at the target (or its only size, zero-shot's 0)."""
+        return next((s for s in self.planned if s.strategy == candidate and s.train_size in (self.target, 0)
+                     and s.seed == 0), None)
+
+    def _target_seconds(self, candidate: str) -> float:
+        s = self.at_target(candidate)
+        return (self.seconds(s) if s is not None else 0.0) + self.finish_seconds(candidate)
+
+    def need(self, candidates: list[str]) -> float:
+        """Seconds to give each of ``candidates`` a first look and still measure the dearest of them at
+        the target in full (whichever wins)."""
+        firsts = sum(self.seconds(self.first_look(c, self.planned)) for c in candidates)
+        return firsts + max((self._target_seconds(c) for c in candidates), default=0.0)
+
+    def group(self, candidate: str) -> tuple[str, str]:
+        """(family, where): a compare keeps one candidate of each when the budget is short."""
+        where = self.cfg.endpoint_of(candidate) or self.cfg.base_of(candidate) or ""
+        return get_strategy(candidate).changes, where
+
+    # -------------------------------------------------------------- the budget, before anything runs
+    def check_budget(self) -> None:
+        """Say, before anything runs, when the budget cannot fit a first look at every candidate and the
+        winner's run; then refuse (``strict_budget``) or leave out what frees the most time, keeping
+        the cheapest candidate of each family on each base and endpoint."""
+        budget = self.cfg.budget_seconds
+        if budget is None:
+            return
+        path = Path(self.out) / PLAN_FILE
+        if path.exists():  # a resumed compare keeps the choice it made at its start
+            import json
+
+            saved = json.loads(path.read_text())
+            self.left_out = saved.get("left_out", [])
+            self.held_at_start = saved.get("held_s")
+            self.first_est = saved.get("first_looks_s", {})
+            self._apply_left_out()
+            return
+        cands = self.candidates()
+        need = self.need(cands)
+        if need <= budget:
+            self._accept(path, {"budget_s": budget, "need_s": need, "left_out": []})
+            return
+        head = (f"--budget {minutes(budget)} cannot fit a first look at all {len(cands)} candidates and the "
+                f"winner's run at {self.target} examples: estimated {minutes(need)} on this machine; use --budget "
+                f"{minutes(1.1 * need, up=True)} or more, or fewer rows (--test-limit, --train-sizes)")
+        if self.cfg.strict_budget:
+            raise ValueError(head + " (--strict-budget)")
+        keep = {}
+        for c in sorted(cands, key=lambda c: self.seconds(self.first_look(c, self.planned))):
+            keep.setdefault(self.group(c), c)
+        kept = list(cands)
+        while self.need(kept) > budget:
+            optional = [c for c in kept if keep[self.group(c)] != c]
+            if not optional:
+                break
+            drop = max(optional, key=lambda c: self.need(kept) - self.need([k for k in kept if k != c]))
+            kept.remove(drop)
+            family, where = self.group(drop)
+            self.left_out.append({"candidate": drop, "family": family, "first_look_s": round(
+                self.seconds(self.first_look(drop, self.planned)), 1), "at_target_s": round(self._target_seconds(drop), 1),
+                "why": f"the budget: {keep[(family, where)]} is the cheapest {family.replace('_', ' ')} candidate "
+                       f"on {where} and stays; leaving {drop} out frees the most time"})
+        if self.need(kept) > budget:
+            raise ValueError(f"{head}; even one candidate of each family ({', '.join(kept)}) needs "
+                             f"{minutes(self.need(kept))}: use --budget {minutes(1.1 * self.need(kept), up=True)} "
+                             f"or more")
+        console.print(f"[yellow]{head}.[/] Going on with {len(kept)} of them (--strict-budget refuses instead); "
+                      f"left out: " + "; ".join(f"{x['candidate']} (first look est. {x['first_look_s']:.0f} s)"
+                                                for x in self.left_out), highlight=False, soft_wrap=True)
+        self._apply_left_out()
+        self._accept(path, {"budget_s": budget, "need_s": need, "kept_need_s": self.need(kept),
+                            "left_out": self.left_out})
+
+    def _accept(self, path: Path, plan: dict) -> None:
+        """Keep the estimates the budget was accepted on (round one follows them), in ``path`` too."""
+        self.held_at_start = self.reserve()
+        self.first_est = {c: self.seconds(self.first_look(c)) for c in self.candidates()}
+        atomic_write_json(path, {**plan, "held_s": self.held_at_start, "first_looks_s": self.first_est})
+
+    def _apply_left_out(self) -> None:
+        gone = {x["candidate"] for x in self.left_out}
+        self.specs = [s for s in self.planned if s.strategy not in gone]
+
+    def tuning_allowance(self) -> float | None:
+        """Seconds tuning may take: never more than its share of the budget, nor what the first looks
+        and the winner's run need (None: no budget). Asked again before each variant: the variants
+        measure this machine's rates, and when those make the runs dearer the allowance shrinks."""
+        if self.cfg.budget_seconds is None:
+            return None
+        return max(0.0, min(TUNING_SHARE * self.cfg.budget_seconds,
+                            self.cfg.budget_seconds - self.need(self.candidates())))
+
+    # -------------------------------------------------------------- the reserve
+    def leader(self) -> str | None:
+        return self.state.leader if self.state is not None and self.state.leader else None
+
+    def _unlooked(self, done: dict) -> list[str]:
+        """Candidates without a finished run yet (whose first look was not cut or skipped for good)."""
+        ran = {r["run"]["strategy"] for r in done.values()}
+        return [c for c in self.candidates() if c not in ran and self.first_look(c).id not in self.cut]
+
+    def reserve(self, done: dict | None = None, but: RunSpec | None = None) -> float:
+        """Seconds held back for the winner's run at the target (unless it is ``but``) and its final
+        measurements: the leader's, or before there is one, the dearest among the candidates."""
+        done = done or {}
+        lead = self.leader()
+        if lead is None:
+            if self.held_at_start is not None:
+                return self.held_at_start
+            return max((self._target_seconds(c) for c in self.candidates() if self.at_target(c) != but),
+                       default=0.0)
+        run = self.at_target(lead)
+        held = self.finish_seconds(lead)
+        if run is not None and run.id not in done and run != but:
+            held += self.seconds(run)
+        return held
+
+    def remaining(self, guess: float) -> float:
+        return guess + sum(self.seconds(s) for s, _ in (self.state.candidates[1:] if self.state else []))
+
+    def limit(self, spec: RunSpec, guess: float, spent: float) -> float | None:
+        """Seconds ``spec`` may run before it is cut: a few times its estimate, and never into the time
+        reserved for the winner (nor, for the reserved run itself, past the budget)."""
+        own = self.OVERRUN * guess + 60.0
+        if self.cfg.budget_seconds is None:
+            return own
+        left = self.cfg.budget_seconds - spent - self.reserve(self._done, but=spec)
+        return max(1.0, min(own, left))
+
+    # -------------------------------------------------------------- the next run
+    def _race(self, records: list[dict]):
+        return race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost, first_key=self.first_key,
+                    exclude=self.cut, tie=self.order)
+
+    def next(self, done: dict, spent: float):
+        self._done = done
+        for _ in range(360):  # other workers hold every candidate: wait for their results (up to an hour)
+            done.update({r["run"]["id"]: r for r in load_results(self.out)})
+            self.state = self._race(list(done.values()))
+            if self.state.decided:
+                return None
+            pick = self._pick(done, spent)
+            if pick is None:
+                return None
+            spec, why = pick
+            if claimed(self.out, spec.id):
+                time.sleep(10)
+                continue
+            console.print(f"  race: {why}", highlight=False, soft_wrap=True)
+            return spec, self.seconds(spec)
+        return None
+
+    def _pick(self, done: dict, spent: float):
+        todo = [(s, why) for s, why in self.state.candidates if s.id not in self.cut]
+        if self._unlooked(done):  # round one: every first look that fits, the cheapest first
+            fits = [(s, why) for s, why in todo if self._fits(s, spent, done, self.first_est.get(s.strategy))]
+            if fits:
+                return fits[0]
+            self.stopped = True
+            return None
+        lead = self.leader()
+        lead_run = self.at_target(lead) if lead else None
+        if lead_run is not None and (lead_run.id in done or lead_run.id in self.cut):
+            lead_run = None
+        pick = todo[0] if todo and not self.stopped else None
+        if pick is not None and not self._fits(pick[0], spent, done):
+            self.stopped = True
+            pick = None
+        if pick is None and lead_run is not None and self._fits(lead_run, spent, done):
+            pick = (lead_run, f"the budget is nearly spent: {lead} leads, so it is measured at the target size "
+                              f"in the time reserved for it")
+        elif pick is None and lead_run is not None and self._worth_trying(lead_run, spent, done):
+            pick = (lead_run, f"{lead} at the target no longer fits its estimate ({self.seconds(lead_run):.0f} s), "
+                              f"but without it nothing is measured at the user's size: it is tried in the time "
+                              f"left, and cut at the budget's end")
+        return pick
+
+    def _fits(self, spec: RunSpec, spent: float, done: dict, guess: float | None = None) -> bool:
+        guess = self.seconds(spec) if guess is None else guess
+        held = self.reserve(done, but=spec)
+        if self.cfg.budget_seconds is None or spent + guess + held <= self.cfg.budget_seconds:
+            return True
+        left = self.cfg.budget_seconds - spent
+        if all(s["id"] != spec.id for s in self.skipped):
+            self.skipped.append({"id": spec.id, "estimate_s": guess, "left_s": left, "reserved_s": held,
+                                 "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"
+                                           + (f" of which {held:.0f} s reserved for measuring the winner at "
+                                              f"the target and in full" if held else "")})
+        return False
+
+    def _worth_trying(self, spec: RunSpec, spent: float, done: dict) -> bool:
+        """The reserved run, re-estimated past what is left (this compare measured slower rates than
+        the priors, or tuning took its share), may still fit: the estimates of first runs ran from
+        0.76 to 1.4 times the measured seconds (docs/results/dependable_answers_notes.md). With at
+        least ATTEMPT_SHARE of its estimate left it is tried rather than leaving the answer
+        unmeasured (only then); its time limit still ends it at the budget's end."""
+        if self.cfg.budget_seconds is None or any(r["run"]["train_size"] == self.target for r in done.values()):
+            return False  # something is measured at the user's size already: the answer rests on it
+        left = self.cfg.budget_seconds - spent - self.reserve(done, but=spec)
+        return left >= self.ATTEMPT_SHARE * self.seconds(spec)
+
+    def on_cut(self, spec: RunSpec, entry: dict) -> None:
+        self._cut(spec.id)
+
+    def _cut(self, run_id: str) -> None:
+        """A run cut by its time limit is not tried again, nor are its strategy's larger runs (they
+        cost more); its smaller ones may still run."""
+        cut = next((s for s in self.planned if s.id == run_id), None)
+        if cut is None:
+            return
+        self.cut |= {s.id for s in self.planned if s.strategy == cut.strategy and s.train_size >= cut.train_size}
+
+    # -------------------------------------------------------------- the end
+    def finalize(self, ctx, records: list[dict]) -> list[dict]:
+        """Measure the recommended strategy's runs in full (from their kept artifacts), score every
+        screened finalist again on all test rows, then let the artifacts of the target-size runs go as
+        --keep-artifacts says; returns the records."""
+        from adaptlab.compare.measure import finalize, prune_artifact, rescore_in_full
+        from adaptlab.compare.recommend import constraints_for, recommend
+
+        alive = set(self._race(records).alive)
+        for rec in records:  # finalists first: the recommendation below must see their full rows
+            r = rec["run"]
+            if (rec["eval"].get("screened") and r["train_size"] in (0, self.target) and r["strategy"] in alive
+                    and (self.out / "artifacts" / r["id"]).is_dir()):
+                console.print(f"  scoring {r['id']} on every test row (a finalist)", highlight=False)
+                rescore_in_full(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
+                atomic_write_json(results_dir(self.out) / f"{r['id']}.json", rec)
+        best = recommend(records, constraints_for(self.cfg))
+        for rec in records:
+            r = rec["run"]
+            folder = self.out / "artifacts" / r["id"]
+            if not folder.is_dir():
+                continue
+            measure = r["strategy"] == best.winner and r["train_size"] in (0, best.target) and rec["eval"].get("light")
+            prune = rec["cost"].get("artifact_kept") and self.cfg.keep_artifacts != "all"
+            if not (measure or prune):
+                continue  # nothing changes for this run: its record stays as written
+            if measure:
+                console.print(f"  measuring {r['id']} in full (the recommended run)", highlight=False)
+                finalize(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
+            if prune:
+                rec["cost"]["artifact_kept"] = prune_artifact(folder, self.cfg.keep_artifacts, rec["cost"]["artifact_bytes"])
+            atomic_write_json(results_dir(self.out) / f"{r['id']}.json", rec)
+        return records
+
+    def finish(self, out: Path, records: list[dict]) -> None:
+        """race.json: the final state, the decision in one sentence (agreeing with the recommendation),
+        every planned run not run with why, every candidate never run or left out with why and what
+        its first look would have cost."""
+        from adaptlab.compare.recommend import constraints_for, recommend
+
+        state = self._race(records)
+        mins = compare_minutes(out, records)
+        not_run = self._not_run(state, records)
+        ran = {r["run"]["strategy"] for r in records}
+        never = []
+        for st in self.candidates():
+            if st in ran:
+                continue
+            first = self.first_look(st)
+            why = next(x["why"] for x in not_run if x["id"] == first.id)
+            never.append({"strategy": st, "why": why, "first_run": first.id,
+                          "estimate_s": round(self.seconds(first), 1),
+                          "at_target_s": round(self.tokens.seconds(st, self.target if first.train_size else 0,
+                                                                   self.tokens.n_test), 1)})
+        never += [{"strategy": x["candidate"], "why": f"left out by the budget check: {x['why']}",
+                   "first_run": self.first_look(x["candidate"], self.planned).id, "estimate_s": x["first_look_s"],
+                   "at_target_s": x["at_target_s"]} for x in self.left_out]
+        rec = recommend(records, constraints_for(self.cfg)) if records else None
+        line = decision_line(state, len(records), mins, len(not_run), never=[n["strategy"] for n in never],
+                             recommendation=rec)
+        atomic_write_json(out / "race.json", {**state.to_dict(), "decision": line, "runs": len(records),
+                                              "minutes": mins, "not_run": not_run, "never_run": never,
+                                              "left_out": self.left_out, "candidates": self.candidates(self.planned),
+                                              "budget_s": self.cfg.budget_seconds, "tie_order": self.order,
+                                              "screen_rows": self.tokens.n_screen, "test_rows": self.tokens.n_test,
+                                              "profile": self.tokens.prof.to_dict()})
+        console.print(f"[bold]{line}[/]", highlight=False, soft_wrap=True)
+        for n in never:
+            console.print(f"  never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, est. "
+                          f"{n['estimate_s']:.0f} s)", highlight=False, soft_wrap=True)
+
+    def _not_run(self, state, records: list[dict]) -> list[dict]:
+        finished = {r["run"]["id"] for r in records}
+        skipped = {s["id"]: s["reason"] for s in load_skipped(self.out) + self.skipped}
+        out = []
+        for spec in self.specs:
+            if spec.id in finished:
+                continue
+            if spec.id in skipped:
+                why = f"budget: {skipped[spec.id]}"
+            elif spec.strategy in state.dropped:
+                why = f"{spec.strategy} dropped: {state.dropped[spec.strategy]}"
+            elif state.fits.get(spec.strategy) and state.fits[spec.strategy].measured_at_target:
+                why = f"{spec.strategy} is measured at the target size; its smaller sizes cannot change the winner"
+            elif not state.decided:
+                why = "not reached: the budget ended before the race was decided"
+            else:
+                why = "not needed to decide"
+            out.append({"id": spec.id, "why": why, "estimate_s": round(self.seconds(spec), 1)})
+        return out
