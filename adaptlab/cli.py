@@ -517,9 +517,15 @@ def endpoints_cmd(
     console.print(table)
 
 
+# compare's options that say how to run a compare, not what it compares: the only ones --config takes.
+RUN_OPTIONS = {"config", "out", "workers", "ray", "ray_cpus", "no_progress", "track", "tracking_uri"}
+
+
 @app.command("compare")
 def compare_cmd(
-    data: str = typer.Option(..., help="Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."),
+    ctx: typer.Context,
+    data: Optional[str] = typer.Option(None, help="Dataset file, folder of split files, or name (demo, sst2, "
+                                                  "banking77, ...); required unless --config."),
     model: str = typer.Option(DEFAULT_MODEL, help=MODELS_HELP),
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
     train_sizes: str = typer.Option("16,64,256,all", help="Train-set sizes for the learning curves."),
@@ -589,17 +595,28 @@ def compare_cmd(
                                        help="Refuse a --budget that cannot fit a first look at every candidate and "
                                             "the winner's run at the target (default: keep the cheapest candidate "
                                             "of each family, name the ones left out, go on)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A compare's saved settings (a run folder's "
+                                                                 "compare.json): run or resume exactly that compare; "
+                                                                 "only --out and the options that say how to run "
+                                                                 "it (--workers, --ray, --track, ...) go with it."),
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
     from adaptlab.compare import CompareConfig, parse_budget
     from adaptlab.compare.config import parse_sizes, parse_volume
-    from adaptlab.compare.recommend import Constraints
-    from adaptlab.compare.report import build_report
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
+        if config is not None:
+            given = _given_options(ctx, exclude=RUN_OPTIONS)
+            if given:
+                raise DataError(f"--config {config}: the settings come from the file; {given[0]} was given too "
+                                f"(edit the file, or drop --config)")
+            cfg = CompareConfig.load(config)
+            return _compare_and_report(cfg, out, workers, ray, ray_cpus, no_progress, track, tracking_uri)
+        if data is None:
+            raise DataError("--data: required (or --config FILE, a compare's saved settings)")
         names, hosted, proposer_name, proposer_only = _candidates(strategies, endpoint, endpoints_file, proposer)
         settings, strategy_epochs = _strategy_overrides(set_)
         cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
@@ -617,13 +634,33 @@ def compare_cmd(
                             proposer=proposer_name, proposer_endpoints=proposer_only,
                             prompt_margin=prompt_margin, strict_budget=strict_budget)
         cfg.tune = tune if tune is not None else cfg.adaptive
+    except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
+        _fail(e)
+    _compare_and_report(cfg, out, workers, ray, ray_cpus, no_progress, track, tracking_uri)
+
+
+def _given_options(ctx: typer.Context, exclude: set[str]) -> list[str]:
+    """The options given on the command line (not left at their defaults), as --flags. By the source's
+    name: typer may bring a click of its own, whose ParameterSource is not click's class."""
+    return [f"--{name.replace('_', '-').rstrip('-')}" for name in ctx.params if name not in exclude
+            and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
+
+
+def _compare_and_report(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int],
+                        no_progress: bool, track: Optional[str], tracking_uri: Optional[str]) -> None:
+    """Run (or resume) the compare ``cfg`` in ``out``, then write its report and print the answer."""
+    from adaptlab.backends import BackendError
+    from adaptlab.compare.recommend import constraints_for
+    from adaptlab.compare.report import build_report
+
+    try:
         result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
-        _check_ran(result, budget)
-        report = build_report(out, Constraints(volume=cfg.volume, prompt_margin=cfg.prompt_margin))
+        _check_ran(result, cfg.budget_seconds)
+        report = build_report(out, constraints_for(cfg))
         tracked = _track_compare(out, track, tracking_uri)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
-    _compare_done(out, report, tracked, result, Constraints(volume=cfg.volume, prompt_margin=cfg.prompt_margin))
+    _compare_done(out, report, tracked, result, constraints_for(cfg))
 
 
 def _candidates(strategies: str, endpoint: list[str], endpoints_file: Optional[Path], proposer: Optional[str]):
@@ -637,10 +674,12 @@ def _candidates(strategies: str, endpoint: list[str], endpoints_file: Optional[P
     return (names, hosted, *_proposer(proposer, hosted))
 
 
-def _check_ran(result: dict, budget: Optional[str]) -> None:
+def _check_ran(result: dict, budget_s: Optional[float]) -> None:
     if not result["results"] and result["skipped"]:
+        from adaptlab.compare.store import minutes
+
         cheapest = min(x["estimate_s"] for x in result["skipped"])
-        raise DataError(f"--budget {budget}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
+        raise DataError(f"--budget {minutes(budget_s) if budget_s else 'none'}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
                         f"at {cheapest:.0f} s); raise the budget")
 
 
@@ -690,10 +729,11 @@ def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Opt
     if ray_cpus is not None and ray_cpus < 1:
         raise DataError(f"--ray-cpus {ray_cpus}: must be >= 1")
     if workers > 1 or ray:
-        from adaptlab.compare.grid import run_ray_workers, run_workers
+        from adaptlab.compare.grid import run_ray_workers, run_workers, save_config
         from adaptlab.compare.store import load_results, load_skipped
 
-        code = run_ray_workers(sys.argv[1:], workers, ray, ray_cpus) if ray else run_workers(sys.argv[1:], workers)
+        save_config(cfg, out)  # every worker starts from this file
+        code = run_ray_workers(out, workers, ray, ray_cpus) if ray else run_workers(out, workers)
         if code != 0:
             raise DataError(f"a compare worker failed (exit {code}); re-run the same command to resume")
         return {"skipped": load_skipped(out), "results": load_results(out)}
@@ -803,16 +843,22 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
     # One epoch for LoRA: at 360 tickets its dev accuracy after the first of two epochs was 0.984
     # (1.000 after the second), at half the time. 128 between 32 and 360 gives the challengers a
     # second point short of the target, where most of them are dropped.
-    compare_cmd(data="demo", model=model, strategies="zero_shot,few_shot,prompt_search,soft_prompt,prefix,lora",
-                train_sizes="32,128,all", seeds=1, budget=budget, out=out, epochs=2.0, test_limit=120,
-                fragility_k=1, fragility_examples=16, forgetting=True, consistency_examples=16,
-                consistency_samples=4, consistency_temperature=0.7, gallery_examples=6, eval_every=0, patience=0,
-                set_=["few_shot.k=8", "prompt_search.budget_calls=120", "lora.epochs=1"], price_per_hour=0.10,
-                keep_artifacts="small", data_dir=None, workers=1, ray=None, ray_cpus=None, no_progress=False,
-                device="auto", adaptive=True, confidence=0.95,
-                tune=False,  # 12 variants would take most of the 4 minutes; `compare --tune` does it
-                track=None, tracking_uri=None, endpoint=[], endpoints_file=None, volume=None, response_cache=None,
-                no_response_cache=False, proposer=None)
+    from adaptlab.compare import CompareConfig, parse_budget
+
+    try:
+        settings, strategy_epochs = _strategy_overrides(["few_shot.k=8", "prompt_search.budget_calls=120",
+                                                         "lora.epochs=1"])
+        # Every other setting is CompareConfig's default; tune=False: 12 variants would take most of the
+        # few minutes the demo has (`compare --tune` does it).
+        cfg = CompareConfig(data="demo", model=model,
+                            strategies=["zero_shot", "few_shot", "prompt_search", "soft_prompt", "prefix", "lora"],
+                            train_sizes=[32, 128, "all"], budget_seconds=parse_budget(budget), test_limit=120,
+                            fragility_k=1, fragility_examples=16, strategy_settings=settings,
+                            strategy_epochs=strategy_epochs, adaptive=True, tune=False)
+    except (*EXPECTED_ERRORS, ValueError) as e:
+        _fail(e)
+    _compare_and_report(cfg, out, workers=1, ray=None, ray_cpus=None, no_progress=False, track=None,
+                        tracking_uri=None)
 
 
 @app.command("export")

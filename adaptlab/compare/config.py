@@ -192,3 +192,30 @@ class CompareConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def load(cls, path) -> "CompareConfig":
+        """A compare's saved settings (its ``compare.json``): a resumed compare, a worker or the
+        workbench starts from this file, never from re-written flags. Unknown keys and bad values are
+        one-line errors naming the file."""
+        import json
+        from dataclasses import fields
+        from pathlib import Path
+
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable compare config ({e})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a JSON object of compare settings")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "data" not in raw:
+            raise ValueError(f"{path}: missing setting 'data'")
+        try:
+            return cls(**raw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None

@@ -143,6 +143,13 @@ def _over_budget(cfg: CompareConfig, spent: float, guess: float, spec: RunSpec, 
     return True
 
 
+def save_config(cfg: CompareConfig, out: Path) -> None:
+    """Write ``cfg`` as ``out/compare.json`` (the file every worker and a resume start from), refusing a
+    folder that holds a compare of other data or another model."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    _check_out(cfg, Path(out))
+
+
 def _check_out(cfg: CompareConfig, out: Path) -> None:
     cfg_path = out / "compare.json"
     if cfg_path.exists():
@@ -291,33 +298,23 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
     return finished
 
 
-def _worker_command(argv: list[str]) -> list[str]:
-    """This compare command as one worker runs it: ``--workers`` / ``--ray*`` dropped, ``--out``
-    made absolute (a worker elsewhere must find the same folder)."""
+def worker_command(out: Path) -> list[str]:
+    """One worker of the compare in ``out``: it starts from the saved ``compare.json`` (never from
+    re-written flags), so every worker runs exactly the settings the compare was started with."""
     import sys
 
-    cleaned: list[str] = []
-    it = iter(argv)
-    for a in it:
-        name = a.split("=", 1)[0]
-        if name in ("--workers", "--ray", "--ray-cpus"):
-            if "=" not in a:
-                next(it, None)
-            continue
-        if name == "--out":
-            value = a.split("=", 1)[1] if "=" in a else next(it, "")
-            cleaned += ["--out", str(Path(value).resolve())]
-            continue
-        cleaned.append(a)
-    return [sys.executable, "-m", "adaptlab.cli", *cleaned, "--workers", "1", "--no-progress"]
+    out = Path(out).resolve()  # a worker elsewhere must find the same folder
+    return [sys.executable, "-m", "adaptlab.cli", "compare", "--config", str(out / "compare.json"), "--out", str(out),
+            "--workers", "1", "--no-progress"]
 
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run_workers(argv: list[str], workers: int) -> int:
-    """Run ``workers`` copies of this compare command on one machine, sharing the cores, and wait.
+def run_workers(out: Path, workers: int) -> int:
+    """Run ``workers`` workers of the compare saved in ``out`` (its compare.json) on one machine,
+    sharing the cores, and wait.
 
     Every worker takes runs through claims, so they never run the same one; the results folder
     is the one store. On several machines, start the same command on each against a shared
@@ -325,14 +322,14 @@ def run_workers(argv: list[str], workers: int) -> int:
     """
     threads = str(max(1, _cores() // workers))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "ADAPTLAB_THREADS": threads}
-    procs = [subprocess.Popen(_worker_command(argv), env=env) for _ in range(workers)]
+    procs = [subprocess.Popen(worker_command(out), env=env) for _ in range(workers)]
     return max(p.wait() for p in procs)
 
 
-def run_ray_workers(argv: list[str], workers: int, address: str, cpus: int | None = None) -> int:
+def run_ray_workers(out: Path, workers: int, address: str, cpus: int | None = None) -> int:
     """The same workers as :func:`run_workers`, placed by Ray: ``workers`` tasks of ``cpus`` CPUs
     each, anywhere in the cluster at ``address`` ("local" starts a Ray on this machine). Each task
-    runs this compare command as one worker; the claims and the results folder do the rest, so
+    runs one worker of the compare saved in ``out``; the claims and the results folder do the rest, so
     ``--out`` must be storage every node sees, and every node needs this environment (same
     Python path, or a Ray ``runtime_env``). Why Ray only places processes: a run is minutes of
     one process's work and its results are files, so Ray's object store has nothing to carry.
@@ -353,7 +350,7 @@ def run_ray_workers(argv: list[str], workers: int, address: str, cpus: int | Non
         return subprocess.run(cmd, env={**os.environ, **extra_env}).returncode
 
     try:
-        codes = ray.get([worker.remote(_worker_command(argv), env) for _ in range(workers)])
+        codes = ray.get([worker.remote(worker_command(out), env) for _ in range(workers)])
     finally:
         if started:
             ray.shutdown()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptlab.compare.config import parse_budget
+from adaptlab.compare.grid import save_config
 from adaptlab.models.registry import list_models
 from adaptlab.ui.state import UiError, UiState, check_id
 from adaptlab.utils import atomic_write_json
@@ -40,6 +41,14 @@ class CompareRequest:
     track: bool = False             # log the runs, report and recommendation to MLflow (OUT/mlflow)
 
     def argv(self, st: UiState, out: Path) -> list[str]:
+        """The compare command: it runs the settings saved in ``out/compare.json`` (:meth:`config`),
+        never flags re-written from the form."""
+        argv = ["compare", "--config", str(out / "compare.json"), "--out", str(out), "--no-progress"]
+        return argv + (["--track", "mlflow"] if self.track else [])
+
+    def config(self, st: UiState):
+        """The form as the compare's settings, each field checked (errors name the field)."""
+        from adaptlab.compare.config import CompareConfig
         from adaptlab.strategies import list_strategies
 
         data = data_arg(st, self.source)
@@ -56,21 +65,17 @@ class CompareRequest:
         if self.test_limit < 0:
             raise UiError(400, f"test limit: {self.test_limit}: 0 (all) or more")
         try:
-            parse_budget(self.budget or None)
+            budget = parse_budget(self.budget or None)
         except ValueError as e:
             raise UiError(400, f"budget: {e}") from None
-        argv = ["compare", "--data", data, "--model", self.model, "--strategies", ",".join(self.strategies),
-                "--train-sizes", ",".join(sizes), "--seeds", str(self.seeds), "--test-limit", str(self.test_limit),
-                "--adaptive" if self.adaptive else "--full-grid", "--out", str(out), "--no-progress"]
-        if self.budget:
-            argv += ["--budget", self.budget]
-        if not self.extras:
-            argv += ["--fragility-k", "0", "--no-forgetting", "--consistency-examples", "0"]
-        if self.track:
-            argv += ["--track", "mlflow"]
-        if st.data_dir is not None:
-            argv += ["--data-dir", str(st.data_dir)]
-        return argv
+        extras = {} if self.extras else {"fragility_k": 0, "forgetting": False, "consistency_examples": 0}
+        try:
+            return CompareConfig(data=data, model=self.model, strategies=list(self.strategies),
+                                 train_sizes=[s if s == "all" else int(s) for s in sizes], seeds=self.seeds,
+                                 test_limit=self.test_limit, adaptive=self.adaptive, tune=self.adaptive,
+                                 budget_seconds=budget, data_dir=str(st.data_dir) if st.data_dir else None, **extras)
+        except ValueError as e:
+            raise UiError(400, str(e)) from None
 
 
 def data_arg(st: UiState, source: str) -> str:
@@ -133,8 +138,10 @@ class Jobs:
     def start(self, req: CompareRequest, label: str) -> str:
         job_id = time.strftime("c%Y%m%d-%H%M%S-") + os.urandom(2).hex()
         folder = self.st.compares / job_id
-        argv = req.argv(self.st, folder)  # validates before anything is written
+        cfg = req.config(self.st)  # validates before anything is written
+        argv = req.argv(self.st, folder)
         folder.mkdir(parents=True)
+        save_config(cfg, folder)
         atomic_write_json(folder / "job.json", {"argv": argv, "label": label, "model": req.model,
                                                 "created": time.time(), "request": req.__dict__})
         self._spawn(job_id, folder, argv)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -172,16 +173,40 @@ def test_two_workers_share_one_grid(tmp_path):
     assert list((out / "claims").iterdir()) == [] and (out / "report" / "report.html").exists()
 
 
-def test_worker_command_drops_the_executor_options_and_fixes_the_folder(tmp_path, monkeypatch):
-    from adaptlab.compare.grid import _worker_command
+def test_a_worker_starts_from_the_saved_config_with_the_folder_made_absolute(tmp_path, monkeypatch):
+    from adaptlab.compare.grid import save_config, worker_command
 
     monkeypatch.chdir(tmp_path)
-    cmd = _worker_command(["compare", "--data", "demo", "--workers", "3", "--ray=local", "--ray-cpus", "2",
-                           "--out", "runs/x", "--seeds", "2"])
-    assert cmd[1:] == ["-m", "adaptlab.cli", "compare", "--data", "demo", "--out", str(tmp_path / "runs" / "x"),
-                       "--seeds", "2", "--workers", "1", "--no-progress"]
-    assert _worker_command(["compare", "--out=r", "--workers=2"])[3:] == ["compare", "--out", str(tmp_path / "r"),
-                                                                         "--workers", "1", "--no-progress"]
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora"], train_sizes=[8], seeds=2,
+                        **{**FAST, "strategy_settings": {"lora": {"r": 4}}})
+    save_config(cfg, Path("runs/x"))
+    cmd = worker_command(Path("runs/x"))
+    folder = tmp_path / "runs" / "x"
+    assert cmd[1:] == ["-m", "adaptlab.cli", "compare", "--config", str(folder / "compare.json"), "--out",
+                       str(folder), "--workers", "1", "--no-progress"]
+    again = CompareConfig.load(folder / "compare.json")   # the same settings, none re-written as flags
+    assert again == cfg
+
+
+def test_a_saved_config_runs_unchanged_and_refuses_other_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from adaptlab.cli import app
+
+    cfg = CompareConfig(data="demo", strategies=["zero_shot"], train_sizes=[8], **FAST)
+    from adaptlab.compare.grid import save_config
+
+    save_config(cfg, tmp_path / "a")
+    r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out",
+                                 str(tmp_path / "a"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert [x["run"]["id"] for x in load_results(tmp_path / "a")] == ["zero_shot-n0-s0"]
+    r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out",
+                                 str(tmp_path / "a"), "--budget", "5m"])
+    assert r.exit_code == 2 and "the settings come from the file; --budget was given too" in r.output
+    (tmp_path / "bad.json").write_text('{"data": "demo", "budgt": 5}')
+    r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "bad.json: unknown setting(s) budgt" in r.output
 
 
 @pytest.mark.timeout(600)
@@ -209,7 +234,7 @@ def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__",
                         lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "ray" else real(name, *a, **k))
     with pytest.raises(ValueError, match="ray is not installed"):
-        run_ray_workers(["compare", "--out", str(tmp_path)], 2, "local")
+        run_ray_workers(tmp_path, 2, "local")
 
 
 def test_runs_record_the_commit_the_grid_started_with(tmp_path, monkeypatch):

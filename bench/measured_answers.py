@@ -1,0 +1,149 @@
+"""Issue 36's table: does the adaptive compare measure every candidate, both sides of "prompt or
+fine-tune?", and the winner at the user's size, within its budget? One row per compare:
+
+    python bench/measured_answers.py demo --budget 15m              # one row, appended
+    python bench/measured_answers.py sst2_32 --budget 10m --half-speed
+    python bench/measured_answers.py --summarize                    # rewrite the .md from the .json
+
+Each row: candidates asked and measured (and left out by the budget check, with the budget it asked
+for), whether a prompt-only and a trained candidate were both measured, the recommended candidate and
+whether it was measured at the target, decided or tied and the rule that decided, wall time against
+the budget, the full grid's answer where one is committed, and what else ran on the cores (``--beside``).
+Half speed pins the compare to one core (``taskset -c 0``). Rows go to docs/results/measured_answers.json,
+the table to docs/results/measured_answers.md. The compare commands are those of
+``bench/dependable_answers.py`` (same data, sizes, rows), plus the rows issue 36 names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dependable_answers import JOBS as EARLIER  # noqa: E402  (this folder's earlier table: same commands)
+from dependable_answers import grid_answer  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results" / "measured_answers.json"
+TABLE = ROOT / "docs" / "results" / "measured_answers.md"
+FEW = ["--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"]
+JOBS = {
+    **{k: EARLIER[k] for k in ("demo", "fpb", "ag_news", "ag_news_500", "banking77")},
+    "sst2_32": (["--data", "sst2", "--train-sizes", "16,32", "--test-limit", "300", *FEW], "compare_sst2"),
+    "e2e_256": (["--data", "e2e_nlg", "--train-sizes", "64,256", "--test-limit", "100", "--fragility-k", "0",
+                 "--consistency-examples", "0"], "compare_e2e"),
+    "viggo_smollm2": (["--data", "viggo", "--model", "smollm2-135m-instruct", "--train-sizes", "64,256",
+                       "--test-limit", "100", "--fragility-k", "0", "--consistency-examples", "0"],
+                      "compare_viggo_smollm2"),
+}
+
+
+def run(job: str, budget: str, half: bool, out: Path, beside: str) -> dict:
+    args, grid = JOBS[job]
+    if out.exists():
+        shutil.rmtree(out)
+    exe = str(ROOT / ".venv" / "bin" / "adaptlab")
+    cmd = ([exe, "demo", "--budget", budget, "--out", str(out)] if args == ["DEMO"] else
+           [exe, "compare", *args, "--budget", budget, "--out", str(out), "--no-progress"])
+    env = dict(os.environ)
+    if half:
+        cmd = ["taskset", "-c", "0", *cmd]
+        env.update(OMP_NUM_THREADS="1", ADAPTLAB_THREADS="1")
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
+    from adaptlab.compare.config import parse_budget
+
+    row = {"data": job, "budget": budget, "budget_s": parse_budget(budget),
+           "slowdown": "half speed (taskset -c 0)" if half else "none", "beside": beside,
+           "command": " ".join(cmd[cmd.index(exe):]).replace(str(ROOT) + "/", ""), "exit": proc.returncode,
+           "wall_s": round(wall, 1), "machine": f"{platform.node()} {os.cpu_count()} cores",
+           "date": time.strftime("%Y-%m-%d %H:%M"), "full_grid": grid_answer(grid)}
+    if proc.returncode != 0:
+        row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        return row
+    return {**row, **judge(out)}
+
+
+def judge(out: Path) -> dict:
+    """What the finished compare in ``out`` measured and decided."""
+    from adaptlab.compare import load_results
+    from adaptlab.compare.recommend import PROMPT_MARGIN, Constraints, recommend
+
+    race = json.loads((out / "race.json").read_text())
+    cfg = json.loads((out / "compare.json").read_text())
+    recs = load_results(out)
+    best = recommend(recs, Constraints(volume=cfg.get("volume"), prompt_margin=cfg.get("prompt_margin", PROMPT_MARGIN)))
+    asked = race.get("candidates") or sorted({r["run"]["strategy"] for r in recs})
+    measured = sorted({r["run"]["strategy"] for r in recs})
+    kinds = {r["run"]["kind"] for r in recs}
+    at_target = any(r["run"]["strategy"] == best.winner and r["run"]["train_size"] in (0, race["target"]) for r in recs)
+    rule = next((r for r in best.fired if r in ("prompt_enough", "near_tie", "training_wins")), None)
+    line = race["decision"]
+    state = ("decided" if line.startswith("decided") else "tie resolved" if line.startswith("tie resolved")
+             else "not decided")
+    return {"target": race["target"], "recommended": best.winner, "ranked_at": best.target,
+            "measured_at_target": at_target, "quality": best.ranked[0]["quality"] if best.ranked else None,
+            "metric": best.metric, "asked": asked, "measured": measured,
+            "left_out": [x["candidate"] for x in race.get("left_out", [])],
+            "both_sides": {"prompt", "gradient"} <= kinds, "state": state, "rule": rule, "decision": line,
+            "runs": race["runs"], "compare_minutes": round(race["minutes"], 2)}
+
+
+def summarize() -> None:
+    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    lines = ["# Measured answers (issue 36): every candidate measured, both sides, the winner at the target",
+             "", "Produced by `python bench/measured_answers.py JOB --budget B [--half-speed] [--beside TEXT]`, one "
+             "compare at a time, model Gemma 3 270M unless the command names another; wall time is the whole "
+             "command (model load, tuning, runs, final measurements, report). `beside`: what else ran on the 2 "
+             "cores meanwhile.", "",
+             "| data | budget | slowdown | candidates measured / asked | both sides | recommended | winner measured "
+             "at target | decided or tied (rule) | wall / budget | full grid | beside | decision |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['data']} | {r['budget']} | {r['slowdown']} | refused: {' '.join(r['error'])} | | | "
+                         f"| | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | |")
+            continue
+        left = f" (left out: {', '.join(r['left_out'])})" if r["left_out"] else ""
+        grid = r.get("full_grid") or "-"
+        lines.append(
+            f"| {r['data']} | {r['budget']} | {r['slowdown']} | {len(r['measured'])} / {len(r['asked'])}{left} | "
+            f"{'yes' if r['both_sides'] else '**no**'} | {r['recommended']} (at {r['ranked_at']}, {r['metric']} "
+            f"{r['quality']:.3f}) | {'yes' if r['measured_at_target'] else '**no**'} | {r['state']}"
+            f"{' (' + r['rule'] + ')' if r['rule'] else ''} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
+            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {r['decision']} |")
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("job", nargs="?", choices=sorted(JOBS))
+    ap.add_argument("--budget", default="15m")
+    ap.add_argument("--half-speed", action="store_true")
+    ap.add_argument("--beside", default="", help="what else ran on the cores meanwhile")
+    ap.add_argument("--summarize", action="store_true")
+    a = ap.parse_args()
+    if not a.summarize:
+        if not a.job:
+            sys.exit("name a job: " + ", ".join(sorted(JOBS)))
+        out = ROOT / "runs" / "measured" / f"{a.job}-{a.budget}{'-half' if a.half_speed else ''}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        row = run(a.job, a.budget, a.half_speed, out, a.beside)
+        rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+        RESULTS.write_text(json.dumps(rows + [row], indent=1) + "\n")
+        print(json.dumps(row, indent=1))
+    summarize()
+
+
+if __name__ == "__main__":
+    main()
