@@ -38,6 +38,7 @@ import numpy as np
 
 from adaptlab.compare.baselines import ranking_metric
 from adaptlab.compare.curves import Calibration, CurveFit, fit_all
+from adaptlab.compare.record import records_of
 from adaptlab.compare.stats import CONFIDENCE
 
 
@@ -77,7 +78,7 @@ def _cells(specs: list) -> dict[tuple[str, int], list]:
     return out
 
 
-def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, cost=None,
+def race(records: list, specs: list, *, confidence: float = CONFIDENCE, cost=None,
          calibrated: bool = True, first_key=None, exclude: set | None = None, tie: list | None = None) -> RaceState:
     """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
 
@@ -87,7 +88,8 @@ def race(records: list[dict], specs: list, *, confidence: float = CONFIDENCE, co
     ``calibrated=False`` is the race before calibration (no calibration run, power-law bounds only),
     kept to replay what it did (``bench/race_replay.py``)."""
     cost = cost or (lambda s: s.train_size)
-    done = {r["run"]["id"] for r in records}
+    records = records_of(records)
+    done = {r.id for r in records}
     if exclude:
         specs = [s for s in specs if s.id not in exclude or s.id in done]
     cells = _cells(specs)

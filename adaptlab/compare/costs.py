@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from adaptlab.compare.config import CompareConfig
+from adaptlab.compare.record import RunRecord
 from adaptlab.strategies.registry import get_strategy, list_strategies, make_config, split_candidate, split_lr
 from adaptlab.tasks.base import get_task
 
@@ -258,15 +259,14 @@ class Estimator:
         gflop = rows * self.row_gflop(strategy)
         return self._prior_seconds("eval", gflop) * self._rate_factor(strategy, "score")
 
-    def observe(self, rec: dict) -> None:
+    def observe(self, rec) -> None:
         """Learn the rates from a finished run's record (or a tuning fit's, which has no test rows)."""
-        r = rec["run"]
-        strategy = r["strategy"]
+        rec = RunRecord.of(rec)
+        strategy, tuned = rec.strategy, "variant" in rec.run
         where = self.cfg.endpoint_of(strategy)
         if where is not None:  # hosted: seconds per call, over the fit's and the scoring's calls
-            train, ev = rec.get("train") or {}, rec.get("eval") or {}
-            calls = (train.get("endpoint") or {}).get("calls", 0) + (ev.get("endpoint") or {}).get("calls", 0)
-            secs = (train.get("seconds") or 0.0) + (ev.get("seconds") or 0.0)
+            calls = (rec.train.get("endpoint") or {}).get("calls", 0) + (rec.eval.get("endpoint") or {}).get("calls", 0)
+            secs = (rec.fit_seconds or 0.0) + (rec.score_seconds or 0.0)
             if calls:
                 acc = self._calls.setdefault(where, [0.0, 0])
                 acc[0] += secs
@@ -275,14 +275,12 @@ class Estimator:
         if split_candidate(strategy)[0] not in list_strategies():
             return
         kind = get_strategy(strategy).kind
-        rows = rec.get("eval", {}).get("scored_examples") or 0
-        if "variant" in r:  # a tuning fit: its own settings, and dev rows scored after the fit
-            rows = 0
-        w = self.work(strategy, r["train_size"], rows, r.get("settings") if "variant" in r else None)
-        fit_s = (rec.get("train") or {}).get("seconds")
+        rows = 0 if tuned else rec.scored_rows  # a tuning fit: its own settings, dev rows scored after the fit
+        w = self.work(strategy, rec.train_size, rows, rec.run.get("settings") if tuned else None)
+        fit_s = rec.fit_seconds
         if fit_s is not None and w.fit > 0:
             self._add(strategy, "fit", fit_s, self._prior_seconds("train" if kind == "gradient" else "eval", w.fit))
-        score_s = rec.get("eval", {}).get("seconds")
+        score_s = rec.score_seconds
         if score_s and rows:
             self._add(strategy, "score", score_s, self._prior_seconds("eval", w.score))
 

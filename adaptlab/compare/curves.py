@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from adaptlab.compare.record import RunRecord, records_of
 from adaptlab.compare.stats import CONFIDENCE, RowTable, Statistic, shared_keys
 
 C_MIN, C_MAX = 0.15, 1.5
@@ -165,7 +166,7 @@ def _predictors(ns: np.ndarray, qs: np.ndarray, sigma: float = 0.0, u: float = 0
     return out
 
 
-def calibrate(by: dict[str, dict[int, list[dict]]], target: int, metric: str, *, labels: list[str] | None = None,
+def calibrate(by: dict[str, dict[int, list]], target: int, metric: str, *, labels: list[str] | None = None,
               confidence: float = CONFIDENCE) -> dict[str, Calibration]:
     """The fastest improvement measured on this data, per kind of strategy, where the curve model
     proved too narrow for it.
@@ -177,6 +178,7 @@ def calibrate(by: dict[str, dict[int, list[dict]]], target: int, metric: str, *,
     such of each kind; a kind is absent where the model held for every strategy it could be checked
     on. Per kind because a trained strategy's jump says nothing about a prompt's: few-shot's k
     exemplars and prompt search's fixed call budget do not learn from more data the way weights do."""
+    by = {s: {n: records_of(rs) for n, rs in sizes.items()} for s, sizes in by.items()}
     best: dict[str, Calibration] = {}
     for s, sizes in sorted(by.items()):
         below = {n: recs for n, recs in sizes.items() if 0 < n < target}
@@ -195,16 +197,17 @@ def calibrate(by: dict[str, dict[int, list[dict]]], target: int, metric: str, *,
     return best
 
 
-def _kind(by_size: dict[int, list[dict]]) -> str:
-    return next(iter(by_size.values()))[0]["run"].get("kind", "gradient") if by_size else "gradient"
+def _kind(by_size: dict[int, list[RunRecord]]) -> str:
+    return next(iter(by_size.values()))[0].kind if by_size else "gradient"
 
 
-def fit_curve(strategy: str, by_size: dict[int, list[dict]], target: int, metric: str, *,
+def fit_curve(strategy: str, by_size: dict[int, list], target: int, metric: str, *,
               labels: list[str] | None = None, confidence: float = CONFIDENCE, replicates: int = REPLICATES,
               seed: int = 0, plot_sizes: list[int] | None = None,
               calibration: Calibration | None = None) -> CurveFit:
     """Fit ``strategy``'s curve from its records per train size and predict its quality at ``target``;
     an extrapolation's optimistic bound is widened to ``calibration``'s rate (:func:`calibrate`)."""
+    by_size = {n: records_of(rs) for n, rs in by_size.items()}
     sizes = sorted(by_size)
     kind = "macro_f1" if metric == "macro_f1" else "mean"
     tables = {n: RowTable(by_size[n]) for n in sizes}
@@ -286,7 +289,7 @@ def _parametric_noise(by_size: dict, sizes: list[int], measured: np.ndarray, met
     a bound), with the seed noise for one seed or the seeds' own spread; None without test sizes."""
     out = []
     for n, q in zip(sizes, measured):
-        counts = [r["eval"].get("test_examples") for r in by_size[n]]
+        counts = [r.eval.get("test_examples") for r in by_size[n]]
         if not all(counts):
             return None
         row_var = (0.25 if metric == "macro_f1" else q * (1 - q)) / float(np.mean(counts))
@@ -297,19 +300,18 @@ def _parametric_noise(by_size: dict, sizes: list[int], measured: np.ndarray, met
     return np.array(out)
 
 
-def _quality(records: list[dict], metric: str) -> float:
-    if metric == "macro_f1":
-        return float(np.mean([r["eval"]["test"]["macro_f1"] for r in records]))
-    return float(np.mean([r["eval"]["quality"] for r in records]))
+def _quality(records: list[RunRecord], metric: str) -> float:
+    return float(np.mean([r.ranked_quality(metric) for r in records]))
 
 
-def fit_all(records: list[dict], target: int, metric: str, *, confidence: float = CONFIDENCE,
+def fit_all(records: list, target: int, metric: str, *, confidence: float = CONFIDENCE,
             plot: bool = False, calibrated: bool = True) -> dict[str, CurveFit]:
     """Every strategy's fit from the grid's records (one per run); ``calibrated``: extrapolations'
     optimistic bounds widened to the fastest improvement measured on this data (:func:`calibrate`)."""
-    by: dict[str, dict[int, list[dict]]] = {}
+    records = records_of(records)
+    by: dict[str, dict[int, list[RunRecord]]] = {}
     for r in records:
-        by.setdefault(r["run"]["strategy"], {}).setdefault(r["run"]["train_size"], []).append(r)
+        by.setdefault(r.strategy, {}).setdefault(r.train_size, []).append(r)
     labels = None
     if metric == "macro_f1":
         labels = sorted({p["reference"] for r in records for p in r.get("predictions") or []}) or None

@@ -22,14 +22,15 @@ from rich.console import Console
 
 from adaptlab.compare.config import CompareConfig
 from adaptlab.compare.costs import Estimator
+from adaptlab.compare.record import RunRecord
 from adaptlab.compare.schedule import AdaptivePicker
 from adaptlab.compare.store import (
     RunSpec,
     claim,
-    claimed,
     load_results,
     release_claim,
     results_dir,
+    write_result,
     write_skipped,
 )
 from adaptlab.compare.tuning import TUNING_SHARE, load_tuning
@@ -90,7 +91,7 @@ class GridPicker:
     def __init__(self, cfg: CompareConfig, specs: list[RunSpec], done: dict, tokens: Estimator):
         self.cfg, self.tokens = cfg, tokens
         self.todo = [s for s in specs if s.id not in done]
-        self.rounds = collections.Counter(r["run"]["strategy"] for r in done.values())
+        self.rounds = collections.Counter(r.strategy for r in done.values())
         self.skipped: list[dict] = []
 
     def remaining(self, guess: float) -> float:
@@ -173,7 +174,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
     out.mkdir(parents=True, exist_ok=True)
     _check_out(cfg, out)
     ctx = prepare(cfg)
-    done = {r["run"]["id"]: r for r in load_results(out)}
+    done = {r.id: r for r in load_results(out)}
     specs = plan(cfg, len(ctx.splits.train), ctx.splits.task)
     planned = {s.strategy for s in specs}
     unfit = [s for s in cfg.strategies if s not in planned]
@@ -191,15 +192,13 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
     t_start = clock()
     settings = dict(cfg.strategy_settings)
     if cfg.tune:
-        from adaptlab.compare.tuning import run_tuning
+        from adaptlab.compare.tuning import TuningBudget, run_tuning
 
         for rec in load_tuning(out).values():
             tokens.observe(rec)
-        tuned = run_tuning(cfg, ctx, specs, out, spent=lambda: clock() - t_start,
-                           log=lambda m: console.print(m, highlight=False, soft_wrap=True),
-                           claim=lambda i: claim(out, i), release=lambda i: release_claim(out, i),
-                           claimed=lambda i: claimed(out, i), estimate=tokens, allowance=picker.tuning_allowance,
-                           order=picker.tuning_order)
+        tuned = run_tuning(cfg, ctx, specs, out, TuningBudget(
+            spent=lambda: clock() - t_start, allowance=picker.tuning_allowance, estimate=tokens,
+            order=picker.tuning_order, log=lambda m: console.print(m, highlight=False, soft_wrap=True)))
         settings.update(tuned)
         tokens.settings.update(tuned)
     if done:
@@ -212,7 +211,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
         live.write("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
         raise
     write_skipped(out, picker.skipped)
-    done = {r["run"]["id"]: r for r in load_results(out)}  # include what other workers finished
+    done = {r.id: r for r in load_results(out)}  # include what other workers finished
     live.write("running", done=len(done), phase="measuring the recommended run in full")
     records = picker.finalize(ctx, list(done.values()))
     picker.finish(out, records)
@@ -272,10 +271,11 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
                 rec = run_one(spec, cfg, ctx, out, progress=progress, light=picker.light(spec),
                               settings=cfg.settings_for(spec.strategy, settings), keep=picker.keep(spec),
                               log_dir=live.run_dir(spec.id), screened=picker.screened(spec))
-            rec["meta"].update({"versions": package_versions(), "git_commit": commit,
+            rec = RunRecord.of(rec)
+            rec.meta.update({"versions": package_versions(), "git_commit": commit,
                                 "machine": machine, "data": cfg.data, "model": cfg.model,
                                 "worker": f"{socket.gethostname()}:{os.getpid()}"})
-            atomic_write_json(results_dir(out) / f"{spec.id}.json", rec)  # written last: marks the run done
+            write_result(out, rec)  # written last: marks the run done
             ended = True
         except TimeUp:
             ended = True
@@ -360,5 +360,5 @@ def run_ray_workers(out: Path, workers: int, address: str, cpus: int | None = No
 def _best(records: list[dict]) -> str | None:
     if not records:
         return None
-    r = max(records, key=lambda r: r["eval"]["quality"])
-    return f"{r['run']['id']} {r['eval']['quality']:.3f}"
+    r = max(records, key=lambda r: r.quality)
+    return f"{r.id} {r.quality:.3f}"

@@ -20,14 +20,14 @@ Rules, in order (README "Recommendation rules" summarises them for users):
                     sampling error sqrt(p(1-p)/n)), at most 3 points.
 7. ``many_tasks``   serving N tasks from one base: a winner whose artifact is a model copy (>= 100 MB)
                     costs N copies; an adapter or prompt within 2 points wins instead.
-8. ``prompt_enough`` prompting is an answer: when the leader trains weights and a prompt-only candidate
-                    (no weights trained, on a local base or an endpoint) measured at the same rows is
-                    not significantly worse by more than the user's margin (--prompt-margin, default 2
-                    points: the paired interval of leader - prompt reaches down to the margin or below),
-                    the prompt is recommended, since there is nothing to retrain when the base model or
-                    the data changes; the reasons say what training would add and at what cost. When
-                    the interval lies wholly above the margin, training wins by a measured margin, and
-                    the reasons say that too.
+8. ``prompt_enough`` prompting is an answer: when a prompt-only candidate (no weights trained, on a
+                    local base or an endpoint) is not significantly worse than the best trained one by
+                    more than the user's margin (--prompt-margin, default 2 points: the paired interval
+                    of trained - prompt reaches down to the margin or below), the prompt is recommended
+                    (when a trained one leads) or its lead is taken as settled (when it leads itself),
+                    since there is nothing to retrain when the base model or the data changes; the
+                    reasons say what training would add and at what cost. When the interval lies wholly
+                    above the margin, ``training_wins`` says by how much.
 9. ``prompt_cost``  the winner is a hard prompt and a trained strategy within 2 points needs 3x+
                     fewer prompt tokens: noted as the cheaper way to serve at volume.
 Next steps: ``still_learning`` (quality still rises > 1 point between the two largest sizes: more
@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 
 from adaptlab.compare.baselines import ranking_metric
 from adaptlab.compare.curves import CurveFit, fit_all
+from adaptlab.compare.record import RunRecord, records_of
 from adaptlab.compare.stats import CONFIDENCE, PairedDiff, above_baseline, compare_runs
 from adaptlab.compare.summary import Row, aggregate, crossovers, largest, ppl_rise
 from adaptlab.strategies.registry import get_strategy, list_strategies
@@ -296,43 +297,47 @@ def _rule_near_tie(rec: Recommendation, ranked: list[Row], lead: Row, promoted: 
 
 def _rule_prompt_enough(rec: Recommendation, ranked: list[Row], lead: Row, c: Constraints, promoted: dict,
                         groups: dict) -> Row:
-    """Prompting is enough when the best prompt-only candidate is not significantly worse than the
-    trained leader by more than ``c.prompt_margin``; else say by how much training wins."""
-    if lead.kind == "prompt" or lead.predicted:
-        return lead
+    """Prompting is enough when the best prompt-only candidate is not significantly worse than the best
+    trained one by more than ``c.prompt_margin`` (the paired interval of trained minus prompt reaches
+    down to the margin): recommended when a trained one leads, and the tie the noise leaves open is
+    settled for it when it leads itself. Else say by how much training wins."""
     prompts = [r for r in ranked if r.kind == "prompt" and not r.predicted]
-    if not prompts:
+    trained = [r for r in ranked if r.kind != "prompt" and not r.predicted]
+    if lead.predicted or not prompts or not trained:
         return lead
-    best_p, best_d = None, None
-    for p in sorted(prompts, key=lambda r: -r.quality):
-        d = _paired(rec, lead, p, groups)
-        low = d.lo if d is not None else lead.quality - p.quality   # no stored rows: the point gap
-        if low <= c.prompt_margin + 1e-9:
-            best_p, best_d = p, d
-            break
+    best_t = lead if lead.kind != "prompt" else max(trained, key=lambda r: r.quality)
+    candidates = [lead] if lead.kind == "prompt" else sorted(prompts, key=lambda r: -r.quality)
     margin = f"{100 * c.prompt_margin:.0f}-point margin"
-    if best_p is None:
-        top = prompts[0] if prompts[0] is not lead else None
-        d = _paired(rec, lead, top, groups) if top is not None else None
-        if top is not None:
-            rec.fired.append("training_wins")
-            rec.reasons.append(
-                f"training wins by a measured margin: {lead.strategy} over the best prompt-only candidate "
-                f"({top.strategy}) by {_pts(lead.quality - top.quality)[1:]}"
-                + (f", {100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired "
-                   f"rows, all above the {margin}" if d is not None else f", above the {margin}"))
-        return lead
-    gap = lead.quality - best_p.quality
-    interval = (f"{100 * best_d.confidence:.0f}% interval [{100 * best_d.lo:+.1f}, {100 * best_d.hi:+.1f}] on "
-                f"{best_d.n} paired rows" if best_d is not None else "no paired rows stored")
-    return _promote(rec, ranked, best_p, "prompt_enough",
-                    f"prompting is enough: {best_p.strategy} ({best_p.quality:.3f}) is not significantly worse than "
-                    f"{lead.strategy} ({lead.quality:.3f}) by more than the {margin} (--prompt-margin; "
-                    f"{lead.strategy} minus {best_p.strategy}: {_pts(gap)}, {interval}), and a prompt has nothing to "
-                    f"retrain when the base model or the data changes. Training ({lead.strategy}) would add "
-                    f"{_pts(gap)}" + (f" (at most {_pts(best_d.hi)})" if best_d is not None else "")
-                    + f" for {lead.train_seconds / 60:.1f} min of fitting, a {_mb(lead.artifact_bytes)} artifact "
-                    f"and ${lead.usd_per_1m:.2f} instead of ${best_p.usd_per_1m:.2f} per 1M predictions", promoted)
+    for p in candidates:
+        d = _paired(rec, best_t, p, groups)
+        low = d.lo if d is not None else best_t.quality - p.quality   # no stored rows: the point gap
+        if low > c.prompt_margin + 1e-9:
+            continue
+        gap = best_t.quality - p.quality
+        interval = (f"{100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired rows"
+                    if d is not None else "no paired rows stored")
+        why = (f"prompting is enough: {p.strategy} ({p.quality:.3f}) is not significantly worse than the best "
+               f"trained candidate, {best_t.strategy} ({best_t.quality:.3f}), by more than the {margin} "
+               f"(--prompt-margin; {best_t.strategy} minus {p.strategy}: {_pts(gap)}, {interval}), and a prompt has "
+               f"nothing to retrain when the base model or the data changes. Training ({best_t.strategy}) would "
+               f"change quality by {_pts(gap)}" + (f" (at most {_pts(d.hi)})" if d is not None else "")
+               + f" for {best_t.train_seconds / 60:.1f} min of fitting, a {_mb(best_t.artifact_bytes)} artifact "
+               f"and ${best_t.usd_per_1m:.2f} instead of ${p.usd_per_1m:.2f} per 1M predictions")
+        if p is lead:
+            rec.fired.append("prompt_enough")
+            rec.reasons.append(why)
+            return lead
+        return _promote(rec, ranked, p, "prompt_enough", why, promoted)
+    if lead.kind != "prompt":
+        top = max(prompts, key=lambda r: r.quality)
+        d = _paired(rec, lead, top, groups)
+        rec.fired.append("training_wins")
+        rec.reasons.append(
+            f"training wins by a measured margin: {lead.strategy} over the best prompt-only candidate "
+            f"({top.strategy}) by {_pts(lead.quality - top.quality)[1:]}"
+            + (f", {100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired "
+               f"rows, all above the {margin}" if d is not None else f", above the {margin}"))
+    return lead
 
 
 def _rule_many_tasks(rec: Recommendation, ranked: list[Row], lead: Row, c: Constraints, promoted: dict) -> Row:
@@ -441,7 +446,7 @@ def at_target(records: list[dict], rows: list[Row], metric: str,
 def _baseline_notes(rec: Recommendation, records: list[dict], best: dict[str, Row], groups: dict) -> None:
     """Majority class and chance next to zero-shot; strategies not significantly above the majority
     class are called that."""
-    b = records[0]["eval"].get("baselines") or {}
+    b = records[0].baselines
     if not b:
         return
     rec.baselines = b
@@ -489,17 +494,18 @@ def _measured_first(rec: Recommendation, ranked: list[Row], size, promoted: dict
     ranked.insert(0, top)
 
 
-def recommend(records: list[dict], c: Constraints) -> Recommendation:
+def recommend(records: list, c: Constraints) -> Recommendation:
     """Rank the strategies at the target size, under the constraints, then apply the rules."""
+    records = records_of(records)
     metric, why_metric = ranking_metric(records)
     rec = Recommendation(metric=metric)
     rows = aggregate(records, metric)
     if not rows:
         rec.reasons.append("no finished runs")
         return rec
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[RunRecord]] = {}
     for r in records:
-        groups.setdefault((r["run"]["strategy"], r["run"]["train_size"]), []).append(r)
+        groups.setdefault((r.strategy, r.train_size), []).append(r)
     best, size, fits = at_target(records, rows, metric)
     rec.target, rec.fits = size, {s: f.to_dict() for s, f in fits.items()}
     if c.volume:

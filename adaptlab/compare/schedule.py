@@ -38,14 +38,14 @@ from rich.console import Console
 from adaptlab.compare.adaptive import decision_line, race
 from adaptlab.compare.config import CompareConfig
 from adaptlab.compare.lessons import tie_order
+from adaptlab.compare.record import RunRecord, RunSpec, records_of
 from adaptlab.compare.store import (
-    RunSpec,
     claimed,
     compare_minutes,
     load_results,
     load_skipped,
     minutes,
-    results_dir,
+    write_result,
 )
 from adaptlab.compare.tuning import TUNING_SHARE
 from adaptlab.strategies.registry import get_strategy
@@ -222,7 +222,7 @@ class AdaptivePicker:
 
     def _unlooked(self, done: dict) -> list[str]:
         """Candidates without a finished run yet (whose first look was not cut or skipped for good)."""
-        ran = {r["run"]["strategy"] for r in done.values()}
+        ran = {r.strategy for r in done.values()}
         return [c for c in self.candidates() if c not in ran and self.first_look(c).id not in self.cut]
 
     def reserve(self, done: dict | None = None, but: RunSpec | None = None) -> float:
@@ -261,7 +261,7 @@ class AdaptivePicker:
     def next(self, done: dict, spent: float):
         self._done = done
         for _ in range(360):  # other workers hold every candidate: wait for their results (up to an hour)
-            done.update({r["run"]["id"]: r for r in load_results(self.out)})
+            done.update({r.id: r for r in load_results(self.out)})
             self.state = self._race(list(done.values()))
             if self.state.decided:
                 return None
@@ -320,7 +320,7 @@ class AdaptivePicker:
         0.76 to 1.4 times the measured seconds (docs/results/dependable_answers_notes.md). With at
         least ATTEMPT_SHARE of its estimate left it is tried rather than leaving the answer
         unmeasured (only then); its time limit still ends it at the budget's end."""
-        if self.cfg.budget_seconds is None or any(r["run"]["train_size"] == self.target for r in done.values()):
+        if self.cfg.budget_seconds is None or any(r.train_size == self.target for r in done.values()):
             return False  # something is measured at the user's size already: the answer rests on it
         left = self.cfg.budget_seconds - spent - self.reserve(done, but=spec)
         return left >= self.ATTEMPT_SHARE * self.seconds(spec)
@@ -337,40 +337,39 @@ class AdaptivePicker:
         self.cut |= {s.id for s in self.planned if s.strategy == cut.strategy and s.train_size >= cut.train_size}
 
     # -------------------------------------------------------------- the end
-    def finalize(self, ctx, records: list[dict]) -> list[dict]:
+    def finalize(self, ctx, records: list) -> list[RunRecord]:
         """Measure the recommended strategy's runs in full (from their kept artifacts), score every
         screened finalist again on all test rows, then let the artifacts of the target-size runs go as
         --keep-artifacts says; returns the records."""
         from adaptlab.compare.measure import finalize, prune_artifact, rescore_in_full
         from adaptlab.compare.recommend import constraints_for, recommend
 
+        records = records_of(records)
         alive = set(self._race(records).alive)
         for rec in records:  # finalists first: the recommendation below must see their full rows
-            r = rec["run"]
-            if (rec["eval"].get("screened") and r["train_size"] in (0, self.target) and r["strategy"] in alive
-                    and (self.out / "artifacts" / r["id"]).is_dir()):
-                console.print(f"  scoring {r['id']} on every test row (a finalist)", highlight=False)
-                rescore_in_full(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
-                atomic_write_json(results_dir(self.out) / f"{r['id']}.json", rec)
+            if (rec.screened and rec.train_size in (0, self.target) and rec.strategy in alive
+                    and (self.out / "artifacts" / rec.id).is_dir()):
+                console.print(f"  scoring {rec.id} on every test row (a finalist)", highlight=False)
+                rescore_in_full(rec, rec.spec, self.cfg, ctx, self.out)
+                write_result(self.out, rec)
         best = recommend(records, constraints_for(self.cfg))
         for rec in records:
-            r = rec["run"]
-            folder = self.out / "artifacts" / r["id"]
+            folder = self.out / "artifacts" / rec.id
             if not folder.is_dir():
                 continue
-            measure = r["strategy"] == best.winner and r["train_size"] in (0, best.target) and rec["eval"].get("light")
-            prune = rec["cost"].get("artifact_kept") and self.cfg.keep_artifacts != "all"
+            measure = rec.strategy == best.winner and rec.train_size in (0, best.target) and rec.light
+            prune = rec.cost.get("artifact_kept") and self.cfg.keep_artifacts != "all"
             if not (measure or prune):
                 continue  # nothing changes for this run: its record stays as written
             if measure:
-                console.print(f"  measuring {r['id']} in full (the recommended run)", highlight=False)
-                finalize(rec, RunSpec(r["strategy"], r["train_size"], r["seed"]), self.cfg, ctx, self.out)
+                console.print(f"  measuring {rec.id} in full (the recommended run)", highlight=False)
+                finalize(rec, rec.spec, self.cfg, ctx, self.out)
             if prune:
-                rec["cost"]["artifact_kept"] = prune_artifact(folder, self.cfg.keep_artifacts, rec["cost"]["artifact_bytes"])
-            atomic_write_json(results_dir(self.out) / f"{r['id']}.json", rec)
+                rec.cost["artifact_kept"] = prune_artifact(folder, self.cfg.keep_artifacts, rec.artifact_bytes)
+            write_result(self.out, rec)
         return records
 
-    def finish(self, out: Path, records: list[dict]) -> None:
+    def finish(self, out: Path, records: list[RunRecord]) -> None:
         """race.json: the final state, the decision in one sentence (agreeing with the recommendation),
         every planned run not run with why, every candidate never run or left out with why and what
         its first look would have cost."""
@@ -379,7 +378,7 @@ class AdaptivePicker:
         state = self._race(records)
         mins = compare_minutes(out, records)
         not_run = self._not_run(state, records)
-        ran = {r["run"]["strategy"] for r in records}
+        ran = {r.strategy for r in records}
         never = []
         for st in self.candidates():
             if st in ran:
@@ -407,8 +406,8 @@ class AdaptivePicker:
             console.print(f"  never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, est. "
                           f"{n['estimate_s']:.0f} s)", highlight=False, soft_wrap=True)
 
-    def _not_run(self, state, records: list[dict]) -> list[dict]:
-        finished = {r["run"]["id"] for r in records}
+    def _not_run(self, state, records: list[RunRecord]) -> list[dict]:
+        finished = {r.id for r in records}
         skipped = {s["id"]: s["reason"] for s in load_skipped(self.out) + self.skipped}
         out = []
         for spec in self.specs:

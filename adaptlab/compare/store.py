@@ -10,40 +10,35 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from adaptlab.compare.record import RunRecord, RunSpec  # noqa: F401  (RunSpec: the store's callers name it here)
 from adaptlab.utils import atomic_write_json
 
 console = Console()
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    strategy: str
-    train_size: int
-    seed: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.strategy}-n{self.train_size}-s{self.seed}"
 
 
 def results_dir(out: Path) -> Path:
     return Path(out) / "results"
 
 
-def load_results(out: Path) -> list[dict]:
-    """Every finished run's record (files that do not parse are reported and ignored)."""
+def load_results(out: Path) -> list[RunRecord]:
+    """Every finished run's record (files that do not parse are reported and ignored): the one loader."""
     recs = []
     for f in sorted(results_dir(out).glob("*.json")):
         try:
-            recs.append(json.loads(f.read_text()))
-        except json.JSONDecodeError:
+            recs.append(RunRecord.load(f))
+        except (json.JSONDecodeError, ValueError):
             console.print(f"[yellow]warning:[/] {f}: unreadable result, ignored (it will be re-run)")
     return recs
+
+
+def write_result(out: Path, rec) -> None:
+    """Store a finished run (atomically: the file marks the run done)."""
+    rec = RunRecord.of(rec)
+    atomic_write_json(results_dir(out) / f"{rec.id}.json", rec.to_json())
 
 
 def claims_dir(out: Path) -> Path:
@@ -130,19 +125,20 @@ def write_skipped(out: Path, skipped: list[dict]) -> None:
     atomic_write_json(out / "skipped.json", list(merged.values()))
 
 
-def run_seconds(rec: dict) -> float | None:
+def run_seconds(rec) -> float | None:
     """A run's own start-to-finish seconds from its record, or None where it kept no timestamps."""
     import datetime
 
+    rec = RunRecord.of(rec)
     try:
-        a = datetime.datetime.strptime(rec["meta"]["started"], "%Y-%m-%dT%H:%M:%S%z")
-        b = datetime.datetime.strptime(rec["meta"]["finished"], "%Y-%m-%dT%H:%M:%S%z")
+        a = datetime.datetime.strptime(rec.meta["started"], "%Y-%m-%dT%H:%M:%S%z")
+        b = datetime.datetime.strptime(rec.meta["finished"], "%Y-%m-%dT%H:%M:%S%z")
     except (KeyError, ValueError):
         return None
     return (b - a).total_seconds()
 
 
-def compare_minutes(out: Path, records: list[dict]) -> float:
+def compare_minutes(out: Path, records: list) -> float:
     """Wall minutes of a compare's own work: its runs, start to finish, summed (resumed sessions count
     what they ran), and its tuning fits; loading the model and writing the report are left out."""
     from adaptlab.compare.tuning import load_tuning

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from adaptlab.compare.record import RunRecord, records_of
+
 
 def best_per_strategy(records: list[dict], key) -> dict[str, dict]:
     """Each strategy's record with the highest ``key(record)`` (the first of equals)."""
@@ -67,24 +69,26 @@ class Row:
     no_label: int = 0                    # test answers that named no label (scored wrong), summed over seeds
 
 
-def train_usd(r: dict) -> float:
+def train_usd(r) -> float:
     """A run's fitting cost: its train seconds at the machine price, or what its calls to an endpoint
     cost at the endpoint's prices (uncached: what a first run pays), plus a proposer LM's calls on an
     endpoint of its own (gepa's)."""
+    r = RunRecord.of(r)
     proposer = float((proposer_spend(r) or {}).get("uncached_cost_usd") or 0.0)
-    if r["run"].get("endpoint"):
-        return float((r["train"].get("endpoint") or {}).get("uncached_cost_usd") or 0.0) + proposer
+    if r.endpoint:
+        return float((r.train.get("endpoint") or {}).get("uncached_cost_usd") or 0.0) + proposer
     from adaptlab.evaluation.cost import DEFAULT_PRICE_PER_HOUR
 
-    price = r["cost"].get("price_per_hour")
-    return r["train"]["seconds"] / 3600 * (price if price is not None else DEFAULT_PRICE_PER_HOUR) + proposer
+    price = r.cost.get("price_per_hour")
+    return r.fit_seconds / 3600 * (price if price is not None else DEFAULT_PRICE_PER_HOUR) + proposer
 
 
-def proposer_spend(r: dict) -> dict | None:
+def proposer_spend(r) -> dict | None:
     """What a run's proposer LM cost on its endpoint, when that is not the endpoint the run prompts
     (whose fitting spend has the proposer's calls already)."""
-    spent = ((r.get("train") or {}).get("proposer") or {}).get("spend")
-    if not spent or spent.get("endpoint") == r["run"].get("endpoint"):
+    r = RunRecord.of(r)
+    spent = (r.train.get("proposer") or {}).get("spend")
+    if not spent or spent.get("endpoint") == r.endpoint:
         return None
     return spent
 
@@ -94,58 +98,54 @@ def _mean(xs):
     return statistics.fmean(xs) if xs else None
 
 
-def _latency(r: dict) -> dict:
+def _latency(r: RunRecord) -> dict:
     """A run's latency per request: an endpoint's answers, or a local artifact's one-at-a-time rows."""
-    return r["eval"].get("endpoint") or r["eval"].get("latency") or {}
+    return r.eval.get("endpoint") or r.eval.get("latency") or {}
 
 
-def _ranked_quality(r: dict, metric: str | None) -> float:
-    return r["eval"]["test"]["macro_f1"] if metric == "macro_f1" else r["eval"]["quality"]
-
-
-def aggregate(records: list[dict], metric: str | None = None) -> list[Row]:
+def aggregate(records: list, metric: str | None = None) -> list[Row]:
     """Rows per strategy x train size; ``metric`` "macro_f1" ranks classification by macro-F1
     (:func:`adaptlab.compare.baselines.ranking_metric`), else each run's own quality metric."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["run"]["strategy"], r["run"]["train_size"]), []).append(r)
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records_of(records):
+        groups.setdefault((r.strategy, r.train_size), []).append(r)
     rows = []
     for (strategy, size), rs in sorted(groups.items()):
-        q = [_ranked_quality(r, metric) for r in rs]
-        frag = [r["eval"].get("fragility") or {} for r in rs]
-        forg = [r["eval"].get("forgetting") or {} for r in rs]
-        cons = [r["eval"].get("consistency") or {} for r in rs]
+        q = [r.ranked_quality(metric) for r in rs]
+        frag = [r.eval.get("fragility") or {} for r in rs]
+        forg = [r.eval.get("forgetting") or {} for r in rs]
+        cons = [r.eval.get("consistency") or {} for r in rs]
         rows.append(Row(
-            strategy=strategy, kind=rs[0]["run"]["kind"], train_size=size, seeds=len(rs),
+            strategy=strategy, kind=rs[0].kind, train_size=size, seeds=len(rs),
             quality=statistics.fmean(q), quality_std=statistics.pstdev(q) if len(q) > 1 else 0.0,
-            macro_f1=_mean([r["eval"]["test"].get("macro_f1") for r in rs]),
-            chrf=_mean([r["eval"]["test"].get("chrf") for r in rs]),
-            train_seconds=statistics.fmean(r["train"]["seconds"] for r in rs),
-            peak_rss_gb=max(r["train"]["peak_rss_bytes"] for r in rs) / 2**30,
-            trainable_params=rs[0]["train"]["trainable_params"],
-            artifact_bytes=int(statistics.fmean(r["cost"]["artifact_bytes"] for r in rs)),
-            examples_per_s=statistics.fmean(r["eval"]["examples_per_s"] for r in rs),
-            prompt_tokens=statistics.fmean(r["eval"]["prompt_tokens"] for r in rs),
-            usd_per_1m=statistics.fmean(r["cost"]["usd_per_1m"] for r in rs),
-            overfit_gap=_mean([r["eval"].get("overfit_gap") for r in rs]),
-            stopped_early=sum(bool(r["train"].get("stopped_early")) for r in rs),
-            steps=_mean([r["train"].get("steps") or None for r in rs]),
-            best_step=_mean([r["train"].get("best_step") for r in rs]),
+            macro_f1=_mean([r.test.get("macro_f1") for r in rs]),
+            chrf=_mean([r.test.get("chrf") for r in rs]),
+            train_seconds=statistics.fmean(r.fit_seconds for r in rs),
+            peak_rss_gb=max(r.train["peak_rss_bytes"] for r in rs) / 2**30,
+            trainable_params=rs[0].train["trainable_params"],
+            artifact_bytes=int(statistics.fmean(r.artifact_bytes for r in rs)),
+            examples_per_s=statistics.fmean(r.eval["examples_per_s"] for r in rs),
+            prompt_tokens=statistics.fmean(r.eval["prompt_tokens"] for r in rs),
+            usd_per_1m=statistics.fmean(r.cost["usd_per_1m"] for r in rs),
+            overfit_gap=_mean([r.eval.get("overfit_gap") for r in rs]),
+            stopped_early=sum(bool(r.train.get("stopped_early")) for r in rs),
+            steps=_mean([r.train.get("steps") or None for r in rs]),
+            best_step=_mean([r.train.get("best_step") for r in rs]),
             paraphrase_spread=_mean([f.get("paraphrase_spread") for f in frag]),
             perturbation_drop=_mean([f.get("perturbation_drop") for f in frag]),
             ppl_change=_mean([f.get("ppl_change") for f in forg]),
             second_task_change=_mean([f.get("second_task_change") for f in forg]),
-            metric="macro_f1" if metric == "macro_f1" else rs[0]["eval"]["metric"],
-            test_n=min(ns) if all(ns := [r["eval"]["test"].get("n") for r in rs]) else None,
+            metric="macro_f1" if metric == "macro_f1" else rs[0].metric,
+            test_n=min(ns) if all(ns := [r.test.get("n") for r in rs]) else None,
             agreement=_mean([c.get("agreement") for c in cons]),
             pairwise_similarity=_mean([c.get("pairwise_similarity") for c in cons]),
             metric_spread=_mean([c.get("metric_spread") for c in cons]),
-            accuracy=_mean([r["eval"]["test"].get("accuracy") for r in rs]),
+            accuracy=_mean([r.test.get("accuracy") for r in rs]),
             train_usd=statistics.fmean(train_usd(r) for r in rs),
-            endpoint=rs[0]["run"].get("endpoint"),
+            endpoint=rs[0].endpoint,
             latency_p50_s=_mean([_latency(r).get("latency_p50_s") for r in rs]),
             latency_p95_s=_mean([_latency(r).get("latency_p95_s") for r in rs]),
-            no_label=sum(int(r["eval"]["test"].get("unparsed") or 0) for r in rs),
+            no_label=sum(int(r.test.get("unparsed") or 0) for r in rs),
         ))
     return rows
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from adaptlab.compare.baselines import imbalanced
 from adaptlab.compare.config import CompareConfig
@@ -95,26 +96,38 @@ def ordered_plan(plan: list[TuneSpec], order: list[str] | None) -> list[TuneSpec
     return sorted(plan, key=lambda t: (rank.get(t.strategy, len(rank)), t.variant))
 
 
-def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, claim=None, release=None,
-               claimed=None, estimate=None, allowance=None, order: list[str] | None = None
-               ) -> dict[str, dict]:
-    """Fit and score on dev every planned variant not yet stored, within ``allowance`` seconds (a
-    number, or a callable asked before each variant, so that what the variants measure can shrink
-    it; ``spent()`` gives the seconds used so far); returns the settings each strategy's measured
-    runs will use.
+@dataclass
+class TuningBudget:
+    """What tuning may spend, as the compare that runs it sees it."""
 
-    Scaled to the budget: variants go in ``order`` and each is estimated from its token counts
-    (``estimate``: :class:`adaptlab.compare.costs.Estimator`); once one does not fit what is left
-    of the allowance, no later one runs, so a tight budget tunes fewer variants of the likeliest
-    winners rather than a scattering. A variant still running when the allowance ends is cut by
-    measured time and recorded as cut (never kept).
+    spent: Callable[[], float]                    # seconds the compare has used so far
+    allowance: Callable[[], float | None] = lambda: None  # seconds tuning may use; asked before each variant
+    estimate: object = None                        # a variant's seconds (:class:`adaptlab.compare.costs.Estimator`)
+    order: list[str] | None = None                 # the strategies' order (cheapest first look first)
+    log: Callable[[str], None] = field(default=lambda message: None)
+    shared: bool = True                            # share variants with other workers through the run folder
 
-    ``claim(id) -> bool`` / ``release(id)`` / ``claimed(id) -> bool`` share the variants between
-    workers (the grid's claim files); a worker then waits for the variants others are fitting, so
-    that every worker carries up the same choice."""
+
+def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, budget: TuningBudget) -> dict[str, dict]:
+    """Fit and score on dev every planned variant not yet stored, within ``budget.allowance()``
+    seconds (asked before each variant, so that what the variants measure can shrink it); returns
+    the settings each strategy's measured runs will use.
+
+    Scaled to the budget: variants go in ``budget.order`` and each is estimated from its token
+    counts; once one does not fit what is left of the allowance, no later one runs, so a tight budget
+    tunes fewer variants rather than a scattering. A variant still running when the allowance ends
+    is cut by measured time and recorded as cut (never kept).
+
+    With ``budget.shared``, variants are claimed in the run folder like runs, so several workers
+    share them; a worker then waits for the variants others are fitting, so that every worker
+    carries up the same choice."""
     from adaptlab.compare.measure import fit_run
+    from adaptlab.compare.store import claim, claimed, release_claim
     from adaptlab.data.splits import subsample
     from adaptlab.utils import TimeUp, time_limit
+
+    spent, log, estimate = budget.spent, budget.log, budget.estimate
+    order, shared = budget.order, budget.shared
 
     plan = ordered_plan(tune_plan(cfg, specs), order)
     records = load_tuning(out)
@@ -128,8 +141,8 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
         if full:
             continue
         # Asked again before every variant: the variants fitted so far re-estimate the runs the
-        # allowance must leave room for (a callable; a number is a fixed allowance).
-        cap = allowance() if callable(allowance) else allowance
+        # allowance must leave room for.
+        cap = budget.allowance()
         guess = (estimate.seconds(t.strategy, t.train_size, len(dev), settings=dict(t.settings))
                  if estimate is not None else _guess(records, t))
         if cap is not None and spent() + guess > cap:
@@ -138,7 +151,7 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
                 f"of the tuning allowance left ({cap:.0f} s); nor the {len(rest)} variant(s) after it")
             full = True
             continue
-        if claim is not None and not claim(t.id):
+        if shared and not claim(out, t.id):
             continue  # another worker fits it
         log(f"  tuning: {t.id} {dict(t.settings) or 'defaults'}")
         t0 = time.perf_counter()
@@ -157,8 +170,8 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
             full = True
             continue
         finally:
-            if release is not None:
-                release(t.id)
+            if shared:
+                release_claim(out, t.id)
         quality = m[ctx.test.spec.metric]
         if ctx.baselines and "macro_f1" in m and imbalanced(ctx.baselines):
             quality = m["macro_f1"]
@@ -172,7 +185,7 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, *, spent, log, c
         records[t.id] = rec
     for _ in range(720):  # variants other workers are fitting (up to an hour)
         records = load_tuning(out)
-        if not any(t.id not in records and claimed is not None and claimed(t.id) for t in plan):
+        if not (shared and any(t.id not in records and claimed(out, t.id) for t in plan)):
             break
         time.sleep(5)
     return chosen(plan, records)

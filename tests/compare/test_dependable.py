@@ -155,7 +155,7 @@ def test_tuning_asks_its_allowance_again_before_each_variant(tmp_path, monkeypat
     shrinks, and tuning stops there instead of eating the reserved run's time."""
     import adaptlab.compare.measure as measure
     from adaptlab.compare.measure import prepare
-    from adaptlab.compare.tuning import run_tuning
+    from adaptlab.compare.tuning import TuningBudget, run_tuning
 
     cfg = CompareConfig(data="demo", model="tiny", strategies=["lora"], train_sizes=[16, "all"], test_limit=16,
                         fragility_k=0, forgetting=False, consistency_examples=0, adaptive=True, tune=True)
@@ -178,6 +178,6 @@ def test_tuning_asks_its_allowance_again_before_each_variant(tmp_path, monkeypat
     from adaptlab.compare.grid import plan
 
     ctx = prepare(cfg)
-    run_tuning(cfg, ctx, plan(cfg, len(ctx.splits.train)), tmp_path, spent=lambda: clock[0], log=lambda m: None, allowance=allowance,
-               order=["lora"])
+    run_tuning(cfg, ctx, plan(cfg, len(ctx.splits.train)), tmp_path,
+               TuningBudget(spent=lambda: clock[0], allowance=allowance, order=["lora"]))
     assert len(fitted) == 1 and len(asked) == 2

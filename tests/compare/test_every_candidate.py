@@ -100,7 +100,7 @@ def test_prompting_is_enough_within_the_margin_and_training_wins_beyond_it():
     enough = recommend(_pair(trained, close), Constraints(prompt_margin=0.02))
     assert enough.winner == "few_shot" and "prompt_enough" in enough.fired
     text = enough.to_markdown()
-    assert "prompting is enough" in text and "Training (lora) would add" in text and "interval [" in text
+    assert "prompting is enough" in text and "Training (lora) would change quality by +2.0 points" in text and "interval [" in text
     far = [0 if i % 10 == 0 or i % 4 == 1 else 1 for i in range(n)]        # 0.675
     wins = recommend(_pair(trained, far), Constraints(prompt_margin=0.02))
     assert wins.winner == "lora" and "training_wins" in wins.fired and "prompt_enough" not in wins.fired
@@ -166,3 +166,47 @@ def test_the_report_counts_no_label_answers_per_candidate():
     b = rec("lora", 0, 0.7, test_n=200)
     out = recommend([a, b], Constraints()).to_markdown()
     assert "answers that named no label, scored wrong: few_shot@api on 79 of 200 rows" in out
+
+
+def test_candidates_on_two_bases_and_an_endpoint_each_get_a_first_look(tmp_path):
+    """STRATEGY@WHERE is first-class: with --model a,b and an endpoint, every candidate is measured on
+    the same test rows before any second run, and the report counts them."""
+    from typer.testing import CliRunner
+
+    from adaptlab.cli import app
+    from tests.backends.test_endpoints import fake_endpoint
+
+    from .test_hosted import _data
+
+    data = _data(tmp_path)
+    with fake_endpoint() as fake:
+        r = CliRunner().invoke(app, [
+            "compare", "--data", str(data), "--model", "tiny,tiny-llama", "--strategies", "zero_shot,lora",
+            "--endpoint", f"api={fake.url}/v1,model=fake", "--train-sizes", "4,8", "--budget", "30m", "--no-tune",
+            "--out", str(tmp_path / "run"), "--no-forgetting", "--fragility-k", "0", "--consistency-examples", "0",
+            "--no-progress", "--set", "lora.epochs=1"])
+    assert r.exit_code == 0, r.output
+    race_file = json.loads((tmp_path / "run" / "race.json").read_text())
+    asked = ["zero_shot@tiny", "zero_shot@tiny-llama", "lora@tiny", "lora@tiny-llama", "zero_shot@api"]
+    assert sorted(race_file["candidates"]) == sorted(asked)
+    order = [line.split("]")[1].split()[0] for line in r.output.splitlines() if line.startswith("[")]
+    assert sorted(c.rsplit("-n", 1)[0] for c in order[:5]) == sorted(asked)   # a first look each, first
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "run" / "results").glob("*.json")}
+    rows = {k: [p["id"] for p in v["predictions"]] for k, v in results.items() if v["run"]["train_size"] in (0, 4)}
+    assert len(rows) == 5 and len({tuple(v) for v in rows.values()}) == 1    # the same test rows for each look
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "Candidates measured: 5 of 5 asked (both sides of the question" in report
+
+
+def test_a_prompt_that_leads_within_the_noise_is_settled_by_prompting_is_enough():
+    """SST-2 at 32 examples: few-shot leads, the trained ones within the noise; no rule used to settle it."""
+    n = 300
+    prompt = [0 if i % 10 == 0 else 1 for i in range(n)]                     # 0.900
+    trained = list(prompt)
+    for i in [i for i in range(n) if prompt[i]][:3]:                         # 0.890
+        trained[i] = 0
+    r = recommend([rec("lora", 32, sum(trained) / n, right=trained, artifact=3e6),
+                   rec("few_shot", 32, sum(prompt) / n, right=prompt, artifact=5e3, tokens=400, train_s=1)],
+                  Constraints())
+    assert r.winner == "few_shot" and "prompt_enough" in r.fired
+    assert "Training (lora) would change quality by -1.0 points" in r.to_markdown()
