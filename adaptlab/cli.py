@@ -602,41 +602,49 @@ def compare_cmd(
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
-    from adaptlab.compare import CompareConfig, parse_budget
-    from adaptlab.compare.config import parse_sizes, parse_volume
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
-        if config is not None:
-            given = _given_options(ctx, exclude=RUN_OPTIONS)
-            if given:
-                raise DataError(f"--config {config}: the settings come from the file; {given[0]} was given too "
-                                f"(edit the file, or drop --config)")
-            cfg = CompareConfig.load(config)
-            return _compare_and_report(cfg, out, workers, ray, ray_cpus, no_progress, track, tracking_uri)
-        if data is None:
-            raise DataError("--data: required (or --config FILE, a compare's saved settings)")
-        names, hosted, proposer_name, proposer_only = _candidates(strategies, endpoint, endpoints_file, proposer)
-        settings, strategy_epochs = _strategy_overrides(set_)
-        cfg = CompareConfig(data=data, model=model, strategies=names, train_sizes=parse_sizes(train_sizes),
-                            seeds=seeds, budget_seconds=parse_budget(budget), epochs=epochs,
-                            strategy_epochs=strategy_epochs, strategy_settings=settings, test_limit=test_limit,
-                            fragility_k=fragility_k, fragility_examples=fragility_examples, forgetting=forgetting,
-                            consistency_examples=consistency_examples, consistency_samples=consistency_samples,
-                            consistency_temperature=consistency_temperature, gallery_examples=gallery_examples,
-                            eval_every=eval_every, patience=patience,
-                            price_per_hour=price_per_hour, keep_artifacts=keep_artifacts,
-                            data_dir=str(data_dir) if data_dir else None, device=device,
-                            adaptive=adaptive if adaptive is not None else budget is not None,
-                            confidence=confidence, endpoints=hosted, volume=parse_volume(volume),
-                            response_cache=_cache_file(response_cache, no_response_cache, hosted or proposer_only),
-                            proposer=proposer_name, proposer_endpoints=proposer_only,
-                            prompt_margin=prompt_margin, strict_budget=strict_budget)
-        cfg.tune = tune if tune is not None else cfg.adaptive
+        cfg = _saved_config(ctx, config) if config is not None else _flag_config(ctx.params)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
     _compare_and_report(cfg, out, workers, ray, ray_cpus, no_progress, track, tracking_uri)
+
+
+def _saved_config(ctx: typer.Context, path: Path):
+    """``--config FILE``: the settings come from the file alone (only how to run it may be given)."""
+    from adaptlab.compare import CompareConfig
+
+    given = _given_options(ctx, exclude=RUN_OPTIONS)
+    if given:
+        raise DataError(f"--config {path}: the settings come from the file; {given[0]} was given too "
+                        f"(edit the file, or drop --config)")
+    return CompareConfig.load(path)
+
+
+def _flag_config(p: dict):
+    """The compare's settings from its command-line options (``p``: compare's parameters by name)."""
+    from adaptlab.compare import CompareConfig, parse_budget
+    from adaptlab.compare.config import parse_sizes, parse_volume
+
+    if p["data"] is None:
+        raise DataError("--data: required (or --config FILE, a compare's saved settings)")
+    names, hosted, proposer_name, proposer_only = _candidates(p["strategies"], p["endpoint"], p["endpoints_file"],
+                                                              p["proposer"])
+    settings, strategy_epochs = _strategy_overrides(p["set_"])
+    adaptive = p["adaptive"] if p["adaptive"] is not None else p["budget"] is not None
+    same = ("model", "seeds", "epochs", "test_limit", "fragility_k", "fragility_examples", "forgetting",
+            "consistency_examples", "consistency_samples", "consistency_temperature", "gallery_examples", "eval_every",
+            "patience", "price_per_hour", "keep_artifacts", "device", "confidence", "prompt_margin", "strict_budget")
+    return CompareConfig(data=p["data"], strategies=names, train_sizes=parse_sizes(p["train_sizes"]),
+                         budget_seconds=parse_budget(p["budget"]), strategy_epochs=strategy_epochs,
+                         strategy_settings=settings, data_dir=str(p["data_dir"]) if p["data_dir"] else None,
+                         adaptive=adaptive, tune=p["tune"] if p["tune"] is not None else adaptive, endpoints=hosted,
+                         volume=parse_volume(p["volume"]),
+                         response_cache=_cache_file(p["response_cache"], p["no_response_cache"],
+                                                    hosted or proposer_only),
+                         proposer=proposer_name, proposer_endpoints=proposer_only, **{k: p[k] for k in same})
 
 
 def _given_options(ctx: typer.Context, exclude: set[str]) -> list[str]:

@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 from adaptlab.compare.recommend import Constraints, _tolerance, recommend
-from adaptlab.compare.store import compare_minutes, load_results
+from adaptlab.compare.store import compare_minutes, load_results, load_tuning
 from adaptlab.compare.summary import aggregate
-from adaptlab.compare.tuning import load_tuning
 from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent

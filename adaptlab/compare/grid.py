@@ -28,12 +28,13 @@ from adaptlab.compare.store import (
     RunSpec,
     claim,
     load_results,
+    load_tuning,
     release_claim,
     results_dir,
     write_result,
     write_skipped,
 )
-from adaptlab.compare.tuning import TUNING_SHARE, load_tuning
+from adaptlab.compare.tuning import TUNING_SHARE
 from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import TimeUp, atomic_write_json, machine_info, package_versions, speed_probe, time_limit
 

@@ -41,6 +41,22 @@ def write_result(out: Path, rec) -> None:
     atomic_write_json(results_dir(out) / f"{rec.id}.json", rec.to_json())
 
 
+def tuning_dir(out: Path) -> Path:
+    """Where the tuning fits (``--tune``) are stored, apart from the measured runs."""
+    return Path(out) / "results" / "tuning"
+
+
+def load_tuning(out: Path) -> dict[str, dict]:
+    """Every stored tuning fit by id (a file that does not parse is fitted again)."""
+    recs = {}
+    for f in sorted(tuning_dir(out).glob("*.json")):
+        try:
+            recs[f.stem] = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            continue
+    return recs
+
+
 def claims_dir(out: Path) -> Path:
     return Path(out) / "claims"
 
@@ -141,8 +157,6 @@ def run_seconds(rec) -> float | None:
 def compare_minutes(out: Path, records: list) -> float:
     """Wall minutes of a compare's own work: its runs, start to finish, summed (resumed sessions count
     what they ran), and its tuning fits; loading the model and writing the report are left out."""
-    from adaptlab.compare.tuning import load_tuning
-
     total = sum(t.get("seconds", 0.0) for t in load_tuning(out).values())
     total += sum(s for s in map(run_seconds, records) if s is not None)
     return total / 60

@@ -12,7 +12,6 @@ tried and what was kept.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable
 
 from adaptlab.compare.baselines import imbalanced
 from adaptlab.compare.config import CompareConfig
+from adaptlab.compare.store import claim, claimed, load_tuning, release_claim, tuning_dir
 from adaptlab.compare.summary import best_per_strategy
 from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import atomic_write_json
@@ -41,10 +41,6 @@ class TuneSpec:
         return f"{self.strategy}-n{self.train_size}-s0-t{self.variant}"
 
 
-def tuning_dir(out: Path) -> Path:
-    return Path(out) / "results" / "tuning"
-
-
 def tune_plan(cfg: CompareConfig, specs: list) -> list[TuneSpec]:
     """The variants to fit: per strategy with a search, its defaults and each variant that changes
     no key the user set, at the strategy's smallest train size."""
@@ -61,16 +57,6 @@ def tune_plan(cfg: CompareConfig, specs: list) -> list[TuneSpec]:
         for i, v in enumerate(variants):
             out.append(TuneSpec(name, min(sizes), i, tuple(sorted({**user, **v}.items()))))
     return out
-
-
-def load_tuning(out: Path) -> dict[str, dict]:
-    recs = {}
-    for f in sorted(tuning_dir(out).glob("*.json")):
-        try:
-            recs[f.stem] = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            continue  # re-run
-    return recs
 
 
 def kept(records: list[dict]) -> dict[str, dict]:
@@ -122,7 +108,6 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, budget: TuningBu
     share them; a worker then waits for the variants others are fitting, so that every worker
     carries up the same choice."""
     from adaptlab.compare.measure import fit_run
-    from adaptlab.compare.store import claim, claimed, release_claim
     from adaptlab.data.splits import subsample
     from adaptlab.utils import TimeUp, time_limit
 
