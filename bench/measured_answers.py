@@ -4,6 +4,8 @@ fine-tune?", and the winner at the user's size, within its budget? One row per c
     python bench/measured_answers.py demo --budget 15m              # one row, appended
     python bench/measured_answers.py sst2_32 --budget 10m --half-speed
     python bench/measured_answers.py --summarize                    # rewrite the .md from the .json
+    python bench/measured_answers.py sst2_32 --budget 10m --rejudge # resume a finished row's compare
+                                                                    # with the code now, judge it again
 
 Each row: candidates asked and measured (and left out by the budget check, with the budget it asked
 for), whether a prompt-only and a trained candidate were both measured, the recommended candidate and
@@ -71,7 +73,24 @@ def run(job: str, budget: str, half: bool, out: Path, beside: str) -> dict:
     if proc.returncode != 0:
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         return row
-    return {**row, **judge(out)}
+    return {**row, **judge(out), **agreement(out, grid)}
+
+
+def agreement(out: Path, grid: str | None) -> dict:
+    """Whether the row's answer is the committed full grid's, or inside its tie (the candidates whose
+    paired interval against the grid's winner includes 0), at the same target size."""
+    if grid is None:
+        return {"agrees": None}
+    from adaptlab.compare import load_results
+    from adaptlab.compare.recommend import Constraints, recommend
+
+    full = recommend(load_results(ROOT / "docs" / "results" / grid), Constraints())
+    mine = recommend(load_results(out), Constraints())
+    if full.target != mine.target:
+        return {"agrees": None, "agreement": f"the grid ranks at {full.target}, this compare at {mine.target}"}
+    tie = {full.winner} | {p["b"] for p in full.paired if p["a"] == full.winner and p["lo"] <= 0}
+    return {"agrees": mine.winner in tie, "agreement": f"grid: {full.winner}, tied with it: "
+                                                       f"{', '.join(sorted(tie - {full.winner})) or 'none'}"}
 
 
 def judge(out: Path) -> dict:
@@ -99,6 +118,25 @@ def judge(out: Path) -> dict:
             "runs": race["runs"], "compare_minutes": round(race["minutes"], 2)}
 
 
+def rejudge(job: str, budget: str, half: bool) -> None:
+    from adaptlab.compare import load_results
+
+    out = ROOT / "runs" / "measured" / f"{job}-{budget}{'-half' if half else ''}"
+    rows = json.loads(RESULTS.read_text())
+    i = max(k for k, r in enumerate(rows) if r["data"] == job and r["budget"] == budget
+            and (r["slowdown"] != "none") == half)
+    before = {r.id for r in load_results(out)}
+    cmd = rows[i]["command"].split()
+    cmd[0] = str(ROOT / cmd[0])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0 or {r.id for r in load_results(out)} != before:
+        sys.exit(f"{job}: the resumed compare ran something or failed (exit {proc.returncode}); not re-judged")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    rows[i] = {**rows[i], **judge(out), **agreement(out, JOBS[job][1]), "rejudged": f"decision made again by commit {commit.strip()} "
+                                                    f"({time.strftime('%Y-%m-%d %H:%M')}), no run added"}
+    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def summarize() -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     lines = ["# Measured answers (issue 36): every candidate measured, both sides, the winner at the target",
@@ -115,13 +153,15 @@ def summarize() -> None:
                          f"| | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | |")
             continue
         left = f" (left out: {', '.join(r['left_out'])})" if r["left_out"] else ""
-        grid = r.get("full_grid") or "-"
+        again = f" ({r['rejudged']})" if r.get("rejudged") else ""
+        grid = (r.get("full_grid") or "-") + ({True: " (agrees)", False: " (**disagrees**)"}.get(r.get("agrees"), "")
+                                              if r.get("full_grid") else "")
         lines.append(
             f"| {r['data']} | {r['budget']} | {r['slowdown']} | {len(r['measured'])} / {len(r['asked'])}{left} | "
             f"{'yes' if r['both_sides'] else '**no**'} | {r['recommended']} (at {r['ranked_at']}, {r['metric']} "
             f"{r['quality']:.3f}) | {'yes' if r['measured_at_target'] else '**no**'} | {r['state']}"
             f"{' (' + r['rule'] + ')' if r['rule'] else ''} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
-            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {r['decision']} |")
+            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {r['decision']}{again} |")
     TABLE.write_text("\n".join(lines) + "\n")
 
 
@@ -132,8 +172,13 @@ def main() -> None:
     ap.add_argument("--half-speed", action="store_true")
     ap.add_argument("--beside", default="", help="what else ran on the cores meanwhile")
     ap.add_argument("--summarize", action="store_true")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="resume the row's finished compare (nothing left to run: its decision and report are made "
+                         "again by the code now) and replace its judgment; runs and wall time stay the first run's")
     a = ap.parse_args()
-    if not a.summarize:
+    if a.rejudge:
+        rejudge(a.job, a.budget, a.half_speed)
+    elif not a.summarize:
         if not a.job:
             sys.exit("name a job: " + ", ".join(sorted(JOBS)))
         out = ROOT / "runs" / "measured" / f"{a.job}-{a.budget}{'-half' if a.half_speed else ''}"
