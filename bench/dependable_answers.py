@@ -72,8 +72,9 @@ def grid_answer(folder: str | None) -> str | None:
     return f"{best.winner} at {best.target}"
 
 
-def run(job: str, budget: str, half: bool, out: Path) -> dict:
-    args, grid = JOBS[job]
+def launch(args: list[str], budget: str, half: bool, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run one compare command (``["DEMO"]``: ``adaptlab demo``) into a fresh ``out``, its output kept
+    beside it; returns the process and the row's common fields (command, exit, wall time, machine)."""
     if out.exists():
         shutil.rmtree(out)
     exe = str(ROOT / ".venv" / "bin" / "adaptlab")
@@ -87,9 +88,15 @@ def run(job: str, budget: str, half: bool, out: Path) -> dict:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
     (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
-    row = {"data": job, "budget": budget, "slowdown": "half speed (taskset -c 0)" if half else "none",
-           "command": " ".join(cmd[cmd.index(exe):]).replace(str(ROOT) + "/", ""), "exit": proc.returncode,
-           "wall_s": round(wall, 1), "machine": f"{platform.node()} {os.cpu_count()} cores",
+    return proc, {"budget": budget, "slowdown": "half speed (taskset -c 0)" if half else "none",
+                  "command": " ".join(cmd[cmd.index(exe):]).replace(str(ROOT) + "/", ""), "exit": proc.returncode,
+                  "wall_s": round(wall, 1), "machine": f"{platform.node()} {os.cpu_count()} cores"}
+
+
+def run(job: str, budget: str, half: bool, out: Path) -> dict:
+    args, grid = JOBS[job]
+    proc, common = launch(args, budget, half, out)
+    row = {"data": job, **common,
            "date": time.strftime("%Y-%m-%d %H:%M"), "full_grid": grid_answer(grid)}
     from adaptlab.compare.config import parse_budget
 
@@ -107,7 +114,7 @@ def run(job: str, budget: str, half: bool, out: Path) -> dict:
     row.update(target=race["target"], recommended=best.winner, ranked_at=best.target, measured_at_target=measured,
                decision=race["decision"], runs=race["runs"], compare_minutes=round(race["minutes"], 2),
                never_run=[n["strategy"] for n in race.get("never_run", [])],
-               within_budget=wall <= 1.05 * row["budget_s"], quality=best.ranked[0]["quality"] if best.ranked else None,
+               within_budget=row["wall_s"] <= 1.05 * row["budget_s"], quality=best.ranked[0]["quality"] if best.ranked else None,
                metric=best.metric)
     return row
 

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dependable_answers import JOBS as EARLIER  # noqa: E402  (this folder's earlier table: same commands)
-from dependable_answers import grid_answer  # noqa: E402
+from dependable_answers import grid_answer, launch  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "measured_answers.json"
 TABLE = ROOT / "docs" / "results" / "measured_answers.md"
@@ -50,25 +47,10 @@ JOBS = {
 
 def run(job: str, budget: str, half: bool, out: Path, beside: str) -> dict:
     args, grid = JOBS[job]
-    if out.exists():
-        shutil.rmtree(out)
-    exe = str(ROOT / ".venv" / "bin" / "adaptlab")
-    cmd = ([exe, "demo", "--budget", budget, "--out", str(out)] if args == ["DEMO"] else
-           [exe, "compare", *args, "--budget", budget, "--out", str(out), "--no-progress"])
-    env = dict(os.environ)
-    if half:
-        cmd = ["taskset", "-c", "0", *cmd]
-        env.update(OMP_NUM_THREADS="1", ADAPTLAB_THREADS="1")
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
+    proc, common = launch(args, budget, half, out)
     from adaptlab.compare.config import parse_budget
 
-    row = {"data": job, "budget": budget, "budget_s": parse_budget(budget),
-           "slowdown": "half speed (taskset -c 0)" if half else "none", "beside": beside,
-           "command": " ".join(cmd[cmd.index(exe):]).replace(str(ROOT) + "/", ""), "exit": proc.returncode,
-           "wall_s": round(wall, 1), "machine": f"{platform.node()} {os.cpu_count()} cores",
+    row = {"data": job, **common, "budget_s": parse_budget(budget), "beside": beside,
            "date": time.strftime("%Y-%m-%d %H:%M"), "full_grid": grid_answer(grid)}
     if proc.returncode != 0:
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
