@@ -71,6 +71,9 @@ class AdaptivePicker:
         self.skipped: list[dict] = []
         self.left_out: list[dict] = []
         self.cut: set[str] = set()
+        # Runs of candidates whose first look did not fit what the budget left: never tried in this
+        # session, so the race goes on with the candidates measured (the report names the others).
+        self.unfit: set[str] = set()
         for s in load_skipped(out):
             if s.get("cut"):
                 self._cut(s["id"])
@@ -223,7 +226,7 @@ class AdaptivePicker:
     def _unlooked(self, done: dict) -> list[str]:
         """Candidates without a finished run yet (whose first look was not cut or skipped for good)."""
         ran = {r.strategy for r in done.values()}
-        return [c for c in self.candidates() if c not in ran and self.first_look(c).id not in self.cut]
+        return [c for c in self.candidates() if c not in ran and self.first_look(c).id not in self.cut | self.unfit]
 
     def reserve(self, done: dict | None = None, but: RunSpec | None = None) -> float:
         """Seconds held back for the winner's run at the target (unless it is ``but``) and its final
@@ -256,7 +259,7 @@ class AdaptivePicker:
     # -------------------------------------------------------------- the next run
     def _race(self, records: list[dict]):
         return race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost, first_key=self.first_key,
-                    exclude=self.cut, tie=self.order)
+                    exclude=self.cut | self.unfit, tie=self.order)
 
     def next(self, done: dict, spent: float):
         self._done = done
@@ -278,12 +281,22 @@ class AdaptivePicker:
 
     def _pick(self, done: dict, spent: float):
         todo = [(s, why) for s, why in self.state.candidates if s.id not in self.cut]
-        if self._unlooked(done):  # round one: every first look that fits, the cheapest first
+        unlooked = self._unlooked(done)
+        if unlooked:  # round one: every first look that fits, the cheapest first
             fits = [(s, why) for s, why in todo if self._fits(s, spent, done, self.first_est.get(s.strategy))]
             if fits:
                 return fits[0]
+            # The rest of round one does not fit (the first looks took longer than estimated): those
+            # candidates stay unmeasured, and the winner among the measured ones is still measured at
+            # the target in the time reserved for it, the one run that may follow.
+            self.unfit |= {s.id for s in self.specs if s.strategy in unlooked}
             self.stopped = True
-            return None
+            if not done:
+                return None
+            self.state = self._race(list(done.values()))
+            if self.state.decided:
+                return None
+            todo = [(s, why) for s, why in self.state.candidates if s.id not in self.cut | self.unfit]
         lead = self.leader()
         lead_run = self.at_target(lead) if lead else None
         if lead_run is not None and (lead_run.id in done or lead_run.id in self.cut):

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from adaptlab.compare import CompareConfig, run_compare
-from adaptlab.compare.costs import Estimator, screen_rows
+from adaptlab.compare.costs import FIXED_SECONDS, Estimator, screen_rows
+from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import TimeUp, check_deadline, time_limit
 
 from .test_adaptive import _run
@@ -30,11 +31,15 @@ def _fake(monkeypatch, speed, clock, cut=()):
         if spec.id in cut:
             raise TimeUp("time limit reached")
         rows = ctx.n_screen if screened else ctx.n_eval
-        seconds = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen).seconds(spec.strategy, spec.train_size,
-                                                                                 rows) / speed
-        clock[0] += seconds
+        est = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
+        # Fitting and scoring each take their prior estimate at ``speed``, so the rates a compare learns
+        # from these records are the machine's speed, as on a real machine.
+        w, kind = est.work(spec.strategy, spec.train_size, rows), get_strategy(spec.strategy).kind
+        fit = est._prior_seconds("train" if kind == "gradient" else "eval", w.fit) / speed
+        score = est._prior_seconds("eval", w.score) / speed
+        clock[0] += est.seconds(spec.strategy, spec.train_size, rows) / speed
         r = _run(spec)
-        r["train"]["seconds"], r["eval"]["seconds"], r["eval"]["scored_examples"] = 0.7 * seconds, 0.3 * seconds, rows
+        r["train"]["seconds"], r["eval"]["seconds"], r["eval"]["scored_examples"] = fit, score, rows
         r["eval"].update(light=True, screened=screened)
         r["meta"] = {"started": "2026-12-02T10:00:00+0000", "finished": "2026-12-02T10:00:01+0000"}
         return r
@@ -137,7 +142,7 @@ def test_the_reserved_run_is_tried_when_its_estimate_grew_past_the_time_left(tmp
 
     monkeypatch.setattr(AdaptivePicker, "check_budget", check_budget)
     res, _, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
-    firsts = sum(r["train"]["seconds"] + r["eval"]["seconds"] for r in res["results"]
+    firsts = sum(r["train"]["seconds"] + r["eval"]["seconds"] + FIXED_SECONDS[r["run"]["kind"]] for r in res["results"]
                  if r["run"]["id"] in res["finished"][:5])
     # Just after round one (the same path at any budget), what the leader's run is estimated at and
     # what stays held for its final measurements.

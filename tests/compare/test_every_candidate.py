@@ -210,3 +210,26 @@ def test_a_prompt_that_leads_within_the_noise_is_settled_by_prompting_is_enough(
                   Constraints())
     assert r.winner == "few_shot" and "prompt_enough" in r.fired
     assert "Training (lora) would change quality by -1.0 points" in r.to_markdown()
+
+
+def test_when_the_first_looks_run_long_the_winner_is_still_measured_at_the_target(tmp_path, monkeypatch):
+    """E2E at 256: the first looks took longer than estimated, the last one did not fit what was left,
+    and the compare ended with nothing measured at the target although time was reserved for it."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    need = {}
+    real = AdaptivePicker.check_budget
+
+    def probe(self):
+        need["s"] = self.need(self.candidates())
+        real(self)
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 0.7, need["s"] * 1.02, "slow")
+    assert race_file["left_out"] == []                          # accepted: it fitted by the estimates
+    never = {n["strategy"] for n in race_file["never_run"]}
+    assert never and all("budget" in n["why"] for n in race_file["never_run"])
+    best = recommend(res["results"], Constraints())
+    assert best.target == 360 and not best.ranked[0]["predicted"]   # the winner measured at the target
+    assert any(r["run"]["train_size"] == 360 for r in res["results"])
