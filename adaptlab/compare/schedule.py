@@ -312,7 +312,25 @@ class AdaptivePicker:
             pick = (lead_run, f"{lead} at the target no longer fits its estimate ({self.seconds(lead_run):.0f} s), "
                               f"but without it nothing is measured at the user's size: it is tried in the time "
                               f"left, and cut at the budget's end")
+        target_run = self.at_target(lead) if lead else None
+        if pick is None and target_run is not None and target_run.id in done:
+            pick = self._late_look(done, spent)
         return pick
+
+    def _late_look(self, done: dict, spent: float):
+        """The winner is measured at the target and its reserve is free: a first look that did not fit
+        round one (E2E at 256: hybrid, 179 s, with 285 s left at the end) is made now if it fits, the
+        cheapest first, so that no candidate stays unmeasured while the budget still has room for it."""
+        late = sorted({s.strategy for s in self.specs if s.id in self.unfit},
+                      key=lambda c: self.seconds(self.first_look(c)))
+        for c in late:
+            spec = self.first_look(c)
+            if spec.id not in done and self._fits(spec, spent, done):
+                self.unfit -= {s.id for s in self.specs if s.strategy == c}
+                self.skipped = [s for s in self.skipped if s["id"] != spec.id]
+                return spec, (f"the winner is measured at the target and {c}'s first look, which did not fit "
+                              f"round one, fits the time left")
+        return None
 
     def _fits(self, spec: RunSpec, spent: float, done: dict, guess: float | None = None) -> bool:
         guess = self.seconds(spec) if guess is None else guess

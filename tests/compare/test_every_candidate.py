@@ -233,3 +233,28 @@ def test_when_the_first_looks_run_long_the_winner_is_still_measured_at_the_targe
     best = recommend(res["results"], Constraints())
     assert best.target == 360 and not best.ranked[0]["predicted"]   # the winner measured at the target
     assert any(r["run"]["train_size"] == 360 for r in res["results"])
+
+
+
+def test_a_first_look_that_missed_round_one_is_made_once_the_winner_is_measured(tmp_path, monkeypatch):
+    """E2E at 256 re-run: hybrid's first look did not fit round one beside the reserve, and minutes
+    were left when the compare ended. Once the winner is measured at the target, a first look that
+    fits the time left is made (here, at half the estimated speed, one candidate's look comes last)."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    need = {}
+    real = AdaptivePicker.check_budget
+
+    def probe(self):
+        need["s"] = self.need(self.candidates())
+        real(self)
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 0.5, need["s"], "slow")
+    ran = res["finished"]
+    at_target = next(i for i, r in enumerate(ran) if "-n360-" in r)
+    late = [r for r in ran[at_target + 1:] if r.split("-")[0] not in {x.split("-")[0] for x in ran[:at_target + 1]}]
+    assert late, ran                                  # a first look made after the winner's run
+    assert not any(n["strategy"] == late[0].split("-")[0] for n in race_file["never_run"])
+    assert spent <= need["s"] * 1.05
