@@ -6,7 +6,6 @@ stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import sys
@@ -18,11 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adaptlab.compare.config import CompareConfig, default_of, help_of
+from adaptlab.data.formats import parse_columns
 from adaptlab.data.loading import DataError, TaskData, load_file, load_label_names
 from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
 from adaptlab.tasks.base import list_tasks
 
+COLUMNS_HELP = ("Rename the file's columns to the task's fields: FILE_COLUMN=FIELD,... "
+                "(e.g. question=text,answer=label).")
 MODEL_HELP = ("Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for tests), "
               "a .gguf file or a transformers model folder.")
 MODELS_HELP = MODEL_HELP + (" Several, comma-separated (gemma-3-270m,smollm2-135m-instruct): each strategy runs "
@@ -88,6 +91,7 @@ def data_check(
     task: Optional[str] = typer.Option(None, help="classification or generation; detected from the columns when omitted."),
     text_field: Optional[str] = typer.Option(None, help="Column holding the input text (default: text / input)."),
     label_field: Optional[str] = typer.Option(None, help="Column holding the label / target (default: label / target)."),
+    columns: Optional[str] = typer.Option(None, help=COLUMNS_HELP),
     labels: Optional[Path] = typer.Option(None, help="labels.json declaring the label set; other labels are errors."),
     tokenizer: str = typer.Option(DEFAULT_MODEL, help="Model whose tokenizer measures lengths; 'none' counts words."),
     max_tokens: int = typer.Option(512, help="Warn about inputs longer than this."),
@@ -103,13 +107,15 @@ def data_check(
         if task is not None and task not in list_tasks():
             raise DataError(f"--task: unknown task '{task}'; use one of {', '.join(list_tasks())}")
         names = load_label_names(labels) if labels else None
+        mapping = parse_columns(columns)
         if Path(file).is_file():
-            train = load_file(file, task=task, text_field=text_field, label_field=label_field, label_names=names)
+            train = load_file(file, task=task, text_field=text_field, label_field=label_field, label_names=names,
+                              columns=mapping)
             evals = {p.name: load_file(p, task=train.task, text_field=text_field, label_field=label_field,
-                                       label_names=names) for p in eval_files}
+                                       label_names=names, columns=mapping) for p in eval_files}
         else:
             splits = load_task(file, data_dir_override=data_dir, task=task, text_field=text_field,
-                               label_field=label_field)
+                               label_field=label_field, columns=mapping)
             train, evals = splits.train, {"dev": splits.dev, "test": splits.test}
         tok = None
         if tokenizer.lower() != "none":
@@ -118,7 +124,7 @@ def data_check(
             with console.status(f"loading tokenizer of {tokenizer}"):
                 tok = load_tokenizer(tokenizer)
         report = validate(train, evals, tokenizer=tok, max_tokens=max_tokens)
-        sources = list(dict.fromkeys(Path(d.source) for d in (train, *evals.values()) if Path(d.source).is_file()))
+        sources = list(dict.fromkeys(Path(d.source) for d in (train, *evals.values()) if Path(d.source).exists()))
     except EXPECTED_ERRORS as e:
         _fail(e)
     _print_report(report, train.task)
@@ -376,19 +382,27 @@ def _ranking_metrics() -> list[str]:
     return list(dict.fromkeys(get_task(t).metric for t in list_tasks()))
 
 
+def _topt(name: str, *flags: str):
+    """A train option whose default and help are ``TrainConfig``'s field's, written once there."""
+    from adaptlab.training.config import TrainConfig
+
+    return typer.Option(default_of(TrainConfig, name), *flags, help=help_of(TrainConfig, name))
+
+
 @app.command("train")
 def train_cmd(
     strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
     data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
+    columns: Optional[str] = typer.Option(None, help=COLUMNS_HELP),
     out: Path = typer.Option(..., help="Artifact folder to write."),
     model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     set_: list[str] = typer.Option([], "--set", help="Strategy config override key=value (repeatable), e.g. r=16."),
-    epochs: float = typer.Option(1.0, help="Passes over the train split (gradient strategies)."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-    batch_size: int = typer.Option(8, help="Examples per micro-batch."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the strategy's own)."),
-    patience: int = typer.Option(0, help="Early stopping after N dev evaluations without improvement."),
+    epochs: float = _topt("epochs"),
+    max_steps: Optional[int] = _topt("max_steps"),
+    batch_size: int = _topt("batch_size"),
+    grad_accum: int = _topt("grad_accum"),
+    lr: Optional[float] = _topt("lr"),
+    patience: int = _topt("patience"),
     train_size: Optional[int] = typer.Option(None, help="Use a stratified sample of this many train examples."),
     seed: int = typer.Option(0, help="Seed for splits, batch order and initialisation."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUT/run after a kill."),
@@ -408,13 +422,10 @@ def train_cmd(
                                                        "~/.cache/adaptlab/responses.sqlite)."),
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     device: str = DEVICE_OPT,
-    precision: str = typer.Option("auto", help="auto (bf16 autocast on a capable GPU), fp32 or bf16."),
-    fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun: shard a full fine-tune's weights, gradients and "
-                                                    "optimizer state over the ranks (FSDP2); adapters train data-parallel."),
-    preference_loss: str = typer.Option("auto", help="Preference data: dpo (pairs), kto (pairs or unpaired rows), "
-                                                     "or auto (dpo when every row is a pair)."),
-    beta: float = typer.Option(0.1, help="Preference data: DPO's and KTO's beta (how far from the base model "
-                                         "training may move)."),
+    precision: str = _topt("precision"),
+    fsdp: bool = _topt("fsdp", "--fsdp"),
+    preference_loss: str = _topt("preference_loss"),
+    beta: float = _topt("beta"),
     track: Optional[str] = typer.Option(None, help="tensorboard: write loss, learning rate and dev metric per step "
                                                    "to OUT/tensorboard."),
     proposer: Optional[str] = typer.Option(None, help="gepa: the LM that proposes instructions, an endpoint "
@@ -422,42 +433,30 @@ def train_cmd(
                                                       "--endpoints, or 'self' (the model being prompted)."),
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
+    from adaptlab import api
     from adaptlab.backends import BackendError
-    from adaptlab.data.named import load_task
-    from adaptlab.data.splits import subsample
-    from adaptlab.strategies import get_strategy, make_config
-    from adaptlab.training import TrainConfig
+    from adaptlab.strategies import get_strategy
+    from adaptlab.training.distributed import is_main
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
         spec = get_strategy(strategy)
-        config = make_config(strategy, **{**_parse_overrides(set_), **_open_proposer(
-            spec, proposer, endpoints_file, _cache_path(response_cache, no_response_cache))})
+        settings = {**_parse_overrides(set_), **_open_proposer(spec, proposer, endpoints_file,
+                                                                _cache_path(response_cache, no_response_cache))}
         if track not in (None, "tensorboard"):
             raise DataError(f"--track {track!r}: train writes tensorboard (compare: --track mlflow)")
         if endpoint and spec.kind != "prompt":
             raise DataError(f"--endpoint: {strategy} changes weights; only prompt strategies run on an endpoint")
-        cfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                          patience=patience, seed=seed, precision=precision, fsdp=fsdp,
-                          preference_loss=preference_loss, beta=beta)
-        splits = load_task(data, data_dir_override=data_dir, seed=seed)
-        train_part = subsample(splits.train, n=train_size, seed=seed) if train_size else splits.train
+        mapping = parse_columns(columns)
         backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device, endpoints_file,
                            _cache_path(response_cache, no_response_cache))
-        with console.status(f"{strategy}: fitting") if spec.kind == "prompt" else contextlib.nullcontext():
-            art = spec.strategy_cls(config).fit(backend, train_part, splits.dev, cfg, run_dir=out / "run",
-                                                resume=resume)
-        from adaptlab.training.distributed import is_main
-
+        art = api.train(strategy, data, out=out, backend=backend, settings=settings, train_size=train_size, seed=seed,
+                        resume=resume, data_dir=data_dir, columns=mapping, epochs=epochs, max_steps=max_steps,
+                        batch_size=batch_size, grad_accum=grad_accum, lr=lr, patience=patience, precision=precision,
+                        fsdp=fsdp, preference_loss=preference_loss, beta=beta)
         if not is_main():  # under torchrun: rank 0 evaluates and saves; the others are done
             return
-        with console.status(f"evaluating on {len(splits.test)} test examples"):
-            art.metrics["test"] = art.evaluate(splits.test)
-        from adaptlab.data.named import recipe_for
-
-        art.recipe = recipe_for(data, data_dir, seed, train_size, seed, train_part)
-        art.save(out)
         if track is not None:
             from adaptlab.tracking import tensorboard_from_log
 
@@ -518,6 +517,11 @@ def endpoints_cmd(
 
 
 # compare's options that say how to run a compare, not what it compares: the only ones --config takes.
+def _copt(name: str, *flags: str):
+    """A compare option whose default and help are ``CompareConfig``'s field's, written once there."""
+    return typer.Option(default_of(CompareConfig, name), *flags, help=help_of(CompareConfig, name))
+
+
 RUN_OPTIONS = {"config", "out", "workers", "ray", "ray_cpus", "no_progress", "track", "tracking_uri"}
 
 
@@ -526,10 +530,12 @@ def compare_cmd(
     ctx: typer.Context,
     data: Optional[str] = typer.Option(None, help="Dataset file, folder of split files, or name (demo, sst2, "
                                                   "banking77, ...); required unless --config."),
+    columns: Optional[str] = typer.Option(None, help=COLUMNS_HELP),
     model: str = typer.Option(DEFAULT_MODEL, help=MODELS_HELP),
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
-    train_sizes: str = typer.Option("16,64,256,all", help="Train-set sizes for the learning curves."),
-    seeds: int = typer.Option(1, help="Seeds per strategy x size (mean ± std in the report)."),
+    train_sizes: str = typer.Option(",".join(map(str, default_of(CompareConfig, "train_sizes"))),
+                                    help=help_of(CompareConfig, "train_sizes")),
+    seeds: int = _copt("seeds"),
     budget: Optional[str] = typer.Option(None, help="Cap for the whole compare, e.g. 30m or 2h: runs that will not "
                                                     "fit are skipped and listed. With a budget the compare is "
                                                     "adaptive unless --full-grid."),
@@ -538,29 +544,27 @@ def compare_cmd(
                                                  "train size from its learning curve, drop those that cannot win, "
                                                  "stop when the winner is decided (default with --budget); or run "
                                                  "every strategy x size x seed."),
-    confidence: float = typer.Option(0.95, help="Confidence of the race's bounds and the paired intervals."),
+    confidence: float = _copt("confidence"),
     tune: Optional[bool] = typer.Option(None, "--tune/--no-tune",
                                         help="First fit each strategy's few registered variants (learning rate, "
                                              "LoRA rank, prompt length, few-shot k) at the smallest size, choose on "
                                              "dev, and use the best for its runs (default: with --adaptive)."),
     out: Path = typer.Option(..., help="Run folder (results/, artifacts/, report/); re-running resumes."),
-    epochs: float = typer.Option(2.0, help="Epochs for gradient strategies (full: 1 unless --set full.epochs=...)."),
-    test_limit: int = typer.Option(0, help="Score at most this many test examples (0: all)."),
-    fragility_k: int = typer.Option(3, help="Template paraphrases per run for fragility (0: off)."),
-    fragility_examples: int = typer.Option(48, help="Test examples used for fragility and the train-test gap."),
-    forgetting: bool = typer.Option(True, help="Measure general-text perplexity and a second task before/after."),
-    consistency_examples: int = typer.Option(16, help="Test inputs sampled for consistency under sampling (0: off)."),
-    consistency_samples: int = typer.Option(4, help="Samples per input for consistency."),
-    consistency_temperature: float = typer.Option(0.7, help="Sampling temperature for consistency."),
-    gallery_examples: int = typer.Option(6, help="Test inputs shown side by side in the report's gallery."),
-    eval_every: int = typer.Option(0, help="Gradient strategies: evaluate on dev every N steps (0: once per epoch); "
-                                           "the best dev checkpoint is kept."),
-    patience: int = typer.Option(0, help="Gradient strategies: stop after N dev evaluations without improvement "
-                                         "(0: never); the report says where it fired."),
+    epochs: float = _copt("epochs"),
+    test_limit: int = _copt("test_limit"),
+    fragility_k: int = _copt("fragility_k"),
+    fragility_examples: int = _copt("fragility_examples"),
+    forgetting: bool = _copt("forgetting"),
+    consistency_examples: int = _copt("consistency_examples"),
+    consistency_samples: int = _copt("consistency_samples"),
+    consistency_temperature: float = _copt("consistency_temperature"),
+    gallery_examples: int = _copt("gallery_examples"),
+    eval_every: int = _copt("eval_every"),
+    patience: int = _copt("patience"),
     set_: list[str] = typer.Option([], "--set", help="strategy.key=value, e.g. lora.r=16, few_shot.k=8, "
                                                      "prompt_search.budget_calls=300, full.epochs=1."),
-    price_per_hour: float = typer.Option(0.10, help="Machine price assumed by the cost model (USD/hour)."),
-    keep_artifacts: str = typer.Option("small", help="all | small (< 100 MB) | none."),
+    price_per_hour: float = _copt("price_per_hour"),
+    keep_artifacts: str = _copt("keep_artifacts"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
     workers: int = typer.Option(1, help="Worker processes sharing this machine's cores and the run folder "
                                         "(several machines: start the same command on each, --out on shared "
@@ -587,18 +591,12 @@ def compare_cmd(
                                                        "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite)."),
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     proposer: Optional[str] = typer.Option(None, help=PROPOSER_HELP),
-    prompt_margin: float = typer.Option(0.02, help="Quality you give up to own a prompt instead of trained weights "
-                                                   "(0.02 = 2 points of the ranking metric): a prompt-only candidate "
-                                                   "not significantly worse than the best trained one by more than "
-                                                   "this is recommended."),
-    strict_budget: bool = typer.Option(False, "--strict-budget",
-                                       help="Refuse a --budget that cannot fit a first look at every candidate and "
-                                            "the winner's run at the target (default: keep the cheapest candidate "
-                                            "of each family, name the ones left out, go on)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="A compare's saved settings (a run folder's "
-                                                                 "compare.json): run or resume exactly that compare; "
-                                                                 "only --out and the options that say how to run "
-                                                                 "it (--workers, --ray, --track, ...) go with it."),
+    prompt_margin: float = _copt("prompt_margin"),
+    strict_budget: bool = _copt("strict_budget", "--strict-budget"),
+    config: Optional[Path] = typer.Option(None, "--config", help="A YAML file of compare settings (see "
+                                                                 "docs/how-to/config.md), or a run folder's saved "
+                                                                 "compare.json to re-run it unchanged; options given "
+                                                                 "on the command line and --set override it."),
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -613,14 +611,32 @@ def compare_cmd(
 
 
 def _saved_config(ctx: typer.Context, path: Path):
-    """``--config FILE``: the settings come from the file alone (only how to run it may be given)."""
-    from adaptlab.compare import CompareConfig
+    """``--config FILE`` (YAML or a run folder's compare.json): its settings, then the options given on
+    the command line and ``--set`` over them; one-line errors name the file and the key."""
+    from adaptlab.compare.config import from_mapping, read_config_file
 
-    given = _given_options(ctx, exclude=RUN_OPTIONS)
-    if given:
-        raise DataError(f"--config {path}: the settings come from the file; {given[0]} was given too "
-                        f"(edit the file, or drop --config)")
-    return CompareConfig.load(path)
+    raw = read_config_file(path)
+    given = [name for name in ctx.params if name not in RUN_OPTIONS
+             and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
+    for name in given:
+        value = ctx.params[name]
+        if name in FILE_ONLY:
+            raise DataError(f"--config {path}: give {FILE_ONLY[name]} in the file (key '{name}'), not as "
+                            f"--{name.replace('_', '-').rstrip('-')}")
+        if name == "set_":
+            raw["set"] = {**(raw.get("set") or {}), **_parse_overrides(value)}
+        elif name == "columns":
+            raw["columns"] = parse_columns(value) or {}
+        elif name == "data_dir":
+            raw["data_dir"] = str(value)
+        else:
+            raw[name] = value
+    return from_mapping(raw, str(path))
+
+
+# compare options a --config file must hold itself (endpoints are tables, not one flag's text).
+FILE_ONLY = {"endpoint": "the endpoints", "endpoints_file": "the endpoints", "proposer": "the proposer",
+             "response_cache": "the response cache", "no_response_cache": "the response cache"}
 
 
 def _flag_config(p: dict):
@@ -640,18 +656,11 @@ def _flag_config(p: dict):
     return CompareConfig(data=p["data"], strategies=names, train_sizes=parse_sizes(p["train_sizes"]),
                          budget_seconds=parse_budget(p["budget"]), strategy_epochs=strategy_epochs,
                          strategy_settings=settings, data_dir=str(p["data_dir"]) if p["data_dir"] else None,
-                         adaptive=adaptive, tune=p["tune"] if p["tune"] is not None else adaptive, endpoints=hosted,
+                         columns=parse_columns(p["columns"]) or {}, adaptive=adaptive, tune=p["tune"] if p["tune"] is not None else adaptive, endpoints=hosted,
                          volume=parse_volume(p["volume"]),
                          response_cache=_cache_file(p["response_cache"], p["no_response_cache"],
                                                     hosted or proposer_only),
                          proposer=proposer_name, proposer_endpoints=proposer_only, **{k: p[k] for k in same})
-
-
-def _given_options(ctx: typer.Context, exclude: set[str]) -> list[str]:
-    """The options given on the command line (not left at their defaults), as --flags. By the source's
-    name: typer may bring a click of its own, whose ParameterSource is not click's class."""
-    return [f"--{name.replace('_', '-').rstrip('-')}" for name in ctx.params if name not in exclude
-            and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
 
 
 def _compare_and_report(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int],
@@ -845,7 +854,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
     recommendation (or what was still open when the budget ran out) and where the report is.
     """
     console.rule("[bold]adaptlab demo: Fernhill Home support intents")
-    data_check("demo", eval_files=[], task=None, text_field=None, label_field=None, labels=None,
+    data_check("demo", eval_files=[], task=None, text_field=None, label_field=None, columns=None, labels=None,
                tokenizer=model, max_tokens=512, data_dir=None, redact=None)
     console.rule(f"compare: every strategy on the demo task, budget {budget}")
     # One epoch for LoRA: at 360 tickets its dev accuracy after the first of two epochs was 0.984

@@ -196,38 +196,29 @@ class PersonalDataError(ValueError):
 
 
 def scan_file(path) -> Report:
-    """Scan a data file's rows (JSONL, CSV or TSV); line numbers are the file's."""
+    """Scan a data file's rows (any format :func:`adaptlab.data.formats.read_rows` reads); line numbers
+    are the file's (a row's index for Parquet and ``datasets`` folders)."""
     from pathlib import Path
 
-    from adaptlab.data.records import read_records
+    from adaptlab.data.formats import read_rows
 
-    records, _ = read_records(Path(path))
+    records, _ = read_rows(Path(path))
     return scan_records(records, str(path))
 
 
 def redact_file(src, dst) -> int:
     """Write a redacted copy of a data file in its own format (atomically); returns the rows written."""
-    import csv
-    import io
-    import json
     from pathlib import Path
 
-    from adaptlab.data.records import read_records
-    from adaptlab.utils import atomic_write_text
+    from adaptlab.data.formats import is_datasets_folder, read_rows, write_rows
 
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise PersonalDataError(f"{dst}: the redacted copy must not overwrite its source")
-    records, columns = read_records(src)
+    records, columns = read_rows(src)
     rows = [redact_record(r) for _, r in records]
-    if src.suffix.lower() in (".jsonl", ".json"):
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    else:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, delimiter="\t" if src.suffix.lower() == ".tsv" else ",")
-        w.writeheader()
-        w.writerows(rows)
-        text = buf.getvalue()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(dst, text)
+    fmt = "datasets" if is_datasets_folder(src) else src.suffix.lower()
+    if fmt == ".json" and src.read_text(encoding="utf-8").lstrip().startswith("["):
+        fmt = "json-array"
+    write_rows(dst, rows, columns, fmt)
     return len(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
+from adaptlab.models.base import DEFAULT_MODEL
 from adaptlab.strategies.registry import get_strategy, list_strategies, split_candidate
 
 _BUDGET = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
@@ -56,32 +57,47 @@ def parse_volume(text: str | None) -> float | None:
 
 @dataclass
 class CompareConfig:
-    data: str = field(metadata={"help": "Dataset file, folder or name."})
-    model: str = "gemma-3-270m"
-    strategies: list[str] = field(default_factory=lambda: list_strategies(default=True))
-    train_sizes: list = field(default_factory=lambda: [16, 64, 256, "all"])
-    seeds: int = 1
-    budget_seconds: float | None = None
-    epochs: float = 2.0
+    data: str = field(metadata={"help": "Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Base model(s), comma-separated: each local "
+                                                               "strategy runs on each as STRATEGY@BASE."})
+    strategies: list[str] = field(default_factory=lambda: list_strategies(default=True),
+                                  metadata={"help": "all, or a comma-separated list (see `adaptlab strategies`)."})
+    train_sizes: list = field(default_factory=lambda: [16, 64, 256, "all"],
+                              metadata={"help": "Train-set sizes for the learning curves."})
+    seeds: int = field(default=1, metadata={"help": "Seeds per strategy x size (mean ± std in the report)."})
+    budget_seconds: float | None = field(default=None, metadata={"help": "Cap for the whole compare in seconds."})
+    epochs: float = field(default=2.0, metadata={"help": "Epochs for gradient strategies (full: 1 unless "
+                                                         "--set full.epochs=...)."})
     strategy_epochs: dict = field(default_factory=dict)  # per-strategy epochs, over each strategy's own default
     strategy_settings: dict = field(default_factory=dict)
-    test_limit: int = 0
-    dev_limit: int = 64
-    eval_every: int = 0       # gradient strategies: dev evaluation every N steps (0: once per epoch)
-    patience: int = 0         # stop after N dev evaluations without improvement (0: never)
-    fragility_k: int = 3
-    fragility_examples: int = 48
-    forgetting: bool = True
-    consistency_examples: int = 16      # test inputs sampled for consistency under sampling (0: not measured)
-    consistency_samples: int = 4        # samples per input
-    consistency_temperature: float = 0.7
-    gallery_examples: int = 6           # test inputs shown side by side in the report (outputs are stored per row)
-    price_per_hour: float = 0.10
-    keep_artifacts: str = "small"
-    data_dir: str | None = None
-    device: str = "auto"
+    test_limit: int = field(default=0, metadata={"help": "Score at most this many test examples (0: all)."})
+    dev_limit: int = field(default=64, metadata={"help": "Dev examples used for selection and early stopping."})
+    eval_every: int = field(default=0, metadata={"help": "Gradient strategies: evaluate on dev every N steps (0: "
+                                                         "once per epoch); the best dev checkpoint is kept."})
+    patience: int = field(default=0, metadata={"help": "Gradient strategies: stop after N dev evaluations without "
+                                                       "improvement (0: never); the report says where it fired."})
+    fragility_k: int = field(default=3, metadata={"help": "Template paraphrases per run for fragility (0: off)."})
+    fragility_examples: int = field(default=48, metadata={"help": "Test examples used for fragility and the "
+                                                                   "train-test gap."})
+    forgetting: bool = field(default=True, metadata={"help": "Measure general-text perplexity and a second task "
+                                                             "before/after."})
+    consistency_examples: int = field(default=16, metadata={"help": "Test inputs sampled for consistency under "
+                                                                    "sampling (0: off)."})
+    consistency_samples: int = field(default=4, metadata={"help": "Samples per input for consistency."})
+    consistency_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for consistency."})
+    gallery_examples: int = field(default=6, metadata={"help": "Test inputs shown side by side in the report's "
+                                                               "gallery."})
+    price_per_hour: float = field(default=0.10, metadata={"help": "Machine price assumed by the cost model "
+                                                                  "(USD/hour)."})
+    keep_artifacts: str = field(default="small", metadata={"help": "all | small (< 100 MB) | none."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder of named datasets."})
+    columns: dict = field(default_factory=dict, metadata={"help": "Rename the file's columns to the task's "
+                                                                 "fields: FILE_COLUMN=FIELD,... (e.g. "
+                                                                 "question=text,answer=label)."})
+    device: str = field(default="auto", metadata={"help": "auto (a GPU when torch sees one), cpu, cuda, cuda:N."})
     adaptive: bool = False              # race the strategies (compare/adaptive.py) instead of running the whole grid
-    confidence: float = 0.95            # of the bounds the race and the paired statistics use
+    confidence: float = field(default=0.95, metadata={"help": "Confidence of the race's bounds and the paired "
+                                                              "intervals."})
     tune: bool = False                  # fit each strategy's search variants on dev first (compare/tuning.py)
     # Hosted candidates: endpoint definitions (adaptlab.backends.endpoints.EndpointSpec fields); a
     # strategy named STRATEGY@NAME runs that prompt strategy on endpoint NAME.
@@ -93,10 +109,17 @@ class CompareConfig:
     proposer: str | None = None
     proposer_endpoints: list = field(default_factory=list)
     # Quality the user gives up to own a prompt rather than trained weights (rule prompt_enough).
-    prompt_margin: float = 0.02
+    prompt_margin: float = field(default=0.02, metadata={"help": "Quality you give up to own a prompt instead of "
+                                                                 "trained weights (0.02 = 2 points of the ranking "
+                                                                 "metric): a prompt-only candidate not significantly "
+                                                                 "worse than the best trained one by more than this "
+                                                                 "is recommended."})
     # A budget that cannot fit a first look at every candidate and the winner's run: refuse (True), or
     # keep the cheapest candidate of each family and name the ones left out (False).
-    strict_budget: bool = False
+    strict_budget: bool = field(default=False, metadata={"help": "Refuse a --budget that cannot fit a first look "
+                                                                 "at every candidate and the winner's run at the "
+                                                                 "target (default: keep the cheapest candidate of "
+                                                                 "each family, name the ones left out, go on)."})
 
     def __post_init__(self):
         known = set(list_strategies())
@@ -152,9 +175,14 @@ class CompareConfig:
             raise ValueError(f"--prompt-margin {self.prompt_margin}: must be in [0, 1) (0.02 is 2 points)")
         if not 0.5 <= self.confidence < 1:
             raise ValueError(f"confidence={self.confidence}: must be in [0.5, 1)")
-        bad = [s for s in self.strategy_settings if s not in known]
+        bad = [s for s in self.strategy_settings if split_candidate(s)[0] not in known]
         if bad:
             raise ValueError(f"strategy_settings: unknown strategy {', '.join(bad)}")
+        from adaptlab.strategies.registry import make_config, split_lr
+
+        for s, kw in self.strategy_settings.items():  # checked now, not at run 7
+            name = split_candidate(s)[0]
+            make_config(name, **split_lr(name, kw)[0])
 
     @property
     def models(self) -> list[str]:
@@ -195,27 +223,147 @@ class CompareConfig:
 
     @classmethod
     def load(cls, path) -> "CompareConfig":
-        """A compare's saved settings (its ``compare.json``): a resumed compare, a worker or the
-        workbench starts from this file, never from re-written flags. Unknown keys and bad values are
-        one-line errors naming the file."""
-        import json
-        from dataclasses import fields
+        """A compare's settings from a file: a run folder's saved ``compare.json`` (a resumed compare,
+        a worker or the workbench starts from it, never from re-written flags) or a YAML file written
+        by hand (:func:`from_mapping`'s spellings). Bad keys and values are one-line errors naming the
+        file and the key."""
         from pathlib import Path
 
-        path = Path(path)
+        return from_mapping(read_config_file(Path(path)), str(path))
+
+
+def read_config_file(path) -> dict:
+    """A JSON (``.json``) or YAML (``.yaml``/``.yml``) file of settings as a dict; one-line errors."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable config file ({e.strerror or e})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
         try:
-            raw = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a readable compare config ({e})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a JSON object of compare settings")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if "data" not in raw:
-            raise ValueError(f"{path}: missing setting 'data'")
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ValueError(f"{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    else:
         try:
-            return cls(**raw)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of compare settings (key: value), got {type(raw).__name__}")
+    return raw
+
+
+# Spellings a hand-written file (or a Python call) may use for fields stored otherwise.
+FILE_ALIASES = {"budget": "budget_seconds", "set": "strategy_settings and strategy_epochs"}
+
+
+def from_mapping(raw: dict, where: str = "config") -> "CompareConfig":
+    """A validated config from a mapping of settings, as a YAML file, ``adaptlab.compare(**settings)``
+    or a saved ``compare.json`` gives them. Besides the field names: ``budget: 20m``, ``train_sizes:
+    64,256,all``, ``strategies: all`` or ``zero_shot,lora``, ``volume: 1M/month``, and ``set:
+    {lora.r: 16, few_shot.k: 8}`` (merged into ``strategy_settings``). Any unknown key or a value of
+    the wrong type is one line naming ``where`` and the key, with what is allowed."""
+    import difflib
+    from dataclasses import fields
+
+    raw = dict(raw)
+    known = {f.name: f for f in fields(CompareConfig)}
+    if "budget" in raw:
+        if "budget_seconds" in raw:
+            raise ValueError(f"{where}: both 'budget' and 'budget_seconds' given; keep one")
+        raw["budget_seconds"] = _converted("budget", raw.pop("budget"), where)
+    if "set" in raw:
+        raw["strategy_settings"], raw["strategy_epochs"] = _merged_sets(
+            raw.get("strategy_settings"), raw.get("strategy_epochs"), raw.pop("set"), where)
+    for key in list(raw):
+        if key not in known:
+            near = difflib.get_close_matches(str(key), list(known) + list(FILE_ALIASES), n=1)
+            raise ValueError(f"{where}: unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
+                             + f"; known: {', '.join(sorted(known))}")
+        raw[key] = _converted(key, raw[key], where)
+        _check_type(key, raw[key], known[key].type, where)
+    if "data" not in raw:
+        raise ValueError(f"{where}: missing key 'data' (a file, a folder of split files or a dataset name)")
+    if "budget_seconds" in raw and raw["budget_seconds"] is not None and "adaptive" not in raw:
+        raw["adaptive"] = True   # as on the command line: a budget races the candidates unless told not to
+    try:
+        return CompareConfig(**raw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _converted(key: str, value, where: str):
+    """The text spellings of budget, sizes, strategies and volume as the field's value."""
+    try:
+        if key in ("budget", "budget_seconds") and isinstance(value, str):
+            return parse_budget(value)
+        if key == "train_sizes" and isinstance(value, str | int):
+            return parse_sizes(str(value))
+        if key == "strategies" and isinstance(value, str):
+            return list_strategies(default=True) if value == "all" else [s.strip() for s in value.split(",") if s.strip()]
+        if key == "volume" and isinstance(value, str):
+            return parse_volume(value)
+    except ValueError as e:
+        raise ValueError(f"{where}: key '{key}': {str(e).split(': ', 1)[-1]}") from None
+    return value
+
+
+def _merged_sets(settings, epochs, sets, where: str) -> tuple[dict, dict]:
+    """``set: {lora.r: 16, full.epochs: 1}`` merged into ``strategy_settings`` ({lora: {r: 16}}) and
+    ``strategy_epochs`` ({full: 1}), as ``--set`` does."""
+    if not isinstance(sets, dict):
+        raise ValueError(f"{where}: key 'set': expected a mapping of strategy.key: value (e.g. lora.r: 16)")
+    out = {k: dict(v) for k, v in (settings or {}).items()}
+    ep = dict(epochs or {})
+    for dotted, value in sets.items():
+        strategy, dot, key = str(dotted).partition(".")
+        if not dot or not key:
+            raise ValueError(f"{where}: key 'set.{dotted}': expected strategy.key (e.g. lora.r)")
+        if key == "epochs":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{where}: key 'set.{dotted}': expected a number of epochs, got {value!r}")
+            ep[strategy] = float(value)
+        else:
+            out.setdefault(strategy, {})[key] = value
+    return out, ep
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,), "dict": (dict,)}
+
+
+def _check_type(key: str, value, annotation, where: str) -> None:
+    """The value against the field's annotation (``int``, ``float | None``, ``list``, ...)."""
+    names = [t.strip() for t in str(annotation).replace("typing.", "").split("|")]
+    if value is None:
+        if "None" in names:
+            return
+        raise ValueError(f"{where}: key '{key}': may not be empty (null)")
+    allowed = [t for n in names for t in _TYPES.get(n, ())]
+    if not allowed:
+        return
+    ok = isinstance(value, tuple(allowed)) and not (isinstance(value, bool) and bool not in allowed)
+    if not ok:
+        want = " or ".join(n for n in names if n != "None")
+        raise ValueError(f"{where}: key '{key}': expected {want}, got {type(value).__name__} {value!r}")
+
+
+def default_of(cls, name: str):
+    """A config dataclass field's default (its factory's value for lists and dicts)."""
+    from dataclasses import MISSING, fields
+
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def help_of(cls, name: str) -> str:
+    from dataclasses import fields
+
+    return next(f for f in fields(cls) if f.name == name).metadata.get("help", "")

@@ -58,7 +58,7 @@ class Context:
 
 
 def prepare(cfg: CompareConfig) -> Context:
-    splits = load_task(cfg.data, data_dir_override=cfg.data_dir)
+    splits = load_task(cfg.data, data_dir_override=cfg.data_dir, columns=cfg.columns or None)
     test = subsample(splits.test, n=cfg.test_limit, seed=0) if cfg.test_limit and cfg.test_limit < len(splits.test) \
         else splits.test
     bases = {m: load_base(m, device=resolve_device(cfg.device)) for m in cfg.models}
@@ -324,7 +324,7 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     ev = measure_quality(art, spec, cfg, ctx, train, light, screened)
     predictions = ev.pop("rows")  # every test row's output and metric: galleries, paired comparisons
     folder = Path(out) / "artifacts" / spec.id
-    art.recipe = recipe_for(cfg.data, cfg.data_dir, 0, spec.train_size or None, spec.seed, train)
+    art.recipe = recipe_for(cfg.data, cfg.data_dir, 0, spec.train_size or None, spec.seed, train, columns=cfg.columns)
     art.save(folder)
     size = artifact_bytes(folder)
     kept = True if keep else prune_artifact(folder, cfg.keep_artifacts, size)  # keep: until finalize

@@ -1,8 +1,9 @@
-"""Load task data from JSONL, CSV or TSV into one in-memory shape.
+"""Load task data from JSONL, a JSON array, CSV, TSV, Parquet or a ``datasets`` folder into one shape.
 
 Every problem with a file is raised as a :class:`DataError` whose message is one line naming the
 file, the line and the field, so that a user with a few thousand hand-labelled rows can fix the
-row and not guess. The file's rows are read by :func:`adaptlab.data.records.read_records`; what
+row and not guess. The file's rows are read by :func:`adaptlab.data.formats.read_rows` (Alpaca and
+ShareGPT rows become conversations there, and a column mapping renames columns first); what
 each row must hold is its task type's (:meth:`adaptlab.tasks.base.TaskSpec.read`). The checks that
 need the whole file (one class only, labels unseen in train) live in :mod:`adaptlab.data.validation`.
 """
@@ -63,16 +64,29 @@ def load_file(
     text_field: str | None = None,
     label_field: str | None = None,
     label_names: list[str] | None = None,
+    columns: dict[str, str] | None = None,
 ) -> TaskData:
-    """Load one JSONL/CSV/TSV file.
+    """Load one file (JSONL, JSON array, CSV, TSV, Parquet) or ``datasets`` folder.
 
     ``task`` is detected from the columns when not given. ``label_names`` (e.g. a
-    ``labels.json``) declares the label set: any other label is an error.
+    ``labels.json``) declares the label set: any other label is an error. ``columns`` maps the
+    file's column names to the task's fields (``{"question": "text", "answer": "label"}``).
+    Alpaca and ShareGPT rows are read as chat conversations, or, when ``task`` names a pair task
+    (generation, classification), as its input and target.
     """
+    from adaptlab.data.formats import read_rows, rename_columns, to_conversations, to_pairs
+
     path = Path(path)
     if task is not None and task not in list_tasks():
         raise DataError(f"unknown task '{task}'; use one of {', '.join(list_tasks())}")
-    records, columns = read_records(path)
+    records, cols = read_rows(path)
+    records, cols = rename_columns(path, records, cols, columns)
+    spec = get_task(task) if task is not None else None
+    if spec is not None and not spec.conversation and len(spec.fields) == 2:
+        records, cols = to_pairs(path, records, cols, spec.fields)
+    else:
+        records, cols, _ = to_conversations(path, records, cols)
+    columns = cols
     if task is None:
         task = _detect_task(path, columns, records, text_field, label_field)
     return get_task(task).read(path, records, text_field, label_field, label_names)

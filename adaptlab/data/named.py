@@ -2,7 +2,10 @@
 
 Benchmark datasets are read in place from a data directory (``$ADAPTLAB_DATA_DIR``, the
 ``--data-dir`` flag, or ``../shared/datasets`` when it exists); they are never copied into the
-project. A dataset folder holds ``<split>.jsonl`` files and, for classification, ``labels.json``.
+project. A dataset folder holds one file per split (``train.jsonl``, ``validation.parquet``,
+``test.csv``, ... in any format :func:`adaptlab.data.loading.load_file` reads) and, for
+classification, ``labels.json``; a ``DatasetDict`` written by ``datasets``' ``save_to_disk`` is such a
+folder too (one sub-folder per split).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptlab.data.loading import DataError, TaskData, TaskType, load_file, load_label_names
+from adaptlab.data.formats import is_datasets_folder
+from adaptlab.data.loading import SUPPORTED_SUFFIXES, DataError, TaskData, TaskType, load_file, load_label_names
 from adaptlab.data.splits import stratified_split
 
 DATA_DIR_ENV = "ADAPTLAB_DATA_DIR"
@@ -47,13 +51,13 @@ def data_dir(override: str | Path | None = None) -> Path:
 
 
 def list_named(override: str | Path | None = None) -> list[str]:
-    """Names of the datasets in the data directory (folders holding at least one .jsonl)."""
+    """Names of the datasets in the data directory (folders holding a train, dev or test split)."""
     names = list(EMBEDDED)
     try:
         root = data_dir(override)
     except DataError:
         return names
-    return names + sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
+    return names + sorted(p.name for p in root.iterdir() if p.is_dir() and _find_split(p, ("train", *DEV_NAMES, *TEST_NAMES)))
 
 
 def _dataset_dir(name: str, override: str | Path | None) -> Path:
@@ -67,12 +71,22 @@ def _dataset_dir(name: str, override: str | Path | None) -> Path:
     return d
 
 
-def _split_file(d: Path, split: str) -> Path:
-    names = DEV_NAMES if split in DEV_NAMES else (split,)
+def _find_split(d: Path, names) -> Path | None:
+    """The first split file (any supported suffix) or ``datasets`` split folder named one of ``names``."""
     for n in names:
-        if (d / f"{n}.jsonl").exists():
-            return d / f"{n}.jsonl"
-    have = ", ".join(sorted(p.stem for p in d.glob("*.jsonl")))
+        for suffix in SUPPORTED_SUFFIXES:
+            if (d / f"{n}{suffix}").is_file():
+                return d / f"{n}{suffix}"
+        if is_datasets_folder(d / n):
+            return d / n
+    return None
+
+
+def _split_file(d: Path, split: str) -> Path:
+    found = _find_split(d, DEV_NAMES if split in DEV_NAMES else (split,))
+    if found is not None:
+        return found
+    have = ", ".join(sorted({p.stem for p in d.iterdir() if p.suffix in SUPPORTED_SUFFIXES or is_datasets_folder(p)}))
     raise DataError(f"{d}: no split '{split}' (have: {have})")
 
 
@@ -123,15 +137,18 @@ def _split_roles(name: str, files: dict[str, Path | None], loader, seed: int) ->
 
 
 def load_task(spec: str, data_dir_override: str | Path | None = None, task: TaskType | None = None,
-              text_field: str | None = None, label_field: str | None = None, seed: int = 0) -> TaskSplits:
+              text_field: str | None = None, label_field: str | None = None, seed: int = 0,
+              columns: dict[str, str] | None = None) -> TaskSplits:
     """Resolve ``--data``: a named dataset, a folder of split files, or a single file.
 
-    A single file is split 80/10/10 (stratified, seeded). A folder or named dataset uses its
-    ``train`` / ``dev|validation`` / ``test`` files and carves out whatever is missing.
+    A single file (or a ``datasets`` folder of one ``Dataset``) is split 80/10/10 (stratified,
+    seeded). A folder or named dataset (a ``DatasetDict`` folder included) uses its ``train`` /
+    ``dev|validation`` / ``test`` splits and carves out whatever is missing. ``columns`` maps the
+    files' column names to the task's fields.
     """
     path = Path(spec)
-    if path.is_file():
-        data = load_file(path, task=task, text_field=text_field, label_field=label_field)
+    if path.is_file() or (is_datasets_folder(path) and not (path / "dataset_dict.json").exists()):
+        data = load_file(path, task=task, text_field=text_field, label_field=label_field, columns=columns)
         parts = stratified_split(data, {"train": 0.8, "dev": 0.1, "test": 0.1}, seed=seed)
         return TaskSplits(name=path.stem, train=parts["train"], dev=parts["dev"], test=parts["test"])
     if path.is_dir() and spec not in list_named(data_dir_override):
@@ -141,32 +158,32 @@ def load_task(spec: str, data_dir_override: str | Path | None = None, task: Task
     labels_file = d / "labels.json"
     label_names = load_label_names(labels_file) if labels_file.exists() else None
 
-    def find(names) -> Path | None:
-        return next((d / f"{n}.jsonl" for n in names if (d / f"{n}.jsonl").exists()), None)
-
-    files = {"train": find(("train",)), "dev": find(DEV_NAMES), "test": find(TEST_NAMES)}
+    files = {"train": _find_split(d, ("train",)), "dev": _find_split(d, DEV_NAMES), "test": _find_split(d, TEST_NAMES)}
     if files["train"] is None and files["dev"] is not None and files["test"] is not None:
         # An evaluation-only release (E2E ships validation and test; its train split is not in the
         # snapshot): the validation split trains, and dev is carved from it, every reference of one
         # input in the same part. The test split stays held out.
         files = {"train": files["dev"], "dev": None, "test": files["test"]}
     if files["train"] is None:
-        raise DataError(f"{d}: no train.jsonl (nor a validation and a test file to train and test on)")
+        raise DataError(f"{d}: no train split (train.jsonl, train.parquet, ... or a train/ folder written by "
+                        f"save_to_disk), nor a validation and a test split to train and test on")
 
     def loader(p: Path) -> TaskData:
-        return load_file(p, task=task, text_field=text_field, label_field=label_field, label_names=label_names)
+        return load_file(p, task=task, text_field=text_field, label_field=label_field, label_names=label_names,
+                         columns=columns)
 
     return _split_roles(d.name if spec != DEMO_NAME else DEMO_NAME, files, loader, seed)
 
 
 def recipe_for(data: str, data_dir: str | Path | None, split_seed: int, train_size: int | None, subsample_seed: int,
-               train: TaskData) -> dict:
+               train: TaskData, columns: dict[str, str] | None = None) -> dict:
     """How an adaptation's training rows were made, saved with it (``adaptlab_artifact.json``'s
     ``recipe``) so that ``adaptlab improve`` and ``rebase`` can make them again and tell whether the
     data changed since: the ``--data`` argument, the seeds, the train size and the rows' fingerprint."""
     return {"data": str(data), "data_dir": None if data_dir is None else str(data_dir), "split_seed": split_seed,
             "train_size": train_size, "subsample_seed": subsample_seed, "rows": len(train),
-            "fingerprint": train.fingerprint(), "task": train.task, "source": train.source}
+            "fingerprint": train.fingerprint(), "task": train.task, "source": train.source,
+            **({"columns": dict(columns)} if columns else {})}
 
 
 def splits_of_recipe(recipe: dict, data_dir_override: str | Path | None = None) -> tuple[TaskSplits, TaskData]:
@@ -177,7 +194,7 @@ def splits_of_recipe(recipe: dict, data_dir_override: str | Path | None = None) 
         if key not in recipe:
             raise DataError(f"recipe: missing field '{key}'")
     splits = load_task(recipe["data"], data_dir_override=data_dir_override or recipe.get("data_dir"),
-                       task=recipe.get("task"), seed=recipe["split_seed"])
+                       task=recipe.get("task"), seed=recipe["split_seed"], columns=recipe.get("columns"))
     n = recipe.get("train_size")
     train = subsample(splits.train, n=n, seed=recipe["subsample_seed"]) if n and n < len(splits.train) else splits.train
     return splits, train

@@ -18,7 +18,7 @@ from pathlib import Path
 TaskType = str
 CHAT_FIELD = "messages"                     # OpenAI's fine-tuning file format
 CHAT_ROLES = ("system", "user", "assistant")
-SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")   # and a `datasets` folder (.formats)
 
 
 class DataError(ValueError):
@@ -111,7 +111,8 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a .jsonl, .csv or .tsv file")
+        raise DataError(f"{path}: is a directory, expected a {', '.join(SUPPORTED_SUFFIXES)} file or a folder "
+                        f"written by datasets' save_to_disk")
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(
@@ -125,6 +126,8 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+    if suffix == ".json" and text.lstrip().startswith("["):
+        return _read_json_array(path, text)
     if suffix in (".jsonl", ".json"):
         return _read_jsonl(path, text)
     return _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
@@ -159,6 +162,49 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str
     if not records:
         raise DataError(f"{path}: file is empty (no examples)")
     return records, list(columns)
+
+
+def _read_json_array(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    """A JSON array of objects (how LLaMA-Factory ships Alpaca and ShareGPT sets); each row numbered by
+    the line its object starts on."""
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+    starts = _item_lines(text, len(rows))
+    records: list[tuple[int, dict]] = []
+    columns: dict[str, None] = {}
+    for i, obj in enumerate(rows):
+        line = starts[i] if i < len(starts) else 1
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{line}: item {i} of the array: expected a JSON object, got {type(obj).__name__}")
+        columns.update(dict.fromkeys(obj))
+        records.append((line, obj))
+    if not records:
+        raise DataError(f"{path}: file is empty (no examples)")
+    return records, list(columns)
+
+
+def _item_lines(text: str, n: int) -> list[int]:
+    """The line each top-level object or array of the array starts on: one pass over the text, strings
+    skipped (the json module gives no positions)."""
+    starts, depth, line, in_str, esc = [], 0, 1, False, False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_str:
+            esc, in_str = (False, True) if esc else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            if depth == 1:
+                starts.append(line)
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if len(starts) >= n and depth <= 1:
+            break
+    return starts
 
 
 def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[tuple[int, dict]], list[str]]:

@@ -188,7 +188,7 @@ def test_a_worker_starts_from_the_saved_config_with_the_folder_made_absolute(tmp
     assert again == cfg
 
 
-def test_a_saved_config_runs_unchanged_and_refuses_other_settings(tmp_path):
+def test_a_saved_config_runs_unchanged(tmp_path):
     from typer.testing import CliRunner
 
     from adaptlab.cli import app
@@ -201,12 +201,13 @@ def test_a_saved_config_runs_unchanged_and_refuses_other_settings(tmp_path):
                                  str(tmp_path / "a"), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert [x["run"]["id"] for x in load_results(tmp_path / "a")] == ["zero_shot-n0-s0"]
+    # endpoints live in the file; other options given beside it override it (tests/test_api.py)
     r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out",
-                                 str(tmp_path / "a"), "--budget", "5m"])
-    assert r.exit_code == 2 and "the settings come from the file; --budget was given too" in r.output
+                                 str(tmp_path / "a"), "--endpoint", "x=http://127.0.0.1:9/v1"])
+    assert r.exit_code == 2 and "give the endpoints in the file (key 'endpoint')" in r.output
     (tmp_path / "bad.json").write_text('{"data": "demo", "budgt": 5}')
     r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "b")])
-    assert r.exit_code == 2 and "bad.json: unknown setting(s) budgt" in r.output
+    assert r.exit_code == 2 and "bad.json: unknown key 'budgt' (did you mean 'budget'?)" in r.output
 
 
 @pytest.mark.timeout(600)
