@@ -43,7 +43,7 @@ class CompareResult:
     skipped: list = field(default_factory=list)   # runs the budget left out, with why
 
     @classmethod
-    def open(cls, out: str | Path) -> "CompareResult":
+    def open(cls, out: str | Path) -> CompareResult:
         from adaptlab.compare import CompareConfig, load_results
         from adaptlab.compare.recommend import constraints_for, recommend
         from adaptlab.compare.store import load_skipped

@@ -11,7 +11,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -88,15 +87,15 @@ def _print_report(report, task: str) -> None:
 def data_check(
     file: str = typer.Argument(..., help="Train file (.jsonl/.csv/.tsv), a folder of split files, or a dataset name (demo, sst2, ...)."),
     eval_files: list[Path] = typer.Option([], "--eval", help="Evaluation file(s) to check against the train file; repeatable."),
-    task: Optional[str] = typer.Option(None, help="classification or generation; detected from the columns when omitted."),
-    text_field: Optional[str] = typer.Option(None, help="Column holding the input text (default: text / input)."),
-    label_field: Optional[str] = typer.Option(None, help="Column holding the label / target (default: label / target)."),
-    columns: Optional[str] = typer.Option(None, help=COLUMNS_HELP),
-    labels: Optional[Path] = typer.Option(None, help="labels.json declaring the label set; other labels are errors."),
+    task: str | None = typer.Option(None, help="classification or generation; detected from the columns when omitted."),
+    text_field: str | None = typer.Option(None, help="Column holding the input text (default: text / input)."),
+    label_field: str | None = typer.Option(None, help="Column holding the label / target (default: label / target)."),
+    columns: str | None = typer.Option(None, help=COLUMNS_HELP),
+    labels: Path | None = typer.Option(None, help="labels.json declaring the label set; other labels are errors."),
     tokenizer: str = typer.Option(DEFAULT_MODEL, help="Model whose tokenizer measures lengths; 'none' counts words."),
     max_tokens: int = typer.Option(512, help="Warn about inputs longer than this."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets (default $ADAPTLAB_DATA_DIR or ../shared/datasets)."),
-    redact: Optional[Path] = typer.Option(None, help="Write a copy with personal data replaced by [EMAIL], [PHONE], "
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets (default $ADAPTLAB_DATA_DIR or ../shared/datasets)."),
+    redact: Path | None = typer.Option(None, help="Write a copy with personal data replaced by [EMAIL], [PHONE], "
                                                      "...: a file for one data file, else a folder of the split files."),
 ) -> None:
     """Validate a dataset and print rows, classes, lengths in tokens, personal data found, and warnings."""
@@ -134,7 +133,7 @@ def data_check(
         _fail(e)
 
 
-def _personal_data(sources: list[Path], redact: Optional[Path]) -> None:
+def _personal_data(sources: list[Path], redact: Path | None) -> None:
     """Print the personal data found in each file; with ``redact``, write redacted copies."""
     from adaptlab.privacy import NOT_DETECTED, redact_file, scan_file
 
@@ -161,7 +160,7 @@ def data_demo(out: Path = typer.Option(Path("data/demo"), help="Folder to write 
 
 
 @data_app.command("list")
-def data_list(data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets.")) -> None:
+def data_list(data_dir: Path | None = typer.Option(None, help="Folder of named datasets.")) -> None:
     """List the named datasets that --data accepts."""
     from adaptlab.data.named import list_named
 
@@ -214,10 +213,10 @@ def evaluate(
     data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
     split: str = typer.Option("test", help="train, dev or test."),
     model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
-    limit: Optional[int] = typer.Option(None, help="Evaluate a stratified sample of this many examples."),
+    limit: int | None = typer.Option(None, help="Evaluate a stratified sample of this many examples."),
     seed: int = typer.Option(0, help="Seed for splitting and sampling."),
-    out: Optional[Path] = typer.Option(None, help="Write the result as JSON here."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+    out: Path | None = typer.Option(None, help="Write the result as JSON here."),
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
 ) -> None:
     """Zero-shot accuracy of the unadapted base model (the baseline every strategy must beat)."""
     _zero_shot(data, split, model, limit, seed, out, data_dir)
@@ -289,8 +288,8 @@ def _parse_overrides(items: list[str]) -> dict:
 DEVICE_OPT = typer.Option("auto", help="auto (a GPU when torch sees one), cpu, cuda, cuda:N.")
 
 
-def _endpoint_spec(endpoint: str, endpoints_file: Optional[Path], endpoint_model: str = "default",
-                   api_key_env: Optional[str] = None, endpoint_mode: str = "auto", flag: str = "--endpoint"):
+def _endpoint_spec(endpoint: str, endpoints_file: Path | None, endpoint_model: str = "default",
+                   api_key_env: str | None = None, endpoint_mode: str = "auto", flag: str = "--endpoint"):
     """``--endpoint``: a base URL (with --endpoint-model etc.), ``NAME=URL,model=..,key=..``, or a NAME
     defined in ``--endpoints FILE``."""
     from adaptlab.backends.endpoints import EndpointError, EndpointSpec, gather_endpoints, parse_endpoint_flag
@@ -307,14 +306,14 @@ def _endpoint_spec(endpoint: str, endpoints_file: Optional[Path], endpoint_model
     return known[endpoint]
 
 
-def _cache_path(response_cache: Optional[Path], off: bool) -> Optional[Path]:
+def _cache_path(response_cache: Path | None, off: bool) -> Path | None:
     """The endpoint response cache's file: the option, else $ADAPTLAB_RESPONSE_CACHE or the default; None when off."""
     from adaptlab.backends.endpoints import default_cache_path
 
     return None if off else (response_cache or default_cache_path())
 
 
-def _cache_file(response_cache: Optional[Path], off: bool, needed) -> Optional[str]:
+def _cache_file(response_cache: Path | None, off: bool, needed) -> str | None:
     """A compare's response cache file, as its config keeps it: None without endpoints or when off
     (``str(None)`` once made a cache file named "None" in the working directory)."""
     path = _cache_path(response_cache, off) if needed else None
@@ -333,8 +332,8 @@ def _print_spend(backend) -> None:
                   f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}", highlight=False)
 
 
-def _open_proposer(strategy_spec, flag: Optional[str], endpoints_file: Optional[Path],
-                   response_cache: Optional[Path]) -> dict:
+def _open_proposer(strategy_spec, flag: str | None, endpoints_file: Path | None,
+                   response_cache: Path | None) -> dict:
     """``train --proposer``: open (pre-flight, register by name) the endpoint it names; the config
     override naming it ({} without the flag)."""
     if not flag:
@@ -352,9 +351,9 @@ def _open_proposer(strategy_spec, flag: Optional[str], endpoints_file: Optional[
     return {"proposer": spec.name}
 
 
-def _backend(model: str, endpoint: Optional[str], endpoint_model: str, api_key_env: Optional[str],
-             endpoint_mode: str, device: str = "auto", endpoints_file: Optional[Path] = None,
-             response_cache: Optional[Path] = None):
+def _backend(model: str, endpoint: str | None, endpoint_model: str, api_key_env: str | None,
+             endpoint_mode: str, device: str = "auto", endpoints_file: Path | None = None,
+             response_cache: Path | None = None):
     """The local model, or an OpenAI-compatible endpoint for API-only models (checked before use:
     :func:`adaptlab.backends.endpoints.preflight`; answers cached in ``response_cache``)."""
     if endpoint:
@@ -393,30 +392,30 @@ def _topt(name: str, *flags: str):
 def train_cmd(
     strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
     data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
-    columns: Optional[str] = typer.Option(None, help=COLUMNS_HELP),
+    columns: str | None = typer.Option(None, help=COLUMNS_HELP),
     out: Path = typer.Option(..., help="Artifact folder to write."),
     model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     set_: list[str] = typer.Option([], "--set", help="Strategy config override key=value (repeatable), e.g. r=16."),
     epochs: float = _topt("epochs"),
-    max_steps: Optional[int] = _topt("max_steps"),
+    max_steps: int | None = _topt("max_steps"),
     batch_size: int = _topt("batch_size"),
     grad_accum: int = _topt("grad_accum"),
-    lr: Optional[float] = _topt("lr"),
+    lr: float | None = _topt("lr"),
     patience: int = _topt("patience"),
-    train_size: Optional[int] = typer.Option(None, help="Use a stratified sample of this many train examples."),
+    train_size: int | None = typer.Option(None, help="Use a stratified sample of this many train examples."),
     seed: int = typer.Option(0, help="Seed for splits, batch order and initialisation."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUT/run after a kill."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
-    endpoint: Optional[str] = typer.Option(None, help="Prompt strategies: an OpenAI-compatible base URL "
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
+    endpoint: str | None = typer.Option(None, help="Prompt strategies: an OpenAI-compatible base URL "
                                                       "(e.g. http://127.0.0.1:8000/v1) instead of the local model, "
                                                       "or NAME=URL,model=M,key=ENV,in=PRICE,out=PRICE,concurrency=N, "
                                                       "or a NAME from --endpoints."),
     endpoint_model: str = typer.Option("default", help="The `model` field sent to the endpoint."),
-    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the endpoint's API key."),
+    api_key_env: str | None = typer.Option(None, help="Environment variable holding the endpoint's API key."),
     endpoint_mode: str = typer.Option("auto", help="auto | logprobs (echoed label logprobs) | parse (parse answers)."),
-    endpoints_file: Optional[Path] = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
+    endpoints_file: Path | None = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
                                                   "(url, model, api_key_env, price_in, price_out, concurrency)."),
-    response_cache: Optional[Path] = typer.Option(None, "--response-cache",
+    response_cache: Path | None = typer.Option(None, "--response-cache",
                                                   help="SQLite file of endpoint answers already paid for (greedy or "
                                                        "seeded requests; default $ADAPTLAB_RESPONSE_CACHE or "
                                                        "~/.cache/adaptlab/responses.sqlite)."),
@@ -426,9 +425,9 @@ def train_cmd(
     fsdp: bool = _topt("fsdp", "--fsdp"),
     preference_loss: str = _topt("preference_loss"),
     beta: float = _topt("beta"),
-    track: Optional[str] = typer.Option(None, help="tensorboard: write loss, learning rate and dev metric per step "
+    track: str | None = typer.Option(None, help="tensorboard: write loss, learning rate and dev metric per step "
                                                    "to OUT/tensorboard."),
-    proposer: Optional[str] = typer.Option(None, help="gepa: the LM that proposes instructions, an endpoint "
+    proposer: str | None = typer.Option(None, help="gepa: the LM that proposes instructions, an endpoint "
                                                       "NAME=URL[,model=..,key=..,in=..,out=..], a NAME from "
                                                       "--endpoints, or 'self' (the model being prompted)."),
 ) -> None:
@@ -494,7 +493,7 @@ def _print_trained(art, title: str, out: Path) -> None:
 def endpoints_cmd(
     endpoint: list[str] = typer.Option([], "--endpoint", help="NAME=URL[,model=M,key=ENV,in=PRICE,out=PRICE,"
                                                                 "concurrency=N] (repeatable)."),
-    endpoints_file: Optional[Path] = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables."),
+    endpoints_file: Path | None = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables."),
 ) -> None:
     """Check endpoints before spending on them: reachable, key accepted, model served, log-probabilities offered."""
     from adaptlab.backends import BackendError
@@ -528,24 +527,24 @@ RUN_OPTIONS = {"config", "out", "workers", "ray", "ray_cpus", "no_progress", "tr
 @app.command("compare")
 def compare_cmd(
     ctx: typer.Context,
-    data: Optional[str] = typer.Option(None, help="Dataset file, folder of split files, or name (demo, sst2, "
+    data: str | None = typer.Option(None, help="Dataset file, folder of split files, or name (demo, sst2, "
                                                   "banking77, ...); required unless --config."),
-    columns: Optional[str] = typer.Option(None, help=COLUMNS_HELP),
+    columns: str | None = typer.Option(None, help=COLUMNS_HELP),
     model: str = typer.Option(DEFAULT_MODEL, help=MODELS_HELP),
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
     train_sizes: str = typer.Option(",".join(map(str, default_of(CompareConfig, "train_sizes"))),
                                     help=help_of(CompareConfig, "train_sizes")),
     seeds: int = _copt("seeds"),
-    budget: Optional[str] = typer.Option(None, help="Cap for the whole compare, e.g. 30m or 2h: runs that will not "
+    budget: str | None = typer.Option(None, help="Cap for the whole compare, e.g. 30m or 2h: runs that will not "
                                                     "fit are skipped and listed. With a budget the compare is "
                                                     "adaptive unless --full-grid."),
-    adaptive: Optional[bool] = typer.Option(None, "--adaptive/--full-grid",
+    adaptive: bool | None = typer.Option(None, "--adaptive/--full-grid",
                                             help="Race the strategies: predict each one's quality at the largest "
                                                  "train size from its learning curve, drop those that cannot win, "
                                                  "stop when the winner is decided (default with --budget); or run "
                                                  "every strategy x size x seed."),
     confidence: float = _copt("confidence"),
-    tune: Optional[bool] = typer.Option(None, "--tune/--no-tune",
+    tune: bool | None = typer.Option(None, "--tune/--no-tune",
                                         help="First fit each strategy's few registered variants (learning rate, "
                                              "LoRA rank, prompt length, few-shot k) at the smallest size, choose on "
                                              "dev, and use the best for its runs (default: with --adaptive)."),
@@ -565,35 +564,35 @@ def compare_cmd(
                                                      "prompt_search.budget_calls=300, full.epochs=1."),
     price_per_hour: float = _copt("price_per_hour"),
     keep_artifacts: str = _copt("keep_artifacts"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
     workers: int = typer.Option(1, help="Worker processes sharing this machine's cores and the run folder "
                                         "(several machines: start the same command on each, --out on shared "
                                         "storage)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Place the --workers with Ray: a cluster address, or "
+    ray: str | None = typer.Option(None, "--ray", help="Place the --workers with Ray: a cluster address, or "
                                                           "'local' (--out must be storage every node sees)."),
-    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="CPUs per Ray worker (default: this machine's "
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", help="CPUs per Ray worker (default: this machine's "
                                                                     "cores / --workers)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-step progress bars."),
-    track: Optional[str] = typer.Option(None, help="mlflow: log every run, the report and the recommendation to "
+    track: str | None = typer.Option(None, help="mlflow: log every run, the report and the recommendation to "
                                                    "MLflow (a store in OUT/mlflow unless --tracking-uri)."),
-    tracking_uri: Optional[str] = typer.Option(None, help="An MLflow tracking URI (a server, or sqlite:///path)."),
+    tracking_uri: str | None = typer.Option(None, help="An MLflow tracking URI (a server, or sqlite:///path)."),
     device: str = DEVICE_OPT,
     endpoint: list[str] = typer.Option([], "--endpoint", help="A hosted candidate, repeatable: NAME=URL[,model=M,"
                                                                 "key=ENV,in=$/1M input tokens,out=$/1M output tokens,"
                                                                 "concurrency=N]. Every prompt strategy also runs there "
                                                                 "as STRATEGY@NAME, on the same test rows."),
-    endpoints_file: Optional[Path] = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
+    endpoints_file: Path | None = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
                                                   "(the same fields), all of them candidates."),
-    volume: Optional[str] = typer.Option(None, help="Predictions you expect, e.g. 1M/month or 50k/day: the report's "
+    volume: str | None = typer.Option(None, help="Predictions you expect, e.g. 1M/month or 50k/day: the report's "
                                                     "break-even and the recommendation's cost count training at it."),
-    response_cache: Optional[Path] = typer.Option(None, "--response-cache",
+    response_cache: Path | None = typer.Option(None, "--response-cache",
                                                   help="SQLite file of endpoint answers already paid for (default "
                                                        "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite)."),
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
-    proposer: Optional[str] = typer.Option(None, help=PROPOSER_HELP),
+    proposer: str | None = typer.Option(None, help=PROPOSER_HELP),
     prompt_margin: float = _copt("prompt_margin"),
     strict_budget: bool = _copt("strict_budget", "--strict-budget"),
-    config: Optional[Path] = typer.Option(None, "--config", help="A YAML file of compare settings (see "
+    config: Path | None = typer.Option(None, "--config", help="A YAML file of compare settings (see "
                                                                  "docs/how-to/config.md), or a run folder's saved "
                                                                  "compare.json to re-run it unchanged; options given "
                                                                  "on the command line and --set override it."),
@@ -663,8 +662,8 @@ def _flag_config(p: dict):
                          proposer=proposer_name, proposer_endpoints=proposer_only, **{k: p[k] for k in same})
 
 
-def _compare_and_report(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int],
-                        no_progress: bool, track: Optional[str], tracking_uri: Optional[str]) -> None:
+def _compare_and_report(cfg, out: Path, workers: int, ray: str | None, ray_cpus: int | None,
+                        no_progress: bool, track: str | None, tracking_uri: str | None) -> None:
     """Run (or resume) the compare ``cfg`` in ``out``, then write its report and print the answer."""
     from adaptlab.backends import BackendError
     from adaptlab.compare.recommend import constraints_for
@@ -680,7 +679,7 @@ def _compare_and_report(cfg, out: Path, workers: int, ray: Optional[str], ray_cp
     _compare_done(out, report, tracked, result, constraints_for(cfg))
 
 
-def _candidates(strategies: str, endpoint: list[str], endpoints_file: Optional[Path], proposer: Optional[str]):
+def _candidates(strategies: str, endpoint: list[str], endpoints_file: Path | None, proposer: str | None):
     """``--strategies`` (with gepa when ``all`` and a --proposer), the hosted candidates
     STRATEGY@ENDPOINT added, the endpoints, and the proposer's name and endpoint of its own."""
     from adaptlab.strategies import list_strategies
@@ -691,7 +690,7 @@ def _candidates(strategies: str, endpoint: list[str], endpoints_file: Optional[P
     return (names, hosted, *_proposer(proposer, hosted))
 
 
-def _check_ran(result: dict, budget_s: Optional[float]) -> None:
+def _check_ran(result: dict, budget_s: float | None) -> None:
     if not result["results"] and result["skipped"]:
         from adaptlab.compare.store import minutes
 
@@ -710,7 +709,7 @@ def _compare_done(out: Path, report: Path, tracked: dict | None, result: dict, c
     console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
 
 
-def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path]) -> list[dict]:
+def _hosted_candidates(names: list[str], flags: list[str], file: Path | None) -> list[dict]:
     """The endpoints (as dicts for the compare's config); a STRATEGY@NAME candidate for every prompt
     strategy among ``names`` on each of them is appended to ``names``."""
 
@@ -725,7 +724,7 @@ def _hosted_candidates(names: list[str], flags: list[str], file: Optional[Path])
     return [dataclasses.asdict(s) for s in specs]
 
 
-def _proposer(flag: Optional[str], hosted: list[dict]) -> tuple[Optional[str], list[dict]]:
+def _proposer(flag: str | None, hosted: list[dict]) -> tuple[str | None, list[dict]]:
     """``--proposer``: (its name, [its endpoint] when the flag defines one that is not a candidate)."""
     from adaptlab.backends.endpoints import parse_endpoint_flag
 
@@ -737,7 +736,7 @@ def _proposer(flag: Optional[str], hosted: list[dict]) -> tuple[Optional[str], l
     return spec.name, [dataclasses.asdict(spec)]
 
 
-def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Optional[int], no_progress: bool) -> dict:
+def _run_compare(cfg, out: Path, workers: int, ray: str | None, ray_cpus: int | None, no_progress: bool) -> dict:
     """In this process, or in ``workers`` processes (here or placed by Ray) sharing the run folder."""
     from adaptlab.compare import run_compare
 
@@ -757,7 +756,7 @@ def _run_compare(cfg, out: Path, workers: int, ray: Optional[str], ray_cpus: Opt
     return run_compare(cfg, out, progress=not no_progress)
 
 
-def _track_compare(out: Path, track: Optional[str], tracking_uri: Optional[str]) -> dict | None:
+def _track_compare(out: Path, track: str | None, tracking_uri: str | None) -> dict | None:
     if track is None:
         if tracking_uri:
             raise DataError("--tracking-uri needs --track mlflow")
@@ -814,11 +813,11 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A compare run folder.")
 @app.command("recommend")
 def recommend_cmd(
     run_dir: Path = typer.Argument(..., help="A compare run folder."),
-    max_train_minutes: Optional[float] = typer.Option(None, help="Exclude strategies that trained longer."),
-    max_memory: Optional[float] = typer.Option(None, help="Exclude strategies whose peak RSS exceeded this (GB)."),
+    max_train_minutes: float | None = typer.Option(None, help="Exclude strategies that trained longer."),
+    max_memory: float | None = typer.Option(None, help="Exclude strategies whose peak RSS exceeded this (GB)."),
     tasks: int = typer.Option(1, help="How many tasks you will serve from one base model."),
     weights_accessible: str = typer.Option("yes", help="no: API-only model, prompts only."),
-    min_quality: Optional[float] = typer.Option(None, help="Exclude strategies below this accuracy / ROUGE-L."),
+    min_quality: float | None = typer.Option(None, help="Exclude strategies below this accuracy / ROUGE-L."),
 ) -> None:
     """A ranked recommendation with reasons, under your constraints, from a finished comparison."""
     from adaptlab.compare.recommend import Constraints
@@ -889,8 +888,8 @@ def export_cmd(
     model: str = typer.Option(DEFAULT_MODEL, help="Base model (for --format merged and gguf)."),
     force: bool = typer.Option(False, help="Replace OUT if it is not empty."),
     allow_partial: bool = typer.Option(False, help="Hybrids: export the LoRA/full stage without its soft prompt."),
-    registry: Optional[Path] = typer.Option(None, "--registry", help="Registry for TASK@... names."),
-    gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="--format gguf: adapter (a LoRA next to the "
+    registry: Path | None = typer.Option(None, "--registry", help="Registry for TASK@... names."),
+    gguf_type: str | None = typer.Option(None, "--gguf-type", help="--format gguf: adapter (a LoRA next to the "
                                             "base GGUF; the default for a LoRA) or a merged model as f32, f16 (the "
                                             "default for a full fine-tune), bf16, q8_0 or q4_0."),
 ) -> None:
@@ -919,7 +918,7 @@ REGISTRY_OPT = typer.Option(None, "--registry", help="Registry folder (default: 
                                                       "~/.cache/adaptlab/registry).")
 
 
-def _registry(path: Optional[Path], read_only: bool = False):
+def _registry(path: Path | None, read_only: bool = False):
     from adaptlab.registry import Registry, RegistryError
 
     try:
@@ -938,10 +937,10 @@ def _registry_errors():
 def registry_register(
     folder: Path = typer.Argument(..., help="An artifact folder written by `adaptlab train` or `compare`."),
     task: str = typer.Option(..., help="Task name (a-z 0-9 _ . -); versions count up per task."),
-    alias: Optional[str] = typer.Option(None, help="Also point this alias (e.g. staging, prod) at it."),
-    run: Optional[str] = typer.Option(None, help="The compare run it came from (recorded)."),
-    note: Optional[str] = typer.Option(None, help="Free text kept with the version."),
-    registry: Optional[Path] = REGISTRY_OPT,
+    alias: str | None = typer.Option(None, help="Also point this alias (e.g. staging, prod) at it."),
+    run: str | None = typer.Option(None, help="The compare run it came from (recorded)."),
+    note: str | None = typer.Option(None, help="Free text kept with the version."),
+    registry: Path | None = REGISTRY_OPT,
 ) -> None:
     """Copy an artifact into the registry as the task's next version."""
     try:
@@ -953,8 +952,8 @@ def registry_register(
 
 
 @registry_app.command("list")
-def registry_list(task: Optional[str] = typer.Option(None, help="Only this task."),
-                  registry: Optional[Path] = REGISTRY_OPT) -> None:
+def registry_list(task: str | None = typer.Option(None, help="Only this task."),
+                  registry: Path | None = REGISTRY_OPT) -> None:
     """Every live version with its aliases and headline metric."""
     try:
         reg = _registry(registry, read_only=False)
@@ -979,7 +978,7 @@ def registry_list(task: Optional[str] = typer.Option(None, help="Only this task.
 
 @registry_app.command("show")
 def registry_show(ref: str = typer.Argument(..., help="TASK, TASK@VERSION or TASK@ALIAS."),
-                  registry: Optional[Path] = REGISTRY_OPT) -> None:
+                  registry: Path | None = REGISTRY_OPT) -> None:
     """One version in full (JSON), with the alias history of its task."""
     import dataclasses as dc
 
@@ -998,7 +997,7 @@ def registry_show(ref: str = typer.Argument(..., help="TASK, TASK@VERSION or TAS
 @registry_app.command("promote")
 def registry_promote(task: str = typer.Argument(...), version: int = typer.Argument(...),
                      alias: str = typer.Option("prod", help="Alias to point at the version."),
-                     registry: Optional[Path] = REGISTRY_OPT) -> None:
+                     registry: Path | None = REGISTRY_OPT) -> None:
     """Point an alias (default prod) at a version; running servers follow at their next request."""
     try:
         e = _registry(registry).promote(task, version, alias)
@@ -1009,7 +1008,7 @@ def registry_promote(task: str = typer.Argument(...), version: int = typer.Argum
 
 @registry_app.command("rollback")
 def registry_rollback(task: str = typer.Argument(...), alias: str = typer.Option("prod", help="Alias to move back."),
-                      registry: Optional[Path] = REGISTRY_OPT) -> None:
+                      registry: Path | None = REGISTRY_OPT) -> None:
     """Point an alias back at the version it had before (one command; live in running servers)."""
     try:
         e = _registry(registry).rollback(task, alias)
@@ -1021,7 +1020,7 @@ def registry_rollback(task: str = typer.Argument(...), alias: str = typer.Option
 @registry_app.command("delete")
 def registry_delete(task: str = typer.Argument(...), version: int = typer.Argument(...),
                     force: bool = typer.Option(False, help="Also unset aliases that point at it."),
-                    registry: Optional[Path] = REGISTRY_OPT) -> None:
+                    registry: Path | None = REGISTRY_OPT) -> None:
     """Mark a version deleted (its files go at the next gc)."""
     try:
         _registry(registry).delete(task, version, force=force)
@@ -1031,7 +1030,7 @@ def registry_delete(task: str = typer.Argument(...), version: int = typer.Argume
 
 
 @registry_app.command("gc")
-def registry_gc(registry: Optional[Path] = REGISTRY_OPT) -> None:
+def registry_gc(registry: Path | None = REGISTRY_OPT) -> None:
     """Remove stored files no live version uses, and leftovers of interrupted registrations."""
     try:
         out = _registry(registry).gc()
@@ -1045,7 +1044,7 @@ def registry_gc(registry: Optional[Path] = REGISTRY_OPT) -> None:
 def keys_add(name: str = typer.Argument(..., help="Who or what the key is for."),
              tasks: str = typer.Option(..., help="Comma-separated tasks it may use; '*' for all, 'base' for the "
                                                  "plain base model."),
-             registry: Optional[Path] = REGISTRY_OPT) -> None:
+             registry: Path | None = REGISTRY_OPT) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     try:
         key = _registry(registry).api_keys.add(name, [t.strip() for t in tasks.split(",") if t.strip()])
@@ -1055,13 +1054,13 @@ def keys_add(name: str = typer.Argument(..., help="Who or what the key is for.")
 
 
 @keys_app.command("list")
-def keys_list(registry: Optional[Path] = REGISTRY_OPT) -> None:
+def keys_list(registry: Path | None = REGISTRY_OPT) -> None:
     for k in _registry(registry).api_keys.list():
         console.print(f"{k['name']}: {', '.join(k['tasks'])}{' (revoked)' if k['revoked'] else ''}")
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: str = typer.Argument(...), registry: Optional[Path] = REGISTRY_OPT) -> None:
+def keys_revoke(name: str = typer.Argument(...), registry: Path | None = REGISTRY_OPT) -> None:
     try:
         _registry(registry).api_keys.revoke(name)
     except _registry_errors() as err:
@@ -1072,7 +1071,7 @@ def keys_revoke(name: str = typer.Argument(...), registry: Optional[Path] = REGI
 @feedback_app.command("export")
 def feedback_export(task: str = typer.Argument(...),
                     out: Path = typer.Option(..., help="JSONL file to write (the data format `train` reads)."),
-                    registry: Optional[Path] = REGISTRY_OPT,
+                    registry: Path | None = REGISTRY_OPT,
                     redact: bool = typer.Option(False, "--redact", help="Replace personal data (emails, phone, card "
                                                                         "and IBAN numbers, IP addresses) in the rows.")
                     ) -> None:
@@ -1098,7 +1097,7 @@ def feedback_export(task: str = typer.Argument(...),
 def improve_cmd(
     task: str = typer.Argument(..., help="Registry task whose feedback trains the next version."),
     out: Path = typer.Option(..., help="Folder for the challenger, its training rows and the evidence."),
-    champion: Optional[str] = typer.Option(None, help="Version to improve (TASK@N or TASK@ALIAS; default TASK@prod)."),
+    champion: str | None = typer.Option(None, help="Version to improve (TASK@N or TASK@ALIAS; default TASK@prod)."),
     margin: float = typer.Option(0.0, help="The challenger must beat the champion by at least this much "
                                            "(the task's metric, on the held-back feedback rows)."),
     holdout: float = typer.Option(0.25, help="Share of the answered feedback rows held back to judge on."),
@@ -1109,9 +1108,9 @@ def improve_cmd(
     redact: bool = typer.Option(False, "--redact", help="Replace personal data in the feedback before training."),
     allow_personal_data: bool = typer.Option(False, "--allow-personal-data", help="Train on feedback holding "
                                                                                   "personal data as it is."),
-    epochs: Optional[float] = typer.Option(None, help="Epochs instead of the recipe's."),
-    registry: Optional[Path] = REGISTRY_OPT,
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+    epochs: float | None = typer.Option(None, help="Epochs instead of the recipe's."),
+    registry: Path | None = REGISTRY_OPT,
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
 ) -> None:
     """Train the next version from the champion's recipe plus feedback; register it as staging; promote it
     only if it wins by the margin without a significant loss on held-out rows."""
@@ -1136,12 +1135,12 @@ def rebase_cmd(
     task: str = typer.Argument(..., help="Registry task to move onto another base model."),
     model: str = typer.Option(..., help="The new base model (a name from `adaptlab models list`, or a path)."),
     out: Path = typer.Option(..., help="Folder for the rebased adaptation and the evidence."),
-    champion: Optional[str] = typer.Option(None, help="Version to rebase (default TASK@prod)."),
+    champion: str | None = typer.Option(None, help="Version to rebase (default TASK@prod)."),
     labels: str = typer.Option("recipe", help="recipe (train on the recipe's rows) or distill (on the old "
                                               "version's answers to the training inputs, when the labels are gone)."),
-    epochs: Optional[float] = typer.Option(None, help="Epochs instead of the recipe's."),
-    registry: Optional[Path] = REGISTRY_OPT,
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+    epochs: float | None = typer.Option(None, help="Epochs instead of the recipe's."),
+    registry: Path | None = REGISTRY_OPT,
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
 ) -> None:
     """Re-make the task's adaptation on another base (hard prompts move as they are; trained ones are
     trained again or distilled), compare it with the serving version, register it as staging."""
@@ -1162,13 +1161,13 @@ def rebase_cmd(
 def drift_cmd(
     task: str = typer.Argument(..., help="Registry task whose served traffic to check."),
     window: int = typer.Option(500, help="The last N logged requests are the recent traffic."),
-    registry: Optional[Path] = REGISTRY_OPT,
+    registry: Path | None = REGISTRY_OPT,
     alpha: float = typer.Option(0.05, help="False alarm rate over all signals together (Bonferroni)."),
     embed: bool = typer.Option(True, help="Also compare MiniLM embeddings of the inputs (MMD)."),
-    prometheus: Optional[Path] = typer.Option(None, help="Also write the result as Prometheus gauges to this file "
+    prometheus: Path | None = typer.Option(None, help="Also write the result as Prometheus gauges to this file "
                                                          "(node_exporter's textfile collector reads it)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON."),
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
 ) -> None:
     """Does recent traffic still look like the data the serving version was judged on? Says whether
     retraining is due and why (labels, input lengths, unknown words, input embeddings)."""
@@ -1203,7 +1202,7 @@ def serve_cmd(
                                                   "are held in one process, each version served on its own base."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port."),
-    registry: Optional[Path] = REGISTRY_OPT,
+    registry: Path | None = REGISTRY_OPT,
     max_batch: int = typer.Option(16, help="Most rows in one forward pass."),
     max_wait_ms: float = typer.Option(10.0, help="How long the batcher waits to fill a batch."),
     memory_cap_mb: float = typer.Option(4096.0, help="Loaded adapters above this are unloaded, least recent first."),
@@ -1268,8 +1267,8 @@ def ui_cmd(
     workdir: Path = typer.Option(Path("adaptlab-ui"), help="Work folder: uploads, compares (each a run folder), "
                                                          "exports. Restarting on the same folder shows them again."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model of the playground and the default of the compare form."),
-    registry: Optional[Path] = REGISTRY_OPT,
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of named datasets."),
+    registry: Path | None = REGISTRY_OPT,
+    data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
     require_key: bool = typer.Option(False, help="Require signing in on loopback too."),
     max_upload_mb: int = typer.Option(20, help="Largest upload."),
     open_: list[Path] = typer.Option([], "--open", help="A run folder made by `adaptlab compare` to list among "

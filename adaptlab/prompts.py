@@ -120,10 +120,10 @@ class PromptTemplate:
     def label_texts(self, labels: list[str]) -> list[str]:
         return [self.label_prefix + verbalize(label) for label in labels]
 
-    def with_instruction(self, instruction: str, name: str | None = None) -> "PromptTemplate":
+    def with_instruction(self, instruction: str, name: str | None = None) -> PromptTemplate:
         return replace(self, instruction=instruction, name=name or self.name)
 
-    def as_chat_turn(self) -> "PromptTemplate":
+    def as_chat_turn(self) -> PromptTemplate:
         return replace(self, chat_turn=True, label_prefix="")
 
 

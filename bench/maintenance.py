@@ -350,7 +350,7 @@ def main() -> None:
     shutil.copytree(a.work / "registry", a.work / "registry-bad", dirs_exist_ok=True)
     with reg_bad.index.write() as con:
         con.execute("DELETE FROM feedback")
-    for i, (r, p) in enumerate(zip(served, pred)):
+    for i, (r, _p) in enumerate(zip(served, pred)):
         wrong = rng.choice([x for x in pools["chosen"] if x != r["label"]])
         reg_bad.requests.add_feedback(f"req-{i}", -1, wrong)
     env_bad = {**env, "ADAPTLAB_REGISTRY": str(a.work / "registry-bad")}
@@ -494,7 +494,7 @@ def to_markdown(r: dict) -> str:
         f"| bank@1 (Gemma 3 270M) | trained | {first['quality']['champion']:.3f} | - | {cc['prompt_tokens']:.0f} | "
         f"{cc['examples_per_s']:.1f} | {_f(cc['fit_seconds'], '.0f')} | {cc['artifact_bytes'] / 1e6:.2f} |"
     )
-    for how, x in r["rebase"].items():
+    for _how, x in r["rebase"].items():
         q, rc = x["quality"], x["cost"]["rebased"]
         p = q["paired"]
         lines.append(

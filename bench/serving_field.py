@@ -342,10 +342,12 @@ def main() -> None:
             reqs = [(t, ad, i % len(texts)) for t, ad, i in traffic(n_req, n, pop, rate, a.seed)]
             print(f"{op}, N={n}, {pop}, rate {rate or 'all at once'}", flush=True)
             makers = {
-                "mixed": lambda n=n: AdaptlabSystem(base, arts[:n], "mixed", a.max_batch, a.max_wait_ms),
-                "one at a time": lambda n=n: AdaptlabSystem(base, arts[:n], "swap", a.max_batch, a.max_wait_ms),
-                "peft": lambda n=n: PeftSystem(base, arts[:n], folders[:n], a.max_batch, a.max_wait_ms),
-                "ceiling": lambda: AdaptlabSystem(base, arts[:1], "mixed", a.max_batch, a.max_wait_ms),
+                "mixed": lambda n=n, arts=arts: AdaptlabSystem(base, arts[:n], "mixed", a.max_batch, a.max_wait_ms),
+                "one at a time": lambda n=n, arts=arts: AdaptlabSystem(base, arts[:n], "swap", a.max_batch,
+                                                                       a.max_wait_ms),
+                "peft": lambda n=n, arts=arts, folders=folders: PeftSystem(base, arts[:n], folders[:n], a.max_batch,
+                                                                           a.max_wait_ms),
+                "ceiling": lambda arts=arts: AdaptlabSystem(base, arts[:1], "mixed", a.max_batch, a.max_wait_ms),
             }
             for system in systems:
                 if (system == "peft" and not gen) or (system == "ceiling" and rate is not None):

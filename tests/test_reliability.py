@@ -7,6 +7,7 @@ runs this file with large ones and writes docs/results/reliability.md); with
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -197,11 +198,9 @@ def test_server_killed_mid_request_keeps_all_acknowledged_feedback(tmp_path):
             pass
 
     def busy():
-        try:
+        with contextlib.suppress(requests.RequestException):
             requests.post(url + "/v1/completions", json={"model": "echo", "prompt": "say ab", "max_tokens": 64},
                           timeout=30)
-        except requests.RequestException:
-            pass
 
     with cf.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(busy) for _ in range(4)] + [pool.submit(give, rid) for rid in ids]

@@ -92,7 +92,7 @@ class EndpointSpec:
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1e6
 
-    def backend(self, cache: "ResponseCache | None" = None, **kw):
+    def backend(self, cache: ResponseCache | None = None, **kw):
         from adaptlab.backends.openai_http import OpenAIBackend
 
         return OpenAIBackend(

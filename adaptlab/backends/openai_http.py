@@ -21,6 +21,7 @@ prediction costs), ``paid_prompt_tokens``/``paid_completion_tokens`` those of th
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import random
 import threading
@@ -152,10 +153,8 @@ class OpenAIBackend(Backend):
                 last = f"HTTP {r.status_code}: {_error_message(r)}"
                 ra = r.headers.get("Retry-After")
                 if ra:
-                    try:
+                    with contextlib.suppress(ValueError):
                         wait = min(self.max_backoff, float(ra))
-                    except ValueError:
-                        pass
             if attempt < self.max_retries:
                 with self._lock:
                     self.retries += 1

@@ -222,7 +222,7 @@ class CompareConfig:
         return asdict(self)
 
     @classmethod
-    def load(cls, path) -> "CompareConfig":
+    def load(cls, path) -> CompareConfig:
         """A compare's settings from a file: a run folder's saved ``compare.json`` (a resumed compare,
         a worker or the workbench starts from it, never from re-written flags) or a YAML file written
         by hand (:func:`from_mapping`'s spellings). Bad keys and values are one-line errors naming the
@@ -265,7 +265,7 @@ def read_config_file(path) -> dict:
 FILE_ALIASES = {"budget": "budget_seconds", "set": "strategy_settings and strategy_epochs"}
 
 
-def from_mapping(raw: dict, where: str = "config") -> "CompareConfig":
+def from_mapping(raw: dict, where: str = "config") -> CompareConfig:
     """A validated config from a mapping of settings, as a YAML file, ``adaptlab.compare(**settings)``
     or a saved ``compare.json`` gives them. Besides the field names: ``budget: 20m``, ``train_sizes:
     64,256,all``, ``strategies: all`` or ``zero_shot,lora``, ``volume: 1M/month``, and ``set:

@@ -275,10 +275,8 @@ def _point_noise(stats: dict, keys: list, seed_sd: float) -> float:
         return 0.0
     n = len(keys)
     st = next(iter(stats.values()))
-    if st.kind == "macro_f1":
-        row_se = 0.5 / np.sqrt(n)   # a bound: a proportion's standard error is at most 0.5 / sqrt(n)
-    else:
-        row_se = float(np.mean([np.std(v) for v in st.vals])) / np.sqrt(n)
+    # macro-F1: a bound (a proportion's standard error is at most 0.5 / sqrt(n))
+    row_se = 0.5 / np.sqrt(n) if st.kind == "macro_f1" else float(np.mean([np.std(v) for v in st.vals])) / np.sqrt(n)
     return float(np.sqrt(row_se ** 2 + seed_sd ** 2))
 
 

@@ -41,7 +41,7 @@ class RunRecord:
 
     # -------------------------------------------------------------- on disk
     @classmethod
-    def of(cls, data) -> "RunRecord":
+    def of(cls, data) -> RunRecord:
         """A record from its JSON form (a record is returned as it is)."""
         if isinstance(data, RunRecord):
             return data
@@ -52,7 +52,7 @@ class RunRecord:
                    data.get("meta") or {}, data.get("predictions"), rest)
 
     @classmethod
-    def load(cls, path: Path) -> "RunRecord":
+    def load(cls, path: Path) -> RunRecord:
         return cls.of(json.loads(Path(path).read_text()))
 
     def to_json(self) -> dict:

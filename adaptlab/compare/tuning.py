@@ -13,9 +13,9 @@ tried and what was kept.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from adaptlab.compare.baselines import imbalanced
 from adaptlab.compare.config import CompareConfig

@@ -151,10 +151,7 @@ def load_task(spec: str, data_dir_override: str | Path | None = None, task: Task
         data = load_file(path, task=task, text_field=text_field, label_field=label_field, columns=columns)
         parts = stratified_split(data, {"train": 0.8, "dev": 0.1, "test": 0.1}, seed=seed)
         return TaskSplits(name=path.stem, train=parts["train"], dev=parts["dev"], test=parts["test"])
-    if path.is_dir() and spec not in list_named(data_dir_override):
-        d = path
-    else:
-        d = _dataset_dir(spec, data_dir_override)
+    d = path if path.is_dir() and spec not in list_named(data_dir_override) else _dataset_dir(spec, data_dir_override)
     labels_file = d / "labels.json"
     label_names = load_label_names(labels_file) if labels_file.exists() else None
 

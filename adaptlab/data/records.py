@@ -93,7 +93,7 @@ class TaskData:
             h.update(json.dumps(self.spec.record(ex), ensure_ascii=False, sort_keys=True).encode() + b"\n")
         return h.hexdigest()
 
-    def with_examples(self, examples: list[Example], source: str | None = None) -> "TaskData":
+    def with_examples(self, examples: list[Example], source: str | None = None) -> TaskData:
         """A copy holding other examples (a split or subsample) with the same label set."""
         return TaskData(
             task=self.task,

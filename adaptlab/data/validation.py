@@ -9,8 +9,8 @@ longer than the token budget.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from adaptlab.data.records import DataError, TaskData
 from adaptlab.tasks.base import get_task
@@ -106,7 +106,7 @@ def validate(
     """
     evals = evals or {}
     warnings: list[str] = []
-    for name, ev in evals.items():
+    for ev in evals.values():
         if ev.task != train.task:
             raise DataError(f"{ev.source}: task is {ev.task} but the train split ({train.source}) is {train.task}")
     spec = get_task(train.task)

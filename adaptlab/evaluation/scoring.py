@@ -112,7 +112,7 @@ def score_labels_naive(model: torch.nn.Module, tokenizer, prompts: list[str], la
         ids = torch.full((len(seqs), T), pad, dtype=torch.long)
         att = torch.zeros((len(seqs), T), dtype=torch.long)
         tgt = torch.zeros((len(seqs), T), dtype=torch.bool)
-        for r, ((i, j), s) in enumerate(zip(chunk, seqs)):
+        for r, ((i, _j), s) in enumerate(zip(chunk, seqs)):
             ids[r, :len(s)] = torch.tensor(s)
             att[r, :len(s)] = 1
             tgt[r, len(prompt_ids[i]):len(s)] = True

@@ -67,7 +67,7 @@ class Contribution:
     def empty(self) -> bool:
         return self.soft is None and self.prefix is None and not self.lora and self.model is None
 
-    def frozen(self) -> "Contribution":
+    def frozen(self) -> Contribution:
         """A copy that no training can change (detached, cloned tensors; the same private weights)."""
         def fix(t):
             return None if t is None else t.detach().clone()

@@ -19,8 +19,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -83,10 +83,8 @@ def cached_file_sha256(path: Path) -> str:
         return index[key]
     digest = sha256_file(path)
     index[key] = digest
-    try:
+    with contextlib.suppress(OSError):  # an unwritable cache only costs a re-hash next time
         atomic_write_json(index_path, index)
-    except OSError:
-        pass  # an unwritable cache only costs a re-hash next time
     return digest
 
 

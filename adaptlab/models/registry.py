@@ -11,9 +11,9 @@ built-in models are registered in :mod:`adaptlab.models.known`. Adding a package
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 _NAME = re.compile(r"^[a-z][a-z0-9.\-]*$")
 

@@ -85,9 +85,8 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
         raise RegistryError(f"invalid model reference {ref!r}: use TASK, TASK@VERSION or TASK@ALIAS")
     task, _, sel = ref.partition("@")
     check_name(task, "task")
-    if sel:
-        if not sel.isdigit():
-            check_name(sel, "alias")
+    if sel and not sel.isdigit():
+        check_name(sel, "alias")
     return task, (sel or None)
 
 

@@ -9,8 +9,8 @@ rows on their own weights are batched only with rows on the same weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

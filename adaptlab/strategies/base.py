@@ -241,11 +241,11 @@ class Artifact:
         return folder
 
     @classmethod
-    def from_meta(cls, folder: Path, meta: dict, model) -> "Artifact":
+    def from_meta(cls, folder: Path, meta: dict, model) -> Artifact:
         raise NotImplementedError
 
     @staticmethod
-    def load(folder: str | Path, model) -> "Artifact":
+    def load(folder: str | Path, model) -> Artifact:
         """Load an artifact folder onto ``model`` (a loaded base model, or a backend for hard prompts)."""
         folder = Path(folder)
         meta = read_artifact_meta(folder)

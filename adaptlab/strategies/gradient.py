@@ -83,7 +83,7 @@ class WeightsArtifact(Artifact):
         return {"peft": peft}
 
     @classmethod
-    def from_meta(cls, folder: Path, meta: dict, model) -> "WeightsArtifact":
+    def from_meta(cls, folder: Path, meta: dict, model) -> WeightsArtifact:
         base = base_of(model, meta.get("strategy", "this artifact"))
         check_fingerprint(meta["base_model"]["fingerprint"], base.fingerprint, f"artifact {folder}")
         try:

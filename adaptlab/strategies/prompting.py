@@ -216,7 +216,7 @@ class PromptArtifact(Artifact):
                 "trace": self.trace}
 
     @classmethod
-    def from_meta(cls, folder: Path, meta: dict, model) -> "PromptArtifact":
+    def from_meta(cls, folder: Path, meta: dict, model) -> PromptArtifact:
         backend = as_backend(model)
         check_fingerprint(meta["base_model"]["fingerprint"], backend.fingerprint, f"artifact {folder}")
         try:

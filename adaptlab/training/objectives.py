@@ -23,8 +23,8 @@ the same batch, and ``bench/preference.py`` compares the speed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

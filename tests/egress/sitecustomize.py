@@ -35,9 +35,7 @@ def _hook(event, args):
         if not isinstance(address, tuple):  # a Unix socket path: stays on this machine
             return
         host = address[0]
-    elif event == "socket.getaddrinfo":
-        host = args[0]
-    elif event == "socket.gethostbyname":
+    elif event == "socket.getaddrinfo" or event == "socket.gethostbyname":
         host = args[0]
     else:
         return

@@ -27,14 +27,13 @@ def _hooks(model) -> int:
 
 def test_hooks_are_removed_on_exit_even_after_an_error():
     base = build_tiny()
-    with pytest.raises(RuntimeError, match="boom"):
-        with lora_applied(base.model, [(None, _lora(base.model))]):
-            assert _hooks(base.model) == 2
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), lora_applied(base.model, [(None, _lora(base.model))]):
+        assert _hooks(base.model) == 2
+        raise RuntimeError("boom")
     assert _hooks(base.model) == 0
-    with pytest.raises(ValueError, match="LoRA target model.nope not found"):
-        with lora_applied(base.model, [(None, {"model.nope": next(iter(_lora(base.model).values()))})]):
-            pass
+    with pytest.raises(ValueError, match="LoRA target model.nope not found"), \
+            lora_applied(base.model, [(None, {"model.nope": next(iter(_lora(base.model).values()))})]):
+        pass
     assert _hooks(base.model) == 0
 
 

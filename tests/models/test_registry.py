@@ -52,4 +52,4 @@ def test_models_list_and_the_workbench_read_the_registry():
     for name in list_models():
         assert name in r.output
     assert "chat_template: True" in r.output and "chat_template: False" in r.output
-    assert MODELS == tuple(list_models())
+    assert tuple(list_models()) == MODELS

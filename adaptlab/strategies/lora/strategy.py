@@ -70,7 +70,7 @@ class LoraModule(AdapterModule):
         return out
 
     @classmethod
-    def from_peft_state(cls, base: BaseModel, cfg, state: dict[str, torch.Tensor], where: str) -> "LoraModule":
+    def from_peft_state(cls, base: BaseModel, cfg, state: dict[str, torch.Tensor], where: str) -> LoraModule:
         parts: dict[str, dict] = {}
         for key, value in state.items():
             name = key.removeprefix(PEFT_PREFIX)
