@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,19 +26,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/adaptlab demo
 
-# Files `ruff format` keeps formatted; the rest joins as it is split (see pyproject.toml's [tool.ruff]).
-FORMATTED = adaptlab/maintenance adaptlab/privacy.py adaptlab/training/objectives.py adaptlab/tasks/preference.py \
-	tests/maintenance tests/test_privacy.py tests/training/test_objectives.py tests/test_no_egress.py tests/egress \
-	bench/preference.py bench/maintenance.py adaptlab/tracking.py tests/test_tracking.py adaptlab/export_gguf.py \
-	tests/test_export_gguf.py bench/gguf_check.py bench/serving_llamacpp.py bench/llamacpp_kit.py \
-	adaptlab/backends/endpoints.py adaptlab/compare/hosted.py tests/backends/test_endpoints.py \
-	tests/compare/test_hosted.py bench/serving_field.py bench/serving_llamacpp_http.py bench/compare_hosted.py \
-	adaptlab/strategies/gepa tests/strategies/test_gepa.py
-
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check $(FORMATTED)
+	$(VENV)/bin/ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest
+
+# The documentation site, served with live reload (the same build `make test` runs with --strict).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs serve
 
 clean:
 	rm -rf $(VENV) build *.egg-info

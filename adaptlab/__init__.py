@@ -20,10 +20,17 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _EXPORTS = {
-    "compare": "adaptlab.compare", "train": "adaptlab.api", "load": "adaptlab.api", "CompareResult": "adaptlab.api",
-    "Adapted": "adaptlab.api", "CompareConfig": "adaptlab.compare.config", "TrainConfig": "adaptlab.training.config",
-    "Registry": "adaptlab.registry.store", "list_strategies": "adaptlab.strategies.registry",
-    "load_task": "adaptlab.data.named", "DataError": "adaptlab.data.records",
+    "compare": "adaptlab.compare",
+    "train": "adaptlab.api",
+    "load": "adaptlab.api",
+    "CompareResult": "adaptlab.api",
+    "Adapted": "adaptlab.api",
+    "CompareConfig": "adaptlab.compare.config",
+    "TrainConfig": "adaptlab.training.config",
+    "Registry": "adaptlab.registry.store",
+    "list_strategies": "adaptlab.strategies.registry",
+    "load_task": "adaptlab.data.named",
+    "DataError": "adaptlab.data.records",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

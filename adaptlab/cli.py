@@ -23,22 +23,34 @@ from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
 from adaptlab.tasks.base import list_tasks
 
-COLUMNS_HELP = ("Rename the file's columns to the task's fields: FILE_COLUMN=FIELD,... "
-                "(e.g. question=text,answer=label).")
-MODEL_HELP = ("Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for tests), "
-              "a .gguf file or a transformers model folder.")
-MODELS_HELP = MODEL_HELP + (" Several, comma-separated (gemma-3-270m,smollm2-135m-instruct): each strategy runs "
-                            "on each base as STRATEGY@BASE, in one ranking.")
-PROPOSER_HELP = ("The LM that proposes instructions for gepa: an endpoint NAME from --endpoint/--endpoints, "
-                 "NAME=URL[,model=..,key=..,in=..,out=..] (not a candidate itself), or 'self'. Adds gepa to "
-                 "--strategies all.")
+COLUMNS_HELP = (
+    "Rename the file's columns to the task's fields: FILE_COLUMN=FIELD,... (e.g. question=text,answer=label)."
+)
+MODEL_HELP = (
+    "Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for tests), "
+    "a .gguf file or a transformers model folder."
+)
+MODELS_HELP = MODEL_HELP + (
+    " Several, comma-separated (gemma-3-270m,smollm2-135m-instruct): each strategy runs "
+    "on each base as STRATEGY@BASE, in one ranking."
+)
+PROPOSER_HELP = (
+    "The LM that proposes instructions for gepa: an endpoint NAME from --endpoint/--endpoints, "
+    "NAME=URL[,model=..,key=..,in=..,out=..] (not a candidate itself), or 'self'. Adds gepa to "
+    "--strategies all."
+)
 
-app = typer.Typer(help="adaptlab: prompt-tune or fine-tune? Measure every strategy on your data.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="adaptlab: prompt-tune or fine-tune? Measure every strategy on your data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Check, list and write task datasets.", no_args_is_help=True)
 models_app = typer.Typer(help="Inspect base models and their cache.", no_args_is_help=True)
-registry_app = typer.Typer(help="Versioned artifacts: register, list, promote, roll back, delete, gc.",
-                           no_args_is_help=True)
+registry_app = typer.Typer(
+    help="Versioned artifacts: register, list, promote, roll back, delete, gc.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="API keys for the server, each scoped to tasks.", no_args_is_help=True)
 feedback_app = typer.Typer(help="Human feedback collected by the server.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -65,8 +77,13 @@ def _print_report(report, task: str) -> None:
         table.add_column(col)
     for s in report.splits:
         lt = s.length_tokens
-        table.add_row(s.name, s.source, str(s.rows), str(len(s.class_counts)) if s.class_counts else "-",
-                      f"{lt['min']}/{lt['mean']}/{lt['p95']}/{lt['max']}")
+        table.add_row(
+            s.name,
+            s.source,
+            str(s.rows),
+            str(len(s.class_counts)) if s.class_counts else "-",
+            f"{lt['min']}/{lt['mean']}/{lt['p95']}/{lt['max']}",
+        )
     console.print(table)
     train = report.splits[0]
     if train.class_counts:
@@ -85,8 +102,12 @@ def _print_report(report, task: str) -> None:
 
 @data_app.command("check")
 def data_check(
-    file: str = typer.Argument(..., help="Train file (.jsonl/.csv/.tsv), a folder of split files, or a dataset name (demo, sst2, ...)."),
-    eval_files: list[Path] = typer.Option([], "--eval", help="Evaluation file(s) to check against the train file; repeatable."),
+    file: str = typer.Argument(
+        ..., help="Train file (.jsonl/.csv/.tsv), a folder of split files, or a dataset name (demo, sst2, ...)."
+    ),
+    eval_files: list[Path] = typer.Option(
+        [], "--eval", help="Evaluation file(s) to check against the train file; repeatable."
+    ),
     task: str | None = typer.Option(None, help="classification or generation; detected from the columns when omitted."),
     text_field: str | None = typer.Option(None, help="Column holding the input text (default: text / input)."),
     label_field: str | None = typer.Option(None, help="Column holding the label / target (default: label / target)."),
@@ -94,9 +115,14 @@ def data_check(
     labels: Path | None = typer.Option(None, help="labels.json declaring the label set; other labels are errors."),
     tokenizer: str = typer.Option(DEFAULT_MODEL, help="Model whose tokenizer measures lengths; 'none' counts words."),
     max_tokens: int = typer.Option(512, help="Warn about inputs longer than this."),
-    data_dir: Path | None = typer.Option(None, help="Folder of named datasets (default $ADAPTLAB_DATA_DIR or ../shared/datasets)."),
-    redact: Path | None = typer.Option(None, help="Write a copy with personal data replaced by [EMAIL], [PHONE], "
-                                                     "...: a file for one data file, else a folder of the split files."),
+    data_dir: Path | None = typer.Option(
+        None, help="Folder of named datasets (default $ADAPTLAB_DATA_DIR or ../shared/datasets)."
+    ),
+    redact: Path | None = typer.Option(
+        None,
+        help="Write a copy with personal data replaced by [EMAIL], [PHONE], "
+        "...: a file for one data file, else a folder of the split files.",
+    ),
 ) -> None:
     """Validate a dataset and print rows, classes, lengths in tokens, personal data found, and warnings."""
     from adaptlab.data.named import load_task
@@ -108,13 +134,29 @@ def data_check(
         names = load_label_names(labels) if labels else None
         mapping = parse_columns(columns)
         if Path(file).is_file():
-            train = load_file(file, task=task, text_field=text_field, label_field=label_field, label_names=names,
-                              columns=mapping)
-            evals = {p.name: load_file(p, task=train.task, text_field=text_field, label_field=label_field,
-                                       label_names=names, columns=mapping) for p in eval_files}
+            train = load_file(
+                file, task=task, text_field=text_field, label_field=label_field, label_names=names, columns=mapping
+            )
+            evals = {
+                p.name: load_file(
+                    p,
+                    task=train.task,
+                    text_field=text_field,
+                    label_field=label_field,
+                    label_names=names,
+                    columns=mapping,
+                )
+                for p in eval_files
+            }
         else:
-            splits = load_task(file, data_dir_override=data_dir, task=task, text_field=text_field,
-                               label_field=label_field, columns=mapping)
+            splits = load_task(
+                file,
+                data_dir_override=data_dir,
+                task=task,
+                text_field=text_field,
+                label_field=label_field,
+                columns=mapping,
+            )
             train, evals = splits.train, {"dev": splits.dev, "test": splits.test}
         tok = None
         if tokenizer.lower() != "none":
@@ -188,8 +230,10 @@ def models_list() -> None:
 
 
 @models_app.command("info")
-def models_info(model: str = typer.Option(DEFAULT_MODEL, help="Model name (gemma-3-270m, tiny), GGUF path or folder."),
-                dtype: str = typer.Option("float32", help="float32 (CPU) or bfloat16 (GPU).")) -> None:
+def models_info(
+    model: str = typer.Option(DEFAULT_MODEL, help="Model name (gemma-3-270m, tiny), GGUF path or folder."),
+    dtype: str = typer.Option("float32", help="float32 (CPU) or bfloat16 (GPU)."),
+) -> None:
     """Parameters, vocabulary, context length and cache location of a base model."""
     from adaptlab.models.base import load_base, model_info
 
@@ -247,8 +291,13 @@ def _zero_shot(data, split, model, limit, seed, out, data_dir) -> dict:
     table = Table(title=f"zero-shot {base.name} on {data}[{split}]")
     for col in ("examples", "accuracy", "macro-F1", "prompt tokens", "examples/s"):
         table.add_column(col, justify="right")
-    table.add_row(str(result["n"]), f"{result['accuracy']:.3f}", f"{result['macro_f1']:.3f}",
-                  f"{result['prompt_tokens']:.1f}", f"{result['examples_per_s']:.2f}")
+    table.add_row(
+        str(result["n"]),
+        f"{result['accuracy']:.3f}",
+        f"{result['macro_f1']:.3f}",
+        f"{result['prompt_tokens']:.1f}",
+        f"{result['examples_per_s']:.2f}",
+    )
     console.print(table)
     if out:
         atomic_write_json(out, result)
@@ -288,21 +337,30 @@ def _parse_overrides(items: list[str]) -> dict:
 DEVICE_OPT = typer.Option("auto", help="auto (a GPU when torch sees one), cpu, cuda, cuda:N.")
 
 
-def _endpoint_spec(endpoint: str, endpoints_file: Path | None, endpoint_model: str = "default",
-                   api_key_env: str | None = None, endpoint_mode: str = "auto", flag: str = "--endpoint"):
+def _endpoint_spec(
+    endpoint: str,
+    endpoints_file: Path | None,
+    endpoint_model: str = "default",
+    api_key_env: str | None = None,
+    endpoint_mode: str = "auto",
+    flag: str = "--endpoint",
+):
     """``--endpoint``: a base URL (with --endpoint-model etc.), ``NAME=URL,model=..,key=..``, or a NAME
     defined in ``--endpoints FILE``."""
     from adaptlab.backends.endpoints import EndpointError, EndpointSpec, gather_endpoints, parse_endpoint_flag
 
     if endpoint.startswith(("http://", "https://")):
-        return EndpointSpec(name="endpoint", url=endpoint, model=endpoint_model, api_key_env=api_key_env,
-                            mode=endpoint_mode)
+        return EndpointSpec(
+            name="endpoint", url=endpoint, model=endpoint_model, api_key_env=api_key_env, mode=endpoint_mode
+        )
     if "=" in endpoint:
         return parse_endpoint_flag(endpoint)
     known = {s.name: s for s in gather_endpoints(None, endpoints_file)} if endpoints_file else {}
     if endpoint not in known:
-        raise EndpointError(f"{flag} {endpoint!r}: not a URL, NAME=URL, or a name in --endpoints"
-                            + (f" (it defines {', '.join(known)})" if known else ""))
+        raise EndpointError(
+            f"{flag} {endpoint!r}: not a URL, NAME=URL, or a name in --endpoints"
+            + (f" (it defines {', '.join(known)})" if known else "")
+        )
     return known[endpoint]
 
 
@@ -327,13 +385,15 @@ def _print_spend(backend) -> None:
     from adaptlab.backends.endpoints import spend
 
     paid = spend(backend.endpoint_spec, backend)
-    console.print(f"endpoint {paid['endpoint']}: {paid['calls']:,} calls, {paid['http_requests']:,} HTTP requests, "
-                  f"{paid['cache_hits']:,} answered from the cache; {paid['prompt_tokens']:,} prompt + "
-                  f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}", highlight=False)
+    console.print(
+        f"endpoint {paid['endpoint']}: {paid['calls']:,} calls, {paid['http_requests']:,} HTTP requests, "
+        f"{paid['cache_hits']:,} answered from the cache; {paid['prompt_tokens']:,} prompt + "
+        f"{paid['completion_tokens']:,} completion tokens = ${paid['cost_usd']:.4f}",
+        highlight=False,
+    )
 
 
-def _open_proposer(strategy_spec, flag: str | None, endpoints_file: Path | None,
-                   response_cache: Path | None) -> dict:
+def _open_proposer(strategy_spec, flag: str | None, endpoints_file: Path | None, response_cache: Path | None) -> dict:
     """``train --proposer``: open (pre-flight, register by name) the endpoint it names; the config
     override naming it ({} without the flag)."""
     if not flag:
@@ -351,9 +411,16 @@ def _open_proposer(strategy_spec, flag: str | None, endpoints_file: Path | None,
     return {"proposer": spec.name}
 
 
-def _backend(model: str, endpoint: str | None, endpoint_model: str, api_key_env: str | None,
-             endpoint_mode: str, device: str = "auto", endpoints_file: Path | None = None,
-             response_cache: Path | None = None):
+def _backend(
+    model: str,
+    endpoint: str | None,
+    endpoint_model: str,
+    api_key_env: str | None,
+    endpoint_mode: str,
+    device: str = "auto",
+    endpoints_file: Path | None = None,
+    response_cache: Path | None = None,
+):
     """The local model, or an OpenAI-compatible endpoint for API-only models (checked before use:
     :func:`adaptlab.backends.endpoints.preflight`; answers cached in ``response_cache``)."""
     if endpoint:
@@ -362,9 +429,11 @@ def _backend(model: str, endpoint: str | None, endpoint_model: str, api_key_env:
         spec = _endpoint_spec(endpoint, endpoints_file, endpoint_model, api_key_env, endpoint_mode)
         backend = spec.backend(ResponseCache(response_cache) if response_cache else None)
         info = preflight(spec, backend)
-        console.print(f"endpoint {spec.name} ({spec.url}, model {spec.model}): reachable, "
-                      f"{'label log-probabilities offered' if info['logprobs'] else 'no log-probabilities: answers parsed'}",
-                      highlight=False)
+        console.print(
+            f"endpoint {spec.name} ({spec.url}, model {spec.model}): reachable, "
+            f"{'label log-probabilities offered' if info['logprobs'] else 'no log-probabilities: answers parsed'}",
+            highlight=False,
+        )
         backend.endpoint_spec = spec
         return backend
     from adaptlab.backends import LocalBackend
@@ -388,6 +457,39 @@ def _topt(name: str, *flags: str):
     return typer.Option(default_of(TrainConfig, name), *flags, help=help_of(TrainConfig, name))
 
 
+# train_cmd's longer options, here so that its signature reads as a list of names
+_TRAIN_OPTS = {
+    "endpoint": typer.Option(
+        None,
+        help="Prompt strategies: an OpenAI-compatible base URL "
+        "(e.g. http://127.0.0.1:8000/v1) instead of the local model, "
+        "or NAME=URL,model=M,key=ENV,in=PRICE,out=PRICE,concurrency=N, "
+        "or a NAME from --endpoints.",
+    ),
+    "endpoints_file": typer.Option(
+        None,
+        "--endpoints",
+        help="TOML file of [endpoints.NAME] tables (url, model, api_key_env, price_in, price_out, concurrency).",
+    ),
+    "response_cache": typer.Option(
+        None,
+        "--response-cache",
+        help="SQLite file of endpoint answers already paid for (greedy or "
+        "seeded requests; default $ADAPTLAB_RESPONSE_CACHE or "
+        "~/.cache/adaptlab/responses.sqlite).",
+    ),
+    "track": typer.Option(
+        None, help="tensorboard: write loss, learning rate and dev metric per step to OUT/tensorboard."
+    ),
+    "proposer": typer.Option(
+        None,
+        help="gepa: the LM that proposes instructions, an endpoint "
+        "NAME=URL[,model=..,key=..,in=..,out=..], a NAME from "
+        "--endpoints, or 'self' (the model being prompted).",
+    ),
+}
+
+
 @app.command("train")
 def train_cmd(
     strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
@@ -406,30 +508,20 @@ def train_cmd(
     seed: int = typer.Option(0, help="Seed for splits, batch order and initialisation."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUT/run after a kill."),
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
-    endpoint: str | None = typer.Option(None, help="Prompt strategies: an OpenAI-compatible base URL "
-                                                      "(e.g. http://127.0.0.1:8000/v1) instead of the local model, "
-                                                      "or NAME=URL,model=M,key=ENV,in=PRICE,out=PRICE,concurrency=N, "
-                                                      "or a NAME from --endpoints."),
+    endpoint: str | None = _TRAIN_OPTS["endpoint"],
     endpoint_model: str = typer.Option("default", help="The `model` field sent to the endpoint."),
     api_key_env: str | None = typer.Option(None, help="Environment variable holding the endpoint's API key."),
     endpoint_mode: str = typer.Option("auto", help="auto | logprobs (echoed label logprobs) | parse (parse answers)."),
-    endpoints_file: Path | None = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
-                                                  "(url, model, api_key_env, price_in, price_out, concurrency)."),
-    response_cache: Path | None = typer.Option(None, "--response-cache",
-                                                  help="SQLite file of endpoint answers already paid for (greedy or "
-                                                       "seeded requests; default $ADAPTLAB_RESPONSE_CACHE or "
-                                                       "~/.cache/adaptlab/responses.sqlite)."),
+    endpoints_file: Path | None = _TRAIN_OPTS["endpoints_file"],
+    response_cache: Path | None = _TRAIN_OPTS["response_cache"],
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     device: str = DEVICE_OPT,
     precision: str = _topt("precision"),
     fsdp: bool = _topt("fsdp", "--fsdp"),
     preference_loss: str = _topt("preference_loss"),
     beta: float = _topt("beta"),
-    track: str | None = typer.Option(None, help="tensorboard: write loss, learning rate and dev metric per step "
-                                                   "to OUT/tensorboard."),
-    proposer: str | None = typer.Option(None, help="gepa: the LM that proposes instructions, an endpoint "
-                                                      "NAME=URL[,model=..,key=..,in=..,out=..], a NAME from "
-                                                      "--endpoints, or 'self' (the model being prompted)."),
+    track: str | None = _TRAIN_OPTS["track"],
+    proposer: str | None = _TRAIN_OPTS["proposer"],
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab import api
@@ -441,19 +533,47 @@ def train_cmd(
     set_torch_threads()
     try:
         spec = get_strategy(strategy)
-        settings = {**_parse_overrides(set_), **_open_proposer(spec, proposer, endpoints_file,
-                                                                _cache_path(response_cache, no_response_cache))}
+        settings = {
+            **_parse_overrides(set_),
+            **_open_proposer(spec, proposer, endpoints_file, _cache_path(response_cache, no_response_cache)),
+        }
         if track not in (None, "tensorboard"):
             raise DataError(f"--track {track!r}: train writes tensorboard (compare: --track mlflow)")
         if endpoint and spec.kind != "prompt":
             raise DataError(f"--endpoint: {strategy} changes weights; only prompt strategies run on an endpoint")
         mapping = parse_columns(columns)
-        backend = _backend(model, endpoint, endpoint_model, api_key_env, endpoint_mode, device, endpoints_file,
-                           _cache_path(response_cache, no_response_cache))
-        art = api.train(strategy, data, out=out, backend=backend, settings=settings, train_size=train_size, seed=seed,
-                        resume=resume, data_dir=data_dir, columns=mapping, epochs=epochs, max_steps=max_steps,
-                        batch_size=batch_size, grad_accum=grad_accum, lr=lr, patience=patience, precision=precision,
-                        fsdp=fsdp, preference_loss=preference_loss, beta=beta)
+        backend = _backend(
+            model,
+            endpoint,
+            endpoint_model,
+            api_key_env,
+            endpoint_mode,
+            device,
+            endpoints_file,
+            _cache_path(response_cache, no_response_cache),
+        )
+        art = api.train(
+            strategy,
+            data,
+            out=out,
+            backend=backend,
+            settings=settings,
+            train_size=train_size,
+            seed=seed,
+            resume=resume,
+            data_dir=data_dir,
+            columns=mapping,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            lr=lr,
+            patience=patience,
+            precision=precision,
+            fsdp=fsdp,
+            preference_loss=preference_loss,
+            beta=beta,
+        )
         if not is_main():  # under torchrun: rank 0 evaluates and saves; the others are done
             return
         if track is not None:
@@ -474,11 +594,15 @@ def _print_trained(art, title: str, out: Path) -> None:
     te, tr = art.metrics["test"], art.metrics["train"]
     table = Table(title=title)
     columns = {f"test {k}": f"{te[k]:.3f}" for k in art.spec.report_metrics if isinstance(te.get(k), (int, float))}
-    columns |= {"prompt tokens": f"{te['prompt_tokens']:.0f}", "test ex/s": f"{te['examples_per_s']:.1f}",
-               "fit s": f"{tr['train_seconds']:.1f}", "peak RSS GB": f"{tr['peak_rss_bytes'] / 2**30:.2f}",
-               "trainable": f"{tr['trainable_params']:,}",
-               "model calls": "-" if tr.get("model_calls") is None else f"{tr['model_calls']:,}",
-               "artifact MB": f"{artifact_bytes(out) / 1e6:.3f}"}
+    columns |= {
+        "prompt tokens": f"{te['prompt_tokens']:.0f}",
+        "test ex/s": f"{te['examples_per_s']:.1f}",
+        "fit s": f"{tr['train_seconds']:.1f}",
+        "peak RSS GB": f"{tr['peak_rss_bytes'] / 2**30:.2f}",
+        "trainable": f"{tr['trainable_params']:,}",
+        "model calls": "-" if tr.get("model_calls") is None else f"{tr['model_calls']:,}",
+        "artifact MB": f"{artifact_bytes(out) / 1e6:.3f}",
+    }
     if tr.get("proposer"):
         columns["proposer calls / tokens"] = f"{tr['proposer']['calls']:,} / {tr['proposer']['tokens']:,}"
     table.add_column("measure")
@@ -491,8 +615,9 @@ def _print_trained(art, title: str, out: Path) -> None:
 
 @app.command("endpoints")
 def endpoints_cmd(
-    endpoint: list[str] = typer.Option([], "--endpoint", help="NAME=URL[,model=M,key=ENV,in=PRICE,out=PRICE,"
-                                                                "concurrency=N] (repeatable)."),
+    endpoint: list[str] = typer.Option(
+        [], "--endpoint", help="NAME=URL[,model=M,key=ENV,in=PRICE,out=PRICE,concurrency=N] (repeatable)."
+    ),
     endpoints_file: Path | None = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables."),
 ) -> None:
     """Check endpoints before spending on them: reachable, key accepted, model served, log-probabilities offered."""
@@ -508,8 +633,15 @@ def endpoints_cmd(
             table.add_column(col)
         for spec in specs:
             info = preflight(spec)
-            table.add_row(spec.name, spec.url, spec.model, "yes" if info["logprobs"] else "no (answers parsed)",
-                          f"{spec.price_in:g}", f"{spec.price_out:g}", str(spec.concurrency))
+            table.add_row(
+                spec.name,
+                spec.url,
+                spec.model,
+                "yes" if info["logprobs"] else "no (answers parsed)",
+                f"{spec.price_in:g}",
+                f"{spec.price_out:g}",
+                str(spec.concurrency),
+            )
     except (DataError, ValueError, BackendError) as e:
         _fail(e)
     console.print(table)
@@ -524,30 +656,106 @@ def _copt(name: str, *flags: str):
 RUN_OPTIONS = {"config", "out", "workers", "ray", "ray_cpus", "no_progress", "track", "tracking_uri"}
 
 
+# compare_cmd's longer options, here so that its signature reads as a list of names
+_COMPARE_OPTS = {
+    "data": typer.Option(
+        None,
+        help="Dataset file, folder of split files, or name (demo, sst2, banking77, ...); required unless --config.",
+    ),
+    "train_sizes": typer.Option(
+        ",".join(map(str, default_of(CompareConfig, "train_sizes"))), help=help_of(CompareConfig, "train_sizes")
+    ),
+    "budget": typer.Option(
+        None,
+        help="Cap for the whole compare, e.g. 30m or 2h: runs that will not "
+        "fit are skipped and listed. With a budget the compare is "
+        "adaptive unless --full-grid.",
+    ),
+    "adaptive": typer.Option(
+        None,
+        "--adaptive/--full-grid",
+        help="Race the strategies: predict each one's quality at the largest "
+        "train size from its learning curve, drop those that cannot win, "
+        "stop when the winner is decided (default with --budget); or run "
+        "every strategy x size x seed.",
+    ),
+    "tune": typer.Option(
+        None,
+        "--tune/--no-tune",
+        help="First fit each strategy's few registered variants (learning rate, "
+        "LoRA rank, prompt length, few-shot k) at the smallest size, choose on "
+        "dev, and use the best for its runs (default: with --adaptive).",
+    ),
+    "set_": typer.Option(
+        [],
+        "--set",
+        help="strategy.key=value, e.g. lora.r=16, few_shot.k=8, prompt_search.budget_calls=300, full.epochs=1.",
+    ),
+    "workers": typer.Option(
+        1,
+        help="Worker processes sharing this machine's cores and the run folder "
+        "(several machines: start the same command on each, --out on shared "
+        "storage).",
+    ),
+    "ray": typer.Option(
+        None,
+        "--ray",
+        help="Place the --workers with Ray: a cluster address, or 'local' (--out must be storage every node sees).",
+    ),
+    "ray_cpus": typer.Option(
+        None, "--ray-cpus", help="CPUs per Ray worker (default: this machine's cores / --workers)."
+    ),
+    "track": typer.Option(
+        None,
+        help="mlflow: log every run, the report and the recommendation to "
+        "MLflow (a store in OUT/mlflow unless --tracking-uri).",
+    ),
+    "endpoint": typer.Option(
+        [],
+        "--endpoint",
+        help="A hosted candidate, repeatable: NAME=URL[,model=M,"
+        "key=ENV,in=$/1M input tokens,out=$/1M output tokens,"
+        "concurrency=N]. Every prompt strategy also runs there "
+        "as STRATEGY@NAME, on the same test rows.",
+    ),
+    "endpoints_file": typer.Option(
+        None, "--endpoints", help="TOML file of [endpoints.NAME] tables (the same fields), all of them candidates."
+    ),
+    "volume": typer.Option(
+        None,
+        help="Predictions you expect, e.g. 1M/month or 50k/day: the report's "
+        "break-even and the recommendation's cost count training at it.",
+    ),
+    "response_cache": typer.Option(
+        None,
+        "--response-cache",
+        help="SQLite file of endpoint answers already paid for (default "
+        "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite).",
+    ),
+    "config": typer.Option(
+        None,
+        "--config",
+        help="A YAML file of compare settings (see "
+        "docs/how-to/config.md), or a run folder's saved "
+        "compare.json to re-run it unchanged; options given "
+        "on the command line and --set override it.",
+    ),
+}
+
+
 @app.command("compare")
 def compare_cmd(
     ctx: typer.Context,
-    data: str | None = typer.Option(None, help="Dataset file, folder of split files, or name (demo, sst2, "
-                                                  "banking77, ...); required unless --config."),
+    data: str | None = _COMPARE_OPTS["data"],
     columns: str | None = typer.Option(None, help=COLUMNS_HELP),
     model: str = typer.Option(DEFAULT_MODEL, help=MODELS_HELP),
     strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
-    train_sizes: str = typer.Option(",".join(map(str, default_of(CompareConfig, "train_sizes"))),
-                                    help=help_of(CompareConfig, "train_sizes")),
+    train_sizes: str = _COMPARE_OPTS["train_sizes"],
     seeds: int = _copt("seeds"),
-    budget: str | None = typer.Option(None, help="Cap for the whole compare, e.g. 30m or 2h: runs that will not "
-                                                    "fit are skipped and listed. With a budget the compare is "
-                                                    "adaptive unless --full-grid."),
-    adaptive: bool | None = typer.Option(None, "--adaptive/--full-grid",
-                                            help="Race the strategies: predict each one's quality at the largest "
-                                                 "train size from its learning curve, drop those that cannot win, "
-                                                 "stop when the winner is decided (default with --budget); or run "
-                                                 "every strategy x size x seed."),
+    budget: str | None = _COMPARE_OPTS["budget"],
+    adaptive: bool | None = _COMPARE_OPTS["adaptive"],
     confidence: float = _copt("confidence"),
-    tune: bool | None = typer.Option(None, "--tune/--no-tune",
-                                        help="First fit each strategy's few registered variants (learning rate, "
-                                             "LoRA rank, prompt length, few-shot k) at the smallest size, choose on "
-                                             "dev, and use the best for its runs (default: with --adaptive)."),
+    tune: bool | None = _COMPARE_OPTS["tune"],
     out: Path = typer.Option(..., help="Run folder (results/, artifacts/, report/); re-running resumes."),
     epochs: float = _copt("epochs"),
     test_limit: int = _copt("test_limit"),
@@ -560,42 +768,26 @@ def compare_cmd(
     gallery_examples: int = _copt("gallery_examples"),
     eval_every: int = _copt("eval_every"),
     patience: int = _copt("patience"),
-    set_: list[str] = typer.Option([], "--set", help="strategy.key=value, e.g. lora.r=16, few_shot.k=8, "
-                                                     "prompt_search.budget_calls=300, full.epochs=1."),
+    set_: list[str] = _COMPARE_OPTS["set_"],
     price_per_hour: float = _copt("price_per_hour"),
     keep_artifacts: str = _copt("keep_artifacts"),
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
-    workers: int = typer.Option(1, help="Worker processes sharing this machine's cores and the run folder "
-                                        "(several machines: start the same command on each, --out on shared "
-                                        "storage)."),
-    ray: str | None = typer.Option(None, "--ray", help="Place the --workers with Ray: a cluster address, or "
-                                                          "'local' (--out must be storage every node sees)."),
-    ray_cpus: int | None = typer.Option(None, "--ray-cpus", help="CPUs per Ray worker (default: this machine's "
-                                                                    "cores / --workers)."),
+    workers: int = _COMPARE_OPTS["workers"],
+    ray: str | None = _COMPARE_OPTS["ray"],
+    ray_cpus: int | None = _COMPARE_OPTS["ray_cpus"],
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-step progress bars."),
-    track: str | None = typer.Option(None, help="mlflow: log every run, the report and the recommendation to "
-                                                   "MLflow (a store in OUT/mlflow unless --tracking-uri)."),
+    track: str | None = _COMPARE_OPTS["track"],
     tracking_uri: str | None = typer.Option(None, help="An MLflow tracking URI (a server, or sqlite:///path)."),
     device: str = DEVICE_OPT,
-    endpoint: list[str] = typer.Option([], "--endpoint", help="A hosted candidate, repeatable: NAME=URL[,model=M,"
-                                                                "key=ENV,in=$/1M input tokens,out=$/1M output tokens,"
-                                                                "concurrency=N]. Every prompt strategy also runs there "
-                                                                "as STRATEGY@NAME, on the same test rows."),
-    endpoints_file: Path | None = typer.Option(None, "--endpoints", help="TOML file of [endpoints.NAME] tables "
-                                                  "(the same fields), all of them candidates."),
-    volume: str | None = typer.Option(None, help="Predictions you expect, e.g. 1M/month or 50k/day: the report's "
-                                                    "break-even and the recommendation's cost count training at it."),
-    response_cache: Path | None = typer.Option(None, "--response-cache",
-                                                  help="SQLite file of endpoint answers already paid for (default "
-                                                       "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite)."),
+    endpoint: list[str] = _COMPARE_OPTS["endpoint"],
+    endpoints_file: Path | None = _COMPARE_OPTS["endpoints_file"],
+    volume: str | None = _COMPARE_OPTS["volume"],
+    response_cache: Path | None = _COMPARE_OPTS["response_cache"],
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     proposer: str | None = typer.Option(None, help=PROPOSER_HELP),
     prompt_margin: float = _copt("prompt_margin"),
     strict_budget: bool = _copt("strict_budget", "--strict-budget"),
-    config: Path | None = typer.Option(None, "--config", help="A YAML file of compare settings (see "
-                                                                 "docs/how-to/config.md), or a run folder's saved "
-                                                                 "compare.json to re-run it unchanged; options given "
-                                                                 "on the command line and --set override it."),
+    config: Path | None = _COMPARE_OPTS["config"],
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -615,13 +807,19 @@ def _saved_config(ctx: typer.Context, path: Path):
     from adaptlab.compare.config import from_mapping, read_config_file
 
     raw = read_config_file(path)
-    given = [name for name in ctx.params if name not in RUN_OPTIONS
-             and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
+    given = [
+        name
+        for name in ctx.params
+        if name not in RUN_OPTIONS
+        and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    ]
     for name in given:
         value = ctx.params[name]
         if name in FILE_ONLY:
-            raise DataError(f"--config {path}: give {FILE_ONLY[name]} in the file (key '{name}'), not as "
-                            f"--{name.replace('_', '-').rstrip('-')}")
+            raise DataError(
+                f"--config {path}: give {FILE_ONLY[name]} in the file (key '{name}'), not as "
+                f"--{name.replace('_', '-').rstrip('-')}"
+            )
         if name == "set_":
             raw["set"] = {**(raw.get("set") or {}), **_parse_overrides(value)}
         elif name == "columns":
@@ -634,8 +832,13 @@ def _saved_config(ctx: typer.Context, path: Path):
 
 
 # compare options a --config file must hold itself (endpoints are tables, not one flag's text).
-FILE_ONLY = {"endpoint": "the endpoints", "endpoints_file": "the endpoints", "proposer": "the proposer",
-             "response_cache": "the response cache", "no_response_cache": "the response cache"}
+FILE_ONLY = {
+    "endpoint": "the endpoints",
+    "endpoints_file": "the endpoints",
+    "proposer": "the proposer",
+    "response_cache": "the response cache",
+    "no_response_cache": "the response cache",
+}
 
 
 def _flag_config(p: dict):
@@ -645,38 +848,73 @@ def _flag_config(p: dict):
 
     if p["data"] is None:
         raise DataError("--data: required (or --config FILE, a compare's saved settings)")
-    names, hosted, proposer_name, proposer_only = _candidates(p["strategies"], p["endpoint"], p["endpoints_file"],
-                                                              p["proposer"])
+    names, hosted, proposer_name, proposer_only = _candidates(
+        p["strategies"], p["endpoint"], p["endpoints_file"], p["proposer"]
+    )
     settings, strategy_epochs = _strategy_overrides(p["set_"])
     adaptive = p["adaptive"] if p["adaptive"] is not None else p["budget"] is not None
-    same = ("model", "seeds", "epochs", "test_limit", "fragility_k", "fragility_examples", "forgetting",
-            "consistency_examples", "consistency_samples", "consistency_temperature", "gallery_examples", "eval_every",
-            "patience", "price_per_hour", "keep_artifacts", "device", "confidence", "prompt_margin", "strict_budget")
-    return CompareConfig(data=p["data"], strategies=names, train_sizes=parse_sizes(p["train_sizes"]),
-                         budget_seconds=parse_budget(p["budget"]), strategy_epochs=strategy_epochs,
-                         strategy_settings=settings, data_dir=str(p["data_dir"]) if p["data_dir"] else None,
-                         columns=parse_columns(p["columns"]) or {}, adaptive=adaptive, tune=p["tune"] if p["tune"] is not None else adaptive, endpoints=hosted,
-                         volume=parse_volume(p["volume"]),
-                         response_cache=_cache_file(p["response_cache"], p["no_response_cache"],
-                                                    hosted or proposer_only),
-                         proposer=proposer_name, proposer_endpoints=proposer_only, **{k: p[k] for k in same})
+    same = (
+        "model",
+        "seeds",
+        "epochs",
+        "test_limit",
+        "fragility_k",
+        "fragility_examples",
+        "forgetting",
+        "consistency_examples",
+        "consistency_samples",
+        "consistency_temperature",
+        "gallery_examples",
+        "eval_every",
+        "patience",
+        "price_per_hour",
+        "keep_artifacts",
+        "device",
+        "confidence",
+        "prompt_margin",
+        "strict_budget",
+    )
+    return CompareConfig(
+        data=p["data"],
+        strategies=names,
+        train_sizes=parse_sizes(p["train_sizes"]),
+        budget_seconds=parse_budget(p["budget"]),
+        strategy_epochs=strategy_epochs,
+        strategy_settings=settings,
+        data_dir=str(p["data_dir"]) if p["data_dir"] else None,
+        columns=parse_columns(p["columns"]) or {},
+        adaptive=adaptive,
+        tune=p["tune"] if p["tune"] is not None else adaptive,
+        endpoints=hosted,
+        volume=parse_volume(p["volume"]),
+        response_cache=_cache_file(p["response_cache"], p["no_response_cache"], hosted or proposer_only),
+        proposer=proposer_name,
+        proposer_endpoints=proposer_only,
+        **{k: p[k] for k in same},
+    )
 
 
-def _compare_and_report(cfg, out: Path, workers: int, ray: str | None, ray_cpus: int | None,
-                        no_progress: bool, track: str | None, tracking_uri: str | None) -> None:
-    """Run (or resume) the compare ``cfg`` in ``out``, then write its report and print the answer."""
+def _compare_and_report(
+    cfg,
+    out: Path,
+    workers: int,
+    ray: str | None,
+    ray_cpus: int | None,
+    no_progress: bool,
+    track: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Run (or resume) the compare ``cfg`` in ``out`` (:func:`adaptlab.compare.session.run`, what
+    ``adaptlab.compare()`` runs too), then print the answer."""
     from adaptlab.backends import BackendError
-    from adaptlab.compare.recommend import constraints_for
-    from adaptlab.compare.report import build_report
+    from adaptlab.compare import session
 
     try:
-        result = _run_compare(cfg, out, workers, ray, ray_cpus, no_progress)
-        _check_ran(result, cfg.budget_seconds)
-        report = build_report(out, constraints_for(cfg))
+        result = session.run(cfg, out, progress=not no_progress, workers=workers, ray=ray, ray_cpus=ray_cpus)
         tracked = _track_compare(out, track, tracking_uri)
     except (*EXPECTED_ERRORS, ValueError, BackendError) as e:
         _fail(e)
-    _compare_done(out, report, tracked, result, constraints_for(cfg))
+    _compare_done(result, tracked)
 
 
 def _candidates(strategies: str, endpoint: list[str], endpoints_file: Path | None, proposer: str | None):
@@ -684,29 +922,26 @@ def _candidates(strategies: str, endpoint: list[str], endpoints_file: Path | Non
     STRATEGY@ENDPOINT added, the endpoints, and the proposer's name and endpoint of its own."""
     from adaptlab.strategies import list_strategies
 
-    names = list_strategies(default=True) + (["gepa"] if proposer else []) if strategies == "all" \
+    names = (
+        list_strategies(default=True) + (["gepa"] if proposer else [])
+        if strategies == "all"
         else [s.strip() for s in strategies.split(",") if s.strip()]
+    )
     hosted = _hosted_candidates(names, endpoint, endpoints_file)  # adds STRATEGY@ENDPOINT to names
     return (names, hosted, *_proposer(proposer, hosted))
 
 
-def _check_ran(result: dict, budget_s: float | None) -> None:
-    if not result["results"] and result["skipped"]:
-        from adaptlab.compare.store import minutes
-
-        cheapest = min(x["estimate_s"] for x in result["skipped"])
-        raise DataError(f"--budget {minutes(budget_s) if budget_s else 'none'}: all {len(result['skipped'])} runs were estimated over it (the cheapest "
-                        f"at {cheapest:.0f} s); raise the budget")
-
-
-def _compare_done(out: Path, report: Path, tracked: dict | None, result: dict, constraints) -> None:
+def _compare_done(result, tracked: dict | None) -> None:
     if tracked:
-        console.print(f"tracked in MLflow: {tracked['new_runs']} new of {tracked['runs']} runs, experiment "
-                      f"'{tracked['experiment']}' at {tracked['uri']} (mlflow ui --backend-store-uri {tracked['uri']})")
-    if result["skipped"]:
-        console.print(f"[yellow]{len(result['skipped'])} run(s) skipped by the budget[/] (listed in the report)")
-    _print_recommendation(out, constraints)
-    console.print(f"report: {report / 'report.html'} and {report / 'report.md'}")
+        console.print(
+            f"tracked in MLflow: {tracked['new_runs']} new of {tracked['runs']} runs, experiment "
+            f"'{tracked['experiment']}' at {tracked['uri']} (mlflow ui --backend-store-uri {tracked['uri']})"
+        )
+    if result.skipped:
+        console.print(f"[yellow]{len(result.skipped)} run(s) skipped by the budget[/] (listed in the report)")
+    console.rule("recommendation")
+    console.print(result.recommendation.to_markdown(), highlight=False, soft_wrap=True)
+    console.print(f"report: {result.report_html} and {result.report_md}")
 
 
 def _hosted_candidates(names: list[str], flags: list[str], file: Path | None) -> list[dict]:
@@ -734,26 +969,6 @@ def _proposer(flag: str | None, hosted: list[dict]) -> tuple[str | None, list[di
     if spec.name in {e["name"] for e in hosted}:
         raise DataError(f"--proposer {spec.name}: already an endpoint of this compare; pass just its name")
     return spec.name, [dataclasses.asdict(spec)]
-
-
-def _run_compare(cfg, out: Path, workers: int, ray: str | None, ray_cpus: int | None, no_progress: bool) -> dict:
-    """In this process, or in ``workers`` processes (here or placed by Ray) sharing the run folder."""
-    from adaptlab.compare import run_compare
-
-    if workers < 1:
-        raise DataError(f"--workers {workers}: must be >= 1")
-    if ray_cpus is not None and ray_cpus < 1:
-        raise DataError(f"--ray-cpus {ray_cpus}: must be >= 1")
-    if workers > 1 or ray:
-        from adaptlab.compare.grid import run_ray_workers, run_workers, save_config
-        from adaptlab.compare.store import load_results, load_skipped
-
-        save_config(cfg, out)  # every worker starts from this file
-        code = run_ray_workers(out, workers, ray, ray_cpus) if ray else run_workers(out, workers)
-        if code != 0:
-            raise DataError(f"a compare worker failed (exit {code}); re-run the same command to resume")
-        return {"skipped": load_skipped(out), "results": load_results(out)}
-    return run_compare(cfg, out, progress=not no_progress)
 
 
 def _track_compare(out: Path, track: str | None, tracking_uri: str | None) -> dict | None:
@@ -826,8 +1041,17 @@ def recommend_cmd(
         _fail(DataError(f"--weights-accessible {weights_accessible!r}: yes or no"))
     if not (Path(run_dir) / "results").is_dir():
         _fail(DataError(f"{run_dir}: not a compare run folder (no results/)"))
-    _print_recommendation(run_dir, Constraints(max_train_minutes, max_memory, tasks, weights_accessible == "yes",
-                                               min_quality, prompt_margin=_saved_margin(run_dir)))
+    _print_recommendation(
+        run_dir,
+        Constraints(
+            max_train_minutes,
+            max_memory,
+            tasks,
+            weights_accessible == "yes",
+            min_quality,
+            prompt_margin=_saved_margin(run_dir),
+        ),
+    )
 
 
 def _saved_margin(run_dir: Path) -> float:
@@ -841,9 +1065,11 @@ def _saved_margin(run_dir: Path) -> float:
 
 
 @app.command("demo")
-def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the comparison (resumable)."),
-         model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
-         budget: str = typer.Option("15m", help="Budget for the comparison (it stops sooner once the winner is decided).")) -> None:
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where to write the comparison (resumable)."),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+    budget: str = typer.Option("15m", help="Budget for the comparison (it stops sooner once the winner is decided)."),
+) -> None:
     """The main job on the embedded demo task: check the data, then compare strategies on a quick budget.
 
     Prompt strategies (zero-shot, few-shot, prompt search) against trained ones (soft prompt,
@@ -853,8 +1079,19 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
     recommendation (or what was still open when the budget ran out) and where the report is.
     """
     console.rule("[bold]adaptlab demo: Fernhill Home support intents")
-    data_check("demo", eval_files=[], task=None, text_field=None, label_field=None, columns=None, labels=None,
-               tokenizer=model, max_tokens=512, data_dir=None, redact=None)
+    data_check(
+        "demo",
+        eval_files=[],
+        task=None,
+        text_field=None,
+        label_field=None,
+        columns=None,
+        labels=None,
+        tokenizer=model,
+        max_tokens=512,
+        data_dir=None,
+        redact=None,
+    )
     console.rule(f"compare: every strategy on the demo task, budget {budget}")
     # One epoch for LoRA: at 360 tickets its dev accuracy after the first of two epochs was 0.984
     # (1.000 after the second), at half the time. 128 between 32 and 360 gives the challengers a
@@ -862,36 +1099,53 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Where to write the co
     from adaptlab.compare import CompareConfig, parse_budget
 
     try:
-        settings, strategy_epochs = _strategy_overrides(["few_shot.k=8", "prompt_search.budget_calls=120",
-                                                         "lora.epochs=1"])
+        settings, strategy_epochs = _strategy_overrides(
+            ["few_shot.k=8", "prompt_search.budget_calls=120", "lora.epochs=1"]
+        )
         # Every other setting is CompareConfig's default; tune=False: 12 variants would take most of the
         # few minutes the demo has (`compare --tune` does it).
-        cfg = CompareConfig(data="demo", model=model,
-                            strategies=["zero_shot", "few_shot", "prompt_search", "soft_prompt", "prefix", "lora"],
-                            train_sizes=[32, 128, "all"], budget_seconds=parse_budget(budget), test_limit=120,
-                            fragility_k=1, fragility_examples=16, strategy_settings=settings,
-                            strategy_epochs=strategy_epochs, adaptive=True, tune=False)
+        cfg = CompareConfig(
+            data="demo",
+            model=model,
+            strategies=["zero_shot", "few_shot", "prompt_search", "soft_prompt", "prefix", "lora"],
+            train_sizes=[32, 128, "all"],
+            budget_seconds=parse_budget(budget),
+            test_limit=120,
+            fragility_k=1,
+            fragility_examples=16,
+            strategy_settings=settings,
+            strategy_epochs=strategy_epochs,
+            adaptive=True,
+            tune=False,
+        )
     except (*EXPECTED_ERRORS, ValueError) as e:
         _fail(e)
-    _compare_and_report(cfg, out, workers=1, ray=None, ray_cpus=None, no_progress=False, track=None,
-                        tracking_uri=None)
+    _compare_and_report(cfg, out, workers=1, ray=None, ray_cpus=None, no_progress=False, track=None, tracking_uri=None)
 
 
 @app.command("export")
 def export_cmd(
     artifact: Path = typer.Argument(..., help="An artifact folder (or a registered one: TASK[@VERSION|@ALIAS])."),
-    format_: str = typer.Option(..., "--format", help="peft (adapter folder; vLLM --enable-lora for LoRA), "
-                                                     "merged (a transformers model with the adaptation merged) or "
-                                                     "gguf (for llama.cpp and Ollama, with a Modelfile: see "
-                                                     "--gguf-type)."),
+    format_: str = typer.Option(
+        ...,
+        "--format",
+        help="peft (adapter folder; vLLM --enable-lora for LoRA), "
+        "merged (a transformers model with the adaptation merged) or "
+        "gguf (for llama.cpp and Ollama, with a Modelfile: see "
+        "--gguf-type).",
+    ),
     out: Path = typer.Option(..., help="Folder to write."),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model (for --format merged and gguf)."),
     force: bool = typer.Option(False, help="Replace OUT if it is not empty."),
     allow_partial: bool = typer.Option(False, help="Hybrids: export the LoRA/full stage without its soft prompt."),
     registry: Path | None = typer.Option(None, "--registry", help="Registry for TASK@... names."),
-    gguf_type: str | None = typer.Option(None, "--gguf-type", help="--format gguf: adapter (a LoRA next to the "
-                                            "base GGUF; the default for a LoRA) or a merged model as f32, f16 (the "
-                                            "default for a full fine-tune), bf16, q8_0 or q4_0."),
+    gguf_type: str | None = typer.Option(
+        None,
+        "--gguf-type",
+        help="--format gguf: adapter (a LoRA next to the "
+        "base GGUF; the default for a LoRA) or a merged model as f32, f16 (the "
+        "default for a full fine-tune), bf16, q8_0 or q4_0.",
+    ),
 ) -> None:
     """Export an artifact for other engines (PEFT, vLLM, plain transformers, llama.cpp and Ollama)."""
     from adaptlab.export import ExportError, export
@@ -914,8 +1168,9 @@ def export_cmd(
 
 
 # ------------------------------------------------------------------ registry, keys, feedback, serve
-REGISTRY_OPT = typer.Option(None, "--registry", help="Registry folder (default: $ADAPTLAB_REGISTRY or "
-                                                      "~/.cache/adaptlab/registry).")
+REGISTRY_OPT = typer.Option(
+    None, "--registry", help="Registry folder (default: $ADAPTLAB_REGISTRY or ~/.cache/adaptlab/registry)."
+)
 
 
 def _registry(path: Path | None, read_only: bool = False):
@@ -947,13 +1202,16 @@ def registry_register(
         e = _registry(registry).register(folder, task, run=run, note=note, alias=alias)
     except _registry_errors() as err:
         _fail(err)
-    console.print(f"registered [bold]{e.ref}[/] ({e.strategy}, {e.bytes / 1e6:.2f} MB, digest {e.digest[:12]})"
-                  + (f", {alias} -> {e.version}" if alias else ""))
+    console.print(
+        f"registered [bold]{e.ref}[/] ({e.strategy}, {e.bytes / 1e6:.2f} MB, digest {e.digest[:12]})"
+        + (f", {alias} -> {e.version}" if alias else "")
+    )
 
 
 @registry_app.command("list")
-def registry_list(task: str | None = typer.Option(None, help="Only this task."),
-                  registry: Path | None = REGISTRY_OPT) -> None:
+def registry_list(
+    task: str | None = typer.Option(None, help="Only this task."), registry: Path | None = REGISTRY_OPT
+) -> None:
     """Every live version with its aliases and headline metric."""
     try:
         reg = _registry(registry, read_only=False)
@@ -970,15 +1228,24 @@ def registry_list(task: str | None = typer.Option(None, help="Only this task."),
         held = ", ".join(a for a, v in aliases.get(e.task, {}).items() if v == e.version)
         test = e.metrics.get("test") or e.metrics.get("dev") or e.metrics
         metric = next((f"{k} {test[k]:.3f}" for k in _ranking_metrics() if isinstance(test.get(k), float)), "-")
-        table.add_row(e.ref, e.strategy, held or "-", metric, f"{e.bytes / 1e6:.2f}",
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)), e.created_by, e.run or "-",
-                      lineage_text(lineages[e.task].get(e.version)))
+        table.add_row(
+            e.ref,
+            e.strategy,
+            held or "-",
+            metric,
+            f"{e.bytes / 1e6:.2f}",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)),
+            e.created_by,
+            e.run or "-",
+            lineage_text(lineages[e.task].get(e.version)),
+        )
     console.print(table)
 
 
 @registry_app.command("show")
-def registry_show(ref: str = typer.Argument(..., help="TASK, TASK@VERSION or TASK@ALIAS."),
-                  registry: Path | None = REGISTRY_OPT) -> None:
+def registry_show(
+    ref: str = typer.Argument(..., help="TASK, TASK@VERSION or TASK@ALIAS."), registry: Path | None = REGISTRY_OPT
+) -> None:
     """One version in full (JSON), with the alias history of its task."""
     import dataclasses as dc
 
@@ -995,9 +1262,12 @@ def registry_show(ref: str = typer.Argument(..., help="TASK, TASK@VERSION or TAS
 
 
 @registry_app.command("promote")
-def registry_promote(task: str = typer.Argument(...), version: int = typer.Argument(...),
-                     alias: str = typer.Option("prod", help="Alias to point at the version."),
-                     registry: Path | None = REGISTRY_OPT) -> None:
+def registry_promote(
+    task: str = typer.Argument(...),
+    version: int = typer.Argument(...),
+    alias: str = typer.Option("prod", help="Alias to point at the version."),
+    registry: Path | None = REGISTRY_OPT,
+) -> None:
     """Point an alias (default prod) at a version; running servers follow at their next request."""
     try:
         e = _registry(registry).promote(task, version, alias)
@@ -1007,8 +1277,11 @@ def registry_promote(task: str = typer.Argument(...), version: int = typer.Argum
 
 
 @registry_app.command("rollback")
-def registry_rollback(task: str = typer.Argument(...), alias: str = typer.Option("prod", help="Alias to move back."),
-                      registry: Path | None = REGISTRY_OPT) -> None:
+def registry_rollback(
+    task: str = typer.Argument(...),
+    alias: str = typer.Option("prod", help="Alias to move back."),
+    registry: Path | None = REGISTRY_OPT,
+) -> None:
     """Point an alias back at the version it had before (one command; live in running servers)."""
     try:
         e = _registry(registry).rollback(task, alias)
@@ -1018,9 +1291,12 @@ def registry_rollback(task: str = typer.Argument(...), alias: str = typer.Option
 
 
 @registry_app.command("delete")
-def registry_delete(task: str = typer.Argument(...), version: int = typer.Argument(...),
-                    force: bool = typer.Option(False, help="Also unset aliases that point at it."),
-                    registry: Path | None = REGISTRY_OPT) -> None:
+def registry_delete(
+    task: str = typer.Argument(...),
+    version: int = typer.Argument(...),
+    force: bool = typer.Option(False, help="Also unset aliases that point at it."),
+    registry: Path | None = REGISTRY_OPT,
+) -> None:
     """Mark a version deleted (its files go at the next gc)."""
     try:
         _registry(registry).delete(task, version, force=force)
@@ -1036,15 +1312,20 @@ def registry_gc(registry: Path | None = REGISTRY_OPT) -> None:
         out = _registry(registry).gc()
     except _registry_errors() as err:
         _fail(err)
-    console.print(f"removed {out['removed_objects']} folders ({out['freed_bytes'] / 1e6:.1f} MB), "
-                  f"{out['removed_tmp']} interrupted writes")
+    console.print(
+        f"removed {out['removed_objects']} folders ({out['freed_bytes'] / 1e6:.1f} MB), "
+        f"{out['removed_tmp']} interrupted writes"
+    )
 
 
 @keys_app.command("add")
-def keys_add(name: str = typer.Argument(..., help="Who or what the key is for."),
-             tasks: str = typer.Option(..., help="Comma-separated tasks it may use; '*' for all, 'base' for the "
-                                                 "plain base model."),
-             registry: Path | None = REGISTRY_OPT) -> None:
+def keys_add(
+    name: str = typer.Argument(..., help="Who or what the key is for."),
+    tasks: str = typer.Option(
+        ..., help="Comma-separated tasks it may use; '*' for all, 'base' for the plain base model."
+    ),
+    registry: Path | None = REGISTRY_OPT,
+) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     try:
         key = _registry(registry).api_keys.add(name, [t.strip() for t in tasks.split(",") if t.strip()])
@@ -1069,12 +1350,16 @@ def keys_revoke(name: str = typer.Argument(...), registry: Path | None = REGISTR
 
 
 @feedback_app.command("export")
-def feedback_export(task: str = typer.Argument(...),
-                    out: Path = typer.Option(..., help="JSONL file to write (the data format `train` reads)."),
-                    registry: Path | None = REGISTRY_OPT,
-                    redact: bool = typer.Option(False, "--redact", help="Replace personal data (emails, phone, card "
-                                                                        "and IBAN numbers, IP addresses) in the rows.")
-                    ) -> None:
+def feedback_export(
+    task: str = typer.Argument(...),
+    out: Path = typer.Option(..., help="JSONL file to write (the data format `train` reads)."),
+    registry: Path | None = REGISTRY_OPT,
+    redact: bool = typer.Option(
+        False,
+        "--redact",
+        help="Replace personal data (emails, phone, card and IBAN numbers, IP addresses) in the rows.",
+    ),
+) -> None:
     """Write the task's feedback as a training set: corrections, and answers rated good; report personal data."""
     from adaptlab.privacy import NOT_DETECTED
     from adaptlab.serving.feedback import export_feedback
@@ -1083,8 +1368,10 @@ def feedback_export(task: str = typer.Argument(...),
         stats = export_feedback(_registry(registry), task, out, redact=redact)
     except _registry_errors() as err:
         _fail(err)
-    console.print(f"wrote {stats['written']} examples to {out} from {stats['requests']} rated requests "
-                  f"({stats['skipped_without_answer']} rated without a correction were skipped)")
+    console.print(
+        f"wrote {stats['written']} examples to {out} from {stats['requests']} rated requests "
+        f"({stats['skipped_without_answer']} rated without a correction were skipped)"
+    )
     pd = stats["personal_data"]
     verb = "redacted" if redact else "found (pass --redact to replace them)"
     console.print(f"personal data {verb}: " + ("none" if not pd["total"] else f"{pd['total']} finding(s)"))
@@ -1098,16 +1385,22 @@ def improve_cmd(
     task: str = typer.Argument(..., help="Registry task whose feedback trains the next version."),
     out: Path = typer.Option(..., help="Folder for the challenger, its training rows and the evidence."),
     champion: str | None = typer.Option(None, help="Version to improve (TASK@N or TASK@ALIAS; default TASK@prod)."),
-    margin: float = typer.Option(0.0, help="The challenger must beat the champion by at least this much "
-                                           "(the task's metric, on the held-back feedback rows)."),
+    margin: float = typer.Option(
+        0.0,
+        help="The challenger must beat the champion by at least this much "
+        "(the task's metric, on the held-back feedback rows).",
+    ),
     holdout: float = typer.Option(0.25, help="Share of the answered feedback rows held back to judge on."),
-    use_rated_down: bool = typer.Option(True, help="Train on answers rated down without a correction (a penalty "
-                                                   "on the rejected answer)."),
-    auto_promote: bool = typer.Option(False, "--auto-promote", help="Promote the challenger to prod when it passes "
-                                                                    "the gate."),
+    use_rated_down: bool = typer.Option(
+        True, help="Train on answers rated down without a correction (a penalty on the rejected answer)."
+    ),
+    auto_promote: bool = typer.Option(
+        False, "--auto-promote", help="Promote the challenger to prod when it passes the gate."
+    ),
     redact: bool = typer.Option(False, "--redact", help="Replace personal data in the feedback before training."),
-    allow_personal_data: bool = typer.Option(False, "--allow-personal-data", help="Train on feedback holding "
-                                                                                  "personal data as it is."),
+    allow_personal_data: bool = typer.Option(
+        False, "--allow-personal-data", help="Train on feedback holding personal data as it is."
+    ),
     epochs: float | None = typer.Option(None, help="Epochs instead of the recipe's."),
     registry: Path | None = REGISTRY_OPT,
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
@@ -1120,10 +1413,17 @@ def improve_cmd(
 
     set_torch_threads()
     try:
-        opts = ImproveOptions(champion=champion, margin=margin, holdout=holdout, use_rated_down=use_rated_down,
-                              auto_promote=auto_promote, redact=redact, allow_personal_data=allow_personal_data,
-                              data_dir=str(data_dir) if data_dir else None,
-                              train_overrides={"epochs": epochs} if epochs else None)
+        opts = ImproveOptions(
+            champion=champion,
+            margin=margin,
+            holdout=holdout,
+            use_rated_down=use_rated_down,
+            auto_promote=auto_promote,
+            redact=redact,
+            allow_personal_data=allow_personal_data,
+            data_dir=str(data_dir) if data_dir else None,
+            train_overrides={"epochs": epochs} if epochs else None,
+        )
         improve(_registry(registry, read_only=False), task, out, opts, log=console.print)
     except (*_registry_errors(), PersonalDataError, ValueError) as err:
         _fail(err)
@@ -1136,8 +1436,11 @@ def rebase_cmd(
     model: str = typer.Option(..., help="The new base model (a name from `adaptlab models list`, or a path)."),
     out: Path = typer.Option(..., help="Folder for the rebased adaptation and the evidence."),
     champion: str | None = typer.Option(None, help="Version to rebase (default TASK@prod)."),
-    labels: str = typer.Option("recipe", help="recipe (train on the recipe's rows) or distill (on the old "
-                                              "version's answers to the training inputs, when the labels are gone)."),
+    labels: str = typer.Option(
+        "recipe",
+        help="recipe (train on the recipe's rows) or distill (on the old "
+        "version's answers to the training inputs, when the labels are gone).",
+    ),
     epochs: float | None = typer.Option(None, help="Epochs instead of the recipe's."),
     registry: Path | None = REGISTRY_OPT,
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
@@ -1149,8 +1452,12 @@ def rebase_cmd(
 
     set_torch_threads()
     try:
-        opts = RebaseOptions(champion=champion, labels=labels, data_dir=str(data_dir) if data_dir else None,
-                             train_overrides={"epochs": epochs} if epochs else None)
+        opts = RebaseOptions(
+            champion=champion,
+            labels=labels,
+            data_dir=str(data_dir) if data_dir else None,
+            train_overrides={"epochs": epochs} if epochs else None,
+        )
         rebase(_registry(registry, read_only=False), task, model, out, opts, log=console.print)
     except (*_registry_errors(), ValueError) as err:
         _fail(err)
@@ -1164,8 +1471,10 @@ def drift_cmd(
     registry: Path | None = REGISTRY_OPT,
     alpha: float = typer.Option(0.05, help="False alarm rate over all signals together (Bonferroni)."),
     embed: bool = typer.Option(True, help="Also compare MiniLM embeddings of the inputs (MMD)."),
-    prometheus: Path | None = typer.Option(None, help="Also write the result as Prometheus gauges to this file "
-                                                         "(node_exporter's textfile collector reads it)."),
+    prometheus: Path | None = typer.Option(
+        None,
+        help="Also write the result as Prometheus gauges to this file (node_exporter's textfile collector reads it).",
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON."),
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
 ) -> None:
@@ -1176,18 +1485,26 @@ def drift_cmd(
 
     set_torch_threads()
     try:
-        rep = drift_for_task(_registry(registry), task, window, embed=embed, alpha=alpha,
-                             data_dir=str(data_dir) if data_dir else None)
+        rep = drift_for_task(
+            _registry(registry), task, window, embed=embed, alpha=alpha, data_dir=str(data_dir) if data_dir else None
+        )
     except (*_registry_errors(), ValueError) as err:
         _fail(err)
-    table = Table(title=f"drift of {rep.version}: {rep.recent_rows} recent requests vs {rep.reference_rows} "
-                        f"reference rows")
+    table = Table(
+        title=f"drift of {rep.version}: {rep.recent_rows} recent requests vs {rep.reference_rows} reference rows"
+    )
     for col in ("signal", "statistic", "value", "p", "reference", "recent", "drift"):
         table.add_column(col)
     for sig in rep.signals:
-        table.add_row(sig.name, sig.statistic, f"{sig.value:.4f}", f"{sig.p:.4f}",
-                      "-" if sig.reference is None else f"{sig.reference:.3f}",
-                      "-" if sig.recent is None else f"{sig.recent:.3f}", "yes" if sig in rep.drifted else "")
+        table.add_row(
+            sig.name,
+            sig.statistic,
+            f"{sig.value:.4f}",
+            f"{sig.p:.4f}",
+            "-" if sig.reference is None else f"{sig.reference:.3f}",
+            "-" if sig.recent is None else f"{sig.recent:.3f}",
+            "yes" if sig in rep.drifted else "",
+        )
     console.print(table)
     console.print(rep.reason())
     if prometheus is not None:
@@ -1198,8 +1515,11 @@ def drift_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    model: str = typer.Option(DEFAULT_MODEL, help="Base model every adaptation runs on; several, comma-separated, "
-                                                  "are held in one process, each version served on its own base."),
+    model: str = typer.Option(
+        DEFAULT_MODEL,
+        help="Base model every adaptation runs on; several, comma-separated, "
+        "are held in one process, each version served on its own base.",
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port."),
     registry: Path | None = REGISTRY_OPT,
@@ -1209,17 +1529,29 @@ def serve_cmd(
     max_new_tokens: int = typer.Option(256, help="Largest max_tokens a request may ask for."),
     max_body_kb: int = typer.Option(1024, help="Largest request body."),
     preload: str = typer.Option("", help="Comma-separated models to load at start (TASK, TASK@ALIAS, ...)."),
-    batching: str = typer.Option("mixed", help="mixed (adaptations share forward passes) or swap (one adaptation "
-                                               "at a time through its own code path; the benchmark baseline)."),
-    prompt_cache: bool = typer.Option(True, help="Keep each adaptation's static prompt start (prefix, soft prompt, "
-                                                 "instruction, fixed exemplars) as keys/values, run once."),
+    batching: str = typer.Option(
+        "mixed",
+        help="mixed (adaptations share forward passes) or swap (one adaptation "
+        "at a time through its own code path; the benchmark baseline).",
+    ),
+    prompt_cache: bool = typer.Option(
+        True,
+        help="Keep each adaptation's static prompt start (prefix, soft prompt, "
+        "instruction, fixed exemplars) as keys/values, run once.",
+    ),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
-    ui: bool = typer.Option(False, "--ui", help="Also serve the workbench at /ui (sign-in with a '*' key unless "
-                                                "--no-auth); its compares and uploads go to --ui-dir."),
+    ui: bool = typer.Option(
+        False,
+        "--ui",
+        help="Also serve the workbench at /ui (sign-in with a '*' key unless "
+        "--no-auth); its compares and uploads go to --ui-dir.",
+    ),
     ui_dir: Path = typer.Option(Path("adaptlab-ui"), help="Work folder of the workbench (uploads, compares, exports)."),
     device: str = DEVICE_OPT,
-    drift_interval: float = typer.Option(300.0, help="Seconds between recomputing the drift gauges /metrics shows "
-                                                     "(0: no drift gauges); see `adaptlab drift`."),
+    drift_interval: float = typer.Option(
+        300.0,
+        help="Seconds between recomputing the drift gauges /metrics shows (0: no drift gauges); see `adaptlab drift`.",
+    ),
 ) -> None:
     """OpenAI-compatible server for every registered adaptation of one base model (or several: --model A,B)."""
     import uvicorn
@@ -1231,8 +1563,14 @@ def serve_cmd(
     from adaptlab.utils import set_torch_threads
 
     try:
-        config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, memory_cap_mb=memory_cap_mb,
-                             max_new_tokens=max_new_tokens, batching=batching, prompt_cache=prompt_cache)
+        config = ServeConfig(
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            memory_cap_mb=memory_cap_mb,
+            max_new_tokens=max_new_tokens,
+            batching=batching,
+            prompt_cache=prompt_cache,
+        )
         reg = _registry(registry)
         set_torch_threads()
         names = [m.strip() for m in model.split(",") if m.strip()]
@@ -1244,35 +1582,53 @@ def serve_cmd(
             from adaptlab.ui.app import include_ui
             from adaptlab.ui.state import UiState
 
-            include_ui(app_, UiState(ui_dir, reg, model=names[0], key_required=not no_auth, service=service,
-                                     max_upload_bytes=max_body_kb * 1024))
+            include_ui(
+                app_,
+                UiState(
+                    ui_dir,
+                    reg,
+                    model=names[0],
+                    key_required=not no_auth,
+                    service=service,
+                    max_upload_bytes=max_body_kb * 1024,
+                ),
+            )
         for name in filter(None, (p.strip() for p in preload.split(","))):
             service.resolve(name)
     except (ValueError, *_registry_errors()) as err:
         _fail(err)
     except Exception as err:  # noqa: BLE001 - ServingError from preload
         _fail(err)
-    console.print(f"serving {', '.join(b.name for b in bases)} + {len(reg.tasks())} tasks on http://{host}:{port}/v1 "
-                  f"({'no auth' if no_auth else 'API keys required'})"
-                  + (f"; workbench on http://{host}:{port}/ui/" if ui else ""))
+    console.print(
+        f"serving {', '.join(b.name for b in bases)} + {len(reg.tasks())} tasks on http://{host}:{port}/v1 "
+        f"({'no auth' if no_auth else 'API keys required'})"
+        + (f"; workbench on http://{host}:{port}/ui/" if ui else "")
+    )
     uvicorn.run(app_, host=host, port=port, log_level="warning")
     service.close()
 
 
 @app.command("ui")
 def ui_cmd(
-    host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond loopback, signing in with an API key "
-                                               "scoped to '*' is required."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to bind. Beyond loopback, signing in with an API key scoped to '*' is required."
+    ),
     port: int = typer.Option(7860, help="Port."),
-    workdir: Path = typer.Option(Path("adaptlab-ui"), help="Work folder: uploads, compares (each a run folder), "
-                                                         "exports. Restarting on the same folder shows them again."),
+    workdir: Path = typer.Option(
+        Path("adaptlab-ui"),
+        help="Work folder: uploads, compares (each a run folder), "
+        "exports. Restarting on the same folder shows them again.",
+    ),
     model: str = typer.Option(DEFAULT_MODEL, help="Base model of the playground and the default of the compare form."),
     registry: Path | None = REGISTRY_OPT,
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
     require_key: bool = typer.Option(False, help="Require signing in on loopback too."),
     max_upload_mb: int = typer.Option(20, help="Largest upload."),
-    open_: list[Path] = typer.Option([], "--open", help="A run folder made by `adaptlab compare` to list among "
-                                                         "the compares (it stays where it is); repeatable."),
+    open_: list[Path] = typer.Option(
+        [],
+        "--open",
+        help="A run folder made by `adaptlab compare` to list among the compares (it stays where it is); repeatable.",
+    ),
 ) -> None:
     """The web workbench: data check, compare (live), report, registry, playground and feedback."""
     import ipaddress
@@ -1290,12 +1646,14 @@ def ui_cmd(
         reg = _registry(registry)
         need_key = require_key or not loopback
         if need_key and not any("*" in k["tasks"] and not k["revoked"] for k in reg.api_keys.list()):
-            raise ValueError(f"binding {host} needs a key to sign in with: create one with "
-                             "`adaptlab keys add NAME --tasks '*'`")
+            raise ValueError(
+                f"binding {host} needs a key to sign in with: create one with `adaptlab keys add NAME --tasks '*'`"
+            )
         if max_upload_mb < 1:
             raise ValueError(f"--max-upload-mb {max_upload_mb}: must be at least 1")
-        st = UiState(workdir, reg, model=model, data_dir=data_dir, key_required=need_key,
-                     max_upload_bytes=max_upload_mb << 20)
+        st = UiState(
+            workdir, reg, model=model, data_dir=data_dir, key_required=need_key, max_upload_bytes=max_upload_mb << 20
+        )
         web = create_ui(st)
         for folder in open_:
             web.state.jobs.adopt(folder)
@@ -1303,8 +1661,10 @@ def ui_cmd(
         _fail(ValueError(err.message))
     except (ValueError, OSError, *_registry_errors()) as err:
         _fail(err)
-    console.print(f"adaptlab ui on http://{'[' + host + ']' if ':' in host else host}:{port}/ui/ "
-                  f"({'sign-in with a key required' if need_key else 'loopback, no sign-in'}; work folder {workdir})")
+    console.print(
+        f"adaptlab ui on http://{'[' + host + ']' if ':' in host else host}:{port}/ui/ "
+        f"({'sign-in with a key required' if need_key else 'loopback, no sign-in'}; work folder {workdir})"
+    )
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 

@@ -27,7 +27,7 @@ from adaptlab.models.adaptation import Contribution
 from adaptlab.models.types import BaseModel
 from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
 
-FORMATS = ("peft", "merged")   # and gguf: adaptlab.export_gguf
+FORMATS = ("peft", "merged")  # and gguf: adaptlab.export_gguf
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -52,16 +52,24 @@ def _fresh(out: Path, force: bool) -> Path:
     return out
 
 
-def export(artifact_dir: str | Path, out: str | Path, fmt: str, base: BaseModel | None = None,
-           force: bool = False, allow_partial: bool = False) -> Path:
+def export(
+    artifact_dir: str | Path,
+    out: str | Path,
+    fmt: str,
+    base: BaseModel | None = None,
+    force: bool = False,
+    allow_partial: bool = False,
+) -> Path:
     """Write ``artifact_dir`` as ``fmt`` into ``out``; ``base`` is needed for ``merged``."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}, or gguf (adaptlab.export_gguf)")
     src = Path(artifact_dir)
     meta = _meta(src)
     if meta.get("kind") == "prompt":
-        raise ExportError(f"{src}: a {meta['strategy']} artifact is a prompt (JSON), not weights; use it as it is "
-                          f"with any backend, or serve it with `adaptlab serve`")
+        raise ExportError(
+            f"{src}: a {meta['strategy']} artifact is a prompt (JSON), not weights; use it as it is "
+            f"with any backend, or serve it with `adaptlab serve`"
+        )
     if fmt == "peft":
         return _export_peft(src, meta, Path(out), force, allow_partial)
     return _export_merged(src, meta, Path(out), base, force, allow_partial)
@@ -73,8 +81,10 @@ def _export_peft(src: Path, meta: dict, out: Path, force: bool, allow_partial: b
     if not peft:
         raise ExportError(f"{src}: a {strategy} artifact has no adapter; export it with --format merged")
     if peft.get("drops") and not allow_partial:
-        raise ExportError(f"{src}: a {strategy} artifact has no single PEFT form; pass --allow-partial to export "
-                          f"its adapter alone ({peft['drops']} is dropped)")
+        raise ExportError(
+            f"{src}: a {strategy} artifact has no single PEFT form; pass --allow-partial to export "
+            f"its adapter alone ({peft['drops']} is dropped)"
+        )
     files_from = src / peft["dir"]
     missing = [f for f in PEFT_FILES if not (files_from / f).is_file()]
     if missing:
@@ -87,13 +97,17 @@ def _export_peft(src: Path, meta: dict, out: Path, force: bool, allow_partial: b
         f"(adaptlab fingerprint {meta['base_model']['fingerprint']}).\nTask: {meta['task']}"
         + (f"; labels: {', '.join(meta['labels'])}" if meta.get("labels") else "")
         + f".\nPrompt template: `{meta['template']['template']!r}`"
-        + (", sent as one user turn in the base model's chat template (the answer is the assistant's turn)"
-           if meta["template"].get("chat_turn") else "") + "\n")
+        + (
+            ", sent as one user turn in the base model's chat template (the answer is the assistant's turn)"
+            if meta["template"].get("chat_turn")
+            else ""
+        )
+        + "\n"
+    )
     return out
 
 
-def _export_merged(src: Path, meta: dict, out: Path, base: BaseModel | None, force: bool,
-                   allow_partial: bool) -> Path:
+def _export_merged(src: Path, meta: dict, out: Path, base: BaseModel | None, force: bool, allow_partial: bool) -> Path:
     """Weights of its own, or LoRA deltas added into a copy of the base weights; never the shared base."""
     strategy = meta["strategy"]
     if base is None:
@@ -104,19 +118,32 @@ def _export_merged(src: Path, meta: dict, out: Path, base: BaseModel | None, for
         raise ExportError(str(e)) from None
     c = art.contribution()
     has_weights = c.model is not None or bool(c.lora)
-    not_weights = [what for what, present in (("a soft prompt", c.soft is not None), ("a prefix", c.prefix is not None))
-                   if present]
+    not_weights = [
+        what for what, present in (("a soft prompt", c.soft is not None), ("a prefix", c.prefix is not None)) if present
+    ]
     if not has_weights or (not_weights and not allow_partial):
-        raise ExportError(f"{src}: a {strategy} artifact holds {' and '.join(not_weights) or 'no weights'}, which is "
-                          f"not weights and cannot be merged; export it with --format peft"
-                          + (" or pass --allow-partial to merge its weights alone" if has_weights else ""))
+        raise ExportError(
+            f"{src}: a {strategy} artifact holds {' and '.join(not_weights) or 'no weights'}, which is "
+            f"not weights and cannot be merged; export it with --format peft"
+            + (" or pass --allow-partial to merge its weights alone" if has_weights else "")
+        )
     model = merged_model(base, c)
     out = _fresh(out, force)
     model.save_pretrained(out, safe_serialization=True)
     base.tokenizer.save_pretrained(out)
-    (out / "adaptlab_export.json").write_text(json.dumps(
-        {"from": str(src), "strategy": strategy, "task": meta["task"], "labels": meta.get("labels"),
-         "template": meta["template"], "base_model": meta["base_model"]}, indent=2))
+    (out / "adaptlab_export.json").write_text(
+        json.dumps(
+            {
+                "from": str(src),
+                "strategy": strategy,
+                "task": meta["task"],
+                "labels": meta.get("labels"),
+                "template": meta["template"],
+                "base_model": meta["base_model"],
+            },
+            indent=2,
+        )
+    )
     return out
 
 
@@ -130,5 +157,5 @@ def merged_model(base: BaseModel, c: Contribution) -> torch.nn.Module:
     model = copy.deepcopy(c.model if c.model is not None else base.model)
     for name, d in c.lora.items():
         lin = model.get_submodule(name)
-        lin.weight += (d.b.to(lin.weight) @ d.a.to(lin.weight)) * d.scale               # (out, in)
+        lin.weight += (d.b.to(lin.weight) @ d.a.to(lin.weight)) * d.scale  # (out, in)
     return model

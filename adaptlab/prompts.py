@@ -79,13 +79,17 @@ class PromptTemplate:
             raise TemplateError(f"template '{self.name}': uses {{instruction}} but the instruction is empty")
         bad = _fields(self.instruction, "instruction") - {"labels"}
         if bad:
-            raise TemplateError(f"template '{self.name}': instruction may only use {{labels}}, "
-                                f"not {', '.join(_braces(b) for b in sorted(bad))}")
+            raise TemplateError(
+                f"template '{self.name}': instruction may only use {{labels}}, "
+                f"not {', '.join(_braces(b) for b in sorted(bad))}"
+            )
         ex = _fields(self.example_format, "example_format")
         bad = ex - EXAMPLE_PLACEHOLDERS
         if bad:
-            raise TemplateError(f"template '{self.name}': example_format: unknown placeholder(s) "
-                                f"{', '.join(_braces(b) for b in sorted(bad))}; allowed: {{text}}, {{label}}")
+            raise TemplateError(
+                f"template '{self.name}': example_format: unknown placeholder(s) "
+                f"{', '.join(_braces(b) for b in sorted(bad))}; allowed: {{text}}, {{label}}"
+            )
         if not ({"text", "input"} & ex) or not ({"label", "target"} & ex):
             raise TemplateError(f"template '{self.name}': example_format needs {{text}} and {{label}}")
 
@@ -93,8 +97,7 @@ class PromptTemplate:
     def fields(self) -> set[str]:
         return _fields(self.template)
 
-    def render(self, text: str, labels: list[str] | None = None,
-               examples: list[tuple[str, str]] | None = None) -> str:
+    def render(self, text: str, labels: list[str] | None = None, examples: list[tuple[str, str]] | None = None) -> str:
         """The prompt for ``text``; ``examples`` are (input, answer) pairs shown before it."""
         fields = self.fields
         label_list = None
@@ -136,9 +139,11 @@ def as_instruction(text: str, labels: bool = True) -> str:
 
 # How a single-input task's prompt reaches the model (chat tasks always go through the chat template).
 PROMPT_FORMATS = ("auto", "chat", "plain")
-PROMPT_FORMAT_HELP = ("How a single-input prompt reaches the model: chat (one user turn in the base model's chat "
-                      "template, the answer its assistant turn), plain (the prompt text as it is), or auto (chat "
-                      "when the base model has a chat template, as instruction-tuned models do).")
+PROMPT_FORMAT_HELP = (
+    "How a single-input prompt reaches the model: chat (one user turn in the base model's chat "
+    "template, the answer its assistant turn), plain (the prompt text as it is), or auto (chat "
+    "when the base model has a chat template, as instruction-tuned models do)."
+)
 
 
 def check_prompt_format(value, owner: str) -> None:
@@ -161,6 +166,7 @@ DEFAULT_CLASSIFICATION = PromptTemplate(
     name="instruct-labels",
     template="Classify the text into one of these categories: {labels}.\nText: {text}\nCategory:",
 )
+
 
 # The built-in hard-prompt templates, instruction paraphrases and training frames are each task
 # type's own (adaptlab/tasks/<type>.py: ``templates``, ``paraphrases``, ``train_frame``); these read them.
@@ -195,7 +201,7 @@ def load_template(spec: str, task: str) -> PromptTemplate:
     if spec in builtins:
         return builtins[spec]
     path = Path(spec)
-    if "{" not in spec and path.suffix in (".json", ".txt", ".tmpl") :
+    if "{" not in spec and path.suffix in (".json", ".txt", ".tmpl"):
         if not path.exists():
             raise TemplateError(f"{path}: template file not found")
         raw = path.read_text(encoding="utf-8")
@@ -214,5 +220,7 @@ def load_template(spec: str, task: str) -> PromptTemplate:
         return PromptTemplate(path.stem, raw.rstrip("\n"))
     if "{" in spec:
         return PromptTemplate("inline", spec)
-    raise TemplateError(f"unknown template {spec!r}: not a built-in {task} template "
-                        f"({', '.join(builtins)}), a file, or a string with {{text}}")
+    raise TemplateError(
+        f"unknown template {spec!r}: not a built-in {task} template "
+        f"({', '.join(builtins)}), a file, or a string with {{text}}"
+    )

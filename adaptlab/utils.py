@@ -123,15 +123,17 @@ def provenance_lines(meta: dict, packages: tuple[str, ...] = ("torch", "transfor
     m, v = meta["machine"], meta["versions"]
     threads = f", torch threads {m['torch_threads']}" if "torch_threads" in m else ""
     versions = ", ".join(f"{p} {v.get(p)}" for p in packages)
-    return [f"Command: `{meta['command']}`  ",
-            f"Machine: {m['processor']}, {m['cpu_count']} cores{threads}; {meta['date']}; {versions}  "]
+    return [
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {m['processor']}, {m['cpu_count']} cores{threads}; {meta['date']}; {versions}  ",
+    ]
 
 
 class TimeUp(Exception):
     """A run went past the time it was given (:func:`time_limit`): the compare cuts it and says so."""
 
 
-_DEADLINE: list[float] = []   # monotonic seconds, innermost last
+_DEADLINE: list[float] = []  # monotonic seconds, innermost last
 
 
 class time_limit:

@@ -32,29 +32,152 @@ TABLE = ROOT / "docs" / "results" / "dependable_answers.md"
 # Per dataset: the compare's arguments (everything but --budget and --out) and the committed full grid
 # whose answer the row is judged against, where one exists.
 JOBS = {
-    "demo": (["DEMO"], None),   # `adaptlab demo --budget B`: make demo's own compare
-    "fpb": (["--data", "financial_phrasebank", "--train-sizes", "64,256,1000", "--test-limit", "300",
-             "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
+    "demo": (["DEMO"], None),  # `adaptlab demo --budget B`: make demo's own compare
+    "fpb": (
+        [
+            "--data",
+            "financial_phrasebank",
+            "--train-sizes",
+            "64,256,1000",
+            "--test-limit",
+            "300",
+            "--fragility-k",
+            "1",
+            "--fragility-examples",
+            "16",
+            "--consistency-examples",
+            "0",
+        ],
+        None,
+    ),
     # All 3,872 train rows at a 15-minute budget: refused at the start, with the budget that would fit.
-    "fpb_all": (["--data", "financial_phrasebank", "--train-sizes", "64,256,all", "--test-limit", "300",
-                 "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
-    "ag_news": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",
-                 "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
-    "ag_news_500": (["--data", "ag_news", "--train-sizes", "64,256,500", "--test-limit", "300",
-                     "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"], None),
-    "ag_news_k16": (["--data", "ag_news", "--train-sizes", "64,256,1000", "--test-limit", "300",
-                     "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0",
-                     "--set", "few_shot.k=16"], None),
+    "fpb_all": (
+        [
+            "--data",
+            "financial_phrasebank",
+            "--train-sizes",
+            "64,256,all",
+            "--test-limit",
+            "300",
+            "--fragility-k",
+            "1",
+            "--fragility-examples",
+            "16",
+            "--consistency-examples",
+            "0",
+        ],
+        None,
+    ),
+    "ag_news": (
+        [
+            "--data",
+            "ag_news",
+            "--train-sizes",
+            "64,256,1000",
+            "--test-limit",
+            "300",
+            "--fragility-k",
+            "1",
+            "--fragility-examples",
+            "16",
+            "--consistency-examples",
+            "0",
+        ],
+        None,
+    ),
+    "ag_news_500": (
+        [
+            "--data",
+            "ag_news",
+            "--train-sizes",
+            "64,256,500",
+            "--test-limit",
+            "300",
+            "--fragility-k",
+            "1",
+            "--fragility-examples",
+            "16",
+            "--consistency-examples",
+            "0",
+        ],
+        None,
+    ),
+    "ag_news_k16": (
+        [
+            "--data",
+            "ag_news",
+            "--train-sizes",
+            "64,256,1000",
+            "--test-limit",
+            "300",
+            "--fragility-k",
+            "1",
+            "--fragility-examples",
+            "16",
+            "--consistency-examples",
+            "0",
+            "--set",
+            "few_shot.k=16",
+        ],
+        None,
+    ),
     # The same >1,000-token few-shot prompts where few-shot is reached: a user asking "prompt or LoRA?"
     # (in the full list above, the race spends the budget on LoRA and hybrid before any prompt).
-    "ag_news_k16_prompts": (["--data", "ag_news", "--strategies", "zero_shot,few_shot,lora", "--train-sizes",
-                             "64,256,1000", "--test-limit", "300", "--fragility-k", "1", "--fragility-examples",
-                             "16", "--consistency-examples", "0", "--set", "few_shot.k=16"], None),
-    "banking77": (["--data", "banking77", "--train-sizes", "16,256,1000", "--test-limit", "385",
-                   "--fragility-k", "1", "--fragility-examples", "16", "--consistency-examples", "0"],
-                  "compare_banking77"),
-    "e2e": (["--data", "e2e_nlg", "--strategies", "zero_shot,few_shot,lora,soft_prompt", "--train-sizes", "64,256",
-             "--test-limit", "100", "--fragility-k", "0", "--consistency-examples", "0"], "compare_e2e"),
+    "ag_news_k16_prompts": (
+        [
+            "--data",
+            "ag_news",
+            "--strategies",
+            "zero_shot,few_shot,lora",
+            "--train-sizes",
+            "64,256,1000",
+            "--test-limit",
+            "300",
+            "--fragility-k",
+            "1",
+            "--fragility-examples",
+            "16",
+            "--consistency-examples",
+            "0",
+            "--set",
+            "few_shot.k=16",
+        ],
+        None,
+    ),
+    "banking77": (
+        [
+            "--data",
+            "banking77",
+            "--train-sizes",
+            "16,256,1000",
+            "--test-limit",
+            "385",
+            "--fragility-k",
+            "1",
+            "--fragility-examples",
+            "16",
+            "--consistency-examples",
+            "0",
+        ],
+        "compare_banking77",
+    ),
+    "e2e": (
+        [
+            "--data",
+            "e2e_nlg",
+            "--strategies",
+            "zero_shot,few_shot,lora,soft_prompt",
+            "--train-sizes",
+            "64,256",
+            "--test-limit",
+            "100",
+            "--fragility-k",
+            "0",
+            "--consistency-examples",
+            "0",
+        ],
+        "compare_e2e",
+    ),
 }
 
 
@@ -78,8 +201,11 @@ def launch(args: list[str], budget: str, half: bool, out: Path) -> tuple[subproc
     if out.exists():
         shutil.rmtree(out)
     exe = str(ROOT / ".venv" / "bin" / "adaptlab")
-    cmd = ([exe, "demo", "--budget", budget, "--out", str(out)] if args == ["DEMO"] else
-           [exe, "compare", *args, "--budget", budget, "--out", str(out), "--no-progress"])
+    cmd = (
+        [exe, "demo", "--budget", budget, "--out", str(out)]
+        if args == ["DEMO"]
+        else [exe, "compare", *args, "--budget", budget, "--out", str(out), "--no-progress"]
+    )
     env = dict(os.environ)
     if half:
         cmd = ["taskset", "-c", "0", *cmd]
@@ -88,16 +214,20 @@ def launch(args: list[str], budget: str, half: bool, out: Path) -> tuple[subproc
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
     (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
-    return proc, {"budget": budget, "slowdown": "half speed (taskset -c 0)" if half else "none",
-                  "command": " ".join(cmd[cmd.index(exe):]).replace(str(ROOT) + "/", ""), "exit": proc.returncode,
-                  "wall_s": round(wall, 1), "machine": f"{platform.node()} {os.cpu_count()} cores"}
+    return proc, {
+        "budget": budget,
+        "slowdown": "half speed (taskset -c 0)" if half else "none",
+        "command": " ".join(cmd[cmd.index(exe) :]).replace(str(ROOT) + "/", ""),
+        "exit": proc.returncode,
+        "wall_s": round(wall, 1),
+        "machine": f"{platform.node()} {os.cpu_count()} cores",
+    }
 
 
 def run(job: str, budget: str, half: bool, out: Path) -> dict:
     args, grid = JOBS[job]
     proc, common = launch(args, budget, half, out)
-    row = {"data": job, **common,
-           "date": time.strftime("%Y-%m-%d %H:%M"), "full_grid": grid_answer(grid)}
+    row = {"data": job, **common, "date": time.strftime("%Y-%m-%d %H:%M"), "full_grid": grid_answer(grid)}
     from adaptlab.compare.config import parse_budget
 
     row["budget_s"] = parse_budget(budget)
@@ -111,35 +241,52 @@ def run(job: str, budget: str, half: bool, out: Path) -> dict:
     recs = load_results(out)
     best = recommend(recs, Constraints())
     measured = any(r["run"]["strategy"] == best.winner and r["run"]["train_size"] in (0, race["target"]) for r in recs)
-    row.update(target=race["target"], recommended=best.winner, ranked_at=best.target, measured_at_target=measured,
-               decision=race["decision"], runs=race["runs"], compare_minutes=round(race["minutes"], 2),
-               never_run=[n["strategy"] for n in race.get("never_run", [])],
-               within_budget=row["wall_s"] <= 1.05 * row["budget_s"], quality=best.ranked[0]["quality"] if best.ranked else None,
-               metric=best.metric)
+    row.update(
+        target=race["target"],
+        recommended=best.winner,
+        ranked_at=best.target,
+        measured_at_target=measured,
+        decision=race["decision"],
+        runs=race["runs"],
+        compare_minutes=round(race["minutes"], 2),
+        never_run=[n["strategy"] for n in race.get("never_run", [])],
+        within_budget=row["wall_s"] <= 1.05 * row["budget_s"],
+        quality=best.ranked[0]["quality"] if best.ranked else None,
+        metric=best.metric,
+    )
     return row
 
 
 def summarize() -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    lines = ["# Dependable answers (issue 26): the adaptive compare on data it was not built on",
-             "", "Produced by `python bench/dependable_answers.py JOB --budget B [--half-speed]`, one compare at a "
-             "time (anything else that shared the 2 cores is said in the row), model Gemma 3 270M. Wall time is "
-             "the whole command (model load, tuning, runs, final measurements, report). Machines: the rows up to "
-             "2026-12-02 ran on a VM whose matrix-product probe read 57-64 GFLOP/s, the later ones on one that "
-             "read 119-131 (the JSON's `machine` and `date`); notes in `dependable_answers_notes.md`.", "",
-             "| data | budget | slowdown | target | recommended | measured at target | quality | wall / budget | "
-             "never run | full grid | decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Dependable answers (issue 26): the adaptive compare on data it was not built on",
+        "",
+        "Produced by `python bench/dependable_answers.py JOB --budget B [--half-speed]`, one compare at a "
+        "time (anything else that shared the 2 cores is said in the row), model Gemma 3 270M. Wall time is "
+        "the whole command (model load, tuning, runs, final measurements, report). Machines: the rows up to "
+        "2026-12-02 ran on a VM whose matrix-product probe read 57-64 GFLOP/s, the later ones on one that "
+        "read 119-131 (the JSON's `machine` and `date`); notes in `dependable_answers_notes.md`.",
+        "",
+        "| data | budget | slowdown | target | recommended | measured at target | quality | wall / budget | "
+        "never run | full grid | decision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         data = r["data"] + (f" ({r['note']})" if r.get("note") else "")
         if r.get("error"):
-            lines.append(f"| {data} | {r['budget']} | {r['slowdown']} | - | refused: {' '.join(r['error'])} | | | "
-                         f"{r['wall_s']:.0f} s | | {r.get('full_grid') or '-'} | |")
+            lines.append(
+                f"| {data} | {r['budget']} | {r['slowdown']} | - | refused: {' '.join(r['error'])} | | | "
+                f"{r['wall_s']:.0f} s | | {r.get('full_grid') or '-'} | |"
+            )
             continue
-        lines.append(f"| {data} | {r['budget']} | {r['slowdown']} | {r['target']} | {r['recommended']} "
-                     f"(at {r['ranked_at']}) | {'yes' if r['measured_at_target'] else '**no**'} | "
-                     f"{r['metric']} {r['quality']:.3f} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
-                     f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {', '.join(r['never_run']) or '-'} | "
-                     f"{r.get('full_grid') or '-'} | {r['decision']} |")
+        lines.append(
+            f"| {data} | {r['budget']} | {r['slowdown']} | {r['target']} | {r['recommended']} "
+            f"(at {r['ranked_at']}) | {'yes' if r['measured_at_target'] else '**no**'} | "
+            f"{r['metric']} {r['quality']:.3f} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
+            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {', '.join(r['never_run']) or '-'} | "
+            f"{r.get('full_grid') or '-'} | {r['decision']} |"
+        )
     TABLE.write_text("\n".join(lines) + "\n")
 
 

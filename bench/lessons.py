@@ -44,9 +44,14 @@ def grid_rows(folder: Path) -> list[dict]:
             fam = get_strategy(s).changes
             best[fam] = max(best.get(fam, 0.0), statistics.fmean(q))
         ranked = sorted(best, key=lambda f: -best[f])
-        rows.append({"grid": folder.name, "train_size": n,
-                     "rank": {f: i + 1 for i, f in enumerate(ranked)},
-                     "quality": {f: round(best[f], 4) for f in ranked}})
+        rows.append(
+            {
+                "grid": folder.name,
+                "train_size": n,
+                "rank": {f: i + 1 for i, f in enumerate(ranked)},
+                "quality": {f: round(best[f], 4) for f in ranked},
+            }
+        )
     return rows
 
 
@@ -55,8 +60,15 @@ def main() -> None:
     for folder in sorted((ROOT / "docs" / "results").glob("compare_*")):
         if (folder / "results").is_dir() and not (folder / "race.json").exists():
             rows += grid_rows(folder)
-    atomic_write_json(OUT, {"command": "python bench/lessons.py", "made": datetime.date.today().isoformat(),
-                            "source": "docs/results/compare_*/results (full grids)", "rows": rows})
+    atomic_write_json(
+        OUT,
+        {
+            "command": "python bench/lessons.py",
+            "made": datetime.date.today().isoformat(),
+            "source": "docs/results/compare_*/results (full grids)",
+            "rows": rows,
+        },
+    )
     for r in rows:
         print(f"{r['grid']:>24} n={r['train_size']:<5} " + " > ".join(r["rank"]))
     print(f"wrote {OUT.relative_to(ROOT)} ({len(rows)} rows)")

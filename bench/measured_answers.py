@@ -37,11 +37,38 @@ FEW = ["--fragility-k", "1", "--fragility-examples", "16", "--consistency-exampl
 JOBS = {
     **{k: EARLIER[k] for k in ("demo", "fpb", "ag_news", "ag_news_500", "banking77")},
     "sst2_32": (["--data", "sst2", "--train-sizes", "16,32", "--test-limit", "300", *FEW], "compare_sst2"),
-    "e2e_256": (["--data", "e2e_nlg", "--train-sizes", "64,256", "--test-limit", "100", "--fragility-k", "0",
-                 "--consistency-examples", "0"], "compare_e2e"),
-    "viggo_smollm2": (["--data", "viggo", "--model", "smollm2-135m-instruct", "--train-sizes", "64,256",
-                       "--test-limit", "100", "--fragility-k", "0", "--consistency-examples", "0"],
-                      "compare_viggo_smollm2"),
+    "e2e_256": (
+        [
+            "--data",
+            "e2e_nlg",
+            "--train-sizes",
+            "64,256",
+            "--test-limit",
+            "100",
+            "--fragility-k",
+            "0",
+            "--consistency-examples",
+            "0",
+        ],
+        "compare_e2e",
+    ),
+    "viggo_smollm2": (
+        [
+            "--data",
+            "viggo",
+            "--model",
+            "smollm2-135m-instruct",
+            "--train-sizes",
+            "64,256",
+            "--test-limit",
+            "100",
+            "--fragility-k",
+            "0",
+            "--consistency-examples",
+            "0",
+        ],
+        "compare_viggo_smollm2",
+    ),
 }
 
 
@@ -50,8 +77,14 @@ def run(job: str, budget: str, half: bool, out: Path, beside: str) -> dict:
     proc, common = launch(args, budget, half, out)
     from adaptlab.compare.config import parse_budget
 
-    row = {"data": job, **common, "budget_s": parse_budget(budget), "beside": beside,
-           "date": time.strftime("%Y-%m-%d %H:%M"), "full_grid": grid_answer(grid)}
+    row = {
+        "data": job,
+        **common,
+        "budget_s": parse_budget(budget),
+        "beside": beside,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "full_grid": grid_answer(grid),
+    }
     if proc.returncode != 0:
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         return row
@@ -71,8 +104,10 @@ def agreement(out: Path, grid: str | None) -> dict:
     if full.target != mine.target:
         return {"agrees": None, "agreement": f"the grid ranks at {full.target}, this compare at {mine.target}"}
     tie = {full.winner} | {p["b"] for p in full.paired if p["a"] == full.winner and p["lo"] <= 0}
-    return {"agrees": mine.winner in tie, "agreement": f"grid: {full.winner}, tied with it: "
-                                                       f"{', '.join(sorted(tie - {full.winner})) or 'none'}"}
+    return {
+        "agrees": mine.winner in tie,
+        "agreement": f"grid: {full.winner}, tied with it: {', '.join(sorted(tie - {full.winner})) or 'none'}",
+    }
 
 
 def judge(out: Path) -> dict:
@@ -90,14 +125,30 @@ def judge(out: Path) -> dict:
     at_target = any(r["run"]["strategy"] == best.winner and r["run"]["train_size"] in (0, race["target"]) for r in recs)
     rule = next((r for r in best.fired if r in ("prompt_enough", "near_tie", "training_wins")), None)
     line = race["decision"]
-    state = ("decided" if line.startswith("decided") else "tie resolved" if line.startswith("tie resolved")
-             else "not decided")
-    return {"target": race["target"], "recommended": best.winner, "ranked_at": best.target,
-            "measured_at_target": at_target, "quality": best.ranked[0]["quality"] if best.ranked else None,
-            "metric": best.metric, "asked": asked, "measured": measured,
-            "left_out": [x["candidate"] for x in race.get("left_out", [])],
-            "both_sides": {"prompt", "gradient"} <= kinds, "state": state, "rule": rule, "decision": line,
-            "runs": race["runs"], "compare_minutes": round(race["minutes"], 2)}
+    state = (
+        "decided"
+        if line.startswith("decided")
+        else "tie resolved"
+        if line.startswith("tie resolved")
+        else "not decided"
+    )
+    return {
+        "target": race["target"],
+        "recommended": best.winner,
+        "ranked_at": best.target,
+        "measured_at_target": at_target,
+        "quality": best.ranked[0]["quality"] if best.ranked else None,
+        "metric": best.metric,
+        "asked": asked,
+        "measured": measured,
+        "left_out": [x["candidate"] for x in race.get("left_out", [])],
+        "both_sides": {"prompt", "gradient"} <= kinds,
+        "state": state,
+        "rule": rule,
+        "decision": line,
+        "runs": race["runs"],
+        "compare_minutes": round(race["minutes"], 2),
+    }
 
 
 def rejudge(job: str, budget: str, half: bool) -> None:
@@ -105,8 +156,11 @@ def rejudge(job: str, budget: str, half: bool) -> None:
 
     out = ROOT / "runs" / "measured" / f"{job}-{budget}{'-half' if half else ''}"
     rows = json.loads(RESULTS.read_text())
-    i = max(k for k, r in enumerate(rows) if r["data"] == job and r["budget"] == budget
-            and (r["slowdown"] != "none") == half)
+    i = max(
+        k
+        for k, r in enumerate(rows)
+        if r["data"] == job and r["budget"] == budget and (r["slowdown"] != "none") == half
+    )
     before = {r.id for r in load_results(out)}
     cmd = rows[i]["command"].split()
     cmd[0] = str(ROOT / cmd[0])
@@ -114,36 +168,48 @@ def rejudge(job: str, budget: str, half: bool) -> None:
     if proc.returncode != 0 or {r.id for r in load_results(out)} != before:
         sys.exit(f"{job}: the resumed compare ran something or failed (exit {proc.returncode}); not re-judged")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    rows[i] = {**rows[i], **judge(out), **agreement(out, JOBS[job][1]), "rejudged": f"decision made again by commit {commit.strip()} "
-                                                    f"({time.strftime('%Y-%m-%d %H:%M')}), no run added"}
+    rows[i] = {
+        **rows[i],
+        **judge(out),
+        **agreement(out, JOBS[job][1]),
+        "rejudged": f"decision made again by commit {commit.strip()} ({time.strftime('%Y-%m-%d %H:%M')}), no run added",
+    }
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def summarize() -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    lines = ["# Measured answers (issue 36): every candidate measured, both sides, the winner at the target",
-             "", "Produced by `python bench/measured_answers.py JOB --budget B [--half-speed] [--beside TEXT]`, one "
-             "compare at a time, model Gemma 3 270M unless the command names another; wall time is the whole "
-             "command (model load, tuning, runs, final measurements, report). `beside`: what else ran on the 2 "
-             "cores meanwhile.", "",
-             "| data | budget | slowdown | candidates measured / asked | both sides | recommended | winner measured "
-             "at target | decided or tied (rule) | wall / budget | full grid | beside | decision |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Measured answers (issue 36): every candidate measured, both sides, the winner at the target",
+        "",
+        "Produced by `python bench/measured_answers.py JOB --budget B [--half-speed] [--beside TEXT]`, one "
+        "compare at a time, model Gemma 3 270M unless the command names another; wall time is the whole "
+        "command (model load, tuning, runs, final measurements, report). `beside`: what else ran on the 2 "
+        "cores meanwhile.",
+        "",
+        "| data | budget | slowdown | candidates measured / asked | both sides | recommended | winner measured "
+        "at target | decided or tied (rule) | wall / budget | full grid | beside | decision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("error"):
-            lines.append(f"| {r['data']} | {r['budget']} | {r['slowdown']} | refused: {' '.join(r['error'])} | | | "
-                         f"| | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | |")
+            lines.append(
+                f"| {r['data']} | {r['budget']} | {r['slowdown']} | refused: {' '.join(r['error'])} | | | "
+                f"| | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | |"
+            )
             continue
         left = f" (left out: {', '.join(r['left_out'])})" if r["left_out"] else ""
         again = f" ({r['rejudged']})" if r.get("rejudged") else ""
-        grid = (r.get("full_grid") or "-") + ({True: " (agrees)", False: " (**disagrees**)"}.get(r.get("agrees"), "")
-                                              if r.get("full_grid") else "")
+        grid = (r.get("full_grid") or "-") + (
+            {True: " (agrees)", False: " (**disagrees**)"}.get(r.get("agrees"), "") if r.get("full_grid") else ""
+        )
         lines.append(
             f"| {r['data']} | {r['budget']} | {r['slowdown']} | {len(r['measured'])} / {len(r['asked'])}{left} | "
             f"{'yes' if r['both_sides'] else '**no**'} | {r['recommended']} (at {r['ranked_at']}, {r['metric']} "
             f"{r['quality']:.3f}) | {'yes' if r['measured_at_target'] else '**no**'} | {r['state']}"
             f"{' (' + r['rule'] + ')' if r['rule'] else ''} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
-            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {r['decision']}{again} |")
+            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {r['decision']}{again} |"
+        )
     TABLE.write_text("\n".join(lines) + "\n")
 
 
@@ -154,9 +220,12 @@ def main() -> None:
     ap.add_argument("--half-speed", action="store_true")
     ap.add_argument("--beside", default="", help="what else ran on the cores meanwhile")
     ap.add_argument("--summarize", action="store_true")
-    ap.add_argument("--rejudge", action="store_true",
-                    help="resume the row's finished compare (nothing left to run: its decision and report are made "
-                         "again by the code now) and replace its judgment; runs and wall time stay the first run's")
+    ap.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="resume the row's finished compare (nothing left to run: its decision and report are made "
+        "again by the code now) and replace its judgment; runs and wall time stay the first run's",
+    )
     a = ap.parse_args()
     if a.rejudge:
         rejudge(a.job, a.budget, a.half_speed)

@@ -35,19 +35,59 @@ names = [f"lora-{i:02d}" for i in range(8)]
 for n, f in zip(names, folders):
     reg.register(f, n)
 srv = Server("gemma-3-270m", d / "registry", "mixed", 32, 20.0, preload=names)
+
+
 def batches():
     m = requests.get(srv.url + "/metrics").text
-    c = float(re.search(r"^adaptlab_batch_rows_count (\S+)", m, re.M).group(1)); s = float(re.search(r"^adaptlab_batch_rows_sum (\S+)", m, re.M).group(1))
+    c = float(re.search(r"^adaptlab_batch_rows_count (\S+)", m, re.M).group(1))
+    s = float(re.search(r"^adaptlab_batch_rows_sum (\S+)", m, re.M).group(1))
     return c, s
+
+
 try:
-    for label, jobs in (("base", [{"path": "/v1/completions", "body": {"model": "base", "prompt": p, "max_tokens": 16, "temperature": 0}} for p in prompts]),
-                        ("lora", [{"path": "/v1/completions", "body": {"model": names[i % 8], "prompt": t, "max_tokens": 16, "temperature": 0}} for i, t in enumerate(texts)]),
-                        ("lora-one", [{"path": "/v1/completions", "body": {"model": names[0], "prompt": t, "max_tokens": 16, "temperature": 0}} for i, t in enumerate(texts)])):
+    for label, jobs in (
+        (
+            "base",
+            [
+                {"path": "/v1/completions", "body": {"model": "base", "prompt": p, "max_tokens": 16, "temperature": 0}}
+                for p in prompts
+            ],
+        ),
+        (
+            "lora",
+            [
+                {
+                    "path": "/v1/completions",
+                    "body": {"model": names[i % 8], "prompt": t, "max_tokens": 16, "temperature": 0},
+                }
+                for i, t in enumerate(texts)
+            ],
+        ),
+        (
+            "lora-one",
+            [
+                {
+                    "path": "/v1/completions",
+                    "body": {"model": names[0], "prompt": t, "max_tokens": 16, "temperature": 0},
+                }
+                for i, t in enumerate(texts)
+            ],
+        ),
+    ):
         fire(srv.url, jobs[:16], 16)
         c0, s0 = batches()
         res, wall = fire(srv.url, jobs, 16)
         c1, s1 = batches()
         toks = sum(r["body"]["usage"]["completion_tokens"] for r in res)
-        print(label, "tok/s", round(toks / wall, 1), "batches", c1 - c0, "rows/batch", round((s1 - s0) / max(1, c1 - c0), 1), flush=True)
+        print(
+            label,
+            "tok/s",
+            round(toks / wall, 1),
+            "batches",
+            c1 - c0,
+            "rows/batch",
+            round((s1 - s0) / max(1, c1 - c0), 1),
+            flush=True,
+        )
 finally:
     srv.stop()

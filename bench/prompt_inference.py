@@ -67,33 +67,56 @@ def main() -> None:
     full = art.evaluate(test)
     full_seconds = time.perf_counter() - t0
     result = {
-        "meta": {"command": "python " + " ".join(sys.argv), "machine": {**machine_info(), "torch_threads": threads},
-                 "versions": package_versions(), "date": time.strftime("%Y-%m-%d"), "data": args.data,
-                 "model": base.name, "k": args.k, "exemplars": art.exemplars},
-        "compared_examples": len(prompts), "mean_prompt_tokens": prompt_tokens, "labels": len(label_texts),
+        "meta": {
+            "command": "python " + " ".join(sys.argv),
+            "machine": {**machine_info(), "torch_threads": threads},
+            "versions": package_versions(),
+            "date": time.strftime("%Y-%m-%d"),
+            "data": args.data,
+            "model": base.name,
+            "k": args.k,
+            "exemplars": art.exemplars,
+        },
+        "compared_examples": len(prompts),
+        "mean_prompt_tokens": prompt_tokens,
+        "labels": len(label_texts),
         "naive_examples_per_s": len(prompts) / runs["naive"]["seconds"],
         "adaptlab_examples_per_s": len(prompts) / runs["adaptlab"]["seconds"],
         "ratio": runs["naive"]["seconds"] / runs["adaptlab"]["seconds"],
-        "identical_predictions": same, "max_abs_score_diff": max_diff, "accuracy_on_compared": acc,
-        "full_split": {"examples": full["n"], "accuracy": full["accuracy"], "examples_per_s": full["examples_per_s"],
-                       "seconds": full_seconds},
+        "identical_predictions": same,
+        "max_abs_score_diff": max_diff,
+        "accuracy_on_compared": acc,
+        "full_split": {
+            "examples": full["n"],
+            "accuracy": full["accuracy"],
+            "examples_per_s": full["examples_per_s"],
+            "seconds": full_seconds,
+        },
     }
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), result)
     m = result["meta"]
-    md = [f"## Few-shot label scoring: prefix/KV reuse vs naive ({args.data}, k={args.k}, {base.name})", "",
-          f"Command: `{m['command']}`  ",
-          f"Machine: {m['machine']['processor']}, {m['machine']['cpu_count']} cores, torch threads {threads}; "
-          f"{m['date']}; torch {m['versions'].get('torch')}, transformers {m['versions'].get('transformers')}", "",
-          f"{len(prompts)} validation examples scored by both routes, {prompt_tokens:.0f} prompt tokens on average, "
-          f"{len(label_texts)} labels.", "",
-          "| route | examples/s |", "|---|---|",
-          f"| naive: one forward pass per (prompt, label) | {result['naive_examples_per_s']:.2f} |",
-          f"| adaptlab: shared prefix once, KV reused across labels | {result['adaptlab_examples_per_s']:.2f} |", "",
-          f"**Ratio: {result['ratio']:.1f}x** (target >= 3x). Identical predictions: {same} "
-          f"(largest score difference {max_diff:.2e}). Accuracy on these examples: {acc:.3f}.", "",
-          f"adaptlab on the whole split ({full['n']} examples): accuracy {full['accuracy']:.3f}, "
-          f"{full['examples_per_s']:.2f} examples/s."]
+    md = [
+        f"## Few-shot label scoring: prefix/KV reuse vs naive ({args.data}, k={args.k}, {base.name})",
+        "",
+        f"Command: `{m['command']}`  ",
+        f"Machine: {m['machine']['processor']}, {m['machine']['cpu_count']} cores, torch threads {threads}; "
+        f"{m['date']}; torch {m['versions'].get('torch')}, transformers {m['versions'].get('transformers')}",
+        "",
+        f"{len(prompts)} validation examples scored by both routes, {prompt_tokens:.0f} prompt tokens on average, "
+        f"{len(label_texts)} labels.",
+        "",
+        "| route | examples/s |",
+        "|---|---|",
+        f"| naive: one forward pass per (prompt, label) | {result['naive_examples_per_s']:.2f} |",
+        f"| adaptlab: shared prefix once, KV reused across labels | {result['adaptlab_examples_per_s']:.2f} |",
+        "",
+        f"**Ratio: {result['ratio']:.1f}x** (target >= 3x). Identical predictions: {same} "
+        f"(largest score difference {max_diff:.2e}). Accuracy on these examples: {acc:.3f}.",
+        "",
+        f"adaptlab on the whole split ({full['n']} examples): accuracy {full['accuracy']:.3f}, "
+        f"{full['examples_per_s']:.2f} examples/s.",
+    ]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
     if not same:

@@ -43,35 +43,49 @@ from adaptlab.utils import (
 def configs(search_budget: int, ks: list[int], search_set: dict) -> list[tuple[str, str, dict]]:
     out = [("zero-shot", "zero_shot", {})]
     out += [(f"few-shot k={k}", "few_shot", {"k": k, "selection": "balanced"}) for k in ks]
-    out.append((f"prompt_search ({search_budget} calls)", "prompt_search", {"budget_calls": search_budget,
-                                                                             **search_set}))
+    out.append(
+        (f"prompt_search ({search_budget} calls)", "prompt_search", {"budget_calls": search_budget, **search_set})
+    )
     return out
 
 
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "results": rows})
-    md = [f"## {meta['data']} ({meta['model']}), {meta['test_examples']} held-out test examples", "",
-          *provenance_lines(meta), "",
-          "| prompt | calibration | accuracy | macro-F1 | prompt tokens / example | examples/s | fit calls |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        f"## {meta['data']} ({meta['model']}), {meta['test_examples']} held-out test examples",
+        "",
+        *provenance_lines(meta),
+        "",
+        "| prompt | calibration | accuracy | macro-F1 | prompt tokens / example | examples/s | fit calls |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for cal in (False, True):
             q = r["calibrated" if cal else "raw"]
-            md.append(f"| {r['config']} | {'yes' if cal else 'no'} | {q['accuracy']:.3f} | {q['macro_f1']:.3f} | "
-                      f"{r['prompt_tokens']:.0f} | {r['examples_per_s']:.2f} | {r['fit_calls'] + (3 if cal else 0)} |")
+            md.append(
+                f"| {r['config']} | {'yes' if cal else 'no'} | {q['accuracy']:.3f} | {q['macro_f1']:.3f} | "
+                f"{r['prompt_tokens']:.0f} | {r['examples_per_s']:.2f} | {r['fit_calls'] + (3 if cal else 0)} |"
+            )
     best = [r for r in rows if r["strategy"] == "prompt_search"]
     if best:
         b = best[0]["search"]["best"]
-        md += ["", f"prompt_search winner: instruction \"{b['instruction']}\", exemplars {b['exemplars']}, "
-                   f"dev metric {b['dev_metric']:.3f} on {b['dev_examples']} dev examples "
-                   f"({best[0]['search']['candidates']} candidates, {best[0]['search']['calls_used']} calls)."]
+        md += [
+            "",
+            f'prompt_search winner: instruction "{b["instruction"]}", exemplars {b["exemplars"]}, '
+            f"dev metric {b['dev_metric']:.3f} on {b['dev_examples']} dev examples "
+            f"({best[0]['search']['candidates']} candidates, {best[0]['search']['calls_used']} calls).",
+        ]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
 
 
 def summary(target: Path, sources: list[Path]) -> None:
-    parts = ["# Prompting strategies on real data (Gemma 3 270M, CPU)", "",
-             "Produced by `bench/prompting_quality.py`; the JSON next to each table has the full records "
-             "(exemplars, search trace, calibration vectors).", ""]
+    parts = [
+        "# Prompting strategies on real data (Gemma 3 270M, CPU)",
+        "",
+        "Produced by `bench/prompting_quality.py`; the JSON next to each table has the full records "
+        "(exemplars, search trace, calibration vectors).",
+        "",
+    ]
     parts += [Path(s).with_suffix(".md").read_text() for s in sources]
     notes = target.with_name("prompting_notes.md")
     if notes.exists():
@@ -100,10 +114,18 @@ def main() -> None:
     splits = load_task(args.data, seed=args.seed)
     test = subsample(splits.test, n=args.test_size, seed=args.seed) if args.test_size else splits.test
     out = Path(args.out)
-    meta = {"command": "python " + " ".join(sys.argv), "machine": {**machine_info(), "torch_threads": threads},
-            "versions": package_versions(), "data": args.data, "model": args.model, "test_examples": len(test),
-            "train_examples": len(splits.train), "dev_examples": len(splits.dev), "seed": args.seed,
-            "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {**machine_info(), "torch_threads": threads},
+        "versions": package_versions(),
+        "data": args.data,
+        "model": args.model,
+        "test_examples": len(test),
+        "train_examples": len(splits.train),
+        "dev_examples": len(splits.dev),
+        "seed": args.seed,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     rows = json.loads(out.with_suffix(".json").read_text())["results"] if out.with_suffix(".json").exists() else []
     done = {r["config"] for r in rows}
     base = load_base(args.model, device=resolve_device(args.device))
@@ -115,24 +137,41 @@ def main() -> None:
             continue
         backend = LocalBackend(base)
         t0 = time.perf_counter()
-        art = get_strategy(strategy).strategy_cls(make_config(strategy, dev_limit=0, seed=args.seed, **kw)).fit(
-            backend, splits.train, splits.dev)
+        art = (
+            get_strategy(strategy)
+            .strategy_cls(make_config(strategy, dev_limit=0, seed=args.seed, **kw))
+            .fit(backend, splits.train, splits.dev)
+        )
         fit_seconds, fit_calls = time.perf_counter() - t0, backend.calls
         t0 = time.perf_counter()
         raw = art.raw_scores(texts)
         seconds = time.perf_counter() - t0
         art.fit_calibration(list(art.config.content_free))
         cal = art.calibrate(raw)
-        row = {"config": name, "strategy": strategy, "settings": kw, "fit_seconds": fit_seconds, "fit_calls": fit_calls,
-               "examples_per_s": len(texts) / seconds, "prompt_tokens": art.prompt_tokens(texts),
-               "raw": classification_metrics(gold, [art.labels[i] for i in raw.argmax(1).tolist()], art.labels),
-               "calibrated": classification_metrics(gold, [art.labels[i] for i in cal.argmax(1).tolist()], art.labels),
-               "calibration": art.calibration, "exemplars": art.exemplars,
-               "instruction": art.template.instruction, "search": art.metrics.get("search"),
-               "trace": art.trace}
+        row = {
+            "config": name,
+            "strategy": strategy,
+            "settings": kw,
+            "fit_seconds": fit_seconds,
+            "fit_calls": fit_calls,
+            "examples_per_s": len(texts) / seconds,
+            "prompt_tokens": art.prompt_tokens(texts),
+            "raw": classification_metrics(gold, [art.labels[i] for i in raw.argmax(1).tolist()], art.labels),
+            "calibrated": classification_metrics(gold, [art.labels[i] for i in cal.argmax(1).tolist()], art.labels),
+            "calibration": art.calibration,
+            "exemplars": art.exemplars,
+            "instruction": art.template.instruction,
+            "search": art.metrics.get("search"),
+            "trace": art.trace,
+        }
         rows.append(row)
-        print(json.dumps({k: row[k] for k in ("config", "examples_per_s", "prompt_tokens")} |
-                         {"raw": row["raw"]["accuracy"], "cal": row["calibrated"]["accuracy"]}), flush=True)
+        print(
+            json.dumps(
+                {k: row[k] for k in ("config", "examples_per_s", "prompt_tokens")}
+                | {"raw": row["raw"]["accuracy"], "cal": row["calibrated"]["accuracy"]}
+            ),
+            flush=True,
+        )
         write(out, meta, rows)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 

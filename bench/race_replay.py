@@ -56,8 +56,12 @@ def replay(records: list[dict], calibrated: bool) -> dict:
         done.append(by_id[spec.id])
         order.append({"id": spec.id, "why": why, "minutes": cost[spec.id] / 60})
     minutes = sum(x["minutes"] for x in order)
-    return {"state": state, "order": order, "minutes": minutes,
-            "decision": decision_line(state, len(order), minutes, len(specs) - len(order))}
+    return {
+        "state": state,
+        "order": order,
+        "minutes": minutes,
+        "decision": decision_line(state, len(order), minutes, len(specs) - len(order)),
+    }
 
 
 def judge(data: str) -> dict:
@@ -66,51 +70,88 @@ def judge(data: str) -> dict:
     target = max(r["run"]["train_size"] for r in records)
     rows, best, tol, why = grid_best(records, target)
     contenders = sorted(s for s, r in rows.items() if best.quality - r.quality <= tol + 1e-9)
-    out = {"data": data, "target": target, "metric": best.metric, "full_grid": {
-        "runs": len(records), "minutes": compare_minutes(folder, records), "best": best.strategy,
-        "quality_at_target": {s: r.quality for s, r in sorted(rows.items())}, "tolerance": tol,
-        "tolerance_why": why, "tied_with_best": contenders}}
+    out = {
+        "data": data,
+        "target": target,
+        "metric": best.metric,
+        "full_grid": {
+            "runs": len(records),
+            "minutes": compare_minutes(folder, records),
+            "best": best.strategy,
+            "quality_at_target": {s: r.quality for s, r in sorted(rows.items())},
+            "tolerance": tol,
+            "tolerance_why": why,
+            "tied_with_best": contenders,
+        },
+    }
     for name, calibrated in (("calibrated", True), ("before_calibration", False)):
         r = replay(records, calibrated)
         st = r["state"]
         wrong = sorted(s for s in st.dropped if s in contenders)
-        out[name] = {"runs": len(r["order"]), "minutes": r["minutes"],
-                     "ratio": r["minutes"] / out["full_grid"]["minutes"] if out["full_grid"]["minutes"] else None,
-                     "leader": st.leader, "leader_tied_with_best": st.leader in contenders, "sure": st.sure,
-                     "decision": r["decision"], "dropped": st.dropped, "wrong_drops": wrong,
-                     "calibration": [c.to_dict() for c in st.calibration], "order": r["order"]}
+        out[name] = {
+            "runs": len(r["order"]),
+            "minutes": r["minutes"],
+            "ratio": r["minutes"] / out["full_grid"]["minutes"] if out["full_grid"]["minutes"] else None,
+            "leader": st.leader,
+            "leader_tied_with_best": st.leader in contenders,
+            "sure": st.sure,
+            "decision": r["decision"],
+            "dropped": st.dropped,
+            "wrong_drops": wrong,
+            "calibration": [c.to_dict() for c in st.calibration],
+            "order": r["order"],
+        }
     return out
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["# The race replayed on the committed full grids", "",
-             ("`python bench/race_replay.py` (see its docstring): the adaptive compare's race run on each full "
-              "grid's own seed-0 records, as it stands (calibrated) and as it was before calibration. Minutes: "
-              "the replayed runs' times when the full grid ran them, against all of the full grid's runs. A wrong "
-              "drop: a dropped strategy within the full grid's tie tolerance of its best at the target."), "",
-             ("| data | full grid: best at target (tied) | race | runs | minutes (ratio) | leader | decided at 95% "
-              "| wrong drops |"), "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# The race replayed on the committed full grids",
+        "",
+        (
+            "`python bench/race_replay.py` (see its docstring): the adaptive compare's race run on each full "
+            "grid's own seed-0 records, as it stands (calibrated) and as it was before calibration. Minutes: "
+            "the replayed runs' times when the full grid ran them, against all of the full grid's runs. A wrong "
+            "drop: a dropped strategy within the full grid's tie tolerance of its best at the target."
+        ),
+        "",
+        (
+            "| data | full grid: best at target (tied) | race | runs | minutes (ratio) | leader | decided at 95% "
+            "| wrong drops |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         f = r["full_grid"]
         for name in ("before_calibration", "calibrated"):
             x = r[name]
-            lines.append(f"| {r['data']} | {f['best']} {f['quality_at_target'][f['best']]:.3f} at {r['target']} "
-                         f"({', '.join(f['tied_with_best'])}) | {name.replace('_', ' ')} | {x['runs']} of "
-                         f"{f['runs']} | {x['minutes']:.0f} of {f['minutes']:.0f} ({x['ratio']:.2f}) | {x['leader']} "
-                         f"| {'yes' if x['sure'] else 'no'} | {', '.join(x['wrong_drops']) or 'none'} |")
-    lines += ["", ("The minutes are the full grid's own: every run there measured fragility, forgetting and the "
-                   "train gap, which the race measures only for the recommended run, so a real adaptive compare's "
-                   "runs are shorter (`adaptive_compare.md`: 0.18 and 0.20 of the full grids, tuning included). "
-                   "On a ladder of two or three sizes (viggo: 32/64/256, demo_chat: 32/180) the race has little "
-                   "to skip: every strategy needs its first run, and the target is one rung away.")]
+            lines.append(
+                f"| {r['data']} | {f['best']} {f['quality_at_target'][f['best']]:.3f} at {r['target']} "
+                f"({', '.join(f['tied_with_best'])}) | {name.replace('_', ' ')} | {x['runs']} of "
+                f"{f['runs']} | {x['minutes']:.0f} of {f['minutes']:.0f} ({x['ratio']:.2f}) | {x['leader']} "
+                f"| {'yes' if x['sure'] else 'no'} | {', '.join(x['wrong_drops']) or 'none'} |"
+            )
+    lines += [
+        "",
+        (
+            "The minutes are the full grid's own: every run there measured fragility, forgetting and the "
+            "train gap, which the race measures only for the recommended run, so a real adaptive compare's "
+            "runs are shorter (`adaptive_compare.md`: 0.18 and 0.20 of the full grids, tuning included). "
+            "On a ladder of two or three sizes (viggo: 32/64/256, demo_chat: 32/180) the race has little "
+            "to skip: every strategy needs its first run, and the target is one rung away."
+        ),
+    ]
     for r in results:
         lines += ["", f"## {r['data']}", ""]
         for name in ("before_calibration", "calibrated"):
             x = r[name]
             lines += [f"**{name.replace('_', ' ')}**: {x['decision']}.", ""]
             lines += [f"- {calibration_line(c)}" for c in x["calibration"]]
-            lines += [f"- dropped {s}{' (WRONG: tied with the best in the full grid)' if s in x['wrong_drops'] else ''}"
-                      f": {why}" for s, why in x["dropped"].items()]
+            lines += [
+                f"- dropped {s}{' (WRONG: tied with the best in the full grid)' if s in x['wrong_drops'] else ''}"
+                f": {why}"
+                for s, why in x["dropped"].items()
+            ]
             lines += ["- runs: " + ", ".join(o["id"] for o in x["order"]), ""]
     return "\n".join(lines) + "\n"
 

@@ -72,8 +72,13 @@ def train_adaptations(base, train, dev, folder: Path, steps: int, seed: int) -> 
             continue
         strat = get_strategy(strategy).strategy_cls(make_config(strategy, **overrides))
         t0 = time.perf_counter()
-        art = strat.fit(base, train, None, TrainConfig(max_steps=steps, batch_size=8, seed=seed + i,
-                                                       checkpoint_every=0), progress=False)
+        art = strat.fit(
+            base,
+            train,
+            None,
+            TrainConfig(max_steps=steps, batch_size=8, seed=seed + i, checkpoint_every=0),
+            progress=False,
+        )
         art.save(dest)
         print(f"trained {name} ({strategy}) in {time.perf_counter() - t0:.0f} s", flush=True)
         out[name] = dest
@@ -87,15 +92,45 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: str, registry: Path, mode: str, max_batch: int, max_wait_ms: float,
-                 device: str = "auto", prompt_cache: bool = True, preload: list[str] | None = None):
+    def __init__(
+        self,
+        model: str,
+        registry: Path,
+        mode: str,
+        max_batch: int,
+        max_wait_ms: float,
+        device: str = "auto",
+        prompt_cache: bool = True,
+        preload: list[str] | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "adaptlab.cli", "serve", "--model", model, "--registry", str(registry),
-               "--port", str(self.port), "--no-auth", "--batching", mode, "--max-batch", str(max_batch),
-               "--max-wait-ms", str(max_wait_ms), "--max-new-tokens", "32", "--device", device,
-               "--preload", ",".join(preload or [a[0] for a in ADAPTATIONS]),
-               "--prompt-cache" if prompt_cache else "--no-prompt-cache"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "adaptlab.cli",
+            "serve",
+            "--model",
+            model,
+            "--registry",
+            str(registry),
+            "--port",
+            str(self.port),
+            "--no-auth",
+            "--batching",
+            mode,
+            "--max-batch",
+            str(max_batch),
+            "--max-wait-ms",
+            str(max_wait_ms),
+            "--max-new-tokens",
+            "32",
+            "--device",
+            device,
+            "--preload",
+            ",".join(preload or [a[0] for a in ADAPTATIONS]),
+            "--prompt-cache" if prompt_cache else "--no-prompt-cache",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_up(self.proc, self.url + "/healthz", 600, lambda: self.proc.stdout.read())
         self.ps = psutil.Process(self.proc.pid)
@@ -153,8 +188,13 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def classify_jobs(texts: list[str], n: int) -> list[dict]:
-    return [{"path": "/v1/classify", "body": {"model": ADAPTATIONS[i % len(ADAPTATIONS)][0],
-                                              "input": texts[i % len(texts)]}} for i in range(n)]
+    return [
+        {
+            "path": "/v1/classify",
+            "body": {"model": ADAPTATIONS[i % len(ADAPTATIONS)][0], "input": texts[i % len(texts)]},
+        }
+        for i in range(n)
+    ]
 
 
 def common_args(ap: argparse.ArgumentParser, data: str, requests_: int, concurrency: int, work: str, out: str) -> None:
@@ -200,16 +240,32 @@ def main() -> None:
     splits, _, reg_dir = prepare(args)
     texts = [ex.text for ex in subsample(splits.dev, n=min(400, len(splits.dev)), seed=args.seed).examples]
 
-    meta = {"command": "python " + " ".join(sys.argv), "machine": machine_info(), "versions": package_versions(),
-            "model": args.model, "data": args.data, "adaptations": [a[:2] for a in ADAPTATIONS],
-            "requests": args.requests, "concurrency": args.concurrency, "max_batch": args.max_batch,
-            "max_wait_ms": args.max_wait_ms, "date": time.strftime("%Y-%m-%d %H:%M")}
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "model": args.model,
+        "data": args.data,
+        "adaptations": [a[:2] for a in ADAPTATIONS],
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     jobs = classify_jobs(texts, args.requests)
     modes = {}
     labels = {}
     for mode in ("swap", "mixed-nocache", "mixed"):
-        server = Server(args.model, reg_dir, mode.split("-")[0], args.max_batch, args.max_wait_ms, args.device,
-                        prompt_cache=mode != "mixed-nocache")
+        server = Server(
+            args.model,
+            reg_dir,
+            mode.split("-")[0],
+            args.max_batch,
+            args.max_wait_ms,
+            args.device,
+            prompt_cache=mode != "mixed-nocache",
+        )
         try:
             fire(server.url, classify_jobs(texts, 2 * len(ADAPTATIONS)), 4)  # warm-up: every adapter once
             results, wall = fire(server.url, jobs, args.concurrency)
@@ -218,8 +274,14 @@ def main() -> None:
         ok = [r for r in results if r["status"] == 200]
         lat = [r["seconds"] for r in ok]
         labels[mode] = [r["body"]["data"][0]["label"] if r["status"] == 200 else None for r in results]
-        modes[mode] = {"requests": len(results), "ok": len(ok), "wall_s": wall, "requests_per_s": len(ok) / wall,
-                       "p50_s": percentile(lat, 50), "p99_s": percentile(lat, 99)}
+        modes[mode] = {
+            "requests": len(results),
+            "ok": len(ok),
+            "wall_s": wall,
+            "requests_per_s": len(ok) / wall,
+            "p50_s": percentile(lat, 50),
+            "p99_s": percentile(lat, 99),
+        }
         print(mode, json.dumps(modes[mode]), flush=True)
     same = sum(a == b for a, b in zip(labels["mixed"], labels["swap"]))
     same_nocache = sum(a == b for a, b in zip(labels["mixed-nocache"], labels["swap"]))
@@ -240,8 +302,10 @@ def main() -> None:
     try:
         load = classify_jobs(texts, args.load_requests)
         for i in range(0, len(load), 10):  # one request in ten is a short completion on the base model
-            load[i] = {"path": "/v1/completions", "body": {"model": "base", "prompt": texts[i % len(texts)],
-                                                           "max_tokens": 8}}
+            load[i] = {
+                "path": "/v1/completions",
+                "body": {"model": "base", "prompt": texts[i % len(texts)], "max_tokens": 8},
+            }
         fire(server.url, classify_jobs(texts, 2 * len(ADAPTATIONS)), 4)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -256,41 +320,64 @@ def main() -> None:
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
     warm = [rss for t, rss in samples if t >= 0.2 * wall] or [rss for _, rss in samples]
     lat = [r["seconds"] for r in results if r["status"] == 200]
-    load_out = {"requests": len(results), "statuses": statuses, "lost": sum(r["status"] == 0 for r in results),
-                "server_errors": sum(r["status"] >= 500 for r in results), "wall_s": wall,
-                "requests_per_s": len(lat) / wall, "p50_s": percentile(lat, 50), "p99_s": percentile(lat, 99),
-                "rss_mb_after_warmup_min": min(warm) / 2**20, "rss_mb_after_warmup_max": max(warm) / 2**20,
-                "rss_samples": len(samples),
-                "batch_rows_hist": [ln for ln in metrics_text.splitlines() if ln.startswith("adaptlab_batch_rows_")]}
+    load_out = {
+        "requests": len(results),
+        "statuses": statuses,
+        "lost": sum(r["status"] == 0 for r in results),
+        "server_errors": sum(r["status"] >= 500 for r in results),
+        "wall_s": wall,
+        "requests_per_s": len(lat) / wall,
+        "p50_s": percentile(lat, 50),
+        "p99_s": percentile(lat, 99),
+        "rss_mb_after_warmup_min": min(warm) / 2**20,
+        "rss_mb_after_warmup_max": max(warm) / 2**20,
+        "rss_samples": len(samples),
+        "batch_rows_hist": [ln for ln in metrics_text.splitlines() if ln.startswith("adaptlab_batch_rows_")],
+    }
     print("load", json.dumps({k: v for k, v in load_out.items() if k != "batch_rows_hist"}), flush=True)
 
     out = Path(args.out)
-    record = {"meta": meta, "throughput": modes, "ratio": ratio, "ratio_without_prompt_cache": ratio_nocache,
-              "same_labels": same, "same_labels_without_prompt_cache": same_nocache, "compared": len(jobs),
-              "load_test": load_out}
+    record = {
+        "meta": meta,
+        "throughput": modes,
+        "ratio": ratio,
+        "ratio_without_prompt_cache": ratio_nocache,
+        "same_labels": same,
+        "same_labels_without_prompt_cache": same_nocache,
+        "compared": len(jobs),
+        "load_test": load_out,
+    }
     atomic_write_json(out.with_suffix(".json"), record)
     m, s, mn = modes["mixed"], modes["swap"], modes["mixed-nocache"]
-    md = [f"## Serving: 8 adaptations of {args.model} on one server ({args.data})", "",
-          *provenance_lines(meta),
-          f"Adaptations: {', '.join(f'{n} ({s_})' for n, s_ in meta['adaptations'])}. {args.requests} classify "
-          f"requests, round-robin over them, {args.concurrency} concurrent clients on loopback; max batch "
-          f"{args.max_batch}, max wait {args.max_wait_ms:g} ms.", "",
-          "| mode | requests/s | p50 latency | p99 latency | ok |", "|---|---|---|---|---|",
-          f"| swap (one adaptation at a time) | {s['requests_per_s']:.2f} | {s['p50_s']:.2f} s | {s['p99_s']:.2f} s | "
-          f"{s['ok']}/{s['requests']} |",
-          f"| mixed batches, no prompt cache | {mn['requests_per_s']:.2f} | {mn['p50_s']:.2f} s | "
-          f"{mn['p99_s']:.2f} s | {mn['ok']}/{mn['requests']} |",
-          f"| mixed batches + prompt cache (default) | {m['requests_per_s']:.2f} | {m['p50_s']:.2f} s | {m['p99_s']:.2f} s | "
-          f"{m['ok']}/{m['requests']} |", "",
-          f"**Ratio mixed / swap: {ratio:.2f}x** ({ratio_nocache:.2f}x without the prompt cache). Same label as "
-          f"swap on {same}/{len(jobs)} requests ({same_nocache}/{len(jobs)} without the cache).", "",
-          "### Bounded load test (mixed mode)", "",
-          f"{load_out['requests']} requests (9 in 10 classify over the 8 adaptations, 1 in 10 an 8-token completion "
-          f"on the base model), {args.load_concurrency} concurrent clients, {wall:.0f} s: "
-          f"statuses {statuses}, lost {load_out['lost']}, 5xx {load_out['server_errors']}; "
-          f"{load_out['requests_per_s']:.2f} requests/s, p50 {load_out['p50_s']:.2f} s, p99 {load_out['p99_s']:.2f} s. "
-          f"Server RSS after warm-up: {load_out['rss_mb_after_warmup_min']:.0f}-"
-          f"{load_out['rss_mb_after_warmup_max']:.0f} MB over {len(samples)} one-second samples."]
+    md = [
+        f"## Serving: 8 adaptations of {args.model} on one server ({args.data})",
+        "",
+        *provenance_lines(meta),
+        f"Adaptations: {', '.join(f'{n} ({s_})' for n, s_ in meta['adaptations'])}. {args.requests} classify "
+        f"requests, round-robin over them, {args.concurrency} concurrent clients on loopback; max batch "
+        f"{args.max_batch}, max wait {args.max_wait_ms:g} ms.",
+        "",
+        "| mode | requests/s | p50 latency | p99 latency | ok |",
+        "|---|---|---|---|---|",
+        f"| swap (one adaptation at a time) | {s['requests_per_s']:.2f} | {s['p50_s']:.2f} s | {s['p99_s']:.2f} s | "
+        f"{s['ok']}/{s['requests']} |",
+        f"| mixed batches, no prompt cache | {mn['requests_per_s']:.2f} | {mn['p50_s']:.2f} s | "
+        f"{mn['p99_s']:.2f} s | {mn['ok']}/{mn['requests']} |",
+        f"| mixed batches + prompt cache (default) | {m['requests_per_s']:.2f} | {m['p50_s']:.2f} s | {m['p99_s']:.2f} s | "
+        f"{m['ok']}/{m['requests']} |",
+        "",
+        f"**Ratio mixed / swap: {ratio:.2f}x** ({ratio_nocache:.2f}x without the prompt cache). Same label as "
+        f"swap on {same}/{len(jobs)} requests ({same_nocache}/{len(jobs)} without the cache).",
+        "",
+        "### Bounded load test (mixed mode)",
+        "",
+        f"{load_out['requests']} requests (9 in 10 classify over the 8 adaptations, 1 in 10 an 8-token completion "
+        f"on the base model), {args.load_concurrency} concurrent clients, {wall:.0f} s: "
+        f"statuses {statuses}, lost {load_out['lost']}, 5xx {load_out['server_errors']}; "
+        f"{load_out['requests_per_s']:.2f} requests/s, p50 {load_out['p50_s']:.2f} s, p99 {load_out['p99_s']:.2f} s. "
+        f"Server RSS after warm-up: {load_out['rss_mb_after_warmup_min']:.0f}-"
+        f"{load_out['rss_mb_after_warmup_max']:.0f} MB over {len(samples)} one-second samples.",
+    ]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 

@@ -343,10 +343,12 @@ def main() -> None:
             print(f"{op}, N={n}, {pop}, rate {rate or 'all at once'}", flush=True)
             makers = {
                 "mixed": lambda n=n, arts=arts: AdaptlabSystem(base, arts[:n], "mixed", a.max_batch, a.max_wait_ms),
-                "one at a time": lambda n=n, arts=arts: AdaptlabSystem(base, arts[:n], "swap", a.max_batch,
-                                                                       a.max_wait_ms),
-                "peft": lambda n=n, arts=arts, folders=folders: PeftSystem(base, arts[:n], folders[:n], a.max_batch,
-                                                                           a.max_wait_ms),
+                "one at a time": lambda n=n, arts=arts: AdaptlabSystem(
+                    base, arts[:n], "swap", a.max_batch, a.max_wait_ms
+                ),
+                "peft": lambda n=n, arts=arts, folders=folders: PeftSystem(
+                    base, arts[:n], folders[:n], a.max_batch, a.max_wait_ms
+                ),
                 "ceiling": lambda arts=arts: AdaptlabSystem(base, arts[:1], "mixed", a.max_batch, a.max_wait_ms),
             }
             for system in systems:

@@ -77,17 +77,29 @@ def main() -> None:
     if splits.task == "chat":  # a completion prompt to a chat adaptation is one user turn: send the last one
         inputs = [next(m["content"] for m in reversed(json.loads(t)) if m["role"] == "user") for t in inputs]
     names = [a[0] for a in classify_bench.ADAPTATIONS]
-    jobs = [{"model": names[i % len(names)], "prompt": inputs[i % len(inputs)], "max_tokens": args.max_tokens}
-            for i in range(args.requests)]
-    meta = {"command": "python " + " ".join(sys.argv), "machine": machine_info(), "versions": package_versions(),
-            "model": args.model, "data": args.data, "adaptations": [a[:2] for a in classify_bench.ADAPTATIONS],
-            "requests": args.requests, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
-            "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "date": time.strftime("%Y-%m-%d %H:%M")}
+    jobs = [
+        {"model": names[i % len(names)], "prompt": inputs[i % len(inputs)], "max_tokens": args.max_tokens}
+        for i in range(args.requests)
+    ]
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "model": args.model,
+        "data": args.data,
+        "adaptations": [a[:2] for a in classify_bench.ADAPTATIONS],
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "max_tokens": args.max_tokens,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     modes, texts = {}, {}
     for mode in ("swap", "mixed"):
         server = classify_bench.Server(args.model, reg_dir, mode, args.max_batch, args.max_wait_ms, args.device)
         try:
-            fire_streams(server.url, [{**j, "max_tokens": 2} for j in jobs[:len(names)]], 4)  # warm-up
+            fire_streams(server.url, [{**j, "max_tokens": 2} for j in jobs[: len(names)]], 4)  # warm-up
             results, wall = fire_streams(server.url, jobs, args.concurrency)
         finally:
             server.stop()
@@ -96,32 +108,61 @@ def main() -> None:
         ttft = [r["ttft"] for r in ok if r["ttft"] is not None]
         lat = [r["seconds"] for r in ok]
         texts[mode] = [r.get("text") for r in results]
-        modes[mode] = {"requests": len(results), "ok": len(ok), "wall_s": wall, "tokens": tokens,
-                       "tokens_per_s": tokens / wall, "ttft_p50_s": classify_bench.percentile(ttft, 50),
-                       "ttft_p99_s": classify_bench.percentile(ttft, 99),
-                       "latency_p50_s": classify_bench.percentile(lat, 50),
-                       "latency_p99_s": classify_bench.percentile(lat, 99)}
+        modes[mode] = {
+            "requests": len(results),
+            "ok": len(ok),
+            "wall_s": wall,
+            "tokens": tokens,
+            "tokens_per_s": tokens / wall,
+            "ttft_p50_s": classify_bench.percentile(ttft, 50),
+            "ttft_p99_s": classify_bench.percentile(ttft, 99),
+            "latency_p50_s": classify_bench.percentile(lat, 50),
+            "latency_p99_s": classify_bench.percentile(lat, 99),
+        }
         print(mode, json.dumps(modes[mode]), flush=True)
     # The swap baseline does not stream: it sends its whole (stripped) answer at the end, token by token.
     same = sum((a or "").strip() == (b or "").strip() for a, b in zip(texts["mixed"], texts["swap"]))
     ratio = modes["mixed"]["tokens_per_s"] / modes["swap"]["tokens_per_s"]
     out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), {"meta": meta, "modes": modes, "ratio": ratio, "same_text": same,
-                                                 "compared": len(jobs), "texts": texts})
+    atomic_write_json(
+        out.with_suffix(".json"),
+        {"meta": meta, "modes": modes, "ratio": ratio, "same_text": same, "compared": len(jobs), "texts": texts},
+    )
     m, s = modes["mixed"], modes["swap"]
     row = "| {} | {:.1f} | {:.2f} s | {:.2f} s | {:.2f} s | {:.2f} s | {}/{} |"
-    md = [f"## Generation serving: 8 adaptations of {args.model} on one server ({args.data})", "",
-          *provenance_lines(meta),
-          f"Adaptations: {', '.join(f'{n} ({k})' for n, k in meta['adaptations'])}. {args.requests} streamed "
-          f"completions of up to {args.max_tokens} tokens (greedy), round-robin over them, {args.concurrency} "
-          f"concurrent clients on loopback; max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms.", "",
-          "| mode | tokens/s | time to first token p50 | p99 | latency p50 | p99 | ok |",
-          "|---|---|---|---|---|---|---|",
-          row.format("swap (one adaptation at a time)", s["tokens_per_s"], s["ttft_p50_s"], s["ttft_p99_s"],
-                     s["latency_p50_s"], s["latency_p99_s"], s["ok"], s["requests"]),
-          row.format("mixed batches + prompt cache", m["tokens_per_s"], m["ttft_p50_s"], m["ttft_p99_s"],
-                     m["latency_p50_s"], m["latency_p99_s"], m["ok"], m["requests"]), "",
-          f"**Ratio mixed / swap: {ratio:.2f}x** tokens/s. Same streamed text as swap on {same}/{len(jobs)} requests."]
+    md = [
+        f"## Generation serving: 8 adaptations of {args.model} on one server ({args.data})",
+        "",
+        *provenance_lines(meta),
+        f"Adaptations: {', '.join(f'{n} ({k})' for n, k in meta['adaptations'])}. {args.requests} streamed "
+        f"completions of up to {args.max_tokens} tokens (greedy), round-robin over them, {args.concurrency} "
+        f"concurrent clients on loopback; max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms.",
+        "",
+        "| mode | tokens/s | time to first token p50 | p99 | latency p50 | p99 | ok |",
+        "|---|---|---|---|---|---|---|",
+        row.format(
+            "swap (one adaptation at a time)",
+            s["tokens_per_s"],
+            s["ttft_p50_s"],
+            s["ttft_p99_s"],
+            s["latency_p50_s"],
+            s["latency_p99_s"],
+            s["ok"],
+            s["requests"],
+        ),
+        row.format(
+            "mixed batches + prompt cache",
+            m["tokens_per_s"],
+            m["ttft_p50_s"],
+            m["ttft_p99_s"],
+            m["latency_p50_s"],
+            m["latency_p99_s"],
+            m["ok"],
+            m["requests"],
+        ),
+        "",
+        f"**Ratio mixed / swap: {ratio:.2f}x** tokens/s. Same streamed text as swap on {same}/{len(jobs)} requests.",
+    ]
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -37,23 +37,33 @@ from adaptlab.utils import (
 
 def _write(out: Path, meta: dict, records: list[dict]) -> None:
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "results": records})
-    lines = [f"## {meta['data']} ({meta['model']})", "",
-             *provenance_lines(meta, ("torch", "transformers", "peft")),
-             f"Train {meta['train_examples']} examples, batch {meta['batch_size']}, seed {meta['seed']}; "
-             f"held-out test {meta['test_examples']} examples (never used for selection).", "",
-             "| strategy | test accuracy | macro-F1 | epochs | train time | trainable params | artifact | infer ex/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## {meta['data']} ({meta['model']})",
+        "",
+        *provenance_lines(meta, ("torch", "transformers", "peft")),
+        f"Train {meta['train_examples']} examples, batch {meta['batch_size']}, seed {meta['seed']}; "
+        f"held-out test {meta['test_examples']} examples (never used for selection).",
+        "",
+        "| strategy | test accuracy | macro-F1 | epochs | train time | trainable params | artifact | infer ex/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
-        lines.append(f"| {r['strategy']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r.get('epochs', '-')} | "
-                     f"{r['train_seconds']:.0f} s | {r['trainable_params']:,} | {r['artifact_bytes'] / 1e6:.2f} MB | "
-                     f"{r['examples_per_s_infer']:.1f} |")
+        lines.append(
+            f"| {r['strategy']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r.get('epochs', '-')} | "
+            f"{r['train_seconds']:.0f} s | {r['trainable_params']:,} | {r['artifact_bytes'] / 1e6:.2f} MB | "
+            f"{r['examples_per_s_infer']:.1f} |"
+        )
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def summary(target: Path, sources: list[Path]) -> None:
-    parts = ["# Strategy quality on real data (Gemma 3 270M, CPU)", "",
-             "Every row is one run of `bench/strategies_quality.py`; the JSON next to each table has the full "
-             "records (peak RSS, dev score, learning rate, versions).", ""]
+    parts = [
+        "# Strategy quality on real data (Gemma 3 270M, CPU)",
+        "",
+        "Every row is one run of `bench/strategies_quality.py`; the JSON next to each table has the full "
+        "records (peak RSS, dev score, learning rate, versions).",
+        "",
+    ]
     for src in sources:
         parts.append(Path(src).with_suffix(".md").read_text())
     notes = Path(target).with_name("strategies_notes.md")
@@ -92,18 +102,35 @@ def main() -> None:
     test = subsample(splits.test, n=args.test_size, seed=args.seed) if args.test_size else splits.test
     per_strategy = {k: float(v) for k, v in (kv.split("=") for kv in args.strategy_epochs.split(",") if kv)}
     out = Path(args.out)
-    meta = {"command": "python " + " ".join(sys.argv), "machine": {**machine_info(), "torch_threads": threads},
-            "versions": package_versions(), "data": args.data, "model": args.model, "train_examples": len(train),
-            "test_examples": len(test), "batch_size": args.batch_size, "seed": args.seed,
-            "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {**machine_info(), "torch_threads": threads},
+        "versions": package_versions(),
+        "data": args.data,
+        "model": args.model,
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     records = json.loads(out.with_suffix(".json").read_text())["results"] if out.with_suffix(".json").exists() else []
     done = {r["strategy"] for r in records}
     base = load_base(args.model, device=resolve_device(args.device))
     if "zero_shot (base)" not in done:
         zs = evaluate_zero_shot(base, test)
-        records.append({"strategy": "zero_shot (base)", "accuracy": zs["accuracy"], "macro_f1": zs["macro_f1"],
-                        "train_seconds": 0.0, "trainable_params": 0, "artifact_bytes": 0,
-                        "examples_per_s_infer": zs["examples_per_s"], "prompt_tokens": zs["prompt_tokens"]})
+        records.append(
+            {
+                "strategy": "zero_shot (base)",
+                "accuracy": zs["accuracy"],
+                "macro_f1": zs["macro_f1"],
+                "train_seconds": 0.0,
+                "trainable_params": 0,
+                "artifact_bytes": 0,
+                "examples_per_s_infer": zs["examples_per_s"],
+                "prompt_tokens": zs["prompt_tokens"],
+            }
+        )
         print(json.dumps(records[-1]), flush=True)
         _write(out, meta, records)
     for name in args.strategies.split(","):
@@ -111,18 +138,30 @@ def main() -> None:
             continue
         epochs = per_strategy.get(name, args.epochs)
         strat = get_strategy(name).strategy_cls(make_config(name))
-        cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed, checkpoint_every=0,
-                          dev_limit=args.dev_limit)
+        cfg = TrainConfig(
+            epochs=epochs, batch_size=args.batch_size, seed=args.seed, checkpoint_every=0, dev_limit=args.dev_limit
+        )
         art = strat.fit(base, train, splits.dev, cfg)
         ev = art.evaluate(test)
         folder = Path("runs/bench_artifacts") / args.data / name
         art.save(folder)
         tr = art.metrics["train"]
-        records.append({"strategy": name, "accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "epochs": epochs,
-                        "train_seconds": tr["train_seconds"], "train_examples_per_s": tr["examples_per_s"],
-                        "peak_rss_gb": tr["peak_rss_bytes"] / 2**30, "trainable_params": tr["trainable_params"],
-                        "artifact_bytes": artifact_bytes(folder), "best_dev": tr["best_dev"],
-                        "examples_per_s_infer": ev["examples_per_s"], "lr": art.train_config["lr"]})
+        records.append(
+            {
+                "strategy": name,
+                "accuracy": ev["accuracy"],
+                "macro_f1": ev["macro_f1"],
+                "epochs": epochs,
+                "train_seconds": tr["train_seconds"],
+                "train_examples_per_s": tr["examples_per_s"],
+                "peak_rss_gb": tr["peak_rss_bytes"] / 2**30,
+                "trainable_params": tr["trainable_params"],
+                "artifact_bytes": artifact_bytes(folder),
+                "best_dev": tr["best_dev"],
+                "examples_per_s_infer": ev["examples_per_s"],
+                "lr": art.train_config["lr"],
+            }
+        )
         print(json.dumps(records[-1]), flush=True)
         _write(out, meta, records)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")

@@ -39,8 +39,12 @@ def timed(model, head, tok, prompts, label_texts, top1: bool) -> dict:
         seconds = time.perf_counter() - t0
     finally:
         hook.remove()
-    return {"seconds": seconds, "examples_per_s": len(prompts) / seconds, "head_rows_per_example": sum(rows) / len(prompts),
-            "pred": s.argmax(1).tolist()}
+    return {
+        "seconds": seconds,
+        "examples_per_s": len(prompts) / seconds,
+        "head_rows_per_example": sum(rows) / len(prompts),
+        "pred": s.argmax(1).tolist(),
+    }
 
 
 def score_case(base, model, prompts, label_texts, labels, gold) -> dict:
@@ -49,11 +53,19 @@ def score_case(base, model, prompts, label_texts, labels, gold) -> dict:
     top = timed(model, head, base.tokenizer, prompts, label_texts, top1=True)
     same = full["pred"] == top["pred"]
     acc = sum(labels[p] == g for p, g in zip(full["pred"], gold)) / len(gold)
-    print(f"full {full['examples_per_s']:.2f} ex/s ({full['head_rows_per_example']:.0f} rows), "
-          f"top1 {top['examples_per_s']:.2f} ex/s ({top['head_rows_per_example']:.1f} rows), same={same}", flush=True)
-    return {"labels": len(labels), "accuracy": acc, "identical_predictions": same,
-            "full": {k: v for k, v in full.items() if k != "pred"}, "top1": {k: v for k, v in top.items() if k != "pred"},
-            "ratio": full["seconds"] / top["seconds"]}
+    print(
+        f"full {full['examples_per_s']:.2f} ex/s ({full['head_rows_per_example']:.0f} rows), "
+        f"top1 {top['examples_per_s']:.2f} ex/s ({top['head_rows_per_example']:.1f} rows), same={same}",
+        flush=True,
+    )
+    return {
+        "labels": len(labels),
+        "accuracy": acc,
+        "identical_predictions": same,
+        "full": {k: v for k, v in full.items() if k != "pred"},
+        "top1": {k: v for k, v in top.items() if k != "pred"},
+        "ratio": full["seconds"] / top["seconds"],
+    }
 
 
 def main() -> None:
@@ -75,38 +87,71 @@ def main() -> None:
     # Each case is scored right after it is built: LoRA injects its layers into the base model in
     # place, so the zero-shot case must be timed before the adapter exists.
     zs = get_strategy("zero_shot").strategy_cls(make_config("zero_shot", dev_limit=0)).fit(base, splits.train)
-    cases = {"zero_shot": score_case(base, base.model, zs.prompts(texts), zs.template.label_texts(zs.labels),
-                                     zs.labels, gold)}
+    cases = {
+        "zero_shot": score_case(
+            base, base.model, zs.prompts(texts), zs.template.label_texts(zs.labels), zs.labels, gold
+        )
+    }
     t0 = time.perf_counter()
-    lora = get_strategy("lora").strategy_cls(make_config("lora")).fit(
-        base, subsample(splits.train, n=args.train, seed=0), None, TrainConfig(epochs=1, checkpoint_every=0),
-        progress=False)
+    lora = (
+        get_strategy("lora")
+        .strategy_cls(make_config("lora"))
+        .fit(
+            base,
+            subsample(splits.train, n=args.train, seed=0),
+            None,
+            TrainConfig(epochs=1, checkpoint_every=0),
+            progress=False,
+        )
+    )
     train_seconds = time.perf_counter() - t0
     lora.module.eval()
-    cases["lora"] = score_case(base, lora.module, [lora.template.render(t, lora.labels) for t in texts],
-                               lora.template.label_texts(lora.labels), lora.labels, gold)
+    cases["lora"] = score_case(
+        base,
+        lora.module,
+        [lora.template.render(t, lora.labels) for t in texts],
+        lora.template.label_texts(lora.labels),
+        lora.labels,
+        gold,
+    )
 
-    result = {"meta": {"command": "python " + " ".join(sys.argv),
-                       "machine": {**machine_info(), "torch_threads": threads}, "versions": package_versions(),
-                       "date": time.strftime("%Y-%m-%d"), "data": args.data, "model": base.name,
-                       "examples": len(texts), "lora_train_examples": args.train,
-                       "lora_train_seconds": train_seconds}, "cases": cases}
+    result = {
+        "meta": {
+            "command": "python " + " ".join(sys.argv),
+            "machine": {**machine_info(), "torch_threads": threads},
+            "versions": package_versions(),
+            "date": time.strftime("%Y-%m-%d"),
+            "data": args.data,
+            "model": base.name,
+            "examples": len(texts),
+            "lora_train_examples": args.train,
+            "lora_train_seconds": train_seconds,
+        },
+        "cases": cases,
+    }
     ok = all(c["identical_predictions"] for c in cases.values())
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), result)
     m = result["meta"]
-    md = [f"## Exact top-1 label search vs scoring every label ({args.data}, {base.name})", "",
-          f"Command: `{m['command']}`  ",
-          f"Machine: {m['machine']['processor']}, {m['machine']['cpu_count']} cores, torch threads {threads}; "
-          f"{m['date']}; torch {m['versions'].get('torch')}", "",
-          f"{len(texts)} test examples, both routes on the same prompts. LoRA: {args.train} train examples, "
-          f"1 epoch ({train_seconds:.0f} s).", "",
-          "| case | accuracy | full: ex/s | full: LM-head rows/ex | top-1: ex/s | top-1: LM-head rows/ex | ratio | same predictions |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = [
+        f"## Exact top-1 label search vs scoring every label ({args.data}, {base.name})",
+        "",
+        f"Command: `{m['command']}`  ",
+        f"Machine: {m['machine']['processor']}, {m['machine']['cpu_count']} cores, torch threads {threads}; "
+        f"{m['date']}; torch {m['versions'].get('torch')}",
+        "",
+        f"{len(texts)} test examples, both routes on the same prompts. LoRA: {args.train} train examples, "
+        f"1 epoch ({train_seconds:.0f} s).",
+        "",
+        "| case | accuracy | full: ex/s | full: LM-head rows/ex | top-1: ex/s | top-1: LM-head rows/ex | ratio | same predictions |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, c in result["cases"].items():
-        md.append(f"| {name} | {c['accuracy']:.3f} | {c['full']['examples_per_s']:.2f} | "
-                  f"{c['full']['head_rows_per_example']:.0f} | {c['top1']['examples_per_s']:.2f} | "
-                  f"{c['top1']['head_rows_per_example']:.1f} | **{c['ratio']:.2f}x** | {c['identical_predictions']} |")
+        md.append(
+            f"| {name} | {c['accuracy']:.3f} | {c['full']['examples_per_s']:.2f} | "
+            f"{c['full']['head_rows_per_example']:.0f} | {c['top1']['examples_per_s']:.2f} | "
+            f"{c['top1']['head_rows_per_example']:.1f} | **{c['ratio']:.2f}x** | {c['identical_predictions']} |"
+        )
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
     if not ok:

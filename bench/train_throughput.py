@@ -46,8 +46,16 @@ def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: st
     base = load_base(model, device=resolve_device(device))
     spec = get_strategy(strategy)
     config = make_config(strategy, template=TEMPLATE)
-    cfg = TrainConfig(epochs=1, batch_size=8, lr=LR[strategy], warmup_ratio=0.06, schedule="cosine",
-                      max_grad_norm=1.0, seed=seed, checkpoint_every=0)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        lr=LR[strategy],
+        warmup_ratio=0.06,
+        schedule="cosine",
+        max_grad_norm=1.0,
+        seed=seed,
+        checkpoint_every=0,
+    )
     with PeakRSS() as rss:
         if kind == "adaptlab":
             t0 = time.perf_counter()
@@ -56,9 +64,17 @@ def job(kind: str, strategy: str, n_train: int, n_dev: int, seed: int, model: st
         else:
             seconds, art = hf_route(base, train, strategy, config, cfg)
     acc = art.evaluate(dev)["accuracy"]
-    return {"route": kind, "strategy": strategy, "train_examples": len(train), "train_seconds": seconds,
-            "examples_per_s": len(train) / seconds, "peak_rss_gb": rss.peak / 2**30, "dev_accuracy": acc,
-            "dev_examples": len(dev), "torch_threads": torch.get_num_threads()}
+    return {
+        "route": kind,
+        "strategy": strategy,
+        "train_examples": len(train),
+        "train_seconds": seconds,
+        "examples_per_s": len(train) / seconds,
+        "peak_rss_gb": rss.peak / 2**30,
+        "dev_accuracy": acc,
+        "dev_examples": len(dev),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def hf_route(base, train, strategy, config, cfg):
@@ -80,25 +96,52 @@ def hf_route(base, train, strategy, config, cfg):
     model = base.model
     model.requires_grad_(False)
     if strategy == "lora":
-        pc = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                        target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+        pc = LoraConfig(
+            r=config.r,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=list(config.target_modules),
+            task_type="CAUSAL_LM",
+        )
     else:
         # Same start as adaptlab's default: the embeddings of the label words.
         words = " ".join(verbalize(label) for label in train.labels)
-        init = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=words,
-                    tokenizer_name_or_path=str(base.path)) if base.path else {}
+        init = (
+            dict(
+                prompt_tuning_init=PromptTuningInit.TEXT,
+                prompt_tuning_init_text=words,
+                tokenizer_name_or_path=str(base.path),
+            )
+            if base.path
+            else {}
+        )
         pc = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.n_tokens, **init)
     pm = get_peft_model(model, pc)
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
-                                 learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule,
-                                 warmup_steps=round(cfg.warmup_ratio * math.ceil(len(rows) / cfg.batch_size)),
-                                 max_grad_norm=cfg.max_grad_norm, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                                 save_strategy="no", report_to=[], logging_steps=10,
-                                 use_cpu=base.device.type == "cpu", bf16=base.device.type == "cuda",
-                                 disable_tqdm=True, dataloader_num_workers=0)
-        trainer = Trainer(model=pm, args=args, train_dataset=rows,
-                          data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=cfg.batch_size,
+            num_train_epochs=cfg.epochs,
+            learning_rate=cfg.lr,
+            lr_scheduler_type=cfg.schedule,
+            warmup_steps=round(cfg.warmup_ratio * math.ceil(len(rows) / cfg.batch_size)),
+            max_grad_norm=cfg.max_grad_norm,
+            weight_decay=cfg.weight_decay,
+            seed=cfg.seed,
+            save_strategy="no",
+            report_to=[],
+            logging_steps=10,
+            use_cpu=base.device.type == "cpu",
+            bf16=base.device.type == "cuda",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(
+            model=pm,
+            args=args,
+            train_dataset=rows,
+            data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+        )
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
@@ -123,8 +166,12 @@ def main() -> None:
     ap.add_argument("--job", nargs=2, metavar=("ROUTE", "STRATEGY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.job:
-        print("RESULT " + json.dumps(job(args.job[0], args.job[1], args.train_size, args.dev_size, args.seed,
-                                         args.model, args.device)))
+        print(
+            "RESULT "
+            + json.dumps(
+                job(args.job[0], args.job[1], args.train_size, args.dev_size, args.seed, args.model, args.device)
+            )
+        )
         return
 
     from adaptlab.utils import atomic_write_json, atomic_write_text, machine_info, package_versions
@@ -132,9 +179,23 @@ def main() -> None:
     results = []
     for strategy in args.strategies.split(","):
         for route in ("adaptlab", "hf"):  # alternating, one process each
-            cmd = [sys.executable, __file__, "--job", route, strategy, "--train-size", str(args.train_size),
-                   "--dev-size", str(args.dev_size), "--seed", str(args.seed), "--model", args.model,
-                   "--device", args.device]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--job",
+                route,
+                strategy,
+                "--train-size",
+                str(args.train_size),
+                "--dev-size",
+                str(args.dev_size),
+                "--seed",
+                str(args.seed),
+                "--model",
+                args.model,
+                "--device",
+                args.device,
+            ]
             print(f"running {route} {strategy} ...", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -146,26 +207,43 @@ def main() -> None:
     for strategy in args.strategies.split(","):
         a = next(r for r in results if r["route"] == "adaptlab" and r["strategy"] == strategy)
         h = next(r for r in results if r["route"] == "hf" and r["strategy"] == strategy)
-        rows.append({"strategy": strategy, "speedup": a["examples_per_s"] / h["examples_per_s"],
-                     "rss_ratio": a["peak_rss_gb"] / h["peak_rss_gb"],
-                     "dev_accuracy_gap_points": 100 * (a["dev_accuracy"] - h["dev_accuracy"]), "adaptlab": a, "hf": h})
-    meta = {"command": "python " + " ".join(sys.argv), "machine": machine_info(), "versions": package_versions(),
-            "date": time.strftime("%Y-%m-%d")}
+        rows.append(
+            {
+                "strategy": strategy,
+                "speedup": a["examples_per_s"] / h["examples_per_s"],
+                "rss_ratio": a["peak_rss_gb"] / h["peak_rss_gb"],
+                "dev_accuracy_gap_points": 100 * (a["dev_accuracy"] - h["dev_accuracy"]),
+                "adaptlab": a,
+                "hf": h,
+            }
+        )
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), {"meta": meta, "comparisons": rows})
-    lines = ["# Training throughput: adaptlab vs transformers Trainer + PEFT", "",
-             f"Command: `{meta['command']}`  ",
-             f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores; {meta['date']}; "
-             f"torch {meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}, "
-             f"peft {meta['versions'].get('peft')}  ",
-             f"Job: {args.model}, SST-2, {args.train_size} train examples, batch 8, 1 epoch; dev = full SST-2 "
-             "validation scored by the same code for both.", "",
-             "| strategy | adaptlab ex/s | HF ex/s | speed-up | adaptlab peak RSS | HF peak RSS | adaptlab dev acc | HF dev acc |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Training throughput: adaptlab vs transformers Trainer + PEFT",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']['processor']}, {meta['machine']['cpu_count']} cores; {meta['date']}; "
+        f"torch {meta['versions'].get('torch')}, transformers {meta['versions'].get('transformers')}, "
+        f"peft {meta['versions'].get('peft')}  ",
+        f"Job: {args.model}, SST-2, {args.train_size} train examples, batch 8, 1 epoch; dev = full SST-2 "
+        "validation scored by the same code for both.",
+        "",
+        "| strategy | adaptlab ex/s | HF ex/s | speed-up | adaptlab peak RSS | HF peak RSS | adaptlab dev acc | HF dev acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         a, h = r["adaptlab"], r["hf"]
-        lines.append(f"| {r['strategy']} | {a['examples_per_s']:.2f} | {h['examples_per_s']:.2f} | **{r['speedup']:.2f}x** | "
-                     f"{a['peak_rss_gb']:.2f} GB | {h['peak_rss_gb']:.2f} GB | {a['dev_accuracy']:.3f} | {h['dev_accuracy']:.3f} |")
+        lines.append(
+            f"| {r['strategy']} | {a['examples_per_s']:.2f} | {h['examples_per_s']:.2f} | **{r['speedup']:.2f}x** | "
+            f"{a['peak_rss_gb']:.2f} GB | {h['peak_rss_gb']:.2f} GB | {a['dev_accuracy']:.3f} | {h['dev_accuracy']:.3f} |"
+        )
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -5,8 +5,10 @@ MARKER = "<!-- cli-reference -->"
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    if page.file.src_uri.startswith("results/") and page.file.src_uri.endswith("report.md"):
+        return _literal_brackets(markdown)
     if README_MARKER in markdown:
-        return on_page_markdown_readme(markdown)
+        return _readme_page(markdown)
     if MARKER not in markdown:
         return markdown
     import typer.main
@@ -25,9 +27,18 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 README_MARKER = "<!-- readme -->"
 
 
-def on_page_markdown_readme(markdown: str) -> str:
+def _readme_page(markdown: str) -> str:
     """The front page is the README (one source), its links made relative to docs/."""
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     return markdown.replace(README_MARKER, readme.replace("](docs/", "]("))
+
+
+def _literal_brackets(markdown: str) -> str:
+    """A generated compare report quotes model outputs ("see [2][4]"): their brackets are text, not
+    reference links (which the cross-reference plugin would try to resolve). Inline links and
+    images (``[x](y)``, ``![x](y)``) stay links."""
+    import re
+
+    return re.sub(r"(?<![!\\])\[([^\]\n]*)\](?!\()", r"\\[\1\\]", markdown)

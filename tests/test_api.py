@@ -28,8 +28,9 @@ set:
 
 
 def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
-    res = adaptlab.compare("demo", out=tmp_path / "run", strategies=["zero_shot", "few_shot"], train_sizes=[8],
-                           progress=False, **FAST)
+    res = adaptlab.compare(
+        "demo", out=tmp_path / "run", strategies=["zero_shot", "few_shot"], train_sizes=[8], progress=False, **FAST
+    )
     assert isinstance(res, adaptlab.CompareResult) and res.out == tmp_path / "run"
     assert res.winner in ("zero_shot", "few_shot") and res.ranking[0]["strategy"] == res.winner
     assert {r.id for r in res.runs} == {"zero_shot-n0-s0", "few_shot-n8-s0"}
@@ -41,8 +42,9 @@ def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
     assert list(df["run"]) == [t["run"] for t in table]
     assert f"Recommended: {res.winner}" in res._repr_markdown_()
     # resumable: the same call again runs nothing new; CompareResult.open reads the folder as it is
-    again = adaptlab.compare("demo", out=tmp_path / "run", strategies=["zero_shot", "few_shot"], train_sizes=[8],
-                             progress=False, **FAST)
+    again = adaptlab.compare(
+        "demo", out=tmp_path / "run", strategies=["zero_shot", "few_shot"], train_sizes=[8], progress=False, **FAST
+    )
     assert [r.id for r in again.runs] == [r.id for r in res.runs]
     assert [r.meta["finished"] for r in again.runs] == [r.meta["finished"] for r in res.runs]
     assert adaptlab.CompareResult.open(tmp_path / "run").winner == res.winner
@@ -51,8 +53,18 @@ def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
 
 
 def test_train_then_load_and_use_an_adaptation(tmp_path):
-    art = adaptlab.train("lora", "demo", out=tmp_path / "lora", model="tiny", settings={"r": 4}, train_size=16,
-                         max_steps=2, batch_size=4, lr=1e-2, progress=False)
+    art = adaptlab.train(
+        "lora",
+        "demo",
+        out=tmp_path / "lora",
+        model="tiny",
+        settings={"r": 4},
+        train_size=16,
+        max_steps=2,
+        batch_size=4,
+        lr=1e-2,
+        progress=False,
+    )
     assert (tmp_path / "lora" / "adaptlab_artifact.json").exists() and "accuracy" in art.metrics["test"]
     meta = json.loads((tmp_path / "lora" / "adaptlab_artifact.json").read_text())
     assert meta["recipe"]["train_size"] == 16 and meta["strategy_config"]["r"] == 4
@@ -87,33 +99,52 @@ def test_a_generation_adaptation_generates(tmp_path):
 
 def test_a_yaml_config_runs_and_flags_and_set_override_it(tmp_path):
     (tmp_path / "compare.yaml").write_text(YAML)
-    r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "compare.yaml"), "--out", str(tmp_path / "a"),
-                                 "--no-progress", "--strategies", "zero_shot", "--set", "few_shot.k=3"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--config",
+            str(tmp_path / "compare.yaml"),
+            "--out",
+            str(tmp_path / "a"),
+            "--no-progress",
+            "--strategies",
+            "zero_shot",
+            "--set",
+            "few_shot.k=3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "a" / "compare.json").read_text())
     assert saved["strategies"] == ["zero_shot"] and saved["strategy_settings"]["few_shot"] == {"k": 3}
     assert saved["model"] == "tiny" and saved["train_sizes"] == [8]
     # the run folder's saved config re-runs it unchanged (nothing new to run)
-    r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out",
-                                 str(tmp_path / "a"), "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out", str(tmp_path / "a"), "--no-progress"],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "a" / "compare.json").read_text()) == saved
     # the Python call takes the same file
-    res = adaptlab.compare(config=tmp_path / "compare.yaml", out=tmp_path / "b", strategies=["zero_shot"],
-                           progress=False)
+    res = adaptlab.compare(
+        config=tmp_path / "compare.yaml", out=tmp_path / "b", strategies=["zero_shot"], progress=False
+    )
     assert res.config.model == "tiny" and [r.id for r in res.runs] == ["zero_shot-n0-s0"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("data: demo\nseedz: 2\n", "c.yaml: unknown key 'seedz' (did you mean 'seeds'?)"),
-    ("data: demo\nseeds: two\n", "c.yaml: key 'seeds': expected int, got str 'two'"),
-    ("data: demo\nbudget: soon\n", "c.yaml: key 'budget': use e.g. 30m"),
-    ("data: demo\nset:\n  lora.rank: 2\n", "c.yaml: strategy 'lora': unknown config key(s) rank"),
-    ("data: demo\nstrategies: [lora, nope]\n", "c.yaml: --strategies: unknown nope"),
-    ("seeds: 1\n", "c.yaml: missing key 'data'"),
-    ("data: demo\n  seeds: [\n", "c.yaml:2: malformed YAML"),
-    ("- data\n", "c.yaml: expected a mapping of compare settings"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data: demo\nseedz: 2\n", "c.yaml: unknown key 'seedz' (did you mean 'seeds'?)"),
+        ("data: demo\nseeds: two\n", "c.yaml: key 'seeds': expected int, got str 'two'"),
+        ("data: demo\nbudget: soon\n", "c.yaml: key 'budget': use e.g. 30m"),
+        ("data: demo\nset:\n  lora.rank: 2\n", "c.yaml: strategy 'lora': unknown config key(s) rank"),
+        ("data: demo\nstrategies: [lora, nope]\n", "c.yaml: --strategies: unknown nope"),
+        ("seeds: 1\n", "c.yaml: missing key 'data'"),
+        ("data: demo\n  seeds: [\n", "c.yaml:2: malformed YAML"),
+        ("- data\n", "c.yaml: expected a mapping of compare settings"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
     (tmp_path / "c.yaml").write_text(text)
     r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
@@ -122,8 +153,17 @@ def test_bad_config_is_one_line_naming_the_file_and_the_key(tmp_path, text, mess
 
 
 def test_file_spellings_of_budget_sizes_and_set():
-    c = from_mapping({"data": "demo", "budget": "15m", "train_sizes": "32,128,all", "strategies": "zero_shot,lora",
-                      "set": {"lora.r": 16, "full.epochs": 1}, "volume": "1M/month"}, "f.yaml")
+    c = from_mapping(
+        {
+            "data": "demo",
+            "budget": "15m",
+            "train_sizes": "32,128,all",
+            "strategies": "zero_shot,lora",
+            "set": {"lora.r": 16, "full.epochs": 1},
+            "volume": "1M/month",
+        },
+        "f.yaml",
+    )
     assert (c.budget_seconds, c.adaptive, c.train_sizes) == (900.0, True, [32, 128, "all"])
     assert c.strategy_settings == {"lora": {"r": 16}} and c.strategy_epochs == {"full": 1.0}
     assert c.volume == 1e6 and c.strategies == ["zero_shot", "lora"]

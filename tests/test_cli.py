@@ -18,7 +18,9 @@ def test_data_check_demo_and_file(tmp_path):
     assert r.exit_code == 0, r.output
     assert "360" in r.output and "no warnings" in r.output
     p = tmp_path / "d.jsonl"
-    p.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in [("a", "x"), ("a", "x"), ("b", "y")]))
+    p.write_text(
+        "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in [("a", "x"), ("a", "x"), ("b", "y")])
+    )
     r = runner.invoke(app, ["data", "check", str(p), "--tokenizer", "none"])
     assert r.exit_code == 0 and "exact duplicate" in r.output
 
@@ -48,8 +50,26 @@ def test_models_info_tiny_and_unknown():
 
 def test_train_tiny_lora_end_to_end(tmp_path):
     out = tmp_path / "art"
-    r = runner.invoke(app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(out), "--max-steps", "3",
-                            "--train-size", "24", "--set", "r=4", "--set", 'target_modules=["q_proj","v_proj"]'])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--strategy",
+            "lora",
+            "--model",
+            "tiny",
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--train-size",
+            "24",
+            "--set",
+            "r=4",
+            "--set",
+            'target_modules=["q_proj","v_proj"]',
+        ],
+    )
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "adaptlab_artifact.json").read_text())
     assert meta["strategy_config"]["r"] == 4 and meta["metrics"]["test"]["n"] == 120
@@ -57,13 +77,26 @@ def test_train_tiny_lora_end_to_end(tmp_path):
 
 
 def test_train_bad_config_is_one_line(tmp_path):
-    r = runner.invoke(app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(tmp_path / "a"),
-                            "--set", "r=0"])
+    r = runner.invoke(
+        app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(tmp_path / "a"), "--set", "r=0"]
+    )
     assert r.exit_code == 2 and "rank must be a positive integer" in r.output
     r = runner.invoke(app, ["train", "--strategy", "nope", "--model", "tiny", "--out", str(tmp_path / "a")])
     assert r.exit_code == 2 and "unknown strategy 'nope'" in r.output
-    r = runner.invoke(app, ["train", "--strategy", "lora", "--model", "tiny", "--out", str(tmp_path / "a"),
-                            "--endpoint", "http://127.0.0.1:9"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--strategy",
+            "lora",
+            "--model",
+            "tiny",
+            "--out",
+            str(tmp_path / "a"),
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ],
+    )
     assert r.exit_code == 2 and "only prompt strategies run on an endpoint" in r.output
     r = runner.invoke(app, ["strategies"])
     assert r.exit_code == 0 and "soft_prompt" in r.output
@@ -79,8 +112,24 @@ def test_demo_compares_strategies_on_tiny(tmp_path):
 
 def test_train_prompt_strategy_end_to_end(tmp_path):
     out = tmp_path / "fs"
-    r = runner.invoke(app, ["train", "--strategy", "few_shot", "--model", "tiny", "--out", str(out),
-                            "--set", "k=3", "--set", "calibrate=true", "--set", "dev_limit=12"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--strategy",
+            "few_shot",
+            "--model",
+            "tiny",
+            "--out",
+            str(out),
+            "--set",
+            "k=3",
+            "--set",
+            "calibrate=true",
+            "--set",
+            "dev_limit=12",
+        ],
+    )
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "adaptlab_artifact.json").read_text())
     assert meta["kind"] == "prompt" and len(meta["prompt"]["exemplars"]) == 3
@@ -94,10 +143,33 @@ def test_no_library_warning_reaches_the_terminal(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-c", "from adaptlab.cli import main; main()", "compare", "--data", "demo", "--model", "tiny",
-           "--strategies", "zero_shot,lora", "--train-sizes", "8,16", "--test-limit", "8", "--fragility-k", "0",
-           "--no-forgetting", "--consistency-examples", "0", "--no-tune", "--out", str(tmp_path / "c"), "--no-progress",
-           "--budget", "30m"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from adaptlab.cli import main; main()",
+        "compare",
+        "--data",
+        "demo",
+        "--model",
+        "tiny",
+        "--strategies",
+        "zero_shot,lora",
+        "--train-sizes",
+        "8,16",
+        "--test-limit",
+        "8",
+        "--fragility-k",
+        "0",
+        "--no-forgetting",
+        "--consistency-examples",
+        "0",
+        "--no-tune",
+        "--out",
+        str(tmp_path / "c"),
+        "--no-progress",
+        "--budget",
+        "30m",
+    ]
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTHONWARNINGS", "ADAPTLAB_WARNINGS")}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -112,8 +184,10 @@ def test_the_cli_turns_off_transformers_per_load_progress_bar():
     import subprocess
     import sys
 
-    code = ("from adaptlab.cli import quiet_libraries; quiet_libraries(); "
-            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    code = (
+        "from adaptlab.cli import quiet_libraries; quiet_libraries(); "
+        "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "ADAPTLAB_WARNINGS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-1000:]

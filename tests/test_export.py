@@ -27,8 +27,10 @@ def ours(art, tok):
 
 
 @pytest.mark.parametrize("arch", ["gemma", "llama"])
-@pytest.mark.parametrize("name, strategy, overrides", [("lora", "lora", {}), ("soft", "soft_prompt", {"n_tokens": 3}),
-                                                       ("prefix", "prefix", {"n_tokens": 3})])
+@pytest.mark.parametrize(
+    "name, strategy, overrides",
+    [("lora", "lora", {}), ("soft", "soft_prompt", {"n_tokens": 3}), ("prefix", "prefix", {"n_tokens": 3})],
+)
 def test_peft_export_loads_in_peft(tmp_path, name, strategy, overrides, arch):
     from peft import PeftModel
 
@@ -53,8 +55,9 @@ def test_merged_export_loads_in_transformers(tmp_path, name, strategy, overrides
     art = Artifact.load(folder, base)
     assert torch.allclose(ours(art, base.tokenizer), last_logits(merged, base.tokenizer), atol=1e-4)
     # merging worked on a copy: the shared base model is still the plain one
-    assert torch.allclose(last_logits(base.model, base.tokenizer),
-                          last_logits(build_tiny(arch=arch).model, base.tokenizer))
+    assert torch.allclose(
+        last_logits(base.model, base.tokenizer), last_logits(build_tiny(arch=arch).model, base.tokenizer)
+    )
 
 
 def test_export_refusals_are_clear(tmp_path):
@@ -76,8 +79,9 @@ def test_export_refusals_are_clear(tmp_path):
         export(hyb, tmp_path / "h", "peft", allow_partial=True)
     with pytest.raises(ExportError, match="use one of"):
         export(soft, tmp_path / "y", "onnx")
-    r = CliRunner().invoke(app, ["export", str(soft), "--format", "merged", "--out", str(tmp_path / "z"),
-                                 "--model", "tiny"])
+    r = CliRunner().invoke(
+        app, ["export", str(soft), "--format", "merged", "--out", str(tmp_path / "z"), "--model", "tiny"]
+    )
     assert r.exit_code == 2 and "cannot be merged" in r.output
     r = CliRunner().invoke(app, ["export", str(soft), "--format", "peft", "--out", str(tmp_path / "z")])
     assert r.exit_code == 0, r.output

@@ -29,8 +29,10 @@ def test_missing_values_at_render():
 def test_exemplars_render_where_the_answer_is_scored():
     t = builtin_template("classification", "instruct-labels")
     p = t.render("q", ["card_lost", "refund"], [("x {braces}", "refund")])
-    assert p == ("Classify the text into one of these categories: card lost, refund.\n\n"
-                 "Text: x {braces}\nCategory: refund\n\nText: q\nCategory:")
+    assert p == (
+        "Classify the text into one of these categories: card lost, refund.\n\n"
+        "Text: x {braces}\nCategory: refund\n\nText: q\nCategory:"
+    )
     assert t.label_texts(["refund"]) == [" refund"]
 
 

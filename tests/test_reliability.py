@@ -38,22 +38,37 @@ def record(test: str, **counts) -> None:
 
 
 # ---------------------------------------------------------------- data loader fuzzing
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids,
-                                                                                      max_size=3), max_leaves=6)
-records = st.dictionaries(st.sampled_from(["text", "label", "input", "target", "extra", ""]) | st.text(max_size=6),
-                          json_values, max_size=4)
-valid = st.fixed_dictionaries({"text": st.text(min_size=1, max_size=30).filter(str.strip),
-                               "label": st.sampled_from(["pos", "neg", "neutral"])}).map(json.dumps)
-line = st.one_of(valid, valid, records.map(json.dumps), st.text(max_size=40), st.just(""), st.just("{"), st.just("[]"),
-                 st.binary(max_size=30).map(lambda b: b.decode("latin-1")))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
+    max_leaves=6,
+)
+records = st.dictionaries(
+    st.sampled_from(["text", "label", "input", "target", "extra", ""]) | st.text(max_size=6), json_values, max_size=4
+)
+valid = st.fixed_dictionaries(
+    {"text": st.text(min_size=1, max_size=30).filter(str.strip), "label": st.sampled_from(["pos", "neg", "neutral"])}
+).map(json.dumps)
+line = st.one_of(
+    valid,
+    valid,
+    records.map(json.dumps),
+    st.text(max_size=40),
+    st.just(""),
+    st.just("{"),
+    st.just("[]"),
+    st.binary(max_size=30).map(lambda b: b.decode("latin-1")),
+)
 FILE_OUTCOMES = {"loaded": 0, "data_error": 0}
 
 
 @settings(max_examples=FUZZ, deadline=None, suppress_health_check=list(HealthCheck))
-@given(lines=st.lists(line, max_size=8) | st.lists(valid, min_size=2, max_size=8),
-       suffix=st.sampled_from([".jsonl", ".jsonl", ".csv", ".tsv", ".json"]),
-       raw=st.binary(max_size=60), use_raw=st.sampled_from([False, False, False, True]))
+@given(
+    lines=st.lists(line, max_size=8) | st.lists(valid, min_size=2, max_size=8),
+    suffix=st.sampled_from([".jsonl", ".jsonl", ".csv", ".tsv", ".json"]),
+    raw=st.binary(max_size=60),
+    use_raw=st.sampled_from([False, False, False, True]),
+)
 def test_fuzzed_data_files_load_or_fail_with_one_clear_line(tmp_path_factory, lines, suffix, raw, use_raw):
     path = tmp_path_factory.mktemp("fuzz") / f"data{suffix}"
     if use_raw:
@@ -94,32 +109,58 @@ def server(tmp_path_factory):
     reg.register(build(base, "zs", "zero_shot", FOOD, {}, tmp), "food")
     reg.register(build(base, "gen", "lora", ECHO, {}, tmp), "echo")
     service = Service(base, reg, ServeConfig(max_batch=4, max_wait_ms=1, max_new_tokens=4))
-    client = TestClient(create_app(service, auth=False, max_body_bytes=2048, max_input_chars=200),
-                        raise_server_exceptions=False)
+    client = TestClient(
+        create_app(service, auth=False, max_body_bytes=2048, max_input_chars=200), raise_server_exceptions=False
+    )
     yield client, reg
     service.close()
 
 
-models = st.sampled_from(["food", "food@1", "food@prod", "echo", "base", "tiny", "nope", "../x", "food@9", ""]) | \
-    st.text(max_size=12)
+models = st.sampled_from(
+    ["food", "food@1", "food@prod", "echo", "base", "tiny", "nope", "../x", "food@9", ""]
+) | st.text(max_size=12)
 texts = st.text(max_size=60) | st.just("x" * 300)
 bodies = st.one_of(
     st.fixed_dictionaries({"model": models, "input": texts | st.lists(texts, max_size=4) | json_values}),
-    st.fixed_dictionaries({"model": models, "prompt": texts | json_values,
-                           "max_tokens": st.integers(-2, 10) | st.none(), "stream": st.booleans()}),
-    st.fixed_dictionaries({"model": models, "messages": st.lists(st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant", "robot"]), "content": texts | json_values}),
-        max_size=3), "max_tokens": st.integers(0, 6)}),
-    st.fixed_dictionaries({"request_id": st.text(max_size=10) | json_values, "rating": st.integers(-3, 3) | json_values,
-                           "correction": st.none() | texts}),
+    st.fixed_dictionaries(
+        {
+            "model": models,
+            "prompt": texts | json_values,
+            "max_tokens": st.integers(-2, 10) | st.none(),
+            "stream": st.booleans(),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "model": models,
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(["user", "system", "assistant", "robot"]), "content": texts | json_values}
+                ),
+                max_size=3,
+            ),
+            "max_tokens": st.integers(0, 6),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "request_id": st.text(max_size=10) | json_values,
+            "rating": st.integers(-3, 3) | json_values,
+            "correction": st.none() | texts,
+        }
+    ),
     json_values,
 )
 SERVER_OUTCOMES: dict[str, int] = {}
 
 
 @settings(max_examples=FUZZ, deadline=None, suppress_health_check=list(HealthCheck))
-@given(route=st.sampled_from(["/v1/classify", "/v1/completions", "/v1/chat/completions", "/v1/feedback"]),
-       body=bodies, raw=st.booleans(), junk=st.binary(max_size=40))
+@given(
+    route=st.sampled_from(["/v1/classify", "/v1/completions", "/v1/chat/completions", "/v1/feedback"]),
+    body=bodies,
+    raw=st.booleans(),
+    junk=st.binary(max_size=40),
+)
 def test_fuzzed_requests_get_an_answer_or_a_clear_error(server, route, body, raw, junk):
     client, reg = server
     with sqlite3.connect(reg.db_path) as con:
@@ -157,7 +198,10 @@ def test_training_killed_at_random_steps_resumes_to_the_same_weights(tmp_path):
         rc = run_job(tmp_path, tmp_path / "run", tmp_path / "out", resume=i > 0, kill_after_lines=at)
         killed += rc == -signal.SIGKILL
     run_job(tmp_path, tmp_path / "run", tmp_path / "out", resume=True)
-    ref, got = load_st(tmp_path / "ref" / "adapter_model.safetensors"), load_st(tmp_path / "out" / "adapter_model.safetensors")
+    ref, got = (
+        load_st(tmp_path / "ref" / "adapter_model.safetensors"),
+        load_st(tmp_path / "out" / "adapter_model.safetensors"),
+    )
     for k in ref:
         assert (ref[k] == got[k]).all(), k
     record("training_kill_resume", kills=killed, kill_steps=points, total_steps=total, identical=True)
@@ -180,13 +224,33 @@ def test_server_killed_mid_request_keeps_all_acknowledged_feedback(tmp_path):
     reg.register(build(base, "gen", "lora", ECHO, {}, tmp_path), "echo")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "adaptlab.cli", "serve", "--model", "tiny", "--registry",
-                             str(reg.root), "--port", str(port), "--no-auth", "--max-new-tokens", "64"],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adaptlab.cli",
+            "serve",
+            "--model",
+            "tiny",
+            "--registry",
+            str(reg.root),
+            "--port",
+            str(port),
+            "--no-auth",
+            "--max-new-tokens",
+            "64",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_healthy(url, proc)
-    ids = [requests.post(url + "/v1/classify", json={"model": "food", "input": f"item {i}"}, timeout=30).json()
-           ["data"][0]["request_id"] for i in range(KILLS * 4)]
+    ids = [
+        requests.post(url + "/v1/classify", json={"model": "food", "input": f"item {i}"}, timeout=30).json()["data"][0][
+            "request_id"
+        ]
+        for i in range(KILLS * 4)
+    ]
     acked: list[str] = []
 
     def give(rid):
@@ -199,8 +263,9 @@ def test_server_killed_mid_request_keeps_all_acknowledged_feedback(tmp_path):
 
     def busy():
         with contextlib.suppress(requests.RequestException):
-            requests.post(url + "/v1/completions", json={"model": "echo", "prompt": "say ab", "max_tokens": 64},
-                          timeout=30)
+            requests.post(
+                url + "/v1/completions", json={"model": "echo", "prompt": "say ab", "max_tokens": 64}, timeout=30
+            )
 
     with cf.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(busy) for _ in range(4)] + [pool.submit(give, rid) for rid in ids]
@@ -213,8 +278,13 @@ def test_server_killed_mid_request_keeps_all_acknowledged_feedback(tmp_path):
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {r[0] for r in con.execute("SELECT request_id FROM feedback")}
     assert set(acked) <= stored  # every acknowledged feedback survived the kill
-    record("server_kill_feedback", requests_sent=len(ids), acknowledged=len(acked), stored=len(stored),
-           lost_acknowledged=len(set(acked) - stored))
+    record(
+        "server_kill_feedback",
+        requests_sent=len(ids),
+        acknowledged=len(acked),
+        stored=len(stored),
+        lost_acknowledged=len(set(acked) - stored),
+    )
 
 
 # ---------------------------------------------------------------- full disks, unwritable places
@@ -255,8 +325,15 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monke
     from adaptlab.strategies import get_strategy, make_config
     from adaptlab.training import TrainConfig, loop
 
-    data = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(
-        [("apple", "fruit"), ("kale", "veg"), ("pear", "fruit"), ("leek", "veg")])], "m", label_names=["fruit", "veg"])
+    data = TaskData(
+        "classification",
+        [
+            Example(f"item {w}", lab, i + 1)
+            for i, (w, lab) in enumerate([("apple", "fruit"), ("kale", "veg"), ("pear", "fruit"), ("leek", "veg")])
+        ],
+        "m",
+        label_names=["fruit", "veg"],
+    )
     strat = get_strategy("soft_prompt").strategy_cls(make_config("soft_prompt", n_tokens=2))
     cfg = TrainConfig(max_steps=6, batch_size=2, checkpoint_every=2, lr=0.1)
     real_save = loop.save_file
@@ -281,7 +358,12 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(tmp_path, monke
 def test_unwritable_cache_is_one_clear_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    r = subprocess.run([sys.executable, "-m", "adaptlab.cli", "models", "info"], capture_output=True, text=True,
-                       env={**os.environ, "ADAPTLAB_CACHE": str(blocker / "cache")}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "adaptlab.cli", "models", "info"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ADAPTLAB_CACHE": str(blocker / "cache")},
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "model cache" in r.stderr and "ADAPTLAB_CACHE" in r.stderr

@@ -18,4 +18,5 @@ def as_backend(model) -> Backend:
         return LocalBackend(model)
     raise TypeError(f"expected a Backend or a BaseModel, got {type(model).__name__}")
 
+
 __all__ = ["Backend", "BackendError", "LocalBackend", "OpenAIBackend", "as_backend"]

@@ -44,8 +44,9 @@ class Backend:
         """(summed log-probability, tokens) of each continuation after its prompt."""
         raise BackendError(f"{type(self).__name__}: scoring a given answer needs a local model")
 
-    def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
-                 stop: list[str] | None = None) -> list[str]:
+    def generate(
+        self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1, stop: list[str] | None = None
+    ) -> list[str]:
         raise NotImplementedError
 
     def embed(self, texts: list[str]) -> torch.Tensor:
@@ -81,8 +82,9 @@ def parse_label(answer: str, labels: list[str]) -> int:
     """Constrained parsing of a free-form answer: exact label, then the label the answer starts
     with, then the longest label it mentions; -1 when none is found."""
     a = _norm(answer)
-    forms = [(_norm(verbalize(label)), i) for i, label in enumerate(labels)] + \
-            [(_norm(label), i) for i, label in enumerate(labels)]
+    forms = [(_norm(verbalize(label)), i) for i, label in enumerate(labels)] + [
+        (_norm(label), i) for i, label in enumerate(labels)
+    ]
     for form, i in forms:
         if a == form:
             return i

@@ -30,8 +30,14 @@ class LocalBackend(Backend):
 
     supports_scores = True
 
-    def __init__(self, base, module: torch.nn.Module | None = None, batch_size: int = 16,
-                 max_prompt_tokens: int = 2048, generate_batch_size: int | None = None):
+    def __init__(
+        self,
+        base,
+        module: torch.nn.Module | None = None,
+        batch_size: int = 16,
+        max_prompt_tokens: int = 2048,
+        generate_batch_size: int | None = None,
+    ):
         super().__init__()
         self.base = base
         self.module = module if module is not None else base.model
@@ -62,8 +68,15 @@ class LocalBackend(Backend):
         self._count(prompts)
         if hasattr(self.module, "eval"):
             self.module.eval()
-        return score_labels(self.module, self.tokenizer, prompts, label_texts, batch_size=self.batch_size,
-                            max_prompt_tokens=self.max_prompt_tokens, top1=top1)
+        return score_labels(
+            self.module,
+            self.tokenizer,
+            prompts,
+            label_texts,
+            batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            top1=top1,
+        )
 
     def score(self, prompts: list[str], label_texts: list[str]) -> torch.Tensor:
         return self._scores(prompts, label_texts, top1=False)
@@ -79,13 +92,15 @@ class LocalBackend(Backend):
         if hasattr(self.module, "eval"):
             self.module.eval()
         prompt_ids = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
-        items = [Encoded(p, self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id])
-                 for p, c in zip(prompt_ids, continuations)]
+        items = [
+            Encoded(p, self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id])
+            for p, c in zip(prompt_ids, continuations)
+        ]
         order = sorted(range(len(items)), key=lambda i: len(items[i]))
         out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
         device = module_device(self.module)
         for s in range(0, len(order), self.batch_size):
-            rows = order[s:s + self.batch_size]
+            rows = order[s : s + self.batch_size]
             b = {k: v.to(device) for k, v in collate([items[i] for i in rows], pad_id(self.tokenizer)).items()}
             sums = target_logprobs(self.module, b["input_ids"], b["attention_mask"], b["target_mask"])
             for i, v in zip(rows, sums.tolist()):
@@ -93,12 +108,26 @@ class LocalBackend(Backend):
         return out
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
-                 stop: list[str] | None = None, sampling: Sampling | None = None) -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int = 64,
+        num_beams: int = 1,
+        stop: list[str] | None = None,
+        sampling: Sampling | None = None,
+    ) -> list[str]:
         self._count(prompts)
-        return generate(self.module, self.tokenizer, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                        batch_size=self.generate_batch_size, max_prompt_tokens=self.max_prompt_tokens,
-                        sampling=sampling, stop=stop)
+        return generate(
+            self.module,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            batch_size=self.generate_batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            sampling=sampling,
+            stop=stop,
+        )
 
     @torch.no_grad()
     def embed(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
@@ -110,12 +139,12 @@ class LocalBackend(Backend):
         out = torch.empty(len(texts), lm.hf_model().config.hidden_size)
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         for s in range(0, len(order), batch_size):
-            rows = order[s:s + batch_size]
+            rows = order[s : s + batch_size]
             x, att = right_pad([ids[i] for i in rows], pad_id(self.tokenizer), device)
-            h = lm.hidden(x, att).float()                                   # (B, T, H)
+            h = lm.hidden(x, att).float()  # (B, T, H)
             m = att.unsqueeze(-1).float()
             if x.shape[1] > 1 and self.tokenizer.bos_token_id is not None:
                 m[:, 0] = (x[:, 0] != self.tokenizer.bos_token_id).float().unsqueeze(-1)  # BOS carries no content
-            pooled = (h * m).sum(1) / m.sum(1)                              # (B, H)
+            pooled = (h * m).sum(1) / m.sum(1)  # (B, H)
             out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
         return out

@@ -35,9 +35,21 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class OpenAIBackend(Backend):
-    def __init__(self, url: str, model: str = "default", api_key_env: str | None = None, timeout: float = 30.0,
-                 max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 20.0, mode: str = "auto",
-                 chat: bool = False, seed: int = 0, concurrency: int = 1, cache=None):
+    def __init__(
+        self,
+        url: str,
+        model: str = "default",
+        api_key_env: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 20.0,
+        mode: str = "auto",
+        chat: bool = False,
+        seed: int = 0,
+        concurrency: int = 1,
+        cache=None,
+    ):
         super().__init__()
         if mode not in ("auto", "logprobs", "parse"):
             raise ValueError(f"endpoint mode={mode!r}: must be auto, logprobs or parse")
@@ -64,8 +76,8 @@ class OpenAIBackend(Backend):
         self.retries = 0
         self.concurrency = max(1, int(concurrency))
         self.cache = cache
-        self.requests = 0            # HTTP requests the endpoint answered (paid for)
-        self.cache_hits = 0          # answers read back from the cache instead
+        self.requests = 0  # HTTP requests the endpoint answered (paid for)
+        self.cache_hits = 0  # answers read back from the cache instead
         self.completion_tokens = 0
         self.paid_prompt_tokens = 0
         self.paid_completion_tokens = 0
@@ -109,10 +121,16 @@ class OpenAIBackend(Backend):
     def usage(self) -> dict:
         """The counters, for a caller that measures what one piece of work used (a difference of two)."""
         with self._lock:
-            return {"calls": self.calls, "requests": self.requests, "cache_hits": self.cache_hits,
-                    "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                    "paid_prompt_tokens": self.paid_prompt_tokens,
-                    "paid_completion_tokens": self.paid_completion_tokens, "answers": len(self.latencies)}
+            return {
+                "calls": self.calls,
+                "requests": self.requests,
+                "cache_hits": self.cache_hits,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "paid_prompt_tokens": self.paid_prompt_tokens,
+                "paid_completion_tokens": self.paid_completion_tokens,
+                "answers": len(self.latencies),
+            }
 
     def _map(self, fn, items: list) -> list:
         """``fn`` over ``items`` in order, up to ``concurrency`` at once."""
@@ -130,7 +148,7 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {self.api_key}"
         last = ""
         for attempt in range(self.max_retries + 1):
-            wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + self._rng.random() / 2)
+            wait = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + self._rng.random() / 2)
             try:
                 r = requests.post(url, json=payload, headers=headers, timeout=self.timeout)
             except requests.Timeout:
@@ -173,8 +191,10 @@ class OpenAIBackend(Backend):
         if self.chat:
             return False
         try:
-            body = self._post("/v1/completions", {"model": self.model, "prompt": ["Hi"], "max_tokens": 0,
-                                                  "echo": True, "logprobs": 0, "temperature": 0})
+            body = self._post(
+                "/v1/completions",
+                {"model": self.model, "prompt": ["Hi"], "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0},
+            )
             _echo_logprobs(body, 0, self.url)
             return True
         except BackendError:
@@ -190,12 +210,23 @@ class OpenAIBackend(Backend):
         out = torch.empty(len(prompts), len(label_texts))
 
         def one(p: str) -> list[float]:
-            body = self._post("/v1/completions", {"model": self.model, "prompt": [p + t for t in label_texts],
-                                                  "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0})
+            body = self._post(
+                "/v1/completions",
+                {
+                    "model": self.model,
+                    "prompt": [p + t for t in label_texts],
+                    "max_tokens": 0,
+                    "echo": True,
+                    "logprobs": 0,
+                    "temperature": 0,
+                },
+            )
             choices = body.get("choices")
             if not isinstance(choices, list) or len(choices) != len(label_texts):
-                raise BackendError(f"{self.url}/v1/completions: malformed response: expected {len(label_texts)} "
-                                   f"choices, got {len(choices) if isinstance(choices, list) else type(choices).__name__}")
+                raise BackendError(
+                    f"{self.url}/v1/completions: malformed response: expected {len(label_texts)} "
+                    f"choices, got {len(choices) if isinstance(choices, list) else type(choices).__name__}"
+                )
             by_index = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
             return [_sum_after(by_index[j], len(p), self.url, j) for j in range(len(label_texts))]
 
@@ -204,15 +235,25 @@ class OpenAIBackend(Backend):
         self.calls += len(prompts)
         return out
 
-    def generate(self, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
-                 stop: list[str] | None = None, sampling=None) -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int = 64,
+        num_beams: int = 1,
+        stop: list[str] | None = None,
+        sampling=None,
+    ) -> list[str]:
         if num_beams != 1:
             raise BackendError(f"{self.url}: num_beams={num_beams}: an OpenAI-compatible endpoint does not beam-search")
 
         def one(item: tuple[int, str]) -> str:
             i, p = item
-            fields = {"model": self.model, "max_tokens": max_new_tokens, **_sampling_fields(sampling, i),
-                      **({"stop": stop} if stop else {})}
+            fields = {
+                "model": self.model,
+                "max_tokens": max_new_tokens,
+                **_sampling_fields(sampling, i),
+                **({"stop": stop} if stop else {}),
+            }
             if self.chat:
                 body = self._post("/v1/chat/completions", {**fields, "messages": [{"role": "user", "content": p}]})
                 text = _field(body, ("choices", 0, "message", "content"), self.url)
@@ -234,15 +275,22 @@ class OpenAIBackend(Backend):
         if not isinstance(data, list) or len(data) != len(texts):
             raise BackendError(f"{self.url}/v1/embeddings: malformed response: expected {len(texts)} embeddings")
         try:
-            vecs = torch.tensor([d["embedding"] for d in sorted(data, key=lambda d: d.get("index", 0))],
-                                dtype=torch.float32)
+            vecs = torch.tensor(
+                [d["embedding"] for d in sorted(data, key=lambda d: d.get("index", 0))], dtype=torch.float32
+            )
         except (KeyError, TypeError, ValueError):
             raise BackendError(f"{self.url}/v1/embeddings: malformed response: data[].embedding") from None
         return torch.nn.functional.normalize(vecs, dim=-1)
 
     def describe(self) -> dict:
-        return {"name": self.name, "fingerprint": self.fingerprint, "url": self.url, "model": self.model,
-                "mode": self.mode, "chat": self.chat}
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "url": self.url,
+            "model": self.model,
+            "mode": self.mode,
+            "chat": self.chat,
+        }
 
 
 def _error_message(r) -> str:

@@ -51,22 +51,33 @@ class RaceState:
     bar: float | None
     bar_holder: str | None
     alive: list[str]
-    dropped: dict[str, str]               # strategy -> why
+    dropped: dict[str, str]  # strategy -> why
     decided: bool
-    candidates: list = field(default_factory=list)   # RunSpecs worth running next, best first, with why
+    candidates: list = field(default_factory=list)  # RunSpecs worth running next, best first, with why
     confidence: float = CONFIDENCE
-    p_best: dict = field(default_factory=dict)       # strategy -> share of replicates where it is the best
-    sure: bool = False                               # decided at ``confidence``, not just out of runs
+    p_best: dict = field(default_factory=dict)  # strategy -> share of replicates where it is the best
+    sure: bool = False  # decided at ``confidence``, not just out of runs
     calibration: list[Calibration] = field(default_factory=list)  # the rates extrapolations were widened to
-    calibration_run: str | None = None               # the calibration run still to make, if any
+    calibration_run: str | None = None  # the calibration run still to make, if any
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "metric": self.metric, "leader": self.leader, "bar": self.bar,
-                "bar_holder": self.bar_holder, "alive": self.alive, "dropped": self.dropped,
-                "decided": self.decided, "sure": self.sure, "confidence": self.confidence, "p_best": self.p_best,
-                "calibration": [c.to_dict() for c in self.calibration], "calibration_run": self.calibration_run,
-                "fits": {s: f.to_dict() for s, f in self.fits.items()},
-                "next": [{"id": s.id, "why": why} for s, why in self.candidates]}
+        return {
+            "target": self.target,
+            "metric": self.metric,
+            "leader": self.leader,
+            "bar": self.bar,
+            "bar_holder": self.bar_holder,
+            "alive": self.alive,
+            "dropped": self.dropped,
+            "decided": self.decided,
+            "sure": self.sure,
+            "confidence": self.confidence,
+            "p_best": self.p_best,
+            "calibration": [c.to_dict() for c in self.calibration],
+            "calibration_run": self.calibration_run,
+            "fits": {s: f.to_dict() for s, f in self.fits.items()},
+            "next": [{"id": s.id, "why": why} for s, why in self.candidates],
+        }
 
 
 def _cells(specs: list) -> dict[tuple[str, int], list]:
@@ -78,8 +89,17 @@ def _cells(specs: list) -> dict[tuple[str, int], list]:
     return out
 
 
-def race(records: list, specs: list, *, confidence: float = CONFIDENCE, cost=None,
-         calibrated: bool = True, first_key=None, exclude: set | None = None, tie: list | None = None) -> RaceState:
+def race(
+    records: list,
+    specs: list,
+    *,
+    confidence: float = CONFIDENCE,
+    cost=None,
+    calibrated: bool = True,
+    first_key=None,
+    exclude: set | None = None,
+    tie: list | None = None,
+) -> RaceState:
     """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
 
     ``cost``: a spec's estimated work (orders the first round cheapest first, or ``first_key``).
@@ -98,78 +118,66 @@ def race(records: list, specs: list, *, confidence: float = CONFIDENCE, cost=Non
     target = max((n for st in strategies for n in ladder[st]), default=0)
     metric, _ = ranking_metric(records)
     fits = fit_all(records, target, metric, confidence=confidence, calibrated=calibrated) if records else {}
-    state = RaceState(target, metric, fits, None, None, None, [], {}, False, confidence=confidence,
-                      calibration=sorted({f.calibration for f in fits.values() if f.calibration},
-                                         key=lambda c: c.kind))
+    state = RaceState(
+        target,
+        metric,
+        fits,
+        None,
+        None,
+        None,
+        [],
+        {},
+        False,
+        confidence=confidence,
+        calibration=sorted({f.calibration for f in fits.values() if f.calibration}, key=lambda c: c.kind),
+    )
 
     def pending(cell) -> list:
         return [s for s in cells.get(cell, []) if s.id not in done]
 
     # Round one: every strategy once, at its smallest size, cheapest first.
-    first = [cells[(st, ladder[st][0])][0] for st in strategies if st not in fits and ladder[st]
-             and cells[(st, ladder[st][0])][0].id not in done]
+    first = [
+        cells[(st, ladder[st][0])][0]
+        for st in strategies
+        if st not in fits and ladder[st] and cells[(st, ladder[st][0])][0].id not in done
+    ]
     if first:
         state.candidates = [(s, "first run of the strategy") for s in sorted(first, key=first_key or cost)]
         return state
-    bar_holder = max(fits, key=lambda s: fits[s].lo)
-    bar = fits[bar_holder].lo
-    alive, dropped = [], {}
-    for st in strategies:
-        worse = _below(fits[st], fits[bar_holder], confidence) if st != bar_holder else None
-        if worse is not None:
-            widened = (f", its bound widened to {fits[st].calibration.strategy}'s measured rise"
-                       if fits[st].calibration else "")
-            dropped[st] = (f"its optimistic {metric} at {target} examples ({fits[st].hi:.3f}{widened}) stays below "
-                           f"{bar_holder}'s pessimistic one ({bar:.3f}) in {100 * confidence:.0f}% of paired "
-                           f"resamples (difference at most {100 * worse:+.1f} points)")
-        else:
-            alive.append(st)
+    bar_holder, bar, alive, dropped = _drops(fits, strategies, metric, target, confidence)
     rank = {s: i for i, s in enumerate(tie or [])}
     leader = max(alive, key=lambda s: (fits[s].point, fits[s].lo, -rank.get(s, len(rank))))
     state.leader, state.bar, state.bar_holder, state.alive, state.dropped = leader, bar, bar_holder, alive, dropped
     state.p_best = p_best(fits, alive)
 
-    def next_up(st: str, jump: bool):
-        """``st``'s next cell, first seed: the target when ``jump`` or once it has two sizes (a third
-        point would cost a run and still leave an extrapolation), else the largest size below the
-        target. The second point goes far from the first on purpose: extrapolating from 16 and 64
-        examples to 1000 multiplies their noise about 2.5 times, from 16 and 256 about 1.4 times."""
-        measured = max(fits[st].sizes)
-        sizes = [n for n in ladder[st] if n > measured and pending((st, n))]
-        if not sizes:
-            return None
-        n = sizes[-1] if jump or len(fits[st].sizes) >= 2 or len(sizes) == 1 else sizes[-2]
-        return pending((st, n))[0]
-
     out = []
     if not fits[leader].measured_at_target:
-        s = next_up(leader, jump=True)
+        s = _next_up(fits, ladder, pending, leader, jump=True)
         if s is not None:
             out.append((s, f"{leader} leads (predicted {fits[leader].point:.3f}): measure it at the target size"))
     calibration_run = _calibration_run(fits, leader, ladder, pending) if calibrated else None
     if calibration_run is not None:
         state.calibration_run = calibration_run.id
-        why = (f"calibration: {leader} at {calibration_run.train_size} as well as {target}, to measure how fast "
-               f"quality rises near the target on this data (every extrapolation's optimistic bound is widened "
-               f"to that rate)")
+        why = (
+            f"calibration: {leader} at {calibration_run.train_size} as well as {target}, to measure how fast "
+            f"quality rises near the target on this data (every extrapolation's optimistic bound is widened "
+            f"to that rate)"
+        )
         out.append((calibration_run, why))
-    challengers = sorted((st for st in alive if st != leader and not fits[st].measured_at_target),
-                         key=lambda st: -fits[st].hi)
+    challengers = sorted(
+        (st for st in alive if st != leader and not fits[st].measured_at_target), key=lambda st: -fits[st].hi
+    )
     for st in challengers:
-        s = next_up(st, jump=False)
+        s = _next_up(fits, ladder, pending, st, jump=False)
         if s is not None:
             out.append((s, f"{st} could still win: optimistic {fits[st].hi:.3f} >= the bar {bar:.3f}"))
-    sure = (fits[leader].measured_at_target and calibration_run is None
-            and (len(alive) == 1 or state.p_best.get(leader, 0) >= confidence))
+    sure = (
+        fits[leader].measured_at_target
+        and calibration_run is None
+        and (len(alive) == 1 or state.p_best.get(leader, 0) >= confidence)
+    )
     if not out and not sure:
-        # Every strategy left is measured at the target and the seed noise still leaves the winner
-        # open: more seeds of the leader and of its closest rivals (when --seeds allows them).
-        rivals = sorted((st for st in alive if st != leader), key=lambda st: -state.p_best.get(st, 0))
-        for st in [leader] + rivals:
-            more = pending((st, target)) if (st, target) in cells else pending((st, 0))
-            if more:
-                out.append((more[0], f"{st} at {target}: another seed, to tell it from the others "
-                                     f"(best in {100 * state.p_best.get(st, 0):.0f}% of resampled curves)"))
+        out = _more_seeds(state, alive, leader, target, cells, pending)
     state.candidates = out
     # Decided (``sure``): the leader, measured at the target, is the best in at least ``confidence``
     # of the replicates (each strategy's curve drawn from the plausible ones, rows and seeds
@@ -177,6 +185,60 @@ def race(records: list, specs: list, *, confidence: float = CONFIDENCE, cost=Non
     state.sure = sure
     state.decided = sure or not out
     return state
+
+
+def _next_up(fits: dict, ladder: dict, pending, st: str, jump: bool):
+    """``st``'s next cell, first seed: the target when ``jump`` or once it has two sizes (a third
+    point would cost a run and still leave an extrapolation), else the largest size below the
+    target. The second point goes far from the first on purpose: extrapolating from 16 and 64
+    examples to 1000 multiplies their noise about 2.5 times, from 16 and 256 about 1.4 times."""
+    measured = max(fits[st].sizes)
+    sizes = [n for n in ladder[st] if n > measured and pending((st, n))]
+    if not sizes:
+        return None
+    n = sizes[-1] if jump or len(fits[st].sizes) >= 2 or len(sizes) == 1 else sizes[-2]
+    return pending((st, n))[0]
+
+
+def _drops(fits: dict[str, CurveFit], strategies: list[str], metric: str, target: int, confidence: float):
+    """The bar (the best pessimistic bound, and whose it is), the strategies still alive, and why each
+    other one is dropped: its optimistic bound stays below the bar in ``confidence`` of paired resamples."""
+
+    bar_holder = max(fits, key=lambda s: fits[s].lo)
+    bar = fits[bar_holder].lo
+    alive, dropped = [], {}
+    for st in strategies:
+        worse = _below(fits[st], fits[bar_holder], confidence) if st != bar_holder else None
+        if worse is not None:
+            widened = (
+                f", its bound widened to {fits[st].calibration.strategy}'s measured rise"
+                if fits[st].calibration
+                else ""
+            )
+            dropped[st] = (
+                f"its optimistic {metric} at {target} examples ({fits[st].hi:.3f}{widened}) stays below "
+                f"{bar_holder}'s pessimistic one ({bar:.3f}) in {100 * confidence:.0f}% of paired "
+                f"resamples (difference at most {100 * worse:+.1f} points)"
+            )
+        else:
+            alive.append(st)
+    return bar_holder, bar, alive, dropped
+
+
+def _more_seeds(state: RaceState, alive: list[str], leader: str, target: int, cells: dict, pending) -> list:
+    """Every strategy left is measured at the target and the seed noise still leaves the winner open:
+    more seeds of the leader and of its closest rivals (when --seeds allows them)."""
+    out = []
+    rivals = sorted((st for st in alive if st != leader), key=lambda st: -state.p_best.get(st, 0))
+    for st in [leader] + rivals:
+        more = pending((st, target)) if (st, target) in cells else pending((st, 0))
+        if more:
+            why = (
+                f"{st} at {target}: another seed, to tell it from the others "
+                f"(best in {100 * state.p_best.get(st, 0):.0f}% of resampled curves)"
+            )
+            out.append((more[0], why))
+    return out
 
 
 def _calibration_run(fits: dict[str, CurveFit], leader: str, ladder: dict, pending):
@@ -203,7 +265,7 @@ def p_best(fits: dict[str, CurveFit], alive: list[str]) -> dict[str, float]:
     if n < 2 or any(d is None or len(d) < n for d in draws.values()):
         return {}
     names = sorted(alive)
-    table = np.stack([draws[s][:n] for s in names])   # (strategies, replicates)
+    table = np.stack([draws[s][:n] for s in names])  # (strategies, replicates)
     wins = np.bincount(table.argmax(axis=0), minlength=len(names))
     return {s: float(w) / n for s, w in zip(names, wins)}
 
@@ -224,8 +286,9 @@ def _below(a: CurveFit, b: CurveFit, confidence: float) -> float | None:
 SETTLING = {"prompt_enough": "prompting is enough", "near_tie": "a tie goes to the adaptation easier to own"}
 
 
-def decision_line(state: RaceState, n_runs: int, minutes: float, left: int, never: list[str] | None = None,
-                  recommendation=None) -> str:
+def decision_line(
+    state: RaceState, n_runs: int, minutes: float, left: int, never: list[str] | None = None, recommendation=None
+) -> str:
     """One sentence on where the race stands, for the log and the report (``never``: candidates that
     never ran). With the ``recommendation`` made from the same records, the sentence names what it
     recommends and which rule decided, so the two never disagree."""
@@ -240,8 +303,9 @@ def decision_line(state: RaceState, n_runs: int, minutes: float, left: int, neve
         return f"{how} by rule {rule} ({SETTLING[rule]}): {rec.winner} is recommended{at}; the race: {line}"
     if rec.winner != state.leader:
         at = f" at {rec.target} examples" if rec.target else ""
-        return (f"{line}; {rec.winner} is recommended as the best measured{at}"
-                + (f" ({state.leader} leads by prediction only)" if state.leader else ""))
+        return f"{line}; {rec.winner} is recommended as the best measured{at}" + (
+            f" ({state.leader} leads by prediction only)" if state.leader else ""
+        )
     return line
 
 
@@ -249,26 +313,40 @@ def _race_line(state: RaceState, n_runs: int, minutes: float, left: int, never: 
     p = state.p_best.get(state.leader) if state.leader else None
     if state.leader is None:
         names = never or sorted({s.strategy for s, _ in state.candidates})
-        return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): the budget "
-                f"ended before every strategy had a first run ({', '.join(names) or 'none'} did not)")
+        return (
+            f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): the budget "
+            f"ended before every strategy had a first run ({', '.join(names) or 'none'} did not)"
+        )
     chance = _chance(state, p) if p is not None else ""
     others = [s for s in state.alive if s != state.leader]
     if not state.sure and state.calibration_run and not others:
-        return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
-                f"{state.leader} leads, but its calibration run ({state.calibration_run}) was not made, so the "
-                f"drops rest on extrapolations the data has not checked")
+        return (
+            f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
+            f"{state.leader} leads, but its calibration run ({state.calibration_run}) was not made, so the "
+            f"drops rest on extrapolations the data has not checked"
+        )
     if state.sure:
-        return (f"decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
-                f"the {left} runs left could not change the winner" + (f" ({chance})" if chance else ""))
+        return (
+            f"decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
+            f"the {left} runs left could not change the winner" + (f" ({chance})" if chance else "")
+        )
     if state.decided:
-        return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min), and no run "
-                f"left in the plan could decide it: {chance or state.leader + ' leads'}, "
-                f"{', '.join(others)} within the noise; more seeds (--seeds) would settle it")
-    open_ = (f"{', '.join(others)} can still change the winner at {state.target} examples" if others else
-             f"{state.leader} leads, but is not yet measured at {state.target} examples")
+        return (
+            f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min), and no run "
+            f"left in the plan could decide it: {chance or state.leader + ' leads'}, "
+            f"{', '.join(others)} within the noise; more seeds (--seeds) would settle it"
+        )
+    open_ = (
+        f"{', '.join(others)} can still change the winner at {state.target} examples"
+        if others
+        else f"{state.leader} leads, but is not yet measured at {state.target} examples"
+    )
     unrun = f"; never run: {', '.join(never)}" if never else ""
-    return (f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): {open_}"
-            + (f"; {chance}" if chance else "") + unrun)
+    return (
+        f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): {open_}"
+        + (f"; {chance}" if chance else "")
+        + unrun
+    )
 
 
 def _chance(state: RaceState, p: float) -> str:
@@ -283,7 +361,7 @@ def _chance(state: RaceState, p: float) -> str:
     guessed = [s for s in state.alive if s != state.leader and state.fits[s].extrapolated]
     if not guessed:
         return line
-    points = ", ".join(f"{s} from {len(state.fits[s].sizes)} size{'s' if len(state.fits[s].sizes) > 1 else ''}"
-                       for s in guessed)
-    return (f"{line}, measured at {state.target}; the rest are predictions for {points}, "
-            f"not measured at {state.target}")
+    points = ", ".join(
+        f"{s} from {len(state.fits[s].sizes)} size{'s' if len(state.fits[s].sizes) > 1 else ''}" for s in guessed
+    )
+    return f"{line}, measured at {state.target}; the rest are predictions for {points}, not measured at {state.target}"

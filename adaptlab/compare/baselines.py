@@ -36,7 +36,9 @@ def ranking_metric(records: list) -> tuple[str, str | None]:
         return metric, None
     b = records[0].baselines
     if imbalanced(b) and all(r.test.get("macro_f1") is not None for r in records):
-        why = (f"ranked by macro-F1, not accuracy: {100 * b['largest_share']:.0f}% of the test rows are "
-               f"'{b['largest_class']}', so answering that class alone scores {b['largest_share']:.3f} accuracy")
+        why = (
+            f"ranked by macro-F1, not accuracy: {100 * b['largest_share']:.0f}% of the test rows are "
+            f"'{b['largest_class']}', so answering that class alone scores {b['largest_share']:.3f} accuracy"
+        )
         return "macro_f1", why
     return "accuracy", None

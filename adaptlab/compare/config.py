@@ -58,68 +58,105 @@ def parse_volume(text: str | None) -> float | None:
 @dataclass
 class CompareConfig:
     data: str = field(metadata={"help": "Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Base model(s), comma-separated: each local "
-                                                               "strategy runs on each as STRATEGY@BASE."})
-    strategies: list[str] = field(default_factory=lambda: list_strategies(default=True),
-                                  metadata={"help": "all, or a comma-separated list (see `adaptlab strategies`)."})
-    train_sizes: list = field(default_factory=lambda: [16, 64, 256, "all"],
-                              metadata={"help": "Train-set sizes for the learning curves."})
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Base model(s), comma-separated: each local strategy runs on each as STRATEGY@BASE."},
+    )
+    strategies: list[str] = field(
+        default_factory=lambda: list_strategies(default=True),
+        metadata={"help": "all, or a comma-separated list (see `adaptlab strategies`)."},
+    )
+    train_sizes: list = field(
+        default_factory=lambda: [16, 64, 256, "all"], metadata={"help": "Train-set sizes for the learning curves."}
+    )
     seeds: int = field(default=1, metadata={"help": "Seeds per strategy x size (mean ± std in the report)."})
     budget_seconds: float | None = field(default=None, metadata={"help": "Cap for the whole compare in seconds."})
-    epochs: float = field(default=2.0, metadata={"help": "Epochs for gradient strategies (full: 1 unless "
-                                                         "--set full.epochs=...)."})
+    epochs: float = field(
+        default=2.0, metadata={"help": "Epochs for gradient strategies (full: 1 unless --set full.epochs=...)."}
+    )
     strategy_epochs: dict = field(default_factory=dict)  # per-strategy epochs, over each strategy's own default
     strategy_settings: dict = field(default_factory=dict)
     test_limit: int = field(default=0, metadata={"help": "Score at most this many test examples (0: all)."})
     dev_limit: int = field(default=64, metadata={"help": "Dev examples used for selection and early stopping."})
-    eval_every: int = field(default=0, metadata={"help": "Gradient strategies: evaluate on dev every N steps (0: "
-                                                         "once per epoch); the best dev checkpoint is kept."})
-    patience: int = field(default=0, metadata={"help": "Gradient strategies: stop after N dev evaluations without "
-                                                       "improvement (0: never); the report says where it fired."})
+    eval_every: int = field(
+        default=0,
+        metadata={
+            "help": "Gradient strategies: evaluate on dev every N steps (0: "
+            "once per epoch); the best dev checkpoint is kept."
+        },
+    )
+    patience: int = field(
+        default=0,
+        metadata={
+            "help": "Gradient strategies: stop after N dev evaluations without "
+            "improvement (0: never); the report says where it fired."
+        },
+    )
     fragility_k: int = field(default=3, metadata={"help": "Template paraphrases per run for fragility (0: off)."})
-    fragility_examples: int = field(default=48, metadata={"help": "Test examples used for fragility and the "
-                                                                   "train-test gap."})
-    forgetting: bool = field(default=True, metadata={"help": "Measure general-text perplexity and a second task "
-                                                             "before/after."})
-    consistency_examples: int = field(default=16, metadata={"help": "Test inputs sampled for consistency under "
-                                                                    "sampling (0: off)."})
+    fragility_examples: int = field(
+        default=48, metadata={"help": "Test examples used for fragility and the train-test gap."}
+    )
+    forgetting: bool = field(
+        default=True, metadata={"help": "Measure general-text perplexity and a second task before/after."}
+    )
+    consistency_examples: int = field(
+        default=16, metadata={"help": "Test inputs sampled for consistency under sampling (0: off)."}
+    )
     consistency_samples: int = field(default=4, metadata={"help": "Samples per input for consistency."})
     consistency_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for consistency."})
-    gallery_examples: int = field(default=6, metadata={"help": "Test inputs shown side by side in the report's "
-                                                               "gallery."})
-    price_per_hour: float = field(default=0.10, metadata={"help": "Machine price assumed by the cost model "
-                                                                  "(USD/hour)."})
+    gallery_examples: int = field(
+        default=6, metadata={"help": "Test inputs shown side by side in the report's gallery."}
+    )
+    price_per_hour: float = field(
+        default=0.10, metadata={"help": "Machine price assumed by the cost model (USD/hour)."}
+    )
     keep_artifacts: str = field(default="small", metadata={"help": "all | small (< 100 MB) | none."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of named datasets."})
-    columns: dict = field(default_factory=dict, metadata={"help": "Rename the file's columns to the task's "
-                                                                 "fields: FILE_COLUMN=FIELD,... (e.g. "
-                                                                 "question=text,answer=label)."})
+    columns: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "Rename the file's columns to the task's "
+            "fields: FILE_COLUMN=FIELD,... (e.g. "
+            "question=text,answer=label)."
+        },
+    )
     device: str = field(default="auto", metadata={"help": "auto (a GPU when torch sees one), cpu, cuda, cuda:N."})
-    adaptive: bool = False              # race the strategies (compare/adaptive.py) instead of running the whole grid
-    confidence: float = field(default=0.95, metadata={"help": "Confidence of the race's bounds and the paired "
-                                                              "intervals."})
-    tune: bool = False                  # fit each strategy's search variants on dev first (compare/tuning.py)
+    adaptive: bool = False  # race the strategies (compare/adaptive.py) instead of running the whole grid
+    confidence: float = field(
+        default=0.95, metadata={"help": "Confidence of the race's bounds and the paired intervals."}
+    )
+    tune: bool = False  # fit each strategy's search variants on dev first (compare/tuning.py)
     # Hosted candidates: endpoint definitions (adaptlab.backends.endpoints.EndpointSpec fields); a
     # strategy named STRATEGY@NAME runs that prompt strategy on endpoint NAME.
     endpoints: list = field(default_factory=list)
-    volume: float | None = None         # predictions per month the user expects (break-even, recommendation)
-    response_cache: str | None = None   # SQLite file of endpoint answers already paid for (None: none)
+    volume: float | None = None  # predictions per month the user expects (break-even, recommendation)
+    response_cache: str | None = None  # SQLite file of endpoint answers already paid for (None: none)
     # The LM that proposing strategies (gepa) ask: an endpoint name (of endpoints or proposer_endpoints)
     # or "self"; proposer_endpoints are opened for that and are not candidates themselves.
     proposer: str | None = None
     proposer_endpoints: list = field(default_factory=list)
     # Quality the user gives up to own a prompt rather than trained weights (rule prompt_enough).
-    prompt_margin: float = field(default=0.02, metadata={"help": "Quality you give up to own a prompt instead of "
-                                                                 "trained weights (0.02 = 2 points of the ranking "
-                                                                 "metric): a prompt-only candidate not significantly "
-                                                                 "worse than the best trained one by more than this "
-                                                                 "is recommended."})
+    prompt_margin: float = field(
+        default=0.02,
+        metadata={
+            "help": "Quality you give up to own a prompt instead of "
+            "trained weights (0.02 = 2 points of the ranking "
+            "metric): a prompt-only candidate not significantly "
+            "worse than the best trained one by more than this "
+            "is recommended."
+        },
+    )
     # A budget that cannot fit a first look at every candidate and the winner's run: refuse (True), or
     # keep the cheapest candidate of each family and name the ones left out (False).
-    strict_budget: bool = field(default=False, metadata={"help": "Refuse a --budget that cannot fit a first look "
-                                                                 "at every candidate and the winner's run at the "
-                                                                 "target (default: keep the cheapest candidate of "
-                                                                 "each family, name the ones left out, go on)."})
+    strict_budget: bool = field(
+        default=False,
+        metadata={
+            "help": "Refuse a --budget that cannot fit a first look "
+            "at every candidate and the winner's run at the "
+            "target (default: keep the cheapest candidate of "
+            "each family, name the ones left out, go on)."
+        },
+    )
 
     def __post_init__(self):
         known = set(list_strategies())
@@ -134,23 +171,35 @@ class CompareConfig:
         if both:
             raise ValueError(f"--endpoint {both[0]}: also a base model of --model; give the endpoint another name")
         if len(models) > 1:  # several bases: every local strategy runs on each, as STRATEGY@BASE
-            self.strategies = list(dict.fromkeys(
-                c for s in self.strategies
-                for c in ([f"{s}@{m}" for m in models] if split_candidate(s)[1] is None else [s])))
+            self.strategies = list(
+                dict.fromkeys(
+                    c
+                    for s in self.strategies
+                    for c in ([f"{s}@{m}" for m in models] if split_candidate(s)[1] is None else [s])
+                )
+            )
         for s in self.strategies:
             strategy, where = split_candidate(s)
             if where is None or where in models:
                 continue
             if where not in names:
-                raise ValueError(f"--strategies: {s} names endpoint {where!r}, which is not defined "
-                                 f"(defined: {', '.join(names) or 'none'})")
+                raise ValueError(
+                    f"--strategies: {s} names endpoint {where!r}, which is not defined "
+                    f"(defined: {', '.join(names) or 'none'})"
+                )
             if get_strategy(strategy).kind != "prompt":
-                raise ValueError(f"--strategies: {s}: {strategy} changes weights; only prompt strategies run on "
-                                 f"an endpoint")
-        if self.proposer is not None and self.proposer != "self" and \
-                self.proposer not in names + [e["name"] for e in self.proposer_endpoints]:
-            raise ValueError(f"--proposer {self.proposer!r}: not an endpoint of this compare "
-                             f"(defined: {', '.join(names) or 'none'}); give NAME=URL,... or 'self'")
+                raise ValueError(
+                    f"--strategies: {s}: {strategy} changes weights; only prompt strategies run on an endpoint"
+                )
+        if (
+            self.proposer is not None
+            and self.proposer != "self"
+            and self.proposer not in names + [e["name"] for e in self.proposer_endpoints]
+        ):
+            raise ValueError(
+                f"--proposer {self.proposer!r}: not an endpoint of this compare "
+                f"(defined: {', '.join(names) or 'none'}); give NAME=URL,... or 'self'"
+            )
         if self.volume is not None and self.volume <= 0:
             raise ValueError(f"volume={self.volume}: must be positive")
         if not self.strategies:
@@ -167,8 +216,15 @@ class CompareConfig:
             raise ValueError(f"consistency_samples={self.consistency_samples}: must be >= 2")
         if not 0 < self.consistency_temperature <= 2:
             raise ValueError(f"consistency_temperature={self.consistency_temperature}: must be in (0, 2]")
-        for name in ("test_limit", "fragility_k", "fragility_examples", "eval_every", "patience",
-                     "consistency_examples", "gallery_examples"):
+        for name in (
+            "test_limit",
+            "fragility_k",
+            "fragility_examples",
+            "eval_every",
+            "patience",
+            "consistency_examples",
+            "gallery_examples",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
         if not 0 <= self.prompt_margin < 1:
@@ -205,8 +261,10 @@ class CompareConfig:
         candidate's own in ``table`` (the compare's settings, or those tuning chose), so that
         ``few_shot@gpt`` and ``lora@smollm2-135m-instruct`` get what ``--set`` gave their strategy."""
         name = split_candidate(candidate)[0]
-        return {**self.strategy_settings.get(name, {}), **(self.strategy_settings if table is None else table).get(
-            candidate, {})}
+        return {
+            **self.strategy_settings.get(name, {}),
+            **(self.strategy_settings if table is None else table).get(candidate, {}),
+        }
 
     def endpoint(self, name: str) -> dict:
         return next(e for e in self.endpoints if e["name"] == name)
@@ -215,8 +273,11 @@ class CompareConfig:
         """Epochs of ``strategy``'s runs: as set, else the strategy's own default, else ``epochs``."""
         default = get_strategy(strategy).default_epochs
         name = split_candidate(strategy)[0]
-        return float(self.strategy_epochs.get(strategy, self.strategy_epochs.get(
-            name, default if default is not None else self.epochs)))
+        return float(
+            self.strategy_epochs.get(
+                strategy, self.strategy_epochs.get(name, default if default is not None else self.epochs)
+            )
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -282,18 +343,25 @@ def from_mapping(raw: dict, where: str = "config") -> CompareConfig:
         raw["budget_seconds"] = _converted("budget", raw.pop("budget"), where)
     if "set" in raw:
         raw["strategy_settings"], raw["strategy_epochs"] = _merged_sets(
-            raw.get("strategy_settings"), raw.get("strategy_epochs"), raw.pop("set"), where)
+            raw.get("strategy_settings"), raw.get("strategy_epochs"), raw.pop("set"), where
+        )
     for key in list(raw):
         if key not in known:
             near = difflib.get_close_matches(str(key), list(known) + list(FILE_ALIASES), n=1)
-            raise ValueError(f"{where}: unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
-                             + f"; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"{where}: unknown key '{key}'"
+                + (f" (did you mean '{near[0]}'?)" if near else "")
+                + f"; known: {', '.join(sorted(known))}"
+            )
         raw[key] = _converted(key, raw[key], where)
         _check_type(key, raw[key], known[key].type, where)
     if "data" not in raw:
         raise ValueError(f"{where}: missing key 'data' (a file, a folder of split files or a dataset name)")
-    if "budget_seconds" in raw and raw["budget_seconds"] is not None and "adaptive" not in raw:
-        raw["adaptive"] = True   # as on the command line: a budget races the candidates unless told not to
+    # As on the command line: a budget races the candidates unless told not to, and a race tunes.
+    if raw.get("budget_seconds") is not None and "adaptive" not in raw:
+        raw["adaptive"] = True
+    if "tune" not in raw:
+        raw["tune"] = bool(raw.get("adaptive", False))
     try:
         return CompareConfig(**raw)
     except (TypeError, ValueError) as e:
@@ -308,7 +376,9 @@ def _converted(key: str, value, where: str):
         if key == "train_sizes" and isinstance(value, str | int):
             return parse_sizes(str(value))
         if key == "strategies" and isinstance(value, str):
-            return list_strategies(default=True) if value == "all" else [s.strip() for s in value.split(",") if s.strip()]
+            return (
+                list_strategies(default=True) if value == "all" else [s.strip() for s in value.split(",") if s.strip()]
+            )
         if key == "volume" and isinstance(value, str):
             return parse_volume(value)
     except ValueError as e:

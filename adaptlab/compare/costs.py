@@ -35,10 +35,10 @@ from adaptlab.tasks.base import get_task
 # LoRA, soft prompt and full; training 0.076-0.078 of 0.1 x probe for LoRA and soft prompt. Only used
 # until this compare has measured runs of its own.
 EFFICIENCY = {"train": 1.25, "eval": 1.5}
-FIXED_SECONDS = {"gradient": 4.0, "prompt": 1.0}   # set-up, saving the artifact, dev bookkeeping
-BACKWARD = 2.0          # backward over activations ~ 2x the forward (weights' gradients: full adds 1x)
-HEAD_SHARE = 0.15       # share of the label-tree nodes the exact top-1 search projects (3-13 of 132 on Banking77)
-SAMPLE_ROWS = 200       # rows tokenized to measure the data
+FIXED_SECONDS = {"gradient": 4.0, "prompt": 1.0}  # set-up, saving the artifact, dev bookkeeping
+BACKWARD = 2.0  # backward over activations ~ 2x the forward (weights' gradients: full adds 1x)
+HEAD_SHARE = 0.15  # share of the label-tree nodes the exact top-1 search projects (3-13 of 132 on Banking77)
+SAMPLE_ROWS = 200  # rows tokenized to measure the data
 # Decoding runs one token per step for a batch of rows: small products, far below the rate of
 # scoring a whole prompt at once (E2E on the same VM: 1.7 s per row for zero-shot's 64 rows).
 DECODE_EFFICIENCY = 0.3
@@ -46,25 +46,26 @@ DECODE_EFFICIENCY = 0.3
 # concurrency: this prior until the compare has timed a run there (a hosted small model answers in
 # about a second; a local llama.cpp server on these 2 cores in 0.3-2 s).
 CALL_SECONDS_PRIOR = 1.0
-ATTENTION = 1e-4        # attention's share of a token's cost per context token (Gemma 3 270M: 4 x 18 x 640 / 0.2e9 ~ 2e-4, halved by the sliding window)
+ATTENTION = 1e-4  # attention's share of a token's cost per context token (Gemma 3 270M: 4 x 18 x 640 / 0.2e9 ~ 2e-4, halved by the sliding window)
 
 
 @dataclass
 class Profile:
     """Token counts of the user's rows and the model's cost per token, all a run's work is built from."""
+
     task: str
     n_labels: int
-    input_tokens: float          # mean tokens of one input (test rows)
-    train_prompt_extra: float    # tokens the gradient strategies' template adds after an input (per row)
-    prompt_extra: float          # tokens the hard-prompt default template adds after an input (per row)
-    shared_prefix: float         # tokens before the input (instruction, label list): encoded once per call
-    exemplar_tokens: float       # tokens of one rendered exemplar (input + answer)
-    target_tokens: float         # mean tokens of an answer (label verbalization or target text)
-    label_nodes: int             # distinct label-token prefixes (classification; 0 for generation)
-    gen_tokens: float            # expected generated tokens per row (generation and chat)
-    tok_gflop: float             # decoder forward per token
-    head_gflop: float            # LM head per projected row
-    probe_gflops: float = 0.0    # the machine's measured matrix-product speed
+    input_tokens: float  # mean tokens of one input (test rows)
+    train_prompt_extra: float  # tokens the gradient strategies' template adds after an input (per row)
+    prompt_extra: float  # tokens the hard-prompt default template adds after an input (per row)
+    shared_prefix: float  # tokens before the input (instruction, label list): encoded once per call
+    exemplar_tokens: float  # tokens of one rendered exemplar (input + answer)
+    target_tokens: float  # mean tokens of an answer (label verbalization or target text)
+    label_nodes: int  # distinct label-token prefixes (classification; 0 for generation)
+    gen_tokens: float  # expected generated tokens per row (generation and chat)
+    tok_gflop: float  # decoder forward per token
+    head_gflop: float  # LM head per projected row
+    probe_gflops: float = 0.0  # the machine's measured matrix-product speed
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -92,14 +93,17 @@ def profile(base, splits, test, probe_gflops: float = 0.0) -> Profile:
     task = splits.task
     rows = subsample(test, n=min(len(test), SAMPLE_ROWS), seed=0).examples if len(test) else []
     train = subsample(splits.train, n=min(len(splits.train), SAMPLE_ROWS), seed=0).examples
-    mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0
     inputs = mean([count(ex.text) for ex in rows or train])
     labels = splits.train.label_set
     answers = [" " + verbalize(lab) for lab in labels] if labels else [ex.label for ex in train]
     answer_ids = [tok(a, add_special_tokens=False)["input_ids"] for a in answers]
-    target = mean([len(a) for a in answer_ids]) if not labels else mean(
-        [len(answer_ids[labels.index(ex.label)]) for ex in train if ex.label in labels])
-    nodes = len({tuple(ids[:i + 1]) for ids in answer_ids for i in range(len(ids))}) if labels else 0
+    target = (
+        mean([len(a) for a in answer_ids])
+        if not labels
+        else mean([len(answer_ids[labels.index(ex.label)]) for ex in train if ex.label in labels])
+    )
+    nodes = len({tuple(ids[: i + 1]) for ids in answer_ids for i in range(len(ids))}) if labels else 0
     hard = load_template(default_template(task), task)
     # The text before the input is the same for every row, and scoring encodes it once per call;
     # only what follows the input is paid per row. Measured by rendering with a marker input.
@@ -114,13 +118,27 @@ def profile(base, splits, test, probe_gflops: float = 0.0) -> Profile:
     # that never emits its end (zero-shot on a base model rarely does) runs to that limit, so the
     # limit is the estimate. Measured on the sample's longest target, a lower bound of the whole train's.
     gen = 0.0 if labels else float(min(256, max((len(a) for a in answer_ids), default=0) + 8))
-    return Profile(task, len(labels or []), inputs, train_extra, prompt_extra, shared, mean(shots),
-                   target, nodes, float(gen), tok_g, head_g, probe_gflops)
+    return Profile(
+        task,
+        len(labels or []),
+        inputs,
+        train_extra,
+        prompt_extra,
+        shared,
+        mean(shots),
+        target,
+        nodes,
+        float(gen),
+        tok_g,
+        head_g,
+        probe_gflops,
+    )
 
 
 @dataclass
 class Work:
     """GFLOP of one run: fitting (training, or a prompt search's calls) and scoring its test rows."""
+
     fit: float
     score: float
 
@@ -132,14 +150,15 @@ class Work:
 @dataclass
 class Estimator:
     """Work from the profile; seconds from the rates this compare measured (priors until then)."""
+
     cfg: CompareConfig
     prof: Profile
     n_test: int
     n_screen: int
-    settings: dict = field(default_factory=dict)     # tuned settings per strategy (over cfg's own)
-    _seen: dict = field(default_factory=dict)        # (strategy, phase) -> [measured s, prior s]
-    _calls: dict = field(default_factory=dict)       # endpoint -> [measured s, calls] of its runs
-    profiles: dict = field(default_factory=dict)     # several bases: base name -> its profile (else prof)
+    settings: dict = field(default_factory=dict)  # tuned settings per strategy (over cfg's own)
+    _seen: dict = field(default_factory=dict)  # (strategy, phase) -> [measured s, prior s]
+    _calls: dict = field(default_factory=dict)  # endpoint -> [measured s, calls] of its runs
+    profiles: dict = field(default_factory=dict)  # several bases: base name -> its profile (else prof)
 
     def _prof(self, strategy: str) -> Profile:
         """The token counts and model shape of the base ``strategy``'s candidate adapts."""
@@ -147,7 +166,9 @@ class Estimator:
 
     # -------------------------------------------------------------- work (deterministic)
     def _config(self, strategy: str, settings: dict | None = None):
-        kw = settings if settings is not None else {**self.cfg.settings_for(strategy), **self.settings.get(strategy, {})}
+        kw = (
+            settings if settings is not None else {**self.cfg.settings_for(strategy), **self.settings.get(strategy, {})}
+        )
         return make_config(strategy, **split_lr(strategy, kw)[0])
 
     def prompt_tokens(self, strategy: str, settings: dict | None = None) -> float:
@@ -187,9 +208,10 @@ class Estimator:
         row = self.row_gflop(strategy, settings)
         if sp.kind == "gradient":
             epochs = self.cfg.epochs_for(strategy)
-            per_ex = (p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens) * p.tok_gflop \
-                + p.target_tokens * p.head_gflop
-            grad = BACKWARD + sp.weight_grad_cost   # full fine-tuning: weights' gradients and AdamW over all
+            per_ex = (
+                p.input_tokens + p.train_prompt_extra + getattr(c, "n_tokens", 0) + p.target_tokens
+            ) * p.tok_gflop + p.target_tokens * p.head_gflop
+            grad = BACKWARD + sp.weight_grad_cost  # full fine-tuning: weights' gradients and AdamW over all
             stages = 2.0 if sp.stacks else 1.0
             dev = epochs * min(self.cfg.dev_limit, 64) * row
             fit = stages * max(1, train_size) * epochs * per_ex * (1 + grad) + dev
@@ -300,7 +322,7 @@ def screen_rows(task: str, n_test: int, gap: float = 0.08, confidence: float = 0
     committed ViGGO and E2E grids spread less). At least 64 rows, at most the test set."""
     z = _z(confidence)
     var = get_task(task).row_variance
-    return int(min(n_test, max(64, math.ceil(z * z * var / gap ** 2))))
+    return int(min(n_test, max(64, math.ceil(z * z * var / gap**2))))
 
 
 def _z(confidence: float) -> float:

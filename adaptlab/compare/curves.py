@@ -43,7 +43,7 @@ from adaptlab.compare.stats import CONFIDENCE, RowTable, Statistic, shared_keys
 
 C_MIN, C_MAX = 0.15, 1.5
 C_GRID = np.linspace(C_MIN, C_MAX, 14)
-C_OPTIMISTIC_ONE_POINT = 1.0   # error 1 - q shrinks at most like n**-1 from a single point
+C_OPTIMISTIC_ONE_POINT = 1.0  # error 1 - q shrinks at most like n**-1 from a single point
 REPLICATES = 300
 Q_MAX = 1.0
 # Run-to-run noise a single seed cannot show (another train subset and initialisation, other
@@ -60,6 +60,7 @@ class Calibration:
     """The fastest improvement measured on this data by a strategy of one ``kind`` ("gradient":
     weights trained; "prompt": prompts only): ``strategy``'s error shrank like ``n**-rate`` from
     ``sizes[0]`` to ``sizes[1]`` (the target) examples."""
+
     rate: float
     strategy: str
     sizes: tuple[int, int]
@@ -67,19 +68,24 @@ class Calibration:
     kind: str = "gradient"
 
     def to_dict(self) -> dict:
-        return {"rate": self.rate, "strategy": self.strategy, "kind": self.kind, "sizes": list(self.sizes),
-                "quality": list(self.quality)}
+        return {
+            "rate": self.rate,
+            "strategy": self.strategy,
+            "kind": self.kind,
+            "sizes": list(self.sizes),
+            "quality": list(self.quality),
+        }
 
 
 @dataclass
 class CurveFit:
     strategy: str
     target: int
-    sizes: list[int]                     # measured train sizes (0: uses no train data)
-    quality: list[float]                 # measured quality at each size (mean over seeds)
-    point: float                         # predicted (or measured) quality at the target
-    lo: float                            # pessimistic bound at ``confidence``
-    hi: float                            # optimistic bound
+    sizes: list[int]  # measured train sizes (0: uses no train data)
+    quality: list[float]  # measured quality at each size (mean over seeds)
+    point: float  # predicted (or measured) quality at the target
+    lo: float  # pessimistic bound at ``confidence``
+    hi: float  # optimistic bound
     measured_at_target: bool
     confidence: float = CONFIDENCE
     band: dict = field(default_factory=dict)  # {"n": [...], "lo": [...], "mid": [...], "hi": [...]} for plots
@@ -87,23 +93,34 @@ class CurveFit:
     # of every strategy resamples the same test rows, so two strategies' replicates can be subtracted
     # (paired); the race compares strategies that way.
     samples: dict = field(default_factory=dict, repr=False)
-    calibration: Calibration | None = None   # the rate this fit's optimistic bound was widened to, if any
-    kind: str = "gradient"                   # "gradient" (weights trained) or "prompt"
+    calibration: Calibration | None = None  # the rate this fit's optimistic bound was widened to, if any
+    kind: str = "gradient"  # "gradient" (weights trained) or "prompt"
 
     @property
     def extrapolated(self) -> bool:
         return not self.measured_at_target and bool(self.sizes) and max(self.sizes) > 0
 
     def to_dict(self) -> dict:
-        return {"strategy": self.strategy, "target": self.target, "sizes": self.sizes, "quality": self.quality,
-                "point": self.point, "lo": self.lo, "hi": self.hi, "measured_at_target": self.measured_at_target,
-                "extrapolated": self.extrapolated, "confidence": self.confidence, "band": self.band,
-                "calibration": self.calibration.to_dict() if self.calibration else None, "kind": self.kind}
+        return {
+            "strategy": self.strategy,
+            "target": self.target,
+            "sizes": self.sizes,
+            "quality": self.quality,
+            "point": self.point,
+            "lo": self.lo,
+            "hi": self.hi,
+            "measured_at_target": self.measured_at_target,
+            "extrapolated": self.extrapolated,
+            "confidence": self.confidence,
+            "band": self.band,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "kind": self.kind,
+        }
 
 
 def _fit_c(ns: np.ndarray, qs: np.ndarray, c: float) -> tuple[float, float]:
     """Least-squares (a, b) of q = a - b n^-c with b >= 0 (a flat line at the mean when b < 0)."""
-    x = ns ** -c
+    x = ns**-c
     if len(ns) == 1 or np.ptp(x) == 0:
         return float(qs.mean()), 0.0
     b = -float(np.polyfit(x, qs, 1)[0])
@@ -131,14 +148,16 @@ def _predictors(ns: np.ndarray, qs: np.ndarray, sigma: float = 0.0, u: float = 0
 
     ``rate`` (the calibration): "hi" is at least the largest point improving at that rate, and "draw"
     at least the largest point improving at ``u`` times it."""
+
     def curve(a, b, c):
-        return lambda at: np.clip(a - b * at ** -c, 0.0, Q_MAX)
+        return lambda at: np.clip(a - b * at**-c, 0.0, Q_MAX)
 
     def at_least(f, g):
         return lambda at: np.maximum(f(at), g(at))
 
     n_last, q_last = float(ns[-1]), float(qs[-1])
     if len(ns) == 1:
+
         def flat(at):  # pessimistic and central: no gain is all that one point shows
             return np.full(len(at), q_last)
 
@@ -151,23 +170,31 @@ def _predictors(ns: np.ndarray, qs: np.ndarray, sigma: float = 0.0, u: float = 0
         fits = []
         for c in C_GRID:
             a, b = _fit_c(ns, qs, c)
-            fits.append((float(np.sum((qs - (a - b * ns ** -c)) ** 2)), a, b, c))
+            fits.append((float(np.sum((qs - (a - b * ns**-c)) ** 2)), a, b, c))
         least = min(f[0] for f in fits)
-        slack = 2 * max(1, len(ns) - 2) * sigma ** 2
+        slack = 2 * max(1, len(ns) - 2) * sigma**2
         plausible = [curve(a, b, c) for sse, a, b, c in fits if sse <= least + slack + 1e-12]
         best = min(fits, key=lambda f: f[0])
-        out = {"mid": curve(*best[1:]),
-               "draw": plausible[min(int(u * len(plausible)), len(plausible) - 1)],
-               "lo": lambda at: np.min([f(at) for f in plausible], axis=0),
-               "hi": lambda at: np.max([f(at) for f in plausible], axis=0)}
+        out = {
+            "mid": curve(*best[1:]),
+            "draw": plausible[min(int(u * len(plausible)), len(plausible) - 1)],
+            "lo": lambda at: np.min([f(at) for f in plausible], axis=0),
+            "hi": lambda at: np.max([f(at) for f in plausible], axis=0),
+        }
     if rate:
         out["hi"] = at_least(out["hi"], _grown(n_last, q_last, rate))
         out["draw"] = at_least(out["draw"], _grown(n_last, q_last, rate * u))
     return out
 
 
-def calibrate(by: dict[str, dict[int, list]], target: int, metric: str, *, labels: list[str] | None = None,
-              confidence: float = CONFIDENCE) -> dict[str, Calibration]:
+def calibrate(
+    by: dict[str, dict[int, list]],
+    target: int,
+    metric: str,
+    *,
+    labels: list[str] | None = None,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Calibration]:
     """The fastest improvement measured on this data, per kind of strategy, where the curve model
     proved too narrow for it.
 
@@ -201,10 +228,19 @@ def _kind(by_size: dict[int, list[RunRecord]]) -> str:
     return next(iter(by_size.values()))[0].kind if by_size else "gradient"
 
 
-def fit_curve(strategy: str, by_size: dict[int, list], target: int, metric: str, *,
-              labels: list[str] | None = None, confidence: float = CONFIDENCE, replicates: int = REPLICATES,
-              seed: int = 0, plot_sizes: list[int] | None = None,
-              calibration: Calibration | None = None) -> CurveFit:
+def fit_curve(
+    strategy: str,
+    by_size: dict[int, list],
+    target: int,
+    metric: str,
+    *,
+    labels: list[str] | None = None,
+    confidence: float = CONFIDENCE,
+    replicates: int = REPLICATES,
+    seed: int = 0,
+    plot_sizes: list[int] | None = None,
+    calibration: Calibration | None = None,
+) -> CurveFit:
     """Fit ``strategy``'s curve from its records per train size and predict its quality at ``target``;
     an extrapolation's optimistic bound is widened to ``calibration``'s rate (:func:`calibrate`)."""
     by_size = {n: records_of(rs) for n, rs in by_size.items()}
@@ -233,13 +269,18 @@ def fit_curve(strategy: str, by_size: dict[int, list], target: int, metric: str,
     sigma = _point_noise(stats, keys, seed_sd)
     spread = None if stats else _parametric_noise(by_size, sizes, measured, metric, seed_sd)
     if spread is not None:
-        sigma = float(np.sqrt(np.mean(spread ** 2)))
+        sigma = float(np.sqrt(np.mean(spread**2)))
     rate = calibration.rate if calibration and not at_target else None
     for _ in range(replicates if stats or spread is not None else 1):
         if stats:
             idx = rng_rows.integers(0, len(keys), len(keys))
-            qs = np.array([stats[n](int(rng_at[n].integers(stats[n].n_seeds)), idx)
-                           + (rng_at[n].normal(0, seed_sd) if stats[n].n_seeds == 1 and n else 0.0) for n in sizes])
+            qs = np.array(
+                [
+                    stats[n](int(rng_at[n].integers(stats[n].n_seeds)), idx)
+                    + (rng_at[n].normal(0, seed_sd) if stats[n].n_seeds == 1 and n else 0.0)
+                    for n in sizes
+                ]
+            )
         elif spread is not None:  # records without per-row metrics: normal noise of the same size, unpaired
             qs = np.clip(measured + np.array([rng_at[n].normal() for n in sizes]) * spread, 0.0, Q_MAX)
         else:  # nor a test size: the measured means, no measurement noise
@@ -255,17 +296,36 @@ def fit_curve(strategy: str, by_size: dict[int, list], target: int, metric: str,
             if len(grid) and w in band:
                 band[w].append(curves[w](grid))
     tail = (1 - confidence) / 2
-    point = float(measured[sizes.index(target)]) if target in by_size else (
-        float(measured[0]) if sizes == [0] else float(_predictors(np.array(sizes, float), measured)["mid"](
-            np.array([float(target)]))[0]))
-    out = CurveFit(strategy, target, sizes, [float(q) for q in measured], point,
-                   float(np.quantile(samples["lo"], tail)), float(np.quantile(samples["hi"], 1 - tail)),
-                   at_target, confidence, calibration=calibration if rate else None, kind=_kind(by_size))
+    point = (
+        float(measured[sizes.index(target)])
+        if target in by_size
+        else (
+            float(measured[0])
+            if sizes == [0]
+            else float(_predictors(np.array(sizes, float), measured)["mid"](np.array([float(target)]))[0])
+        )
+    )
+    out = CurveFit(
+        strategy,
+        target,
+        sizes,
+        [float(q) for q in measured],
+        point,
+        float(np.quantile(samples["lo"], tail)),
+        float(np.quantile(samples["hi"], 1 - tail)),
+        at_target,
+        confidence,
+        calibration=calibration if rate else None,
+        kind=_kind(by_size),
+    )
     out.samples = {w: np.array(v) for w, v in samples.items()}
     if len(grid) and band["mid"]:
-        out.band = {"n": grid.tolist(), "lo": np.quantile(np.array(band["lo"]), tail, axis=0).tolist(),
-                    "mid": np.median(np.array(band["mid"]), axis=0).tolist(),
-                    "hi": np.quantile(np.array(band["hi"]), 1 - tail, axis=0).tolist()}
+        out.band = {
+            "n": grid.tolist(),
+            "lo": np.quantile(np.array(band["lo"]), tail, axis=0).tolist(),
+            "mid": np.median(np.array(band["mid"]), axis=0).tolist(),
+            "hi": np.quantile(np.array(band["hi"]), 1 - tail, axis=0).tolist(),
+        }
     return out
 
 
@@ -277,11 +337,12 @@ def _point_noise(stats: dict, keys: list, seed_sd: float) -> float:
     st = next(iter(stats.values()))
     # macro-F1: a bound (a proportion's standard error is at most 0.5 / sqrt(n))
     row_se = 0.5 / np.sqrt(n) if st.kind == "macro_f1" else float(np.mean([np.std(v) for v in st.vals])) / np.sqrt(n)
-    return float(np.sqrt(row_se ** 2 + seed_sd ** 2))
+    return float(np.sqrt(row_se**2 + seed_sd**2))
 
 
-def _parametric_noise(by_size: dict, sizes: list[int], measured: np.ndarray, metric: str,
-                      seed_sd: float) -> np.ndarray | None:
+def _parametric_noise(
+    by_size: dict, sizes: list[int], measured: np.ndarray, metric: str, seed_sd: float
+) -> np.ndarray | None:
     """For records that kept no per-row metrics (older runs): each point's standard error from its
     test size, ``sqrt(q (1 - q) / n)`` (a proportion's; for macro-F1 and generation metrics in [0, 1]
     a bound), with the seed noise for one seed or the seeds' own spread; None without test sizes."""
@@ -292,8 +353,11 @@ def _parametric_noise(by_size: dict, sizes: list[int], measured: np.ndarray, met
             return None
         row_var = (0.25 if metric == "macro_f1" else q * (1 - q)) / float(np.mean(counts))
         k = len(by_size[n])
-        seed_var = 0.0 if not n else (seed_sd ** 2 if k == 1 else float(np.var(
-            [_quality([r], metric) for r in by_size[n]], ddof=1)) / k)
+        seed_var = (
+            0.0
+            if not n
+            else (seed_sd**2 if k == 1 else float(np.var([_quality([r], metric) for r in by_size[n]], ddof=1)) / k)
+        )
         out.append(np.sqrt(row_var / k + seed_var))
     return np.array(out)
 
@@ -302,8 +366,15 @@ def _quality(records: list[RunRecord], metric: str) -> float:
     return float(np.mean([r.ranked_quality(metric) for r in records]))
 
 
-def fit_all(records: list, target: int, metric: str, *, confidence: float = CONFIDENCE,
-            plot: bool = False, calibrated: bool = True) -> dict[str, CurveFit]:
+def fit_all(
+    records: list,
+    target: int,
+    metric: str,
+    *,
+    confidence: float = CONFIDENCE,
+    plot: bool = False,
+    calibrated: bool = True,
+) -> dict[str, CurveFit]:
     """Every strategy's fit from the grid's records (one per run); ``calibrated``: extrapolations'
     optimistic bounds widened to the fastest improvement measured on this data (:func:`calibrate`)."""
     records = records_of(records)
@@ -321,6 +392,14 @@ def fit_all(records: list, target: int, metric: str, *, confidence: float = CONF
         if plot and ns:
             lo_n = min(ns)
             grid = sorted(set(np.unique(np.geomspace(lo_n, max(target, lo_n), 24).round().astype(int)).tolist()))
-        out[s] = fit_curve(s, sizes, target, metric, labels=labels, confidence=confidence, plot_sizes=grid,
-                           calibration=calibration.get(_kind(sizes)))
+        out[s] = fit_curve(
+            s,
+            sizes,
+            target,
+            metric,
+            labels=labels,
+            confidence=confidence,
+            plot_sizes=grid,
+            calibration=calibration.get(_kind(sizes)),
+        )
     return out

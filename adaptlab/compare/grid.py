@@ -40,10 +40,12 @@ from adaptlab.utils import TimeUp, atomic_write_json, machine_info, package_vers
 
 console = Console()
 
+
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -87,7 +89,7 @@ class GridPicker:
     keep = staticmethod(lambda spec: False)
     screened = staticmethod(lambda spec: False)
 
-    tuning_order = None    # tuning goes in plan order
+    tuning_order = None  # tuning goes in plan order
 
     def __init__(self, cfg: CompareConfig, specs: list[RunSpec], done: dict, tokens: Estimator):
         self.cfg, self.tokens = cfg, tokens
@@ -140,8 +142,14 @@ def _over_budget(cfg: CompareConfig, spent: float, guess: float, spec: RunSpec, 
         return False
     left = cfg.budget_seconds - spent
     if all(s["id"] != spec.id for s in skipped):
-        skipped.append({"id": spec.id, "estimate_s": guess, "left_s": left,
-                        "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"})
+        skipped.append(
+            {
+                "id": spec.id,
+                "estimate_s": guess,
+                "left_s": left,
+                "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left",
+            }
+        )
     return True
 
 
@@ -158,8 +166,10 @@ def _check_out(cfg: CompareConfig, out: Path) -> None:
         old = json.loads(cfg_path.read_text())
         changed = sorted(k for k in ("data", "model") if old.get(k) != getattr(cfg, k))
         if changed:
-            raise ValueError(f"{out}: holds a comparison of another {'/'.join(changed)} "
-                             f"({', '.join(str(old.get(k)) for k in changed)}); use another --out")
+            raise ValueError(
+                f"{out}: holds a comparison of another {'/'.join(changed)} "
+                f"({', '.join(str(old.get(k)) for k in changed)}); use another --out"
+            )
     atomic_write_json(cfg_path, cfg.to_dict())
 
 
@@ -197,14 +207,26 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
 
         for rec in load_tuning(out).values():
             tokens.observe(rec)
-        tuned = run_tuning(cfg, ctx, specs, out, TuningBudget(
-            spent=lambda: clock() - t_start, allowance=picker.tuning_allowance, estimate=tokens,
-            order=picker.tuning_order, log=lambda m: console.print(m, highlight=False, soft_wrap=True)))
+        tuned = run_tuning(
+            cfg,
+            ctx,
+            specs,
+            out,
+            TuningBudget(
+                spent=lambda: clock() - t_start,
+                allowance=picker.tuning_allowance,
+                estimate=tokens,
+                order=picker.tuning_order,
+                log=lambda m: console.print(m, highlight=False, soft_wrap=True),
+            ),
+        )
         settings.update(tuned)
         tokens.settings.update(tuned)
     if done:
-        console.print(f"resuming: {len(done)} finished run(s) kept"
-                      + ("" if cfg.adaptive else f", {len(specs) - len(done)} to go"))
+        console.print(
+            f"resuming: {len(done)} finished run(s) kept"
+            + ("" if cfg.adaptive else f", {len(specs) - len(done)} to go")
+        )
     live = LiveStatus(out, cfg, len(specs))
     try:
         finished = _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live, clock)
@@ -228,8 +250,14 @@ class LiveStatus:
 
     def __init__(self, out: Path, cfg: CompareConfig, planned: int):
         self.dir = Path(out) / "live"
-        self.base = {"pid": os.getpid(), "host": socket.gethostname(), "planned": planned,
-                     "adaptive": bool(cfg.adaptive), "budget_s": cfg.budget_seconds, "started": time.time()}
+        self.base = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "planned": planned,
+            "adaptive": bool(cfg.adaptive),
+            "budget_s": cfg.budget_seconds,
+            "started": time.time(),
+        }
 
     def write(self, state: str, **fields) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -239,8 +267,9 @@ class LiveStatus:
         return self.dir / run_id
 
 
-def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progress, live: LiveStatus,
-                  clock=time.monotonic) -> list[str]:
+def _race_or_grid(
+    cfg, ctx, out, picker, done, specs, settings, t_start, progress, live: LiveStatus, clock=time.monotonic
+) -> list[str]:
     import torch
 
     from adaptlab.compare.measure import run_one
@@ -250,39 +279,77 @@ def _race_or_grid(cfg, ctx, out, picker, done, specs, settings, t_start, progres
     # The code this process runs is the commit checked out now: read HEAD once, since commits made
     # while a long grid runs would otherwise be credited with runs they did not produce.
     commit = git_commit()
-    machine = {**machine_info(), "gemm_gflops": round(ctx.probe_gflops or speed_probe(), 2)}  # once per worker, before any run
+    machine = {
+        **machine_info(),
+        "gemm_gflops": round(ctx.probe_gflops or speed_probe(), 2),
+    }  # once per worker, before any run
     while (pick := picker.next(done, clock() - t_start)) is not None:
         spec, guess = pick
         best = _best(list(done.values()))
-        console.print(f"[bold][{len(done) + 1}/{len(specs)}][/] {spec.id}  est {guess:.0f} s, "
-                      + ("" if cfg.adaptive else f"grid ETA {picker.remaining(guess) / 60:.1f} min")
-                      + (f"  best so far: {best}" if best else ""),
-                      highlight=False, soft_wrap=True)  # one line per run, also in a log file
+        console.print(
+            f"[bold][{len(done) + 1}/{len(specs)}][/] {spec.id}  est {guess:.0f} s, "
+            + ("" if cfg.adaptive else f"grid ETA {picker.remaining(guess) / 60:.1f} min")
+            + (f"  best so far: {best}" if best else ""),
+            highlight=False,
+            soft_wrap=True,
+        )  # one line per run, also in a log file
         if (results_dir(out) / f"{spec.id}.json").exists() or not claim(out, spec.id):
             continue  # another worker finished it or is running it
-        live.write("running", done=len(done), eta_s=picker.remaining(guess), best=best,
-                   current={"id": spec.id, "strategy": spec.strategy, "train_size": spec.train_size,
-                            "estimate_s": guess, "started": time.time()})
+        live.write(
+            "running",
+            done=len(done),
+            eta_s=picker.remaining(guess),
+            best=best,
+            current={
+                "id": spec.id,
+                "strategy": spec.strategy,
+                "train_size": spec.train_size,
+                "estimate_s": guess,
+                "started": time.time(),
+            },
+        )
         limit = picker.limit(spec, guess, clock() - t_start)
         t_run = clock()
         ended = False  # finished or cut; after an error its live folder stays (a search journals there: gepa)
         try:
             torch.manual_seed(spec.seed)
             with time_limit(limit):
-                rec = run_one(spec, cfg, ctx, out, progress=progress, light=picker.light(spec),
-                              settings=cfg.settings_for(spec.strategy, settings), keep=picker.keep(spec),
-                              log_dir=live.run_dir(spec.id), screened=picker.screened(spec))
+                rec = run_one(
+                    spec,
+                    cfg,
+                    ctx,
+                    out,
+                    progress=progress,
+                    light=picker.light(spec),
+                    settings=cfg.settings_for(spec.strategy, settings),
+                    keep=picker.keep(spec),
+                    log_dir=live.run_dir(spec.id),
+                    screened=picker.screened(spec),
+                )
             rec = RunRecord.of(rec)
-            rec.meta.update({"versions": package_versions(), "git_commit": commit,
-                                "machine": machine, "data": cfg.data, "model": cfg.model,
-                                "worker": f"{socket.gethostname()}:{os.getpid()}"})
+            rec.meta.update(
+                {
+                    "versions": package_versions(),
+                    "git_commit": commit,
+                    "machine": machine,
+                    "data": cfg.data,
+                    "model": cfg.model,
+                    "worker": f"{socket.gethostname()}:{os.getpid()}",
+                }
+            )
             write_result(out, rec)  # written last: marks the run done
             ended = True
         except TimeUp:
             ended = True
             took = clock() - t_run
-            entry = {"id": spec.id, "estimate_s": guess, "left_s": limit, "cut": True, "seconds": took,
-                     "reason": f"cut after {took:.0f} s by its time limit ({limit:.0f} s; estimated {guess:.0f} s)"}
+            entry = {
+                "id": spec.id,
+                "estimate_s": guess,
+                "left_s": limit,
+                "cut": True,
+                "seconds": took,
+                "reason": f"cut after {took:.0f} s by its time limit ({limit:.0f} s; estimated {guess:.0f} s)",
+            }
             console.print(f"  [yellow]{spec.id} cut[/]: {entry['reason']}", highlight=False, soft_wrap=True)
             picker.skipped.append(entry)
             picker.on_cut(spec, entry)
@@ -305,8 +372,19 @@ def worker_command(out: Path) -> list[str]:
     import sys
 
     out = Path(out).resolve()  # a worker elsewhere must find the same folder
-    return [sys.executable, "-m", "adaptlab.cli", "compare", "--config", str(out / "compare.json"), "--out", str(out),
-            "--workers", "1", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "adaptlab.cli",
+        "compare",
+        "--config",
+        str(out / "compare.json"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
 
 
 def _cores() -> int:
@@ -342,8 +420,13 @@ def run_ray_workers(out: Path, workers: int, address: str, cpus: int | None = No
     cpus = cpus or max(1, _cores() // workers)
     started = not ray.is_initialized()
     if started:
-        ray.init(address=None if address == "local" else address, num_cpus=_cores() if address == "local" else None,
-                 include_dashboard=False, log_to_driver=True, configure_logging=False)
+        ray.init(
+            address=None if address == "local" else address,
+            num_cpus=_cores() if address == "local" else None,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=False,
+        )
     env = {"OMP_NUM_THREADS": str(cpus), "ADAPTLAB_THREADS": str(cpus)}
 
     @ray.remote(num_cpus=cpus, max_retries=0)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from adaptlab.strategies.registry import get_strategy
 
-SMALL = 100   # train sizes below this are "small": the committed grids show prompts close the gap there
+SMALL = 100  # train sizes below this are "small": the committed grids show prompts close the gap there
 
 
 @lru_cache(maxsize=1)

@@ -35,7 +35,7 @@ class Context:
     profiles: dict
     baselines: dict | None = None  # classification: majority class and chance on the test rows
     screen: TaskData | None = None  # the nested subsample of test that screening runs score
-    probe_gflops: float = 0.0       # the machine's matrix-product speed, measured once
+    probe_gflops: float = 0.0  # the machine's matrix-product speed, measured once
     endpoints: dict = dataclasses.field(default_factory=dict)  # name -> (EndpointSpec, its backend)
 
     @property
@@ -59,8 +59,11 @@ class Context:
 
 def prepare(cfg: CompareConfig) -> Context:
     splits = load_task(cfg.data, data_dir_override=cfg.data_dir, columns=cfg.columns or None)
-    test = subsample(splits.test, n=cfg.test_limit, seed=0) if cfg.test_limit and cfg.test_limit < len(splits.test) \
+    test = (
+        subsample(splits.test, n=cfg.test_limit, seed=0)
+        if cfg.test_limit and cfg.test_limit < len(splits.test)
         else splits.test
+    )
     bases = {m: load_base(m, device=resolve_device(cfg.device)) for m in cfg.models}
     refs = {m: base_reference(b) for m, b in bases.items()} if cfg.forgetting else {}
     labels = splits.train.label_set
@@ -120,8 +123,9 @@ def train_subset(spec, ctx: Context) -> TaskData:
     return train
 
 
-def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: dict | None = None,
-            log_dir: Path | None = None):
+def fit_run(
+    spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: dict | None = None, log_dir: Path | None = None
+):
     """Fit ``spec``'s strategy on its train subset: (artifact, train subset, train record, settings)."""
     sp = get_strategy(spec.strategy)
     settings = dict(cfg.settings_for(spec.strategy) if settings is None else settings)
@@ -133,15 +137,28 @@ def fit_run(spec, cfg: CompareConfig, ctx: Context, progress: bool, settings: di
     own = {k: v for k, v in (("seed", spec.seed), ("dev_limit", 0)) if k in fields}
     config_settings, lr = split_lr(spec.strategy, settings)
     config = make_config(spec.strategy, **{**own, **config_settings})
-    tc = TrainConfig(epochs=cfg.epochs_for(spec.strategy), seed=spec.seed, dev_limit=cfg.dev_limit,
-                     checkpoint_every=0, eval_every=cfg.eval_every, patience=cfg.patience, lr=lr)
-    art = sp.strategy_cls(config).fit(model_of(spec.strategy, cfg, ctx), train, ctx.splits.dev, tc, progress=progress,
-                                      run_dir=log_dir)
+    tc = TrainConfig(
+        epochs=cfg.epochs_for(spec.strategy),
+        seed=spec.seed,
+        dev_limit=cfg.dev_limit,
+        checkpoint_every=0,
+        eval_every=cfg.eval_every,
+        patience=cfg.patience,
+        lr=lr,
+    )
+    art = sp.strategy_cls(config).fit(
+        model_of(spec.strategy, cfg, ctx), train, ctx.splits.dev, tc, progress=progress, run_dir=log_dir
+    )
     tr = art.metrics["train"]
-    info = {"seconds": tr["train_seconds"], "model_calls": tr.get("model_calls"),
-            "trainable_params": tr["trainable_params"], "peak_rss_bytes": tr["peak_rss_bytes"],
-            "examples_per_s": tr.get("examples_per_s"), "stopped_early": tr.get("stopped_early", False),
-            "steps": tr.get("steps", 0)}
+    info = {
+        "seconds": tr["train_seconds"],
+        "model_calls": tr.get("model_calls"),
+        "trainable_params": tr["trainable_params"],
+        "peak_rss_bytes": tr["peak_rss_bytes"],
+        "examples_per_s": tr.get("examples_per_s"),
+        "stopped_early": tr.get("stopped_early", False),
+        "steps": tr.get("steps", 0),
+    }
     for key in ("best_step", "best_dev", "initial_loss", "final_loss", "proposer"):
         if key in tr:
             info[key] = tr[key]
@@ -157,8 +174,9 @@ def full_row_ids(test: TaskData, part: TaskData) -> list[int]:
     return [at[key] for key in test.spec.row_keys(part)]
 
 
-def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: bool = False,
-                    screened: bool = False) -> dict:
+def measure_quality(
+    art, spec, cfg: CompareConfig, ctx: Context, train, light: bool = False, screened: bool = False
+) -> dict:
     """Test quality, the train-set gap, fragility and forgetting of a fitted artifact (``light``: test
     quality only, for the adaptive compare's runs; :func:`finalize` adds the rest to the ones it
     recommends). ``screened``: scored on the screening subsample of the test rows only
@@ -173,13 +191,26 @@ def measure_quality(art, spec, cfg: CompareConfig, ctx: Context, train, light: b
         for row, i in zip(rows, full_row_ids(ctx.test, rows_in)):
             row["id"] = i
     q = _quality(test_m, ctx.test)
-    ev = {"quality": q, "metric": ctx.test.spec.metric, "test": test_m,
-          "test_examples": len(rows_in), "train_quality": None, "overfit_gap": None,
-          "examples_per_s": test_m["examples_per_s"], "prompt_tokens": test_m["prompt_tokens"],
-          "seconds": time.perf_counter() - t1, "scored_examples": len(rows_in),
-          "fragility": None, "forgetting": None, "consistency": None, "rows": rows,
-          "baselines": ctx.baselines, "light": light, "screened": rows_in is not ctx.test,
-          "endpoint": endpoint_usage(*ctx.endpoints[where], before, len(rows_in)) if where else None}
+    ev = {
+        "quality": q,
+        "metric": ctx.test.spec.metric,
+        "test": test_m,
+        "test_examples": len(rows_in),
+        "train_quality": None,
+        "overfit_gap": None,
+        "examples_per_s": test_m["examples_per_s"],
+        "prompt_tokens": test_m["prompt_tokens"],
+        "seconds": time.perf_counter() - t1,
+        "scored_examples": len(rows_in),
+        "fragility": None,
+        "forgetting": None,
+        "consistency": None,
+        "rows": rows,
+        "baselines": ctx.baselines,
+        "light": light,
+        "screened": rows_in is not ctx.test,
+        "endpoint": endpoint_usage(*ctx.endpoints[where], before, len(rows_in)) if where else None,
+    }
     if not light:
         add_extras(ev, art, spec, cfg, ctx, train)
     return ev
@@ -206,10 +237,15 @@ def endpoint_usage(espec, backend, before: dict, n: int) -> dict:
     from adaptlab.backends.endpoints import latency, spend
 
     used = {**spend(espec, backend, before), **latency(backend, before)}
-    used.update(predictions=n, prompt_tokens_per_prediction=used["tokens_prompt"] / max(n, 1),
-                completion_tokens_per_prediction=used["tokens_completion"] / max(n, 1),
-                usd_per_1m=used["uncached_cost_usd"] / max(n, 1) * 1e6,
-                price_in=espec.price_in, price_out=espec.price_out, concurrency=espec.concurrency)
+    used.update(
+        predictions=n,
+        prompt_tokens_per_prediction=used["tokens_prompt"] / max(n, 1),
+        completion_tokens_per_prediction=used["tokens_completion"] / max(n, 1),
+        usd_per_1m=used["uncached_cost_usd"] / max(n, 1) * 1e6,
+        price_in=espec.price_in,
+        price_out=espec.price_out,
+        concurrency=espec.concurrency,
+    )
     return used
 
 
@@ -219,8 +255,13 @@ def cost_of(ev: dict, cfg: CompareConfig) -> dict:
     e = ev.get("endpoint")
     if e is None:
         return {**cost_per_million(ev["examples_per_s"], ev["prompt_tokens"], cfg.price_per_hour), "pricing": "machine"}
-    return {"usd_per_1m": e["usd_per_1m"], "machine_hours_per_1m": 0.0, "prompt_tokens_per_1m":
-            e["prompt_tokens_per_prediction"] * 1e6, "price_per_hour": None, "pricing": "tokens"}
+    return {
+        "usd_per_1m": e["usd_per_1m"],
+        "machine_hours_per_1m": 0.0,
+        "prompt_tokens_per_1m": e["prompt_tokens_per_prediction"] * 1e6,
+        "price_per_hour": None,
+        "pricing": "tokens",
+    }
 
 
 LATENCY_ROWS = 5
@@ -245,8 +286,11 @@ def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train)
     scored examples they take."""
     scored, seconds = 0, 0.0
     # Overfitting: the same metric on (up to fragility_examples) training examples.
-    train_part = subsample(train, n=min(len(train), max(16, cfg.fragility_examples)), seed=spec.seed) \
-        if len(train) > 16 else train
+    train_part = (
+        subsample(train, n=min(len(train), max(16, cfg.fragility_examples)), seed=spec.seed)
+        if len(train) > 16
+        else train
+    )
     train_m = art.evaluate(train_part) if spec.train_size else None
     scored += len(train_part) if train_m else 0
     frag = None
@@ -272,9 +316,14 @@ def measure_extras(ev: dict, art, spec, cfg: CompareConfig, ctx: Context, train)
         scored += LATENCY_ROWS
     ev["seconds"] += seconds
     ev["scored_examples"] += scored
-    ev.update(train_quality=_quality(train_m, ctx.test) if train_m else None,
-              overfit_gap=(_quality(train_m, ctx.test) - ev["quality"]) if train_m else None,
-              fragility=frag, forgetting=forget, consistency=steady, light=False)
+    ev.update(
+        train_quality=_quality(train_m, ctx.test) if train_m else None,
+        overfit_gap=(_quality(train_m, ctx.test) - ev["quality"]) if train_m else None,
+        fragility=frag,
+        forgetting=forget,
+        consistency=steady,
+        light=False,
+    )
 
 
 def load_artifact(rec: dict, cfg: CompareConfig, ctx: Context, out: Path):
@@ -306,9 +355,18 @@ def finalize(rec: dict, spec, cfg: CompareConfig, ctx: Context, out: Path) -> di
     return rec
 
 
-def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = True, light: bool = False,
-            settings: dict | None = None, keep: bool = False, log_dir: Path | None = None,
-            screened: bool = False) -> dict:
+def run_one(
+    spec,
+    cfg: CompareConfig,
+    ctx: Context,
+    out: Path,
+    progress: bool = True,
+    light: bool = False,
+    settings: dict | None = None,
+    keep: bool = False,
+    log_dir: Path | None = None,
+    screened: bool = False,
+) -> dict:
     """Fit, measure, save (and prune) one run; the record the results folder keeps for it. With
     ``log_dir`` a gradient strategy logs its steps there as it trains (for a watcher); ``screened``:
     scored on the screening rows only."""
@@ -329,14 +387,20 @@ def run_one(spec, cfg: CompareConfig, ctx: Context, out: Path, progress: bool = 
     size = artifact_bytes(folder)
     kept = True if keep else prune_artifact(folder, cfg.keep_artifacts, size)  # keep: until finalize
     return {
-        "run": {"id": spec.id, "strategy": spec.strategy, "kind": sp.kind, "train_size": spec.train_size,
-                "endpoint": where, "base": None if where else cfg.base_of(spec.strategy),
-                "seed": spec.seed, "epochs": cfg.epochs_for(spec.strategy) if sp.kind == "gradient" else None,
-                "settings": settings},
+        "run": {
+            "id": spec.id,
+            "strategy": spec.strategy,
+            "kind": sp.kind,
+            "train_size": spec.train_size,
+            "endpoint": where,
+            "base": None if where else cfg.base_of(spec.strategy),
+            "seed": spec.seed,
+            "epochs": cfg.epochs_for(spec.strategy) if sp.kind == "gradient" else None,
+            "settings": settings,
+        },
         "train": train_info,
         "eval": ev,
-        "cost": {"artifact_bytes": size, "artifact_kept": kept,
-                 **cost_of(ev, cfg)},
+        "cost": {"artifact_bytes": size, "artifact_kept": kept, **cost_of(ev, cfg)},
         "meta": {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "predictions": predictions,
     }

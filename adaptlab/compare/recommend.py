@@ -55,7 +55,7 @@ class Constraints:
     tasks: int = 1
     weights_accessible: bool = True
     min_quality: float | None = None
-    volume: float | None = None          # predictions per month: serving costs count training at it
+    volume: float | None = None  # predictions per month: serving costs count training at it
     # Rule prompt_enough: how much quality the user gives up to own a prompt instead of trained weights
     # (in the ranking metric's units: 0.02 is 2 points).
     prompt_margin: float = 0.02
@@ -82,22 +82,21 @@ def at_volume(rows: list[Row], volume: float | None) -> list[Row]:
     ``volume`` predictions a month (the cost per 1M a user pays at that volume); unchanged without one."""
     if not volume:
         return rows
-    return [replace(r, usd_per_1m=r.usd_per_1m + r.train_usd * 1e6 / (AMORTIZE_MONTHS * volume))
-            for r in rows]
+    return [replace(r, usd_per_1m=r.usd_per_1m + r.train_usd * 1e6 / (AMORTIZE_MONTHS * volume)) for r in rows]
 
 
 @dataclass
 class Recommendation:
     metric: str = "accuracy"
-    target: int | None = None           # the train size ranked at
+    target: int | None = None  # the train size ranked at
     ranked: list[dict] = field(default_factory=list)
     excluded: list[dict] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
-    paired: list[dict] = field(default_factory=list)    # leader minus each measured runner-up, with its interval
-    baselines: dict = field(default_factory=dict)       # classification: majority class and chance
-    fits: dict = field(default_factory=dict)            # strategy -> learning-curve fit at the target (dicts)
+    paired: list[dict] = field(default_factory=list)  # leader minus each measured runner-up, with its interval
+    baselines: dict = field(default_factory=dict)  # classification: majority class and chance
+    fits: dict = field(default_factory=dict)  # strategy -> learning-curve fit at the target (dicts)
 
     @property
     def winner(self) -> str | None:
@@ -108,17 +107,25 @@ class Recommendation:
             lines = ["**No strategy meets the constraints.**"]
         else:
             top = self.ranked[0]
-            lines = [f"**Recommended: {top['strategy']}** (train size {top['train_size']}"
-                     + (", predicted from its learning curve, not measured there" if top.get("predicted") else "") + ")."]
+            lines = [
+                f"**Recommended: {top['strategy']}** (train size {top['train_size']}"
+                + (", predicted from its learning curve, not measured there" if top.get("predicted") else "")
+                + ")."
+            ]
         lines += [f"- {r}" for r in self.reasons]
         if len(self.ranked) > 1:
             lines.append("")
             # Numbered, not "a > b": a rule may put a cheaper strategy above a slightly better one, and
             # "lora (0.894) > hybrid (0.896)" would read as an error.
-            lines.append("Ranking: " + ", ".join(
-                f"{i}. {r['strategy']} ({_shown(r, self.target)}"
-                + (f", by rule {r['promoted_by']}" if r.get("promoted_by") else "")
-                + ")" for i, r in enumerate(self.ranked, 1)))
+            lines.append(
+                "Ranking: "
+                + ", ".join(
+                    f"{i}. {r['strategy']} ({_shown(r, self.target)}"
+                    + (f", by rule {r['promoted_by']}" if r.get("promoted_by") else "")
+                    + ")"
+                    for i, r in enumerate(self.ranked, 1)
+                )
+            )
         if self.excluded:
             lines.append("")
             lines += [f"- excluded {e['strategy']}: {e['why']}" for e in self.excluded]
@@ -167,8 +174,8 @@ def _tolerance(lead: Row) -> tuple[float, str]:
 # a median 5% in cost per 1M predictions in the committed SST-2 and Banking77 grids, and by 18% and 47%
 # at their 90th percentiles (one run's examples/s on a shared 2-core machine).
 COST_NOISE = 0.25
-ARTIFACT_FACTOR = 10.0   # "smaller by a large factor": an adapter or prompt against a model copy
-TRAIN_FACTOR = 0.5       # shorter training counts at half the time or less
+ARTIFACT_FACTOR = 10.0  # "smaller by a large factor": an adapter or prompt against a model copy
+TRAIN_FACTOR = 0.5  # shorter training counts at half the time or less
 
 
 def easier_to_own(a: Row, b: Row) -> str | None:
@@ -187,8 +194,7 @@ def easier_to_own(a: Row, b: Row) -> str | None:
     return None
 
 
-def _promote(rec: Recommendation, ranked: list[Row], alt: Row, rule: str, reason: str,
-             promoted: dict[str, str]) -> Row:
+def _promote(rec: Recommendation, ranked: list[Row], alt: Row, rule: str, reason: str, promoted: dict[str, str]) -> Row:
     """Move ``alt`` to the top of ``ranked`` because ``rule`` fired; returns the new leader."""
     promoted[alt.strategy] = rule
     rec.fired.append(rule)
@@ -228,11 +234,15 @@ def _eligible(rec: Recommendation, best: dict[str, Row], c: Constraints) -> list
 
 def _none_eligible(rec: Recommendation, best: dict[str, Row], c: Constraints) -> Recommendation:
     top = max(best.values(), key=lambda r: r.quality)
-    rec.reasons.append(f"no strategy meets the constraints; the best measured is {top.strategy} with "
-                       f"{top.metric} {top.quality:.3f} at {top.train_size} examples")
+    rec.reasons.append(
+        f"no strategy meets the constraints; the best measured is {top.strategy} with "
+        f"{top.metric} {top.quality:.3f} at {top.train_size} examples"
+    )
     if c.min_quality is not None and top.quality < c.min_quality:
-        rec.next_steps.append(f"collect more labelled data or use a larger base model: the best quality "
-                              f"{top.quality:.3f} is below the required {c.min_quality:g}")
+        rec.next_steps.append(
+            f"collect more labelled data or use a larger base model: the best quality "
+            f"{top.quality:.3f} is below the required {c.min_quality:g}"
+        )
     return rec
 
 
@@ -263,8 +273,9 @@ def _paired(rec: Recommendation, a: Row, b: Row, groups: dict) -> PairedDiff | N
         return None
     d = compare_runs(ra, rb, rec.metric, confidence=CONFIDENCE)
     if d is not None:
-        rec.paired.append({"a": a.strategy, "b": b.strategy, "a_size": a.train_size, "b_size": b.train_size,
-                           **d.to_dict()})
+        rec.paired.append(
+            {"a": a.strategy, "b": b.strategy, "a_size": a.train_size, "b_size": b.train_size, **d.to_dict()}
+        )
     return d
 
 
@@ -278,8 +289,10 @@ def _rule_near_tie(rec: Recommendation, ranked: list[Row], lead: Row, promoted: 
     for r in ranked[1:]:
         t = _tied(rec, lead, r, groups)
         if t is None:  # no stored rows: the old tolerance
-            t = (not r.predicted and lead.quality - r.quality <= tol + 1e-9,
-                 f"inside the tolerance {100 * tol:.1f}, {why_tol}")
+            t = (
+                not r.predicted and lead.quality - r.quality <= tol + 1e-9,
+                f"inside the tolerance {100 * tol:.1f}, {why_tol}",
+            )
         if t[0]:
             tied.append((r, t[1]))
     best, best_why, rule = lead, None, None
@@ -289,14 +302,20 @@ def _rule_near_tie(rec: Recommendation, ranked: list[Row], lead: Row, promoted: 
             best, best_why, rule = r, why, because
     if best is lead:
         return lead
-    return _promote(rec, ranked, best, "near_tie",
-                    f"{best.strategy} is within {_pts(lead.quality - best.quality)[1:]} of {lead.strategy} "
-                    f"({best_why}); a tie goes to the adaptation that is easier to own, decided by {rule}",
-                    promoted)
+    return _promote(
+        rec,
+        ranked,
+        best,
+        "near_tie",
+        f"{best.strategy} is within {_pts(lead.quality - best.quality)[1:]} of {lead.strategy} "
+        f"({best_why}); a tie goes to the adaptation that is easier to own, decided by {rule}",
+        promoted,
+    )
 
 
-def _rule_prompt_enough(rec: Recommendation, ranked: list[Row], lead: Row, c: Constraints, promoted: dict,
-                        groups: dict) -> Row:
+def _rule_prompt_enough(
+    rec: Recommendation, ranked: list[Row], lead: Row, c: Constraints, promoted: dict, groups: dict
+) -> Row:
     """Prompting is enough when the best prompt-only candidate is not significantly worse than the best
     trained one by more than ``c.prompt_margin`` (the paired interval of trained minus prompt reaches
     down to the margin): recommended when a trained one leads, and the tie the noise leaves open is
@@ -310,19 +329,25 @@ def _rule_prompt_enough(rec: Recommendation, ranked: list[Row], lead: Row, c: Co
     margin = f"{100 * c.prompt_margin:.0f}-point margin"
     for p in candidates:
         d = _paired(rec, best_t, p, groups)
-        low = d.lo if d is not None else best_t.quality - p.quality   # no stored rows: the point gap
+        low = d.lo if d is not None else best_t.quality - p.quality  # no stored rows: the point gap
         if low > c.prompt_margin + 1e-9:
             continue
         gap = best_t.quality - p.quality
-        interval = (f"{100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired rows"
-                    if d is not None else "no paired rows stored")
-        why = (f"prompting is enough: {p.strategy} ({p.quality:.3f}) is not significantly worse than the best "
-               f"trained candidate, {best_t.strategy} ({best_t.quality:.3f}), by more than the {margin} "
-               f"(--prompt-margin; {best_t.strategy} minus {p.strategy}: {_pts(gap)}, {interval}), and a prompt has "
-               f"nothing to retrain when the base model or the data changes. Training ({best_t.strategy}) would "
-               f"change quality by {_pts(gap)}" + (f" (at most {_pts(d.hi)})" if d is not None else "")
-               + f" for {best_t.train_seconds / 60:.1f} min of fitting, a {_mb(best_t.artifact_bytes)} artifact "
-               f"and ${best_t.usd_per_1m:.2f} instead of ${p.usd_per_1m:.2f} per 1M predictions")
+        interval = (
+            f"{100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired rows"
+            if d is not None
+            else "no paired rows stored"
+        )
+        why = (
+            f"prompting is enough: {p.strategy} ({p.quality:.3f}) is not significantly worse than the best "
+            f"trained candidate, {best_t.strategy} ({best_t.quality:.3f}), by more than the {margin} "
+            f"(--prompt-margin; {best_t.strategy} minus {p.strategy}: {_pts(gap)}, {interval}), and a prompt has "
+            f"nothing to retrain when the base model or the data changes. Training ({best_t.strategy}) would "
+            f"change quality by {_pts(gap)}"
+            + (f" (at most {_pts(d.hi)})" if d is not None else "")
+            + f" for {best_t.train_seconds / 60:.1f} min of fitting, a {_mb(best_t.artifact_bytes)} artifact "
+            f"and ${best_t.usd_per_1m:.2f} instead of ${p.usd_per_1m:.2f} per 1M predictions"
+        )
         if p is lead:
             rec.fired.append("prompt_enough")
             rec.reasons.append(why)
@@ -335,8 +360,13 @@ def _rule_prompt_enough(rec: Recommendation, ranked: list[Row], lead: Row, c: Co
         rec.reasons.append(
             f"training wins by a measured margin: {lead.strategy} over the best prompt-only candidate "
             f"({top.strategy}) by {_pts(lead.quality - top.quality)[1:]}"
-            + (f", {100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired "
-               f"rows, all above the {margin}" if d is not None else f", above the {margin}"))
+            + (
+                f", {100 * d.confidence:.0f}% interval [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] on {d.n} paired "
+                f"rows, all above the {margin}"
+                if d is not None
+                else f", above the {margin}"
+            )
+        )
     return lead
 
 
@@ -348,47 +378,70 @@ def _rule_many_tasks(rec: Recommendation, ranked: list[Row], lead: Row, c: Const
     if not small:
         return lead
     alt = max(small, key=lambda r: r.quality)
-    return _promote(rec, ranked, alt, "many_tasks",
-                    f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
-                    f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
-                    f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}", promoted)
+    return _promote(
+        rec,
+        ranked,
+        alt,
+        "many_tasks",
+        f"serving {c.tasks} tasks: {lead.strategy} needs {c.tasks} x {_mb(lead.artifact_bytes)} = "
+        f"{_mb(c.tasks * lead.artifact_bytes)}, {alt.strategy} {c.tasks} x "
+        f"{_mb(alt.artifact_bytes)} on one shared base, for {_pts(alt.quality - lead.quality)}",
+        promoted,
+    )
 
 
 def _lead_reasons(rec: Recommendation, rows: list[Row], best: dict[str, Row], lead: Row, size) -> None:
     """Reasons that cite the numbers: the leader's, the best prompt's, and the size ranked at."""
     prompts = [r for r in best.values() if r.kind == "prompt" and r is not lead]
     bp = max(prompts, key=lambda r: r.quality) if prompts else None
-    rec.reasons.insert(0, f"{lead.strategy}: {lead.metric} {lead.quality:.3f}"
-                          + (f" ± {lead.quality_std:.3f}" if lead.seeds > 1 else "")
-                          + f" at {lead.train_size} examples, {lead.train_seconds / 60:.1f} min to fit, "
-                          f"{_mb(lead.artifact_bytes)} artifact, {lead.prompt_tokens:.0f} prompt tokens per request, "
-                          f"${lead.usd_per_1m:.2f} per 1M predictions")
+    rec.reasons.insert(
+        0,
+        f"{lead.strategy}: {lead.metric} {lead.quality:.3f}"
+        + (f" ± {lead.quality_std:.3f}" if lead.seeds > 1 else "")
+        + f" at {lead.train_size} examples, {lead.train_seconds / 60:.1f} min to fit, "
+        f"{_mb(lead.artifact_bytes)} artifact, {lead.prompt_tokens:.0f} prompt tokens per request, "
+        f"${lead.usd_per_1m:.2f} per 1M predictions",
+    )
     if bp is not None and lead.kind == "gradient":
         ratio = bp.prompt_tokens / max(1.0, lead.prompt_tokens)
-        rec.reasons.insert(1, f"{_pts(lead.quality - bp.quality)} over the best prompt ({bp.strategy}, "
-                              f"{bp.quality:.3f}); {bp.strategy} sends {ratio:.1f}x the prompt tokens per request")
+        rec.reasons.insert(
+            1,
+            f"{_pts(lead.quality - bp.quality)} over the best prompt ({bp.strategy}, "
+            f"{bp.quality:.3f}); {bp.strategy} sends {ratio:.1f}x the prompt tokens per request",
+        )
     if lead.predicted:
-        rec.reasons.append(f"this rests on extrapolation: {lead.strategy} was not measured at {size} examples; its "
-                           f"learning curve predicts {lead.quality:.3f} (bounds {lead.lo:.3f}-{lead.hi:.3f})")
+        rec.reasons.append(
+            f"this rests on extrapolation: {lead.strategy} was not measured at {size} examples; its "
+            f"learning curve predicts {lead.quality:.3f} (bounds {lead.lo:.3f}-{lead.hi:.3f})"
+        )
     guessed = sorted(r.strategy for r in best.values() if r.predicted and r is not lead)
     if guessed:
-        rec.reasons.append(f"ranked at {size} examples, the largest size measured; {', '.join(guessed)} "
-                           f"{'was' if len(guessed) == 1 else 'were'} not measured there and "
-                           f"{'is' if len(guessed) == 1 else 'are'} ranked by {'its' if len(guessed) == 1 else 'their'} "
-                           f"learning-curve prediction")
+        rec.reasons.append(
+            f"ranked at {size} examples, the largest size measured; {', '.join(guessed)} "
+            f"{'was' if len(guessed) == 1 else 'were'} not measured there and "
+            f"{'is' if len(guessed) == 1 else 'are'} ranked by {'its' if len(guessed) == 1 else 'their'} "
+            f"learning-curve prediction"
+        )
 
 
 def _rule_prompt_cost(rec: Recommendation, eligible: list[Row], lead: Row) -> None:
     """A hard prompt wins but a trained strategy nearly ties with far fewer tokens."""
     if lead.kind != "prompt":
         return
-    alts = [r for r in eligible if r.kind == "gradient" and lead.quality - r.quality <= 0.02 + 1e-9
-            and r.prompt_tokens * 3 <= lead.prompt_tokens]
+    alts = [
+        r
+        for r in eligible
+        if r.kind == "gradient"
+        and lead.quality - r.quality <= 0.02 + 1e-9
+        and r.prompt_tokens * 3 <= lead.prompt_tokens
+    ]
     if alts:
         alt = max(alts, key=lambda r: r.quality)
         rec.fired.append("prompt_cost")
-        rec.reasons.append(f"at volume consider {alt.strategy}: {_pts(alt.quality - lead.quality)} with "
-                           f"{alt.prompt_tokens:.0f} instead of {lead.prompt_tokens:.0f} prompt tokens per request")
+        rec.reasons.append(
+            f"at volume consider {alt.strategy}: {_pts(alt.quality - lead.quality)} with "
+            f"{alt.prompt_tokens:.0f} instead of {lead.prompt_tokens:.0f} prompt tokens per request"
+        )
 
 
 def _next_steps(rec: Recommendation, rows: list[Row], best: dict[str, Row], lead: Row) -> None:
@@ -396,29 +449,39 @@ def _next_steps(rec: Recommendation, rows: list[Row], best: dict[str, Row], lead
     curve = sorted((r for r in rows if r.strategy == lead.strategy and r.train_size), key=lambda r: r.train_size)
     if len(curve) >= 2 and curve[-1].quality - curve[-2].quality > 0.01:
         rec.fired.append("still_learning")
-        rec.next_steps.append(f"more data: {lead.strategy} rose {_pts(curve[-1].quality - curve[-2].quality)} from "
-                              f"{curve[-2].train_size} to {curve[-1].train_size} examples and has not levelled off")
+        rec.next_steps.append(
+            f"more data: {lead.strategy} rose {_pts(curve[-1].quality - curve[-2].quality)} from "
+            f"{curve[-2].train_size} to {curve[-1].train_size} examples and has not levelled off"
+        )
     stacked = [n for n in list_strategies() if get_strategy(n).stacks]
     if stacked and not any(n in best for n in stacked) and any(r.kind == "gradient" for r in best.values()):
         rec.fired.append("try_hybrid")
-        rec.next_steps.append(f"try {' or '.join(stacked)} (fine-tune, then a soft prompt or few-shot exemplars on "
-                              f"top): not measured")
+        rec.next_steps.append(
+            f"try {' or '.join(stacked)} (fine-tune, then a soft prompt or few-shot exemplars on top): not measured"
+        )
     if lead.paraphrase_spread is not None and lead.paraphrase_spread > 0.05:
         rec.fired.append("fragile")
-        rec.next_steps.append(f"{lead.strategy} is prompt-sensitive: {_pts(lead.paraphrase_spread)[1:]} between its "
-                              f"best and worst wording; pin the template and test changes to it")
+        rec.next_steps.append(
+            f"{lead.strategy} is prompt-sensitive: {_pts(lead.paraphrase_spread)[1:]} between its "
+            f"best and worst wording; pin the template and test changes to it"
+        )
     if lead.ppl_change is not None and lead.ppl_change > 0.20:
         rec.fired.append("forgetting")
-        rec.next_steps.append(f"{lead.strategy} raised general-text perplexity by {ppl_rise(lead.ppl_change, signed=False)}: "
-                              f"keep the base model for other tasks (adapters do this by design)")
+        rec.next_steps.append(
+            f"{lead.strategy} raised general-text perplexity by {ppl_rise(lead.ppl_change, signed=False)}: "
+            f"keep the base model for other tasks (adapters do this by design)"
+        )
     for x in crossovers(rows):
         if x["train_size"] is not None:
-            rec.reasons.append(f"{x['strategy']} overtakes {x['over']} from {x['train_size']} examples "
-                               f"({x['quality']:.3f} vs {x['over_quality']:.3f})")
+            rec.reasons.append(
+                f"{x['strategy']} overtakes {x['over']} from {x['train_size']} examples "
+                f"({x['quality']:.3f} vs {x['over_quality']:.3f})"
+            )
 
 
-def at_target(records: list[dict], rows: list[Row], metric: str,
-              confidence: float = CONFIDENCE) -> tuple[dict[str, Row], int | None, dict[str, CurveFit]]:
+def at_target(
+    records: list[dict], rows: list[Row], metric: str, confidence: float = CONFIDENCE
+) -> tuple[dict[str, Row], int | None, dict[str, CurveFit]]:
     """The row per strategy that the recommendation ranks, the size it ranks at, and the curve fits.
 
     The size is the largest train size measured (the user's data size when the grid or the race
@@ -438,8 +501,16 @@ def at_target(records: list[dict], rows: list[Row], metric: str,
             continue
         f = fits[strategy]
         scale = target / max(1, last.train_size) if last.kind == "gradient" else 1.0
-        best[strategy] = replace(last, quality=f.point, quality_std=0.0, train_size=target, predicted=True,
-                                 lo=f.lo, hi=f.hi, train_seconds=last.train_seconds * scale)
+        best[strategy] = replace(
+            last,
+            quality=f.point,
+            quality_std=0.0,
+            train_size=target,
+            predicted=True,
+            lo=f.lo,
+            hi=f.hi,
+            train_seconds=last.train_seconds * scale,
+        )
     return best, target, fits
 
 
@@ -451,9 +522,11 @@ def _baseline_notes(rec: Recommendation, records: list[dict], best: dict[str, Ro
         return
     rec.baselines = b
     zero = [r for r in best.values() if r.kind == "prompt" and r.train_size == 0]
-    line = (f"baselines on the {b['test_n']} test rows: majority class '{b['majority_label']}' "
-            f"{b['majority_accuracy']:.3f} accuracy, chance {b['chance_accuracy']:.3f}"
-            + (f" (majority: {b['majority_note']})" if b.get("majority_note") else ""))
+    line = (
+        f"baselines on the {b['test_n']} test rows: majority class '{b['majority_label']}' "
+        f"{b['majority_accuracy']:.3f} accuracy, chance {b['chance_accuracy']:.3f}"
+        + (f" (majority: {b['majority_note']})" if b.get("majority_note") else "")
+    )
     if zero:
         line += "; " + ", ".join(f"{z.strategy} {z.quality:.3f}" for z in zero)
     rec.reasons.append(line)
@@ -468,8 +541,10 @@ def _baseline_notes(rec: Recommendation, records: list[dict], best: dict[str, Ro
             if item["strategy"] == r.strategy:
                 item["over_majority"] = d.to_dict()
         if d.lo <= 0:
-            below.append(f"{r.strategy} ({_pts(d.diff)} over answering '{b['majority_label']}', interval "
-                         f"[{100 * d.lo:+.1f}, {100 * d.hi:+.1f}])")
+            below.append(
+                f"{r.strategy} ({_pts(d.diff)} over answering '{b['majority_label']}', interval "
+                f"[{100 * d.lo:+.1f}, {100 * d.hi:+.1f}])"
+            )
     if below:
         rec.fired.append("at_majority")
         rec.reasons.append("not significantly above the majority class: " + "; ".join(below))
@@ -487,9 +562,11 @@ def _measured_first(rec: Recommendation, ranked: list[Row], size, promoted: dict
     above = [r for r in ranked if r.predicted and r.quality > top.quality]
     promoted[top.strategy] = "measured"
     rec.fired.append("measured")
-    rec.reasons.append(f"{top.strategy} is the best measured at {size} examples; "
-                       + ", ".join(f"{r.strategy} (predicted {r.quality:.3f}, bounds {r.lo:.3f}-{r.hi:.3f})" for r in above)
-                       + f" {'ranks' if len(above) == 1 else 'rank'} higher by prediction only, not measured there")
+    rec.reasons.append(
+        f"{top.strategy} is the best measured at {size} examples; "
+        + ", ".join(f"{r.strategy} (predicted {r.quality:.3f}, bounds {r.lo:.3f}-{r.hi:.3f})" for r in above)
+        + f" {'ranks' if len(above) == 1 else 'rank'} higher by prediction only, not measured there"
+    )
     ranked.remove(top)
     ranked.insert(0, top)
 
@@ -521,14 +598,26 @@ def recommend(records: list, c: Constraints) -> Recommendation:
     lead = _rule_prompt_enough(rec, ranked, lead, c, promoted, groups)
     _lead_reasons(rec, rows, best, lead, size)
     if c.volume:
-        rec.reasons.append(f"costs per 1M predictions at {c.volume:,.0f} predictions a month count each candidate's "
-                           f"training once over {AMORTIZE_MONTHS} months")
+        rec.reasons.append(
+            f"costs per 1M predictions at {c.volume:,.0f} predictions a month count each candidate's "
+            f"training once over {AMORTIZE_MONTHS} months"
+        )
     if why_metric:
         rec.reasons.append(why_metric)
     _rule_prompt_cost(rec, eligible, lead)
-    rec.ranked = [{"strategy": r.strategy, "train_size": r.train_size, "quality": r.quality,
-                   "usd_per_1m": r.usd_per_1m, "promoted_by": promoted.get(r.strategy), "predicted": r.predicted,
-                   "lo": r.lo, "hi": r.hi} for r in ranked]
+    rec.ranked = [
+        {
+            "strategy": r.strategy,
+            "train_size": r.train_size,
+            "quality": r.quality,
+            "usd_per_1m": r.usd_per_1m,
+            "promoted_by": promoted.get(r.strategy),
+            "predicted": r.predicted,
+            "lo": r.lo,
+            "hi": r.hi,
+        }
+        for r in ranked
+    ]
     for r in ranked[1:]:
         if r is not lead and not r.predicted:
             _paired(rec, lead, r, groups)
@@ -542,5 +631,7 @@ def _no_label_notes(rec: Recommendation, best: dict[str, Row]) -> None:
     """Candidates whose answers named no label on some test rows (scored wrong, never a fallback class)."""
     failed = sorted((r for r in best.values() if r.no_label and not r.predicted), key=lambda r: -r.no_label)
     if failed:
-        rec.reasons.append("answers that named no label, scored wrong: " + "; ".join(
-            f"{r.strategy} on {r.no_label} of {(r.test_n or 0) * r.seeds} rows" for r in failed))
+        rec.reasons.append(
+            "answers that named no label, scored wrong: "
+            + "; ".join(f"{r.strategy} on {r.no_label} of {(r.test_n or 0) * r.seeds} rows" for r in failed)
+        )

@@ -31,13 +31,13 @@ class RunSpec:
 
 @dataclass
 class RunRecord:
-    run: dict                              # spec and settings: id, strategy, kind, train_size, seed, epochs, ...
-    train: dict = field(default_factory=dict)    # fitting: seconds, peak memory, trainable params, steps, ...
-    eval: dict = field(default_factory=dict)     # scoring: quality, metric, test metrics, seconds, rows, ...
-    cost: dict = field(default_factory=dict)     # artifact bytes and whether kept, USD per 1M predictions
-    meta: dict = field(default_factory=dict)     # versions, commit, machine, data, model, worker, times
-    predictions: list | None = None        # each scored test row's output and metric (paired statistics)
-    extra: dict = field(default_factory=dict)    # any other top-level key, kept as written
+    run: dict  # spec and settings: id, strategy, kind, train_size, seed, epochs, ...
+    train: dict = field(default_factory=dict)  # fitting: seconds, peak memory, trainable params, steps, ...
+    eval: dict = field(default_factory=dict)  # scoring: quality, metric, test metrics, seconds, rows, ...
+    cost: dict = field(default_factory=dict)  # artifact bytes and whether kept, USD per 1M predictions
+    meta: dict = field(default_factory=dict)  # versions, commit, machine, data, model, worker, times
+    predictions: list | None = None  # each scored test row's output and metric (paired statistics)
+    extra: dict = field(default_factory=dict)  # any other top-level key, kept as written
 
     # -------------------------------------------------------------- on disk
     @classmethod
@@ -48,16 +48,29 @@ class RunRecord:
         if not isinstance(data, dict) or not isinstance(data.get("run"), dict):
             raise ValueError("a run record needs a 'run' section")
         rest = {k: v for k, v in data.items() if k not in SECTIONS and k != "predictions"}
-        return cls(data["run"], data.get("train") or {}, data.get("eval") or {}, data.get("cost") or {},
-                   data.get("meta") or {}, data.get("predictions"), rest)
+        return cls(
+            data["run"],
+            data.get("train") or {},
+            data.get("eval") or {},
+            data.get("cost") or {},
+            data.get("meta") or {},
+            data.get("predictions"),
+            rest,
+        )
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:
         return cls.of(json.loads(Path(path).read_text()))
 
     def to_json(self) -> dict:
-        out = {"run": self.run, "train": self.train, "eval": self.eval, "cost": self.cost, "meta": self.meta,
-               **self.extra}
+        out = {
+            "run": self.run,
+            "train": self.train,
+            "eval": self.eval,
+            "cost": self.cost,
+            "meta": self.meta,
+            **self.extra,
+        }
         if self.predictions is not None:
             out["predictions"] = self.predictions
         return out

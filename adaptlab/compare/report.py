@@ -17,9 +17,24 @@ from adaptlab.compare.tuning import tuning_rows
 from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import atomic_write_bytes, atomic_write_text
 
-COLUMNS = ["strategy", "train size", "seeds", "quality", "second metric", "train s", "peak RSS GB", "trainable",
-           "artifact", "ex/s", "prompt tokens", "$ / 1M", "train-test gap", "paraphrase spread",
-           "perturbation drop", "ppl change"]
+COLUMNS = [
+    "strategy",
+    "train size",
+    "seeds",
+    "quality",
+    "second metric",
+    "train s",
+    "peak RSS GB",
+    "trainable",
+    "artifact",
+    "ex/s",
+    "prompt tokens",
+    "$ / 1M",
+    "train-test gap",
+    "paraphrase spread",
+    "perturbation drop",
+    "ppl change",
+]
 
 
 def _fmt_bytes(b: int) -> str:
@@ -32,21 +47,37 @@ def _opt(x, fmt):
 
 def columns(rows: list[Row]) -> list[str]:
     """COLUMNS with the second metric named: macro-F1 (classification) or chrF (generation)."""
-    second = "chrF" if rows and rows[0].metric == "rouge_l" else ("accuracy" if rows and rows[0].metric == "macro_f1"
-                                                                   else "macro-F1")
+    second = (
+        "chrF"
+        if rows and rows[0].metric == "rouge_l"
+        else ("accuracy" if rows and rows[0].metric == "macro_f1" else "macro-F1")
+    )
     return [second if c == "second metric" else c for c in COLUMNS]
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
     out = []
     for r in rows:
-        out.append([r.strategy, str(r.train_size), str(r.seeds),
-                    f"{r.quality:.3f}" + (f" ± {r.quality_std:.3f}" if r.seeds > 1 else ""),
-                    _opt({"rouge_l": r.chrf, "macro_f1": r.accuracy}.get(r.metric, r.macro_f1), ".3f"), f"{r.train_seconds:.0f}", f"{r.peak_rss_gb:.2f}",
-                    f"{r.trainable_params:,}", _fmt_bytes(r.artifact_bytes), f"{r.examples_per_s:.1f}",
-                    f"{r.prompt_tokens:.0f}", f"{r.usd_per_1m:.2f}", _opt(r.overfit_gap, "+.3f"),
-                    _opt(r.paraphrase_spread, ".3f"), _opt(r.perturbation_drop, "+.3f"),
-                    ppl_rise(r.ppl_change)])
+        out.append(
+            [
+                r.strategy,
+                str(r.train_size),
+                str(r.seeds),
+                f"{r.quality:.3f}" + (f" ± {r.quality_std:.3f}" if r.seeds > 1 else ""),
+                _opt({"rouge_l": r.chrf, "macro_f1": r.accuracy}.get(r.metric, r.macro_f1), ".3f"),
+                f"{r.train_seconds:.0f}",
+                f"{r.peak_rss_gb:.2f}",
+                f"{r.trainable_params:,}",
+                _fmt_bytes(r.artifact_bytes),
+                f"{r.examples_per_s:.1f}",
+                f"{r.prompt_tokens:.0f}",
+                f"{r.usd_per_1m:.2f}",
+                _opt(r.overfit_gap, "+.3f"),
+                _opt(r.paraphrase_spread, ".3f"),
+                _opt(r.perturbation_drop, "+.3f"),
+                ppl_rise(r.ppl_change),
+            ]
+        )
     return out
 
 
@@ -64,11 +95,16 @@ def machine_speed(records: list[dict]) -> str | None:
     known = [m["gemm_gflops"] for m in probed]
     cpus = sorted({m.get("cpu_model", "?") for m in probed})
     lo, hi = min(known), max(known)
-    line = f"Machine speed (fp32 GEMM probe): {lo:.0f}" + (f"-{hi:.0f}" if hi > lo * 1.005 else "") + \
-        f" GFLOP/s on {', '.join(cpus)}"
+    line = (
+        f"Machine speed (fp32 GEMM probe): {lo:.0f}"
+        + (f"-{hi:.0f}" if hi > lo * 1.005 else "")
+        + f" GFLOP/s on {', '.join(cpus)}"
+    )
     if hi > lo * SPEED_SPREAD:
-        line += (f". **The runs' machines differ in speed by {hi / lo:.1f}x: examples/s, train time and $ / 1M "
-                 f"compare machines as well as strategies**")
+        line += (
+            f". **The runs' machines differ in speed by {hi / lo:.1f}x: examples/s, train time and $ / 1M "
+            f"compare machines as well as strategies**"
+        )
     missing = len(records) - len(probed)
     if missing:
         line += f"; {missing} of {len(records)} runs are older than the probe and did not record it"
@@ -103,8 +139,15 @@ def curve_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     return ["strategy"] + [str(n) for n in sizes], out
 
 
-FIT_COLUMNS = ["strategy", "train size", "train quality - test quality", "best dev at step", "stopped early",
-               "general-text ppl change", "second-task accuracy change"]
+FIT_COLUMNS = [
+    "strategy",
+    "train size",
+    "train quality - test quality",
+    "best dev at step",
+    "stopped early",
+    "general-text ppl change",
+    "second-task accuracy change",
+]
 
 
 def fit_rows(rows: list[Row]) -> list[list[str]]:
@@ -115,10 +158,17 @@ def fit_rows(rows: list[Row]) -> list[list[str]]:
         if r.train_size == 0:
             continue  # nothing was fitted
         peak = "-" if r.best_step is None or not r.steps else f"{r.best_step:.0f} of {r.steps:.0f}"
-        out.append([r.strategy, str(r.train_size), _opt(r.overfit_gap, "+.3f"), peak,
-                    "-" if r.kind == "prompt" else f"{r.stopped_early} of {r.seeds}",
-                    ppl_rise(r.ppl_change),
-                    "-" if r.second_task_change is None else f"{100 * r.second_task_change:+.1f} pts"])
+        out.append(
+            [
+                r.strategy,
+                str(r.train_size),
+                _opt(r.overfit_gap, "+.3f"),
+                peak,
+                "-" if r.kind == "prompt" else f"{r.stopped_early} of {r.seeds}",
+                ppl_rise(r.ppl_change),
+                "-" if r.second_task_change is None else f"{100 * r.second_task_change:+.1f} pts",
+            ]
+        )
     return out
 
 
@@ -130,16 +180,22 @@ def consistency_rows(rows: list[Row], records: list[dict]) -> tuple[list[str], l
     c = next(x["eval"]["consistency"] for x in records if x["eval"].get("consistency"))
     head = f"{c['samples']} samples at temperature {c['temperature']:g}"
     if measured[0].agreement is not None:
-        return (["strategy", "train size", f"agreement ({head})"],
-                [[r.strategy, str(r.train_size), f"{r.agreement:.3f}"] for r in measured])
-    return (["strategy", "train size", f"pairwise ROUGE-L ({head})", "ROUGE-L spread per input"],
-            [[r.strategy, str(r.train_size), _opt(r.pairwise_similarity, ".3f"), _opt(r.metric_spread, ".3f")]
-             for r in measured])
+        return (
+            ["strategy", "train size", f"agreement ({head})"],
+            [[r.strategy, str(r.train_size), f"{r.agreement:.3f}"] for r in measured],
+        )
+    return (
+        ["strategy", "train size", f"pairwise ROUGE-L ({head})", "ROUGE-L spread per input"],
+        [
+            [r.strategy, str(r.train_size), _opt(r.pairwise_similarity, ".3f"), _opt(r.metric_spread, ".3f")]
+            for r in measured
+        ],
+    )
 
 
 def _clip(text: str, n: int = 160) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def gallery(records: list[dict], best: dict[str, Row], winner: str | None, k: int) -> list[dict]:
@@ -157,21 +213,38 @@ def gallery(records: list[dict], best: dict[str, Row], winner: str | None, k: in
     order = sorted(runs, key=lambda s: (get_strategy(s).uses_train_data, -(best[s].quality)))
     out = []
     for i, row in enumerate(runs[order[0]][:k]):
-        out.append({"title": f"Input {i + 1}", "note": f"{_clip(row['input'], 300)} — reference: {_clip(row['reference'])}",
-                    "cols": ["strategy", "output", "metric"],
-                    "rows": [[s, _clip(runs[s][i]["output"]), f"{runs[s][i]['metric']:.2f}"]
-                             for s in order if i < len(runs[s]) and runs[s][i]["input"] == row["input"]]})
+        out.append(
+            {
+                "title": f"Input {i + 1}",
+                "note": f"{_clip(row['input'], 300)} — reference: {_clip(row['reference'])}",
+                "cols": ["strategy", "output", "metric"],
+                "rows": [
+                    [s, _clip(runs[s][i]["output"]), f"{runs[s][i]['metric']:.2f}"]
+                    for s in order
+                    if i < len(runs[s]) and runs[s][i]["input"] == row["input"]
+                ],
+            }
+        )
     if winner in runs:
         worst = sorted(runs[winner], key=lambda r: r["metric"])[:k]
-        out.append({"title": f"{winner}'s worst {len(worst)} test rows", "note": "",
-                    "cols": ["input", "reference", "output", "metric"],
-                    "rows": [[_clip(r["input"], 120), _clip(r["reference"], 80), _clip(r["output"], 120),
-                              f"{r['metric']:.2f}"] for r in worst]})
+        out.append(
+            {
+                "title": f"{winner}'s worst {len(worst)} test rows",
+                "note": "",
+                "cols": ["input", "reference", "output", "metric"],
+                "rows": [
+                    [_clip(r["input"], 120), _clip(r["reference"], 80), _clip(r["output"], 120), f"{r['metric']:.2f}"]
+                    for r in worst
+                ],
+            }
+        )
     return out
 
 
-GALLERY_NOTE = ("Each strategy at the train size it is ranked at (first seed): its output for the same test inputs "
-                "and the per-row metric (accuracy: 1 or 0; generation: ROUGE-L).")
+GALLERY_NOTE = (
+    "Each strategy at the train size it is ranked at (first seed): its output for the same test inputs "
+    "and the per-row metric (accuracy: 1 or 0; generation: ROUGE-L)."
+)
 
 
 def gallery_md(sections: list[dict]) -> list[str]:
@@ -195,25 +268,51 @@ def paired_rows(rec) -> tuple[list[str], list[list[str]]]:
     for p in rec.paired:
         if p["a"] != lead:
             continue
-        verdict = ("leader better" if p["lo"] > 0 else "runner-up better" if p["hi"] < 0
-                   else "not significant")
-        out.append([p["a"], p["b"], f"{100 * p['diff']:+.1f}", f"[{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]",
-                    str(p["n"]), "-" if p.get("p_mcnemar") is None else f"{p['p_mcnemar']:.3g}", verdict])
+        verdict = "leader better" if p["lo"] > 0 else "runner-up better" if p["hi"] < 0 else "not significant"
+        out.append(
+            [
+                p["a"],
+                p["b"],
+                f"{100 * p['diff']:+.1f}",
+                f"[{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]",
+                str(p["n"]),
+                "-" if p.get("p_mcnemar") is None else f"{p['p_mcnemar']:.3g}",
+                verdict,
+            ]
+        )
     return cols, out
 
 
 def race_rows(race: dict) -> tuple[list[str], list[list[str]], list[dict]]:
     """Each strategy in the race: what was measured, the prediction at the target and its status."""
-    cols = ["strategy", "measured at", f"{race['metric']} at {race['target']}", "bounds",
-            "best in (share of resampled curves)", "status"]
+    cols = [
+        "strategy",
+        "measured at",
+        f"{race['metric']} at {race['target']}",
+        "bounds",
+        "best in (share of resampled curves)",
+        "status",
+    ]
     out = []
     p_best = race.get("p_best") or {}
     for s, f in sorted(race["fits"].items(), key=lambda kv: -kv[1]["point"]):
-        status = ("leader" if s == race["leader"] else f"dropped: {race['dropped'][s]}" if s in race["dropped"]
-                  else "still in")
-        out.append([s, ", ".join(str(n) for n in f["sizes"]) or "-",
-                    f"{f['point']:.3f}" + (" (measured)" if f["measured_at_target"] else " (predicted)"),
-                    f"{f['lo']:.3f}-{f['hi']:.3f}", f"{100 * p_best[s]:.0f}%" if s in p_best else "-", status])
+        status = (
+            "leader"
+            if s == race["leader"]
+            else f"dropped: {race['dropped'][s]}"
+            if s in race["dropped"]
+            else "still in"
+        )
+        out.append(
+            [
+                s,
+                ", ".join(str(n) for n in f["sizes"]) or "-",
+                f"{f['point']:.3f}" + (" (measured)" if f["measured_at_target"] else " (predicted)"),
+                f"{f['lo']:.3f}-{f['hi']:.3f}",
+                f"{100 * p_best[s]:.0f}%" if s in p_best else "-",
+                status,
+            ]
+        )
     return cols, out, race.get("not_run", [])
 
 
@@ -223,12 +322,19 @@ def calibration_lines(race: dict) -> list[str]:
     if cals is None:
         return []  # a race.json written before calibration
     if not cals:
-        return [("Calibration: the learning-curve bands held for every strategy measured at the target and at a "
-                 "smaller size, so no extrapolation was widened.")]
-    return [f"Calibration ({c['kind']} strategies): {c['strategy']} went from {c['quality'][0]:.3f} at "
-            f"{c['sizes'][0]} to {c['quality'][1]:.3f} at {c['sizes'][1]} examples, past what its learning curve "
-            f"allowed (error shrinking like n^-{c['rate']:.2f}); every extrapolated {c['kind']} strategy's "
-            f"optimistic bound was widened to that rate." for c in cals]
+        return [
+            (
+                "Calibration: the learning-curve bands held for every strategy measured at the target and at a "
+                "smaller size, so no extrapolation was widened."
+            )
+        ]
+    return [
+        f"Calibration ({c['kind']} strategies): {c['strategy']} went from {c['quality'][0]:.3f} at "
+        f"{c['sizes'][0]} to {c['quality'][1]:.3f} at {c['sizes'][1]} examples, past what its learning curve "
+        f"allowed (error shrinking like n^-{c['rate']:.2f}); every extrapolated {c['kind']} strategy's "
+        f"optimistic bound was widened to that rate."
+        for c in cals
+    ]
 
 
 def _md_table(cols: list[str], rows: list[list[str]]) -> list[str]:
@@ -241,8 +347,12 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rouge_l": "ROUGE-L",
-                "preference_accuracy": "preference accuracy"}
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "rouge_l": "ROUGE-L",
+    "preference_accuracy": "preference accuracy",
+}
 
 
 def plots(rows: list[Row], fits: dict | None = None, metric: str | None = None) -> dict[str, bytes]:
@@ -264,8 +374,14 @@ def plots(rows: list[Row], fits: dict | None = None, metric: str | None = None) 
         if len(pts) == 1 and pts[0].train_size == 0 and sizes:  # zero-shot: flat line
             ax.axhline(pts[0].quality, linestyle="--", color="grey", label=f"{strat}")
             continue
-        line = ax.errorbar([r.train_size for r in pts], [r.quality for r in pts], yerr=[r.quality_std for r in pts],
-                           marker="o", capsize=3, label=strat)
+        line = ax.errorbar(
+            [r.train_size for r in pts],
+            [r.quality for r in pts],
+            yerr=[r.quality_std for r in pts],
+            marker="o",
+            capsize=3,
+            label=strat,
+        )
         band = (fits or {}).get(strat, {}).get("band") or {}
         if band and (fits or {})[strat].get("extrapolated"):
             color = line[0].get_color()
@@ -273,12 +389,15 @@ def plots(rows: list[Row], fits: dict | None = None, metric: str | None = None) 
             if past:
                 ns = [band["n"][i] for i in past]
                 ax.plot(ns, [band["mid"][i] for i in past], linestyle=":", color=color)
-                ax.fill_between(ns, [band["lo"][i] for i in past], [band["hi"][i] for i in past], color=color, alpha=0.12)
+                ax.fill_between(
+                    ns, [band["lo"][i] for i in past], [band["hi"][i] for i in past], color=color, alpha=0.12
+                )
     target = next((f["target"] for f in (fits or {}).values() if f.get("extrapolated")), None)
     if target:
         ax.axvline(target, color="black", linewidth=0.8, linestyle="--")
-        ax.annotate(f"ranked at {target}", (target, ax.get_ylim()[0]), fontsize=7, xytext=(-60, 4),
-                    textcoords="offset points")
+        ax.annotate(
+            f"ranked at {target}", (target, ax.get_ylim()[0]), fontsize=7, xytext=(-60, 4), textcoords="offset points"
+        )
     if sizes and min(sizes) > 0:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("train examples")
@@ -292,7 +411,10 @@ def plots(rows: list[Row], fits: dict | None = None, metric: str | None = None) 
     by_strategy, size = compared(rows)  # the rows the recommendation ranks
     best = list(by_strategy.values())
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, key, label in ((axes[0], "train_seconds", "train time (s)"), (axes[1], "usd_per_1m", "$ per 1M predictions")):
+    for ax, key, label in (
+        (axes[0], "train_seconds", "train time (s)"),
+        (axes[1], "usd_per_1m", "$ per 1M predictions"),
+    ):
         xs = [max(getattr(r, key), 1e-3) for r in best]
         ax.scatter(xs, [r.quality for r in best])
         for r, x in zip(best, xs):
@@ -306,8 +428,11 @@ def plots(rows: list[Row], fits: dict | None = None, metric: str | None = None) 
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{metric} vs cost at {size} train examples" if size is not None
-                 else f"{metric} vs cost (each strategy at its largest train size)")
+    fig.suptitle(
+        f"{metric} vs cost at {size} train examples"
+        if size is not None
+        else f"{metric} vs cost (each strategy at its largest train size)"
+    )
     out["pareto.png"] = _png(fig)
     plt.close(fig)
     # Fragility bars.
@@ -337,6 +462,49 @@ def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return front
 
 
+def _hosted_section(records: list, rec, constraints, md: list, extra: list) -> None:
+    """Hosted and local candidates in one cost model, and what the compare paid its endpoints."""
+    hcols, hrows, scols, srows = _hosted(records, rec, constraints)
+    if not hrows:
+        return
+    md += ["", "## Hosted and local: one cost model", "", HOSTED_NOTE, ""] + _md_table(hcols, hrows)
+    md += ["", "What this compare paid its endpoints:", ""] + _md_table(scols, srows)
+    extra += [
+        ("Hosted and local: one cost model", "hosted", hcols, hrows),
+        ("What this compare paid its endpoints", "spend", scols, srows),
+    ]
+
+
+def _race_section(race: dict, md: list, extra: list) -> None:
+    """The race's table, calibration and runs not made, added to the markdown and the HTML sections."""
+    rcols, rrows, not_run = race_rows(race)
+    md += ["", "## The race (adaptive compare)", "", f"**{race['decision']}.**", ""] + _md_table(rcols, rrows)
+    extra.append((f"The race: {race['decision']}", "race", rcols, rrows))
+    cal = calibration_lines(race)
+    if cal:
+        md += ["", *cal]
+        extra.append(
+            ("Calibration of the extrapolations", "calibration", ["what the race widened"], [[c] for c in cal])
+        )
+    if not_run:
+        md += ["", "Not run:", ""] + [f"- {x['id']}: {x['why']}" for x in not_run]
+        extra.append(("Not run", "not-run", ["run", "why"], [[x["id"], x["why"]] for x in not_run]))
+
+
+def _report_head(records: list, cfg: dict) -> str:
+    """The report's first line: data, model, runs, version, the commits that ran it, cores."""
+    meta = records[0]["meta"]
+    # A grid resumed over several sessions spans several commits: name the first and the last.
+    by_time = sorted(records, key=lambda r: r["meta"].get("finished") or "")
+    commits = list(dict.fromkeys((r["meta"].get("git_commit") or "?")[:10] for r in by_time))
+    code = f"commit {commits[0]}" if len(commits) == 1 else f"{len(commits)} commits, {commits[0]} to {commits[-1]}"
+    return (
+        f"Data `{cfg.get('data', meta.get('data'))}`, model `{cfg.get('model', meta.get('model'))}`, "
+        f"{len(records)} runs; adaptlab {meta.get('versions', {}).get('adaptlab', '?')}, {code}, "
+        f"{meta.get('machine', {}).get('cpu_count', '?')} cores."
+    )
+
+
 def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     """Write report.md, report.html and the plots into ``run_dir/report`` from the stored JSON only."""
     run_dir = Path(run_dir)
@@ -356,89 +524,96 @@ def build_report(run_dir: Path, constraints: Constraints | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name, data in pngs.items():
         atomic_write_bytes(out / name, data)
-    meta = records[0]["meta"]
-    # A grid resumed over several sessions spans several commits: name the first and the last.
-    by_time = sorted(records, key=lambda r: r["meta"].get("finished") or "")
-    commits = list(dict.fromkeys((r["meta"].get("git_commit") or "?")[:10] for r in by_time))
-    code = f"commit {commits[0]}" if len(commits) == 1 else f"{len(commits)} commits, {commits[0]} to {commits[-1]}"
-    head = (f"Data `{cfg.get('data', meta.get('data'))}`, model `{cfg.get('model', meta.get('model'))}`, "
-            f"{len(records)} runs; adaptlab {meta.get('versions', {}).get('adaptlab', '?')}, {code}, "
-            f"{meta.get('machine', {}).get('cpu_count', '?')} cores.")
+    head = _report_head(records, cfg)
     speed = machine_speed(records)
     trows, cols = table_rows(rows), columns(rows)
     ccols, crows = curve_table(rows)
     metric = rows[0].metric if rows else "quality"
     state = decision_state(rec, race, cfg, records, skipped)
-    md = ["# adaptlab comparison report", "", head] + (["", speed] if speed else []) + [
-          "", "## Where this answer stands", ""] + [f"- {x}" for x in state] + [
-          "", "## Recommendation", "", rec.to_markdown(), "",
-          f"## {metric} by train size (mean ± std over seeds; bold: best in its column)", ""]
+    md = (
+        ["# adaptlab comparison report", "", head]
+        + (["", speed] if speed else [])
+        + ["", "## Where this answer stands", ""]
+        + [f"- {x}" for x in state]
+        + [
+            "",
+            "## Recommendation",
+            "",
+            rec.to_markdown(),
+            "",
+            f"## {metric} by train size (mean ± std over seeds; bold: best in its column)",
+            "",
+        ]
+    )
     md += _md_table(ccols, crows)
+    extra: list = []  # the HTML page's sections after the summary, in the markdown's order
     pcols, prows = paired_rows(rec)
     if prows:
-        md += ["", f"## Paired differences on the same test rows (leader minus each runner-up, "
-                   f"{100 * prows_conf(rec):.0f}% interval)", ""] + _md_table(pcols, prows)
-    rcols, rrows, not_run = race_rows(race) if race else ([], [], [])
+        extra.append(("Paired differences on the same test rows", "paired", pcols, prows))
+        md += [
+            "",
+            f"## Paired differences on the same test rows (leader minus each runner-up, "
+            f"{100 * prows_conf(rec):.0f}% interval)",
+            "",
+        ] + _md_table(pcols, prows)
     if race:
-        md += ["", "## The race (adaptive compare)", "", f"**{race['decision']}.**", ""] + _md_table(rcols, rrows)
-        cal = calibration_lines(race)
-        md += ["", *cal] if cal else []
-        if not_run:
-            md += ["", "Not run:", ""] + [f"- {x['id']}: {x['why']}" for x in not_run]
-    hcols, hrows, scols, srows = _hosted(records, rec, constraints)
-    if hrows:
-        md += ["", "## Hosted and local: one cost model", "", HOSTED_NOTE, ""] + _md_table(hcols, hrows)
-        md += ["", "What this compare paid its endpoints:", ""] + _md_table(scols, srows)
+        _race_section(race, md, extra)
+    _hosted_section(records, rec, constraints, md, extra)
     tcols, tvals = tuning_rows(run_dir)
     if tvals:
         md += ["", "## Tuning: what was tried (on dev, at the smallest size) and what was kept", ""]
         md += _md_table(tcols, tvals)
+        extra.append(("Tuning: what was tried and what was kept", "tuning", tcols, tvals))
     md += ["", "## Summary (mean over seeds; quality on the held-out test split)", ""] + _md_table(cols, trows)
     xs = crossovers(rows)
     md += ["", "## Crossovers", ""] + [
-        f"- {x['strategy']} overtakes {x['over']} at {x['train_size']} examples" if x["train_size"] is not None
-        else f"- {x['strategy']} never beats the best prompt strategy at the sizes measured" for x in xs]
+        f"- {x['strategy']} overtakes {x['over']} at {x['train_size']} examples"
+        if x["train_size"] is not None
+        else f"- {x['strategy']} never beats the best prompt strategy at the sizes measured"
+        for x in xs
+    ]
     frows = fit_rows(rows)
     if frows:
         md += ["", "## Overfitting and forgetting", ""] + _md_table(FIT_COLUMNS, frows)
     ccols_s, crows_s = consistency_rows(rows, records)
     if crows_s:
         md += ["", "## Consistency under sampling", ""] + _md_table(ccols_s, crows_s)
+        extra.append(("Consistency under sampling", "consistency", ccols_s, crows_s))
     shown = gallery(records, compared(rows)[0], rec.winner, int(cfg.get("gallery_examples", 6)))
     md += gallery_md(shown)
     md += ["", "## Plots", ""] + [f"![{n}]({n})" for n in pngs]
     if skipped:
         md += ["", "## Skipped by the budget", ""] + [f"- {s['id']}: {s['reason']}" for s in skipped]
-    md += ["", "Costs assume the stated machine price (`price_per_hour` in compare.json; default $0.10/h); "
-               "fragility is measured on a fixed sample of the test split; forgetting compares general-text "
-               "perplexity and a second task before and after adaptation (hard prompts change no weight)."]
+    md += ["", FOOTNOTE]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    curve = (f"{metric} by train size (mean ± std over seeds)", ccols, [[c.replace("**", "") for c in r] for r in crows])
+    curve = (
+        f"{metric} by train size (mean ± std over seeds)",
+        ccols,
+        [[c.replace("**", "") for c in r] for r in crows],
+    )
     page_head = head + (" " + speed.replace("**", "") if speed else "")
-    extra = [("Paired differences on the same test rows", "paired", pcols, prows)] if prows else []
-    if race:
-        extra += [(f"The race: {race['decision']}", "race", rcols, rrows)]
-        if cal:
-            extra += [("Calibration of the extrapolations", "calibration", ["what the race widened"], [[c] for c in cal])]
-        if not_run:
-            extra += [("Not run", "not-run", ["run", "why"], [[x["id"], x["why"]] for x in not_run])]
-    if hrows:
-        extra += [("Hosted and local: one cost model", "hosted", hcols, hrows),
-                  ("What this compare paid its endpoints", "spend", scols, srows)]
-    extra += [("Tuning: what was tried and what was kept", "tuning", tcols, tvals)] if tvals else []
-    extra += [("Consistency under sampling", "consistency", ccols_s, crows_s)] if crows_s else []
-    extra += [(f"{g['title']}: {g['note']}" if g["note"] else g["title"], f"gallery-{i}", g["cols"], g["rows"])
-              for i, g in enumerate(shown)]
-    atomic_write_text(out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra,
-                                                 state))
+    extra += [
+        (f"{g['title']}: {g['note']}" if g["note"] else g["title"], f"gallery-{i}", g["cols"], g["rows"])
+        for i, g in enumerate(shown)
+    ]
+    atomic_write_text(
+        out / "report.html", _html(page_head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra, state)
+    )
     return out
 
 
-HOSTED_NOTE = ("Every candidate on the same test rows. Local: machine time at `price_per_hour`; hosted "
-               "(STRATEGY@ENDPOINT): the tokens its answers reported at the endpoint's prices. Fitting $: "
-               "training time at the machine price, or a prompt search's calls to the endpoint. Break-even: "
-               "predictions after which the local adaptation's training plus serving costs less than the best "
-               "hosted candidate.")
+FOOTNOTE = (
+    "Costs assume the stated machine price (`price_per_hour` in compare.json; default $0.10/h); "
+    "fragility is measured on a fixed sample of the test split; forgetting compares general-text "
+    "perplexity and a second task before and after adaptation (hard prompts change no weight)."
+)
+HOSTED_NOTE = (
+    "Every candidate on the same test rows. Local: machine time at `price_per_hour`; hosted "
+    "(STRATEGY@ENDPOINT): the tokens its answers reported at the endpoint's prices. Fitting $: "
+    "training time at the machine price, or a prompt search's calls to the endpoint. Break-even: "
+    "predictions after which the local adaptation's training plus serving costs less than the best "
+    "hosted candidate."
+)
 
 
 def _hosted(records: list[dict], rec, constraints) -> tuple[list, list, list, list]:
@@ -450,8 +625,11 @@ def _hosted(records: list[dict], rec, constraints) -> tuple[list, list, list, li
     rows = aggregate(records, rec.metric)
     best = {}
     for r in rows:  # each candidate at the size it was ranked at (else its largest)
-        if r.strategy not in best or r.train_size == rec.target or (best[r.strategy].train_size != rec.target
-                                                                     and r.train_size > best[r.strategy].train_size):
+        if (
+            r.strategy not in best
+            or r.train_size == rec.target
+            or (best[r.strategy].train_size != rec.target and r.train_size > best[r.strategy].train_size)
+        ):
             best[r.strategy] = r
     hcols, hrows = comparison(best, constraints.volume)
     scols, srows = spend_rows(records)
@@ -468,25 +646,45 @@ def decision_state(rec, race: dict | None, cfg: dict, records: list[dict], skipp
         lines.append(f"Decision: {race['decision']}.")
     if rec.winner:
         at = rec.target if rec.target is not None else target
-        lines.append(f"Target size: {target} training examples (all the train rows given); the answer is "
-                     f"for {at} examples, " + ("measured there." if not rec.ranked[0]["predicted"] and at == target else
-                                              "**not measured at the target**: read it as provisional."))
+        lines.append(
+            f"Target size: {target} training examples (all the train rows given); the answer is "
+            f"for {at} examples, "
+            + (
+                "measured there."
+                if not rec.ranked[0]["predicted"] and at == target
+                else "**not measured at the target**: read it as provisional."
+            )
+        )
     metric = METRIC_NAMES.get(rec.metric, rec.metric)
-    lines.append(f"Ranked by {metric}" + (f" on {race['test_rows']} test rows (screening runs: {race['screen_rows']})"
-                                           if race and race.get("test_rows") else "") + ".")
+    lines.append(
+        f"Ranked by {metric}"
+        + (
+            f" on {race['test_rows']} test rows (screening runs: {race['screen_rows']})"
+            if race and race.get("test_rows")
+            else ""
+        )
+        + "."
+    )
     never = (race or {}).get("never_run") or []
     ran = {r["run"]["strategy"] for r in records}
     asked = (race or {}).get("candidates") or []
     if asked:
         kinds = {r["run"]["strategy"]: r["run"]["kind"] for r in records}
         sides = [k for k, name in (("prompt", "a prompt-only"), ("gradient", "a trained")) if k in kinds.values()]
-        lines.append(f"Candidates measured: {len(ran & set(asked))} of {len(asked)} asked"
-                     + (" (both sides of the question: a prompt-only and a trained candidate)" if len(sides) == 2
-                        else f" (only {'prompt-only' if sides == ['prompt'] else 'trained'} candidates measured)")
-                     + ".")
+        lines.append(
+            f"Candidates measured: {len(ran & set(asked))} of {len(asked)} asked"
+            + (
+                " (both sides of the question: a prompt-only and a trained candidate)"
+                if len(sides) == 2
+                else f" (only {'prompt-only' if sides == ['prompt'] else 'trained'} candidates measured)"
+            )
+            + "."
+        )
     for n in never:
-        lines.append(f"Never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, estimated "
-                     f"{n['estimate_s']:.0f} s; at the target {n['at_target_s']:.0f} s).")
+        lines.append(
+            f"Never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, estimated "
+            f"{n['estimate_s']:.0f} s; at the target {n['at_target_s']:.0f} s)."
+        )
     if not race:
         for st in cfg.get("strategies", []):
             if st not in ran:
@@ -503,13 +701,19 @@ def _table(e, table_id: str, cols: list[str], rows: list[list[str]]) -> str:
 
 def _html(head, rec, cols, trows, xs, pngs, skipped, frows, curve, extra=(), state=()) -> str:
     e = html.escape
-    imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
-                   f"<figcaption>{e(n)}</figcaption></figure>" for n, d in pngs.items())
+    imgs = "".join(
+        f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
+        f"<figcaption>{e(n)}</figcaption></figure>"
+        for n, d in pngs.items()
+    )
     recs = "".join(f"<li>{e(r)}</li>" for r in rec.reasons)
     nxt = "".join(f"<li>{e(s)}</li>" for s in rec.next_steps)
     exc = "".join(f"<li>excluded {e(x['strategy'])}: {e(x['why'])}</li>" for x in rec.excluded)
-    cross = "".join(f"<li>{e(x['strategy'])} overtakes {e(str(x['over']))} at {x['train_size']} examples</li>"
-                    for x in xs if x["train_size"] is not None)
+    cross = "".join(
+        f"<li>{e(x['strategy'])} overtakes {e(str(x['over']))} at {x['train_size']} examples</li>"
+        for x in xs
+        if x["train_size"] is not None
+    )
     skip = "".join(f"<li>{e(s['id'])}: {e(s['reason'])}</li>" for s in skipped)
     title = f"Recommended: {rec.winner}" if rec.winner else "No strategy meets the constraints"
     if rec.winner and any(x.startswith("Decision: not decided") for x in state):

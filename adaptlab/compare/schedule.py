@@ -59,8 +59,8 @@ class AdaptivePicker:
     """The schedule above; after every run the race's state is recomputed from all finished runs
     (other workers' included) and its first candidate runs."""
 
-    OVERRUN = 3.0            # a run may take this many times its estimate (+ a minute) before it is cut
-    ATTEMPT_SHARE = 0.75     # the reserved run is still tried with this share of its estimate left
+    OVERRUN = 3.0  # a run may take this many times its estimate (+ a minute) before it is cut
+    ATTEMPT_SHARE = 0.75  # the reserved run is still tried with this share of its estimate left
 
     def __init__(self, cfg: CompareConfig, specs: list[RunSpec], out: Path, tokens):
         self.cfg, self.out, self.tokens = cfg, out, tokens
@@ -77,11 +77,11 @@ class AdaptivePicker:
         for s in load_skipped(out):
             if s.get("cut"):
                 self._cut(s["id"])
-        self.stopped = False      # the race's next promotion did not fit: only the reserved run may follow
+        self.stopped = False  # the race's next promotion did not fit: only the reserved run may follow
         self.state = None
         self._done: dict = {}
-        self.held_at_start: float | None = None   # the reserve when the budget was accepted (round one holds it)
-        self.first_est: dict[str, float] = {}      # each first look's estimate then
+        self.held_at_start: float | None = None  # the reserve when the budget was accepted (round one holds it)
+        self.first_est: dict[str, float] = {}  # each first look's estimate then
 
     # -------------------------------------------------------------- fidelity and costs
     def light(self, spec: RunSpec) -> bool:
@@ -128,8 +128,10 @@ class AdaptivePicker:
 
     def at_target(self, candidate: str) -> RunSpec | None:
         """``candidate``'s first-seed run at the target (or its only size, zero-shot's 0)."""
-        return next((s for s in self.planned if s.strategy == candidate and s.train_size in (self.target, 0)
-                     and s.seed == 0), None)
+        return next(
+            (s for s in self.planned if s.strategy == candidate and s.train_size in (self.target, 0) and s.seed == 0),
+            None,
+        )
 
     def _target_seconds(self, candidate: str) -> float:
         s = self.at_target(candidate)
@@ -169,9 +171,11 @@ class AdaptivePicker:
         if need <= budget:
             self._accept(path, {"budget_s": budget, "need_s": need, "left_out": []})
             return
-        head = (f"--budget {minutes(budget)} cannot fit a first look at all {len(cands)} candidates and the "
-                f"winner's run at {self.target} examples: estimated {minutes(need)} on this machine; use --budget "
-                f"{minutes(1.1 * need, up=True)} or more, or fewer rows (--test-limit, --train-sizes)")
+        head = (
+            f"--budget {minutes(budget)} cannot fit a first look at all {len(cands)} candidates and the "
+            f"winner's run at {self.target} examples: estimated {minutes(need)} on this machine; use --budget "
+            f"{minutes(1.1 * need, up=True)} or more, or fewer rows (--test-limit, --train-sizes)"
+        )
         if self.cfg.strict_budget:
             raise ValueError(head + " (--strict-budget)")
         keep = {}
@@ -185,20 +189,33 @@ class AdaptivePicker:
             drop = max(optional, key=lambda c: self.need(kept) - self.need([k for k in kept if k != c]))
             kept.remove(drop)
             family, where = self.group(drop)
-            self.left_out.append({"candidate": drop, "family": family, "first_look_s": round(
-                self.seconds(self.first_look(drop, self.planned)), 1), "at_target_s": round(self._target_seconds(drop), 1),
-                "why": f"the budget: {keep[(family, where)]} is the cheapest {family.replace('_', ' ')} candidate "
-                       f"on {where} and stays; leaving {drop} out frees the most time"})
+            self.left_out.append(
+                {
+                    "candidate": drop,
+                    "family": family,
+                    "first_look_s": round(self.seconds(self.first_look(drop, self.planned)), 1),
+                    "at_target_s": round(self._target_seconds(drop), 1),
+                    "why": f"the budget: {keep[(family, where)]} is the cheapest {family.replace('_', ' ')} candidate "
+                    f"on {where} and stays; leaving {drop} out frees the most time",
+                }
+            )
         if self.need(kept) > budget:
-            raise ValueError(f"{head}; even one candidate of each family ({', '.join(kept)}) needs "
-                             f"{minutes(self.need(kept))}: use --budget {minutes(1.1 * self.need(kept), up=True)} "
-                             f"or more")
-        console.print(f"[yellow]{head}.[/] Going on with {len(kept)} of them (--strict-budget refuses instead); "
-                      f"left out: " + "; ".join(f"{x['candidate']} (first look est. {x['first_look_s']:.0f} s)"
-                                                for x in self.left_out), highlight=False, soft_wrap=True)
+            raise ValueError(
+                f"{head}; even one candidate of each family ({', '.join(kept)}) needs "
+                f"{minutes(self.need(kept))}: use --budget {minutes(1.1 * self.need(kept), up=True)} "
+                f"or more"
+            )
+        console.print(
+            f"[yellow]{head}.[/] Going on with {len(kept)} of them (--strict-budget refuses instead); "
+            f"left out: "
+            + "; ".join(f"{x['candidate']} (first look est. {x['first_look_s']:.0f} s)" for x in self.left_out),
+            highlight=False,
+            soft_wrap=True,
+        )
         self._apply_left_out()
-        self._accept(path, {"budget_s": budget, "need_s": need, "kept_need_s": self.need(kept),
-                            "left_out": self.left_out})
+        self._accept(
+            path, {"budget_s": budget, "need_s": need, "kept_need_s": self.need(kept), "left_out": self.left_out}
+        )
 
     def _accept(self, path: Path, plan: dict) -> None:
         """Keep the estimates the budget was accepted on (round one follows them), in ``path`` too."""
@@ -216,8 +233,9 @@ class AdaptivePicker:
         measure this machine's rates, and when those make the runs dearer the allowance shrinks."""
         if self.cfg.budget_seconds is None:
             return None
-        return max(0.0, min(TUNING_SHARE * self.cfg.budget_seconds,
-                            self.cfg.budget_seconds - self.need(self.candidates())))
+        return max(
+            0.0, min(TUNING_SHARE * self.cfg.budget_seconds, self.cfg.budget_seconds - self.need(self.candidates()))
+        )
 
     # -------------------------------------------------------------- the reserve
     def leader(self) -> str | None:
@@ -236,8 +254,7 @@ class AdaptivePicker:
         if lead is None:
             if self.held_at_start is not None:
                 return self.held_at_start
-            return max((self._target_seconds(c) for c in self.candidates() if self.at_target(c) != but),
-                       default=0.0)
+            return max((self._target_seconds(c) for c in self.candidates() if self.at_target(c) != but), default=0.0)
         run = self.at_target(lead)
         held = self.finish_seconds(lead)
         if run is not None and run.id not in done and run != but:
@@ -258,8 +275,15 @@ class AdaptivePicker:
 
     # -------------------------------------------------------------- the next run
     def _race(self, records: list[dict]):
-        return race(records, self.specs, confidence=self.cfg.confidence, cost=self.cost, first_key=self.first_key,
-                    exclude=self.cut | self.unfit, tie=self.order)
+        return race(
+            records,
+            self.specs,
+            confidence=self.cfg.confidence,
+            cost=self.cost,
+            first_key=self.first_key,
+            exclude=self.cut | self.unfit,
+            tie=self.order,
+        )
 
     def next(self, done: dict, spent: float):
         self._done = done
@@ -306,12 +330,18 @@ class AdaptivePicker:
             self.stopped = True
             pick = None
         if pick is None and lead_run is not None and self._fits(lead_run, spent, done):
-            pick = (lead_run, f"the budget is nearly spent: {lead} leads, so it is measured at the target size "
-                              f"in the time reserved for it")
+            pick = (
+                lead_run,
+                f"the budget is nearly spent: {lead} leads, so it is measured at the target size "
+                f"in the time reserved for it",
+            )
         elif pick is None and lead_run is not None and self._worth_trying(lead_run, spent, done):
-            pick = (lead_run, f"{lead} at the target no longer fits its estimate ({self.seconds(lead_run):.0f} s), "
-                              f"but without it nothing is measured at the user's size: it is tried in the time "
-                              f"left, and cut at the budget's end")
+            pick = (
+                lead_run,
+                f"{lead} at the target no longer fits its estimate ({self.seconds(lead_run):.0f} s), "
+                f"but without it nothing is measured at the user's size: it is tried in the time "
+                f"left, and cut at the budget's end",
+            )
         target_run = self.at_target(lead) if lead else None
         if pick is None and target_run is not None and target_run.id in done:
             pick = self._late_look(done, spent)
@@ -321,15 +351,18 @@ class AdaptivePicker:
         """The winner is measured at the target and its reserve is free: a first look that did not fit
         round one (E2E at 256: hybrid, 179 s, with 285 s left at the end) is made now if it fits, the
         cheapest first, so that no candidate stays unmeasured while the budget still has room for it."""
-        late = sorted({s.strategy for s in self.specs if s.id in self.unfit},
-                      key=lambda c: self.seconds(self.first_look(c)))
+        late = sorted(
+            {s.strategy for s in self.specs if s.id in self.unfit}, key=lambda c: self.seconds(self.first_look(c))
+        )
         for c in late:
             spec = self.first_look(c)
             if spec.id not in done and self._fits(spec, spent, done):
                 self.unfit -= {s.id for s in self.specs if s.strategy == c}
                 self.skipped = [s for s in self.skipped if s["id"] != spec.id]
-                return spec, (f"the winner is measured at the target and {c}'s first look, which did not fit "
-                              f"round one, fits the time left")
+                return spec, (
+                    f"the winner is measured at the target and {c}'s first look, which did not fit "
+                    f"round one, fits the time left"
+                )
         return None
 
     def _fits(self, spec: RunSpec, spent: float, done: dict, guess: float | None = None) -> bool:
@@ -339,10 +372,20 @@ class AdaptivePicker:
             return True
         left = self.cfg.budget_seconds - spent
         if all(s["id"] != spec.id for s in self.skipped):
-            self.skipped.append({"id": spec.id, "estimate_s": guess, "left_s": left, "reserved_s": held,
-                                 "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"
-                                           + (f" of which {held:.0f} s reserved for measuring the winner at "
-                                              f"the target and in full" if held else "")})
+            self.skipped.append(
+                {
+                    "id": spec.id,
+                    "estimate_s": guess,
+                    "left_s": left,
+                    "reserved_s": held,
+                    "reason": f"estimated {guess:.0f} s, {max(0.0, left):.0f} s of budget left"
+                    + (
+                        f" of which {held:.0f} s reserved for measuring the winner at the target and in full"
+                        if held
+                        else ""
+                    ),
+                }
+            )
         return False
 
     def _worth_trying(self, spec: RunSpec, spent: float, done: dict) -> bool:
@@ -378,8 +421,12 @@ class AdaptivePicker:
         records = records_of(records)
         alive = set(self._race(records).alive)
         for rec in records:  # finalists first: the recommendation below must see their full rows
-            if (rec.screened and rec.train_size in (0, self.target) and rec.strategy in alive
-                    and (self.out / "artifacts" / rec.id).is_dir()):
+            if (
+                rec.screened
+                and rec.train_size in (0, self.target)
+                and rec.strategy in alive
+                and (self.out / "artifacts" / rec.id).is_dir()
+            ):
                 console.print(f"  scoring {rec.id} on every test row (a finalist)", highlight=False)
                 rescore_in_full(rec, rec.spec, self.cfg, ctx, self.out)
                 write_result(self.out, rec)
@@ -416,26 +463,57 @@ class AdaptivePicker:
                 continue
             first = self.first_look(st)
             why = next(x["why"] for x in not_run if x["id"] == first.id)
-            never.append({"strategy": st, "why": why, "first_run": first.id,
-                          "estimate_s": round(self.seconds(first), 1),
-                          "at_target_s": round(self.tokens.seconds(st, self.target if first.train_size else 0,
-                                                                   self.tokens.n_test), 1)})
-        never += [{"strategy": x["candidate"], "why": f"left out by the budget check: {x['why']}",
-                   "first_run": self.first_look(x["candidate"], self.planned).id, "estimate_s": x["first_look_s"],
-                   "at_target_s": x["at_target_s"]} for x in self.left_out]
+            never.append(
+                {
+                    "strategy": st,
+                    "why": why,
+                    "first_run": first.id,
+                    "estimate_s": round(self.seconds(first), 1),
+                    "at_target_s": round(
+                        self.tokens.seconds(st, self.target if first.train_size else 0, self.tokens.n_test), 1
+                    ),
+                }
+            )
+        never += [
+            {
+                "strategy": x["candidate"],
+                "why": f"left out by the budget check: {x['why']}",
+                "first_run": self.first_look(x["candidate"], self.planned).id,
+                "estimate_s": x["first_look_s"],
+                "at_target_s": x["at_target_s"],
+            }
+            for x in self.left_out
+        ]
         rec = recommend(records, constraints_for(self.cfg)) if records else None
-        line = decision_line(state, len(records), mins, len(not_run), never=[n["strategy"] for n in never],
-                             recommendation=rec)
-        atomic_write_json(out / "race.json", {**state.to_dict(), "decision": line, "runs": len(records),
-                                              "minutes": mins, "not_run": not_run, "never_run": never,
-                                              "left_out": self.left_out, "candidates": self.candidates(self.planned),
-                                              "budget_s": self.cfg.budget_seconds, "tie_order": self.order,
-                                              "screen_rows": self.tokens.n_screen, "test_rows": self.tokens.n_test,
-                                              "profile": self.tokens.prof.to_dict()})
+        line = decision_line(
+            state, len(records), mins, len(not_run), never=[n["strategy"] for n in never], recommendation=rec
+        )
+        atomic_write_json(
+            out / "race.json",
+            {
+                **state.to_dict(),
+                "decision": line,
+                "runs": len(records),
+                "minutes": mins,
+                "not_run": not_run,
+                "never_run": never,
+                "left_out": self.left_out,
+                "candidates": self.candidates(self.planned),
+                "budget_s": self.cfg.budget_seconds,
+                "tie_order": self.order,
+                "screen_rows": self.tokens.n_screen,
+                "test_rows": self.tokens.n_test,
+                "profile": self.tokens.prof.to_dict(),
+            },
+        )
         console.print(f"[bold]{line}[/]", highlight=False, soft_wrap=True)
         for n in never:
-            console.print(f"  never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, est. "
-                          f"{n['estimate_s']:.0f} s)", highlight=False, soft_wrap=True)
+            console.print(
+                f"  never run: {n['strategy']}: {n['why']} (its first run, {n['first_run']}, est. "
+                f"{n['estimate_s']:.0f} s)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def _not_run(self, state, records: list[RunRecord]) -> list[dict]:
         finished = {r.id for r in records}

@@ -62,6 +62,7 @@ def shared_keys(a: RowTable, b: RowTable) -> list[tuple]:
 
 # ---------------------------------------------------------------- statistics over rows
 
+
 def _mean_metric(rows: list[dict]) -> np.ndarray:
     return np.array([float(r["metric"]) for r in rows], dtype=np.float64)
 
@@ -116,7 +117,7 @@ class PairedDiff:
     hi: float
     n: int
     confidence: float
-    p_mcnemar: float | None = None     # accuracy only
+    p_mcnemar: float | None = None  # accuracy only
     discordant: tuple[int, int] | None = None  # rows only a got right, rows only b got right
 
     @property
@@ -125,12 +126,20 @@ class PairedDiff:
         return self.lo > 0 or self.hi < 0
 
     def to_dict(self) -> dict:
-        return {"diff": self.diff, "lo": self.lo, "hi": self.hi, "n": self.n, "confidence": self.confidence,
-                "p_mcnemar": self.p_mcnemar, "discordant": list(self.discordant) if self.discordant else None}
+        return {
+            "diff": self.diff,
+            "lo": self.lo,
+            "hi": self.hi,
+            "n": self.n,
+            "confidence": self.confidence,
+            "p_mcnemar": self.p_mcnemar,
+            "discordant": list(self.discordant) if self.discordant else None,
+        }
 
 
-def paired_bootstrap(sa: Statistic, sb: Statistic, n_rows: int, *, n_boot: int = BOOTSTRAP,
-                     confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    sa: Statistic, sb: Statistic, n_rows: int, *, n_boot: int = BOOTSTRAP, confidence: float = CONFIDENCE, seed: int = 0
+) -> tuple[float, float, float]:
     """(observed difference, lower, upper): the percentile interval of stat(a) - stat(b) when the
     shared rows are resampled with replacement, one seed drawn per strategy in each replicate."""
     rng = np.random.default_rng(seed)
@@ -148,7 +157,7 @@ def binom_two_sided(k: int, n: int) -> float:
     if n == 0:
         return 1.0
     k = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -159,8 +168,15 @@ def mcnemar_exact(a_right: np.ndarray, b_right: np.ndarray) -> tuple[float, int,
     return binom_two_sided(only_a, only_a + only_b), only_a, only_b
 
 
-def compare_runs(a: list[dict], b: list[dict], metric: str = "accuracy", *, labels: list[str] | None = None,
-                 confidence: float = CONFIDENCE, n_boot: int = BOOTSTRAP) -> PairedDiff | None:
+def compare_runs(
+    a: list[dict],
+    b: list[dict],
+    metric: str = "accuracy",
+    *,
+    labels: list[str] | None = None,
+    confidence: float = CONFIDENCE,
+    n_boot: int = BOOTSTRAP,
+) -> PairedDiff | None:
     """Paired difference of ``a``'s runs minus ``b``'s (each: the records of one strategy x size, one per
     seed) on their shared test rows; None when either has no stored rows or they share none.
 
@@ -186,13 +202,15 @@ def compare_runs(a: list[dict], b: list[dict], metric: str = "accuracy", *, labe
     return out
 
 
-def above_baseline(records: list[dict], baseline_label: str, *, metric: str = "accuracy",
-                   confidence: float = CONFIDENCE) -> PairedDiff | None:
+def above_baseline(
+    records: list[dict], baseline_label: str, *, metric: str = "accuracy", confidence: float = CONFIDENCE
+) -> PairedDiff | None:
     """``metric`` of ``records`` minus that of always answering ``baseline_label`` (the majority class),
     paired on the same rows; None without stored rows."""
     t = RowTable(records)
     if not t:
         return None
-    always = [{**r, "output": baseline_label, "metric": float(r["reference"] == baseline_label)}
-              for r in t.aligned(t.keys)[0]]
+    always = [
+        {**r, "output": baseline_label, "metric": float(r["reference"] == baseline_label)} for r in t.aligned(t.keys)[0]
+    ]
     return compare_runs(records, [{"predictions": always}], metric, confidence=confidence)

@@ -126,11 +126,15 @@ def load_skipped(out: Path) -> list[dict]:
     try:
         rows = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not readable as JSON ({e}); it lists the runs the budget skipped or cut: "
-                        f"fix or delete it, and a resumed compare estimates them again") from None
+        raise DataError(
+            f"{path}: not readable as JSON ({e}); it lists the runs the budget skipped or cut: "
+            f"fix or delete it, and a resumed compare estimates them again"
+        ) from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows):
-        raise DataError(f"{path}: expected a list of objects with an 'id' (the runs skipped or cut); "
-                        f"fix or delete it, and a resumed compare estimates them again")
+        raise DataError(
+            f"{path}: expected a list of objects with an 'id' (the runs skipped or cut); "
+            f"fix or delete it, and a resumed compare estimates them again"
+        )
     return rows
 
 

@@ -37,7 +37,7 @@ class Row:
     quality: float
     quality_std: float
     macro_f1: float | None
-    chrf: float | None            # generation tasks: corpus chrF (0-1)
+    chrf: float | None  # generation tasks: corpus chrF (0-1)
     train_seconds: float
     peak_rss_gb: float
     trainable_params: int
@@ -47,26 +47,26 @@ class Row:
     usd_per_1m: float
     overfit_gap: float | None
     stopped_early: int
-    steps: float | None           # optimizer steps taken (mean over seeds)
-    best_step: float | None       # step of the best dev score, whose weights the run keeps
+    steps: float | None  # optimizer steps taken (mean over seeds)
+    best_step: float | None  # step of the best dev score, whose weights the run keeps
     paraphrase_spread: float | None
     perturbation_drop: float | None
     ppl_change: float | None
     second_task_change: float | None
     metric: str
-    test_n: int | None = None     # held-out examples scored (the fewest over seeds); None if not recorded
-    agreement: float | None = None       # consistency under sampling, classification: samples agreeing with the mode
+    test_n: int | None = None  # held-out examples scored (the fewest over seeds); None if not recorded
+    agreement: float | None = None  # consistency under sampling, classification: samples agreeing with the mode
     pairwise_similarity: float | None = None  # generation: ROUGE-L between two samples of one input
-    metric_spread: float | None = None   # generation: std of the samples' ROUGE-L per input
-    accuracy: float | None = None        # classification: accuracy, whatever the ranking metric
-    predicted: bool = False              # not measured at this size: quality is the learning curve's prediction
-    lo: float | None = None              # the prediction's pessimistic / optimistic bounds (predicted rows)
+    metric_spread: float | None = None  # generation: std of the samples' ROUGE-L per input
+    accuracy: float | None = None  # classification: accuracy, whatever the ranking metric
+    predicted: bool = False  # not measured at this size: quality is the learning curve's prediction
+    lo: float | None = None  # the prediction's pessimistic / optimistic bounds (predicted rows)
     hi: float | None = None
-    train_usd: float = 0.0               # what fitting cost: machine time at its price, or an endpoint's calls
-    endpoint: str | None = None          # a hosted candidate's endpoint (STRATEGY@ENDPOINT)
-    latency_p50_s: float | None = None   # seconds per request: an endpoint's answers, or a local one alone
+    train_usd: float = 0.0  # what fitting cost: machine time at its price, or an endpoint's calls
+    endpoint: str | None = None  # a hosted candidate's endpoint (STRATEGY@ENDPOINT)
+    latency_p50_s: float | None = None  # seconds per request: an endpoint's answers, or a local one alone
     latency_p95_s: float | None = None
-    no_label: int = 0                    # test answers that named no label (scored wrong), summed over seeds
+    no_label: int = 0  # test answers that named no label (scored wrong), summed over seeds
 
 
 def train_usd(r) -> float:
@@ -115,38 +115,44 @@ def aggregate(records: list, metric: str | None = None) -> list[Row]:
         frag = [r.eval.get("fragility") or {} for r in rs]
         forg = [r.eval.get("forgetting") or {} for r in rs]
         cons = [r.eval.get("consistency") or {} for r in rs]
-        rows.append(Row(
-            strategy=strategy, kind=rs[0].kind, train_size=size, seeds=len(rs),
-            quality=statistics.fmean(q), quality_std=statistics.pstdev(q) if len(q) > 1 else 0.0,
-            macro_f1=_mean([r.test.get("macro_f1") for r in rs]),
-            chrf=_mean([r.test.get("chrf") for r in rs]),
-            train_seconds=statistics.fmean(r.fit_seconds for r in rs),
-            peak_rss_gb=max(r.train["peak_rss_bytes"] for r in rs) / 2**30,
-            trainable_params=rs[0].train["trainable_params"],
-            artifact_bytes=int(statistics.fmean(r.artifact_bytes for r in rs)),
-            examples_per_s=statistics.fmean(r.eval["examples_per_s"] for r in rs),
-            prompt_tokens=statistics.fmean(r.eval["prompt_tokens"] for r in rs),
-            usd_per_1m=statistics.fmean(r.cost["usd_per_1m"] for r in rs),
-            overfit_gap=_mean([r.eval.get("overfit_gap") for r in rs]),
-            stopped_early=sum(bool(r.train.get("stopped_early")) for r in rs),
-            steps=_mean([r.train.get("steps") or None for r in rs]),
-            best_step=_mean([r.train.get("best_step") for r in rs]),
-            paraphrase_spread=_mean([f.get("paraphrase_spread") for f in frag]),
-            perturbation_drop=_mean([f.get("perturbation_drop") for f in frag]),
-            ppl_change=_mean([f.get("ppl_change") for f in forg]),
-            second_task_change=_mean([f.get("second_task_change") for f in forg]),
-            metric="macro_f1" if metric == "macro_f1" else rs[0].metric,
-            test_n=min(ns) if all(ns := [r.test.get("n") for r in rs]) else None,
-            agreement=_mean([c.get("agreement") for c in cons]),
-            pairwise_similarity=_mean([c.get("pairwise_similarity") for c in cons]),
-            metric_spread=_mean([c.get("metric_spread") for c in cons]),
-            accuracy=_mean([r.test.get("accuracy") for r in rs]),
-            train_usd=statistics.fmean(train_usd(r) for r in rs),
-            endpoint=rs[0].endpoint,
-            latency_p50_s=_mean([_latency(r).get("latency_p50_s") for r in rs]),
-            latency_p95_s=_mean([_latency(r).get("latency_p95_s") for r in rs]),
-            no_label=sum(int(r.test.get("unparsed") or 0) for r in rs),
-        ))
+        rows.append(
+            Row(
+                strategy=strategy,
+                kind=rs[0].kind,
+                train_size=size,
+                seeds=len(rs),
+                quality=statistics.fmean(q),
+                quality_std=statistics.pstdev(q) if len(q) > 1 else 0.0,
+                macro_f1=_mean([r.test.get("macro_f1") for r in rs]),
+                chrf=_mean([r.test.get("chrf") for r in rs]),
+                train_seconds=statistics.fmean(r.fit_seconds for r in rs),
+                peak_rss_gb=max(r.train["peak_rss_bytes"] for r in rs) / 2**30,
+                trainable_params=rs[0].train["trainable_params"],
+                artifact_bytes=int(statistics.fmean(r.artifact_bytes for r in rs)),
+                examples_per_s=statistics.fmean(r.eval["examples_per_s"] for r in rs),
+                prompt_tokens=statistics.fmean(r.eval["prompt_tokens"] for r in rs),
+                usd_per_1m=statistics.fmean(r.cost["usd_per_1m"] for r in rs),
+                overfit_gap=_mean([r.eval.get("overfit_gap") for r in rs]),
+                stopped_early=sum(bool(r.train.get("stopped_early")) for r in rs),
+                steps=_mean([r.train.get("steps") or None for r in rs]),
+                best_step=_mean([r.train.get("best_step") for r in rs]),
+                paraphrase_spread=_mean([f.get("paraphrase_spread") for f in frag]),
+                perturbation_drop=_mean([f.get("perturbation_drop") for f in frag]),
+                ppl_change=_mean([f.get("ppl_change") for f in forg]),
+                second_task_change=_mean([f.get("second_task_change") for f in forg]),
+                metric="macro_f1" if metric == "macro_f1" else rs[0].metric,
+                test_n=min(ns) if all(ns := [r.test.get("n") for r in rs]) else None,
+                agreement=_mean([c.get("agreement") for c in cons]),
+                pairwise_similarity=_mean([c.get("pairwise_similarity") for c in cons]),
+                metric_spread=_mean([c.get("metric_spread") for c in cons]),
+                accuracy=_mean([r.test.get("accuracy") for r in rs]),
+                train_usd=statistics.fmean(train_usd(r) for r in rs),
+                endpoint=rs[0].endpoint,
+                latency_p50_s=_mean([_latency(r).get("latency_p50_s") for r in rs]),
+                latency_p95_s=_mean([_latency(r).get("latency_p95_s") for r in rs]),
+                no_label=sum(int(r.test.get("unparsed") or 0) for r in rs),
+            )
+        )
     return rows
 
 
@@ -190,12 +196,21 @@ def crossovers(rows: list[Row]) -> list[dict]:
     out = []
     for strat in sorted({r.strategy for r in rows if r.kind == "gradient"}):
         mine = {r.train_size: r for r in rows if r.strategy == strat}
-        at = next((n for n in sizes if n in mine and n in prompt_by_size
-                   and mine[n].quality > prompt_by_size[n].quality), None)
+        at = next(
+            (n for n in sizes if n in mine and n in prompt_by_size and mine[n].quality > prompt_by_size[n].quality),
+            None,
+        )
         if at is not None:
             p = prompt_by_size[at]
-            out.append({"strategy": strat, "train_size": at, "over": p.strategy, "quality": mine[at].quality,
-                        "over_quality": p.quality})
+            out.append(
+                {
+                    "strategy": strat,
+                    "train_size": at,
+                    "over": p.strategy,
+                    "quality": mine[at].quality,
+                    "over_quality": p.quality,
+                }
+            )
         else:
             out.append({"strategy": strat, "train_size": None, "over": None})
     return out

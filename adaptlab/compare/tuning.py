@@ -31,10 +31,10 @@ TUNING_SHARE = 0.25  # of --budget at most: the race needs the rest
 class TuneSpec:
     strategy: str
     train_size: int
-    variant: int          # 0: the defaults (with the user's --set)
-    settings: tuple       # sorted (key, value) pairs: the run's full settings
+    variant: int  # 0: the defaults (with the user's --set)
+    settings: tuple  # sorted (key, value) pairs: the run's full settings
 
-    seed = 0              # one seed: the variants are compared on the same train subset
+    seed = 0  # one seed: the variants are compared on the same train subset
 
     @property
     def id(self) -> str:
@@ -62,8 +62,9 @@ def tune_plan(cfg: CompareConfig, specs: list) -> list[TuneSpec]:
 def kept(records: list[dict]) -> dict[str, dict]:
     """Each strategy's kept variant among its fitted ones: the best dev quality (ties: the earlier
     variant, the defaults first); a variant cut by its time limit is never kept."""
-    return best_per_strategy([r for r in records if not r.get("cut")],
-                             lambda r: (r["dev"]["quality"], -r["run"]["variant"]))
+    return best_per_strategy(
+        [r for r in records if not r.get("cut")], lambda r: (r["dev"]["quality"], -r["run"]["variant"])
+    )
 
 
 def chosen(plan: list[TuneSpec], records: dict[str, dict]) -> dict[str, dict]:
@@ -86,12 +87,12 @@ def ordered_plan(plan: list[TuneSpec], order: list[str] | None) -> list[TuneSpec
 class TuningBudget:
     """What tuning may spend, as the compare that runs it sees it."""
 
-    spent: Callable[[], float]                    # seconds the compare has used so far
+    spent: Callable[[], float]  # seconds the compare has used so far
     allowance: Callable[[], float | None] = lambda: None  # seconds tuning may use; asked before each variant
-    estimate: object = None                        # a variant's seconds (:class:`adaptlab.compare.costs.Estimator`)
-    order: list[str] | None = None                 # the strategies' order (cheapest first look first)
+    estimate: object = None  # a variant's seconds (:class:`adaptlab.compare.costs.Estimator`)
+    order: list[str] | None = None  # the strategies' order (cheapest first look first)
     log: Callable[[str], None] = field(default=lambda message: None)
-    shared: bool = True                            # share variants with other workers through the run folder
+    shared: bool = True  # share variants with other workers through the run folder
 
 
 def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, budget: TuningBudget) -> dict[str, dict]:
@@ -128,12 +129,17 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, budget: TuningBu
         # Asked again before every variant: the variants fitted so far re-estimate the runs the
         # allowance must leave room for.
         cap = budget.allowance()
-        guess = (estimate.seconds(t.strategy, t.train_size, len(dev), settings=dict(t.settings))
-                 if estimate is not None else _guess(records, t))
+        guess = (
+            estimate.seconds(t.strategy, t.train_size, len(dev), settings=dict(t.settings))
+            if estimate is not None
+            else _guess(records, t)
+        )
         if cap is not None and spent() + guess > cap:
             rest = [x.id for x in plan if x.id not in records and x is not t]
-            log(f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, cap - spent()):.0f} s "
-                f"of the tuning allowance left ({cap:.0f} s); nor the {len(rest)} variant(s) after it")
+            log(
+                f"  tuning: {t.id} not fitted: estimated {guess:.0f} s, {max(0.0, cap - spent()):.0f} s "
+                f"of the tuning allowance left ({cap:.0f} s); nor the {len(rest)} variant(s) after it"
+            )
             full = True
             continue
         if shared and not claim(out, t.id):
@@ -147,9 +153,14 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, budget: TuningBu
         except TimeUp:
             took = time.perf_counter() - t0
             log(f"  tuning: {t.id} cut after {took:.0f} s (estimated {guess:.0f} s): the tuning allowance ended")
-            rec = {"run": {"id": t.id, "strategy": t.strategy, "train_size": t.train_size, "variant": t.variant,
-                           "settings": dict(t.settings)}, "cut": True, "dev": {"quality": None, "n": len(dev)},
-                   "train": {"seconds": took}, "seconds": took, "estimate_s": guess}
+            rec = {
+                "run": _run_of(t),
+                "cut": True,
+                "dev": {"quality": None, "n": len(dev)},
+                "train": {"seconds": took},
+                "seconds": took,
+                "estimate_s": guess,
+            }
             atomic_write_json(tuning_dir(out) / f"{t.id}.json", rec)
             records[t.id] = rec
             full = True
@@ -160,10 +171,13 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, budget: TuningBu
         quality = m[ctx.test.spec.metric]
         if ctx.baselines and "macro_f1" in m and imbalanced(ctx.baselines):
             quality = m["macro_f1"]
-        rec = {"run": {"id": t.id, "strategy": t.strategy, "train_size": t.train_size, "variant": t.variant,
-                       "settings": dict(t.settings)},
-               "dev": {"quality": quality, "n": len(dev), **{k: v for k, v in m.items() if isinstance(v, float)}},
-               "train": info, "seconds": time.perf_counter() - t0, "estimate_s": guess}
+        rec = {
+            "run": _run_of(t),
+            "dev": {"quality": quality, "n": len(dev), **{k: v for k, v in m.items() if isinstance(v, float)}},
+            "train": info,
+            "seconds": time.perf_counter() - t0,
+            "estimate_s": guess,
+        }
         if estimate is not None:
             estimate.observe(rec)
         atomic_write_json(tuning_dir(out) / f"{t.id}.json", rec)
@@ -174,6 +188,16 @@ def run_tuning(cfg: CompareConfig, ctx, specs: list, out: Path, budget: TuningBu
             break
         time.sleep(5)
     return chosen(plan, records)
+
+
+def _run_of(t: TuneSpec) -> dict:
+    return {
+        "id": t.id,
+        "strategy": t.strategy,
+        "train_size": t.train_size,
+        "variant": t.variant,
+        "settings": dict(t.settings),
+    }
 
 
 def _guess(records: dict, t: TuneSpec) -> float:
@@ -192,8 +216,15 @@ def tuning_rows(out: Path) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in sorted(recs, key=lambda r: (r["run"]["strategy"], r["run"]["variant"])):
         s = r["run"]["strategy"]
-        rows.append([s, str(r["run"]["train_size"]), "defaults" if r["run"]["variant"] == 0 else str(r["run"]["variant"]),
-                     ", ".join(f"{k}={v}" for k, v in r["run"]["settings"].items()) or "-",
-                     "cut (time limit)" if r.get("cut") else f"{r['dev']['quality']:.3f}", f"{r['train']['seconds']:.0f}",
-                     "yes" if best.get(s) is r else ""])
+        rows.append(
+            [
+                s,
+                str(r["run"]["train_size"]),
+                "defaults" if r["run"]["variant"] == 0 else str(r["run"]["variant"]),
+                ", ".join(f"{k}={v}" for k, v in r["run"]["settings"].items()) or "-",
+                "cut (time limit)" if r.get("cut") else f"{r['dev']['quality']:.3f}",
+                f"{r['train']['seconds']:.0f}",
+                "yes" if best.get(s) is r else "",
+            ]
+        )
     return cols, rows

@@ -6,6 +6,18 @@ from adaptlab.data.splits import stratified_split, subsample
 from adaptlab.data.validation import DataReport, validate
 
 __all__ = [
-    "DataError", "DataReport", "Example", "TaskData", "TaskSplits", "data_dir", "list_named", "load_file",
-    "load_label_names", "load_named", "load_task", "stratified_split", "subsample", "validate",
+    "DataError",
+    "DataReport",
+    "Example",
+    "TaskData",
+    "TaskSplits",
+    "data_dir",
+    "list_named",
+    "load_file",
+    "load_label_names",
+    "load_named",
+    "load_task",
+    "stratified_split",
+    "subsample",
+    "validate",
 ]

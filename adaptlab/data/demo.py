@@ -59,77 +59,136 @@ _SLOTS: dict[str, list[str]] = {
 
 _TEMPLATES: dict[str, list[str]] = {
     "order_status": [
-        "where is my {order}?", "my {order} {num} still hasn't arrived", "can you tell me when {num} will be delivered",
-        "it's been {days} and no sign of my {order}", "tracking for {num} hasn't updated in {days}",
-        "has my {item} shipped yet?", "what's the delivery date for my {item}", "is my {order} lost? ordered {days} ago",
-        "I need an update on {order} {num}", "when will the {item} I ordered get here",
+        "where is my {order}?",
+        "my {order} {num} still hasn't arrived",
+        "can you tell me when {num} will be delivered",
+        "it's been {days} and no sign of my {order}",
+        "tracking for {num} hasn't updated in {days}",
+        "has my {item} shipped yet?",
+        "what's the delivery date for my {item}",
+        "is my {order} lost? ordered {days} ago",
+        "I need an update on {order} {num}",
+        "when will the {item} I ordered get here",
     ],
     "cancel_order": [
-        "please cancel order {num}", "I want to cancel the {item} I just ordered", "cancel my {order} before it ships",
-        "ordered the wrong {item}, can you cancel it", "stop order {num}, I changed my mind",
-        "how do I cancel an order I placed today", "I no longer need the {item}, cancel please",
-        "cancel {num} and don't charge me", "can I still cancel if it hasn't shipped",
+        "please cancel order {num}",
+        "I want to cancel the {item} I just ordered",
+        "cancel my {order} before it ships",
+        "ordered the wrong {item}, can you cancel it",
+        "stop order {num}, I changed my mind",
+        "how do I cancel an order I placed today",
+        "I no longer need the {item}, cancel please",
+        "cancel {num} and don't charge me",
+        "can I still cancel if it hasn't shipped",
     ],
     "refund_request": [
-        "I returned the {item} {days} ago and still no refund", "I want my money back for the broken {item}",
-        "refund for order {num} please", "the {item} arrived damaged, I'd like a refund",
-        "how long do refunds take after a return", "you charged me for a {item} I sent back",
-        "still waiting on the refund for {num}", "can I get a refund instead of a replacement {item}",
+        "I returned the {item} {days} ago and still no refund",
+        "I want my money back for the broken {item}",
+        "refund for order {num} please",
+        "the {item} arrived damaged, I'd like a refund",
+        "how long do refunds take after a return",
+        "you charged me for a {item} I sent back",
+        "still waiting on the refund for {num}",
+        "can I get a refund instead of a replacement {item}",
     ],
     "update_address": [
-        "I moved to {city}, please update my address", "change the delivery address for {num}",
-        "wrong shipping address on my {order}, it should go to {city}", "how do I edit my billing address",
-        "update my address before {num} ships", "my new address is in {city}, can you change it",
-        "need to change where my {item} gets delivered", "please fix the postcode on my account",
+        "I moved to {city}, please update my address",
+        "change the delivery address for {num}",
+        "wrong shipping address on my {order}, it should go to {city}",
+        "how do I edit my billing address",
+        "update my address before {num} ships",
+        "my new address is in {city}, can you change it",
+        "need to change where my {item} gets delivered",
+        "please fix the postcode on my account",
     ],
     "reset_password": [
-        "I forgot my password", "can't log in to my account", "the reset email never arrives",
-        "locked out of the app after too many attempts", "how do I change my password",
-        "my login says invalid credentials but the password is right", "password reset link expired",
-        "I can't sign in on my new phone", "two factor code isn't working and I can't get in",
+        "I forgot my password",
+        "can't log in to my account",
+        "the reset email never arrives",
+        "locked out of the app after too many attempts",
+        "how do I change my password",
+        "my login says invalid credentials but the password is right",
+        "password reset link expired",
+        "I can't sign in on my new phone",
+        "two factor code isn't working and I can't get in",
     ],
     "payment_declined": [
-        "my {card} keeps getting declined", "payment failed at checkout for the {item}",
-        "why was my {card} rejected", "checkout says payment unsuccessful", "tried paying twice and it was declined both times",
-        "your site won't accept my {card}", "order {num} failed because the payment didn't go through",
+        "my {card} keeps getting declined",
+        "payment failed at checkout for the {item}",
+        "why was my {card} rejected",
+        "checkout says payment unsuccessful",
+        "tried paying twice and it was declined both times",
+        "your site won't accept my {card}",
+        "order {num} failed because the payment didn't go through",
         "card declined but my bank says it's fine",
     ],
     "hearth_offline": [
-        "my Hearth is offline", "the ring on my hub is pulsing amber", "Hearth shows error F-17",
-        "the light on the box next to my router turned amber", "app says my hub is unreachable since {time}",
-        "everything in the {room} stopped responding, the hub ring is orange", "getting F-17 on the app",
-        "hearth lost wifi again", "the little hub keeps blinking amber and nothing works",
-        "all my devices say offline and the hub ring is yellow-orange", "error code F17 on the hub",
+        "my Hearth is offline",
+        "the ring on my hub is pulsing amber",
+        "Hearth shows error F-17",
+        "the light on the box next to my router turned amber",
+        "app says my hub is unreachable since {time}",
+        "everything in the {room} stopped responding, the hub ring is orange",
+        "getting F-17 on the app",
+        "hearth lost wifi again",
+        "the little hub keeps blinking amber and nothing works",
+        "all my devices say offline and the hub ring is yellow-orange",
+        "error code F17 on the hub",
     ],
     "canopy_plan_change": [
-        "I want to move from {tier_from} to {tier_to}", "upgrade me to the Forest plan",
-        "switch my Canopy plan to {tier_to}", "downgrade to Sapling please, Grove is too much",
-        "what's the difference between Grove and Forest", "can I change my subscription tier mid month",
-        "I'm on {tier_from}, how do I get {tier_to}", "my plan should be {tier_to} now not {tier_from}",
-        "I only need the cheapest plan now", "does Forest include more cameras than Grove",
+        "I want to move from {tier_from} to {tier_to}",
+        "upgrade me to the Forest plan",
+        "switch my Canopy plan to {tier_to}",
+        "downgrade to Sapling please, Grove is too much",
+        "what's the difference between Grove and Forest",
+        "can I change my subscription tier mid month",
+        "I'm on {tier_from}, how do I get {tier_to}",
+        "my plan should be {tier_to} now not {tier_from}",
+        "I only need the cheapest plan now",
+        "does Forest include more cameras than Grove",
     ],
     "acorn_rewards": [
-        "how many acorns do I have", "redeem my acorns on the {item}", "my acorns didn't show up after order {num}",
-        "do acorns expire", "I should have earned acorns for the {item}", "can I use my points at checkout",
-        "where do I see my rewards balance", "my acorn balance went to zero", "how do I spend my acorns",
+        "how many acorns do I have",
+        "redeem my acorns on the {item}",
+        "my acorns didn't show up after order {num}",
+        "do acorns expire",
+        "I should have earned acorns for the {item}",
+        "can I use my points at checkout",
+        "where do I see my rewards balance",
+        "my acorn balance went to zero",
+        "how do I spend my acorns",
     ],
     "warden_false_alarm": [
-        "Warden keeps sending motion alerts at {time}", "my camera pings me because of {thing}",
-        "false alarms from the Warden in the {room}", "getting motion notifications {time} and nobody is there",
-        "the {room} camera alerts on {thing}", "how do I stop Warden alerting for {thing}",
-        "warden says motion detected {time} but it's empty", "too many alerts from my cam {time}",
+        "Warden keeps sending motion alerts at {time}",
+        "my camera pings me because of {thing}",
+        "false alarms from the Warden in the {room}",
+        "getting motion notifications {time} and nobody is there",
+        "the {room} camera alerts on {thing}",
+        "how do I stop Warden alerting for {thing}",
+        "warden says motion detected {time} but it's empty",
+        "too many alerts from my cam {time}",
     ],
     "lantern_pairing": [
-        "my new lanterns won't pair", "how do I add {n} more bulbs to the {room}",
-        "the bulb blinks three times and then nothing", "Lantern not showing up in the app",
-        "set up the lanterns in my {room}", "bulb keeps flashing 3 times, what now",
-        "pairing mode for the Lantern", "I bought {n} bulbs, how do I connect them", "lantern stuck blinking",
+        "my new lanterns won't pair",
+        "how do I add {n} more bulbs to the {room}",
+        "the bulb blinks three times and then nothing",
+        "Lantern not showing up in the app",
+        "set up the lanterns in my {room}",
+        "bulb keeps flashing 3 times, what now",
+        "pairing mode for the Lantern",
+        "I bought {n} bulbs, how do I connect them",
+        "lantern stuck blinking",
     ],
     "rootline_callback": [
-        "I want a human to call me back", "please put me on Rootline", "can someone phone me instead of chat",
-        "I'm a Forest member, request a call back", "get me a real person on the phone",
-        "call me back about order {num}", "Rootline call back please, chat isn't helping",
-        "I'd rather talk to an agent by phone", "schedule a call with support",
+        "I want a human to call me back",
+        "please put me on Rootline",
+        "can someone phone me instead of chat",
+        "I'm a Forest member, request a call back",
+        "get me a real person on the phone",
+        "call me back about order {num}",
+        "Rootline call back please, chat isn't helping",
+        "I'd rather talk to an agent by phone",
+        "schedule a call with support",
     ],
 }
 
@@ -142,8 +201,8 @@ def _fill(template: str, rng: random.Random) -> str:
     while "{" in out:
         start = out.index("{")
         end = out.index("}", start)
-        slot = out[start + 1:end]
-        out = out[:start] + rng.choice(_SLOTS[slot]) + out[end + 1:]
+        slot = out[start + 1 : end]
+        out = out[:start] + rng.choice(_SLOTS[slot]) + out[end + 1 :]
     return out
 
 
@@ -179,7 +238,7 @@ def by_intent(make, split_sizes: dict[str, int], per_intent: int, rng: random.Ra
         start = 0
         for name, size in split_sizes.items():
             k = round(size * scale)
-            splits[name].extend(rows[start:start + k])
+            splits[name].extend(rows[start : start + k])
             start += k
     for rows in splits.values():
         rng.shuffle(rows)
@@ -188,6 +247,7 @@ def by_intent(make, split_sizes: dict[str, int], per_intent: int, rng: random.Ra
 
 def generate(seed: int = SEED, per_intent: int = PER_INTENT) -> dict[str, list[Example]]:
     """Return ``{"train": [...], "dev": [...], "test": [...]}``; the same seed gives the same rows."""
+
     def ticket(label: str, rng: random.Random):
         t = _variant(_fill(rng.choice(_TEMPLATES[label]), rng), rng)
         return t, Example(text=t, label=label)
@@ -208,8 +268,7 @@ def write(out_dir: str | Path, seed: int = SEED) -> Path:
 
 def as_task_data(split: str = "train", seed: int = SEED) -> TaskData:
     rows = generate(seed)[split]
-    return TaskData(task="classification", examples=rows, source=f"demo[{split}]",
-                    label_names=list(LABEL_DESCRIPTIONS))
+    return TaskData(task="classification", examples=rows, source=f"demo[{split}]", label_names=list(LABEL_DESCRIPTIONS))
 
 
 if __name__ == "__main__":  # python -m adaptlab.data.demo  (rewrites the committed files)

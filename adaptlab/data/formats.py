@@ -24,8 +24,14 @@ ALPACA_FIELDS = ("instruction", "output")
 SHAREGPT_FIELD = "conversations"
 # ShareGPT's speaker names as LLaMA-Factory's dataset_info reads them (``from``: human/gpt/system),
 # and the OpenAI names some ShareGPT files use instead.
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "model": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 
 Records = list[tuple[int, dict]]
 
@@ -73,11 +79,15 @@ def read_datasets_folder(path: Path) -> tuple[Records, list[str]]:
     try:
         from datasets import load_from_disk
     except ImportError:
-        raise DataError(f"{path}: reading a `datasets` folder needs the datasets library (pip install datasets)") from None
+        raise DataError(
+            f"{path}: reading a `datasets` folder needs the datasets library (pip install datasets)"
+        ) from None
     splits = datasets_splits(path)
     if splits:
-        raise DataError(f"{path}: a DatasetDict with splits {', '.join(splits)}; pass it as --data (its splits "
-                        f"become train/dev/test) or name one split's folder ({path / splits[0]})")
+        raise DataError(
+            f"{path}: a DatasetDict with splits {', '.join(splits)}; pass it as --data (its splits "
+            f"become train/dev/test) or name one split's folder ({path / splits[0]})"
+        )
     try:
         ds = load_from_disk(str(path))
     except Exception as e:  # datasets raises FileNotFoundError, ValueError, pyarrow errors
@@ -141,8 +151,10 @@ def rename_columns(path: Path, records: Records, columns: list[str], mapping: di
         return records, columns
     missing = [src for src in mapping if src not in columns]
     if missing:
-        raise DataError(f"{path}: column mapping names {', '.join(map(repr, missing))}, not in the file "
-                        f"(columns: {', '.join(map(repr, columns))})")
+        raise DataError(
+            f"{path}: column mapping names {', '.join(map(repr, missing))}, not in the file "
+            f"(columns: {', '.join(map(repr, columns))})"
+        )
     new_cols = [mapping.get(c, c) for c in columns]
     return [(ln, {mapping.get(k, k): v for k, v in rec.items()}) for ln, rec in records], list(dict.fromkeys(new_cols))
 
@@ -155,8 +167,10 @@ def parse_columns(text: str | None, flag: str = "--columns") -> dict[str, str] |
     for part in text.split(","):
         src, eq, dst = part.partition("=")
         if not eq or not src.strip() or not dst.strip():
-            raise DataError(f"{flag}: expected FILE_COLUMN=FIELD pairs separated by commas "
-                            f"(e.g. question=text,answer=label), got {part.strip()!r}")
+            raise DataError(
+                f"{flag}: expected FILE_COLUMN=FIELD pairs separated by commas "
+                f"(e.g. question=text,answer=label), got {part.strip()!r}"
+            )
         if src.strip() in out:
             raise DataError(f"{flag}: column {src.strip()!r} mapped twice")
         out[src.strip()] = dst.strip()
@@ -194,7 +208,9 @@ def to_pairs(path: Path, records: Records, columns: list[str], fields: tuple[str
         where = f"{path}:{ln}"
         for f in ("system", "history"):
             if rec.get(f):
-                raise DataError(f"{where}: field '{f}' needs the chat task (--task chat); a pair task has no place for it")
+                raise DataError(
+                    f"{where}: field '{f}' needs the chat task (--task chat); a pair task has no place for it"
+                )
         instruction, extra = _text(rec, "instruction", where), _text(rec, "input", where, required=False)
         out.append((ln, {src: f"{instruction}\n\n{extra}" if extra else instruction, dst: _text(rec, "output", where)}))
     return out, [src, dst]
@@ -245,8 +261,10 @@ def _from_sharegpt(rec: dict, where: str) -> list[dict]:
         speaker = t.get("from", t.get("role"))
         role = SHAREGPT_ROLES.get(speaker)
         if role is None:
-            raise DataError(f"{at}: unsupported speaker {speaker!r}; use one of {', '.join(SHAREGPT_ROLES)} "
-                            f"(tool calls and observations are not supported)")
+            raise DataError(
+                f"{at}: unsupported speaker {speaker!r}; use one of {', '.join(SHAREGPT_ROLES)} "
+                f"(tool calls and observations are not supported)"
+            )
         value = t.get("value", t.get("content"))
         if not isinstance(value, str):
             raise DataError(f"{at}: field 'value' must be a string, got {type(value).__name__}")

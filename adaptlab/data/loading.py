@@ -29,8 +29,9 @@ from adaptlab.data.records import (  # noqa: F401  (the data layer's public name
 from adaptlab.tasks.base import get_task, list_tasks
 
 
-def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]],
-                 text_field: str | None, label_field: str | None) -> TaskType:
+def _detect_task(
+    path: Path, columns: list[str], records: list[tuple[int, dict]], text_field: str | None, label_field: str | None
+) -> TaskType:
     """The task type a file's columns name: under default field names, the first registered type all of
     whose fields are present (the more specific types first, :attr:`TaskSpec.specificity`: a conversation
     column names its task more surely than a pair), then one with some of them (so that the row check names the missing field); under custom names,
@@ -46,8 +47,10 @@ def _detect_task(path: Path, columns: list[str], records: list[tuple[int, dict]]
                 return spec.name
         named = [f"{'+'.join(map(repr, get_task(t).fields))} ({t})" for t in list_tasks()]
         expected = ", ".join(named[:-1]) + f" or {named[-1]}" if len(named) > 1 else named[0]
-        raise DataError(f"{path}: cannot tell the task from the columns ({', '.join(map(repr, columns))}); expected "
-                        f"{expected}, or pass --task/--text-field/--label-field")
+        raise DataError(
+            f"{path}: cannot tell the task from the columns ({', '.join(map(repr, columns))}); expected "
+            f"{expected}, or pass --task/--text-field/--label-field"
+        )
     pairs = [s for s in specs if not s.conversation and len(s.fields) == 2]
     closed = next(s for s in pairs if s.closed_labels)
     free = next(s for s in pairs if not s.closed_labels)

@@ -22,7 +22,7 @@ DATA_DIR_ENV = "ADAPTLAB_DATA_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
-DEMO_CHAT_NAME = "demo-chat"   # the same shop's support as multi-turn chats (adaptlab.data.demo_chat)
+DEMO_CHAT_NAME = "demo-chat"  # the same shop's support as multi-turn chats (adaptlab.data.demo_chat)
 DEMO_CHAT_DIR = Path(__file__).resolve().parent / "demo_chat"
 EMBEDDED = {DEMO_NAME: DEMO_DIR, DEMO_CHAT_NAME: DEMO_CHAT_DIR}
 
@@ -57,7 +57,9 @@ def list_named(override: str | Path | None = None) -> list[str]:
         root = data_dir(override)
     except DataError:
         return names
-    return names + sorted(p.name for p in root.iterdir() if p.is_dir() and _find_split(p, ("train", *DEV_NAMES, *TEST_NAMES)))
+    return names + sorted(
+        p.name for p in root.iterdir() if p.is_dir() and _find_split(p, ("train", *DEV_NAMES, *TEST_NAMES))
+    )
 
 
 def _dataset_dir(name: str, override: str | Path | None) -> Path:
@@ -86,12 +88,21 @@ def _split_file(d: Path, split: str) -> Path:
     found = _find_split(d, DEV_NAMES if split in DEV_NAMES else (split,))
     if found is not None:
         return found
-    have = ", ".join(sorted({p.stem for p in d.iterdir() if p.suffix in SUPPORTED_SUFFIXES or is_datasets_folder(p)}))
+    have = ", ".join(
+        sorted(
+            {
+                p.stem
+                for p in d.iterdir()
+                if (p.suffix in SUPPORTED_SUFFIXES and p.name != "labels.json") or is_datasets_folder(p)
+            }
+        )
+    )
     raise DataError(f"{d}: no split '{split}' (have: {have})")
 
 
-def load_named(name: str, split: str = "train", data_dir_override: str | Path | None = None,
-               task: TaskType | None = None) -> TaskData:
+def load_named(
+    name: str, split: str = "train", data_dir_override: str | Path | None = None, task: TaskType | None = None
+) -> TaskData:
     """Load one split of a named dataset, with its declared label set when it has one."""
     d = _dataset_dir(name, data_dir_override)
     labels_file = d / "labels.json"
@@ -136,9 +147,15 @@ def _split_roles(name: str, files: dict[str, Path | None], loader, seed: int) ->
     return TaskSplits(name=name, train=train, dev=dev, test=test)
 
 
-def load_task(spec: str, data_dir_override: str | Path | None = None, task: TaskType | None = None,
-              text_field: str | None = None, label_field: str | None = None, seed: int = 0,
-              columns: dict[str, str] | None = None) -> TaskSplits:
+def load_task(
+    spec: str,
+    data_dir_override: str | Path | None = None,
+    task: TaskType | None = None,
+    text_field: str | None = None,
+    label_field: str | None = None,
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+) -> TaskSplits:
     """Resolve ``--data``: a named dataset, a folder of split files, or a single file.
 
     A single file (or a ``datasets`` folder of one ``Dataset``) is split 80/10/10 (stratified,
@@ -162,25 +179,43 @@ def load_task(spec: str, data_dir_override: str | Path | None = None, task: Task
         # input in the same part. The test split stays held out.
         files = {"train": files["dev"], "dev": None, "test": files["test"]}
     if files["train"] is None:
-        raise DataError(f"{d}: no train split (train.jsonl, train.parquet, ... or a train/ folder written by "
-                        f"save_to_disk), nor a validation and a test split to train and test on")
+        raise DataError(
+            f"{d}: no train split (train.jsonl, train.parquet, ... or a train/ folder written by "
+            f"save_to_disk), nor a validation and a test split to train and test on"
+        )
 
     def loader(p: Path) -> TaskData:
-        return load_file(p, task=task, text_field=text_field, label_field=label_field, label_names=label_names,
-                         columns=columns)
+        return load_file(
+            p, task=task, text_field=text_field, label_field=label_field, label_names=label_names, columns=columns
+        )
 
     return _split_roles(d.name if spec != DEMO_NAME else DEMO_NAME, files, loader, seed)
 
 
-def recipe_for(data: str, data_dir: str | Path | None, split_seed: int, train_size: int | None, subsample_seed: int,
-               train: TaskData, columns: dict[str, str] | None = None) -> dict:
+def recipe_for(
+    data: str,
+    data_dir: str | Path | None,
+    split_seed: int,
+    train_size: int | None,
+    subsample_seed: int,
+    train: TaskData,
+    columns: dict[str, str] | None = None,
+) -> dict:
     """How an adaptation's training rows were made, saved with it (``adaptlab_artifact.json``'s
     ``recipe``) so that ``adaptlab improve`` and ``rebase`` can make them again and tell whether the
     data changed since: the ``--data`` argument, the seeds, the train size and the rows' fingerprint."""
-    return {"data": str(data), "data_dir": None if data_dir is None else str(data_dir), "split_seed": split_seed,
-            "train_size": train_size, "subsample_seed": subsample_seed, "rows": len(train),
-            "fingerprint": train.fingerprint(), "task": train.task, "source": train.source,
-            **({"columns": dict(columns)} if columns else {})}
+    return {
+        "data": str(data),
+        "data_dir": None if data_dir is None else str(data_dir),
+        "split_seed": split_seed,
+        "train_size": train_size,
+        "subsample_seed": subsample_seed,
+        "rows": len(train),
+        "fingerprint": train.fingerprint(),
+        "task": train.task,
+        "source": train.source,
+        **({"columns": dict(columns)} if columns else {}),
+    }
 
 
 def splits_of_recipe(recipe: dict, data_dir_override: str | Path | None = None) -> tuple[TaskSplits, TaskData]:
@@ -190,8 +225,13 @@ def splits_of_recipe(recipe: dict, data_dir_override: str | Path | None = None) 
     for key in ("data", "split_seed", "subsample_seed", "fingerprint"):
         if key not in recipe:
             raise DataError(f"recipe: missing field '{key}'")
-    splits = load_task(recipe["data"], data_dir_override=data_dir_override or recipe.get("data_dir"),
-                       task=recipe.get("task"), seed=recipe["split_seed"], columns=recipe.get("columns"))
+    splits = load_task(
+        recipe["data"],
+        data_dir_override=data_dir_override or recipe.get("data_dir"),
+        task=recipe.get("task"),
+        seed=recipe["split_seed"],
+        columns=recipe.get("columns"),
+    )
     n = recipe.get("train_size")
     train = subsample(splits.train, n=n, seed=recipe["subsample_seed"]) if n and n < len(splits.train) else splits.train
     return splits, train

@@ -16,9 +16,9 @@ from pathlib import Path
 
 # A registered task type's name (:mod:`adaptlab.tasks`: classification, generation, chat, ...).
 TaskType = str
-CHAT_FIELD = "messages"                     # OpenAI's fine-tuning file format
+CHAT_FIELD = "messages"  # OpenAI's fine-tuning file format
 CHAT_ROLES = ("system", "user", "assistant")
-SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")   # and a `datasets` folder (.formats)
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")  # and a `datasets` folder (.formats)
 
 
 class DataError(ValueError):
@@ -111,8 +111,10 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a {', '.join(SUPPORTED_SUFFIXES)} file or a folder "
-                        f"written by datasets' save_to_disk")
+        raise DataError(
+            f"{path}: is a directory, expected a {', '.join(SUPPORTED_SUFFIXES)} file or a folder "
+            f"written by datasets' save_to_disk"
+        )
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(
@@ -186,24 +188,30 @@ def _read_json_array(path: Path, text: str) -> tuple[list[tuple[int, dict]], lis
 
 
 def _item_lines(text: str, n: int) -> list[int]:
-    """The line each top-level object or array of the array starts on: one pass over the text, strings
-    skipped (the json module gives no positions)."""
-    starts, depth, line, in_str, esc = [], 0, 1, False, False
+    """The line each item of the top-level array starts on (objects, or anything else a malformed
+    file holds): one pass over the text, strings skipped (the json module gives no positions)."""
+    starts: list[int] = []
+    depth, line, in_str, esc, expecting = 0, 1, False, False, False
     for ch in text:
         if ch == "\n":
             line += 1
         if in_str:
             esc, in_str = (False, True) if esc else (ch == "\\", ch != '"')
-        elif ch == '"':
+            continue
+        if depth == 1 and expecting and not ch.isspace() and ch not in ",]":
+            starts.append(line)
+            expecting = False
+            if len(starts) >= n:
+                break
+        if ch == '"':
             in_str = True
         elif ch in "[{":
-            if depth == 1:
-                starts.append(line)
             depth += 1
+            expecting = expecting or depth == 1
         elif ch in "]}":
             depth -= 1
-        if len(starts) >= n and depth <= 1:
-            break
+        elif ch == "," and depth == 1:
+            expecting = True
     return starts
 
 
@@ -268,6 +276,7 @@ def check_conversation(messages, where: str) -> list[dict]:
     if not any(m["role"] == "assistant" for m in out):
         raise DataError(f"{where}: no assistant turn: nothing to learn or to compare with")
     if out[-1]["role"] != "assistant":
-        raise DataError(f"{where}: the conversation ends with a {out[-1]['role']} turn; it must end with the "
-                        f"assistant's answer")
+        raise DataError(
+            f"{where}: the conversation ends with a {out[-1]['role']} turn; it must end with the assistant's answer"
+        )
     return out

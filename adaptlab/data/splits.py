@@ -68,7 +68,7 @@ def stratified_split(data: TaskData, fractions: dict[str, float], seed: int = 0)
                     counts[k] += 1
         start = 0
         for k in fractions:
-            for unit in units[start:start + counts[k]]:
+            for unit in units[start : start + counts[k]]:
                 parts[k].extend(unit)
             start += counts[k]
     # Stable order inside each part: original file order.

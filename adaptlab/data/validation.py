@@ -150,12 +150,19 @@ def validate(
                 f"{data.source}: {len(long)} input(s) longer than {max_tokens} {unit} "
                 f"(longest {worst[0]} at line {worst[1]}); they will be truncated"
             )
-        summaries.append(SplitSummary(
-            name=name, source=data.source, rows=len(data),
-            class_counts=dict(Counter(ex.label for ex in data.examples).most_common())
-            if spec.closed_labels else {},
-            length_tokens=_summary_stats(lengths), length_unit=unit, length_histogram=histogram(lengths),
-        ))
+        summaries.append(
+            SplitSummary(
+                name=name,
+                source=data.source,
+                rows=len(data),
+                class_counts=dict(Counter(ex.label for ex in data.examples).most_common())
+                if spec.closed_labels
+                else {},
+                length_tokens=_summary_stats(lengths),
+                length_unit=unit,
+                length_histogram=histogram(lengths),
+            )
+        )
     train_texts = {ex.text: ex.line for ex in train.examples}
     for ev in evals.values():
         leaked = [ex for ex in ev.examples if ex.text in train_texts]

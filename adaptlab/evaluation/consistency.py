@@ -35,12 +35,15 @@ def consistency(artifact, data: TaskData, n: int = 4, temperature: float = 0.7, 
 
 def _labels(artifact, data: TaskData, n: int, temperature: float, seed: int) -> dict:
     texts = [ex.text for ex in data.examples]
-    probs = torch.softmax(artifact.scores(texts).double() / temperature, dim=-1)           # (N, L)
+    probs = torch.softmax(artifact.scores(texts).double() / temperature, dim=-1)  # (N, L)
     g = torch.Generator().manual_seed(seed)
-    draws = torch.multinomial(probs, n, replacement=True, generator=g)                      # (N, n)
+    draws = torch.multinomial(probs, n, replacement=True, generator=g)  # (N, n)
     agree = [Counter(row.tolist()).most_common(1)[0][1] / n for row in draws]
-    return {"inputs": len(texts), "agreement": sum(agree) / len(agree),
-            "unanimous": sum(a == 1.0 for a in agree) / len(agree)}
+    return {
+        "inputs": len(texts),
+        "agreement": sum(agree) / len(agree),
+        "unanimous": sum(a == 1.0 for a in agree) / len(agree),
+    }
 
 
 def _texts(artifact, data: TaskData, n: int, temperature: float, seed: int) -> dict:
@@ -49,13 +52,17 @@ def _texts(artifact, data: TaskData, n: int, temperature: float, seed: int) -> d
     from adaptlab.models.decoding import Sampling
 
     texts, refs = references_by_input(data.examples)
-    samples = [artifact.generate(texts, sampling=Sampling(temperature=temperature, seed=seed + 1000 * k))
-               for k in range(n)]                                                            # n x N
+    samples = [
+        artifact.generate(texts, sampling=Sampling(temperature=temperature, seed=seed + 1000 * k)) for k in range(n)
+    ]  # n x N
     spread, pairwise = [], []
     for i, r in enumerate(refs):
         outs = [s[i] for s in samples]
         spread.append(statistics.pstdev(rouge_l_multi(o, r) for o in outs))
         pairwise.append(statistics.mean(rouge_l(a, b) if a or b else 1.0 for a, b in itertools.combinations(outs, 2)))
-    return {"inputs": len(texts), "metric_spread": sum(spread) / len(spread),
-            "pairwise_similarity": sum(pairwise) / len(pairwise),
-            "distinct_outputs": sum(len(set(s[i] for s in samples)) for i in range(len(texts))) / len(texts)}
+    return {
+        "inputs": len(texts),
+        "metric_spread": sum(spread) / len(spread),
+        "pairwise_similarity": sum(pairwise) / len(pairwise),
+        "distinct_outputs": sum(len(set(s[i] for s in samples)) for i in range(len(texts))) / len(texts),
+    }

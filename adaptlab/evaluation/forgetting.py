@@ -35,30 +35,40 @@ GENERAL_TEXT = [
     "The recipe says to stir the sauce slowly until it thickens and turns a deep golden colour.",
 ]
 
-SECOND_TASK = [(t, "positive") for t in [
-    "What a lovely afternoon, I enjoyed every minute of it.",
-    "The staff were friendly and the food was delicious.",
-    "This is the best book I have read all year.",
-    "I am so happy with how the garden turned out.",
-    "The concert was wonderful and the crowd was joyful.",
-    "Thank you, the gift was perfect and made my day.",
-    "Our holiday was relaxing, sunny and full of laughter.",
-    "The new bike rides smoothly and I love it.",
-]] + [(t, "negative") for t in [
-    "The train was late again and nobody told us why.",
-    "The soup was cold and the waiter was rude.",
-    "I regret buying this phone, it breaks every week.",
-    "The film was dull and far too long.",
-    "My package arrived damaged and the shop ignored my emails.",
-    "It rained all weekend and the tent leaked.",
-    "The hotel room was dirty and noisy all night.",
-    "This update made everything slower and more confusing.",
-]]
+SECOND_TASK = [
+    (t, "positive")
+    for t in [
+        "What a lovely afternoon, I enjoyed every minute of it.",
+        "The staff were friendly and the food was delicious.",
+        "This is the best book I have read all year.",
+        "I am so happy with how the garden turned out.",
+        "The concert was wonderful and the crowd was joyful.",
+        "Thank you, the gift was perfect and made my day.",
+        "Our holiday was relaxing, sunny and full of laughter.",
+        "The new bike rides smoothly and I love it.",
+    ]
+] + [
+    (t, "negative")
+    for t in [
+        "The train was late again and nobody told us why.",
+        "The soup was cold and the waiter was rude.",
+        "I regret buying this phone, it breaks every week.",
+        "The film was dull and far too long.",
+        "My package arrived damaged and the shop ignored my emails.",
+        "It rained all weekend and the tent leaked.",
+        "The hotel room was dirty and noisy all night.",
+        "This update made everything slower and more confusing.",
+    ]
+]
 
 
 def second_task() -> TaskData:
-    return TaskData("classification", [Example(t, lab, i + 1) for i, (t, lab) in enumerate(SECOND_TASK)],
-                    "adaptlab:second-task", label_names=["negative", "positive"])
+    return TaskData(
+        "classification",
+        [Example(t, lab, i + 1) for i, (t, lab) in enumerate(SECOND_TASK)],
+        "adaptlab:second-task",
+        label_names=["negative", "positive"],
+    )
 
 
 @torch.no_grad()
@@ -69,7 +79,7 @@ def perplexity(module, tokenizer, texts: list[str] = GENERAL_TEXT, batch_size: i
         module.eval()
     total, n = 0.0, 0
     for s in range(0, len(texts), batch_size):
-        seqs = [tokenizer(t)["input_ids"] for t in texts[s:s + batch_size]]
+        seqs = [tokenizer(t)["input_ids"] for t in texts[s : s + batch_size]]
         ids, att = right_pad(seqs, pad_id(tokenizer), device)
         tgt = att.bool().clone()
         tgt[:, 0] = False  # the first token has no prediction
@@ -98,16 +108,29 @@ def forgetting(artifact, base, before: dict | None = None) -> dict:
     before = before or base_reference(base)
     c = artifact.contribution()
     if c.empty:  # a hard prompt: no weight changed
-        return {**before, "ppl_after": before["ppl_before"], "second_task_after": before["second_task_before"],
-                "ppl_change": 0.0, "second_task_change": 0.0, "weights_changed": False}
+        return {
+            **before,
+            "ppl_after": before["ppl_before"],
+            "second_task_after": before["second_task_before"],
+            "ppl_change": 0.0,
+            "second_task_change": 0.0,
+            "weights_changed": False,
+        }
     module = AdaptedLM(c.model if c.model is not None else base.model, c)
     ppl = perplexity(module, base.tokenizer)
     acc = second_task_accuracy(module, base.tokenizer)
-    return {**before, "ppl_after": ppl, "second_task_after": acc,
-            "ppl_change": ppl / before["ppl_before"] - 1.0, "second_task_change": acc - before["second_task_before"],
-            "weights_changed": True}
+    return {
+        **before,
+        "ppl_after": ppl,
+        "second_task_after": acc,
+        "ppl_change": ppl / before["ppl_before"] - 1.0,
+        "second_task_change": acc - before["second_task_before"],
+        "weights_changed": True,
+    }
 
 
 def base_reference(base) -> dict:
-    return {"ppl_before": perplexity(base.model, base.tokenizer),
-            "second_task_before": second_task_accuracy(base.model, base.tokenizer)}
+    return {
+        "ppl_before": perplexity(base.model, base.tokenizer),
+        "second_task_before": second_task_accuracy(base.model, base.tokenizer),
+    }

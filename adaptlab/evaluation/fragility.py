@@ -37,7 +37,9 @@ def template_variants(template: PromptTemplate, task: str, k: int) -> list[Promp
             for a, b in swaps:
                 t, ex = t.replace(a, b), ex.replace(a, b)
             if t != template.template:
-                out.append(dataclasses.replace(template, template=t, example_format=ex, name=f"{template.name}~frame{i}"))
+                out.append(
+                    dataclasses.replace(template, template=t, example_format=ex, name=f"{template.name}~frame{i}")
+                )
     return out[:k]
 
 
@@ -47,7 +49,7 @@ def _typo(text: str, rng: random.Random) -> str:
     for i in rng.sample(idx, max(1, len(idx) // 8)) if idx else []:
         w = words[i]
         j = rng.randrange(1, len(w) - 2)
-        words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]  # swap two neighbouring letters
+        words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]  # swap two neighbouring letters
     return " ".join(words)
 
 
@@ -84,8 +86,12 @@ def fragility(artifact, data: TaskData, k: int = 3, seed: int = 0) -> dict:
     qs = [base_q] + [p["quality"] for p in para]
     pert = {kind: _quality(artifact.evaluate(perturb(data, kind, seed)), data) for kind in PERTURBATIONS}
     return {
-        "examples": len(data), "clean": base_q, "paraphrases": para,
-        "paraphrase_spread": max(qs) - min(qs), "paraphrase_std": statistics.pstdev(qs),
-        "perturbations": pert, "perturbation_drop": base_q - min(pert.values()),
+        "examples": len(data),
+        "clean": base_q,
+        "paraphrases": para,
+        "paraphrase_spread": max(qs) - min(qs),
+        "paraphrase_std": statistics.pstdev(qs),
+        "perturbations": pert,
+        "perturbation_drop": base_q - min(pert.values()),
         "mean_perturbation_drop": base_q - statistics.fmean(pert.values()),
     }

@@ -14,9 +14,18 @@ from adaptlab.models.runtime import as_lm, encode_prompts, length_batches, modul
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num_beams: int = 1,
-             batch_size: int = 8, max_prompt_tokens: int = 1024, length_penalty: float = 1.0,
-             sampling: Sampling | None = None, stop: list[str] | None = None) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    num_beams: int = 1,
+    batch_size: int = 8,
+    max_prompt_tokens: int = 1024,
+    length_penalty: float = 1.0,
+    sampling: Sampling | None = None,
+    stop: list[str] | None = None,
+) -> list[str]:
     """Continue each prompt until an end token, a ``stop`` text (cut off) or ``max_new_tokens``.
 
     ``sampling`` (default greedy) applies to every prompt; with a seed, prompt i samples with
@@ -38,10 +47,19 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num
         window = arch_facts(lm.hf_model()).sliding_window
         extra = max_new_tokens + lm.n_virtual
         for rows in length_batches([len(p) for p in ids], batch_size, window, extra):
-            per_row = [sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + i)
-                       for i in rows]
-            done = decode(lm, tokenizer, [ids[i] for i in rows], max_new_tokens, device, sampling=per_row,
-                          stops=[stop] * len(rows))
+            per_row = [
+                sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + i)
+                for i in rows
+            ]
+            done = decode(
+                lm,
+                tokenizer,
+                [ids[i] for i in rows],
+                max_new_tokens,
+                device,
+                sampling=per_row,
+                stops=[stop] * len(rows),
+            )
             for i, d in zip(rows, done):
                 out[i] = d.tokens
     else:
@@ -54,7 +72,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, num
 def cut_at_stop(text: str, stops: list[str]) -> str:
     """``text`` up to the first stop text in it (the stop text itself is not part of the answer)."""
     at = [text.find(s) for s in stops if s and s in text]
-    return text[:min(at)] if at else text
+    return text[: min(at)] if at else text
 
 
 # ------------------------------------------------------------------ metrics
@@ -66,8 +84,9 @@ def references_by_input(examples) -> tuple[list[str], list[list[str]]]:
     return list(refs), list(refs.values())
 
 
-def generation_metrics(predictions: list[str], references: list[list[str]], inputs: list[str] | None = None,
-                       embeddings: bool = True) -> dict[str, float]:
+def generation_metrics(
+    predictions: list[str], references: list[list[str]], inputs: list[str] | None = None, embeddings: bool = True
+) -> dict[str, float]:
     """Corpus metrics: ROUGE-L (``rouge-score``) and exact match against the best of each input's
     references, corpus chrF, MiniLM embedding similarity, and where the task has them the slot
     error rate and JSON validity / field accuracy (see :mod:`adaptlab.evaluation.text_metrics`)."""

@@ -31,9 +31,17 @@ from adaptlab.utils import check_deadline
 
 
 @torch.no_grad()
-def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_texts: list[str],
-                 batch_size: int = 8, max_prompt_tokens: int = 1024, rows_per_pass: int = 256,
-                 min_shared_tokens: int = 8, top1: bool = False) -> torch.Tensor:
+def score_labels(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    label_texts: list[str],
+    batch_size: int = 8,
+    max_prompt_tokens: int = 1024,
+    rows_per_pass: int = 256,
+    min_shared_tokens: int = 8,
+    top1: bool = False,
+) -> torch.Tensor:
     """Log-probability of each label continuation after each prompt: returns (N, L).
 
     Multi-token labels score as the sum over their tokens. Three levels of reuse, all exact:
@@ -57,31 +65,32 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
     trie = LabelTrie(label_ids, device)
     scores = torch.empty(len(prompts), L)
     config = lm.hf_model().config
-    shared = common_prefix(prompt_ids)[:min(len(p) for p in prompt_ids) - 1]  # leave >= 1 token per prompt
+    shared = common_prefix(prompt_ids)[: min(len(p) for p in prompt_ids) - 1]  # leave >= 1 token per prompt
     if len(shared) < min_shared_tokens:
         shared = []
     if shared:  # encoded once for the whole call
-        s_cache, s_mask, _ = lm.start(torch.tensor([shared], device=device),
-                                      torch.ones(1, len(shared), dtype=torch.long, device=device))
+        s_cache, s_mask, _ = lm.start(
+            torch.tensor([shared], device=device), torch.ones(1, len(shared), dtype=torch.long, device=device)
+        )
     window = arch_facts(config).sliding_window
     extra = max(len(x) for x in label_ids) + len(shared) + lm.n_virtual
     for rows in length_batches([len(p) - len(shared) for p in prompt_ids], batch_size, window, extra):
         check_deadline()  # a compare's time limit (adaptlab.utils.time_limit)
-        ids, att = right_pad([prompt_ids[i][len(shared):] for i in rows], pad, device)
+        ids, att = right_pad([prompt_ids[i][len(shared) :] for i in rows], pad, device)
         B, T = ids.shape
         if shared:
             cmask = torch.cat([s_mask.expand(B, -1), att], dim=1)
             cache = repeat_cache(s_cache, B, config)
             pos = s_mask.sum() + torch.arange(T, device=device).expand(B, -1)
-            hidden = lm.extend(ids, cmask, pos, cache)                 # (B, T, H), rest of each prompt
+            hidden = lm.extend(ids, cmask, pos, cache)  # (B, T, H), rest of each prompt
         else:
-            cache, cmask, hidden = lm.start(ids, att)                  # hidden: (B, T, H)
+            cache, cmask, hidden = lm.start(ids, att)  # hidden: (B, T, H)
         last = hidden[torch.arange(B, device=device), att.sum(1) - 1]  # (B, H) predicts label token 0
-        logp0 = torch.log_softmax(lm.project(last).float(), dim=-1)    # one projection per prompt
+        logp0 = torch.log_softmax(lm.project(last).float(), dim=-1)  # one projection per prompt
         if top1 and trie.n:
             total = label_continuations(lm, trie, cache, cmask, window, rows_per_pass, L, device, logp0, first)
         else:
-            total = logp0[:, first].clone()                            # (B, L)
+            total = logp0[:, first].clone()  # (B, L)
             if trie.n:  # every label token after the first, all labels at once
                 total += label_continuations(lm, trie, cache, cmask, window, rows_per_pass, L, device)
         for r, i in enumerate(rows):
@@ -90,8 +99,14 @@ def score_labels(model: torch.nn.Module, tokenizer, prompts: list[str], label_te
 
 
 @torch.no_grad()
-def score_labels_naive(model: torch.nn.Module, tokenizer, prompts: list[str], label_texts: list[str],
-                 batch_size: int = 32, max_prompt_tokens: int = 1024) -> torch.Tensor:
+def score_labels_naive(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    label_texts: list[str],
+    batch_size: int = 32,
+    max_prompt_tokens: int = 1024,
+) -> torch.Tensor:
     """Reference implementation: one full forward pass per (prompt, label) pair, (N, L).
 
     Kept for tests and for ``bench/prompt_inference.py``; :func:`score_labels` gives the same
@@ -106,16 +121,16 @@ def score_labels_naive(model: torch.nn.Module, tokenizer, prompts: list[str], la
     scores = torch.empty(len(prompts), len(label_texts))
     pad = pad_id(tokenizer)
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         seqs = [prompt_ids[i] + label_ids[j] for i, j in chunk]
         T = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), T), pad, dtype=torch.long)
         att = torch.zeros((len(seqs), T), dtype=torch.long)
         tgt = torch.zeros((len(seqs), T), dtype=torch.bool)
         for r, ((i, _j), s) in enumerate(zip(chunk, seqs)):
-            ids[r, :len(s)] = torch.tensor(s)
-            att[r, :len(s)] = 1
-            tgt[r, len(prompt_ids[i]):len(s)] = True
+            ids[r, : len(s)] = torch.tensor(s)
+            att[r, : len(s)] = 1
+            tgt[r, len(prompt_ids[i]) : len(s)] = True
         lp = target_logprobs(model, ids.to(device), att.to(device), tgt.to(device)).cpu()
         for r, (i, j) in enumerate(chunk):
             scores[i, j] = lp[r]
@@ -125,17 +140,18 @@ def score_labels_naive(model: torch.nn.Module, tokenizer, prompts: list[str], la
 @dataclass
 class ScoredPredictions:
     predictions: list[str]
-    scores: torch.Tensor         # (N, L) label log-probabilities
+    scores: torch.Tensor  # (N, L) label log-probabilities
     seconds: float
-    prompt_tokens: float         # mean prompt tokens per example
+    prompt_tokens: float  # mean prompt tokens per example
 
     @property
     def examples_per_s(self) -> float:
         return len(self.predictions) / self.seconds if self.seconds > 0 else float("inf")
 
 
-def predict_labels(model, tokenizer, prompts: list[str], labels: list[str], label_texts: list[str],
-                   batch_size: int = 32) -> ScoredPredictions:
+def predict_labels(
+    model, tokenizer, prompts: list[str], labels: list[str], label_texts: list[str], batch_size: int = 32
+) -> ScoredPredictions:
     """Best-scoring label for each prompt; the output is always one of ``labels``."""
     t0 = time.perf_counter()
     scores = score_labels(model, tokenizer, prompts, label_texts, batch_size=batch_size)

@@ -77,9 +77,10 @@ class MiniLM:
     def embed(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         out = []
         for s in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=256,
-                                 return_tensors="pt")
-            h = self.model(**enc).last_hidden_state                        # (B, T, 384)
+            enc = self.tokenizer(
+                texts[s : s + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
+            h = self.model(**enc).last_hidden_state  # (B, T, 384)
             m = enc["attention_mask"].unsqueeze(-1).float()
             out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1))
         return torch.cat(out) if out else torch.zeros(0, 384)
@@ -97,7 +98,7 @@ def embedding_similarity(predictions: list[str], references: list[list[str]]) ->
     p, r = model.embed(predictions), model.embed(flat)
     out, at = [], 0
     for i, refs in enumerate(references):
-        out.append(float((r[at:at + len(refs)] @ p[i]).max()))
+        out.append(float((r[at : at + len(refs)] @ p[i]).max()))
         at += len(refs)
     return out
 
@@ -169,16 +170,19 @@ def json_metrics(predictions: list[str], references: list[list[str]]) -> dict | 
 
 
 # ------------------------------------------------------------------ all of them
-def generation_scores(predictions: list[str], references: list[list[str]], inputs: list[str] | None = None,
-                      embeddings: bool = True) -> tuple[dict, list[dict]]:
+def generation_scores(
+    predictions: list[str], references: list[list[str]], inputs: list[str] | None = None, embeddings: bool = True
+) -> tuple[dict, list[dict]]:
     """Corpus metrics and per-row metrics of generated text against each input's references."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} reference sets")
     n = len(predictions)
     if n == 0:
         raise ValueError("no predictions to score")
-    rows = [{"rouge_l": rouge_l_multi(p, refs), "exact_match": float(exact_match(p, refs))}
-            for p, refs in zip(predictions, references)]
+    rows = [
+        {"rouge_l": rouge_l_multi(p, refs), "exact_match": float(exact_match(p, refs))}
+        for p, refs in zip(predictions, references)
+    ]
     if embeddings:
         for row, s in zip(rows, embedding_similarity(predictions, references)):
             row["embed_sim"] = s
@@ -199,24 +203,34 @@ def generation_scores(predictions: list[str], references: list[list[str]], input
 
 
 # ------------------------------------------------------------------ judge
-JUDGE_RUBRIC = ("Score the RESPONSE from 1 to 5 for how well it does what the INPUT asks, judged against the "
-                "REFERENCE: 5 = as good as the reference (all facts right, fluent); 4 = minor slips; 3 = partly "
-                "right; 2 = mostly wrong or off-topic; 1 = wrong, empty or unreadable. Answer with the number only.")
+JUDGE_RUBRIC = (
+    "Score the RESPONSE from 1 to 5 for how well it does what the INPUT asks, judged against the "
+    "REFERENCE: 5 = as good as the reference (all facts right, fluent); 4 = minor slips; 3 = partly "
+    "right; 2 = mostly wrong or off-topic; 1 = wrong, empty or unreadable. Answer with the number only."
+)
 JUDGE_PROMPT = "{rubric}\n\nINPUT: {input}\nREFERENCE: {reference}\nRESPONSE: {response}\nSCORE:"
 
 
-def judge(backend, inputs: list[str], predictions: list[str], references: list[list[str]],
-          rubric: str = JUDGE_RUBRIC) -> dict:
+def judge(
+    backend, inputs: list[str], predictions: list[str], references: list[list[str]], rubric: str = JUDGE_RUBRIC
+) -> dict:
     """Grades from a judge model through any backend (1-5 each; None where its answer has no
     grade). Returns the mean, the grades, how many could not be parsed, and the prompt used."""
-    prompts = [JUDGE_PROMPT.format(rubric=rubric, input=i, reference=refs[0], response=p)
-               for i, p, refs in zip(inputs, predictions, references)]
+    prompts = [
+        JUDGE_PROMPT.format(rubric=rubric, input=i, reference=refs[0], response=p)
+        for i, p, refs in zip(inputs, predictions, references)
+    ]
     answers = backend.generate(prompts, max_new_tokens=4)
     grades = []
     for a in answers:
         m = re.search(r"[1-5]", a)
         grades.append(int(m.group()) if m else None)
     ok = [g for g in grades if g is not None]
-    return {"judge_mean": sum(ok) / len(ok) if ok else None, "grades": grades,
-            "unparsed": len(grades) - len(ok), "rubric": rubric, "prompt_template": JUDGE_PROMPT,
-            "judge": getattr(backend, "name", "backend")}
+    return {
+        "judge_mean": sum(ok) / len(ok) if ok else None,
+        "grades": grades,
+        "unparsed": len(grades) - len(ok),
+        "rubric": rubric,
+        "prompt_template": JUDGE_PROMPT,
+        "judge": getattr(backend, "name", "backend"),
+    }

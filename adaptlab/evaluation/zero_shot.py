@@ -10,8 +10,13 @@ from adaptlab.models.runtime import has_chat_template, render_chat
 from adaptlab.prompts import DEFAULT_CLASSIFICATION, PromptTemplate, use_chat_turn
 
 
-def evaluate_zero_shot(base: BaseModel, data: TaskData, template: PromptTemplate = DEFAULT_CLASSIFICATION,
-                       batch_size: int = 32, prompt_format: str = "auto") -> dict:
+def evaluate_zero_shot(
+    base: BaseModel,
+    data: TaskData,
+    template: PromptTemplate = DEFAULT_CLASSIFICATION,
+    batch_size: int = 32,
+    prompt_format: str = "auto",
+) -> dict:
     """Accuracy, macro-F1, speed and prompt length of the base model with an instruction prompt (as a
     user turn in its chat template where it has one, unless ``prompt_format`` says plain)."""
     if not data.spec.closed_labels:
@@ -21,8 +26,9 @@ def evaluate_zero_shot(base: BaseModel, data: TaskData, template: PromptTemplate
     prompts = [template.render(ex.text, labels) for ex in data.examples]
     if template.chat_turn:
         prompts = [render_chat(base.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    scored = predict_labels(base.model, base.tokenizer, prompts, labels, template.label_texts(labels),
-                            batch_size=batch_size)
+    scored = predict_labels(
+        base.model, base.tokenizer, prompts, labels, template.label_texts(labels), batch_size=batch_size
+    )
     gold = [ex.label for ex in data.examples]
     return {
         **classification_metrics(gold, scored.predictions, labels),

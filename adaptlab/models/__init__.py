@@ -16,7 +16,18 @@ from adaptlab.models.known import GEMMA, SMOLLM2  # noqa: F401  (registers the b
 from adaptlab.models.registry import ModelSpec, list_models, register_model, resolve_model
 
 __all__ = [
-    "DEFAULT_MODEL", "TINY_MODEL", "BaseModel", "FingerprintMismatch", "ModelError", "cache_root",
-    "check_fingerprint", "load_base", "list_models", "model_info", "ModelSpec", "register_model", "resolve_model",
+    "DEFAULT_MODEL",
+    "TINY_MODEL",
+    "BaseModel",
+    "FingerprintMismatch",
+    "ModelError",
+    "cache_root",
+    "check_fingerprint",
+    "load_base",
+    "list_models",
+    "model_info",
+    "ModelSpec",
+    "register_model",
+    "resolve_model",
     "save_base",
 ]

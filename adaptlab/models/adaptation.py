@@ -35,19 +35,19 @@ from adaptlab.models.runtime import CACHE, DecoderLM, cache_of, decoder, project
 class LoraDelta:
     """``W x + B (A dropout(x)) * scale`` for one linear layer."""
 
-    a: torch.Tensor          # (r, in)
-    b: torch.Tensor          # (out, r)
-    scale: float             # alpha / r
-    dropout: float = 0.0     # on the LoRA input; 0 outside training
+    a: torch.Tensor  # (r, in)
+    b: torch.Tensor  # (out, r)
+    scale: float  # alpha / r
+    dropout: float = 0.0  # on the LoRA input; 0 outside training
 
 
 @dataclass
 class Contribution:
     """What one adaptation adds to a forward pass of the base model (all parts optional)."""
 
-    soft: torch.Tensor | None = None     # (P, H) virtual-token embeddings before the input
-    prefix: torch.Tensor | None = None   # (layers * 2, kv_heads, P, head_dim), key and value per layer
-    lora: dict[str, LoraDelta] = field(default_factory=dict)   # linear module name -> delta
+    soft: torch.Tensor | None = None  # (P, H) virtual-token embeddings before the input
+    prefix: torch.Tensor | None = None  # (layers * 2, kv_heads, P, head_dim), key and value per layer
+    lora: dict[str, LoraDelta] = field(default_factory=dict)  # linear module name -> delta
     model: torch.nn.Module | None = None  # weights of its own (full fine-tune); None: the base model's
 
     @property
@@ -69,8 +69,10 @@ class Contribution:
 
     def frozen(self) -> Contribution:
         """A copy that no training can change (detached, cloned tensors; the same private weights)."""
+
         def fix(t):
             return None if t is None else t.detach().clone()
+
         lora = {n: dataclasses.replace(d, a=fix(d.a), b=fix(d.b), dropout=0.0) for n, d in self.lora.items()}
         return Contribution(soft=fix(self.soft), prefix=fix(self.prefix), lora=lora, model=self.model)
 
@@ -89,15 +91,16 @@ def _adder(parts: list[tuple[torch.Tensor | None, LoraDelta]]):
     # not need its output, so autograd stays exact; a copy of the whole (B, T, out) tensor per
     # target and adapter was the cost of an out-of-place add in mixed batches.
     def add_deltas(mod, args, out):
-        x = args[0]                                                          # (B, T, in)
+        x = args[0]  # (B, T, in)
         for rows, d in parts:
             a, b = d.a.to(x.dtype), d.b.to(x.dtype)
-            if rows is None:                                                 # every row
+            if rows is None:  # every row
                 h = F.dropout(x, d.dropout) if d.dropout else x
-                out.add_(F.linear(F.linear(h, a), b), alpha=d.scale)        # (B, T, out)
-            else:                                                            # this adapter's rows only
+                out.add_(F.linear(F.linear(h, a), b), alpha=d.scale)  # (B, T, out)
+            else:  # this adapter's rows only
                 out.index_add_(0, rows, F.linear(F.linear(x[rows], a), b), alpha=d.scale)
         return out
+
     return add_deltas
 
 
@@ -129,7 +132,7 @@ def prefix_cache(config, kv: torch.Tensor):
 
     cache = DynamicCache(config=config)
     for i in range(config.num_hidden_layers):
-        cache.update(kv[:, 2 * i], kv[:, 2 * i + 1], i)                     # (B, kv, P, hd) each
+        cache.update(kv[:, 2 * i], kv[:, 2 * i + 1], i)  # (B, kv, P, hd) each
     return cache
 
 
@@ -153,7 +156,7 @@ class AdaptedLM(DecoderLM):
         self.uniform = isinstance(rows, Contribution)
         self.device = next(model.parameters()).device
         if not self.uniform:
-            self.soft = torch.tensor([c.soft_len for c in rows], device=self.device)      # (B,)
+            self.soft = torch.tensor([c.soft_len for c in rows], device=self.device)  # (B,)
             self.prefix = torch.tensor([c.prefix_len for c in rows], device=self.device)  # (B,)
 
     @property
@@ -181,14 +184,14 @@ class AdaptedLM(DecoderLM):
         c, B = self.rows, input_ids.shape[0]
         mask, kwargs = attention_mask, {}
         if c.soft is not None:
-            emb = self.model.get_input_embeddings()(input_ids)                            # (B, T, H)
-            soft = c.soft.unsqueeze(0).expand(B, -1, -1).to(emb.dtype)                    # (B, P, H)
+            emb = self.model.get_input_embeddings()(input_ids)  # (B, T, H)
+            soft = c.soft.unsqueeze(0).expand(B, -1, -1).to(emb.dtype)  # (B, P, H)
             kwargs["inputs_embeds"] = torch.cat([soft, emb], dim=1)
             mask = torch.cat([attention_mask.new_ones(B, c.soft_len), mask], dim=1)
         else:
             kwargs["input_ids"] = input_ids
         if c.prefix is not None:
-            dtype = next(self.model.parameters()).dtype                 # fp32 parameters, bf16 attention on GPU
+            dtype = next(self.model.parameters()).dtype  # fp32 parameters, bf16 attention on GPU
             kv = c.prefix.to(dtype).unsqueeze(0).expand(B, -1, -1, -1, -1)
             kwargs[CACHE] = prefix_cache(self.model.config, kv)
             mask = torch.cat([attention_mask.new_ones(B, c.prefix_len), mask], dim=1)
@@ -196,7 +199,7 @@ class AdaptedLM(DecoderLM):
             kwargs["use_cache"] = False
         with self._lora():
             out = decoder(self.model)(attention_mask=mask, **kwargs)
-        hidden = out.last_hidden_state[:, c.soft_len:]                                    # aligned with input_ids
+        hidden = out.last_hidden_state[:, c.soft_len :]  # aligned with input_ids
         return cache_of(out), mask, hidden
 
     # ------------------------------------------------------------------ one adaptation per row
@@ -211,13 +214,13 @@ class AdaptedLM(DecoderLM):
         mask = torch.zeros(B, Pmax, dtype=torch.long, device=self.device)
         for r, c in enumerate(self.rows):
             if c.prefix is not None:
-                kv[r, :, :, :c.prefix_len] = c.prefix.to(device=self.device, dtype=dtype)   # (L*2, kv, P, hd)
-                mask[r, :c.prefix_len] = 1
+                kv[r, :, :, : c.prefix_len] = c.prefix.to(device=self.device, dtype=dtype)  # (L*2, kv, P, hd)
+                mask[r, : c.prefix_len] = 1
         return prefix_cache(self.model.config, kv), mask
 
     def _row_inputs(self, input_ids, attention_mask):
         """``[soft_i; tokens_i; pad]`` embeddings (B, S, H) and their mask, S = max(soft_i + T_i)."""
-        emb = self.model.get_input_embeddings()(input_ids)                                # (B, T, H)
+        emb = self.model.get_input_embeddings()(input_ids)  # (B, T, H)
         if not bool(self.soft.any()):
             return emb, attention_mask
         B, T, H = emb.shape
@@ -229,24 +232,25 @@ class AdaptedLM(DecoderLM):
             p, n = c.soft_len, int(lens[r])
             if p:
                 x[r, :p] = c.soft.to(device=emb.device, dtype=emb.dtype)
-            x[r, p:p + n] = emb[r, :n]
-            mask[r, :p + n] = 1
+            x[r, p : p + n] = emb[r, :n]
+            mask[r, : p + n] = 1
         return x, mask
 
     def _run_rows(self, input_ids, attention_mask):
         B, T = input_ids.shape
-        x, mask = self._row_inputs(input_ids, attention_mask)                             # (B, S, H), (B, S)
+        x, mask = self._row_inputs(input_ids, attention_mask)  # (B, S, H), (B, S)
         cache, pmask = self._row_prefix_cache(B)
         S = x.shape[1]
-        pos = self.prefix.unsqueeze(1) + torch.arange(S, device=self.device).unsqueeze(0)   # (B, S)
+        pos = self.prefix.unsqueeze(1) + torch.arange(S, device=self.device).unsqueeze(0)  # (B, S)
         full_mask = mask if pmask is None else torch.cat([pmask, mask], dim=1)
         with self._lora():
-            out = decoder(self.model)(inputs_embeds=x, attention_mask=full_mask, position_ids=pos,
-                                      use_cache=True, **with_cache(cache))
-        h = out.last_hidden_state                                                          # (B, S, H)
+            out = decoder(self.model)(
+                inputs_embeds=x, attention_mask=full_mask, position_ids=pos, use_cache=True, **with_cache(cache)
+            )
+        h = out.last_hidden_state  # (B, S, H)
         # Back to positions aligned with input_ids: row r's token t sits at soft_r + t.
         idx = (self.soft.unsqueeze(1) + torch.arange(T, device=self.device).unsqueeze(0)).clamp(max=S - 1)
-        hidden = h.gather(1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))                # (B, T, H)
+        hidden = h.gather(1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (B, T, H)
         return cache_of(out), full_mask, hidden
 
     # ------------------------------------------------------------------ DecoderLM
@@ -262,8 +266,9 @@ class AdaptedLM(DecoderLM):
 
     def extend(self, input_ids, attention_mask, position_ids, cache):
         with self._lora():
-            return decoder(self.model)(input_ids=input_ids, attention_mask=attention_mask,
-                                       position_ids=position_ids, **with_cache(cache)).last_hidden_state
+            return decoder(self.model)(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **with_cache(cache)
+            ).last_hidden_state
 
     def project(self, hidden):
         return project(self.model, hidden)

@@ -19,12 +19,12 @@ SLIDING_ATTENTION = "sliding_attention"
 class ArchFacts:
     layers: int
     heads: int
-    kv_heads: int                    # grouped-query attention: fewer key/value heads than query heads
+    kv_heads: int  # grouped-query attention: fewer key/value heads than query heads
     head_dim: int
-    sliding_window: int | None       # a sliding-window layer keeps only this many past positions
-    layer_types: tuple[str, ...]     # each layer's attention kind (all FULL_ATTENTION when the config has none)
-    per_kind_masks: bool             # the decoder takes one attention mask per kind (Gemma 3) instead of one
-    logit_softcap: float | None      # logits = tanh(logits / cap) * cap (Gemma)
+    sliding_window: int | None  # a sliding-window layer keeps only this many past positions
+    layer_types: tuple[str, ...]  # each layer's attention kind (all FULL_ATTENTION when the config has none)
+    per_kind_masks: bool  # the decoder takes one attention mask per kind (Gemma 3) instead of one
+    logit_softcap: float | None  # logits = tanh(logits / cap) * cap (Gemma)
 
     @property
     def kv_shape(self) -> tuple[int, int, int]:
@@ -38,7 +38,8 @@ def arch_facts(config) -> ArchFacts:
     heads = config.num_attention_heads
     declared = getattr(config, "layer_types", None)
     return ArchFacts(
-        layers=config.num_hidden_layers, heads=heads,
+        layers=config.num_hidden_layers,
+        heads=heads,
         kv_heads=getattr(config, "num_key_value_heads", None) or heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
         sliding_window=getattr(config, "sliding_window", None),

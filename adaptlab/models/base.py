@@ -28,7 +28,7 @@ from adaptlab.models.registry import list_models, resolve_model
 from adaptlab.models.types import BaseModel, FingerprintMismatch, ModelError, check_fingerprint, make_fingerprint  # noqa: F401  (re-exported: the loader's errors and checks)
 from adaptlab.utils import atomic_write_json, package_versions, sha256_file
 
-DEFAULT_MODEL = "gemma-3-270m"   # named models, their aliases and weights: models/registry.py, models/known.py
+DEFAULT_MODEL = "gemma-3-270m"  # named models, their aliases and weights: models/registry.py, models/known.py
 TINY_MODEL = "tiny"
 CACHE_ENV = "ADAPTLAB_CACHE"
 META_FILE = "adaptlab_model.json"
@@ -51,8 +51,10 @@ def resolve_device(device: str = "auto") -> str:
     if kind not in ("cpu", "cuda", "mps"):
         raise ModelError(f"device {device!r}: use auto, cpu, cuda, cuda:N or mps")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r}: no CUDA GPU is visible to torch {torch.__version__} (this is the "
-                         f"CPU build or no driver); use --device cpu")
+        raise ModelError(
+            f"device {device!r}: no CUDA GPU is visible to torch {torch.__version__} (this is the "
+            f"CPU build or no driver); use --device cpu"
+        )
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ModelError(f"device {device!r}: MPS is not available here")
     return device
@@ -127,8 +129,10 @@ def _cache_entry_valid(d: Path, fingerprint: str) -> bool:
 
 def _write_meta(d: Path, meta: dict) -> None:
     files = {p.name: p.stat().st_size for p in sorted(d.iterdir()) if p.is_file() and p.name != META_FILE}
-    atomic_write_json(d / META_FILE, {**meta, "files": files, "versions": package_versions(),
-                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    atomic_write_json(
+        d / META_FILE,
+        {**meta, "files": files, "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    )
 
 
 def save_pretrained_files(model, tokenizer, out_dir: Path) -> None:
@@ -137,8 +141,9 @@ def save_pretrained_files(model, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def materialize(slug: str, fingerprint: str, build: Callable[[Path], tuple], meta: dict,
-                root: Path | None = None) -> tuple[Path, tuple | None]:
+def materialize(
+    slug: str, fingerprint: str, build: Callable[[Path], tuple], meta: dict, root: Path | None = None
+) -> tuple[Path, tuple | None]:
     """Return the cache folder for ``fingerprint``, building it with ``build(tmp_dir)`` if needed.
 
     ``build`` writes the model files into ``tmp_dir`` and returns whatever it loaded (so the
@@ -207,6 +212,7 @@ def _build_from_gguf(gguf_source: Callable[[Path], Path], dtype: torch.dtype):
             shutil.rmtree(src.parent)
         save_pretrained_files(model, tok, tmp)
         return model, tok
+
     return build
 
 
@@ -252,8 +258,9 @@ def load_base(name_or_path: str = DEFAULT_MODEL, dtype: str = "float32", device:
         sha = cached_file_sha256(path)
         fp = make_fingerprint(sha, dtype)
         meta = {"name": path.stem, "source": str(path.resolve()), "source_sha256": sha, "dtype": dtype}
-        return _from_cache(path.stem, fp, _build_from_gguf(lambda tmp: path.resolve(), torch_dtype), meta,
-                           torch_dtype, device)
+        return _from_cache(
+            path.stem, fp, _build_from_gguf(lambda tmp: path.resolve(), torch_dtype), meta, torch_dtype, device
+        )
     if (path / META_FILE).exists():  # a cache folder or a model saved by adaptlab
         meta = json.loads((path / META_FILE).read_text())
         if not _cache_entry_valid(path, meta.get("fingerprint", "")):
@@ -289,8 +296,10 @@ def cache_errors():
         yield
     except OSError as e:
         where = e.filename or cache_root()
-        raise ModelError(f"model cache {cache_root()}: {e.strerror or e} ({where}); set {CACHE_ENV} to a writable "
-                         f"folder with a few GB free") from None
+        raise ModelError(
+            f"model cache {cache_root()}: {e.strerror or e} ({where}); set {CACHE_ENV} to a writable "
+            f"folder with a few GB free"
+        ) from None
 
 
 def _from_cache(slug, fp, build, meta, torch_dtype, device) -> BaseModel:
@@ -328,8 +337,14 @@ def save_base(base: BaseModel, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_pretrained_files(base.model, base.tokenizer, out)
-    _write_meta(out, {**{k: v for k, v in base.meta.items() if k not in ("files", "versions", "created")},
-                      "name": base.name, "fingerprint": base.fingerprint})
+    _write_meta(
+        out,
+        {
+            **{k: v for k, v in base.meta.items() if k not in ("files", "versions", "created")},
+            "name": base.name,
+            "fingerprint": base.fingerprint,
+        },
+    )
     return out
 
 

@@ -38,7 +38,7 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
-    logprobs: int | None = None   # None: none; k >= 0: the chosen token's log-probability and the k best
+    logprobs: int | None = None  # None: none; k >= 0: the chosen token's log-probability and the k best
 
     def __post_init__(self):
         if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 2):
@@ -72,7 +72,7 @@ class Sampling:
         if self.top_p < 1:
             sorted_x, order = x.sort(descending=True)
             cum = torch.softmax(sorted_x, -1).cumsum(-1)
-            drop = cum - torch.softmax(sorted_x, -1) >= self.top_p   # keep the smallest set reaching top_p
+            drop = cum - torch.softmax(sorted_x, -1) >= self.top_p  # keep the smallest set reaching top_p
             x = x.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
         return int(torch.multinomial(torch.softmax(x, -1), 1, generator=gen))
 
@@ -85,8 +85,8 @@ class Decoded:
     """One row's continuation: its tokens, why it ended, and log-probabilities when asked."""
 
     tokens: list[int] = field(default_factory=list)
-    finish: str = "length"                       # "stop" (end token or stop text) | "length"
-    logprobs: list[dict] = field(default_factory=list)   # per token: {"token", "logprob", "top": [(id, lp)]}
+    finish: str = "length"  # "stop" (end token or stop text) | "length"
+    logprobs: list[dict] = field(default_factory=list)  # per token: {"token", "logprob", "top": [(id, lp)]}
 
 
 def _stopped_by_text(tokenizer, tokens: list[int], stops: list[str]) -> bool:
@@ -96,8 +96,17 @@ def _stopped_by_text(tokenizer, tokens: list[int], stops: list[str]) -> bool:
     return any(s in text for s in stops)
 
 
-def decode(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits: list[int] | None = None,
-           on_token=None, sampling: list[Sampling] | None = None, stops: list[list[str]] | None = None) -> list[Decoded]:
+def decode(
+    lm,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new: int,
+    device,
+    limits: list[int] | None = None,
+    on_token=None,
+    sampling: list[Sampling] | None = None,
+    stops: list[list[str]] | None = None,
+) -> list[Decoded]:
     """Continue a batch of prompts, each row with its own limit, sampling and stop texts.
 
     A row ends at EOS or its template's end-of-turn token (not kept), at a stop text (the text
@@ -114,13 +123,13 @@ def decode(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits
     limits = limits or [max_new] * B
     gens = [s.generator(device) for s in sampling]
     cache, mask, hidden = lm.start(ids, att)
-    last = hidden[torch.arange(B, device=device), att.sum(1) - 1]          # (B, H)
-    pos = mask.sum(1)                                                        # next position per row
+    last = hidden[torch.arange(B, device=device), att.sum(1) - 1]  # (B, H)
+    pos = mask.sum(1)  # next position per row
     out = [Decoded() for _ in range(B)]
     done = [False] * B
     for step in range(max_new):
         check_deadline()  # a compare's time limit (adaptlab.utils.time_limit)
-        logits = lm.project(last)                                            # (B, V)
+        logits = lm.project(last)  # (B, V)
         nxt = torch.full((B,), pad, dtype=torch.long, device=device)
         for r in range(B):
             if done[r]:
@@ -151,12 +160,16 @@ def _token_logprobs(logits: torch.Tensor, tok: int, k: int) -> dict:
     """The chosen token's log-probability under the model (before temperature) and the k best."""
     lp = torch.log_softmax(logits.float(), -1)
     top = lp.topk(k) if k else None
-    return {"token": tok, "logprob": float(lp[tok]),
-            "top": [(int(i), float(v)) for v, i in zip(top.values, top.indices)] if top is not None else []}
+    return {
+        "token": tok,
+        "logprob": float(lp[tok]),
+        "top": [(int(i), float(v)) for v, i in zip(top.values, top.indices)] if top is not None else [],
+    }
 
 
-def greedy(lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits: list[int] | None = None,
-           on_token=None) -> list[list[int]]:
+def greedy(
+    lm, tokenizer, prompts: list[list[int]], max_new: int, device, limits: list[int] | None = None, on_token=None
+) -> list[list[int]]:
     """Greedy decoding of a batch: each row's tokens (see :func:`decode`)."""
     return [d.tokens for d in decode(lm, tokenizer, prompts, max_new, device, limits=limits, on_token=on_token)]
 
@@ -166,12 +179,12 @@ def beam_search(lm, tokenizer, prompt: list[int], max_new: int, K: int, length_p
     ends = end_ids(tokenizer)
     ids, att = right_pad([prompt], 0, device)
     cache, mask, hidden = lm.start(ids, att)
-    last = hidden[:, -1]                                                     # (n_beams, H)
+    last = hidden[:, -1]  # (n_beams, H)
     pos = int(mask.sum())
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     finished: list[tuple[float, list[int]]] = []
     for step in range(max_new):
-        lp = torch.log_softmax(lm.project(last).float(), -1)                 # (n_beams, V)
+        lp = torch.log_softmax(lm.project(last).float(), -1)  # (n_beams, V)
         cand = torch.tensor([s for _, s in beams], device=device).unsqueeze(1) + lp
         top = cand.view(-1).topk(min(2 * K, cand.numel()))
         V = lp.shape[1]
@@ -189,7 +202,7 @@ def beam_search(lm, tokenizer, prompt: list[int], max_new: int, K: int, length_p
             finished += [(s / len(q) ** length_penalty, q) for q, s in alive]
             break
         idx = torch.tensor(origin, device=device)
-        cache.reorder_cache(idx)                                             # rows follow their beams
+        cache.reorder_cache(idx)  # rows follow their beams
         mask = torch.cat([mask[idx], torch.ones(len(alive), 1, dtype=mask.dtype, device=device)], dim=1)
         tokens = torch.tensor([[q[-1]] for q, _ in alive], device=device)
         last = lm.extend(tokens, mask, torch.full((len(alive), 1), pos + step, device=device), cache)[:, -1]

@@ -14,7 +14,7 @@ from adaptlab.models.arch import FULL_ATTENTION, SLIDING_ATTENTION, arch_facts
 def _padded(rows: list[list[int]], device) -> torch.Tensor:
     out = torch.full((len(rows), max([len(r) for r in rows] + [1])), -1, dtype=torch.long)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     return out.to(device)
 
 
@@ -31,7 +31,7 @@ class LabelTrie:
         parent, token, depth, targets = [], [], [], []
         for j, ids in enumerate(label_ids):
             for k in range(len(ids) - 1):
-                key = tuple(ids[:k + 1])
+                key = tuple(ids[: k + 1])
                 if key not in nodes:  # parents are created before their children
                     nodes[key] = len(token)
                     token.append(ids[k])
@@ -41,8 +41,11 @@ class LabelTrie:
         self.n = len(token)
         # For exact top-1 search: the node each target leads to (-1: it ends its label), every
         # node's targets and child nodes (padded with -1), and the labels of a single token.
-        child = [nodes.get(tuple(label_ids[j][:k + 2]), -1) if k + 2 < len(label_ids[j]) else -1
-                 for j in range(len(label_ids)) for k in range(len(label_ids[j]) - 1)]
+        child = [
+            nodes.get(tuple(label_ids[j][: k + 2]), -1) if k + 2 < len(label_ids[j]) else -1
+            for j in range(len(label_ids))
+            for k in range(len(label_ids[j]) - 1)
+        ]
         by_node: list[list[int]] = [[] for _ in range(self.n)]
         kids: list[list[int]] = [[] for _ in range(self.n)]
         for t, (n, _, _) in enumerate(targets):
@@ -52,8 +55,9 @@ class LabelTrie:
         self.node_targets = _padded(by_node, device)
         self.node_children = _padded(kids, device)
         self.t_child = torch.tensor(child, dtype=torch.long, device=device)
-        self.single = torch.tensor([j for j, ids in enumerate(label_ids) if len(ids) == 1], dtype=torch.long,
-                                   device=device)
+        self.single = torch.tensor(
+            [j for j, ids in enumerate(label_ids) if len(ids) == 1], dtype=torch.long, device=device
+        )
         anc = torch.zeros(self.n, self.n, dtype=torch.bool)
         for n in range(self.n):
             a = n
@@ -68,9 +72,18 @@ class LabelTrie:
         self.t_token = torch.tensor([t[2] for t in targets], dtype=torch.long, device=device)
 
 
-def label_continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window: int | None, rows_per_pass: int,
-                   n_labels: int, device, logp0: torch.Tensor | None = None,
-                   first: torch.Tensor | None = None) -> torch.Tensor:
+def label_continuations(
+    lm,
+    trie: LabelTrie,
+    cache,
+    cmask: torch.Tensor,
+    window: int | None,
+    rows_per_pass: int,
+    n_labels: int,
+    device,
+    logp0: torch.Tensor | None = None,
+    first: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sum over each label's tokens after the first of log p(token): returns (B, L) to add.
 
     With ``logp0`` (B, V) and ``first`` (L,) given, returns instead whole label scores from an exact
@@ -87,7 +100,7 @@ def label_continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window:
     hf = lm.hf_model()
     config = hf.config
     dtype = next(p for p in hf.parameters()).dtype
-    pos = cmask.sum(1, keepdim=True) + trie.depth.unsqueeze(0)             # (B, N)
+    pos = cmask.sum(1, keepdim=True) + trie.depth.unsqueeze(0)  # (B, N)
     neg = torch.finfo(dtype).min
     node_ok = trie.anc.unsqueeze(0).expand(B, N, N)
     masks = {}
@@ -95,16 +108,16 @@ def label_continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window:
     types = list(facts.layer_types)
     for kind in set(types):
         layer = cache.layers[types.index(kind)]
-        kept = layer.keys.shape[-2]                     # a sliding-window layer keeps only its last slots
+        kept = layer.keys.shape[-2]  # a sliding-window layer keeps only its last slots
         slot_pos = torch.arange(C - kept, C, device=device)
-        ok = cmask[:, C - kept:].bool().unsqueeze(1).expand(B, N, kept)
+        ok = cmask[:, C - kept :].bool().unsqueeze(1).expand(B, N, kept)
         if kind == SLIDING_ATTENTION and window:
             ok = ok & (pos.unsqueeze(2) - slot_pos.view(1, 1, -1) < window)
-        allowed = torch.cat([ok, node_ok], dim=2)                           # (B, N, kept + N)
+        allowed = torch.cat([ok, node_ok], dim=2)  # (B, N, kept + N)
         masks[kind] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, neg).unsqueeze(1)
     # Models with several attention kinds (Gemma 3) take a mask per kind; the others one mask.
     mask_arg = masks if facts.per_kind_masks else masks[FULL_ATTENTION]
-    h = lm.extend(trie.token.expand(B, N), mask_arg, pos, cache)            # (B, N, H)
+    h = lm.extend(trie.token.expand(B, N), mask_arg, pos, cache)  # (B, N, H)
     if logp0 is not None:
         return top1_totals(lm, trie, h, logp0, first, n_labels, rows_per_pass)
     # LM head once per (prompt, node); only the next-token entries of the targets are kept.
@@ -113,7 +126,7 @@ def label_continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window:
     toks = trie.t_token.repeat(B)
     vals = torch.empty(rows.shape[0], device=device)
     for c0 in range(0, B * N, rows_per_pass):
-        logits = lm.project(flat[c0:c0 + rows_per_pass]).float()            # (R, V)
+        logits = lm.project(flat[c0 : c0 + rows_per_pass]).float()  # (R, V)
         lse = torch.logsumexp(logits, dim=-1)
         sel = ((rows >= c0) & (rows < c0 + rows_per_pass)).nonzero(as_tuple=True)[0]
         r = rows[sel] - c0
@@ -125,8 +138,9 @@ def label_continuations(lm, trie: LabelTrie, cache, cmask: torch.Tensor, window:
 _TOP1_SLACK = 1e-4
 
 
-def top1_totals(lm, trie: LabelTrie, h: torch.Tensor, logp0: torch.Tensor, first: torch.Tensor, n_labels: int,
-                 rows_per_pass: int) -> torch.Tensor:
+def top1_totals(
+    lm, trie: LabelTrie, h: torch.Tensor, logp0: torch.Tensor, first: torch.Tensor, n_labels: int, rows_per_pass: int
+) -> torch.Tensor:
     """Whole label scores (B, L) for every label that can still be the argmax, -inf for the rest.
 
     Why by hand: accuracy and F1 need only the best label, and a label's score is a sum of token
@@ -142,7 +156,7 @@ def top1_totals(lm, trie: LabelTrie, h: torch.Tensor, logp0: torch.Tensor, first
     B, N = h.shape[:2]
     device = h.device
     neg = float("-inf")
-    prefix = torch.full((B, N), neg, device=device)          # log p(node's label prefix), once known
+    prefix = torch.full((B, N), neg, device=device)  # log p(node's label prefix), once known
     roots = (trie.depth == 0).nonzero(as_tuple=True)[0]
     prefix[:, roots] = logp0[:, trie.token[roots]]
     total = torch.full((B, n_labels), neg, device=device)
@@ -154,10 +168,10 @@ def top1_totals(lm, trie: LabelTrie, h: torch.Tensor, logp0: torch.Tensor, first
         """Project nodes ``ns`` of rows ``bs``: their children's prefixes and their labels' totals."""
         done[bs, ns] = True
         for c0 in range(0, len(bs), rows_per_pass):
-            b, n = bs[c0:c0 + rows_per_pass], ns[c0:c0 + rows_per_pass]
-            logits = lm.project(h[b, n]).float()                              # (P, V)
+            b, n = bs[c0 : c0 + rows_per_pass], ns[c0 : c0 + rows_per_pass]
+            logits = lm.project(h[b, n]).float()  # (P, V)
             lse = torch.logsumexp(logits, dim=-1)
-            t = trie.node_targets[n]                                          # (P, K), -1 padded
+            t = trie.node_targets[n]  # (P, K), -1 padded
             ok = t >= 0
             tc = t.clamp(min=0)
             vals = logits.gather(1, trie.t_token[tc]) - lse.unsqueeze(1) + prefix[b, n].unsqueeze(1)
@@ -168,7 +182,7 @@ def top1_totals(lm, trie: LabelTrie, h: torch.Tensor, logp0: torch.Tensor, first
             prefix[bb[goes], child[goes]] = vv[goes]
             total[bb[~goes], trie.t_label[tt[~goes]]] = vv[~goes]
 
-    best = total.max(1).values                                               # (B,) lower bound so far
+    best = total.max(1).values  # (B,) lower bound so far
     # Greedy descent: the best root, then the best child, until a label ends there.
     cur = roots[prefix[:, roots].argmax(1)]
     rows = torch.arange(B, device=device)
@@ -178,7 +192,7 @@ def top1_totals(lm, trie: LabelTrie, h: torch.Tensor, logp0: torch.Tensor, first
         ns = cur[bs]
         expand(bs, ns)
         best = torch.maximum(best, total.max(1).values)
-        kids = trie.node_children[ns]                                        # (P, C)
+        kids = trie.node_children[ns]  # (P, C)
         kp = prefix[bs.unsqueeze(1), kids.clamp(min=0)].masked_fill(kids < 0, neg)
         kv, ki = kp.max(1)
         go = kv >= best[bs] - _TOP1_SLACK

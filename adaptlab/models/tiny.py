@@ -31,19 +31,30 @@ def build_tiny_tokenizer():
     tk.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 2)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 64, sliding_window: int = 64):
     from transformers import Gemma3TextConfig
 
     return Gemma3TextConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
-        max_position_embeddings=1024, sliding_window=sliding_window,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        query_pre_attn_scalar=32,
+        max_position_embeddings=1024,
+        sliding_window=sliding_window,
         layer_types=["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)],
-        pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=True,
         # Larger than the 0.02 default: with tiny tied embeddings the logits stay near zero and
         # head-free adaptations (LoRA, prompts) cannot lower the loss much in a unit test.
         initializer_range=0.2,
@@ -54,9 +65,19 @@ def tiny_llama_config(vocab_size: int, layers: int = 2, hidden: int = 64):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True, initializer_range=0.2,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
     )
 
 
@@ -72,8 +93,9 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "cpu", sliding_window: int = 64,
-               arch: str = "gemma"):
+def build_tiny(
+    seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "cpu", sliding_window: int = 64, arch: str = "gemma"
+):
     from transformers import Gemma3ForCausalLM, LlamaForCausalLM
 
     from adaptlab.models.types import BaseModel
@@ -96,6 +118,10 @@ def build_tiny(seed: int = 0, layers: int = 2, hidden: int = 64, device: str = "
     model.to(device)
     name = "tiny" if arch == "gemma" else f"tiny-{arch}"
     window = f",window={sliding_window}" if arch == "gemma" else ""
-    meta = {"name": name, "source": f"random-init(arch={arch},seed={seed},layers={layers},hidden={hidden}{window})",
-            "dtype": "float32", "fingerprint": fp}
+    meta = {
+        "name": name,
+        "source": f"random-init(arch={arch},seed={seed},layers={layers},hidden={hidden}{window})",
+        "dtype": "float32",
+        "fingerprint": fp,
+    }
     return BaseModel(model=model, tokenizer=tok, name=name, fingerprint=fp, path=None, meta=meta)

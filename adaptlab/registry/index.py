@@ -57,8 +57,7 @@ def registry_root() -> Path:
 def check_name(value: str, what: str) -> str:
     """Task and alias names: lowercase, no path separators, no '@' (they end up in URLs and SQL)."""
     if not isinstance(value, str) or not NAME_RE.match(value):
-        raise RegistryError(f"invalid {what} name {value!r}: use 1-64 of a-z 0-9 _ . - starting with a letter "
-                            f"or digit")
+        raise RegistryError(f"invalid {what} name {value!r}: use 1-64 of a-z 0-9 _ . - starting with a letter or digit")
     if value in (".", "..") or ".." in value:
         raise RegistryError(f"invalid {what} name {value!r}: '..' is not allowed")
     return value
@@ -92,8 +91,9 @@ class Index:
     @contextlib.contextmanager
     def connect(self):
         if self.read_only:
-            con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", timeout=30, isolation_level=None,
-                                  uri=True)
+            con = sqlite3.connect(
+                f"{self.db_path.resolve().as_uri()}?mode=ro", timeout=30, isolation_level=None, uri=True
+            )
         else:
             con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         try:

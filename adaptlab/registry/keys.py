@@ -30,8 +30,10 @@ class KeyStore:
         key = "al-" + secrets.token_urlsafe(24)
         try:
             with self.index.write() as con:
-                con.execute("INSERT INTO api_keys (name, key_hash, tasks, created_at) VALUES (?,?,?,?)",
-                            (name, hash_key(key), json.dumps(sorted(set(tasks))), time.time()))
+                con.execute(
+                    "INSERT INTO api_keys (name, key_hash, tasks, created_at) VALUES (?,?,?,?)",
+                    (name, hash_key(key), json.dumps(sorted(set(tasks))), time.time()),
+                )
         except sqlite3.IntegrityError:
             raise RegistryError(f"a key named {name!r} exists already") from None
         return key
@@ -43,8 +45,15 @@ class KeyStore:
 
     def list(self) -> list[dict]:
         with self.index.connect() as con:
-            return [{"name": r["name"], "tasks": json.loads(r["tasks"]), "created_at": r["created_at"],
-                     "revoked": bool(r["revoked"])} for r in con.execute("SELECT * FROM api_keys ORDER BY id")]
+            return [
+                {
+                    "name": r["name"],
+                    "tasks": json.loads(r["tasks"]),
+                    "created_at": r["created_at"],
+                    "revoked": bool(r["revoked"]),
+                }
+                for r in con.execute("SELECT * FROM api_keys ORDER BY id")
+            ]
 
     def scope(self, key: str) -> list[str] | None:
         """The tasks a presented key may use, or None when it is unknown or revoked."""

@@ -37,6 +37,7 @@ from adaptlab.utils import sha256_file
 
 DEFAULT_ALIAS = "prod"
 
+
 @dataclass(frozen=True)
 class Entry:
     task: str
@@ -111,16 +112,36 @@ class Registry:
         return self.index.read_only
 
     def _entry(self, row) -> Entry:
-        return Entry(task=row["task"], version=row["version"], digest=row["digest"], kind=row["kind"],
-                     strategy=row["strategy"], task_type=row["task_type"], fingerprint=row["fingerprint"],
-                     base_model=row["base_model"], metrics=json.loads(row["metrics"]), bytes=row["bytes"],
-                     created_by=row["created_by"], created_at=row["created_at"], run=row["run"], note=row["note"],
-                     path=self.objects / row["digest"])
+        return Entry(
+            task=row["task"],
+            version=row["version"],
+            digest=row["digest"],
+            kind=row["kind"],
+            strategy=row["strategy"],
+            task_type=row["task_type"],
+            fingerprint=row["fingerprint"],
+            base_model=row["base_model"],
+            metrics=json.loads(row["metrics"]),
+            bytes=row["bytes"],
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            run=row["run"],
+            note=row["note"],
+            path=self.objects / row["digest"],
+        )
 
     # ------------------------------------------------------------------ artifacts
-    def register(self, folder: str | Path, task: str, run: str | None = None, note: str | None = None,
-                 created_by: str | None = None, alias: str | None = None, parent: int | None = None,
-                 lineage: dict | None = None) -> Entry:
+    def register(
+        self,
+        folder: str | Path,
+        task: str,
+        run: str | None = None,
+        note: str | None = None,
+        created_by: str | None = None,
+        alias: str | None = None,
+        parent: int | None = None,
+        lineage: dict | None = None,
+    ) -> Entry:
         """Copy an artifact folder in (content-addressed) and give it the task's next version.
         ``parent`` (a version of the same task) and ``lineage`` (what it was made from: rows added,
         feedback used, data fingerprint) are kept with it (:meth:`lineage`)."""
@@ -154,15 +175,34 @@ class Registry:
             con.execute(
                 "INSERT INTO artifacts (task, version, digest, kind, strategy, task_type, fingerprint, base_model,"
                 " metrics, bytes, created_by, created_at, run, note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (task, version, digest, meta["kind"], meta["strategy"], meta["task"],
-                 meta["base_model"]["fingerprint"], meta["base_model"].get("name"),
-                 json.dumps(meta.get("metrics") or {}, sort_keys=True), size, who, now, run, note))
+                (
+                    task,
+                    version,
+                    digest,
+                    meta["kind"],
+                    meta["strategy"],
+                    meta["task"],
+                    meta["base_model"]["fingerprint"],
+                    meta["base_model"].get("name"),
+                    json.dumps(meta.get("metrics") or {}, sort_keys=True),
+                    size,
+                    who,
+                    now,
+                    run,
+                    note,
+                ),
+            )
             if parent is not None or lineage is not None:
-                if parent is not None and con.execute("SELECT 1 FROM artifacts WHERE task = ? AND version = ?",
-                                                      (task, parent)).fetchone() is None:
+                if (
+                    parent is not None
+                    and con.execute("SELECT 1 FROM artifacts WHERE task = ? AND version = ?", (task, parent)).fetchone()
+                    is None
+                ):
                     raise RegistryError(f"{task}@{parent}: no such version (the parent of a new one)")
-                con.execute("INSERT INTO lineage (task, version, parent, info) VALUES (?,?,?,?)",
-                            (task, version, parent, json.dumps(lineage or {}, sort_keys=True)))
+                con.execute(
+                    "INSERT INTO lineage (task, version, parent, info) VALUES (?,?,?,?)",
+                    (task, version, parent, json.dumps(lineage or {}, sort_keys=True)),
+                )
             if alias is not None:
                 self._set_alias(con, task, alias, version, who, "promote")
         return self.get(task, version)
@@ -172,8 +212,9 @@ class Registry:
         check_name(task, "task")
         with self.index.connect() as con:
             try:
-                rows = con.execute("SELECT version, parent, info FROM lineage WHERE task = ? ORDER BY version",
-                                   (task,)).fetchall()
+                rows = con.execute(
+                    "SELECT version, parent, info FROM lineage WHERE task = ? ORDER BY version", (task,)
+                ).fetchall()
             except sqlite3.OperationalError:  # an index written before lineage existed, opened read-only
                 return {}
         return {r["version"]: {"parent": r["parent"], **json.loads(r["info"])} for r in rows}
@@ -186,8 +227,12 @@ class Registry:
             raise RegistryError(f"registry {self.root} is read-only: cannot change it")
         work = self.tmp / f"{digest}.{uuid.uuid4().hex}"
         try:
-            shutil.copytree(folder, work, symlinks=False,
-                            ignore=lambda d, names: [n for n in names if Path(d) == folder and n in NOT_ARTIFACT])
+            shutil.copytree(
+                folder,
+                work,
+                symlinks=False,
+                ignore=lambda d, names: [n for n in names if Path(d) == folder and n in NOT_ARTIFACT],
+            )
             for p in work.rglob("*"):
                 if p.is_file():
                     with open(p, "rb") as f:
@@ -243,8 +288,9 @@ class Registry:
                     return self.get(task, row["version"])
                 if sel is not None:
                     raise RegistryError(f"{ref}: task {task!r} has no alias {sel!r}")
-                row = con.execute("SELECT MAX(version) AS v FROM artifacts WHERE task = ? AND deleted = 0",
-                                  (task,)).fetchone()
+                row = con.execute(
+                    "SELECT MAX(version) AS v FROM artifacts WHERE task = ? AND deleted = 0", (task,)
+                ).fetchone()
                 if row["v"] is None:
                     raise RegistryError(f"{ref}: no such task in the registry")
                 return self.get(task, row["v"])
@@ -263,11 +309,16 @@ class Registry:
         if version is None:
             con.execute("DELETE FROM aliases WHERE task = ? AND alias = ?", (task, alias))
         else:
-            con.execute("INSERT INTO aliases (task, alias, version, set_at, set_by) VALUES (?,?,?,?,?) "
-                        "ON CONFLICT(task, alias) DO UPDATE SET version = excluded.version, set_at = excluded.set_at,"
-                        " set_by = excluded.set_by", (task, alias, version, now, who))
-        con.execute("INSERT INTO alias_history (task, alias, version, set_at, set_by, action) VALUES (?,?,?,?,?,?)",
-                    (task, alias, version, now, who, action))
+            con.execute(
+                "INSERT INTO aliases (task, alias, version, set_at, set_by) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(task, alias) DO UPDATE SET version = excluded.version, set_at = excluded.set_at,"
+                " set_by = excluded.set_by",
+                (task, alias, version, now, who),
+            )
+        con.execute(
+            "INSERT INTO alias_history (task, alias, version, set_at, set_by, action) VALUES (?,?,?,?,?,?)",
+            (task, alias, version, now, who, action),
+        )
 
     def promote(self, task: str, version: int, alias: str = DEFAULT_ALIAS) -> Entry:
         check_name(task, "task")
@@ -279,8 +330,12 @@ class Registry:
 
     def aliases(self, task: str | None = None) -> dict[str, dict[str, int]]:
         with self.index.connect() as con:
-            rows = con.execute("SELECT task, alias, version FROM aliases" + (" WHERE task = ?" if task else "")
-                               + " ORDER BY task, alias", (task,) if task else ()).fetchall()
+            rows = con.execute(
+                "SELECT task, alias, version FROM aliases"
+                + (" WHERE task = ?" if task else "")
+                + " ORDER BY task, alias",
+                (task,) if task else (),
+            ).fetchall()
         out: dict[str, dict[str, int]] = {}
         for r in rows:
             out.setdefault(r["task"], {})[r["alias"]] = r["version"]
@@ -300,8 +355,11 @@ class Registry:
             if cur is None:
                 raise RegistryError(f"{task}@{alias}: alias not set; nothing to roll back")
             # Walk the history backwards: the versions this alias held before, most recent first.
-            rows = con.execute("SELECT version FROM alias_history WHERE task = ? AND alias = ? AND version IS NOT NULL"
-                               " ORDER BY id DESC", (task, alias)).fetchall()
+            rows = con.execute(
+                "SELECT version FROM alias_history WHERE task = ? AND alias = ? AND version IS NOT NULL"
+                " ORDER BY id DESC",
+                (task, alias),
+            ).fetchall()
             seen = [r["version"] for r in rows]
             # Drop the run of entries equal to the current version at the top (repeated promotes).
             i = 0
@@ -322,14 +380,19 @@ class Registry:
     def delete(self, task: str, version: int, force: bool = False) -> None:
         check_name(task, "task")
         with self.index.write() as con:
-            row = con.execute("SELECT deleted FROM artifacts WHERE task = ? AND version = ?", (task, version)).fetchone()
+            row = con.execute(
+                "SELECT deleted FROM artifacts WHERE task = ? AND version = ?", (task, version)
+            ).fetchone()
             if row is None or row["deleted"]:
                 raise RegistryError(f"{task}@{version}: no such version")
-            held = [r["alias"] for r in con.execute("SELECT alias FROM aliases WHERE task = ? AND version = ?",
-                                                    (task, version))]
+            held = [
+                r["alias"]
+                for r in con.execute("SELECT alias FROM aliases WHERE task = ? AND version = ?", (task, version))
+            ]
             if held and not force:
-                raise RegistryError(f"{task}@{version} is aliased as {', '.join(held)}; promote another version "
-                                    f"first or pass --force")
+                raise RegistryError(
+                    f"{task}@{version} is aliased as {', '.join(held)}; promote another version first or pass --force"
+                )
             for a in held:
                 self._set_alias(con, task, a, None, _user(), "delete")
             con.execute("UPDATE artifacts SET deleted = 1 WHERE task = ? AND version = ?", (task, version))

@@ -23,20 +23,20 @@ BASE_WEIGHTS = "base"
 
 @dataclass
 class ServingAdapter:
-    name: str                                   # "task@version" or the base model's name
-    key: str                                    # digest of the artifact ("base" for the plain model)
-    task_type: str | None                       # a registered task type (adaptlab.tasks), None: the plain base
+    name: str  # "task@version" or the base model's name
+    key: str  # digest of the artifact ("base" for the plain model)
+    task_type: str | None  # a registered task type (adaptlab.tasks), None: the plain base
     labels: list[str] | None
     label_texts: list[str] | None
-    render: Callable[[list[str]], list[str]]    # inputs -> prompts
+    render: Callable[[list[str]], list[str]]  # inputs -> prompts
     calibrate: Callable[[torch.Tensor], torch.Tensor] | None = None  # (N, L) raw -> calibrated scores
     contribution: Contribution = field(default_factory=Contribution)  # frozen: serving never trains
     decoding: dict = field(default_factory=lambda: {"max_new_tokens": 64})
     kind: str = "base"
-    artifact: object = None                     # the loaded artifact itself (kept only by the swap baseline)
-    lead: object = None                         # engine.Lead: the static lead's keys/values, once built
-    lead_built: bool = False                    # build_lead ran (lead may still be None: nothing to keep)
-    base: object = None                         # the BaseModel its rows run on (a server may hold several)
+    artifact: object = None  # the loaded artifact itself (kept only by the swap baseline)
+    lead: object = None  # engine.Lead: the static lead's keys/values, once built
+    lead_built: bool = False  # build_lead ran (lead may still be None: nothing to keep)
+    base: object = None  # the BaseModel its rows run on (a server may hold several)
 
     @property
     def closed_labels(self) -> bool:
@@ -77,17 +77,31 @@ class ServingAdapter:
 
 def plain_adapter(base: BaseModel, name: str | None = None) -> ServingAdapter:
     """The unadapted base model: prompts pass through as they are."""
-    return ServingAdapter(name=name or base.name, key=BASE_WEIGHTS, task_type=None, labels=None, label_texts=None,
-                          render=lambda texts: list(texts), base=base)
+    return ServingAdapter(
+        name=name or base.name,
+        key=BASE_WEIGHTS,
+        task_type=None,
+        labels=None,
+        label_texts=None,
+        render=lambda texts: list(texts),
+        base=base,
+    )
 
 
 def from_artifact(artifact, name: str, key: str, base: BaseModel | None = None) -> ServingAdapter:
     """Reduce a loaded artifact to its per-row parts, through the adaptation protocol only; ``base``
     is the base model its rows run on (the one it was loaded on)."""
     labels = artifact.label_set
-    return ServingAdapter(name=name, key=key, task_type=artifact.task, labels=labels,
-                          label_texts=artifact.label_texts(), render=artifact.prompts,
-                          calibrate=artifact.calibrate if artifact.calibrated else None,
-                          contribution=artifact.contribution().frozen(),
-                          decoding=dict(artifact.decoding or {"max_new_tokens": 64}), kind=artifact.strategy,
-                          base=base)
+    return ServingAdapter(
+        name=name,
+        key=key,
+        task_type=artifact.task,
+        labels=labels,
+        label_texts=artifact.label_texts(),
+        render=artifact.prompts,
+        calibrate=artifact.calibrate if artifact.calibrated else None,
+        contribution=artifact.contribution().frozen(),
+        decoding=dict(artifact.decoding or {"max_new_tokens": 64}),
+        kind=artifact.strategy,
+        base=base,
+    )

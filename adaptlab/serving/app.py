@@ -17,20 +17,28 @@ from adaptlab.serving.routes import feedback, openai, ops
 from adaptlab.serving.service import Service
 
 
-def create_app(service: Service, auth: bool = True, max_body_bytes: int = 1 << 20,
-               max_input_chars: int = 20_000, log_requests: bool = True, drift_interval: float = 0) -> FastAPI:
+def create_app(
+    service: Service,
+    auth: bool = True,
+    max_body_bytes: int = 1 << 20,
+    max_input_chars: int = 20_000,
+    log_requests: bool = True,
+    drift_interval: float = 0,
+) -> FastAPI:
     """The FastAPI app over a running :class:`Service`. ``auth=False`` serves without API keys;
     ``drift_interval`` > 0 adds drift gauges to ``/metrics``, recomputed at most that often (seconds)."""
     if auth and (service.registry is None or not service.registry.api_keys.any()):
-        raise ValueError("no API keys exist: create one with `adaptlab keys add NAME --tasks ...` or serve with "
-                         "--no-auth (loopback development only)")
+        raise ValueError(
+            "no API keys exist: create one with `adaptlab keys add NAME --tasks ...` or serve with "
+            "--no-auth (loopback development only)"
+        )
     service.metrics = service.metrics or Metrics()
     if drift_interval > 0 and log_requests:
         service.metrics.drift = DriftWatch(service, drift_interval)
     app = FastAPI(title="adaptlab", docs_url=None, redoc_url=None, exception_handlers=EXCEPTION_HANDLERS)
     app.state.server = ServerState(service, service.metrics, auth, max_body_bytes, max_input_chars, log_requests)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)   # inner: sees the body as it arrives
-    app.middleware("http")(count_and_catch)                   # outer: counts every answer, 413s included
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inner: sees the body as it arrives
+    app.middleware("http")(count_and_catch)  # outer: counts every answer, 413s included
     for module in (openai, feedback, ops):
         app.include_router(module.router)
     return app

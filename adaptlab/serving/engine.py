@@ -56,12 +56,18 @@ class Lead:
         return kv.numel() * kv.element_size()
 
 
-PROBES = ("a", "Z z")   # two inputs that share no first token: the rendered prompts agree up to the input
+PROBES = ("a", "Z z")  # two inputs that share no first token: the rendered prompts agree up to the input
 
 
 @torch.no_grad()
-def build_lead(model: torch.nn.Module, tokenizer, adapter: ServingAdapter, window: int | None,
-               max_prompt_tokens: int, min_tokens: int = 4) -> Lead | None:
+def build_lead(
+    model: torch.nn.Module,
+    tokenizer,
+    adapter: ServingAdapter,
+    window: int | None,
+    max_prompt_tokens: int,
+    min_tokens: int = 4,
+) -> Lead | None:
     """Run ``adapter``'s static lead once; None when it has none worth keeping (< ``min_tokens``
     positions beyond its prefix) or when it would not fit a sliding window.
 
@@ -83,11 +89,12 @@ def build_lead(model: torch.nn.Module, tokenizer, adapter: ServingAdapter, windo
     t = torch.tensor([ids], dtype=torch.long, device=device)
     cache, _, _ = lm.start(t, torch.ones_like(t))
     if any(layer.keys.shape[-2] != covered for layer in cache.layers):
-        return None   # a sliding-window layer kept fewer slots than the lead has
-    kv = torch.stack([x for layer in cache.layers for x in (layer.keys[0], layer.values[0])])   # (L*2, kv, C, hd)
+        return None  # a sliding-window layer kept fewer slots than the lead has
+    kv = torch.stack([x for layer in cache.layers for x in (layer.keys[0], layer.values[0])])  # (L*2, kv, C, hd)
     c = adapter.contribution
-    view = dataclasses.replace(adapter, contribution=Contribution(prefix=kv.clone(), lora=c.lora, model=c.model),
-                               lead=None)
+    view = dataclasses.replace(
+        adapter, contribution=Contribution(prefix=kv.clone(), lora=c.lora, model=c.model), lead=None
+    )
     return Lead(ids=ids, view=view)
 
 
@@ -114,8 +121,9 @@ def encode_rows(tokenizer, adapters: list[ServingAdapter], texts: list[str], max
 
 
 @torch.no_grad()
-def classify_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], adapters: list[ServingAdapter],
-                  rows_per_pass: int = 256) -> list[torch.Tensor]:
+def classify_rows(
+    lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], adapters: list[ServingAdapter], rows_per_pass: int = 256
+) -> list[torch.Tensor]:
     """Label log-probabilities for each row over its own adapter's label set: list of (L_r,).
 
     Rows may belong to tasks with different label sets: the union of all label sequences goes
@@ -135,10 +143,10 @@ def classify_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], adapter
     ids, att = right_pad(prompt_ids, pad_id(tokenizer), device)
     B = ids.shape[0]
     cache, cmask, hidden = lm.start(ids, att)
-    last = hidden[torch.arange(B, device=device), att.sum(1) - 1]                   # (B, H)
+    last = hidden[torch.arange(B, device=device), att.sum(1) - 1]  # (B, H)
     logp0 = torch.log_softmax(lm.project(last).float(), dim=-1)
     first = torch.tensor([x[0] for x in label_ids], device=device)
-    total = logp0[:, first].clone()                                                 # (B, U)
+    total = logp0[:, first].clone()  # (B, U)
     trie = LabelTrie(label_ids, device)
     if trie.n:
         window = arch_facts(lm.model).sliding_window
@@ -147,11 +155,27 @@ def classify_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], adapter
 
 
 @torch.no_grad()
-def generate_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], max_new: list[int], on_token=None,
-                  sampling: list[Sampling] | None = None, stops: list[list[str]] | None = None) -> list[Decoded]:
+def generate_rows(
+    lm: AdaptedLM,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    max_new: list[int],
+    on_token=None,
+    sampling: list[Sampling] | None = None,
+    stops: list[list[str]] | None = None,
+) -> list[Decoded]:
     """Continue every row up to its own ``max_new`` tokens, end token or stop text, with its own sampling."""
-    return decode(lm, tokenizer, prompt_ids, max(max_new), lm.device, limits=max_new, on_token=on_token,
-                  sampling=sampling, stops=stops)
+    return decode(
+        lm,
+        tokenizer,
+        prompt_ids,
+        max(max_new),
+        lm.device,
+        limits=max_new,
+        on_token=on_token,
+        sampling=sampling,
+        stops=stops,
+    )
 
 
 # A decode step costs a batch about what this many prompt positions cost in its first pass: on a CPU
@@ -162,9 +186,16 @@ def generate_rows(lm: AdaptedLM, tokenizer, prompt_ids: list[list[int]], max_new
 STEP_POSITIONS = 32
 
 
-def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], extra: list[int],
-                 window: int | None, max_batch: int, pad_slack: float = 0.25, min_rows: int = 4,
-                 decode: bool = False) -> list[list[int]]:
+def plan_batches(
+    adapters: list[ServingAdapter],
+    prompt_ids: list[list[int]],
+    extra: list[int],
+    window: int | None,
+    max_batch: int,
+    pad_slack: float = 0.25,
+    min_rows: int = 4,
+    decode: bool = False,
+) -> list[list[int]]:
     """Split rows that share weights into batches that give exactly the one-at-a-time numbers.
 
     Right padding is exact while the batch's whole layout fits the sliding window: the longest
@@ -187,7 +218,7 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
     batches: list[list[int]] = []
     cur: list[int] = []
     wide = (0, 0, 0)  # the batch's longest prefix, soft prompt + prompt, added tokens
-    used = 0          # positions the batch's rows need (before padding)
+    used = 0  # positions the batch's rows need (before padding)
     for i in sorted(short, key=lambda i: adapters[i].soft_len + len(prompt_ids[i])):
         row = (adapters[i].prefix_len, adapters[i].soft_len + len(prompt_ids[i]), extra[i])
         grown = tuple(max(a, b) for a, b in zip(wide, row))
@@ -208,5 +239,5 @@ def plan_batches(adapters: list[ServingAdapter], prompt_ids: list[list[int]], ex
     if cur:
         batches.append(cur)
     for group in long.values():
-        batches += [group[s:s + max_batch] for s in range(0, len(group), max_batch)]
+        batches += [group[s : s + max_batch] for s in range(0, len(group), max_batch)]
     return batches

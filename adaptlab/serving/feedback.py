@@ -29,8 +29,8 @@ CORRECTION, CONFIRMED, RATED_DOWN = "correction", "confirmed", "rated_down"
 @dataclass(frozen=True)
 class FeedbackRow:
     request_id: str
-    kind: str            # correction | confirmed | rated_down
-    example: Example     # the input as asked, with its right answer or its rejected one
+    kind: str  # correction | confirmed | rated_down
+    example: Example  # the input as asked, with its right answer or its rejected one
     version: int | None  # the version that served it
 
 
@@ -46,8 +46,9 @@ def feedback_rows(registry: Registry, task: str, redact: bool = False) -> tuple[
         latest[r["request_id"]] = r
     kinds = {r["task_type"] or "classification" for r in latest.values()}
     if len(kinds) > 1:
-        raise RegistryError(f"task {task!r} has feedback for versions of different task types "
-                            f"({', '.join(sorted(kinds))})")
+        raise RegistryError(
+            f"task {task!r} has feedback for versions of different task types ({', '.join(sorted(kinds))})"
+        )
     clean = redact_text if redact else (lambda s: s)
     out, blank = [], 0
     for r in latest.values():
@@ -57,8 +58,9 @@ def feedback_rows(registry: Registry, task: str, redact: bool = False) -> tuple[
         elif r["rating"] == 1 and r["output"].strip():
             out.append(FeedbackRow(r["request_id"], CONFIRMED, Example(text, clean(r["output"])), r["version"]))
         elif r["rating"] < 1 and r["output"].strip():
-            out.append(FeedbackRow(r["request_id"], RATED_DOWN, Example(text, "", rejected=clean(r["output"])),
-                                   r["version"]))
+            out.append(
+                FeedbackRow(r["request_id"], RATED_DOWN, Example(text, "", rejected=clean(r["output"])), r["version"])
+            )
         else:
             blank += 1
     counts = {k: sum(f.kind == k for f in out) for k in (CORRECTION, CONFIRMED, RATED_DOWN)}
@@ -74,6 +76,10 @@ def export_feedback(registry: Registry, task: str, out: str | Path, redact: bool
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
     atomic_write_text(Path(out), "".join(line + "\n" for line in lines))
     found = scan_records(list(enumerate(records, start=1)), str(out))
-    return {"requests": counts["requests"], "written": len(lines),
-            "skipped_without_answer": counts[RATED_DOWN] + counts["empty"], "feedback_rows": counts["feedback_rows"],
-            "personal_data": {"total": found.total, "summary": found.summary(), **found.to_dict()}}
+    return {
+        "requests": counts["requests"],
+        "written": len(lines),
+        "skipped_without_answer": counts[RATED_DOWN] + counts["empty"],
+        "feedback_rows": counts["feedback_rows"],
+        "personal_data": {"total": found.total, "summary": found.summary(), **found.to_dict()},
+    }

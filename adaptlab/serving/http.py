@@ -20,8 +20,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adaptlab.registry import Registry, RegistryError, check_name
 from adaptlab.serving.service import Service, ServingError, Work
 
-KNOWN_ROUTES = {"/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/classify",
-                "/v1/feedback", "/admin/load", "/admin/unload"}
+KNOWN_ROUTES = {
+    "/healthz",
+    "/metrics",
+    "/v1/models",
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/classify",
+    "/v1/feedback",
+    "/admin/load",
+    "/admin/unload",
+}
 
 
 class Metrics:
@@ -29,17 +38,24 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("adaptlab_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("adaptlab_request_seconds", "Request latency", ["route"], registry=self.registry,
-                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.batch_size = Histogram("adaptlab_batch_rows", "Rows per forward batch", registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.requests = Counter(
+            "adaptlab_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "adaptlab_request_seconds",
+            "Request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.batch_size = Histogram(
+            "adaptlab_batch_rows", "Rows per forward batch", registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64)
+        )
         self.queue_depth = Gauge("adaptlab_queue_depth", "Rows waiting for the batcher", registry=self.registry)
         self.loaded = Gauge("adaptlab_loaded_adapters", "Adapters in memory", registry=self.registry)
         self.loaded_bytes = Gauge("adaptlab_loaded_adapter_bytes", "Bytes of loaded adapters", registry=self.registry)
 
-        self.drift: DriftWatch | None = None   # drift gauges per task (create_app sets it when asked)
+        self.drift: DriftWatch | None = None  # drift gauges per task (create_app sets it when asked)
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -127,8 +143,11 @@ async def http_error(request, e: StarletteHTTPException):
     return error_response(e.status_code, code, str(e.detail))
 
 
-EXCEPTION_HANDLERS = {ServingError: serving_error, RequestValidationError: validation_error,
-                      StarletteHTTPException: http_error}
+EXCEPTION_HANDLERS = {
+    ServingError: serving_error,
+    RequestValidationError: validation_error,
+    StarletteHTTPException: http_error,
+}
 
 
 # ---------------------------------------------------------------------------------- limits, metrics
@@ -246,15 +265,19 @@ def check_text(st: ServerState, text: str, field: str) -> None:
 def max_new(st: ServerState, requested: int | None, adapter) -> int:
     n = requested or adapter.decoding.get("max_new_tokens", 64)
     if n > st.service.config.max_new_tokens:
-        raise ServingError(400, "max_tokens_too_large",
-                           f"max_tokens={n}: this server allows at most {st.service.config.max_new_tokens}")
+        raise ServingError(
+            400,
+            "max_tokens_too_large",
+            f"max_tokens={n}: this server allows at most {st.service.config.max_new_tokens}",
+        )
     return n
 
 
 async def log(st: ServerState, request_id: str, entry, adapter, text: str, output: str) -> None:
     if st.log_requests and st.registry is not None and entry is not None:
-        await asyncio.to_thread(st.registry.requests.log, request_id, entry.task, entry.version, adapter.task_type,
-                                text, output)
+        await asyncio.to_thread(
+            st.registry.requests.log, request_id, entry.task, entry.version, adapter.task_type, text, output
+        )
 
 
 async def classify_texts(st: ServerState, adapter, texts: list[str]) -> list[dict]:

@@ -55,10 +55,10 @@ class ServeConfig:
     memory_cap_mb: float = 4096.0
     max_prompt_tokens: int = 1024
     max_new_tokens: int = 256
-    max_n: int = 8                   # most choices one request may ask for (n)
-    batching: str = "mixed"          # "mixed" | "swap" (the baseline: one adaptation at a time, its own code path)
+    max_n: int = 8  # most choices one request may ask for (n)
+    batching: str = "mixed"  # "mixed" | "swap" (the baseline: one adaptation at a time, its own code path)
     verify_artifacts: bool = True
-    prompt_cache: bool = True        # keep each adaptation's static lead as keys/values (engine.build_lead)
+    prompt_cache: bool = True  # keep each adaptation's static lead as keys/values (engine.build_lead)
 
     def __post_init__(self):
         if self.max_batch < 1:
@@ -73,29 +73,28 @@ class ServeConfig:
 
 @dataclasses.dataclass
 class Work:
-    op: str                                   # "classify" | "generate"
+    op: str  # "classify" | "generate"
     adapter: ServingAdapter
     text: str
     max_new: int = 0
-    on_token: object = None                   # (token_id) -> None, called from the worker thread
-    sampling: Sampling = GREEDY               # temperature, top_p, top_k, seed, logprobs
+    on_token: object = None  # (token_id) -> None, called from the worker thread
+    sampling: Sampling = GREEDY  # temperature, top_p, top_k, seed, logprobs
     stop: list[str] = dataclasses.field(default_factory=list)  # stop texts (not included in the answer)
-    prompt_tokens: int = 0                    # set by the worker: rendered prompt + virtual tokens
-    completion_tokens: int = 0                # set by the worker: generated tokens
-    finish: str = ""                          # set by the worker: "stop" or "length"
+    prompt_tokens: int = 0  # set by the worker: rendered prompt + virtual tokens
+    completion_tokens: int = 0  # set by the worker: generated tokens
+    finish: str = ""  # set by the worker: "stop" or "length"
     logprobs: list = dataclasses.field(default_factory=list)  # set by the worker when sampling.logprobs
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
 
 class Service:
-    def __init__(self, base: BaseModel, registry: Registry | None, config: ServeConfig | None = None,
-                 metrics=None):
+    def __init__(self, base: BaseModel, registry: Registry | None, config: ServeConfig | None = None, metrics=None):
         self.base = base
         self.registry = registry
         self.config = config or ServeConfig()
         self.metrics = metrics
-        self.lock = threading.RLock()            # the model: held by the worker for a whole batch
-        self.cache_lock = threading.RLock()      # the loaded adaptations (self.cache): held briefly
+        self.lock = threading.RLock()  # the model: held by the worker for a whole batch
+        self.cache_lock = threading.RLock()  # the loaded adaptations (self.cache): held briefly
         self.plain = plain_adapter(base)
         self.cache: collections.OrderedDict[str, ServingAdapter] = collections.OrderedDict()
         self.queue: queue.Queue[Work] = queue.Queue()
@@ -138,9 +137,12 @@ class Service:
             if ad is not None:
                 return ad
             if entry.fingerprint != self.base.fingerprint:
-                raise ServingError(409, "base_model_mismatch",
-                                   f"{entry.ref} was made for base model {entry.fingerprint[:12]}, this server runs "
-                                   f"{self.base.fingerprint[:12]}")
+                raise ServingError(
+                    409,
+                    "base_model_mismatch",
+                    f"{entry.ref} was made for base model {entry.fingerprint[:12]}, this server runs "
+                    f"{self.base.fingerprint[:12]}",
+                )
             try:
                 if self.config.verify_artifacts:
                     self.registry.verify(entry)
@@ -161,7 +163,7 @@ class Service:
         return read_artifact_meta(self.registry.get(task, version).path).get("labels")
 
     def _evict(self, keep: str) -> None:
-        cap = self.config.memory_cap_mb * 2 ** 20
+        cap = self.config.memory_cap_mb * 2**20
         while self.loaded_bytes() > cap and len(self.cache) > 1:
             oldest = next(k for k in self.cache if k != keep)
             self.cache.pop(oldest)
@@ -256,8 +258,9 @@ class Service:
         for w, ad, x in zip(group, ads, ids):
             w.prompt_tokens = len(x) + ad.soft_len + ad.prefix_len
         if op == "classify":
-            extra = [max(len(x) for x in tok(w.adapter.label_texts, add_special_tokens=False)["input_ids"])
-                     for w in group]
+            extra = [
+                max(len(x) for x in tok(w.adapter.label_texts, add_special_tokens=False)["input_ids"]) for w in group
+            ]
         else:
             extra = [w.max_new for w in group]
         if self.config.prompt_cache:
@@ -280,13 +283,22 @@ class Service:
                         scores = ad.calibrate(scores.unsqueeze(0))[0]
                     group[i].future.set_result(scores)
             else:
+
                 def on_token(r, token, rows=rows):
                     cb = group[rows[r]].on_token
                     if cb is not None:
                         cb(token)
+
                 works = [group[i] for i in rows]
-                outs = generate_rows(lm, tok, [ids[i] for i in rows], [w.max_new for w in works], on_token,
-                                     [w.sampling for w in works], [w.stop for w in works])
+                outs = generate_rows(
+                    lm,
+                    tok,
+                    [ids[i] for i in rows],
+                    [w.max_new for w in works],
+                    on_token,
+                    [w.sampling for w in works],
+                    [w.stop for w in works],
+                )
                 for w, d in zip(works, outs):
                     w.completion_tokens, w.finish, w.logprobs = len(d.tokens), d.finish, d.logprobs
                     w.future.set_result(cut_at_stop(tok.decode(d.tokens, skip_special_tokens=True), w.stop).strip())
@@ -357,9 +369,12 @@ class MultiService:
             raise ServingError(404, "model_not_found", str(e)) from None
         service = self.by_fingerprint.get(entry.fingerprint)
         if service is None:
-            raise ServingError(409, "base_model_mismatch",
-                               f"{entry.ref} was made for base model {entry.fingerprint[:12]}; this server runs "
-                               + ", ".join(f"{s.base.name} ({s.base.fingerprint[:12]})" for s in self.services))
+            raise ServingError(
+                409,
+                "base_model_mismatch",
+                f"{entry.ref} was made for base model {entry.fingerprint[:12]}; this server runs "
+                + ", ".join(f"{s.base.name} ({s.base.fingerprint[:12]})" for s in self.services),
+            )
         return entry, service.adapter(entry)
 
     def _of(self, adapter: ServingAdapter) -> Service:

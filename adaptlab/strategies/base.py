@@ -67,8 +67,7 @@ def read_artifact_meta(folder: str | Path) -> dict:
         raise ArtifactError(f"{meta_path}: not UTF-8 text") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_path}: expected a JSON object")
-    unsafe = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                    if p.suffix.lower() in PICKLE_SUFFIXES)
+    unsafe = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if unsafe:
         raise ArtifactError(f"{folder}: refusing pickled weights ({', '.join(unsafe)}); only safetensors load")
     return meta
@@ -93,15 +92,24 @@ class Artifact:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, strategy: str, backend, config, template: PromptTemplate, task: str,
-                 labels: list[str] | None, metrics: dict | None = None, decoding: dict | None = None,
-                 train_config: dict | None = None):
+    def __init__(
+        self,
+        strategy: str,
+        backend,
+        config,
+        template: PromptTemplate,
+        task: str,
+        labels: list[str] | None,
+        metrics: dict | None = None,
+        decoding: dict | None = None,
+        train_config: dict | None = None,
+    ):
         self.strategy = strategy
         self.backend = backend
         self.config = config
         self.template = template
         self.task = task
-        self.spec = get_task(task)   # the task type: what a row is, how it is evaluated
+        self.spec = get_task(task)  # the task type: what a row is, how it is evaluated
         self.labels = labels
         self.metrics = dict(metrics or {})
         self.decoding = decoding or dict(DEFAULT_DECODING)
@@ -154,14 +162,24 @@ class Artifact:
     def scores(self, texts: list[str]) -> torch.Tensor:
         return self.calibrate(self.raw_scores(texts))
 
-    def generate(self, texts: list[str], max_new_tokens: int | None = None, num_beams: int | None = None,
-                 sampling=None, stop: list[str] | None = None) -> list[str]:
+    def generate(
+        self,
+        texts: list[str],
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+        sampling=None,
+        stop: list[str] | None = None,
+    ) -> list[str]:
         """Generated text per input; ``sampling`` (:class:`adaptlab.models.decoding.Sampling`,
         default greedy) and ``stop`` texts go to the backend."""
         stop = stop if stop is not None else self.decoding.get("stop")  # the artifact's own answer end, if any
         extra = {k: v for k, v in (("sampling", sampling), ("stop", stop)) if v is not None}
-        return self.backend.generate(self.prompts(texts), max_new_tokens=max_new_tokens or self.decoding["max_new_tokens"],
-                                     num_beams=num_beams or self.decoding.get("num_beams", 1), **extra)
+        return self.backend.generate(
+            self.prompts(texts),
+            max_new_tokens=max_new_tokens or self.decoding["max_new_tokens"],
+            num_beams=num_beams or self.decoding.get("num_beams", 1),
+            **extra,
+        )
 
     def predict(self, texts: list[str]) -> list[str]:
         """Labels (always from the label set) or generated text."""
@@ -267,8 +285,16 @@ class Strategy:
     def __init__(self, config):
         self.config = config
 
-    def adapt(self, model, train: TaskData, dev: TaskData | None, train_config, run_dir: Path | None,
-              resume: bool, progress: bool) -> Artifact:
+    def adapt(
+        self,
+        model,
+        train: TaskData,
+        dev: TaskData | None,
+        train_config,
+        run_dir: Path | None,
+        resume: bool,
+        progress: bool,
+    ) -> Artifact:
         raise NotImplementedError
 
     @classmethod
@@ -276,8 +302,17 @@ class Strategy:
         """Model calls a fit makes regardless of the data (a search budget), for cost estimates."""
         return None
 
-    def fit(self, model, train: TaskData, dev: TaskData | None = None, train_config=None, *,
-            run_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> Artifact:
+    def fit(
+        self,
+        model,
+        train: TaskData,
+        dev: TaskData | None = None,
+        train_config=None,
+        *,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> Artifact:
         """Adapt ``model`` (a base model, or a backend for hard prompts) to ``train``; select on ``dev``.
 
         ``metrics["train"]`` of the result always has ``train_seconds``, ``peak_rss_bytes``,
@@ -288,17 +323,25 @@ class Strategy:
         if not len(train):
             raise DataError(f"{train.source}: no training examples")
         if not get_strategy(self.name).supports(train.task):
-            raise DataError(f"{train.source}: {self.name} does not fit {train.task} data; strategies that do: "
-                            f"{', '.join(fitting_strategies(train.task))}")
+            raise DataError(
+                f"{train.source}: {self.name} does not fit {train.task} data; strategies that do: "
+                f"{', '.join(fitting_strategies(train.task))}"
+            )
         t0 = time.perf_counter()
         with PeakRSS() as rss:
-            art = self.adapt(model, train, dev, train_config, Path(run_dir) if run_dir is not None else None,
-                             resume, progress)
+            art = self.adapt(
+                model, train, dev, train_config, Path(run_dir) if run_dir is not None else None, resume, progress
+            )
         tr = art.metrics.setdefault("train", {})
         tr.setdefault("train_seconds", time.perf_counter() - t0)
         tr["peak_rss_bytes"] = max(tr.get("peak_rss_bytes") or 0, rss.peak)
-        for key, default in (("trainable_params", 0), ("steps", 0), ("model_calls", None), ("examples_per_s", None),
-                             ("stopped_early", False)):
+        for key, default in (
+            ("trainable_params", 0),
+            ("steps", 0),
+            ("model_calls", None),
+            ("examples_per_s", None),
+            ("stopped_early", False),
+        ):
             tr.setdefault(key, default)
         return art
 

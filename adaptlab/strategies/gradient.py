@@ -35,8 +35,10 @@ from adaptlab.training.loop import train
 class GradientConfig:
     """Fields every gradient strategy config has."""
 
-    template: str | None = field(default=None, metadata={
-        "help": "Prompt around each input; {text} is the input (default: a short frame for the task type)."})
+    template: str | None = field(
+        default=None,
+        metadata={"help": "Prompt around each input; {text} is the input (default: a short frame for the task type)."},
+    )
     prompt_format: str = field(default="auto", metadata={"help": PROMPT_FORMAT_HELP})
 
     def __post_init__(self):
@@ -64,9 +66,19 @@ class WeightsArtifact(Artifact):
 
     kind = "gradient"
 
-    def __init__(self, strategy: str, base: BaseModel, module: torch.nn.Module, config, template: PromptTemplate,
-                 task: str, labels: list[str] | None, train_config: dict | None = None,
-                 metrics: dict | None = None, decoding: dict | None = None):
+    def __init__(
+        self,
+        strategy: str,
+        base: BaseModel,
+        module: torch.nn.Module,
+        config,
+        template: PromptTemplate,
+        task: str,
+        labels: list[str] | None,
+        train_config: dict | None = None,
+        metrics: dict | None = None,
+        decoding: dict | None = None,
+    ):
         backend = LocalBackend(base, module, batch_size=32, generate_batch_size=8)
         super().__init__(strategy, backend, config, template, task, labels, metrics, decoding, train_config)
         self.base = base
@@ -93,8 +105,18 @@ class WeightsArtifact(Artifact):
             raise ArtifactError(f"{folder}: malformed artifact metadata: {e}") from None
         module = get_strategy(meta["strategy"]).strategy_cls.load_module(config, base, folder)
         module = module.to(base.device).eval()  # no dropout at use
-        return cls(meta["strategy"], base, module, config, template, meta["task"], meta["labels"],
-                   meta.get("train_config"), meta.get("metrics"), meta.get("decoding"))
+        return cls(
+            meta["strategy"],
+            base,
+            module,
+            config,
+            template,
+            meta["task"],
+            meta["labels"],
+            meta.get("train_config"),
+            meta.get("metrics"),
+            meta.get("decoding"),
+        )
 
 
 class GradientStrategy(Strategy):
@@ -127,9 +149,17 @@ class GradientStrategy(Strategy):
         template = self.config.template_for(train_data.task, self.name, base)
         torch.manual_seed(cfg.seed)  # the module's initialisation is part of the run's seed
         module = self.build(base, train_data, template).to(base.device)  # new parameters live with the model
-        artifact = WeightsArtifact(self.name, base, module, self.config, template, train_data.task,
-                                   train_data.label_set, cfg.to_dict(),
-                                   decoding=default_decoding(train_data, _target_tokens(base)))
+        artifact = WeightsArtifact(
+            self.name,
+            base,
+            module,
+            self.config,
+            template,
+            train_data.task,
+            train_data.label_set,
+            cfg.to_dict(),
+            decoding=default_decoding(train_data, _target_tokens(base)),
+        )
         result = self.train_module(artifact, train_data, dev, cfg, run_dir, resume, progress)
         artifact.metrics["train"] = result.to_dict()
         return artifact
@@ -144,17 +174,30 @@ class GradientStrategy(Strategy):
         part = dev_part(dev, cfg.dev_limit, cfg.seed)
         evaluate = None
         if part is not None and spec.dev_by_metric:
+
             def dev_metric() -> float:
                 return spec.evaluate(artifact, part)[0][spec.metric]
+
             evaluate = dev_metric
         elif part is not None:
             dev_items = encode(base.tokenizer, part, artifact.template, cfg.max_length)
 
             def dev_minus_nll() -> float:
                 return -mean_target_nll(module, dev_items, base.tokenizer)
+
             evaluate = dev_minus_nll
-        return train(module, items, cfg, pad_id(base.tokenizer), evaluate, run_dir, resume, progress,
-                     objective=spec.objective(cfg, items), reference=base.model)
+        return train(
+            module,
+            items,
+            cfg,
+            pad_id(base.tokenizer),
+            evaluate,
+            run_dir,
+            resume,
+            progress,
+            objective=spec.objective(cfg, items),
+            reference=base.model,
+        )
 
 
 def _target_tokens(base: BaseModel):
@@ -166,7 +209,7 @@ def mean_target_nll(module, items, tokenizer, batch_size: int = 16) -> float:
     pad = pad_id(tokenizer)
     total, n = 0.0, 0
     for s in range(0, len(items), batch_size):
-        b = collate(items[s:s + batch_size], pad)
+        b = collate(items[s : s + batch_size], pad)
         _, logp = target_token_logprobs(module, b["input_ids"], b["attention_mask"], b["target_mask"])
         total -= logp.sum().item()
         n += logp.numel()

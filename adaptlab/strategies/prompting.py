@@ -46,13 +46,20 @@ CONTENT_FREE = ["N/A", "", "[MASK]"]
 class PromptConfig:
     """Fields every hard-prompt strategy config has."""
 
-    template: str | None = field(default=None, metadata={
-        "help": "Built-in template name, a template file (.json/.txt), or an inline string with {text} "
-                "(default: the task type's default built-in)."})
-    calibrate: bool = field(default=False, metadata={
-        "help": "Contextual calibration of label scores with content-free inputs (classification)."})
-    content_free: list[str] = field(default_factory=lambda: list(CONTENT_FREE), metadata={
-        "help": "Content-free inputs for calibration."})
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Built-in template name, a template file (.json/.txt), or an inline string with {text} "
+            "(default: the task type's default built-in)."
+        },
+    )
+    calibrate: bool = field(
+        default=False,
+        metadata={"help": "Contextual calibration of label scores with content-free inputs (classification)."},
+    )
+    content_free: list[str] = field(
+        default_factory=lambda: list(CONTENT_FREE), metadata={"help": "Content-free inputs for calibration."}
+    )
     dev_limit: int = field(default=200, metadata={"help": "Dev examples scored for the artifact's metrics (0: none)."})
     seed: int = field(default=0, metadata={"help": "Seed for exemplar sampling and order."})
     prompt_format: str = field(default="auto", metadata={"help": PROMPT_FORMAT_HELP})
@@ -114,12 +121,25 @@ class PromptArtifact(Artifact):
 
     kind = "prompt"
 
-    def __init__(self, strategy: str, backend: Backend, config, template: PromptTemplate, task: str,
-                 labels: list[str] | None, exemplars: list[tuple[str, str]] | None = None,
-                 reserve: list[tuple[str, str]] | None = None, selection: str = "fixed", k: int = 0,
-                 pool: list[tuple[str, str]] | None = None, pool_embeddings: torch.Tensor | None = None,
-                 calibration: list[float] | None = None, metrics: dict | None = None, trace: list | None = None,
-                 decoding: dict | None = None):
+    def __init__(
+        self,
+        strategy: str,
+        backend: Backend,
+        config,
+        template: PromptTemplate,
+        task: str,
+        labels: list[str] | None,
+        exemplars: list[tuple[str, str]] | None = None,
+        reserve: list[tuple[str, str]] | None = None,
+        selection: str = "fixed",
+        k: int = 0,
+        pool: list[tuple[str, str]] | None = None,
+        pool_embeddings: torch.Tensor | None = None,
+        calibration: list[float] | None = None,
+        metrics: dict | None = None,
+        trace: list | None = None,
+        decoding: dict | None = None,
+    ):
         super().__init__(strategy, backend, config, template, task, labels, metrics, decoding)
         if not (self.spec.closed_labels or self.spec.conversation) and "stop" not in self.decoding:
             # a free-text answer in a plain prompt ends where the template would start the next example
@@ -142,12 +162,12 @@ class PromptArtifact(Artifact):
         if self.selection == "nearest":
             if not self.pool:
                 return [[] for _ in texts]
-            q = self.backend.embed(texts)                                  # (N, D)
-            sims = q @ self.pool_embeddings.T                              # (N, P)
+            q = self.backend.embed(texts)  # (N, D)
+            sims = q @ self.pool_embeddings.T  # (N, P)
             out = []
             for i, t in enumerate(texts):
                 order = sims[i].argsort(descending=True).tolist()
-                chosen = [self.pool[j] for j in order if self.pool[j][0] != t][:self.k]
+                chosen = [self.pool[j] for j in order if self.pool[j][0] != t][: self.k]
                 out.append(chosen[::-1])  # most similar last, next to the query
             return out
         out = []
@@ -162,12 +182,16 @@ class PromptArtifact(Artifact):
 
     def prompts(self, texts: list[str]) -> list[str]:
         if self.spec.conversation:
-            return [self.template.render(self.backend.render_chat(with_exemplar_turns(self.with_system(t), ex)))
-                    for t, ex in zip(texts, self.exemplars_for(texts))]
+            return [
+                self.template.render(self.backend.render_chat(with_exemplar_turns(self.with_system(t), ex)))
+                for t, ex in zip(texts, self.exemplars_for(texts))
+            ]
         labels = self.label_set
         if self.template.chat_turn:  # a chat model is shown examples as earlier turns, not inside one message
-            return [self.backend.render_chat(self.exemplar_turns(t, labels, ex))
-                    for t, ex in zip(texts, self.exemplars_for(texts))]
+            return [
+                self.backend.render_chat(self.exemplar_turns(t, labels, ex))
+                for t, ex in zip(texts, self.exemplars_for(texts))
+            ]
         return [self.in_turn(self.template.render(t, labels, ex)) for t, ex in zip(texts, self.exemplars_for(texts))]
 
     def with_system(self, conversation: str) -> list[dict]:
@@ -186,8 +210,10 @@ class PromptArtifact(Artifact):
         input's own user turn. (k exemplars in one message made SmolLM2 copy an exemplar's answer.)"""
         turns = []
         for x, y in exemplars:
-            turns += [{"role": "user", "content": self.template.render(x, labels)},
-                      {"role": "assistant", "content": verbalize(y) if labels else y}]
+            turns += [
+                {"role": "user", "content": self.template.render(x, labels)},
+                {"role": "assistant", "content": verbalize(y) if labels else y},
+            ]
         return turns + [{"role": "user", "content": self.template.render(text, labels)}]
 
     @property
@@ -210,10 +236,20 @@ class PromptArtifact(Artifact):
     # -------------------------------------------------------------- persistence
     def save_payload(self, folder: Path) -> dict:
         if self.selection == "nearest" and self.pool_embeddings is not None:
-            save_file({"pool_embeddings": self.pool_embeddings.contiguous()}, str(folder / "pool_embeddings.safetensors"))
-        return {"prompt": {"selection": self.selection, "k": self.k, "exemplars": self.exemplars,
-                           "reserve": self.reserve, "pool": self.pool, "calibration": self.calibration},
-                "trace": self.trace}
+            save_file(
+                {"pool_embeddings": self.pool_embeddings.contiguous()}, str(folder / "pool_embeddings.safetensors")
+            )
+        return {
+            "prompt": {
+                "selection": self.selection,
+                "k": self.k,
+                "exemplars": self.exemplars,
+                "reserve": self.reserve,
+                "pool": self.pool,
+                "calibration": self.calibration,
+            },
+            "trace": self.trace,
+        }
 
     @classmethod
     def from_meta(cls, folder: Path, meta: dict, model) -> PromptArtifact:
@@ -228,10 +264,24 @@ class PromptArtifact(Artifact):
                 if not emb_path.exists():
                     raise ArtifactError(f"{folder}: nearest-neighbour prompt without pool_embeddings.safetensors")
                 emb = load_file(str(emb_path))["pool_embeddings"]
-            return cls(meta["strategy"], backend, config, PromptTemplate(**meta["template"]), meta["task"],
-                       meta["labels"], [tuple(e) for e in p["exemplars"]], [tuple(e) for e in p["reserve"]],
-                       p["selection"], p["k"], [tuple(e) for e in p["pool"]], emb, p["calibration"],
-                       meta.get("metrics"), meta.get("trace"), meta.get("decoding"))
+            return cls(
+                meta["strategy"],
+                backend,
+                config,
+                PromptTemplate(**meta["template"]),
+                meta["task"],
+                meta["labels"],
+                [tuple(e) for e in p["exemplars"]],
+                [tuple(e) for e in p["reserve"]],
+                p["selection"],
+                p["k"],
+                [tuple(e) for e in p["pool"]],
+                emb,
+                p["calibration"],
+                meta.get("metrics"),
+                meta.get("trace"),
+                meta.get("decoding"),
+            )
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"{folder}: malformed prompt artifact: {e}") from None
 
@@ -258,7 +308,7 @@ def with_exemplar_turns(messages: list[dict], exemplars: list[tuple[str, str]]) 
         if user is not None:
             turns += [{"role": "user", "content": user["content"]}, {"role": "assistant", "content": answer}]
     head = messages[:1] if messages and messages[0]["role"] == "system" else []
-    return head + turns + messages[len(head):]
+    return head + turns + messages[len(head) :]
 
 
 # ---------------------------------------------------------------------- the strategies' base
@@ -288,8 +338,12 @@ class PromptStrategy(Strategy):
         art = self.search(backend, train, dev, common)
         if self.scores_dev:
             finish(art, dev, cfg)
-        art.metrics["train"] = {**art.metrics.get("train", {}), "model_calls": backend.calls - start,
-                                "trainable_params": 0, "steps": 0}
+        art.metrics["train"] = {
+            **art.metrics.get("train", {}),
+            "model_calls": backend.calls - start,
+            "trainable_params": 0,
+            "steps": 0,
+        }
         return art
 
 
@@ -297,8 +351,10 @@ def finish(artifact: PromptArtifact, dev: TaskData | None, config) -> PromptArti
     """Calibrate (when asked) and record dev metrics on up to ``dev_limit`` examples."""
     if config.calibrate:
         if not artifact.backend.supports_scores:
-            raise BackendError(f"{artifact.backend.name}: calibration needs label log-probabilities, "
-                               "which this endpoint does not return")
+            raise BackendError(
+                f"{artifact.backend.name}: calibration needs label log-probabilities, "
+                "which this endpoint does not return"
+            )
         artifact.fit_calibration(list(config.content_free))
     part = dev_part(dev, config.dev_limit, config.seed)
     if part is not None:

@@ -29,11 +29,11 @@ class StrategySpec:
     kind: Kind
     summary: str
     default_epochs: float | None = None  # epochs a compare gives it unless told (None: the compare's own)
-    uses_train_data: bool = True         # False: one run per seed, whatever the train size (zero-shot)
+    uses_train_data: bool = True  # False: one run per seed, whatever the train size (zero-shot)
     # In a compare's default set ("--strategies all"). False: run when named (gepa, whose proposer LM is
     # the user's choice; a compare given --proposer adds it).
     by_default: bool = True
-    stacks: bool = False                 # combines a fine-tune with a prompt (suggested when none was measured)
+    stacks: bool = False  # combines a fine-tune with a prompt (suggested when none was measured)
     # Variants a compare tries besides the defaults (--tune), each a dict of config overrides; "lr"
     # is the training learning rate. Small on purpose: a few values that decide whether a strategy
     # loses by its defaults (full fine-tuning at an adapter's step size), not a hyperparameter search.
@@ -68,8 +68,9 @@ class StrategySpec:
 _REGISTRY: dict[str, StrategySpec] = {}
 
 
-def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kind, summary: str,
-                      **facts) -> StrategySpec:
+def register_strategy(
+    name: str, config_cls: type, strategy_cls: type, kind: Kind, summary: str, **facts
+) -> StrategySpec:
     """Add a strategy; reject bad or duplicate names and classes that do not fit the protocol.
     ``facts`` are :class:`StrategySpec`'s optional fields (cost prior, default epochs, ...)."""
     if not _NAME.match(name):
@@ -85,23 +86,35 @@ def register_strategy(name: str, config_cls: type, strategy_cls: type, kind: Kin
             raise TypeError(f"strategy {name!r}: strategy_cls has no {method}()")
     if getattr(strategy_cls, "artifact_cls", None) is None:
         raise TypeError(f"strategy {name!r}: strategy_cls has no artifact_cls")
-    known = {f.name for f in dataclasses.fields(StrategySpec)} - {"name", "config_cls", "strategy_cls", "kind", "summary"}
+    known = {f.name for f in dataclasses.fields(StrategySpec)} - {
+        "name",
+        "config_cls",
+        "strategy_cls",
+        "kind",
+        "summary",
+    }
     unknown = sorted(set(facts) - known)
     if unknown:
-        raise ValueError(f"strategy {name!r}: unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"strategy {name!r}: unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     fields = {f.name for f in dataclasses.fields(config_cls)} | ({"lr"} if kind == "gradient" else set())
     for variant in facts.get("search", ()):
         bad = sorted(set(variant) - fields)
         if not isinstance(variant, dict) or not variant or bad:
-            raise ValueError(f"strategy {name!r}: search variant {variant!r}: not a non-empty dict of config keys"
-                             + (f" (unknown: {', '.join(bad)})" if bad else ""))
+            raise ValueError(
+                f"strategy {name!r}: search variant {variant!r}: not a non-empty dict of config keys"
+                + (f" (unknown: {', '.join(bad)})" if bad else "")
+            )
     tasks = facts.get("tasks", ())
     if not isinstance(tasks, tuple) or not all(isinstance(t, str) and t for t in tasks):
         raise ValueError(f"strategy {name!r}: tasks must be a tuple of task type names, got {tasks!r}")
     family = facts.get("family")
     if family is not None and (family not in FAMILIES or (family == "prompt") != (kind == "prompt")):
-        raise ValueError(f"strategy {name!r}: family {family!r}: one of {', '.join(FAMILIES)}, and 'prompt' "
-                         f"exactly for prompt strategies")
+        raise ValueError(
+            f"strategy {name!r}: family {family!r}: one of {', '.join(FAMILIES)}, and 'prompt' "
+            f"exactly for prompt strategies"
+        )
     spec = StrategySpec(name, config_cls, strategy_cls, kind, summary, **facts)
     _REGISTRY[name] = spec
     return spec
@@ -133,7 +146,9 @@ def make_config(name: str, **overrides):
     fields = {f.name for f in dataclasses.fields(spec.config_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"strategy {name!r}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        raise ValueError(
+            f"strategy {name!r}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+        )
     return spec.config_cls(**overrides)
 
 

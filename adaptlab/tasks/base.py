@@ -33,10 +33,10 @@ class TaskSpec:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    fields: ClassVar[tuple[str, ...]] = ()   # the record's default columns: (input, answer) or (conversation,)
-    closed_labels: ClassVar[bool] = False    # answers come from a label set and are scored, not generated
-    conversation: ClassVar[bool] = False     # an input is a list of turns the model's chat template renders
-    metric: ClassVar[str] = ""               # the default ranking metric of its evaluations
+    fields: ClassVar[tuple[str, ...]] = ()  # the record's default columns: (input, answer) or (conversation,)
+    closed_labels: ClassVar[bool] = False  # answers come from a label set and are scored, not generated
+    conversation: ClassVar[bool] = False  # an input is a list of turns the model's chat template renders
+    metric: ClassVar[str] = ""  # the default ranking metric of its evaluations
     report_metrics: ClassVar[tuple[str, ...]] = ()  # what a one-run summary shows (the metric first)
     # Its prompt library: built-in hard-prompt templates (prompts.PromptTemplate; the first is the
     # default, all have {examples} so few-shot can use any), the instruction paraphrases prompt
@@ -60,8 +60,14 @@ class TaskSpec:
         """Whether a file with these columns holds this task's records under the default names."""
         return all(f in columns for f in self.fields)
 
-    def read(self, path, records: list[tuple[int, dict]], text_field: str | None, label_field: str | None,
-             label_names: list[str] | None):
+    def read(
+        self,
+        path,
+        records: list[tuple[int, dict]],
+        text_field: str | None,
+        label_field: str | None,
+        label_names: list[str] | None,
+    ):
         """A file's ``(line, record)`` pairs as :class:`adaptlab.data.records.TaskData`, or a
         one-line :class:`adaptlab.data.records.DataError` naming file, line and field."""
         raise NotImplementedError

@@ -17,12 +17,12 @@ class ChatTask(GenerationTask):
     summary = "the assistant's next turn in a conversation (OpenAI's messages format), evaluated as generation"
     fields = (CHAT_FIELD,)
     conversation = True
-    specificity = 1   # a conversation column names its task more surely than a pair of fields
+    specificity = 1  # a conversation column names its task more surely than a pair of fields
     # The conversation is rendered by the model's own chat template first (the artifact does it,
     # since it knows the tokenizer); few-shot exemplars become earlier turns of it.
     templates = (PromptTemplate("conversation", "{examples}{text}", example_format="{text}{label}"),)
     paraphrases = ()
-    train_frame = "{text}"   # the model's own chat template is the frame
+    train_frame = "{text}"  # the model's own chat template is the frame
 
     def read(self, path, records, text_field, label_field, label_names):
         out = []

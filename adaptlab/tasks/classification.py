@@ -20,13 +20,22 @@ class ClassificationTask(InputAnswerTask):
     report_metrics = ("accuracy", "macro_f1")
     dev_by_metric = True
     templates = (
-        PromptTemplate("instruct-labels", "{instruction}\n\n{examples}Text: {text}\nCategory:",
-                       instruction="Classify the text into one of these categories: {labels}."),
-        PromptTemplate("question", "{instruction}\n\n{examples}Text: {text}\nAnswer:",
-                       instruction="Which of these categories does the text belong to: {labels}?",
-                       example_format="Text: {text}\nAnswer: {label}\n\n"),
-        PromptTemplate("input-label", "Possible labels: {labels}.\n\n{examples}Input: {text}\nLabel:",
-                       example_format="Input: {text}\nLabel: {label}\n\n"),
+        PromptTemplate(
+            "instruct-labels",
+            "{instruction}\n\n{examples}Text: {text}\nCategory:",
+            instruction="Classify the text into one of these categories: {labels}.",
+        ),
+        PromptTemplate(
+            "question",
+            "{instruction}\n\n{examples}Text: {text}\nAnswer:",
+            instruction="Which of these categories does the text belong to: {labels}?",
+            example_format="Text: {text}\nAnswer: {label}\n\n",
+        ),
+        PromptTemplate(
+            "input-label",
+            "Possible labels: {labels}.\n\n{examples}Input: {text}\nLabel:",
+            example_format="Input: {text}\nLabel: {label}\n\n",
+        ),
         PromptTemplate("plain", "{examples}Text: {text}\nCategory:"),
     )
     paraphrases = (
@@ -42,7 +51,9 @@ class ClassificationTask(InputAnswerTask):
     def clean_answer(self, path, lineno, field, label, known):
         label = label.strip()
         if known is not None and label not in known:
-            raise DataError(f"{path}:{lineno}: field '{field}': unknown label {label!r} (known: {', '.join(sorted(known))})")
+            raise DataError(
+                f"{path}:{lineno}: field '{field}': unknown label {label!r} (known: {', '.join(sorted(known))})"
+            )
         return label
 
     def type_hint(self, field: str) -> str:
@@ -56,14 +67,19 @@ class ClassificationTask(InputAnswerTask):
         pred = artifact.predict(texts)
         out = classification_metrics([ex.label for ex in data.examples], pred, artifact.labels)
         out["unparsed"] = artifact.last_unparsed
-        detail = [{"id": i, "input": ex.text, "reference": ex.label, "output": p, "metric": float(p == ex.label)}
-                  for i, (ex, p) in enumerate(zip(data.examples, pred))]
+        detail = [
+            {"id": i, "input": ex.text, "reference": ex.label, "output": p, "metric": float(p == ex.label)}
+            for i, (ex, p) in enumerate(zip(data.examples, pred))
+        ]
         return out, detail, texts
 
     def baselines(self, train, test):
         """The majority class and chance on the test rows (rows without a wanted answer left out)."""
-        return majority_and_chance([ex.label for ex in train.examples if ex.label],
-                                   [ex.label for ex in test.examples if ex.label], self.label_set(train))
+        return majority_and_chance(
+            [ex.label for ex in train.examples if ex.label],
+            [ex.label for ex in test.examples if ex.label],
+            self.label_set(train),
+        )
 
 
 def majority_and_chance(train_labels: list[str], test_labels: list[str], labels: list[str]) -> dict:
@@ -83,9 +99,18 @@ def majority_and_chance(train_labels: list[str], test_labels: list[str], labels:
     majority, note = train_major, None
     if test_counts[train_major] < top:
         majority = top_label
-        note = (f"the test rows' largest class '{top_label}' ({top} of {len(test_labels)}), not the train "
-                f"split's '{train_major}' ({test_counts[train_major]} test rows): their label distributions differ")
+        note = (
+            f"the test rows' largest class '{top_label}' ({top} of {len(test_labels)}), not the train "
+            f"split's '{train_major}' ({test_counts[train_major]} test rows): their label distributions differ"
+        )
     k = max(1, len(labels))
-    return {"majority_label": majority, "majority_accuracy": test_counts[majority] / len(test_labels),
-            "chance_accuracy": 1 / k, "n_labels": k, "largest_class": top_label,
-            "largest_share": top / len(test_labels), "test_n": len(test_labels), "majority_note": note}
+    return {
+        "majority_label": majority,
+        "majority_accuracy": test_counts[majority] / len(test_labels),
+        "chance_accuracy": 1 / k,
+        "n_labels": k,
+        "largest_class": top_label,
+        "largest_share": top / len(test_labels),
+        "test_n": len(test_labels),
+        "majority_note": note,
+    }

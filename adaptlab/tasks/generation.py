@@ -8,7 +8,7 @@ from __future__ import annotations
 from adaptlab.prompts import PromptTemplate
 from adaptlab.tasks.pairs import InputAnswerTask
 
-MAX_NEW_TOKENS = 256   # the decoding limit a task's longest answer may set, at most
+MAX_NEW_TOKENS = 256  # the decoding limit a task's longest answer may set, at most
 
 
 class GenerationTask(InputAnswerTask):
@@ -18,11 +18,15 @@ class GenerationTask(InputAnswerTask):
     metric = "rouge_l"
     report_metrics = ("rouge_l", "chrf", "exact_match")
     templates = (
-        PromptTemplate("input-output", "{examples}Input: {input}\nOutput:",
-                       example_format="Input: {input}\nOutput: {target}\n\n"),
-        PromptTemplate("instruct", "{instruction}\n\n{examples}Input: {input}\nOutput:",
-                       instruction="Rewrite the input as requested, following the examples.",
-                       example_format="Input: {input}\nOutput: {target}\n\n"),
+        PromptTemplate(
+            "input-output", "{examples}Input: {input}\nOutput:", example_format="Input: {input}\nOutput: {target}\n\n"
+        ),
+        PromptTemplate(
+            "instruct",
+            "{instruction}\n\n{examples}Input: {input}\nOutput:",
+            instruction="Rewrite the input as requested, following the examples.",
+            example_format="Input: {input}\nOutput: {target}\n\n",
+        ),
     )
     paraphrases = (
         "Rewrite the input as requested, following the examples.",
@@ -42,8 +46,10 @@ class GenerationTask(InputAnswerTask):
         texts, refs = references_by_input(data.examples)
         pred = artifact.predict(texts)
         out, per_row = generation_scores(pred, refs, inputs=texts)
-        detail = [{"id": i, "input": t, "reference": r[0], "references": len(r), "output": p, "metric": m["rouge_l"], **m}
-                  for i, (t, r, p, m) in enumerate(zip(texts, refs, pred, per_row))]
+        detail = [
+            {"id": i, "input": t, "reference": r[0], "references": len(r), "output": p, "metric": m["rouge_l"], **m}
+            for i, (t, r, p, m) in enumerate(zip(texts, refs, pred, per_row))
+        ]
         return out, detail, texts
 
     def row_keys(self, data):

@@ -11,14 +11,14 @@ import dataclasses
 from adaptlab.data.records import DataError, Example, TaskData
 from adaptlab.tasks.base import TaskSpec
 
-REJECTED_FIELD = "rejected"   # an answer not to give for the input (optional; the answer may then be absent)
+REJECTED_FIELD = "rejected"  # an answer not to give for the input (optional; the answer may then be absent)
 from adaptlab.training.batching import Encoded, encode_chat, fit_length
 
 
 class InputAnswerTask(TaskSpec):
     """A record of two string fields, ``fields = (input, answer)`` by default."""
 
-    ends_with_eos = False   # the target ends with the tokenizer's end of sequence (free text stops there)
+    ends_with_eos = False  # the target ends with the tokenizer's end of sequence (free text stops there)
 
     def clean_answer(self, path, lineno: int, field: str, label: str, known: set[str] | None) -> str:
         return label
@@ -45,8 +45,9 @@ class InputAnswerTask(TaskSpec):
                 v = rec[name]
                 if not isinstance(v, str):
                     hint = self.type_hint("answer" if name == lf else "input")
-                    raise DataError(f"{path}:{lineno}: field '{name}' must be a string, got {type(v).__name__} "
-                                    f"{v!r}{hint}")
+                    raise DataError(
+                        f"{path}:{lineno}: field '{name}' must be a string, got {type(v).__name__} {v!r}{hint}"
+                    )
                 if not v.strip():
                     raise DataError(f"{path}:{lineno}: field '{name}' is empty")
                 values.append(v)
@@ -55,8 +56,9 @@ class InputAnswerTask(TaskSpec):
                 label = self.clean_answer(path, lineno, lf, label, known)
             examples.append(Example(text=text.strip(), label=label, line=lineno, rejected=rejected))
         names = list(label_names) if (self.closed_labels and label_names is not None) else None
-        return TaskData(task=self.name, examples=examples, source=str(path), label_names=names,
-                        text_field=tf, label_field=lf)
+        return TaskData(
+            task=self.name, examples=examples, source=str(path), label_names=names, text_field=tf, label_field=lf
+        )
 
     def _rejected(self, path, lineno: int, rec: dict, known: set[str] | None) -> str | None:
         """The row's optional ``rejected`` answer (one not to give: feedback rated down)."""
@@ -85,15 +87,21 @@ class InputAnswerTask(TaskSpec):
                 out.append(self.encode_answer(tokenizer, ex.text, self.answer_text(ex), template, labels, max_length))
             if ex.rejected:  # an answer rated down without a correction: penalised, not imitated
                 bad = self.answer_text(Example(ex.text, ex.rejected))
-                out.append(dataclasses.replace(self.encode_answer(tokenizer, ex.text, bad, template, labels,
-                                                                  max_length), negative=True))
+                out.append(
+                    dataclasses.replace(
+                        self.encode_answer(tokenizer, ex.text, bad, template, labels, max_length), negative=True
+                    )
+                )
         return out
 
     def encode_answer(self, tokenizer, text: str, answer: str, template, labels, max_length: int) -> Encoded:
         """One input with one answer as (prompt ids, target ids)."""
         if template.chat_turn:  # the prompt as a user turn, the answer as the assistant's (with its end-of-turn)
-            return encode_chat(tokenizer, [{"role": "user", "content": template.render(text, labels)},
-                                           {"role": "assistant", "content": answer}], max_length)
+            return encode_chat(
+                tokenizer,
+                [{"role": "user", "content": template.render(text, labels)}, {"role": "assistant", "content": answer}],
+                max_length,
+            )
         prompt = tokenizer(template.render(text, labels))["input_ids"]
         target = tokenizer(template.label_prefix + answer, add_special_tokens=False)["input_ids"]
         if self.ends_with_eos:

@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # annotations only: the task types (which import this module)
 
 @dataclass(frozen=True)
 class Encoded:
-    prompt: list[int]   # starts with BOS
-    target: list[int]   # the tokens the loss is computed on
+    prompt: list[int]  # starts with BOS
+    target: list[int]  # the tokens the loss is computed on
     extra: tuple[tuple[int, int], ...] = ()  # more target spans [start, end) inside the prompt (earlier chat turns)
     negative: bool = False  # the target is an answer *not* to give: penalised (unlikelihood), not imitated
 
@@ -36,7 +36,7 @@ def fit_length(prompt: list[int], target: list[int], max_length: int) -> list[in
     if room < 2:
         raise ValueError(f"target of {len(target)} tokens does not fit max_length={max_length}")
     if len(prompt) > room:
-        prompt = prompt[:1] + prompt[len(prompt) - room + 1:]
+        prompt = prompt[:1] + prompt[len(prompt) - room + 1 :]
     return prompt
 
 
@@ -48,6 +48,7 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> Encoded:
     without it: the tokens in between are the turn. A conversation over ``max_length`` loses its
     earliest tokens (after BOS), and the spans that were cut with them.
     """
+
     def ids(msgs, gen):
         return tokenizer(render_chat(tokenizer, msgs, add_generation_prompt=gen))["input_ids"]
 
@@ -55,8 +56,8 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> Encoded:
     spans = []
     for i, m in enumerate(messages):
         if m["role"] == "assistant":
-            before, through = ids(messages[:i], True), ids(messages[:i + 1], False)
-            if full[:len(through)] != through or through[:len(before)] != before or len(through) <= len(before):
+            before, through = ids(messages[:i], True), ids(messages[: i + 1], False)
+            if full[: len(through)] != through or through[: len(before)] != before or len(through) <= len(before):
                 raise ValueError(f"chat template: turn {i} does not tokenize the same inside the conversation")
             spans.append((len(before), len(through)))
     last_start, last_end = spans[-1]
@@ -65,7 +66,7 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> Encoded:
     if cut and last_start - cut < 2:
         raise ValueError(f"the last answer ({last_end - last_start} tokens) does not fit max_length={max_length}")
     if cut:
-        full = full[:1] + full[1 + cut:]
+        full = full[:1] + full[1 + cut :]
         spans = [(max(1, s - cut), e - cut) for s, e in spans if e - cut > 1]
         last_start, last_end = spans[-1]
     return Encoded(full[:last_start], full[last_start:last_end], tuple(spans[:-1]))
@@ -91,8 +92,8 @@ def bucketed_batches(items: list[Encoded], batch_size: int, bucket_size: int, se
     rng.shuffle(idx)
     batches = []
     for start in range(0, len(idx), bucket_size):
-        bucket = sorted(idx[start:start + bucket_size], key=lambda i: len(items[i]))
-        batches += [bucket[b:b + batch_size] for b in range(0, len(bucket), batch_size)]
+        bucket = sorted(idx[start : start + bucket_size], key=lambda i: len(items[i]))
+        batches += [bucket[b : b + batch_size] for b in range(0, len(bucket), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -105,9 +106,9 @@ def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     tgt = torch.zeros((len(items), T), dtype=torch.bool)
     for r, e in enumerate(items):
         seq = e.prompt + e.target
-        ids[r, :len(seq)] = torch.tensor(seq)
-        att[r, :len(seq)] = 1
-        tgt[r, len(e.prompt):len(seq)] = True
+        ids[r, : len(seq)] = torch.tensor(seq)
+        att[r, : len(seq)] = 1
+        tgt[r, len(e.prompt) : len(seq)] = True
         for start, end in e.extra:
             tgt[r, start:end] = True
     return {"input_ids": ids, "attention_mask": att, "target_mask": tgt}

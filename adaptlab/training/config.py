@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 class TrainConfig:
     lr: float | None = field(default=None, metadata={"help": "Peak AdamW learning rate (default: the strategy's own)."})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the train split (fractions allowed)."})
-    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Examples per micro-batch."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -23,21 +25,46 @@ class TrainConfig:
     eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N steps (0: once per epoch)."})
     dev_limit: int = field(default=200, metadata={"help": "Dev examples used for early stopping (stratified sample)."})
     patience: int = field(default=0, metadata={"help": "Stop after N evaluations without dev improvement (0: never)."})
-    checkpoint_every: int = field(default=50, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
+    checkpoint_every: int = field(
+        default=50, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for batch order, dropout and initialisation."})
-    bucket_size: int = field(default=64, metadata={"help": "Examples per length bucket before batching (1: no bucketing)."})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on a GPU that supports it, else "
-                                                             "fp32), fp32, or bf16 (autocast; slow on most CPUs)."})
-    preference_loss: str = field(default="auto", metadata={"help": "Preference data: dpo (pairs), kto (pairs or "
-                                                                   "unpaired rows), or auto (dpo when every row is a pair)."})
-    beta: float = field(default=0.1, metadata={"help": "Preference data: how far from the base model the loss lets "
-                                                      "the adaptation move (DPO's and KTO's beta)."})
-    fsdp: bool = field(default=False, metadata={"help": "Under torchrun: shard full fine-tuning's weights, gradients and "
-                                                        "optimizer state over the ranks (FSDP2) instead of replicating them."})
+    bucket_size: int = field(
+        default=64, metadata={"help": "Examples per length bucket before batching (1: no bucketing)."}
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 autocast on a GPU that supports it, else "
+            "fp32), fp32, or bf16 (autocast; slow on most CPUs)."
+        },
+    )
+    preference_loss: str = field(
+        default="auto",
+        metadata={
+            "help": "Preference data: dpo (pairs), kto (pairs or "
+            "unpaired rows), or auto (dpo when every row is a pair)."
+        },
+    )
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "Preference data: how far from the base model the loss lets "
+            "the adaptation move (DPO's and KTO's beta)."
+        },
+    )
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "Under torchrun: shard full fine-tuning's weights, gradients and "
+            "optimizer state over the ranks (FSDP2) instead of replicating them."
+        },
+    )
 
     def __post_init__(self):
         def bad(name, why):
             raise ValueError(f"train config: {name}={getattr(self, name)!r}: {why}")
+
         if self.lr is not None and not self.lr > 0:
             bad("lr", "must be > 0")
         if self.max_steps is None and not self.epochs > 0:

@@ -73,7 +73,7 @@ def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
 
 

@@ -55,7 +55,7 @@ class TrainResult:
     best_step: int | None
     stopped_early: bool
     history: list[dict] = field(default_factory=list)
-    parallel: str = "none"   # "none" | "data" (gradients all-reduced over ranks) | "fsdp" (sharded), with the rank count
+    parallel: str = "none"  # "none" | "data" (gradients all-reduced over ranks) | "fsdp" (sharded), with the rank count
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -100,6 +100,7 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
         if cfg.schedule == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
     return f
 
 
@@ -113,8 +114,10 @@ def _checkpoint_tensors(params: dict, optimizer, best: dict | None) -> dict:
     Collective under FSDP (shards are gathered), so every rank calls it; only rank 0 writes."""
     from adaptlab.training.distributed import full
 
-    out = {"trainable": {n: full(p.detach()).contiguous() for n, p in params.items()},
-           "best": None if best is None else {n: full(t).contiguous() for n, t in best.items()}}
+    out = {
+        "trainable": {n: full(p.detach()).contiguous() for n, p in params.items()},
+        "best": None if best is None else {n: full(t).contiguous() for n, t in best.items()},
+    }
     # Optimizer moments by parameter name (safetensors), scalars as JSON: no pickle anywhere.
     names = {id(p): n for n, p in params.items()}
     opt_tensors, opt_scalars = {}, {}
@@ -140,10 +143,16 @@ def _save_checkpoint(run_dir: Path, tensors: dict, scheduler, state: dict) -> No
         save_file(tensors["best"], tmp / "best.safetensors")
     save_file(tensors["optimizer"] or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
     save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
-    atomic_write_json(tmp / "state.json", {**state, "scheduler": scheduler.state_dict()["last_epoch"],
-                                            "opt_scalars": tensors["opt_scalars"],
-                                            "python_rng": random.getstate()[1],
-                                            "python_rng_pos": random.getstate()[2]})
+    atomic_write_json(
+        tmp / "state.json",
+        {
+            **state,
+            "scheduler": scheduler.state_dict()["last_epoch"],
+            "opt_scalars": tensors["opt_scalars"],
+            "python_rng": random.getstate()[1],
+            "python_rng_pos": random.getstate()[2],
+        },
+    )
     final, old = run_dir / CKPT, run_dir / f"{CKPT}.old"
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -169,8 +178,10 @@ def _load_checkpoint(d: Path, params: dict, optimizer) -> tuple[dict, dict | Non
     saved = load_file(d / "trainable.safetensors")
     missing, unexpected = set(params) - set(saved), set(saved) - set(params)
     if missing or unexpected:
-        raise RuntimeError(f"{d}: checkpoint does not match the model (missing {sorted(missing)[:3]}, "
-                           f"unexpected {sorted(unexpected)[:3]})")
+        raise RuntimeError(
+            f"{d}: checkpoint does not match the model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(like(p, saved[n]))
@@ -194,9 +205,19 @@ class Trainer:
     """One training run, as short methods (torchtune's recipes): set up the parameters, optimizer and
     schedule; restore a checkpoint; take steps; evaluate on dev; write checkpoints; report."""
 
-    def __init__(self, module: torch.nn.Module, items: list, cfg: TrainConfig, pad_id: int,
-                 evaluate: Callable[[], float] | None, run_dir: Path | None, resume: bool, progress: bool,
-                 objective: Objective | None = None, reference: torch.nn.Module | None = None):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        items: list,
+        cfg: TrainConfig,
+        pad_id: int,
+        evaluate: Callable[[], float] | None,
+        run_dir: Path | None,
+        resume: bool,
+        progress: bool,
+        objective: Objective | None = None,
+        reference: torch.nn.Module | None = None,
+    ):
         from adaptlab.training import distributed as dist
 
         self.dist = dist
@@ -238,8 +259,11 @@ class Trainer:
             owns_weights = own is not None and own().model is not None
             frozen = sum(p.numel() for p in self.module.parameters() if not p.requires_grad)
             if frozen or not owns_weights:  # adapters: their gradients are small, data parallelism fits
-                print(f"fsdp: {self.n_trainable:,} trainable parameters of an adapter (not a full fine-tune): "
-                      f"training data-parallel instead", file=sys.stderr)
+                print(
+                    f"fsdp: {self.n_trainable:,} trainable parameters of an adapter (not a full fine-tune): "
+                    f"training data-parallel instead",
+                    file=sys.stderr,
+                )
             else:
                 self.sharded = self.dist.Sharded(self.module)
                 self.params = self.sharded.params  # the optimizer, checkpoints and best weights work on the shards
@@ -255,8 +279,9 @@ class Trainer:
         """Warm-up + decay; ``last_epoch`` = the last step taken, so a resumed run continues its schedule."""
         for g in self.optimizer.param_groups:
             g.setdefault("initial_lr", self.cfg.lr)
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg, self.total_steps),
-                                                 last_epoch=last_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(self.cfg, self.total_steps), last_epoch=last_epoch
+        )
 
     def _restore(self) -> None:
         """Open the run folder: resume from its checkpoint, or start its log afresh."""
@@ -268,10 +293,14 @@ class Trainer:
         if ckpt is not None:
             state, self.best_state = _load_checkpoint(ckpt, self.params, self.optimizer)
             self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
-            self.best_score, self.best_step, self.bad_evals = state["best_score"], state["best_step"], state["bad_evals"]
+            self.best_score, self.best_step, self.bad_evals = (
+                state["best_score"],
+                state["best_step"],
+                state["bad_evals"],
+            )
             log_lines = (run_dir / LOG).read_text().splitlines() if (run_dir / LOG).exists() else []
             if self.writer:
-                atomic_write_text(run_dir / LOG, "".join(line + "\n" for line in log_lines[:state["log_lines"]]))
+                atomic_write_text(run_dir / LOG, "".join(line + "\n" for line in log_lines[: state["log_lines"]]))
         elif self.writer and (not self.resume or not (run_dir / LOG).exists()):
             atomic_write_text(run_dir / LOG, "")
         self.dist.barrier()  # nobody starts while rank 0 is still rewriting the log
@@ -356,22 +385,35 @@ class Trainer:
         tensors = _checkpoint_tensors(self.params, self.optimizer, self.best_state)  # every rank: gathers shards
         if self.writer:
             nxt_epoch, nxt_pos = (self.epoch + 1, 0) if self.batch_pos >= n_groups else (self.epoch, self.batch_pos)
-            _save_checkpoint(self.run_dir, tensors, self.scheduler,
-                             {"step": self.step, "epoch": nxt_epoch, "batch_pos": nxt_pos,
-                              "best_score": self.best_score, "best_step": self.best_step,
-                              "bad_evals": self.bad_evals, "log_lines": self.log_lines,
-                              "stopped_early": self.stopped_early})
+            _save_checkpoint(
+                self.run_dir,
+                tensors,
+                self.scheduler,
+                {
+                    "step": self.step,
+                    "epoch": nxt_epoch,
+                    "batch_pos": nxt_pos,
+                    "best_score": self.best_score,
+                    "best_step": self.best_step,
+                    "bad_evals": self.bad_evals,
+                    "log_lines": self.log_lines,
+                    "stopped_early": self.stopped_early,
+                },
+            )
 
     def _checkpoint_due(self) -> bool:
         every = self.cfg.checkpoint_every
-        return self.run_dir is not None and bool(every) and (
-            self.step % every == 0 or self.step == self.total_steps or self.stopped_early)
+        return (
+            self.run_dir is not None
+            and bool(every)
+            and (self.step % every == 0 or self.step == self.total_steps or self.stopped_early)
+        )
 
     # ------------------------------------------------------------------ the run
     def _epoch(self, bar, t_start: float) -> None:
         cfg = self.cfg
         batches = bucketed_batches(self.items, cfg.batch_size, cfg.bucket_size, seed=cfg.seed * 1_000_003 + self.epoch)
-        groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+        groups = [batches[i : i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
         while self.batch_pos < len(groups) and self.step < self.total_steps:
             check_deadline()  # a compare's time limit: stop by measured time (adaptlab.utils.time_limit)
             t0 = time.perf_counter()
@@ -382,14 +424,21 @@ class Trainer:
                 self.first_loss = loss
             dt = time.perf_counter() - t0
             n_ex = sum(len(b) for b in group)
-            rec = {"step": self.step, "of": self.total_steps, "epoch": self.epoch, "loss": round(loss, 6),
-                   "lr": self.scheduler.get_last_lr()[0], "examples_per_s": round(n_ex / dt, 3),
-                   "elapsed_s": round(time.perf_counter() - t_start, 3)}
+            rec = {
+                "step": self.step,
+                "of": self.total_steps,
+                "epoch": self.epoch,
+                "loss": round(loss, 6),
+                "lr": self.scheduler.get_last_lr()[0],
+                "examples_per_s": round(n_ex / dt, 3),
+                "elapsed_s": round(time.perf_counter() - t_start, 3),
+            }
             if self.evaluate is not None and (self.step % self.eval_every == 0 or self.step == self.total_steps):
                 self._evaluate(rec)
             self._log(rec)
-            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{n_ex / dt:.1f}",
-                            **({"dev": f"{rec['dev']:.3f}"} if "dev" in rec else {}))
+            bar.set_postfix(
+                loss=f"{loss:.4f}", ex_s=f"{n_ex / dt:.1f}", **({"dev": f"{rec['dev']:.3f}"} if "dev" in rec else {})
+            )
             bar.update(1)
             if self._checkpoint_due():
                 self._save_checkpoint(len(groups))
@@ -405,8 +454,15 @@ class Trainer:
         self.examples_seen = self.tokens_seen = 0
         self.last_loss = self.first_loss = float("nan")
         t_start = time.perf_counter()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
-                   mininterval=1.0, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
         with PeakRSS() as rss:
             while self.step < self.total_steps and not self.stopped_early:
                 self._epoch(bar, t_start)
@@ -423,18 +479,35 @@ class Trainer:
         self.module.eval()
         parallel = "none" if self.world_size == 1 else f"{'fsdp' if was_sharded else 'data'} x{self.world_size}"
         return TrainResult(
-            steps=self.step, epochs_done=round(self.step / self.steps_per_epoch, 3), train_seconds=seconds,
+            steps=self.step,
+            epochs_done=round(self.step / self.steps_per_epoch, 3),
+            train_seconds=seconds,
             examples_per_s=self.examples_seen / seconds if seconds else 0.0,
-            tokens_per_s=self.tokens_seen / seconds if seconds else 0.0, peak_rss_bytes=rss.peak,
-            trainable_params=self.n_trainable, initial_loss=self.first_loss, final_loss=self.last_loss,
-            best_dev=self.best_score, best_step=self.best_step, stopped_early=self.stopped_early,
-            history=self.history, parallel=parallel)
+            tokens_per_s=self.tokens_seen / seconds if seconds else 0.0,
+            peak_rss_bytes=rss.peak,
+            trainable_params=self.n_trainable,
+            initial_loss=self.first_loss,
+            final_loss=self.last_loss,
+            best_dev=self.best_score,
+            best_step=self.best_step,
+            stopped_early=self.stopped_early,
+            history=self.history,
+            parallel=parallel,
+        )
 
 
-def train(module: torch.nn.Module, items: list, cfg: TrainConfig, pad_id: int,
-          evaluate: Callable[[], float] | None = None, run_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, objective: Objective | None = None,
-          reference: torch.nn.Module | None = None) -> TrainResult:
+def train(
+    module: torch.nn.Module,
+    items: list,
+    cfg: TrainConfig,
+    pad_id: int,
+    evaluate: Callable[[], float] | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    objective: Objective | None = None,
+    reference: torch.nn.Module | None = None,
+) -> TrainResult:
     """Train ``module``'s parameters that require grad on ``items``.
 
     ``module`` provides ``hidden(input_ids, attention_mask)`` and ``project(hidden)``.
@@ -444,5 +517,15 @@ def train(module: torch.nn.Module, items: list, cfg: TrainConfig, pad_id: int,
     tokens' NLL; :mod:`adaptlab.training.objectives`), ``items`` what it reads; ``reference`` the
     frozen model a preference loss compares with (the base model: adaptations never change it).
     """
-    return Trainer(module, items, cfg, pad_id, evaluate, Path(run_dir) if run_dir is not None else None,
-                   resume, progress, objective, reference).run()
+    return Trainer(
+        module,
+        items,
+        cfg,
+        pad_id,
+        evaluate,
+        Path(run_dir) if run_dir is not None else None,
+        resume,
+        progress,
+        objective,
+        reference,
+    ).run()

@@ -17,8 +17,10 @@ from adaptlab.ui.state import UiError, UiState
 from adaptlab.ui.web import HERE, redirect, ui_error
 
 # Everything the pages load comes from this server: no CDN, no inline script.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
 
 
 async def security_headers(request: Request, call_next):
@@ -34,8 +36,11 @@ async def invalid_request(request: Request, exc: RequestValidationError):
     """A form or JSON body the UI cannot take: one line naming the field."""
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
-    return await ui_error(request, UiError(422, f"{where}: {first.get('msg', 'invalid')}")) \
-        if request.url.path.startswith("/ui") else JSONResponse({"detail": exc.errors()}, status_code=422)
+    return (
+        await ui_error(request, UiError(422, f"{where}: {first.get('msg', 'invalid')}"))
+        if request.url.path.startswith("/ui")
+        else JSONResponse({"detail": exc.errors()}, status_code=422)
+    )
 
 
 def include_ui(app: FastAPI, st: UiState) -> FastAPI:
@@ -52,6 +57,7 @@ def include_ui(app: FastAPI, st: UiState) -> FastAPI:
 
 def create_ui(st: UiState) -> FastAPI:
     """The standalone workbench. Uploads over ``st.max_upload_bytes`` are refused as they arrive."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
@@ -66,4 +72,3 @@ def create_ui(st: UiState) -> FastAPI:
         return redirect("/ui/")
 
     return app
-

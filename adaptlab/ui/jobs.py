@@ -38,7 +38,7 @@ class CompareRequest:
     adaptive: bool = True
     test_limit: int = 0
     extras: bool = True
-    track: bool = False             # log the runs, report and recommendation to MLflow (OUT/mlflow)
+    track: bool = False  # log the runs, report and recommendation to MLflow (OUT/mlflow)
 
     def argv(self, st: UiState, out: Path) -> list[str]:
         """The compare command: it runs the settings saved in ``out/compare.json`` (:meth:`config`),
@@ -70,10 +70,19 @@ class CompareRequest:
             raise UiError(400, f"budget: {e}") from None
         extras = {} if self.extras else {"fragility_k": 0, "forgetting": False, "consistency_examples": 0}
         try:
-            return CompareConfig(data=data, model=self.model, strategies=list(self.strategies),
-                                 train_sizes=[s if s == "all" else int(s) for s in sizes], seeds=self.seeds,
-                                 test_limit=self.test_limit, adaptive=self.adaptive, tune=self.adaptive,
-                                 budget_seconds=budget, data_dir=str(st.data_dir) if st.data_dir else None, **extras)
+            return CompareConfig(
+                data=data,
+                model=self.model,
+                strategies=list(self.strategies),
+                train_sizes=[s if s == "all" else int(s) for s in sizes],
+                seeds=self.seeds,
+                test_limit=self.test_limit,
+                adaptive=self.adaptive,
+                tune=self.adaptive,
+                budget_seconds=budget,
+                data_dir=str(st.data_dir) if st.data_dir else None,
+                **extras,
+            )
         except ValueError as e:
             raise UiError(400, str(e)) from None
 
@@ -131,8 +140,15 @@ class Jobs:
         entry = self.st.compares / job_id
         if not (entry / "job.json").exists():
             entry.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(entry / "job.json", {"external": str(run_folder), "label": run_folder.name,
-                                                   "model": _model_of(run_folder), "created": time.time()})
+            atomic_write_json(
+                entry / "job.json",
+                {
+                    "external": str(run_folder),
+                    "label": run_folder.name,
+                    "model": _model_of(run_folder),
+                    "created": time.time(),
+                },
+            )
         return job_id
 
     def start(self, req: CompareRequest, label: str) -> str:
@@ -142,15 +158,19 @@ class Jobs:
         argv = req.argv(self.st, folder)
         folder.mkdir(parents=True)
         save_config(cfg, folder)
-        atomic_write_json(folder / "job.json", {"argv": argv, "label": label, "model": req.model,
-                                                "created": time.time(), "request": req.__dict__})
+        atomic_write_json(
+            folder / "job.json",
+            {"argv": argv, "label": label, "model": req.model, "created": time.time(), "request": req.__dict__},
+        )
         self._spawn(job_id, folder, argv)
         return job_id
 
     def resume(self, job_id: str) -> None:
         folder, job = self._job(job_id)
         if job.get("external"):
-            raise UiError(409, f"{folder} was opened, not started here: resume it with `adaptlab compare --out {folder}`")
+            raise UiError(
+                409, f"{folder} was opened, not started here: resume it with `adaptlab compare --out {folder}`"
+            )
         state = self.status(job_id)["state"]
         if state in ("running", "finished"):
             raise UiError(409, f"compare {job_id} is {state}: nothing to resume")
@@ -159,9 +179,14 @@ class Jobs:
     def _spawn(self, job_id: str, folder: Path, argv: list[str]) -> None:
         with open(folder / "log.txt", "ab") as log:  # the child keeps its own copy of the descriptor
             # A session of its own: the compare goes on when the UI process stops or restarts.
-            proc = subprocess.Popen([sys.executable, "-m", "adaptlab.cli", *argv], stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    cwd=str(folder))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "adaptlab.cli", *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=str(folder),
+            )
         self.children[job_id] = proc
         job = json.loads((folder / "job.json").read_text())
         atomic_write_json(folder / "job.json", {**job, "pid": proc.pid, "spawned": time.time()})
@@ -197,11 +222,26 @@ class Jobs:
             state = "finished"
         else:
             state = "stopped" if live.get("state") in ("running", "stopped", None) else live.get("state", "stopped")
-        out = {"id": job_id, "label": job.get("label"), "model": job.get("model"), "state": state, "done": done,
-               "planned": live.get("planned"), "adaptive": live.get("adaptive"), "created": job.get("created"),
-               "current": None, "eta_s": None, "best": live.get("best"), "error": live.get("error"),
-               "report": report, "log": _tail(folder / "log.txt"), "decision": None, "never_run": [],
-               "target": None, "mlflow": None}
+        out = {
+            "id": job_id,
+            "label": job.get("label"),
+            "model": job.get("model"),
+            "state": state,
+            "done": done,
+            "planned": live.get("planned"),
+            "adaptive": live.get("adaptive"),
+            "created": job.get("created"),
+            "current": None,
+            "eta_s": None,
+            "best": live.get("best"),
+            "error": live.get("error"),
+            "report": report,
+            "log": _tail(folder / "log.txt"),
+            "decision": None,
+            "never_run": [],
+            "target": None,
+            "mlflow": None,
+        }
         if (folder / "mlflow" / "mlflow.db").exists():
             from adaptlab.tracking import default_uri
 
@@ -210,8 +250,9 @@ class Jobs:
         if state == "finished" and race_file.exists():
             try:
                 race = json.loads(race_file.read_text())
-                out.update(decision=race.get("decision"), never_run=race.get("never_run") or [],
-                           target=race.get("target"))
+                out.update(
+                    decision=race.get("decision"), never_run=race.get("never_run") or [], target=race.get("target")
+                )
             except (OSError, json.JSONDecodeError):
                 pass
         if state == "running" and live.get("current"):
@@ -257,6 +298,9 @@ def _tail(path: Path, lines: int = 12) -> list[str]:
     with open(path, "rb") as f:
         f.seek(max(0, f.seek(0, 2) - 8192))
         text = f.read().decode(errors="replace")
-    keep = [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip() and "Warning" not in ln
-            and "outputs = func" not in ln]
+    keep = [
+        ln
+        for ln in text.replace("\r", "\n").splitlines()
+        if ln.strip() and "Warning" not in ln and "outputs = func" not in ln
+    ]
     return keep[-lines:]

@@ -45,8 +45,9 @@ async def check_csrf(request: Request) -> None:
         return
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = request.headers.get("x-csrf-token", "")
-    if not sent and request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded",
-                                                                         "multipart/form-data")):
+    if not sent and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
         sent = str((await request.form()).get("csrf", ""))  # starlette keeps the parsed form for the route
     if not cookie or not sent or not hmac.compare_digest(cookie, sent):
         raise UiError(403, "missing or wrong CSRF token: reload the page and try again")

@@ -16,6 +16,7 @@ from adaptlab.ui.state import UiError
 
 def constraints_from(params) -> Constraints:
     """Query parameters -> :class:`Constraints`; a bad value is a one-line error naming it."""
+
     def number(name: str, cast=float):
         raw = (params.get(name) or "").strip()
         if not raw:
@@ -30,8 +31,12 @@ def constraints_from(params) -> Constraints:
 
     tasks = number("tasks", int) or 1
     weights = params.get("weights_accessible", "yes") not in ("no", "false", "0")
-    return Constraints(max_train_minutes=number("max_train_minutes"), max_memory_gb=number("max_memory_gb"),
-                       tasks=tasks, weights_accessible=weights)
+    return Constraints(
+        max_train_minutes=number("max_train_minutes"),
+        max_memory_gb=number("max_memory_gb"),
+        tasks=tasks,
+        weights_accessible=weights,
+    )
 
 
 def finished_runs(folder: Path) -> list[dict]:
@@ -48,16 +53,30 @@ def largest_run(record: dict) -> tuple:
 
 def recommendation(records: list[dict], c: Constraints) -> dict:
     rec = recommend(records, c)
-    return {"winner": rec.winner, "metric": rec.metric, "target": rec.target, "ranked": rec.ranked,
-            "excluded": rec.excluded, "reasons": rec.reasons, "next_steps": rec.next_steps, "paired": rec.paired,
-            "baselines": rec.baselines, "constraints": dataclasses.asdict(c)}
+    return {
+        "winner": rec.winner,
+        "metric": rec.metric,
+        "target": rec.target,
+        "ranked": rec.ranked,
+        "excluded": rec.excluded,
+        "reasons": rec.reasons,
+        "next_steps": rec.next_steps,
+        "paired": rec.paired,
+        "baselines": rec.baselines,
+        "constraints": dataclasses.asdict(c),
+    }
 
 
 def _front(points: list[dict], cost: str) -> None:
     """Mark the points no other point beats on both quality and ``cost``."""
     for p in points:
-        p["front"] = not any(q is not p and q["quality"] >= p["quality"] and q[cost] <= p[cost]
-                             and (q["quality"] > p["quality"] or q[cost] < p[cost]) for q in points)
+        p["front"] = not any(
+            q is not p
+            and q["quality"] >= p["quality"]
+            and q[cost] <= p[cost]
+            and (q["quality"] > p["quality"] or q[cost] < p[cost])
+            for q in points
+        )
 
 
 def report_data(records: list[dict]) -> dict:
@@ -66,23 +85,48 @@ def report_data(records: list[dict]) -> dict:
     rows = aggregate(records, ranking_metric(records)[0])  # the charts' axis is the metric the ranking uses
     curves: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: r.train_size):
-        curves.setdefault(r.strategy, []).append({"n": r.train_size, "quality": r.quality, "std": r.quality_std,
-                                                  "seeds": r.seeds})
+        curves.setdefault(r.strategy, []).append(
+            {"n": r.train_size, "quality": r.quality, "std": r.quality_std, "seeds": r.seeds}
+        )
     target = max(r.train_size for r in rows)
     at = {}
     for r in rows:  # each strategy at its largest measured size (zero-shot has size 0)
         if r.strategy not in at or r.train_size > at[r.strategy].train_size:
             at[r.strategy] = r
-    points = [{"strategy": s, "n": r.train_size, "quality": r.quality, "train_minutes": r.train_seconds / 60,
-               "usd_per_1m": r.usd_per_1m, "peak_rss_gb": r.peak_rss_gb, "trainable_params": r.trainable_params,
-               "artifact_mb": r.artifact_bytes / 1e6, "prompt_tokens": r.prompt_tokens} for s, r in at.items()]
+    points = [
+        {
+            "strategy": s,
+            "n": r.train_size,
+            "quality": r.quality,
+            "train_minutes": r.train_seconds / 60,
+            "usd_per_1m": r.usd_per_1m,
+            "peak_rss_gb": r.peak_rss_gb,
+            "trainable_params": r.trainable_params,
+            "artifact_mb": r.artifact_bytes / 1e6,
+            "prompt_tokens": r.prompt_tokens,
+        }
+        for s, r in at.items()
+    ]
     _front(points, "train_minutes")
-    fragility = [{"strategy": s, "paraphrase_spread": r.paraphrase_spread, "perturbation_drop": r.perturbation_drop}
-                 for s, r in at.items() if r.paraphrase_spread is not None or r.perturbation_drop is not None]
-    forgetting = [{"strategy": s, "ppl_change": ppl_rise(r.ppl_change), "second_task_change": r.second_task_change}
-                  for s, r in at.items() if r.ppl_change is not None or r.second_task_change is not None]
-    return {"metric": rows[0].metric, "target": target, "curves": curves, "points": points,
-            "fragility": fragility, "forgetting": forgetting, "runs": len(records)}
+    fragility = [
+        {"strategy": s, "paraphrase_spread": r.paraphrase_spread, "perturbation_drop": r.perturbation_drop}
+        for s, r in at.items()
+        if r.paraphrase_spread is not None or r.perturbation_drop is not None
+    ]
+    forgetting = [
+        {"strategy": s, "ppl_change": ppl_rise(r.ppl_change), "second_task_change": r.second_task_change}
+        for s, r in at.items()
+        if r.ppl_change is not None or r.second_task_change is not None
+    ]
+    return {
+        "metric": rows[0].metric,
+        "target": target,
+        "curves": curves,
+        "points": points,
+        "fragility": fragility,
+        "forgetting": forgetting,
+        "runs": len(records),
+    }
 
 
 def examples(folder: Path, strategy: str | None, limit: int = 200) -> dict:
@@ -98,7 +142,19 @@ def examples(folder: Path, strategy: str | None, limit: int = 200) -> dict:
     rows = []
     for i, p in sorted(enumerate(best[strategy]["predictions"]), key=lambda ip: ip[1]["metric"]):
         k = row_key(p, i)
-        rows.append({"input": p["input"], "reference": p["reference"], "output": p["output"], "metric": p["metric"],
-                     "others": {s: m[k]["output"] if k in m else None for s, m in others.items()}})
-    return {"strategy": strategy, "strategies": sorted(best), "others": sorted(others), "rows": rows[:limit],
-            "total": len(rows)}
+        rows.append(
+            {
+                "input": p["input"],
+                "reference": p["reference"],
+                "output": p["output"],
+                "metric": p["metric"],
+                "others": {s: m[k]["output"] if k in m else None for s, m in others.items()},
+            }
+        )
+    return {
+        "strategy": strategy,
+        "strategies": sorted(best),
+        "others": sorted(others),
+        "rows": rows[:limit],
+        "total": len(rows),
+    }

@@ -13,15 +13,24 @@ from adaptlab.ui.state import UiError
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-NAV = [("data", "Data", "/ui/data"), ("compare", "Compare", "/ui/compare"), ("registry", "Registry", "/ui/registry"),
-       ("playground", "Playground", "/ui/playground"), ("feedback", "Feedback", "/ui/feedback")]
+NAV = [
+    ("data", "Data", "/ui/data"),
+    ("compare", "Compare", "/ui/compare"),
+    ("registry", "Registry", "/ui/registry"),
+    ("playground", "Playground", "/ui/playground"),
+    ("feedback", "Feedback", "/ui/feedback"),
+]
 
 
 def page(request: Request, name: str, section: str, status: int = 200, **ctx) -> HTMLResponse:
     st = ui_state(request)
     token = csrf_token(request)
-    resp = templates.TemplateResponse(request, name, {"csrf": token, "nav": NAV, "section": section,
-                                                      "key_required": st.key_required, **ctx}, status_code=status)
+    resp = templates.TemplateResponse(
+        request,
+        name,
+        {"csrf": token, "nav": NAV, "section": section, "key_required": st.key_required, **ctx},
+        status_code=status,
+    )
     set_csrf_cookie(request, resp)
     return resp
 

@@ -16,8 +16,12 @@ from adaptlab.strategies.base import NO_LABEL
 
 FRUIT = {"apple", "pear", "plum", "fig", "kiwi", "lime"}
 WORDS = ["apple", "pear", "plum", "fig", "kiwi", "lime", "kale", "leek", "okra", "corn", "bean", "pea"]
-DATA = TaskData("classification", [Example(f"item {w}", "fruit" if w in FRUIT else "veg", i + 1)
-                                   for i, w in enumerate(WORDS)], "d", label_names=["fruit", "veg"])
+DATA = TaskData(
+    "classification",
+    [Example(f"item {w}", "fruit" if w in FRUIT else "veg", i + 1) for i, w in enumerate(WORDS)],
+    "d",
+    label_names=["fruit", "veg"],
+)
 
 
 def _truth(prompt: str) -> str:
@@ -67,8 +71,10 @@ def make_handler(fake: Fake):
             if fake.mode == "wrong_shape":
                 return self._send(200, {"choices": []})
             if self.path == "/v1/embeddings":
-                return self._send(200, {"data": [{"index": i, "embedding": [float(len(t)), 1.0]}
-                                                 for i, t in enumerate(body["input"])]})
+                return self._send(
+                    200,
+                    {"data": [{"index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(body["input"])]},
+                )
             prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
             if body.get("echo"):
                 if fake.mode == "no_logprobs":
@@ -84,8 +90,13 @@ def make_handler(fake: Fake):
                         offs.append(pos)
                         lps.append(-1.0 if pos < cut else (-0.1 if label.strip() == _truth(ctx) else -3.0))
                         pos += len(t)
-                    choices.append({"index": i, "text": p, "logprobs": {"tokens": toks, "token_logprobs": lps,
-                                                                        "text_offset": offs}})
+                    choices.append(
+                        {
+                            "index": i,
+                            "text": p,
+                            "logprobs": {"tokens": toks, "token_logprobs": lps, "text_offset": offs},
+                        }
+                    )
                 return self._send(200, {"choices": choices, "usage": {"prompt_tokens": 10 * len(prompts)}})
             fake.prompts.append(prompts[0])
             if fake.mode == "judge":  # grades a response: 4 when it names Paris
@@ -132,8 +143,11 @@ def test_few_shot_and_prompt_search_over_http(server):
     nn = get_strategy("few_shot").strategy_cls(make_config("few_shot", k=2, selection="nearest")).fit(b, DATA, DATA)
     assert nn.predict(["item apple"]) == ["fruit"]
     b2 = backend(server)
-    ps = get_strategy("prompt_search").strategy_cls(
-        make_config("prompt_search", budget_calls=40, first_round=2, exemplar_sets=1, bootstrap=4)).fit(b2, DATA, DATA)
+    ps = (
+        get_strategy("prompt_search")
+        .strategy_cls(make_config("prompt_search", budget_calls=40, first_round=2, exemplar_sets=1, bootstrap=4))
+        .fit(b2, DATA, DATA)
+    )
     assert b2.calls == ps.metrics["search"]["calls_used"] <= 40
 
 
@@ -199,10 +213,17 @@ def test_bad_endpoint_arguments():
         OpenAIBackend("http://127.0.0.1:1", mode="x")
 
 
-@pytest.mark.parametrize("answer,expect", [
-    ("card lost", 0), ("Card_Lost.", 0), ("refund please", 1), ("I'd say: refund", 1), ("nothing", -1),
-    ("card lost or refund", 0),
-])
+@pytest.mark.parametrize(
+    "answer,expect",
+    [
+        ("card lost", 0),
+        ("Card_Lost.", 0),
+        ("refund please", 1),
+        ("I'd say: refund", 1),
+        ("nothing", -1),
+        ("card lost or refund", 0),
+    ],
+)
 def test_parse_label(answer, expect):
     assert parse_label(answer, ["card_lost", "refund"]) == expect
 
@@ -211,9 +232,9 @@ def test_judge_grades_through_the_endpoint_and_keeps_its_prompt(server):
     from adaptlab.evaluation.text_metrics import JUDGE_RUBRIC, judge
 
     server.mode = "judge"
-    out = judge(backend(server), ["capital of France?", "capital of Italy?"], ["Paris", "Milan"],
-                [["Paris"], ["Rome"]])
+    out = judge(backend(server), ["capital of France?", "capital of Italy?"], ["Paris", "Milan"], [["Paris"], ["Rome"]])
     assert out["grades"] == [4, None] and out["judge_mean"] == 4 and out["unparsed"] == 1
     assert out["rubric"] == JUDGE_RUBRIC and out["judge"].startswith("endpoint:")
-    assert server.prompts[-2] == out["prompt_template"].format(rubric=JUDGE_RUBRIC, input="capital of France?",
-                                                               reference="Paris", response="Paris")
+    assert server.prompts[-2] == out["prompt_template"].format(
+        rubric=JUDGE_RUBRIC, input="capital of France?", reference="Paris", response="Paris"
+    )

@@ -15,10 +15,10 @@ TRUTH = {  # quality at n: a - b n^-c, a few shapes seen in the committed grids
     "zero_shot": lambda n: 0.54,
     "few_shot": lambda n: 0.78,
     "prompt_search": lambda n: 0.70 + 0.0 * n,
-    "prefix": lambda n: 0.86 - 0.6 * n ** -0.3,
-    "soft_prompt": lambda n: 0.90 - 1.2 * n ** -0.45,
-    "lora": lambda n: 0.93 - 0.5 * n ** -0.4,
-    "full": lambda n: 0.905 - 0.5 * n ** -0.4,
+    "prefix": lambda n: 0.86 - 0.6 * n**-0.3,
+    "soft_prompt": lambda n: 0.90 - 1.2 * n**-0.45,
+    "lora": lambda n: 0.93 - 0.5 * n**-0.4,
+    "full": lambda n: 0.905 - 0.5 * n**-0.4,
 }
 
 
@@ -136,19 +136,33 @@ def test_adaptive_compare_on_the_tiny_model_decides_resumes_and_reports(tmp_path
     from adaptlab.compare import CompareConfig, run_compare
     from adaptlab.compare.report import build_report
 
-    cfg = CompareConfig(data="demo", model="tiny", strategies=["zero_shot", "few_shot", "lora"],
-                        train_sizes=[8, 16, 32], test_limit=24, fragility_k=1, fragility_examples=8,
-                        forgetting=False, consistency_examples=0, adaptive=True, tune=True, dev_limit=16,
-                        strategy_settings={"few_shot": {"k": 2}})
+    cfg = CompareConfig(
+        data="demo",
+        model="tiny",
+        strategies=["zero_shot", "few_shot", "lora"],
+        train_sizes=[8, 16, 32],
+        test_limit=24,
+        fragility_k=1,
+        fragility_examples=8,
+        forgetting=False,
+        consistency_examples=0,
+        adaptive=True,
+        tune=True,
+        dev_limit=16,
+        strategy_settings={"few_shot": {"k": 2}},
+    )
     out = tmp_path / "race"
     result = run_compare(cfg, out, progress=False)
     race_file = json.loads((out / "race.json").read_text())
     # Decided by the race, settled by a rule of the recommendation (named), or said not to be.
-    assert race_file["decision"].startswith(("decided at 95%", "not decided", "tie resolved by rule",
-                                             "decided by rule"))
+    assert race_file["decision"].startswith(
+        ("decided at 95%", "not decided", "tie resolved by rule", "decided by rule")
+    )
     assert race_file["runs"] == len(result["results"]) < 7
     assert {x["id"] for x in race_file["not_run"]} | {r["run"]["id"] for r in result["results"]} == {
-        "zero_shot-n0-s0", *(f"{s}-n{n}-s0" for s in ("few_shot", "lora") for n in (8, 16, 32))}
+        "zero_shot-n0-s0",
+        *(f"{s}-n{n}-s0" for s in ("few_shot", "lora") for n in (8, 16, 32)),
+    }
     # Every run is scored on the test rows only, but the recommended one is then measured in full from
     # its kept artifact (the others' artifacts are gone: --keep-artifacts small keeps the winner's
     # few-MB adapter only if it is one); rows carry ids for pairing.
@@ -159,7 +173,8 @@ def test_adaptive_compare_on_the_tiny_model_decides_resumes_and_reports(tmp_path
         full = r["run"]["strategy"] == winner and r["run"]["train_size"] in (0, 32)
         assert r["eval"]["light"] is not full and bool(r["eval"].get("finalized")) is full
         assert (r["eval"]["fragility"] is not None) is full and (r["eval"]["overfit_gap"] is not None) is (
-            full and r["run"]["train_size"] > 0)
+            full and r["run"]["train_size"] > 0
+        )
         assert [p["id"] for p in r["predictions"]] == list(range(24))
         assert r["eval"]["baselines"]["test_n"] == 24
     again = run_compare(cfg, out, progress=False)  # resumed: nothing new to run, same decision
@@ -171,13 +186,22 @@ def test_adaptive_compare_on_the_tiny_model_decides_resumes_and_reports(tmp_path
     # Tuning: lora's defaults and 3 variants, few_shot's nearest selection (its k was set by the user,
     # so k is not searched), fitted at 8 examples on dev; every measured run uses the kept variant.
     tuned = {f.stem: json.loads(f.read_text()) for f in (out / "results" / "tuning").glob("*.json")}
-    assert set(tuned) == {"lora-n8-s0-t0", "lora-n8-s0-t1", "lora-n8-s0-t2", "lora-n8-s0-t3",
-                          "few_shot-n8-s0-t0", "few_shot-n8-s0-t1"}
+    assert set(tuned) == {
+        "lora-n8-s0-t0",
+        "lora-n8-s0-t1",
+        "lora-n8-s0-t2",
+        "lora-n8-s0-t3",
+        "few_shot-n8-s0-t0",
+        "few_shot-n8-s0-t1",
+    }
     assert tuned["few_shot-n8-s0-t1"]["run"]["settings"] == {"k": 2, "selection": "nearest"}
-    kept = max((t for t in tuned.values() if t["run"]["strategy"] == "lora"),
-               key=lambda t: (t["dev"]["quality"], -t["run"]["variant"]))
-    assert all(r["run"]["settings"] == kept["run"]["settings"] for r in result["results"]
-               if r["run"]["strategy"] == "lora")
+    kept = max(
+        (t for t in tuned.values() if t["run"]["strategy"] == "lora"),
+        key=lambda t: (t["dev"]["quality"], -t["run"]["variant"]),
+    )
+    assert all(
+        r["run"]["settings"] == kept["run"]["settings"] for r in result["results"] if r["run"]["strategy"] == "lora"
+    )
     assert "## Tuning: what was tried" in report and "lr=0.003" in report
 
 
@@ -186,9 +210,12 @@ def test_without_its_calibration_run_the_race_does_not_claim_a_decision():
 
     specs = [RunSpec(s, n, 0) for s in ("lora", "soft_prompt") for n in (16, 256, 1000)]
     rows = [1] * 90 + [0] * 10
-    records = [rec("lora", 16, 0.5, right=[1] * 50 + [0] * 50), rec("lora", 1000, 0.9, right=rows),
-               rec("soft_prompt", 16, 0.10, right=[1] * 10 + [0] * 90),
-               rec("soft_prompt", 256, 0.12, right=[1] * 12 + [0] * 88)]
+    records = [
+        rec("lora", 16, 0.5, right=[1] * 50 + [0] * 50),
+        rec("lora", 1000, 0.9, right=rows),
+        rec("soft_prompt", 16, 0.10, right=[1] * 10 + [0] * 90),
+        rec("soft_prompt", 256, 0.12, right=[1] * 12 + [0] * 88),
+    ]
     state = race(records, specs)
     assert state.calibration_run == "lora-n256-s0" and state.candidates[0][0].id == "lora-n256-s0"
     assert "calibration" in state.candidates[0][1] and not state.sure and not state.decided
@@ -205,8 +232,11 @@ def test_a_measured_leader_with_a_small_share_says_the_rest_are_predictions():
     from adaptlab.compare.adaptive import decision_line
 
     specs = [RunSpec(s, n, 0) for s in ("lora", "few_shot") for n in (16, 256)]
-    records = [rec("lora", 16, 0.40, right=[1] * 40 + [0] * 60), rec("lora", 256, 0.48, right=[1] * 48 + [0] * 52),
-               rec("few_shot", 16, 0.47, right=[1] * 47 + [0] * 53)]
+    records = [
+        rec("lora", 16, 0.40, right=[1] * 40 + [0] * 60),
+        rec("lora", 256, 0.48, right=[1] * 48 + [0] * 52),
+        rec("few_shot", 16, 0.47, right=[1] * 47 + [0] * 53),
+    ]
     state = race(records, specs)
     assert state.leader == "lora" and state.fits["lora"].measured_at_target and "few_shot" in state.alive
     state.p_best = {"lora": 0.03, "few_shot": 0.97}

@@ -16,13 +16,22 @@ from tests.compare.test_grid import FAST
 
 
 def test_each_strategy_runs_on_each_base_in_one_ranking(tmp_path):
-    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora"], train_sizes=[8], seeds=1,
-                        **{**FAST, "model": "tiny,tiny-llama", "strategy_settings": {"lora": {"r": 4}}})
+    cfg = CompareConfig(
+        data="demo",
+        strategies=["zero_shot", "lora"],
+        train_sizes=[8],
+        seeds=1,
+        **{**FAST, "model": "tiny,tiny-llama", "strategy_settings": {"lora": {"r": 4}}},
+    )
     assert cfg.strategies == ["zero_shot@tiny", "zero_shot@tiny-llama", "lora@tiny", "lora@tiny-llama"]
     assert cfg.base_of("lora@tiny-llama") == "tiny-llama" and cfg.endpoint_of("lora@tiny-llama") is None
     res = run_compare(cfg, tmp_path, progress=False)
-    assert sorted(res["finished"]) == ["lora@tiny-llama-n8-s0", "lora@tiny-n8-s0", "zero_shot@tiny-llama-n0-s0",
-                                       "zero_shot@tiny-n0-s0"]
+    assert sorted(res["finished"]) == [
+        "lora@tiny-llama-n8-s0",
+        "lora@tiny-n8-s0",
+        "zero_shot@tiny-llama-n0-s0",
+        "zero_shot@tiny-n0-s0",
+    ]
     recs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
     a, b = recs["lora@tiny-n8-s0"], recs["lora@tiny-llama-n8-s0"]
     assert (a["run"]["base"], b["run"]["base"]) == ("tiny", "tiny-llama") and a["run"]["endpoint"] is None
@@ -54,7 +63,11 @@ def test_bad_base_lists_are_one_line_errors():
     with pytest.raises(ValueError, match="one or more base model names, each once"):
         CompareConfig(data="demo", model="tiny,tiny")
     with pytest.raises(ValueError, match="--endpoint tiny: also a base model of --model"):
-        CompareConfig(data="demo", model="tiny,tiny-llama", strategies=["zero_shot"],
-                      endpoints=[{"name": "tiny", "url": "http://127.0.0.1:9"}])
+        CompareConfig(
+            data="demo",
+            model="tiny,tiny-llama",
+            strategies=["zero_shot"],
+            endpoints=[{"name": "tiny", "url": "http://127.0.0.1:9"}],
+        )
     one = CompareConfig(data="demo", model="tiny", strategies=["lora"])
     assert one.strategies == ["lora"] and one.base_of("lora") == "tiny"  # one base: names as before

@@ -13,12 +13,19 @@ def _draw(q, n=400, seed=0):
 
 
 def _truth(n):
-    return 0.92 - 0.9 * n ** -0.5
+    return 0.92 - 0.9 * n**-0.5
 
 
 def test_zero_shot_is_flat_and_a_measured_target_is_not_extrapolated():
-    fits = fit_all([rec("zero_shot", 0, 0.5, right=_draw(0.5)), rec("lora", 16, 0.6, right=_draw(0.6)),
-                    rec("lora", 256, 0.8, right=_draw(0.8, seed=1))], 256, "accuracy")
+    fits = fit_all(
+        [
+            rec("zero_shot", 0, 0.5, right=_draw(0.5)),
+            rec("lora", 16, 0.6, right=_draw(0.6)),
+            rec("lora", 256, 0.8, right=_draw(0.8, seed=1)),
+        ],
+        256,
+        "accuracy",
+    )
     z, lo = fits["zero_shot"], fits["lora"]
     assert z.measured_at_target and z.lo <= z.point <= z.hi and z.hi - z.lo < 0.15
     assert lo.measured_at_target and not lo.extrapolated and lo.lo <= lo.point <= lo.hi
@@ -39,8 +46,14 @@ def test_two_points_bracket_the_curve_between_levelled_off_and_still_climbing():
 
 
 def test_three_noisy_points_predict_the_truth_inside_the_band():
-    by = {n: [rec("lora", n, float(np.mean(d)), right=d)] for n, d in
-          ((16, _draw(_truth(16), seed=2)), (64, _draw(_truth(64), seed=3)), (256, _draw(_truth(256), seed=4)))}
+    by = {
+        n: [rec("lora", n, float(np.mean(d)), right=d)]
+        for n, d in (
+            (16, _draw(_truth(16), seed=2)),
+            (64, _draw(_truth(64), seed=3)),
+            (256, _draw(_truth(256), seed=4)),
+        )
+    }
     f = fit_curve("lora", by, 1000, "accuracy", plot_sizes=[16, 256, 1000])
     # The 256-example draw came out 5 points under the truth (0.8125 vs 0.864): the central fit is
     # pulled down with it, and the band, which carries row and seed noise and every exponent the
@@ -54,11 +67,19 @@ def test_three_noisy_points_predict_the_truth_inside_the_band():
 
 def test_a_rise_the_curve_could_not_see_widens_that_kinds_extrapolations():
     # LoRA flat from 16 to 256, then a jump at 1000 that its own two-point band did not allow.
-    lora = {16: [rec("lora", 16, 0.33, right=_draw(0.33))], 256: [rec("lora", 256, 0.40, right=_draw(0.40, seed=1))],
-            1000: [rec("lora", 1000, 0.72, right=_draw(0.72, seed=2))]}
-    full = {16: [rec("full", 16, 0.31, right=_draw(0.31, seed=3))], 256: [rec("full", 256, 0.44, right=_draw(0.44, seed=4))]}
-    few = {16: [rec("few_shot", 16, 0.13, right=_draw(0.13, seed=5))],
-           256: [rec("few_shot", 256, 0.12, right=_draw(0.12, seed=6))]}
+    lora = {
+        16: [rec("lora", 16, 0.33, right=_draw(0.33))],
+        256: [rec("lora", 256, 0.40, right=_draw(0.40, seed=1))],
+        1000: [rec("lora", 1000, 0.72, right=_draw(0.72, seed=2))],
+    }
+    full = {
+        16: [rec("full", 16, 0.31, right=_draw(0.31, seed=3))],
+        256: [rec("full", 256, 0.44, right=_draw(0.44, seed=4))],
+    }
+    few = {
+        16: [rec("few_shot", 16, 0.13, right=_draw(0.13, seed=5))],
+        256: [rec("few_shot", 256, 0.12, right=_draw(0.12, seed=6))],
+    }
     records = [r for by in (lora, full, few) for rs in by.values() for r in rs]
     cal = calibrate({"lora": lora, "full": full, "few_shot": few}, 1000, "accuracy")
     assert set(cal) == {"gradient"} and cal["gradient"].strategy == "lora" and cal["gradient"].sizes == (256, 1000)
@@ -79,12 +100,15 @@ def test_a_rise_the_curve_could_not_see_widens_that_kinds_extrapolations():
 
 def test_records_without_rows_get_noise_from_their_test_size_and_points_keep_their_draws():
     # Older records kept no per-row metrics: the bands still carry the test rows' and the seed's noise.
-    old = {16: [{**rec("lora", 16, 0.6), "eval": {**rec("lora", 16, 0.6)["eval"], "test_examples": 400}}],
-           256: [{**rec("lora", 256, 0.8), "eval": {**rec("lora", 256, 0.8)["eval"], "test_examples": 400}}]}
+    old = {
+        16: [{**rec("lora", 16, 0.6), "eval": {**rec("lora", 16, 0.6)["eval"], "test_examples": 400}}],
+        256: [{**rec("lora", 256, 0.8), "eval": {**rec("lora", 256, 0.8)["eval"], "test_examples": 400}}],
+    }
     f = fit_curve("lora", old, 1000, "accuracy")
     assert f.hi - f.lo > 0.05 and len(f.samples["draw"]) > 1
     # Measuring another size does not change the draws of a measured one (a resumed race decides the same).
     one = {1000: [rec("lora", 1000, 0.8, right=_draw(0.8))]}
     two = {**one, 256: [rec("lora", 256, 0.7, right=_draw(0.7, seed=1))]}
-    assert np.array_equal(fit_curve("lora", one, 1000, "accuracy").samples["hi"],
-                          fit_curve("lora", two, 1000, "accuracy").samples["hi"])
+    assert np.array_equal(
+        fit_curve("lora", one, 1000, "accuracy").samples["hi"], fit_curve("lora", two, 1000, "accuracy").samples["hi"]
+    )

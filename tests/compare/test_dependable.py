@@ -16,9 +16,19 @@ STRATEGIES = ["zero_shot", "few_shot", "soft_prompt", "lora", "full"]
 
 
 def _cfg(budget):
-    return CompareConfig(data="demo", model="tiny", strategies=STRATEGIES, train_sizes=[16, 64, 256, "all"],
-                         test_limit=48, fragility_k=0, forgetting=False, consistency_examples=0, adaptive=True,
-                         tune=False, budget_seconds=budget)
+    return CompareConfig(
+        data="demo",
+        model="tiny",
+        strategies=STRATEGIES,
+        train_sizes=[16, 64, 256, "all"],
+        test_limit=48,
+        fragility_k=0,
+        forgetting=False,
+        consistency_examples=0,
+        adaptive=True,
+        tune=False,
+        budget_seconds=budget,
+    )
 
 
 def _fake(monkeypatch, speed, clock, cut=()):
@@ -26,8 +36,9 @@ def _fake(monkeypatch, speed, clock, cut=()):
     estimate at ``speed`` (1: as estimated, 0.5: a machine at half speed), on a fake clock."""
     import adaptlab.compare.measure as measure
 
-    def run_one(spec, cfg, ctx, out, progress=True, light=False, settings=None, keep=False, log_dir=None,
-                screened=False):
+    def run_one(
+        spec, cfg, ctx, out, progress=True, light=False, settings=None, keep=False, log_dir=None, screened=False
+    ):
         if spec.id in cut:
             raise TimeUp("time limit reached")
         rows = ctx.n_screen if screened else ctx.n_eval
@@ -78,7 +89,7 @@ def test_a_tight_budget_reaches_less_far_along_the_same_path_and_still_measures_
         # The runs made are the full path's, in its order, except the reserved run at the target,
         # which is made once the next run no longer fits.
         path = [r for r in full["finished"] if r in ran]
-        assert ran[:len(path)] == path or ran[:-1] == [r for r in path if r != ran[-1]]
+        assert ran[: len(path)] == path or ran[:-1] == [r for r in path if r != ran[-1]]
         assert spent <= 90.0 * 1.05
         best = recommend(res["results"], Constraints())
         assert best.target == 360 and not best.ranked[0]["predicted"]
@@ -100,8 +111,11 @@ def test_a_tight_budget_reaches_less_far_along_the_same_path_and_still_measures_
 
 def test_a_budget_that_cannot_fit_the_winner_at_the_target_says_so_at_the_start(tmp_path, monkeypatch):
     _fake(monkeypatch, 1.0, [0.0])
-    with pytest.raises(ValueError, match=r"--budget 0\.1 min cannot fit a first look at all 5 candidates and the "
-                                         r"winner's run at 360 examples: .*use --budget \d+m or more"):
+    with pytest.raises(
+        ValueError,
+        match=r"--budget 0\.1 min cannot fit a first look at all 5 candidates and the "
+        r"winner's run at 360 examples: .*use --budget \d+m or more",
+    ):
         run_compare(_cfg(6.0), tmp_path / "small", progress=False)
     assert not (tmp_path / "small" / "results").exists() or not list((tmp_path / "small" / "results").glob("*.json"))
 
@@ -144,15 +158,18 @@ def test_the_reserved_run_is_tried_when_its_estimate_grew_past_the_time_left(tmp
 
     monkeypatch.setattr(AdaptivePicker, "check_budget", check_budget)
     res, _, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
-    firsts = sum(r["train"]["seconds"] + r["eval"]["seconds"] + FIXED_SECONDS[r["run"]["kind"]] for r in res["results"]
-                 if r["run"]["id"] in res["finished"][:5])
+    firsts = sum(
+        r["train"]["seconds"] + r["eval"]["seconds"] + FIXED_SECONDS[r["run"]["kind"]]
+        for r in res["results"]
+        if r["run"]["id"] in res["finished"][:5]
+    )
     # Just after round one (the same path at any budget), what the leader's run is estimated at and
     # what stays held for its final measurements.
     res, _, _ = _compare(tmp_path, monkeypatch, 1.0, firsts + 1.0, "probe2")
     [skip] = [s for s in res["skipped"] if s["id"] == "lora-n360-s0"]
     est, held = skip["estimate_s"], skip["reserved_s"]
     res, _, _ = _compare(tmp_path, monkeypatch, 1.0, firsts + held + 0.9 * est, "most")
-    assert res["finished"][5:6] == ["lora-n360-s0"]   # after round one, the leader at the target
+    assert res["finished"][5:6] == ["lora-n360-s0"]  # after round one, the leader at the target
     res, _, _ = _compare(tmp_path, monkeypatch, 1.0, firsts + held + 0.5 * est, "little")
     assert "lora-n360-s0" not in res["finished"] and "lora-n360-s0" in [s["id"] for s in res["skipped"]]
 
@@ -164,8 +181,18 @@ def test_tuning_asks_its_allowance_again_before_each_variant(tmp_path, monkeypat
     from adaptlab.compare.measure import prepare
     from adaptlab.compare.tuning import TuningBudget, run_tuning
 
-    cfg = CompareConfig(data="demo", model="tiny", strategies=["lora"], train_sizes=[16, "all"], test_limit=16,
-                        fragility_k=0, forgetting=False, consistency_examples=0, adaptive=True, tune=True)
+    cfg = CompareConfig(
+        data="demo",
+        model="tiny",
+        strategies=["lora"],
+        train_sizes=[16, "all"],
+        test_limit=16,
+        fragility_k=0,
+        forgetting=False,
+        consistency_examples=0,
+        adaptive=True,
+        tune=True,
+    )
     clock, asked, fitted = [0.0], [], []
 
     class Art:
@@ -185,6 +212,11 @@ def test_tuning_asks_its_allowance_again_before_each_variant(tmp_path, monkeypat
     from adaptlab.compare.grid import plan
 
     ctx = prepare(cfg)
-    run_tuning(cfg, ctx, plan(cfg, len(ctx.splits.train)), tmp_path,
-               TuningBudget(spent=lambda: clock[0], allowance=allowance, order=["lora"]))
+    run_tuning(
+        cfg,
+        ctx,
+        plan(cfg, len(ctx.splits.train)),
+        tmp_path,
+        TuningBudget(spent=lambda: clock[0], allowance=allowance, order=["lora"]),
+    )
     assert len(fitted) == 1 and len(asked) == 2

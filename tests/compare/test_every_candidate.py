@@ -15,9 +15,9 @@ from .test_dependable import STRATEGIES, _cfg, _compare, _fake
 
 def test_every_candidate_gets_a_first_look_before_any_second_run(tmp_path, monkeypatch):
     res, race_file, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "all")
-    first = res["finished"][:len(STRATEGIES)]
-    assert sorted(r.split("-")[0] for r in first) == sorted(STRATEGIES)   # one look each, then promotions
-    assert all(r.endswith("-n16-s0") or r == "zero_shot-n0-s0" for r in first)   # at the lowest fidelity
+    first = res["finished"][: len(STRATEGIES)]
+    assert sorted(r.split("-")[0] for r in first) == sorted(STRATEGIES)  # one look each, then promotions
+    assert all(r.endswith("-n16-s0") or r == "zero_shot-n0-s0" for r in first)  # at the lowest fidelity
     assert race_file["candidates"] == STRATEGIES and race_file["left_out"] == [] and race_file["never_run"] == []
 
 
@@ -43,20 +43,28 @@ def test_a_short_budget_keeps_one_candidate_of_each_family_and_names_the_rest(tm
     left = {x["candidate"] for x in race_file["left_out"]}
     assert left and left <= {"few_shot", "lora", "full", "soft_prompt", "zero_shot"}
     kept = set(STRATEGIES) - left
-    families = {"zero_shot": "prompt", "few_shot": "prompt", "soft_prompt": "learned_prompt", "lora": "adapter",
-                "full": "weights"}
-    assert {families[c] for c in kept} == set(families.values())      # both sides, and every family
-    assert {r["run"]["strategy"] for r in res["results"]} == kept      # every kept candidate measured
+    families = {
+        "zero_shot": "prompt",
+        "few_shot": "prompt",
+        "soft_prompt": "learned_prompt",
+        "lora": "adapter",
+        "full": "weights",
+    }
+    assert {families[c] for c in kept} == set(families.values())  # both sides, and every family
+    assert {r["run"]["strategy"] for r in res["results"]} == kept  # every kept candidate measured
     assert all("left out by the budget check" in n["why"] for n in race_file["never_run"])
     assert spent <= budget * 1.05
     plan = json.loads((tmp_path / "short" / "budget_plan.json").read_text())
-    assert {x["candidate"] for x in plan["left_out"]} == left           # a resumed compare keeps the choice
+    assert {x["candidate"] for x in plan["left_out"]} == left  # a resumed compare keeps the choice
     # --strict-budget refuses the same budget before anything runs, naming the budget that fits.
     _fake(monkeypatch, 1.0, [0.0])
     cfg = _cfg(budget)
     cfg.strict_budget = True
-    with pytest.raises(ValueError, match=r"cannot fit a first look at all 5 candidates .* use --budget \d+m or "
-                                         r"more.*\(--strict-budget\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot fit a first look at all 5 candidates .* use --budget \d+m or "
+        r"more.*\(--strict-budget\)",
+    ):
         run_compare(cfg, tmp_path / "strict", progress=False)
 
 
@@ -82,30 +90,36 @@ def test_no_strategy_wins_by_its_name():
     # Candidates on other bases and endpoints are ordered by what they change, not their name.
     order = tie_order(["zero_shot@a", "lora@b", "few_shot@api", "full@a"], 1000)
     assert set(order) == {"zero_shot@a", "lora@b", "few_shot@api", "full@a"}
-    assert order.index("lora@b") < order.index("zero_shot@a")   # adapters lead at 1000 in the committed grids
+    assert order.index("lora@b") < order.index("zero_shot@a")  # adapters lead at 1000 in the committed grids
 
 
 def _pair(trained_right, prompt_right, **kw):
     n = len(trained_right)
-    return [rec("lora", 300, sum(trained_right) / n, right=trained_right, artifact=3e6, **kw),
-            rec("few_shot", 300, sum(prompt_right) / n, right=prompt_right, artifact=5e3, tokens=400, train_s=1)]
+    return [
+        rec("lora", 300, sum(trained_right) / n, right=trained_right, artifact=3e6, **kw),
+        rec("few_shot", 300, sum(prompt_right) / n, right=prompt_right, artifact=5e3, tokens=400, train_s=1),
+    ]
 
 
 def test_prompting_is_enough_within_the_margin_and_training_wins_beyond_it():
     n = 300
-    trained = [0 if i % 10 == 0 else 1 for i in range(n)]                   # 0.900
+    trained = [0 if i % 10 == 0 else 1 for i in range(n)]  # 0.900
     close = list(trained)
-    for i in [i for i in range(n) if trained[i]][:6]:                      # 0.880: 2 points under
+    for i in [i for i in range(n) if trained[i]][:6]:  # 0.880: 2 points under
         close[i] = 0
     enough = recommend(_pair(trained, close), Constraints(prompt_margin=0.02))
     assert enough.winner == "few_shot" and "prompt_enough" in enough.fired
     text = enough.to_markdown()
-    assert "prompting is enough" in text and "Training (lora) would change quality by +2.0 points" in text and "interval [" in text
-    far = [0 if i % 10 == 0 or i % 4 == 1 else 1 for i in range(n)]        # 0.675
+    assert (
+        "prompting is enough" in text
+        and "Training (lora) would change quality by +2.0 points" in text
+        and "interval [" in text
+    )
+    far = [0 if i % 10 == 0 or i % 4 == 1 else 1 for i in range(n)]  # 0.675
     wins = recommend(_pair(trained, far), Constraints(prompt_margin=0.02))
     assert wins.winner == "lora" and "training_wins" in wins.fired and "prompt_enough" not in wins.fired
     assert "training wins by a measured margin" in wins.to_markdown()
-    strict = recommend(_pair(trained, close), Constraints(prompt_margin=0.0))   # no margin: only a true tie
+    strict = recommend(_pair(trained, close), Constraints(prompt_margin=0.0))  # no margin: only a true tie
     assert strict.winner in ("lora", "few_shot")
     with pytest.raises(ValueError, match="prompt margin"):
         Constraints(prompt_margin=1.5)
@@ -153,11 +167,27 @@ def tiny_prompt_artifact_fields(art, backend):
     from adaptlab.prompts import PromptTemplate
     from adaptlab.tasks.base import get_task
 
-    return {"strategy": "few_shot", "backend": backend, "config": None, "template": PromptTemplate("t", "{text}"),
-            "task": "classification", "spec": get_task("classification"), "labels": ["neg", "pos"],
-            "metrics": {}, "decoding": {}, "exemplars": [], "reserve": [], "selection": "fixed", "k": 0,
-            "pool": [], "pool_embeddings": None, "calibration": None, "trace": [],
-            "last_unparsed": 0, "last_unparsed_rows": []}
+    return {
+        "strategy": "few_shot",
+        "backend": backend,
+        "config": None,
+        "template": PromptTemplate("t", "{text}"),
+        "task": "classification",
+        "spec": get_task("classification"),
+        "labels": ["neg", "pos"],
+        "metrics": {},
+        "decoding": {},
+        "exemplars": [],
+        "reserve": [],
+        "selection": "fixed",
+        "k": 0,
+        "pool": [],
+        "pool_embeddings": None,
+        "calibration": None,
+        "trace": [],
+        "last_unparsed": 0,
+        "last_unparsed_rows": [],
+    }
 
 
 def test_the_report_counts_no_label_answers_per_candidate():
@@ -180,20 +210,44 @@ def test_candidates_on_two_bases_and_an_endpoint_each_get_a_first_look(tmp_path)
 
     data = _data(tmp_path)
     with fake_endpoint() as fake:
-        r = CliRunner().invoke(app, [
-            "compare", "--data", str(data), "--model", "tiny,tiny-llama", "--strategies", "zero_shot,lora",
-            "--endpoint", f"api={fake.url}/v1,model=fake", "--train-sizes", "4,8", "--budget", "30m", "--no-tune",
-            "--out", str(tmp_path / "run"), "--no-forgetting", "--fragility-k", "0", "--consistency-examples", "0",
-            "--no-progress", "--set", "lora.epochs=1"])
+        r = CliRunner().invoke(
+            app,
+            [
+                "compare",
+                "--data",
+                str(data),
+                "--model",
+                "tiny,tiny-llama",
+                "--strategies",
+                "zero_shot,lora",
+                "--endpoint",
+                f"api={fake.url}/v1,model=fake",
+                "--train-sizes",
+                "4,8",
+                "--budget",
+                "30m",
+                "--no-tune",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-forgetting",
+                "--fragility-k",
+                "0",
+                "--consistency-examples",
+                "0",
+                "--no-progress",
+                "--set",
+                "lora.epochs=1",
+            ],
+        )
     assert r.exit_code == 0, r.output
     race_file = json.loads((tmp_path / "run" / "race.json").read_text())
     asked = ["zero_shot@tiny", "zero_shot@tiny-llama", "lora@tiny", "lora@tiny-llama", "zero_shot@api"]
     assert sorted(race_file["candidates"]) == sorted(asked)
     order = [line.split("]")[1].split()[0] for line in r.output.splitlines() if line.startswith("[")]
-    assert sorted(c.rsplit("-n", 1)[0] for c in order[:5]) == sorted(asked)   # a first look each, first
+    assert sorted(c.rsplit("-n", 1)[0] for c in order[:5]) == sorted(asked)  # a first look each, first
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "run" / "results").glob("*.json")}
     rows = {k: [p["id"] for p in v["predictions"]] for k, v in results.items() if v["run"]["train_size"] in (0, 4)}
-    assert len(rows) == 5 and len({tuple(v) for v in rows.values()}) == 1    # the same test rows for each look
+    assert len(rows) == 5 and len({tuple(v) for v in rows.values()}) == 1  # the same test rows for each look
     report = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "Candidates measured: 5 of 5 asked (both sides of the question" in report
 
@@ -201,13 +255,17 @@ def test_candidates_on_two_bases_and_an_endpoint_each_get_a_first_look(tmp_path)
 def test_a_prompt_that_leads_within_the_noise_is_settled_by_prompting_is_enough():
     """SST-2 at 32 examples: few-shot leads, the trained ones within the noise; no rule used to settle it."""
     n = 300
-    prompt = [0 if i % 10 == 0 else 1 for i in range(n)]                     # 0.900
+    prompt = [0 if i % 10 == 0 else 1 for i in range(n)]  # 0.900
     trained = list(prompt)
-    for i in [i for i in range(n) if prompt[i]][:3]:                         # 0.890
+    for i in [i for i in range(n) if prompt[i]][:3]:  # 0.890
         trained[i] = 0
-    r = recommend([rec("lora", 32, sum(trained) / n, right=trained, artifact=3e6),
-                   rec("few_shot", 32, sum(prompt) / n, right=prompt, artifact=5e3, tokens=400, train_s=1)],
-                  Constraints())
+    r = recommend(
+        [
+            rec("lora", 32, sum(trained) / n, right=trained, artifact=3e6),
+            rec("few_shot", 32, sum(prompt) / n, right=prompt, artifact=5e3, tokens=400, train_s=1),
+        ],
+        Constraints(),
+    )
     assert r.winner == "few_shot" and "prompt_enough" in r.fired
     assert "Training (lora) would change quality by -1.0 points" in r.to_markdown()
 
@@ -227,13 +285,12 @@ def test_when_the_first_looks_run_long_the_winner_is_still_measured_at_the_targe
     monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
     _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
     res, race_file, spent = _compare(tmp_path, monkeypatch, 0.7, need["s"] * 1.02, "slow")
-    assert race_file["left_out"] == []                          # accepted: it fitted by the estimates
+    assert race_file["left_out"] == []  # accepted: it fitted by the estimates
     never = {n["strategy"] for n in race_file["never_run"]}
     assert never and all("budget" in n["why"] for n in race_file["never_run"])
     best = recommend(res["results"], Constraints())
-    assert best.target == 360 and not best.ranked[0]["predicted"]   # the winner measured at the target
+    assert best.target == 360 and not best.ranked[0]["predicted"]  # the winner measured at the target
     assert any(r["run"]["train_size"] == 360 for r in res["results"])
-
 
 
 def test_a_first_look_that_missed_round_one_is_made_once_the_winner_is_measured(tmp_path, monkeypatch):
@@ -254,7 +311,7 @@ def test_a_first_look_that_missed_round_one_is_made_once_the_winner_is_measured(
     res, race_file, spent = _compare(tmp_path, monkeypatch, 0.5, need["s"], "slow")
     ran = res["finished"]
     at_target = next(i for i, r in enumerate(ran) if "-n360-" in r)
-    late = [r for r in ran[at_target + 1:] if r.split("-")[0] not in {x.split("-")[0] for x in ran[:at_target + 1]}]
-    assert late, ran                                  # a first look made after the winner's run
+    late = [r for r in ran[at_target + 1 :] if r.split("-")[0] not in {x.split("-")[0] for x in ran[: at_target + 1]}]
+    assert late, ran  # a first look made after the winner's run
     assert not any(n["strategy"] == late[0].split("-")[0] for n in race_file["never_run"])
     assert spent <= need["s"] * 1.05

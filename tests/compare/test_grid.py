@@ -18,14 +18,22 @@ from adaptlab.compare.grid import order_runs
 from adaptlab.compare.store import RunSpec
 
 runner = CliRunner()
-FAST = dict(model="tiny", test_limit=6, fragility_k=1, fragility_examples=4, dev_limit=4, epochs=1.0,
-            strategy_settings={"prompt_search": {"budget_calls": 20, "first_round": 2, "exemplar_sets": 1,
-                                                 "bootstrap": 0}, "few_shot": {"k": 2}})
+FAST = dict(
+    model="tiny",
+    test_limit=6,
+    fragility_k=1,
+    fragility_examples=4,
+    dev_limit=4,
+    epochs=1.0,
+    strategy_settings={
+        "prompt_search": {"budget_calls": 20, "first_round": 2, "exemplar_sets": 1, "bootstrap": 0},
+        "few_shot": {"k": 2},
+    },
+)
 
 
 def test_grid_measures_everything(tmp_path):
-    cfg = CompareConfig(data="demo", strategies=["zero_shot", "few_shot", "lora"], train_sizes=[8, 16], seeds=1,
-                        **FAST)
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "few_shot", "lora"], train_sizes=[8, 16], seeds=1, **FAST)
     res = run_compare(cfg, tmp_path, progress=False)
     ids = sorted(res["finished"])
     assert ids == ["few_shot-n16-s0", "few_shot-n8-s0", "lora-n16-s0", "lora-n8-s0", "zero_shot-n0-s0"]
@@ -38,7 +46,12 @@ def test_grid_measures_everything(tmp_path):
     ev = r["eval"]
     assert 0 <= ev["quality"] <= 1 and ev["test_examples"] == 6 and ev["overfit_gap"] is not None
     assert len(ev["fragility"]["paraphrases"]) == 1 and set(ev["fragility"]["perturbations"]) == {
-        "lowercase", "uppercase", "typos", "whitespace", "punctuation"}
+        "lowercase",
+        "uppercase",
+        "typos",
+        "whitespace",
+        "punctuation",
+    }
     assert ev["forgetting"]["weights_changed"] and ev["forgetting"]["ppl_before"] > 1
     assert r["cost"]["artifact_bytes"] > 0 and r["cost"]["usd_per_1m"] > 0
     assert r["meta"]["versions"]["torch"] and "finished" in r["meta"]
@@ -52,8 +65,13 @@ def test_grid_measures_everything(tmp_path):
 
 def test_early_stopping_settings_reach_the_training_loop(tmp_path):
     """--eval-every / --patience go to every gradient run; the record says where dev peaked and that it stopped."""
-    cfg = CompareConfig(data="demo", strategies=["lora"], train_sizes=[16], seeds=1,
-                        **{**FAST, "epochs": 4.0, "eval_every": 1, "patience": 1})
+    cfg = CompareConfig(
+        data="demo",
+        strategies=["lora"],
+        train_sizes=[16],
+        seeds=1,
+        **{**FAST, "epochs": 4.0, "eval_every": 1, "patience": 1},
+    )
     run_compare(cfg, tmp_path, progress=False)
     tr = json.loads((tmp_path / "results" / "lora-n16-s0.json").read_text())["train"]
     assert tr["stopped_early"] and tr["steps"] == tr["best_step"] + 1 < 8  # 2 steps an epoch, 4 epochs
@@ -68,8 +86,9 @@ def test_other_data_in_the_same_folder_is_refused(tmp_path):
 
 
 def test_budget_skips_what_will_not_fit(tmp_path):
-    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora", "full"], train_sizes=[8, 360],
-                        budget_seconds=1.0, **FAST)
+    cfg = CompareConfig(
+        data="demo", strategies=["zero_shot", "lora", "full"], train_sizes=[8, 360], budget_seconds=1.0, **FAST
+    )
     res = run_compare(cfg, tmp_path, progress=False)
     skipped = {s["id"] for s in res["skipped"]}
     assert "full-n360-s0" in skipped and all("budget left" in s["reason"] for s in res["skipped"])
@@ -107,9 +126,32 @@ def test_budget_and_size_parsing():
 
 def test_grid_resumes_after_kill(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "adaptlab.cli", "compare", "--data", "demo", "--model", "tiny", "--out", str(out),
-           "--strategies", "zero_shot,few_shot", "--train-sizes", "8,16", "--test-limit", "6",
-           "--fragility-k", "1", "--fragility-examples", "4", "--epochs", "1", "--set", "few_shot.k=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adaptlab.cli",
+        "compare",
+        "--data",
+        "demo",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--strategies",
+        "zero_shot,few_shot",
+        "--train-sizes",
+        "8,16",
+        "--test-limit",
+        "6",
+        "--fragility-k",
+        "1",
+        "--fragility-examples",
+        "4",
+        "--epochs",
+        "1",
+        "--set",
+        "few_shot.k=2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
@@ -150,25 +192,56 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     release_claim(tmp_path, "lora-n8-s0")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (claims_dir(tmp_path) / "x.claim").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                                              "time": time.time()}))
+    (claims_dir(tmp_path) / "x.claim").write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname(), "time": time.time()})
+    )
     assert claim(tmp_path, "x")  # its worker is gone
-    (claims_dir(tmp_path) / "y.claim").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
-                                                              "time": time.time()}))
+    (claims_dir(tmp_path) / "y.claim").write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "time": time.time()})
+    )
     assert not claim(tmp_path, "y")  # its worker is alive
 
 
 def test_two_workers_share_one_grid(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "adaptlab.cli", "compare", "--data", "demo", "--model", "tiny", "--out", str(out),
-           "--strategies", "zero_shot,few_shot,lora", "--train-sizes", "8,16", "--test-limit", "6",
-           "--fragility-k", "1", "--fragility-examples", "4", "--epochs", "1", "--set", "few_shot.k=2",
-           "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adaptlab.cli",
+        "compare",
+        "--data",
+        "demo",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--strategies",
+        "zero_shot,few_shot,lora",
+        "--train-sizes",
+        "8,16",
+        "--test-limit",
+        "6",
+        "--fragility-k",
+        "1",
+        "--fragility-examples",
+        "4",
+        "--epochs",
+        "1",
+        "--set",
+        "few_shot.k=2",
+        "--workers",
+        "2",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     recs = load_results(out)
-    assert sorted(x["run"]["id"] for x in recs) == ["few_shot-n16-s0", "few_shot-n8-s0", "lora-n16-s0", "lora-n8-s0",
-                                                    "zero_shot-n0-s0"]
+    assert sorted(x["run"]["id"] for x in recs) == [
+        "few_shot-n16-s0",
+        "few_shot-n8-s0",
+        "lora-n16-s0",
+        "lora-n8-s0",
+        "zero_shot-n0-s0",
+    ]
     assert len({x["meta"]["worker"] for x in recs}) == 2  # both workers did some of it
     assert list((out / "claims").iterdir()) == [] and (out / "report" / "report.html").exists()
 
@@ -177,14 +250,29 @@ def test_a_worker_starts_from_the_saved_config_with_the_folder_made_absolute(tmp
     from adaptlab.compare.grid import save_config, worker_command
 
     monkeypatch.chdir(tmp_path)
-    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora"], train_sizes=[8], seeds=2,
-                        **{**FAST, "strategy_settings": {"lora": {"r": 4}}})
+    cfg = CompareConfig(
+        data="demo",
+        strategies=["zero_shot", "lora"],
+        train_sizes=[8],
+        seeds=2,
+        **{**FAST, "strategy_settings": {"lora": {"r": 4}}},
+    )
     save_config(cfg, Path("runs/x"))
     cmd = worker_command(Path("runs/x"))
     folder = tmp_path / "runs" / "x"
-    assert cmd[1:] == ["-m", "adaptlab.cli", "compare", "--config", str(folder / "compare.json"), "--out",
-                       str(folder), "--workers", "1", "--no-progress"]
-    again = CompareConfig.load(folder / "compare.json")   # the same settings, none re-written as flags
+    assert cmd[1:] == [
+        "-m",
+        "adaptlab.cli",
+        "compare",
+        "--config",
+        str(folder / "compare.json"),
+        "--out",
+        str(folder),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    again = CompareConfig.load(folder / "compare.json")  # the same settings, none re-written as flags
     assert again == cfg
 
 
@@ -197,13 +285,25 @@ def test_a_saved_config_runs_unchanged(tmp_path):
     from adaptlab.compare.grid import save_config
 
     save_config(cfg, tmp_path / "a")
-    r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out",
-                                 str(tmp_path / "a"), "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out", str(tmp_path / "a"), "--no-progress"],
+    )
     assert r.exit_code == 0, r.output
     assert [x["run"]["id"] for x in load_results(tmp_path / "a")] == ["zero_shot-n0-s0"]
     # endpoints live in the file; other options given beside it override it (tests/test_api.py)
-    r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "a" / "compare.json"), "--out",
-                                 str(tmp_path / "a"), "--endpoint", "x=http://127.0.0.1:9/v1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--config",
+            str(tmp_path / "a" / "compare.json"),
+            "--out",
+            str(tmp_path / "a"),
+            "--endpoint",
+            "x=http://127.0.0.1:9/v1",
+        ],
+    )
     assert r.exit_code == 2 and "give the endpoints in the file (key 'endpoint')" in r.output
     (tmp_path / "bad.json").write_text('{"data": "demo", "budgt": 5}')
     r = CliRunner().invoke(app, ["compare", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "b")])
@@ -215,10 +315,38 @@ def test_ray_places_the_workers_of_one_grid(tmp_path):
     """A local Ray runs two workers of one grid: every run once, the report built."""
     pytest.importorskip("ray")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "adaptlab.cli", "compare", "--data", "demo", "--model", "tiny", "--out", str(out),
-           "--strategies", "zero_shot,few_shot,lora", "--train-sizes", "8", "--test-limit", "6",
-           "--fragility-k", "1", "--fragility-examples", "4", "--epochs", "1", "--set", "few_shot.k=2",
-           "--workers", "2", "--ray", "local", "--ray-cpus", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adaptlab.cli",
+        "compare",
+        "--data",
+        "demo",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--strategies",
+        "zero_shot,few_shot,lora",
+        "--train-sizes",
+        "8",
+        "--test-limit",
+        "6",
+        "--fragility-k",
+        "1",
+        "--fragility-examples",
+        "4",
+        "--epochs",
+        "1",
+        "--set",
+        "few_shot.k=2",
+        "--workers",
+        "2",
+        "--ray",
+        "local",
+        "--ray-cpus",
+        "1",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     recs = load_results(out)
@@ -232,8 +360,11 @@ def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
     from adaptlab.compare.grid import run_ray_workers
 
     real = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__",
-                        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "ray" else real(name, *a, **k))
+    monkeypatch.setattr(
+        builtins,
+        "__import__",
+        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "ray" else real(name, *a, **k),
+    )
     with pytest.raises(ValueError, match="ray is not installed"):
         run_ray_workers(tmp_path, 2, "local")
 
@@ -263,7 +394,12 @@ def test_one_cost_model_orders_cheap_runs_first_and_learns_from_runs():
     assert [s.id for s in order] == ["zero_shot-n0-s0", "lora-n16-s0", "lora-n256-s0", "full-n256-s0"]
     before = est.seconds("lora", 256, ctx.n_eval)
     prior = est.seconds("lora", 16, ctx.n_eval)
-    est.observe({"run": {"strategy": "lora", "kind": "gradient", "train_size": 16, "epochs": 1.0},
-                 "train": {"seconds": 10 * prior}, "eval": {"seconds": 10 * prior, "scored_examples": ctx.n_eval}})
+    est.observe(
+        {
+            "run": {"strategy": "lora", "kind": "gradient", "train_size": 16, "epochs": 1.0},
+            "train": {"seconds": 10 * prior},
+            "eval": {"seconds": 10 * prior, "scored_examples": ctx.n_eval},
+        }
+    )
     assert est.seconds("lora", 256, ctx.n_eval) > 3 * before  # measured slower than the prior
     assert est.scored_per_run(True) == ctx.n_eval < est.scored_per_run(False) or not cfg.fragility_k

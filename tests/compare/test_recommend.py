@@ -57,8 +57,11 @@ def test_near_tie_counts_the_test_sets_sampling_error_and_training_time():
     # Banking77 at 1000 examples: hybrid 0.725 and LoRA 0.717 on 385 test rows. 0.8 points is three
     # examples; LoRA serves 12% cheaper (inside the cost noise, 25%) and trains in 41% of the time.
     def b77(lora_train_s, lora_q=0.717, n=385):
-        return [rec("hybrid", 1000, 0.725, usd=5.87, train_s=616, test_n=n),
-                rec("lora", 1000, lora_q, usd=5.17, train_s=lora_train_s, test_n=n)]
+        return [
+            rec("hybrid", 1000, 0.725, usd=5.87, train_s=616, test_n=n),
+            rec("lora", 1000, lora_q, usd=5.17, train_s=lora_train_s, test_n=n),
+        ]
+
     r = recommend(b77(253), Constraints())
     assert r.winner == "lora" and "near_tie" in r.fired
     text = r.to_markdown()
@@ -79,7 +82,7 @@ def test_a_tie_goes_to_the_adaptation_easier_to_own():
     """SST-2's committed adaptive run: full 0.896 (1.07 GB) and LoRA 0.880 (3 MB) tied on the paired
     rows, LoRA's serving cost 4% higher (measurement noise). The adapter wins, by its artifact."""
     rows_full = [1] * 448 + [0] * 52
-    rows_lora = [1] * 420 + [0] * 28 + [1] * 20 + [0] * 32   # 48 rows disagree, both ways
+    rows_lora = [1] * 420 + [0] * 28 + [1] * 20 + [0] * 32  # 48 rows disagree, both ways
     full = rec("full", 1000, 0.896, usd=0.80, artifact=1.07e9, train_s=900, right=rows_full)
     lora = rec("lora", 1000, 0.880, usd=0.83, artifact=3e6, train_s=500, right=rows_lora)
     r = recommend([full, lora], Constraints())
@@ -90,7 +93,7 @@ def test_a_tie_goes_to_the_adaptation_easier_to_own():
     b = rec("soft_prompt", 1000, 0.880, usd=0.83, artifact=2e5, train_s=400, right=rows_lora)
     c = rec("prefix", 1000, 0.880, usd=0.83, artifact=1e6, train_s=400, right=rows_lora)
     assert recommend([a, c], Constraints()).winner == "lora"
-    assert recommend([a, b], Constraints()).winner == "soft_prompt"   # 15x smaller: an artifact reason
+    assert recommend([a, b], Constraints()).winner == "soft_prompt"  # 15x smaller: an artifact reason
     # Cost beyond its noise decides between artifacts of one class.
     d = rec("prefix", 1000, 0.880, usd=0.50, artifact=1e6, train_s=600, right=rows_lora)
     r = recommend([a, d], Constraints())
@@ -100,8 +103,11 @@ def test_a_tie_goes_to_the_adaptation_easier_to_own():
 def test_the_answer_is_never_a_prediction():
     """A strategy ranked first by its learning curve alone (not measured at the target) is named, but
     the recommendation is the best measured there."""
-    recs = [rec("lora", 1000, 0.80, right=[1] * 80 + [0] * 20), rec("full", 16, 0.60, right=[1] * 60 + [0] * 40),
-            rec("full", 256, 0.79, right=[1] * 79 + [0] * 21)]
+    recs = [
+        rec("lora", 1000, 0.80, right=[1] * 80 + [0] * 20),
+        rec("full", 16, 0.60, right=[1] * 60 + [0] * 40),
+        rec("full", 256, 0.79, right=[1] * 79 + [0] * 21),
+    ]
     r = recommend(recs, Constraints())
     assert r.winner == "lora" and r.target == 1000 and not r.ranked[0]["predicted"]
     if r.ranked[1]["quality"] > 0.80:
@@ -131,8 +137,12 @@ def test_next_step_rules():
     assert any("perplexity by 2,459x" in s for s in big.next_steps)
     # The report's tables use the same wording, signed below 10x.
     assert (ppl_rise(-0.03), ppl_rise(8.5), ppl_rise(2458.0), ppl_rise(None)) == ("-3.0%", "+850.0%", "2,459x", "-")
-    flat = [rec("lora", 64, 0.80, ppl=0.0), rec("lora", 256, 0.805, ppl=0.0), rec("hybrid", 256, 0.70),
-            rec("few_shot", 256, 0.6, spread=0.2)]
+    flat = [
+        rec("lora", 64, 0.80, ppl=0.0),
+        rec("lora", 256, 0.805, ppl=0.0),
+        rec("hybrid", 256, 0.70),
+        rec("few_shot", 256, 0.6, spread=0.2),
+    ]
     r = recommend(flat, Constraints())
     assert not {"still_learning", "try_hybrid", "forgetting", "fragile"} & set(r.fired)
     r = recommend([rec("few_shot", 256, 0.6, spread=0.2)], Constraints())
@@ -162,7 +172,8 @@ def test_a_grid_cut_short_is_ranked_at_the_target_size_with_predictions_marked()
     assert full["predicted"] and full["lo"] <= full["quality"] <= full["hi"] and full["lo"] >= 0.87
     text = r.to_markdown()
     assert "full was not measured there and is ranked by its learning-curve prediction" in text or (
-        r.winner == "full" and "this rests on extrapolation" in text)
+        r.winner == "full" and "this rests on extrapolation" in text
+    )
     assert "predicted" in text
     assert "ranked at" not in recommend(grid(), Constraints()).to_markdown()  # a complete grid says nothing
     # A predicted runner-up is never promoted by near_tie: only measured rows can tie.
@@ -177,31 +188,44 @@ def test_a_grid_cut_short_is_ranked_at_the_target_size_with_predictions_marked()
 
 def test_near_tie_uses_the_paired_interval_on_shared_rows():
     n = 400
-    lead = [0 if i % 10 == 0 else 1 for i in range(n)]                     # 0.900
-    close = list(lead)                                                     # 12 rows worse, 6 better: 0.885
+    lead = [0 if i % 10 == 0 else 1 for i in range(n)]  # 0.900
+    close = list(lead)  # 12 rows worse, 6 better: 0.885
     for i in [i for i in range(n) if lead[i]][:12]:
         close[i] = 0
     for i in [i for i in range(n) if not lead[i]][:6]:
         close[i] = 1
-    far = [0 if i % 10 == 0 or i % 9 == 1 else 1 for i in range(n)]        # 0.8525, 44 rows worse
-    tie = recommend([rec("hybrid", 1000, 0.9, right=lead, ex_s=10),
-                     rec("lora", 1000, sum(close) / n, right=close, ex_s=20)], Constraints())
+    far = [0 if i % 10 == 0 or i % 9 == 1 else 1 for i in range(n)]  # 0.8525, 44 rows worse
+    tie = recommend(
+        [rec("hybrid", 1000, 0.9, right=lead, ex_s=10), rec("lora", 1000, sum(close) / n, right=close, ex_s=20)],
+        Constraints(),
+    )
     assert "near_tie" in tie.fired and tie.winner == "lora"
     assert "interval [" in tie.to_markdown() and "paired rows" in tie.to_markdown()
     p = tie.paired[0]
     assert p["a"] == "hybrid" and p["b"] == "lora" and p["lo"] < 0 < p["hi"] or p["lo"] <= 0
-    apart = recommend([rec("hybrid", 1000, 0.9, right=lead, ex_s=10),
-                       rec("lora", 1000, sum(far) / n, right=far, ex_s=20)], Constraints())
+    apart = recommend(
+        [rec("hybrid", 1000, 0.9, right=lead, ex_s=10), rec("lora", 1000, sum(far) / n, right=far, ex_s=20)],
+        Constraints(),
+    )
     assert "near_tie" not in apart.fired and apart.winner == "hybrid" and apart.paired[0]["lo"] > 0
 
 
 def test_baselines_are_reported_and_a_strategy_at_the_majority_is_called_that():
-    b = {"majority_label": "a", "majority_accuracy": 0.5, "chance_accuracy": 0.5, "n_labels": 2,
-         "largest_class": "a", "largest_share": 0.5, "test_n": 100}
+    b = {
+        "majority_label": "a",
+        "majority_accuracy": 0.5,
+        "chance_accuracy": 0.5,
+        "n_labels": 2,
+        "largest_class": "a",
+        "largest_share": 0.5,
+        "test_n": 100,
+    }
     majority = [i % 2 == 0 for i in range(100)]  # right exactly where the answer is 'a'
     good = [i % 10 != 0 for i in range(100)]
-    r = recommend([rec("zero_shot", 0, 0.5, right=majority, baselines=b),
-                   rec("lora", 64, 0.9, right=good, baselines=b)], Constraints())
+    r = recommend(
+        [rec("zero_shot", 0, 0.5, right=majority, baselines=b), rec("lora", 64, 0.9, right=good, baselines=b)],
+        Constraints(),
+    )
     text = r.to_markdown()
     assert "baselines on the 100 test rows: majority class 'a' 0.500 accuracy, chance 0.500; zero_shot 0.500" in text
     assert "not significantly above the majority class: zero_shot" in text and "at_majority" in r.fired

@@ -18,7 +18,9 @@ def _store(tmp_path):
     for r in grid():
         atomic_write_json(tmp_path / "results" / f"{r['run']['id']}.json", r)
     atomic_write_json(tmp_path / "compare.json", {"data": "synthetic", "model": "none"})
-    atomic_write_json(tmp_path / "skipped.json", [{"id": "hybrid-n256-s0", "reason": "estimated 900 s, 12 s of budget left"}])
+    atomic_write_json(
+        tmp_path / "skipped.json", [{"id": "hybrid-n256-s0", "reason": "estimated 900 s, 12 s of budget left"}]
+    )
     return tmp_path
 
 
@@ -40,7 +42,7 @@ def test_report_from_stored_json_only(tmp_path):
     assert page.count("data:image/png;base64,") == 3 and '<table id="summary">' in page
     assert '<table id="fit">' in page and "6 of 10" in page
     assert '<table id="curves">' in page and "**" not in page
-    assert "src=\"http" not in page  # self-contained
+    assert 'src="http' not in page  # self-contained
 
 
 def test_generation_report_shows_chrf(tmp_path):
@@ -63,17 +65,32 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium')")
 def test_report_renders_in_headless_chromium(tmp_path):
     out = build_report(_store(tmp_path))
-    script = ("JSON.stringify({imgs: [...document.images].map(i => i.complete && i.naturalWidth > 0),"
-              " rows: document.querySelectorAll('#summary tbody tr').length,"
-              " fit: document.querySelectorAll('#fit tbody tr').length})")
+    script = (
+        "JSON.stringify({imgs: [...document.images].map(i => i.complete && i.naturalWidth > 0),"
+        " rows: document.querySelectorAll('#summary tbody tr').length,"
+        " fit: document.querySelectorAll('#fit tbody tr').length})"
+    )
     html_path = out / "report.html"
     # --dump-dom prints the DOM after load; an inline script writes the measurements into it.
-    page = html_path.read_text().replace("</body>", f"<script>window.onload=()=>{{document.body.setAttribute("
-                                                     f"'data-check', {script});}}</script></body>")
+    page = html_path.read_text().replace(
+        "</body>", f"<script>window.onload=()=>{{document.body.setAttribute('data-check', {script});}}</script></body>"
+    )
     probe = out / "probe.html"
     probe.write_text(page)
-    res = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r'data-check="([^"]*)"', res.stdout)
     assert found, res.stderr[-1000:]
     check = json.loads(html.unescape(found.group(1)))
@@ -117,13 +134,21 @@ def test_gallery_and_consistency_sections(tmp_path):
     inputs = [f"name[Game {i}]" for i in range(4)]
     recs = []
     for strategy, size, quality, outs, agree in (
-            ("zero_shot", 0, 0.2, ["a game", "?", "?", "?"], 0.5),
-            ("lora", 64, 0.6, ["Game 0 is fun.", "Game 1 is fun.", "nothing", "Game 3 is fun."], 0.9)):
+        ("zero_shot", 0, 0.2, ["a game", "?", "?", "?"], 0.5),
+        ("lora", 64, 0.6, ["Game 0 is fun.", "Game 1 is fun.", "nothing", "Game 3 is fun."], 0.9),
+    ):
         r = rec(strategy, size, quality, generation=True)
-        r["predictions"] = [{"input": i, "reference": f"{i[5:-1]} is fun.", "output": o,
-                             "metric": 1.0 if "fun" in o else 0.0} for i, o in zip(inputs, outs)]
-        r["eval"]["consistency"] = {"samples": 4, "temperature": 0.7, "inputs": 4, "pairwise_similarity": agree,
-                                    "metric_spread": 0.1}
+        r["predictions"] = [
+            {"input": i, "reference": f"{i[5:-1]} is fun.", "output": o, "metric": 1.0 if "fun" in o else 0.0}
+            for i, o in zip(inputs, outs)
+        ]
+        r["eval"]["consistency"] = {
+            "samples": 4,
+            "temperature": 0.7,
+            "inputs": 4,
+            "pairwise_similarity": agree,
+            "metric_spread": 0.1,
+        }
         recs.append(r)
     for r in recs:
         atomic_write_json(tmp_path / "results" / f"{r['run']['id']}.json", r)
@@ -134,7 +159,11 @@ def test_gallery_and_consistency_sections(tmp_path):
     assert "## Before and after: the same test inputs" in md
     assert "**Input 1.** name[Game 0] — reference: Game 0 is fun." in md
     assert md.index("| zero_shot | a game | 0.00 |") < md.index("| lora | Game 0 is fun. | 1.00 |")
-    assert "### " not in md and "lora's worst 2 test rows" in md and "| name[Game 2] | Game 2 is fun. | nothing | 0.00 |" in md
+    assert (
+        "### " not in md
+        and "lora's worst 2 test rows" in md
+        and "| name[Game 2] | Game 2 is fun. | nothing | 0.00 |" in md
+    )
     page = (out / "report.html").read_text()
     assert '<table id="consistency">' in page and '<table id="gallery-0">' in page and "lora&#x27;s worst" in page
 

@@ -54,8 +54,10 @@ def test_rows_are_paired_by_id_and_input_not_position():
 
 
 def test_seeds_widen_the_interval():
-    one = compare_runs([rec("lora", 64, 0, right=_right(300, set(range(0, 300, 10))))],
-                       [rec("full", 64, 0, right=_right(300, set(range(0, 300, 8))))])
+    one = compare_runs(
+        [rec("lora", 64, 0, right=_right(300, set(range(0, 300, 10))))],
+        [rec("full", 64, 0, right=_right(300, set(range(0, 300, 8))))],
+    )
     noisy_b = [rec("full", 64, 0, seed=s, right=_right(300, set(range(s, 300, 4 + 6 * s)))) for s in range(2)]
     two = compare_runs([rec("lora", 64, 0, right=_right(300, set(range(0, 300, 10))))], noisy_b)
     assert (two.hi - two.lo) > (one.hi - one.lo)

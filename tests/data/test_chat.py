@@ -9,13 +9,17 @@ from adaptlab.data.validation import validate
 from adaptlab.models.tiny import build_tiny_tokenizer
 from adaptlab.training.batching import collate, encode
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-TALK = [{"role": "system", "content": "You are the shop's assistant."},
-        {"role": "user", "content": "Where is my parcel?"},
-        {"role": "assistant", "content": "Could you give me your order number?"},
-        {"role": "user", "content": "A-1234"},
-        {"role": "assistant", "content": "It left the warehouse today."}]
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TALK = [
+    {"role": "system", "content": "You are the shop's assistant."},
+    {"role": "user", "content": "Where is my parcel?"},
+    {"role": "assistant", "content": "Could you give me your order number?"},
+    {"role": "user", "content": "A-1234"},
+    {"role": "assistant", "content": "It left the warehouse today."},
+]
 
 
 def _write(tmp_path, rows, name="chat.jsonl"):
@@ -32,17 +36,32 @@ def test_chat_file_loads_and_round_trips(tmp_path):
     assert load_file(tmp_path / "out.jsonl").examples == data.examples
 
 
-@pytest.mark.parametrize("messages, message", [
-    ("hello", "field 'messages' must be a non-empty list"),
-    ([{"role": "robot", "content": "x"}], "messages\\[0\\]: unknown role 'robot'"),
-    ([{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}], "messages\\[0\\]: empty content"),
-    ([{"role": "user", "content": "hi"}], "no assistant turn"),
-    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "?"}],
-     "ends with a user turn"),
-    ([{"role": "user", "content": "hi"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "x"}],
-     "messages\\[1\\]: a system message may only come first"),
-    ([{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}], "field 'content' must be a string"),
-])
+@pytest.mark.parametrize(
+    "messages, message",
+    [
+        ("hello", "field 'messages' must be a non-empty list"),
+        ([{"role": "robot", "content": "x"}], "messages\\[0\\]: unknown role 'robot'"),
+        ([{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}], "messages\\[0\\]: empty content"),
+        ([{"role": "user", "content": "hi"}], "no assistant turn"),
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "yo"},
+                {"role": "user", "content": "?"},
+            ],
+            "ends with a user turn",
+        ),
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": "s"},
+                {"role": "assistant", "content": "x"},
+            ],
+            "messages\\[1\\]: a system message may only come first",
+        ),
+        ([{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}], "field 'content' must be a string"),
+    ],
+)
 def test_malformed_conversations_name_file_line_and_turn(tmp_path, messages, message):
     p = _write(tmp_path, [{"messages": TALK}, {"messages": messages}])
     with pytest.raises(DataError, match=f"{p}:2: .*{message}"):

@@ -40,6 +40,6 @@ def test_committed_demo_chat_files_are_what_the_generator_writes_and_load_as_cha
     talks = [chat_messages(ex) for ex in splits.train.examples]
     assert all(t[0]["role"] == "system" and t[-1]["content"].endswith(demo_chat.SIGN) for t in talks)
     asked = [t for t in talks if len(t) >= 5 and "order number" in t[2]["content"]]
-    assert asked and all(t[3]["role"] == "user" for t in asked)   # the number comes before the action
+    assert asked and all(t[3]["role"] == "user" for t in asked)  # the number comes before the action
     firsts = {t[1]["content"] for t in talks}
     assert not firsts & {chat_messages(ex)[1]["content"] for ex in splits.test.examples}  # no leak

@@ -19,12 +19,17 @@ ALPACA = [
 ]
 SHAREGPT = [
     {"conversations": [{"from": "human", "value": "Where is my order?"}, {"from": "gpt", "value": "On its way."}]},
-    {"system": "You are Fern.", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
-                                                   {"from": "human", "value": "Refund?"},
-                                                   {"from": "gpt", "value": "Within 30 days."}]},
+    {
+        "system": "You are Fern.",
+        "conversations": [
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hello"},
+            {"from": "human", "value": "Refund?"},
+            {"from": "gpt", "value": "Within 30 days."},
+        ],
+    },
 ]
-CLASSES = [{"text": f"row {i} is {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"}
-           for i in range(40)]
+CLASSES = [{"text": f"row {i} is {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"} for i in range(40)]
 
 
 def test_an_alpaca_json_array_as_llama_factory_ships_it_is_read_as_conversations(tmp_path):
@@ -70,8 +75,9 @@ def test_json_array_errors_name_the_line(tmp_path):
     with pytest.raises(DataError, match=r"c\.json: file is empty"):
         load_file(write(tmp_path / "c.json", "[]"))
     with pytest.raises(DataError, match=r"d\.json:3: missing field 'output'"):
-        load_file(write(tmp_path / "d.json", '[{"instruction": "a", "output": "b"},\n\n {"instruction": "a"}]'),
-                  task="chat")
+        load_file(
+            write(tmp_path / "d.json", '[{"instruction": "a", "output": "b"},\n\n {"instruction": "a"}]'), task="chat"
+        )
 
 
 def test_parquet_written_by_pyarrow_and_by_pandas(tmp_path):
@@ -102,9 +108,13 @@ def test_a_datasets_folder_and_a_dataset_dict_written_by_save_to_disk(tmp_path):
     assert d.task == "classification" and len(d) == 40
     splits = load_task(str(tmp_path / "one"), seed=0)
     assert len(splits.train) + len(splits.dev) + len(splits.test) == 40
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(CLASSES[:30]),
-                               "validation": datasets.Dataset.from_list(CLASSES[30:35]),
-                               "test": datasets.Dataset.from_list(CLASSES[35:])})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(CLASSES[:30]),
+            "validation": datasets.Dataset.from_list(CLASSES[30:35]),
+            "test": datasets.Dataset.from_list(CLASSES[35:]),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "dd"))
     splits = load_task(str(tmp_path / "dd"), seed=0)
     assert (len(splits.train), len(splits.dev), len(splits.test)) == (30, 5, 5)
@@ -146,7 +156,10 @@ def test_personal_data_in_parquet_and_datasets_folders_is_scanned_and_redacted_i
     rows = [{"text": "mail me at ann@example.com", "label": "contact"}, {"text": "fine", "label": "other"}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
-    for src, dst in ((tmp_path / "p.parquet", tmp_path / "out" / "p.parquet"), (tmp_path / "ds", tmp_path / "out" / "ds")):
+    for src, dst in (
+        (tmp_path / "p.parquet", tmp_path / "out" / "p.parquet"),
+        (tmp_path / "ds", tmp_path / "out" / "ds"),
+    ):
         assert scan_file(src).total == 1
         assert redact_file(src, dst) == 2
         got, _ = read_rows(dst)

@@ -25,8 +25,11 @@ def test_generation_detected(tmp_path):
 
 
 def test_csv_and_tsv_with_mapped_columns(tmp_path):
-    d = load_file(write(tmp_path / "t.csv", 'sentence,sentiment\n"hi, there",pos\nugh,neg\n'),
-                  text_field="sentence", label_field="sentiment")
+    d = load_file(
+        write(tmp_path / "t.csv", 'sentence,sentiment\n"hi, there",pos\nugh,neg\n'),
+        text_field="sentence",
+        label_field="sentiment",
+    )
     assert d.task == "classification" and d.examples[0].text == "hi, there" and d.examples[1].line == 3
     d = load_file(write(tmp_path / "t.tsv", "text\tlabel\nfine\tpos\nawful\tneg\n"))
     assert [e.label for e in d.examples] == ["pos", "neg"]
@@ -38,16 +41,19 @@ def test_csv_multiline_field_keeps_line_numbers(tmp_path):
         load_file(p)
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', r":2: malformed JSON"),
-    ('{"text": "a", "label": "x"}\n["a", "b"]\n', r":2: expected a JSON object, got list"),
-    ('{"text": "a"}\n', r":1: missing field 'label' \(fields present: 'text'\)"),
-    ('{"text": "", "label": "x"}\n', r":1: field 'text' is empty"),
-    ('{"text": "a", "label": "  "}\n', r":1: field 'label' is empty"),
-    ('{"text": "a", "label": 3}\n', r":1: field 'label' must be a string, got int 3; write class names"),
-    ('{"text": ["a"], "label": "x"}\n', r":1: field 'text' must be a string, got list"),
-    ('\n\n  \n', r"file is empty"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', r":2: malformed JSON"),
+        ('{"text": "a", "label": "x"}\n["a", "b"]\n', r":2: expected a JSON object, got list"),
+        ('{"text": "a"}\n', r":1: missing field 'label' \(fields present: 'text'\)"),
+        ('{"text": "", "label": "x"}\n', r":1: field 'text' is empty"),
+        ('{"text": "a", "label": "  "}\n', r":1: field 'label' is empty"),
+        ('{"text": "a", "label": 3}\n', r":1: field 'label' must be a string, got int 3; write class names"),
+        ('{"text": ["a"], "label": "x"}\n', r":1: field 'text' must be a string, got list"),
+        ("\n\n  \n", r"file is empty"),
+    ],
+)
 def test_jsonl_errors_name_file_line_field(tmp_path, content, message):
     p = write(tmp_path / "bad.jsonl", content)
     with pytest.raises(DataError, match=message) as e:
@@ -55,14 +61,21 @@ def test_jsonl_errors_name_file_line_field(tmp_path, content, message):
     assert str(p) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("e.csv", "", r"e\.csv: file is empty"),
-    ("h.csv", "text,label\n", r"header but no examples"),
-    ("m.csv", "text,category\nhello,a\n", r"m\.csv:2: missing field 'label' \(fields present: 'text', 'category'\)"),
-    ("x.csv", "text,label\na,b,c\n", r"x\.csv:2: 3 cells but the header has 2 columns"),
-    ("d.csv", "text,text,label\na,b,c\n", r"duplicate column"),
-    ("u.txt", "whatever", r"unsupported file type '\.txt'"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("e.csv", "", r"e\.csv: file is empty"),
+        ("h.csv", "text,label\n", r"header but no examples"),
+        (
+            "m.csv",
+            "text,category\nhello,a\n",
+            r"m\.csv:2: missing field 'label' \(fields present: 'text', 'category'\)",
+        ),
+        ("x.csv", "text,label\na,b,c\n", r"x\.csv:2: 3 cells but the header has 2 columns"),
+        ("d.csv", "text,text,label\na,b,c\n", r"duplicate column"),
+        ("u.txt", "whatever", r"unsupported file type '\.txt'"),
+    ],
+)
 def test_delimited_errors(tmp_path, name, content, message):
     p = tmp_path / name
     p.write_text(content)
@@ -99,8 +112,11 @@ RAW_BAD = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
 
 @pytest.mark.parametrize("brk", RAW_OK + RAW_BAD, ids=[f"U+{ord(c):04X}" for c in RAW_OK + RAW_BAD])
 def test_a_unicode_line_break_inside_a_string_is_part_of_the_row(tmp_path, brk):
-    rows = [{"text": "bad film", "label": "neg"}, {"text": "first<BRK>paragraph", "label": "pos"},
-            {"text": "x", "label": 3}]
+    rows = [
+        {"text": "bad film", "label": "neg"},
+        {"text": "first<BRK>paragraph", "label": "pos"},
+        {"text": "x", "label": 3},
+    ]
     text = "".join(json.dumps(r) + "\n" for r in rows).replace("<BRK>", brk)
     path = write(tmp_path / "t.jsonl", text)
     if brk in RAW_BAD:

@@ -13,8 +13,9 @@ def ddir(tmp_path, monkeypatch):
     d.mkdir(parents=True)
     rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(40)]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "validation.jsonl").write_text(json.dumps({"text": "v", "label": "a"}) + "\n"
-                                        + json.dumps({"text": "w", "label": "b"}) + "\n")
+    (d / "validation.jsonl").write_text(
+        json.dumps({"text": "v", "label": "a"}) + "\n" + json.dumps({"text": "w", "label": "b"}) + "\n"
+    )
     (d / "labels.json").write_text('["a", "b"]')
     monkeypatch.setenv("ADAPTLAB_DATA_DIR", str(tmp_path / "datasets"))
     return tmp_path / "datasets"
@@ -55,7 +56,7 @@ def test_an_evaluation_only_release_trains_on_validation(tmp_path, monkeypatch):
     assert s.task == "generation" and len(s.test) == 1 and len(s.train) + len(s.dev) == 60
     assert not {e.text for e in s.dev.examples} & {e.text for e in s.train.examples}
     (d / "test.jsonl").unlink()
-    with pytest.raises(DataError, match="no train.jsonl \\(nor a validation and a test file"):
+    with pytest.raises(DataError, match="no train split \\(train.jsonl, train.parquet, .*nor a validation and a test split"):
         load_task("e2e")
 
 

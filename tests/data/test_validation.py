@@ -29,9 +29,11 @@ def test_eval_label_unseen_in_train(tmp_path):
 
 
 def test_warnings_duplicates_leakage_conflicts_imbalance_length(tmp_path):
-    train = load(tmp_path, "train.jsonl",
-                 rows([("a", "x")] * 2 + [("b", "y"), ("b", "x")] + [(f"t{i}", "x") for i in range(20)]
-                      + [("word " * 30, "y")]))
+    train = load(
+        tmp_path,
+        "train.jsonl",
+        rows([("a", "x")] * 2 + [("b", "y"), ("b", "x")] + [(f"t{i}", "x") for i in range(20)] + [("word " * 30, "y")]),
+    )
     dev = load(tmp_path, "dev.jsonl", rows([("a", "x"), ("fresh", "y")]))
     report = validate(train, {"dev": dev}, max_tokens=10)
     text = "\n".join(report.warnings)

@@ -8,9 +8,15 @@ from adaptlab.evaluation.text_metrics import rouge_l
 def hf_greedy(model, tok, prompt, n):
     ids = tok(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def test_greedy_matches_transformers_generate_in_a_padded_batch(tiny):
@@ -26,6 +32,7 @@ def test_beam_one_equals_greedy_and_beams_score_at_least_as_well(tiny):
 
     def logprob(text):
         from adaptlab.evaluation.scoring import score_labels_naive
+
         return score_labels_naive(tiny.model, tiny.tokenizer, p, [text])[0, 0].item()
 
     # With no length penalty, beam search maximises the summed log-prob: never worse than greedy

@@ -104,13 +104,16 @@ def test_shared_prompt_prefix_is_encoded_once_and_exact(tiny):
     assert torch.allclose(fast, slow, atol=1e-4)
     seen = []
     body = tiny.model.model
-    h = body.register_forward_hook(lambda m, i, kw, o: seen.append((kw.get("input_ids") if kw.get("input_ids") is not None else i[0]).shape), with_kwargs=True)
+    h = body.register_forward_hook(
+        lambda m, i, kw, o: seen.append((kw.get("input_ids") if kw.get("input_ids") is not None else i[0]).shape),
+        with_kwargs=True,
+    )
     try:
         score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=3)
     finally:
         h.remove()
     assert seen[0][0] == 1 and seen[0][1] > 100  # the shared prefix: one row, once
-    assert all(s[1] < 40 for s in seen[1:])       # everything after: only the per-prompt rest and labels
+    assert all(s[1] < 40 for s in seen[1:])  # everything after: only the per-prompt rest and labels
 
 
 def _head_rows(model, fn):
@@ -129,11 +132,26 @@ def test_top1_search_finds_the_full_scoring_argmax(tiny, seed):
     on random label sets with shared prefixes, single-token labels and labels that are prefixes of
     others; labels that cannot win are -inf."""
     rng = random.Random(seed)
-    words = ["card", "card arrival", "card linking", "cash", "top up", "top up limits", "x", "pin blocked",
-             "exchange rate", "exchange via app", "age", "age limit", "lost or stolen card", "refund"]
+    words = [
+        "card",
+        "card arrival",
+        "card linking",
+        "cash",
+        "top up",
+        "top up limits",
+        "x",
+        "pin blocked",
+        "exchange rate",
+        "exchange via app",
+        "age",
+        "age limit",
+        "lost or stolen card",
+        "refund",
+    ]
     labels = [" " + w for w in rng.sample(words, rng.randint(2, len(words)))]
-    prompts = [f"Text: {rng.choice(['hi', 'my card is late', 'how do I top up', 'what rate'])} {i}\nLabel:"
-               for i in range(5)]
+    prompts = [
+        f"Text: {rng.choice(['hi', 'my card is late', 'how do I top up', 'what rate'])} {i}\nLabel:" for i in range(5)
+    ]
     full = score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=3)
     top = score_labels(tiny.model, tiny.tokenizer, prompts, labels, batch_size=3, top1=True, rows_per_pass=4)
     assert torch.equal(top.argmax(1), full.argmax(1))
@@ -158,8 +176,9 @@ def test_top1_search_projects_fewer_rows_on_a_peaked_model(tiny):
     try:
         head.weight.data[ids] *= 25.0
         full, n_full = _head_rows(tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels))
-        top, n_top = _head_rows(tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels,
-                                                                 top1=True))
+        top, n_top = _head_rows(
+            tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels, top1=True)
+        )
     finally:
         head.weight.data.copy_(saved)
     assert torch.equal(top.argmax(1), full.argmax(1)) and torch.isfinite(top).sum(1).max() < len(labels)

@@ -23,10 +23,15 @@ def test_rouge_l_is_the_reference_implementations():
 
 def test_slots_and_slot_errors_on_a_viggo_meaning():
     mr = "inform(name[Super Bomberman], rating[average], genres[action, strategy], has_mac_release[no])"
-    assert slots(mr) == [("name", "Super Bomberman"), ("rating", "average"), ("genres", "action"),
-                         ("genres", "strategy"), ("has_mac_release", "no")]
+    assert slots(mr) == [
+        ("name", "Super Bomberman"),
+        ("rating", "average"),
+        ("genres", "action"),
+        ("genres", "strategy"),
+        ("has_mac_release", "no"),
+    ]
     good = "Super Bomberman is an average action strategy game, not on Mac."
-    assert slot_errors(mr, good) == (0, 4)                       # yes/no slots are not checked
+    assert slot_errors(mr, good) == (0, 4)  # yes/no slots are not checked
     assert slot_errors(mr, "Bomberman is a strategy game.") == (3, 4)
     assert slot_error_rate([mr, mr], [good, "Bomberman is a strategy game."]) == pytest.approx(3 / 8)
     assert slot_error_rate(["no slots here"], ["x"]) is None

@@ -39,10 +39,12 @@ def test_cache_identity_and_shape(gemma):
 
 
 def test_scores_a_handful_of_reviews(gemma):
-    data = TaskData("classification", [Example(t, lab) for t, lab in REVIEWS], "handful",
-                    label_names=["negative", "positive"])
-    tpl = PromptTemplate("sentiment", "Is the sentiment of this movie review positive or negative?\n"
-                                      "Review: {text}\nAnswer:")
+    data = TaskData(
+        "classification", [Example(t, lab) for t, lab in REVIEWS], "handful", label_names=["negative", "positive"]
+    )
+    tpl = PromptTemplate(
+        "sentiment", "Is the sentiment of this movie review positive or negative?\nReview: {text}\nAnswer:"
+    )
     result = evaluate_zero_shot(gemma, data, tpl)
     assert result["accuracy"] >= 0.75, result["predictions"]
     assert set(result["predictions"]) <= {"negative", "positive"}

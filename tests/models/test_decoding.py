@@ -31,18 +31,29 @@ def test_same_seed_same_text_and_a_row_does_not_depend_on_its_batch(tiny):
     batch = decode(lm, tiny.tokenizer, ids, 12, "cpu", sampling=[s, Sampling(temperature=1.0, seed=3), Sampling()])
     single = decode(lm, tiny.tokenizer, ids[:1], 12, "cpu", sampling=[s])
     assert batch[0].tokens == single[0].tokens
-    others = {tuple(generate(tiny.model, tiny.tokenizer, PROMPTS[:1], max_new_tokens=12,
-                             sampling=Sampling(temperature=1.5, seed=k))[0]) for k in range(4)}
+    others = {
+        tuple(
+            generate(
+                tiny.model, tiny.tokenizer, PROMPTS[:1], max_new_tokens=12, sampling=Sampling(temperature=1.5, seed=k)
+            )[0]
+        )
+        for k in range(4)
+    }
     assert len(others) > 1  # a high temperature on a random model: different seeds, different texts
 
 
 def test_top_k_one_and_temperature_zero_are_greedy(tiny):
     greedy = generate(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=8)
-    assert generate(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=8,
-                    sampling=Sampling(temperature=1.0, top_k=1, seed=0)) == greedy
+    assert (
+        generate(
+            tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=8, sampling=Sampling(temperature=1.0, top_k=1, seed=0)
+        )
+        == greedy
+    )
     assert generate(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=8, sampling=Sampling(temperature=0)) == greedy
-    nucleus = generate(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=8,
-                       sampling=Sampling(temperature=1.0, top_p=1e-6, seed=0))
+    nucleus = generate(
+        tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=8, sampling=Sampling(temperature=1.0, top_p=1e-6, seed=0)
+    )
     assert nucleus == greedy  # the smallest set reaching top_p is the single best token
 
 
@@ -51,7 +62,7 @@ def test_stop_text_ends_the_row_and_is_cut(tiny):
     assert len(full) > 4
     stop = full[3:5]
     cut = generate(tiny.model, tiny.tokenizer, ["hello"], max_new_tokens=16, stop=[stop])[0]
-    assert cut == full[:full.index(stop)].strip() and stop not in cut
+    assert cut == full[: full.index(stop)].strip() and stop not in cut
     d = decode(as_lm(tiny.model), tiny.tokenizer, _ids(tiny.tokenizer, ["hello"]), 16, "cpu", stops=[[stop]])[0]
     assert d.finish == "stop" and len(d.tokens) < 16
 
@@ -76,10 +87,16 @@ def test_logprobs_are_the_models(tiny):
     assert len(first["top"]) == 2 and first["top"][0][0] == d.tokens[0]  # greedy: the best is the one chosen
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"temperature": 3}, "temperature=3"), ({"temperature": -1}, "temperature=-1"), ({"top_p": 0}, "top_p=0"),
-    ({"top_k": -2}, "top_k=-2"), ({"logprobs": 30}, "logprobs=30"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": 3}, "temperature=3"),
+        ({"temperature": -1}, "temperature=-1"),
+        ({"top_p": 0}, "top_p=0"),
+        ({"top_k": -2}, "top_k=-2"),
+        ({"logprobs": 30}, "logprobs=30"),
+    ],
+)
 def test_bad_sampling_is_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Sampling(**kwargs)
@@ -98,6 +115,6 @@ def test_chat_rendering_keeps_a_bos_the_tokenizer_does_not_add():
     msgs = [{"role": "user", "content": "hi"}]
     assert render_chat(tok, msgs) == "user: hi\nassistant:"  # no template: a plain transcript
     tok.chat_template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-    assert render_chat(tok, msgs) == "[user] hi\n"                    # BOS left to the tokenizer
-    tok.bos_token = "<unk>"                                             # a BOS the tokenizer never adds
+    assert render_chat(tok, msgs) == "[user] hi\n"  # BOS left to the tokenizer
+    tok.bos_token = "<unk>"  # a BOS the tokenizer never adds
     assert not adds_bos(tok) and render_chat(tok, msgs) == "<unk>[user] hi\n"

@@ -38,8 +38,11 @@ def test_a_registered_tiny_model_loads_by_its_alias_and_unknown_names_list_the_k
     register_model(ModelSpec("tiny-test", "a test model", aliases=("tt",), tiny_arch="llama", family="llama"))
     base = load_base("tt")
     assert type(base.model).__name__ == "LlamaForCausalLM" and load_tokenizer("tt").eos_token == "<eos>"
-    with pytest.raises(ModelError, match=r"not a known name \(gemma-3-270m, smollm2-135m-instruct, tiny, tiny-llama, "
-                                         r"tiny-test\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"not a known name \(gemma-3-270m, smollm2-135m-instruct, tiny, tiny-llama, "
+        r"tiny-test\)",
+    ):
         load_base("no-such-model")
 
 

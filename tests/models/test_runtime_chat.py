@@ -26,7 +26,9 @@ class NoSystem:
 
 def test_a_refused_conversation_is_one_clear_error_everywhere(tmp_path):
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    with pytest.raises(ChatTemplateError, match=r"refuses this conversation \(system/user\): System role not supported"):
+    with pytest.raises(
+        ChatTemplateError, match=r"refuses this conversation \(system/user\): System role not supported"
+    ):
         render_chat(NoSystem(), msgs)
     assert render_chat(NoSystem(), msgs[1:]) == "<user>hi"
     with pytest.raises(ServingError) as e:

@@ -58,8 +58,12 @@ def test_registry_commands_and_errors(tmp_path):
     assert code == 0 and json.loads(out)["version"] == 1
     code, out = cli("registry", "rollback", "food", "--registry", reg)
     assert code == 2 and "no earlier version" in out
-    for args in (["registry", "register", str(art), "--task", "../x"], ["registry", "promote", "food", "9"],
-                 ["registry", "show", "nope"], ["registry", "register", str(tmp_path), "--task", "x"]):
+    for args in (
+        ["registry", "register", str(art), "--task", "../x"],
+        ["registry", "promote", "food", "9"],
+        ["registry", "show", "nope"],
+        ["registry", "register", str(tmp_path), "--task", "x"],
+    ):
         code, out = cli(*args, "--registry", reg)
         assert code == 2 and out.startswith("error:") and "Traceback" not in out, out
     code, key = cli("keys", "add", "ci", "--tasks", "food", "--registry", reg)
@@ -74,33 +78,66 @@ def test_rollback_from_the_cli_reaches_a_running_server(tmp_path):
     base = build_tiny()
     reg = str(tmp_path / "reg")
     cli("registry", "register", str(build(base, "v1", "lora", FOOD, {}, tmp_path)), "--task", "food", "--registry", reg)
-    cli("registry", "register", str(build(base, "v2", "soft_prompt", FOOD, {"n_tokens": 3}, tmp_path)),
-        "--task", "food", "--registry", reg)
+    cli(
+        "registry",
+        "register",
+        str(build(base, "v2", "soft_prompt", FOOD, {"n_tokens": 3}, tmp_path)),
+        "--task",
+        "food",
+        "--registry",
+        reg,
+    )
     cli("registry", "promote", "food", "1", "--registry", reg)
     key = cli("keys", "add", "ops", "--tasks", "*", "--registry", reg)[1].strip()
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "adaptlab.cli", "serve", "--model", "tiny", "--registry", reg,
-                               "--port", str(port), "--preload", "food"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adaptlab.cli",
+            "serve",
+            "--model",
+            "tiny",
+            "--registry",
+            reg,
+            "--port",
+            str(port),
+            "--preload",
+            "food",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, server)
         auth = {"Authorization": f"Bearer {key}"}
 
         def resolved():
-            r = requests.post(url + "/v1/classify", json={"model": "food", "input": "item kiwi"}, headers=auth,
-                              timeout=30)
+            r = requests.post(
+                url + "/v1/classify", json={"model": "food", "input": "item kiwi"}, headers=auth, timeout=30
+            )
             assert r.status_code == 200, r.text
             return r.json()["resolved"]
 
         assert resolved() == "food@1"
-        promote = subprocess.run([sys.executable, "-m", "adaptlab.cli", "registry", "promote", "food", "2",
-                                  "--registry", reg], capture_output=True, text=True, env=env)
+        promote = subprocess.run(
+            [sys.executable, "-m", "adaptlab.cli", "registry", "promote", "food", "2", "--registry", reg],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert promote.returncode == 0, promote.stderr
         assert resolved() == "food@2"
-        rollback = subprocess.run([sys.executable, "-m", "adaptlab.cli", "registry", "rollback", "food",
-                                   "--registry", reg], capture_output=True, text=True, env=env)
+        rollback = subprocess.run(
+            [sys.executable, "-m", "adaptlab.cli", "registry", "rollback", "food", "--registry", reg],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert rollback.returncode == 0 and "food@1" in rollback.stdout
         assert resolved() == "food@1"
     finally:

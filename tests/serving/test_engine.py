@@ -61,7 +61,9 @@ def _mixed(base, adapters, texts, op, max_new=5, leads=False, hits=None):
             if op == "classify":
                 res = classify_rows(lm, base.tokenizer, [ids[r] for r in rows], [ads[r] for r in rows])
             else:
-                res = [d.tokens for d in generate_rows(lm, base.tokenizer, [ids[r] for r in rows], [max_new] * len(rows))]
+                res = [
+                    d.tokens for d in generate_rows(lm, base.tokenizer, [ids[r] for r in rows], [max_new] * len(rows))
+                ]
             for r, v in zip(rows, res):
                 out[idx[r]] = v
     return out
@@ -81,8 +83,7 @@ def test_mixed_classification_batch_equals_one_at_a_time(kit, leads):
     rows = [(n, i) for n in names for i in range(len(TEXTS))]
     rows = rows[::2] + rows[1::2]  # interleave adapters inside the batch
     hits = []
-    scores = _mixed(base, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=leads,
-                    hits=hits)
+    scores = _mixed(base, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=leads, hits=hits)
     biggest = max(len(set(n for n, _ in rows)), 1)
     assert biggest >= 10  # the batch really mixes every kind
     for (n, i), s in zip(rows, scores):
@@ -100,8 +101,10 @@ def test_mixed_generation_batch_equals_one_at_a_time(kit, leads):
     gen = [n for n in ads if ads[n].task_type == "generation"]
     reference = {n: arts[n].generate(TEXTS, max_new_tokens=5) for n in gen}
     plain = plain_adapter(base)
-    plain_ref = [base.tokenizer.decode(s, skip_special_tokens=True).strip() for s in
-                 _mixed(base, [plain] * len(TEXTS), TEXTS, "generate")]
+    plain_ref = [
+        base.tokenizer.decode(s, skip_special_tokens=True).strip()
+        for s in _mixed(base, [plain] * len(TEXTS), TEXTS, "generate")
+    ]
     rows = [(n, i) for n in gen + ["plain"] for i in range(len(TEXTS))][::-1]
     adapters = [ads[n] if n != "plain" else plain for n, _ in rows]
     hits = []
@@ -149,8 +152,11 @@ def test_hard_prompt_leads_give_the_same_scores_and_are_checked_per_row():
     from .kit import FOOD, MOOD
 
     base = build_tiny(sliding_window=512)  # the char-level tiny prompts are longer than the default window
-    arts = {"zs": ("zero_shot", FOOD, {}), "fs": ("few_shot", MOOD, {"k": 2, "calibrate": True}),
-            "fs-nn": ("few_shot", MOOD, {"k": 2, "selection": "nearest"})}
+    arts = {
+        "zs": ("zero_shot", FOOD, {}),
+        "fs": ("few_shot", MOOD, {"k": 2, "calibrate": True}),
+        "fs-nn": ("few_shot", MOOD, {"k": 2, "selection": "nearest"}),
+    }
     ads, refs = {}, {}
     for n, (strategy, data, over) in arts.items():
         art = get_strategy(strategy).strategy_cls(make_config(strategy, **over)).fit(base, data, None)
@@ -158,8 +164,7 @@ def test_hard_prompt_leads_give_the_same_scores_and_are_checked_per_row():
         ads[n] = from_artifact(art, n, n)
     rows = [(n, i) for i in range(len(TEXTS)) for n in ads]
     hits = []
-    scores = _mixed(base, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=True,
-                    hits=hits)
+    scores = _mixed(base, [ads[n] for n, _ in rows], [TEXTS[i] for _, i in rows], "classify", leads=True, hits=hits)
     for (n, i), s in zip(rows, scores):
         if ads[n].calibrate is not None:
             s = ads[n].calibrate(s.unsqueeze(0))[0]
@@ -181,12 +186,14 @@ def test_hard_prompt_leads_give_the_same_scores_and_are_checked_per_row():
 def test_no_lead_when_it_is_too_short_or_too_long():
     base = build_tiny()
     plain = plain_adapter(base)
-    assert build_lead(base.model, base.tokenizer, plain, 64, 1024) is None   # prompts pass through as they are
+    assert build_lead(base.model, base.tokenizer, plain, 64, 1024) is None  # prompts pass through as they are
     import dataclasses
 
     long = dataclasses.replace(plain, render=lambda texts: ["x" * 80 + t for t in texts])
-    assert build_lead(base.model, base.tokenizer, long, 64, 1024) is None     # 80 tokens > the 64 window
-    assert build_lead(base.model, base.tokenizer, long, None, 1024) is None   # the layers themselves keep 64
+    assert build_lead(base.model, base.tokenizer, long, 64, 1024) is None  # 80 tokens > the 64 window
+    assert build_lead(base.model, base.tokenizer, long, None, 1024) is None  # the layers themselves keep 64
     wide = build_tiny(sliding_window=512)
     lead = build_lead(wide.model, wide.tokenizer, long, 512, 1024)
-    assert lead.ids == wide.tokenizer("x" * 80)["input_ids"][:-1] and lead.view.contribution.prefix.shape[2] == len(lead.ids)
+    assert lead.ids == wide.tokenizer("x" * 80)["input_ids"][:-1] and lead.view.contribution.prefix.shape[2] == len(
+        lead.ids
+    )

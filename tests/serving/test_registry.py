@@ -20,8 +20,14 @@ def fake_artifact(folder: Path, payload: str, fingerprint: str = "fp-tiny", kind
     """A structurally valid artifact folder (the registry never loads weights)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "adapter_model.safetensors").write_bytes(payload.encode() * 50)
-    meta = {"strategy": kind, "kind": "gradient", "task": "classification", "labels": ["a", "b"],
-            "base_model": {"name": "tiny", "fingerprint": fingerprint}, "metrics": {"accuracy": 0.5}}
+    meta = {
+        "strategy": kind,
+        "kind": "gradient",
+        "task": "classification",
+        "labels": ["a", "b"],
+        "base_model": {"name": "tiny", "fingerprint": fingerprint},
+        "metrics": {"accuracy": 0.5},
+    }
     (folder / "adaptlab_artifact.json").write_text(json.dumps(meta))
     return folder
 
@@ -131,8 +137,10 @@ def _register_many(root: str, folder: str, n: int, tag: str) -> None:
 
 def test_two_processes_registering_at_once(tmp_path):
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_register_many, args=(str(tmp_path / "reg"), str(tmp_path / "src"), 12, t))
-             for t in ("a", "b")]
+    procs = [
+        ctx.Process(target=_register_many, args=(str(tmp_path / "reg"), str(tmp_path / "src"), 12, t))
+        for t in ("a", "b")
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -173,8 +181,11 @@ def test_killed_writer_leaves_a_consistent_index(tmp_path, seed):
     root = tmp_path / "reg"
     Registry(root).register(fake_artifact(tmp_path / "before", "before"), "crash")
     for attempt in range(3):
-        p = subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(tmp_path / f"src{attempt}")],
-                             stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(root), str(tmp_path / f"src{attempt}")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         p.stdout.readline()  # at least one registration went through in this process
         time.sleep(random.uniform(0.0, 0.4))
         os.kill(p.pid, signal.SIGKILL)
@@ -212,8 +223,13 @@ def test_read_only_mode_refuses_every_write(tmp_path):
     ro = Registry(root, read_only=True)
     assert ro.resolve("food").version == 1 and ro.entries()[0].task == "food"
     before = (root / "index.sqlite").read_bytes()
-    for write in (lambda: ro.promote("food", 1), lambda: ro.register(fake_artifact(tmp_path / "b", "y"), "food"),
-                  lambda: ro.api_keys.add("k", ["*"]), lambda: ro.delete("food", 1), lambda: ro.gc()):
+    for write in (
+        lambda: ro.promote("food", 1),
+        lambda: ro.register(fake_artifact(tmp_path / "b", "y"), "food"),
+        lambda: ro.api_keys.add("k", ["*"]),
+        lambda: ro.delete("food", 1),
+        lambda: ro.gc(),
+    ):
         with pytest.raises(RegistryError, match="read-only"):
             write()
     assert (root / "index.sqlite").read_bytes() == before

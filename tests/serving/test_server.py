@@ -68,12 +68,23 @@ def test_completions_chat_and_streaming(env):
     art = Artifact.load(env["folders"]["gen-lora"], env["base"])
     assert r.json()["usage"]["prompt_tokens"] == len(env["base"].tokenizer(art.template.render("say ab"))["input_ids"])
     assert r.json()["choices"][0]["finish_reason"] in ("stop", "length")
-    r = c.post("/v1/chat/completions", headers=h(key),
-               json={"model": "gen-lora", "messages": [{"role": "user", "content": "say ab"}], "max_tokens": 4})
+    r = c.post(
+        "/v1/chat/completions",
+        headers=h(key),
+        json={"model": "gen-lora", "messages": [{"role": "user", "content": "say ab"}], "max_tokens": 4},
+    )
     assert r.json()["choices"][0]["message"]["content"] == ref
-    with c.stream("POST", "/v1/chat/completions", headers=h(key),
-                  json={"model": "gen-lora", "stream": True, "max_tokens": 4,
-                        "messages": [{"role": "user", "content": "say ab"}]}) as s:
+    with c.stream(
+        "POST",
+        "/v1/chat/completions",
+        headers=h(key),
+        json={
+            "model": "gen-lora",
+            "stream": True,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "say ab"}],
+        },
+    ) as s:
         lines = [ln for ln in s.iter_lines() if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     pieces = [json.loads(ln[6:])["choices"][0]["delta"]["content"] for ln in lines[:-1]]
@@ -105,19 +116,22 @@ def test_auth_missing_wrong_and_out_of_scope(env):
     assert c.post("/v1/completions", json={"model": "base", "prompt": "x"}, headers=h(env["food"])).status_code == 403
 
 
-@pytest.mark.parametrize("payload, status, code", [
-    ({"model": "nope", "input": "x"}, 404, "model_not_found"),
-    ({"model": "zs@7", "input": "x"}, 404, "model_not_found"),
-    ({"model": "../../etc/passwd", "input": "x"}, 404, "model_not_found"),
-    ({"model": "/tmp/art/zs", "input": "x"}, 404, "model_not_found"),
-    ({"model": "zs@../../x", "input": "x"}, 404, "model_not_found"),
-    ({"model": "zs", "input": "x" * 501}, 413, "input_too_large"),
-    ({"model": "zs", "input": ["a"] * 2000}, 413, "request_too_large"),
-    ({"model": "zs", "input": ["a"] * 100}, 413, "too_many_inputs"),
-    ({"model": "zs", "input": []}, 400, "invalid_request"),
-    ({"model": "zs"}, 400, "invalid_request"),
-    ({"model": "gen-lora", "input": "x"}, 400, "not_a_classifier"),
-])
+@pytest.mark.parametrize(
+    "payload, status, code",
+    [
+        ({"model": "nope", "input": "x"}, 404, "model_not_found"),
+        ({"model": "zs@7", "input": "x"}, 404, "model_not_found"),
+        ({"model": "../../etc/passwd", "input": "x"}, 404, "model_not_found"),
+        ({"model": "/tmp/art/zs", "input": "x"}, 404, "model_not_found"),
+        ({"model": "zs@../../x", "input": "x"}, 404, "model_not_found"),
+        ({"model": "zs", "input": "x" * 501}, 413, "input_too_large"),
+        ({"model": "zs", "input": ["a"] * 2000}, 413, "request_too_large"),
+        ({"model": "zs", "input": ["a"] * 100}, 413, "too_many_inputs"),
+        ({"model": "zs", "input": []}, 400, "invalid_request"),
+        ({"model": "zs"}, 400, "invalid_request"),
+        ({"model": "gen-lora", "input": "x"}, 400, "not_a_classifier"),
+    ],
+)
 def test_bad_classify_requests(env, payload, status, code):
     r = env["client"].post("/v1/classify", json=payload, headers=h(env["admin"]))
     assert r.status_code == status, r.text
@@ -136,8 +150,10 @@ def test_bad_generation_requests(env):
 
 def test_rollback_takes_effect_live(env):
     c, reg = env["client"], env["reg"]
+
     def served():
         return c.post("/v1/classify", json={"model": "food", "input": "item plum"}, headers=h(env["food"])).json()
+
     assert served()["resolved"] == "food@1"
     reg.promote("food", 2)
     assert served()["resolved"] == "food@2"
@@ -150,12 +166,22 @@ def test_mixed_concurrent_requests_equal_single_requests(env):
 
     c, key = env["client"], env["admin"]
     jobs = [(m, t) for m in ("zs", "lora", "soft", "prefix", "fs", "full") for t in TEXTS[:3]]
-    single = {j: c.post("/v1/classify", json={"model": j[0], "input": j[1]}, headers=h(key)).json()["data"][0]
-              for j in jobs}
+    single = {
+        j: c.post("/v1/classify", json={"model": j[0], "input": j[1]}, headers=h(key)).json()["data"][0] for j in jobs
+    }
     before = env["service"].batches
     with cf.ThreadPoolExecutor(16) as pool:
-        got = dict(zip(jobs, pool.map(lambda j: c.post("/v1/classify", json={"model": j[0], "input": j[1]},
-                                                        headers=h(key)).json()["data"][0], jobs)))
+        got = dict(
+            zip(
+                jobs,
+                pool.map(
+                    lambda j: c.post("/v1/classify", json={"model": j[0], "input": j[1]}, headers=h(key)).json()[
+                        "data"
+                    ][0],
+                    jobs,
+                ),
+            )
+        )
     assert env["service"].batches - before < len(jobs)  # requests shared forward passes
     for j in jobs:
         assert got[j]["label"] == single[j]["label"]
@@ -171,15 +197,18 @@ def test_feedback_round_trip_and_export(env, tmp_path):
     first, second = r["data"]
     ok = c.post("/v1/feedback", json={"request_id": first["request_id"], "rating": 1}, headers=h(key))
     assert ok.status_code == 200 and ok.json()["status"] == "stored"
-    fix = c.post("/v1/feedback", json={"request_id": second["request_id"], "rating": -1, "correction": "veg"},
-                 headers=h(key))
+    fix = c.post(
+        "/v1/feedback", json={"request_id": second["request_id"], "rating": -1, "correction": "veg"}, headers=h(key)
+    )
     assert fix.status_code == 200
-    bad = c.post("/v1/feedback", json={"request_id": second["request_id"], "rating": -1, "correction": "meat"},
-                 headers=h(key))
+    bad = c.post(
+        "/v1/feedback", json={"request_id": second["request_id"], "rating": -1, "correction": "meat"}, headers=h(key)
+    )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "unknown_label"
     assert c.post("/v1/feedback", json={"request_id": "nope", "rating": 1}, headers=h(key)).status_code == 404
-    assert c.post("/v1/feedback", json={"request_id": first["request_id"], "rating": 5},
-                  headers=h(key)).status_code == 400
+    assert (
+        c.post("/v1/feedback", json={"request_id": first["request_id"], "rating": 5}, headers=h(key)).status_code == 400
+    )
     out = tmp_path / "fb.jsonl"
     stats = export_feedback(env["reg"], "food", out)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
@@ -195,8 +224,13 @@ def test_health_and_metrics(env):
     c = env["client"]
     assert c.get("/healthz").json()["status"] == "ok"
     text = c.get("/metrics").text
-    for name in ("adaptlab_requests_total", "adaptlab_request_seconds_bucket", "adaptlab_batch_rows_bucket",
-                 "adaptlab_queue_depth", "adaptlab_loaded_adapters"):
+    for name in (
+        "adaptlab_requests_total",
+        "adaptlab_request_seconds_bucket",
+        "adaptlab_batch_rows_bucket",
+        "adaptlab_queue_depth",
+        "adaptlab_loaded_adapters",
+    ):
         assert name in text
 
 
@@ -210,7 +244,7 @@ def test_lru_memory_cap_evicts_least_recently_used(env):
         svc.resolve("lora")
         svc.resolve("soft")
         svc.resolve("lora")  # now soft is the least recently used
-        svc.config.memory_cap_mb = (lora.nbytes + prefix.nbytes + 1) / 2 ** 20
+        svc.config.memory_cap_mb = (lora.nbytes + prefix.nbytes + 1) / 2**20
         svc.resolve("prefix")
         assert set(svc.cache) == {reg.resolve("lora").digest, reg.resolve("prefix").digest}
         r = env["client"].post("/v1/classify", json={"model": "soft", "input": "item fig"}, headers=h(env["admin"]))
@@ -253,8 +287,9 @@ def test_swap_baseline_gives_the_same_answers(env):
             for x, y in zip(a, b):
                 assert torch.allclose(x, y, atol=1e-4), m
         _, gen = svc.resolve("gen-lora")
-        assert svc.generate(gen, ["say ab"], 4) == env["service"].generate(env["service"].resolve("gen-lora")[1],
-                                                                           ["say ab"], 4)
+        assert svc.generate(gen, ["say ab"], 4) == env["service"].generate(
+            env["service"].resolve("gen-lora")[1], ["say ab"], 4
+        )
     finally:
         svc.close()
     with pytest.raises(ValueError, match="batching"):
@@ -279,10 +314,15 @@ def test_chunked_body_over_the_limit_is_refused_without_reading_it_all(env):
             sent["chunks"] += 1
             yield b"x" * 1000
 
-    r = env["client"].post("/v1/classify", content=body(), headers={**h(env["admin"]), "content-type": "application/json"})
+    r = env["client"].post(
+        "/v1/classify", content=body(), headers={**h(env["admin"]), "content-type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
-    ok = env["client"].post("/v1/classify", content=iter([b'{"model": "zs", ', b'"input": "item fig"}']),
-                            headers={**h(env["admin"]), "content-type": "application/json"})
+    ok = env["client"].post(
+        "/v1/classify",
+        content=iter([b'{"model": "zs", ', b'"input": "item fig"}']),
+        headers={**h(env["admin"]), "content-type": "application/json"},
+    )
     assert ok.status_code == 200, ok.text
 
 
@@ -291,14 +331,17 @@ def test_chunked_body_over_the_limit_is_refused_without_reading_it_all(env):
 def oai(env):
     """The official OpenAI Python client, talking to the app through the test transport."""
     openai = pytest.importorskip("openai")
-    return openai.OpenAI(base_url="http://testserver/v1", api_key=env["admin"], http_client=env["client"],
-                         max_retries=0)
+    return openai.OpenAI(
+        base_url="http://testserver/v1", api_key=env["admin"], http_client=env["client"], max_retries=0
+    )
 
 
 def test_openai_client_sampling_is_honoured(oai):
-    texts = [oai.completions.create(model="base", prompt="hello", max_tokens=10, temperature=1.5, seed=s)
-             .choices[0].text for s in (1, 2, 3, 1)]
-    assert texts[0] == texts[3] and len(set(texts[:3])) > 1          # the seed decides; seeds differ
+    texts = [
+        oai.completions.create(model="base", prompt="hello", max_tokens=10, temperature=1.5, seed=s).choices[0].text
+        for s in (1, 2, 3, 1)
+    ]
+    assert texts[0] == texts[3] and len(set(texts[:3])) > 1  # the seed decides; seeds differ
     r = oai.completions.create(model="base", prompt="hello", max_tokens=10, temperature=1.5, seed=5, n=3)
     assert [c.index for c in r.choices] == [0, 1, 2] and len({c.text for c in r.choices}) > 1
     greedy = oai.completions.create(model="base", prompt="hello", max_tokens=10).choices[0].text
@@ -306,12 +349,19 @@ def test_openai_client_sampling_is_honoured(oai):
     assert len(greedy) > 4
     stop = greedy[2:4]
     cut = oai.completions.create(model="base", prompt="hello", max_tokens=10, stop=[stop]).choices[0]
-    assert cut.text == greedy[:greedy.index(stop)].strip() and cut.finish_reason == "stop"
+    assert cut.text == greedy[: greedy.index(stop)].strip() and cut.finish_reason == "stop"
     lp = oai.completions.create(model="base", prompt="hello", max_tokens=3, logprobs=2).choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 3
     assert all(len(t) == 2 for t in lp.top_logprobs) and all(v <= 0 for v in lp.token_logprobs)
-    chat = oai.chat.completions.create(model="gen-lora", messages=[{"role": "user", "content": "say ab"}],
-                                       max_tokens=4, logprobs=True, top_logprobs=2, temperature=0.7, seed=3)
+    chat = oai.chat.completions.create(
+        model="gen-lora",
+        messages=[{"role": "user", "content": "say ab"}],
+        max_tokens=4,
+        logprobs=True,
+        top_logprobs=2,
+        temperature=0.7,
+        seed=3,
+    )
     content = chat.choices[0].logprobs.content
     assert content and all(len(t.top_logprobs) == 2 for t in content)
 
@@ -324,13 +374,20 @@ def test_streamed_choices_never_show_a_stop_text(env, oai):
         for c in chunk.choices:
             pieces[c.index] = pieces.get(c.index, "") + c.text
     assert set(pieces) == {0, 1} and all(stop not in p for p in pieces.values())
-    assert pieces[0].strip() == greedy[:greedy.index(stop)].strip()
+    assert pieces[0].strip() == greedy[: greedy.index(stop)].strip()
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"temperature": 3}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_k": -1}, "top_k"),
-    ({"n": 9}, "n=9"), ({"logprobs": 9}, "logprobs"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"temperature": 3}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"n": 9}, "n=9"),
+        ({"logprobs": 9}, "logprobs"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ],
+)
 def test_bad_sampling_parameters_are_refused_by_name(env, body, field):
     r = env["client"].post("/v1/completions", json={"model": "base", "prompt": "hi", **body}, headers=h(env["admin"]))
     assert r.status_code == 400 and field in r.json()["error"]["message"], r.text
@@ -338,27 +395,39 @@ def test_bad_sampling_parameters_are_refused_by_name(env, body, field):
 
 def test_a_classifier_samples_labels_and_refuses_token_logprobs(env):
     c, key = env["client"], env["admin"]
-    r = c.post("/v1/completions", json={"model": "zs", "prompt": "item apple", "n": 4, "temperature": 2, "seed": 1},
-               headers=h(key))
+    r = c.post(
+        "/v1/completions",
+        json={"model": "zs", "prompt": "item apple", "n": 4, "temperature": 2, "seed": 1},
+        headers=h(key),
+    )
     assert r.status_code == 200 and all(ch["text"] in ("fruit", "veg") for ch in r.json()["choices"])
     r = c.post("/v1/completions", json={"model": "zs", "prompt": "item apple", "logprobs": 1}, headers=h(key))
     assert r.status_code == 400 and "label_probs" in r.json()["error"]["message"]
 
 
 def test_base_model_chat_ends_at_the_assistants_turn(env, oai):
-    r = oai.chat.completions.create(model="base", max_tokens=16,
-                                    messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-                                              {"role": "user", "content": "and?"}])
+    r = oai.chat.completions.create(
+        model="base",
+        max_tokens=16,
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "yo"},
+            {"role": "user", "content": "and?"},
+        ],
+    )
     assert "\nuser:" not in r.choices[0].message.content
 
 
 def test_a_chat_adaptation_sees_the_whole_conversation(env, oai):
-    talk = [{"role": "user", "content": "order?"}, {"role": "assistant", "content": "number please"},
-            {"role": "user", "content": "A1"}]
+    talk = [
+        {"role": "user", "content": "order?"},
+        {"role": "assistant", "content": "number please"},
+        {"role": "user", "content": "A1"},
+    ]
     art = Artifact.load(env["folders"]["chat-lora"], env["base"])
     ref = art.generate([json.dumps(talk)], max_new_tokens=6)[0]
     r = oai.chat.completions.create(model="chat-lora", messages=talk, max_tokens=6)
     assert r.choices[0].message.content == ref
     other = oai.chat.completions.create(model="chat-lora", messages=talk[-1:], max_tokens=6).choices[0].message.content
-    assert art.generate([json.dumps(talk[-1:])], max_new_tokens=6)[0] == other   # the last turn alone: its own answer
+    assert art.generate([json.dumps(talk[-1:])], max_new_tokens=6)[0] == other  # the last turn alone: its own answer
     assert "order?" in art.prompts([json.dumps(talk)])[0]

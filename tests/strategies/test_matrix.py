@@ -11,8 +11,12 @@ from adaptlab.strategies import Artifact, ArtifactError, get_strategy, list_stra
 from adaptlab.training import TrainConfig
 
 WORDS = [("apple", "fruit"), ("pear", "fruit"), ("plum", "fruit"), ("kale", "veg"), ("leek", "veg"), ("okra", "veg")]
-DATA = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(WORDS)], "mem",
-                label_names=["fruit", "veg"])
+DATA = TaskData(
+    "classification",
+    [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(WORDS)],
+    "mem",
+    label_names=["fruit", "veg"],
+)
 TEXTS = [ex.text for ex in DATA.examples]
 # Tiny random models need bigger steps than the real one; the strategies' defaults are for Gemma.
 TINY_LR = {"soft_prompt": 0.3, "full": 3e-3, "lora": 1e-2, "hybrid": 1e-2, "prefix": 1e-1}
@@ -30,8 +34,15 @@ ARCHS = [resolve_model(n).tiny_arch for n in list_models() if resolve_model(n).t
 def fit(name, steps, base=None, arch="gemma", **cfg):
     base = base or build_tiny(arch=arch)
     strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
-    tc = TrainConfig(max_steps=steps, batch_size=3, lr=TINY_LR[name], warmup_ratio=0.0, schedule="constant",
-                     checkpoint_every=0, **cfg)
+    tc = TrainConfig(
+        max_steps=steps,
+        batch_size=3,
+        lr=TINY_LR[name],
+        warmup_ratio=0.0,
+        schedule="constant",
+        checkpoint_every=0,
+        **cfg,
+    )
     return base, strat.fit(base, DATA, None, tc, progress=False)
 
 
@@ -128,30 +139,36 @@ def test_peft_loads_our_lora_and_prompt_files(arch, tmp_path):
         assert torch.allclose(ours, theirs, atol=1e-4), name
 
 
-@pytest.mark.parametrize("name, overrides, message", [
-    ("lora", {"r": 0}, "rank must be a positive integer"),
-    ("lora", {"target_modules": ["qkv"]}, "unknown target module\\(s\\) qkv"),
-    ("lora", {"dropout": 1.5}, "dropout=1.5"),
-    ("lora", {"rank": 4}, "unknown config key\\(s\\) rank"),
-    ("soft_prompt", {"n_tokens": 0}, "n_tokens=0"),
-    ("prefix", {"n_tokens": -2}, "n_tokens=-2"),
-    ("prefix", {"reparam_hidden": 0}, "reparam_hidden=0"),
-    ("soft_prompt", {"init": "zeros"}, "init='zeros'"),
-    ("hybrid", {"stage1": "prefix"}, "stage1='prefix'"),
-    ("hybrid", {"r": -1}, "rank must be a positive integer"),
-    ("full", {"template": "Input: {txt}"}, "unknown placeholder"),
-])
+@pytest.mark.parametrize(
+    "name, overrides, message",
+    [
+        ("lora", {"r": 0}, "rank must be a positive integer"),
+        ("lora", {"target_modules": ["qkv"]}, "unknown target module\\(s\\) qkv"),
+        ("lora", {"dropout": 1.5}, "dropout=1.5"),
+        ("lora", {"rank": 4}, "unknown config key\\(s\\) rank"),
+        ("soft_prompt", {"n_tokens": 0}, "n_tokens=0"),
+        ("prefix", {"n_tokens": -2}, "n_tokens=-2"),
+        ("prefix", {"reparam_hidden": 0}, "reparam_hidden=0"),
+        ("soft_prompt", {"init": "zeros"}, "init='zeros'"),
+        ("hybrid", {"stage1": "prefix"}, "stage1='prefix'"),
+        ("hybrid", {"r": -1}, "rank must be a positive integer"),
+        ("full", {"template": "Input: {txt}"}, "unknown placeholder"),
+    ],
+)
 def test_bad_strategy_config_fails_at_construction(name, overrides, message):
     with pytest.raises(Exception, match=message):
         make_config(name, **overrides)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"lr": -1e-3}, "lr=-0.001: must be > 0"),
-    ({"batch_size": 0}, "batch_size=0"),
-    ({"schedule": "exp"}, "schedule='exp'"),
-    ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lr": -1e-3}, "lr=-0.001: must be > 0"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"schedule": "exp"}, "schedule='exp'"),
+        ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
+    ],
+)
 def test_bad_train_config_fails_at_construction(overrides, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**overrides)
@@ -177,8 +194,9 @@ def test_prefix_cache_is_exact_against_real_token_prefix():
 def test_prefix_reparam_trains_and_saves_flat(tmp_path):
     base = build_tiny()
     strat = get_strategy("prefix").strategy_cls(make_config("prefix", reparam=True, reparam_hidden=32))
-    art = strat.fit(base, DATA, None, TrainConfig(max_steps=5, batch_size=3, lr=1e-2, checkpoint_every=0),
-                    progress=False)
+    art = strat.fit(
+        base, DATA, None, TrainConfig(max_steps=5, batch_size=3, lr=1e-2, checkpoint_every=0), progress=False
+    )
     assert any(n.startswith("mlp.") for n, _ in art.module.named_parameters())
     before = art.scores(TEXTS)
     again = Artifact.load(art.save(tmp_path / "p"), base)
@@ -213,8 +231,9 @@ def test_label_tree_matches_naive_past_the_sliding_window(name, arch):
     assert torch.allclose(fast, slow, atol=1e-4)
 
 
-GEN = TaskData("generation", [Example(f"name[{w}]", f"{w} is good.", i + 1) for i, w in
-                              enumerate(["ab", "cd", "ef", "gh"])], "gen")
+GEN = TaskData(
+    "generation", [Example(f"name[{w}]", f"{w} is good.", i + 1) for i, w in enumerate(["ab", "cd", "ef", "gh"])], "gen"
+)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -222,8 +241,9 @@ GEN = TaskData("generation", [Example(f"name[{w}]", f"{w} is good.", i + 1) for 
 def test_generation_task_trains_decodes_and_round_trips(name, arch, tmp_path):
     base = build_tiny(arch=arch)
     strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
-    art = strat.fit(base, GEN, GEN, TrainConfig(max_steps=4, batch_size=2, lr=TINY_LR[name], checkpoint_every=0),
-                    progress=False)
+    art = strat.fit(
+        base, GEN, GEN, TrainConfig(max_steps=4, batch_size=2, lr=TINY_LR[name], checkpoint_every=0), progress=False
+    )
     assert art.task == "generation" and art.decoding["max_new_tokens"] >= 8
     assert art.metrics["train"]["best_dev"] is not None  # dev = minus the mean token NLL
     inputs = [ex.text for ex in GEN.examples]
@@ -248,17 +268,23 @@ def test_hybrid_fine_tuned_model_plus_few_shot_prompt(tmp_path):
         make_config("hybrid", stage2="x")
 
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def _chat_data():
     import json
 
     rows = []
-    for i, (q, a, again, b) in enumerate([("order?", "number please", "A1", "sent"), ("refund?", "number please", "B2",
-                                                                                         "refunded"),
-                                          ("hi", "hello", "bye", "bye now")]):
+    for i, (q, a, again, b) in enumerate(
+        [
+            ("order?", "number please", "A1", "sent"),
+            ("refund?", "number please", "B2", "refunded"),
+            ("hi", "hello", "bye", "bye now"),
+        ]
+    ):
         talk = [{"role": "user", "content": q}, {"role": "assistant", "content": a}, {"role": "user", "content": again}]
         rows.append(Example(json.dumps(talk), b, i + 1))
     return TaskData("chat", rows, "chat")
@@ -273,8 +299,17 @@ def test_chat_task_fits_evaluates_and_round_trips(name, tmp_path):
     base.tokenizer.chat_template = CHATML
     data = _chat_data()
     spec = get_strategy(name)
-    over = {"prompt_lr": 0.3} if name == "hybrid" else {"k": 1} if name in ("few_shot",) else \
-        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else GEPA if name == "gepa" else {}
+    over = (
+        {"prompt_lr": 0.3}
+        if name == "hybrid"
+        else {"k": 1}
+        if name in ("few_shot",)
+        else {"budget_calls": 12, "first_round": 2}
+        if name == "prompt_search"
+        else GEPA
+        if name == "gepa"
+        else {}
+    )
     tc = TrainConfig(max_steps=3, batch_size=2, lr=TINY_LR.get(name), checkpoint_every=0)
     art = spec.strategy_cls(make_config(name, **over)).fit(base, data, data, tc, progress=False)
     prompt = art.prompts([data.examples[0].text])[0]
@@ -300,8 +335,17 @@ def test_single_input_task_goes_through_the_chat_template_on_an_instruction_mode
     base = build_tiny(arch="llama")
     base.tokenizer.chat_template = CHATML
     spec = get_strategy(name)
-    over = {"prompt_lr": 0.3} if name == "hybrid" else {"k": 1} if name == "few_shot" else \
-        {"budget_calls": 12, "first_round": 2} if name == "prompt_search" else GEPA if name == "gepa" else {}
+    over = (
+        {"prompt_lr": 0.3}
+        if name == "hybrid"
+        else {"k": 1}
+        if name == "few_shot"
+        else {"budget_calls": 12, "first_round": 2}
+        if name == "prompt_search"
+        else GEPA
+        if name == "gepa"
+        else {}
+    )
     tc = TrainConfig(max_steps=2, batch_size=3, lr=TINY_LR.get(name), checkpoint_every=0)
     art = spec.strategy_cls(make_config(name, **over)).fit(base, DATA, DATA, tc, progress=False)
     assert art.template.chat_turn and art.template.label_prefix == ""
@@ -311,8 +355,10 @@ def test_single_input_task_goes_through_the_chat_template_on_an_instruction_mode
     shown = len(art.exemplars_for(["item fig"])[0]) if spec.kind == "prompt" else 0
     assert prompt.count("<|im_start|>assistant\n") == shown + 1  # each exemplar a turn of its own
     if shown:
-        assert prompt.count("<|im_start|>user\n") == shown + 1 and "Category:<|im_end|>\n<|im_start|>assistant\n" \
-            in prompt.split("item fig")[0]
+        assert (
+            prompt.count("<|im_start|>user\n") == shown + 1
+            and "Category:<|im_end|>\n<|im_start|>assistant\n" in prompt.split("item fig")[0]
+        )
     if spec.kind == "gradient":  # trained on one-turn conversations: the target is the answer and its end-of-turn
         from adaptlab.training.batching import encode
 
@@ -328,19 +374,26 @@ def test_prompt_format_plain_and_chat_without_a_template(name):
     base = build_tiny(arch="llama")
     base.tokenizer.chat_template = CHATML
     tc = TrainConfig(max_steps=1, batch_size=3, lr=TINY_LR.get(name), checkpoint_every=0)
-    art = get_strategy(name).strategy_cls(make_config(name, prompt_format="plain")).fit(base, DATA, None, tc,
-                                                                                        progress=False)
+    art = (
+        get_strategy(name)
+        .strategy_cls(make_config(name, prompt_format="plain"))
+        .fit(base, DATA, None, tc, progress=False)
+    )
     assert not art.template.chat_turn and art.prompts(["item fig"])[0].endswith("Text: item fig\nCategory:")
     with pytest.raises(ValueError, match="prompt_format=chat: the base model has no chat template"):
-        get_strategy(name).strategy_cls(make_config(name, prompt_format="chat")).fit(build_tiny(), DATA, None, tc,
-                                                                                     progress=False)
+        get_strategy(name).strategy_cls(make_config(name, prompt_format="chat")).fit(
+            build_tiny(), DATA, None, tc, progress=False
+        )
     with pytest.raises(ValueError, match="prompt_format='json': use one of auto, chat, plain"):
         make_config(name, prompt_format="json")
 
 
-PREF = TaskData("preference", [Example(f"q {w}", f"{w} is good.", i + 1, rejected=f"{w} is bad.") for i, w in
-                               enumerate(["ab", "cd", "ef", "gh"])]
-                + [Example("q cd", "", 5, rejected="no."), Example("q cd", "sure.", 6)], "pref")
+PREF = TaskData(
+    "preference",
+    [Example(f"q {w}", f"{w} is good.", i + 1, rejected=f"{w} is bad.") for i, w in enumerate(["ab", "cd", "ef", "gh"])]
+    + [Example("q cd", "", 5, rejected="no."), Example("q cd", "sure.", 6)],
+    "pref",
+)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -351,8 +404,13 @@ def test_preference_task_trains_against_the_base_and_round_trips(name, arch, tmp
     KTO's at the reference (0.5), and training lowers it."""
     base = build_tiny(arch=arch)
     strat = get_strategy(name).strategy_cls(make_config(name, **({"prompt_lr": 0.3} if name == "hybrid" else {})))
-    art = strat.fit(base, PREF, PREF, TrainConfig(max_steps=6, batch_size=6, lr=TINY_LR[name] * 3, warmup_ratio=0.0,
-                                                  checkpoint_every=0), progress=False)
+    art = strat.fit(
+        base,
+        PREF,
+        PREF,
+        TrainConfig(max_steps=6, batch_size=6, lr=TINY_LR[name] * 3, warmup_ratio=0.0, checkpoint_every=0),
+        progress=False,
+    )
     tr = art.metrics["train"]
     assert 0 <= tr["final_loss"] <= 1  # KTO's terms are in [0, 1] (weights 1)
     if name in ("lora", "full"):

@@ -12,15 +12,25 @@ from adaptlab.strategies.prompting import PromptArtifact
 
 WORDS = ["apple", "pear", "plum", "fig", "kiwi", "lime", "kale", "leek", "okra", "corn", "bean", "pea"]
 LABELS = ["fruit"] * 6 + ["veg"] * 6
-TRAIN = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(zip(WORDS, LABELS))],
-                 "train", label_names=["fruit", "veg"])
-DEV = TaskData("classification", [Example(f"a {w}", lab, i + 1) for i, (w, lab) in enumerate(zip(WORDS, LABELS))],
-               "dev", label_names=["fruit", "veg"])
+TRAIN = TaskData(
+    "classification",
+    [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(zip(WORDS, LABELS))],
+    "train",
+    label_names=["fruit", "veg"],
+)
+DEV = TaskData(
+    "classification",
+    [Example(f"a {w}", lab, i + 1) for i, (w, lab) in enumerate(zip(WORDS, LABELS))],
+    "dev",
+    label_names=["fruit", "veg"],
+)
 TEXTS = [ex.text for ex in DEV.examples]
 PROMPT = list_strategies("prompt")
-SMALL = {"prompt_search": {"budget_calls": 60, "first_round": 4, "exemplar_sets": 1, "bootstrap": 6},
-         "few_shot": {"k": 2}, "gepa": {"budget_calls": 40, "val_examples": 4, "minibatch": 2, "k": 2,
-                                        "proposer_max_tokens": 16}}
+SMALL = {
+    "prompt_search": {"budget_calls": 60, "first_round": 4, "exemplar_sets": 1, "bootstrap": 6},
+    "few_shot": {"k": 2},
+    "gepa": {"budget_calls": 40, "val_examples": 4, "minibatch": 2, "k": 2, "proposer_max_tokens": 16},
+}
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +123,18 @@ def test_nearest_neighbours_pick_similar_inputs(base):
 def test_prompt_search_respects_its_call_budget_exactly(budget, base):
     backend = LocalBackend(base)
     strat = get_strategy("prompt_search").strategy_cls(
-        make_config("prompt_search", budget_calls=budget, first_round=2, exemplar_sets=2, k=2, bootstrap=4,
-                    calibrate=True, content_free=["N/A"], dev_limit=50))
+        make_config(
+            "prompt_search",
+            budget_calls=budget,
+            first_round=2,
+            exemplar_sets=2,
+            k=2,
+            bootstrap=4,
+            calibrate=True,
+            content_free=["N/A"],
+            dev_limit=50,
+        )
+    )
     art = strat.fit(backend, TRAIN, DEV)
     used = art.metrics["search"]["calls_used"]
     assert used == backend.calls <= budget
@@ -124,7 +144,8 @@ def test_prompt_search_respects_its_call_budget_exactly(budget, base):
 
 def test_prompt_search_budget_too_small_is_a_clear_error(base):
     strat = get_strategy("prompt_search").strategy_cls(
-        make_config("prompt_search", budget_calls=1, bootstrap=0, calibrate=True, content_free=["N/A", "x"]))
+        make_config("prompt_search", budget_calls=1, bootstrap=0, calibrate=True, content_free=["N/A", "x"])
+    )
     with pytest.raises(ValueError, match="budget_calls=1 cannot score a single candidate"):
         strat.fit(base, TRAIN, DEV)
 
@@ -132,20 +153,31 @@ def test_prompt_search_budget_too_small_is_a_clear_error(base):
 def test_prompt_search_trace_and_user_instructions(base, tmp_path):
     f = tmp_path / "instr.txt"
     f.write_text("Is it a fruit or a veg? Options: {labels}.\n\n")
-    art = fit("prompt_search", base, builtin_instructions=False, instructions=["Label it: {labels}."],
-              instructions_file=str(f), budget_calls=200)
+    art = fit(
+        "prompt_search",
+        base,
+        builtin_instructions=False,
+        instructions=["Label it: {labels}."],
+        instructions_file=str(f),
+        budget_calls=200,
+    )
     s = art.metrics["search"]
     assert s["instructions"] == 2
     assert {r["instruction"] for r in art.trace if "instruction" in r} <= {
-        "Label it: {labels}.", "Is it a fruit or a veg? Options: {labels}."}
+        "Label it: {labels}.",
+        "Is it a fruit or a veg? Options: {labels}.",
+    }
     assert art.template.instruction == s["best"]["instruction"]
 
 
-@pytest.mark.parametrize("kw,msg", [
-    ({"k": 0}, "k=0: must be a positive integer"),
-    ({"selection": "best"}, "selection='best'"),
-    ({"calibrate": True, "content_free": []}, "needs at least one content_free"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"k": 0}, "k=0: must be a positive integer"),
+        ({"selection": "best"}, "selection='best'"),
+        ({"calibrate": True, "content_free": []}, "needs at least one content_free"),
+    ],
+)
 def test_few_shot_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
         make_config("few_shot", **kw)

@@ -17,9 +17,16 @@ from adaptlab.tasks.pairs import InputAnswerTask
 ROWS = {
     "classification": [{"text": "great film", "label": "pos"}, {"text": "dull plot", "label": "neg"}],
     "generation": [{"input": "name=Aromi", "target": "Aromi is a pub."}, {"input": "name=Zizzi", "target": "Zizzi."}],
-    "chat": [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-             {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"},
-                           {"role": "assistant", "content": "4"}]}],
+    "chat": [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4"},
+            ]
+        },
+    ],
 }
 
 
@@ -80,21 +87,29 @@ class Rewrite(InputAnswerTask):
     def evaluate(self, artifact, data):
         pred = artifact.predict([ex.text for ex in data.examples])
         hits = [float(p.strip() == ex.label) for p, ex in zip(pred, data.examples)]
-        return ({"exact_match": sum(hits) / len(hits), "n": len(hits)},
-                [{"id": i, "output": p, "metric": h} for i, (p, h) in enumerate(zip(pred, hits))],
-                [ex.text for ex in data.examples])
+        return (
+            {"exact_match": sum(hits) / len(hits), "n": len(hits)},
+            [{"id": i, "output": p, "metric": h} for i, (p, h) in enumerate(zip(pred, hits))],
+            [ex.text for ex in data.examples],
+        )
 
 
 def test_a_new_task_type_is_one_module(tmp_path, registry, tiny):
     register_task(Rewrite())
     assert list_tasks()[-1] == "rewrite"
-    path = _jsonl(tmp_path / "rw.jsonl", [{"sentence": "u r late", "rewrite": "You are late."},
-                                          {"sentence": "thx", "rewrite": "Thank you."}])
-    data = load_file(path)   # detected from its columns
-    assert data.task == "rewrite" and data.label_set is None and data.examples[0] == Example("u r late", "You are late.", 1)
+    path = _jsonl(
+        tmp_path / "rw.jsonl",
+        [{"sentence": "u r late", "rewrite": "You are late."}, {"sentence": "thx", "rewrite": "Thank you."}],
+    )
+    data = load_file(path)  # detected from its columns
+    assert (
+        data.task == "rewrite"
+        and data.label_set is None
+        and data.examples[0] == Example("u r late", "You are late.", 1)
+    )
     with pytest.raises(DataError, match=r"rw2.jsonl:2: missing field 'rewrite' \(fields present: 'sentence'\)"):
         load_file(_jsonl(tmp_path / "rw2.jsonl", [{"sentence": "a", "rewrite": "A."}, {"sentence": "b"}]))
-    report = validate(data)   # whole-file checks read the type: no class counts for free text
+    report = validate(data)  # whole-file checks read the type: no class counts for free text
     assert report.task == "rewrite" and report.splits[0].class_counts == {}
     # Its prompt library: the default template and (no) paraphrases are the type's own.
     assert default_template("rewrite") == "rewrite" and instruction_paraphrases("rewrite") == []
@@ -104,7 +119,9 @@ def test_a_new_task_type_is_one_module(tmp_path, registry, tiny):
     (item, _) = encode(tiny.tokenizer, data, PromptTemplate("t", "S: {text}\nR:"), 64)
     assert item.target[-1] == tiny.tokenizer.eos_token_id
     # A served request becomes its input by the type's rule (the last user message).
-    assert get_task("rewrite").request_input([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]) == "b"
+    assert (
+        get_task("rewrite").request_input([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]) == "b"
+    )
     with pytest.raises(ValueError, match="no user message"):
         get_task("rewrite").request_input([{"role": "system", "content": "x"}])
 
@@ -134,8 +151,9 @@ def test_a_strategy_is_planned_only_on_task_types_it_supports(monkeypatch):
     assert {s.strategy for s in plan(cfg, 100, "classification")} == {"zero_shot", "lora"}
     assert {s.strategy for s in plan(cfg, 100, "generation")} == {"lora"}
     with pytest.raises(ValueError, match="tasks must be a tuple"):
-        strategy_registry.register_strategy("zz_test", *[getattr(only_clf, f) for f in
-                                            ("config_cls", "strategy_cls", "kind", "summary")], tasks="chat")
+        strategy_registry.register_strategy(
+            "zz_test", *[getattr(only_clf, f) for f in ("config_cls", "strategy_cls", "kind", "summary")], tasks="chat"
+        )
 
 
 def test_task_data_made_by_hand_keeps_its_label_set_through_a_split():

@@ -10,8 +10,15 @@ from adaptlab.strategies import get_strategy, make_config
 from adaptlab.training import TrainConfig
 from adaptlab.training.config import autocast_for
 
-DATA = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(
-    [("apple", "fruit"), ("pear", "fruit"), ("kale", "veg"), ("leek", "veg")])], "mem", label_names=["fruit", "veg"])
+DATA = TaskData(
+    "classification",
+    [
+        Example(f"item {w}", lab, i + 1)
+        for i, (w, lab) in enumerate([("apple", "fruit"), ("pear", "fruit"), ("kale", "veg"), ("leek", "veg")])
+    ],
+    "mem",
+    label_names=["fruit", "veg"],
+)
 
 
 def test_resolve_device():
@@ -36,7 +43,12 @@ def test_precision_choices():
 def test_training_runs_in_each_precision(precision):
     base = build_tiny()
     strat = get_strategy("lora").strategy_cls(make_config("lora"))
-    art = strat.fit(base, DATA, None, TrainConfig(max_steps=3, batch_size=2, lr=1e-2, checkpoint_every=0,
-                                                  precision=precision), progress=False)
+    art = strat.fit(
+        base,
+        DATA,
+        None,
+        TrainConfig(max_steps=3, batch_size=2, lr=1e-2, checkpoint_every=0, precision=precision),
+        progress=False,
+    )
     assert art.metrics["train"]["final_loss"] == art.metrics["train"]["final_loss"]  # not NaN
     assert all(p.dtype == torch.float32 for p in art.module.parameters())  # master weights stay fp32

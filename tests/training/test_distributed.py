@@ -16,9 +16,27 @@ from adaptlab.models.tiny import build_tiny
 from adaptlab.strategies import get_strategy, make_config
 from adaptlab.training import TrainConfig
 
-DATA = TaskData("classification", [Example(f"item {w}", lab, i + 1) for i, (w, lab) in enumerate(
-    [("apple", "fruit"), ("pear", "fruit"), ("plum", "fruit"), ("fig", "fruit"), ("kale", "veg"), ("leek", "veg"),
-     ("okra", "veg"), ("corn", "veg"), ("bean", "veg")])], "mem", label_names=["fruit", "veg"])
+DATA = TaskData(
+    "classification",
+    [
+        Example(f"item {w}", lab, i + 1)
+        for i, (w, lab) in enumerate(
+            [
+                ("apple", "fruit"),
+                ("pear", "fruit"),
+                ("plum", "fruit"),
+                ("fig", "fruit"),
+                ("kale", "veg"),
+                ("leek", "veg"),
+                ("okra", "veg"),
+                ("corn", "veg"),
+                ("bean", "veg"),
+            ]
+        )
+    ],
+    "mem",
+    label_names=["fruit", "veg"],
+)
 CASES = {"lora": ({"dropout": 0.0}, 1e-2), "soft_prompt": ({"n_tokens": 3}, 0.3), "full": ({}, 1e-3)}
 
 
@@ -26,20 +44,40 @@ def _fit(name: str, out: str, fsdp: bool = False, steps: int = 5, run_dir: str |
     overrides, lr = CASES[name]
     base = build_tiny()
     strat = get_strategy(name).strategy_cls(make_config(name, **overrides))
-    cfg = TrainConfig(max_steps=steps, batch_size=4, grad_accum=2, lr=lr, warmup_ratio=0.0, schedule="constant",
-                      checkpoint_every=3 if run_dir else 0, seed=3, fsdp=fsdp)
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=4,
+        grad_accum=2,
+        lr=lr,
+        warmup_ratio=0.0,
+        schedule="constant",
+        checkpoint_every=3 if run_dir else 0,
+        seed=3,
+        fsdp=fsdp,
+    )
     art = strat.fit(base, DATA, None, cfg, progress=False, run_dir=run_dir, resume=run_dir is not None)
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     expected = "none" if world == 1 else f"{'fsdp' if fsdp and name == 'full' else 'data'} x{world}"  # adapters: data
     assert art.metrics["train"]["parallel"] == expected
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        params = {n: p.detach().contiguous() for n, p in art.module.named_parameters()
-                  if "lora_" in n or n.endswith("prompt") or name == "full"}
+        params = {
+            n: p.detach().contiguous()
+            for n, p in art.module.named_parameters()
+            if "lora_" in n or n.endswith("prompt") or name == "full"
+        }
         save_file(params, out)
 
 
-def _worker(rank: int, world: int, init: str, name: str, out: str, fsdp: bool = False, steps: int = 5,
-            run_dir: str | None = None) -> None:
+def _worker(
+    rank: int,
+    world: int,
+    init: str,
+    name: str,
+    out: str,
+    fsdp: bool = False,
+    steps: int = 5,
+    run_dir: str | None = None,
+) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -50,8 +88,9 @@ def _worker(rank: int, world: int, init: str, name: str, out: str, fsdp: bool = 
 
 
 def _two(tmp_path, tag, *args):
-    mp.start_processes(_worker, args=(2, f"file://{tmp_path}/rendezvous-{tag}", *args), nprocs=2, join=True,
-                       start_method="spawn")
+    mp.start_processes(
+        _worker, args=(2, f"file://{tmp_path}/rendezvous-{tag}", *args), nprocs=2, join=True, start_method="spawn"
+    )
 
 
 def _same(single, double, atol=1e-5):
@@ -97,8 +136,23 @@ def test_fsdp_full_fine_tune_equals_one_process_and_resumes(tmp_path):
     _same(single, resumed, atol=1e-5)
 
 
-LAUNCH_ARGS = ["train", "--strategy", "lora", "--data", "demo", "--model", "tiny", "--max-steps", "3",
-               "--batch-size", "4", "--train-size", "24", "--set", "dropout=0.0"]
+LAUNCH_ARGS = [
+    "train",
+    "--strategy",
+    "lora",
+    "--data",
+    "demo",
+    "--model",
+    "tiny",
+    "--max-steps",
+    "3",
+    "--batch-size",
+    "4",
+    "--train-size",
+    "24",
+    "--set",
+    "dropout=0.0",
+]
 
 
 @pytest.mark.timeout(300)
@@ -111,13 +165,27 @@ def test_real_launchers_run_the_cli_data_parallel(tmp_path):
     launchers = {
         "single": [str(bindir / "adaptlab")],
         "torchrun": [str(bindir / "torchrun"), "--nproc_per_node", "2", "-m", "adaptlab.cli"],
-        "accelerate": [str(bindir / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "adaptlab.cli"],
+        "accelerate": [
+            str(bindir / "accelerate"),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "adaptlab.cli",
+        ],
     }
     for name, cmd in launchers.items():
         out = tmp_path / name
-        proc = subprocess.run([*cmd, *LAUNCH_ARGS, "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=240)
+        proc = subprocess.run(
+            [*cmd, *LAUNCH_ARGS, "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         meta = json.loads((out / "adaptlab_artifact.json").read_text())
         assert meta["metrics"]["train"]["parallel"] == ("none" if name == "single" else "data x2")

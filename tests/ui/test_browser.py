@@ -77,7 +77,9 @@ def test_the_whole_loop_in_chromium(server, tmp_path):
         page.uncheck("input[name=extras]")
         page.click("#start")
         page.wait_for_selector("#live")
-        assert not page.is_visible("#to-report") or page.inner_text("#state") == "finished"  # no report before it exists
+        assert (
+            not page.is_visible("#to-report") or page.inner_text("#state") == "finished"
+        )  # no report before it exists
         page.screenshot(path=str(shots / "2-compare-live.png"), full_page=True)
         page.wait_for_selector("#to-report:not([hidden])", timeout=300_000)  # the events stream says finished
         assert page.inner_text("#state") == "finished"

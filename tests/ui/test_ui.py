@@ -11,8 +11,9 @@ from tests.ui.conftest import DEMO, make_client, token, wait_finished
 
 
 def upload(client, name: str, data: bytes):
-    return client.post("/ui/data/upload", data={"csrf": token(client)}, files={"file": (name, data)},
-                       follow_redirects=True)
+    return client.post(
+        "/ui/data/upload", data={"csrf": token(client)}, files={"file": (name, data)}, follow_redirects=True
+    )
 
 
 def test_upload_check_lists_every_row_error_with_its_line(client):
@@ -65,8 +66,9 @@ def test_sign_in_with_a_star_key_when_a_key_is_required(tmp_path):
     for bad in ("al-wrong", narrow):
         r = c.post("/ui/login", data={"key": bad, "csrf": token(c), "next": "/ui/registry"}, follow_redirects=False)
         assert r.status_code == 401 and "not scoped to" in r.text
-    r = c.post("/ui/login", data={"key": star, "csrf": token(c), "next": "https://evil.example/"},
-               follow_redirects=False)
+    r = c.post(
+        "/ui/login", data={"key": star, "csrf": token(c), "next": "https://evil.example/"}, follow_redirects=False
+    )
     assert r.status_code == 303 and r.headers["location"] == "/ui/"  # never off-site
     assert c.get("/ui/registry").status_code == 200
     reg.api_keys.revoke("admin")  # revoking the key ends its sessions
@@ -77,11 +79,22 @@ def test_compare_report_register_promote_playground_feedback_export(tmp_path):
     """The whole loop on the tiny model, and a restart of the UI in the middle."""
     c = make_client(tmp_path)
     r = upload(c, "demo.jsonl", (DEMO / "train.jsonl").read_bytes())
-    source = re.search(r'source=(upload%3A\w+|upload:\w+)', r.text).group(1).replace("%3A", ":")
-    r = c.post("/ui/compare", data={"csrf": token(c), "source": source, "model": "tiny", "strategies": ["zero_shot", "lora"],
-                                    "train_sizes": "16,32", "seeds": "1", "mode": "full", "test_limit": "24",
-                                    "track": "1"},
-               follow_redirects=False)
+    source = re.search(r"source=(upload%3A\w+|upload:\w+)", r.text).group(1).replace("%3A", ":")
+    r = c.post(
+        "/ui/compare",
+        data={
+            "csrf": token(c),
+            "source": source,
+            "model": "tiny",
+            "strategies": ["zero_shot", "lora"],
+            "train_sizes": "16,32",
+            "seeds": "1",
+            "mode": "full",
+            "test_limit": "24",
+            "track": "1",
+        },
+        follow_redirects=False,
+    )
     assert r.status_code == 303, r.text
     job = r.headers["location"].rsplit("/", 1)[1]
     live = c.get(f"/ui/compare/{job}")
@@ -104,14 +117,19 @@ def test_compare_report_register_promote_playground_feedback_export(tmp_path):
     assert set(data["curves"]) == {"zero_shot", "lora"} and [p["n"] for p in data["curves"]["lora"]] == [16, 32]
     rec = c.get(f"/ui/api/compare/{job}/recommend", params={"weights_accessible": "no"}).json()
     assert rec["winner"] == "zero_shot" and any(x["strategy"] == "lora" for x in rec["excluded"])
-    assert c.get(f"/ui/api/compare/{job}/recommend", params={"max_train_minutes": "abc"}).json()["error"] \
+    assert (
+        c.get(f"/ui/api/compare/{job}/recommend", params={"max_train_minutes": "abc"}).json()["error"]
         == "max train minutes: 'abc' is not a number"
+    )
     ex = c.get(f"/ui/compare/{job}/examples", params={"strategy": "lora"}).text
     assert ex.count("<tr>") == 25  # 24 test rows + the header
     assert c.get(f"/ui/compare/{job}/report.html").status_code == 200
 
-    r = c.post(f"/ui/compare/{job}/register", data={"csrf": token(c), "task": "demo-intents", "strategy": "lora"},
-               follow_redirects=True)
+    r = c.post(
+        f"/ui/compare/{job}/register",
+        data={"csrf": token(c), "task": "demo-intents", "strategy": "lora"},
+        follow_redirects=True,
+    )
     assert r.status_code == 200 and "Registered as version 1" in r.text
     c.post(f"/ui/compare/{job}/register", data={"csrf": token(c), "task": "demo-intents", "strategy": "zero_shot"})
     r = c.post("/ui/registry/demo-intents/promote", data={"csrf": token(c), "version": "1", "alias": "prod"})
@@ -119,8 +137,10 @@ def test_compare_report_register_promote_playground_feedback_export(tmp_path):
     reg: Registry = c.app.state.ui.registry
     assert reg.aliases("demo-intents") == {}
     for v in ("1", "2"):
-        c.post("/ui/registry/demo-intents/promote", data={"csrf": token(c), "version": v, "alias": "prod",
-                                                         "confirmed": "yes"})
+        c.post(
+            "/ui/registry/demo-intents/promote",
+            data={"csrf": token(c), "version": v, "alias": "prod", "confirmed": "yes"},
+        )
     assert reg.aliases("demo-intents")["demo-intents"]["prod"] == 2
     c.post("/ui/registry/demo-intents/rollback", data={"csrf": token(c), "alias": "prod", "confirmed": "yes"})
     assert reg.aliases("demo-intents")["demo-intents"]["prod"] == 1
@@ -129,24 +149,33 @@ def test_compare_report_register_promote_playground_feedback_export(tmp_path):
     assert "B − A" in c.get("/ui/registry/demo-intents/diff", params={"a": 1, "b": 2}).text
 
     csrf = {"X-CSRF-Token": token(c)}
-    r = c.post("/ui/api/playground", json={"input": "where is my order FH-1?", "models": ["demo-intents@prod", "base"]},
-               headers=csrf)
+    r = c.post(
+        "/ui/api/playground",
+        json={"input": "where is my order FH-1?", "models": ["demo-intents@prod", "base"]},
+        headers=csrf,
+    )
     assert r.status_code == 200, r.text
     mine, base = r.json()["answers"]
     assert mine["output"] in mine["labels"] and abs(sum(p["p"] for p in mine["probs"]) - 1) < 1e-6
     assert mine["latency_ms"] > 0 and mine["request_id"] and "request_id" not in base
-    bad = c.post("/ui/api/feedback", json={"request_id": mine["request_id"], "rating": -1, "correction": "nope"},
-                 headers=csrf)
+    bad = c.post(
+        "/ui/api/feedback", json={"request_id": mine["request_id"], "rating": -1, "correction": "nope"}, headers=csrf
+    )
     assert bad.status_code == 400 and "is not a label of demo-intents@1" in bad.json()["error"]
-    ok = c.post("/ui/api/feedback", json={"request_id": mine["request_id"], "rating": -1,
-                                          "correction": "order_status"}, headers=csrf)
+    ok = c.post(
+        "/ui/api/feedback",
+        json={"request_id": mine["request_id"], "rating": -1, "correction": "order_status"},
+        headers=csrf,
+    )
     assert ok.json()["status"] == "stored"
     inbox = c.get("/ui/feedback", params={"task": "demo-intents", "rating": "-1"}).text
     assert "where is my order FH-1?" in inbox and "order_status" in inbox
     assert "No feedback with this rating" in c.get("/ui/feedback", params={"task": "demo-intents", "rating": "1"}).text
     out = c.post("/ui/feedback/export", data={"csrf": token(c), "task": "demo-intents"})
-    assert out.status_code == 200 and json.loads(out.text.splitlines()[0]) == {"text": "where is my order FH-1?",
-                                                                             "label": "order_status"}
+    assert out.status_code == 200 and json.loads(out.text.splitlines()[0]) == {
+        "text": "where is my order FH-1?",
+        "label": "order_status",
+    }
     assert json.loads(out.headers["x-adaptlab-export"])["written"] == 1
 
 
@@ -156,9 +185,19 @@ def test_a_stopped_compare_resumes_to_the_end(tmp_path):
     import time
 
     c = make_client(tmp_path)
-    r = c.post("/ui/compare", data={"csrf": token(c), "source": "named:demo", "model": "tiny",
-                                    "strategies": ["zero_shot", "few_shot", "lora"], "train_sizes": "16,32,64",
-                                    "mode": "full", "test_limit": "16"}, follow_redirects=False)
+    r = c.post(
+        "/ui/compare",
+        data={
+            "csrf": token(c),
+            "source": "named:demo",
+            "model": "tiny",
+            "strategies": ["zero_shot", "few_shot", "lora"],
+            "train_sizes": "16,32,64",
+            "mode": "full",
+            "test_limit": "16",
+        },
+        follow_redirects=False,
+    )
     job = r.headers["location"].rsplit("/", 1)[1]
     folder = c.app.state.ui.compares / job
     t0 = time.time()
@@ -178,13 +217,21 @@ def test_a_stopped_compare_resumes_to_the_end(tmp_path):
 
 
 def test_compare_form_errors_name_the_field(client):
-    base = {"csrf": token(client), "source": "named:demo", "model": "tiny", "strategies": ["lora"],
-            "train_sizes": "16", "mode": "full"}
-    for change, message in [({"train_sizes": "16,x"}, "train sizes: &#39;16,x&#39;"),
-                            ({"strategies": ["nope"]}, "strategies: choose one or more"),
-                            ({"model": "/etc/passwd"}, "model: &#39;/etc/passwd&#39; is not one of"),
-                            ({"budget": "soon"}, "budget: --budget &#39;soon&#39;"),
-                            ({"source": "upload:zz"}, "no such upload")]:
+    base = {
+        "csrf": token(client),
+        "source": "named:demo",
+        "model": "tiny",
+        "strategies": ["lora"],
+        "train_sizes": "16",
+        "mode": "full",
+    }
+    for change, message in [
+        ({"train_sizes": "16,x"}, "train sizes: &#39;16,x&#39;"),
+        ({"strategies": ["nope"]}, "strategies: choose one or more"),
+        ({"model": "/etc/passwd"}, "model: &#39;/etc/passwd&#39; is not one of"),
+        ({"budget": "soon"}, "budget: --budget &#39;soon&#39;"),
+        ({"source": "upload:zz"}, "no such upload"),
+    ]:
         r = client.post("/ui/compare", data={**base, **change})
         assert r.status_code in (400, 404) and message in r.text, (change, r.text[-400:])
     assert not list(client.app.state.ui.compares.iterdir())  # nothing was started or written
@@ -203,14 +250,16 @@ def test_the_pages_mount_in_the_server_and_share_its_model(tmp_path):
     admin = reg.api_keys.add("admin", ["*"])
     service = Service(build_tiny(), reg)
     try:
-        app = include_ui(create_app(service), UiState(tmp_path / "ui", reg, model="tiny", key_required=True,
-                                                      service=service))
+        app = include_ui(
+            create_app(service), UiState(tmp_path / "ui", reg, model="tiny", key_required=True, service=service)
+        )
         c = TestClient(app)
         assert c.get("/v1/models", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
         assert c.get("/ui/playground", follow_redirects=False).status_code == 303  # the API key signs in here too
         c.post("/ui/login", data={"key": admin, "csrf": token(c)})
-        r = c.post("/ui/api/playground", json={"input": "hello", "models": ["base"]},
-                   headers={"X-CSRF-Token": token(c)})
+        r = c.post(
+            "/ui/api/playground", json={"input": "hello", "models": ["base"]}, headers={"X-CSRF-Token": token(c)}
+        )
         assert r.status_code == 200 and r.json()["answers"][0]["task_type"] == "base"
         assert app.state.ui.get_service() is service  # no second copy of the model
     finally:

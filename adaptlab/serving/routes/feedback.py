@@ -28,7 +28,12 @@ async def feedback(body: FeedbackRequest, request: Request, scope: list[str] | N
     if body.correction is not None and has_label_set(req["task_type"]):
         labels = st.service.labels_of(req["task"], req["version"])
         if labels is not None and body.correction not in labels:
-            raise ServingError(400, "unknown_label",
-                               f"correction: {body.correction!r} is not a label of {req['task']}@{req['version']}")
-    fid = await asyncio.to_thread(registry.requests.add_feedback, body.request_id, body.rating, body.correction, body.comment)
+            raise ServingError(
+                400,
+                "unknown_label",
+                f"correction: {body.correction!r} is not a label of {req['task']}@{req['version']}",
+            )
+    fid = await asyncio.to_thread(
+        registry.requests.add_feedback, body.request_id, body.rating, body.correction, body.comment
+    )
     return {"id": fid, "object": "feedback", "request_id": body.request_id, "status": "stored"}

@@ -38,8 +38,7 @@ router = APIRouter()
 async def models(request: Request, scope: list[str] | None = Scope):
     st = state(request)
     now = int(time.time())
-    data = [{"id": b.name, "object": "model", "created": now, "owned_by": "adaptlab"}
-            for b in st.service.bases]
+    data = [{"id": b.name, "object": "model", "created": now, "owned_by": "adaptlab"} for b in st.service.bases]
     registry = st.registry
     if registry is not None:
         aliases = await asyncio.to_thread(registry.aliases)
@@ -48,9 +47,21 @@ async def models(request: Request, scope: list[str] | None = Scope):
                 continue
             names = [e.ref] + [f"{e.task}@{a}" for a, v in aliases.get(e.task, {}).items() if v == e.version]
             for n in names:
-                data.append({"id": n, "object": "model", "created": int(e.created_at), "owned_by": e.created_by,
-                             "adaptlab": {"task": e.task, "version": e.version, "strategy": e.strategy,
-                                          "task_type": e.task_type, "metrics": e.metrics}})
+                data.append(
+                    {
+                        "id": n,
+                        "object": "model",
+                        "created": int(e.created_at),
+                        "owned_by": e.created_by,
+                        "adaptlab": {
+                            "task": e.task,
+                            "version": e.version,
+                            "strategy": e.strategy,
+                            "task_type": e.task_type,
+                            "metrics": e.metrics,
+                        },
+                    }
+                )
     return {"object": "list", "data": data}
 
 
@@ -73,8 +84,13 @@ async def classify(body: ClassifyRequest, request: Request, scope: list[str] | N
         item_id = rid if len(texts) == 1 else f"{rid}.{i}"
         await log(st, item_id, entry, adapter, t, r["label"])
         data.append({"index": i, "request_id": item_id, "label": r["label"], "probs": r["probs"]})
-    return {"id": rid, "object": "classification", "model": body.model,
-            "resolved": entry.ref if entry else adapter.base.name, "data": data}
+    return {
+        "id": rid,
+        "object": "classification",
+        "model": body.model,
+        "resolved": entry.ref if entry else adapter.base.name,
+        "data": data,
+    }
 
 
 @router.post("/v1/completions")
@@ -84,8 +100,16 @@ async def completions(body: CompletionRequest, request: Request, scope: list[str
         raise ServingError(400, "invalid_request", "prompt: send one prompt per request")
     st = state(request)
     entry, adapter = adapter_for(st, scope, body.model)
-    a = _Answer(st, entry, adapter, body.model, chat=False, n=_n(st, body), stops=_stops(body),
-                sampling=_sampling(body, body.logprobs))
+    a = _Answer(
+        st,
+        entry,
+        adapter,
+        body.model,
+        chat=False,
+        n=_n(st, body),
+        stops=_stops(body),
+        sampling=_sampling(body, body.logprobs),
+    )
     text = prompts[0]
     if adapter.task_type is not None:  # a prompt is one user turn (a chat adaptation sees it as a conversation)
         text = adapter.request_input([{"role": "user", "content": text}])
@@ -111,8 +135,16 @@ async def chat(body: ChatRequest, request: Request, scope: list[str] | None = Sc
             text = adapter.request_input([{"role": m.role, "content": m.content} for m in body.messages])
         except ValueError as e:
             raise ServingError(400, "invalid_request", str(e)) from None
-    a = _Answer(st, entry, adapter, body.model, chat=True, n=_n(st, body), stops=stops,
-                sampling=_sampling(body, (body.top_logprobs or 0) if body.logprobs else None))
+    a = _Answer(
+        st,
+        entry,
+        adapter,
+        body.model,
+        chat=True,
+        n=_n(st, body),
+        stops=stops,
+        sampling=_sampling(body, (body.top_logprobs or 0) if body.logprobs else None),
+    )
     return await complete(a, text, body.max_tokens, body.stream)
 
 
@@ -131,8 +163,13 @@ def _stops(body) -> list[str]:
 
 def _sampling(body, logprobs: int | None) -> Sampling:
     try:
-        return Sampling(temperature=body.temperature or 0.0, top_p=body.top_p if body.top_p is not None else 1.0,
-                        top_k=body.top_k or 0, seed=body.seed, logprobs=logprobs)
+        return Sampling(
+            temperature=body.temperature or 0.0,
+            top_p=body.top_p if body.top_p is not None else 1.0,
+            top_k=body.top_k or 0,
+            seed=body.seed,
+            logprobs=logprobs,
+        )
     except ValueError as e:
         raise ServingError(400, "invalid_request", str(e)) from None
 
@@ -165,25 +202,44 @@ class _Answer:
     def choice(self, i: int, content: str, finish: str | None, delta: bool = False, logprobs=None) -> dict:
         if self.chat:
             key = "delta" if delta else "message"
-            return {"index": i, key: {"role": "assistant", "content": content}, "finish_reason": finish,
-                    "logprobs": logprobs}
+            return {
+                "index": i,
+                key: {"role": "assistant", "content": content},
+                "finish_reason": finish,
+                "logprobs": logprobs,
+            }
         return {"index": i, "text": content, "finish_reason": finish, "logprobs": logprobs}
 
     def body(self, choices: list[dict], **extra) -> dict:
-        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
-                "resolved": self.resolved, "choices": choices, **extra}
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "resolved": self.resolved,
+            "choices": choices,
+            **extra,
+        }
 
     def chunk(self, i: int, content: str, finish: str | None) -> str:
-        c = {"id": self.id, "object": self.object + (".chunk" if self.chat else ""), "created": self.created,
-             "model": self.model, "choices": [self.choice(i, content, finish, delta=True)]}
+        c = {
+            "id": self.id,
+            "object": self.object + (".chunk" if self.chat else ""),
+            "created": self.created,
+            "model": self.model,
+            "choices": [self.choice(i, content, finish, delta=True)],
+        }
         return f"data: {json.dumps(c)}\n\n"
 
     def usage(self, works: list[Work], labels: list[str] | None = None) -> dict:
         """Token counts the worker recorded (it rendered and tokenized the prompt once, under the
         model lock: rendering a nearest-neighbour few-shot prompt runs the model)."""
         tok = self.adapter.base.tokenizer
-        c = sum(len(tok(lab, add_special_tokens=False)["input_ids"]) for lab in labels) if labels is not None \
-            else sum(w.completion_tokens for w in works)  # a classifier "answers" with its label's tokens
+        c = (
+            sum(len(tok(lab, add_special_tokens=False)["input_ids"]) for lab in labels)
+            if labels is not None
+            else sum(w.completion_tokens for w in works)
+        )  # a classifier "answers" with its label's tokens
         p = works[0].prompt_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
@@ -194,18 +250,31 @@ class _Answer:
         tok = self.adapter.base.tokenizer
         text = lambda i: tok.decode([i])  # noqa: E731
         if self.chat:
-            return {"content": [{"token": text(e["token"]), "logprob": e["logprob"],
-                                 "bytes": list(text(e["token"]).encode()),
-                                 "top_logprobs": [{"token": text(t), "logprob": v, "bytes": list(text(t).encode())}
-                                                  for t, v in e["top"]]} for e in work.logprobs]}
+            return {
+                "content": [
+                    {
+                        "token": text(e["token"]),
+                        "logprob": e["logprob"],
+                        "bytes": list(text(e["token"]).encode()),
+                        "top_logprobs": [
+                            {"token": text(t), "logprob": v, "bytes": list(text(t).encode())} for t, v in e["top"]
+                        ],
+                    }
+                    for e in work.logprobs
+                ]
+            }
         offsets, at = [], 0
         for e in work.logprobs:
             offsets.append(at)
             at += len(text(e["token"]))
-        return {"tokens": [text(e["token"]) for e in work.logprobs],
-                "token_logprobs": [e["logprob"] for e in work.logprobs],
-                "top_logprobs": [{text(t): v for t, v in e["top"]} for e in work.logprobs]
-                if self.sampling.logprobs else None, "text_offset": offsets}
+        return {
+            "tokens": [text(e["token"]) for e in work.logprobs],
+            "token_logprobs": [e["logprob"] for e in work.logprobs],
+            "top_logprobs": [{text(t): v for t, v in e["top"]} for e in work.logprobs]
+            if self.sampling.logprobs
+            else None,
+            "text_offset": offsets,
+        }
 
 
 async def complete(a: _Answer, text: str, max_tokens: int | None, stream: bool):
@@ -214,34 +283,45 @@ async def complete(a: _Answer, text: str, max_tokens: int | None, stream: bool):
         return await _label_answer(a, text, stream)
     a.stops = a.stops + [s for s in a.adapter.decoding.get("stop", []) if s not in a.stops]  # the answer's own end
     limit = max_new(a.st, max_tokens, a.adapter)
-    works = [Work("generate", a.adapter, text, max_new=limit, sampling=a.row_sampling(i), stop=a.stops)
-             for i in range(a.n)]
+    works = [
+        Work("generate", a.adapter, text, max_new=limit, sampling=a.row_sampling(i), stop=a.stops) for i in range(a.n)
+    ]
     if stream:
         return _streamed(a, text, works)
     outs = await asyncio.gather(*(asyncio.wrap_future(a.st.service.submit(w)) for w in works))
     await log(a.st, a.id, a.entry, a.adapter, text, outs[0])
-    return a.body([a.choice(i, out, w.finish, logprobs=a.logprobs(w)) for i, (w, out) in enumerate(zip(works, outs))],
-                  usage=a.usage(works))
+    return a.body(
+        [a.choice(i, out, w.finish, logprobs=a.logprobs(w)) for i, (w, out) in enumerate(zip(works, outs))],
+        usage=a.usage(works),
+    )
 
 
 async def _label_answer(a: _Answer, text: str, stream: bool):
     """A classifier answers with a label: the best one, or with a temperature, drawn from its
     label probabilities (each of the n choices with its own seed)."""
     if a.sampling.logprobs is not None:
-        raise ServingError(400, "invalid_request", f"logprobs: {a.adapter.name} answers with a label; its "
-                                                   f"probabilities are in label_probs")
+        raise ServingError(
+            400,
+            "invalid_request",
+            f"logprobs: {a.adapter.name} answers with a label; its probabilities are in label_probs",
+        )
     result = (await classify_texts(a.st, a.adapter, [text]))[0]
     labels = [_draw_label(result["probs"], a.row_sampling(i)) for i in range(a.n)]
     labels = [cut_at_stop(lab, a.stops) for lab in labels]
     await log(a.st, a.id, a.entry, a.adapter, text, labels[0])
     if stream:
+
         async def one():
             for i, lab in enumerate(labels):
                 yield a.chunk(i, lab, "stop")
             yield "data: [DONE]\n\n"
+
         return StreamingResponse(one(), media_type="text/event-stream")
-    return a.body([a.choice(i, lab, "stop") for i, lab in enumerate(labels)], label_probs=result["probs"],
-                  usage=a.usage([result["work"]], labels))
+    return a.body(
+        [a.choice(i, lab, "stop") for i, lab in enumerate(labels)],
+        label_probs=result["probs"],
+        usage=a.usage([result["work"]], labels),
+    )
 
 
 def _draw_label(probs: dict[str, float], s: Sampling) -> str:
@@ -261,7 +341,7 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
         f = a.st.service.submit(w)
         f.add_done_callback(lambda f, i=i: loop.call_soon_threadsafe(tokens.put_nowait, (i, None)))
         futures.append(f)
-    hold = max((len(s) for s in a.stops), default=1) - 1   # characters that may be the start of a stop text
+    hold = max((len(s) for s in a.stops), default=1) - 1  # characters that may be the start of a stop text
 
     async def events():
         tok = a.adapter.base.tokenizer
@@ -278,9 +358,9 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
             if text_now.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                 continue
             text_now = cut_at_stop(text_now, a.stops).lstrip()  # as the whole answer is: no leading space
-            ready = text_now[:max(0, len(text_now) - hold)] if a.stops else text_now
+            ready = text_now[: max(0, len(text_now) - hold)] if a.stops else text_now
             if len(ready) > len(sent[i]):
-                yield a.chunk(i, ready[len(sent[i]):], None)
+                yield a.chunk(i, ready[len(sent[i]) :], None)
                 sent[i] = ready
         for i, (w, f) in enumerate(zip(works, futures)):
             try:
@@ -289,12 +369,13 @@ def _streamed(a: _Answer, text: str, works: list[Work]) -> StreamingResponse:
                 yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
                 return
             full = cut_at_stop(tok.decode(seqs[i], skip_special_tokens=True), a.stops).lstrip()
-            if len(full) > len(sent[i]):   # what the stop-text hold kept back
-                yield a.chunk(i, full[len(sent[i]):], None)
+            if len(full) > len(sent[i]):  # what the stop-text hold kept back
+                yield a.chunk(i, full[len(sent[i]) :], None)
             if i == 0:
                 await log(a.st, a.id, a.entry, a.adapter, text, final)
             yield a.chunk(i, "", w.finish or "stop")
         yield "data: [DONE]\n\n"
+
     return StreamingResponse(events(), media_type="text/event-stream", headers={"x-request-id": a.id})
 
 

@@ -19,9 +19,14 @@ router = APIRouter()
 async def healthz(request: Request):
     service = state(request).service
     bases = service.bases
-    return {"status": "ok", "base_model": service.base.name, "fingerprint": service.base.fingerprint,
-            "base_models": [{"name": b.name, "fingerprint": b.fingerprint} for b in bases],
-            "loaded_adapters": len(service.cache), "queue_depth": service.queue.qsize()}
+    return {
+        "status": "ok",
+        "base_model": service.base.name,
+        "fingerprint": service.base.fingerprint,
+        "base_models": [{"name": b.name, "fingerprint": b.fingerprint} for b in bases],
+        "loaded_adapters": len(service.cache),
+        "queue_depth": service.queue.qsize(),
+    }
 
 
 @router.get("/metrics")
@@ -34,8 +39,12 @@ async def admin_load(body: AdminModelRequest, request: Request):
     """Load (or refresh the recency of) an adaptation now, instead of at its first request."""
     service = state(request).service
     entry, _ = await asyncio.to_thread(service.resolve, body.model)
-    return {"model": body.model, "resolved": entry.ref if entry else service.resolve(body.model)[1].base.name,
-            "loaded": len(service.cache), "loaded_bytes": service.loaded_bytes()}
+    return {
+        "model": body.model,
+        "resolved": entry.ref if entry else service.resolve(body.model)[1].base.name,
+        "loaded": len(service.cache),
+        "loaded_bytes": service.loaded_bytes(),
+    }
 
 
 @router.post("/admin/unload", dependencies=[Depends(admin_scope)])

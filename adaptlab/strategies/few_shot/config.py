@@ -10,9 +10,13 @@ SELECTIONS = ("random", "balanced", "nearest")
 @dataclass
 class FewShotConfig(PromptConfig):
     k: int = field(default=4, metadata={"help": "Exemplars per prompt."})
-    selection: str = field(default="balanced", metadata={
-        "help": "random | balanced (round-robin over classes) | nearest (most similar train inputs, "
-                "by mean-pooled base-model hidden states or the endpoint's /v1/embeddings)."})
+    selection: str = field(
+        default="balanced",
+        metadata={
+            "help": "random | balanced (round-robin over classes) | nearest (most similar train inputs, "
+            "by mean-pooled base-model hidden states or the endpoint's /v1/embeddings)."
+        },
+    )
     pool_size: int = field(default=1000, metadata={"help": "nearest: train examples kept as the exemplar pool."})
 
     def __post_init__(self):

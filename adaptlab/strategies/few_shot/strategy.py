@@ -20,12 +20,37 @@ class FewShotStrategy(PromptStrategy):
             pool_data = subsample(train, n=cfg.pool_size, seed=cfg.seed) if len(train) > cfg.pool_size else train
             pool = pairs(pool_data.examples)
             emb = backend.embed([x for x, _ in pool])
-            return PromptArtifact(self.name, backend, cfg, template, train.task, labels, selection="nearest",
-                                  k=cfg.k, pool=pool, pool_embeddings=emb, **common)
+            return PromptArtifact(
+                self.name,
+                backend,
+                cfg,
+                template,
+                train.task,
+                labels,
+                selection="nearest",
+                k=cfg.k,
+                pool=pool,
+                pool_embeddings=emb,
+                **common,
+            )
         select = select_balanced if cfg.selection == "balanced" and train.spec.closed_labels else select_random
         chosen = select(train, cfg.k, cfg.seed)
         rest = [ex for ex in train.examples if ex not in chosen]
-        reserve = select_random(TaskData(train.task, rest, train.source, train.label_names), cfg.k, cfg.seed + 1) \
-            if rest else []
-        return PromptArtifact(self.name, backend, cfg, template, train.task, labels, exemplars=pairs(chosen),
-                              reserve=pairs(reserve), selection="fixed", k=cfg.k, **common)
+        reserve = (
+            select_random(TaskData(train.task, rest, train.source, train.label_names), cfg.k, cfg.seed + 1)
+            if rest
+            else []
+        )
+        return PromptArtifact(
+            self.name,
+            backend,
+            cfg,
+            template,
+            train.task,
+            labels,
+            exemplars=pairs(chosen),
+            reserve=pairs(reserve),
+            selection="fixed",
+            k=cfg.k,
+            **common,
+        )

@@ -16,7 +16,7 @@ class FullModule(AdapterModule):
     """Weights of its own: its contribution to a forward pass is the whole model."""
 
     def __init__(self, model: torch.nn.Module):
-        super().__init__(None)   # runs on its own weights, never on the shared base
+        super().__init__(None)  # runs on its own weights, never on the shared base
         self.model = model
 
     def contribution(self) -> Contribution:

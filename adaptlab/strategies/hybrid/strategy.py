@@ -28,7 +28,7 @@ class HybridModule(AdapterModule):
         self.stage1 = stage1
         for p in stage1.parameters():
             p.requires_grad_(False)
-        self.prompt = torch.nn.Parameter(prompt_init.clone())          # (P, H)
+        self.prompt = torch.nn.Parameter(prompt_init.clone())  # (P, H)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -52,28 +52,60 @@ class HybridStrategy(GradientStrategy):
 
     @staticmethod
     def _stage1_config(config):
-        return config.lora_config() if config.stage1 == "lora" else FullConfig(template=config.template, prompt_format=config.prompt_format)
+        return (
+            config.lora_config()
+            if config.stage1 == "lora"
+            else FullConfig(template=config.template, prompt_format=config.prompt_format)
+        )
 
     def adapt(self, model, train_data, dev, train_config, run_dir, resume, progress) -> WeightsArtifact:
         base = base_of(model, self.name)
         cfg = train_config or TrainConfig()
-        art1 = self._stage1().fit(base, train_data, dev, cfg, run_dir=run_dir / "stage1" if run_dir else None,
-                                  resume=resume, progress=progress)
+        art1 = self._stage1().fit(
+            base,
+            train_data,
+            dev,
+            cfg,
+            run_dir=run_dir / "stage1" if run_dir else None,
+            resume=resume,
+            progress=progress,
+        )
         if self.config.stage2 == "few_shot":
             return self._few_shot(base, art1, train_data, dev, cfg)
         torch.manual_seed(cfg.seed + 1)
-        init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data))
+        init = initial_prompt(
+            base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data)
+        )
         module = HybridModule(art1.module, init.to(base.device))
-        artifact = WeightsArtifact(self.name, base, module, self.config,
-                                   dataclasses.replace(art1.template, name=self.name), train_data.task, art1.labels,
-                                   cfg.to_dict(), decoding=art1.decoding)
-        res2 = self.train_module(artifact, train_data, dev, dataclasses.replace(cfg, lr=self.config.prompt_lr),
-                                 run_dir / "stage2" if run_dir else None, resume, progress)
+        artifact = WeightsArtifact(
+            self.name,
+            base,
+            module,
+            self.config,
+            dataclasses.replace(art1.template, name=self.name),
+            train_data.task,
+            art1.labels,
+            cfg.to_dict(),
+            decoding=art1.decoding,
+        )
+        res2 = self.train_module(
+            artifact,
+            train_data,
+            dev,
+            dataclasses.replace(cfg, lr=self.config.prompt_lr),
+            run_dir / "stage2" if run_dir else None,
+            resume,
+            progress,
+        )
         s1, s2 = art1.metrics["train"], res2.to_dict()
         artifact.metrics["train"] = {
-            **s2, "train_seconds": s1["train_seconds"] + s2["train_seconds"], "steps": s1["steps"] + s2["steps"],
+            **s2,
+            "train_seconds": s1["train_seconds"] + s2["train_seconds"],
+            "steps": s1["steps"] + s2["steps"],
             "peak_rss_bytes": max(s1["peak_rss_bytes"], s2["peak_rss_bytes"]),
-            "trainable_params": s1["trainable_params"] + s2["trainable_params"], "stage1": s1, "stage2": s2,
+            "trainable_params": s1["trainable_params"] + s2["trainable_params"],
+            "stage1": s1,
+            "stage2": s2,
         }
         return artifact
 
@@ -81,15 +113,36 @@ class HybridStrategy(GradientStrategy):
         """The fine-tuned model with k exemplars fixed in its prompt (braces escaped: they are data)."""
         clf = train_data.spec.closed_labels
         chosen = (select_balanced if clf else select_random)(train_data, self.config.k, cfg.seed)
-        frame = dataclasses.replace(art1.template, name=self.name)  # stage 1's frame, in a chat turn where stage 1 trained in one
-        shots = "".join(PromptTemplate(frame.name, "{text}", example_format=_example_format(frame.template))
-                        .render_example(ex.text, ex.label, clf) for ex in chosen)
-        template = dataclasses.replace(frame, name=f"{frame.name}+{len(chosen)}-shot",
-                                       template=shots.replace("{", "{{").replace("}", "}}") + frame.template)
-        artifact = WeightsArtifact(self.name, base, art1.module, self.config, template, train_data.task, art1.labels,
-                                   cfg.to_dict(), decoding=art1.decoding)
-        artifact.metrics["train"] = {**art1.metrics["train"], "stage1": art1.metrics["train"],
-                                     "stage2": {"few_shot": len(chosen), "exemplars": [[e.text, e.label] for e in chosen]}}
+        frame = dataclasses.replace(
+            art1.template, name=self.name
+        )  # stage 1's frame, in a chat turn where stage 1 trained in one
+        shots = "".join(
+            PromptTemplate(frame.name, "{text}", example_format=_example_format(frame.template)).render_example(
+                ex.text, ex.label, clf
+            )
+            for ex in chosen
+        )
+        template = dataclasses.replace(
+            frame,
+            name=f"{frame.name}+{len(chosen)}-shot",
+            template=shots.replace("{", "{{").replace("}", "}}") + frame.template,
+        )
+        artifact = WeightsArtifact(
+            self.name,
+            base,
+            art1.module,
+            self.config,
+            template,
+            train_data.task,
+            art1.labels,
+            cfg.to_dict(),
+            decoding=art1.decoding,
+        )
+        artifact.metrics["train"] = {
+            **art1.metrics["train"],
+            "stage1": art1.metrics["train"],
+            "stage2": {"few_shot": len(chosen), "exemplars": [[e.text, e.label] for e in chosen]},
+        }
         part = dev_part(dev, cfg.dev_limit, cfg.seed)
         if part is not None and clf:
             artifact.metrics["train"]["stage2"]["dev_accuracy"] = artifact.evaluate(part)["accuracy"]

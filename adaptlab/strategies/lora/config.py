@@ -13,8 +13,10 @@ class LoraConfig(GradientConfig):
     r: int = field(default=8, metadata={"help": "LoRA rank."})
     alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                      metadata={"help": f"Modules to adapt, from {', '.join(KNOWN_TARGETS)}."})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": f"Modules to adapt, from {', '.join(KNOWN_TARGETS)}."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -28,5 +30,6 @@ class LoraConfig(GradientConfig):
             raise ValueError("lora config: target_modules is empty")
         unknown = [t for t in self.target_modules if t not in KNOWN_TARGETS]
         if unknown:
-            raise ValueError(f"lora config: unknown target module(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(KNOWN_TARGETS)}")
+            raise ValueError(
+                f"lora config: unknown target module(s) {', '.join(unknown)}; known: {', '.join(KNOWN_TARGETS)}"
+            )

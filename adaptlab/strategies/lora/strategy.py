@@ -25,8 +25,9 @@ WEIGHTS = "adapter_model.safetensors"
 
 def lora_targets(model: torch.nn.Module, target_modules: list[str], where: str) -> list[str]:
     """Names of the linear layers of ``model`` whose last name part is one of ``target_modules``."""
-    names = [n for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in target_modules]
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in target_modules
+    ]
     missing = [t for t in target_modules if not any(n.rsplit(".", 1)[-1] == t for n in names)]
     if missing:
         raise ValueError(f"lora: target module(s) {', '.join(missing)} not found in {where}")
@@ -59,8 +60,9 @@ class LoraModule(AdapterModule):
 
     def contribution(self) -> Contribution:
         p = self.cfg.dropout if self.training else 0.0
-        return Contribution(lora={n: LoraDelta(self.lora_A[_key(n)], self.lora_B[_key(n)], self.scale, p)
-                                  for n in self.targets})
+        return Contribution(
+            lora={n: LoraDelta(self.lora_A[_key(n)], self.lora_B[_key(n)], self.scale, p) for n in self.targets}
+        )
 
     def peft_state(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -94,9 +96,15 @@ class LoraModule(AdapterModule):
 def peft_lora_config(cfg, base: BaseModel):
     from peft import LoraConfig as PeftLoraConfig
 
-    c = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-                       bias="none", task_type="CAUSAL_LM",
-                       base_model_name_or_path=str(base.path) if base.path is not None else base.name)
+    c = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=str(base.path) if base.path is not None else base.name,
+    )
     c.inference_mode = True
     return c
 
@@ -106,7 +114,9 @@ class LoraStrategy(GradientStrategy):
     default_lr = 1e-3
 
     def build(self, base, train_data, template):
-        return LoraModule(base.model, self.config, lora_targets(base.model, list(self.config.target_modules), base.name))
+        return LoraModule(
+            base.model, self.config, lora_targets(base.model, list(self.config.target_modules), base.name)
+        )
 
     @classmethod
     def save_module(cls, module: LoraModule, config, base, folder: Path) -> dict:

@@ -8,7 +8,9 @@ from adaptlab.strategies.gradient import GradientConfig
 @dataclass
 class PrefixConfig(GradientConfig):
     n_tokens: int = field(default=16, metadata={"help": "Prefix length (virtual key/value positions per layer)."})
-    reparam: bool = field(default=False, metadata={"help": "Train through an MLP reparameterisation (P-tuning v2 / Li & Liang)."})
+    reparam: bool = field(
+        default=False, metadata={"help": "Train through an MLP reparameterisation (P-tuning v2 / Li & Liang)."}
+    )
     reparam_hidden: int = field(default=256, metadata={"help": "Hidden width of the reparameterisation MLP."})
 
     def __post_init__(self):

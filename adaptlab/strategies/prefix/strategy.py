@@ -29,18 +29,27 @@ def kv_shape(config) -> tuple[int, int, int]:
 class PrefixModule(AdapterModule):
     """P learned key/value positions in every attention layer of ``model``."""
 
-    def __init__(self, model: torch.nn.Module, flat_init: torch.Tensor | None = None, reparam: bool = False,
-                 embed_init: torch.Tensor | None = None, reparam_hidden: int = 256):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        flat_init: torch.Tensor | None = None,
+        reparam: bool = False,
+        embed_init: torch.Tensor | None = None,
+        reparam_hidden: int = 256,
+    ):
         super().__init__(model)
         self.layers, self.kv_heads, self.head_dim = kv_shape(model.config)
         width = self.layers * 2 * self.kv_heads * self.head_dim
         if reparam:
-            self.embedding = torch.nn.Parameter(embed_init.clone())                   # (P, H)
-            self.mlp = torch.nn.Sequential(torch.nn.Linear(embed_init.shape[1], reparam_hidden), torch.nn.Tanh(),
-                                           torch.nn.Linear(reparam_hidden, width))
+            self.embedding = torch.nn.Parameter(embed_init.clone())  # (P, H)
+            self.mlp = torch.nn.Sequential(
+                torch.nn.Linear(embed_init.shape[1], reparam_hidden),
+                torch.nn.Tanh(),
+                torch.nn.Linear(reparam_hidden, width),
+            )
             self.flat = None
         else:
-            self.flat = torch.nn.Parameter(flat_init.clone())                          # (P, L*2*kv*hd)
+            self.flat = torch.nn.Parameter(flat_init.clone())  # (P, L*2*kv*hd)
 
     @property
     def n_tokens(self) -> int:
@@ -52,15 +61,15 @@ class PrefixModule(AdapterModule):
     def contribution(self) -> Contribution:
         P = self.n_tokens
         kv = self.flat_prefix().view(P, self.layers * 2, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
-        return Contribution(prefix=kv)                                                  # (L*2, kv, P, hd)
+        return Contribution(prefix=kv)  # (L*2, kv, P, hd)
 
 
 def cache_to_flat(cache, drop_first: int = 0) -> torch.Tensor:
     """A model's own cache for one sequence -> the flat PEFT layout (P, L*2*kv*hd)."""
     per_layer = []
-    for layer in cache.layers:                                          # keys: (1, kv, T, hd)
+    for layer in cache.layers:  # keys: (1, kv, T, hd)
         per_layer += [layer.keys[0, :, drop_first:], layer.values[0, :, drop_first:]]
-    kv = torch.stack(per_layer)                                                   # (L*2, kv, P, hd)
+    kv = torch.stack(per_layer)  # (L*2, kv, P, hd)
     return kv.permute(2, 0, 1, 3).reshape(kv.shape[2], -1).float()
 
 
@@ -100,9 +109,16 @@ class PrefixStrategy(GradientStrategy):
             flat = module.flat_prefix().detach().contiguous()
         save_file({"prompt_embeddings": flat}, folder / "adapter_model.safetensors")
         L, kv, hd = kv_shape(base.config)
-        pc = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=module.n_tokens, token_dim=kv * hd,
-                                num_attention_heads=kv, num_layers=L, num_transformer_submodules=1,
-                                prefix_projection=False, base_model_name_or_path=base.name)
+        pc = PrefixTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=module.n_tokens,
+            token_dim=kv * hd,
+            num_attention_heads=kv,
+            num_layers=L,
+            num_transformer_submodules=1,
+            prefix_projection=False,
+            base_model_name_or_path=base.name,
+        )
         pc.inference_mode = True
         pc.save_pretrained(folder)
         return {"dir": ".", "drops": None}

@@ -76,11 +76,20 @@ class PromptSearchStrategy(PromptStrategy):
         art = best["art"]
         art.template = dataclasses.replace(art.template, name=f"search-{best['id']}")
         art.trace = trace
-        art.metrics["search"] = {"candidates": len(cands), "instructions": n_instructions, "exemplar_sets": n_sets,
-                                 "calls_used": budget.used, "budget_calls": self.config.budget_calls,
-                                 "best": {"candidate": best["id"], "instruction": best["instruction"],
-                                          "exemplars": best["set"], "dev_metric": best["score"] / best["n"],
-                                          "dev_examples": best["n"]}}
+        art.metrics["search"] = {
+            "candidates": len(cands),
+            "instructions": n_instructions,
+            "exemplar_sets": n_sets,
+            "calls_used": budget.used,
+            "budget_calls": self.config.budget_calls,
+            "best": {
+                "candidate": best["id"],
+                "instruction": best["instruction"],
+                "exemplars": best["set"],
+                "dev_metric": best["score"] / best["n"],
+                "dev_examples": best["n"],
+            },
+        }
         art.metrics["dev"] = {"metric": best["score"] / best["n"], "n": best["n"]}  # calibrated already if asked
         return art
 
@@ -95,9 +104,20 @@ class PromptSearchStrategy(PromptStrategy):
 
         def make(instr: str, exemplars, name: str) -> PromptArtifact:
             t = frame.with_instruction(instr, name) if "instruction" in frame.fields else frame
-            rest = [p for p in pairs(train.examples) if p not in exemplars][:max(cfg.k, 1)]
-            return PromptArtifact(self.name, backend, cfg, t, train.task, labels, exemplars=exemplars,
-                                  reserve=rest, selection="fixed", k=len(exemplars), **common)
+            rest = [p for p in pairs(train.examples) if p not in exemplars][: max(cfg.k, 1)]
+            return PromptArtifact(
+                self.name,
+                backend,
+                cfg,
+                t,
+                train.task,
+                labels,
+                exemplars=exemplars,
+                reserve=rest,
+                selection="fixed",
+                k=len(exemplars),
+                **common,
+            )
 
         sets: list[tuple[str, list]] = []
         if cfg.zero_shot_candidate or cfg.k == 0:
@@ -110,13 +130,21 @@ class PromptSearchStrategy(PromptStrategy):
                 n = min(cfg.bootstrap, len(train), budget.left // 4)
                 if n >= 1:
                     boot = self._bootstrap(make(instructions[0], [], "bootstrap"), train, n, cfg)
-                    trace.append({"step": "bootstrap", "train_scored": n, "kept": len(boot),
-                                  "calls_used": budget.used})
+                    trace.append({"step": "bootstrap", "train_scored": n, "kept": len(boot), "calls_used": budget.used})
                     if boot:
                         sets.append(("bootstrap", boot))
-        cands = [{"id": c, "instruction": ins, "set": name, "art": make(ins, ex, f"cand-{c}"),
-                  "score": 0.0, "n": 0, "calibrated": False}
-                 for c, (ins, (name, ex)) in enumerate((i, s) for i in instructions for s in sets)]
+        cands = [
+            {
+                "id": c,
+                "instruction": ins,
+                "set": name,
+                "art": make(ins, ex, f"cand-{c}"),
+                "score": 0.0,
+                "n": 0,
+                "calibrated": False,
+            }
+            for c, (ins, (name, ex)) in enumerate((i, s) for i in instructions for s in sets)
+        ]
         return cands, len(instructions), len(sets)
 
     def _race(self, cands: list[dict], dev_ex: list, budget: _Budget, trace: list) -> None:
@@ -130,15 +158,18 @@ class PromptSearchStrategy(PromptStrategy):
             want = min(target, len(dev_ex))
             per = [(want - c["n"]) + (0 if c["calibrated"] else cal_cost) for c in alive]
             if sum(per) > budget.left:  # shorten the round to what the budget allows, for all alike
-                want = done_n + max(0, (budget.left - sum(0 if c["calibrated"] else cal_cost for c in alive))
-                                    // len(alive))
+                want = done_n + max(
+                    0, (budget.left - sum(0 if c["calibrated"] else cal_cost for c in alive)) // len(alive)
+                )
                 want = min(want, len(dev_ex))
             if want <= done_n:
                 if rnd == 0 and len(alive) > 1:  # not even one example each: keep what the budget can score
                     afford = budget.left // (1 + cal_cost)
                     if afford < 1:
-                        raise ValueError(f"prompt_search: budget_calls={cfg.budget_calls} cannot score a single "
-                                         f"candidate (bootstrap and calibration used {budget.used})")
+                        raise ValueError(
+                            f"prompt_search: budget_calls={cfg.budget_calls} cannot score a single "
+                            f"candidate (bootstrap and calibration used {budget.used})"
+                        )
                     alive = alive[:afford]
                     continue
                 break
@@ -146,16 +177,24 @@ class PromptSearchStrategy(PromptStrategy):
                 if cfg.calibrate and not c["calibrated"]:
                     c["art"].fit_calibration(list(cfg.content_free))
                     c["calibrated"] = True
-                c["score"] += self._score(c["art"], dev_ex[c["n"]:want])
+                c["score"] += self._score(c["art"], dev_ex[c["n"] : want])
                 c["n"] = want
             alive.sort(key=lambda c: (-c["score"] / c["n"], c["id"]))
             for c in alive:
-                trace.append({"step": f"round-{rnd}", "candidate": c["id"], "instruction": c["instruction"],
-                              "exemplars": c["set"], "dev_examples": c["n"], "metric": c["score"] / c["n"],
-                              "calls_used": budget.used})
+                trace.append(
+                    {
+                        "step": f"round-{rnd}",
+                        "candidate": c["id"],
+                        "instruction": c["instruction"],
+                        "exemplars": c["set"],
+                        "dev_examples": c["n"],
+                        "metric": c["score"] / c["n"],
+                        "calls_used": budget.used,
+                    }
+                )
             if len(alive) == 1 or want >= len(dev_ex):
                 break
-            alive = alive[:math.ceil(len(alive) / 2)]
+            alive = alive[: math.ceil(len(alive) / 2)]
             target, rnd = want * 2, rnd + 1
 
     @staticmethod
@@ -170,7 +209,7 @@ class PromptSearchStrategy(PromptStrategy):
     def _bootstrap(self, art: PromptArtifact, train: TaskData, n: int, cfg) -> list[tuple[str, str]]:
         """Train examples the prompt already gets right, most confident first, one per class in turn."""
         sample = select_random(train, n, cfg.seed + 101)
-        raw = art.raw_scores([ex.text for ex in sample])                       # (n, L)
+        raw = art.raw_scores([ex.text for ex in sample])  # (n, L)
         top2 = raw.topk(min(2, raw.shape[1]), dim=1)
         idx = {lab: i for i, lab in enumerate(art.labels)}
         right = []
@@ -191,4 +230,3 @@ class PromptSearchStrategy(PromptStrategy):
             depth += 1
         random.Random(cfg.seed).shuffle(out)
         return pairs(out)
-

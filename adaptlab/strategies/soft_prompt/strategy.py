@@ -35,7 +35,9 @@ def initial_prompt(model, tokenizer, n_tokens: int, init: str, labels: list[str]
     vocab = emb.weight.shape[0]
     with torch.no_grad():
         if init == "labels":
-            ids = [i for label in labels for i in tokenizer(" " + verbalize(label), add_special_tokens=False)["input_ids"]]
+            ids = [
+                i for label in labels for i in tokenizer(" " + verbalize(label), add_special_tokens=False)["input_ids"]
+            ]
             ids = (ids * (n_tokens // max(1, len(ids)) + 1))[:n_tokens]
         elif init == "vocab":  # a seeded sample of ordinary tokens (ids past the specials)
             ids = torch.randint(min(4, vocab - 1), min(vocab, 5000), (n_tokens,)).tolist()
@@ -51,9 +53,15 @@ def peft_prompt_config(n_tokens: int, model, base_name: str):
     from peft import PromptTuningConfig
 
     c = model.config
-    return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_tokens, token_dim=c.hidden_size,
-                              num_transformer_submodules=1, num_attention_heads=c.num_attention_heads,
-                              num_layers=c.num_hidden_layers, base_model_name_or_path=base_name)
+    return PromptTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=n_tokens,
+        token_dim=c.hidden_size,
+        num_transformer_submodules=1,
+        num_attention_heads=c.num_attention_heads,
+        num_layers=c.num_hidden_layers,
+        base_model_name_or_path=base_name,
+    )
 
 
 def save_prompt(prompt: torch.Tensor, folder: Path, model, base_name: str) -> None:
@@ -73,7 +81,9 @@ class SoftPromptStrategy(GradientStrategy):
     default_lr = 3e-2  # prompt embeddings need a far larger step than weights (Lester et al. use 0.3)
 
     def build(self, base, train_data, template):
-        init = initial_prompt(base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data))
+        init = initial_prompt(
+            base.model, base.tokenizer, self.config.n_tokens, self.config.init, init_words(train_data)
+        )
         return SoftPromptModule(base.model, init)
 
     @classmethod

@@ -9,5 +9,12 @@ class ZeroShotStrategy(PromptStrategy):
     name = "zero_shot"
 
     def search(self, backend, train, dev, common) -> PromptArtifact:
-        return PromptArtifact(self.name, backend, self.config, self.config.template_for(train.task, backend), train.task,
-                              train.label_set, **common)
+        return PromptArtifact(
+            self.name,
+            backend,
+            self.config,
+            self.config.template_for(train.task, backend),
+            train.task,
+            train.label_set,
+            **common,
+        )

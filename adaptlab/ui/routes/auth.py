@@ -27,8 +27,14 @@ async def login(request: Request, key: str = Form(""), next: str = Form("/ui/"))
     await check_csrf(request)
     st = ui_state(request)
     if not key_ok(st, key.strip()):
-        return page(request, "login.html", "", status=401, next=safe_next(next),
-                    message="that key is unknown, revoked, or not scoped to '*'")
+        return page(
+            request,
+            "login.html",
+            "",
+            status=401,
+            next=safe_next(next),
+            message="that key is unknown, revoked, or not scoped to '*'",
+        )
     resp = redirect(safe_next(next))
     resp.set_cookie(SESSION_COOKIE, session_cookie(st, key.strip()), httponly=True, samesite="strict", path="/")
     return resp

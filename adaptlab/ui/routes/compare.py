@@ -36,19 +36,46 @@ async def compare_page(request: Request, source: str = ""):
 
     st = ui_state(request)
     listed = await asyncio.to_thread(jobs(request).list)
-    return page(request, "compare.html", "compare", sources=sources(st), source=source, models=MODELS,
-                default_model=st.model, strategies=list_strategies(), checked=list_strategies(default=True),
-                jobs=listed)
+    return page(
+        request,
+        "compare.html",
+        "compare",
+        sources=sources(st),
+        source=source,
+        models=MODELS,
+        default_model=st.model,
+        strategies=list_strategies(),
+        checked=list_strategies(default=True),
+        jobs=listed,
+    )
 
 
 @router.post("/ui/compare")
-async def start(request: Request, source: str = Form(""), model: str = Form(...), train_sizes: str = Form(...),
-                seeds: int = Form(1), budget: str = Form(""), mode: str = Form("adaptive"), test_limit: int = Form(0),
-                extras: str = Form(""), track: str = Form("")):
+async def start(
+    request: Request,
+    source: str = Form(""),
+    model: str = Form(...),
+    train_sizes: str = Form(...),
+    seeds: int = Form(1),
+    budget: str = Form(""),
+    mode: str = Form("adaptive"),
+    test_limit: int = Form(0),
+    extras: str = Form(""),
+    track: str = Form(""),
+):
     form = await request.form()
-    req = CompareRequest(source=source, model=model, strategies=form.getlist("strategies"),
-                         train_sizes=train_sizes, seeds=seeds, budget=budget.strip(), adaptive=mode != "full",
-                         test_limit=test_limit, extras=bool(extras), track=bool(track))
+    req = CompareRequest(
+        source=source,
+        model=model,
+        strategies=form.getlist("strategies"),
+        train_sizes=train_sizes,
+        seeds=seeds,
+        budget=budget.strip(),
+        adaptive=mode != "full",
+        test_limit=test_limit,
+        extras=bool(extras),
+        track=bool(track),
+    )
     job_id = await asyncio.to_thread(jobs(request).start, req, source_label(ui_state(request), source))
     return redirect(f"/ui/compare/{job_id}")
 
@@ -95,8 +122,9 @@ async def report_page(request: Request, job_id: str):
     rec = await asyncio.to_thread(recommendation, records, c)
     data = await asyncio.to_thread(report_data, records)
     status = await asyncio.to_thread(jobs(request).status, job_id)
-    return page(request, "report.html", "compare", job=status, rec=rec, data=data,
-                tasks=ui_state(request).registry.tasks())
+    return page(
+        request, "report.html", "compare", job=status, rec=rec, data=data, tasks=ui_state(request).registry.tasks()
+    )
 
 
 @router.get("/ui/api/compare/{job_id}/recommend")
@@ -122,22 +150,32 @@ async def static_report(request: Request, job_id: str):
 
 
 @router.post("/ui/compare/{job_id}/register")
-async def register(request: Request, job_id: str, task: str = Form(...), strategy: str = Form(...),
-                   alias: str = Form("")):
+async def register(
+    request: Request, job_id: str, task: str = Form(...), strategy: str = Form(...), alias: str = Form("")
+):
     """Register the run of ``strategy`` at the ranked size whose artifact the compare kept."""
     from adaptlab.compare.store import load_results
     from adaptlab.registry import RegistryError
 
     folder = jobs(request).folder(job_id)
-    records = [r for r in load_results(folder) if r["run"]["strategy"] == strategy
-               and (folder / "artifacts" / r["run"]["id"] / "adaptlab_artifact.json").exists()]
+    records = [
+        r
+        for r in load_results(folder)
+        if r["run"]["strategy"] == strategy
+        and (folder / "artifacts" / r["run"]["id"] / "adaptlab_artifact.json").exists()
+    ]
     if not records:
         raise UiError(400, f"{strategy}: no kept artifact in this compare (it keeps the recommended run's)")
     run = max(records, key=largest_run)["run"]["id"]
     st = ui_state(request)
     try:
-        entry = await asyncio.to_thread(st.registry.register, folder / "artifacts" / run, task.strip(),
-                                        run=f"{job_id}/{run}", alias=alias.strip() or None)
+        entry = await asyncio.to_thread(
+            st.registry.register,
+            folder / "artifacts" / run,
+            task.strip(),
+            run=f"{job_id}/{run}",
+            alias=alias.strip() or None,
+        )
     except RegistryError as e:
         raise UiError(400, str(e)) from None
     return redirect(f"/ui/registry/{entry.task}?registered={entry.version}")

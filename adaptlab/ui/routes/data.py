@@ -32,8 +32,15 @@ def sources(st: UiState) -> list[dict]:
     metas = sorted(st.uploads.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for m in metas:
         meta = json.loads(m.read_text())
-        out.append({"value": f"upload:{m.stem}", "label": f"{meta['name']} (uploaded)", "kind": "upload",
-                    "bytes": meta["bytes"], "uploaded": meta["uploaded"]})
+        out.append(
+            {
+                "value": f"upload:{m.stem}",
+                "label": f"{meta['name']} (uploaded)",
+                "kind": "upload",
+                "bytes": meta["bytes"],
+                "uploaded": meta["uploaded"],
+            }
+        )
     return out
 
 
@@ -99,9 +106,14 @@ def check(st: UiState, source: str) -> dict:
         report = validate(splits.train, {"dev": splits.dev, "test": splits.test})
     except DataError as e:
         return {"label": label, "errors": [shown(str(e))]}
-    return {"label": label, "errors": [], "task": report.task, "warnings": [shown(w) for w in report.warnings],
-            "splits": [{**s.__dict__, "source": shown(s.source)} for s in report.splits],
-            "labels": splits.train.label_set}
+    return {
+        "label": label,
+        "errors": [],
+        "task": report.task,
+        "warnings": [shown(w) for w in report.warnings],
+        "splits": [{**s.__dict__, "source": shown(s.source)} for s in report.splits],
+        "labels": splits.train.label_set,
+    }
 
 
 @router.get("/ui/data/check")

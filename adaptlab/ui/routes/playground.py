@@ -103,11 +103,11 @@ def answer(st: UiState, ref: str, body: PlayRequest) -> dict:
         scores = service.classify(adapter, [text])[0]
         probs = torch.softmax(scores.double(), dim=-1).tolist()
         ranked = sorted(zip(adapter.labels, probs), key=lambda x: -x[1])
-        out.update(output=ranked[0][0], probs=[{"label": lab, "p": p} for lab, p in ranked[:10]],
-                   labels=adapter.labels)
+        out.update(output=ranked[0][0], probs=[{"label": lab, "p": p} for lab, p in ranked[:10]], labels=adapter.labels)
     else:
-        out["output"] = service.generate(adapter, [text], min(body.max_new_tokens,
-                                                              adapter.decoding.get("max_new_tokens", 64)))[0]
+        out["output"] = service.generate(
+            adapter, [text], min(body.max_new_tokens, adapter.decoding.get("max_new_tokens", 64))
+        )[0]
     out["latency_ms"] = round(1000 * (time.perf_counter() - t0), 1)
     if entry is not None:  # the base model has no task to collect feedback for
         out["request_id"] = f"ui-{uuid.uuid4().hex[:20]}"
@@ -118,8 +118,9 @@ def answer(st: UiState, ref: str, body: PlayRequest) -> dict:
 @router.get("/ui/playground")
 async def playground_page(request: Request):
     st = ui_state(request)
-    return page(request, "playground.html", "playground", choices=choices(st), loaded=st.service is not None,
-                model=st.model)
+    return page(
+        request, "playground.html", "playground", choices=choices(st), loaded=st.service is not None, model=st.model
+    )
 
 
 @router.post("/ui/api/playground")
@@ -179,5 +180,9 @@ async def export(request: Request, task: str = Form(...)):
         stats = await asyncio.to_thread(export_feedback, st.registry, task, out)
     except RegistryError as e:
         raise UiError(400, str(e)) from None
-    return FileResponse(out, media_type="application/jsonl", filename=f"{task}-feedback.jsonl",
-                        headers={"x-adaptlab-export": json.dumps(stats)})
+    return FileResponse(
+        out,
+        media_type="application/jsonl",
+        filename=f"{task}-feedback.jsonl",
+        headers={"x-adaptlab-export": json.dumps(stats)},
+    )

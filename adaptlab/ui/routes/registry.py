@@ -46,7 +46,9 @@ async def registry_page(request: Request):
     aliases = await asyncio.to_thread(reg.aliases)
     tasks = {}
     for e in entries:
-        t = tasks.setdefault(e.task, {"task": e.task, "versions": 0, "latest": None, "aliases": aliases.get(e.task, {})})
+        t = tasks.setdefault(
+            e.task, {"task": e.task, "versions": 0, "latest": None, "aliases": aliases.get(e.task, {})}
+        )
         t["versions"] += 1
         t["latest"] = e
     return page(request, "registry.html", "registry", tasks=list(tasks.values()))
@@ -58,23 +60,57 @@ async def task_page(request: Request, task: str, registered: int | None = None):
     task = _task(request, task)
     entries = await asyncio.to_thread(reg.entries, task)
     lineage = await asyncio.to_thread(reg.lineage, task)
-    view = [{"e": e, "headline": _headline(e.metrics), "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)),
-             "lineage": lineage_text(lineage.get(e.version))} for e in entries]
-    history = [{**h, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(h["set_at"]))}
-               for h in await asyncio.to_thread(reg.history, task)]
-    return page(request, "task.html", "registry", task=task, versions=view, aliases=reg.aliases(task).get(task, {}),
-                history=history[::-1], registered=registered)
+    view = [
+        {
+            "e": e,
+            "headline": _headline(e.metrics),
+            "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at)),
+            "lineage": lineage_text(lineage.get(e.version)),
+        }
+        for e in entries
+    ]
+    history = [
+        {**h, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(h["set_at"]))}
+        for h in await asyncio.to_thread(reg.history, task)
+    ]
+    return page(
+        request,
+        "task.html",
+        "registry",
+        task=task,
+        versions=view,
+        aliases=reg.aliases(task).get(task, {}),
+        history=history[::-1],
+        registered=registered,
+    )
 
 
 def _headline(metrics: dict) -> str:
     flat = flat_metrics(metrics)
-    keys = [k for k in ("test.accuracy", "test.rouge_l", "test.preference_accuracy", "dev.metric", "dev.accuracy", "train.final_loss") if k in flat]
+    keys = [
+        k
+        for k in (
+            "test.accuracy",
+            "test.rouge_l",
+            "test.preference_accuracy",
+            "dev.metric",
+            "dev.accuracy",
+            "train.final_loss",
+        )
+        if k in flat
+    ]
     return ", ".join(f"{k} {flat[k]:.3f}" if isinstance(flat[k], float) else f"{k} {flat[k]}" for k in keys[:3])
 
 
 @router.post("/ui/registry/{task}/{action}")
-async def change_alias(request: Request, task: str, action: str, alias: str = Form("prod"),
-                       version: int | None = Form(None), confirmed: str = Form("")):
+async def change_alias(
+    request: Request,
+    task: str,
+    action: str,
+    alias: str = Form("prod"),
+    version: int | None = Form(None),
+    confirmed: str = Form(""),
+):
     """Promote or roll back: the first POST shows what will change; the confirmed one changes it."""
     reg = ui_state(request).registry
     task = _task(request, task)
@@ -88,10 +124,14 @@ async def change_alias(request: Request, task: str, action: str, alias: str = Fo
                 raise UiError(400, "version: choose the version to promote")
             reg.get(task, version)
         if confirmed != "yes":
-            return page(request, "confirm.html", "registry", task=task, action=action, alias=alias,
-                        version=version, current=now)
-        entry = await asyncio.to_thread(reg.promote if action == "promote" else reg.rollback, task,
-                                        *((version, alias) if action == "promote" else (alias,)))
+            return page(
+                request, "confirm.html", "registry", task=task, action=action, alias=alias, version=version, current=now
+            )
+        entry = await asyncio.to_thread(
+            reg.promote if action == "promote" else reg.rollback,
+            task,
+            *((version, alias) if action == "promote" else (alias,)),
+        )
     except RegistryError as e:
         raise UiError(400, str(e)) from None
     return redirect(f"/ui/registry/{task}?changed={alias}@{entry.version}")
