@@ -56,7 +56,9 @@ def test_an_evaluation_only_release_trains_on_validation(tmp_path, monkeypatch):
     assert s.task == "generation" and len(s.test) == 1 and len(s.train) + len(s.dev) == 60
     assert not {e.text for e in s.dev.examples} & {e.text for e in s.train.examples}
     (d / "test.jsonl").unlink()
-    with pytest.raises(DataError, match="no train split \\(train.jsonl, train.parquet, .*nor a validation and a test split"):
+    with pytest.raises(
+        DataError, match="no train split \\(train.jsonl, train.parquet, .*nor a validation and a test split"
+    ):
         load_task("e2e")
 
 
