@@ -450,6 +450,59 @@ def _ranking_metrics() -> list[str]:
     return list(dict.fromkeys(get_task(t).metric for t in list_tasks()))
 
 
+def _file_defaults(ctx: typer.Context, param, value: Path | None):
+    """``--config FILE`` of train and serve: the YAML (or JSON) file's keys become the command's option
+    values, and options given on the command line override them (click's ``default_map``, filled by
+    this eager option before the others are read). Keys are the options' names (``batch_size`` or
+    ``batch-size``); ``settings: {r: 16}`` is ``--set r=16``. An unknown key is one line naming the
+    file and the key."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from adaptlab.compare.config import read_config_file
+
+    try:
+        raw = read_config_file(value)
+    except ValueError as e:
+        _fail(e)
+    names = {p.name for p in ctx.command.params if p.name != "config"}
+    found: dict = {}
+    for key, v in raw.items():
+        name = str(key).replace("-", "_")
+        if name in ("settings", "set") and "set_" in names:
+            if not isinstance(v, dict):
+                _fail(ValueError(f"{value}: key '{key}': expected a mapping of setting: value (e.g. r: 16)"))
+            name, v = "set_", [f"{k}={json.dumps(x)}" for k, x in v.items()]
+        if name not in names:
+            known = sorted(n.rstrip("_") for n in names)
+            _fail(ValueError(f"{value}: unknown key '{key}'; known: {', '.join(known)}"))
+        found[name] = str(v) if isinstance(v, Path) else v
+    ctx.default_map = {**(ctx.default_map or {}), **found}
+    return value
+
+
+def _save_options(out: Path, params: dict) -> None:
+    """The options a train ran with as ``OUT/train.yaml``: ``adaptlab train --config OUT/train.yaml``
+    runs it again unchanged."""
+    import yaml
+
+    from adaptlab.utils import atomic_write_text
+
+    opts = {k.rstrip("_"): str(v) if isinstance(v, Path) else v for k, v in params.items() if k != "config"}
+    opts["settings"] = _parse_overrides(opts.pop("set") or [])
+    atomic_write_text(out / "train.yaml", yaml.safe_dump(opts, sort_keys=False))
+
+
+def _config_opt(what: str):
+    return typer.Option(
+        None,
+        "--config",
+        is_eager=True,
+        callback=_file_defaults,
+        help=f"A YAML file of {what} options (keys: the options' names; settings: {{key: value}} for --set); "
+        f"options given on the command line override it.",
+    )
+
+
 def _topt(name: str, *flags: str):
     """A train option whose default and help are ``TrainConfig``'s field's, written once there."""
     from adaptlab.training.config import TrainConfig
@@ -492,6 +545,7 @@ _TRAIN_OPTS = {
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
     data: str = typer.Option("demo", help="Dataset name, folder of split files, or a single file."),
     columns: str | None = typer.Option(None, help=COLUMNS_HELP),
@@ -522,6 +576,7 @@ def train_cmd(
     beta: float = _topt("beta"),
     track: str | None = _TRAIN_OPTS["track"],
     proposer: str | None = _TRAIN_OPTS["proposer"],
+    config: Path | None = _config_opt("train"),
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab import api
@@ -576,6 +631,7 @@ def train_cmd(
         )
         if not is_main():  # under torchrun: rank 0 evaluates and saves; the others are done
             return
+        _save_options(out, ctx.params)
         if track is not None:
             from adaptlab.tracking import tensorboard_from_log
 
@@ -1552,6 +1608,7 @@ def serve_cmd(
         300.0,
         help="Seconds between recomputing the drift gauges /metrics shows (0: no drift gauges); see `adaptlab drift`.",
     ),
+    config: Path | None = _config_opt("serve"),
 ) -> None:
     """OpenAI-compatible server for every registered adaptation of one base model (or several: --model A,B)."""
     import uvicorn

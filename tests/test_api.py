@@ -168,3 +168,33 @@ def test_file_spellings_of_budget_sizes_and_set():
     assert c.strategy_settings == {"lora": {"r": 16}} and c.strategy_epochs == {"full": 1.0}
     assert c.volume == 1e6 and c.strategies == ["zero_shot", "lora"]
     assert from_mapping({"data": "demo", "budget": "15m", "adaptive": False}, "f").adaptive is False
+
+
+def test_train_from_a_yaml_file_flags_over_it_and_its_saved_options_rerun_it(tmp_path):
+    (tmp_path / "train.yaml").write_text(
+        "strategy: lora\ndata: demo\nmodel: tiny\ntrain_size: 16\nmax-steps: 2\nbatch_size: 4\nlr: 0.01\n"
+        "settings:\n  r: 4\n"
+    )
+    r = CliRunner().invoke(
+        app, ["train", "--config", str(tmp_path / "train.yaml"), "--out", str(tmp_path / "a"), "--train-size", "8"]
+    )
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "a" / "adaptlab_artifact.json").read_text())
+    assert meta["recipe"]["train_size"] == 8 and meta["strategy_config"]["r"] == 4  # the flag over the file
+    assert meta["train_config"]["max_steps"] == 2 and meta["train_config"]["batch_size"] == 4
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "a" / "train.yaml").read_text())
+    assert saved["train_size"] == 8 and saved["settings"] == {"r": 4} and saved["model"] == "tiny"
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "a" / "train.yaml"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    again = json.loads((tmp_path / "b" / "adaptlab_artifact.json").read_text())
+    assert again["recipe"]["fingerprint"] == meta["recipe"]["fingerprint"]
+    assert again["strategy_config"] == meta["strategy_config"] and again["train_config"] == meta["train_config"]
+
+
+@pytest.mark.parametrize("command", ["train", "serve"])
+def test_a_train_or_serve_file_with_an_unknown_key_is_one_line(tmp_path, command):
+    (tmp_path / "c.yaml").write_text("model: tiny\nbatchsize: 4\n")
+    r = CliRunner().invoke(app, [command, "--config", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "c.yaml: unknown key 'batchsize'" in r.output, r.output

@@ -162,8 +162,9 @@ def compare(
 
     ``config``: a YAML or JSON file (a run folder's ``compare.json`` re-runs that compare), a dict or a
     :class:`~adaptlab.compare.CompareConfig`; ``data``, ``budget`` (``"20m"``, ``"2h"`` or seconds) and
-    ``settings`` (any CompareConfig field: ``strategies=["zero_shot", "lora"]``, ``train_sizes=[64,
-    256]``, ``model="smollm2-135m-instruct"``, ``strategy_settings={"lora": {"r": 16}}``, ...)
+    ``settings`` (any CompareConfig field: ``strategies=[...]`` (see ``adaptlab strategies``),
+    ``train_sizes=[64, 256]``, ``model="smollm2-135m-instruct"``, ``strategy_settings={STRATEGY:
+    {KEY: VALUE}}``, ...)
     override it. Re-running with the same ``out`` resumes: finished runs are not run again."""
     cfg = compare_config(data, config, budget, **settings)
     return run(cfg, out, progress=progress, workers=workers)
