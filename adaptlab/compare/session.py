@@ -27,9 +27,9 @@ class CompareResult:
 
     @classmethod
     def open(cls, out: str | Path) -> CompareResult:
-        from adaptlab.compare import CompareConfig, load_results
+        from adaptlab.compare.config import CompareConfig
         from adaptlab.compare.recommend import constraints_for, recommend
-        from adaptlab.compare.store import load_skipped
+        from adaptlab.compare.store import load_results, load_skipped
 
         out = Path(out)
         if not (out / "compare.json").exists():

@@ -315,3 +315,39 @@ def test_a_first_look_that_missed_round_one_is_made_once_the_winner_is_measured(
     assert late, ran  # a first look made after the winner's run
     assert not any(n["strategy"] == late[0].split("-")[0] for n in race_file["never_run"])
     assert spent <= need["s"] * 1.05
+
+
+def test_a_first_look_that_cannot_finish_beside_the_reserve_waits_for_a_late_look(tmp_path, monkeypatch):
+    """AG News at 1000: tuning chose few-shot's nearest exemplars, so its first look, planned at 13 s,
+    was re-estimated at 96 s; started in round one beside the time held for the winner, it was cut at
+    88 s with nothing measured. A first look whose current estimate cannot finish beside the reserve
+    is not started in round one: it waits for a late look (or is named never run)."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    need = {}
+    real_check = AdaptivePicker.check_budget
+
+    def probe(self):
+        need["s"] = self.need(self.candidates())
+        real_check(self)
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    monkeypatch.setattr(AdaptivePicker, "check_budget", real_check)
+    real_seconds = AdaptivePicker.seconds
+
+    def dearer(self, spec):  # after the plan, few-shot's runs are re-estimated 50 times dearer
+        s = real_seconds(self, spec)
+        return s * 50 if spec.strategy == "few_shot" and self.first_est else s
+
+    monkeypatch.setattr(AdaptivePicker, "seconds", dearer)
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 1.0, need["s"], "dearer")
+    ran = res["finished"]
+    target = next(i for i, r in enumerate(ran) if "-n360-" in r)
+    assert not any(r.startswith("few_shot-") for r in ran[:target]), ran  # not started in round one
+    others = {r.split("-")[0] for r in ran[:target]}
+    assert others >= set(STRATEGIES) - {"few_shot"}  # every other candidate still looked at first
+    looked_late = any(r.startswith("few_shot-") for r in ran[target:])
+    named = [n for n in race_file["never_run"] if n["strategy"] == "few_shot"]
+    assert looked_late or named
+    assert spent <= need["s"] * 1.05
