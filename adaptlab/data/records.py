@@ -148,38 +148,38 @@ def jsonl_lines(text: str) -> list[str]:
 
 
 def _read_jsonl(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
-    records: list[tuple[int, dict]] = []
-    columns: dict[str, None] = {}
-    for lineno, line in enumerate(jsonl_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        columns.update(dict.fromkeys(obj))
-        records.append((lineno, obj))
-    if not records:
-        raise DataError(f"{path}: file is empty (no examples)")
-    return records, list(columns)
+    def rows():
+        for lineno, line in enumerate(jsonl_lines(text), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line), ""
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+
+    return _objects(path, rows())
 
 
 def _read_json_array(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
     """A JSON array of objects (how LLaMA-Factory ships Alpaca and ShareGPT sets); each row numbered by
     the line its object starts on."""
     try:
-        rows = json.loads(text)
+        items = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
-    starts = _item_lines(text, len(rows))
+    starts = _item_lines(text, len(items))
+    return _objects(
+        path, ((starts[i] if i < len(starts) else 1, obj, f"item {i} of the array: ") for i, obj in enumerate(items))
+    )
+
+
+def _objects(path: Path, rows) -> tuple[list[tuple[int, dict]], list[str]]:
+    """``(line, value, where)`` rows as records, each an object, and the columns in first-seen order."""
     records: list[tuple[int, dict]] = []
     columns: dict[str, None] = {}
-    for i, obj in enumerate(rows):
-        line = starts[i] if i < len(starts) else 1
+    for line, obj, where in rows:
         if not isinstance(obj, dict):
-            raise DataError(f"{path}:{line}: item {i} of the array: expected a JSON object, got {type(obj).__name__}")
+            raise DataError(f"{path}:{line}: {where}expected a JSON object, got {type(obj).__name__}")
         columns.update(dict.fromkeys(obj))
         records.append((line, obj))
     if not records:
