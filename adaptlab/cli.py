@@ -22,6 +22,7 @@ from adaptlab.data.loading import DataError, TaskData, load_file, load_label_nam
 from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
 from adaptlab.tasks.base import list_tasks
+from adaptlab.training.config import TrainConfig  # loaded with the compare config already
 
 COLUMNS_HELP = (
     "Rename the file's columns to the task's fields: FILE_COLUMN=FIELD,... (e.g. question=text,answer=label)."
@@ -503,11 +504,13 @@ def _config_opt(what: str):
     )
 
 
-def _topt(name: str, *flags: str):
-    """A train option whose default and help are ``TrainConfig``'s field's, written once there."""
-    from adaptlab.training.config import TrainConfig
+def _field_opt(cls, name: str, *flags: str):
+    """An option whose default and help are the config class's field's, written once there."""
+    return typer.Option(default_of(cls, name), *flags, help=help_of(cls, name))
 
-    return typer.Option(default_of(TrainConfig, name), *flags, help=help_of(TrainConfig, name))
+
+def _topt(name: str, *flags: str):
+    return _field_opt(TrainConfig, name, *flags)
 
 
 # train_cmd's longer options, here so that its signature reads as a list of names
@@ -705,8 +708,7 @@ def endpoints_cmd(
 
 # compare's options that say how to run a compare, not what it compares: the only ones --config takes.
 def _copt(name: str, *flags: str):
-    """A compare option whose default and help are ``CompareConfig``'s field's, written once there."""
-    return typer.Option(default_of(CompareConfig, name), *flags, help=help_of(CompareConfig, name))
+    return _field_opt(CompareConfig, name, *flags)
 
 
 RUN_OPTIONS = {"config", "out", "workers", "ray", "ray_cpus", "no_progress", "track", "tracking_uri"}

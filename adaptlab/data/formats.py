@@ -63,11 +63,16 @@ def is_datasets_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
 
 
+def is_dataset_dict(path: Path) -> bool:
+    """A ``DatasetDict`` folder (one sub-folder per split), not a single ``Dataset``."""
+    return path.is_dir() and (path / "dataset_dict.json").exists()
+
+
 def datasets_splits(path: Path) -> list[str]:
     """The splits of a ``DatasetDict`` folder; [] for a single ``Dataset``."""
-    f = path / "dataset_dict.json"
-    if not f.exists():
+    if not is_dataset_dict(path):
         return []
+    f = path / "dataset_dict.json"
     try:
         return list(json.loads(f.read_text(encoding="utf-8")).get("splits", []))
     except (json.JSONDecodeError, AttributeError):

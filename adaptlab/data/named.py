@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptlab.data.formats import is_datasets_folder
+from adaptlab.data.formats import is_dataset_dict, is_datasets_folder
 from adaptlab.data.loading import SUPPORTED_SUFFIXES, DataError, TaskData, TaskType, load_file, load_label_names
 from adaptlab.data.splits import stratified_split
 
@@ -164,7 +164,7 @@ def load_task(
     files' column names to the task's fields.
     """
     path = Path(spec)
-    if path.is_file() or (is_datasets_folder(path) and not (path / "dataset_dict.json").exists()):
+    if path.is_file() or (is_datasets_folder(path) and not is_dataset_dict(path)):
         data = load_file(path, task=task, text_field=text_field, label_field=label_field, columns=columns)
         parts = stratified_split(data, {"train": 0.8, "dev": 0.1, "test": 0.1}, seed=seed)
         return TaskSplits(name=path.stem, train=parts["train"], dev=parts["dev"], test=parts["test"])
