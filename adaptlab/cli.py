@@ -252,6 +252,48 @@ def models_info(
     console.print(table)
 
 
+@models_app.command("roofline")
+def models_roofline(
+    model: str = typer.Option(DEFAULT_MODEL, help="Model name (gemma-3-270m, tiny), GGUF path or folder."),
+    batch: str = typer.Option("1,16,32", help="Decode batch sizes, comma-separated."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """This machine's matrix-product rates and memory bandwidth, and the fastest a decode step of
+    MODEL can go at each batch size and weight type (what every engine benchmark divides by)."""
+    from adaptlab.models import roofline
+    from adaptlab.models.base import load_base
+    from adaptlab.utils import set_torch_threads
+
+    try:
+        sizes = tuple(int(b) for b in batch.split(","))
+        if any(b < 1 for b in sizes):
+            raise ValueError
+    except ValueError:
+        _fail(ValueError(f"--batch {batch!r}: give positive integers separated by commas, e.g. 1,16,32"))
+    set_torch_threads()
+    try:
+        base = load_base(model)
+    except EXPECTED_ERRORS as e:
+        _fail(e)
+    machine = roofline.measure(base.device)
+    shape = roofline.model_shape(base.model, base.name)
+    rows = roofline.report(machine, shape, sizes)
+    if as_json:
+        print(json.dumps({"machine": machine.to_dict(), "model": dataclasses.asdict(shape), "decode": rows}, indent=1))
+        return
+    rates = ", ".join(f"{k} {v:g} GFLOP/s" for k, v in machine.gflops.items())
+    console.print(f"{machine.device}, {machine.threads} threads: {rates}; memory read {machine.bandwidth_gbs:g} GB/s")
+    console.print(
+        f"{shape.name}: {shape.layer_params:,} parameters in the layers, {shape.head_params:,} in the LM head"
+    )
+    table = Table(title="decode limit (every weight read once a step)")
+    for col in ("weights", "batch", "step ms", "tokens/s", "bound by"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["weights"], str(r["batch"]), f"{r['step_ms']:g}", f"{r['tokens_per_s']:g}", r["bound"])
+    console.print(table)
+
+
 # ------------------------------------------------------------------ evaluation
 @app.command("eval")
 def evaluate(

@@ -81,3 +81,28 @@ def test_gradients_reach_lora_parameters_through_the_hooks():
     assert b.grad is not None and b.grad.abs().sum() > 0  # B starts at zero: its gradient is not
     assert a.grad is not None and a.grad.abs().sum() == 0  # and A's is, through B = 0
     assert all(p.grad is None for p in base.model.parameters())
+
+
+def test_a_mixed_batch_of_many_loras_runs_one_hook_per_layer_and_gives_each_row_its_own_delta():
+    """Rows of different adapters (different ranks, layers and scales, and a row with none) share one
+    packed hook per layer; each row gets what its adapter alone gives."""
+    base = build_tiny()
+    ids = IDS[[0, 1, 0, 1]]
+    mask = MASK[[0, 1, 0, 1]]
+    loras = [_lora(base.model, seed=1, r=2), _lora(base.model, seed=2, r=4), {}, _lora(base.model, seed=1, r=2)]
+    loras[1] = {k: LoraDelta(d.a, d.b, 2.0) for k, d in loras[1].items()}
+    loras[1]["model.layers.1.mlp.down_proj"] = LoraDelta(torch.ones(3, 128) * 0.01, torch.ones(64, 3) * 0.01, 1.0)
+    rows = [Contribution(lora=d) for d in loras]
+    rows[3] = rows[0]  # the same adapter on two rows
+    lm = AdaptedLM(base.model, rows)
+    seen = []
+    with torch.no_grad():
+        with lm._lora():
+            seen.append(_hooks(base.model))
+        mixed = lm.hidden(ids, mask)
+        for r, c in enumerate(rows):
+            alone = AdaptedLM(base.model, c).hidden(ids[r : r + 1], mask[r : r + 1])[0]
+            n = int(mask[r].sum())
+            assert torch.allclose(mixed[r, :n], alone[:n], atol=1e-5), r
+    assert seen == [3]  # one hook per adapted layer, however many adapters
+    assert _hooks(base.model) == 0
