@@ -1639,6 +1639,11 @@ def serve_cmd(
         help="Keep each adaptation's static prompt start (prefix, soft prompt, "
         "instruction, fixed exemplars) as keys/values, run once.",
     ),
+    weights: str = typer.Option(
+        "auto",
+        help="The base's weights as served: auto (bf16 LM head where this CPU multiplies bf16 fast), "
+        "fp32, bf16-head, bf16 or int8 (see docs/results/engine.md for their speed and agreement).",
+    ),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
     ui: bool = typer.Option(
         False,
@@ -1671,6 +1676,7 @@ def serve_cmd(
             max_new_tokens=max_new_tokens,
             batching=batching,
             prompt_cache=prompt_cache,
+            weights=weights,
         )
         reg = _registry(registry)
         set_torch_threads()

@@ -19,6 +19,7 @@ import time
 import torch
 
 from adaptlab.evaluation.generation import cut_at_stop
+from adaptlab.models import fastweights
 from adaptlab.models.arch import arch_facts
 from adaptlab.models.decoding import GREEDY, Sampling
 from adaptlab.models.types import BaseModel
@@ -59,6 +60,7 @@ class ServeConfig:
     batching: str = "mixed"  # "mixed" | "swap" (the baseline: one adaptation at a time, its own code path)
     verify_artifacts: bool = True
     prompt_cache: bool = True  # keep each adaptation's static lead as keys/values (engine.build_lead)
+    weights: str = "auto"  # the base's weights for serving (adaptlab.models.fastweights.WEIGHTS)
 
     def __post_init__(self):
         if self.max_batch < 1:
@@ -69,6 +71,7 @@ class ServeConfig:
             raise ValueError(f"memory_cap_mb={self.memory_cap_mb}: must be > 0")
         if self.batching not in ("mixed", "swap"):
             raise ValueError(f"batching={self.batching!r}: use 'mixed' or 'swap'")
+        fastweights.check(self.weights)
 
 
 @dataclasses.dataclass
@@ -95,6 +98,8 @@ class Service:
         self.metrics = metrics
         self.lock = threading.RLock()  # the model: held by the worker for a whole batch
         self.cache_lock = threading.RLock()  # the loaded adaptations (self.cache): held briefly
+        self.weights = fastweights.resolve(self.config.weights, base.model)
+        self.model = fastweights.inference_model(base.model, self.weights)  # the base's weights as served
         self.plain = plain_adapter(base)
         self.cache: collections.OrderedDict[str, ServingAdapter] = collections.OrderedDict()
         self.queue: queue.Queue[Work] = queue.Queue()
@@ -252,7 +257,7 @@ class Service:
         if self.config.batching == "swap" and art is not None:
             return self._run_swapped(art, op, group)
         tok = self.base.tokenizer
-        model = self.base.model if weights == BASE_WEIGHTS else group[0].adapter.model
+        model = self.model if weights == BASE_WEIGHTS else group[0].adapter.model
         ads = [w.adapter for w in group]
         ids = encode_rows(tok, ads, [w.text for w in group], self.config.max_prompt_tokens)
         for w, ad, x in zip(group, ads, ids):

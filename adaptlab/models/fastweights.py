@@ -1,0 +1,125 @@
+"""Frozen base weights in a form the machine reads fast, for inference only (public API).
+
+A decode step of Gemma 3 270M reads about 1.07 GB of fp32 weights, two thirds of them the
+262,144 x 640 LM head; on a 2-core CPU the fp32 product of a batch of 16 rows with that head ran
+at a quarter of the machine's memory bandwidth. Where this CPU multiplies bf16 fast
+(``avx512_bf16``: the roofline probe measures it), a bf16 copy halves the bytes and runs the
+product at the bf16 rate.
+
+Weight kinds (``--weights``), measured in ``docs/results/engine.md``:
+
+- ``fp32``: the weights as loaded. Every row's numbers are the same in any batch.
+- ``bf16-head``: the LM head in bf16 (fp32 accumulation), the layers in fp32. Rows stay
+  independent of what shares their batch (a request's answer is its one-at-a-time answer); the
+  logits move by bf16 rounding, which flips a greedy token where the two best are that close.
+- ``bf16``: every linear layer and the head in bf16. Faster; a row's numbers can depend on the
+  batch's size (the bf16 kernels block differently by rows), so greedy texts can differ from
+  one-at-a-time.
+- ``int8``: PyTorch's dynamic int8 linear layers (fbgemm, per-channel weights). Fastest; its
+  activations are quantized over the whole batch, so a row's answer depends on its batch, and on
+  Gemma 3 its greedy texts differ from fp32's from the first tokens: offered for measurement, never
+  chosen by ``auto``.
+- ``auto``: ``bf16-head`` where the measured bf16 product is at least 1.5x the fp32 one, on a CPU,
+  for a head big enough to matter; ``fp32`` otherwise (on CUDA the model is loaded in the dtype
+  asked for).
+
+Training never sees these copies: it runs on the fp32 base (the masters). The copy shares every
+tensor it does not replace with the base, so it costs only the replaced weights' memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+WEIGHTS = ("auto", "fp32", "bf16-head", "bf16", "int8")
+
+
+class Bf16Linear(torch.nn.Module):
+    """A frozen linear layer kept in bf16; fp32 in and out (the product accumulates in fp32)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+
+def _shared_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the module tree whose tensors are the base's own (replacing a module in the copy
+    leaves the base as it was)."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
+def _replace_linears(model: torch.nn.Module, make, names: set[str] | None = None) -> None:
+    for name, mod in list(model.named_modules()):
+        for child_name, child in list(mod.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, torch.nn.Linear) and (names is None or full in names):
+                setattr(mod, child_name, make(child))
+
+
+def _int8(linear: torch.nn.Linear) -> torch.nn.Module:
+    with warnings.catch_warnings():  # torch.ao.quantization says it is deprecated for torchao; it is still torch's kernel
+        warnings.simplefilter("ignore")
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: qconfig})[0]
+
+
+# An LM head smaller than this is read in a few milliseconds in fp32: converting its inputs to bf16
+# costs about what it saves (the tiny test model), so ``auto`` keeps fp32 there.
+MIN_HEAD_PARAMS = 2**24
+
+
+def choose(model: torch.nn.Module, gflops: dict[str, float] | None = None) -> str:
+    """What ``auto`` means for ``model`` here: ``bf16-head`` on a CPU whose bf16 product is at least
+    1.5x its fp32 one (measured now when ``gflops`` is not given), for a head of at least
+    :data:`MIN_HEAD_PARAMS` weights; else ``fp32``."""
+    device = next(model.parameters()).device
+    if device.type != "cpu" or model.get_output_embeddings().weight.numel() < MIN_HEAD_PARAMS:
+        return "fp32"
+    if gflops is None:
+        from adaptlab.models.roofline import _gemm_rate
+
+        gflops = {"fp32": _gemm_rate(torch.float32, device, repeats=5)}
+        with contextlib.suppress(RuntimeError):  # no bf16 product here
+            gflops["bf16"] = _gemm_rate(torch.bfloat16, device, repeats=5)
+    return "bf16-head" if gflops.get("bf16", 0.0) >= 1.5 * gflops["fp32"] else "fp32"
+
+
+def check(weights: str) -> str:
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHTS)}")
+    return weights
+
+
+def resolve(weights: str, model: torch.nn.Module) -> str:
+    """``weights`` with ``auto`` decided for ``model`` on this machine."""
+    return choose(model) if check(weights) == "auto" else weights
+
+
+def inference_model(model: torch.nn.Module, weights: str) -> torch.nn.Module:
+    """``model`` (a transformers causal LM) for inference with ``weights`` (one of :data:`WEIGHTS`
+    but ``auto``; see :func:`resolve`); ``fp32`` returns ``model`` itself. Module names are kept, so
+    LoRA hooks find the layers they change (a hook adds its delta in fp32 to the layer's output)."""
+    if weights == "fp32":
+        return model
+    if weights not in WEIGHTS or weights == "auto":
+        raise ValueError(f"weights={weights!r}: resolve it first (one of {', '.join(WEIGHTS[1:])})")
+    if next(model.parameters()).device.type != "cpu" and weights == "int8":
+        raise ValueError("weights='int8' needs a CPU (PyTorch's dynamic int8 layers run there only)")
+    out = _shared_copy(model)
+    head = out.get_output_embeddings()
+    head_name = next(n for n, m in out.named_modules() if m is head)
+    make = _int8 if weights == "int8" else Bf16Linear
+    _replace_linears(out, make, names={head_name} if weights == "bf16-head" else None)
+    out.requires_grad_(False)
+    return out

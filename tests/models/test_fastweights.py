@@ -1,0 +1,72 @@
+"""Inference copies of the base weights: the base stays as it was, each kind runs with LoRA hooks,
+bf16-head keeps every row independent of its batch, and bad names fail with the allowed ones."""
+
+import pytest
+import torch
+
+from adaptlab.models import fastweights
+from adaptlab.models.adaptation import AdaptedLM, Contribution, LoraDelta
+from adaptlab.models.runtime import PlainLM
+from adaptlab.models.tiny import build_tiny
+
+IDS = torch.tensor([[2, 70, 71, 72, 73], [2, 74, 75, 76, 77], [2, 78, 79, 80, 81]])
+MASK = torch.ones_like(IDS)
+
+
+def _logits(model, ids=IDS, mask=None):
+    lm = PlainLM(model)
+    with torch.no_grad():
+        return lm.project(lm.hidden(ids, MASK[: len(ids)] if mask is None else mask)[:, -1])
+
+
+@pytest.mark.parametrize("kind", ["bf16-head", "bf16", "int8"])
+def test_an_inference_copy_leaves_the_base_alone_and_stays_close_to_fp32(kind):
+    base = build_tiny()
+    before = {n: p.clone() for n, p in base.model.named_parameters()}
+    fast = fastweights.inference_model(base.model, kind)
+    ref, got = _logits(base.model), _logits(fast)
+    assert isinstance(base.model.get_output_embeddings(), torch.nn.Linear)
+    assert all(torch.equal(p, before[n]) for n, p in base.model.named_parameters())
+    assert torch.equal(_logits(base.model), ref)
+    tol = {"bf16-head": 0.02, "bf16": 0.05, "int8": 0.25}[kind]
+    assert (got - ref).abs().max() <= tol * ref.abs().max()
+    if kind == "bf16-head":  # the head's product is per row: a row's logits do not depend on its batch
+        alone = torch.cat([_logits(fast, IDS[r : r + 1]) for r in range(len(IDS))])
+        assert torch.equal(alone, got)
+
+
+@pytest.mark.parametrize("kind", ["bf16-head", "bf16", "int8"])
+def test_lora_hooks_reach_the_layers_of_an_inference_copy(kind):
+    base = build_tiny()
+    fast = fastweights.inference_model(base.model, kind)
+    name = "model.layers.0.self_attn.q_proj"
+    lin = base.model.get_submodule(name)
+    g = torch.Generator().manual_seed(0)
+    delta = LoraDelta(torch.randn(2, lin.in_features, generator=g), torch.randn(lin.out_features, 2, generator=g), 1.0)
+    with torch.no_grad():
+        plain = AdaptedLM(fast, [Contribution(), Contribution()]).hidden(IDS[:2], MASK[:2])
+        mixed = AdaptedLM(fast, [Contribution(lora={name: delta}), Contribution()]).hidden(IDS[:2], MASK[:2])
+    assert not torch.allclose(plain[0], mixed[0], atol=1e-3)  # the adapted row changed
+    if kind != "int8":  # int8 quantizes activations over the whole batch: the other row may move a little
+        assert torch.equal(plain[1], mixed[1])
+
+
+def test_weight_kinds_are_checked_and_auto_keeps_fp32_for_a_small_head():
+    base = build_tiny()
+    assert fastweights.resolve("auto", base.model) == "fp32"  # 2**24 weights or fewer: nothing to gain
+    assert fastweights.inference_model(base.model, "fp32") is base.model
+    with pytest.raises(ValueError, match="weights='fp16': use one of auto, fp32, bf16-head, bf16, int8"):
+        fastweights.resolve("fp16", base.model)
+    from adaptlab.serving import ServeConfig
+
+    with pytest.raises(ValueError, match="weights='x'"):
+        ServeConfig(weights="x")
+    assert fastweights.choose(base.model, {"fp32": 100.0, "bf16": 400.0}) == "fp32"
+
+
+def test_auto_takes_the_bf16_head_only_where_bf16_is_measured_fast(monkeypatch):
+    base = build_tiny()
+    monkeypatch.setattr(fastweights, "MIN_HEAD_PARAMS", 0)  # as if the head were Gemma's
+    assert fastweights.choose(base.model, {"fp32": 100.0, "bf16": 400.0}) == "bf16-head"
+    assert fastweights.choose(base.model, {"fp32": 100.0, "bf16": 120.0}) == "fp32"
+    assert fastweights.choose(base.model, {"fp32": 100.0}) == "fp32"  # no bf16 product at all
