@@ -102,6 +102,7 @@ class Server:
         device: str = "auto",
         prompt_cache: bool = True,
         preload: list[str] | None = None,
+        weights: str = "fp32",
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -130,6 +131,8 @@ class Server:
             "--preload",
             ",".join(preload or [a[0] for a in ADAPTATIONS]),
             "--prompt-cache" if prompt_cache else "--no-prompt-cache",
+            "--weights",
+            weights,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_up(self.proc, self.url + "/healthz", 600, lambda: self.proc.stdout.read())

@@ -88,34 +88,88 @@ def measure(url: str, jobs: list[dict], concurrency: int, tokens_of) -> dict:
     }
 
 
+def scenarios_for(names, which_of, texts, prompts_of, max_tokens: int) -> dict:
+    """(adaptlab's requests, llama-server's requests) per traffic: the base alone, then N LoRAs with
+    each request for another (``which_of[N]``: the adapter of each request)."""
+    out = {
+        "base alone": (
+            [
+                {
+                    "path": "/v1/completions",
+                    "body": {"model": "base", "prompt": p, "max_tokens": max_tokens, "temperature": 0},
+                }
+                for p in prompts_of[0]
+            ],
+            [
+                {"path": "/completion", "body": {"prompt": p, "n_predict": max_tokens, "temperature": 0}}
+                for p in prompts_of[0]
+            ],
+        )
+    }
+    for n, which in which_of.items():
+        ours = [
+            {
+                "path": "/v1/completions",
+                "body": {"model": names[w], "prompt": t, "max_tokens": max_tokens, "temperature": 0},
+            }
+            for w, t in zip(which, texts)
+        ]
+        theirs = [
+            {
+                "path": "/completion",
+                "body": {"prompt": p, "n_predict": max_tokens, "temperature": 0, "lora": [{"id": w, "scale": 1.0}]},
+            }
+            for w, p in zip(which, prompts_of[n])
+        ]
+        out[f"{n} LoRAs, each request another"] = (ours, theirs)
+    return out
+
+
+def _frac(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def texts_of(results: list[dict]) -> list[str | None]:
+    return [r["body"]["choices"][0]["text"] if r["status"] == 200 else None for r in results]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--loras", type=Path, default=Path("runs/bench_serving_field/gemma-3-270m-generate"))
-    ap.add_argument("--adapters", type=int, default=8)
+    ap.add_argument("--adapters", default="8,32", help="LoRA counts, comma-separated")
+    ap.add_argument("--weights", default="fp32,auto", help="adaptlab serve --weights kinds, comma-separated")
     ap.add_argument("--data", default="e2e_nlg")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--parallel", type=int, default=8, help="llama-server slots")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--beside", default="Nothing else ran on the cores.")
     ap.add_argument("--out", type=Path, default=Path("docs/results/serving_llamacpp_http"))
     a = ap.parse_args()
     from adaptlab.data.named import load_task
     from adaptlab.data.splits import subsample
     from adaptlab.export_gguf import base_gguf, export_gguf
+    from adaptlab.models import fastweights, roofline
     from adaptlab.models.base import load_base
     from adaptlab.registry import Registry
     from adaptlab.strategies.base import Artifact
-    from adaptlab.utils import provenance_lines
+    from adaptlab.utils import provenance_lines, set_torch_threads
 
+    set_torch_threads()
     binary = llama_server_binary()
     base = load_base("gemma-3-270m")
-    folders = sorted(p for p in a.loras.iterdir() if (p / "adaptlab_artifact.json").exists())[: a.adapters]
-    if len(folders) < a.adapters:
-        raise SystemExit(f"{a.loras}: {len(folders)} LoRA artifacts, {a.adapters} asked; run bench/serving_field.py")
+    machine = roofline.measure()
+    shape = roofline.model_shape(base.model, base.name)
+    kinds = {w: fastweights.resolve(w, base.model) for w in a.weights.split(",")}
+    counts = [int(n) for n in a.adapters.split(",")]
+    folders = sorted(p for p in a.loras.iterdir() if (p / "adaptlab_artifact.json").exists())[: max(counts)]
+    if len(folders) < max(counts):
+        raise SystemExit(f"{a.loras}: {len(folders)} LoRA artifacts, {max(counts)} asked; run bench/serving_field.py")
     arts = [Artifact.load(f, base) for f in folders]
     texts = [e.text for e in subsample(load_task(a.data).test, n=a.requests, seed=0).examples]
-    which = [i % len(arts) for i in range(a.requests)]
-    prompts = [arts[w].prompts([t])[0] for w, t in zip(which, texts)]
+    which_of = {n: [i % n for i in range(a.requests)] for n in counts}
+    prompts_of = {n: [arts[w].prompts([t])[0] for w, t in zip(which, texts)] for n, which in which_of.items()}
+    prompts_of[0] = prompts_of[counts[0]]  # the base alone gets the first scenario's rendered prompts
     names = [f"lora-{i:02d}" for i in range(len(arts))]
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -127,50 +181,24 @@ def main() -> None:
         (d / "base").mkdir()
         base_path = base_gguf(base, d / "base")
         del base
-        scenarios = {
-            "base alone": (
-                [
-                    {
-                        "path": "/v1/completions",
-                        "body": {"model": "base", "prompt": p, "max_tokens": a.max_tokens, "temperature": 0},
-                    }
-                    for p in prompts
-                ],
-                [
-                    {"path": "/completion", "body": {"prompt": p, "n_predict": a.max_tokens, "temperature": 0}}
-                    for p in prompts
-                ],
-            ),
-            f"{len(arts)} LoRAs, each request another": (
-                [
-                    {
-                        "path": "/v1/completions",
-                        "body": {"model": names[w], "prompt": t, "max_tokens": a.max_tokens, "temperature": 0},
-                    }
-                    for w, t in zip(which, texts)
-                ],
-                [
-                    {
-                        "path": "/completion",
-                        "body": {
-                            "prompt": p,
-                            "n_predict": a.max_tokens,
-                            "temperature": 0,
-                            "lora": [{"id": w, "scale": 1.0}],
-                        },
-                    }
-                    for w, p in zip(which, prompts)
-                ],
-            ),
-        }
-        server = Server("gemma-3-270m", d / "registry", "mixed", 32, 20.0, preload=names)
-        try:
-            for scenario, (ours, _) in scenarios.items():
-                r = measure(server.url, ours, a.concurrency, lambda b: b.get("usage", {}).get("completion_tokens", 0))
-                rows.append({"engine": "adaptlab serve (fp32, mixed batches)", "scenario": scenario, **r})
-                print(rows[-1]["engine"], scenario, f"{r['tokens_per_s']:.1f} tok/s", flush=True)
-        finally:
-            server.stop()
+        scenarios = scenarios_for(names, which_of, texts, prompts_of, a.max_tokens)
+        for flag, kind in kinds.items():
+            server = Server("gemma-3-270m", d / "registry", "mixed", 32, 20.0, preload=names, weights=flag)
+            engine = f"adaptlab serve (--weights {flag}: {kind})"
+            try:
+                for scenario, (ours, _) in scenarios.items():
+                    r = measure(
+                        server.url, ours, a.concurrency, lambda b: b.get("usage", {}).get("completion_tokens", 0)
+                    )
+                    if scenario != "base alone":  # every answer against the same request alone on this server
+                        alone, _ = fire(server.url, ours, 1)
+                        crowd, _ = fire(server.url, ours, a.concurrency)
+                        same = sum(x == y and x is not None for x, y in zip(texts_of(alone), texts_of(crowd)))
+                        r["same_as_alone"] = f"{same}/{len(ours)}"
+                    rows.append({"engine": engine, "scenario": scenario, "kind": kind, **r})
+                    print(engine, scenario, f"{r['tokens_per_s']:.1f} tok/s", r.get("same_as_alone", ""), flush=True)
+            finally:
+                server.stop()
         llama = LlamaServer(binary, base_path, adapters, a.parallel, 512)
         try:
             for scenario, (_, theirs) in scenarios.items():
@@ -180,12 +208,19 @@ def main() -> None:
         finally:
             llama.stop()
         shutil.rmtree(d / "base", ignore_errors=True)
+    for r in rows:  # against the decode limit of the kind served, at the clients' batch
+        lim = a.concurrency / roofline.decode_limit(machine, shape, a.concurrency, r.get("kind", "fp32")).seconds
+        r["fraction_of_limit"] = r["tokens_per_s"] / lim if "kind" in r else None
+        theirs = next(x for x in rows if x["engine"].startswith("llama") and x["scenario"] == r["scenario"])
+        r["vs_llama_server"] = r["tokens_per_s"] / theirs["tokens_per_s"]
     report = meta(
         requests=a.requests,
         concurrency=a.concurrency,
         max_tokens=a.max_tokens,
-        adapters=len(arts),
+        adapters=counts,
         llama_server_slots=a.parallel,
+        roofline=machine.to_dict(),
+        beside=a.beside,
         rows=rows,
     )
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -196,14 +231,18 @@ def main() -> None:
         *provenance_lines(report, PACKAGES),
         "",
         f"{a.requests} generation requests (E2E inputs, greedy, {a.max_tokens} new tokens), {a.concurrency} "
-        f"concurrent clients on loopback; {len(arts)} LoRAs (ranks 4/8/16) round-robin in the second scenario.",
+        f"concurrent clients on loopback; LoRAs (ranks 4/8/16 on q/k/v/o) round-robin in the LoRA scenarios. "
+        f"Roofline measured in the same run: fp32 {machine.gflops['fp32']} GFLOP/s, bf16 "
+        f"{machine.gflops.get('bf16', '-')} GFLOP/s, memory {machine.bandwidth_gbs} GB/s; the fraction is of the "
+        f"decode limit at batch {a.concurrency} for the weights served. {a.beside}",
         "",
-        "| engine | traffic | tokens/s | requests/s | latency p50 / p99 s | ok |",
-        "|---|---|---|---|---|---|",
+        "| engine | traffic | tokens/s | x llama-server | of limit | requests/s | latency p50 / p99 s | ok | same as alone |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     md += [
-        f"| {r['engine']} | {r['scenario']} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.2f} | "
-        f"{r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} | {r['ok']}/{r['requests']} |"
+        f"| {r['engine']} | {r['scenario']} | {r['tokens_per_s']:.1f} | {r['vs_llama_server']:.2f} | "
+        f"{_frac(r['fraction_of_limit'])} | {r['requests_per_s']:.2f} | "
+        f"{r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} | {r['ok']}/{r['requests']} | {r.get('same_as_alone', '-')} |"
         for r in rows
     ]
     a.out.with_suffix(".md").write_text("\n".join(md) + "\n")

@@ -204,6 +204,8 @@ class AdaptedLM(DecoderLM):
     different weights cannot share a forward pass.
     """
 
+    pack_lora = True  # mixed batches: LoRA packed per layer (False: one hook term per adapter, the benchmark's before)
+
     def __init__(self, model: torch.nn.Module, rows: Contribution | list[Contribution]):
         self.model = model
         self.rows = rows
@@ -226,7 +228,7 @@ class AdaptedLM(DecoderLM):
     def _lora(self):
         if self.uniform:
             return lora_applied(self.model, [(None, self.rows.lora)]) if self.rows.lora else contextlib.nullcontext()
-        if any(d.dropout for c in self.rows for d in c.lora.values()):  # training a mixed batch: per adapter
+        if not self.pack_lora or any(d.dropout for c in self.rows for d in c.lora.values()):  # per adapter
             groups: dict[int, tuple[list[int], dict]] = {}
             for r, c in enumerate(self.rows):
                 if c.lora:

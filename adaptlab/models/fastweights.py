@@ -68,7 +68,9 @@ def _replace_linears(model: torch.nn.Module, make, names: set[str] | None = None
 
 
 def _int8(linear: torch.nn.Linear) -> torch.nn.Module:
-    with warnings.catch_warnings():  # torch.ao.quantization says it is deprecated for torchao; it is still torch's kernel
+    with (
+        warnings.catch_warnings()
+    ):  # torch.ao.quantization says it is deprecated for torchao; it is still torch's kernel
         warnings.simplefilter("ignore")
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: qconfig})[0]

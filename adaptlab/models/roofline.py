@@ -25,7 +25,7 @@ import torch
 BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 
-def _best(fn, repeats: int, warmup: int = 2) -> float:
+def _best(fn, repeats: int, warmup: int = 5) -> float:
     best = float("inf")
     for i in range(warmup + repeats):
         t = time.perf_counter()
@@ -35,7 +35,7 @@ def _best(fn, repeats: int, warmup: int = 2) -> float:
     return best
 
 
-def _gemm_rate(dtype: torch.dtype, device, m: int = 64, k: int = 640, n: int = 16384, repeats: int = 10) -> float:
+def _gemm_rate(dtype: torch.dtype, device, m: int = 64, k: int = 640, n: int = 16384, repeats: int = 20) -> float:
     """GFLOP/s of an (m x k) @ (k x n) product shaped like a slice of an LM head, the fastest of ``repeats``."""
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(m, k, generator=g, device=device).to(dtype)
@@ -47,6 +47,12 @@ def _gemm_rate(dtype: torch.dtype, device, m: int = 64, k: int = 640, n: int = 1
         sync()
 
     return 2 * m * k * n / _best(run, repeats) / 1e9
+
+
+def _peak(dtype: torch.dtype, device) -> float:
+    """The faster of an LM-head-shaped product and a square one: the roofline's ceiling is the best
+    the machine multiplies (on one 2-core VM the head shape read 103 GFLOP/s and 1024^3 193)."""
+    return max(_gemm_rate(dtype, device), _gemm_rate(dtype, device, m=1024, k=1024, n=1024, repeats=5))
 
 
 def _int8_rate(device, m: int = 64, k: int = 640, n: int = 16384, repeats: int = 10) -> float | None:
@@ -89,12 +95,12 @@ class Machine:
 def measure(device: str | torch.device = "cpu") -> Machine:
     """Measure this machine (about a second on 2 cores)."""
     device = torch.device(device)
-    rates = {"fp32": _gemm_rate(torch.float32, device)}
+    rates = {"fp32": _peak(torch.float32, device)}
     with contextlib.suppress(RuntimeError):  # no bf16 product on this device
-        rates["bf16"] = _gemm_rate(torch.bfloat16, device)
+        rates["bf16"] = _peak(torch.bfloat16, device)
     int8 = _int8_rate(device)
     if int8 is not None:
-        rates["int8"] = int8
+        rates["int8"] = max(int8, _int8_rate(device, m=1024, k=1024, n=1024, repeats=5) or 0.0)
     return Machine(
         gflops={k: round(v, 1) for k, v in rates.items()},
         bandwidth_gbs=round(_bandwidth(device), 1),
@@ -137,10 +143,18 @@ class Limit:
         return self.seconds / measured_seconds if measured_seconds > 0 else 0.0
 
 
-def _limit(machine: Machine, weight_bytes: float, flops: float, weights: str) -> Limit:
-    rate = machine.gflops.get(weights, machine.gflops["fp32"]) * 1e9
-    t_mem = weight_bytes / (machine.bandwidth_gbs * 1e9)
-    t_flop = flops / rate
+def _kinds(weights: str) -> tuple[str, str]:
+    """(the layers' weight type, the head's) of a weight kind (adaptlab.models.fastweights.WEIGHTS)."""
+    return ("fp32", "bf16") if weights == "bf16-head" else (weights, weights)
+
+
+def _limit(machine: Machine, shape: ModelShape, layer_rows: int, head_rows: int, weights: str) -> Limit:
+    """Every weight read once; two FLOPs per weight per row through the layers and through the head,
+    each part at its own type's measured rate (fp32's where that type was not measured)."""
+    kinds = _kinds(weights)
+    parts = ((shape.layer_params, layer_rows, kinds[0]), (shape.head_params, head_rows, kinds[1]))
+    t_mem = sum(n * BYTES[k] for n, _, k in parts) / (machine.bandwidth_gbs * 1e9)
+    t_flop = sum(2 * n * rows / (machine.gflops.get(k, machine.gflops["fp32"]) * 1e9) for n, rows, k in parts)
     return Limit(max(t_mem, t_flop), "memory" if t_mem >= t_flop else "compute")
 
 
@@ -148,7 +162,7 @@ def decode_limit(machine: Machine, shape: ModelShape, batch: int, weights: str =
     """One decode step of ``batch`` rows: every weight (layers and head) read once, and two FLOPs per
     weight per row. Attention over the cache is left out (a few percent at these context lengths),
     so the limit is, if anything, optimistic."""
-    return _limit(machine, shape.params * BYTES[weights], 2 * shape.params * batch, weights)
+    return _limit(machine, shape, batch, batch, weights)
 
 
 def forward_limit(
@@ -157,8 +171,7 @@ def forward_limit(
     """A forward pass over ``positions`` token positions of which ``head_positions`` reach the LM
     head (label scoring: the positions whose next token is a label's): the weights read once, two
     FLOPs per weight and position."""
-    flops = 2 * (shape.layer_params * positions + shape.head_params * head_positions)
-    return _limit(machine, shape.params * BYTES[weights], flops, weights)
+    return _limit(machine, shape, positions, head_positions, weights)
 
 
 def report(machine: Machine, shape: ModelShape, batches: tuple[int, ...] = (1, 16, 32)) -> list[dict]:
