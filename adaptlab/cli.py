@@ -1662,10 +1662,11 @@ def serve_cmd(
     """OpenAI-compatible server for every registered adaptation of one base model (or several: --model A,B)."""
     import uvicorn
 
+    from adaptlab.maintenance.drift import DriftWatch
     from adaptlab.models.base import load_base, resolve_device
     from adaptlab.serving import ServeConfig, Service
     from adaptlab.serving.app import create_app
-    from adaptlab.serving.service import MultiService
+    from adaptlab.serving.http import Metrics
     from adaptlab.utils import set_torch_threads
 
     try:
@@ -1682,9 +1683,11 @@ def serve_cmd(
         set_torch_threads()
         names = [m.strip() for m in model.split(",") if m.strip()]
         bases = [load_base(m, device=resolve_device(device)) for m in names]
-        services = [Service(b, reg, config) for b in bases]
-        service = services[0] if len(services) == 1 else MultiService(services)
-        app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024, drift_interval=drift_interval)
+        service = Service(bases, reg, config)
+        service.metrics = Metrics()
+        if drift_interval > 0:
+            service.metrics.add_source(DriftWatch(service, drift_interval).text)
+        app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024)
         if ui:
             from adaptlab.ui.app import include_ui
             from adaptlab.ui.state import UiState

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -335,3 +337,36 @@ def drift_for_task(
 
 def false_alarm_rate(reports: list[DriftReport]) -> float:
     return sum(r.retrain for r in reports) / len(reports) if reports else math.nan
+
+
+class DriftWatch:
+    """Drift gauges for every task with logged requests, recomputed from a server's own request log
+    at most every ``interval`` seconds, when ``/metrics`` is read (in a worker thread: the scrape
+    answers with the last values meanwhile). ``service`` is a :class:`adaptlab.serving.Service`
+    (its ``registry`` and ``bases``); register ``watch.text`` with ``Metrics.add_source``."""
+
+    def __init__(self, service, interval: float, window: int = 500):
+        self.service, self.interval, self.window = service, interval, window
+        self.reports: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self.last = 0.0
+        self._busy = False
+
+    def text(self) -> str:
+        if not self._busy and time.time() - self.last >= self.interval and self.service.registry is not None:
+            self._busy = True
+            threading.Thread(target=self.refresh, daemon=True).start()
+        return "".join(self.reports.values())
+
+    def refresh(self) -> None:
+        try:
+            reg = self.service.registry
+            for task in reg.requests.tasks():
+                try:
+                    rep = drift_for_task(reg, task, self.window, base=self.service.bases)
+                    self.reports[task] = rep.prometheus()
+                    self.errors.pop(task, None)
+                except Exception as e:  # a task without a recipe, or without data at hand: no gauges for it
+                    self.errors[task] = str(e)
+        finally:
+            self.last, self._busy = time.time(), False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from adaptlab.serving.http import EXCEPTION_HANDLERS, BodyLimit, DriftWatch, Metrics, ServerState, count_and_catch
+from adaptlab.serving.http import EXCEPTION_HANDLERS, BodyLimit, Metrics, ServerState, count_and_catch
 from adaptlab.serving.routes import feedback, openai, ops
 from adaptlab.serving.service import Service
 
@@ -23,18 +23,16 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     max_input_chars: int = 20_000,
     log_requests: bool = True,
-    drift_interval: float = 0,
 ) -> FastAPI:
-    """The FastAPI app over a running :class:`Service`. ``auth=False`` serves without API keys;
-    ``drift_interval`` > 0 adds drift gauges to ``/metrics``, recomputed at most that often (seconds)."""
+    """The FastAPI app over a running :class:`Service`. ``auth=False`` serves without API keys.
+    Other modules' gauges join ``/metrics`` through ``service.metrics.add_source`` (the CLI adds
+    the drift gauges of :class:`adaptlab.maintenance.drift.DriftWatch`)."""
     if auth and (service.registry is None or not service.registry.api_keys.any()):
         raise ValueError(
             "no API keys exist: create one with `adaptlab keys add NAME --tasks ...` or serve with "
             "--no-auth (loopback development only)"
         )
     service.metrics = service.metrics or Metrics()
-    if drift_interval > 0 and log_requests:
-        service.metrics.drift = DriftWatch(service, drift_interval)
     app = FastAPI(title="adaptlab", docs_url=None, redoc_url=None, exception_handlers=EXCEPTION_HANDLERS)
     app.state.server = ServerState(service, service.metrics, auth, max_body_bytes, max_input_chars, log_requests)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inner: sees the body as it arrives

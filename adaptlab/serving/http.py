@@ -55,49 +55,18 @@ class Metrics:
         self.loaded = Gauge("adaptlab_loaded_adapters", "Adapters in memory", registry=self.registry)
         self.loaded_bytes = Gauge("adaptlab_loaded_adapter_bytes", "Bytes of loaded adapters", registry=self.registry)
 
-        self.drift: DriftWatch | None = None  # drift gauges per task (create_app sets it when asked)
+        self.sources: list = []  # () -> Prometheus text, registered from outside (add_source)
+
+    def add_source(self, source) -> None:
+        """Append another module's gauges to ``/metrics``: ``source()`` returns Prometheus text, and
+        must answer at once (the drift gauges of :class:`adaptlab.maintenance.drift.DriftWatch`
+        recompute in a thread). Registered from outside, so serving imports no module above it."""
+        self.sources.append(source)
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
 
-        extra = self.drift.text() if self.drift is not None else ""
-        return generate_latest(self.registry) + extra.encode()
-
-
-class DriftWatch:
-    """Drift gauges for every task with logged requests (:mod:`adaptlab.maintenance.drift`), recomputed
-    from the server's own request log at most every ``interval`` seconds, when ``/metrics`` is read
-    (in a worker thread: the scrape answers with the last values meanwhile)."""
-
-    def __init__(self, service: Service, interval: float, window: int = 500):
-        self.service, self.interval, self.window = service, interval, window
-        self.reports: dict[str, str] = {}
-        self.errors: dict[str, str] = {}
-        self.last = 0.0
-        self._busy = False
-
-    def text(self) -> str:
-        if not self._busy and time.time() - self.last >= self.interval and self.service.registry is not None:
-            import threading
-
-            self._busy = True
-            threading.Thread(target=self.refresh, daemon=True).start()
-        return "".join(self.reports.values())
-
-    def refresh(self) -> None:
-        from adaptlab.maintenance.drift import drift_for_task
-
-        try:
-            reg = self.service.registry
-            for task in reg.requests.tasks():
-                try:
-                    rep = drift_for_task(reg, task, self.window, base=self.service.bases)
-                    self.reports[task] = rep.prometheus()
-                    self.errors.pop(task, None)
-                except Exception as e:  # a task without a recipe, or without data at hand: no gauges for it
-                    self.errors[task] = str(e)
-        finally:
-            self.last, self._busy = time.time(), False
+        return generate_latest(self.registry) + "".join(s() for s in self.sources).encode()
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The serving core, with no HTTP in it: resolve a model name, load adapters, batch, predict.
 
-One worker thread owns the model. Requests from any thread are queued; the worker takes what
+A :class:`Service` serves one or several base models, each through a :class:`Lane` whose one
+worker thread owns that base's model. Requests from any thread are queued; the worker takes what
 arrived within ``max_wait_ms`` (up to ``max_batch`` rows), splits it by weights (the base model,
 or each full fine-tune's private copy) and runs each part as one mixed batch. No adaptation
 ever changes the base model, so loading an artifact needs no coordination with forward passes
@@ -91,11 +92,125 @@ class Work:
 
 
 class Service:
-    def __init__(self, base: BaseModel, registry: Registry | None, config: ServeConfig | None = None, metrics=None):
-        self.base = base
+    """The serving core of one or several base models (``Service(base)`` or ``Service([a, b])``).
+
+    Each base is a :class:`Lane` (its served weights, loaded adaptations, queue and worker); one
+    route table sends a name to its lane. A registry version goes to the lane whose base has its
+    fingerprint, so ``TASK@prod`` may move between bases (``adaptlab rebase``) without a restart.
+    The first base is the default one (``base``)."""
+
+    def __init__(
+        self,
+        bases: BaseModel | list[BaseModel],
+        registry: Registry | None,
+        config: ServeConfig | None = None,
+        metrics=None,
+    ):
+        bases = list(bases) if isinstance(bases, (list, tuple)) else [bases]
+        if not bases:
+            raise ValueError("no base model to serve")
+        fps = [b.fingerprint for b in bases]
+        if len(set(fps)) != len(fps):
+            raise ValueError("the same base model twice")
         self.registry = registry
         self.config = config or ServeConfig()
-        self.metrics = metrics
+        self.metrics = metrics  # read by the lanes at each batch: create_app may set it later
+        self.lanes = [Lane(self, b) for b in bases]
+        self.by_fingerprint = {lane.base.fingerprint: lane for lane in self.lanes}
+
+    @property
+    def base(self) -> BaseModel:
+        return self.lanes[0].base
+
+    @property
+    def bases(self) -> list[BaseModel]:
+        return [lane.base for lane in self.lanes]
+
+    # ------------------------------------------------------------------ names and adapters
+    def resolve(self, name: str) -> tuple[Entry | None, ServingAdapter]:
+        """``model`` field -> (registry entry or None for a base model, adapter)."""
+        if name in BASE_ALIASES:
+            return None, self.lanes[0].plain
+        for lane in self.lanes:
+            if name == lane.base.name:
+                return None, lane.plain
+        if self.registry is None:
+            raise ServingError(404, "model_not_found", f"unknown model {name!r}: no registry is configured")
+        try:
+            entry = self.registry.resolve(name)
+        except RegistryError as e:
+            raise ServingError(404, "model_not_found", str(e)) from None
+        return entry, self.adapter(entry)
+
+    def adapter(self, entry: Entry) -> ServingAdapter:
+        lane = self.by_fingerprint.get(entry.fingerprint)
+        if lane is None:
+            raise ServingError(
+                409,
+                "base_model_mismatch",
+                f"{entry.ref} was made for base model {entry.fingerprint[:12]}; this server runs "
+                + ", ".join(f"{b.name} ({b.fingerprint[:12]})" for b in self.bases),
+            )
+        return lane.adapter(entry)
+
+    def labels_of(self, task: str, version: int) -> list[str] | None:
+        """The label set of a registered version (from its artifact file; no weights are loaded)."""
+        return read_artifact_meta(self.registry.get(task, version).path).get("labels")
+
+    @property
+    def cache(self) -> dict[str, ServingAdapter]:
+        """Every loaded adaptation, by digest (a snapshot)."""
+        return {k: v for lane in self.lanes for k, v in lane.snapshot().items()}
+
+    def unload(self, digest: str) -> bool:
+        return any([lane.unload(digest) for lane in self.lanes])
+
+    def loaded_bytes(self) -> int:
+        return sum(lane.loaded_bytes() for lane in self.lanes)
+
+    def queue_depth(self) -> int:
+        """Rows waiting for a worker, all bases together (what /healthz reports)."""
+        return sum(lane.queue.qsize() for lane in self.lanes)
+
+    @property
+    def batches(self) -> int:
+        return sum(lane.batches for lane in self.lanes)
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.loaded.set(len(self.cache))
+            self.metrics.loaded_bytes.set(self.loaded_bytes())
+            self.metrics.queue_depth.set(self.queue_depth())
+
+    # ------------------------------------------------------------------ requests
+    def lane_of(self, adapter: ServingAdapter) -> Lane:
+        return self.by_fingerprint[adapter.base.fingerprint] if adapter.base is not None else self.lanes[0]
+
+    def submit(self, work: Work) -> concurrent.futures.Future:
+        return self.lane_of(work.adapter).submit(work)
+
+    def classify(self, adapter: ServingAdapter, texts: list[str]) -> list[torch.Tensor]:
+        """Blocking helper: label scores (calibrated where the artifact says so) for each text."""
+        futures = [self.submit(Work("classify", adapter, t)) for t in texts]
+        return [f.result() for f in futures]
+
+    def generate(self, adapter: ServingAdapter, texts: list[str], max_new: int) -> list[str]:
+        futures = [self.submit(Work("generate", adapter, t, max_new=max_new)) for t in texts]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            lane.close()
+
+
+class Lane:
+    """One base model in a :class:`Service`: its weights as served, its loaded adaptations, its
+    queue and the one worker thread that owns its model. Requests from any thread are queued; the
+    worker takes what arrived within ``max_wait_ms`` (up to ``max_batch`` rows), splits it by
+    weights (the base, or each full fine-tune's private copy) and runs each part as one mixed batch."""
+
+    def __init__(self, service: Service, base: BaseModel):
+        self.service, self.base, self.config = service, base, service.config
         self.lock = threading.RLock()  # the model: held by the worker for a whole batch
         self.cache_lock = threading.RLock()  # the loaded adaptations (self.cache): held briefly
         self.weights = fastweights.resolve(self.config.weights, base.model)
@@ -106,25 +221,12 @@ class Service:
         self.window = arch_facts(base.model).sliding_window
         self._stop = threading.Event()
         self.batches = 0
-        self.worker = threading.Thread(target=self._run, name="adaptlab-batcher", daemon=True)
+        self.worker = threading.Thread(target=self._run, name=f"adaptlab-batcher-{base.name}", daemon=True)
         self.worker.start()
 
     @property
-    def bases(self) -> list[BaseModel]:
-        return [self.base]
-
-    # ------------------------------------------------------------------ names and adapters
-    def resolve(self, name: str) -> tuple[Entry | None, ServingAdapter]:
-        """``model`` field -> (registry entry or None for the base model, adapter)."""
-        if name in BASE_ALIASES or name == self.base.name:
-            return None, self.plain
-        if self.registry is None:
-            raise ServingError(404, "model_not_found", f"unknown model {name!r}: no registry is configured")
-        try:
-            entry = self.registry.resolve(name)
-        except RegistryError as e:
-            raise ServingError(404, "model_not_found", str(e)) from None
-        return entry, self.adapter(entry)
+    def metrics(self):
+        return self.service.metrics
 
     def adapter(self, entry: Entry) -> ServingAdapter:
         # A loaded adaptation is looked up under the cache's own lock only: ``self.lock`` is held by
@@ -141,16 +243,9 @@ class Service:
                 ad = self.cache.get(entry.digest)
             if ad is not None:
                 return ad
-            if entry.fingerprint != self.base.fingerprint:
-                raise ServingError(
-                    409,
-                    "base_model_mismatch",
-                    f"{entry.ref} was made for base model {entry.fingerprint[:12]}, this server runs "
-                    f"{self.base.fingerprint[:12]}",
-                )
             try:
                 if self.config.verify_artifacts:
-                    self.registry.verify(entry)
+                    self.service.registry.verify(entry)
                 art = Artifact.load(entry.path, self.base)
                 ad = from_artifact(art, entry.ref, entry.digest, self.base)
                 if self.config.batching == "swap":
@@ -160,12 +255,8 @@ class Service:
             with self.cache_lock:
                 self.cache[entry.digest] = ad
                 self._evict(keep=entry.digest)
-            self._gauge()
+            self.service._gauge()
             return ad
-
-    def labels_of(self, task: str, version: int) -> list[str] | None:
-        """The label set of a registered version (from its artifact file; no weights are loaded)."""
-        return read_artifact_meta(self.registry.get(task, version).path).get("labels")
 
     def _evict(self, keep: str) -> None:
         cap = self.config.memory_cap_mb * 2**20
@@ -173,38 +264,27 @@ class Service:
             oldest = next(k for k in self.cache if k != keep)
             self.cache.pop(oldest)
 
+    def snapshot(self) -> dict[str, ServingAdapter]:
+        with self.cache_lock:
+            return dict(self.cache)
+
     def unload(self, digest: str) -> bool:
         with self.lock, self.cache_lock:
             gone = self.cache.pop(digest, None) is not None
-            self._gauge()
-            return gone
+        self.service._gauge()
+        return gone
 
     def loaded_bytes(self) -> int:
         with self.cache_lock:
             return sum(a.nbytes for a in self.cache.values())
 
-    def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.loaded.set(len(self.cache))
-            self.metrics.loaded_bytes.set(self.loaded_bytes())
-
-    # ------------------------------------------------------------------ requests
     def submit(self, work: Work) -> concurrent.futures.Future:
         if self._stop.is_set():
             raise ServingError(503, "shutting_down", "the server is shutting down")
         self.queue.put(work)
         if self.metrics is not None:
-            self.metrics.queue_depth.set(self.queue.qsize())
+            self.metrics.queue_depth.set(self.service.queue_depth())
         return work.future
-
-    def classify(self, adapter: ServingAdapter, texts: list[str]) -> list[torch.Tensor]:
-        """Blocking helper: label scores (calibrated where the artifact says so) for each text."""
-        futures = [self.submit(Work("classify", adapter, t)) for t in texts]
-        return [f.result() for f in futures]
-
-    def generate(self, adapter: ServingAdapter, texts: list[str], max_new: int) -> list[str]:
-        futures = [self.submit(Work("generate", adapter, t, max_new=max_new)) for t in texts]
-        return [f.result() for f in futures]
 
     def close(self) -> None:
         self._stop.set()
@@ -227,7 +307,7 @@ class Service:
                 except queue.Empty:
                     break
             if self.metrics is not None:
-                self.metrics.queue_depth.set(self.queue.qsize())
+                self.metrics.queue_depth.set(self.service.queue_depth())
             self._process(items)
         while True:  # fail what is left rather than leave callers waiting forever
             try:
@@ -273,7 +353,7 @@ class Service:
                 if not ad.lead_built:
                     ad.lead = build_lead(model, tok, ad, self.window, self.config.max_prompt_tokens)
                     ad.lead_built = True
-            self._gauge()
+            self.service._gauge()
             ads, ids = with_leads(ads, ids)
         for rows in plan_batches(ads, ids, extra, self.window, self.config.max_batch, decode=op != "classify"):
             lm = mixed_lm(model, [ads[i] for i in rows])
@@ -331,100 +411,3 @@ class Service:
                     for t in generated:
                         w.on_token(t)
                 w.future.set_result(out)
-
-
-class MultiService:
-    """Several base models in one process: one :class:`Service` (its own worker and adapter cache)
-    per base, and one route table. A registry version goes to the service whose base has its
-    fingerprint, so ``TASK@prod`` may move between bases (``adaptlab rebase``) without a restart.
-    Routes use it as they use a :class:`Service`; the first base is the default one."""
-
-    def __init__(self, services: list[Service]):
-        if not services:
-            raise ValueError("no base model to serve")
-        fps = [s.base.fingerprint for s in services]
-        if len(set(fps)) != len(fps):
-            raise ValueError("the same base model twice")
-        self.services = services
-        self.by_fingerprint = {s.base.fingerprint: s for s in services}
-        self.base, self.registry, self.config = services[0].base, services[0].registry, services[0].config
-
-    @property
-    def metrics(self):
-        return self.services[0].metrics
-
-    @metrics.setter
-    def metrics(self, value) -> None:
-        for s in self.services:
-            s.metrics = value
-
-    @property
-    def bases(self) -> list[BaseModel]:
-        return [s.base for s in self.services]
-
-    def resolve(self, name: str) -> tuple[Entry | None, ServingAdapter]:
-        for s in self.services:
-            if name == s.base.name:
-                return None, s.plain
-        if name in BASE_ALIASES or self.registry is None:
-            return self.services[0].resolve(name)
-        try:
-            entry = self.registry.resolve(name)
-        except RegistryError as e:
-            raise ServingError(404, "model_not_found", str(e)) from None
-        service = self.by_fingerprint.get(entry.fingerprint)
-        if service is None:
-            raise ServingError(
-                409,
-                "base_model_mismatch",
-                f"{entry.ref} was made for base model {entry.fingerprint[:12]}; this server runs "
-                + ", ".join(f"{s.base.name} ({s.base.fingerprint[:12]})" for s in self.services),
-            )
-        return entry, service.adapter(entry)
-
-    def _of(self, adapter: ServingAdapter) -> Service:
-        return self.by_fingerprint[adapter.base.fingerprint]
-
-    def submit(self, work: Work) -> concurrent.futures.Future:
-        return self._of(work.adapter).submit(work)
-
-    def classify(self, adapter: ServingAdapter, texts: list[str]) -> list[torch.Tensor]:
-        return self._of(adapter).classify(adapter, texts)
-
-    def generate(self, adapter: ServingAdapter, texts: list[str], max_new: int) -> list[str]:
-        return self._of(adapter).generate(adapter, texts, max_new)
-
-    @property
-    def cache(self) -> dict:
-        return {k: v for s in self.services for k, v in s.cache.items()}
-
-    @property
-    def queue(self):
-        return _Depth(self.services)
-
-    def loaded_bytes(self) -> int:
-        return sum(s.loaded_bytes() for s in self.services)
-
-    def unload(self, digest: str) -> bool:
-        return any([s.unload(digest) for s in self.services])
-
-    def labels_of(self, task: str, version: int) -> list[str] | None:
-        return self.services[0].labels_of(task, version)
-
-    @property
-    def batches(self) -> int:
-        return sum(s.batches for s in self.services)
-
-    def close(self) -> None:
-        for s in self.services:
-            s.close()
-
-
-class _Depth:
-    """The queues of several services as one depth (what /healthz reports)."""
-
-    def __init__(self, services):
-        self.services = services
-
-    def qsize(self) -> int:
-        return sum(s.queue.qsize() for s in self.services)

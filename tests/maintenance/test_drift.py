@@ -10,7 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from adaptlab.maintenance.drift import compare_traffic, drift_for_task, ks, mmd_permutation, psi, vocabulary_of
+from adaptlab.maintenance.drift import (
+    DriftWatch,
+    compare_traffic,
+    drift_for_task,
+    ks,
+    mmd_permutation,
+    psi,
+    vocabulary_of,
+)
 from tests.maintenance.kit import champion
 
 WORDS = ["kiwi", "plum", "pear", "fig", "lime", "leek", "kale", "bean", "corn", "okra", "grape", "mango"]
@@ -136,6 +144,7 @@ def test_the_cli_and_the_server_gauges(served, tmp_path):
     from adaptlab.models.tiny import build_tiny
     from adaptlab.serving import Service
     from adaptlab.serving.app import create_app
+    from adaptlab.serving.http import Metrics
 
     reg, rng = served
     moved = [f"please {s} my crypto wallet refund now" for s in _sentences(rng, NEW, 60, 4, 9)]
@@ -161,13 +170,16 @@ def test_the_cli_and_the_server_gauges(served, tmp_path):
 
     service = Service(build_tiny(), reg)
     try:
-        client = TestClient(create_app(service, auth=False, drift_interval=3600))
+        service.metrics = Metrics()
+        watch = DriftWatch(service, 3600)
+        service.metrics.add_source(watch.text)
+        client = TestClient(create_app(service, auth=False))
         client.get("/metrics")  # starts the computation; the answer has the last values (none yet)
         for _ in range(600):
-            if service.metrics.drift.reports or service.metrics.drift.errors:
+            if watch.reports or watch.errors:
                 break
             time.sleep(0.1)
-        assert service.metrics.drift.errors == {}
+        assert watch.errors == {}
         text = client.get("/metrics").text
         assert 'adaptlab_drift_retrain_due{task="food"} 1' in text and 'signal="unknown_words"' in text
     finally:

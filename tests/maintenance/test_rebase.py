@@ -91,12 +91,11 @@ def test_one_server_process_serves_both_bases(champion, tmp_path):
 
     from adaptlab.serving import Service
     from adaptlab.serving.app import create_app
-    from adaptlab.serving.service import MultiService
 
     reg, train = champion
     reg.register(train("lora", "lora", "--max-steps", "2"), "food", alias="prod")
     _, tiny, llama = _to_llama(reg, tmp_path / "r")
-    service = MultiService([Service(tiny, reg), Service(llama, reg)])
+    service = Service([tiny, llama], reg)
     try:
         client = TestClient(create_app(service, auth=False))
         health = client.get("/healthz").json()
@@ -114,7 +113,7 @@ def test_one_server_process_serves_both_bases(champion, tmp_path):
         r = client.post("/v1/completions", json={"model": llama.name, "prompt": "hi", "max_tokens": 2})
         assert r.status_code == 200 and r.json()["resolved"] == llama.name
         assert {a.base.fingerprint for a in service.cache.values()} == {tiny.fingerprint, llama.fingerprint}
-        only = MultiService([Service(tiny, reg)])
+        only = Service(tiny, reg)
         try:
             with pytest.raises(Exception, match="base_model_mismatch|made for base model"):
                 only.resolve("food@2")

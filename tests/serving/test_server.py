@@ -238,9 +238,9 @@ def test_lru_memory_cap_evicts_least_recently_used(env):
     svc, reg = env["service"], env["reg"]
     cap = svc.config.memory_cap_mb
     try:
-        svc.cache.clear()
+        svc.lanes[0].cache.clear()
         lora, soft, prefix = (svc.resolve(m)[1] for m in ("lora", "soft", "prefix"))
-        svc.cache.clear()
+        svc.lanes[0].cache.clear()
         svc.resolve("lora")
         svc.resolve("soft")
         svc.resolve("lora")  # now soft is the least recently used

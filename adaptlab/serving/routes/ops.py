@@ -25,7 +25,7 @@ async def healthz(request: Request):
         "fingerprint": service.base.fingerprint,
         "base_models": [{"name": b.name, "fingerprint": b.fingerprint} for b in bases],
         "loaded_adapters": len(service.cache),
-        "queue_depth": service.queue.qsize(),
+        "queue_depth": service.queue_depth(),
     }
 
 
