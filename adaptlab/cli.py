@@ -1662,11 +1662,9 @@ def serve_cmd(
     """OpenAI-compatible server for every registered adaptation of one base model (or several: --model A,B)."""
     import uvicorn
 
-    from adaptlab.maintenance.drift import DriftWatch
     from adaptlab.models.base import load_base, resolve_device
-    from adaptlab.serving import ServeConfig, Service
+    from adaptlab.serving import ServeConfig
     from adaptlab.serving.app import create_app
-    from adaptlab.serving.http import Metrics
     from adaptlab.utils import set_torch_threads
 
     try:
@@ -1683,10 +1681,7 @@ def serve_cmd(
         set_torch_threads()
         names = [m.strip() for m in model.split(",") if m.strip()]
         bases = [load_base(m, device=resolve_device(device)) for m in names]
-        service = Service(bases, reg, config)
-        service.metrics = Metrics()
-        if drift_interval > 0:
-            service.metrics.add_source(DriftWatch(service, drift_interval).text)
+        service = _service_with_gauges(bases, reg, config, drift_interval)
         app_ = create_app(service, auth=not no_auth, max_body_bytes=max_body_kb * 1024)
         if ui:
             from adaptlab.ui.app import include_ui
@@ -1716,6 +1711,19 @@ def serve_cmd(
     )
     uvicorn.run(app_, host=host, port=port, log_level="warning")
     service.close()
+
+
+def _service_with_gauges(bases, reg, config, drift_interval: float):
+    """The serving core over ``bases``, its /metrics with the drift gauges when ``drift_interval`` > 0
+    (registered here, so the serving package imports nothing from maintenance)."""
+    from adaptlab.maintenance.drift import DriftWatch
+    from adaptlab.serving import Service
+    from adaptlab.serving.http import Metrics
+
+    service = Service(bases, reg, config, metrics=Metrics())
+    if drift_interval > 0:
+        service.metrics.add_source(DriftWatch(service, drift_interval).text)
+    return service
 
 
 @app.command("ui")
