@@ -1624,7 +1624,10 @@ def serve_cmd(
     port: int = typer.Option(8000, help="Port."),
     registry: Path | None = REGISTRY_OPT,
     max_batch: int = typer.Option(16, help="Most rows in one forward pass."),
-    max_wait_ms: float = typer.Option(10.0, help="How long the batcher waits to fill a batch."),
+    max_wait_ms: float = typer.Option(
+        10.0, help="The batcher closes a batch when no request came for this long (milliseconds)..."
+    ),
+    max_gather_ms: float = typer.Option(100.0, help="... or when it has gathered for this long (milliseconds)."),
     memory_cap_mb: float = typer.Option(4096.0, help="Loaded adapters above this are unloaded, least recent first."),
     max_new_tokens: int = typer.Option(256, help="Largest max_tokens a request may ask for."),
     max_body_kb: int = typer.Option(1024, help="Largest request body."),
@@ -1671,6 +1674,7 @@ def serve_cmd(
         config = ServeConfig(
             max_batch=max_batch,
             max_wait_ms=max_wait_ms,
+            max_gather_ms=max_gather_ms,
             memory_cap_mb=memory_cap_mb,
             max_new_tokens=max_new_tokens,
             batching=batching,

@@ -2,7 +2,7 @@
 
 A :class:`Service` serves one or several base models, each through a :class:`Lane` whose one
 worker thread owns that base's model. Requests from any thread are queued; the worker takes what
-arrived within ``max_wait_ms`` (up to ``max_batch`` rows), splits it by weights (the base model,
+arrives while requests keep coming (up to ``max_batch`` rows), splits it by weights (the base model,
 or each full fine-tune's private copy) and runs each part as one mixed batch. No adaptation
 ever changes the base model, so loading an artifact needs no coordination with forward passes
 beyond the adapter cache's own lock.
@@ -53,7 +53,8 @@ class ServingError(Exception):
 @dataclasses.dataclass
 class ServeConfig:
     max_batch: int = 16
-    max_wait_ms: float = 10.0
+    max_wait_ms: float = 10.0  # a batch closes when no request came for this long ...
+    max_gather_ms: float = 100.0  # ... or when it has gathered for this long
     memory_cap_mb: float = 4096.0
     max_prompt_tokens: int = 1024
     max_new_tokens: int = 256
@@ -68,6 +69,8 @@ class ServeConfig:
             raise ValueError(f"max_batch={self.max_batch}: must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms={self.max_wait_ms}: must be >= 0")
+        if self.max_gather_ms < self.max_wait_ms:
+            raise ValueError(f"max_gather_ms={self.max_gather_ms}: must be >= max_wait_ms ({self.max_wait_ms})")
         if self.memory_cap_mb <= 0:
             raise ValueError(f"memory_cap_mb={self.memory_cap_mb}: must be > 0")
         if self.batching not in ("mixed", "swap"):
@@ -206,7 +209,8 @@ class Service:
 class Lane:
     """One base model in a :class:`Service`: its weights as served, its loaded adaptations, its
     queue and the one worker thread that owns its model. Requests from any thread are queued; the
-    worker takes what arrived within ``max_wait_ms`` (up to ``max_batch`` rows), splits it by
+    worker takes what arrives while requests keep coming (``max_wait_ms`` apart, for at most
+    ``max_gather_ms``; up to ``max_batch`` rows), splits it by
     weights (the base, or each full fine-tune's private copy) and runs each part as one mixed batch."""
 
     def __init__(self, service: Service, base: BaseModel):
@@ -298,14 +302,7 @@ class Lane:
                 first = self.queue.get(timeout=0.05)
             except queue.Empty:
                 continue
-            items = [first]
-            deadline = time.monotonic() + self.config.max_wait_ms / 1000
-            while len(items) < self.config.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    items.append(self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = self._gather(first)
             if self.metrics is not None:
                 self.metrics.queue_depth.set(self.service.queue_depth())
             self._process(items)
@@ -314,6 +311,24 @@ class Lane:
                 self.queue.get_nowait().future.set_exception(ServingError(503, "shutting_down", "server stopped"))
             except queue.Empty:
                 break
+
+    def _gather(self, first: Work) -> list[Work]:
+        """A batch: what arrives while requests keep coming (each one extends the wait by
+        ``max_wait_ms``), for at most ``max_gather_ms``. A fixed window closed batches early: when
+        a batch of 16 answers, its clients' next requests come back over some tens of
+        milliseconds, and over HTTP a 20 ms window took 9-13 of them (bench/probe_http_batches.py)."""
+        items = [first]
+        now = time.monotonic()
+        end = now + self.config.max_gather_ms / 1000
+        quiet = now + self.config.max_wait_ms / 1000
+        while len(items) < self.config.max_batch:
+            left = min(quiet, end) - time.monotonic()
+            try:
+                items.append(self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait())
+            except queue.Empty:
+                break
+            quiet = time.monotonic() + self.config.max_wait_ms / 1000
+        return items
 
     def _group_key(self, w: Work) -> tuple:
         key = (w.adapter.weights, w.op)

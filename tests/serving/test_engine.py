@@ -197,3 +197,36 @@ def test_no_lead_when_it_is_too_short_or_too_long():
     assert lead.ids == wide.tokenizer("x" * 80)["input_ids"][:-1] and lead.view.contribution.prefix.shape[2] == len(
         lead.ids
     )
+
+
+def test_a_batch_gathers_while_requests_keep_coming():
+    """Requests 40 ms apart, 8 of them (280 ms in all) join one batch when the quiet gap is 200 ms:
+    a fixed 200 ms window would have cut them in two. A lone request waits only the gap."""
+    import threading
+    import time
+
+    from adaptlab.serving import ServeConfig, Service
+    from adaptlab.serving.service import Work
+
+    base = build_tiny()
+    service = Service(base, None, ServeConfig(max_batch=16, max_wait_ms=200, max_gather_ms=5000))
+    try:
+        plain = service.lanes[0].plain
+        futures = []
+
+        def client():
+            for i in range(8):
+                futures.append(service.submit(Work("generate", plain, f"row {i}", max_new=1)))
+                time.sleep(0.04)
+
+        t = threading.Thread(target=client)
+        t.start()
+        t.join()
+        for f in futures:
+            f.result(timeout=60)
+        assert service.batches == 1
+        t0 = time.monotonic()
+        service.submit(Work("generate", plain, "alone", max_new=1)).result(timeout=60)
+        assert service.batches == 2 and time.monotonic() - t0 < 5
+    finally:
+        service.close()
