@@ -127,7 +127,47 @@ def lora_rows(base, machine, shape, prompts, kind: str) -> list[dict]:
     return rows
 
 
-def label_sets() -> dict[str, tuple[list[str], list[str]]]:
+def quality_rows(base, folder: Path, rows: int = 64, new: int = 32) -> list[dict]:
+    """What each weight kind costs on a task metric: E2E test rows through 8 trained generation
+    LoRAs (each row another, the served path: ``mixed_lm`` + ``generate_rows``, batches of 16),
+    greedy, ROUGE-L against the row's reference, and texts equal to fp32's."""
+    from adaptlab.data.splits import subsample
+    from adaptlab.evaluation.text_metrics import rouge_l
+    from adaptlab.serving.adapters import from_artifact
+    from adaptlab.serving.engine import encode_rows, generate_rows, mixed_lm
+    from adaptlab.strategies.base import Artifact
+
+    folders = sorted(p for p in folder.iterdir() if p.is_dir())[:8] if folder.is_dir() else []
+    if not folders:
+        print(f"quality: no trained LoRAs under {folder} (bench/serving_field.py trains them): skipped")
+        return []
+    tok = base.tokenizer
+    ads = [from_artifact(Artifact.load(f, base), f.name, f.name, base) for f in folders]
+    examples = subsample(load_task("e2e_nlg").test, n=rows, seed=1).examples
+    per_row = [ads[i % len(ads)] for i in range(rows)]
+    ids = encode_rows(tok, per_row, [e.text for e in examples], 512)
+    out, ref = [], None
+    for kind in KINDS:
+        model = fastweights.inference_model(base.model, kind)
+        texts = []
+        for s in range(0, rows, 16):
+            lm = mixed_lm(model, per_row[s : s + 16])
+            texts += [
+                tok.decode(d.tokens, skip_special_tokens=True).strip()
+                for d in generate_rows(lm, tok, ids[s : s + 16], [new] * len(ids[s : s + 16]))
+            ]
+        ref = texts if ref is None else ref
+        score = sum(rouge_l(t, e.label) for t, e in zip(texts, examples)) / rows
+        row = {"kind": kind, "adapters": len(ads), "rows": rows, "rougeL": round(score, 4)}
+        row["same_as_fp32"] = f"{sum(a == b for a, b in zip(texts, ref))}/{rows}"
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    for row in out:
+        row["delta_vs_fp32"] = round(row["rougeL"] - out[0]["rougeL"], 4)
+    return out
+
+
+def label_sets() -> dict[str, tuple[list[str], list[str], list[str] | None]]:
     demo = as_task_data("test")
     bank = load_task("banking77").test
     rng = random.Random(0)
@@ -150,16 +190,20 @@ def label_sets() -> dict[str, tuple[list[str], list[str]]]:
     verbs = ["change", "check", "cancel", "dispute", "report", "activate", "close", "open", "update", "verify"]
     many = sorted({f"{rng.choice(verbs)}_{rng.choice(words)}_{rng.choice(words)}" for _ in range(400)})[:150]
     return {
-        "demo (12 labels)": ([e.text for e in demo.examples[:64]], demo.labels),
-        "Banking77 (77 labels)": ([e.text for e in bank.examples[:64]], bank.labels),
-        "150 labels (written here)": ([e.text for e in bank.examples[64:128]], many),
+        "demo (12 labels)": ([e.text for e in demo.examples[:64]], demo.labels, [e.label for e in demo.examples[:64]]),
+        "Banking77 (77 labels)": (
+            [e.text for e in bank.examples[:64]],
+            bank.labels,
+            [e.label for e in bank.examples[:64]],
+        ),
+        "150 labels (written here)": ([e.text for e in bank.examples[64:128]], many, None),
     }
 
 
 def scoring_rows(base, machine, shape) -> list[dict]:
     rows = []
     tok = base.tokenizer
-    for name, (texts, labels) in label_sets().items():
+    for name, (texts, labels, gold) in label_sets().items():
         prompts = [DEFAULT_CLASSIFICATION.render(t, labels) for t in texts]
         label_texts = DEFAULT_CLASSIFICATION.label_texts(labels)
         trie = LabelTrie(encode_labels(tok, label_texts), "cpu")
@@ -182,6 +226,8 @@ def scoring_rows(base, machine, shape) -> list[dict]:
             row |= {"rows_per_s": round(len(texts) / secs, 2), "limit_rows_per_s": round(len(texts) / limit, 2)}
             row["fraction_of_limit"] = round(limit / secs, 3)
             row["labels_as_fp32"] = f"{int((pred == ref).sum())}/{len(texts)}"
+            if gold is not None:  # zero-shot accuracy of the base model: what the kind costs on the metric
+                row["accuracy"] = round(sum(labels[int(i)] == g for i, g in zip(pred, gold)) / len(gold), 4)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -202,7 +248,10 @@ def report(rec: dict) -> str:
         f"torch {rec['versions'].get('torch')}, transformers {rec['versions'].get('transformers')}  ",
         f"Roofline measured in the same run: fp32 {m['gflops']['fp32']} GFLOP/s, "
         + ", ".join(f"{k} {v}" for k, v in m["gflops"].items() if k != "fp32")
-        + f" GFLOP/s; memory read {m['bandwidth_gbs']} GB/s. {rec['beside']}",
+        + f" GFLOP/s; memory read {m['bandwidth_gbs']} GB/s. {rec['beside']}  ",
+        "Sections measured in this run: "
+        + ", ".join(rec.get("sections_run", ["decode", "lora", "scoring"]))
+        + " (any other section is from the previous run, against that run's roofline).",
         "",
         f"## Decode (Gemma 3 270M, E2E inputs, {NEW} greedy tokens, base model)",
         "",
@@ -229,9 +278,15 @@ def report(rec: dict) -> str:
         "## Classification scoring (score_labels, 64 rows, batch 8)",
         "",
         *table(
-            rec["scoring"], ["labels", "kind", "rows_per_s", "limit_rows_per_s", "fraction_of_limit", "labels_as_fp32"]
+            rec["scoring"],
+            ["labels", "kind", "rows_per_s", "limit_rows_per_s", "fraction_of_limit", "labels_as_fp32", "accuracy"],
         ),
         "",
+        "## Quality of each kind on a task metric (E2E, 8 trained LoRAs, each row another, 32 greedy tokens)",
+        "",
+        *table(rec.get("quality", []), ["kind", "adapters", "rows", "rougeL", "delta_vs_fp32", "same_as_fp32"]),
+        "",
+        *rec.get("notes", []),
     ]
     return "\n".join(lines)
 
@@ -241,10 +296,20 @@ def main() -> None:
     ap.add_argument("--out", default="docs/results/engine")
     ap.add_argument("--beside", default="Nothing else ran on the cores.")
     ap.add_argument("--summarize", action="store_true", help="Rewrite the Markdown from the JSON only.")
+    ap.add_argument(
+        "--loras",
+        type=Path,
+        default=Path("runs/bench_serving_field/gemma-3-270m-generate"),
+        help="Trained generation LoRAs for the quality rows (bench/serving_field.py writes them).",
+    )
+    ap.add_argument("--only", default="decode,lora,scoring,quality", help="Sections to run (the rest kept from --out).")
     a = ap.parse_args()
     out = Path(a.out)
     if a.summarize:
-        out.with_suffix(".md").write_text(report(json.loads(out.with_suffix(".json").read_text())))
+        rec = json.loads(out.with_suffix(".json").read_text())
+        notes = out.parent / (out.name + "_notes.md")
+        rec["notes"] = notes.read_text().splitlines() if notes.exists() else []
+        out.with_suffix(".md").write_text(report(rec))
         return
     set_torch_threads()
     torch.set_grad_enabled(False)
@@ -265,11 +330,23 @@ def main() -> None:
         "model": {"name": shape.name, "layer_params": shape.layer_params, "head_params": shape.head_params},
         "auto": fastweights.resolve("auto", base.model),
     }
-    rec["decode"] = decode_rows(base, machine, shape, prompts)
-    rec["lora"] = lora_rows(base, machine, shape, prompts, "fp32") + lora_rows(
-        base, machine, shape, prompts, rec["auto"]
-    )
-    rec["scoring"] = scoring_rows(base, machine, shape)
+    only = set(a.only.split(","))
+    rec["sections_run"] = [k for k in ("decode", "lora", "scoring", "quality") if k in only]
+    if out.with_suffix(".json").exists():  # sections not run this time keep their last numbers
+        old = json.loads(out.with_suffix(".json").read_text())
+        rec |= {k: old[k] for k in ("decode", "lora", "scoring", "quality") if k in old and k not in only}
+    if "decode" in only:
+        rec["decode"] = decode_rows(base, machine, shape, prompts)
+    if "lora" in only:
+        rec["lora"] = lora_rows(base, machine, shape, prompts, "fp32") + lora_rows(
+            base, machine, shape, prompts, rec["auto"]
+        )
+    if "scoring" in only:
+        rec["scoring"] = scoring_rows(base, machine, shape)
+    if "quality" in only:
+        rec["quality"] = quality_rows(base, a.loras)
+    notes = out.parent / (out.name + "_notes.md")
+    rec["notes"] = notes.read_text().splitlines() if notes.exists() else []
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rec, indent=1))
     out.with_suffix(".md").write_text(report(rec))

@@ -245,6 +245,9 @@ def main() -> None:
         f"{r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} | {r['ok']}/{r['requests']} | {r.get('same_as_alone', '-')} |"
         for r in rows
     ]
+    notes = a.out.parent / (a.out.name + "_notes.md")  # the reading, written by hand, kept across runs
+    if notes.exists():
+        md += ["", notes.read_text().rstrip()]
     a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
