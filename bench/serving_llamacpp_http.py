@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -58,7 +59,7 @@ class LlamaServer(Server):
             "-c",
             str(parallel * ctx_per_slot),
             "-t",
-            "2",
+            str(len(os.sched_getaffinity(0))),  # one thread per core it may use (taskset: half speed)
             "--log-disable",
         ]
         for a in adapters:
