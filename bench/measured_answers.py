@@ -19,6 +19,7 @@ the table to docs/results/measured_answers.md. The compare commands are those of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -69,12 +70,41 @@ JOBS = {
         ],
         "compare_viggo_smollm2",
     ),
+    # Two local bases and an endpoint in one compare: every local strategy on each base
+    # (STRATEGY@BASE) and the prompt strategies on llama.cpp's server on loopback ({endpoint} is
+    # filled in when the server is up; bench/compare_hosted.py prices it as a small hosted model).
+    "fpb_two_bases_endpoint": (
+        [
+            "--data",
+            "financial_phrasebank",
+            "--model",
+            "gemma-3-270m,smollm2-135m-instruct",
+            "--endpoint",
+            "{endpoint}",
+            "--train-sizes",
+            "32,128",
+            "--test-limit",
+            "200",
+            "--volume",
+            "1M/month",
+            "--no-forgetting",
+            "--fragility-k",
+            "0",
+            "--consistency-examples",
+            "0",
+        ],
+        None,
+    ),
 }
 
 
 def run(job: str, budget: str, half: bool, out: Path, beside: str) -> dict:
     args, grid = JOBS[job]
-    proc, common = launch(args, budget, half, out)
+    if "{endpoint}" in args:
+        with hosted_endpoint() as endpoint:
+            proc, common = launch([endpoint if a == "{endpoint}" else a for a in args], budget, half, out)
+    else:
+        proc, common = launch(args, budget, half, out)
     from adaptlab.compare.config import parse_budget
 
     row = {
@@ -89,6 +119,25 @@ def run(job: str, budget: str, half: bool, out: Path, beside: str) -> dict:
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         return row
     return {**row, **judge(out), **agreement(out, grid)}
+
+
+@contextlib.contextmanager
+def hosted_endpoint():
+    """llama-server with SmolLM2-135M-Instruct on loopback, as bench/compare_hosted.py starts it (its
+    chat template, answers parsed into labels, priced as a small hosted model); yields the
+    ``--endpoint`` value."""
+    from compare_hosted import hosted_gguf
+    from llamacpp_kit import llama_server_binary
+    from serving_llamacpp_http import LlamaServer
+
+    name = "smollm2-135m-instruct"
+    server = LlamaServer(
+        llama_server_binary(), hosted_gguf(name), [], parallel=4, ctx_per_slot=2048, extra=["--alias", name]
+    )
+    try:
+        yield f"hosted={server.url}/v1,model={name},in=0.15,out=0.6,concurrency=4,chat=true,mode=parse"
+    finally:
+        server.stop()
 
 
 def agreement(out: Path, grid: str | None) -> dict:

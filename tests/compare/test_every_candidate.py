@@ -351,3 +351,36 @@ def test_a_first_look_that_cannot_finish_beside_the_reserve_waits_for_a_late_loo
     named = [n for n in race_file["never_run"] if n["strategy"] == "few_shot"]
     assert looked_late or named
     assert spent <= need["s"] * 1.05
+
+
+def test_when_the_leaders_run_at_the_target_no_longer_fits_another_candidate_is_measured_there(tmp_path, monkeypatch):
+    """Financial PhraseBank on two bases and an endpoint: the leader's run at the target was
+    re-estimated past the time left, tried, cut at the budget's end, and the answer stayed at the
+    smallest size. The best-predicted candidate whose own run at the target fits is measured there
+    instead, and the answer rests on the user's size."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    need = {}
+    real_check = AdaptivePicker.check_budget
+
+    def probe(self):
+        need["s"] = self.need(self.candidates())
+        real_check(self)
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    monkeypatch.setattr(AdaptivePicker, "check_budget", real_check)
+    real_seconds = AdaptivePicker.seconds
+
+    def dearer(self, spec):  # after the plan, the leader's run at the target is re-estimated 20 times dearer
+        s = real_seconds(self, spec)
+        lead = self.leader()
+        return s * 20 if self.first_est and spec.train_size == self.target and spec.strategy == lead else s
+
+    monkeypatch.setattr(AdaptivePicker, "seconds", dearer)
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 1.0, need["s"] * 1.5, "dearer")
+    at_target = [r for r in res["results"] if r["run"]["train_size"] == 360]
+    assert at_target, res["finished"]
+    best = recommend(res["results"], Constraints())
+    assert best.target == 360 and not best.ranked[0]["predicted"]
+    assert spent <= need["s"] * 1.5 * 1.05
