@@ -1704,9 +1704,7 @@ def serve_cmd(
             )
         for name in filter(None, (p.strip() for p in preload.split(","))):
             service.resolve(name)
-    except (ValueError, *_registry_errors()) as err:
-        _fail(err)
-    except Exception as err:  # noqa: BLE001 - ServingError from preload
+    except Exception as err:  # noqa: BLE001 - bad settings, registry errors, ServingError from preload
         _fail(err)
     console.print(
         f"serving {', '.join(b.name for b in bases)} + {len(reg.tasks())} tasks on http://{host}:{port}/v1 "
