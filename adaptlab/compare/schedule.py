@@ -17,7 +17,8 @@
    compare promised must not lose its place for that (its time limit still protects the reserve). No run may eat into it; when the next promotion does not fit, the race stops
    there and the reserved run is made. When the leader's run, re-estimated, no longer fits what is
    left, the best-predicted candidate whose own run at the target fits is measured there instead,
-   so the answer always rests on a measurement at the user's size.
+   so the answer always rests on a measurement at the user's size; the time held for the leader's
+   run is then free, and first looks that missed round one are made in it.
 4. **A budget that cannot fit step 1 and step 3 is said before anything runs**, with the budget
    that would fit. By default the compare then keeps the cheapest candidate of each family
    (prompt-only, learned prompt, adapter, full weights) on each base and endpoint, leaves out the
@@ -262,6 +263,8 @@ class AdaptivePicker:
             return max((self._target_seconds(c) for c in self.candidates() if self.at_target(c) != but), default=0.0)
         run = self.at_target(lead)
         held = self.finish_seconds(lead)
+        if self.standing_in in done:  # measured in place of the leader's run, which no longer fitted
+            return max(held, self.finish_seconds(done[self.standing_in].strategy))
         if run is not None and run.id not in done and run != but:
             held += self.seconds(run)
         return held
@@ -363,7 +366,7 @@ class AdaptivePicker:
                 f"left, and cut at the budget's end",
             )
         target_run = self.at_target(lead) if lead else None
-        if pick is None and target_run is not None and target_run.id in done:
+        if pick is None and ((target_run is not None and target_run.id in done) or self.standing_in in done):
             pick = self._late_look(done, spent)
         return pick
 

@@ -384,3 +384,42 @@ def test_when_the_leaders_run_at_the_target_no_longer_fits_another_candidate_is_
     best = recommend(res["results"], Constraints())
     assert best.target == 360 and not best.ranked[0]["predicted"]
     assert spent <= need["s"] * 1.5 * 1.05
+
+
+
+def test_after_a_stand_in_is_measured_the_first_looks_that_missed_round_one_are_made(tmp_path, monkeypatch):
+    """AG News at 500, half speed, 19m: the first looks ran long, LoRA's and prefix's did not fit beside
+    the time held for the winner; full led, its run at the target (978 s) did not fit, few-shot was
+    measured there in its place, and the compare ended at 47% of its budget with LoRA and prefix
+    never run. Once a stand-in is measured, the time held for the leader's run is free (that run no
+    longer fits): the first looks that missed round one are made in it."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    need = {}
+    real_check = AdaptivePicker.check_budget
+
+    def probe(self):
+        need["s"] = self.need(self.candidates())
+        real_check(self)
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    monkeypatch.setattr(AdaptivePicker, "check_budget", real_check)
+    real_seconds = AdaptivePicker.seconds
+
+    def dearer(self, spec):  # after round one, the leader's run at the target is re-estimated 20 times dearer
+        s = real_seconds(self, spec)
+        lead = self.leader()
+        return s * 20 if self.first_est and spec.train_size == self.target and spec.strategy == lead else s
+
+    monkeypatch.setattr(AdaptivePicker, "seconds", dearer)
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 0.5, need["s"] * 1.35, "slow")
+    ran = res["finished"]
+    stand_in = next(i for i, r in enumerate(ran) if "-n360-" in r)
+    before = {r.split("-")[0] for r in ran[:stand_in]}
+    late = {r.split("-")[0] for r in ran[stand_in + 1 :]} - before
+    assert before < set(STRATEGIES), ran  # round one ran long: some first looks missed it
+    assert late, ran  # and are made after the stand-in
+    assert spent <= need["s"] * 1.35 * 1.05
+    best = recommend(res["results"], Constraints())
+    assert best.target == 360 and not best.ranked[0]["predicted"]
