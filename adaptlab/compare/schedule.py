@@ -14,11 +14,12 @@
    target run among the candidates (whichever leads must be measurable at the user's size); after,
    the leader's own. Round one keeps the estimates the budget was accepted on (its first looks and
    that reserve): rates measured by the first looks move every estimate, and a first look the
-   compare promised must not lose its place for that (its time limit still protects the reserve). No run may eat into it; when the next promotion does not fit, the race stops
-   there and the reserved run is made. When the leader's run, re-estimated, no longer fits what is
-   left, the best-predicted candidate whose own run at the target fits is measured there instead,
-   so the answer always rests on a measurement at the user's size; the time held for the leader's
-   run is then free, and first looks that missed round one are made in it.
+   compare promised must not lose its place for that (its time limit still protects the reserve).
+   No run may eat into the reserve; when the next promotion does not fit, the race stops there and
+   the reserved run is made. When the leader's run, re-estimated, no longer fits what is left, the
+   best-predicted candidate whose own run at the target fits is measured there instead, so the
+   answer always rests on a measurement at the user's size. Either way the reserve is then free:
+   first looks that missed round one are made in it, then the race goes on while its next run fits.
 4. **A budget that cannot fit step 1 and step 3 is said before anything runs**, with the budget
    that would fit. By default the compare then keeps the cheapest candidate of each family
    (prompt-only, learned prompt, adapter, full weights) on each base and endpoint, leaves out the
@@ -80,7 +81,7 @@ class AdaptivePicker:
         for s in load_skipped(out):
             if s.get("cut"):
                 self._cut(s["id"])
-        self.stopped = False  # the race's next promotion did not fit: only the reserved run may follow
+        self.stopped = False  # the next promotion did not fit: the reserved run, then late looks (_race_on)
         self.state = None
         self._done: dict = {}
         self.held_at_start: float | None = None  # the reserve when the budget was accepted (round one holds it)
@@ -339,6 +340,12 @@ class AdaptivePicker:
             todo = [(s, why) for s, why in self.state.candidates if s.id not in self.cut | self.unfit]
         lead = self.leader()
         lead_target = lead_run = self.at_target(lead) if lead else None
+        # The winner is measured at the target (or a stand-in in its place): a first look that did not
+        # fit round one comes before any further promotion, so every candidate is measured first.
+        measured = (lead_target is not None and lead_target.id in done) or self.standing_in in done
+        late = self._late_look(done, spent) if measured else None
+        if late is not None:
+            return late
         if lead_run is not None and (lead_run.id in done or lead_run.id in self.cut):
             lead_run = None
         pick = todo[0] if todo and not self.stopped else None
@@ -365,10 +372,19 @@ class AdaptivePicker:
                 f"but without it nothing is measured at the user's size: it is tried in the time "
                 f"left, and cut at the budget's end",
             )
-        target_run = self.at_target(lead) if lead else None
-        if pick is None and ((target_run is not None and target_run.id in done) or self.standing_in in done):
-            pick = self._late_look(done, spent)
+        if pick is None and measured:
+            pick = self._race_on(todo, spent, done)
         return pick
+
+    def _race_on(self, todo: list, spent: float, done: dict):
+        """The race stopped to keep the winner's run (AG News at 1000, 38m: a first look did not fit
+        beside it), the winner is measured at the target and every late look made, and minutes are
+        left (13 of 38 there, with six challengers predicted from one size): the race's next run,
+        when it fits, is made after all, so the time goes to what can still change the answer."""
+        if not self.stopped or not todo or not self._fits(todo[0][0], spent, done):
+            return None
+        spec, why = todo[0]
+        return spec, f"the winner is measured at the target and its reserve is free: {why}"
 
     def _stand_in(self, done: dict, spent: float, lead: str):
         """The leader's run at the target no longer fits (Financial PhraseBank on two bases and an

@@ -423,3 +423,37 @@ def test_after_a_stand_in_is_measured_the_first_looks_that_missed_round_one_are_
     assert spent <= need["s"] * 1.35 * 1.05
     best = recommend(res["results"], Constraints())
     assert best.target == 360 and not best.ranked[0]["predicted"]
+
+
+def test_after_the_winner_and_the_late_looks_the_race_goes_on_in_the_time_left(tmp_path, monkeypatch):
+    """AG News at 1000, 38m: prompt search's first look did not fit round one beside the time held for
+    the winner, so the race stopped; LoRA was measured at the target, prompt search's look was made
+    late, and the compare ended with 13 of 38 minutes unused and six challengers predicted from one
+    size. Once the winner is measured and the late looks made, the race goes on while its next run
+    fits."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    need = {}
+    real_check = AdaptivePicker.check_budget
+
+    def probe(self):
+        need["s"] = self.need(self.candidates())
+        real_check(self)
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+
+    def planned_dear(self):  # the plan's estimate of few-shot's first look does not fit round one
+        real_check(self)
+        self.first_est["few_shot"] = 1e3
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", planned_dear)
+    budget = need["s"] * 2
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 1.0, budget, "late")
+    ran = res["finished"]
+    target = next(i for i, r in enumerate(ran) if "-n360-" in r)
+    assert not any(r.startswith("few_shot-") for r in ran[:target]), ran
+    late = next(i for i, r in enumerate(ran) if r.startswith("few_shot-"))  # looked at after the winner
+    assert late == target + 1, ran  # before any further promotion
+    assert ran[late + 1 :], ran  # and the race went on in the time left
+    assert spent <= budget * 1.05
