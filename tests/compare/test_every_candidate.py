@@ -386,7 +386,6 @@ def test_when_the_leaders_run_at_the_target_no_longer_fits_another_candidate_is_
     assert spent <= need["s"] * 1.5 * 1.05
 
 
-
 def test_after_a_stand_in_is_measured_the_first_looks_that_missed_round_one_are_made(tmp_path, monkeypatch):
     """AG News at 500, half speed, 19m: the first looks ran long, LoRA's and prefix's did not fit beside
     the time held for the winner; full led, its run at the target (978 s) did not fit, few-shot was
