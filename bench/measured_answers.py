@@ -113,12 +113,20 @@ def run(job: str, budget: str, half: bool, out: Path, beside: str) -> dict:
         "budget_s": parse_budget(budget),
         "beside": beside,
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": commit(),
         "full_grid": grid_answer(grid),
     }
     if proc.returncode != 0:
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         return row
     return {**row, **judge(out), **agreement(out, grid)}
+
+
+def commit() -> str:
+    """The code a row was measured with (rows made before the schedule fixes read differently)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "adaptlab"], cwd=ROOT).returncode
+    return out.stdout.strip() + ("+changes" if dirty else "")
 
 
 @contextlib.contextmanager
@@ -226,6 +234,10 @@ def rejudge(job: str, budget: str, half: bool) -> None:
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def when(row: dict) -> str:
+    return f"{row.get('date', '-')}" + (f" ({row['commit']})" if row.get("commit") else "")
+
+
 def summarize() -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     lines = [
@@ -234,17 +246,19 @@ def summarize() -> None:
         "Produced by `python bench/measured_answers.py JOB --budget B [--half-speed] [--beside TEXT]`, one "
         "compare at a time, model Gemma 3 270M unless the command names another; wall time is the whole "
         "command (model load, tuning, runs, final measurements, report). `beside`: what else ran on the 2 "
-        "cores meanwhile.",
+        "cores meanwhile. `run at (commit)`: when the row ended and the commit it ran with (for rows made "
+        "before this column, the last commit before that time); the schedule changed between rows, so a "
+        "row is only comparable with rows of the same commit or later.",
         "",
         "| data | budget | slowdown | candidates measured / asked | both sides | recommended | winner measured "
-        "at target | decided or tied (rule) | wall / budget | full grid | beside | decision |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "at target | decided or tied (rule) | wall / budget | full grid | beside | run at (commit) | decision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.get("error"):
             lines.append(
                 f"| {r['data']} | {r['budget']} | {r['slowdown']} | refused: {' '.join(r['error'])} | | | "
-                f"| | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | |"
+                f"| | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | {when(r)} | |"
             )
             continue
         left = f" (left out: {', '.join(r['left_out'])})" if r["left_out"] else ""
@@ -257,7 +271,8 @@ def summarize() -> None:
             f"{'yes' if r['both_sides'] else '**no**'} | {r['recommended']} (at {r['ranked_at']}, {r['metric']} "
             f"{r['quality']:.3f}) | {'yes' if r['measured_at_target'] else '**no**'} | {r['state']}"
             f"{' (' + r['rule'] + ')' if r['rule'] else ''} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
-            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {r['decision']}{again} |"
+            f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {when(r)} | "
+            f"{r['decision']}{again} |"
         )
     TABLE.write_text("\n".join(lines) + "\n")
 
