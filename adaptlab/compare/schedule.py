@@ -85,7 +85,7 @@ class AdaptivePicker:
         for s in load_skipped(out):
             if s.get("cut"):
                 self._cut(s["id"])
-        self.stopped = False  # the next promotion did not fit: the reserved run, then late looks (_race_on)
+        self.stopped = False  # the next promotion did not fit: the reserved run, late looks, then _race_on
         self.state = None
         self._done: dict = {}
         self.held_at_start: float | None = None  # the reserve when the budget was accepted (round one holds it)
