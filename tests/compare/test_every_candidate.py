@@ -13,6 +13,38 @@ from .synthetic import rec
 from .test_dependable import STRATEGIES, _cfg, _compare, _fake
 
 
+def _planned_need(tmp_path, monkeypatch) -> float:
+    """Seconds the plan says a first look at every candidate and the winner's run need (read off an
+    unlimited compare of the same plan)."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    need = {}
+    real = AdaptivePicker.check_budget
+
+    def probe(self):
+        need["s"] = self.need(self.candidates())
+        real(self)
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
+    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    monkeypatch.setattr(AdaptivePicker, "check_budget", real)
+    return need["s"]
+
+
+def _leader_target_dearer(monkeypatch, factor: float = 20.0) -> None:
+    """After the plan, the leader's run at the target is re-estimated ``factor`` times dearer."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    real_seconds = AdaptivePicker.seconds
+
+    def dearer(self, spec):
+        s = real_seconds(self, spec)
+        lead = self.leader()
+        return s * factor if self.first_est and spec.train_size == self.target and spec.strategy == lead else s
+
+    monkeypatch.setattr(AdaptivePicker, "seconds", dearer)
+
+
 def test_every_candidate_gets_a_first_look_before_any_second_run(tmp_path, monkeypatch):
     res, race_file, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "all")
     first = res["finished"][: len(STRATEGIES)]
@@ -273,17 +305,8 @@ def test_a_prompt_that_leads_within_the_noise_is_settled_by_prompting_is_enough(
 def test_when_the_first_looks_run_long_the_winner_is_still_measured_at_the_target(tmp_path, monkeypatch):
     """E2E at 256: the first looks took longer than estimated, the last one did not fit what was left,
     and the compare ended with nothing measured at the target although time was reserved for it."""
-    from adaptlab.compare.schedule import AdaptivePicker
 
-    need = {}
-    real = AdaptivePicker.check_budget
-
-    def probe(self):
-        need["s"] = self.need(self.candidates())
-        real(self)
-
-    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
-    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    need = {"s": _planned_need(tmp_path, monkeypatch)}
     res, race_file, spent = _compare(tmp_path, monkeypatch, 0.7, need["s"] * 1.02, "slow")
     assert race_file["left_out"] == []  # accepted: it fitted by the estimates
     never = {n["strategy"] for n in race_file["never_run"]}
@@ -297,17 +320,8 @@ def test_a_first_look_that_missed_round_one_is_made_once_the_winner_is_measured(
     """E2E at 256 re-run: hybrid's first look did not fit round one beside the reserve, and minutes
     were left when the compare ended. Once the winner is measured at the target, a first look that
     fits the time left is made (here, at half the estimated speed, one candidate's look comes last)."""
-    from adaptlab.compare.schedule import AdaptivePicker
 
-    need = {}
-    real = AdaptivePicker.check_budget
-
-    def probe(self):
-        need["s"] = self.need(self.candidates())
-        real(self)
-
-    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
-    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
+    need = {"s": _planned_need(tmp_path, monkeypatch)}
     res, race_file, spent = _compare(tmp_path, monkeypatch, 0.5, need["s"], "slow")
     ran = res["finished"]
     at_target = next(i for i, r in enumerate(ran) if "-n360-" in r)
@@ -324,16 +338,7 @@ def test_a_first_look_that_cannot_finish_beside_the_reserve_waits_for_a_late_loo
     is not started in round one: it waits for a late look (or is named never run)."""
     from adaptlab.compare.schedule import AdaptivePicker
 
-    need = {}
-    real_check = AdaptivePicker.check_budget
-
-    def probe(self):
-        need["s"] = self.need(self.candidates())
-        real_check(self)
-
-    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
-    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
-    monkeypatch.setattr(AdaptivePicker, "check_budget", real_check)
+    need = {"s": _planned_need(tmp_path, monkeypatch)}
     real_seconds = AdaptivePicker.seconds
 
     def dearer(self, spec):  # after the plan, few-shot's runs are re-estimated 50 times dearer
@@ -358,26 +363,9 @@ def test_when_the_leaders_run_at_the_target_no_longer_fits_another_candidate_is_
     re-estimated past the time left, tried, cut at the budget's end, and the answer stayed at the
     smallest size. The best-predicted candidate whose own run at the target fits is measured there
     instead, and the answer rests on the user's size."""
-    from adaptlab.compare.schedule import AdaptivePicker
 
-    need = {}
-    real_check = AdaptivePicker.check_budget
-
-    def probe(self):
-        need["s"] = self.need(self.candidates())
-        real_check(self)
-
-    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
-    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
-    monkeypatch.setattr(AdaptivePicker, "check_budget", real_check)
-    real_seconds = AdaptivePicker.seconds
-
-    def dearer(self, spec):  # after the plan, the leader's run at the target is re-estimated 20 times dearer
-        s = real_seconds(self, spec)
-        lead = self.leader()
-        return s * 20 if self.first_est and spec.train_size == self.target and spec.strategy == lead else s
-
-    monkeypatch.setattr(AdaptivePicker, "seconds", dearer)
+    need = {"s": _planned_need(tmp_path, monkeypatch)}
+    _leader_target_dearer(monkeypatch)
     res, race_file, spent = _compare(tmp_path, monkeypatch, 1.0, need["s"] * 1.5, "dearer")
     at_target = [r for r in res["results"] if r["run"]["train_size"] == 360]
     assert at_target, res["finished"]
@@ -392,26 +380,9 @@ def test_after_a_stand_in_is_measured_the_first_looks_that_missed_round_one_are_
     measured there in its place, and the compare ended at 47% of its budget with LoRA and prefix
     never run. Once a stand-in is measured, the time held for the leader's run is free (that run no
     longer fits): the first looks that missed round one are made in it."""
-    from adaptlab.compare.schedule import AdaptivePicker
 
-    need = {}
-    real_check = AdaptivePicker.check_budget
-
-    def probe(self):
-        need["s"] = self.need(self.candidates())
-        real_check(self)
-
-    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
-    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
-    monkeypatch.setattr(AdaptivePicker, "check_budget", real_check)
-    real_seconds = AdaptivePicker.seconds
-
-    def dearer(self, spec):  # after round one, the leader's run at the target is re-estimated 20 times dearer
-        s = real_seconds(self, spec)
-        lead = self.leader()
-        return s * 20 if self.first_est and spec.train_size == self.target and spec.strategy == lead else s
-
-    monkeypatch.setattr(AdaptivePicker, "seconds", dearer)
+    need = {"s": _planned_need(tmp_path, monkeypatch)}
+    _leader_target_dearer(monkeypatch)
     res, race_file, spent = _compare(tmp_path, monkeypatch, 0.5, need["s"] * 1.35, "slow")
     ran = res["finished"]
     stand_in = next(i for i, r in enumerate(ran) if "-n360-" in r)
@@ -432,15 +403,8 @@ def test_after_the_winner_and_the_late_looks_the_race_goes_on_in_the_time_left(t
     fits."""
     from adaptlab.compare.schedule import AdaptivePicker
 
-    need = {}
+    need = {"s": _planned_need(tmp_path, monkeypatch)}
     real_check = AdaptivePicker.check_budget
-
-    def probe(self):
-        need["s"] = self.need(self.candidates())
-        real_check(self)
-
-    monkeypatch.setattr(AdaptivePicker, "check_budget", probe)
-    _compare(tmp_path, monkeypatch, 1.0, 1e6, "probe")
 
     def planned_dear(self):  # the plan's estimate of few-shot's first look does not fit round one
         real_check(self)
