@@ -203,9 +203,26 @@ def judge(out: Path) -> dict:
         "state": state,
         "rule": rule,
         "decision": line,
+        "question": _question(
+            race, {r["run"]["strategy"]: r["run"]["kind"] for r in recs}.get(best.winner), state, rule
+        ),
         "runs": race["runs"],
         "compare_minutes": round(race["minutes"], 2),
     }
+
+
+def _question(race: dict, kind: str | None, state: str, rule: str | None) -> str:
+    """Prompt or train, the product's question: answered and decided (every candidate of the other side
+    dropped, or the strategy itself decided), by a rule, or open."""
+    side = "prompt" if kind == "prompt" else "training"
+    q = race.get("question") or {}
+    if state == "decided":
+        return f"{side}, decided"
+    if rule == "prompt_enough" and state == "tie resolved":
+        return "prompt, by rule prompt_enough"
+    if q.get("decided") and q.get("answer") == side:
+        return f"{side}, decided"
+    return "not decided" + (f" ({', '.join(q['open'])} open)" if q.get("open") else "")
 
 
 def rejudge(job: str, budget: str, half: bool) -> None:
@@ -251,14 +268,14 @@ def summarize() -> None:
         "row is only comparable with rows of the same commit or later.",
         "",
         "| data | budget | slowdown | candidates measured / asked | both sides | recommended | winner measured "
-        "at target | decided or tied (rule) | wall / budget | full grid | beside | run at (commit) | decision |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "at target | decided or tied (rule) | prompt or train | wall / budget | full grid | beside | run at (commit) | decision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.get("error"):
             lines.append(
                 f"| {r['data']} | {r['budget']} | {r['slowdown']} | refused: {' '.join(r['error'])} | | | "
-                f"| | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | {when(r)} | |"
+                f"| | | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | {when(r)} | |"
             )
             continue
         left = f" (left out: {', '.join(r['left_out'])})" if r["left_out"] else ""
@@ -270,7 +287,7 @@ def summarize() -> None:
             f"| {r['data']} | {r['budget']} | {r['slowdown']} | {len(r['measured'])} / {len(r['asked'])}{left} | "
             f"{'yes' if r['both_sides'] else '**no**'} | {r['recommended']} (at {r['ranked_at']}, {r['metric']} "
             f"{r['quality']:.3f}) | {'yes' if r['measured_at_target'] else '**no**'} | {r['state']}"
-            f"{' (' + r['rule'] + ')' if r['rule'] else ''} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
+            f"{' (' + r['rule'] + ')' if r['rule'] else ''} | {r.get('question', '-')} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
             f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {when(r)} | "
             f"{r['decision']}{again} |"
         )

@@ -59,6 +59,10 @@ class RaceState:
     sure: bool = False  # decided at ``confidence``, not just out of runs
     calibration: list[Calibration] = field(default_factory=list)  # the rates extrapolations were widened to
     calibration_run: str | None = None  # the calibration run still to make, if any
+    # The product's question, "prompt it or train it?": the leader's side ("prompt": no weights
+    # trained; "training"), decided when every candidate of the other side is dropped (its optimistic
+    # bound under the bar in ``confidence`` of paired resamples) even while the strategy is not.
+    question: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -75,6 +79,7 @@ class RaceState:
             "p_best": self.p_best,
             "calibration": [c.to_dict() for c in self.calibration],
             "calibration_run": self.calibration_run,
+            "question": self.question,
             "fits": {s: f.to_dict() for s, f in self.fits.items()},
             "next": [{"id": s.id, "why": why} for s, why in self.candidates],
         }
@@ -149,6 +154,7 @@ def race(
     leader = max(alive, key=lambda s: (fits[s].point, fits[s].lo, -rank.get(s, len(rank))))
     state.leader, state.bar, state.bar_holder, state.alive, state.dropped = leader, bar, bar_holder, alive, dropped
     state.p_best = p_best(fits, alive)
+    state.question = _question(fits, leader, alive, dropped)
 
     out = []
     if not fits[leader].measured_at_target:
@@ -185,6 +191,30 @@ def race(
     state.sure = sure
     state.decided = sure or not out
     return state
+
+
+SIDES = {"prompt": "prompt", "gradient": "training"}
+
+
+def _question(fits: dict[str, CurveFit], leader: str, alive: list[str], dropped: dict[str, str]) -> dict:
+    """Prompt or train: the leader's side, and whether every candidate of the other side is dropped
+    (then no run left could move the answer to the other side, whichever strategy of this side wins)."""
+    side = SIDES.get(fits[leader].kind, "training")
+    others = [s for s in fits if SIDES.get(fits[s].kind, "training") != side]
+    if not others:
+        return {"answer": side, "decided": False, "open": [], "why": "only one side was asked for"}
+    still = [s for s in others if s in alive]
+    return {
+        "answer": side,
+        "decided": not still,
+        "open": still,
+        "why": (
+            f"every {'prompt-only' if side == 'training' else 'trained'} candidate is dropped "
+            f"({', '.join(sorted(others))})"
+            if not still
+            else f"{', '.join(still)} can still change it"
+        ),
+    }
 
 
 def _next_up(fits: dict, ladder: dict, pending, st: str, jump: bool):
@@ -294,9 +324,11 @@ def decision_line(
     recommends and which rule decided, so the two never disagree."""
     line = _race_line(state, n_runs, minutes, left, never)
     rec = recommendation
+    rule = next((r for r in rec.fired if r in SETTLING), None) if rec is not None else None
+    if not state.sure and rule is None:
+        line += _question_line(state)
     if rec is None or not rec.winner:
         return line
-    rule = next((r for r in rec.fired if r in SETTLING), None)
     if rule is not None:
         how = "decided" if state.sure and rec.winner == state.leader else "tie resolved"
         at = f" at {rec.target} examples" if rec.target else ""
@@ -307,6 +339,16 @@ def decision_line(
             f" ({state.leader} leads by prediction only)" if state.leader else ""
         )
     return line
+
+
+def _question_line(state: RaceState) -> str:
+    """The question's own answer while the strategy is open: prompt or train, decided or not."""
+    q = state.question
+    if not q or not q.get("open") and not q.get("decided"):
+        return ""
+    if q["decided"]:
+        return f"; prompt or train: {q['answer']}, decided at {100 * state.confidence:.0f}% ({q['why']})"
+    return f"; prompt or train: not decided ({q['answer']} leads; {q['why']})"
 
 
 def _race_line(state: RaceState, n_runs: int, minutes: float, left: int, never: list[str] | None) -> str:

@@ -13,7 +13,11 @@ grids. Uncertainty comes from two places, both kept:
   With three or more, each replicate picks its least-squares c.
 
 A strategy measured at the target size is not extrapolated: its band is the bootstrap interval of
-the measurement. A strategy that uses no train data (zero-shot) is flat.
+the measurement. A strategy that uses no train data (zero-shot) is flat, and so is one that declares
+it reads at most a fixed number of train rows drawn at random (few-shot's exemplars:
+:meth:`adaptlab.strategies.base.Strategy.reads_rows_at_most`) once it is measured at a size at least
+that large: any larger train set gives the same distribution of quality, so its band at the target is
+its measurement's, with the seed noise of another draw, not a learning curve's.
 
 **Calibrated on the data itself.** A power law through small sizes cannot bend upwards, and real
 curves do: on Banking77 (77 intents) every fine-tuning strategy sat near 0.30-0.45 up to 256
@@ -95,10 +99,13 @@ class CurveFit:
     samples: dict = field(default_factory=dict, repr=False)
     calibration: Calibration | None = None  # the rate this fit's optimistic bound was widened to, if any
     kind: str = "gradient"  # "gradient" (weights trained) or "prompt"
+    # Reads at most this many train rows, whatever the size, and was measured at a size at least that
+    # large: predicted flat (another draw of the same distribution), not extrapolated.
+    flat_past: int | None = None
 
     @property
     def extrapolated(self) -> bool:
-        return not self.measured_at_target and bool(self.sizes) and max(self.sizes) > 0
+        return not self.measured_at_target and self.flat_past is None and bool(self.sizes) and max(self.sizes) > 0
 
     def to_dict(self) -> dict:
         return {
@@ -115,6 +122,7 @@ class CurveFit:
             "band": self.band,
             "calibration": self.calibration.to_dict() if self.calibration else None,
             "kind": self.kind,
+            "flat_past": self.flat_past,
         }
 
 
@@ -258,6 +266,7 @@ def fit_curve(
             stats = {n: Statistic(kind, tables[n].aligned(keys), labels) for n in sizes}
     measured = np.array([_quality(by_size[n], metric) for n in sizes])
     at_target = target in by_size or (sizes == [0])
+    flat_past = None if at_target else _flat_past(by_size, target)
     grid = np.array(plot_sizes or [], dtype=float)
     rng_rows = np.random.default_rng(seed)  # the same row draws for every strategy: replicates pair up
     rng = np.random.default_rng([seed, zlib.crc32(strategy.encode())])
@@ -270,7 +279,7 @@ def fit_curve(
     spread = None if stats else _parametric_noise(by_size, sizes, measured, metric, seed_sd)
     if spread is not None:
         sigma = float(np.sqrt(np.mean(spread**2)))
-    rate = calibration.rate if calibration and not at_target else None
+    rate = calibration.rate if calibration and not (at_target or flat_past) else None
     for _ in range(replicates if stats or spread is not None else 1):
         if stats:
             idx = rng_rows.integers(0, len(keys), len(keys))
@@ -285,10 +294,13 @@ def fit_curve(
             qs = np.clip(measured + np.array([rng_at[n].normal() for n in sizes]) * spread, 0.0, Q_MAX)
         else:  # nor a test size: the measured means, no measurement noise
             qs = measured
-        if at_target:
-            v = qs[sizes.index(target)] if target in by_size else qs[0]
+        if at_target or flat_past:
+            v = qs[sizes.index(target)] if target in by_size else qs[-1]
             for w in samples:
                 samples[w].append(v)
+            if flat_past and len(grid):
+                for w in band:
+                    band[w].append(np.full(len(grid), v))
             continue
         curves = _predictors(np.array(sizes, dtype=float), qs, sigma, float(rng.random()), rate)
         for w in samples:
@@ -300,8 +312,8 @@ def fit_curve(
         float(measured[sizes.index(target)])
         if target in by_size
         else (
-            float(measured[0])
-            if sizes == [0]
+            float(measured[-1])
+            if sizes == [0] or flat_past
             else float(_predictors(np.array(sizes, float), measured)["mid"](np.array([float(target)]))[0])
         )
     )
@@ -317,6 +329,7 @@ def fit_curve(
         confidence,
         calibration=calibration if rate else None,
         kind=_kind(by_size),
+        flat_past=flat_past,
     )
     out.samples = {w: np.array(v) for w, v in samples.items()}
     if len(grid) and band["mid"]:
@@ -327,6 +340,18 @@ def fit_curve(
             "hi": np.quantile(np.array(band["hi"]), 1 - tail, axis=0).tolist(),
         }
     return out
+
+
+def _flat_past(by_size: dict[int, list[RunRecord]], target: int) -> int | None:
+    """The row count past which the strategy is flat, when every run declared one (the same), it was
+    measured at a size at least that large, and the target is too; else None."""
+    caps = {r.reads_rows_at_most for rs in by_size.values() for r in rs}
+    if len(caps) != 1:
+        return None
+    cap = next(iter(caps))
+    if cap is None or target < cap or max(by_size, default=0) < cap:
+        return None
+    return int(cap)
 
 
 def _point_noise(stats: dict, keys: list, seed_sd: float) -> float:

@@ -162,6 +162,9 @@ def fit_run(
     for key in ("best_step", "best_dev", "initial_loss", "final_loss", "proposer"):
         if key in tr:
             info[key] = tr[key]
+    cap = sp.strategy_cls.reads_rows_at_most(config)
+    if cap is not None:
+        info["reads_rows_at_most"] = cap
     return art, train, info, settings
 
 

@@ -121,6 +121,11 @@ class RunRecord:
         return self.run["train_size"]
 
     @property
+    def reads_rows_at_most(self) -> int | None:
+        """The most train rows the fit could depend on, as its strategy declared (None: all)."""
+        return self.train.get("reads_rows_at_most")
+
+    @property
     def seed(self) -> int:
         return self.run.get("seed", 0)
 

@@ -307,7 +307,14 @@ def race_rows(race: dict) -> tuple[list[str], list[list[str]], list[dict]]:
             [
                 s,
                 ", ".join(str(n) for n in f["sizes"]) or "-",
-                f"{f['point']:.3f}" + (" (measured)" if f["measured_at_target"] else " (predicted)"),
+                f"{f['point']:.3f}"
+                + (
+                    " (measured)"
+                    if f["measured_at_target"]
+                    else f" (flat: reads at most {f['flat_past']} train rows)"
+                    if f.get("flat_past")
+                    else " (predicted)"
+                ),
                 f"{f['lo']:.3f}-{f['hi']:.3f}",
                 f"{100 * p_best[s]:.0f}%" if s in p_best else "-",
                 status,

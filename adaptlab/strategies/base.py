@@ -302,6 +302,16 @@ class Strategy:
         """Model calls a fit makes regardless of the data (a search budget), for cost estimates."""
         return None
 
+    @classmethod
+    def reads_rows_at_most(cls, config) -> int | None:
+        """The most train rows a fit can depend on, whatever the train size (None: all of them).
+
+        A strategy that reads a fixed number of rows drawn at random (few-shot's exemplars) gives the
+        same distribution of quality from any train set at least that large: the compare predicts it
+        flat past the sizes it was measured at, with its seed noise as the band, instead of
+        extrapolating a learning curve it does not have."""
+        return None
+
     def fit(
         self,
         model,

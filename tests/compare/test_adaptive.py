@@ -245,3 +245,36 @@ def test_a_measured_leader_with_a_small_share_says_the_rest_are_predictions():
     assert "the rest are predictions for few_shot from 1 size, not measured at 256" in line
     state.p_best = {"lora": 0.7, "few_shot": 0.3}
     assert "predictions" not in decision_line(state, 3, 1.0, 1)
+
+
+def test_prompt_or_train_is_decided_while_the_trained_strategy_is_still_open():
+    """AG News at 1000: LoRA measured there far above few-shot and zero-shot, full extrapolated from
+    64 and still able to win: which trained strategy is open, but no prompt can win any more."""
+    from adaptlab.compare.adaptive import decision_line
+
+    specs = [RunSpec("zero_shot", 0, 0)] + [RunSpec(s, n, 0) for s in ("lora", "full", "few_shot") for n in (64, 1000)]
+    few = rec("few_shot", 64, 0.55, right=[1] * 55 + [0] * 45)
+    few["train"]["reads_rows_at_most"] = 8  # four exemplars and four reserve: flat past 8 rows
+    records = [
+        rec("zero_shot", 0, 0.40, right=[1] * 40 + [0] * 60),
+        few,
+        rec("lora", 64, 0.80, right=[1] * 80 + [0] * 20),
+        rec("full", 64, 0.82, right=[1] * 82 + [0] * 18),
+        rec("lora", 1000, 0.90, right=[1] * 90 + [0] * 10),
+    ]
+    state = race(records, specs)
+    assert not state.sure and "full" in state.alive
+    assert state.question == {
+        "answer": "training",
+        "decided": True,
+        "open": [],
+        "why": "every prompt-only candidate is dropped (few_shot, zero_shot)",
+    }
+    assert "prompt or train: training, decided at 95%" in decision_line(state, 5, 1.0, 2)
+    # Without the declaration few-shot's one size extrapolates to 1000 and could still win: open.
+    records[1] = rec("few_shot", 64, 0.55, right=[1] * 55 + [0] * 45)
+    state = race(records, specs)
+    assert not state.question["decided"] and state.question["open"] == ["few_shot"]
+    assert "prompt or train: not decided (training leads; few_shot can still change it)" in decision_line(
+        state, 5, 1.0, 2
+    )

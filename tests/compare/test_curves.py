@@ -112,3 +112,34 @@ def test_records_without_rows_get_noise_from_their_test_size_and_points_keep_the
     assert np.array_equal(
         fit_curve("lora", one, 1000, "accuracy").samples["hi"], fit_curve("lora", two, 1000, "accuracy").samples["hi"]
     )
+
+
+def _capped(r, cap):
+    r["train"]["reads_rows_at_most"] = cap
+    return r
+
+
+def test_a_strategy_that_reads_a_fixed_number_of_rows_is_flat_past_them_not_extrapolated():
+    # few-shot reads 8 rows (4 exemplars and 4 reserve) from any train set: measured at 64, its
+    # quality at 1000 is another draw of the same distribution, not a learning curve to extrapolate.
+    flat = fit_curve("few_shot", {64: [_capped(rec("few_shot", 64, 0.6, right=_draw(0.6)), 8)]}, 1000, "accuracy")
+    open_ = fit_curve("few_shot", {64: [rec("few_shot", 64, 0.6, right=_draw(0.6))]}, 1000, "accuracy")
+    assert flat.flat_past == 8 and not flat.extrapolated and not flat.measured_at_target
+    assert abs(flat.point - 0.6) < 1e-9 and flat.lo < 0.6 < flat.hi
+    # the band is the measurement's with the seed noise of another draw (7.5 points): about +-16
+    assert flat.hi < 0.8 and open_.hi > 0.95
+    m = float(np.median(flat.samples["mid"]))  # symmetric about its draws: no gain assumed either way
+    assert abs((flat.hi - m) - (m - flat.lo)) < 0.03 and abs(flat.samples["hi"] - flat.samples["lo"]).max() == 0
+    # measured below its row count, or with a target below it, it is a curve as before
+    small = fit_curve("few_shot", {4: [_capped(rec("few_shot", 4, 0.6, right=_draw(0.6)), 8)]}, 1000, "accuracy")
+    assert small.flat_past is None and small.extrapolated and small.hi > 0.95
+
+
+def test_few_shot_declares_the_rows_it_reads():
+    from adaptlab.strategies.few_shot.config import FewShotConfig
+    from adaptlab.strategies.few_shot.strategy import FewShotStrategy
+    from adaptlab.strategies.lora.strategy import LoraStrategy
+
+    assert FewShotStrategy.reads_rows_at_most(FewShotConfig(k=4)) == 8
+    assert FewShotStrategy.reads_rows_at_most(FewShotConfig(k=4, selection="nearest", pool_size=300)) == 300
+    assert LoraStrategy.reads_rows_at_most(None) is None

@@ -10,6 +10,12 @@ from adaptlab.strategies.prompting import PromptArtifact, PromptStrategy, pairs,
 class FewShotStrategy(PromptStrategy):
     name = "few_shot"
 
+    @classmethod
+    def reads_rows_at_most(cls, config) -> int:
+        # nearest: the pool (its rows are compared with every input); else the k exemplars and the k
+        # reserve exemplars, drawn at random (class-balanced) from whatever train set it is given
+        return config.pool_size if config.selection == "nearest" else 2 * config.k
+
     def search(self, backend, train, dev, common) -> PromptArtifact:
         cfg = self.config
         template = cfg.template_for(train.task, backend)
