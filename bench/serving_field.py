@@ -22,9 +22,10 @@ Systems, each fed the same requests:
 - ``mixed``: adaptlab's serving core, mixed batches + the static-lead cache (the server default);
 - ``one at a time``: the same core in its ``swap`` mode: each adaptation's rows run alone through
   the artifact's own code path, as a server without mixed batches does;
-- ``peft``: PEFT's mixed-adapter batches (``generate(..., adapter_names=...)``) on a copy of the
-  base model with all N adapters loaded, batched by the same max batch and wait (generation only:
-  PEFT has no label scoring to compare with);
+- ``peft``: PEFT's mixed-adapter batches (``adapter_names=...``, one per row) on a copy of the
+  base model with all N adapters loaded, batched by the same max batch and wait: ``generate`` for
+  generation; for classification each (prompt, label) pair as one sequence with its full logits, as
+  a PEFT user scores labels (PEFT has no label scoring of its own);
 - ``ceiling``: adaptlab's core on the same traffic with every request sent to one adaptation.
 
 Reported per run: requests/s, generated tokens/s, time to first token (TTFT) p50/p99 (the first
@@ -155,11 +156,11 @@ class PeftSystem:
         self.worker.start()
 
     def submit(self, op: str, adapter: int, text: str, max_new: int, first) -> cf.Future:
-        if op != "generate":
-            raise ValueError("the PEFT baseline generates only")
         fut: cf.Future = cf.Future()
-        prompt = self.artifacts[adapter].prompts([text])[0]
-        self.queue.put((f"a{adapter:02d}", prompt, max_new, first, fut))
+        art = self.artifacts[adapter]
+        prompt = art.prompts([text])[0]
+        labels = art.label_texts() if op == "classify" else None
+        self.queue.put((f"a{adapter:02d}", prompt, max_new if labels is None else labels, first, fut))
         return fut
 
     def _run(self) -> None:
@@ -182,6 +183,9 @@ class PeftSystem:
                     fut.set_exception(e)
 
     def _batch(self, items) -> None:
+        if isinstance(items[0][2], list):
+            self._classify(items)
+            return
         self.tok.padding_side = "left"
         enc = self.tok([p for _, p, *_ in items], return_tensors="pt", padding=True, add_special_tokens=True)
         out = self.model.generate(
@@ -197,6 +201,36 @@ class PeftSystem:
             if self.tok.eos_token_id in ids:
                 ids = ids[: ids.index(self.tok.eos_token_id)]
             fut.set_result(self.tok.decode(ids, skip_special_tokens=True).strip())
+
+    def _classify(self, items, chunk: int = 16) -> None:
+        """Label scoring as a PEFT user writes it: every (prompt, label) pair as one sequence through
+        the PeftModel with its row's adapter, the full logits, the label tokens' log-probabilities
+        summed; ``chunk`` sequences per forward pass (the 262k-word logits of all pairs of a 32-row
+        batch at once would take tens of GB)."""
+        from adaptlab.models.runtime import encode_labels, encode_prompts
+
+        pairs = []  # (item, label index, prompt ids, label ids)
+        for i, (_, prompt, labels, *_rest) in enumerate(items):
+            p_ids = encode_prompts(self.tok, [prompt], 1024)[0]
+            for j, l_ids in enumerate(encode_labels(self.tok, labels)):
+                pairs.append((i, j, p_ids, l_ids))
+        scores = [torch.empty(len(labels)) for _, _, labels, *_ in items]
+        pad = self.tok.pad_token_id
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start : start + chunk]
+            T = max(len(p) + len(lab) for _, _, p, lab in part)
+            ids = torch.full((len(part), T), pad, dtype=torch.long)
+            att = torch.zeros((len(part), T), dtype=torch.long)
+            for r, (_, _, p, lab) in enumerate(part):
+                ids[r, : len(p) + len(lab)] = torch.tensor(p + lab)
+                att[r, : len(p) + len(lab)] = 1
+            logits = self.model(input_ids=ids, attention_mask=att, adapter_names=[items[i][0] for i, *_ in part]).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for r, (i, j, p, lab) in enumerate(part):
+                pos = torch.arange(len(p) - 1, len(p) + len(lab) - 1)
+                scores[i][j] = logp[r, pos, torch.tensor(lab)].sum()
+        for (*_, fut), sc in zip(items, scores):
+            fut.set_result(sc)
 
     def close(self) -> None:
         self.stop.set()
@@ -352,7 +386,7 @@ def main() -> None:
                 "ceiling": lambda arts=arts: AdaptlabSystem(base, arts[:1], "mixed", a.max_batch, a.max_wait_ms),
             }
             for system in systems:
-                if (system == "peft" and not gen) or (system == "ceiling" and rate is not None):
+                if system == "ceiling" and rate is not None:
                     continue
                 if rate is not None and system not in ("mixed", "peft", "one at a time"):
                     continue

@@ -135,11 +135,16 @@ def test_a_strategy_that_reads_a_fixed_number_of_rows_is_flat_past_them_not_extr
     assert small.flat_past is None and small.extrapolated and small.hi > 0.95
 
 
-def test_few_shot_declares_the_rows_it_reads():
+def test_prompt_strategies_declare_the_rows_they_read():
     from adaptlab.strategies.few_shot.config import FewShotConfig
     from adaptlab.strategies.few_shot.strategy import FewShotStrategy
     from adaptlab.strategies.lora.strategy import LoraStrategy
+    from adaptlab.strategies.prompt_search.config import PromptSearchConfig
+    from adaptlab.strategies.prompt_search.strategy import PromptSearchStrategy
 
     assert FewShotStrategy.reads_rows_at_most(FewShotConfig(k=4)) == 8
     assert FewShotStrategy.reads_rows_at_most(FewShotConfig(k=4, selection="nearest", pool_size=300)) == 300
     assert LoraStrategy.reads_rows_at_most(None) is None
+    # prompt search: 3 balanced sets of 4, 4 reserve, 64 bootstrapped: flat from 256, not from 64
+    assert PromptSearchStrategy.reads_rows_at_most(PromptSearchConfig()) == 80
+    assert PromptSearchStrategy.reads_rows_at_most(PromptSearchConfig(k=0)) == 1

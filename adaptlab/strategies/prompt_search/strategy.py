@@ -49,6 +49,13 @@ class PromptSearchStrategy(PromptStrategy):
     def planned_calls(cls, config) -> int:
         return config.budget_calls
 
+    @classmethod
+    def reads_rows_at_most(cls, config) -> int:
+        # from train: each random class-balanced exemplar set, the k reserve exemplars and the rows
+        # the bootstrap scores (a random sample; classification only, counted always); the successive
+        # halving scores the dev split, whose size does not follow the train size
+        return 1 if config.k == 0 else (config.exemplar_sets + 1) * config.k + config.bootstrap
+
     def instructions(self, task: str) -> list[str]:
         cfg = self.config
         out = instruction_paraphrases(task) if cfg.builtin_instructions else []
