@@ -16,7 +16,9 @@ strategy's quality at the target size predicted from its learning curve (:mod:`.
    widened to at least that rate (:func:`adaptlab.compare.curves.calibrate`). Without it, a power
    law through 16 and 256 examples cannot see a jump between 256 and 1000, and the race once
    dropped full fine-tuning "at 95%" on Banking77 where it tied the winner;
-4. then the challenger with the highest optimistic bound gets a second point, at the largest size
+4. then the challengers, those of the other side first (a prompt-only one against a trained leader,
+   or the reverse: they can change the answer to "prompt or train?", the others only which strategy
+   answers it), by highest optimistic bound: each gets a second point, at the largest size
    below the target (far from its first, so that the extrapolation is short and its noise small),
    then the target itself, until it is dropped (paired replicates: its optimistic prediction under
    the bar holder's pessimistic one in ``confidence`` of them) or measured there;
@@ -25,7 +27,8 @@ strategy's quality at the target size predicted from its learning curve (:mod:`.
    its plausible ones, test rows and seed noise resampled) or every other strategy is dropped; when
    every run that could matter is done and the seed noise still leaves it open, further seeds of
    the leader and its rivals run if ``--seeds`` planned them, and the report says it was not
-   decided otherwise.
+   decided otherwise. The question itself ("prompt or train?") is decided earlier, when every
+   candidate of the side that does not lead is dropped, and the report says so on its own.
 
 Everything here is a pure function of the finished run records, the plan and the estimates.
 """
@@ -40,6 +43,9 @@ from adaptlab.compare.baselines import ranking_metric
 from adaptlab.compare.curves import Calibration, CurveFit, fit_all
 from adaptlab.compare.record import records_of
 from adaptlab.compare.stats import CONFIDENCE
+
+# The two sides of the product's question, by a strategy's kind: prompt-only (no weights trained) or trained.
+SIDES = {"prompt": "prompt", "gradient": "training"}
 
 
 @dataclass
@@ -170,8 +176,13 @@ def race(
             f"to that rate)"
         )
         out.append((calibration_run, why))
+    # The question first: a challenger from the other side (prompt-only against a trained leader, or
+    # the reverse) can change the answer to "prompt or train?", the rest only which strategy of the
+    # leader's side; then the highest optimistic bound.
+    side = SIDES.get(fits[leader].kind, "training")
     challengers = sorted(
-        (st for st in alive if st != leader and not fits[st].measured_at_target), key=lambda st: -fits[st].hi
+        (st for st in alive if st != leader and not fits[st].measured_at_target),
+        key=lambda st: (SIDES.get(fits[st].kind, "training") == side, -fits[st].hi),
     )
     for st in challengers:
         s = _next_up(fits, ladder, pending, st, jump=False)
@@ -191,9 +202,6 @@ def race(
     state.sure = sure
     state.decided = sure or not out
     return state
-
-
-SIDES = {"prompt": "prompt", "gradient": "training"}
 
 
 def _question(fits: dict[str, CurveFit], leader: str, alive: list[str], dropped: dict[str, str]) -> dict:

@@ -352,10 +352,11 @@ class AdaptivePicker:
             return late
         if lead_run is not None and (lead_run.id in done or lead_run.id in self.cut):
             lead_run = None
-        pick = todo[0] if todo and not self.stopped else None
-        if pick is not None and not self._fits(pick[0], spent, done):
+        # The race's order, the first run that fits (a challenger's dear run at 256 that does not fit
+        # leaves the time to a cheaper one that can still change the answer); none fits: stopped.
+        pick = None if self.stopped else next((t for t in todo if self._fits(t[0], spent, done)), None)
+        if pick is None and todo:
             self.stopped = True
-            pick = None
         if pick is None and lead_run is not None and self._fits(lead_run, spent, done):
             pick = (
                 lead_run,
@@ -385,9 +386,11 @@ class AdaptivePicker:
         beside it), the winner is measured at the target and every late look made, and minutes are
         left (13 of 38 there, with six challengers predicted from one size): the race's next run,
         when it fits, is made after all, so the time goes to what can still change the answer."""
-        if not self.stopped or not todo or not self._fits(todo[0][0], spent, done):
+        if not self.stopped:
             return None
-        spec, why = todo[0]
+        spec, why = next(((s, w) for s, w in todo if self._fits(s, spent, done)), (None, None))
+        if spec is None:
+            return None
         return spec, f"the winner is measured at the target and its reserve is free: {why}"
 
     def _stand_in(self, done: dict, spent: float, lead: str):

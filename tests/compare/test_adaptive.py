@@ -278,3 +278,23 @@ def test_prompt_or_train_is_decided_while_the_trained_strategy_is_still_open():
     assert "prompt or train: not decided (training leads; few_shot can still change it)" in decision_line(
         state, 5, 1.0, 2
     )
+
+
+def test_a_challenger_that_can_change_prompt_or_train_runs_before_one_that_changes_the_strategy():
+    """LoRA leads, measured at 1000; full (trained, from 64) has the higher optimistic bound, prompt
+    search (from 64, not flat there: it reads 80 rows) the lower one. Prompt search's second point
+    comes first: it is what can still move the answer to the user's question."""
+    specs = [RunSpec(s, n, 0) for s in ("lora", "full", "prompt_search") for n in (64, 256, 1000)]
+    records = [
+        rec("prompt_search", 64, 0.20, right=[1] * 20 + [0] * 80),
+        rec("full", 64, 0.82, right=[1] * 82 + [0] * 18),
+        rec("lora", 64, 0.80, right=[1] * 80 + [0] * 20),
+        rec("lora", 1000, 0.90, right=[1] * 90 + [0] * 10),
+        rec("lora", 256, 0.86, right=[1] * 86 + [0] * 14),  # the calibration run, made
+    ]
+    records[0]["train"]["reads_rows_at_most"] = 80
+    state = race(records, specs)
+    assert state.leader == "lora" and {"full", "prompt_search"} <= set(state.alive)
+    assert state.fits["full"].hi > state.fits["prompt_search"].hi
+    assert [s.id for s, _ in state.candidates][:2] == ["prompt_search-n256-s0", "full-n256-s0"]
+    assert state.question["open"] == ["prompt_search"]
