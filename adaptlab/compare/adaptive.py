@@ -160,7 +160,7 @@ def race(
     leader = max(alive, key=lambda s: (fits[s].point, fits[s].lo, -rank.get(s, len(rank))))
     state.leader, state.bar, state.bar_holder, state.alive, state.dropped = leader, bar, bar_holder, alive, dropped
     state.p_best = p_best(fits, alive)
-    state.question = _question(fits, leader, alive, dropped)
+    state.question = _question(fits, leader, alive)
 
     out = []
     if not fits[leader].measured_at_target:
@@ -204,7 +204,7 @@ def race(
     return state
 
 
-def _question(fits: dict[str, CurveFit], leader: str, alive: list[str], dropped: dict[str, str]) -> dict:
+def _question(fits: dict[str, CurveFit], leader: str, alive: list[str]) -> dict:
     """Prompt or train: the leader's side, and whether every candidate of the other side is dropped
     (then no run left could move the answer to the other side, whichever strategy of this side wins)."""
     side = SIDES.get(fits[leader].kind, "training")
