@@ -121,6 +121,7 @@ def race(
     cost = cost or (lambda s: s.train_size)
     records = records_of(records)
     done = {r.id for r in records}
+    asked = list(dict.fromkeys(s.strategy for s in specs))  # every candidate, run or not
     if exclude:
         specs = [s for s in specs if s.id not in exclude or s.id in done]
     cells = _cells(specs)
@@ -160,7 +161,7 @@ def race(
     leader = max(alive, key=lambda s: (fits[s].point, fits[s].lo, -rank.get(s, len(rank))))
     state.leader, state.bar, state.bar_holder, state.alive, state.dropped = leader, bar, bar_holder, alive, dropped
     state.p_best = p_best(fits, alive)
-    state.question = _question(fits, leader, alive)
+    state.question = _question(fits, leader, alive, [st for st in asked if st not in fits])
 
     out = []
     if not fits[leader].measured_at_target:
@@ -204,25 +205,42 @@ def race(
     return state
 
 
-def _question(fits: dict[str, CurveFit], leader: str, alive: list[str]) -> dict:
+def _question(fits: dict[str, CurveFit], leader: str, alive: list[str], unmeasured: list[str]) -> dict:
     """Prompt or train: the leader's side, and whether every candidate of the other side is dropped
-    (then no run left could move the answer to the other side, whichever strategy of this side wins)."""
+    (then no run left could move the answer to the other side, whichever strategy of this side wins).
+    A candidate of the other side never measured (cut, left out, not reached) keeps it open: it was
+    asked for and nothing says it loses."""
     side = SIDES.get(fits[leader].kind, "training")
     others = [s for s in fits if SIDES.get(fits[s].kind, "training") != side]
-    if not others:
+    never = [s for s in unmeasured if _side(s) != side]
+    if not others and not never:
         return {"answer": side, "decided": False, "open": [], "why": "only one side was asked for"}
-    still = [s for s in others if s in alive]
-    return {
-        "answer": side,
-        "decided": not still,
-        "open": still,
-        "why": (
-            f"every {'prompt-only' if side == 'training' else 'trained'} candidate is dropped "
-            f"({', '.join(sorted(others))})"
-            if not still
-            else f"{', '.join(still)} can still change it"
-        ),
-    }
+    still = [s for s in others if s in alive] + never
+    why = (
+        f"every {'prompt-only' if side == 'training' else 'trained'} candidate is dropped ({', '.join(sorted(others))})"
+        if not still
+        else "; ".join(
+            part
+            for part in (
+                f"{', '.join(s for s in still if s not in never)} can still change it"
+                if len(still) > len(never)
+                else "",
+                f"{', '.join(never)} never measured" if never else "",
+            )
+            if part
+        )
+    )
+    return {"answer": side, "decided": not still, "open": still, "why": why}
+
+
+def _side(candidate: str) -> str | None:
+    """The side of a candidate that has no record yet, from its registered strategy (None: unknown)."""
+    from adaptlab.strategies.registry import get_strategy
+
+    try:
+        return SIDES.get(get_strategy(candidate).kind)
+    except ValueError:
+        return None
 
 
 def _next_up(fits: dict, ladder: dict, pending, st: str, jump: bool):

@@ -298,3 +298,24 @@ def test_a_challenger_that_can_change_prompt_or_train_runs_before_one_that_chang
     assert state.fits["full"].hi > state.fits["prompt_search"].hi
     assert [s.id for s, _ in state.candidates][:2] == ["prompt_search-n256-s0", "full-n256-s0"]
     assert state.question["open"] == ["prompt_search"]
+
+
+def test_a_candidate_of_the_other_side_never_measured_keeps_prompt_or_train_open():
+    """Financial PhraseBank at 15m: prompt search's first look was cut by its time limit; the line said
+    "every prompt-only candidate is dropped (few_shot, zero_shot)" as if it had lost."""
+    specs = [RunSpec("zero_shot", 0, 0)] + [
+        RunSpec(s, n, 0) for s in ("lora", "few_shot", "prompt_search") for n in (64, 1000)
+    ]
+    few = rec("few_shot", 64, 0.37, right=[1] * 37 + [0] * 63)
+    few["train"]["reads_rows_at_most"] = 8
+    records = [
+        rec("zero_shot", 0, 0.15, right=[1] * 15 + [0] * 85),
+        few,
+        rec("lora", 64, 0.69, right=[1] * 69 + [0] * 31),
+        rec("lora", 1000, 0.76, right=[1] * 76 + [0] * 24),
+    ]
+    cut = {"prompt_search-n64-s0", "prompt_search-n1000-s0"}
+    state = race(records, specs, exclude=cut)
+    assert "prompt_search" not in state.fits and {"few_shot", "zero_shot"} <= set(state.dropped)
+    assert state.question["decided"] is False and state.question["open"] == ["prompt_search"]
+    assert state.question["why"] == "prompt_search never measured"
