@@ -110,18 +110,21 @@ def race(
     first_key=None,
     exclude: set | None = None,
     tie: list | None = None,
+    asked: list[str] | None = None,
 ) -> RaceState:
     """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
 
     ``cost``: a spec's estimated work (orders the first round cheapest first, or ``first_key``).
     ``exclude``: ids of planned runs that were cut by their time limit (they are not tried again).
     ``tie``: candidates in the order that breaks exact ties between predictions (:mod:`.lessons`).
+    ``asked``: every candidate the user asked for (default: those in ``specs``); one never measured
+    keeps the question "prompt or train?" open when it is of the side that does not lead.
     ``calibrated=False`` is the race before calibration (no calibration run, power-law bounds only),
     kept to replay what it did (``bench/race_replay.py``)."""
     cost = cost or (lambda s: s.train_size)
     records = records_of(records)
     done = {r.id for r in records}
-    asked = list(dict.fromkeys(s.strategy for s in specs))  # every candidate, run or not
+    asked = asked or list(dict.fromkeys(s.strategy for s in specs))  # every candidate, run or not
     if exclude:
         specs = [s for s in specs if s.id not in exclude or s.id in done]
     cells = _cells(specs)

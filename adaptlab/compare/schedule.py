@@ -233,6 +233,9 @@ class AdaptivePicker:
         atomic_write_json(path, {**plan, "held_s": self.held_at_start, "first_looks_s": self.first_est})
 
     def _apply_left_out(self) -> None:
+        # a candidate measured after all (a late look, _late_look) is back in the race, on resume too
+        ran = {r.strategy for r in load_results(self.out)} if Path(self.out).exists() else set()
+        self.left_out = [x for x in self.left_out if x["candidate"] not in ran]
         gone = {x["candidate"] for x in self.left_out}
         self.specs = [s for s in self.planned if s.strategy not in gone]
 
@@ -296,6 +299,7 @@ class AdaptivePicker:
             first_key=self.first_key,
             exclude=self.cut | self.unfit,
             tie=self.order,
+            asked=self.candidates(self.planned),
         )
 
     def next(self, done: dict, spent: float):
@@ -419,20 +423,32 @@ class AdaptivePicker:
 
     def _late_look(self, done: dict, spent: float):
         """The winner is measured at the target and its reserve is free: a first look that did not fit
-        round one (E2E at 256: hybrid, 179 s, with 285 s left at the end) is made now if it fits, the
-        cheapest first, so that no candidate stays unmeasured while the budget still has room for it."""
+        round one (E2E at 256: hybrid, 179 s, with 285 s left at the end), or of a candidate the budget
+        check left out (AG News at 500, 15m: prompt search, about 90 s, with 2 minutes unused at the
+        end), is made now if it fits, the cheapest first, so that no candidate stays unmeasured while
+        the budget still has room for it. A left-out candidate measured so is back in the race."""
+        gone = {x["candidate"] for x in self.left_out}
         late = sorted(
-            {s.strategy for s in self.specs if s.id in self.unfit}, key=lambda c: self.seconds(self.first_look(c))
+            {s.strategy for s in self.specs if s.id in self.unfit} | gone,
+            key=lambda c: self.seconds(self.first_look(c, self.planned)),
         )
         for c in late:
-            spec = self.first_look(c)
-            if spec.id not in done and self._fits(spec, spent, done):
-                self.unfit -= {s.id for s in self.specs if s.strategy == c}
-                self.skipped = [s for s in self.skipped if s["id"] != spec.id]
+            spec = self.first_look(c, self.planned)
+            if spec.id in done or spec.id in self.cut or not self._fits(spec, spent, done):
+                continue
+            self.unfit -= {s.id for s in self.planned if s.strategy == c}
+            self.skipped = [s for s in self.skipped if s["id"] != spec.id]
+            if c in gone:
+                self.left_out = [x for x in self.left_out if x["candidate"] != c]
+                self.specs += [s for s in self.planned if s.strategy == c]
                 return spec, (
-                    f"the winner is measured at the target and {c}'s first look, which did not fit "
-                    f"round one, fits the time left"
+                    f"the winner is measured at the target and {c}'s first look, left out by the budget "
+                    f"check, fits the time left"
                 )
+            return spec, (
+                f"the winner is measured at the target and {c}'s first look, which did not fit "
+                f"round one, fits the time left"
+            )
         return None
 
     def _fits(self, spec: RunSpec, spent: float, done: dict, guess: float | None = None) -> bool:

@@ -83,7 +83,14 @@ def test_a_short_budget_keeps_one_candidate_of_each_family_and_names_the_rest(tm
         "full": "weights",
     }
     assert {families[c] for c in kept} == set(families.values())  # both sides, and every family
-    assert {r["run"]["strategy"] for r in res["results"]} == kept  # every kept candidate measured
+    measured = {r["run"]["strategy"] for r in res["results"]}
+    assert kept <= measured  # every kept candidate measured
+    # a left-out candidate is measured only after the winner's run at the target (a late look), and
+    # one still unmeasured is named as left out
+    ran = res["finished"]
+    target = next(i for i, r in enumerate(ran) if "-n360-" in r)
+    assert not any(r.split("-")[0] in left for r in ran[:target]), ran
+    assert {n["strategy"] for n in race_file["never_run"]} == left - measured
     assert all("left out by the budget check" in n["why"] for n in race_file["never_run"])
     assert spent <= budget * 1.05
     plan = json.loads((tmp_path / "short" / "budget_plan.json").read_text())
@@ -420,3 +427,37 @@ def test_after_the_winner_and_the_late_looks_the_race_goes_on_in_the_time_left(t
     assert late == target + 1, ran  # before any further promotion
     assert ran[late + 1 :], ran  # and the race went on in the time left
     assert spent <= budget * 1.05
+
+
+def test_a_candidate_left_out_by_the_budget_check_is_looked_at_in_time_left_at_the_end(tmp_path, monkeypatch):
+    """AG News at 500, 15m: the budget check left hybrid and prompt search out, the winner was
+    measured at the target, and the compare ended with 2 of 15 minutes unused and prompt search (a
+    90 s first look) never measured. Once the winner is measured, a left-out candidate's first look
+    that fits the time left is made, and it is back in the race."""
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    real_check = AdaptivePicker.check_budget
+
+    def leave_out_few_shot(self):  # the budget check leaves few-shot out (its estimate then was dear)
+        real_check(self)
+        self.left_out = [
+            {
+                "candidate": "few_shot",
+                "family": "prompt",
+                "first_look_s": 1e3,
+                "at_target_s": 1e3,
+                "why": "the budget: zero_shot is the cheapest prompt candidate and stays",
+            }
+        ]
+        self._apply_left_out()
+
+    monkeypatch.setattr(AdaptivePicker, "check_budget", leave_out_few_shot)
+    need = _planned_need(tmp_path, monkeypatch)
+    monkeypatch.setattr(AdaptivePicker, "check_budget", leave_out_few_shot)
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 1.0, need * 2, "left")
+    ran = res["finished"]
+    target = next(i for i, r in enumerate(ran) if "-n360-" in r)
+    assert not any(r.startswith("few_shot-") for r in ran[:target]), ran
+    assert ran[target + 1].startswith("few_shot-"), ran  # the first thing after the winner's run
+    assert race_file["left_out"] == [] and not any(n["strategy"] == "few_shot" for n in race_file["never_run"])
+    assert spent <= need * 2 * 1.05
