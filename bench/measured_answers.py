@@ -265,7 +265,10 @@ def summarize() -> None:
         "command (model load, tuning, runs, final measurements, report). `beside`: what else ran on the 2 "
         "cores meanwhile. `run at (commit)`: when the row ended and the commit it ran with (for rows made "
         "before this column, the last commit before that time); the schedule changed between rows, so a "
-        "row is only comparable with rows of the same commit or later.",
+        "row is only comparable with rows of the same commit or later. `prompt or train`: the product's "
+        "question on its own: decided when the strategy is, or when every candidate of the side that does not "
+        "lead is measured and dropped (a candidate of that side never measured keeps it open), or answered by "
+        "rule prompt_enough; '-' for rows made before the column.",
         "",
         "| data | budget | slowdown | candidates measured / asked | both sides | recommended | winner measured "
         "at target | decided or tied (rule) | prompt or train | wall / budget | full grid | beside | run at (commit) | decision |",
