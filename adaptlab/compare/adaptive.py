@@ -4,7 +4,7 @@ A race between strategies (racing in the sense of Maron & Moore's Hoeffding race
 sampling of the leader and its strongest challenger, as in best-arm identification), with each
 strategy's quality at the target size predicted from its learning curve (:mod:`.curves`):
 
-1. every strategy runs once, at its smallest size (cheapest first);
+1. every strategy runs once, at its smallest size, or a larger one that costs no more (cheapest first);
 2. the **bar** is the best pessimistic bound at the target among all strategies; a strategy whose
    optimistic bound is under the bar is dropped (it stays dropped only while that holds: the state
    is recomputed from the finished runs after every run, so a resumed compare makes the same
@@ -111,6 +111,7 @@ def race(
     exclude: set | None = None,
     tie: list | None = None,
     asked: list[str] | None = None,
+    first: dict[str, int] | None = None,
 ) -> RaceState:
     """The race's state after ``records`` (finished runs) over the plan ``specs``, and what to run next.
 
@@ -119,6 +120,8 @@ def race(
     ``tie``: candidates in the order that breaks exact ties between predictions (:mod:`.lessons`).
     ``asked``: every candidate the user asked for (default: those in ``specs``); one never measured
     keeps the question "prompt or train?" open when it is of the side that does not lead.
+    ``first``: the train size of each candidate's first run, where it is not its smallest (the
+    schedule looks at a prompt strategy where a larger size costs no more, :meth:`.schedule.AdaptivePicker.first_look`).
     ``calibrated=False`` is the race before calibration (no calibration run, power-law bounds only),
     kept to replay what it did (``bench/race_replay.py``)."""
     cost = cost or (lambda s: s.train_size)
@@ -150,14 +153,18 @@ def race(
     def pending(cell) -> list:
         return [s for s in cells.get(cell, []) if s.id not in done]
 
-    # Round one: every strategy once, at its smallest size, cheapest first.
-    first = [
-        cells[(st, ladder[st][0])][0]
+    # Round one: every strategy once, at its smallest size (or the size ``first`` names), cheapest first.
+    def first_cell(st: str):
+        n = (first or {}).get(st)
+        return (st, n if (st, n) in cells else ladder[st][0])
+
+    round_one = [
+        cells[first_cell(st)][0]
         for st in strategies
-        if st not in fits and ladder[st] and cells[(st, ladder[st][0])][0].id not in done
+        if st not in fits and ladder[st] and cells[first_cell(st)][0].id not in done
     ]
-    if first:
-        state.candidates = [(s, "first run of the strategy") for s in sorted(first, key=first_key or cost)]
+    if round_one:
+        state.candidates = [(s, "first run of the strategy") for s in sorted(round_one, key=first_key or cost)]
         return state
     bar_holder, bar, alive, dropped = _drops(fits, strategies, metric, target, confidence)
     rank = {s: i for i, s in enumerate(tie or [])}

@@ -69,6 +69,7 @@ class AdaptivePicker:
     # every estimate, moves by tens of percent between calls (Banking77 at half speed: one candidate of
     # each family estimated at 31 min, then at 35 min a minute later, which refused the 35m asked for).
     ASK_MARGIN = 1.3
+    SAME_PRICE = 1.05  # a first look at a larger size costing at most this much more is the larger one
 
     def __init__(self, cfg: CompareConfig, specs: list[RunSpec], out: Path, tokens):
         self.cfg, self.out, self.tokens = cfg, out, tokens
@@ -132,8 +133,20 @@ class AdaptivePicker:
         return list(dict.fromkeys(s.strategy for s in (self.specs if specs is None else specs)))
 
     def first_look(self, candidate: str, specs: list[RunSpec] | None = None) -> RunSpec:
+        """``candidate``'s first run: its cheapest, at the largest train size that costs no more
+        (:attr:`SAME_PRICE`). A prompt-only strategy reads a fixed number of train rows (few-shot's
+        exemplars, a prompt search's sets and bootstrap), so its run at 256 costs what its run at 64
+        does; measured at or past the rows it reads, it is measured, not extrapolated, at every larger
+        size (:func:`.curves._flat_past`): the same seconds buy a narrow band instead of one from a
+        single small size (prompt search at 64 on Financial PhraseBank: its band at 1000 spanned
+        most of the scale, and kept "prompt or train?" open)."""
         mine = [s for s in (self.specs if specs is None else specs) if s.strategy == candidate]
-        return min(mine, key=lambda s: (s.train_size, s.seed))
+        seed = min(s.seed for s in mine)
+        mine = [s for s in mine if s.seed == seed]
+        cheapest = min(self.cost(s) for s in mine)
+        return max(
+            (s for s in mine if self.cost(s) <= self.SAME_PRICE * cheapest), key=lambda s: (s.train_size, -s.seed)
+        )
 
     def at_target(self, candidate: str) -> RunSpec | None:
         """``candidate``'s first-seed run at the target (or its only size, zero-shot's 0)."""
@@ -300,6 +313,7 @@ class AdaptivePicker:
             exclude=self.cut | self.unfit,
             tie=self.order,
             asked=self.candidates(self.planned),
+            first={c: self.first_look(c).train_size for c in self.candidates()},
         )
 
     def next(self, done: dict, spent: float):

@@ -49,7 +49,10 @@ def test_every_candidate_gets_a_first_look_before_any_second_run(tmp_path, monke
     res, race_file, _ = _compare(tmp_path, monkeypatch, 1.0, 1e6, "all")
     first = res["finished"][: len(STRATEGIES)]
     assert sorted(r.split("-")[0] for r in first) == sorted(STRATEGIES)  # one look each, then promotions
-    assert all(r.endswith("-n16-s0") or r == "zero_shot-n0-s0" for r in first)  # at the lowest fidelity
+    # at the lowest fidelity; few-shot where a larger size costs no more (it reads 8 train rows, and
+    # here the screening rows are every test row, so its look at the target costs what one at 16 does)
+    assert all(r.endswith("-n16-s0") or r in ("zero_shot-n0-s0", "few_shot-n360-s0") for r in first), first
+    assert "few_shot-n360-s0" in first
     assert race_file["candidates"] == STRATEGIES and race_file["left_out"] == [] and race_file["never_run"] == []
 
 
@@ -461,3 +464,44 @@ def test_a_candidate_left_out_by_the_budget_check_is_looked_at_in_time_left_at_t
     assert ran[target + 1].startswith("few_shot-"), ran  # the first thing after the winner's run
     assert race_file["left_out"] == [] and not any(n["strategy"] == "few_shot" for n in race_file["never_run"])
     assert spent <= need * 2 * 1.05
+
+
+def test_a_prompt_candidate_is_first_looked_at_the_largest_size_that_costs_no_more(tmp_path):
+    """Financial PhraseBank at 1000: prompt search's first look at 64 (its run costs the same at 256:
+    it reads 80 train rows) left a band spanning most of the scale, and "prompt or train?" open. A
+    first look goes to the largest size no dearer than the smallest: past the rows the strategy reads,
+    that measurement is its prediction at the target. A trained candidate's cost grows with its rows:
+    it stays at the smallest."""
+    from adaptlab.compare.adaptive import race
+    from adaptlab.compare.costs import Work
+    from adaptlab.compare.record import RunSpec
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    class Tokens:  # the work of a run: a prompt search's calls do not grow with the train size
+        n_screen, n_test = 100, 400
+
+        def work(self, strategy, n, rows):
+            return Work(50.0 if strategy == "prompt_search" else 2.0 * n, rows * 1.0)
+
+    specs = [RunSpec("zero_shot", 0, 0)] + [
+        RunSpec(s, n, seed) for s in ("prompt_search", "lora") for n in (64, 256, 1000) for seed in (0, 1)
+    ]
+    picker = AdaptivePicker(_cfg(None), specs, tmp_path, Tokens())
+    assert picker.first_look("prompt_search") == RunSpec("prompt_search", 256, 0)  # at 1000: every test row
+    assert picker.first_look("lora") == RunSpec("lora", 64, 0)
+    assert picker.first_look("zero_shot") == RunSpec("zero_shot", 0, 0)
+    firsts = {c: picker.first_look(c).train_size for c in picker.candidates()}
+    state = race([], specs, cost=picker.cost, first=firsts)
+    assert sorted(s.id for s, _ in state.candidates) == ["lora-n64-s0", "prompt_search-n256-s0", "zero_shot-n0-s0"]
+    # Measured there, past the 80 rows it reads, its prediction at 1000 is its measurement: flat.
+    look = rec("prompt_search", 256, 0.40, right=[1] * 40 + [0] * 60)
+    look["train"]["reads_rows_at_most"] = 80
+    records = [
+        rec("zero_shot", 0, 0.30, right=[1] * 30 + [0] * 70),
+        look,
+        rec("lora", 64, 0.70, right=[1] * 70 + [0] * 30),
+        rec("lora", 1000, 0.85, right=[1] * 85 + [0] * 15),
+    ]
+    state = race(records, specs, first=firsts)
+    assert state.fits["prompt_search"].flat_past == 80
+    assert state.question["answer"] == "training" and state.question["decided"], state.question
