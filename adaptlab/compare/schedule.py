@@ -1,8 +1,9 @@
 """The adaptive compare's schedule: which run comes next, under the budget. The policy, in a screen:
 
 1. **A first look at every candidate** (each strategy on each base, each prompt strategy on each
-   endpoint), cheapest first, at low fidelity: its smallest train size, scored on a screening
-   subsample of the test rows sized by the statistics (:func:`.costs.screen_rows`). Nothing is
+   endpoint), cheapest first, at low fidelity: its smallest train size (or a larger one that costs
+   no more: a prompt strategy reads a fixed number of rows), scored on a screening subsample of the
+   test rows sized by the statistics (:func:`.costs.screen_rows`). Nothing is
    concluded, and no second run made, before every candidate has one; a first look that does not
    fit what the budget leaves is skipped and the next one tried, so the cheap ones are always made.
 2. **Promotion by what can still change the answer** (the race, :mod:`.adaptive`: successive halving
@@ -20,6 +21,9 @@
    best-predicted candidate whose own run at the target fits is measured there instead, so the
    answer always rests on a measurement at the user's size. Either way the reserve is then free:
    first looks that missed round one are made in it, then the race goes on while its next run fits.
+   When no run at the target fits at all (the machine ran slower than estimated), the reserve is
+   freed all the same, for the same first looks and runs: time is never held for a run that
+   cannot be made.
 4. **A budget that cannot fit step 1 and step 3 is said before anything runs**, with the budget
    that would fit. By default the compare then keeps the cheapest candidate of each family
    (prompt-only, learned prompt, adapter, full weights) on each base and endpoint, leaves out the
@@ -92,6 +96,8 @@ class AdaptivePicker:
         self.held_at_start: float | None = None  # the reserve when the budget was accepted (round one holds it)
         self.first_est: dict[str, float] = {}  # each first look's estimate then
         self.standing_in: str | None = None  # a run measured at the target in place of the leader's (_stand_in)
+        # No run at the target fits the time left (nor a stand-in's): the time held for it is free (_release)
+        self.released = False
 
     # -------------------------------------------------------------- fidelity and costs
     def light(self, spec: RunSpec) -> bool:
@@ -275,6 +281,9 @@ class AdaptivePicker:
         """Seconds held back for the winner's run at the target (unless it is ``but``) and its final
         measurements: the leader's, or before there is one, the dearest among the candidates."""
         done = done or {}
+        if self.released:  # nothing fits at the target any more: only the recommended run's final rows
+            lead = self.leader()
+            return self.finish_seconds(lead) if lead else 0.0
         if but is not None and but.id == self.standing_in:
             return self.finish_seconds(but.strategy)  # the leader's run no longer fits: nothing else is held
         lead = self.leader()
@@ -365,7 +374,7 @@ class AdaptivePicker:
         # The winner is measured at the target (or a stand-in in its place): a first look that did not
         # fit round one comes before any further promotion, so every candidate is measured first.
         measured = (lead_target is not None and lead_target.id in done) or self.standing_in in done
-        late = self._late_look(done, spent) if measured else None
+        late = self._late_look(done, spent) if measured or self.released else None
         if late is not None:
             return late
         if lead_run is not None and (lead_run.id in done or lead_run.id in self.cut):
@@ -395,9 +404,21 @@ class AdaptivePicker:
                 f"but without it nothing is measured at the user's size: it is tried in the time "
                 f"left, and cut at the budget's end",
             )
-        if pick is None and measured:
+        if pick is None and (measured or self.released):
             pick = self._race_on(todo, spent, done)
+        if pick is None and not measured and not self.released and self.cfg.budget_seconds is not None:
+            pick = self._release(todo, spent, done)
         return pick
+
+    def _release(self, todo: list, spent: float, done: dict):
+        """Neither the leader's run at the target nor a stand-in's fits what is left, nor is worth
+        trying (Financial PhraseBank at 15m, its first looks measured 2x slower than estimated: the
+        compare ended after 3 runs with 11 of 15 minutes unused, holding them for a run that could
+        not be made, and few-shot, prefix and prompt search never measured). The time held is free:
+        the first looks not made come first (both sides of the question), then the race's next runs,
+        while they fit; the answer then says it rests on smaller sizes."""
+        self.released = True
+        return self._late_look(done, spent) or self._race_on(todo, spent, done)
 
     def _race_on(self, todo: list, spent: float, done: dict):
         """The race stopped to keep the winner's run (AG News at 1000, 38m: a first look did not fit
@@ -409,7 +430,8 @@ class AdaptivePicker:
         spec, why = next(((s, w) for s, w in todo if self._fits(s, spent, done)), (None, None))
         if spec is None:
             return None
-        return spec, f"the winner is measured at the target and its reserve is free: {why}"
+        now = "the winner is measured at the target" if not self.released else "no run at the target fits"
+        return spec, f"{now} and its reserve is free: {why}"
 
     def _stand_in(self, done: dict, spent: float, lead: str):
         """The leader's run at the target no longer fits (Financial PhraseBank on two bases and an
@@ -418,7 +440,7 @@ class AdaptivePicker:
         target whose own run there fits the time left (with its final measurements) is measured there
         instead, so the answer rests on a measurement at the user's size; the leader keeps its
         prediction, with its band, beside it."""
-        if self.cfg.budget_seconds is None or any(r.train_size == self.target for r in done.values()):
+        if self.cfg.budget_seconds is None or self._answer_at_target(done):
             return None
         left = self.cfg.budget_seconds - spent
         fits = self.state.fits
@@ -435,6 +457,14 @@ class AdaptivePicker:
                 )
         return None
 
+    def _answer_at_target(self, done: dict) -> bool:
+        """The leader, or a stand-in for it, is measured at the target. A prompt candidate's first look
+        made there because it cost no more (:meth:`first_look`) does not count: it does not free the
+        time held for the leader's run."""
+        lead = self.leader()
+        run = self.at_target(lead) if lead else None
+        return (run is not None and run.id in done) or self.standing_in in done
+
     def _late_look(self, done: dict, spent: float):
         """The winner is measured at the target and its reserve is free: a first look that did not fit
         round one (E2E at 256: hybrid, 179 s, with 285 s left at the end), or of a candidate the budget
@@ -442,6 +472,11 @@ class AdaptivePicker:
         end), is made now if it fits, the cheapest first, so that no candidate stays unmeasured while
         the budget still has room for it. A left-out candidate measured so is back in the race."""
         gone = {x["candidate"] for x in self.left_out}
+        now = (
+            "no run at the target fits the time left, so the time held for it is free"
+            if self.released
+            else "the winner is measured at the target"
+        )
         late = sorted(
             {s.strategy for s in self.specs if s.id in self.unfit} | gone,
             key=lambda c: self.seconds(self.first_look(c, self.planned)),
@@ -455,14 +490,8 @@ class AdaptivePicker:
             if c in gone:
                 self.left_out = [x for x in self.left_out if x["candidate"] != c]
                 self.specs += [s for s in self.planned if s.strategy == c]
-                return spec, (
-                    f"the winner is measured at the target and {c}'s first look, left out by the budget "
-                    f"check, fits the time left"
-                )
-            return spec, (
-                f"the winner is measured at the target and {c}'s first look, which did not fit "
-                f"round one, fits the time left"
-            )
+                return spec, f"{now} and {c}'s first look, left out by the budget check, fits the time left"
+            return spec, f"{now} and {c}'s first look, which did not fit round one, fits the time left"
         return None
 
     def _fits(self, spec: RunSpec, spent: float, done: dict, guess: float | None = None) -> bool:
@@ -502,8 +531,8 @@ class AdaptivePicker:
         0.76 to 1.4 times the measured seconds (docs/results/dependable_answers_notes.md). With at
         least ATTEMPT_SHARE of its estimate left it is tried rather than leaving the answer
         unmeasured (only then); its time limit still ends it at the budget's end."""
-        if self.cfg.budget_seconds is None or any(r.train_size == self.target for r in done.values()):
-            return False  # something is measured at the user's size already: the answer rests on it
+        if self.cfg.budget_seconds is None or self._answer_at_target(done):
+            return False  # the answer rests on a measurement at the user's size already
         left = self.cfg.budget_seconds - spent - self.reserve(done, but=spec)
         return left >= self.ATTEMPT_SHARE * self.seconds(spec)
 

@@ -505,3 +505,26 @@ def test_a_prompt_candidate_is_first_looked_at_the_largest_size_that_costs_no_mo
     state = race(records, specs, first=firsts)
     assert state.fits["prompt_search"].flat_past == 80
     assert state.question["answer"] == "training" and state.question["decided"], state.question
+
+
+def test_when_no_run_at_the_target_fits_the_time_held_for_it_goes_to_the_first_looks_left(tmp_path, monkeypatch):
+    """Financial PhraseBank at 15m, its first looks measured 2x slower than estimated: every run at the
+    target was re-estimated past what was left, and the compare ended after 3 runs with 11 of 15
+    minutes unused, holding them for a run that could not be made. The time held is freed for the
+    first looks not made (and then the race's runs), within the budget."""
+    from adaptlab.compare.schedule import AdaptivePicker
+    from adaptlab.strategies.registry import get_strategy
+
+    need = _planned_need(tmp_path, monkeypatch)
+    real_seconds = AdaptivePicker.seconds
+
+    def dearer(self, spec):  # once runs are measured, a trained candidate's run at the target: 20x
+        s = real_seconds(self, spec)
+        trained = get_strategy(spec.strategy).kind == "gradient"
+        return s * 20 if self._done and trained and spec.train_size == self.target else s
+
+    monkeypatch.setattr(AdaptivePicker, "seconds", dearer)
+    res, race_file, spent = _compare(tmp_path, monkeypatch, 0.7, need * 1.1, "slow")
+    assert not any("-n360-" in r for r in res["finished"] if not r.startswith("few_shot")), res["finished"]
+    assert {r.split("-")[0] for r in res["finished"]} == set(STRATEGIES), race_file["never_run"]
+    assert spent <= need * 1.1 * 1.05
