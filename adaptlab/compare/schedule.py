@@ -4,8 +4,9 @@
    endpoint), cheapest first, at low fidelity: its smallest train size (or a larger one that costs
    no more: a prompt strategy reads a fixed number of rows), scored on a screening subsample of the
    test rows sized by the statistics (:func:`.costs.screen_rows`). Nothing is
-   concluded, and no second run made, before every candidate has one; a first look that does not
-   fit what the budget leaves is skipped and the next one tried, so the cheap ones are always made.
+   concluded, and no second run made, before every candidate has one; a first look whose whole
+   estimate does not fit what the budget leaves is skipped and the next one tried, so the cheap ones
+   are always made (the skipped one waits for a late look, step 3).
 2. **Promotion by what can still change the answer** (the race, :mod:`.adaptive`: successive halving
    in the manner of ASHA, with each candidate's learning-curve band in place of a fixed halving
    rate, so a steep riser with a slow start is not dropped): the leader is measured at the target
@@ -20,7 +21,8 @@
    the reserved run is made. When the leader's run, re-estimated, no longer fits what is left, the
    best-predicted candidate whose own run at the target fits is measured there instead, so the
    answer always rests on a measurement at the user's size. Either way the reserve is then free:
-   first looks that missed round one are made in it, then the race goes on while its next run fits.
+   first looks that missed round one are made in it (and, once more, one cut by the reserve rather
+   than by its own limit), then the race goes on while its next run fits.
    When no run at the target fits at all (the machine ran slower than estimated), the reserve is
    freed all the same, for the same first looks and runs: time is never held for a run that
    cannot be made.
@@ -74,6 +76,7 @@ class AdaptivePicker:
     # each family estimated at 31 min, then at 35 min a minute later, which refused the 35m asked for).
     ASK_MARGIN = 1.3
     SAME_PRICE = 1.05  # a first look at a larger size costing at most this much more is the larger one
+    RETRY = 1.25  # a first look cut by the time held for the winner is retried at this times the seconds it ran
 
     def __init__(self, cfg: CompareConfig, specs: list[RunSpec], out: Path, tokens):
         self.cfg, self.out, self.tokens = cfg, out, tokens
@@ -84,12 +87,17 @@ class AdaptivePicker:
         self.skipped: list[dict] = []
         self.left_out: list[dict] = []
         self.cut: set[str] = set()
+        # Runs cut by the time held for the winner, not by running past their own limit (AG News at 500,
+        # 15m: few-shot's first look, estimated 103 s, limited to 85 s by the reserve, cut at 93 s):
+        # id -> seconds it ran. A first look among them is tried once more as a late look, when the
+        # time held is free and it fits (:meth:`_late_look`); one cut again stays cut.
+        self.squeezed: dict[str, float] = {}
         # Runs of candidates whose first look did not fit what the budget left: never tried in this
         # session, so the race goes on with the candidates measured (the report names the others).
         self.unfit: set[str] = set()
         for s in load_skipped(out):
             if s.get("cut"):
-                self._cut(s["id"])
+                self._cut(s["id"], s)
         self.stopped = False  # the next promotion did not fit: the reserved run, late looks, then _race_on
         self.state = None
         self._done: dict = {}
@@ -98,6 +106,7 @@ class AdaptivePicker:
         self.standing_in: str | None = None  # a run measured at the target in place of the leader's (_stand_in)
         # No run at the target fits the time left (nor a stand-in's): the time held for it is free (_release)
         self.released = False
+        self.retried: set[str] = set()  # squeezed first looks tried once more
 
     # -------------------------------------------------------------- fidelity and costs
     def light(self, spec: RunSpec) -> bool:
@@ -477,14 +486,28 @@ class AdaptivePicker:
             if self.released
             else "the winner is measured at the target"
         )
+        squeezed = {s.strategy for s in self.planned if s.id in self.squeezed}
         late = sorted(
-            {s.strategy for s in self.specs if s.id in self.unfit} | gone,
+            {s.strategy for s in self.specs if s.id in self.unfit} | gone | squeezed,
             key=lambda c: self.seconds(self.first_look(c, self.planned)),
         )
         for c in late:
             spec = self.first_look(c, self.planned)
-            if spec.id in done or spec.id in self.cut or not self._fits(spec, spent, done):
+            ran = self.squeezed.get(spec.id)
+            # A squeezed first look needed more than the seconds it ran: it is tried again only where
+            # that much and a margin fits, so that the second try is not cut too.
+            guess = max(self.seconds(spec), self.RETRY * ran) if ran is not None else None
+            if spec.id in done or (spec.id in self.cut and ran is None) or not self._fits(spec, spent, done, guess):
                 continue
+            if ran is not None:
+                self.cut -= {s.id for s in self.planned if s.strategy == c}
+                self.retried.add(spec.id)
+                del self.squeezed[spec.id]
+                self.skipped = [s for s in self.skipped if s["id"] != spec.id]
+                return spec, (
+                    f"{now} and {c}'s first look, cut in round one after {ran:.0f} s by the time held for the "
+                    f"winner, fits the time left ({guess:.0f} s): tried once more"
+                )
             self.unfit -= {s.id for s in self.planned if s.strategy == c}
             self.skipped = [s for s in self.skipped if s["id"] != spec.id]
             if c in gone:
@@ -519,11 +542,14 @@ class AdaptivePicker:
 
     def _can_finish(self, spec: RunSpec, spent: float, done: dict) -> bool:
         """Whether ``spec``, at its current estimate, can finish in the time its limit will allow
-        (the budget less what is held for the winner), with the estimates' usual error (ATTEMPT_SHARE)."""
+        (the budget less what is held for the winner). Its whole estimate, not ATTEMPT_SHARE of it: a
+        first look that does not start now gets a late look once the time held is free, while one
+        started short of its estimate is likely cut with its seconds spent for nothing (AG News at
+        500, 15m: few-shot's, estimated 103 s, limited to 85 s, cut at 93 s)."""
         if self.cfg.budget_seconds is None:
             return True
         left = self.cfg.budget_seconds - spent - self.reserve(done, but=spec)
-        return left >= self.ATTEMPT_SHARE * self.seconds(spec)
+        return left >= self.seconds(spec)
 
     def _worth_trying(self, spec: RunSpec, spent: float, done: dict) -> bool:
         """The reserved run, re-estimated past what is left (this compare measured slower rates than
@@ -537,15 +563,24 @@ class AdaptivePicker:
         return left >= self.ATTEMPT_SHARE * self.seconds(spec)
 
     def on_cut(self, spec: RunSpec, entry: dict) -> None:
-        self._cut(spec.id)
+        if spec.id in self.retried:
+            entry["retried"] = True  # cut again: for good, in this session and a resumed one
+        self._cut(spec.id, entry)
 
-    def _cut(self, run_id: str) -> None:
+    def _cut(self, run_id: str, entry: dict | None = None) -> None:
         """A run cut by its time limit is not tried again, nor are its strategy's larger runs (they
-        cost more); its smaller ones may still run."""
+        cost more); its smaller ones may still run. Cut by the time held for the winner rather than by
+        its own limit (a few times its estimate), and not yet retried, it is ``squeezed``: a first look
+        so cut gets one more try as a late look."""
         cut = next((s for s in self.planned if s.id == run_id), None)
         if cut is None:
             return
         self.cut |= {s.id for s in self.planned if s.strategy == cut.strategy and s.train_size >= cut.train_size}
+        own = self.OVERRUN * float((entry or {}).get("estimate_s", 0.0)) + 60.0
+        if entry and not entry.get("retried") and float(entry.get("left_s", own)) < own - 1.0:
+            self.squeezed[run_id] = float(entry.get("seconds", entry.get("left_s", 0.0)))
+        else:
+            self.squeezed.pop(run_id, None)
 
     # -------------------------------------------------------------- the end
     def finalize(self, ctx, records: list) -> list[RunRecord]:

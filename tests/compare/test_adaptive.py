@@ -226,10 +226,13 @@ def test_without_its_calibration_run_the_race_does_not_claim_a_decision():
     assert "soft_prompt" in state.alive or "widened" in state.dropped["soft_prompt"]
 
 
-def test_a_measured_leader_with_a_small_share_says_the_rest_are_predictions():
-    """E2E's line read 'lora is the best in 3% of the resampled curves' while LoRA, the only strategy
-    measured at the target, was recommended: the share must say what the other 97% are."""
+def test_a_measured_leader_is_shown_with_its_measurement_and_the_rest_as_predictions_with_bands():
+    """Financial PhraseBank's line read 'lora is the best in 0% of the resampled curves' while LoRA,
+    the only strategy measured at the target, was recommended: the share counted optimistic draws of
+    one-size extrapolations. The line gives the measurement and each rival's point and band, names
+    the recommendation, and never the share, whatever it is."""
     from adaptlab.compare.adaptive import decision_line
+    from adaptlab.compare.recommend import Constraints, recommend
 
     specs = [RunSpec(s, n, 0) for s in ("lora", "few_shot") for n in (16, 256)]
     records = [
@@ -239,12 +242,19 @@ def test_a_measured_leader_with_a_small_share_says_the_rest_are_predictions():
     ]
     state = race(records, specs)
     assert state.leader == "lora" and state.fits["lora"].measured_at_target and "few_shot" in state.alive
-    state.p_best = {"lora": 0.03, "few_shot": 0.97}
-    line = decision_line(state, 3, 1.0, 1)
-    assert "lora is the best in 3% of the resampled curves, measured at 256" in line
-    assert "the rest are predictions for few_shot from 1 size, not measured at 256" in line
-    state.p_best = {"lora": 0.7, "few_shot": 0.3}
-    assert "predictions" not in decision_line(state, 3, 1.0, 1)
+    few = state.fits["few_shot"]
+    for share in (0.03, 0.7):
+        state.p_best = {"lora": share, "few_shot": 1 - share}
+        line = decision_line(state, 3, 1.0, 1, recommendation=recommend(records, Constraints()))
+        assert "resampled curves" not in line
+        assert "lora, recommended, is measured at 256 (accuracy 0.480, interval " in line
+        assert f"few_shot 0.470 (predicted from 1 size, band {few.lo:.3f}-{few.hi:.3f})" in line
+    # Without a recommendation (the replay) the line does not claim one.
+    assert "lora is measured at 256" in decision_line(state, 3, 1.0, 1)
+    # Every rival measured at the target: the share is what tells them apart, and it is shown.
+    records.append(rec("few_shot", 256, 0.47, right=[1] * 47 + [0] * 53))
+    state = race(records, specs)
+    assert "few_shot" in state.alive and "of the resampled curves" in decision_line(state, 4, 1.0, 0)
 
 
 def test_prompt_or_train_is_decided_while_the_trained_strategy_is_still_open():

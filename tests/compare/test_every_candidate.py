@@ -528,3 +528,74 @@ def test_when_no_run_at_the_target_fits_the_time_held_for_it_goes_to_the_first_l
     assert not any("-n360-" in r for r in res["finished"] if not r.startswith("few_shot")), res["finished"]
     assert {r.split("-")[0] for r in res["finished"]} == set(STRATEGIES), race_file["never_run"]
     assert spent <= need * 1.1 * 1.05
+
+
+def test_a_first_look_cut_by_the_time_held_for_the_winner_is_tried_once_more(tmp_path, monkeypatch):
+    """AG News at 500, 15m: few-shot's first look, limited by the time held for the winner to less
+    than its estimate, was cut and never tried again, though the winner's run left time for it. A
+    first look cut by the reserve (not by running past its own limit) is tried once more as a late
+    look where the seconds it ran, and a margin, fit; cut a second time, it stays cut."""
+    import adaptlab.compare.measure as measure
+    from adaptlab.compare.schedule import AdaptivePicker
+    from adaptlab.utils import TimeUp
+
+    need = _planned_need(tmp_path, monkeypatch)
+    limits: dict[str, float] = {}
+    real_limit = AdaptivePicker.limit
+
+    def limit(self, spec, guess, spent):
+        # Round one's limit for few-shot's first look is what a reserve as large as AG News' (the
+        # dearest run at the target, full fine-tuning's, held until a leader is known) leaves it:
+        # twice its estimate, far under its own limit (three times, plus a minute).
+        limits[spec.id] = real_limit(self, spec, guess, spent)
+        if spec.strategy == "few_shot" and spec.id not in getattr(self, "retried", set()):
+            limits[spec.id] = min(limits[spec.id], 2 * guess)
+        return limits[spec.id]
+
+    monkeypatch.setattr(AdaptivePicker, "limit", limit)
+
+    def compare(name: str, cuts: int):
+        clock = [0.0]
+        _fake(monkeypatch, 1.0, clock)
+        fake, tries = measure.run_one, {}
+
+        def run_one(spec, *a, **k):  # few-shot's first look runs into its limit ``cuts`` times
+            tries[spec.id] = tries.get(spec.id, 0) + 1
+            if spec.strategy == "few_shot" and tries[spec.id] <= cuts:
+                clock[0] += limits[spec.id]
+                raise TimeUp("time limit reached")
+            return fake(spec, *a, **k)
+
+        monkeypatch.setattr(measure, "run_one", run_one)
+        res = run_compare(_cfg(need * 1.6), tmp_path / name, progress=False, clock=lambda: clock[0])
+        return res, json.loads((tmp_path / name / "race.json").read_text()), tries, clock[0]
+
+    res, race_file, tries, spent = compare("once", 1)
+    ran = res["finished"]
+    few = [r for r in ran if r.startswith("few_shot-")]
+    assert len(few) == 1 and tries[few[0]] == 2, (tries, ran)  # cut, then tried once more, and measured
+    assert not any(n["strategy"] == "few_shot" for n in race_file["never_run"])
+    target = next(i for i, r in enumerate(ran) if "-n360-" in r and not r.startswith("few_shot"))
+    assert ran.index(few[0]) > target  # a late look, after the winner's run
+    assert spent <= need * 1.6 * 1.05
+    res, race_file, tries, _ = compare("twice", 2)
+    assert not any(r.startswith("few_shot-") for r in res["finished"])  # cut again: stays cut
+    assert max(n for r, n in tries.items() if r.startswith("few_shot-")) == 2, tries
+    assert any(n["strategy"] == "few_shot" and "cut" in n["why"] for n in race_file["never_run"])
+
+
+def test_a_first_look_is_not_started_short_of_its_estimate():
+    """AG News at 500, 15m: few-shot's first look, estimated 103 s, was started with 85 s before the
+    time held for the winner and cut at 93 s, its seconds spent for nothing. A first look starts only
+    where its whole estimate fits; otherwise it waits for a late look."""
+    from types import SimpleNamespace
+
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    picker = AdaptivePicker.__new__(AdaptivePicker)
+    picker.cfg = SimpleNamespace(budget_seconds=1000.0)
+    picker.reserve = lambda done, but=None: 400.0
+    spec = SimpleNamespace(id="few_shot-n64-s0")
+    for estimate, starts in ((103.0, False), (85.0, True)):
+        picker.seconds = lambda s, e=estimate: e
+        assert picker._can_finish(spec, 515.0, {}) is starts  # 85 s left beside the reserve
