@@ -136,33 +136,15 @@ def race(
     target = max((n for st in strategies for n in ladder[st]), default=0)
     metric, _ = ranking_metric(records)
     fits = fit_all(records, target, metric, confidence=confidence, calibrated=calibrated) if records else {}
+    calibration = sorted({f.calibration for f in fits.values() if f.calibration}, key=lambda c: c.kind)
     state = RaceState(
-        target,
-        metric,
-        fits,
-        None,
-        None,
-        None,
-        [],
-        {},
-        False,
-        confidence=confidence,
-        calibration=sorted({f.calibration for f in fits.values() if f.calibration}, key=lambda c: c.kind),
+        target, metric, fits, None, None, None, [], {}, False, confidence=confidence, calibration=calibration
     )
 
     def pending(cell) -> list:
         return [s for s in cells.get(cell, []) if s.id not in done]
 
-    # Round one: every strategy once, at its smallest size (or the size ``first`` names), cheapest first.
-    def first_cell(st: str):
-        n = (first or {}).get(st)
-        return (st, n if (st, n) in cells else ladder[st][0])
-
-    round_one = [
-        cells[first_cell(st)][0]
-        for st in strategies
-        if st not in fits and ladder[st] and cells[first_cell(st)][0].id not in done
-    ]
+    round_one = _round_one(cells, ladder, strategies, fits, done, first)
     if round_one:
         state.candidates = [(s, "first run of the strategy") for s in sorted(round_one, key=first_key or cost)]
         return state
@@ -213,6 +195,21 @@ def race(
     state.sure = sure
     state.decided = sure or not out
     return state
+
+
+def _round_one(cells: dict, ladder: dict, strategies: list[str], fits: dict, done: set, first: dict | None) -> list:
+    """Round one: every strategy not yet measured once, at its smallest size (or the size ``first``
+    names, where planned), its first seed; empty once each has a run."""
+
+    def first_cell(st: str):
+        n = (first or {}).get(st)
+        return (st, n if (st, n) in cells else ladder[st][0])
+
+    return [
+        cells[first_cell(st)][0]
+        for st in strategies
+        if st not in fits and ladder[st] and cells[first_cell(st)][0].id not in done
+    ]
 
 
 def _question(fits: dict[str, CurveFit], leader: str, alive: list[str], unmeasured: list[str]) -> dict:
