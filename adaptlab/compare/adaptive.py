@@ -405,8 +405,7 @@ def _race_line(
     if state.sure:
         return (
             f"decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
-            f"the {left} runs left could not change the winner"
-            + (f" ({state.leader} is the best in {100 * p:.0f}% of the resampled curves)" if p is not None else "")
+            f"the {left} runs left could not change the winner" + (f" ({chance})" if chance else "")
         )
     if state.decided:
         return (

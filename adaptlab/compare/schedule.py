@@ -311,10 +311,14 @@ class AdaptivePicker:
     def remaining(self, guess: float) -> float:
         return guess + sum(self.seconds(s) for s, _ in (self.state.candidates[1:] if self.state else []))
 
+    def _own_limit(self, guess: float) -> float:
+        """A run's own time limit, before the budget: a few times its estimate, plus a minute."""
+        return self.OVERRUN * guess + 60.0
+
     def limit(self, spec: RunSpec, guess: float, spent: float) -> float | None:
         """Seconds ``spec`` may run before it is cut: a few times its estimate, and never into the time
         reserved for the winner (nor, for the reserved run itself, past the budget)."""
-        own = self.OVERRUN * guess + 60.0
+        own = self._own_limit(guess)
         if self.cfg.budget_seconds is None:
             return own
         left = self.cfg.budget_seconds - spent - self.reserve(self._done, but=spec)
@@ -499,17 +503,16 @@ class AdaptivePicker:
             guess = max(self.seconds(spec), self.RETRY * ran) if ran is not None else None
             if spec.id in done or (spec.id in self.cut and ran is None) or not self._fits(spec, spent, done, guess):
                 continue
+            self.skipped = [s for s in self.skipped if s["id"] != spec.id]
             if ran is not None:
                 self.cut -= {s.id for s in self.planned if s.strategy == c}
                 self.retried.add(spec.id)
                 del self.squeezed[spec.id]
-                self.skipped = [s for s in self.skipped if s["id"] != spec.id]
                 return spec, (
                     f"{now} and {c}'s first look, cut in round one after {ran:.0f} s by the time held for the "
                     f"winner, fits the time left ({guess:.0f} s): tried once more"
                 )
             self.unfit -= {s.id for s in self.planned if s.strategy == c}
-            self.skipped = [s for s in self.skipped if s["id"] != spec.id]
             if c in gone:
                 self.left_out = [x for x in self.left_out if x["candidate"] != c]
                 self.specs += [s for s in self.planned if s.strategy == c]
@@ -576,7 +579,7 @@ class AdaptivePicker:
         if cut is None:
             return
         self.cut |= {s.id for s in self.planned if s.strategy == cut.strategy and s.train_size >= cut.train_size}
-        own = self.OVERRUN * float((entry or {}).get("estimate_s", 0.0)) + 60.0
+        own = self._own_limit(float((entry or {}).get("estimate_s", 0.0)))
         if entry and not entry.get("retried") and float(entry.get("left_s", own)) < own - 1.0:
             self.squeezed[run_id] = float(entry.get("seconds", entry.get("left_s", 0.0)))
         else:
