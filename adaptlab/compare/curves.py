@@ -281,19 +281,7 @@ def fit_curve(
         sigma = float(np.sqrt(np.mean(spread**2)))
     rate = calibration.rate if calibration and not (at_target or flat_past) else None
     for _ in range(replicates if stats or spread is not None else 1):
-        if stats:
-            idx = rng_rows.integers(0, len(keys), len(keys))
-            qs = np.array(
-                [
-                    stats[n](int(rng_at[n].integers(stats[n].n_seeds)), idx)
-                    + (rng_at[n].normal(0, seed_sd) if stats[n].n_seeds == 1 and n else 0.0)
-                    for n in sizes
-                ]
-            )
-        elif spread is not None:  # records without per-row metrics: normal noise of the same size, unpaired
-            qs = np.clip(measured + np.array([rng_at[n].normal() for n in sizes]) * spread, 0.0, Q_MAX)
-        else:  # nor a test size: the measured means, no measurement noise
-            qs = measured
+        qs = _replicate(stats, sizes, keys, measured, spread, seed_sd, rng_rows, rng_at)
         if at_target or flat_past:
             v = qs[sizes.index(target)] if target in by_size else qs[-1]
             for w in samples:
@@ -340,6 +328,27 @@ def fit_curve(
             "hi": np.quantile(np.array(band["hi"]), 1 - tail, axis=0).tolist(),
         }
     return out
+
+
+def _replicate(stats, sizes, keys, measured, spread, seed_sd, rng_rows, rng_at) -> np.ndarray:
+    """One bootstrap replicate of the quality at each measured size: the test rows resampled (the
+    same draw for every strategy, so replicates pair up) plus a seed's noise where one seed ran;
+    kept inside the metric's range (the demo's hybrid, 0.983 at 360, plus a seed's noise once read "interval
+    0.937-1.025" for an accuracy)."""
+    if stats:
+        idx = rng_rows.integers(0, len(keys), len(keys))
+        qs = np.array(
+            [
+                stats[n](int(rng_at[n].integers(stats[n].n_seeds)), idx)
+                + (rng_at[n].normal(0, seed_sd) if stats[n].n_seeds == 1 and n else 0.0)
+                for n in sizes
+            ]
+        )
+    elif spread is not None:  # records without per-row metrics: normal noise of the same size, unpaired
+        qs = measured + np.array([rng_at[n].normal() for n in sizes]) * spread
+    else:  # nor a test size: the measured means, no measurement noise
+        return measured
+    return np.clip(qs, 0.0, Q_MAX)
 
 
 def _flat_past(by_size: dict[int, list[RunRecord]], target: int) -> int | None:

@@ -29,8 +29,11 @@ from adaptlab.compare.store import (
     claim,
     load_results,
     load_tuning,
+    minutes,
+    record_spent,
     release_claim,
     results_dir,
+    spent_before,
     write_result,
     write_skipped,
 )
@@ -200,7 +203,8 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
         tokens.observe(r)
     picker = AdaptivePicker(cfg, specs, out, tokens) if cfg.adaptive else GridPicker(cfg, specs, done, tokens)
     picker.check_budget()
-    t_start = clock()
+    before = spent_before(out)
+    t_start = clock() - before  # the budget is the compare's whole time, over every session of it
     settings = dict(cfg.strategy_settings)
     if cfg.tune:
         from adaptlab.compare.tuning import TuningBudget, run_tuning
@@ -222,10 +226,16 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
         )
         settings.update(tuned)
         tokens.settings.update(tuned)
+        record_spent(out, clock() - t_start)
     if done:
         console.print(
             f"resuming: {len(done)} finished run(s) kept"
             + ("" if cfg.adaptive else f", {len(specs) - len(done)} to go")
+            + (
+                f"; {minutes(before)} of the {minutes(cfg.budget_seconds)} budget spent before"
+                if cfg.budget_seconds is not None and before
+                else ""
+            )
         )
     live = LiveStatus(out, cfg, len(specs))
     try:
@@ -237,6 +247,7 @@ def run_compare(cfg: CompareConfig, out: Path, progress: bool = True, clock=time
     done = {r.id: r for r in load_results(out)}  # include what other workers finished
     live.write("running", done=len(done), phase="measuring the recommended run in full")
     records = picker.finalize(ctx, list(done.values()))
+    record_spent(out, clock() - t_start)
     picker.finish(out, records)
     live.write("finished", done=len(done))
     return {"finished": finished, "skipped": picker.skipped, "results": list(done.values())}
@@ -357,6 +368,7 @@ def _race_or_grid(
             continue
         finally:
             release_claim(out, spec.id)
+            record_spent(out, clock() - t_start)
             if ended:
                 shutil.rmtree(live.run_dir(spec.id), ignore_errors=True)
         done[spec.id] = rec

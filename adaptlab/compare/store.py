@@ -145,6 +145,43 @@ def write_skipped(out: Path, skipped: list[dict]) -> None:
     atomic_write_json(out / "skipped.json", list(merged.values()))
 
 
+SPENT_FILE = "spent.json"
+
+
+def spent_before(out: Path) -> float:
+    """Seconds of the budget earlier sessions of this compare spent (``spent.json``; 0 for a new one).
+
+    ``--budget`` is the compare's whole time: a compare killed at 10 of 15 minutes resumes with 5
+    left, and one that finished does not start a fresh 15 minutes of runs when it is run again
+    (the tutorial's Python call on a finished CLI compare's folder once ran a second race). A larger
+    ``--budget`` given again buys the difference."""
+    from adaptlab.data.loading import DataError
+
+    path = Path(out) / SPENT_FILE
+    if not path.exists():
+        return 0.0
+    try:
+        seconds = json.loads(path.read_text())["seconds"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(
+            f"{path}: not readable ({type(e).__name__}: {e}); it holds the budget seconds earlier sessions "
+            f"spent: fix or delete it (deleted, a resumed compare gets its whole budget again)"
+        ) from None
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        raise DataError(f"{path}: 'seconds' must be a number >= 0, got {seconds!r}")
+    return float(seconds)
+
+
+def record_spent(out: Path, seconds: float) -> None:
+    """Save the budget seconds spent so far (the most any worker of this compare has seen)."""
+    path = Path(out) / SPENT_FILE
+    try:
+        before = spent_before(out)
+    except Exception:  # noqa: BLE001  (an unreadable file is replaced by what this session knows)
+        before = 0.0
+    atomic_write_json(path, {"seconds": max(before, seconds)})
+
+
 def run_seconds(rec) -> float | None:
     """A run's own start-to-finish seconds from its record, or None where it kept no timestamps."""
     import datetime

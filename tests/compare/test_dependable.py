@@ -225,3 +225,42 @@ def test_tuning_asks_its_allowance_again_before_each_variant(tmp_path, monkeypat
         TuningBudget(spent=lambda: clock[0], allowance=allowance, order=["lora"]),
     )
     assert len(fitted) == 1 and len(asked) == 2
+
+
+def test_the_budget_is_the_compares_whole_time_over_every_session_of_it(tmp_path, monkeypatch):
+    import adaptlab.compare.measure as measure
+    from adaptlab.compare.store import spent_before
+
+    # Run again on the folder of a compare its budget stopped (a new process: its clock starts at 0):
+    # nothing new runs.
+    first, _, spent = _compare(tmp_path, monkeypatch, 1.0, 25.0, "done")
+    assert spent_before(tmp_path / "done") == pytest.approx(spent)
+    again, _, _ = _compare(tmp_path, monkeypatch, 1.0, 25.0, "done")
+    assert again["finished"] == [] and len(again["results"]) == len(first["results"])
+
+    # Killed after its third run and resumed: both sessions together keep the one budget.
+    clock = [0.0]
+    _fake(monkeypatch, 1.0, clock)
+    fake, calls = measure.run_one, []
+
+    def killed_at_four(spec, *a, **k):
+        calls.append(spec.id)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return fake(spec, *a, **k)
+
+    monkeypatch.setattr(measure, "run_one", killed_at_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(_cfg(30.0), tmp_path / "killed", progress=False, clock=lambda: clock[0])
+    before = spent_before(tmp_path / "killed")
+    assert 0 < before <= clock[0]
+    monkeypatch.setattr(measure, "run_one", fake)
+    session_two = [0.0]
+    _fake(monkeypatch, 1.0, session_two)
+    run_compare(_cfg(30.0), tmp_path / "killed", progress=False, clock=lambda: session_two[0])
+    assert before + session_two[0] <= 30.0 * 1.05
+    # A larger budget given again buys the difference (the 25 s compare left runs out).
+    more = [0.0]
+    _fake(monkeypatch, 1.0, more)
+    res = run_compare(_cfg(400.0), tmp_path / "done", progress=False, clock=lambda: more[0])
+    assert res["finished"] and spent + more[0] <= 400.0 * 1.05
