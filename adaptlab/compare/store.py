@@ -158,8 +158,8 @@ def spent_before(out: Path) -> float:
     from adaptlab.data.loading import DataError
 
     path = Path(out) / SPENT_FILE
-    if not path.exists():
-        return 0.0
+    if not path.exists():  # a new compare, or one from before this file: its runs' and tuning's own time
+        return 60 * compare_minutes(out, load_results(out)) if results_dir(out).exists() else 0.0
     try:
         seconds = json.loads(path.read_text())["seconds"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:

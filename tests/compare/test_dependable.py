@@ -237,6 +237,9 @@ def test_the_budget_is_the_compares_whole_time_over_every_session_of_it(tmp_path
     assert spent_before(tmp_path / "done") == pytest.approx(spent)
     again, _, _ = _compare(tmp_path, monkeypatch, 1.0, 25.0, "done")
     assert again["finished"] == [] and len(again["results"]) == len(first["results"])
+    # A folder from before spent.json: its runs' own time (the fake runs record 1 s each).
+    (tmp_path / "done" / "spent.json").unlink()
+    assert spent_before(tmp_path / "done") == pytest.approx(len(first["results"]))
 
     # Killed after its third run and resumed: both sessions together keep the one budget.
     clock = [0.0]
