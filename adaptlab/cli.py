@@ -1290,7 +1290,11 @@ def _registry_errors():
 
 @registry_app.command("register")
 def registry_register(
-    folder: Path = typer.Argument(..., help="An artifact folder written by `adaptlab train` or `compare`."),
+    folder: Path = typer.Argument(
+        ...,
+        help="An artifact folder written by `adaptlab train` or `compare`, or a compare's run folder "
+        "(its recommended run's artifact).",
+    ),
     task: str = typer.Option(..., help="Task name (a-z 0-9 _ . -); versions count up per task."),
     alias: str | None = typer.Option(None, help="Also point this alias (e.g. staging, prod) at it."),
     run: str | None = typer.Option(None, help="The compare run it came from (recorded)."),
@@ -1299,6 +1303,11 @@ def registry_register(
 ) -> None:
     """Copy an artifact into the registry as the task's next version."""
     try:
+        if (folder / "compare.json").is_file():  # a compare folder: the run it recommends
+            from adaptlab.compare.session import CompareResult
+
+            folder = CompareResult.open(folder).artifact  # the registry records the compare it came from
+            console.print(f"the compare recommends {folder.name}", highlight=False)
         e = _registry(registry).register(folder, task, run=run, note=note, alias=alias)
     except _registry_errors() as err:
         _fail(err)

@@ -48,6 +48,17 @@ def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
     assert [r.id for r in again.runs] == [r.id for r in res.runs]
     assert [r.meta["finished"] for r in again.runs] == [r.meta["finished"] for r in res.runs]
     assert adaptlab.CompareResult.open(tmp_path / "run").winner == res.winner
+    # The recommended run's artifact, and the registry takes the compare folder for it.
+    assert res.artifact.parent == tmp_path / "run" / "artifacts" and res.artifact.name.startswith(res.winner)
+    reg = tmp_path / "registry"
+    out = CliRunner().invoke(
+        app, ["registry", "register", str(tmp_path / "run"), "--task", "t", "--registry", str(reg)]
+    )
+    assert out.exit_code == 0 and f"the compare recommends {res.artifact.name}" in out.output, out.output
+    assert adaptlab.Registry(reg).resolve("t@1").strategy == res.winner
+    (res.artifact / "adaptlab_artifact.json").unlink()  # an artifact the compare did not keep
+    with pytest.raises(ValueError, match=r"kept no artifact \(keep_artifacts="):
+        adaptlab.CompareResult.open(tmp_path / "run").artifact
     with pytest.raises(ValueError, match="unknown key 'strategy'"):
         adaptlab.compare("demo", out=tmp_path / "x", strategy="lora")
 

@@ -63,6 +63,31 @@ class CompareResult:
         return self.recommendation.reasons
 
     @property
+    def artifact(self) -> Path:
+        """The recommended run's artifact folder, to register or serve (``adaptlab registry register``
+        takes it, or this compare's folder). Errors name what is missing: nothing recommended, or an
+        artifact the compare did not keep (``keep_artifacts``)."""
+        from adaptlab.strategies.base import ARTIFACT_FILE
+
+        if not self.recommendation.ranked:
+            raise DataError(f"{self.out}: nothing is recommended (no run meets the constraints)")
+        top = self.recommendation.ranked[0]
+        runs = sorted(
+            (r for r in self.runs if r.strategy == top["strategy"] and r.train_size == top["train_size"]),
+            key=lambda r: -(r.quality or 0.0),
+        )
+        for r in runs:
+            folder = self.out / "artifacts" / r.id
+            if (folder / ARTIFACT_FILE).exists():
+                return folder
+        ids = ", ".join(r.id for r in runs) or f"{top['strategy']} at {top['train_size']}"
+        raise DataError(
+            f"{self.out}: the recommended run ({ids}) kept no artifact (keep_artifacts="
+            f"{self.config.keep_artifacts!r}; model copies over 100 MB are dropped by 'small'): train it with "
+            f"`adaptlab train {top['strategy']}`"
+        )
+
+    @property
     def report_html(self) -> Path:
         return self.out / "report" / "report.html"
 

@@ -162,7 +162,11 @@ def _feedback(registry: Registry, task: str, meta: dict, ref: str, opts: Improve
     judge_rows = [f for f in rows if f.kind != RATED_DOWN and held_back(f.request_id, opts.holdout)]
     train_fb = [f for f in rows if f not in judge_rows and (opts.use_rated_down or f.kind != RATED_DOWN)]
     if not train_fb:
-        raise DataError(f"feedback of {task}: no row left to train on ({len(rows)} rows, {len(judge_rows)} held back)")
+        raise DataError(
+            f"feedback of {task}: no row left to train on ({len(rows)} rows, {len(judge_rows)} held back to judge on "
+            f"with --holdout {opts.holdout:g}): collect more corrections, or pass --holdout 0 to judge on the "
+            f"recipe's test rows alone"
+        )
     return counts, found, judge_rows, train_fb
 
 

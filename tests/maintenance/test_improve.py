@@ -150,3 +150,12 @@ def test_held_back_is_a_stable_share():
     ids = [f"r{i}" for i in range(2000)]
     share = sum(held_back(i, 0.25) for i in ids) / len(ids)
     assert 0.22 < share < 0.28 and [held_back(i, 0.25) for i in ids[:50]] == [held_back(i, 0.25) for i in ids[:50]]
+
+
+def test_feedback_all_held_back_says_how_to_go_on(tmp_path, monkeypatch):
+    reg, _ = _champion(tmp_path, monkeypatch)
+    rid = next(f"req-{i}" for i in range(100) if held_back(f"req-{i}", 0.25))  # the tutorial's one correction
+    reg.requests.log(rid, "food", 1, "classification", "my kiwi smoothie", "veg")
+    reg.requests.add_feedback(rid, -1, "fruit")
+    with pytest.raises(ValueError, match=r"no row left to train on \(1 rows, 1 held back .*pass --holdout 0"):
+        improve(reg, "food", tmp_path / "x", ImproveOptions(progress=False), log=lambda *a: None)
