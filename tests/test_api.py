@@ -38,6 +38,7 @@ def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
     assert set(res.curves()) == {"zero_shot", "few_shot"}
     table = res.table()
     assert {t["strategy"] for t in table} == {"zero_shot", "few_shot"} and all(0 <= t["quality"] <= 1 for t in table)
+    assert all(t["test_n"] == 6 for t in table)  # test_limit: 6
     df = res.to_pandas()
     assert list(df["run"]) == [t["run"] for t in table]
     assert f"Recommended: {res.winner}" in res._repr_markdown_()
@@ -55,7 +56,10 @@ def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
         app, ["registry", "register", str(tmp_path / "run"), "--task", "t", "--registry", str(reg)]
     )
     assert out.exit_code == 0 and f"the compare recommends {res.artifact.name}" in out.output, out.output
-    assert adaptlab.Registry(reg).resolve("t@1").strategy == res.winner
+    entry = adaptlab.Registry(reg).resolve("t@1")
+    assert entry.strategy == res.winner and entry.run == str(tmp_path / "run")
+    measured = next(r for r in res.runs if r.id == res.artifact.name).eval["test"]
+    assert entry.metrics["test"]["accuracy"] == measured["accuracy"]  # what `registry list` shows
     (res.artifact / "adaptlab_artifact.json").unlink()  # an artifact the compare did not keep
     with pytest.raises(ValueError, match=r"kept no artifact \(keep_artifacts="):
         adaptlab.CompareResult.open(tmp_path / "run").artifact

@@ -116,7 +116,7 @@ class CompareResult:
                     "seed": r.seed,
                     "metric": ev.get("metric"),
                     "quality": r.quality,
-                    "test_n": ev.get("n"),
+                    "test_n": ev.get("test_examples"),  # the test rows this run was scored on
                     "fit_seconds": r.fit_seconds,
                     "peak_rss_gb": (tr.get("peak_rss_bytes") or 0) / 2**30,
                     "trainable_params": tr.get("trainable_params"),

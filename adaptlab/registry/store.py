@@ -161,8 +161,11 @@ class Registry:
         links = sorted(p.name for p in folder.rglob("*") if p.is_symlink())
         if links:
             raise RegistryError(f"{folder}: refusing symbolic links ({', '.join(links)})")
-        if run is None and (folder.resolve().parent.parent / "compare.json").is_file():
-            run = str(folder.resolve().parent.parent)  # an artifact of a compare run: remember which
+        metrics = dict(meta.get("metrics") or {})
+        compare = folder.resolve().parent.parent
+        if (compare / "compare.json").is_file():  # an artifact of a compare run: remember which
+            run = run or str(compare)
+            metrics.setdefault("test", _compare_test(compare, folder.name))
         files_sha = manifest(folder, skip=NOT_ARTIFACT)
         digest = manifest_digest(files_sha)
         self._store(folder, digest)
@@ -184,7 +187,7 @@ class Registry:
                     meta["task"],
                     meta["base_model"]["fingerprint"],
                     meta["base_model"].get("name"),
-                    json.dumps(meta.get("metrics") or {}, sort_keys=True),
+                    json.dumps({k: v for k, v in metrics.items() if v is not None}, sort_keys=True),
                     size,
                     who,
                     now,
@@ -442,3 +445,12 @@ def lineage_text(info: dict | None) -> str:
     if info.get("kind"):
         parts.insert(0, info["kind"] + ":")
     return " ".join(parts)
+
+
+def _compare_test(compare: Path, run_id: str) -> dict | None:
+    """The held-out test numbers the compare measured for this artifact's run (what `registry list`
+    shows as its metric), or None where its record is missing or unreadable."""
+    try:
+        return json.loads((compare / "results" / f"{run_id}.json").read_text())["eval"]["test"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
