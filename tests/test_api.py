@@ -62,7 +62,7 @@ def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
     assert entry.metrics["test"]["accuracy"] == measured["accuracy"]  # what `registry list` shows
     (res.artifact / "adaptlab_artifact.json").unlink()  # an artifact the compare did not keep
     with pytest.raises(ValueError, match=r"kept no artifact \(keep_artifacts="):
-        adaptlab.CompareResult.open(tmp_path / "run").artifact
+        _ = adaptlab.CompareResult.open(tmp_path / "run").artifact
     with pytest.raises(ValueError, match="unknown key 'strategy'"):
         adaptlab.compare("demo", out=tmp_path / "x", strategy="lora")
 
