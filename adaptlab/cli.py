@@ -24,22 +24,13 @@ from adaptlab.prompts import TemplateError
 from adaptlab.tasks.base import list_tasks
 from adaptlab.training.config import TrainConfig  # loaded with the compare config already
 
-COLUMNS_HELP = (
-    "Rename the file's columns to the task's fields: FILE_COLUMN=FIELD,... (e.g. question=text,answer=label)."
-)
+COLUMNS_HELP = help_of(CompareConfig, "columns")
 MODEL_HELP = (
     "Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for tests), "
     "a .gguf file or a transformers model folder."
 )
-MODELS_HELP = MODEL_HELP + (
-    " Several, comma-separated (gemma-3-270m,smollm2-135m-instruct): each strategy runs "
-    "on each base as STRATEGY@BASE, in one ranking."
-)
-PROPOSER_HELP = (
-    "The LM that proposes instructions for gepa: an endpoint NAME from --endpoint/--endpoints, "
-    "NAME=URL[,model=..,key=..,in=..,out=..] (not a candidate itself), or 'self'. Adds gepa to "
-    "--strategies all."
-)
+MODELS_HELP = help_of(CompareConfig, "model")  # written once, in the compare's config
+PROPOSER_HELP = help_of(CompareConfig, "proposer")
 
 app = typer.Typer(
     help="adaptlab: prompt-tune or fine-tune? Measure every strategy on your data.",
@@ -758,10 +749,7 @@ RUN_OPTIONS = {"config", "out", "workers", "ray", "ray_cpus", "no_progress", "tr
 
 # compare_cmd's longer options, here so that its signature reads as a list of names
 _COMPARE_OPTS = {
-    "data": typer.Option(
-        None,
-        help="Dataset file, folder of split files, or name (demo, sst2, banking77, ...); required unless --config.",
-    ),
+    "data": typer.Option(None, help=help_of(CompareConfig, "data").rstrip(".") + "; required unless --config."),
     "train_sizes": typer.Option(
         ",".join(map(str, default_of(CompareConfig, "train_sizes"))), help=help_of(CompareConfig, "train_sizes")
     ),
@@ -771,21 +759,8 @@ _COMPARE_OPTS = {
         "fit are skipped and listed. With a budget the compare is "
         "adaptive unless --full-grid.",
     ),
-    "adaptive": typer.Option(
-        None,
-        "--adaptive/--full-grid",
-        help="Race the strategies: predict each one's quality at the largest "
-        "train size from its learning curve, drop those that cannot win, "
-        "stop when the winner is decided (default with --budget); or run "
-        "every strategy x size x seed.",
-    ),
-    "tune": typer.Option(
-        None,
-        "--tune/--no-tune",
-        help="First fit each strategy's few registered variants (learning rate, "
-        "LoRA rank, prompt length, few-shot k) at the smallest size, choose on "
-        "dev, and use the best for its runs (default: with --adaptive).",
-    ),
+    "adaptive": typer.Option(None, "--adaptive/--full-grid", help=help_of(CompareConfig, "adaptive")),
+    "tune": typer.Option(None, "--tune/--no-tune", help=help_of(CompareConfig, "tune")),
     "set_": typer.Option(
         [],
         "--set",
@@ -821,17 +796,8 @@ _COMPARE_OPTS = {
     "endpoints_file": typer.Option(
         None, "--endpoints", help="TOML file of [endpoints.NAME] tables (the same fields), all of them candidates."
     ),
-    "volume": typer.Option(
-        None,
-        help="Predictions you expect, e.g. 1M/month or 50k/day: the report's "
-        "break-even and the recommendation's cost count training at it.",
-    ),
-    "response_cache": typer.Option(
-        None,
-        "--response-cache",
-        help="SQLite file of endpoint answers already paid for (default "
-        "$ADAPTLAB_RESPONSE_CACHE or ~/.cache/adaptlab/responses.sqlite).",
-    ),
+    "volume": typer.Option(None, help=help_of(CompareConfig, "volume")),
+    "response_cache": typer.Option(None, "--response-cache", help=help_of(CompareConfig, "response_cache")),
     "config": typer.Option(
         None,
         "--config",
@@ -849,7 +815,7 @@ def compare_cmd(
     data: str | None = _COMPARE_OPTS["data"],
     columns: str | None = typer.Option(None, help=COLUMNS_HELP),
     model: str = typer.Option(DEFAULT_MODEL, help=MODELS_HELP),
-    strategies: str = typer.Option("all", help="all, or a comma-separated list (see `adaptlab strategies`)."),
+    strategies: str = typer.Option("all", help=help_of(CompareConfig, "strategies")),
     train_sizes: str = _COMPARE_OPTS["train_sizes"],
     seeds: int = _copt("seeds"),
     budget: str | None = _COMPARE_OPTS["budget"],
@@ -871,7 +837,7 @@ def compare_cmd(
     set_: list[str] = _COMPARE_OPTS["set_"],
     price_per_hour: float = _copt("price_per_hour"),
     keep_artifacts: str = _copt("keep_artifacts"),
-    data_dir: Path | None = typer.Option(None, help="Folder of named datasets."),
+    data_dir: Path | None = typer.Option(None, help=help_of(CompareConfig, "data_dir")),
     workers: int = _COMPARE_OPTS["workers"],
     ray: str | None = _COMPARE_OPTS["ray"],
     ray_cpus: int | None = _COMPARE_OPTS["ray_cpus"],

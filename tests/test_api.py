@@ -213,3 +213,19 @@ def test_a_train_or_serve_file_with_an_unknown_key_is_one_line(tmp_path, command
     (tmp_path / "c.yaml").write_text("model: tiny\nbatchsize: 4\n")
     r = CliRunner().invoke(app, [command, "--config", str(tmp_path / "c.yaml")])
     assert r.exit_code == 2 and "c.yaml: unknown key 'batchsize'" in r.output, r.output
+
+
+def test_every_compare_option_that_is_a_config_field_takes_its_help_from_the_field():
+    import dataclasses
+
+    import typer
+
+    from adaptlab.compare.config import CompareConfig, help_of
+
+    fields = {f.name for f in dataclasses.fields(CompareConfig)}
+    cmd = typer.main.get_command(app).commands["compare"]
+    shared = [p for p in cmd.params if p.name in fields]
+    assert len(shared) >= 25
+    for p in shared:
+        written = help_of(CompareConfig, p.name)
+        assert written and (p.help or "").startswith(written.rstrip(".")), p.name

@@ -60,7 +60,11 @@ class CompareConfig:
     data: str = field(metadata={"help": "Dataset file, folder of split files, or name (demo, sst2, banking77, ...)."})
     model: str = field(
         default=DEFAULT_MODEL,
-        metadata={"help": "Base model(s), comma-separated: each local strategy runs on each as STRATEGY@BASE."},
+        metadata={
+            "help": "Base model: gemma-3-270m (default), smollm2-135m-instruct, tiny or tiny-llama (random, for "
+            "tests), a .gguf file or a transformers model folder. Several, comma-separated "
+            "(gemma-3-270m,smollm2-135m-instruct): each strategy runs on each base as STRATEGY@BASE, in one ranking."
+        },
     )
     strategies: list[str] = field(
         default_factory=lambda: list_strategies(default=True),
@@ -121,19 +125,52 @@ class CompareConfig:
         },
     )
     device: str = field(default="auto", metadata={"help": "auto (a GPU when torch sees one), cpu, cuda, cuda:N."})
-    adaptive: bool = False  # race the strategies (compare/adaptive.py) instead of running the whole grid
+    adaptive: bool = field(  # race the strategies (compare/adaptive.py) instead of running the whole grid
+        default=False,
+        metadata={
+            "help": "Race the strategies: predict each one's quality at the largest train size from its learning "
+            "curve, drop those that cannot win, stop when the winner is decided (default with --budget); or run "
+            "every strategy x size x seed."
+        },
+    )
     confidence: float = field(
         default=0.95, metadata={"help": "Confidence of the race's bounds and the paired intervals."}
     )
-    tune: bool = False  # fit each strategy's search variants on dev first (compare/tuning.py)
+    tune: bool = field(  # fit each strategy's search variants on dev first (compare/tuning.py)
+        default=False,
+        metadata={
+            "help": "First fit each strategy's few registered variants (learning rate, LoRA rank, prompt length, "
+            "few-shot k) at the smallest size, choose on dev, and use the best for its runs (default: with "
+            "--adaptive)."
+        },
+    )
     # Hosted candidates: endpoint definitions (adaptlab.backends.endpoints.EndpointSpec fields); a
     # strategy named STRATEGY@NAME runs that prompt strategy on endpoint NAME.
     endpoints: list = field(default_factory=list)
-    volume: float | None = None  # predictions per month the user expects (break-even, recommendation)
-    response_cache: str | None = None  # SQLite file of endpoint answers already paid for (None: none)
+    volume: float | None = field(  # predictions per month the user expects (break-even, recommendation)
+        default=None,
+        metadata={
+            "help": "Predictions you expect, e.g. 1M/month or 50k/day: the report's break-even and the "
+            "recommendation's cost count training at it."
+        },
+    )
+    response_cache: str | None = field(  # None: none
+        default=None,
+        metadata={
+            "help": "SQLite file of endpoint answers already paid for (default $ADAPTLAB_RESPONSE_CACHE or "
+            "~/.cache/adaptlab/responses.sqlite)."
+        },
+    )
     # The LM that proposing strategies (gepa) ask: an endpoint name (of endpoints or proposer_endpoints)
     # or "self"; proposer_endpoints are opened for that and are not candidates themselves.
-    proposer: str | None = None
+    proposer: str | None = field(
+        default=None,
+        metadata={
+            "help": "The LM that proposes instructions for gepa: an endpoint NAME from --endpoint/--endpoints, "
+            "NAME=URL[,model=..,key=..,in=..,out=..] (not a candidate itself), or 'self'. Adds gepa to "
+            "--strategies all."
+        },
+    )
     proposer_endpoints: list = field(default_factory=list)
     # Quality the user gives up to own a prompt rather than trained weights (rule prompt_enough).
     prompt_margin: float = field(
