@@ -450,7 +450,9 @@ def lineage_text(info: dict | None) -> str:
 def _compare_test(compare: Path, run_id: str) -> dict | None:
     """The held-out test numbers the compare measured for this artifact's run (what `registry list`
     shows as its metric), or None where its record is missing or unreadable."""
+    from adaptlab.compare.record import RunRecord  # the compare's one loader of run records
+
     try:
-        return json.loads((compare / "results" / f"{run_id}.json").read_text())["eval"]["test"]
+        return RunRecord.load(compare / "results" / f"{run_id}.json").eval["test"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
