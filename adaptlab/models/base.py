@@ -179,9 +179,19 @@ def materialize(
 # ---------------------------------------------------------------- sources
 def _load_dir(d: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     tok = AutoTokenizer.from_pretrained(d)
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype)
+    # transformers 5 draws a "Loading weights" bar on every load of these files (under a second, a line
+    # of carriage returns in a notebook or log); the command line turns it off for the process
+    # (cli.quiet_libraries), the Python API only around this load, leaving the user's setting as it was.
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     return model, tok
 
 

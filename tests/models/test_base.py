@@ -45,6 +45,22 @@ def test_tiny_round_trip_through_saved_folder(tiny, tmp_path):
         load_base(str(folder))
 
 
+def test_loading_a_saved_folder_draws_no_library_bar_and_leaves_the_setting_as_it_was(tiny, tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    folder = save_base(tiny, tmp_path / "tiny")
+    before = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        capfd.readouterr()
+        load_base(str(folder))
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()  # the user's setting, restored
+    finally:
+        if not before:
+            hf_logging.disable_progress_bar()
+
+
 def _builder(tiny, crash=False):
     def build(tmp):
         if crash:
