@@ -1619,8 +1619,8 @@ def serve_cmd(
     ),
     weights: str = typer.Option(
         "auto",
-        help="The base's weights as served: auto (bf16 LM head where this CPU multiplies bf16 fast), "
-        "fp32, bf16-head, bf16 or int8 (see docs/results/engine.md for their speed and agreement).",
+        help="The base's weights as served: auto (fp32 packed for oneDNN on a CPU that has it), "
+        "fp32, fp32-packed, bf16-head, bf16 or int8 (see docs/results/engine.md for their speed and agreement).",
     ),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
     ui: bool = typer.Option(

@@ -2,7 +2,7 @@
 
     python bench/engine.py --out docs/results/engine
 
-For each weight kind (``adaptlab.models.fastweights``: fp32, bf16-head, bf16, int8):
+For each weight kind (``adaptlab.models.fastweights``: fp32, fp32-packed, bf16-head, bf16, int8):
 - decode: greedy tokens/s of Gemma 3 270M at batch 1, 16 and 32 (E2E inputs, 16 new tokens, best
   of two timed runs after one untimed), as a fraction of the decode limit of that kind
   (``adaptlab.models.roofline``, measured at the start of the run; the limit of the same work: the
@@ -40,7 +40,7 @@ from adaptlab.models.runtime import PlainLM, common_prefix, encode_labels, encod
 from adaptlab.prompts import DEFAULT_CLASSIFICATION
 from adaptlab.utils import machine_info, package_versions, set_torch_threads
 
-KINDS = ("fp32", "bf16-head", "bf16", "int8")
+KINDS = ("fp32", "fp32-packed", "bf16-head", "bf16", "int8")
 NEW = 16
 
 
@@ -214,7 +214,7 @@ def scoring_rows(base, machine, shape) -> list[dict]:
         positions = shared + sum(len(p) - shared for p in ids) + len(texts) * trie.n
         heads = len(texts) * (1 + trie.n)
         ref = None
-        for kind in ("fp32", "bf16-head", "bf16"):
+        for kind in ("fp32", "fp32-packed", "bf16-head", "bf16"):
             model = fastweights.inference_model(base.model, kind)
             secs, scores = best_of(
                 lambda m=model, p=prompts, lt=label_texts: score_labels(m, tok, p, lt, batch_size=8), runs=1

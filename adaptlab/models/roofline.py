@@ -145,7 +145,9 @@ class Limit:
 
 def _kinds(weights: str) -> tuple[str, str]:
     """(the layers' weight type, the head's) of a weight kind (adaptlab.models.fastweights.WEIGHTS)."""
-    return ("fp32", "bf16") if weights == "bf16-head" else (weights, weights)
+    if weights == "bf16-head":
+        return ("fp32", "bf16")
+    return ("fp32", "fp32") if weights == "fp32-packed" else (weights, weights)
 
 
 def _limit(machine: Machine, shape: ModelShape, layer_rows: int, head_rows: int, weights: str) -> Limit:

@@ -19,7 +19,7 @@ def _logits(model, ids=IDS, mask=None):
         return lm.project(lm.hidden(ids, MASK[: len(ids)] if mask is None else mask)[:, -1])
 
 
-@pytest.mark.parametrize("kind", ["bf16-head", "bf16", "int8"])
+@pytest.mark.parametrize("kind", ["fp32-packed", "bf16-head", "bf16", "int8"])
 def test_an_inference_copy_leaves_the_base_alone_and_stays_close_to_fp32(kind):
     base = build_tiny()
     before = {n: p.clone() for n, p in base.model.named_parameters()}
@@ -28,14 +28,14 @@ def test_an_inference_copy_leaves_the_base_alone_and_stays_close_to_fp32(kind):
     assert isinstance(base.model.get_output_embeddings(), torch.nn.Linear)
     assert all(torch.equal(p, before[n]) for n, p in base.model.named_parameters())
     assert torch.equal(_logits(base.model), ref)
-    tol = {"bf16-head": 0.02, "bf16": 0.05, "int8": 0.25}[kind]
+    tol = {"fp32-packed": 1e-5, "bf16-head": 0.02, "bf16": 0.05, "int8": 0.25}[kind]
     assert (got - ref).abs().max() <= tol * ref.abs().max()
     if kind == "bf16-head":  # the head's product is per row: a row's logits do not depend on its batch
         alone = torch.cat([_logits(fast, IDS[r : r + 1]) for r in range(len(IDS))])
         assert torch.equal(alone, got)
 
 
-@pytest.mark.parametrize("kind", ["bf16-head", "bf16", "int8"])
+@pytest.mark.parametrize("kind", ["fp32-packed", "bf16-head", "bf16", "int8"])
 def test_lora_hooks_reach_the_layers_of_an_inference_copy(kind):
     base = build_tiny()
     fast = fastweights.inference_model(base.model, kind)
@@ -55,7 +55,7 @@ def test_weight_kinds_are_checked_and_auto_keeps_fp32_for_a_small_head():
     base = build_tiny()
     assert fastweights.resolve("auto", base.model) == "fp32"  # 2**24 weights or fewer: nothing to gain
     assert fastweights.inference_model(base.model, "fp32") is base.model
-    with pytest.raises(ValueError, match="weights='fp16': use one of auto, fp32, bf16-head, bf16, int8"):
+    with pytest.raises(ValueError, match="weights='fp16': use one of auto, fp32, fp32-packed, bf16-head, bf16, int8"):
         fastweights.resolve("fp16", base.model)
     from adaptlab.serving import ServeConfig
 
@@ -64,9 +64,31 @@ def test_weight_kinds_are_checked_and_auto_keeps_fp32_for_a_small_head():
     assert fastweights.choose(base.model, {"fp32": 100.0, "bf16": 400.0}) == "fp32"
 
 
-def test_auto_takes_the_bf16_head_only_where_bf16_is_measured_fast(monkeypatch):
+def test_auto_takes_packed_fp32_where_onednn_packs_and_else_the_bf16_head_only_where_bf16_is_fast(monkeypatch):
     base = build_tiny()
     monkeypatch.setattr(fastweights, "MIN_HEAD_PARAMS", 0)  # as if the head were Gemma's
+    if fastweights.packing_available(torch.device("cpu")):
+        assert fastweights.choose(base.model, {"fp32": 100.0, "bf16": 400.0}) == "fp32-packed"
+    monkeypatch.setattr(fastweights, "packing_available", lambda device: False)
     assert fastweights.choose(base.model, {"fp32": 100.0, "bf16": 400.0}) == "bf16-head"
     assert fastweights.choose(base.model, {"fp32": 100.0, "bf16": 120.0}) == "fp32"
     assert fastweights.choose(base.model, {"fp32": 100.0}) == "fp32"  # no bf16 product at all
+
+
+@pytest.mark.skipif(not fastweights.packing_available(torch.device("cpu")), reason="no oneDNN in this torch build")
+def test_packed_kinds_pack_every_linear_in_its_type_and_fall_back_to_pytorchs_layers_without_onednn(monkeypatch):
+    base = build_tiny()
+    head = "lm_head"
+    for kind, layer_type, head_type in [
+        ("fp32-packed", torch.float32, torch.float32),
+        ("bf16-head", torch.float32, torch.bfloat16),
+        ("bf16", torch.bfloat16, torch.bfloat16),
+    ]:
+        fast = fastweights.inference_model(base.model, kind)
+        mods = {n: m for n, m in fast.named_modules() if isinstance(m, fastweights.PackedLinear)}
+        assert not any(isinstance(m, torch.nn.Linear) for m in fast.modules()), kind
+        assert mods[head].dtype == head_type and mods["model.layers.0.mlp.down_proj"].dtype == layer_type
+        assert fastweights.packed(fast)
+    monkeypatch.setattr(fastweights, "packing_available", lambda device: False)
+    assert fastweights.inference_model(base.model, "fp32-packed") is base.model  # the same math unpacked
+    assert not fastweights.packed(fastweights.inference_model(base.model, "bf16-head"))
