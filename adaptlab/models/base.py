@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from adaptlab.models import fastweights
 from adaptlab.models.registry import list_models, resolve_model
 from adaptlab.models.types import BaseModel, FingerprintMismatch, ModelError, check_fingerprint, make_fingerprint  # noqa: F401  (re-exported: the loader's errors and checks)
 from adaptlab.utils import atomic_write_json, package_versions, sha256_file
@@ -233,6 +234,8 @@ def _finish(model, tok, name: str, fingerprint: str, path: Path | None, meta: di
         tok.pad_token = tok.eos_token
     if device != "cpu":
         model.to(device)
+    else:  # products that need no gradient (scoring, generation) on weights packed for oneDNN
+        fastweights.pack_when_inferring(model)
     return BaseModel(model=model, tokenizer=tok, name=name, fingerprint=fingerprint, path=path, meta=meta)
 
 

@@ -92,3 +92,36 @@ def test_packed_kinds_pack_every_linear_in_its_type_and_fall_back_to_pytorchs_la
     monkeypatch.setattr(fastweights, "packing_available", lambda device: False)
     assert fastweights.inference_model(base.model, "fp32-packed") is base.model  # the same math unpacked
     assert not fastweights.packed(fastweights.inference_model(base.model, "bf16-head"))
+
+
+@pytest.mark.skipif(not fastweights.packing_available(torch.device("cpu")), reason="no oneDNN in this torch build")
+def test_a_base_packed_when_inferring_scores_as_fp32_trains_as_before_and_repacks_after_a_change():
+    import copy
+
+    ref_base, base = build_tiny(), build_tiny()
+    fastweights.pack_when_inferring(base.model)
+    mods = [m for m in base.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert mods and all(type(m) is fastweights.PackingLinear for m in mods)
+    assert base.model.state_dict().keys() == ref_base.model.state_dict().keys()
+    ref, got = _logits(ref_base.model), _logits(base.model)
+    assert torch.allclose(got, ref, atol=1e-5 * float(ref.abs().max()))
+    assert all(m._pack is not None for m in mods)  # the no-gradient products ran packed
+    assert torch.equal(_logits(fastweights.inference_model(base.model, "fp32")), ref)  # PyTorch's layers
+
+    # a product that needs a gradient runs as nn.Linear does: the same numbers and gradients
+    lin, plain = base.model.get_submodule("lm_head"), ref_base.model.get_submodule("lm_head")
+    x = torch.randn(3, lin.in_features, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    lin(x).square().sum().backward()
+    plain(x2).square().sum().backward()
+    assert torch.equal(x.grad, x2.grad)
+
+    # a changed weight is packed again before its next product; a copy carries no packed weight
+    with torch.no_grad():
+        before = lin(x.detach())
+        lin.weight.mul_(2.0)
+        after = lin(x.detach())
+    assert torch.allclose(after, 2 * before, atol=1e-5 * float(before.abs().max()))
+    twin = copy.deepcopy(base.model)
+    assert all(m._pack is None for m in twin.modules() if isinstance(m, fastweights.PackingLinear))
+    assert torch.allclose(_logits(twin), _logits(base.model), atol=1e-6)
