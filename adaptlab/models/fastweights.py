@@ -109,7 +109,7 @@ class PackingLinear(torch.nn.Linear):
         needs_graph = torch.is_grad_enabled() and (
             x.requires_grad or w.requires_grad or (self.bias is not None and self.bias.requires_grad)
         )
-        plain = needs_graph or w.device.type != "cpu" or torch.is_autocast_enabled("cpu")
+        plain = needs_graph or w.device.type != "cpu" or torch.is_autocast_enabled("cpu") or x.numel() == 0
         if plain or x.dtype != w.dtype or w.dtype not in (torch.float32, torch.bfloat16):
             return F.linear(x, w, self.bias)
         packed_w, bias = self._packed_weight()
@@ -168,6 +168,9 @@ def _replace_linears(model: torch.nn.Module, make, names: set[str] | None = None
 
 
 def _int8(linear: torch.nn.Linear) -> torch.nn.Module:
+    if type(linear) is not torch.nn.Linear:  # a PackingLinear: quantize_dynamic matches the exact type
+        linear = copy.copy(linear)  # the same parameters, no packed weight (__getstate__)
+        linear.__class__ = torch.nn.Linear
     with (
         warnings.catch_warnings()
     ):  # torch.ao.quantization says it is deprecated for torchao; it is still torch's kernel

@@ -107,6 +107,8 @@ def test_a_base_packed_when_inferring_scores_as_fp32_trains_as_before_and_repack
     assert torch.allclose(got, ref, atol=1e-5 * float(ref.abs().max()))
     assert all(m._pack is not None for m in mods)  # the no-gradient products ran packed
     assert torch.equal(_logits(fastweights.inference_model(base.model, "fp32")), ref)  # PyTorch's layers
+    int8 = fastweights.inference_model(base.model, "int8")  # quantized, not left packed in fp32
+    assert not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
 
     # a product that needs a gradient runs as nn.Linear does: the same numbers and gradients
     lin, plain = base.model.get_submodule("lm_head"), ref_base.model.get_submodule("lm_head")
