@@ -1,7 +1,8 @@
 """Probe: batch sizes adaptlab serve forms over HTTP, base model vs LoRA traffic (the numbers in
 ``docs/results/serving_llamacpp_http.md``: 5.3 -> 9.1 rows a batch for 8 LoRAs at 16 clients).
 
-    python bench/probe_http_batches.py      # needs bench/serving_field.py's generation LoRAs
+    python bench/probe_http_batches.py [WEIGHTS [MAX_WAIT_MS]]   # default fp32 20; needs
+                                       # bench/serving_field.py's generation LoRAs
 
 64 E2E requests from 16 clients, three traffics (base model with the rendered prompts, 8 LoRAs in
 turn, one LoRA), each after a 16-request warm-up; reads ``adaptlab_batch_rows`` from /metrics.
@@ -34,7 +35,9 @@ reg = Registry(d / "registry")
 names = [f"lora-{i:02d}" for i in range(8)]
 for n, f in zip(names, folders):
     reg.register(f, n)
-srv = Server("gemma-3-270m", d / "registry", "mixed", 32, 20.0, preload=names)
+weights = sys.argv[1] if len(sys.argv) > 1 else "fp32"
+max_wait = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
+srv = Server("gemma-3-270m", d / "registry", "mixed", 32, max_wait, preload=names, weights=weights)
 
 
 def batches():

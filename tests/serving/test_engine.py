@@ -209,7 +209,7 @@ def test_a_batch_gathers_while_requests_keep_coming():
     from adaptlab.serving.service import Work
 
     base = build_tiny()
-    service = Service(base, None, ServeConfig(max_batch=16, max_wait_ms=200, max_gather_ms=5000))
+    service = Service(base, None, ServeConfig(max_batch=16, max_wait_ms=200, max_gather_ms=3000))
     try:
         plain = service.lanes[0].plain
         futures = []
@@ -225,8 +225,36 @@ def test_a_batch_gathers_while_requests_keep_coming():
         for f in futures:
             f.result(timeout=60)
         assert service.batches == 1
+        time.sleep(3.2)  # longer than max_gather after the answers: nobody is expected back
         t0 = time.monotonic()
         service.submit(Work("generate", plain, "alone", max_new=1)).result(timeout=60)
-        assert service.batches == 2 and time.monotonic() - t0 < 5
+        assert service.batches == 2 and time.monotonic() - t0 < 2.5
+    finally:
+        service.close()
+
+
+def test_the_clients_just_answered_are_awaited_even_when_they_come_back_slower_than_the_gap():
+    """A batch of 4 answered; its 4 clients come back 300 ms apart, more than the 100 ms gap: they
+    still make one batch (the batch waits for as many rows as it answered, up to max_gather)."""
+    import time
+
+    from adaptlab.serving import ServeConfig, Service
+    from adaptlab.serving.service import Work
+
+    base = build_tiny()
+    service = Service(base, None, ServeConfig(max_batch=16, max_wait_ms=100, max_gather_ms=3000))
+    try:
+        plain = service.lanes[0].plain
+        first = [service.submit(Work("generate", plain, f"row {i}", max_new=1)) for i in range(4)]
+        for f in first:
+            f.result(timeout=60)
+        assert service.batches == 1
+        again = []
+        for i in range(4):
+            again.append(service.submit(Work("generate", plain, f"again {i}", max_new=1)))
+            time.sleep(0.3)
+        for f in again:
+            f.result(timeout=60)
+        assert service.batches == 2
     finally:
         service.close()
