@@ -278,7 +278,7 @@ def summarize() -> None:
         if r.get("error"):
             lines.append(
                 f"| {r['data']} | {r['budget']} | {r['slowdown']} | refused: {' '.join(r['error'])} | | | "
-                f"| | | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside', '')} | {when(r)} | |"
+                f"| | | {r['wall_s']:.0f} s | {r.get('full_grid') or '-'} | {r.get('beside') or 'nothing'} | {when(r)} | |"
             )
             continue
         left = f" (left out: {', '.join(r['left_out'])})" if r["left_out"] else ""
