@@ -67,6 +67,25 @@ def packing_available(device: torch.device) -> bool:
     )
 
 
+def _pack(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` reordered once into oneDNN's blocked layout (for :func:`_packed_product`)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), PACK_ROWS)
+
+
+def _packed_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
+
+
+def _plain(linear: torch.nn.Linear) -> torch.nn.Linear:
+    """``linear`` as PyTorch's own ``nn.Linear`` (a :class:`PackingLinear` becomes one sharing its
+    parameters, without its packed weight: ``__getstate__``)."""
+    if type(linear) is torch.nn.Linear:
+        return linear
+    plain = copy.copy(linear)
+    plain.__class__ = torch.nn.Linear
+    return plain
+
+
 class PackedLinear(torch.nn.Module):
     """A frozen linear layer whose weight is reordered once, in ``dtype``, into oneDNN's blocked
     layout; the input is cast to ``dtype`` and the output back to the input's type (bf16 products
@@ -76,13 +95,11 @@ class PackedLinear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear, dtype: torch.dtype):
         super().__init__()
         self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
-        weight = linear.weight.detach().to(dtype).contiguous()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
+        self.packed = _pack(linear.weight.to(dtype))
         self.bias = None if linear.bias is None else linear.bias.detach().to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype).contiguous(), self.packed, self.bias, "none", [], "")
-        return y.to(x.dtype)
+        return _packed_product(x.to(self.dtype), self.packed, self.bias).to(x.dtype)
 
 
 class PackingLinear(torch.nn.Linear):
@@ -100,8 +117,7 @@ class PackingLinear(torch.nn.Linear):
         w, b = self.weight, self.bias
         key = (w.data_ptr(), w._version, None if b is None else (b.data_ptr(), b._version))
         if self._pack is None or self._pack[0] != key:
-            packed_w = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), PACK_ROWS)
-            self._pack = (key, packed_w, None if b is None else b.detach())
+            self._pack = (key, _pack(w), None if b is None else b.detach())
         return self._pack[1], self._pack[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +129,7 @@ class PackingLinear(torch.nn.Linear):
         if plain or x.dtype != w.dtype or w.dtype not in (torch.float32, torch.bfloat16):
             return F.linear(x, w, self.bias)
         packed_w, bias = self._packed_weight()
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed_w, bias, "none", [], "")
+        return _packed_product(x, packed_w, bias)
 
     def __getstate__(self):
         state = super().__getstate__().copy()
@@ -168,9 +184,7 @@ def _replace_linears(model: torch.nn.Module, make, names: set[str] | None = None
 
 
 def _int8(linear: torch.nn.Linear) -> torch.nn.Module:
-    if type(linear) is not torch.nn.Linear:  # a PackingLinear: quantize_dynamic matches the exact type
-        linear = copy.copy(linear)  # the same parameters, no packed weight (__getstate__)
-        linear.__class__ = torch.nn.Linear
+    linear = _plain(linear)  # quantize_dynamic matches the exact type, not a PackingLinear
     with (
         warnings.catch_warnings()
     ):  # torch.ao.quantization says it is deprecated for torchao; it is still torch's kernel
@@ -223,9 +237,7 @@ def inference_model(model: torch.nn.Module, weights: str) -> torch.nn.Module:
         if not any(isinstance(m, PackingLinear) for m in model.modules()):
             return model
         out = _shared_copy(model)
-        for mod in out.modules():
-            if isinstance(mod, PackingLinear):
-                mod.__class__ = torch.nn.Linear
+        _replace_linears(out, _plain)
         return out
     if weights not in WEIGHTS or weights == "auto":
         raise ValueError(f"weights={weights!r}: resolve it first (one of {', '.join(WEIGHTS[1:])})")
