@@ -323,6 +323,9 @@ class AdaptedLM(DecoderLM):
             return self._run_uniform(input_ids, attention_mask, use_cache=False)[2]
         return self._run_rows(input_ids, attention_mask)[2]
 
+    def subset(self, rows: list[int]) -> AdaptedLM:
+        return self if self.uniform else AdaptedLM(self.model, [self.rows[i] for i in rows])
+
     def extend(self, input_ids, attention_mask, position_ids, cache):
         with self._lora():
             return decoder(self.model)(

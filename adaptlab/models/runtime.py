@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from adaptlab.models import fastweights
 from adaptlab.models.arch import arch_facts
 from adaptlab.models.types import ChatTemplateError
 
@@ -58,6 +59,21 @@ def project(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def greedy_tokens(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The argmax of :func:`project` for each row of ``hidden`` (M, H) -> (M,), without the full
+    fp32 head where a bf16 screen can decide it (:func:`adaptlab.models.fastweights.greedy_screen`:
+    the same tokens up to fp32 rounding)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    head = model.get_output_embeddings()
+    screen = None
+    if hidden.dtype == torch.float32 and not arch_facts(model.config).logit_softcap:
+        screen = fastweights.greedy_screen(head)
+    if screen is None:
+        return project(model, hidden).argmax(-1)
+    return screen.argmax(hidden, head)
+
+
 class DecoderLM:
     """The calls adaptlab makes on a (possibly adapted) causal LM; defaults run ``hf_model()``.
 
@@ -76,6 +92,15 @@ class DecoderLM:
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return project(self.hf_model(), hidden)
+
+    def subset(self, rows: list[int]) -> DecoderLM:
+        """The same model for a batch of only ``rows`` of this one's (itself where every row runs
+        the same way)."""
+        return self
+
+    def greedy(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(M, H) -> (M,) each row's most likely next token (:func:`greedy_tokens`)."""
+        return greedy_tokens(self.hf_model(), hidden)
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """Encode prompts once: returns (cache, mask the cache covers (B, C), hidden (B, T, H))."""

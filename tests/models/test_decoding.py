@@ -118,3 +118,52 @@ def test_chat_rendering_keeps_a_bos_the_tokenizer_does_not_add():
     assert render_chat(tok, msgs) == "[user] hi\n"  # BOS left to the tokenizer
     tok.bos_token = "<unk>"  # a BOS the tokenizer never adds
     assert not adds_bos(tok) and render_chat(tok, msgs) == "<unk>[user] hi\n"
+
+
+def test_prefill_groups_split_rows_only_where_padding_costs_more_than_a_pass():
+    from adaptlab.models.decoding import prefill_groups
+
+    assert prefill_groups([30, 31, 29, 30]) == [[2, 0, 3, 1]]  # similar lengths: one pass
+    assert prefill_groups([10, 100, 12, 11, 98], per_pass=32) == [[0, 3, 2], [4, 1]]
+    assert prefill_groups([5]) == [[0]]
+
+
+def test_a_batch_prefilled_in_groups_decodes_as_one_pass_and_as_each_row_alone(tiny):
+    """Rows of very different lengths, with a soft prompt, a prefix and a LoRA row among them: the
+    merged first passes continue exactly as one padded pass and as each row on its own."""
+    from adaptlab.models.adaptation import AdaptedLM, Contribution, LoraDelta
+    from adaptlab.models.decoding import prefill_groups
+
+    g = torch.Generator().manual_seed(0)
+    m = tiny.model
+    H, L = m.config.hidden_size, m.config.num_hidden_layers
+    q = m.get_submodule("model.layers.0.self_attn.q_proj")
+    rows = [
+        Contribution(),
+        Contribution(soft=torch.randn(3, H, generator=g)),
+        Contribution(prefix=torch.randn(2 * L, 1, 4, 32, generator=g)),
+        Contribution(
+            lora={
+                "model.layers.0.self_attn.q_proj": LoraDelta(
+                    torch.randn(2, q.in_features, generator=g), torch.randn(q.out_features, 2, generator=g), 1.0
+                )
+            }
+        ),
+    ]
+    ids = [[2] + list(range(70, 73)), [2] + list(range(70, 110)), [2, 81, 82], [2] + list(range(90, 130))]
+    assert len(prefill_groups([len(x) for x in ids])) == 2
+    tok = tiny.tokenizer
+    grouped = [d.tokens for d in decode(AdaptedLM(m, rows), tok, ids, 10, "cpu")]
+
+    class OnePass:  # the same model without ``subset``: decode runs one padded first pass
+        def __init__(self, lm):
+            self.lm, self.n_virtual = lm, lm.n_virtual
+
+        def __getattr__(self, name):
+            if name == "subset":
+                raise AttributeError(name)
+            return getattr(self.lm, name)
+
+    one = [d.tokens for d in decode(OnePass(AdaptedLM(m, rows)), tok, ids, 10, "cpu")]
+    alone = [decode(AdaptedLM(m, [c]), tok, [x], 10, "cpu")[0].tokens for c, x in zip(rows, ids)]
+    assert grouped == one == alone

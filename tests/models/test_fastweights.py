@@ -127,3 +127,65 @@ def test_a_base_packed_when_inferring_scores_as_fp32_trains_as_before_and_repack
     twin = copy.deepcopy(base.model)
     assert all(m._pack is None for m in twin.modules() if isinstance(m, fastweights.PackingLinear))
     assert torch.allclose(_logits(twin), _logits(base.model), atol=1e-6)
+
+
+needs_bf16 = pytest.mark.skipif(
+    not fastweights.screen_allowed(torch.device("cpu")), reason="no native bf16 products in oneDNN here"
+)
+
+
+@needs_bf16
+def test_the_greedy_screen_picks_the_fp32_argmax_and_hands_undecided_rows_to_the_full_head():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4096, 64, generator=g) * 0.1
+    screen = fastweights.GreedyScreen(w)
+
+    def full(x):
+        return x @ w.T
+
+    peaked = w[torch.tensor([5, 900, 4095, 17])] * 40 + torch.randn(4, 64, generator=g) * 0.05
+    assert torch.equal(screen.argmax(peaked, full), full(peaked).argmax(-1))
+    assert screen.fallbacks == 0  # a clear best token: the bf16 top candidates decide it
+    alike = 0.1 + torch.randn(4096, 64, generator=g) * 1e-4  # every token nearly the same logit:
+    close = fastweights.GreedyScreen(alike)  # bf16 rounding cannot tell them apart
+    x = torch.randn(3, 64, generator=g)
+    assert torch.equal(close.argmax(x, lambda x: x @ alike.T), (x @ alike.T).argmax(-1))
+    assert close.fallbacks == 3
+    tie = torch.zeros(4096, 64)
+    tie[[7, 3]] = 1.0  # two equal best logits: the lowest id, as torch.argmax picks
+    assert fastweights.GreedyScreen(tie).argmax(torch.ones(1, 64), lambda x: x @ tie.T).tolist() == [3]
+
+
+@needs_bf16
+def test_a_greedy_screen_serves_fp32_heads_only_and_follows_a_changed_weight():
+    base = build_tiny()
+    head = base.model.get_output_embeddings()
+    assert fastweights.greedy_screen(head) is None  # a small head: the full product is as cheap
+    assert fastweights.greedy_screen(head, min_params=0) is None  # PyTorch's own layer: the fp32 reference
+    packed = fastweights.inference_model(base.model, "fp32-packed").get_output_embeddings()
+    assert fastweights.greedy_screen(packed, min_params=0) is fastweights.greedy_screen(packed, min_params=0)
+    bf16 = fastweights.inference_model(base.model, "bf16-head").get_output_embeddings()
+    assert fastweights.greedy_screen(bf16, min_params=0) is None  # already screened by its own rounding
+    fastweights.pack_when_inferring(base.model)  # the base's own head, outside autograd
+    assert fastweights.greedy_screen(head, min_params=0) is None  # gradients on: training's product
+    with torch.no_grad():
+        first = fastweights.greedy_screen(head, min_params=0)
+        assert first is not None
+        head.weight.mul_(2.0)
+        assert fastweights.greedy_screen(head, min_params=0) is not first
+
+
+@needs_bf16
+def test_greedy_decoding_through_the_screen_gives_the_full_heads_tokens(monkeypatch):
+    from adaptlab.models.decoding import decode
+
+    base = build_tiny()
+    fast = fastweights.inference_model(base.model, "fp32-packed")
+    prompts = [[2, 70, 71, 72], [2, 74, 75, 76, 77, 78, 79, 80], [2, 81]]
+    ref = [d.tokens for d in decode(PlainLM(fast), base.tokenizer, prompts, 8, "cpu")]
+    calls = []
+    real = fastweights.GreedyScreen.argmax
+    monkeypatch.setattr(fastweights, "MIN_HEAD_PARAMS", 0)
+    monkeypatch.setattr(fastweights.GreedyScreen, "argmax", lambda s, x, f: calls.append(1) or real(s, x, f))
+    got = [d.tokens for d in decode(PlainLM(fast), base.tokenizer, prompts, 8, "cpu")]
+    assert calls and got == ref
