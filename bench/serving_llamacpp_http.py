@@ -85,6 +85,7 @@ def measure(url: str, jobs: list[dict], concurrency: int, tokens_of) -> dict:
         "tokens_per_s": tokens / wall,
         "generated_tokens": tokens,
         "latency_p50_s": percentile(lat, 50),
+        "latency_mean_s": sum(lat) / len(lat),  # closed loop: clients / requests per second (Little's law)
         "latency_p99_s": percentile(lat, 99),
     }
 
@@ -124,6 +125,10 @@ def scenarios_for(names, which_of, texts, prompts_of, max_tokens: int) -> dict:
         ]
         out[f"{n} LoRAs, each request another"] = (ours, theirs)
     return out
+
+
+def _mean(row: dict) -> str:
+    return f"{row['latency_mean_s']:.2f}" if "latency_mean_s" in row else "-"  # rows before the column
 
 
 def _frac(x: float | None) -> str:
@@ -237,13 +242,13 @@ def main() -> None:
         f"{machine.gflops.get('bf16', '-')} GFLOP/s, memory {machine.bandwidth_gbs} GB/s; the fraction is of the "
         f"decode limit at batch {a.concurrency} for the weights served. {a.beside}",
         "",
-        "| engine | traffic | tokens/s | x llama-server | of limit | requests/s | latency p50 / p99 s | ok | same as alone |",
+        "| engine | traffic | tokens/s | x llama-server | of limit | requests/s | latency p50 / mean / p99 s | ok | same as alone |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     md += [
         f"| {r['engine']} | {r['scenario']} | {r['tokens_per_s']:.1f} | {r['vs_llama_server']:.2f} | "
         f"{_frac(r['fraction_of_limit'])} | {r['requests_per_s']:.2f} | "
-        f"{r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} | {r['ok']}/{r['requests']} | {r.get('same_as_alone', '-')} |"
+        f"{r['latency_p50_s']:.2f} / {_mean(r)} / {r['latency_p99_s']:.2f} | {r['ok']}/{r['requests']} | {r.get('same_as_alone', '-')} |"
         for r in rows
     ]
     notes = a.out.parent / (a.out.name + "_notes.md")  # the reading, written by hand, kept across runs
