@@ -542,8 +542,42 @@ def _field_opt(cls, name: str, *flags: str):
     return typer.Option(default_of(cls, name), *flags, help=help_of(cls, name))
 
 
-def _topt(name: str, *flags: str):
-    return _field_opt(TrainConfig, name, *flags)
+def config_options(cls):
+    """Decorator: the command gets one option per field of the config class ``cls`` whose metadata
+    has ``cli`` (True, or the option's flags), with the field's type, default and help, written once
+    in ``cls`` (vLLM's ``engine/arg_utils.py`` derives its engine arguments from its config
+    dataclasses the same way). The command receives them in its ``**settings``; typer reads the
+    command's ``__signature__``. By hand because typer builds options from a function's signature
+    only."""
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    derived = []
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("cli")
+        if spec:
+            flags = spec if isinstance(spec, tuple) else ()
+            option = _field_opt(cls, f.name, *flags)
+            derived.append(
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name])
+            )
+
+    def decorate(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        clash = {p.name for p in own} & {p.name for p in derived}
+        if clash:
+            raise TypeError(f"{fn.__name__}: {', '.join(sorted(clash))} given twice (its own and {cls.__name__}'s)")
+        fn.__signature__ = sig.replace(parameters=own + derived)
+        return fn
+
+    return decorate
+
+
+def cli_fields(cls) -> list[str]:
+    """The fields of ``cls`` that :func:`config_options` makes options."""
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli")]
 
 
 # train_cmd's longer options, here so that its signature reads as a list of names
@@ -580,6 +614,7 @@ _TRAIN_OPTS = {
 
 
 @app.command("train")
+@config_options(TrainConfig)
 def train_cmd(
     ctx: typer.Context,
     strategy: str = typer.Option(..., help="Any registered strategy (see `adaptlab strategies`)."),
@@ -588,12 +623,6 @@ def train_cmd(
     out: Path = typer.Option(..., help="Artifact folder to write."),
     model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     set_: list[str] = typer.Option([], "--set", help="Strategy config override key=value (repeatable), e.g. r=16."),
-    epochs: float = _topt("epochs"),
-    max_steps: int | None = _topt("max_steps"),
-    batch_size: int = _topt("batch_size"),
-    grad_accum: int = _topt("grad_accum"),
-    lr: float | None = _topt("lr"),
-    patience: int = _topt("patience"),
     train_size: int | None = typer.Option(None, help="Use a stratified sample of this many train examples."),
     seed: int = typer.Option(0, help="Seed for splits, batch order and initialisation."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in OUT/run after a kill."),
@@ -606,13 +635,10 @@ def train_cmd(
     response_cache: Path | None = _TRAIN_OPTS["response_cache"],
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     device: str = DEVICE_OPT,
-    precision: str = _topt("precision"),
-    fsdp: bool = _topt("fsdp", "--fsdp"),
-    preference_loss: str = _topt("preference_loss"),
-    beta: float = _topt("beta"),
     track: str | None = _TRAIN_OPTS["track"],
     proposer: str | None = _TRAIN_OPTS["proposer"],
     config: Path | None = _config_opt("train"),
+    **training,  # TrainConfig's options (config_options)
 ) -> None:
     """Fit one strategy (train a gradient one, search a prompt one), evaluate on the test split, save the artifact."""
     from adaptlab import api
@@ -654,16 +680,7 @@ def train_cmd(
             resume=resume,
             data_dir=data_dir,
             columns=mapping,
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            lr=lr,
-            patience=patience,
-            precision=precision,
-            fsdp=fsdp,
-            preference_loss=preference_loss,
-            beta=beta,
+            **training,
         )
         if not is_main():  # under torchrun: rank 0 evaluates and saves; the others are done
             return
@@ -740,9 +757,6 @@ def endpoints_cmd(
 
 
 # compare's options that say how to run a compare, not what it compares: the only ones --config takes.
-def _copt(name: str, *flags: str):
-    return _field_opt(CompareConfig, name, *flags)
-
 
 RUN_OPTIONS = {"config", "out", "workers", "ray", "ray_cpus", "no_progress", "track", "tracking_uri"}
 
@@ -810,6 +824,7 @@ _COMPARE_OPTS = {
 
 
 @app.command("compare")
+@config_options(CompareConfig)
 def compare_cmd(
     ctx: typer.Context,
     data: str | None = _COMPARE_OPTS["data"],
@@ -817,26 +832,11 @@ def compare_cmd(
     model: str = typer.Option(DEFAULT_MODEL, help=MODELS_HELP),
     strategies: str = typer.Option("all", help=help_of(CompareConfig, "strategies")),
     train_sizes: str = _COMPARE_OPTS["train_sizes"],
-    seeds: int = _copt("seeds"),
     budget: str | None = _COMPARE_OPTS["budget"],
     adaptive: bool | None = _COMPARE_OPTS["adaptive"],
-    confidence: float = _copt("confidence"),
     tune: bool | None = _COMPARE_OPTS["tune"],
     out: Path = typer.Option(..., help="Run folder (results/, artifacts/, report/); re-running resumes."),
-    epochs: float = _copt("epochs"),
-    test_limit: int = _copt("test_limit"),
-    fragility_k: int = _copt("fragility_k"),
-    fragility_examples: int = _copt("fragility_examples"),
-    forgetting: bool = _copt("forgetting"),
-    consistency_examples: int = _copt("consistency_examples"),
-    consistency_samples: int = _copt("consistency_samples"),
-    consistency_temperature: float = _copt("consistency_temperature"),
-    gallery_examples: int = _copt("gallery_examples"),
-    eval_every: int = _copt("eval_every"),
-    patience: int = _copt("patience"),
     set_: list[str] = _COMPARE_OPTS["set_"],
-    price_per_hour: float = _copt("price_per_hour"),
-    keep_artifacts: str = _copt("keep_artifacts"),
     data_dir: Path | None = typer.Option(None, help=help_of(CompareConfig, "data_dir")),
     workers: int = _COMPARE_OPTS["workers"],
     ray: str | None = _COMPARE_OPTS["ray"],
@@ -851,9 +851,8 @@ def compare_cmd(
     response_cache: Path | None = _COMPARE_OPTS["response_cache"],
     no_response_cache: bool = typer.Option(False, "--no-response-cache", help="Send every endpoint request."),
     proposer: str | None = typer.Option(None, help=PROPOSER_HELP),
-    prompt_margin: float = _copt("prompt_margin"),
-    strict_budget: bool = _copt("strict_budget", "--strict-budget"),
     config: Path | None = _COMPARE_OPTS["config"],
+    **settings,  # CompareConfig's options (config_options), read through ctx.params
 ) -> None:
     """Run every strategy on your data, measure them side by side, write a report and a recommendation."""
     from adaptlab.backends import BackendError
@@ -919,27 +918,7 @@ def _flag_config(p: dict):
     )
     settings, strategy_epochs = _strategy_overrides(p["set_"])
     adaptive = p["adaptive"] if p["adaptive"] is not None else p["budget"] is not None
-    same = (
-        "model",
-        "seeds",
-        "epochs",
-        "test_limit",
-        "fragility_k",
-        "fragility_examples",
-        "forgetting",
-        "consistency_examples",
-        "consistency_samples",
-        "consistency_temperature",
-        "gallery_examples",
-        "eval_every",
-        "patience",
-        "price_per_hour",
-        "keep_artifacts",
-        "device",
-        "confidence",
-        "prompt_margin",
-        "strict_budget",
-    )
+    same = ("model", "device", *cli_fields(CompareConfig))  # passed through as given
     return CompareConfig(
         data=p["data"],
         strategies=names,

@@ -191,3 +191,49 @@ def test_the_cli_turns_off_transformers_per_load_progress_bar():
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "ADAPTLAB_WARNINGS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-1000:]
+
+
+def test_config_fields_marked_cli_are_the_commands_options_with_their_defaults_and_help():
+    """Each setting is written once, in its config class: a field marked ``cli`` is an option of the
+    command with the field's type, default and help, and reaches the config unchanged."""
+    import typer.main
+
+    from adaptlab.cli import cli_fields, compare_cmd, train_cmd
+    from adaptlab.compare.config import CompareConfig, default_of, help_of
+    from adaptlab.training.config import TrainConfig
+
+    for cmd, cls in ((compare_cmd, CompareConfig), (train_cmd, TrainConfig)):
+        params = {p.name: p for p in typer.main.get_command(app).commands[cmd.__name__[:-4]].params}
+        names = cli_fields(cls)
+        assert len(names) >= 10
+        for name in names:
+            p = params[name]
+            assert p.default == default_of(cls, name) and p.help == help_of(cls, name)
+    assert params["fsdp"].opts == ["--fsdp"] and params["fsdp"].secondary_opts == []  # its own flags
+    help_text = runner.invoke(app, ["compare", "--help"], terminal_width=200).output
+    assert "--prompt-margin" in help_text and "--no-forgetting" in help_text and "--strict-budget" in help_text
+
+    from adaptlab.cli import _flag_config
+
+    ctx_params = {p.name: p.default for p in typer.main.get_command(app).commands["compare"].params}
+    ctx_params |= {"data": "demo", "prompt_margin": 0.05, "seeds": 2, "strict_budget": True, "set_": [], "endpoint": []}
+    cfg = _flag_config(ctx_params)
+    assert (cfg.prompt_margin, cfg.seeds, cfg.strict_budget) == (0.05, 2, True)
+
+
+def test_a_command_option_given_twice_is_refused():
+    import dataclasses
+
+    import pytest
+
+    from adaptlab.cli import config_options
+
+    @dataclasses.dataclass
+    class Cfg:
+        seeds: int = dataclasses.field(default=1, metadata={"cli": True, "help": "Seeds."})
+
+    def cmd(seeds: int = 1, **settings):
+        return settings
+
+    with pytest.raises(TypeError, match="seeds given twice"):
+        config_options(Cfg)(cmd)

@@ -73,48 +73,59 @@ class CompareConfig:
     train_sizes: list = field(
         default_factory=lambda: [16, 64, 256, "all"], metadata={"help": "Train-set sizes for the learning curves."}
     )
-    seeds: int = field(default=1, metadata={"help": "Seeds per strategy x size (mean ± std in the report)."})
+    seeds: int = field(
+        default=1, metadata={"cli": True, "help": "Seeds per strategy x size (mean ± std in the report)."}
+    )
     budget_seconds: float | None = field(default=None, metadata={"help": "Cap for the whole compare in seconds."})
     epochs: float = field(
-        default=2.0, metadata={"help": "Epochs for gradient strategies (full: 1 unless --set full.epochs=...)."}
+        default=2.0,
+        metadata={"cli": True, "help": "Epochs for gradient strategies (full: 1 unless --set full.epochs=...)."},
     )
     strategy_epochs: dict = field(default_factory=dict)  # per-strategy epochs, over each strategy's own default
     strategy_settings: dict = field(default_factory=dict)
-    test_limit: int = field(default=0, metadata={"help": "Score at most this many test examples (0: all)."})
+    test_limit: int = field(
+        default=0, metadata={"cli": True, "help": "Score at most this many test examples (0: all)."}
+    )
     dev_limit: int = field(default=64, metadata={"help": "Dev examples used for selection and early stopping."})
     eval_every: int = field(
         default=0,
         metadata={
+            "cli": True,
             "help": "Gradient strategies: evaluate on dev every N steps (0: "
-            "once per epoch); the best dev checkpoint is kept."
+            "once per epoch); the best dev checkpoint is kept.",
         },
     )
     patience: int = field(
         default=0,
         metadata={
+            "cli": True,
             "help": "Gradient strategies: stop after N dev evaluations without "
-            "improvement (0: never); the report says where it fired."
+            "improvement (0: never); the report says where it fired.",
         },
     )
-    fragility_k: int = field(default=3, metadata={"help": "Template paraphrases per run for fragility (0: off)."})
+    fragility_k: int = field(
+        default=3, metadata={"cli": True, "help": "Template paraphrases per run for fragility (0: off)."}
+    )
     fragility_examples: int = field(
-        default=48, metadata={"help": "Test examples used for fragility and the train-test gap."}
+        default=48, metadata={"cli": True, "help": "Test examples used for fragility and the train-test gap."}
     )
     forgetting: bool = field(
-        default=True, metadata={"help": "Measure general-text perplexity and a second task before/after."}
+        default=True, metadata={"cli": True, "help": "Measure general-text perplexity and a second task before/after."}
     )
     consistency_examples: int = field(
-        default=16, metadata={"help": "Test inputs sampled for consistency under sampling (0: off)."}
+        default=16, metadata={"cli": True, "help": "Test inputs sampled for consistency under sampling (0: off)."}
     )
-    consistency_samples: int = field(default=4, metadata={"help": "Samples per input for consistency."})
-    consistency_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for consistency."})
+    consistency_samples: int = field(default=4, metadata={"cli": True, "help": "Samples per input for consistency."})
+    consistency_temperature: float = field(
+        default=0.7, metadata={"cli": True, "help": "Sampling temperature for consistency."}
+    )
     gallery_examples: int = field(
-        default=6, metadata={"help": "Test inputs shown side by side in the report's gallery."}
+        default=6, metadata={"cli": True, "help": "Test inputs shown side by side in the report's gallery."}
     )
     price_per_hour: float = field(
-        default=0.10, metadata={"help": "Machine price assumed by the cost model (USD/hour)."}
+        default=0.10, metadata={"cli": True, "help": "Machine price assumed by the cost model (USD/hour)."}
     )
-    keep_artifacts: str = field(default="small", metadata={"help": "all | small (< 100 MB) | none."})
+    keep_artifacts: str = field(default="small", metadata={"cli": True, "help": "all | small (< 100 MB) | none."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of named datasets."})
     columns: dict = field(
         default_factory=dict,
@@ -134,7 +145,7 @@ class CompareConfig:
         },
     )
     confidence: float = field(
-        default=0.95, metadata={"help": "Confidence of the race's bounds and the paired intervals."}
+        default=0.95, metadata={"cli": True, "help": "Confidence of the race's bounds and the paired intervals."}
     )
     tune: bool = field(  # fit each strategy's search variants on dev first (compare/tuning.py)
         default=False,
@@ -176,11 +187,12 @@ class CompareConfig:
     prompt_margin: float = field(
         default=0.02,
         metadata={
+            "cli": True,
             "help": "Quality you give up to own a prompt instead of "
             "trained weights (0.02 = 2 points of the ranking "
             "metric): a prompt-only candidate not significantly "
             "worse than the best trained one by more than this "
-            "is recommended."
+            "is recommended.",
         },
     )
     # A budget that cannot fit a first look at every candidate and the winner's run: refuse (True), or
@@ -188,10 +200,11 @@ class CompareConfig:
     strict_budget: bool = field(
         default=False,
         metadata={
+            "cli": ("--strict-budget",),
             "help": "Refuse a --budget that cannot fit a first look "
             "at every candidate and the winner's run at the "
             "target (default: keep the cheapest candidate of "
-            "each family, name the ones left out, go on)."
+            "each family, name the ones left out, go on).",
         },
     )
 

@@ -10,13 +10,20 @@ from dataclasses import asdict, dataclass, field, fields
 
 @dataclass
 class TrainConfig:
-    lr: float | None = field(default=None, metadata={"help": "Peak AdamW learning rate (default: the strategy's own)."})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the train split (fractions allowed)."})
-    max_steps: int | None = field(
-        default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."}
+    """The optimisation. A field whose metadata has ``cli`` is an option of ``adaptlab train`` as it
+    is (its type, default and help from here; ``cli`` is True or the option's flags)."""
+
+    lr: float | None = field(
+        default=None, metadata={"cli": True, "help": "Peak AdamW learning rate (default: the strategy's own)."}
     )
-    batch_size: int = field(default=8, metadata={"help": "Examples per micro-batch."})
-    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    epochs: float = field(
+        default=1.0, metadata={"cli": True, "help": "Passes over the train split (fractions allowed)."}
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"cli": True, "help": "Stop after this many optimizer steps (overrides epochs)."}
+    )
+    batch_size: int = field(default=8, metadata={"cli": True, "help": "Examples per micro-batch."})
+    grad_accum: int = field(default=1, metadata={"cli": True, "help": "Micro-batches per optimizer step."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps with linear warm-up."})
     schedule: str = field(default="cosine", metadata={"help": "cosine, linear or constant after warm-up."})
@@ -24,7 +31,9 @@ class TrainConfig:
     max_length: int = field(default=256, metadata={"help": "Truncate prompt+target to this many tokens."})
     eval_every: int = field(default=0, metadata={"help": "Evaluate on dev every N steps (0: once per epoch)."})
     dev_limit: int = field(default=200, metadata={"help": "Dev examples used for early stopping (stratified sample)."})
-    patience: int = field(default=0, metadata={"help": "Stop after N evaluations without dev improvement (0: never)."})
+    patience: int = field(
+        default=0, metadata={"cli": True, "help": "Stop after N evaluations without dev improvement (0: never)."}
+    )
     checkpoint_every: int = field(
         default=50, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."}
     )
@@ -35,29 +44,33 @@ class TrainConfig:
     precision: str = field(
         default="auto",
         metadata={
+            "cli": True,
             "help": "auto (bf16 autocast on a GPU that supports it, else "
-            "fp32), fp32, or bf16 (autocast; slow on most CPUs)."
+            "fp32), fp32, or bf16 (autocast; slow on most CPUs).",
         },
     )
     preference_loss: str = field(
         default="auto",
         metadata={
+            "cli": True,
             "help": "Preference data: dpo (pairs), kto (pairs or "
-            "unpaired rows), or auto (dpo when every row is a pair)."
+            "unpaired rows), or auto (dpo when every row is a pair).",
         },
     )
     beta: float = field(
         default=0.1,
         metadata={
+            "cli": True,
             "help": "Preference data: how far from the base model the loss lets "
-            "the adaptation move (DPO's and KTO's beta)."
+            "the adaptation move (DPO's and KTO's beta).",
         },
     )
     fsdp: bool = field(
         default=False,
         metadata={
+            "cli": ("--fsdp",),
             "help": "Under torchrun: shard full fine-tuning's weights, gradients and "
-            "optimizer state over the ranks (FSDP2) instead of replicating them."
+            "optimizer state over the ranks (FSDP2) instead of replicating them.",
         },
     )
 
