@@ -221,6 +221,7 @@ def merge_caches(config, parts: list, B: int):
     order = torch.tensor([r for g, *_ in parts for r in g])
     back = torch.empty_like(order)
     back[order] = torch.arange(len(order))
+    back = back.to(parts[0][2].device)
 
     def padded(t, dim):  # (b, ..., c, ...) -> c padded to C along ``dim`` with zeros
         extra = C - t.shape[dim]
