@@ -124,10 +124,8 @@ class ModelShape:
 
 def model_shape(model: torch.nn.Module, name: str = "") -> ModelShape:
     """The linear weights of ``model``'s body and its LM head (embeddings are looked up, not multiplied)."""
-    from adaptlab.models.runtime import decoder
-
     head = model.get_output_embeddings()
-    body = sum(m.weight.numel() for m in decoder(model).modules() if isinstance(m, torch.nn.Linear))
+    body = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
     return ModelShape(name=name or type(model).__name__, layer_params=body, head_params=head.weight.numel())
 
 
