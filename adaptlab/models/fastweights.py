@@ -276,16 +276,25 @@ def inference_model(model: torch.nn.Module, weights: str) -> torch.nn.Module:
 # A greedy step needs each row's best token, not its 262,144 logits. The head's product in bf16
 # takes about half the fp32 one's time (Gemma 3 270M, 16 rows, packed: 18 ms against 34 ms), and its
 # error is bounded: two bf16 roundings of the inputs, fp32 accumulation, a bf16 rounding of the
-# output, so for token v |bf16 logit - fp32 logit| <= SCREEN_EPS * ||x|| * ||w_v||. Every token that
-# can be the fp32 argmax is then within 2 * SCREEN_EPS * ||x|| * max ||w_v|| of the best bf16 logit;
+# output, so for token v |bf16 logit - fp32 logit| <= eps * ||x|| * ||w_v|| (eps: screen_eps). Every
+# token that can be the fp32 argmax is then within 2 * eps * ||x|| * max ||w_v|| of the best bf16 logit;
 # when the bf16 top SCREEN_TOP reach below that, they hold every such token, and their fp32 logits
 # (SCREEN_TOP products of one row) pick the same token as the full fp32 head, up to fp32 rounding
 # (the same tolerance as between fp32 and fp32-packed). A row whose top SCREEN_TOP do not reach that
 # far gets the full fp32 head. On E2E's greedy steps the bound held with 16 candidates on every row.
 # By hand: no library screens an argmax with a bound; vLLM and llama.cpp run the whole head.
 
-SCREEN_EPS = 3 * 2.0**-8 + 2.0**-12  # 3 bf16 roundings (u = 2**-8), their products, fp32 accumulation
 SCREEN_TOP = 32
+
+
+def screen_eps(hidden: int) -> float:
+    """The bound's factor for a head of width ``hidden``: three bf16 roundings (u = 2**-8: the two
+    inputs and the output) with their products, and fp32 accumulation over ``hidden`` terms."""
+    u = 2.0**-8
+    return 3 * u + 4 * u * u + 1.1 * hidden * 2.0**-24
+
+
+SCREEN_EPS = screen_eps(640)  # Gemma 3 270M's head: about 0.0118
 
 
 class GreedyScreen:
@@ -295,13 +304,14 @@ class GreedyScreen:
         self.weight = weight.detach()
         self.packed = _pack(self.weight.to(torch.bfloat16))
         self.max_norm = float(self.weight.norm(dim=1).max())
+        self.eps = screen_eps(self.weight.shape[1])
         self.fallbacks = 0  # rows the screen could not decide (the full fp32 head decided them)
 
     def argmax(self, x: torch.Tensor, full) -> torch.Tensor:
         """``x`` (B, H) fp32 -> (B,) the argmax of ``full(x)`` (the fp32 logits), ties to the lowest id."""
         approx = _packed_product(x.to(torch.bfloat16), self.packed, None).float()  # (B, V)
         top = approx.topk(min(SCREEN_TOP, approx.shape[-1]), dim=-1)
-        reach = 2 * SCREEN_EPS * x.norm(dim=-1) * self.max_norm  # (B,)
+        reach = 2 * self.eps * x.norm(dim=-1) * self.max_norm  # (B,)
         held = top.values[:, -1] < top.values[:, 0] - reach
         cand = top.indices.sort(dim=-1).values  # by id: argmax keeps the lowest id of a tie, as torch does
         exact = torch.bmm(self.weight[cand], x.unsqueeze(-1)).squeeze(-1)  # (B, K) fp32 logits
@@ -321,8 +331,9 @@ def screen_allowed(device: torch.device) -> bool:
 def greedy_screen(head: torch.nn.Module, min_params: int | None = None) -> GreedyScreen | None:
     """``head``'s screen (built once, remade when its weight changes), or None where it does not
     apply: a head that is not fp32 on a CPU with native bf16 (packed, or a base's own layer outside
-    autograd; the ``fp32`` kind, PyTorch's own layers, is left as the reference), has a bias, or has fewer than ``min_params`` weights (default :data:`MIN_HEAD_PARAMS`: a small head's
-    full product costs about what the screen does)."""
+    autograd; the ``fp32`` kind, PyTorch's own layers, is left as the reference), has a bias, or
+    has fewer than ``min_params`` weights (default :data:`MIN_HEAD_PARAMS`: a small head's full
+    product costs about what the screen does)."""
     if isinstance(head, PackedLinear):
         weight = head.source
     elif isinstance(head, PackingLinear) and head.weight.dtype == torch.float32 and not torch.is_grad_enabled():
