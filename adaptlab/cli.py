@@ -554,14 +554,9 @@ def config_options(cls):
 
     hints = typing.get_type_hints(cls)
     derived = []
-    for f in dataclasses.fields(cls):
-        spec = f.metadata.get("cli")
-        if spec:
-            flags = spec if isinstance(spec, tuple) else ()
-            option = _field_opt(cls, f.name, *flags)
-            derived.append(
-                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name])
-            )
+    for name, spec in cli_fields(cls).items():
+        option = _field_opt(cls, name, *(spec if isinstance(spec, tuple) else ()))
+        derived.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[name]))
 
     def decorate(fn):
         sig = inspect.signature(fn, eval_str=True)
@@ -575,9 +570,10 @@ def config_options(cls):
     return decorate
 
 
-def cli_fields(cls) -> list[str]:
-    """The fields of ``cls`` that :func:`config_options` makes options."""
-    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli")]
+def cli_fields(cls) -> dict:
+    """The fields of ``cls`` that :func:`config_options` makes options: name -> their ``cli`` mark
+    (True, or the option's flags)."""
+    return {f.name: f.metadata["cli"] for f in dataclasses.fields(cls) if f.metadata.get("cli")}
 
 
 # train_cmd's longer options, here so that its signature reads as a list of names

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from adaptlab.models.runtime import CACHE, DecoderLM, cache_of, decoder, project, with_cache
+from adaptlab.models.runtime import CACHE, DecoderLM, cache_from, cache_of, decoder, project, with_cache
 
 
 @dataclass(frozen=True)
@@ -182,12 +182,7 @@ def packed_lora(rows: list[dict[str, LoraDelta]], device) -> dict[str, _Packed]:
 
 def prefix_cache(config, kv: torch.Tensor):
     """A cache pre-filled with per-row prefixes: ``kv`` (B, layers * 2, kv_heads, P, head_dim)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=config)
-    for i in range(config.num_hidden_layers):
-        cache.update(kv[:, 2 * i], kv[:, 2 * i + 1], i)  # (B, kv, P, hd) each
-    return cache
+    return cache_from(config, ((kv[:, 2 * i], kv[:, 2 * i + 1]) for i in range(config.num_hidden_layers)))
 
 
 class AdaptedLM(DecoderLM):

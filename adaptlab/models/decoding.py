@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from adaptlab.models.runtime import pad_id, right_pad
+from adaptlab.models.arch import arch_facts
+from adaptlab.models.runtime import cache_from, pad_id, right_pad
 from adaptlab.utils import check_deadline
 
 END_OF_TURN = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")  # chat templates' end-of-turn tokens
@@ -196,7 +197,7 @@ def start_grouped(lm, prompts: list[list[int]], pad: int, device):
     merged cache exactly as from one pass's. One pass where the split saves nothing or where a
     row comes near a sliding window (a windowed layer would keep fewer slots than the mask has)."""
     B = len(prompts)
-    window = getattr(lm.hf_model().config, "sliding_window", None)
+    window = arch_facts(lm.hf_model()).sliding_window
     fits = window is None or max(len(p) for p in prompts) + lm.n_virtual < window
     split = B > 1 and fits and hasattr(lm, "subset")
     groups = prefill_groups([len(p) for p in prompts]) if split else [list(range(B))]
@@ -215,8 +216,6 @@ def start_grouped(lm, prompts: list[list[int]], pad: int, device):
 def merge_caches(config, parts: list):
     """Caches of row groups ``(rows, cache, mask, last)`` as one batch in the original row order,
     each group's slots padded at their end (masked); (cache, mask, last)."""
-    from transformers import DynamicCache
-
     C = max(mask.shape[1] for _, _, mask, _ in parts)
     order = torch.tensor([r for g, *_ in parts for r in g])
     back = torch.empty_like(order)
@@ -231,14 +230,17 @@ def merge_caches(config, parts: list):
         shape[dim] = extra
         return torch.cat([t, t.new_zeros(shape)], dim=dim)
 
+    def merged(tensors):  # one layer's keys (or values) of every group, padded, in row order
+        return torch.cat([padded(t, 2) for t in tensors])[back]
+
+    caches = [c for _, c, _, _ in parts]
+    layers = [
+        (merged([c.layers[i].keys for c in caches]), merged([c.layers[i].values for c in caches]))
+        for i in range(len(caches[0].layers))
+    ]
     mask = torch.cat([padded(m, 1) for _, _, m, _ in parts])[back]
     last = torch.cat([h for *_, h in parts])[back]
-    out = DynamicCache(config=config)
-    for i in range(len(parts[0][1].layers)):
-        keys = torch.cat([padded(c.layers[i].keys, 2) for _, c, _, _ in parts])[back]
-        values = torch.cat([padded(c.layers[i].values, 2) for _, c, _, _ in parts])[back]
-        out.update(keys, values, i)
-    return out, mask, last
+    return cache_from(config, layers), mask, last
 
 
 def _token_logprobs(logits: torch.Tensor, tok: int, k: int) -> dict:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 
 import torch
@@ -65,6 +66,12 @@ def packing_available(device: torch.device) -> bool:
         and hasattr(ops, "_reorder_linear_weight")
         and hasattr(ops, "_linear_pointwise")
     )
+
+
+def _state(t: torch.Tensor) -> tuple[int, int]:
+    """What says a tensor is unchanged since a copy was made of it: its storage and version counter
+    (bumped by every in-place change: an optimizer step, ``load_state_dict``, ``mul_``)."""
+    return t.data_ptr(), t._version
 
 
 def _pack(weight: torch.Tensor) -> torch.Tensor:
@@ -123,7 +130,7 @@ class PackingLinear(torch.nn.Linear):
 
     def _packed_weight(self):
         w, b = self.weight, self.bias
-        key = (w.data_ptr(), w._version, None if b is None else (b.data_ptr(), b._version))
+        key = (_state(w), None if b is None else _state(b))
         if self._pack is None or self._pack[0] != key:
             self._pack = (key, _pack(w), None if b is None else b.detach())
         return self._pack[1], self._pack[2]
@@ -291,10 +298,7 @@ def screen_eps(hidden: int) -> float:
     """The bound's factor for a head of width ``hidden``: three bf16 roundings (u = 2**-8: the two
     inputs and the output) with their products, and fp32 accumulation over ``hidden`` terms."""
     u = 2.0**-8
-    return 3 * u + 4 * u * u + 1.1 * hidden * 2.0**-24
-
-
-SCREEN_EPS = screen_eps(640)  # Gemma 3 270M's head: about 0.0118
+    return 3 * u + 4 * u * u + 1.1 * hidden * 2.0**-24  # Gemma 3 270M's head (640 wide): about 0.0118
 
 
 class GreedyScreen:
@@ -324,8 +328,14 @@ class GreedyScreen:
 
 
 def screen_allowed(device: torch.device) -> bool:
-    """Where the screen pays: a CPU whose oneDNN multiplies bf16 natively."""
-    return packing_available(device) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Where the screen pays: a CPU whose oneDNN multiplies bf16 natively (asked once per device
+    type: every greedy step asks)."""
+    return _screen_allowed(device.type)
+
+
+@functools.lru_cache(maxsize=4)
+def _screen_allowed(device_type: str) -> bool:
+    return packing_available(torch.device(device_type)) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def greedy_screen(head: torch.nn.Module, min_params: int | None = None) -> GreedyScreen | None:
@@ -347,7 +357,7 @@ def greedy_screen(head: torch.nn.Module, min_params: int | None = None) -> Greed
         or not screen_allowed(weight.device)
     ):
         return None
-    key = (weight.data_ptr(), weight._version)
+    key = _state(weight)
     cached = head.__dict__.get("_screen")
     if cached is None or cached[0] != key:
         cached = (key, GreedyScreen(weight))

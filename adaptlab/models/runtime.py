@@ -125,14 +125,22 @@ class PlainLM(torch.nn.Module, DecoderLM):
         return self.model
 
 
-def repeat_cache(cache, repeats: int, config):
-    """A new cache with every row repeated ``repeats`` times (row i -> rows i*r .. i*r+r-1)."""
+def cache_from(config, layers):
+    """A transformers cache for ``config`` holding ``layers``: one (keys, values) pair per layer,
+    each (B, kv_heads, slots, head_dim)."""
     from transformers import DynamicCache
 
     out = DynamicCache(config=config)
-    for i, layer in enumerate(cache.layers):
-        out.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), i)
+    for i, (keys, values) in enumerate(layers):
+        out.update(keys, values, i)
     return out
+
+
+def repeat_cache(cache, repeats: int, config):
+    """A new cache with every row repeated ``repeats`` times (row i -> rows i*r .. i*r+r-1)."""
+    return cache_from(
+        config, ((x.keys.repeat_interleave(repeats, 0), x.values.repeat_interleave(repeats, 0)) for x in cache.layers)
+    )
 
 
 def module_device(module) -> torch.device:
