@@ -49,6 +49,26 @@ JOBS = {
         "none",
         "--no-progress",
     ],
+    # Banking77 classification (77 labels, 140 label-trie nodes; 385 test rows per run): a
+    # prompt-only pair and two trained runs, at the sizes dependable_answers.py's job used
+    "banking77": [
+        "--data",
+        "banking77",
+        "--strategies",
+        "zero_shot,few_shot,lora,soft_prompt",
+        "--train-sizes",
+        "256",
+        "--test-limit",
+        "385",
+        "--fragility-k",
+        "0",
+        "--consistency-examples",
+        "0",
+        "--no-forgetting",
+        "--keep-artifacts",
+        "none",
+        "--no-progress",
+    ],
 }
 
 

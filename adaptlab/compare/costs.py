@@ -2,8 +2,8 @@
 
 A run's **work** (GFLOP) is counted from the data and the strategy's config, never from a clock:
 each scored row's prompt tokens (the template around the input, k exemplars for few-shot, the
-virtual tokens of a soft prompt), its label tree (every distinct label-token prefix runs through the
-decoder, and some through the 262k-row LM head) or, for generation, its expected answer length;
+virtual tokens of a soft prompt), its label tree (the distinct label-token prefixes the top-1 search
+reaches, each through the decoder and the 262k-row LM head) or, for generation, its expected answer length;
 training adds forward and backward over prompt + target for every example and epoch, and the dev
 checks. The decoder's cost per token and the LM head's per row come from the model's own shape.
 
@@ -37,7 +37,9 @@ from adaptlab.tasks.base import get_task
 EFFICIENCY = {"train": 1.25, "eval": 1.5}
 FIXED_SECONDS = {"gradient": 4.0, "prompt": 1.0}  # set-up, saving the artifact, dev bookkeeping
 BACKWARD = 2.0  # backward over activations ~ 2x the forward (weights' gradients: full adds 1x)
-HEAD_SHARE = 0.15  # share of the label-tree nodes the exact top-1 search projects (3-13 of 132 on Banking77)
+# Share of the label-tree nodes the exact top-1 search runs through the model and projects (3-13 of
+# 132 on Banking77): it runs a node only when it projects it (label_tree.NodeStates).
+HEAD_SHARE = 0.15
 SAMPLE_ROWS = 200  # rows tokenized to measure the data
 # Decoding runs one token per step for a batch of rows: small products, far below the rate of
 # scoring a whole prompt at once (E2E on the same VM: 1.7 s per row for zero-shot's 64 rows).
@@ -198,7 +200,7 @@ class Estimator:
         ctx = self.context_tokens(strategy, settings)
         prompt = own * p.tok_gflop * (1 + ATTENTION * ctx)
         if get_task(p.task).closed_labels:
-            return prompt + p.label_nodes * p.tok_gflop + (1 + HEAD_SHARE * p.label_nodes) * p.head_gflop
+            return prompt + p.head_gflop + HEAD_SHARE * p.label_nodes * (p.tok_gflop + p.head_gflop)
         return prompt + p.gen_tokens * (p.tok_gflop + p.head_gflop) / DECODE_EFFICIENCY
 
     def work(self, strategy: str, train_size: int, rows: int, settings: dict | None = None) -> Work:

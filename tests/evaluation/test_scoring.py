@@ -183,3 +183,77 @@ def test_top1_search_projects_fewer_rows_on_a_peaked_model(tiny):
         head.weight.data.copy_(saved)
     assert torch.equal(top.argmax(1), full.argmax(1)) and torch.isfinite(top).sum(1).max() < len(labels)
     assert n_top < n_full
+
+
+@pytest.mark.parametrize("window", [8, 64])
+def test_lazy_node_states_equal_the_whole_tree_extension(window):
+    """The top-1 search runs trie nodes through the model only when it reaches them
+    (:class:`NodeStates`): asked for in uneven sets per row (fillers pad the passes), every node's
+    state equals the one the whole-tree extension gives, also where the prompts and the appended
+    slots outgrow a sliding window (the prompt's first slots must stay visible inside it)."""
+    from adaptlab.models.label_tree import LabelTrie, NodeStates, _tree_masks
+    from adaptlab.models.runtime import as_lm, encode_labels, encode_prompts, pad_id, right_pad
+    from adaptlab.models.tiny import build_tiny
+
+    tiny = build_tiny(sliding_window=window)
+    lm, tok = as_lm(tiny.model), tiny.tokenizer
+    labels = [" card arrival", " card linking", " cash", " top up limits", " exchange via app"]
+    prompts = ["Text: hi 1\nLabel:", "Text: my card is late 2\nLabel:", "Text: a\nLabel:"]
+    trie = LabelTrie(encode_labels(tok, labels), "cpu")
+    ids, att = right_pad(encode_prompts(tok, prompts, 1024), pad_id(tok), "cpu")
+    B, N = len(prompts), trie.n
+    rng = random.Random(window)
+    with torch.no_grad():
+        cache, cmask, _ = lm.start(ids, att)
+        pos = cmask.sum(1, keepdim=True) + trie.depth.unsqueeze(0)
+        masks = _tree_masks(lm, cache, cmask, window, pos, trie.anc.unsqueeze(0).expand(B, N, N))
+        whole = lm.extend(trie.token.expand(B, N), masks, pos, cache)
+        cache, cmask, _ = lm.start(ids, att)
+        states = NodeStates(lm, trie, cache, cmask, window)
+        kept = [layer.keys.shape[-2] for layer in cache.layers]
+        for d in range(int(trie.depth.max()) + 1):  # parents before children, rows asking unevenly
+            pairs = [(b, n) for b in range(B) for n in (trie.depth == d).nonzero().flatten().tolist()]
+            rng.shuffle(pairs)
+            for part in (pairs[: len(pairs) // 3], pairs[len(pairs) // 3 :]):
+                if part:
+                    bs, ns = torch.tensor(part).T
+                    assert torch.allclose(states(bs, ns), whole[bs, ns], atol=1e-5)
+    assert states.passes > int(trie.depth.max()) + 1
+    assert [layer.keys.shape[-2] for layer in cache.layers] == kept  # the caller's cache is left as it was
+    assert torch.allclose(states.h, whole, atol=1e-5)
+
+
+def test_top1_search_runs_only_the_tree_nodes_it_projects(tiny):
+    """The search runs a trie node through the model only when it projects it: on a peaked model
+    (the setting where it projects fewer rows than full scoring) the model runs as many node states
+    as the LM head projects node rows, fewer than the whole tree, with the full scoring's argmax."""
+    import adaptlab.models.label_tree as label_tree
+
+    labels = [" card arrival", " card linking", " cash withdrawal", " top up limits", " exchange via app"]
+    prompts = ["Text: a\nLabel:"] * 4
+    ids = tiny.tokenizer(labels[2], add_special_tokens=False).input_ids
+    head = tiny.model.get_output_embeddings()
+    saved = head.weight.data.clone()
+    ran = []
+    real = label_tree.NodeStates._run
+
+    def counting(self, bs, ns):
+        ran.append(len(bs))
+        return real(self, bs, ns)
+
+    try:
+        head.weight.data[ids] *= 25.0
+        full = score_labels(tiny.model, tiny.tokenizer, prompts, labels)
+        label_tree.NodeStates._run = counting
+        top, projected = _head_rows(
+            tiny.model, lambda: score_labels(tiny.model, tiny.tokenizer, prompts, labels, top1=True)
+        )
+    finally:
+        label_tree.NodeStates._run = real
+        head.weight.data.copy_(saved)
+    n_nodes = label_tree.LabelTrie(
+        [tiny.tokenizer(x, add_special_tokens=False).input_ids for x in labels], "cpu"
+    ).n
+    assert torch.equal(top.argmax(1), full.argmax(1))
+    assert sum(ran) == projected - len(prompts)  # every node run is projected once (less each prompt's own row)
+    assert 0 < sum(ran) < len(prompts) * n_nodes, (sum(ran), n_nodes)
