@@ -19,8 +19,10 @@ from rich.table import Table
 from adaptlab.compare.config import CompareConfig, default_of, help_of
 from adaptlab.data.formats import parse_columns
 from adaptlab.data.loading import DataError, TaskData, load_file, load_label_names
+from adaptlab.maintenance.improve import ImproveOptions
 from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
+from adaptlab.serving.service import ServeConfig
 from adaptlab.tasks.base import list_tasks
 from adaptlab.training.config import TrainConfig  # loaded with the compare config already
 
@@ -1431,46 +1433,25 @@ def feedback_export(
 
 
 @app.command("improve")
+@config_options(ImproveOptions)
 def improve_cmd(
     task: str = typer.Argument(..., help="Registry task whose feedback trains the next version."),
     out: Path = typer.Option(..., help="Folder for the challenger, its training rows and the evidence."),
-    champion: str | None = typer.Option(None, help="Version to improve (TASK@N or TASK@ALIAS; default TASK@prod)."),
-    margin: float = typer.Option(
-        0.0,
-        help="The challenger must beat the champion by at least this much "
-        "(the task's metric, on the held-back feedback rows).",
-    ),
-    holdout: float = typer.Option(0.25, help="Share of the answered feedback rows held back to judge on."),
-    use_rated_down: bool = typer.Option(
-        True, help="Train on answers rated down without a correction (a penalty on the rejected answer)."
-    ),
-    auto_promote: bool = typer.Option(
-        False, "--auto-promote", help="Promote the challenger to prod when it passes the gate."
-    ),
-    redact: bool = typer.Option(False, "--redact", help="Replace personal data in the feedback before training."),
-    allow_personal_data: bool = typer.Option(
-        False, "--allow-personal-data", help="Train on feedback holding personal data as it is."
-    ),
     epochs: float | None = typer.Option(None, help="Epochs instead of the recipe's."),
     registry: Path | None = REGISTRY_OPT,
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+    **options,  # ImproveOptions' options (config_options)
 ) -> None:
     """Train the next version from the champion's recipe plus feedback; register it as staging; promote it
     only if it wins by the margin without a significant loss on held-out rows."""
-    from adaptlab.maintenance.improve import ImproveOptions, improve
+    from adaptlab.maintenance.improve import improve
     from adaptlab.privacy import PersonalDataError
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
         opts = ImproveOptions(
-            champion=champion,
-            margin=margin,
-            holdout=holdout,
-            use_rated_down=use_rated_down,
-            auto_promote=auto_promote,
-            redact=redact,
-            allow_personal_data=allow_personal_data,
+            **options,
             data_dir=str(data_dir) if data_dir else None,
             train_overrides={"epochs": epochs} if epochs else None,
         )
@@ -1564,6 +1545,7 @@ def drift_cmd(
 
 
 @app.command("serve")
+@config_options(ServeConfig)
 def serve_cmd(
     model: str = typer.Option(
         DEFAULT_MODEL,
@@ -1573,30 +1555,8 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port."),
     registry: Path | None = REGISTRY_OPT,
-    max_batch: int = typer.Option(16, help="Most rows in one forward pass."),
-    max_wait_ms: float = typer.Option(
-        10.0, help="The batcher closes a batch when no request came for this long (milliseconds)..."
-    ),
-    max_gather_ms: float = typer.Option(100.0, help="... or when it has gathered for this long (milliseconds)."),
-    memory_cap_mb: float = typer.Option(4096.0, help="Loaded adapters above this are unloaded, least recent first."),
-    max_new_tokens: int = typer.Option(256, help="Largest max_tokens a request may ask for."),
     max_body_kb: int = typer.Option(1024, help="Largest request body."),
     preload: str = typer.Option("", help="Comma-separated models to load at start (TASK, TASK@ALIAS, ...)."),
-    batching: str = typer.Option(
-        "mixed",
-        help="mixed (adaptations share forward passes) or swap (one adaptation "
-        "at a time through its own code path; the benchmark baseline).",
-    ),
-    prompt_cache: bool = typer.Option(
-        True,
-        help="Keep each adaptation's static prompt start (prefix, soft prompt, "
-        "instruction, fixed exemplars) as keys/values, run once.",
-    ),
-    weights: str = typer.Option(
-        "auto",
-        help="The base's weights as served: auto (fp32 packed for oneDNN on a CPU that has it), "
-        "fp32, fp32-packed, bf16-head, bf16 or int8 (see docs/results/engine.md for their speed and agreement).",
-    ),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (development on loopback)."),
     ui: bool = typer.Option(
         False,
@@ -1611,26 +1571,17 @@ def serve_cmd(
         help="Seconds between recomputing the drift gauges /metrics shows (0: no drift gauges); see `adaptlab drift`.",
     ),
     config: Path | None = _config_opt("serve"),
+    **serving,  # ServeConfig's options (config_options)
 ) -> None:
     """OpenAI-compatible server for every registered adaptation of one base model (or several: --model A,B)."""
     import uvicorn
 
     from adaptlab.models.base import load_base, resolve_device
-    from adaptlab.serving import ServeConfig
     from adaptlab.serving.app import create_app
     from adaptlab.utils import set_torch_threads
 
     try:
-        config = ServeConfig(
-            max_batch=max_batch,
-            max_wait_ms=max_wait_ms,
-            max_gather_ms=max_gather_ms,
-            memory_cap_mb=memory_cap_mb,
-            max_new_tokens=max_new_tokens,
-            batching=batching,
-            prompt_cache=prompt_cache,
-            weights=weights,
-        )
+        config = ServeConfig(**serving)
         reg = _registry(registry)
         set_torch_threads()
         names = [m.strip() for m in model.split(",") if m.strip()]

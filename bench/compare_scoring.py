@@ -79,7 +79,9 @@ def compare_command(job: str, out: Path) -> list[str]:
 def run_at(code: Path, job: str, out: Path) -> float:
     """Run the job with the package at ``code``; its wall seconds."""
     t = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    # The named datasets beside this checkout (the worktree for --before lives elsewhere)
+    data = os.environ.get("ADAPTLAB_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
+    env = {**os.environ, "PYTHONPATH": str(code), "ADAPTLAB_DATA_DIR": data}
     subprocess.run(compare_command(job, out), cwd=code, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 

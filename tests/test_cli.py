@@ -198,18 +198,29 @@ def test_config_fields_marked_cli_are_the_commands_options_with_their_defaults_a
     command with the field's type, default and help, and reaches the config unchanged."""
     import typer.main
 
-    from adaptlab.cli import cli_fields, compare_cmd, train_cmd
+    from adaptlab.cli import cli_fields, compare_cmd, improve_cmd, serve_cmd, train_cmd
     from adaptlab.compare.config import CompareConfig, default_of, help_of
+    from adaptlab.maintenance.improve import ImproveOptions
+    from adaptlab.serving import ServeConfig
     from adaptlab.training.config import TrainConfig
 
-    for cmd, cls in ((compare_cmd, CompareConfig), (train_cmd, TrainConfig)):
-        params = {p.name: p for p in typer.main.get_command(app).commands[cmd.__name__[:-4]].params}
+    commands = typer.main.get_command(app).commands
+    params = {}
+    for cmd, cls, least in (
+        (compare_cmd, CompareConfig, 10),
+        (train_cmd, TrainConfig, 10),
+        (serve_cmd, ServeConfig, 10),
+        (improve_cmd, ImproveOptions, 8),
+    ):
+        params = {p.name: p for p in commands[cmd.__name__[:-4]].params}
         names = cli_fields(cls)
-        assert len(names) >= 10
+        assert len(names) >= least, cls
         for name in names:
             p = params[name]
             assert p.default == default_of(cls, name) and p.help == help_of(cls, name)
-    assert params["fsdp"].opts == ["--fsdp"] and params["fsdp"].secondary_opts == []  # its own flags
+        if cls is TrainConfig:
+            assert params["fsdp"].opts == ["--fsdp"] and params["fsdp"].secondary_opts == []  # its own flags
+    assert params["auto_promote"].opts == ["--auto-promote"] and params["auto_promote"].secondary_opts == []
     help_text = runner.invoke(app, ["compare", "--help"], terminal_width=200).output
     assert "--prompt-margin" in help_text and "--no-forgetting" in help_text and "--strict-budget" in help_text
 
@@ -219,6 +230,28 @@ def test_config_fields_marked_cli_are_the_commands_options_with_their_defaults_a
     ctx_params |= {"data": "demo", "prompt_margin": 0.05, "seeds": 2, "strict_budget": True, "set_": [], "endpoint": []}
     cfg = _flag_config(ctx_params)
     assert (cfg.prompt_margin, cfg.seeds, cfg.strict_budget) == (0.05, 2, True)
+
+
+def test_serve_options_reach_its_config_and_bad_values_fail_in_one_line(monkeypatch, tmp_path):
+    """``adaptlab serve``'s options come from ServeConfig: given values reach the config the service
+    gets, one that ServeConfig refuses is one line naming the setting, and nothing starts."""
+    import adaptlab.cli as cli
+
+    seen = {}
+
+    def fake_service(bases, reg, config, drift_interval):
+        seen["config"] = config
+        raise ValueError("stopped before serving")
+
+    monkeypatch.setattr(cli, "_service_with_gauges", fake_service)
+    monkeypatch.setattr("adaptlab.models.base.load_base", lambda name, device=None: name)
+    reg = ["--registry", str(tmp_path / "reg")]
+    r = runner.invoke(app, ["serve", "--model", "tiny", *reg, "--max-batch", "4", "--max-n", "2", "--no-prompt-cache"])
+    assert "stopped before serving" in r.output, r.output
+    c = seen["config"]
+    assert (c.max_batch, c.max_n, c.prompt_cache, c.weights) == (4, 2, False, "auto")
+    r = runner.invoke(app, ["serve", "--model", "tiny", *reg, "--max-new-tokens", "0"])
+    assert r.exit_code != 0 and "max_new_tokens=0: must be >= 1" in r.output
 
 
 def test_a_command_option_given_twice_is_refused():

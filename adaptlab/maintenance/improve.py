@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptlab.compare.stats import compare_runs
@@ -42,17 +42,31 @@ from adaptlab.utils import atomic_write_json, atomic_write_text
 STAGING = "staging"
 
 
+def _opt(default, text: str, *flags: str):
+    """A setting that is also an ``adaptlab improve`` option (``cli.config_options``; ``flags`` where
+    the option is spelled otherwise): default and help written once, here."""
+    return field(default=default, metadata={"cli": flags or True, "help": text})
+
+
 @dataclass
 class ImproveOptions:
-    champion: str | None = None  # a registry ref; default: the task's prod (or latest) version
-    margin: float = 0.0  # the challenger must win by at least this much (and by more than 0)
-    holdout: float = 0.25  # share of the answered feedback rows held back to judge on
-    use_rated_down: bool = True  # train on answers rated down without a correction
-    auto_promote: bool = False
-    allow_personal_data: bool = False
-    redact: bool = False
+    champion: str | None = _opt(None, "Version to improve (TASK@N or TASK@ALIAS; default TASK@prod, or the latest).")
+    margin: float = _opt(
+        0.0,
+        "The challenger must beat the champion by at least this much (the task's metric, on the held-back "
+        "feedback rows).",
+    )
+    holdout: float = _opt(0.25, "Share of the answered feedback rows held back to judge on.")
+    use_rated_down: bool = _opt(
+        True, "Train on answers rated down without a correction (a penalty on the rejected answer)."
+    )
+    auto_promote: bool = _opt(False, "Promote the challenger to prod when it passes the gate.", "--auto-promote")
+    allow_personal_data: bool = _opt(
+        False, "Train on feedback holding personal data as it is.", "--allow-personal-data"
+    )
+    redact: bool = _opt(False, "Replace personal data in the feedback before training.", "--redact")
     data_dir: str | None = None
-    confidence: float = 0.95
+    confidence: float = _opt(0.95, "Confidence of the gate's paired test (no significant loss on held-out rows).")
     progress: bool = True
     train_overrides: dict | None = None  # TrainConfig fields replacing the recipe's (e.g. epochs)
 
@@ -61,6 +75,8 @@ class ImproveOptions:
             raise ValueError(f"--holdout {self.holdout}: must be in [0, 1)")
         if self.margin < 0:
             raise ValueError(f"--margin {self.margin}: must be >= 0")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"--confidence {self.confidence}: must be in (0, 1)")
 
 
 def held_back(request_id: str, share: float) -> bool:

@@ -50,23 +50,45 @@ class ServingError(Exception):
         self.message = message
 
 
+def _opt(default, text: str, **kw):
+    """A setting that is also an ``adaptlab serve`` option (``cli.config_options``): default and help
+    written once, here."""
+    return dataclasses.field(default=default, metadata={"cli": True, "help": text}, **kw)
+
+
 @dataclasses.dataclass
 class ServeConfig:
-    max_batch: int = 16
-    max_wait_ms: float = 10.0  # a batch closes when no request came for this long ...
-    max_gather_ms: float = 100.0  # ... or when it has gathered for this long
-    memory_cap_mb: float = 4096.0
-    max_prompt_tokens: int = 1024
-    max_new_tokens: int = 256
-    max_n: int = 8  # most choices one request may ask for (n)
-    batching: str = "mixed"  # "mixed" | "swap" (the baseline: one adaptation at a time, its own code path)
+    max_batch: int = _opt(16, "Most rows in one forward pass.")
+    max_wait_ms: float = _opt(10.0, "The batcher closes a batch when no request came for this long (milliseconds)...")
+    max_gather_ms: float = _opt(100.0, "... or when it has gathered for this long (milliseconds).")
+    memory_cap_mb: float = _opt(4096.0, "Loaded adapters above this are unloaded, least recent first.")
+    max_prompt_tokens: int = _opt(1024, "Longest prompt a request may send (tokens, after the template).")
+    max_new_tokens: int = _opt(256, "Largest max_tokens a request may ask for.")
+    max_n: int = _opt(8, "Most choices one request may ask for (n).")
+    batching: str = _opt(
+        "mixed",
+        "mixed (adaptations share forward passes) or swap (one adaptation at a time through its own code path; "
+        "the benchmark baseline).",
+    )
     verify_artifacts: bool = True
-    prompt_cache: bool = True  # keep each adaptation's static lead as keys/values (engine.build_lead)
-    weights: str = "auto"  # the base's weights for serving (adaptlab.models.fastweights.WEIGHTS)
+    prompt_cache: bool = _opt(
+        True,
+        "Keep each adaptation's static prompt start (prefix, soft prompt, instruction, fixed exemplars) as "
+        "keys/values, run once (engine.build_lead).",
+    )
+    weights: str = _opt(
+        "auto",
+        "The base's weights as served: auto (fp32 packed for oneDNN on a CPU that has it), fp32, fp32-packed, "
+        "bf16-head, bf16 or int8 (adaptlab.models.fastweights.WEIGHTS; docs/results/engine.md for their speed "
+        "and agreement).",
+    )
 
     def __post_init__(self):
         if self.max_batch < 1:
             raise ValueError(f"max_batch={self.max_batch}: must be >= 1")
+        for name in ("max_prompt_tokens", "max_new_tokens", "max_n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms={self.max_wait_ms}: must be >= 0")
         if self.max_gather_ms < self.max_wait_ms:
