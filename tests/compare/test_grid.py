@@ -403,3 +403,39 @@ def test_one_cost_model_orders_cheap_runs_first_and_learns_from_runs():
     )
     assert est.seconds("lora", 256, ctx.n_eval) > 3 * before  # measured slower than the prior
     assert est.scored_per_run(True) == ctx.n_eval < est.scored_per_run(False) or not cfg.fragility_k
+
+
+def test_a_prompt_search_fit_is_estimated_from_scoring_rates_not_training_ones():
+    """A prompt strategy's fit scores dev rows: before it runs, its seconds follow the rate measured
+    by the prompt strategies' scoring, not by the gradient strategies' training (which pooled by the
+    phase's name made it 1.6x dearer on Banking77 at 20m, and it never ran)."""
+    from adaptlab.compare.costs import FIXED_SECONDS, Estimator
+    from adaptlab.compare.measure import prepare
+
+    cfg = CompareConfig(data="demo", strategies=["zero_shot", "lora", "prompt_search"], **{**FAST, "model": "tiny"})
+    ctx = prepare(cfg)
+    est = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
+
+    def search_s():  # the part that follows the rates
+        return est.seconds("prompt_search", 16, ctx.n_eval) - FIXED_SECONDS["prompt"]
+
+    before = search_s()
+    assert before > 0
+    w = est.work("lora", 16, ctx.n_eval)
+    est.observe(  # training measured 5x slower than its prior, scoring as its prior
+        {
+            "run": {"strategy": "lora", "kind": "gradient", "train_size": 16, "epochs": 1.0},
+            "train": {"seconds": 5 * est._prior_seconds("train", w.fit)},
+            "eval": {"seconds": est._prior_seconds("eval", w.score), "scored_examples": ctx.n_eval},
+        }
+    )
+    assert search_s() == pytest.approx(before, rel=0.01)
+    zw = est.work("zero_shot", 0, ctx.n_eval)
+    est.observe(  # zero-shot's scoring measured at half its prior: prompt search's fit follows it
+        {
+            "run": {"strategy": "zero_shot", "kind": "prompt", "train_size": 0, "epochs": 0.0},
+            "train": {"seconds": 0.0},
+            "eval": {"seconds": 0.5 * est._prior_seconds("eval", zw.score), "scored_examples": ctx.n_eval},
+        }
+    )
+    assert search_s() == pytest.approx(0.5 * before, rel=0.01)
