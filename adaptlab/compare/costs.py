@@ -10,8 +10,9 @@ checks. The decoder's cost per token and the LM head's per row come from the mod
 **Seconds** are the work divided by a rate: before any run, the machine's measured matrix-product
 speed (:func:`adaptlab.utils.speed_probe`) times the efficiency a run reaches on it; after runs,
 the rate this compare measured, per strategy and phase (train, scoring), and for a strategy not run
-yet the measured-to-prior ratio pooled over the ones that did (so a machine at half speed is seen
-after its first run). The order of runs is decided on work alone (:meth:`Estimator.work`), so the
+yet the measured-to-prior ratio pooled over the ones that did the same sort of work, training or
+scoring (a prompt strategy's fit scores dev rows), its own kind first (so a machine at half speed is
+seen after its first run). The order of runs is decided on work alone (:meth:`Estimator.work`), so the
 same command gives the same plan on any machine; the clock only says how far a budget reaches.
 
 Why by hand: no library estimates a fine-tuning or scoring run from its token counts, and the
