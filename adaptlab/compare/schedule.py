@@ -45,7 +45,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from adaptlab.compare.adaptive import decision_line, race
+from adaptlab.compare.adaptive import SIDES, decision_line, race
 from adaptlab.compare.config import CompareConfig
 from adaptlab.compare.lessons import tie_order
 from adaptlab.compare.record import RunRecord, RunSpec, records_of
@@ -482,8 +482,9 @@ class AdaptivePicker:
         """The winner is measured at the target and its reserve is free: a first look that did not fit
         round one (E2E at 256: hybrid, 179 s, with 285 s left at the end), or of a candidate the budget
         check left out (AG News at 500, 15m: prompt search, about 90 s, with 2 minutes unused at the
-        end), is made now if it fits, the cheapest first, so that no candidate stays unmeasured while
-        the budget still has room for it. A left-out candidate measured so is back in the race."""
+        end), is made now if it fits, those of the side that does not lead first, then the cheapest,
+        so that no candidate stays unmeasured while the budget still has room for it. A left-out
+        candidate measured so is back in the race."""
         gone = {x["candidate"] for x in self.left_out}
         now = (
             "no run at the target fits the time left, so the time held for it is free"
@@ -491,9 +492,19 @@ class AdaptivePicker:
             else "the winner is measured at the target"
         )
         squeezed = {s.strategy for s in self.planned if s.id in self.squeezed}
+        # The question first, as the race orders its challengers: a candidate of the side that does
+        # not lead (a prompt against a trained leader) can change the answer to "prompt or train?"
+        # (Banking77 at 20m: hybrid's late look, the cheaper, took the time prompt search's needed,
+        # and the question stayed open with only the prompt side's cheapest two measured); then the
+        # cheapest first.
+        lead = self.leader()
+        lead_side = SIDES.get(get_strategy(lead).kind) if lead else None
         late = sorted(
             {s.strategy for s in self.specs if s.id in self.unfit} | gone | squeezed,
-            key=lambda c: self.seconds(self.first_look(c, self.planned)),
+            key=lambda c: (
+                SIDES.get(get_strategy(c).kind) == lead_side,
+                self.seconds(self.first_look(c, self.planned)),
+            ),
         )
         for c in late:
             spec = self.first_look(c, self.planned)

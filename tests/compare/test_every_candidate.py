@@ -599,3 +599,32 @@ def test_a_first_look_is_not_started_short_of_its_estimate():
     for estimate, starts in ((103.0, False), (85.0, True)):
         picker.seconds = lambda s, e=estimate: e
         assert picker._can_finish(spec, 515.0, {}) is starts  # 85 s left beside the reserve
+
+
+def test_late_looks_take_the_side_that_does_not_lead_first():
+    """Banking77 at 20m: LoRA led, hybrid's late look (the cheaper) took the time prompt search's
+    needed, and "prompt or train?" stayed open. A late look from the side that does not lead comes
+    first; where it does not fit, the next one is tried."""
+    from types import SimpleNamespace
+
+    from adaptlab.compare.record import RunSpec
+    from adaptlab.compare.schedule import AdaptivePicker
+
+    specs = [RunSpec("hybrid", 16, 0), RunSpec("prompt_search", 256, 0)]
+    p = object.__new__(AdaptivePicker)
+    p.left_out, p.released, p.squeezed, p.cut, p.skipped = [], False, {}, set(), []
+    p.planned, p.specs, p.unfit = specs, list(specs), {s.id for s in specs}
+    p.state = SimpleNamespace(leader="lora")
+    p.first_look = lambda c, planned: next(s for s in planned if s.strategy == c)
+    p.seconds = lambda spec: {"hybrid": 90.0, "prompt_search": 180.0}[spec.strategy]
+    room = {"s": 300.0}
+    p._fits = lambda spec, spent, done, guess=None: p.seconds(spec) <= room["s"]
+    spec, why = p._late_look({}, 0.0)
+    assert spec.strategy == "prompt_search" and "did not fit round one" in why
+    room["s"] = 100.0  # the prompt's look does not fit: the cheaper one of the leading side does
+    p.unfit = {s.id for s in specs}
+    assert p._late_look({}, 0.0)[0].strategy == "hybrid"
+    p.state = SimpleNamespace(leader="few_shot")  # a prompt leads: the trained candidate comes first
+    room["s"] = 300.0
+    p.unfit = {s.id for s in specs}
+    assert p._late_look({}, 0.0)[0].strategy == "hybrid"
