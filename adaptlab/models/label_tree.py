@@ -151,13 +151,13 @@ class NodeStates:
     Why by hand: the top-1 search projects a handful of nodes per prompt, but running all of them
     through the model first (140 nodes for Banking77's 77 labels against a 15-token question) was
     most of a compare's scoring time. Here each call runs only the nodes asked for that are not yet
-    known (padded to the same count per row), appending their keys and values to ``cache``; a node
-    sees its prompt and the slots of its own ancestors, which the search always asks for first (a
-    node's prefix score is known only once its parent was projected). The states are the ones the
-    whole-tree extension gives, up to float rounding.
-    ``cache`` is left as it was: the nodes go to a copy whose layers never drop a slot (a
+    known (padded to the same count per row), appending their keys and values to a copy of the
+    prompts' cache (``cache`` itself is left as it was) whose layers never drop a slot: a
     sliding-window layer would drop the prompt's first slots once fillers and other branches pile
-    up; the masks keep each node inside its window instead).
+    up, so the masks keep each node inside its window instead. A node sees its prompt and the slots
+    of its own ancestors, which the search always asks for first (a node's prefix score is known
+    only once its parent was projected). The states are the ones the whole-tree extension gives, up
+    to float rounding.
     """
 
     def __init__(self, lm, trie: LabelTrie, cache, cmask: torch.Tensor, window: int | None):
