@@ -218,10 +218,14 @@ def scoring_rows(base, machine, shape) -> list[dict]:
             weights, top1 = kind.split(" ")[0], kind.endswith("top-1")
             model = fastweights.inference_model(base.model, weights)
             seen = []  # LM-head rows: the top-1 search runs through the model exactly the nodes it projects
-            hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+            hook = model.get_output_embeddings().register_forward_hook(
+                lambda m, i, o, seen=seen: seen.append(len(i[0]))
+            )
             try:
                 secs, scores = best_of(
-                    lambda m=model, p=prompts, lt=label_texts: score_labels(m, tok, p, lt, batch_size=8, top1=top1),
+                    lambda m=model, p=prompts, lt=label_texts, t1=top1: score_labels(
+                        m, tok, p, lt, batch_size=8, top1=t1
+                    ),
                     runs=1,
                 )
             finally:

@@ -94,7 +94,9 @@ def _tree_masks(lm, cache, cmask: torch.Tensor, window: int | None, pos: torch.T
         if kind == SLIDING_ATTENTION and window:
             ok = ok & (pos.unsqueeze(2) - torch.arange(C, device=cmask.device).view(1, 1, -1) < window)
         allowed = torch.cat([ok, node_ok], dim=2)[:, :, -(kept + P) :]
-        masks[kind] = torch.zeros(allowed.shape, dtype=dtype, device=cmask.device).masked_fill(~allowed, neg).unsqueeze(1)
+        masks[kind] = (
+            torch.zeros(allowed.shape, dtype=dtype, device=cmask.device).masked_fill(~allowed, neg).unsqueeze(1)
+        )
     # Models with several attention kinds (Gemma 3) take a mask per kind; the others one mask.
     return masks if facts.per_kind_masks else masks[FULL_ATTENTION]
 

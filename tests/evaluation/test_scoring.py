@@ -251,9 +251,7 @@ def test_top1_search_runs_only_the_tree_nodes_it_projects(tiny):
     finally:
         label_tree.NodeStates._run = real
         head.weight.data.copy_(saved)
-    n_nodes = label_tree.LabelTrie(
-        [tiny.tokenizer(x, add_special_tokens=False).input_ids for x in labels], "cpu"
-    ).n
+    n_nodes = label_tree.LabelTrie([tiny.tokenizer(x, add_special_tokens=False).input_ids for x in labels], "cpu").n
     assert torch.equal(top.argmax(1), full.argmax(1))
     assert sum(ran) == projected - len(prompts)  # every node run is projected once (less each prompt's own row)
     assert 0 < sum(ran) < len(prompts) * n_nodes, (sum(ran), n_nodes)
