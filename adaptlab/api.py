@@ -102,9 +102,10 @@ class Adapted:
     """An adaptation loaded on its base model: ``classify``, ``generate``, ``chat`` (and the artifact
     itself as ``.artifact``)."""
 
-    def __init__(self, artifact, source: str):
+    def __init__(self, artifact, source: str, folder: str | Path | None = None):
         self.artifact = artifact
         self.source = source
+        self.folder = Path(folder) if folder is not None else None  # the artifact's folder, for export()
 
     @property
     def task(self) -> str:
@@ -170,6 +171,27 @@ class Adapted:
             return self.artifact.predict([users[-1]])[0]
         return self.artifact.generate([users[-1]], max_new_tokens=max_new_tokens)[0]
 
+    def export(
+        self,
+        out: str | Path,
+        format: str,
+        *,
+        gguf_type: str | None = None,
+        force: bool = False,
+        allow_partial: bool = False,
+    ) -> Path:
+        """Write this adaptation for another engine, as ``adaptlab export`` does (the same settings,
+        :class:`adaptlab.export.ExportConfig`): ``format`` peft (PEFT / vLLM), merged (a transformers
+        model) or gguf (llama.cpp and Ollama; ``gguf_type`` adapter or a merged type). The base model
+        is the one this adaptation is loaded on. Returns the folder written."""
+        from adaptlab.export import ExportConfig, ExportError, export_as
+
+        if self.folder is None:
+            raise ExportError(f"{self.source}: loaded without its folder; adaptlab.load(FOLDER) it to export")
+        base = getattr(self.artifact.backend, "base", None)  # None: a prompt for an endpoint (no weights)
+        cfg = ExportConfig(format, force=force, allow_partial=allow_partial, gguf_type=gguf_type)
+        return export_as(self.folder, out, cfg, base if cfg.needs_base else None)
+
     def __repr__(self) -> str:
         return f"Adapted({self.artifact.strategy} {self.task} from {self.source})"
 
@@ -196,4 +218,4 @@ def load(ref: str | Path, *, registry: str | Path | None = None, model=None, dev
             )
         # a hard prompt records its backend ("local:NAME"), an adapter its base model's name
         model = _local_backend(base.removeprefix("local:"), device).base
-    return Adapted(Artifact.load(folder, model), str(ref))
+    return Adapted(Artifact.load(folder, model), str(ref), folder)

@@ -19,6 +19,7 @@ from rich.table import Table
 from adaptlab.compare.config import CompareConfig, default_of, help_of
 from adaptlab.data.formats import parse_columns
 from adaptlab.data.loading import DataError, TaskData, load_file, load_label_names
+from adaptlab.export import ExportConfig
 from adaptlab.maintenance.improve import ImproveOptions
 from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
@@ -540,8 +541,10 @@ def _config_opt(what: str):
 
 
 def _field_opt(cls, name: str, *flags: str):
-    """An option whose default and help are the config class's field's, written once there."""
-    return typer.Option(default_of(cls, name), *flags, help=help_of(cls, name))
+    """An option whose default and help are the config class's field's, written once there (a field
+    without a default is a required option)."""
+    default = default_of(cls, name)
+    return typer.Option(... if default is dataclasses.MISSING else default, *flags, help=help_of(cls, name))
 
 
 def config_options(cls):
@@ -1167,47 +1170,26 @@ def demo(
 
 
 @app.command("export")
+@config_options(ExportConfig)
 def export_cmd(
     artifact: Path = typer.Argument(..., help="An artifact folder (or a registered one: TASK[@VERSION|@ALIAS])."),
-    format_: str = typer.Option(
-        ...,
-        "--format",
-        help="peft (adapter folder; vLLM --enable-lora for LoRA), "
-        "merged (a transformers model with the adaptation merged) or "
-        "gguf (for llama.cpp and Ollama, with a Modelfile: see "
-        "--gguf-type).",
-    ),
     out: Path = typer.Option(..., help="Folder to write."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Base model (for --format merged and gguf)."),
-    force: bool = typer.Option(False, help="Replace OUT if it is not empty."),
-    allow_partial: bool = typer.Option(False, help="Hybrids: export the LoRA/full stage without its soft prompt."),
     registry: Path | None = typer.Option(None, "--registry", help="Registry for TASK@... names."),
-    gguf_type: str | None = typer.Option(
-        None,
-        "--gguf-type",
-        help="--format gguf: adapter (a LoRA next to the "
-        "base GGUF; the default for a LoRA) or a merged model as f32, f16 (the "
-        "default for a full fine-tune), bf16, q8_0 or q4_0.",
-    ),
+    **settings,  # ExportConfig's options (config_options)
 ) -> None:
     """Export an artifact for other engines (PEFT, vLLM, plain transformers, llama.cpp and Ollama)."""
-    from adaptlab.export import ExportError, export
+    from adaptlab.export import ExportError, export_as
     from adaptlab.models.base import load_base
 
     try:
+        cfg = ExportConfig(**settings)
         folder = artifact
         if not artifact.exists():  # a registry name
             folder = _registry(registry, read_only=False).resolve(str(artifact)).path
-        base = load_base(model) if format_ in ("merged", "gguf") else None
-        if format_ == "gguf":
-            from adaptlab.export_gguf import export_gguf
-
-            written = export_gguf(folder, out, base, force=force, gguf_type=gguf_type, allow_partial=allow_partial)
-        else:
-            written = export(folder, out, format_, base, force=force, allow_partial=allow_partial)
+        written = export_as(folder, out, cfg, load_base(cfg.model) if cfg.needs_base else None)
     except (ExportError, *_registry_errors()) as e:
         _fail(e)
-    console.print(f"exported {artifact} as {format_} to {written}")
+    console.print(f"exported {artifact} as {cfg.format} to {written}")
 
 
 # ------------------------------------------------------------------ registry, keys, feedback, serve

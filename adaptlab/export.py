@@ -17,6 +17,7 @@ No strategy is named here: what can be exported comes from the artifact itself.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -24,15 +25,79 @@ from pathlib import Path
 import torch
 
 from adaptlab.models.adaptation import Contribution
+from adaptlab.models.base import DEFAULT_MODEL
 from adaptlab.models.types import BaseModel
 from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
 
 FORMATS = ("peft", "merged")  # and gguf: adaptlab.export_gguf
+MERGED_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")  # a merged GGUF's tensor types (adaptlab.export_gguf)
+GGUF_TYPES = ("adapter", *MERGED_TYPES)
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 class ExportError(ValueError):
     """The artifact cannot be exported in the asked format; the message says what can."""
+
+
+def _opt(default, text: str, flags: tuple[str, ...] | bool = True):
+    """A setting that is also an ``adaptlab export`` option (``cli.config_options``): default and help
+    written once, here."""
+    return dataclasses.field(default=default, metadata={"cli": flags, "help": text})
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """An export's settings. ``adaptlab export``'s options are these fields (``cli.config_options``),
+    and :meth:`adaptlab.api.Adapted.export` takes the same names, so both check them here, once."""
+
+    format: str = dataclasses.field(
+        metadata={
+            "cli": ("--format",),
+            "help": "peft (adapter folder; vLLM --enable-lora for LoRA), merged (a transformers model with the "
+            "adaptation merged) or gguf (for llama.cpp and Ollama, with a Modelfile: see --gguf-type).",
+        }
+    )
+    model: str = _opt(DEFAULT_MODEL, "Base model (for --format merged and gguf).")
+    force: bool = _opt(False, "Replace OUT if it is not empty.")
+    allow_partial: bool = _opt(False, "Hybrids: export the LoRA/full stage without its soft prompt.")
+    gguf_type: str | None = _opt(
+        None,
+        "--format gguf: adapter (a LoRA next to the base GGUF; the default for a LoRA) or a merged model as "
+        "f32, f16 (the default for a full fine-tune), bf16, q8_0 or q4_0.",
+        ("--gguf-type",),
+    )
+
+    def __post_init__(self):
+        if self.format not in (*FORMATS, "gguf"):
+            raise ExportError(f"--format {self.format!r}: use one of {', '.join((*FORMATS, 'gguf'))}")
+        if self.gguf_type is not None and self.format != "gguf":
+            raise ExportError(f"--gguf-type {self.gguf_type!r}: only with --format gguf (not {self.format})")
+        if self.gguf_type is not None and self.gguf_type not in GGUF_TYPES:
+            raise ExportError(f"--gguf-type {self.gguf_type!r}: use one of {', '.join(GGUF_TYPES)}")
+
+    @property
+    def needs_base(self) -> bool:
+        """merged and gguf read the base model's weights; peft copies the adapter's files alone."""
+        return self.format != "peft"
+
+
+def export_as(artifact_dir: str | Path, out: str | Path, cfg: ExportConfig, base: BaseModel | None = None) -> Path:
+    """Write ``artifact_dir`` into ``out`` as ``cfg`` says; ``base`` (``cfg.model``, loaded) for merged and
+    gguf. Returns the folder written."""
+    if cfg.needs_base and base is None and _meta(Path(artifact_dir)).get("kind") != "prompt":
+        raise ExportError(f"--format {cfg.format} reads the base model's weights: pass its loaded base")
+    if cfg.format == "gguf":
+        from adaptlab.export_gguf import export_gguf
+
+        return export_gguf(
+            Path(artifact_dir),
+            Path(out),
+            base,
+            force=cfg.force,
+            gguf_type=cfg.gguf_type,
+            allow_partial=cfg.allow_partial,
+        )
+    return export(artifact_dir, out, cfg.format, base, force=cfg.force, allow_partial=cfg.allow_partial)
 
 
 def _meta(folder: Path) -> dict:

@@ -35,15 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptlab.export import ExportError, _fresh, _meta, merged_model
+from adaptlab.export import GGUF_TYPES, MERGED_TYPES, ExportError, _fresh, _meta, merged_model
 from adaptlab.models.types import BaseModel
 from adaptlab.strategies.base import Artifact, ArtifactError
 
 ADAPTER_FILE = "adapter.gguf"
 MERGED_FILE = "model.gguf"
 # --gguf-type: "adapter" (a LoRA next to the base GGUF) or a merged model in one of these types.
-MERGED_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
-GGUF_TYPES = ("adapter", *MERGED_TYPES)
 # Hugging Face model_type -> the gguf package's architecture (and llama.cpp's).
 ARCHS = {"gemma3_text": "GEMMA3", "gemma3": "GEMMA3", "llama": "LLAMA"}
 # Chat formats Ollama's TEMPLATE needs (Go templates), by the gguf architecture; the answer ends at `stop`.

@@ -196,10 +196,13 @@ def test_the_cli_turns_off_transformers_per_load_progress_bar():
 def test_config_fields_marked_cli_are_the_commands_options_with_their_defaults_and_help():
     """Each setting is written once, in its config class: a field marked ``cli`` is an option of the
     command with the field's type, default and help, and reaches the config unchanged."""
+    import dataclasses
+
     import typer.main
 
-    from adaptlab.cli import cli_fields, compare_cmd, improve_cmd, serve_cmd, train_cmd
+    from adaptlab.cli import cli_fields, compare_cmd, export_cmd, improve_cmd, serve_cmd, train_cmd
     from adaptlab.compare.config import CompareConfig, default_of, help_of
+    from adaptlab.export import ExportConfig
     from adaptlab.maintenance.improve import ImproveOptions
     from adaptlab.serving import ServeConfig
     from adaptlab.training.config import TrainConfig
@@ -210,14 +213,16 @@ def test_config_fields_marked_cli_are_the_commands_options_with_their_defaults_a
         (compare_cmd, CompareConfig, 10),
         (train_cmd, TrainConfig, 10),
         (serve_cmd, ServeConfig, 10),
-        (improve_cmd, ImproveOptions, 8),
+        (export_cmd, ExportConfig, 5),
+        (improve_cmd, ImproveOptions, 8),  # last: params below are improve's
     ):
         params = {p.name: p for p in commands[cmd.__name__[:-4]].params}
         names = cli_fields(cls)
         assert len(names) >= least, cls
         for name in names:
-            p = params[name]
-            assert p.default == default_of(cls, name) and p.help == help_of(cls, name)
+            p, default = params[name], default_of(cls, name)
+            assert p.help == help_of(cls, name)
+            assert p.required if default is dataclasses.MISSING else p.default == default  # no default: required
         if cls is TrainConfig:
             assert params["fsdp"].opts == ["--fsdp"] and params["fsdp"].secondary_opts == []  # its own flags
     assert params["auto_promote"].opts == ["--auto-promote"] and params["auto_promote"].secondary_opts == []

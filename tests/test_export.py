@@ -85,3 +85,36 @@ def test_export_refusals_are_clear(tmp_path):
     assert r.exit_code == 2 and "cannot be merged" in r.output
     r = CliRunner().invoke(app, ["export", str(soft), "--format", "peft", "--out", str(tmp_path / "z")])
     assert r.exit_code == 0, r.output
+
+
+def test_export_settings_are_checked_once_for_the_command_and_the_api(tmp_path):
+    """``adaptlab export`` and ``Adapted.export`` share ExportConfig: a bad combination is one line from
+    either, writes nothing, and a good one writes what ``export`` writes."""
+    import adaptlab
+    from adaptlab.export import ExportConfig
+
+    base = build_tiny()
+    lora = build(base, "lora", "lora", FOOD, {}, tmp_path)
+    for bad, words in (
+        ({"format": "onnx"}, "--format 'onnx': use one of peft, merged, gguf"),
+        ({"format": "peft", "gguf_type": "q4_0"}, "--gguf-type 'q4_0': only with --format gguf"),
+        ({"format": "gguf", "gguf_type": "q3"}, "--gguf-type 'q3': use one of adapter, f32"),
+    ):
+        with pytest.raises(ExportError, match=words):
+            ExportConfig(**bad)
+    r = CliRunner().invoke(
+        app, ["export", str(lora), "--format", "peft", "--gguf-type", "q4_0", "--out", str(tmp_path / "c")]
+    )
+    assert r.exit_code == 2 and "only with --format gguf" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+    model = adaptlab.load(lora, model=base)
+    with pytest.raises(ExportError, match="only with --format gguf"):
+        model.export(tmp_path / "a", "merged", gguf_type="f16")
+    assert not (tmp_path / "a").exists()
+    out = model.export(tmp_path / "a", "peft")
+    ref = export(lora, tmp_path / "ref", "peft")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes()
+    merged = model.export(tmp_path / "m", "merged")  # on the base it is loaded on
+    assert (merged / "config.json").exists()
