@@ -9,7 +9,9 @@ Rules, in order (README "Recommendation rules" summarises them for users):
 5. ``measured``     rank by quality at the target size (the largest measured); a strategy not
                     measured there is ranked by its learning curve's prediction and marked so (rules
                     2-4 judge the same rows), but the answer is always one measured there: a
-                    prediction ranked above it is named with its bounds.
+                    prediction ranked above it is named with its bounds. Unless its own measurement
+                    already beats it: one measured at a smaller size whose pessimistic bound is above
+                    the best measured there is the answer, on that measurement (confirm it there).
 6. ``near_tie``     a tie goes to the adaptation that is easier to own: among the measured runner-ups
                     tied with the leader, a 10x smaller artifact (an adapter or prompt over a model
                     copy) wins, then a serving cost lower by more than its noise (25%), then at most
