@@ -180,6 +180,9 @@ def judge(out: Path) -> dict:
     measured = sorted({r["run"]["strategy"] for r in recs})
     kinds = {r["run"]["kind"] for r in recs}
     at_target = any(r["run"]["strategy"] == best.winner and r["run"]["train_size"] in (0, race["target"]) for r in recs)
+    # the largest size the winner itself was measured at: below the ranked size when it is recommended on a
+    # smaller size's measurement (recommend's rule measured)
+    sizes = [r["run"]["train_size"] for r in recs if r["run"]["strategy"] == best.winner]
     rule = next((r for r in best.fired if r in ("prompt_enough", "near_tie", "training_wins")), None)
     line = race["decision"]
     state = (
@@ -195,6 +198,7 @@ def judge(out: Path) -> dict:
         "ranked_at": best.target,
         "measured_at_target": at_target,
         "quality": best.ranked[0]["quality"] if best.ranked else None,
+        "winner_measured_at": max(sizes) if sizes else None,
         "metric": best.metric,
         "asked": asked,
         "measured": measured,
@@ -251,6 +255,16 @@ def rejudge(job: str, budget: str, half: bool) -> None:
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def _recommended(r: dict) -> str:
+    at = r.get("winner_measured_at")
+    if at is not None and r["ranked_at"] and at not in (0, r["ranked_at"]):  # measured smaller, ranked by prediction
+        return (
+            f"{r['recommended']} (measured at {at}, {r['metric']} {r['quality']:.3f}; ranked at {r['ranked_at']} "
+            f"by its pessimistic bound)"
+        )
+    return f"{r['recommended']} (at {r['ranked_at']}, {r['metric']} {r['quality']:.3f})"
+
+
 def when(row: dict) -> str:
     return f"{row.get('date', '-')}" + (f" ({row['commit']})" if row.get("commit") else "")
 
@@ -288,8 +302,7 @@ def summarize() -> None:
         )
         lines.append(
             f"| {r['data']} | {r['budget']} | {r['slowdown']} | {len(r['measured'])} / {len(r['asked'])}{left} | "
-            f"{'yes' if r['both_sides'] else '**no**'} | {r['recommended']} (at {r['ranked_at']}, {r['metric']} "
-            f"{r['quality']:.3f}) | {'yes' if r['measured_at_target'] else '**no**'} | {r['state']}"
+            f"{'yes' if r['both_sides'] else '**no**'} | {_recommended(r)} | {'yes' if r['measured_at_target'] else '**no**'} | {r['state']}"
             f"{' (' + r['rule'] + ')' if r['rule'] else ''} | {r.get('question', '-')} | {r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min "
             f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {when(r)} | "
             f"{r['decision']}{again} |"
