@@ -628,3 +628,30 @@ def test_late_looks_take_the_side_that_does_not_lead_first():
     room["s"] = 300.0
     p.unfit = {s.id for s in specs}
     assert p._late_look({}, 0.0)[0].strategy == "hybrid"
+
+
+def test_a_candidate_whose_first_look_was_cut_does_not_hold_round_one_open(monkeypatch):
+    """AG News at 500, 15m: prompt search's first look (at 256, no dearer than at 64) was cut by the
+    time held for the winner. The race then offered its run at 64 as a first look, so round one never
+    ended, no leader was named, and the time held for LoRA at 500 was freed as if no run at the target
+    fitted. Until its late look, such a candidate's other sizes are not the race's to offer."""
+    from types import SimpleNamespace
+
+    import adaptlab.compare.schedule as schedule
+    from adaptlab.compare.record import RunSpec
+
+    specs = [RunSpec(st, n, 0) for st in ("lora", "prompt_search") for n in (64, 256, 500)]
+    seen = {}
+    monkeypatch.setattr(schedule, "race", lambda records, specs, **kw: seen.update(kw))
+    p = object.__new__(schedule.AdaptivePicker)
+    p.cfg = SimpleNamespace(confidence=0.95)
+    p.specs, p.planned, p.unfit, p.order = specs, specs, set(), ["lora", "prompt_search"]
+    p.cost = lambda spec: 1.0 if spec.strategy == "prompt_search" else float(spec.train_size)
+    p.cut = {"prompt_search-n256-s0", "prompt_search-n500-s0"}  # its first look, and the dearer sizes
+    lora = rec("lora", 64, 0.87)
+    p._race([lora])
+    assert {"prompt_search-n64-s0", "prompt_search-n256-s0"} <= seen["exclude"]
+    assert not any(i.startswith("lora-") for i in seen["exclude"])
+    p.cut = set()  # its late look: back in the race
+    p._race([lora])
+    assert not seen["exclude"]
