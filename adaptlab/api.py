@@ -97,6 +97,29 @@ def _local_backend(model: str | None, device: str = "auto"):
     return LocalBackend(load_base(model or DEFAULT_MODEL, device=resolve_device(device)))
 
 
+# ------------------------------------------------------------------ export
+def export_as(artifact_dir: str | Path, out: str | Path, cfg, base=None) -> Path:
+    """Write ``artifact_dir`` into ``out`` as ``cfg`` (an :class:`adaptlab.export.ExportConfig`) says;
+    ``base`` (``cfg.model``, loaded) for merged and gguf. Returns the folder written. It lives here,
+    not in :mod:`adaptlab.export`, because the gguf form (:mod:`adaptlab.export_gguf`) builds on that
+    module."""
+    from adaptlab.export import ExportError, _meta, export
+    from adaptlab.export_gguf import export_gguf
+
+    if cfg.needs_base and base is None and _meta(Path(artifact_dir)).get("kind") != "prompt":
+        raise ExportError(f"--format {cfg.format} reads the base model's weights: pass its loaded base")
+    if cfg.format == "gguf":
+        return export_gguf(
+            Path(artifact_dir),
+            Path(out),
+            base,
+            force=cfg.force,
+            gguf_type=cfg.gguf_type,
+            allow_partial=cfg.allow_partial,
+        )
+    return export(artifact_dir, out, cfg.format, base, force=cfg.force, allow_partial=cfg.allow_partial)
+
+
 # ------------------------------------------------------------------ load
 class Adapted:
     """An adaptation loaded on its base model: ``classify``, ``generate``, ``chat`` (and the artifact
@@ -184,7 +207,7 @@ class Adapted:
         :class:`adaptlab.export.ExportConfig`): ``format`` peft (PEFT / vLLM), merged (a transformers
         model) or gguf (llama.cpp and Ollama; ``gguf_type`` adapter or a merged type). The base model
         is the one this adaptation is loaded on. Returns the folder written."""
-        from adaptlab.export import ExportConfig, ExportError, export_as
+        from adaptlab.export import ExportConfig, ExportError
 
         if self.folder is None:
             raise ExportError(f"{self.source}: loaded without its folder; adaptlab.load(FOLDER) it to export")

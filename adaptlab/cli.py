@@ -1178,7 +1178,8 @@ def export_cmd(
     **settings,  # ExportConfig's options (config_options)
 ) -> None:
     """Export an artifact for other engines (PEFT, vLLM, plain transformers, llama.cpp and Ollama)."""
-    from adaptlab.export import ExportError, export_as
+    from adaptlab.api import export_as
+    from adaptlab.export import ExportError
     from adaptlab.models.base import load_base
 
     try:

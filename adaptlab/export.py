@@ -81,25 +81,6 @@ class ExportConfig:
         return self.format != "peft"
 
 
-def export_as(artifact_dir: str | Path, out: str | Path, cfg: ExportConfig, base: BaseModel | None = None) -> Path:
-    """Write ``artifact_dir`` into ``out`` as ``cfg`` says; ``base`` (``cfg.model``, loaded) for merged and
-    gguf. Returns the folder written."""
-    if cfg.needs_base and base is None and _meta(Path(artifact_dir)).get("kind") != "prompt":
-        raise ExportError(f"--format {cfg.format} reads the base model's weights: pass its loaded base")
-    if cfg.format == "gguf":
-        from adaptlab.export_gguf import export_gguf
-
-        return export_gguf(
-            Path(artifact_dir),
-            Path(out),
-            base,
-            force=cfg.force,
-            gguf_type=cfg.gguf_type,
-            allow_partial=cfg.allow_partial,
-        )
-    return export(artifact_dir, out, cfg.format, base, force=cfg.force, allow_partial=cfg.allow_partial)
-
-
 def _meta(folder: Path) -> dict:
     try:
         return read_artifact_meta(folder)
