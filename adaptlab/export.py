@@ -28,6 +28,7 @@ from adaptlab.models.adaptation import Contribution
 from adaptlab.models.base import DEFAULT_MODEL
 from adaptlab.models.types import BaseModel
 from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
+from adaptlab.utils import cli_setting
 
 FORMATS = ("peft", "merged")  # and gguf: adaptlab.export_gguf
 MERGED_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")  # a merged GGUF's tensor types (adaptlab.export_gguf)
@@ -39,32 +40,25 @@ class ExportError(ValueError):
     """The artifact cannot be exported in the asked format; the message says what can."""
 
 
-def _opt(default, text: str, flags: tuple[str, ...] | bool = True):
-    """A setting that is also an ``adaptlab export`` option (``cli.config_options``): default and help
-    written once, here."""
-    return dataclasses.field(default=default, metadata={"cli": flags, "help": text})
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """An export's settings. ``adaptlab export``'s options are these fields (``cli.config_options``),
     and :meth:`adaptlab.api.Adapted.export` takes the same names, so both check them here, once."""
 
-    format: str = dataclasses.field(
-        metadata={
-            "cli": ("--format",),
-            "help": "peft (adapter folder; vLLM --enable-lora for LoRA), merged (a transformers model with the "
-            "adaptation merged) or gguf (for llama.cpp and Ollama, with a Modelfile: see --gguf-type).",
-        }
+    format: str = cli_setting(
+        dataclasses.MISSING,
+        "peft (adapter folder; vLLM --enable-lora for LoRA), merged (a transformers model with the adaptation "
+        "merged) or gguf (for llama.cpp and Ollama, with a Modelfile: see --gguf-type).",
+        "--format",
     )
-    model: str = _opt(DEFAULT_MODEL, "Base model (for --format merged and gguf).")
-    force: bool = _opt(False, "Replace OUT if it is not empty.")
-    allow_partial: bool = _opt(False, "Hybrids: export the LoRA/full stage without its soft prompt.")
-    gguf_type: str | None = _opt(
+    model: str = cli_setting(DEFAULT_MODEL, "Base model (for --format merged and gguf).")
+    force: bool = cli_setting(False, "Replace OUT if it is not empty.")
+    allow_partial: bool = cli_setting(False, "Hybrids: export the LoRA/full stage without its soft prompt.")
+    gguf_type: str | None = cli_setting(
         None,
         "--format gguf: adapter (a LoRA next to the base GGUF; the default for a LoRA) or a merged model as "
         "f32, f16 (the default for a full fine-tune), bf16, q8_0 or q4_0.",
-        ("--gguf-type",),
+        "--gguf-type",
     )
 
     def __post_init__(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -161,3 +162,11 @@ def check_deadline() -> None:
 
         if time.monotonic() > min(_DEADLINE):
             raise TimeUp("time limit reached")
+
+
+def cli_setting(default, text: str, *flags: str):
+    """A config dataclass field that is also a command option (``cli.config_options``): its default and
+    help written once, in the field (``flags`` where the option is spelled otherwise; a default of
+    ``dataclasses.MISSING`` makes a required option). ServeConfig, ImproveOptions and ExportConfig
+    declare their options with it."""
+    return dataclasses.field(default=default, metadata={"cli": flags or True, "help": text})

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from adaptlab.compare.stats import compare_runs
@@ -37,36 +37,34 @@ from adaptlab.serving.feedback import CONFIRMED, CORRECTION, RATED_DOWN, feedbac
 from adaptlab.strategies.base import ARTIFACT_FILE, Artifact, read_artifact_meta
 from adaptlab.strategies.registry import get_strategy, make_config
 from adaptlab.tasks.base import get_task
-from adaptlab.utils import atomic_write_json, atomic_write_text
+from adaptlab.utils import atomic_write_json, atomic_write_text, cli_setting
 
 STAGING = "staging"
 
 
-def _opt(default, text: str, *flags: str):
-    """A setting that is also an ``adaptlab improve`` option (``cli.config_options``; ``flags`` where
-    the option is spelled otherwise): default and help written once, here."""
-    return field(default=default, metadata={"cli": flags or True, "help": text})
-
-
 @dataclass
 class ImproveOptions:
-    champion: str | None = _opt(None, "Version to improve (TASK@N or TASK@ALIAS; default TASK@prod, or the latest).")
-    margin: float = _opt(
+    champion: str | None = cli_setting(
+        None, "Version to improve (TASK@N or TASK@ALIAS; default TASK@prod, or the latest)."
+    )
+    margin: float = cli_setting(
         0.0,
         "The challenger must beat the champion by at least this much (the task's metric, on the held-back "
         "feedback rows).",
     )
-    holdout: float = _opt(0.25, "Share of the answered feedback rows held back to judge on.")
-    use_rated_down: bool = _opt(
+    holdout: float = cli_setting(0.25, "Share of the answered feedback rows held back to judge on.")
+    use_rated_down: bool = cli_setting(
         True, "Train on answers rated down without a correction (a penalty on the rejected answer)."
     )
-    auto_promote: bool = _opt(False, "Promote the challenger to prod when it passes the gate.", "--auto-promote")
-    allow_personal_data: bool = _opt(
+    auto_promote: bool = cli_setting(False, "Promote the challenger to prod when it passes the gate.", "--auto-promote")
+    allow_personal_data: bool = cli_setting(
         False, "Train on feedback holding personal data as it is.", "--allow-personal-data"
     )
-    redact: bool = _opt(False, "Replace personal data in the feedback before training.", "--redact")
+    redact: bool = cli_setting(False, "Replace personal data in the feedback before training.", "--redact")
     data_dir: str | None = None
-    confidence: float = _opt(0.95, "Confidence of the gate's paired test (no significant loss on held-out rows).")
+    confidence: float = cli_setting(
+        0.95, "Confidence of the gate's paired test (no significant loss on held-out rows)."
+    )
     progress: bool = True
     train_overrides: dict | None = None  # TrainConfig fields replacing the recipe's (e.g. epochs)
 

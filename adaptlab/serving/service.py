@@ -36,6 +36,7 @@ from adaptlab.serving.engine import (
     with_leads,
 )
 from adaptlab.strategies.base import Artifact, ArtifactError, read_artifact_meta
+from adaptlab.utils import cli_setting
 
 BASE_ALIASES = ("base",)
 
@@ -50,33 +51,29 @@ class ServingError(Exception):
         self.message = message
 
 
-def _opt(default, text: str, **kw):
-    """A setting that is also an ``adaptlab serve`` option (``cli.config_options``): default and help
-    written once, here."""
-    return dataclasses.field(default=default, metadata={"cli": True, "help": text}, **kw)
-
-
 @dataclasses.dataclass
 class ServeConfig:
-    max_batch: int = _opt(16, "Most rows in one forward pass.")
-    max_wait_ms: float = _opt(10.0, "The batcher closes a batch when no request came for this long (milliseconds)...")
-    max_gather_ms: float = _opt(100.0, "... or when it has gathered for this long (milliseconds).")
-    memory_cap_mb: float = _opt(4096.0, "Loaded adapters above this are unloaded, least recent first.")
-    max_prompt_tokens: int = _opt(1024, "Longest prompt a request may send (tokens, after the template).")
-    max_new_tokens: int = _opt(256, "Largest max_tokens a request may ask for.")
-    max_n: int = _opt(8, "Most choices one request may ask for (n).")
-    batching: str = _opt(
+    max_batch: int = cli_setting(16, "Most rows in one forward pass.")
+    max_wait_ms: float = cli_setting(
+        10.0, "The batcher closes a batch when no request came for this long (milliseconds)..."
+    )
+    max_gather_ms: float = cli_setting(100.0, "... or when it has gathered for this long (milliseconds).")
+    memory_cap_mb: float = cli_setting(4096.0, "Loaded adapters above this are unloaded, least recent first.")
+    max_prompt_tokens: int = cli_setting(1024, "Longest prompt a request may send (tokens, after the template).")
+    max_new_tokens: int = cli_setting(256, "Largest max_tokens a request may ask for.")
+    max_n: int = cli_setting(8, "Most choices one request may ask for (n).")
+    batching: str = cli_setting(
         "mixed",
         "mixed (adaptations share forward passes) or swap (one adaptation at a time through its own code path; "
         "the benchmark baseline).",
     )
     verify_artifacts: bool = True
-    prompt_cache: bool = _opt(
+    prompt_cache: bool = cli_setting(
         True,
         "Keep each adaptation's static prompt start (prefix, soft prompt, instruction, fixed exemplars) as "
         "keys/values, run once (engine.build_lead).",
     )
-    weights: str = _opt(
+    weights: str = cli_setting(
         "auto",
         "The base's weights as served: auto (fp32 packed for oneDNN on a CPU that has it), fp32, fp32-packed, "
         "bf16-head, bf16 or int8 (adaptlab.models.fastweights.WEIGHTS; docs/results/engine.md for their speed "
