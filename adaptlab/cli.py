@@ -20,7 +20,9 @@ from adaptlab.compare.config import CompareConfig, default_of, help_of
 from adaptlab.data.formats import parse_columns
 from adaptlab.data.loading import DataError, TaskData, load_file, load_label_names
 from adaptlab.export import ExportConfig
+from adaptlab.maintenance.drift import DriftConfig
 from adaptlab.maintenance.improve import ImproveOptions
+from adaptlab.maintenance.rebase import RebaseOptions
 from adaptlab.models.base import DEFAULT_MODEL, ModelError
 from adaptlab.prompts import TemplateError
 from adaptlab.serving.service import ServeConfig
@@ -1445,30 +1447,25 @@ def improve_cmd(
 
 
 @app.command("rebase")
+@config_options(RebaseOptions)
 def rebase_cmd(
     task: str = typer.Argument(..., help="Registry task to move onto another base model."),
     model: str = typer.Option(..., help="The new base model (a name from `adaptlab models list`, or a path)."),
     out: Path = typer.Option(..., help="Folder for the rebased adaptation and the evidence."),
-    champion: str | None = typer.Option(None, help="Version to rebase (default TASK@prod)."),
-    labels: str = typer.Option(
-        "recipe",
-        help="recipe (train on the recipe's rows) or distill (on the old "
-        "version's answers to the training inputs, when the labels are gone).",
-    ),
     epochs: float | None = typer.Option(None, help="Epochs instead of the recipe's."),
     registry: Path | None = REGISTRY_OPT,
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+    **options,  # RebaseOptions' options (config_options)
 ) -> None:
     """Re-make the task's adaptation on another base (hard prompts move as they are; trained ones are
     trained again or distilled), compare it with the serving version, register it as staging."""
-    from adaptlab.maintenance.rebase import RebaseOptions, rebase
+    from adaptlab.maintenance.rebase import rebase
     from adaptlab.utils import set_torch_threads
 
     set_torch_threads()
     try:
         opts = RebaseOptions(
-            champion=champion,
-            labels=labels,
+            **options,
             data_dir=str(data_dir) if data_dir else None,
             train_overrides={"epochs": epochs} if epochs else None,
         )
@@ -1479,18 +1476,17 @@ def rebase_cmd(
 
 
 @app.command("drift")
+@config_options(DriftConfig)
 def drift_cmd(
     task: str = typer.Argument(..., help="Registry task whose served traffic to check."),
-    window: int = typer.Option(500, help="The last N logged requests are the recent traffic."),
     registry: Path | None = REGISTRY_OPT,
-    alpha: float = typer.Option(0.05, help="False alarm rate over all signals together (Bonferroni)."),
-    embed: bool = typer.Option(True, help="Also compare MiniLM embeddings of the inputs (MMD)."),
     prometheus: Path | None = typer.Option(
         None,
         help="Also write the result as Prometheus gauges to this file (node_exporter's textfile collector reads it).",
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON."),
     data_dir: Path | None = typer.Option(None, help="Folder of named datasets, if the recipe names one."),
+    **options,  # DriftConfig's options (config_options)
 ) -> None:
     """Does recent traffic still look like the data the serving version was judged on? Says whether
     retraining is due and why (labels, input lengths, unknown words, input embeddings)."""
@@ -1499,9 +1495,8 @@ def drift_cmd(
 
     set_torch_threads()
     try:
-        rep = drift_for_task(
-            _registry(registry), task, window, embed=embed, alpha=alpha, data_dir=str(data_dir) if data_dir else None
-        )
+        cfg = DriftConfig(**options)  # checked before the registry is opened
+        rep = drift_for_task(_registry(registry), task, cfg, data_dir=str(data_dir) if data_dir else None)
     except (*_registry_errors(), ValueError) as err:
         _fail(err)
     table = Table(

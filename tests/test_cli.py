@@ -103,7 +103,7 @@ def test_train_bad_config_is_one_line(tmp_path):
 
 
 def test_demo_compares_strategies_on_tiny(tmp_path):
-    r = runner.invoke(app, ["demo", "--model", "tiny", "--out", str(tmp_path), "--budget", "60s"])
+    r = runner.invoke(app, ["demo", "--model", "tiny", "--out", str(tmp_path), "--budget", "30s"])
     assert r.exit_code == 0, r.output
     said = r.output.replace("\n", "")  # rich wraps a long path at the terminal's width
     assert "Recommended:" in said and "report.html" in said
@@ -200,10 +200,21 @@ def test_config_fields_marked_cli_are_the_commands_options_with_their_defaults_a
 
     import typer.main
 
-    from adaptlab.cli import cli_fields, compare_cmd, export_cmd, improve_cmd, serve_cmd, train_cmd
+    from adaptlab.cli import (
+        cli_fields,
+        compare_cmd,
+        drift_cmd,
+        export_cmd,
+        improve_cmd,
+        rebase_cmd,
+        serve_cmd,
+        train_cmd,
+    )
     from adaptlab.compare.config import CompareConfig, default_of, help_of
     from adaptlab.export import ExportConfig
+    from adaptlab.maintenance.drift import DriftConfig
     from adaptlab.maintenance.improve import ImproveOptions
+    from adaptlab.maintenance.rebase import RebaseOptions
     from adaptlab.serving import ServeConfig
     from adaptlab.training.config import TrainConfig
 
@@ -214,6 +225,8 @@ def test_config_fields_marked_cli_are_the_commands_options_with_their_defaults_a
         (train_cmd, TrainConfig, 10),
         (serve_cmd, ServeConfig, 10),
         (export_cmd, ExportConfig, 5),
+        (drift_cmd, DriftConfig, 3),
+        (rebase_cmd, RebaseOptions, 3),
         (improve_cmd, ImproveOptions, 8),  # last: params below are improve's
     ):
         params = {p.name: p for p in commands[cmd.__name__[:-4]].params}
@@ -257,6 +270,38 @@ def test_serve_options_reach_its_config_and_bad_values_fail_in_one_line(monkeypa
     assert (c.max_batch, c.max_n, c.prompt_cache, c.weights) == (4, 2, False, "auto")
     r = runner.invoke(app, ["serve", "--model", "tiny", *reg, "--max-new-tokens", "0"])
     assert r.exit_code != 0 and "max_new_tokens=0: must be >= 1" in r.output
+
+
+def test_drift_and_rebase_settings_are_checked_in_one_line_before_the_registry_is_opened(tmp_path):
+    """A value DriftConfig or RebaseOptions refuses is one line naming the option, and no registry
+    folder is made for it."""
+    reg = tmp_path / "reg"
+    r = runner.invoke(app, ["drift", "food", "--registry", str(reg), "--alpha", "2"])
+    assert r.exit_code != 0 and "--alpha 2.0: must be in (0, 1)" in r.output, r.output
+    r = runner.invoke(app, ["drift", "food", "--registry", str(reg), "--window", "0"])
+    assert r.exit_code != 0 and "--window 0: must be >= 1" in r.output, r.output
+    r = runner.invoke(
+        app,
+        ["rebase", "food", "--registry", str(reg), "--model", "tiny", "--out", str(tmp_path / "o"), "--labels", "x"],
+    )
+    assert r.exit_code != 0 and "--labels 'x': use recipe or distill" in r.output, r.output
+    r = runner.invoke(
+        app,
+        [
+            "rebase",
+            "food",
+            "--registry",
+            str(reg),
+            "--model",
+            "tiny",
+            "--out",
+            str(tmp_path / "o"),
+            "--confidence",
+            "1",
+        ],
+    )
+    assert r.exit_code != 0 and "--confidence 1.0: must be in (0, 1)" in r.output, r.output
+    assert not reg.exists() and not (tmp_path / "o").exists()
 
 
 def test_a_command_option_given_twice_is_refused():

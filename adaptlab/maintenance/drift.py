@@ -29,6 +29,7 @@ with a model it downloads, which adaptlab never does).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import threading
@@ -36,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from adaptlab.utils import cli_setting
 
 PERMUTATIONS = 500
 ALPHA = 0.05
@@ -262,20 +265,39 @@ def _plain(text: str, conversation: bool) -> str:
         return text
 
 
+@dataclass
+class DriftConfig:
+    """What a drift check compares and how strictly; the fields marked with ``cli_setting`` are
+    ``adaptlab drift``'s options (and the server's gauges use the same defaults)."""
+
+    window: int = cli_setting(500, "The last N logged requests are the recent traffic.")
+    alpha: float = cli_setting(ALPHA, "False alarm rate over all signals together (Bonferroni).")
+    embed: bool = cli_setting(True, "Also compare MiniLM embeddings of the inputs (MMD).")
+    permutations: int = PERMUTATIONS  # shuffles per permutation test
+
+    def __post_init__(self):
+        if self.window < 1:
+            raise ValueError(f"--window {self.window}: must be >= 1")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"--alpha {self.alpha}: must be in (0, 1)")
+        if self.permutations < 1:
+            raise ValueError(f"permutations={self.permutations}: must be >= 1")
+
+
 def drift_for_task(
     registry,
     task: str,
-    window: int = 500,
+    config: DriftConfig | None = None,
+    *,
     base=None,
-    embed=True,
     seed: int = 0,
-    alpha: float = ALPHA,
     data_dir=None,
-    permutations: int = PERMUTATIONS,
+    **settings,
 ) -> DriftReport:
     """The drift report of ``task``'s serving version (``prod``, else its latest) on its last
-    ``window`` requests. ``base``: the loaded base model, or a list of them (a server's) to pick
-    the version's from; None loads it."""
+    ``config.window`` requests (``settings``: DriftConfig fields, replacing ``config``'s). ``base``:
+    the loaded base model, or a list of them (a server's) to pick the version's from; None loads it."""
+    cfg = DriftConfig(**{**(dataclasses.asdict(config) if config else {}), **settings})
     from adaptlab.data.named import splits_of_recipe
     from adaptlab.evaluation.text_metrics import minilm
     from adaptlab.maintenance.improve import recipe_of
@@ -291,7 +313,7 @@ def drift_for_task(
     rng = np.random.default_rng(seed)
     if len(held) > MAX_REFERENCE:
         held = [held[i] for i in sorted(rng.choice(len(held), MAX_REFERENCE, replace=False))]
-    recent = registry.requests.recent(task, window)
+    recent = registry.requests.recent(task, cfg.window)
     conv = spec.conversation
     ref_inputs = [_plain(ex.text, conv) for ex in held]
     recent_inputs = [_plain(r["input"], conv) for r in recent]
@@ -317,7 +339,7 @@ def drift_for_task(
         art = Artifact.load(entry.path, base)
         ref_labels = art.predict([ex.text for ex in held])
         recent_labels = [r["output"] for r in recent]
-    embedder = (lambda texts: minilm().embed(texts).numpy()) if embed else None
+    embedder = (lambda texts: minilm().embed(texts).numpy()) if cfg.embed else None
     return compare_traffic(
         task,
         entry.ref,
@@ -329,8 +351,8 @@ def drift_for_task(
         ref_labels,
         recent_labels,
         seed=seed,
-        alpha=alpha,
-        permutations=permutations,
+        alpha=cfg.alpha,
+        permutations=cfg.permutations,
         train_inputs=train_inputs,
     )
 
@@ -345,7 +367,7 @@ class DriftWatch:
     answers with the last values meanwhile). ``service`` is a :class:`adaptlab.serving.Service`
     (its ``registry`` and ``bases``); register ``watch.text`` with ``Metrics.add_source``."""
 
-    def __init__(self, service, interval: float, window: int = 500):
+    def __init__(self, service, interval: float, window: int = DriftConfig.window):
         self.service, self.interval, self.window = service, interval, window
         self.reports: dict[str, str] = {}
         self.errors: dict[str, str] = {}
@@ -363,7 +385,7 @@ class DriftWatch:
             reg = self.service.registry
             for task in reg.requests.tasks():
                 try:
-                    rep = drift_for_task(reg, task, self.window, base=self.service.bases)
+                    rep = drift_for_task(reg, task, window=self.window, base=self.service.bases)
                     self.reports[task] = rep.prometheus()
                     self.errors.pop(task, None)
                 except Exception as e:  # a task without a recipe, or without data at hand: no gauges for it

@@ -29,21 +29,29 @@ from adaptlab.registry import Registry, RegistryError
 from adaptlab.strategies.base import ARTIFACT_FILE, Artifact, artifact_bytes, read_artifact_meta
 from adaptlab.strategies.registry import get_strategy
 from adaptlab.tasks.base import get_task
-from adaptlab.utils import atomic_write_json, atomic_write_text
+from adaptlab.utils import atomic_write_json, atomic_write_text, cli_setting
 
 
 @dataclass
 class RebaseOptions:
-    champion: str | None = None
-    labels: str = "recipe"  # recipe | distill
+    """``adaptlab rebase``'s settings; the fields marked with ``cli_setting`` are its options."""
+
+    champion: str | None = cli_setting(None, "Version to rebase (TASK@N or TASK@ALIAS; default TASK@prod).")
+    labels: str = cli_setting(
+        "recipe",
+        "recipe (train on the recipe's rows) or distill (on the old version's answers to the training inputs, "
+        "when the labels are gone).",
+    )
     data_dir: str | None = None
     progress: bool = True
     train_overrides: dict | None = None
-    confidence: float = 0.95
+    confidence: float = cli_setting(0.95, "Confidence of the paired test that judges the rebased version.")
 
     def __post_init__(self):
         if self.labels not in ("recipe", "distill"):
             raise ValueError(f"--labels {self.labels!r}: use recipe or distill")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"--confidence {self.confidence}: must be in (0, 1)")
 
 
 def move_prompt(src: Path, meta: dict, new_base, folder: Path) -> Artifact:
