@@ -407,6 +407,12 @@ def _race_line(
             f"decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): "
             f"the {left} runs left could not change the winner" + (f" ({chance})" if chance else "")
         )
+    if state.decided and never:  # out of runs because the budget left candidates unmeasured, not by the noise
+        return (
+            f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min): the budget "
+            f"ended before every candidate had a first look ({', '.join(never)} did not); among those measured, "
+            f"{chance or state.leader + ' leads'}" + (f", {', '.join(others)} within the noise" if others else "")
+        )
     if state.decided:
         return (
             f"not decided at {100 * state.confidence:.0f}% after {n_runs} runs ({minutes:.0f} min), and no run "

@@ -1,7 +1,7 @@
 """The adaptive compare's schedule: which run comes next, under the budget. The policy, in a screen:
 
 1. **A first look at every candidate** (each strategy on each base, each prompt strategy on each
-   endpoint), cheapest first, at low fidelity: its smallest train size (or a larger one that costs
+   endpoint), the cheapest of each family first, then the others, cheapest first, at low fidelity: its smallest train size (or a larger one that costs
    no more: a prompt strategy reads a fixed number of rows), scored on a screening subsample of the
    test rows sized by the statistics (:func:`.costs.screen_rows`). Nothing is
    concluded, and no second run made, before every candidate has one; a first look whose whole
@@ -134,8 +134,23 @@ class AdaptivePicker:
         return sorted(self.candidates(), key=lambda c: self.first_key(self.first_look(c)))
 
     def first_key(self, spec: RunSpec):
-        """Round one's order: cheapest first; the committed grids' lessons break ties."""
-        return (self.cost(spec), self.order.index(spec.strategy))
+        """Round one's order: the cheapest candidate of each family on each base and endpoint first (the
+        ones the budget check keeps when time is short), then the others; cheapest first within each;
+        the committed grids' lessons break ties. When the first looks run slower than estimated, the
+        ones left for a late look are never a family's only candidate, so both sides of the question are
+        measured (the demo at 30 s on the tiny model, cheapest first: the three prompt candidates ran,
+        their rates made LoRA, prefix and soft prompt dearer, and no trained candidate was measured)."""
+        heads = self.family_heads(key=lambda c: self.cost(self.first_look(c)))
+        return (spec.strategy not in heads.values(), self.cost(spec), self.order.index(spec.strategy))
+
+    def family_heads(self, candidates: list[str] | None = None, key=None) -> dict[tuple[str, str], str]:
+        """(family, where) -> its cheapest candidate among ``candidates`` (all by default) by ``key``
+        (a first look's seconds by default)."""
+        key = key or (lambda c: self.seconds(self.first_look(c, self.planned)))
+        heads: dict[tuple[str, str], str] = {}
+        for c in sorted(self.candidates() if candidates is None else candidates, key=key):
+            heads.setdefault(self.group(c), c)
+        return heads
 
     def finish_seconds(self, strategy: str) -> float:
         """Measuring ``strategy``'s recommended run in full at the end: the train gap, fragility,
@@ -215,9 +230,7 @@ class AdaptivePicker:
         )
         if self.cfg.strict_budget:
             raise ValueError(head + " (--strict-budget)")
-        keep = {}
-        for c in sorted(cands, key=lambda c: self.seconds(self.first_look(c, self.planned))):
-            keep.setdefault(self.group(c), c)
+        keep = self.family_heads(cands)
         kept = list(cands)
         while self.need(kept) > budget:
             optional = [c for c in kept if keep[self.group(c)] != c]
@@ -717,6 +730,11 @@ class AdaptivePicker:
                 continue
             if spec.id in skipped:
                 why = f"budget: {skipped[spec.id]}"
+            elif spec.id in self.unfit:  # re-estimated, it could not finish before the time held or the end
+                why = (
+                    f"budget: re-estimated at {self.seconds(spec):.0f} s once this machine's rates were "
+                    f"measured, it could not finish in the time left"
+                )
             elif spec.strategy in state.dropped:
                 why = f"{spec.strategy} dropped: {state.dropped[spec.strategy]}"
             elif state.fits.get(spec.strategy) and state.fits[spec.strategy].measured_at_target:

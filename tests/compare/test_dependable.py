@@ -15,11 +15,11 @@ from .test_adaptive import _run
 STRATEGIES = ["zero_shot", "few_shot", "soft_prompt", "lora", "full"]
 
 
-def _cfg(budget):
+def _cfg(budget, strategies=None):
     return CompareConfig(
         data="demo",
         model="tiny",
-        strategies=STRATEGIES,
+        strategies=strategies or STRATEGIES,
         train_sizes=[16, 64, 256, "all"],
         test_limit=48,
         fragility_k=0,
@@ -61,11 +61,11 @@ def _fake(monkeypatch, speed, clock, cut=()):
     monkeypatch.setattr("adaptlab.utils.speed_probe", lambda *a, **k: 200.0)
 
 
-def _compare(tmp_path, monkeypatch, speed, budget, name, cut=()):
+def _compare(tmp_path, monkeypatch, speed, budget, name, cut=(), strategies=None):
     clock = [0.0]
     _fake(monkeypatch, speed, clock, cut)
     out = tmp_path / name
-    result = run_compare(_cfg(budget), out, progress=False, clock=lambda: clock[0])
+    result = run_compare(_cfg(budget, strategies), out, progress=False, clock=lambda: clock[0])
     return result, json.loads((out / "race.json").read_text()), clock[0]
 
 
