@@ -1,10 +1,11 @@
 """The adaptive compare's schedule: which run comes next, under the budget. The policy, in a screen:
 
 1. **A first look at every candidate** (each strategy on each base, each prompt strategy on each
-   endpoint), the cheapest of each family first, then the others, cheapest first, at low fidelity: its smallest train size (or a larger one that costs
-   no more: a prompt strategy reads a fixed number of rows), scored on a screening subsample of the
-   test rows sized by the statistics (:func:`.costs.screen_rows`). Nothing is
-   concluded, and no second run made, before every candidate has one; a first look whose whole
+   endpoint), the cheapest of each family first, then the others, cheapest first, at low fidelity:
+   its smallest train size (or a larger one that costs no more: a prompt strategy reads a fixed
+   number of rows), scored on a screening subsample of the test rows sized by the statistics
+   (:func:`.costs.screen_rows`). Nothing is concluded, and no second run made, before every
+   candidate has one; a first look whose whole
    estimate does not fit what the budget leaves is skipped and the next one tried, so the cheap ones
    are always made (the skipped one waits for a late look, step 3).
 2. **Promotion by what can still change the answer** (the race, :mod:`.adaptive`: successive halving
@@ -131,17 +132,19 @@ class AdaptivePicker:
     @property
     def tuning_order(self) -> list[str]:
         """Candidates in the order tuning fits their variants: the cheapest first look first."""
-        return sorted(self.candidates(), key=lambda c: self.first_key(self.first_look(c)))
+        key = self.first_key()
+        return sorted(self.candidates(), key=lambda c: key(self.first_look(c)))
 
-    def first_key(self, spec: RunSpec):
-        """Round one's order: the cheapest candidate of each family on each base and endpoint first (the
-        ones the budget check keeps when time is short), then the others; cheapest first within each;
-        the committed grids' lessons break ties. When the first looks run slower than estimated, the
-        ones left for a late look are never a family's only candidate, so both sides of the question are
-        measured (the demo at 30 s on the tiny model, cheapest first: the three prompt candidates ran,
-        their rates made LoRA, prefix and soft prompt dearer, and no trained candidate was measured)."""
-        heads = self.family_heads(key=lambda c: self.cost(self.first_look(c)))
-        return (spec.strategy not in heads.values(), self.cost(spec), self.order.index(spec.strategy))
+    def first_key(self):
+        """Round one's order, as a sort key: the cheapest candidate of each family on each base and
+        endpoint first (the ones the budget check keeps when time is short), then the others; cheapest
+        first within each; the committed grids' lessons break ties. When the first looks run slower than
+        estimated, the ones left for a late look are never a family's only candidate, so both sides of
+        the question are measured (the demo at 30 s on the tiny model, cheapest first: the three prompt
+        candidates ran, their rates made LoRA, prefix and soft prompt dearer, and no trained candidate
+        was measured). The heads are found once per key, not once per spec sorted."""
+        heads = set(self.family_heads(key=lambda c: self.cost(self.first_look(c))).values())
+        return lambda spec: (spec.strategy not in heads, self.cost(spec), self.order.index(spec.strategy))
 
     def family_heads(self, candidates: list[str] | None = None, key=None) -> dict[tuple[str, str], str]:
         """(family, where) -> its cheapest candidate among ``candidates`` (all by default) by ``key``
@@ -351,7 +354,7 @@ class AdaptivePicker:
             self.specs,
             confidence=self.cfg.confidence,
             cost=self.cost,
-            first_key=self.first_key,
+            first_key=self.first_key(),
             exclude=self.cut | self.unfit | waiting,
             tie=self.order,
             asked=self.candidates(self.planned),

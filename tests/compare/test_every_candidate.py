@@ -648,6 +648,7 @@ def test_a_candidate_whose_first_look_was_cut_does_not_hold_round_one_open(monke
     p.cfg = SimpleNamespace(confidence=0.95)
     p.specs, p.planned, p.unfit, p.order = specs, specs, set(), ["lora", "prompt_search"]
     p.cost = lambda spec: 1.0 if spec.strategy == "prompt_search" else float(spec.train_size)
+    p.first_key = lambda: p.cost  # round one's order does not matter here
     p.cut = {"prompt_search-n256-s0", "prompt_search-n500-s0"}  # its first look, and the dearer sizes
     lora = rec("lora", 64, 0.87)
     p._race([lora])
