@@ -288,6 +288,7 @@ def summarize() -> None:
         "at target | decided or tied (rule) | prompt or train | wall / budget | full grid | beside | run at (commit) | decision |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    lines[2:2] = _latest(rows)
     for r in rows:
         if r.get("error"):
             lines.append(
@@ -307,7 +308,60 @@ def summarize() -> None:
             f"({100 * r['wall_s'] / r['budget_s']:.0f}%) | {grid} | {r.get('beside') or 'nothing'} | {when(r)} | "
             f"{r['decision']}{again} |"
         )
-    TABLE.write_text("\n".join(lines) + "\n")
+    notes = TABLE.with_name("measured_answers_notes.md")
+    tail = ["", notes.read_text().rstrip()] if notes.exists() else []
+    TABLE.write_text("\n".join(lines + tail) + "\n")
+
+
+def _latest(rows: list[dict]) -> list[str]:
+    """Where each compare stands now: its latest row at each speed (and, when that one was refused,
+    the latest the compare accepted), with the issue's targets tallied over the accepted ones."""
+    latest: dict[tuple, dict] = {}
+    accepted: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["data"], r["slowdown"])
+        latest[key] = r
+        if not r.get("error"):
+            accepted[key] = r
+    out = [
+        "## Where each compare stands (its latest row at each speed; the full history follows)",
+        "",
+        "| data | slowdown | budget | measured / asked | both sides | winner at target | decided or tied | "
+        "prompt or train | wall / budget | run at (commit) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    tally = {"full": [], "half": []}
+    for key in latest:
+        for r in [latest[key]] + ([accepted[key]] if latest[key].get("error") and key in accepted else []):
+            if r.get("error"):
+                out.append(f"| {r['data']} | {r['slowdown']} | {r['budget']} | refused | | | | | | {when(r)} |")
+                continue
+            tally["full" if r["slowdown"] == "none" else "half"].append(r)
+            out.append(
+                f"| {r['data']} | {r['slowdown']} | {r['budget']} | {len(r['measured'])} / {len(r['asked'])} | "
+                f"{'yes' if r['both_sides'] else '**no**'} | {'yes' if r['measured_at_target'] else '**no**'} | "
+                f"{r['state']}{' (' + r['rule'] + ')' if r['rule'] else ''} | {r.get('question', '-')} | "
+                f"{r['wall_s'] / 60:.1f} / {r['budget_s'] / 60:.0f} min | {when(r)} |"
+            )
+    out.append("")
+    for speed, rs in tally.items():
+        if not rs:
+            continue
+
+        def count(ok, rs=rs) -> str:
+            return f"{sum(1 for r in rs if ok(r))} of {len(rs)}"
+
+        out.append(
+            f"- At {speed} speed, over the latest accepted row of each compare: every candidate measured in "
+            f"{count(lambda r: len(r['measured']) == len(r['asked']))}; both sides in "
+            f"{count(lambda r: r['both_sides'])}; the winner measured at the target in "
+            f"{count(lambda r: r['measured_at_target'])}; decided or a tie resolved by a rule in "
+            f"{count(lambda r: r['state'] != 'not decided')}; the question (prompt or train) answered in "
+            f"{count(lambda r: not str(r.get('question', '-')).startswith(('not', '-')))}; wall time within "
+            f"+5% of the budget in {count(lambda r: r['wall_s'] <= 1.05 * r['budget_s'])}."
+        )
+    out.append("")
+    return out
 
 
 def main() -> None:
