@@ -221,6 +221,12 @@ class Estimator:
         else:
             calls = sp.strategy_cls.planned_calls(c) or 0
             fit = calls * row
+            # What the calls alone do not show (a search's candidates each encode their own prompt
+            # start per slice they score; a bootstrap scores rows against every label): the strategy says.
+            starts, full = sp.strategy_cls.planned_extra_work(c, p.task, train_rows=train_size or None)
+            fit += starts * self.context_tokens(strategy, settings) * p.tok_gflop
+            if get_task(p.task).closed_labels:
+                fit += full * (1 - HEAD_SHARE) * p.label_nodes * (p.tok_gflop + p.head_gflop)
             if getattr(c, "selection", "") == "nearest":  # the exemplar pool is embedded once
                 fit += min(train_size, getattr(c, "pool_size", 1000)) * p.input_tokens * p.tok_gflop
         return Work(fit, rows * row)

@@ -303,6 +303,17 @@ class Strategy:
         return None
 
     @classmethod
+    def planned_extra_work(
+        cls, config, task: str, train_rows: int | None = None, dev_rows: int | None = None
+    ) -> tuple[int, int]:
+        """Beyond its planned calls, what a fit's scoring costs, for cost estimates: (prompt starts it
+        encodes that no other scored row shares, e.g. each candidate prompt of a search once per
+        scoring slice; rows it scores against every label rather than searching for the best one's,
+        e.g. a bootstrap or a calibration). (0, 0) for most strategies. ``train_rows``, ``dev_rows``:
+        the splits' sizes where known."""
+        return 0, 0
+
+    @classmethod
     def reads_rows_at_most(cls, config) -> int | None:
         """The most train rows a fit can depend on, whatever the train size (None: all of them).
 

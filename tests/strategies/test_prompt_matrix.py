@@ -140,6 +140,14 @@ def test_prompt_search_respects_its_call_budget_exactly(budget, base):
     assert used == backend.calls <= budget
     assert budget - used < 30  # it spends what it was given
     assert art.trace and art.trace[-1]["calls_used"] <= budget
+    # The compare's cost model counts the search's prompt starts (one per candidate and slice it
+    # scores) and its rows scored against every label (bootstrap, calibration) as the search made them.
+    slices = sum(1 for t in art.trace if t["step"].startswith("round-"))
+    boot = sum(t["train_scored"] for t in art.trace if t["step"] == "bootstrap")
+    calibrated = {t["candidate"] for t in art.trace if t["step"] == "round-0"}
+    full = boot + len(calibrated) * len(strat.config.content_free)
+    planned = strat.planned_extra_work(strat.config, "classification", train_rows=len(TRAIN), dev_rows=len(DEV))
+    assert planned == (slices, full), art.trace
 
 
 def test_prompt_search_budget_too_small_is_a_clear_error(base):
