@@ -7,7 +7,6 @@ import pytest
 
 from adaptlab.compare import CompareConfig, run_compare
 from adaptlab.compare.costs import FIXED_SECONDS, Estimator, screen_rows
-from adaptlab.strategies.registry import get_strategy
 from adaptlab.utils import TimeUp, check_deadline, time_limit
 
 from .test_adaptive import _run
@@ -45,8 +44,8 @@ def _fake(monkeypatch, speed, clock, cut=()):
         est = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
         # Fitting and scoring each take their prior estimate at ``speed``, so the rates a compare learns
         # from these records are the machine's speed, as on a real machine.
-        w, kind = est.work(spec.strategy, spec.train_size, rows), get_strategy(spec.strategy).kind
-        fit = est._prior_seconds("train" if kind == "gradient" else "eval", w.fit) / speed
+        w = est.work(spec.strategy, spec.train_size, rows)
+        fit = sum(est.fit_prior(spec.strategy, w)) / speed
         score = est._prior_seconds("eval", w.score) / speed
         clock[0] += est.seconds(spec.strategy, spec.train_size, rows) / speed
         r = _run(spec)

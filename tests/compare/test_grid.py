@@ -405,6 +405,50 @@ def test_one_cost_model_orders_cheap_runs_first_and_learns_from_runs():
     assert est.scored_per_run(True) == ctx.n_eval < est.scored_per_run(False) or not cfg.fragility_k
 
 
+def test_a_fits_dev_checks_are_priced_at_the_scoring_rate_and_a_first_look_does_not_set_the_training_rate():
+    """A gradient fit's dev checks score rows: on a first look they are most of its work. Its seconds
+    left after them are weighed against the training measured elsewhere by its training share, so a
+    first look dominated by slow dev checks does not make the run at the target look slow (Banking77:
+    LoRA at 16 made LoRA at 1000 548 s, it took 352)."""
+    from adaptlab.compare.costs import FIXED_SECONDS, Estimator
+    from adaptlab.compare.measure import prepare
+
+    cfg = CompareConfig(data="demo", strategies=["lora", "full"], **{**FAST, "model": "tiny"})
+    ctx = prepare(cfg)
+    est = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
+    small, large = est.work("lora", 16, ctx.n_eval), est.work("lora", 1000, ctx.n_eval)
+    assert 0 < small.dev == large.dev < small.fit < large.fit  # the same dev checks at any size
+    own, dev = est.fit_prior("lora", small)
+
+    def observe(strategy, size, train_factor, score_factor):
+        w = est.work(strategy, size, ctx.n_eval)
+        own, dev = est.fit_prior(strategy, w)
+        est.observe(
+            {
+                "run": {"strategy": strategy, "kind": "gradient", "train_size": size, "epochs": 1.0},
+                "train": {"seconds": train_factor * own + score_factor * dev},
+                "eval": {"seconds": score_factor * est._prior_seconds("eval", w.score), "scored_examples": ctx.n_eval},
+            }
+        )
+
+    observe("lora", 16, 1.0, 10.0)  # scoring 10x slower than its prior, training as its prior
+    t_own, t_dev = est.fit_prior("lora", large)
+    fit = est.seconds("lora", 1000, 0) - FIXED_SECONDS["gradient"]
+    assert fit == pytest.approx(t_own + 10.0 * t_dev, rel=0.01)  # the dev checks at the scoring rate
+    # Without the split the whole fit took the first look's factor: (own + 10 dev) / (own + dev).
+    blended = (own + 10.0 * dev) / (own + dev)
+    assert blended > 1.5 and fit < 0.8 * blended * (t_own + t_dev)
+    # A first look's own training, slower than its prior, moves the rate in its share of the fit.
+    est2 = Estimator(cfg, ctx.profile, ctx.n_eval, ctx.n_screen)
+    est, keep = est2, est
+    observe("lora", 16, 3.0, 1.0)
+    share = own / (own + dev)
+    assert est._train_factor("lora") == pytest.approx(share * 3.0 + (1 - share) * 1.0, rel=0.01)
+    observe("full", 1000, 2.0, 1.0)  # a large fit: mostly training
+    assert est._train_factor("full") > 1.8
+    assert keep._train_factor("full") == pytest.approx(1.0, rel=0.01)  # only lora trained there, at its prior
+
+
 def test_a_prompt_search_fit_is_estimated_from_scoring_rates_not_training_ones():
     """A prompt strategy's fit scores dev rows: before it runs, its seconds follow the rate measured
     by the prompt strategies' scoring, not by the gradient strategies' training (which pooled by the
