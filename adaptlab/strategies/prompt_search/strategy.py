@@ -41,6 +41,33 @@ class _Budget:
         return self.limit - self.used
 
 
+def halving_rounds(n: int, first: int, dev_rows: int | None, left, cal: int):
+    """The successive halving's rounds, one schedule for the search and for its cost: yields
+    ``(alive, done, want, cal)`` per round, the ``alive`` best candidates scored on dev rows
+    ``done:want`` (and ``cal`` calibration calls each, in the first round). Each round doubles the rows
+    and halves the candidates, until one is left or dev (``dev_rows``; None: unknown, unbounded) is
+    used up. ``left()`` gives the calls left when a round is planned (the caller spends them): a
+    round it cannot pay for in full is shortened for all alike, and a first round that cannot give
+    each candidate one row keeps the candidates it can score."""
+    cap = dev_rows if dev_rows else math.inf
+    alive, done, target, rnd = n, 0, first, 0
+    while alive:
+        c = cal if rnd == 0 else 0
+        want = min(target, cap)
+        if alive * (want - done + c) > left():
+            want = min(done + max(0, (left() - alive * c) // alive), cap)
+        if want <= done:
+            afford = left() // (1 + c)
+            if rnd == 0 and 1 <= afford < alive:
+                alive = afford
+                continue
+            return
+        yield alive, done, int(want), c
+        if alive == 1 or want >= cap:
+            return
+        alive, done, target, rnd = math.ceil(alive / 2), int(want), int(want) * 2, rnd + 1
+
+
 class PromptSearchStrategy(PromptStrategy):
     name = "prompt_search"
     scores_dev = False  # the winner's dev score comes from the search: no calls beyond the budget
@@ -68,24 +95,11 @@ class PromptSearchStrategy(PromptStrategy):
         fields = load_template(config.template or default_template(task), task).fields
         cands = len(cls(config).instructions(task)) * sets if "instruction" in fields else sets
         cal = len(config.content_free) if config.calibrate and clf else 0
-        left, alive, done, target, slices = config.budget_calls - boot, cands, 0, config.first_round, 0
-        calibrated = 0
-        while alive:
-            c = 0 if slices else cal  # every candidate is calibrated before its first slice
-            want = min(target, dev_rows or target)
-            if alive * (want - done + c) > left:
-                want = min(done + max(0, (left - alive * c) // alive), dev_rows or target)
-            if want <= done:
-                if not slices and alive > 1 and 1 <= left // (1 + cal) < alive:
-                    alive = left // (1 + cal)  # as _race: the candidates the budget can score
-                    continue
-                break
-            left -= alive * (want - done + c)
-            calibrated = calibrated or alive * cal
-            slices, done = slices + alive, want
-            if alive == 1 or (dev_rows and want >= dev_rows):
-                break
-            alive, target = math.ceil(alive / 2), want * 2
+        left = [config.budget_calls - boot]
+        slices = calibrated = 0
+        for alive, done, want, c in halving_rounds(cands, config.first_round, dev_rows, lambda: left[0], cal):
+            left[0] -= alive * (want - done + c)
+            slices, calibrated = slices + alive, calibrated + alive * c
         return slices, boot + calibrated
 
     @classmethod
@@ -194,36 +208,20 @@ class PromptSearchStrategy(PromptStrategy):
         return cands, len(instructions), len(sets)
 
     def _race(self, cands: list[dict], dev_ex: list, budget: _Budget, trace: list) -> None:
-        """Successive halving: score the survivors on the next slice of dev, keep the better half."""
+        """Successive halving (:func:`halving_rounds`): score the survivors on the next slice of dev,
+        keep the better half."""
         cfg = self.config
         cal_cost = len(cfg.content_free) if cfg.calibrate else 0
         alive = cands
-        target, rnd = cfg.first_round, 0
-        while alive:
-            done_n = alive[0]["n"]
-            want = min(target, len(dev_ex))
-            per = [(want - c["n"]) + (0 if c["calibrated"] else cal_cost) for c in alive]
-            if sum(per) > budget.left:  # shorten the round to what the budget allows, for all alike
-                want = done_n + max(
-                    0, (budget.left - sum(0 if c["calibrated"] else cal_cost for c in alive)) // len(alive)
-                )
-                want = min(want, len(dev_ex))
-            if want <= done_n:
-                if rnd == 0 and len(alive) > 1:  # not even one example each: keep what the budget can score
-                    afford = budget.left // (1 + cal_cost)
-                    if afford < 1:
-                        raise ValueError(
-                            f"prompt_search: budget_calls={cfg.budget_calls} cannot score a single "
-                            f"candidate (bootstrap and calibration used {budget.used})"
-                        )
-                    alive = alive[:afford]
-                    continue
-                break
+        for rnd, (n, done, want, _) in enumerate(
+            halving_rounds(len(cands), cfg.first_round, len(dev_ex), lambda: budget.left, cal_cost)
+        ):
+            alive = alive[:n]  # the better half of the last round (or what the budget can score)
             for c in alive:
                 if cfg.calibrate and not c["calibrated"]:
                     c["art"].fit_calibration(list(cfg.content_free))
                     c["calibrated"] = True
-                c["score"] += self._score(c["art"], dev_ex[c["n"] : want])
+                c["score"] += self._score(c["art"], dev_ex[done:want])
                 c["n"] = want
             alive.sort(key=lambda c: (-c["score"] / c["n"], c["id"]))
             for c in alive:
@@ -238,10 +236,11 @@ class PromptSearchStrategy(PromptStrategy):
                         "calls_used": budget.used,
                     }
                 )
-            if len(alive) == 1 or want >= len(dev_ex):
-                break
-            alive = alive[: math.ceil(len(alive) / 2)]
-            target, rnd = want * 2, rnd + 1
+        if cands and not any(c["n"] for c in cands):
+            raise ValueError(
+                f"prompt_search: budget_calls={cfg.budget_calls} cannot score a single "
+                f"candidate (bootstrap and calibration used {budget.used})"
+            )
 
     @staticmethod
     def _score(art: PromptArtifact, part) -> float:
