@@ -453,8 +453,13 @@ def run_ray_workers(out: Path, workers: int, address: str, cpus: int | None = No
     return max(codes)
 
 
-def _best(records: list[dict]) -> str | None:
+def _best(records: list[RunRecord]) -> str | None:
+    """The best run so far by the metric the ranking uses (macro-F1 on imbalanced labels: the
+    progress line said accuracy there while the ranking said macro-F1, 0.656 against 0.283)."""
     if not records:
         return None
-    r = max(records, key=lambda r: r.quality)
-    return f"{r.id} {r.quality:.3f}"
+    from adaptlab.compare.baselines import ranking_metric
+
+    metric = ranking_metric(records)[0]
+    r = max(records, key=lambda r: r.ranked_quality(metric))
+    return f"{r.id} {metric} {r.ranked_quality(metric):.3f}"

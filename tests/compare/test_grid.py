@@ -483,3 +483,25 @@ def test_a_prompt_search_fit_is_estimated_from_scoring_rates_not_training_ones()
         }
     )
     assert search_s() == pytest.approx(0.5 * before, rel=0.01)
+
+
+def test_the_progress_lines_best_so_far_is_by_the_metric_the_ranking_uses():
+    """On imbalanced labels the ranking is by macro-F1; the progress line said accuracy (FPB: 'best so
+    far 0.656' for a run whose macro-F1, the ranked number, was 0.283)."""
+    from adaptlab.compare.grid import _best
+    from adaptlab.compare.record import RunRecord
+
+    base = {"n_labels": 3, "largest_share": 0.6, "largest_class": "neutral"}
+
+    def rec(name, acc, f1):
+        return RunRecord(
+            run={"id": f"{name}-n32-s0", "strategy": name, "train_size": 32, "seed": 0},
+            eval={"quality": acc, "metric": "accuracy", "test": {"accuracy": acc, "macro_f1": f1}, "baselines": base},
+        )
+
+    runs = [rec("lora", 0.66, 0.28), rec("few_shot", 0.50, 0.34)]
+    assert _best(runs) == "few_shot-n32-s0 macro_f1 0.340"
+    balanced = {**base, "largest_share": 0.34}
+    for r in runs:
+        r.eval["baselines"] = balanced
+    assert _best(runs) == "lora-n32-s0 accuracy 0.660"
