@@ -358,16 +358,26 @@ def decision_line(
     rec = recommendation
     line = _race_line(state, n_runs, minutes, left, never, rec is not None and rec.winner == state.leader)
     rule = next((r for r in rec.fired if r in SETTLING), None) if rec is not None else None
-    if not state.sure and rule is None:
+    # A rule settles what the noise leaves open among measured candidates; one that can still change
+    # the winner, extrapolated to the target from smaller sizes, leaves the race open whatever the
+    # rule says of the others (FPB on two bases at 20m: "tie resolved by prompt_enough" with hybrid on
+    # Gemma predicted from 32 up to 0.848; measured at 128 in the 35m row, it won with 0.687).
+    guessed = [s for s in state.alive if rule and s != rec.winner and s in state.fits and state.fits[s].extrapolated]
+    if not state.sure and (rule is None or guessed):
         line += _question_line(state)
     if rec is None or not rec.winner:
         return line
+    at = f" at {rec.target} examples" if rec.target else ""
+    if guessed:
+        return (
+            f"{line}; {rec.winner} is recommended{at} by rule {rule} ({SETTLING[rule]}) among the candidates "
+            f"measured there, which settles nothing while {', '.join(guessed)} "
+            f"{'is' if len(guessed) == 1 else 'are'} not measured there"
+        )
     if rule is not None:
         how = "decided" if state.sure and rec.winner == state.leader else "tie resolved"
-        at = f" at {rec.target} examples" if rec.target else ""
         return f"{how} by rule {rule} ({SETTLING[rule]}): {rec.winner} is recommended{at}; the race: {line}"
     if rec.winner != state.leader:
-        at = f" at {rec.target} examples" if rec.target else ""
         return f"{line}; {rec.winner} is recommended as the best measured{at}" + (
             f" ({state.leader} leads by prediction only)" if state.leader else ""
         )

@@ -185,6 +185,48 @@ def test_the_decision_line_names_the_rule_that_decided():
     assert "by rule prompt_enough" in line and "few_shot is recommended" in line
 
 
+def test_prompting_is_not_enough_while_a_trained_candidate_unmeasured_at_the_target_can_still_beat_it():
+    """FPB on two bases at 20m: prompt search was called enough against the trained runs measured at
+    128 while hybrid, predicted from 32 with a band up to 0.848, was not measured there (the 35m row
+    measured it at 0.687, far above the prompt's 0.342)."""
+    n = 300
+    trained = [0 if i % 10 == 0 else 1 for i in range(n)]
+    close = list(trained)
+    for i in [i for i in range(n) if trained[i]][:6]:
+        close[i] = 0
+    riser = [1 if i % 5 else 0 for i in range(n)][:n]
+    riser = [x if i < 180 else 0 for i, x in enumerate(riser)]  # 0.48 at 16: a band reaching far up at 300
+    records = [*_pair(trained, close), rec("full", 16, sum(riser) / n, right=riser, artifact=5e8)]
+    r = recommend(records, Constraints(prompt_margin=0.02))
+    assert "prompt_enough" not in r.fired and r.winner == "lora"
+    assert "prompting is not shown to be enough" in r.to_markdown() and "full (band up to" in r.to_markdown()
+    assert "prompt_enough" in recommend(records[:2], Constraints(prompt_margin=0.02)).fired  # as before
+
+
+def test_a_rule_settles_no_race_while_a_candidate_is_extrapolated_to_the_target():
+    """near_tie picks among the tied candidates measured at the target; the race stays open (and says
+    so) while another can still change the winner from a smaller size."""
+    from adaptlab.compare.adaptive import decision_line, race
+    from adaptlab.compare.store import RunSpec
+
+    n = 300
+    lead = [0 if i % 10 == 0 else 1 for i in range(n)]  # 0.900
+    tied = list(lead)
+    tied[1] = 0  # 0.897: within a point
+    riser = [x if i < 180 else 0 for i, x in enumerate(1 if i % 5 else 0 for i in range(n))]
+    measured = [
+        rec("lora", 300, sum(lead) / n, right=lead, artifact=3e7),
+        rec("prefix", 300, sum(tied) / n, right=tied, artifact=1e6),
+    ]
+    for records, settled in ((measured, True), ([*measured, rec("full", 16, sum(riser) / n, right=riser)], False)):
+        specs = [RunSpec("lora", 300, 0), RunSpec("prefix", 300, 0), RunSpec("full", 300, 0)]
+        best = recommend(records, Constraints())
+        assert best.winner == "prefix" and "near_tie" in best.fired
+        line = decision_line(race(records, specs), len(records), 1.0, 0, recommendation=best)
+        assert line.startswith("tie resolved by rule near_tie") is settled, line
+        assert ("settles nothing while full is not measured there" in line) is not settled, line
+
+
 def test_an_answer_that_names_no_label_is_wrong_and_counted():
     from adaptlab.evaluation.metrics import classification_metrics
     from adaptlab.strategies.prompting import PromptArtifact
