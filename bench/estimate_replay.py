@@ -19,26 +19,22 @@ sys.path.insert(0, str(ROOT))
 
 from adaptlab.compare.config import CompareConfig  # noqa: E402
 from adaptlab.compare.costs import Estimator, Profile  # noqa: E402
-from adaptlab.compare.record import RunRecord  # noqa: E402
+from adaptlab.compare.store import load_results  # noqa: E402
 
 
 def main(run: Path) -> None:
     race = json.loads((run / "race.json").read_text())
     cfg = CompareConfig.load(run / "compare.json")
     est = Estimator(cfg, Profile(**race["profile"]), race.get("test_rows") or 0, race.get("screen_rows") or 0)
-    recs = sorted(
-        (json.loads(p.read_text()) for p in (run / "results").glob("*.json")), key=lambda r: r["meta"]["started"]
-    )
     print(f"{'run':28s} {'estimate s':>10s} {'fit s':>7s} {'score s':>7s} {'fit GFLOP':>10s} {'score GFLOP':>11s}")
-    for r in recs:
-        rec = RunRecord.of(r)
+    for rec in sorted(load_results(run), key=lambda r: r.meta["started"]):
         w = est.work(rec.strategy, rec.train_size, rec.scored_rows)
         e = est.seconds(rec.strategy, rec.train_size, rec.scored_rows)
         print(
             f"{rec.id:28s} {e:10.0f} {rec.fit_seconds or 0:7.0f} {rec.score_seconds or 0:7.0f} "
             f"{w.fit:10.0f} {w.score:11.0f}"
         )
-        est.observe(r)
+        est.observe(rec)
 
 
 if __name__ == "__main__":

@@ -364,11 +364,8 @@ class Estimator:
             self._add(strategy, "score", score_s, self._prior_seconds("eval", w.score))
         fit_s = rec.fit_seconds
         if fit_s is not None and w.fit > 0:
-            own, dev = self.fit_prior(strategy, w)
-            if dev:  # a gradient fit: what its dev checks leave, and their prior seconds beside
-                self._add(strategy, "fit", max(0.0, fit_s - dev * self._rate_factor(strategy, "score")), own, dev)
-            else:
-                self._add(strategy, "fit", fit_s, own)
+            own, dev = self.fit_prior(strategy, w)  # a gradient fit: what its dev checks leave, beside them
+            self._add(strategy, "fit", max(0.0, fit_s - dev * self._rate_factor(strategy, "score")), own, dev)
 
     def _add(self, strategy: str, phase: str, measured: float, prior: float, dev: float = 0.0) -> None:
         acc = self._seen.setdefault((strategy, phase), [0.0, 0.0, 0.0])

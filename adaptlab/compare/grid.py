@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from adaptlab.compare.baselines import ranking_metric
 from adaptlab.compare.config import CompareConfig
 from adaptlab.compare.costs import Estimator
 from adaptlab.compare.record import RunRecord
@@ -458,8 +459,6 @@ def _best(records: list[RunRecord]) -> str | None:
     progress line said accuracy there while the ranking said macro-F1, 0.656 against 0.283)."""
     if not records:
         return None
-    from adaptlab.compare.baselines import ranking_metric
-
     metric = ranking_metric(records)[0]
     r = max(records, key=lambda r: r.ranked_quality(metric))
     return f"{r.id} {metric} {r.ranked_quality(metric):.3f}"

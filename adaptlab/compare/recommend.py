@@ -383,16 +383,18 @@ def _trained_still_open(rec: Recommendation, ranked: list[Row], p: Row, c: Const
     enough against the trained runs measured at 128 (0.285 at best) while hybrid on Gemma, predicted
     from 32 with a band up to 0.848, was not measured there; the same compare at 35m measured it at
     0.687."""
-    bar = p.quality + c.prompt_margin
-    open_ = [
-        r for r in ranked if r.kind != "prompt" and r.predicted and (r.hi if r.hi is not None else r.quality) > bar
-    ]
+
+    def optimistic(r: Row) -> float:
+        return r.hi if r.hi is not None else r.quality
+
+    open_ = sorted(
+        (r for r in ranked if r.kind != "prompt" and r.predicted and optimistic(r) > p.quality + c.prompt_margin),
+        key=optimistic,
+        reverse=True,
+    )
     if not open_:
         return False
-    names = ", ".join(
-        f"{r.strategy} (band up to {r.hi:.3f})" if r.hi is not None else r.strategy
-        for r in sorted(open_, key=lambda r: -(r.hi if r.hi is not None else r.quality))[:3]
-    )
+    names = ", ".join(f"{r.strategy} (band up to {r.hi:.3f})" if r.hi is not None else r.strategy for r in open_[:3])
     more = f" and {len(open_) - 3} more" if len(open_) > 3 else ""
     rec.reasons.append(
         f"prompting is not shown to be enough: {p.strategy} ({p.quality:.3f}) is within the {margin} of "
