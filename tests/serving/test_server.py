@@ -431,3 +431,38 @@ def test_a_chat_adaptation_sees_the_whole_conversation(env, oai):
     other = oai.chat.completions.create(model="chat-lora", messages=talk[-1:], max_tokens=6).choices[0].message.content
     assert art.generate([json.dumps(talk[-1:])], max_new_tokens=6)[0] == other  # the last turn alone: its own answer
     assert "order?" in art.prompts([json.dumps(talk)])[0]
+
+
+def test_a_service_worked_on_the_calling_thread_answers_what_other_threads_submit(env):
+    """``Service(threads=False)`` starts no worker (nothing is answered until ``run``); ``run`` works
+    the queue on the calling thread, answers requests submitted from other threads exactly as a
+    worker thread does, and returns when ``until()`` says so."""
+    import threading
+
+    svc = Service(env["base"], env["reg"], ServeConfig(max_wait_ms=5), threads=False)
+    try:
+        assert svc.lanes[0].worker is None
+        _, gen = svc.resolve("gen-lora")
+        answers, done = {}, threading.Event()
+
+        def client():
+            answers["gen"] = svc.generate(gen, ["say ab", "say b"], 4)
+            done.set()
+
+        caller = threading.Thread(target=client)
+        caller.start()
+        caller.join(timeout=0.5)
+        assert caller.is_alive()  # nothing works the queue yet
+        svc.run(until=done.is_set)
+        caller.join(timeout=10)
+        assert svc.lanes[0].worker is None  # worked here, not on a thread of its own
+        expected = env["service"].generate(env["service"].resolve("gen-lora")[1], ["say ab", "say b"], 4)
+        assert answers["gen"] == expected
+        from adaptlab.serving.service import ServingError, Work
+
+        late = svc.submit(Work("generate", gen, "say ab", max_new=2))  # after run returned: no one works it
+        svc.close()
+        with pytest.raises(ServingError, match="stopped"):
+            late.result(timeout=5)  # failed by close, not left waiting
+    finally:
+        svc.close()
