@@ -103,13 +103,12 @@ class Server:
         prompt_cache: bool = True,
         preload: list[str] | None = None,
         weights: str = "fp32",
+        launcher: list[str] | None = None,  # what runs ``serve ...``; default ``python -m adaptlab.cli``
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
-            sys.executable,
-            "-m",
-            "adaptlab.cli",
+            *(launcher or [sys.executable, "-m", "adaptlab.cli"]),
             "serve",
             "--model",
             model,

@@ -139,11 +139,18 @@ def texts_of(results: list[dict]) -> list[str | None]:
     return [r["body"]["choices"][0]["text"] if r["status"] == 200 else None for r in results]
 
 
+WORKER = "@worker"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--loras", type=Path, default=Path("runs/bench_serving_field/gemma-3-270m-generate"))
     ap.add_argument("--adapters", default="8,32", help="LoRA counts, comma-separated")
-    ap.add_argument("--weights", default="fp32,auto", help="adaptlab serve --weights kinds, comma-separated")
+    ap.add_argument(
+        "--weights",
+        default="fp32,auto",
+        help="adaptlab serve --weights kinds, comma-separated; KIND@worker: batches on a worker thread (before 7934e07)",
+    )
     ap.add_argument("--data", default="e2e_nlg")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
@@ -166,7 +173,8 @@ def main() -> None:
     base = load_base("gemma-3-270m")
     machine = roofline.measure()
     shape = roofline.model_shape(base.model, base.name)
-    kinds = {w: fastweights.resolve(w, base.model) for w in a.weights.split(",")}
+    # ``KIND@worker``: the same server with its batches on a worker thread, as before 7934e07 (serve_on_a_worker.py)
+    kinds = {w: fastweights.resolve(w.removesuffix(WORKER), base.model) for w in a.weights.split(",")}
     counts = [int(n) for n in a.adapters.split(",")]
     folders = sorted(p for p in a.loras.iterdir() if (p / "adaptlab_artifact.json").exists())[: max(counts)]
     if len(folders) < max(counts):
@@ -189,8 +197,14 @@ def main() -> None:
         del base
         scenarios = scenarios_for(names, which_of, texts, prompts_of, a.max_tokens)
         for flag, kind in kinds.items():
-            server = Server("gemma-3-270m", d / "registry", "mixed", 32, 20.0, preload=names, weights=flag)
-            engine = f"adaptlab serve (--weights {flag}: {kind})"
+            weights, on_worker = flag.removesuffix(WORKER), flag.endswith(WORKER)
+            launcher = [sys.executable, str(Path(__file__).with_name("serve_on_a_worker.py"))] if on_worker else None
+            server = Server(
+                "gemma-3-270m", d / "registry", "mixed", 32, 20.0, preload=names, weights=weights, launcher=launcher
+            )
+            engine = f"adaptlab serve (--weights {weights}: {kind})" + (
+                ", batches on a worker thread" if on_worker else ""
+            )
             try:
                 for scenario, (ours, _) in scenarios.items():
                     r = measure(
