@@ -67,10 +67,18 @@ def test_compare_from_python_returns_its_answer_as_objects(tmp_path):
         adaptlab.compare("demo", out=tmp_path / "x", strategy="lora")
 
 
+def _small_csv(tmp_path):
+    """A 40-row classification file (split 32/4/4). Not the demo where a test checks options, not
+    quality: the demo's test split through a random tiny model's label tree took 20 s a train."""
+    rows = [f"item {i} {'fresh' if i % 2 else 'broken'},{'good' if i % 2 else 'bad'}" for i in range(40)]
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    return tmp_path / "d.csv"
+
+
 def test_train_then_load_and_use_an_adaptation(tmp_path):
     art = adaptlab.train(
         "lora",
-        "demo",
+        str(_small_csv(tmp_path)),
         out=tmp_path / "lora",
         model="tiny",
         settings={"r": 4},
@@ -101,7 +109,17 @@ def test_train_then_load_and_use_an_adaptation(tmp_path):
 
 
 def test_a_generation_adaptation_generates(tmp_path):
-    adaptlab.train("zero_shot", "demo-chat", out=tmp_path / "zs", model="tiny", progress=False, evaluate=False)
+    # dev_limit 4: a prompt strategy records dev metrics even without evaluate (50 dev chats decoded
+    # by a random tiny model were 16 of this test's 17 seconds).
+    adaptlab.train(
+        "zero_shot",
+        "demo-chat",
+        out=tmp_path / "zs",
+        model="tiny",
+        settings={"dev_limit": 4},
+        progress=False,
+        evaluate=False,
+    )
     m = adaptlab.load(tmp_path / "zs")
     assert m.task == "chat" and m.labels is None
     out = m.generate(["Hello"], max_new_tokens=3)
@@ -187,8 +205,8 @@ def test_file_spellings_of_budget_sizes_and_set():
 
 def test_train_from_a_yaml_file_flags_over_it_and_its_saved_options_rerun_it(tmp_path):
     (tmp_path / "train.yaml").write_text(
-        "strategy: lora\ndata: demo\nmodel: tiny\ntrain_size: 16\nmax-steps: 2\nbatch_size: 4\nlr: 0.01\n"
-        "settings:\n  r: 4\n"
+        f"strategy: lora\ndata: {_small_csv(tmp_path)}\nmodel: tiny\ntrain_size: 16\nmax-steps: 2\nbatch_size: 4\n"
+        "lr: 0.01\nsettings:\n  r: 4\n"
     )
     r = CliRunner().invoke(
         app, ["train", "--config", str(tmp_path / "train.yaml"), "--out", str(tmp_path / "a"), "--train-size", "8"]
