@@ -128,8 +128,9 @@ class Service:
     between parallel regions and puts them to sleep, so every small product pays a wake-up. The
     thread that loaded the model already has a team; a worker thread's team makes four threads
     on two cores. Measured on this 2-core VM: a LoRA's two small products took 54.8 us on the
-    thread that loaded the weights and 314.6 us on a second thread (``Service._process`` of 16 rows,
-    8 LoRAs, 16 greedy tokens: about 2.9 s against 3.6 s)."""
+    thread that loaded the weights and 314.6 us on a second thread; over HTTP, 8 LoRAs each request
+    another, 52.9 against 80.4 tokens/s (``docs/results/serving_llamacpp_http.md``). Several bases
+    still mean several teams: the others' lanes run on threads of their own."""
 
     def __init__(
         self,
@@ -246,8 +247,8 @@ class Service:
 
 class Lane:
     """One base model in a :class:`Service`: its weights as served, its loaded adaptations, its
-    queue and the one worker thread that owns its model. Requests from any thread are queued; the
-    worker takes what arrives while requests keep coming (``max_wait_ms`` apart, for at most
+    queue and the one thread that works its model (a worker thread of its own, or the caller of
+    :meth:`Service.run`). Requests from any thread are queued; that thread takes what arrives while requests keep coming (``max_wait_ms`` apart, for at most
     ``max_gather_ms``; up to ``max_batch`` rows), splits it by
     weights (the base, or each full fine-tune's private copy) and runs each part as one mixed batch."""
 
