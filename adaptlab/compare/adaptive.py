@@ -362,7 +362,9 @@ def decision_line(
     # the winner, extrapolated to the target from smaller sizes, leaves the race open whatever the
     # rule says of the others (FPB on two bases at 20m: "tie resolved by prompt_enough" with hybrid on
     # Gemma predicted from 32 up to 0.848; measured at 128 in the 35m row, it won with 0.687).
-    guessed = [s for s in state.alive if rule and s != rec.winner and s in state.fits and state.fits[s].extrapolated]
+    guessed = (
+        [s for s in state.alive if s != rec.winner and s in state.fits and state.fits[s].extrapolated] if rule else []
+    )
     if not state.sure and (rule is None or guessed):
         line += _question_line(state)
     if rec is None or not rec.winner:
